@@ -1,0 +1,26 @@
+"""Install slim_callbacks: `pip install .` (add `[test]` for the test suite)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="slim_callbacks",
+    version="0.1.0",
+    description="Progressive, dependency-aware channel pruning for PaddlePaddle, inside model.fit().",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["slim_callbacks", "slim_callbacks.*"]),
+    package_data={"slim_callbacks": ["recipes/*.yaml", "recipes/*/*.yaml"]},
+    python_requires=">=3.9",
+    install_requires=[
+        "paddlepaddle>=3.0",
+        "numpy>=2.0",
+        "pyyaml>=6.0",
+        "visualdl>=2.5",
+        "scikit-learn>=1.3",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6"],
+        "plot": ["matplotlib>=3.5"],
+    },
+    entry_points={"console_scripts": ["slim-callbacks=slim_callbacks.cli:main"]},
+)
