@@ -1,5 +1,15 @@
 """slim_callbacks: channel pruning for PaddlePaddle dynamic graph, inside model.fit()."""
+from slim_callbacks.criteria import CRITERIA, Criterion, get_criterion, register_criterion
 from slim_callbacks.errors import ConfigError, SlimError
+from slim_callbacks.plan import PruningPlan
+from slim_callbacks.pruner import (FPGMFilterPruner, L1NormFilterPruner, L2NormFilterPruner,
+                                   OptSlimFilterPruner, SlimFilterPruner, plan_pruning, prune)
+from slim_callbacks.tracing import DependencyGraph, trace
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "SlimError"]
+__all__ = [
+    "CRITERIA", "ConfigError", "Criterion", "DependencyGraph", "FPGMFilterPruner",
+    "L1NormFilterPruner", "L2NormFilterPruner", "OptSlimFilterPruner", "PruningPlan",
+    "SlimError", "SlimFilterPruner", "get_criterion", "plan_pruning", "prune",
+    "register_criterion", "trace",
+]

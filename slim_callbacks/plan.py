@@ -1,0 +1,152 @@
+"""PruningPlan: what was removed, replayable on a fresh copy of the original network.
+
+A plan lists, per parameter (structural layer name + attribute), its shape before
+pruning and the indices kept along each pruned axis. It is what a pruned checkpoint
+needs to be reloaded: build the original network, ``plan.apply(net)``, load weights.
+
+    >>> plan = PruningPlan.from_dict({"params": {"fc": {"weight": {
+    ...     "shape": [4, 2], "kept": {"0": [0, 3]}}}}})
+    >>> plan.params[("fc", "weight")].kept
+    {0: [0, 3]}
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import paddle
+
+from slim_callbacks.errors import SlimError
+from slim_callbacks.surgery import apply_cuts, rollback_on_error
+from slim_callbacks.tracing import unwrap
+
+
+@dataclasses.dataclass
+class ParamCut:
+    """One parameter's shape before pruning and the indices kept per axis."""
+
+    shape: List[int]
+    kept: Dict[int, List[int]]
+
+    @property
+    def shape_after(self) -> List[int]:
+        return [len(self.kept[a]) if a in self.kept else n for a, n in enumerate(self.shape)]
+
+
+@dataclasses.dataclass
+class PruningPlan:
+    """Kept indices per parameter, plus a per-group summary.
+
+    Attributes:
+        params: (layer, attr) -> :class:`ParamCut`.
+        groups: one dict per pruned group: ``name``, ``producers``, ``before``,
+            ``after`` (channel counts) and ``criterion``.
+    """
+
+    params: Dict[Tuple[str, str], ParamCut] = dataclasses.field(default_factory=dict)
+    groups: List[dict] = dataclasses.field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def layer_widths(self) -> Dict[str, Tuple[int, int]]:
+        """Producer name -> (channels before, after) for every pruned group."""
+        return {p: (g["before"], g["after"]) for g in self.groups for p in g["producers"]}
+
+    def check(self, network: paddle.nn.Layer) -> None:
+        """Raises SlimError unless every parameter exists with its 'before' shape."""
+        layers = dict(unwrap(network).named_sublayers())
+        for (name, attr), cut in self.params.items():
+            param = layers.get(name)._parameters.get(attr) if name in layers else None
+            if param is None:
+                raise SlimError(f"plan names parameter {name}.{attr}, which the network "
+                                f"does not have: was it built from the same architecture?")
+            if list(param.shape) != cut.shape:
+                raise SlimError(f"plan expects {name}.{attr} of shape {cut.shape}, the "
+                                f"network has {list(param.shape)}: apply plans in order, "
+                                f"to the network they were made for")
+
+    def apply(self, network: paddle.nn.Layer, optimizer=None,
+              input_shape: Optional[Sequence[int]] = None) -> "PruningPlan":
+        """Shrinks ``network`` (and ``optimizer`` state) as this plan says.
+
+        Args:
+            network: a network with the plan's 'before' shapes.
+            optimizer: optimizer whose accumulators must follow, if any.
+            input_shape: if given, a forward pass at this shape must succeed
+                afterwards, or every change is rolled back and SlimError raised.
+        """
+        self.check(network)
+        net = unwrap(network)
+        layers = dict(net.named_sublayers())
+        cuts = {key: {a: np.asarray(i) for a, i in cut.kept.items()}
+                for key, cut in self.params.items()}
+        try:
+            with rollback_on_error(layers, cuts, optimizer):
+                apply_cuts(layers, cuts, optimizer)
+                if input_shape is not None:
+                    verify_forward(net, input_shape)
+        except SlimError:
+            raise
+        except Exception as err:
+            raise SlimError(f"the pruned network failed a forward pass, so nothing was "
+                            f"changed: {type(err).__name__}: {err}") from err
+        return self
+
+    def then(self, later: "PruningPlan") -> "PruningPlan":
+        """One plan equal to applying ``self`` and then ``later``."""
+        params = dict(self.params)
+        for key, cut in later.params.items():
+            first = params.get(key)
+            if first is None:
+                params[key] = cut
+                continue
+            if first.shape_after != cut.shape:
+                raise SlimError(f"plans do not chain at {key[0]}.{key[1]}: "
+                                f"{first.shape_after} then {cut.shape}")
+            kept = dict(first.kept)
+            for axis, index in cut.kept.items():
+                base = kept.get(axis, list(range(first.shape[axis])))
+                kept[axis] = [base[i] for i in index]
+            params[key] = ParamCut(first.shape, kept)
+        return PruningPlan(params, self.groups + later.groups)
+
+    # -- serialization ---------------------------------------------------------
+    def to_dict(self) -> dict:
+        params: Dict[str, dict] = {}
+        for (name, attr), cut in self.params.items():
+            params.setdefault(name, {})[attr] = {
+                "shape": cut.shape, "kept": {str(a): list(map(int, i)) for a, i in cut.kept.items()}}
+        return {"format": "slim_callbacks.PruningPlan/1", "params": params, "groups": self.groups}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PruningPlan":
+        try:
+            params = {(name, attr): ParamCut(list(c["shape"]), {int(a): list(i) for a, i in c["kept"].items()})
+                      for name, attrs in data["params"].items() for attr, c in attrs.items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise SlimError(f"not a pruning plan: {type(err).__name__}: {err}") from err
+        return cls(params, list(data.get("groups", [])))
+
+    def save(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f)
+
+    @classmethod
+    def load(cls, path: str) -> "PruningPlan":
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+
+def verify_forward(network: paddle.nn.Layer, input_shape: Sequence[int]) -> None:
+    """One eval-mode forward pass at ``input_shape``; restores train/eval modes."""
+    modes = [(layer, layer.training) for layer in network.sublayers(include_self=True)]
+    try:
+        network.eval()
+        with paddle.no_grad():
+            network(paddle.zeros([int(d) for d in input_shape], dtype="float32"))
+    finally:
+        for layer, training in modes:
+            layer.training = training

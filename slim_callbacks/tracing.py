@@ -1,0 +1,526 @@
+"""Trace a dygraph network once and find its groups of coupled channels.
+
+One forward pass in eval mode records every Paddle op (``paddle._C_ops`` and the
+Tensor operators) and every Conv/Linear/BatchNorm call, and moves channel labels
+(see :mod:`slim_callbacks.labels`) along with the real tensors. Nothing global stays
+changed: the interception is undone, hooks are removed and each sublayer's
+train/eval mode is restored in ``finally`` blocks.
+
+Safety rules, so that pruning is never wrong:
+- an op the tracer does not know blocks every channel that flows into it, with one
+  warning naming the op and the layer it ran in;
+- a tensor made by an op that escaped interception is found through its autograd
+  graph (``grad_fn.next_functions``) and its source channels are blocked;
+- channels that reach a network output are never pruned.
+
+Example:
+    >>> import paddle
+    >>> net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
+    >>> graph = trace(net, [1, 3, 32, 32])
+    >>> len(graph.prunable_groups())
+    14
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from typing import Dict, List, Sequence
+
+import numpy as np
+import paddle
+from paddle import _C_ops
+
+from slim_callbacks import labels as L
+from slim_callbacks.errors import SlimError
+from slim_callbacks.graph import (CHANNEL, IN, OUT, ChannelGroup, MemberRecord,
+                                  UnionFind, build_groups)
+
+logger = logging.getLogger(__name__)
+
+BINARY_DUNDERS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+                  "__truediv__", "__rtruediv__", "__floordiv__", "__mod__", "__pow__")
+OTHER_DUNDERS = {"__neg__": "scale", "__abs__": "abs", "__getitem__": "getitem",
+                 "__setitem__": "setitem", "__matmul__": "matmul", "__rmatmul__": "matmul",
+                 # C-level methods that return a copy or a view of the same data
+                 "_use_gpudnn": "assign", "clone": "assign", "detach": "assign",
+                 "contiguous": "assign"}
+
+
+@dataclasses.dataclass
+class DependencyGraph:
+    """What a trace found.
+
+    Attributes:
+        groups: every group of coupled channels, prunable or not.
+        layer_types: structural name -> class name of every traced Conv/Linear/BN.
+        param_names: Paddle parameter name (``conv2d_0.w_0``) -> (layer, attr).
+        unknown_ops: ``"op in layer"`` strings for ops that blocked channels.
+    """
+
+    groups: List[ChannelGroup]
+    layer_types: Dict[str, str]
+    param_names: Dict[str, tuple]
+    unknown_ops: List[str]
+
+    def prunable_groups(self) -> List[ChannelGroup]:
+        return [g for g in self.groups if g.prunable]
+
+
+def trace(network: paddle.nn.Layer, input_shape: Sequence[int]) -> DependencyGraph:
+    """Finds the coupled channel groups of ``network`` for inputs of ``input_shape``.
+
+    Args:
+        network: a dygraph ``paddle.nn.Layer`` (a ``paddle.DataParallel`` is unwrapped).
+        input_shape: shape of one example input, e.g. ``[1, 3, 224, 224]``.
+
+    Raises:
+        SlimError: if the network does not accept an input of that shape.
+    """
+    network = unwrap(network)
+    tracer = _Tracer(network)
+    x = paddle.randn([int(d) for d in input_shape], dtype="float32")
+    x.stop_gradient = False
+    tracer.set_labels(x, L.zeros(x.ndim))
+    with _eval_mode(network), _hooks(network, tracer), _intercept(tracer):
+        try:
+            out = network(x)
+        except Exception as err:  # the user's forward failed: say with what input
+            raise SlimError(f"input_shape {list(input_shape)} was rejected by the "
+                            f"network: {type(err).__name__}: {err}") from err
+    for t in _tensors_in(out):
+        tracer.block(tracer.labels_of(t), "reaches a network output")
+    return tracer.graph()
+
+
+def unwrap(network: paddle.nn.Layer) -> paddle.nn.Layer:
+    """The user's network inside a ``paddle.DataParallel`` (or the network itself)."""
+    return getattr(network, "_layers", network) if isinstance(network, paddle.DataParallel) else network
+
+
+def is_conv(layer) -> bool:
+    from paddle.nn.layer.conv import _ConvNd
+    return isinstance(layer, _ConvNd) and not getattr(layer, "_transposed", False)
+
+
+def is_batch_norm(layer) -> bool:
+    from paddle.nn.layer.norm import _BatchNormBase
+    return isinstance(layer, (_BatchNormBase, paddle.nn.BatchNorm))
+
+
+def is_linear(layer) -> bool:
+    return isinstance(layer, paddle.nn.Linear)
+
+
+def is_known_layer(layer) -> bool:
+    return is_conv(layer) or is_linear(layer) or is_batch_norm(layer)
+
+
+def _tensors_in(obj):
+    if isinstance(obj, paddle.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            yield from _tensors_in(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _tensors_in(item)
+
+
+class _Tracer:
+    """Label bookkeeping during one traced forward pass."""
+
+    def __init__(self, network):
+        self.uf = UnionFind()
+        self.atom_layer: List[int] = [0]
+        self.producer_names: List[str] = []
+        self.layer_first_atom: Dict[str, int] = {}
+        self.tensor_labels: Dict[int, tuple] = {}
+        self.node_labels: Dict[int, np.ndarray] = {}
+        self.records: List[MemberRecord] = []
+        self.blocked: Dict[int, str] = {}
+        self.unknown_ops: Dict[str, None] = {}
+        self.stack: List[str] = []
+        self.quiet = 0  # > 0 inside a known layer or while computing labels
+        self.layers = dict(network.named_sublayers())
+        self.names = {id(layer): name for name, layer in self.layers.items()}
+        self.layer_order = {name: i for i, name in enumerate(self.names.values())}
+        self.layer_types: Dict[str, str] = {}
+        self.param_names = {p.name: (name, attr)
+                            for name, layer in network.named_sublayers()
+                            for attr, p in layer._parameters.items() if p is not None}
+
+    # -- labels of tensors ---------------------------------------------------
+    def set_labels(self, tensor, labels: np.ndarray) -> None:
+        labels = L.compress(labels.reshape((1,) * (tensor.ndim - labels.ndim) + labels.shape)
+                            if labels.ndim < tensor.ndim else labels)
+        self.tensor_labels[id(tensor)] = (tensor, labels)
+        node = tensor.grad_fn
+        if node is not None:
+            self.node_labels[node.node_ptr()] = labels
+
+    def labels_of(self, tensor) -> np.ndarray:
+        entry = self.tensor_labels.get(id(tensor))
+        if entry is not None and entry[0] is tensor:
+            return entry[1]
+        if not tensor.stop_gradient and tensor.grad_fn is not None:
+            self._block_untraced_sources(tensor)
+        return L.zeros(tensor.ndim)
+
+    def _block_untraced_sources(self, tensor) -> None:
+        """Blocks the channels behind a tensor made by an op we did not see."""
+        seen, frontier = set(), [tensor.grad_fn]
+        while frontier and len(seen) < 100000:
+            node = frontier.pop()
+            ptr = node.node_ptr()
+            if ptr in seen:
+                continue
+            seen.add(ptr)
+            if ptr in self.node_labels and node is not tensor.grad_fn:
+                self.block(self.node_labels[ptr], f"feeds an untraced op {node.name()} "
+                                                  f"in {self.where()}")
+                continue
+            frontier.extend(n for n in node.next_functions if n is not None)
+
+    def block(self, labels: np.ndarray, reason: str) -> None:
+        for atom in L.atoms(labels):
+            self.blocked.setdefault(int(atom), reason)
+
+    def where(self) -> str:
+        return self.stack[-1] if self.stack else "the top-level network"
+
+    # -- producers -----------------------------------------------------------
+    def producer_atoms(self, name: str, count: int) -> np.ndarray:
+        """Atoms of a producer's output channels (the same on every call)."""
+        if name not in self.layer_first_atom:
+            self.layer_first_atom[name] = self.uf.add(count)
+            self.producer_names.append(name)
+            self.atom_layer.extend([len(self.producer_names) - 1] * count)
+        first = self.layer_first_atom[name]
+        return np.arange(first, first + count, dtype=np.int64)
+
+    def record(self, layer, attr, axis, role, atom_vector, indices=None) -> None:
+        if self.layers[layer]._parameters.get(attr) is None:
+            return
+        indices = np.arange(len(atom_vector)) if indices is None else indices
+        keep = atom_vector > 0
+        if keep.any():
+            self.records.append(MemberRecord(layer, attr, axis, role,
+                                             atom_vector[keep], indices[keep]))
+
+    def union_pairs(self, pairs: np.ndarray) -> None:
+        for a, b in pairs:
+            self.uf.union(int(a), int(b))
+
+    def graph(self) -> DependencyGraph:
+        groups = build_groups(self.uf, np.array(self.atom_layer), self.layer_order,
+                              self.producer_names, self.records, self.blocked)
+        return DependencyGraph(groups, self.layer_types, self.param_names,
+                               list(self.unknown_ops))
+
+
+# ---------------------------------------------------------------------------
+# Known layers
+# ---------------------------------------------------------------------------
+def _on_conv(tr: _Tracer, name: str, layer, x, y) -> None:
+    axis = getattr(layer, "_channel_dim", 1)
+    c_in, c_out, groups = x.shape[axis], y.shape[axis], layer._groups
+    vector = L.channel_vector(tr.labels_of(x), axis, c_in)
+    if vector is None:
+        tr.block(tr.labels_of(x), f"input of {name} mixes channels across positions")
+        vector = np.zeros(c_in, dtype=np.int64)
+    if groups == 1:
+        tr.record(name, "weight", 1, IN, vector)
+        out = tr.producer_atoms(name, c_out)
+        tr.record(name, "weight", 0, OUT, out)
+        tr.record(name, "bias", 0, OUT, out)
+    elif groups == c_in and c_out % c_in == 0:  # depthwise: output follows input
+        out = np.repeat(vector, c_out // c_in)
+        tr.record(name, "weight", 0, CHANNEL, out)
+        tr.record(name, "bias", 0, CHANNEL, out)
+    else:
+        reason = f"grouped conv {name} (groups={groups}) is not pruned"
+        tr.block(vector, reason)
+        out = tr.producer_atoms(name, c_out)
+        tr.block(out, reason)
+    tr.set_labels(y, L.along(out, axis, y.ndim))
+
+
+def _on_linear(tr: _Tracer, name: str, layer, x, y) -> None:
+    vector = L.channel_vector(tr.labels_of(x), -1, x.shape[-1])
+    if vector is None:
+        tr.block(tr.labels_of(x), f"input of {name} mixes features across rows")
+        vector = np.zeros(x.shape[-1], dtype=np.int64)
+    tr.record(name, "weight", 0, IN, vector)
+    out = tr.producer_atoms(name, y.shape[-1])
+    tr.record(name, "weight", 1, OUT, out)
+    tr.record(name, "bias", 0, OUT, out)
+    tr.set_labels(y, L.along(out, -1, y.ndim))
+
+
+def _on_batch_norm(tr: _Tracer, name: str, layer, x, y) -> None:
+    fmt = getattr(layer, "_data_format", None) or getattr(layer, "_data_layout", "NCHW")
+    axis = L.DATA_FORMATS.get(fmt, 1)
+    vector = L.channel_vector(tr.labels_of(x), axis, x.shape[axis])
+    if vector is None:
+        tr.block(tr.labels_of(x), f"input of {name} mixes channels across positions")
+        tr.set_labels(y, L.zeros(y.ndim))
+        return
+    for attr in ("weight", "bias", "_mean", "_variance"):
+        tr.record(name, attr, 0, CHANNEL, vector)
+    tr.set_labels(y, L.along(vector, axis, y.ndim))
+
+
+LAYER_HANDLERS = ((is_conv, _on_conv), (is_linear, _on_linear), (is_batch_norm, _on_batch_norm))
+
+
+@contextlib.contextmanager
+def _hooks(network, tracer: _Tracer):
+    handles = []
+
+    def pre(layer, inputs):
+        tracer.stack.append(tracer.names.get(id(layer), "?"))
+        if is_known_layer(layer):
+            tracer.quiet += 1
+
+    def post(layer, inputs, output):
+        name = tracer.stack.pop()
+        for check, handler in LAYER_HANDLERS:
+            if check(layer):
+                tracer.quiet -= 1
+                tracer.layer_types[name] = type(layer).__name__
+                if tracer.quiet == 0:
+                    handler(tracer, name, layer, inputs[0], output)
+                break
+
+    try:
+        for layer in tracer.layers.values():
+            handles.append(layer.register_forward_pre_hook(pre))
+            handles.append(layer.register_forward_post_hook(post))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def _eval_mode(network):
+    modes = [(layer, layer.training) for layer in network.sublayers(include_self=True)]
+    try:
+        network.eval()
+        yield
+    finally:
+        for layer, training in modes:
+            layer.training = training
+
+
+# ---------------------------------------------------------------------------
+# Ops
+# ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def _intercept(tracer: _Tracer):
+    """Routes every ``_C_ops`` function and Tensor operator through the tracer."""
+    originals = {}
+    try:
+        for name in dir(_C_ops):
+            func = getattr(_C_ops, name)
+            if not name.startswith("_") and type(func).__name__ == "builtin_function_or_method":
+                originals[(_C_ops, name)] = func
+                setattr(_C_ops, name, _wrap(tracer, name.rstrip("_") or name, func))
+        for dunder in BINARY_DUNDERS + tuple(OTHER_DUNDERS):
+            func = getattr(paddle.Tensor, dunder, None)
+            if func is not None:
+                op = OTHER_DUNDERS.get(dunder, "add")
+                originals[(paddle.Tensor, dunder)] = func
+                setattr(paddle.Tensor, dunder, _wrap(tracer, op, func))
+        yield
+    finally:
+        for (owner, name), func in originals.items():
+            setattr(owner, name, func)
+
+
+def _wrap(tracer: _Tracer, op: str, func):
+    def traced(*args, **kwargs):
+        if tracer.quiet:
+            return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        tracer.quiet += 1
+        try:
+            _propagate(tracer, op, func, args, kwargs, out)
+        finally:
+            tracer.quiet -= 1
+        return out
+    return traced
+
+
+def _propagate(tr: _Tracer, op: str, func, args, kwargs, out) -> None:
+    inputs = list(_tensors_in(args)) + list(_tensors_in(kwargs))
+    outputs = list(_tensors_in(out))
+    in_labels = [tr.labels_of(t) for t in inputs]
+    if op in L.NO_DATA or op in L.CREATION or not any(L.atoms(lab).size for lab in in_labels):
+        for t in outputs:
+            tr.set_labels(t, L.zeros(t.ndim))
+        return
+    handler = OP_HANDLERS.get(op)
+    if op in L.ELEMENTWISE:
+        handler = _elementwise
+    elif op in L.BINARY:
+        handler = _binary
+    if handler is None:
+        where = f"{op} in {tr.where()}"
+        if where not in tr.unknown_ops:
+            logger.warning("channels flowing into op %r (in %s) are not pruned: the "
+                           "tracer does not know how it maps channels", op, tr.where())
+        tr.unknown_ops[where] = None
+        for lab in in_labels:
+            tr.block(lab, f"flows into op {op!r} in {tr.where()}, which the tracer cannot map")
+        for t in outputs:
+            tr.set_labels(t, L.zeros(t.ndim))
+        return
+    handler(tr, op, func, args, kwargs, inputs, in_labels, outputs)
+
+
+def _elementwise(tr, op, func, args, kwargs, inputs, in_labels, outputs):
+    if len(inputs) > 1:  # e.g. pow(x, y) with a tensor exponent
+        return _binary(tr, op, func, args, kwargs, inputs, in_labels, outputs)
+    for t in outputs:
+        same = list(t.shape) == list(inputs[0].shape)
+        tr.set_labels(t, in_labels[0] if same else L.zeros(t.ndim))
+
+
+def _binary(tr, op, func, args, kwargs, inputs, in_labels, outputs):
+    out = outputs[0]
+    ndim = out.ndim
+    shapes = [[1] * (ndim - t.ndim) + list(t.shape) for t in inputs]
+    labs = [lab.reshape((1,) * (ndim - lab.ndim) + lab.shape) for lab in in_labels]
+    # An operand broadcast along an axis where another one's channels vary would
+    # spread its single channel over many: it must keep that channel.
+    for k, (shape, lab) in enumerate(zip(shapes, labs)):
+        spread = [ax for ax in range(ndim) if shape[ax] == 1 and out.shape[ax] > 1
+                  and any(o.shape[ax] > 1 for j, o in enumerate(labs) if j != k)]
+        if spread and L.atoms(lab).size:
+            tr.block(lab, f"is broadcast across channels by {op} in {tr.where()}")
+            labs[k] = np.zeros_like(lab)
+    result = labs[0]
+    for other in labs[1:]:
+        a, b = L.broadcast_pair(result, other, ndim)
+        tr.union_pairs(L.label_pairs(a, b))
+        result = np.where(a > 0, a, b)
+    for t in outputs:
+        tr.set_labels(t, result if t.ndim == ndim else L.zeros(t.ndim))
+
+
+def _movement(tr, op, func, args, kwargs, inputs, in_labels, outputs):
+    """Applies the op itself to label tensors, then checks what pruning allows."""
+    label_args = _swap_tensors(args, inputs, in_labels)
+    label_kwargs = _swap_tensors(kwargs, inputs, in_labels)
+    moved = list(_tensors_in(func(*label_args, **label_kwargs)))
+    out_labels = [np.rint(m.numpy()).astype(np.int64) for m in moved]
+    lost = set(np.concatenate([L.atoms(lab) for lab in in_labels]).tolist()) - set(
+        np.concatenate([L.atoms(lab) for lab in out_labels] + [np.zeros(0, np.int64)]).tolist())
+    if lost and op not in ("split", "split_with_num", "unbind"):
+        # e.g. x[:, :16]: hard-coded bounds select other channels once x is pruned
+        for lab in in_labels:
+            tr.block(lab, f"is partly selected by {op} in {tr.where()}")
+    if op == "reshape":
+        _block_fixed_sizes(tr, args[1] if len(args) > 1 else kwargs.get("shape"),
+                           in_labels[0], out_labels[0])
+    if op in ("reshape", "flatten", "squeeze", "unsqueeze"):
+        _couple_reshape(tr, op, inputs[0], in_labels[0], outputs[0])
+    if op in ("split", "split_with_num", "unbind"):
+        _couple_split(tr, op, in_labels[0], out_labels)
+    for t, lab in zip(outputs, out_labels):
+        tr.set_labels(t, lab)
+
+
+def _block_fixed_sizes(tr, shape, lab, out_lab):
+    """``reshape(x, [-1, 2048])`` pins the channel axis to a literal: after pruning
+    the ``-1`` would absorb the change. (A shape with no ``-1`` is taken to be
+    computed from ``x.shape`` at run time, as channel shuffles do.)"""
+    if not isinstance(shape, (list, tuple)) or -1 not in shape:
+        return
+    fixed = [k for k, size in enumerate(shape)
+             if size not in (-1, 0) and k < out_lab.ndim and out_lab.shape[k] > 1]
+    if fixed:
+        tr.block(lab, f"is reshaped to the fixed size {list(shape)} in {tr.where()}")
+
+
+def _couple_reshape(tr, op, x, lab, y):
+    in_shape, out_shape = list(x.shape), list(y.shape)
+    if not L.is_merge_or_split(lab, in_shape, out_shape):
+        tr.block(lab, f"is reshaped by {op} in {tr.where()} in a way pruning cannot follow")
+        return
+    for column in L.factorized_columns(lab, in_shape, out_shape):
+        real = column[column > 0]
+        for other in real[1:]:
+            tr.uf.union(int(real[0]), int(other))
+
+
+def _couple_split(tr, op, lab, out_labels):
+    """Equal sections stay equal only if each loses the same positions."""
+    shapes = {lab_out.shape for lab_out in out_labels}
+    varying = [k for k, out in enumerate(out_labels) if L.atoms(out).size]
+    if not varying:
+        return
+    full = [np.broadcast_to(o, np.broadcast_shapes(*[x.shape for x in out_labels]))
+            for o in out_labels]
+    if len(shapes) > 1 and len({f.shape for f in full}) > 1:
+        tr.block(lab, f"is split into unequal sections by {op} in {tr.where()}")
+        return
+    for other in full[1:]:
+        tr.union_pairs(L.label_pairs(full[0], other))
+
+
+def _spatial(tr, op, func, args, kwargs, inputs, in_labels, outputs):
+    fmt = next((a for a in args if isinstance(a, str) and a in L.DATA_FORMATS), "NCHW")
+    axis = L.DATA_FORMATS[fmt]
+    x = inputs[0]
+    vector = L.channel_vector(in_labels[0], axis, x.shape[axis])
+    for t in outputs:
+        if vector is None or t.ndim != x.ndim or t.shape[axis] != x.shape[axis]:
+            if L.atoms(in_labels[0]).size and t is outputs[0]:
+                tr.block(in_labels[0], f"is resampled across channels by {op} in {tr.where()}")
+            tr.set_labels(t, L.zeros(t.ndim))
+        else:
+            tr.set_labels(t, L.along(vector, axis, t.ndim))
+
+
+def _reduction(tr, op, func, args, kwargs, inputs, in_labels, outputs):
+    x, lab = inputs[0], in_labels[0]
+    axes = kwargs.get("axis", args[1] if len(args) > 1 else None)
+    if isinstance(axes, paddle.Tensor):
+        axes = axes.tolist()
+    if axes is None or axes == []:
+        axes = list(range(x.ndim))
+    axes = [int(a) % x.ndim for a in (axes if isinstance(axes, (list, tuple)) else [axes])]
+    out = outputs[0]
+    if L.varies_along(lab, axes):
+        tr.block(lab, f"is mixed across channels by {op} in {tr.where()}")
+        tr.set_labels(out, L.zeros(out.ndim))
+        return
+    if out.ndim == x.ndim:
+        tr.set_labels(out, lab)
+    elif out.ndim == x.ndim - len(axes):
+        tr.set_labels(out, np.squeeze(lab, axis=tuple(axes)))
+    else:
+        tr.set_labels(out, L.zeros(out.ndim))
+
+
+def _swap_tensors(obj, inputs, in_labels):
+    """A copy of ``obj`` with each input tensor replaced by its float64 labels."""
+    if isinstance(obj, paddle.Tensor):
+        for t, lab in zip(inputs, in_labels):
+            if t is obj and (t.is_floating_point() or L.atoms(lab).size):
+                return paddle.to_tensor(np.broadcast_to(lab, t.shape).astype("float64"))
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_swap_tensors(o, inputs, in_labels) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _swap_tensors(v, inputs, in_labels) for k, v in obj.items()}
+    return obj
+
+
+OP_HANDLERS = {}
+OP_HANDLERS.update({op: _movement for op in L.MOVEMENT})
+OP_HANDLERS.update({op: _spatial for op in L.SPATIAL})
+OP_HANDLERS.update({op: _reduction for op in L.REDUCTION})
