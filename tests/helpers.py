@@ -1,0 +1,106 @@
+"""Helpers shared by the tests: dead channels, BN calibration, tiny networks."""
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from slim_callbacks.graph import CHANNEL, IN
+from slim_callbacks.selectors import keep_count
+
+
+def calibrate(net, shape, steps=3, seed=0):
+    """Gives BatchNorm running statistics that keep activations of order one."""
+    paddle.seed(seed)
+    net.train()
+    with paddle.no_grad():
+        for _ in range(steps):
+            net(paddle.randn([4] + list(shape[1:])))
+    net.eval()
+
+
+def kill_units(net, graph, ratio=0.3, seed=0, only=None):
+    """Makes exactly the channels a ``ratio`` prune removes dead: zero producer rows,
+    biases and BatchNorm scale/shift. Returns {group name: dead unit indices}."""
+    rng = np.random.default_rng(seed)
+    layers = dict(net.named_sublayers())
+    dead_units = {}
+    for group in graph.prunable_groups():
+        if only is not None and group.name != only:
+            continue
+        dead = rng.choice(group.num_units, group.num_units - keep_count(group.num_units, ratio),
+                          replace=False)
+        dead_units[group.name] = dead
+        for m in group.members:
+            if m.role == IN or m.attr in ("_mean", "_variance"):
+                continue
+            if m.role == CHANNEL and "BatchNorm" not in graph.layer_types[m.layer]:
+                continue  # depthwise filters see a zero input anyway
+            param = layers[m.layer]._parameters[m.attr]
+            array = param.numpy()
+            index = [slice(None)] * array.ndim
+            index[m.axis] = m.indices[np.isin(m.units, dead)]
+            array[tuple(index)] = 0
+            param.set_value(array)
+    return dead_units
+
+
+def outputs(net, x):
+    net.eval()
+    with paddle.no_grad():
+        y = net(x)
+    return (y[0] if isinstance(y, (list, tuple)) else y).numpy()
+
+
+class ConvBN(nn.Sequential):
+    def __init__(self, cin, cout, k=3, stride=1, groups=1):
+        super().__init__(nn.Conv2D(cin, cout, k, stride, k // 2, groups=groups, bias_attr=False),
+                         nn.BatchNorm2D(cout), nn.ReLU())
+
+
+class ConcatNet(nn.Layer):
+    """Two branches concatenated, then a conv and a classifier on the flattened map."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = ConvBN(3, 6)
+        self.b = ConvBN(3, 4)
+        self.mix = ConvBN(10, 8)
+        self.fc = nn.Linear(8 * 4 * 4, 5)
+
+    def forward(self, x):
+        x = paddle.concat([self.a(x), self.b(x)], axis=1)
+        x = nn.functional.adaptive_avg_pool2d(self.mix(x), 4)
+        return self.fc(paddle.flatten(x, 1))
+
+
+class SENet(nn.Layer):
+    """Squeeze-excitation multiply followed by a residual add."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = ConvBN(3, 8)
+        self.body = ConvBN(8, 8)
+        self.se_reduce = nn.Conv2D(8, 4, 1)
+        self.se_expand = nn.Conv2D(4, 8, 1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.body(x)
+        s = nn.functional.adaptive_avg_pool2d(y, 1)
+        s = nn.functional.hardsigmoid(self.se_expand(nn.functional.relu(self.se_reduce(s))))
+        x = x + y * s
+        return self.head(paddle.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class Seed(nn.Layer):
+    """A network whose first conv parameter is named ``conv2d_0.w_0`` when it is the
+    first Conv2D built in a fresh process (PaddleSlim's seed example)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = ConvBN(3, 8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = nn.functional.adaptive_avg_pool2d(self.conv(x), 1)
+        return self.head(paddle.flatten(x, 1))

@@ -1,0 +1,128 @@
+"""Criteria score channels as the papers say; selectors pick what PaddleSlim picks."""
+import logging
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import ConvBN
+from slim_callbacks import CRITERIA, ConfigError, get_criterion, prune, register_criterion, trace
+from slim_callbacks.criteria import fpgm, group_scores, l1_norm, l2_norm
+from slim_callbacks.selectors import keep_count, lowest, optimal_threshold
+
+W = np.array([[1.0, -2.0, 2.0], [0.0, 0.5, 0.0], [3.0, 0.0, -4.0]])
+
+
+def test_l1_and_l2_norms_per_row():
+    np.testing.assert_allclose(l1_norm(W), [5.0, 0.5, 7.0])
+    np.testing.assert_allclose(l2_norm(W), [3.0, 0.5, 5.0])
+
+
+def fpgm_loop(matrix):
+    """PaddleSlim's Python loop, the reference for the vectorized version."""
+    return np.array([sum(np.linalg.norm(a - b) for b in matrix) for a in matrix])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 12), st.integers(1, 20), st.integers(0, 10_000))
+def test_vectorized_fpgm_equals_the_loop(rows, cols, seed):
+    matrix = np.random.default_rng(seed).normal(size=(rows, cols))
+    np.testing.assert_allclose(fpgm(matrix), fpgm_loop(matrix), rtol=1e-6, atol=1e-6)
+
+
+def test_fpgm_prunes_the_filter_nearest_the_geometric_median():
+    matrix = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [1.0, 1.0]])
+    assert int(np.argmin(fpgm(matrix))) == 3
+
+
+def test_aliases_and_registry():
+    assert get_criterion("geometry_median").name == "fpgm"
+    assert get_criterion("bn_scale").name == "slim"
+    assert get_criterion("opt_slim").selector == "optimal_threshold"
+    assert {"l1_norm", "l2_norm", "fpgm", "slim", "opt_slim"} <= set(CRITERIA)
+
+
+def test_custom_criterion_is_used_by_prune():
+    register_criterion("first_is_best", lambda m: -np.arange(len(m), dtype=float))
+    try:
+        net = nn.Sequential(nn.Conv2D(3, 6, 1), nn.Conv2D(6, 2, 1))
+        plan = prune(net, [1, 3, 2, 2], {"0": 0.5}, criterion="first_is_best")
+        assert plan.params[("0", "weight")].kept[0] == [0, 1, 2]
+    finally:
+        CRITERIA.pop("first_is_best")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"score": 3}, "score: 3 is not allowed; expected a callable"),
+    ({"score": l1_norm, "source": "grad"}, "source: 'grad' is not allowed; expected one of weight, bn_scale"),
+    ({"score": l1_norm, "selector": "top"}, "selector: 'top' is not allowed"),
+])
+def test_register_criterion_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        register_criterion("x", **kwargs)
+
+
+def test_group_scores_sum_over_the_producers_of_a_residual_group():
+    class Residual(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.head = nn.Conv2D(3, 4, 1), nn.Conv2D(3, 4, 1), nn.Conv2D(4, 2, 1)
+
+        def forward(self, x):
+            return self.head(self.a(x) + self.b(x))
+
+    net = Residual()
+    graph = trace(net, [1, 3, 2, 2])
+    group = next(g for g in graph.groups if g.producers == ("a", "b"))
+    expected = l1_norm(net.a.weight.numpy().reshape(4, -1)) + l1_norm(net.b.weight.numpy().reshape(4, -1))
+    scores = group_scores(group, dict(net.named_sublayers()), get_criterion("l1_norm"), graph.layer_types)
+    np.testing.assert_allclose(scores, expected, rtol=1e-6)
+
+
+def test_slim_scores_are_the_batch_norm_scales():
+    net = nn.Sequential(ConvBN(3, 4), nn.Conv2D(4, 2, 1))
+    net[0][1].weight.set_value(np.array([0.5, -2.0, 0.1, 1.0], dtype="float32"))
+    graph = trace(net, [1, 3, 4, 4])
+    group = next(g for g in graph.groups if g.name == "0.0")
+    scores = group_scores(group, dict(net.named_sublayers()), get_criterion("slim"), graph.layer_types)
+    np.testing.assert_allclose(scores, [0.5, 2.0, 0.1, 1.0])
+
+
+def test_slim_without_batch_norm_falls_back_to_l1_with_a_warning(caplog):
+    net = nn.Sequential(nn.Conv2D(3, 4, 1), nn.Conv2D(4, 2, 1))
+    graph = trace(net, [1, 3, 2, 2])
+    group = graph.groups[0]
+    with caplog.at_level(logging.WARNING, logger="slim_callbacks.criteria"):
+        scores = group_scores(group, dict(net.named_sublayers()), get_criterion("slim"), graph.layer_types)
+    np.testing.assert_allclose(scores, l1_norm(net[0].weight.numpy().reshape(4, -1)), rtol=1e-6)
+    assert "has no BatchNorm" in caplog.text and "falls back to l1_norm" in caplog.text
+
+
+def test_keep_count_follows_paddleslim_rounding_and_keeps_one():
+    assert keep_count(64, 0.3125) == 44 and keep_count(1024, 0.3125) == 704
+    assert keep_count(3, 0.99) == 1
+    assert keep_count(64, 0.3125, round_to=8) == 48
+    assert keep_count(40, 0.5, original=64) == 32  # relative to the original width
+    assert keep_count(20, 0.5, original=64) == 20  # never grows back
+
+
+def test_lowest_prunes_the_lowest_scores():
+    assert lowest(np.array([3.0, 1.0, 2.0, 0.5]), keep=2).tolist() == [1, 3]
+
+
+def test_optimal_threshold_follows_the_reference_walk():
+    # squares 0.01, 0.04, 1, 4 -> shares 0.0019, 0.0097, 0.204, 1.0
+    scores = np.array([2.0, 0.1, 1.0, 0.2])
+    assert optimal_threshold(scores, 0.005).tolist() == [1]       # threshold (0.1+0.2)/2
+    assert optimal_threshold(scores, 0.1).tolist() == [1, 3]      # threshold (0.2+1)/2
+    assert optimal_threshold(scores, 0.0).tolist() == []          # threshold 0
+    assert optimal_threshold(scores, 0.999).tolist() == [1, 2, 3]  # keeps the largest
+
+
+def test_optimal_threshold_prunes_nothing_when_all_scales_are_equal():
+    # nothing lies strictly below the midpoint threshold, as in PaddleSlim
+    assert optimal_threshold(np.zeros(4), 0.9).tolist() == []
+    assert optimal_threshold(np.ones(4), 0.5).tolist() == []
