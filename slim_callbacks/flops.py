@@ -1,0 +1,367 @@
+"""FLOPs, parameter and size counters for PaddlePaddle dynamic-graph networks.
+
+``paddle.flops`` crashes with numpy >= 2.4, so slim_callbacks counts on its own: one
+forward pass in eval mode with forward post-hooks on the leaf layers records, per call,
+the work of each counted layer under every convention at once. Shapes are read from the
+layers' actual weights and outputs, so a pruned network is counted as it now is. Counts
+are per sample: the batch dimension of ``input_shape`` is divided out.
+
+Conventions (see :func:`count_flops`):
+
+* ``macs``: one multiply-add = 1, for Conv2D and Linear only (biases not counted).
+* ``flops``: 2 x ``macs``.
+* ``paddleslim_legacy``: PaddleSlim's legacy ``fluid.contrib.slim`` counter, the one
+  behind the "1.11 GFLOPs" of PaddleSlim's MobileNetV1 table (1,113,234,132 at 224):
+
+  - Conv2D: ``2 * H_out * W_out * C_out * Kh * Kw * (C_in / groups) / groups``. The
+    filter already holds ``C_in / groups`` input channels and the legacy code divides by
+    ``groups`` again, so a depthwise conv counts ``2 * H_out * W_out * Kh * Kw``.
+  - Linear: ``2 * in * out`` per row.
+  - BatchNorm, ReLU, Sigmoid: 1 per input element.
+  - MaxPool2D / AvgPool2D: ``output elements * Kh * Kw``; for the adaptive pools the
+    kernel is ``ceil(in / out)`` per spatial dim, i.e. the whole input for a global pool.
+
+Only layers are seen: functional calls in a ``forward`` (``paddle.flatten``,
+``F.relu``, ...) are not counted, nor are layers of any other type. A layer called
+several times is counted every time.
+
+Example:
+    >>> import paddle
+    >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 3, padding=1), paddle.nn.ReLU())
+    >>> profile(net, [1, 3, 8, 8])["macs"]
+    13824
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import numbers
+from typing import Callable, Dict, Sequence, Tuple
+
+import paddle
+import paddle.nn as nn
+
+from slim_callbacks.errors import ConfigError, SlimError
+
+logger = logging.getLogger(__name__)
+
+CONVENTIONS = ("macs", "flops", "paddleslim_legacy")
+
+_BATCH_NORMS = (nn.layer.norm._BatchNormBase, nn.BatchNorm)
+_ELEMENTWISE = (nn.ReLU, nn.Sigmoid)
+_POOLS = (nn.MaxPool2D, nn.AvgPool2D)
+_ADAPTIVE_POOLS = (nn.AdaptiveAvgPool2D, nn.AdaptiveMaxPool2D)
+
+Counts = Tuple[int, int]  # (macs, legacy flops) of one layer call, whole batch
+
+
+@dataclasses.dataclass
+class _Tally:
+    """What one counting pass found, per sample."""
+
+    macs: int = 0
+    legacy: int = 0
+
+
+_FROM_TALLY: Dict[str, Callable[[_Tally], int]] = {
+    "macs": lambda tally: tally.macs,
+    "flops": lambda tally: 2 * tally.macs,
+    "paddleslim_legacy": lambda tally: tally.legacy,
+}
+
+
+class _CountingError(RuntimeError):
+    """A counter failed on a layer (a bug here, not a shape the network rejects)."""
+
+
+# ----------------------------------------------------------------------- per-layer counts
+
+
+def _numel(tensor) -> int:
+    return math.prod(tensor.shape)
+
+
+def _pair(value) -> Tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    return int(value[0]), int(value[1])
+
+
+def _spatial(tensor, data_format: str) -> Tuple[int, int]:
+    """(H, W) of a 4-D tensor in NCHW or NHWC."""
+    shape = tensor.shape
+    return (shape[1], shape[2]) if data_format == "NHWC" else (shape[2], shape[3])
+
+
+def _conv_counts(layer, inputs, output) -> Counts:
+    """Conv2D: output elements x (Kh * Kw * C_in / groups) MACs; legacy divides by groups again."""
+    per_output = math.prod(layer.weight.shape[1:])  # C_in / groups * Kh * Kw
+    out = _numel(output)
+    # out = N * H * W * C_out and groups divides C_out: the legacy count stays an integer.
+    return out * per_output, 2 * (out // layer._groups) * per_output
+
+
+def _linear_counts(layer, inputs, output) -> Counts:
+    """Linear: in * out MACs per row (rows = every output element / out)."""
+    macs = _numel(output) * layer.weight.shape[0]
+    return macs, 2 * macs
+
+
+def _elementwise_counts(layer, inputs, output) -> Counts:
+    """BatchNorm, ReLU, Sigmoid: legacy 1 per input element."""
+    return 0, _numel(inputs[0])
+
+
+def _pool_counts(layer, inputs, output) -> Counts:
+    """MaxPool2D / AvgPool2D: legacy output elements x Kh * Kw."""
+    kernel_h, kernel_w = _pair(layer.ksize)
+    return 0, _numel(output) * kernel_h * kernel_w
+
+
+def _adaptive_pool_counts(layer, inputs, output) -> Counts:
+    """Adaptive pools: as a pool whose kernel is ceil(in / out) per spatial dim."""
+    data_format = getattr(layer, "_data_format", "NCHW")
+    (in_h, in_w), (out_h, out_w) = _spatial(inputs[0], data_format), _spatial(output, data_format)
+    kernel = math.ceil(in_h / out_h) * math.ceil(in_w / out_w)
+    return 0, _numel(output) * kernel
+
+
+_COUNTERS = (
+    (nn.Conv2D, _conv_counts),
+    (nn.Linear, _linear_counts),
+    (_BATCH_NORMS + _ELEMENTWISE, _elementwise_counts),
+    (_POOLS, _pool_counts),
+    (_ADAPTIVE_POOLS, _adaptive_pool_counts),
+)
+
+
+def _counter_for(layer) -> Callable | None:
+    for types, counter in _COUNTERS:
+        if isinstance(layer, types):
+            return counter
+    return None
+
+
+# ------------------------------------------------------------------------ counting pass
+
+
+def _require_layer(network) -> None:
+    if not isinstance(network, nn.Layer):
+        raise ConfigError("network", type(network).__name__, "a paddle.nn.Layer")
+
+
+def _check_shape(input_shape) -> list:
+    ok = (isinstance(input_shape, Sequence) and not isinstance(input_shape, str)
+          and len(input_shape) > 0
+          and all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in input_shape))
+    if not ok:
+        raise ConfigError("input_shape", input_shape,
+                          "a list of positive ints, batch first, e.g. [1, 3, 224, 224]")
+    return [int(d) for d in input_shape]
+
+
+def _is_leaf(layer) -> bool:
+    return next(iter(layer.children()), None) is None
+
+
+def _make_hook(counter: Callable, totals: _Tally) -> Callable:
+    def hook(layer, inputs, output):
+        try:
+            macs, legacy = counter(layer, inputs, output)
+        except Exception as exc:
+            raise _CountingError(f"counting {type(layer).__name__} failed: {exc}") from exc
+        totals.macs += macs
+        totals.legacy += legacy
+
+    return hook
+
+
+def _attach_hooks(network, totals: _Tally) -> list:
+    """Hooks every counted leaf layer; returns the remove handles."""
+    handles, uncounted = [], set()
+    for layer in network.sublayers(include_self=True):
+        if not _is_leaf(layer):
+            continue
+        counter = _counter_for(layer)
+        if counter is None:
+            uncounted.add(type(layer).__name__)
+            continue
+        handles.append(layer.register_forward_post_hook(_make_hook(counter, totals)))
+    for name in sorted(n for n in uncounted if "Conv" in n):
+        logger.warning("%s layers are not counted by slim_callbacks.flops", name)
+    logger.debug("not counted: %s", sorted(uncounted))
+    return handles
+
+
+def _forward(network, shape: list) -> None:
+    try:
+        with paddle.no_grad():
+            network(paddle.zeros(shape, dtype="float32"))
+    except _CountingError:
+        raise
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [""])[0]
+        raise SlimError(f"input_shape {shape} is rejected by the network: "
+                        f"{type(exc).__name__}: {reason}") from exc
+
+
+def _count(network, input_shape) -> _Tally:
+    """One eval-mode forward pass on zeros; returns per-sample counts of every convention.
+
+    Train/eval flags of every sublayer are restored and the hooks removed, even on error.
+    """
+    _require_layer(network)
+    shape = _check_shape(input_shape)
+    layers = network.sublayers(include_self=True)
+    modes = [layer.training for layer in layers]
+    totals = _Tally()
+    handles = _attach_hooks(network, totals)
+    try:
+        network.eval()
+        _forward(network, shape)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for layer, mode in zip(layers, modes):
+            layer.training = mode
+    batch = shape[0]
+    tally = _Tally(macs=totals.macs // batch, legacy=totals.legacy // batch)
+    logger.debug("counted %s at %s: %s", type(network).__name__, shape, tally)
+    return tally
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def count_flops(network, input_shape: Sequence[int], convention: str = "macs") -> int:
+    """Counts the work of one forward pass, per sample.
+
+    Runs one forward pass under ``paddle.no_grad()`` in eval mode on zeros of
+    ``input_shape``; the network's train/eval mode is restored and the hooks removed.
+
+    Args:
+        network: a ``paddle.nn.Layer``.
+        input_shape: full input shape, batch first, e.g. ``[1, 3, 224, 224]``. The result
+            is per sample whatever the batch size.
+        convention: ``"macs"`` (multiply-adds of Conv2D and Linear), ``"flops"``
+            (2 x macs) or ``"paddleslim_legacy"`` (PaddleSlim's legacy counter, see
+            the module docstring).
+
+    Returns:
+        The count, an ``int``.
+
+    Raises:
+        ConfigError: unknown ``convention``, bad ``input_shape`` or ``network``.
+        SlimError: the network rejects an input of ``input_shape``.
+
+    Example:
+        >>> import paddle
+        >>> count_flops(paddle.nn.Linear(8, 4), [1, 8], convention="flops")
+        64
+    """
+    if convention not in _FROM_TALLY:
+        raise ConfigError("convention", convention, "one of " + ", ".join(CONVENTIONS))
+    return _FROM_TALLY[convention](_count(network, input_shape))
+
+
+def count_params(network) -> int:
+    """Counts every parameter and buffer of ``network.state_dict()``.
+
+    BatchNorm running mean and variance are included; a tensor shared by several
+    layers is counted once.
+
+    Args:
+        network: a ``paddle.nn.Layer``.
+
+    Returns:
+        The number of scalars, an ``int``.
+
+    Example:
+        >>> import paddle
+        >>> count_params(paddle.nn.BatchNorm2D(4))  # weight, bias, mean, variance
+        16
+    """
+    _require_layer(network)
+    unique = {id(tensor): tensor for tensor in network.state_dict().values()}
+    return sum(math.prod(tensor.shape) for tensor in unique.values())
+
+
+def model_size_mb(network) -> float:
+    """Size of the state dict stored as float32, in decimal megabytes.
+
+    Args:
+        network: a ``paddle.nn.Layer``.
+
+    Returns:
+        ``count_params(network) * 4 / 1e6``.
+
+    Example:
+        >>> import paddle
+        >>> model_size_mb(paddle.nn.Linear(999, 250))  # 250,000 float32
+        1.0
+    """
+    return _size_mb(count_params(network))
+
+
+def _size_mb(params: int) -> float:
+    return params * 4 / 1e6
+
+
+def layer_widths(network) -> Dict[str, int]:
+    """Output channels of every Conv2D and output features of every Linear.
+
+    Args:
+        network: a ``paddle.nn.Layer``.
+
+    Returns:
+        ``{structural sublayer name: width}`` in ``named_sublayers()`` order.
+
+    Example:
+        >>> import paddle
+        >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 3), paddle.nn.Flatten(),
+        ...                            paddle.nn.Linear(8, 2))
+        >>> layer_widths(net)
+        {'0': 8, '2': 2}
+    """
+    _require_layer(network)
+    widths = {}
+    for name, layer in network.named_sublayers():
+        if isinstance(layer, nn.Conv2D):
+            widths[name] = int(layer.weight.shape[0])
+        elif isinstance(layer, nn.Linear):
+            widths[name] = int(layer.weight.shape[1])
+    return widths
+
+
+def profile(network, input_shape: Sequence[int]) -> dict:
+    """Every count at once, from a single forward pass.
+
+    Args:
+        network: a ``paddle.nn.Layer``.
+        input_shape: full input shape, batch first; counts are per sample.
+
+    Returns:
+        ``{"macs", "flops", "gflops" (flops / 1e9), "gflops_legacy"
+        (paddleslim_legacy / 1e9), "params", "size_mb"}``.
+
+    Raises:
+        ConfigError: bad ``input_shape`` or ``network``.
+        SlimError: the network rejects an input of ``input_shape``.
+
+    Example:
+        >>> import paddle
+        >>> profile(paddle.nn.Linear(8, 4), [1, 8])["flops"]
+        64
+    """
+    tally = _count(network, input_shape)
+    flops = _FROM_TALLY["flops"](tally)
+    params = count_params(network)
+    return {
+        "macs": _FROM_TALLY["macs"](tally),
+        "flops": flops,
+        "gflops": flops / 1e9,
+        "gflops_legacy": _FROM_TALLY["paddleslim_legacy"](tally) / 1e9,
+        "params": params,
+        "size_mb": _size_mb(params),
+    }
