@@ -151,10 +151,13 @@ def _require_layer(network) -> None:
         raise ConfigError("network", type(network).__name__, "a paddle.nn.Layer")
 
 
+def _is_dim(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+
+
 def _check_shape(input_shape) -> list:
     ok = (isinstance(input_shape, Sequence) and not isinstance(input_shape, str)
-          and len(input_shape) > 0
-          and all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in input_shape))
+          and len(input_shape) > 0 and all(_is_dim(d) for d in input_shape))
     if not ok:
         raise ConfigError("input_shape", input_shape,
                           "a list of positive ints, batch first, e.g. [1, 3, 224, 224]")
