@@ -1,0 +1,72 @@
+"""Time the pruning engine on MobileNetV1 (224x224, 1000 classes).
+
+    python benchmarks/bench_engine.py [--repeats 7]
+
+Reports the median of ``--repeats`` runs for: tracing, planning with l1_norm and fpgm
+(scoring + selection, no mutation), applying the plan (in-place surgery plus the
+verifying forward pass), and the FPGM score function alone on the 13 pointwise convs.
+PaddleSlim 2.6.0 does not run on this Paddle/numpy, so its numbers (0.7 s trace,
+0.07 s prune, 1.9 s FPGM, from ../shared/reference/paddleslim.md) are quoted, not
+measured side by side.
+"""
+import argparse
+import copy
+import statistics
+import time
+import warnings
+
+import paddle
+
+from slim_callbacks import plan_pruning, trace
+from slim_callbacks.criteria import fpgm, rows
+from slim_callbacks.pruner import resolve_ratios
+
+POINTWISE = {"conv*._pointwise_conv*": 0.3125}
+SHAPE = [1, 3, 224, 224]
+
+
+def timed(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    paddle.seed(0)
+    net = paddle.vision.models.mobilenet_v1(scale=1.0, num_classes=1000)
+    net(paddle.zeros(SHAPE))  # warm up kernels
+    graph = trace(net, SHAPE)
+    ratios = resolve_ratios(graph, POINTWISE)
+    weights = [layer.weight.numpy() for name, layer in net.named_sublayers()
+               if name.endswith("_pointwise_conv.0")]
+
+    def apply_once():
+        copy_ = copy.deepcopy(net)
+        plan = plan_pruning(copy_, graph, ratios, "l1_norm")
+        start = time.perf_counter()
+        plan.apply(copy_, input_shape=SHAPE)
+        return time.perf_counter() - start
+
+    results = {
+        "trace": timed(lambda: trace(net, SHAPE), args.repeats),
+        "plan l1_norm": timed(lambda: plan_pruning(net, graph, ratios, "l1_norm"), args.repeats),
+        "plan fpgm": timed(lambda: plan_pruning(net, graph, ratios, "fpgm"), args.repeats),
+        "fpgm scores only": timed(lambda: [fpgm(rows(w, 0)) for w in weights], args.repeats),
+        "apply (surgery + check)": statistics.median(apply_once() for _ in range(args.repeats)),
+    }
+    results["trace + plan + apply (l1_norm)"] = (results["trace"] + results["plan l1_norm"]
+                                                + results["apply (surgery + check)"])
+    print("| step | median seconds |\n|---|---|")
+    for step, seconds in results.items():
+        print(f"| {step} | {seconds:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
