@@ -1,0 +1,492 @@
+"""The recipe schema: defaults, overrides, round trip and every error message."""
+import dataclasses
+import logging
+import re
+
+import pytest
+import yaml
+
+from slim_callbacks.errors import ConfigError, SlimError
+from slim_callbacks.recipe import (CRITERIA, DATA_SOURCES, Recipe, apply_override,
+                                   load_recipe, parse_override)
+
+BASE = {"name": "mbv1_digits", "model": {"name": "mobilenet_v1"},
+        "data": {"source": "digits"}, "pruning": {"ratios": 0.5}}
+
+
+def message(key, value, allowed):
+    """The exact ConfigError message, as a regex for ``pytest.raises(match=...)``."""
+    return "^" + re.escape(f"{key}: {value!r} is not allowed; expected {allowed}") + "$"
+
+
+def load(*overrides, base=BASE):
+    return load_recipe(base, overrides=overrides)
+
+
+# ------------------------------------------------------------------ defaults
+
+
+def test_minimal_recipe_resolves_every_default():
+    assert load().to_dict() == {
+        "name": "mbv1_digits",
+        "output_dir": "output/mbv1_digits",
+        "model": {"name": "mobilenet_v1", "kwargs": {}, "pretrained": None},
+        "data": {"source": "digits", "root": None, "path": None, "image_size": 32,
+                 "num_classes": 10, "num_workers": 0, "samples": None,
+                 "train_samples": None},
+        "input_shape": [1, 3, 32, 32],
+        "train": {"epochs": 10, "batch_size": 32,
+                  "optimizer": {"name": "momentum", "momentum": 0.9, "weight_decay": 0.0},
+                  "lr": {"base": 0.1, "schedule": "cosine", "milestones": [], "gamma": 0.1},
+                  "eval_every": 1, "seed": 0},
+        "pruning": {"criterion": "l1_norm", "strategy": "uniform", "ratios": 0.5,
+                    "target_flops_reduction": None, "layers": ["*"], "skip": [],
+                    "round_to": 1, "sensitivities": None, "schedule": None, "bn_l1": None},
+        "logging": {"log_dir": "output/mbv1_digits/logs", "log_freq": 10, "visualdl": True},
+        "checkpoint": {"save_dir": "output/mbv1_digits/checkpoints", "save_freq": 1},
+    }
+
+
+def test_no_pruning_section_is_a_plain_training_run():
+    base = {k: v for k, v in BASE.items() if k != "pruning"}
+    assert load(base=base).pruning is None
+    assert load("pruning=null").pruning is None
+
+
+@pytest.mark.parametrize("source, size", [("digits", 32), ("mnist", 28), ("synthetic", 32)])
+def test_input_shape_follows_the_source(source, size):
+    recipe = load(f"data.source={source}")
+    assert recipe.input_shape == (1, 3, size, size) and recipe.data.image_size == size
+
+
+def test_image_size_and_input_shape_derive_each_other():
+    assert load("data.image_size=48").input_shape == (1, 3, 48, 48)
+    assert load("input_shape=[4, 1, 40, 40]").data.image_size == 40
+    assert load("input_shape=[1, 3, 64, 48]").data.image_size == (64, 48)
+    assert load("data.image_size=[64, 48]").input_shape == (1, 3, 64, 48)
+
+
+def test_derived_defaults():
+    recipe = load("output_dir=/tmp/run", "train.optimizer.name=adam")
+    assert recipe.logging.log_dir == "/tmp/run/logs"
+    assert recipe.checkpoint.save_dir == "/tmp/run/checkpoints"
+    assert recipe.train.lr.base == 0.001 and recipe.train.optimizer.momentum is None
+    assert load("data.source=synthetic", "model.kwargs.num_classes=7").data.num_classes == 7
+
+
+def test_empty_sections_mean_defaults(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: x\nmodel: {name: lenet}\ndata: {source: mnist}\n"
+                    "train:\nlogging:\ncheckpoint:\n")
+    recipe = load_recipe(path)
+    assert recipe.train.epochs == 10 and recipe.logging.visualdl and recipe.pruning is None
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import slim_callbacks.recipe as module
+    assert doctest.testmod(module).failed == 0
+
+
+def test_recipe_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        load().train.epochs = 3
+
+
+# ------------------------------------------------------------------ overrides
+
+
+@pytest.mark.parametrize("text, key, value", [
+    ("train.epochs=3", "train.epochs", 3),
+    ("train.lr.base=0.05", "train.lr.base", 0.05),
+    ("train.optimizer.weight_decay=3e-5", "train.optimizer.weight_decay", "3e-5"),
+    ("logging.visualdl=false", "logging.visualdl", False),
+    ("input_shape=[1, 3, 32, 32]", "input_shape", [1, 3, 32, 32]),
+    ("pruning.ratios={conv1: 0.3}", "pruning.ratios", {"conv1": 0.3}),
+    ("model.pretrained=", "model.pretrained", None),
+    ("model.pretrained=null", "model.pretrained", None),
+    ("name = spaced", "name", "spaced"),
+    ("data.root=a=b", "data.root", "a=b"),
+])
+def test_parse_override(text, key, value):
+    assert parse_override(text) == (key, value)
+
+
+@pytest.mark.parametrize("overrides, getter, expected", [
+    (["train.epochs=3"], lambda r: r.train.epochs, 3),
+    (["train.lr.base=0.05"], lambda r: r.train.lr.base, 0.05),
+    (["train.lr.base=1"], lambda r: r.train.lr.base, 1.0),
+    (["train.optimizer.weight_decay=3e-5"], lambda r: r.train.optimizer.weight_decay, 3e-5),
+    (["logging.visualdl=false"], lambda r: r.logging.visualdl, False),
+    (["input_shape=[2, 3, 40, 40]"], lambda r: r.input_shape, (2, 3, 40, 40)),
+    (["pruning.layers=['features.*', fc]"], lambda r: r.pruning.layers, ("features.*", "fc")),
+    (["model.kwargs={scale: 0.25, num_classes: 10}"], lambda r: r.model.kwargs,
+     {"scale": 0.25, "num_classes": 10}),
+    (["model.kwargs.scale=0.25", "model.kwargs.extra.depth=2"], lambda r: r.model.kwargs,
+     {"scale": 0.25, "extra": {"depth": 2}}),
+    (["pruning.schedule={kind: linear, start: 0, end: 3}"], lambda r: r.pruning.schedule,
+     {"kind": "linear", "start": 0, "end": 3}),
+    (["pruning.schedule.kind=cubic", "pruning.schedule.steps=4"],
+     lambda r: r.pruning.schedule, {"kind": "cubic", "steps": 4}),
+    (["pruning.strategy=custom", "pruning.ratios=null", "pruning.ratios.features.0.conv=0.3",
+      "pruning.ratios.fc*=0.1"], lambda r: r.pruning.ratios,
+     {"features.0.conv": 0.3, "fc*": 0.1}),
+    (["train.epochs=3", "train.epochs=4"], lambda r: r.train.epochs, 4),
+    (["pruning.criterion=fpgm"], lambda r: r.pruning.criterion, "fpgm"),
+])
+def test_overrides_reach_the_recipe(overrides, getter, expected):
+    assert getter(load(*overrides)) == expected
+
+
+def test_override_creates_missing_sections():
+    base = {k: v for k, v in BASE.items() if k != "pruning"}
+    recipe = load("pruning.target_flops_reduction=0.5", "train.optimizer.name=sgd", base=base)
+    assert recipe.pruning.target_flops_reduction == 0.5
+    assert recipe.train.optimizer.name == "sgd"
+
+
+def test_override_does_not_touch_the_input():
+    raw = {"name": "x", "model": {"name": "lenet"}, "data": {"source": "mnist"}}
+    load_recipe(raw, ["model.kwargs.num_classes=10", "data.num_workers=2"])
+    assert raw == {"name": "x", "model": {"name": "lenet"}, "data": {"source": "mnist"}}
+
+
+def test_validation_runs_after_overrides():
+    base = dict(BASE, train={"epochs": 0})
+    assert load("train.epochs=2", base=base).train.epochs == 2
+
+
+def test_single_string_is_one_override():
+    assert load_recipe(BASE, "train.epochs=2").train.epochs == 2
+
+
+def test_apply_override_in_place():
+    raw = {}
+    apply_override(raw, "train.lr.milestones=[3, 6]")
+    assert raw == {"train": {"lr": {"milestones": [3, 6]}}}
+
+
+@pytest.mark.parametrize("text, key, value, allowed", [
+    ("train.epoch=3", "train.epoch", 3,
+     "a key of train: epochs, batch_size, optimizer, lr, eval_every, seed"),
+    ("trian.epochs=3", "trian", 3,
+     "a key of the recipe: name, output_dir, model, data, input_shape, train, pruning, "
+     "logging, checkpoint"),
+    ("train.optimizer.nesterov=true", "train.optimizer.nesterov", True,
+     "a key of train.optimizer: name, momentum, weight_decay"),
+    ("pruning.ratio=0.3", "pruning.ratio", 0.3,
+     "a key of pruning: criterion, strategy, ratios, target_flops_reduction, layers, skip, "
+     "round_to, sensitivities, schedule, bn_l1"),
+    ("train.epochs.max=3", "train.epochs.max", 3,
+     "a key path ending at train.epochs (it holds a value)"),
+    ("pruning.ratios.conv1=0.3", "pruning.ratios", 0.5,
+     "a mapping (to set pruning.ratios.conv1 inside it)"),
+    ("train.epochs", "override", "train.epochs", "'section.key=value', e.g. 'train.epochs=3'"),
+    ("=3", "override", "=3", "'section.key=value', e.g. 'train.epochs=3'"),
+    ("train..epochs=3", "override", "train..epochs=3",
+     "'section.key=value', e.g. 'train.epochs=3'"),
+    ("train.epochs=[1, 2", "train.epochs", "[1, 2",
+     "a YAML value, e.g. 3, 0.5, true, [1, 2], {a: 1}"),
+])
+def test_bad_overrides(text, key, value, allowed):
+    with pytest.raises(ConfigError, match=message(key, value, allowed)):
+        load(text)
+
+
+def test_override_never_evaluates_python():
+    with pytest.raises(ConfigError, match=r"^train\.epochs: '__import__\(\"os\"\)"):
+        load('train.epochs=__import__("os")')
+
+
+# ------------------------------------------------------------------ round trip
+
+ROUND_TRIP = [
+    BASE,
+    {k: v for k, v in BASE.items() if k != "pruning"},
+    {"name": "mbv1_imagenet", "output_dir": "/runs/mbv1",
+     "model": {"name": "mobilenet_v1", "kwargs": {"num_classes": 1000},
+               "pretrained": "weights/mbv1.pdparams"},
+     "data": {"source": "imagenet", "root": "/data/ILSVRC2012", "num_workers": 2,
+              "samples": 500},
+     "train": {"epochs": 120, "batch_size": 256,
+               "optimizer": {"name": "momentum", "momentum": 0.9, "weight_decay": "3e-5"},
+               "lr": {"base": 0.1, "schedule": "piecewise", "milestones": [30, 60, 90]}},
+     "pruning": {"criterion": "fpgm", "target_flops_reduction": 0.5,
+                 "layers": ["*conv*"], "skip": ["conv1"], "round_to": 8,
+                 "schedule": {"kind": "linear", "start_epoch": 0, "end_epoch": 3}},
+     "logging": {"log_freq": 50, "visualdl": False}},
+    {"name": "custom", "model": {"name": "mypkg.nets:build"},
+     "data": {"source": "npz", "path": "data/x.npz", "image_size": [24, 32]},
+     "train": {"optimizer": {"name": "adamw", "weight_decay": 0.01}, "seed": None},
+     "pruning": {"strategy": "custom", "criterion": "opt_slim", "bn_l1": 1e-4,
+                 "ratios": {"features.0.*": 0.3, "features.1.*": 0}}},
+    {"name": "sens", "model": {"name": "resnet18"}, "data": {"source": "synthetic"},
+     "input_shape": [2, 3, 64, 64],
+     "pruning": {"strategy": "sensitive", "sensitivities": "s.pkl",
+                 "target_flops_reduction": 0.3}},
+    {"name": "glob", "model": {"name": "vgg11"},
+     "data": {"source": "imagefolder", "root": "imgs", "num_classes": 5},
+     "pruning": {"strategy": "global", "criterion": "bn_scale", "ratios": 0.4}},
+]
+
+
+@pytest.mark.parametrize("raw", ROUND_TRIP, ids=lambda raw: raw["name"])
+def test_round_trip(raw):
+    recipe = load_recipe(raw)
+    again = load_recipe(recipe.to_dict())
+    assert again == recipe
+    assert again.to_dict() == recipe.to_dict()
+    assert load_recipe(recipe) == recipe
+
+
+@pytest.mark.parametrize("raw", ROUND_TRIP, ids=lambda raw: raw["name"])
+def test_round_trip_through_yaml_text(raw, tmp_path):
+    recipe = load_recipe(raw)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(recipe.to_yaml())
+    assert load_recipe(path) == recipe
+    assert yaml.safe_load(recipe.to_yaml()) == recipe.to_dict()
+
+
+def test_yaml_file_with_overrides(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    recipe = load_recipe(str(path), ["train.epochs=3"])
+    assert recipe.train.epochs == 3 and recipe.name == "mbv1_digits"
+
+
+# ------------------------------------------------------------------ file errors
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SlimError, match="recipe file not found: .*nope.yaml"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(SlimError, match="bad.yaml is not valid YAML"):
+        load_recipe(path)
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match=r"^recipe: \['a', 'b'\] is not allowed"):
+        load_recipe(path)
+
+
+def test_empty_file_reports_the_first_required_key(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("")
+    with pytest.raises(ConfigError, match=r"^name: <missing> is not allowed; .*\(required\)$"):
+        load_recipe(path)
+
+
+def test_config_error_carries_key_and_value():
+    with pytest.raises(ConfigError) as info:
+        load("train.batch_size=0")
+    assert (info.value.key, info.value.value) == ("train.batch_size", 0)
+    assert isinstance(info.value, ValueError)
+
+
+# ------------------------------------------------------------------ every error path
+
+SOURCES = "one of " + ", ".join(DATA_SOURCES)
+
+ERRORS = [
+    # top level
+    (["name=a/b"], "name", "a/b",
+     "a name of letters, digits, '_', '-', '.' (e.g. mbv1_digits)"),
+    (["name=3"], "name", 3, "a name of letters, digits, '_', '-', '.' (e.g. mbv1_digits)"),
+    (["output_dir=''"], "output_dir", "", "null or a non-empty path string"),
+    (["input_shape=[1, 3, 32]"], "input_shape", [1, 3, 32],
+     "null or a list of 4 positive ints [N, C, H, W]"),
+    (["input_shape=[1, 3, 32, 0]"], "input_shape[3]", 0, "an int >= 1"),
+    (["input_shape=[1, 3, 32.5, 32]"], "input_shape[2]", 32.5, "an int >= 1"),
+    (["input_shape=1x3x32x32"], "input_shape", "1x3x32x32",
+     "null or a list of 4 positive ints [N, C, H, W]"),
+    (["model=resnet"], "model", "resnet",
+     "a mapping with keys name, kwargs, pretrained"),
+    # model
+    (["model.name=null"], "model.name", None,
+     "a paddle.vision.models function name (e.g. mobilenet_v1) or 'module:callable'"),
+    (["model.name=my-net"], "model.name", "my-net",
+     "a paddle.vision.models function name (e.g. mobilenet_v1) or 'module:callable'"),
+    (["model.kwargs=[1]"], "model.kwargs", [1], "a mapping"),
+    (["model.kwargs={1: 2}"], "model.kwargs.1", 2, "string keys"),
+    (["model.pretrained=w.pdopt"], "model.pretrained", "w.pdopt",
+     "null or a path to a .pdparams file"),
+    (["model.kwargs.num_classes=1000"], "model.kwargs.num_classes", 1000,
+     "10 (the classes of data source digits)"),
+    # data
+    (["data.source=cifar100"], "data.source", "cifar100", SOURCES),
+    (["data.source=null"], "data.source", None, SOURCES),
+    (["data.source=imagenet"], "data.root", None,
+     "the image directory (required for source imagenet)"),
+    (["data.root=/x"], "data.root", "/x",
+     "null for source digits (only imagenet, imagefolder read data.root)"),
+    (["data.source=npz"], "data.path", None, "the .npz file (required for source npz)"),
+    (["data.path=x.npz"], "data.path", "x.npz",
+     "null for source digits (only npz, cifar10, mnist read data.path)"),
+    (["data.image_size=0"], "data.image_size", 0,
+     "null or an int >= 1 or a list [height, width]"),
+    (["data.image_size=[32, 32, 3]"], "data.image_size", [32, 32, 3],
+     "null or an int >= 1 or a list [height, width]"),
+    (["data.image_size=48", "input_shape=[1, 3, 32, 32]"], "data.image_size", 48,
+     "the H, W of input_shape (32, 32)"),
+    (["data.num_classes=100"], "data.num_classes", 100, "10 for source digits"),
+    (["data.num_workers=-1"], "data.num_workers", -1, "an int >= 0"),
+    (["data.samples=0"], "data.samples", 0, "null or an int >= 1"),
+    (["data.train_samples=true"], "data.train_samples", True, "null or an int >= 1"),
+    # train
+    (["train.epochs=0"], "train.epochs", 0, "an int >= 1"),
+    (["train.epochs=2.0"], "train.epochs", 2.0, "an int >= 1"),
+    (["train.epochs='3'"], "train.epochs", "3", "an int >= 1"),
+    (["train.batch_size=true"], "train.batch_size", True, "an int >= 1"),
+    (["train.eval_every=0"], "train.eval_every", 0, "an int >= 1"),
+    (["train.seed=-1"], "train.seed", -1, "null or an int >= 0"),
+    (["train.optimizer.name=rmsprop"], "train.optimizer.name", "rmsprop",
+     "one of momentum, sgd, adam, adamw"),
+    (["train.optimizer.momentum=1.0"], "train.optimizer.momentum", 1.0,
+     "null or a float in [0, 1)"),
+    (["train.optimizer.name=adam", "train.optimizer.momentum=0.9"],
+     "train.optimizer.momentum", 0.9, "null for optimizer adam (only momentum uses it)"),
+    (["train.optimizer.weight_decay=-1e-4"], "train.optimizer.weight_decay", "-1e-4",
+     "a float >= 0"),
+    (["train.optimizer.weight_decay=.inf"], "train.optimizer.weight_decay", float("inf"),
+     "a float >= 0"),
+    (["train.optimizer.weight_decay=lots"], "train.optimizer.weight_decay", "lots",
+     "a float >= 0"),
+    (["train.lr.base=0"], "train.lr.base", 0, "null or a float > 0"),
+    (["train.lr.schedule=step"], "train.lr.schedule", "step",
+     "one of constant, piecewise, cosine"),
+    (["train.lr.schedule=piecewise"], "train.lr.milestones", [],
+     "a non-empty list of epochs for schedule piecewise"),
+    (["train.lr.milestones=[3]"], "train.lr.milestones", [3],
+     "[] for schedule cosine (only piecewise uses it)"),
+    (["train.lr.schedule=piecewise", "train.lr.milestones=[6, 3]"], "train.lr.milestones",
+     [6, 3], "strictly increasing epochs"),
+    (["train.lr.milestones=[0]"], "train.lr.milestones[0]", 0, "an int >= 1"),
+    (["train.lr.milestones=3"], "train.lr.milestones", 3, "a list of epochs (ints >= 1)"),
+    (["train.lr.gamma=0"], "train.lr.gamma", 0, "a float in (0, 1]"),
+    # pruning
+    (["pruning.criterion=l3"], "pruning.criterion", "l3", "one of " + ", ".join(CRITERIA)),
+    (["pruning.strategy=auto"], "pruning.strategy", "auto",
+     "one of uniform, sensitive, custom, global"),
+    (["pruning.ratios=1.0"], "pruning.ratios", 1.0,
+     "null or a float in [0, 1) or a non-empty mapping {sublayer pattern: ratio}"),
+    (["pruning.ratios=-0.1"], "pruning.ratios", -0.1,
+     "null or a float in [0, 1) or a non-empty mapping {sublayer pattern: ratio}"),
+    (["pruning.ratios={}"], "pruning.ratios", {},
+     "null or a float in [0, 1) or a non-empty mapping {sublayer pattern: ratio}"),
+    (["pruning.strategy=custom", "pruning.ratios={conv1: 1.5}"], "pruning.ratios.conv1", 1.5,
+     "a float in [0, 1)"),
+    (["pruning.target_flops_reduction=0.5"], "pruning.target_flops_reduction", 0.5,
+     "null when pruning.ratios is set (they are exclusive)"),
+    (["pruning.ratios=null", "pruning.target_flops_reduction=1"],
+     "pruning.target_flops_reduction", 1, "null or a float in (0, 1)"),
+    (["pruning.ratios=null", "pruning.target_flops_reduction=0"],
+     "pruning.target_flops_reduction", 0, "null or a float in (0, 1)"),
+    (["pruning.strategy=custom"], "pruning.ratios", 0.5,
+     "a mapping {sublayer pattern: ratio} for strategy custom"),
+    (["pruning.strategy=sensitive", "pruning.ratios=null",
+      "pruning.target_flops_reduction=0.5"], "pruning.sensitivities", None,
+     "a sensitivities file path (required for strategy sensitive)"),
+    (["pruning.strategy=sensitive", "pruning.ratios=null", "pruning.sensitivities=s.pkl"],
+     "pruning.target_flops_reduction", None,
+     "a float in (0, 1) (required for strategy sensitive)"),
+    (["pruning.ratios={conv1: 0.3}"], "pruning.ratios", {"conv1": 0.3},
+     "a float in [0, 1) for strategy uniform (use strategy custom for per-layer ratios)"),
+    (["pruning.ratios=null"], "pruning.ratios", None,
+     "a float in [0, 1) or pruning.target_flops_reduction "
+     "(one is required for strategy uniform)"),
+    (["pruning.strategy=global", "pruning.ratios=null"], "pruning.ratios", None,
+     "a float in [0, 1) or pruning.target_flops_reduction "
+     "(one is required for strategy global)"),
+    (["pruning.layers=conv*"], "pruning.layers", "conv*",
+     "a list of glob patterns over sublayer names"),
+    (["pruning.skip=[fc, '']"], "pruning.skip[1]", "", "a non-empty glob pattern string"),
+    (["pruning.round_to=0"], "pruning.round_to", 0, "an int >= 1"),
+    (["pruning.schedule=linear"], "pruning.schedule", "linear",
+     "null or a mapping with a string 'kind' (see slim_callbacks.schedules)"),
+    (["pruning.schedule={start: 0}"], "pruning.schedule.kind", "<missing>",
+     "a schedule kind name (string)"),
+    (["pruning.schedule={kind: 3}"], "pruning.schedule.kind", 3,
+     "a schedule kind name (string)"),
+    (["pruning.bn_l1=-1e-4"], "pruning.bn_l1", "-1e-4", "null or a float >= 0"),
+    (["pruning=0.5"], "pruning", 0.5,
+     "null or a mapping with keys criterion, strategy, ratios, target_flops_reduction, "
+     "layers, skip, round_to, sensitivities, schedule, bn_l1"),
+    # logging, checkpoint
+    (["logging.log_freq=0"], "logging.log_freq", 0, "an int >= 1"),
+    (["logging.visualdl=yes please"], "logging.visualdl", "yes please", "true or false"),
+    (["logging.visualdl=1"], "logging.visualdl", 1, "true or false"),
+    (["checkpoint.save_freq=0"], "checkpoint.save_freq", 0, "an int >= 1"),
+    (["checkpoint.save_dir=[a]"], "checkpoint.save_dir", ["a"],
+     "null or a non-empty path string"),
+]
+
+
+@pytest.mark.parametrize("overrides, key, value, allowed", ERRORS,
+                         ids=[" ".join(case[0]) for case in ERRORS])
+def test_error_messages(overrides, key, value, allowed):
+    if value == "<missing>":
+        pattern = "^" + re.escape(f"{key}: <missing> is not allowed; expected {allowed}") + "$"
+    else:
+        pattern = message(key, value, allowed)
+    with pytest.raises(ConfigError, match=pattern):
+        load(*overrides)
+
+
+@pytest.mark.parametrize("raw, key, value, allowed", [
+    (dict(BASE, train={"epoch": 3}), "train.epoch", 3,
+     "a key of train: epochs, batch_size, optimizer, lr, eval_every, seed"),
+    (dict(BASE, extra=1), "extra", 1,
+     "a key of the recipe: name, output_dir, model, data, input_shape, train, pruning, "
+     "logging, checkpoint"),
+    (dict(BASE, data={"source": "digits", "rot": "/x"}), "data.rot", "/x",
+     "a key of data: source, root, path, image_size, num_classes, num_workers, samples, "
+     "train_samples"),
+    (dict(BASE, train={"lr": {"decay": 0.1}}), "train.lr.decay", 0.1,
+     "a key of train.lr: base, schedule, milestones, gamma"),
+    (dict(BASE, logging={"tensorboard": True}), "logging.tensorboard", True,
+     "a key of logging: log_dir, log_freq, visualdl"),
+    (dict(BASE, checkpoint={"every": 2}), "checkpoint.every", 2,
+     "a key of checkpoint: save_dir, save_freq"),
+    (dict(BASE, model={"arch": "x"}), "model.arch", "x",
+     "a key of model: name, kwargs, pretrained"),
+])
+def test_unknown_keys_in_the_recipe(raw, key, value, allowed):
+    with pytest.raises(ConfigError, match=message(key, value, allowed)):
+        load_recipe(raw)
+
+
+@pytest.mark.parametrize("raw, key, allowed", [
+    ({"model": {"name": "x"}, "data": {"source": "digits"}}, "name",
+     "a name of letters, digits, '_', '-', '.' (e.g. mbv1_digits) (required)"),
+    ({"name": "x", "data": {"source": "digits"}}, "model.name",
+     "a paddle.vision.models function name (e.g. mobilenet_v1) or 'module:callable' "
+     "(required)"),
+    ({"name": "x", "model": {"name": "x"}}, "data.source", SOURCES + " (required)"),
+])
+def test_missing_required_keys(raw, key, allowed):
+    pattern = "^" + re.escape(f"{key}: <missing> is not allowed; expected {allowed}") + "$"
+    with pytest.raises(ConfigError, match=pattern):
+        load_recipe(raw)
+
+
+def test_direct_construction_is_validated_too():
+    with pytest.raises(ConfigError, match=message("train.epochs", -1, "an int >= 1")):
+        Recipe(name="x", model={"name": "lenet"}, data={"source": "mnist"},
+               train={"epochs": -1})
+
+
+def test_late_milestones_warn_but_load(caplog):
+    with caplog.at_level(logging.WARNING, logger="slim_callbacks.recipe"):
+        recipe = load("train.lr.schedule=piecewise", "train.lr.milestones=[30, 60]",
+                      "train.epochs=3")
+    assert recipe.train.lr.milestones == (30, 60)
+    assert "train.lr.milestones [30, 60] are not below train.epochs=3" in caplog.text
