@@ -1,0 +1,6 @@
+"""Callbacks for ``paddle.Model.fit``: progressive pruning, BN-scale sparsity, VisualDL."""
+from slim_callbacks.callbacks.bn_l1 import BNScaleL1
+from slim_callbacks.callbacks.prune import PruneCallback
+from slim_callbacks.callbacks.visualdl import TAGS, VisualDLLogger
+
+__all__ = ["BNScaleL1", "PruneCallback", "TAGS", "VisualDLLogger"]

@@ -1,0 +1,472 @@
+"""PruneCallback: progressive, dependency-aware channel pruning inside ``paddle.Model.fit``.
+
+WHAT is pruned: ``ratios`` (a float for every prunable group, or ``{glob pattern:
+ratio}``; always the FINAL share of the ORIGINAL channels), or ``target_flops_reduction``
+(a uniform ratio found by bisection), minus ``skip``; scored by ``criterion``.
+
+WHEN: a :mod:`slim_callbacks.schedules` schedule; built from ``prune_epochs=[2, 4, 6]``,
+an explicit ``schedule={epoch: ratio}`` map, or ``schedule="agp"|"linear"|"exp"`` between
+``start_epoch`` and ``end_epoch`` every ``frequency`` epochs; the default is one-shot at
+``start_epoch``. An event at epoch ``e`` fires in ``on_epoch_end(e)`` (0-based), BEFORE
+Paddle's ``ModelCheckpoint`` (appended after user callbacks) saves that epoch, so the
+saved checkpoint is the pruned one, with a pruning ledger beside it
+(``<save_dir>/<epoch>.pruning.json``, see :mod:`slim_callbacks.ledger`).
+
+Each event re-traces the network, plans against the original widths (targets never
+compound), shrinks the parameters in place and slices the optimizer state, and logs one
+line on logger ``slim_callbacks.callbacks.prune``::
+
+    epoch 3: pruned 12 groups, MACs 568.7M -> 401.2M (-29.5%), params 4.25M -> 3.02M
+
+Arguments are validated in ``__init__`` (types, ratios, criterion, schedule) and in
+``on_train_begin`` against ``fit(epochs=...)``, before any weight changes.
+
+Example:
+    >>> import paddle
+    >>> from slim_callbacks.callbacks import PruneCallback
+    >>> net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
+    >>> model = paddle.Model(net)
+    >>> model.prepare(paddle.optimizer.Momentum(0.01, parameters=net.parameters()),
+    ...               paddle.nn.CrossEntropyLoss())
+    >>> data = paddle.io.TensorDataset([paddle.randn([8, 3, 32, 32]),
+    ...                                 paddle.randint(0, 10, [8, 1])])
+    >>> cb = PruneCallback(ratios={"conv*._pointwise_conv*": 0.5}, criterion="fpgm",
+    ...                    prune_epochs=[0, 1], input_shape=[1, 3, 32, 32])
+    >>> model.fit(data, epochs=3, batch_size=4, verbose=0, callbacks=[cb])
+    >>> [h["epoch"] for h in cb.history]
+    [0, 1]
+"""
+from __future__ import annotations
+
+import logging
+import numbers
+import os
+import warnings
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+import paddle
+
+from slim_callbacks import ledger as ledger_mod
+from slim_callbacks.callbacks.bn_l1 import BNScaleL1, check_epoch
+from slim_callbacks.criteria import get_criterion
+from slim_callbacks.errors import ConfigError, SlimError
+from slim_callbacks.plan import PruningPlan
+from slim_callbacks.pruner import check_ratio, check_ratios, check_round_to, plan_pruning, resolve_ratios
+from slim_callbacks.tracing import trace, unwrap
+
+logger = logging.getLogger(__name__)
+
+CURVES = ("agp", "linear", "exp")
+
+
+def human(n: float, digits: int = 1) -> str:
+    """``568740352 -> '568.7M'``; K/M/G suffixes (decimal)."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:.{digits}f}{suffix}"
+    return f"{n:.0f}"
+
+
+def event_line(epoch: int, groups: int, macs: tuple, params: tuple) -> str:
+    """The fixed log line of one pruning event."""
+    change = (macs[1] - macs[0]) / macs[0] * 100 if macs[0] else 0.0
+    return (f"epoch {epoch}: pruned {groups} groups, MACs {human(macs[0])} -> "
+            f"{human(macs[1])} ({change:+.1f}%), params {human(params[0], 2)} -> "
+            f"{human(params[1], 2)}")
+
+
+def profile(network, input_shape) -> dict:
+    """MACs, legacy GFLOPs, params, size (slim_callbacks.flops.profile)."""
+    from slim_callbacks.flops import profile as _profile
+    return _profile(unwrap(network), input_shape)
+
+
+def build_schedule(schedule, prune_epochs, start_epoch, end_epoch, frequency):
+    """The schedule object for PruneCallback's 'when' arguments (ConfigError if bad)."""
+    from slim_callbacks import schedules as S
+    given = [k for k, v in (("schedule", schedule), ("prune_epochs", prune_epochs)) if v is not None]
+    if len(given) > 1:
+        raise ConfigError("prune_epochs", prune_epochs, "None when schedule is given (one 'when')")
+    if prune_epochs is not None:
+        if isinstance(prune_epochs, (str, bytes)) or not isinstance(prune_epochs, Sequence) \
+                or not prune_epochs:
+            raise ConfigError("prune_epochs", prune_epochs, "a non-empty list of epochs, e.g. [2, 4, 6]")
+        return S.make_schedule("epochs", epochs=list(prune_epochs))
+    if schedule is None or schedule == "oneshot":
+        return S.make_schedule("oneshot", epoch=start_epoch)
+    if isinstance(schedule, S.Schedule):
+        return schedule
+    if isinstance(schedule, Mapping):
+        if "kind" in schedule:
+            return S.schedule_from_dict(schedule)
+        return S.make_schedule("map", ratios=dict(schedule))
+    if isinstance(schedule, str) and schedule in CURVES:
+        if end_epoch is None:
+            raise ConfigError("end_epoch", end_epoch, f"the last epoch of the {schedule!r} curve")
+        return S.make_schedule(schedule, start_epoch=start_epoch, end_epoch=end_epoch,
+                               frequency=frequency)
+    raise ConfigError("schedule", schedule, "None, 'oneshot', 'agp', 'linear', 'exp', an "
+                      "{epoch: ratio} map, a schedule dict or a slim_callbacks.schedules.Schedule")
+
+
+class PruneCallback(paddle.callbacks.Callback):
+    """Prunes channels of ``model.network`` at scheduled epochs during ``fit``.
+
+    Args:
+        ratios: final share of the ORIGINAL channels to remove: a float for every
+            prunable group or ``{glob pattern: ratio}``. ``None`` with an ``{epoch: ratio}``
+            schedule (the map's last value) or with ``target_flops_reduction``.
+        criterion: ``l1_norm``, ``l2_norm``, ``fpgm``, ``slim`` or ``opt_slim`` (or an alias,
+            a registered name, a :class:`~slim_callbacks.criteria.Criterion`).
+        input_shape: one example input, batch first, e.g. ``[1, 3, 224, 224]``. Defaults
+            to the ``paddle.Model``'s input spec with the batch set to 1.
+        target_flops_reduction: instead of ``ratios``, remove this share of FLOPs with one
+            uniform ratio found by bisection at train begin (over ``layers``).
+        layers: patterns the uniform ratio applies to (only with
+            ``target_flops_reduction``); default every prunable group.
+        skip: patterns of layers whose groups stay whole.
+        round_to: channels kept are a multiple of this.
+        prune_epochs: epochs of the events (the last reaches the target), e.g. [2, 4, 6].
+        schedule: ``"oneshot"`` (default, at ``start_epoch``), ``"agp"``, ``"linear"``,
+            ``"exp"`` (from ``start_epoch`` to ``end_epoch`` every ``frequency``), an
+            ``{epoch: ratio}`` map, a schedule dict or a ``Schedule`` object. With pattern
+            ``ratios`` and a map, each pattern reaches ``ratio * map_value / map_final``.
+        start_epoch, end_epoch, frequency: see ``schedule``.
+        bn_l1: if set, a :class:`BNScaleL1` with this coefficient runs (from epoch 0 to
+            the last event) - meant for ``slim``/``opt_slim``; warns with other criteria.
+        log_dir: if set, a :class:`~slim_callbacks.callbacks.VisualDLLogger` writes there.
+        log_freq: steps between train scalars of that logger.
+        resume_from: a checkpoint prefix (``"ckpt/3"``) written by an earlier fit with this
+            callback: its ledger is replayed on network and optimizer, the checkpoint's
+            weights and optimizer state are loaded, and the schedule carries on at the next
+            epoch: call ``fit(epochs=total - 3 - 1)``.
+
+    Attributes:
+        plan: the cumulative :class:`PruningPlan` (relative to the original network).
+        history: one dict per event (see :mod:`slim_callbacks.ledger`).
+        original_widths: group name -> width before any pruning.
+        epoch_offset: global epoch of this fit's epoch 0 (non-zero when resuming).
+
+    Raises:
+        ConfigError: a bad argument (at construction) or an event/pattern that does not
+            fit the network or ``fit(epochs=...)`` (in ``on_train_begin``, before any
+            weight changes).
+    """
+
+    def __init__(self, ratios: Union[float, Mapping[str, float], None] = None, criterion="l1_norm",
+                 *, input_shape: Optional[Sequence[int]] = None,
+                 target_flops_reduction: Optional[float] = None,
+                 layers: Optional[Sequence[str]] = None, skip: Sequence[str] = (),
+                 round_to: int = 1, prune_epochs: Optional[Sequence[int]] = None,
+                 schedule=None, start_epoch: int = 0, end_epoch: Optional[int] = None,
+                 frequency: int = 1, bn_l1: Optional[float] = None,
+                 log_dir: Optional[str] = None, log_freq: int = 10,
+                 resume_from: Optional[str] = None):
+        super().__init__()
+        self.criterion = get_criterion(criterion)
+        self.round_to = check_round_to(round_to)
+        start_epoch = check_epoch("start_epoch", start_epoch)
+        end_epoch = check_epoch("end_epoch", end_epoch, allow_none=True)
+        if isinstance(frequency, bool) or not isinstance(frequency, numbers.Integral) or frequency < 1:
+            raise ConfigError("frequency", frequency, "an integer >= 1")
+        self.schedule = build_schedule(schedule, prune_epochs, start_epoch, end_epoch, frequency)
+        if target_flops_reduction is not None:
+            if ratios is not None:
+                raise ConfigError("ratios", ratios, "None when target_flops_reduction is given")
+            if isinstance(target_flops_reduction, bool) or not isinstance(
+                    target_flops_reduction, numbers.Real) or not 0 < target_flops_reduction < 1:
+                raise ConfigError("target_flops_reduction", target_flops_reduction, "a number in (0, 1)")
+        elif layers is not None:
+            raise ConfigError("layers", layers, "None unless target_flops_reduction is given")
+        map_final = self.schedule.final_ratio
+        if ratios is None and target_flops_reduction is None:
+            if map_final is None:
+                raise ConfigError("ratios", ratios, "a float in [0, 1) or a {pattern: ratio} dict "
+                                  "(or target_flops_reduction, or an {epoch: ratio} schedule)")
+            ratios = map_final
+        self.ratios = None if ratios is None else check_ratios(ratios)
+        if map_final is not None and isinstance(self.ratios, float) and self.ratios != map_final:
+            raise ConfigError("ratios", ratios, f"None or {map_final} (the final ratio of the "
+                              f"{{epoch: ratio}} schedule)")
+        self.target_flops_reduction = target_flops_reduction
+        self.layers = [layers] if isinstance(layers, str) else layers
+        self.skip = [skip] if isinstance(skip, str) else list(skip)
+        self.input_shape = None if input_shape is None else self._check_shape(input_shape)
+        self.resume_from = resume_from
+        if resume_from is not None and not isinstance(resume_from, (str, os.PathLike)):
+            raise ConfigError("resume_from", resume_from, "a checkpoint prefix such as 'ckpt/3'")
+        self.bn_l1 = None
+        if bn_l1 is not None:
+            if self.criterion.source != "bn_scale":
+                warnings.warn(f"bn_l1 is set but criterion {self.criterion.name!r} ignores "
+                              f"BatchNorm scales; use 'slim' or 'opt_slim'", UserWarning, stacklevel=2)
+            self.bn_l1 = BNScaleL1(bn_l1, start_epoch=0, end_epoch=self.schedule.last_epoch + 1)
+        self.logger_cb = None
+        if log_dir is not None:
+            from slim_callbacks.callbacks.visualdl import VisualDLLogger
+            self.logger_cb = VisualDLLogger(log_dir, log_freq=log_freq, pruner=self)
+        self.plan = PruningPlan()
+        self.history: List[dict] = []
+        self.original_widths: Dict[str, int] = {}
+        self.group_ratios: Dict[str, float] = {}
+        self.targets: Dict[int, Dict[str, float]] = {}
+        self.epoch_offset = 0
+        self.last_epoch = -1
+        self.fingerprint = None
+        self._started = False
+
+    @staticmethod
+    def _check_shape(shape):
+        if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not shape or any(
+                isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in shape):
+            raise ConfigError("input_shape", shape, "a list of positive ints, batch first, "
+                              "e.g. [1, 3, 224, 224]")
+        return [int(d) for d in shape]
+
+    # -- helpers ---------------------------------------------------------------
+    @property
+    def network(self):
+        return self.model.network
+
+    @property
+    def optimizer(self):
+        return getattr(self.model, "_optimizer", None)
+
+    def _sub_callbacks(self):
+        return [cb for cb in (self.bn_l1, self.logger_cb) if cb is not None]
+
+    def _default_shape(self):
+        specs = getattr(self.model, "_inputs", None) or []
+        spec = specs[0] if isinstance(specs, (list, tuple)) and specs else None
+        shape = getattr(spec, "shape", None)
+        if shape is None:
+            raise ConfigError("input_shape", None, "the example input shape, e.g. [1, 3, 224, 224] "
+                              "(the paddle.Model has no InputSpec to take it from)")
+        return [1] + [int(d) if d not in (None, -1) else 1 for d in list(shape)[1:]]
+
+    def planned_ratio(self, epoch: int) -> float:
+        """Mean target ratio (over pruned groups) in force after global ``epoch``."""
+        done = [t for e, t in sorted(self.targets.items()) if e <= epoch]
+        if not done or not done[-1]:
+            return 0.0
+        return sum(done[-1].values()) / len(done[-1])
+
+    def achieved_ratio(self) -> float:
+        """Share of the original channels of the targeted groups that is gone."""
+        graph_widths = self.current_widths()
+        total = sum(self.original_widths[g] for g in self.group_ratios)
+        now = sum(graph_widths.get(g, self.original_widths[g]) for g in self.group_ratios)
+        return 1 - now / total if total else 0.0
+
+    def current_widths(self) -> Dict[str, int]:
+        """Group name -> current width, from the cumulative plan (no trace needed)."""
+        widths = {}
+        for g in self.plan.groups:
+            widths[g["name"]] = g["after"]
+        return widths
+
+    def _group_targets(self) -> Dict[int, Dict[str, float]]:
+        """Global epoch -> {group: target ratio} for every event."""
+        map_final = self.schedule.final_ratio
+        out: Dict[int, Dict[str, float]] = {}
+        by_ratio: Dict[float, list] = {}
+        for group, ratio in self.group_ratios.items():
+            by_ratio.setdefault(ratio, []).append(group)
+        for ratio, groups in by_ratio.items():
+            if map_final is not None:
+                scale = ratio / map_final if map_final else 0.0
+                events = [(e, t * scale) for e, t in self.schedule.events(None)]
+            else:
+                events = self.schedule.events(ratio)
+            for epoch, target in events:
+                out.setdefault(epoch, {}).update({g: target for g in groups})
+        return out
+
+    # -- callback hooks ----------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        """Validates against the fit, records original widths, or replays a ledger."""
+        if self.input_shape is None:
+            self.input_shape = self._default_shape()
+        epochs = self.params.get("epochs")
+        resumed = None
+        if self.resume_from is not None and not self._started:
+            resumed = ledger_mod.load_ledger(str(self.resume_from))
+            ledger_mod.check_fingerprint(self.network, resumed, f"{self.resume_from} ")
+            self.epoch_offset = resumed["cursor"]["epoch"] + 1
+        if epochs is not None:
+            self.schedule.validate(self.epoch_offset + epochs)
+        for cb in self._sub_callbacks():
+            cb.set_model(self.model)
+            cb.set_params(self.params)
+        if self.bn_l1 is not None:
+            self.bn_l1.epoch_offset = self.epoch_offset
+            self.bn_l1.validate(epochs)
+        if not self._started:
+            self._setup(resumed)
+        self._started = True
+        self._install_save_hook()
+        for cb in self._sub_callbacks():
+            cb.on_train_begin(logs)
+
+    def _setup(self, resumed: Optional[dict]) -> None:
+        net = self.network
+        if resumed is None:
+            self.fingerprint = ledger_mod.fingerprint(net)
+            graph = trace(net, self.input_shape)
+            self.original_widths = {g.name: g.num_units for g in graph.groups}
+        else:
+            self.fingerprint = resumed["fingerprint"]
+            self.original_widths = dict(resumed["original_widths"])
+            graph = None
+        ratios = self.ratios
+        if self.target_flops_reduction is not None:
+            ratios = self._ratio_for_flops()
+        if graph is None:  # resolve patterns on a fresh trace of the unpruned network
+            graph = trace(net, self.input_shape)
+        self.group_ratios = resolve_ratios(graph, ratios, self.skip)
+        if not self.group_ratios:
+            raise ConfigError("ratios", ratios, "ratios that select at least one prunable group")
+        self.targets = self._group_targets()
+        if resumed is not None:
+            self._replay(resumed)
+
+    def _ratio_for_flops(self):
+        # INTEGRATION POINT (strategies.uniform_ratio, another engineer's module).
+        try:
+            from slim_callbacks.strategies import uniform_ratio
+        except ImportError as err:
+            raise SlimError("target_flops_reduction needs slim_callbacks.strategies."
+                            "uniform_ratio, which is not available") from err
+        result = uniform_ratio(self.network, self.input_shape, self.target_flops_reduction,
+                               layers=self.layers, skip=self.skip)
+        ratio = check_ratio("uniform ratio", getattr(result, "ratio", result))
+        logger.info("target_flops_reduction %.3f -> uniform ratio %.4f",
+                    self.target_flops_reduction, ratio)
+        if self.layers:
+            return {p: ratio for p in self.layers}
+        return ratio
+
+    def _replay(self, ledger: dict) -> None:
+        """Ledger plan on network and optimizer, then the checkpoint's weights/optimizer."""
+        recorded = [list(e) for e in ledger["cursor"]["events"]]
+        mine = [[e, sorted(t.items())] for e, t in sorted(self.targets.items())]
+        if recorded != [[e, [list(p) for p in t]] for e, t in mine]:
+            raise SlimError(f"the schedule or ratios differ from those of {self.resume_from}: "
+                            f"resume with the same PruneCallback arguments")
+        self.plan = ledger_mod.replay(self.network, ledger, self.optimizer)
+        self.history = list(ledger["history"])
+        self.last_epoch = ledger["cursor"]["epoch"]
+        prefix = str(self.resume_from)
+        if os.path.exists(prefix + ".pdparams"):
+            self.model.load(prefix)
+        self._resync_data_parallel()
+        logger.info("resumed from %s: %d pruning events replayed, next epoch %d", prefix,
+                    len(self.history), self.epoch_offset)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for cb in self._sub_callbacks():
+            cb.on_epoch_begin(epoch, logs)
+
+    def on_train_batch_end(self, step, logs=None):
+        if self.logger_cb is not None:
+            self.logger_cb.on_train_batch_end(step, logs)
+
+    def on_eval_end(self, logs=None):
+        if self.logger_cb is not None:
+            self.logger_cb.on_eval_end(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Fires the event scheduled at this (global) epoch, if any."""
+        glob = epoch + self.epoch_offset
+        targets = self.targets.get(glob)
+        if targets:
+            self.prune_now(glob, targets)
+        self.last_epoch = glob
+        if self.logger_cb is not None:
+            self.logger_cb.on_epoch_end(epoch, logs)
+
+    def on_train_end(self, logs=None):
+        for cb in self._sub_callbacks():
+            cb.on_train_end(logs)
+
+    # -- the event ---------------------------------------------------------------
+    def prune_now(self, epoch: int, targets: Mapping[str, float]) -> PruningPlan:
+        """Prunes every targeted group to ``targets`` (of its original width) now."""
+        net, opt = self.network, self.optimizer
+        graph = trace(net, self.input_shape)
+        live = {g.name for g in graph.prunable_groups()}
+        ratios = {g: r for g, r in targets.items() if g in live}
+        plan = plan_pruning(net, graph, ratios, self.criterion, self.round_to,
+                            original_widths=self.original_widths)
+        plan = self._agree(plan)
+        before = profile(net, self.input_shape)
+        if len(plan):
+            plan.apply(net, opt, input_shape=self.input_shape)
+            self._resync_data_parallel()
+        after = profile(net, self.input_shape) if len(plan) else before
+        self.plan = self.plan.then(plan)
+        record = {"epoch": epoch, "target": max(targets.values()) if targets else 0.0,
+                  "groups": len(plan), "macs": [before["macs"], after["macs"]],
+                  "params": [before["params"], after["params"]], "plan": plan.to_dict()}
+        self.history.append(record)
+        logger.info(event_line(epoch, len(plan), (before["macs"], after["macs"]),
+                               (before["params"], after["params"])))
+        return plan
+
+    @staticmethod
+    def _agree(plan: PruningPlan) -> PruningPlan:
+        """Under data parallel, every rank takes rank 0's plan."""
+        if paddle.distributed.get_world_size() <= 1:
+            return plan
+        box = [plan.to_dict()]
+        paddle.distributed.broadcast_object_list(box, src=0)
+        return PruningPlan.from_dict(box[0])
+
+    def _resync_data_parallel(self) -> None:
+        """Rebuilds DataParallel's gradient buckets for the new shapes.
+
+        ``paddle.DataParallel`` builds its EagerReducer (buckets and per-parameter
+        all-reduce hooks) for the shapes at construction. The old reducer's hooks stay
+        registered on the parameters but do nothing unless ``prepare_for_backward`` is
+        called on it, which only the current ``_reducer`` gets; the old reducer is kept
+        alive (its hooks hold a raw pointer to it). Parameters are re-broadcast from
+        rank 0 so every rank continues from identical weights.
+        """
+        adapter = getattr(self.model, "_adapter", None)
+        ddp = getattr(adapter, "ddp_model", None)
+        if ddp is None or paddle.distributed.get_world_size() <= 1:
+            return
+        retired = getattr(ddp, "_slim_retired_reducers", [])
+        retired.append(ddp._reducer)
+        ddp._slim_retired_reducers = retired
+        ddp.init_reducer()
+        from paddle.distributed.parallel import sync_params_buffers
+        sync_params_buffers(unwrap(ddp), fuse_params=False)
+
+    # -- ledger ------------------------------------------------------------------
+    def ledger(self) -> dict:
+        """The pruning ledger for the network as it is now."""
+        return {"fingerprint": self.fingerprint, "input_shape": self.input_shape,
+                "criterion": self.criterion.name, "original_widths": self.original_widths,
+                "plan": self.plan.to_dict(), "history": self.history,
+                "cursor": {"epoch": self.last_epoch,
+                           "done": [h["epoch"] for h in self.history],
+                           "remaining": sorted(e for e in self.targets if e > self.last_epoch),
+                           "events": [[e, sorted(t.items())] for e, t in sorted(self.targets.items())]},
+                "schedule": self.schedule.to_dict()}
+
+    def _install_save_hook(self) -> None:
+        """Makes every ``model.save(path)`` (ModelCheckpoint's too) write the ledger."""
+        model = self.model
+        current = getattr(model.save, "_slim_pruner", None)
+        if current is self:
+            return
+        original = getattr(model.save, "_slim_original", model.save)
+
+        def save(path, training=True):
+            original(path, training)
+            if training and paddle.distributed.ParallelEnv().local_rank == 0:
+                ledger_mod.save_ledger(path, self.ledger())
+
+        save._slim_pruner, save._slim_original = self, original
+        model.save = save

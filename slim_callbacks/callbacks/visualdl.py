@@ -1,0 +1,196 @@
+"""VisualDLLogger: training, model-size and pruning curves for VisualDL dashboards.
+
+Tags (steps are global train steps for ``train/*``, epochs for everything else):
+
+=============================  ==========================================================
+``train/loss``                 train loss, every ``log_freq`` steps
+``train/<metric>``             each train metric (``train/acc``), every ``log_freq`` steps
+``eval/loss``, ``eval/<m>``    eval loss and metrics, once per evaluation (step = epoch)
+``model/gflops``               GMACs (1 multiply-add = 1) per sample
+``model/gflops_legacy``        PaddleSlim's legacy GFLOPs (the seed table's "1.11 G")
+``model/params``               parameters + buffers (BN statistics included)
+``model/size_mb``              float32 size of the state dict, MB
+``pruning/planned_ratio``      mean scheduled target ratio in force (needs ``pruner``)
+``pruning/achieved_ratio``     share of the targeted groups' original channels gone
+``widths/<layer>``             output channels of every pruned producer layer
+``bn/gamma``                   histogram of all BatchNorm |gamma| (one per epoch)
+``bn/gamma_below_1e-2``        share of BatchNorm |gamma| < 1e-2
+=============================  ==========================================================
+
+Only rank 0 writes (``paddle.distributed.get_rank()``); the ``visualdl.LogWriter`` is
+opened lazily at the first record and closed in ``on_train_end``.
+
+Place it AFTER :class:`PruneCallback` in ``callbacks`` (or pass ``log_dir=`` to
+``PruneCallback``) so an epoch's model scalars are taken after that epoch's pruning.
+
+Example:
+    >>> import paddle
+    >>> from slim_callbacks.callbacks import VisualDLLogger
+    >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.BatchNorm2D(4),
+    ...                            paddle.nn.Flatten(), paddle.nn.Linear(4 * 6 * 6, 2))
+    >>> model = paddle.Model(net)
+    >>> model.prepare(paddle.optimizer.Adam(parameters=net.parameters()),
+    ...               paddle.nn.CrossEntropyLoss())
+    >>> data = paddle.io.TensorDataset([paddle.randn([8, 3, 8, 8]),
+    ...                                 paddle.randint(0, 2, [8, 1])])
+    >>> model.fit(data, epochs=1, batch_size=4, verbose=0, callbacks=[
+    ...     VisualDLLogger("/tmp/vdl_example", log_freq=1, input_shape=[1, 3, 8, 8])])
+"""
+from __future__ import annotations
+
+import logging
+import numbers
+from typing import List, Optional, Sequence
+
+import numpy as np
+import paddle
+
+from slim_callbacks.callbacks.bn_l1 import bn_scales
+from slim_callbacks.errors import ConfigError
+from slim_callbacks.tracing import unwrap
+
+logger = logging.getLogger(__name__)
+
+#: Every tag the logger writes (``<metric>`` and ``<layer>`` are filled in).
+TAGS = ("train/loss", "train/<metric>", "eval/loss", "eval/<metric>", "model/gflops",
+        "model/gflops_legacy", "model/params", "model/size_mb", "pruning/planned_ratio",
+        "pruning/achieved_ratio", "widths/<layer>", "bn/gamma", "bn/gamma_below_1e-2")
+
+
+def scalar(value) -> Optional[float]:
+    """A float from a Paddle log value (number, 1-element list/array), or None."""
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return float(array.ravel()[0]) if array.size else None
+
+
+class VisualDLLogger(paddle.callbacks.Callback):
+    """Writes train/eval scalars, model size and pruning progress to VisualDL.
+
+    Args:
+        log_dir: VisualDL log directory.
+        log_freq: global train steps between train scalars.
+        input_shape: example input (batch first) for the GFLOPs scalars; defaults to
+            the pruner's, then to the model's InputSpec; without one, ``model/gflops*``
+            are skipped.
+        pruner: the :class:`PruneCallback` whose ratios and pruned layers are logged.
+        bn_histograms: write ``bn/gamma`` histograms.
+    """
+
+    def __init__(self, log_dir: str, log_freq: int = 10, input_shape: Optional[Sequence[int]] = None,
+                 pruner=None, bn_histograms: bool = True):
+        super().__init__()
+        if not isinstance(log_dir, str) or not log_dir:
+            raise ConfigError("log_dir", log_dir, "a directory path")
+        if isinstance(log_freq, bool) or not isinstance(log_freq, numbers.Integral) or log_freq < 1:
+            raise ConfigError("log_freq", log_freq, "an integer >= 1")
+        self.log_dir, self.log_freq = log_dir, int(log_freq)
+        self.input_shape = None if input_shape is None else [int(d) for d in input_shape]
+        self.pruner, self.bn_histograms = pruner, bn_histograms
+        self._writer = None
+        self._step = 0
+        self._epoch = 0
+
+    # -- writer ------------------------------------------------------------------
+    @staticmethod
+    def is_writer() -> bool:
+        return paddle.distributed.get_rank() == 0
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            from visualdl import LogWriter
+            self._writer = LogWriter(logdir=self.log_dir)
+        return self._writer
+
+    def _add(self, tag: str, step: int, value) -> None:
+        value = scalar(value)
+        if value is not None and np.isfinite(value):
+            self.writer.add_scalar(tag=tag, step=int(step), value=value)
+
+    # -- hooks ---------------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        self._step = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch + self._offset()
+
+    def _offset(self) -> int:
+        return getattr(self.pruner, "epoch_offset", 0) if self.pruner is not None else 0
+
+    def on_train_batch_end(self, step, logs=None):
+        self._step += 1
+        if not self.is_writer() or self._step % self.log_freq or not logs:
+            return
+        for key in ["loss"] + [m for m in self.params.get("metrics", []) if m != "loss"]:
+            if key in logs:
+                self._add(f"train/{key}", self._step, logs[key])
+
+    def on_eval_end(self, logs=None):
+        if not self.is_writer() or not logs:
+            return
+        for key, value in logs.items():
+            if key in ("batch_size", "steps"):
+                continue
+            self._add(f"eval/{key}", self._epoch, value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.is_writer():
+            return
+        self.log_model(epoch + self._offset())
+
+    def log_model(self, epoch: int) -> None:
+        """Writes the per-epoch model, pruning and BatchNorm records for ``epoch``."""
+        net = unwrap(self.model.network)
+        shape = self.input_shape or getattr(self.pruner, "input_shape", None) or self._spec_shape()
+        from slim_callbacks import flops
+        if shape is not None:
+            stats = flops.profile(net, shape)
+            self._add("model/gflops", epoch, stats["gflops"])
+            self._add("model/gflops_legacy", epoch, stats["gflops_legacy"])
+            self._add("model/params", epoch, stats["params"])
+            self._add("model/size_mb", epoch, stats["size_mb"])
+        else:
+            params = flops.count_params(net)
+            self._add("model/params", epoch, params)
+            self._add("model/size_mb", epoch, flops.model_size_mb(net))
+        if self.pruner is not None and self.pruner.group_ratios:
+            self._add("pruning/planned_ratio", epoch, self.pruner.planned_ratio(epoch))
+            self._add("pruning/achieved_ratio", epoch, self.pruner.achieved_ratio())
+            layers = dict(net.named_sublayers())
+            for name in self.pruned_layers():
+                weight = getattr(layers.get(name), "weight", None)
+                if weight is not None:
+                    axis = 1 if isinstance(layers[name], paddle.nn.Linear) else 0
+                    self._add(f"widths/{name}", epoch, weight.shape[axis])
+        gammas = [np.abs(p.numpy()).ravel() for p in bn_scales(net)]
+        if gammas:
+            allg = np.concatenate(gammas)
+            self._add("bn/gamma_below_1e-2", epoch, float((allg < 1e-2).mean()))
+            if self.bn_histograms:
+                self.writer.add_histogram(tag="bn/gamma", values=allg, step=int(epoch), buckets=30)
+
+    def pruned_layers(self) -> List[str]:
+        """Producer layers of the groups the pruner targets."""
+        if self.pruner is None:
+            return []
+        names = []
+        for g in self.pruner.plan.groups:
+            names.extend(p for p in g["producers"] if p not in names)
+        return names
+
+    def _spec_shape(self):
+        specs = getattr(self.model, "_inputs", None) or []
+        shape = getattr(specs[0], "shape", None) if isinstance(specs, (list, tuple)) and specs else None
+        if shape is None:
+            return None
+        return [1] + [int(d) if d not in (None, -1) else 1 for d in list(shape)[1:]]
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
