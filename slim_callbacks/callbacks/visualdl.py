@@ -2,20 +2,21 @@
 
 Tags (steps are global train steps for ``train/*``, epochs for everything else):
 
-=============================  ==========================================================
-``train/loss``                 train loss, every ``log_freq`` steps
-``train/<metric>``             each train metric (``train/acc``), every ``log_freq`` steps
-``eval/loss``, ``eval/<m>``    eval loss and metrics, once per evaluation (step = epoch)
-``model/gflops``               GMACs (1 multiply-add = 1) per sample
-``model/gflops_legacy``        PaddleSlim's legacy GFLOPs (the seed table's "1.11 G")
-``model/params``               parameters + buffers (BN statistics included)
-``model/size_mb``              float32 size of the state dict, MB
-``pruning/planned_ratio``      mean scheduled target ratio in force (needs ``pruner``)
-``pruning/achieved_ratio``     share of the targeted groups' original channels gone
-``widths/<layer>``             output channels of every pruned producer layer
-``bn/gamma``                   histogram of all BatchNorm |gamma| (one per epoch)
-``bn/gamma_below_1e-2``        share of BatchNorm |gamma| < 1e-2
-=============================  ==========================================================
+==========================  =============================================================
+``train/loss``              train loss, every ``log_freq`` steps
+``train/<metric>``          each train metric (``train/acc``), every ``log_freq`` steps
+``eval/loss``               eval loss, once per evaluation (step = epoch)
+``eval/<metric>``           each eval metric, once per evaluation (step = epoch)
+``model/gflops``            GFLOPs per sample, 2 x multiply-adds of Conv2D and Linear
+``model/gflops_legacy``     PaddleSlim's legacy GFLOPs (the seed table's "1.11 G")
+``model/params``            parameters + buffers (BN statistics included)
+``model/size_mb``           float32 size of the state dict, MB
+``pruning/planned_ratio``   mean scheduled target ratio in force (needs ``pruner``)
+``pruning/achieved_ratio``  share of the targeted groups' original channels gone
+``widths/<layer>``          output channels of every pruned producer layer
+``bn/gamma``                histogram of all BatchNorm |gamma| (one per epoch)
+``bn/gamma_below_1e-2``     share of BatchNorm |gamma| < 1e-2
+==========================  =============================================================
 
 Only rank 0 writes (``paddle.distributed.get_rank()``); the ``visualdl.LogWriter`` is
 opened lazily at the first record and closed in ``on_train_end``.

@@ -1,0 +1,101 @@
+"""VisualDLLogger: records read back with visualdl.LogReader."""
+import os
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import pytest
+
+from slim_callbacks.callbacks import TAGS, PruneCallback, VisualDLLogger
+from slim_callbacks.errors import ConfigError
+
+from test_callbacks_prune import SHAPE, Net, dataset
+
+
+def read(log_dir):
+    """{tag: [(step, value)]} for scalars and {tag: [record]} for histograms."""
+    from visualdl import LogReader
+    files = [f for f in os.listdir(log_dir) if f.startswith("vdlrecords")]
+    assert len(files) == 1, files
+    reader = LogReader(file_path=os.path.join(log_dir, files[0]))
+    scalars, hists = {}, {}
+    for path, kind in reader.tags().items():
+        tag = path.split(".log/", 1)[1].replace("%", "/")
+        if kind == "scalar":
+            scalars[tag] = [(r.id, r.value) for r in reader.get_data("scalar", tag)]
+        elif kind == "histogram":
+            hists[tag] = reader.get_data("histogram", tag)
+    return scalars, hists
+
+
+def fit(callbacks, epochs=3, steps_data=64):
+    paddle.seed(0)
+    net = Net()
+    model = paddle.Model(net)
+    model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()),
+                  nn.CrossEntropyLoss(), paddle.metric.Accuracy())
+    model.fit(dataset(steps_data), dataset(32, seed=1), epochs=epochs, batch_size=16,
+              verbose=0, shuffle=False, callbacks=callbacks)
+    return model
+
+
+def test_prune_callback_log_dir_writes_every_tag(tmp_path):
+    log_dir = str(tmp_path / "vdl")
+    cb = PruneCallback(0.5, "slim", bn_l1=1e-2, prune_epochs=[1], input_shape=SHAPE,
+                       log_dir=log_dir, log_freq=2)
+    fit([cb], epochs=3)
+    scalars, hists = read(log_dir)
+    expected = {"train/loss", "train/acc", "eval/loss", "eval/acc", "model/gflops",
+                "model/gflops_legacy", "model/params", "model/size_mb", "pruning/planned_ratio",
+                "pruning/achieved_ratio", "widths/c1.0", "widths/c2.0", "widths/c3.0",
+                "bn/gamma_below_1e-2"}
+    assert expected <= set(scalars), expected - set(scalars)
+    assert set(hists) == {"bn/gamma"} and len(hists["bn/gamma"]) == 3
+    # 4 steps per epoch, 3 epochs, every 2nd step
+    assert [s for s, _ in scalars["train/loss"]] == [2, 4, 6, 8, 10, 12]
+    assert [s for s, _ in scalars["eval/acc"]] == [0, 1, 2]
+    assert [v for _, v in scalars["widths/c2.0"]] == [16, 16]  # logged once pruned
+    params = [v for _, v in scalars["model/params"]]
+    assert params[0] > params[1] == params[2]
+    gflops = dict(scalars["model/gflops"])
+    assert gflops[1] < 0.6 * gflops[0]
+    assert dict(scalars["pruning/planned_ratio"]) == pytest.approx({0: 0.0, 1: 0.5, 2: 0.5})
+    assert dict(scalars["pruning/achieved_ratio"]) == pytest.approx({0: 0.0, 1: 0.5, 2: 0.5})
+    assert cb.logger_cb._writer is None  # closed at train end
+
+
+def test_standalone_logger_after_the_pruner(tmp_path):
+    cb = PruneCallback(0.5, prune_epochs=[0], input_shape=SHAPE)
+    vdl = VisualDLLogger(str(tmp_path), log_freq=1, pruner=cb)
+    assert not os.listdir(tmp_path)  # lazily opened
+    fit([cb, vdl], epochs=2)
+    scalars, _ = read(str(tmp_path))
+    assert len(scalars["train/loss"]) == 8
+    assert dict(scalars["widths/c1.0"]) == {0: 8, 1: 8}
+    assert dict(scalars["pruning/achieved_ratio"])[0] == pytest.approx(0.5)
+
+
+def test_logger_without_pruner_logs_model_and_bn(tmp_path):
+    fit([VisualDLLogger(str(tmp_path), log_freq=4, input_shape=SHAPE)], epochs=1)
+    scalars, hists = read(str(tmp_path))
+    assert "model/gflops" in scalars and "bn/gamma" in hists
+    assert not any(t.startswith(("pruning/", "widths/")) for t in scalars)
+
+
+def test_only_rank_zero_writes(tmp_path, monkeypatch):
+    monkeypatch.setattr(paddle.distributed, "get_rank", lambda *a, **k: 1)
+    fit([VisualDLLogger(str(tmp_path / "r1"), log_freq=1, input_shape=SHAPE)], epochs=1)
+    assert not os.path.exists(tmp_path / "r1") or not os.listdir(tmp_path / "r1")
+
+
+@pytest.mark.parametrize("kwargs", [dict(log_dir=""), dict(log_dir="x", log_freq=0),
+                                    dict(log_dir=3)])
+def test_bad_arguments(kwargs):
+    with pytest.raises(ConfigError):
+        VisualDLLogger(**kwargs)
+
+
+def test_tag_list_is_documented():
+    import slim_callbacks.callbacks.visualdl as module
+    for tag in TAGS:
+        assert f"``{tag}" in module.__doc__
