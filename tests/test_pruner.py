@@ -236,3 +236,16 @@ def test_jit_save_of_a_pruned_network_is_small(tmp_path):
     assert size(small) < 0.4 * size(full)
     loaded = paddle.jit.load(str(small))
     assert loaded(paddle.randn(SHAPE)).shape == [1, 10]
+
+
+def test_master_weights_are_sliced_like_their_parameter():
+    """multi_precision keeps float32 master copies; CPU has no float16 kernels, so the
+    copy is put in place by hand where Paddle would keep it (opt._master_weights)."""
+    net = nn.Sequential(nn.Conv2D(3, 4, 1), nn.Conv2D(4, 2, 1))
+    opt = paddle.optimizer.Momentum(0.1, parameters=net.parameters(), multi_precision=True)
+    w = net[0].weight
+    master = np.arange(12, dtype="float32").reshape(4, 3, 1, 1)
+    opt._master_weights[w.name] = paddle.to_tensor(master)
+    plan = prune(net, [1, 3, 2, 2], 0.5, optimizer=opt)
+    kept = plan.params[("0", "weight")].kept[0]
+    np.testing.assert_array_equal(opt._master_weights[w.name].numpy(), master[kept])
