@@ -249,3 +249,13 @@ def test_master_weights_are_sliced_like_their_parameter():
     plan = prune(net, [1, 3, 2, 2], 0.5, optimizer=opt)
     kept = plan.params[("0", "weight")].kept[0]
     np.testing.assert_array_equal(opt._master_weights[w.name].numpy(), master[kept])
+
+
+def test_summary_and_print_show_the_pruned_network(capsys):
+    from slim_callbacks import count_params
+    net = tiny_mobilenet()
+    prune(net, SHAPE, {"conv2_1._pointwise_conv": 0.5})
+    info = paddle.summary(net, tuple(SHAPE))
+    assert int(info["total_params"]) == count_params(net)
+    assert str(net.conv2_2._depthwise_conv[0]).startswith("Conv2D(8, 8, kernel_size=[3, 3]")
+    assert "groups=8" in str(net.conv2_2._depthwise_conv[0])
