@@ -1,0 +1,159 @@
+"""Ledger, load_pruned, resume after SIGKILL, and paddle.jit.save of a pruned network."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import pytest
+
+from slim_callbacks.callbacks import PruneCallback
+from slim_callbacks.errors import SlimError
+from slim_callbacks.ledger import load_ledger, load_pruned
+
+from test_callbacks_prune import SHAPE, Net, dataset
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+CHILD = textwrap.dedent("""
+    import json, os, signal, sys
+    sys.path.insert(0, {tests!r})
+    import numpy as np, paddle, paddle.nn as nn
+    from slim_callbacks.callbacks import PruneCallback
+    from test_callbacks_prune import Net, dataset, widths, SHAPE
+
+    mode, save_dir, out = sys.argv[1:4]
+
+    class KillAfterCheckpoint(paddle.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:  # epoch 1 (a pruning epoch) and its checkpoint are done
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    paddle.seed(0)
+    net = Net()
+    model = paddle.Model(net)
+    opt = paddle.optimizer.{opt}(0.01, parameters=net.parameters())
+    model.prepare(opt, nn.CrossEntropyLoss(), paddle.metric.Accuracy())
+    kwargs = dict(ratios=0.5, criterion="fpgm", schedule="agp", start_epoch=1, end_epoch=3,
+                  input_shape=SHAPE)
+    callbacks, epochs = [], 5
+    if mode == "kill":
+        callbacks.append(KillAfterCheckpoint())
+    if mode == "resume":
+        kwargs["resume_from"] = os.path.join(save_dir, "1")
+        epochs = 3
+    cb = PruneCallback(**kwargs)
+    model.fit(dataset(64), epochs=epochs, batch_size=16, verbose=0, shuffle=False,
+              save_dir=save_dir, callbacks=[cb] + callbacks)
+    json.dump({{"widths": widths(net), "events": [h["epoch"] for h in cb.history],
+               "targets": [h["target"] for h in cb.history],
+               "weights": {{k: v.numpy().tolist() for k, v in net.state_dict().items()}}}},
+              open(out, "w"))
+""")
+
+
+def run_child(tmp_path, mode, save_dir, opt):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(tests=TESTS, opt=opt))
+    out = tmp_path / f"{mode}.json"
+    proc = subprocess.run([sys.executable, str(script), mode, str(save_dir), str(out)],
+                          capture_output=True, text=True, timeout=120)
+    return proc, out
+
+
+@pytest.mark.parametrize("opt", ["Momentum", "Adam"])
+def test_sigkill_after_a_pruning_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, opt):
+    killed_dir, full_dir = tmp_path / "killed", tmp_path / "full"
+    proc, out = run_child(tmp_path, "kill", killed_dir, opt)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert not out.exists()
+    assert sorted(os.listdir(killed_dir)) == ["0.pdopt", "0.pdparams", "0.pruning.json",
+                                              "1.pdopt", "1.pdparams", "1.pruning.json"]
+    ledger = load_ledger(str(killed_dir / "1"))
+    assert ledger["cursor"]["epoch"] == 1 and ledger["cursor"]["done"] == [1]
+    assert ledger["cursor"]["remaining"] == [2, 3]
+
+    proc, resumed_out = run_child(tmp_path, "resume", killed_dir, opt)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, full_out = run_child(tmp_path, "full", full_dir, opt)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed, full = json.loads(resumed_out.read_text()), json.loads(full_out.read_text())
+    assert resumed["events"] == full["events"] == [1, 2, 3]
+    assert resumed["targets"] == full["targets"]
+    assert resumed["widths"] == full["widths"] == {"c1.0": 8, "c2.0": 16, "c3.0": 16}
+    for key, value in full["weights"].items():  # same data order, same optimizer state
+        np.testing.assert_allclose(resumed["weights"][key], value, atol=2e-4, err_msg=key)
+    # the resumed run's checkpoints carry the global history
+    final = load_ledger(str(killed_dir / "final"))
+    assert [h["epoch"] for h in final["history"]] == [1, 2, 3]
+
+
+def trained(tmp_path, epochs=2):
+    paddle.seed(0)
+    net = Net()
+    model = paddle.Model(net)
+    model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()),
+                  nn.CrossEntropyLoss(), paddle.metric.Accuracy())
+    cb = PruneCallback({"c2": 0.5, "c3": 0.75}, prune_epochs=list(range(epochs)), input_shape=SHAPE)
+    model.fit(dataset(32), epochs=epochs, batch_size=16, verbose=0, save_dir=str(tmp_path),
+              callbacks=[cb])
+    return model, cb
+
+
+def test_load_pruned_rebuilds_the_trained_model(tmp_path):
+    model, cb = trained(tmp_path)
+    x = paddle.randn([4] + SHAPE[1:])
+    model.network.eval()
+    expected = model.network(x).numpy()
+    fresh = load_pruned(Net(), str(tmp_path / "final"))
+    fresh.eval()
+    np.testing.assert_allclose(fresh(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert fresh.c3[0]._out_channels == 8 and fresh.c2[0].weight.shape == [16, 16, 3, 3]
+    # an intermediate checkpoint replays only the events before it
+    mid = load_pruned(Net(), str(tmp_path / "0"))
+    assert mid.c3[0].weight.shape[0] == 32 - round(32 * 0.375)
+
+
+def test_load_pruned_refuses_another_architecture_or_a_pruned_network(tmp_path):
+    trained(tmp_path, epochs=1)
+    with pytest.raises(SlimError, match="another architecture"):
+        load_pruned(Net(classes=5), str(tmp_path / "final"))
+    net = load_pruned(Net(), str(tmp_path / "final"))
+    with pytest.raises(SlimError, match="already pruned"):
+        load_pruned(net, str(tmp_path / "final"))
+    with pytest.raises(SlimError, match="no pruning ledger"):
+        load_pruned(Net(), str(tmp_path / "missing"))
+
+
+def test_resume_with_other_arguments_fails_before_training(tmp_path):
+    trained(tmp_path, epochs=1)
+    paddle.seed(0)
+    net = Net()
+    model = paddle.Model(net)
+    model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()), nn.CrossEntropyLoss())
+    cb = PruneCallback(0.9, prune_epochs=[0, 1], input_shape=SHAPE, resume_from=str(tmp_path / "0"))
+    with pytest.raises(SlimError, match="differ"):
+        model.fit(dataset(16), epochs=1, batch_size=16, verbose=0, callbacks=[cb])
+    assert net.c2[0].weight.shape == [32, 16, 3, 3]
+
+
+def test_jit_save_of_a_pruned_network_is_small(tmp_path):
+    model, _ = trained(tmp_path)
+    spec = [paddle.static.InputSpec([None] + SHAPE[1:], "float32", "x")]
+    paddle.seed(0)
+    full = Net()
+    full.eval()
+    paddle.jit.save(full, str(tmp_path / "full/inference"), input_spec=spec)
+    model.network.eval()
+    paddle.jit.save(model.network, str(tmp_path / "small/inference"), input_spec=spec)
+    small_size = os.path.getsize(tmp_path / "small/inference.pdiparams")
+    full_size = os.path.getsize(tmp_path / "full/inference.pdiparams")
+    assert small_size < 0.5 * full_size
+    loaded = paddle.jit.load(str(tmp_path / "small/inference"))
+    shapes = sorted(tuple(p.shape) for p in loaded.parameters())
+    assert (16, 16, 3, 3) in shapes and (8, 16, 3, 3) in shapes and (32, 32, 3, 3) not in shapes
+    x = paddle.randn([2] + SHAPE[1:])
+    np.testing.assert_allclose(loaded(x).numpy(), model.network(x).numpy(), rtol=1e-4, atol=1e-5)
