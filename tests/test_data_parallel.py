@@ -1,0 +1,53 @@
+"""PruneCallback under paddle.distributed.launch with two CPU (gloo) processes."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def launch(out_dir):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(TESTS), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+           "--log_dir", str(out_dir / "log"), os.path.join(TESTS, "dp_prune_script.py"), str(out_dir)]
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=env)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        pytest.skip(f"paddle.distributed.launch could not run: {err}")
+
+
+def worker_log(out_dir, rank):
+    path = out_dir / "log" / f"workerlog.{rank}"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def test_two_ranks_prune_identically_and_keep_synchronizing(tmp_path):
+    proc = launch(tmp_path)
+    logs = worker_log(tmp_path, 0) + worker_log(tmp_path, 1)
+    if proc.returncode != 0 and "pruned" not in logs:
+        pytest.skip("the launcher could not start two CPU ranks here:\n"
+                    + (proc.stdout + proc.stderr + logs)[-1500:])
+    assert proc.returncode == 0, (proc.stdout + proc.stderr + logs)[-3000:]
+    meta = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert meta[0]["world"] == meta[1]["world"] == 2
+    assert meta[0]["events"] == meta[1]["events"] == [0, 1]
+    assert meta[0]["widths"] == meta[1]["widths"] == {"c1.0": 8, "c2.0": 16, "c3.0": 16}
+    assert meta[0]["plan"] == meta[1]["plan"]  # same kept indices on every rank
+    w0, w1 = np.load(tmp_path / "rank0.npz"), np.load(tmp_path / "rank1.npz")
+    assert set(w0) == set(w1)
+    for key in w0:
+        assert w0[key].shape == w1[key].shape, key
+        if not key.endswith(("_mean", "_variance")):  # BN statistics stay per-rank in Paddle
+            # each rank saw a different shard for an epoch after the last prune: equal
+            # weights mean the gradients were all-reduced with the new shapes
+            np.testing.assert_array_equal(w0[key], w1[key], err_msg=key)
+    assert w0["c2.0.weight"].shape == (16, 8, 3, 3)
+    # only rank 0 writes VisualDL records and checkpoints with ledgers
+    assert len(os.listdir(tmp_path / "vdl")) == 1
+    assert "final.pruning.json" in os.listdir(tmp_path / "ckpt")
+    assert logs.count("epoch 1: pruned 3 groups") == 2  # both ranks pruned
