@@ -1,0 +1,454 @@
+"""Sensitivity analysis: how much the metric drops when one group alone is pruned.
+
+For every chosen group and every ratio, the units that :func:`~slim_callbacks.pruner.plan_pruning`
+would remove are taken out, the network is evaluated, and
+
+    loss = (base - metric) / |base|
+
+is recorded (``base`` = the unpruned metric; higher metrics are better, so a positive
+loss is a drop; ``|base|`` keeps the sign right for metrics such as a negative loss).
+Results are saved after every evaluation and an interrupted run resumes from its file.
+
+    >>> import paddle
+    >>> net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
+    >>> x = paddle.randn([4, 3, 32, 32])
+    >>> def eval_fn(network):
+    ...     with paddle.no_grad():
+    ...         return -float(network(x).square().mean())
+    >>> sens = sensitivity(net, eval_fn, [1, 3, 32, 32], layers=["conv1"],
+    ...                    ratios=[0.5], progress=False)
+    >>> list(sens), list(sens["conv1"])
+    (['conv1.0'], [0.5])
+
+How it is fast without changing the answer (``method="mask"``, the default):
+
+- No copy and no surgery per evaluation. The selected units are removed by zeroing
+  the consumer input slices (``in``-role members: the input columns of the convs and
+  Linears that read the group). Every path of a prunable group's channels ends in such
+  a slice: the tracer blocks any channel that reaches an op it cannot map or a
+  network output, and BatchNorms, depthwise convs, activations, pooling, residual adds
+  and squeeze-excitation multiplies only carry the channel on to a consumer. So the
+  consumers compute exactly what they compute after physical pruning (up to float
+  summation order), and ``tests/test_sensitivity.py`` checks this against physical
+  pruning on MobileNetV2, ResNet and squeeze-excitation networks. The zeroed slices
+  are restored from saved copies after each evaluation.
+- The network is traced once, and each group is scored once (the scores do not change
+  between ratios).
+- A ratio that removes no unit is recorded as loss 0 without evaluating, and ratios
+  that select the same units (narrow layers) are evaluated once.
+
+``method="prune"`` removes the units physically but in place, and restores the
+parameters and layer attributes after each evaluation (no deep copy). It evaluates a
+smaller network, which pays off when evaluations are long and ratios high; masking
+never changes a shape, so it is the safe default for evaluation code that caches
+shapes (``paddle.jit.to_static``, data parallel reducers).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import numbers
+import os
+import sys
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import paddle
+
+from slim_callbacks.criteria import Criterion, get_criterion, group_scores
+from slim_callbacks.errors import ConfigError, SlimError
+from slim_callbacks.graph import IN, ChannelGroup
+from slim_callbacks.pruner import check_round_to, matches, resolve_ratios, select_units
+from slim_callbacks.surgery import apply_cuts, set_storage
+from slim_callbacks.tracing import DependencyGraph, trace, unwrap
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+FORMAT = "slim_callbacks.sensitivity/1"
+METHODS = ("mask", "prune")
+BASE_RTOL = 1e-5  # how close a resumed run's base metric must be to the file's
+
+Sensitivities = Dict[str, Dict[float, float]]
+
+
+# --------------------------------------------------------------------------- checks
+def check_ratio_list(ratios) -> List[float]:
+    """Distinct numbers in (0, 1), in the order given."""
+    if isinstance(ratios, (str, bytes)) or not isinstance(ratios, Sequence) or not ratios:
+        raise ConfigError("ratios", ratios, "a non-empty list of numbers in (0, 1)")
+    out = []
+    for r in ratios:
+        if isinstance(r, bool) or not isinstance(r, numbers.Real) or not 0 < r < 1:
+            raise ConfigError("ratios", r, "numbers in (0, 1), e.g. [0.1, 0.2, ..., 0.9]")
+        out.append(float(r))
+    if len(set(out)) != len(out):
+        raise ConfigError("ratios", list(ratios), "distinct ratios")
+    return out
+
+
+def check_patterns(key: str, layers) -> Optional[List[str]]:
+    if layers is None:
+        return None
+    if isinstance(layers, str):
+        layers = [layers]
+    if not isinstance(layers, Sequence) or not layers or not all(isinstance(p, str) for p in layers):
+        raise ConfigError(key, layers, "None (every prunable group) or a non-empty list of "
+                                       "layer name patterns, e.g. ['conv*._pointwise_conv*']")
+    return list(layers)
+
+
+def chosen_groups(graph: DependencyGraph, layers: Optional[List[str]],
+                  skip: Sequence[str] = ()) -> List[ChannelGroup]:
+    """The prunable groups matched by ``layers`` (all if None) less ``skip``, in network order.
+
+    Raises:
+        ConfigError: a pattern that matches no conv/linear layer.
+        SlimError: nothing prunable is left.
+    """
+    producers = [p for g in graph.groups for p in g.producers]
+    for key, patterns in (("layers", layers or []), ("skip", [skip] if isinstance(skip, str) else skip)):
+        for pattern in patterns:
+            if not any(matches(p, pattern, graph.param_names) for p in producers):
+                raise ConfigError(f"{key} pattern", pattern, f"a pattern matching a Conv2D/Linear "
+                                                             f"layer, e.g. one of {', '.join(producers[:5])}")
+    patterns = {p: 0.5 for p in layers} if layers is not None else 0.5
+    names = resolve_ratios(graph, patterns, skip)
+    groups = [g for g in graph.groups if g.name in names]
+    if not groups:
+        raise SlimError(f"no prunable group matches layers={layers} (skip={list(skip)}); "
+                        f"prunable groups: {[g.name for g in graph.prunable_groups()][:8]}")
+    return groups
+
+
+def as_metric(value) -> float:
+    """One finite number from what ``eval_fn`` returned (a float, 0-d array or tensor,
+    or a one-element list such as ``paddle.Model.evaluate``'s ``[loss]``)."""
+    try:
+        if isinstance(value, paddle.Tensor):
+            value = value.numpy()
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.size != 1 or not np.isfinite(array).all():
+        raise SlimError(f"eval_fn must return one finite number (higher is better), "
+                        f"got {value!r}")
+    return float(array.reshape(()))
+
+
+# ----------------------------------------------------------------------- the file
+class Record:
+    """What a sensitivity file holds: settings, base metric and losses so far."""
+
+    def __init__(self, criterion: str, ratios: List[float], round_to: int):
+        self.criterion, self.ratios, self.round_to = criterion, ratios, round_to
+        self.base: Optional[float] = None
+        self.widths: Dict[str, int] = {}
+        self.losses: Dict[str, Dict[float, float]] = {}
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT, "criterion": self.criterion, "ratios": self.ratios,
+            "round_to": self.round_to, "base": self.base, "widths": self.widths,
+            "sensitivities": {name: {repr(r): losses[r] for r in self.ratios if r in losses}
+                              for name, losses in self.losses.items()},
+        }
+
+    def save(self, path: Optional[str]) -> None:
+        """Writes the file atomically (a temporary file, then ``os.replace``)."""
+        if path is None:
+            return
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=1)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str) -> "Record":
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            if data.get("format") != FORMAT:
+                raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
+            record = cls(str(data["criterion"]), [float(r) for r in data["ratios"]],
+                         int(data["round_to"]))
+            record.base = None if data["base"] is None else float(data["base"])
+            record.widths = {str(k): int(v) for k, v in data["widths"].items()}
+            record.losses = {str(name): {float(r): float(v) for r, v in losses.items()}
+                             for name, losses in data["sensitivities"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise SlimError(f"{path} is not a sensitivity file: {type(err).__name__}: {err}") from err
+        return record
+
+    def check_settings(self, path: str, criterion: str, ratios: List[float], round_to: int) -> None:
+        for key, mine, asked in (("criterion", self.criterion, criterion),
+                                 ("ratios", self.ratios, ratios), ("round_to", self.round_to, round_to)):
+            if mine != asked:
+                raise SlimError(f"{path} was made with {key}={mine!r}, this run asks for "
+                                f"{key}={asked!r}: pass the same {key}, another file, or "
+                                f"delete the file to start over")
+
+    def check_widths(self, path: str, groups: Sequence[ChannelGroup]) -> None:
+        for group in groups:
+            width = self.widths.get(group.name)
+            if width is not None and width != group.num_units:
+                raise SlimError(f"{path} has group {group.name} with {width} channels, the "
+                                f"network has {group.num_units}: it was made for another network")
+
+    def check_base(self, path: str, base: float) -> None:
+        if self.base is not None and not math.isclose(self.base, base, rel_tol=BASE_RTOL, abs_tol=1e-12):
+            raise SlimError(f"{path} was made with base metric {self.base!r}, eval_fn now gives "
+                            f"{base!r}: the network's weights or the evaluation changed; "
+                            f"delete the file to start over")
+
+
+def load_sensitivities(path: str) -> Sensitivities:
+    """``{group: {ratio: loss}}`` from a file written by :func:`sensitivity`."""
+    return {name: dict(losses) for name, losses in Record.load(path).losses.items()}
+
+
+# ------------------------------------------------------------------- network state
+class NetworkState:
+    """Train/eval flags and every state tensor of a network, to put back later."""
+
+    def __init__(self, network: paddle.nn.Layer):
+        self.modes = [(layer, layer.training) for layer in network.sublayers(include_self=True)]
+        self.tensors = [(name, t, np.array(t.numpy(), copy=True))
+                        for name, t in network.state_dict().items()]
+
+    def restore_modes(self) -> None:
+        for layer, training in self.modes:
+            layer.training = training
+
+    def changed(self) -> List[str]:
+        return [name for name, t, saved in self.tensors
+                if list(t.shape) != list(saved.shape) or not np.array_equal(t.numpy(), saved)]
+
+    def restore(self) -> List[str]:
+        """Puts back every tensor that differs; returns their names."""
+        changed = self.changed()
+        for name, t, saved in self.tensors:
+            if name in changed:
+                set_storage(t, saved)
+        self.restore_modes()
+        return changed
+
+
+def evaluate(eval_fn: Callable, network, state: NetworkState) -> float:
+    """``eval_fn(network)`` as a float; every sublayer's train/eval flag is put back."""
+    try:
+        return as_metric(eval_fn(network))
+    finally:
+        state.restore_modes()
+
+
+# ------------------------------------------------------------- removing one group
+class GroupMask:
+    """Zeroes the consumer input slices of chosen units of one group, and undoes it."""
+
+    def __init__(self, group: ChannelGroup, layers: Mapping[str, paddle.nn.Layer]):
+        self.members = [m for m in group.members if m.role == IN]
+        self.params = {}
+        for m in self.members:
+            param = layers[m.layer]._parameters[m.attr]
+            self.params.setdefault((m.layer, m.attr), (param, np.array(param.numpy(), copy=True)))
+
+    def slices(self, units: np.ndarray) -> Dict[Tuple[str, str], List[Tuple[int, np.ndarray]]]:
+        """(layer, attr) -> [(axis, indices)] zeroed for ``units``."""
+        out: Dict[Tuple[str, str], List[Tuple[int, np.ndarray]]] = {}
+        for m in self.members:
+            hit = m.indices[np.isin(m.units, units)]
+            if hit.size:
+                out.setdefault((m.layer, m.attr), []).append((m.axis, hit))
+        return out
+
+    @contextlib.contextmanager
+    def applied(self, units: np.ndarray) -> Iterator[None]:
+        touched = []
+        try:
+            for key, cuts in self.slices(units).items():
+                param, saved = self.params[key]
+                array = saved.copy()
+                for axis, hit in cuts:
+                    index = [slice(None)] * array.ndim
+                    index[axis] = hit
+                    array[tuple(index)] = 0
+                touched.append(key)
+                set_storage(param, array)
+            yield
+        finally:
+            for key in touched:
+                param, saved = self.params[key]
+                set_storage(param, saved)
+
+
+class GroupPrune:
+    """Removes chosen units of one group physically, in place, and puts them back."""
+
+    def __init__(self, group: ChannelGroup, layers: Mapping[str, paddle.nn.Layer]):
+        self.group, self.layers = group, layers
+        self.saved = {}
+        for m in group.members:
+            param = layers[m.layer]._parameters[m.attr]
+            self.saved.setdefault((m.layer, m.attr), (param, np.array(param.numpy(), copy=True)))
+        self.attrs = {name: {k: v for k, v in vars(layers[name]).items()
+                             if k in ("_in_channels", "_out_channels", "_groups", "_num_features")}
+                      for name in group.layers()}
+
+    def cuts(self, units: np.ndarray) -> Dict[Tuple[str, str], Dict[int, np.ndarray]]:
+        """The same kept indices :func:`plan_pruning` gives for these units."""
+        gone: Dict[Tuple[str, str], Dict[int, set]] = {}
+        for m in self.group.members:
+            hit = m.indices[np.isin(m.units, units)]
+            gone.setdefault((m.layer, m.attr), {}).setdefault(m.axis, set()).update(hit.tolist())
+        cuts = {}
+        for key, axes in gone.items():
+            shape = self.saved[key][1].shape
+            cuts[key] = {axis: np.array([i for i in range(shape[axis]) if i not in g], dtype=np.int64)
+                         for axis, g in axes.items()}
+        return cuts
+
+    @contextlib.contextmanager
+    def applied(self, units: np.ndarray) -> Iterator[None]:
+        try:
+            apply_cuts(dict(self.layers), self.cuts(units))
+            yield
+        finally:
+            for param, saved in self.saved.values():
+                set_storage(param, saved)
+            for name, attrs in self.attrs.items():
+                for key, value in attrs.items():
+                    setattr(self.layers[name], key, value)
+
+
+# ----------------------------------------------------------------------- the run
+def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequence[int],
+                layers: Optional[Sequence[str]] = None, ratios: Sequence[float] = DEFAULT_RATIOS,
+                criterion="l1_norm", *, file: Optional[str] = None, skip: Sequence[str] = (),
+                round_to: int = 1, method: str = "mask",
+                progress: Optional[bool] = None) -> Sensitivities:
+    """Loss of the metric when each group alone is pruned at each ratio.
+
+    Args:
+        network: a dygraph ``paddle.nn.Layer`` (or ``paddle.DataParallel``).
+        eval_fn: ``eval_fn(network) -> metric``, higher is better (accuracy, or a
+            negative loss). Limit its data to save time: every (group, ratio) pair
+            runs it once.
+        input_shape: shape of one example input, e.g. ``[1, 3, 224, 224]``.
+        layers: patterns of the layers to analyse (see :mod:`slim_callbacks.pruner`);
+            None analyses every prunable group.
+        ratios: shares of channels to remove, each in (0, 1).
+        criterion: which channels a ratio removes, as in :func:`~slim_callbacks.prune`.
+        file: JSON file to save after every evaluation and to resume from. It records
+            criterion, ratios, round_to, the base metric and group widths; a file made
+            with other settings or for another network is refused.
+        skip: patterns of layers to leave out.
+        round_to: as in :func:`~slim_callbacks.prune`, so the analysis removes what a
+            later prune would.
+        method: ``"mask"`` (default) or ``"prune"``; see the module docstring. Both
+            give the physical-pruning answer.
+        progress: show a tqdm bar (layers x ratios, with ETA); None shows it only when
+            stderr is a terminal.
+
+    Returns:
+        ``{group name: {ratio: loss}}`` for the chosen groups, in network order. A
+        group's name is its first producer's structural name, e.g.
+        ``"conv2_1._pointwise_conv.0"``.
+
+    Raises:
+        ConfigError: a bad argument; nothing is evaluated.
+        SlimError: the network rejects ``input_shape``, eval_fn returns no finite
+            number or a zero base metric, or ``file`` does not fit this run.
+        Whatever ``eval_fn`` raises, after the network is put back exactly as it was
+        (weights, buffers, shapes, train/eval flags).
+    """
+    if not callable(eval_fn):
+        raise ConfigError("eval_fn", eval_fn, "a callable: eval_fn(network) -> metric")
+    ratios = check_ratio_list(ratios)
+    criterion = get_criterion(criterion)
+    round_to = check_round_to(round_to)
+    layers = check_patterns("layers", layers)
+    if method not in METHODS:
+        raise ConfigError("method", method, f"one of {', '.join(METHODS)}")
+    if progress is not None and not isinstance(progress, bool):
+        raise ConfigError("progress", progress, "True, False or None (only on a terminal)")
+    if file is not None and not isinstance(file, (str, os.PathLike)):
+        raise ConfigError("file", file, "a path or None")
+    file = None if file is None else os.fspath(file)
+
+    graph = trace(network, input_shape)
+    groups = chosen_groups(graph, layers, skip)
+    record = Record(criterion.name, ratios, round_to)
+    if file is not None and os.path.exists(file):
+        record = Record.load(file)
+        record.check_settings(file, criterion.name, ratios, round_to)
+        record.check_widths(file, groups)
+    record.widths.update({g.name: g.num_units for g in groups})
+
+    net = unwrap(network)
+    by_name = dict(net.named_sublayers())
+    state = NetworkState(network)
+    try:
+        base = evaluate(eval_fn, network, state)
+        if file is not None:
+            record.check_base(file, base)
+        if base == 0:
+            raise SlimError("eval_fn returned 0 for the unpruned network: the relative loss "
+                            "(base - metric) / |base| is undefined; use a metric that is not 0")
+        changed = state.restore()
+        if changed:
+            logger.warning("eval_fn changed %d tensors of the network (%s...); they are put "
+                           "back after every run, but evaluations that update BatchNorm "
+                           "statistics (train mode) make sensitivities noisy",
+                           len(changed), ", ".join(changed[:3]))
+        record.base = base
+        record.save(file)
+        run_groups(network, eval_fn, graph, groups, record, criterion, by_name, state,
+                   file, method, progress)
+    finally:
+        changed = state.restore()
+        if changed:
+            logger.warning("put back %d tensors that eval_fn changed: %s", len(changed),
+                           ", ".join(changed[:5]))
+    return {g.name: {r: record.losses[g.name][r] for r in ratios} for g in groups}
+
+
+def run_groups(network, eval_fn, graph: DependencyGraph, groups: List[ChannelGroup],
+               record: Record, criterion: Criterion, by_name, state: NetworkState,
+               file: Optional[str], method: str, progress: Optional[bool]) -> None:
+    """Evaluates every (group, ratio) pair not yet in ``record``."""
+    from tqdm import tqdm
+
+    total = len(groups) * len(record.ratios)
+    done = sum(len([r for r in record.ratios if r in record.losses.get(g.name, {})]) for g in groups)
+    show = sys.stderr.isatty() if progress is None else progress
+    with tqdm(total=total, initial=done, disable=not show, desc="sensitivity",
+              unit="eval", dynamic_ncols=True) as bar:
+        for group in groups:
+            losses = record.losses.setdefault(group.name, {})
+            pending = [r for r in record.ratios if r not in losses]
+            if not pending:
+                continue
+            bar.set_postfix_str(group.name)
+            scores = group_scores(group, by_name, criterion, graph.layer_types)
+            remover = (GroupMask if method == "mask" else GroupPrune)(group, by_name)
+            seen: Dict[bytes, float] = {}
+            for ratio in pending:
+                units = select_units(group, scores, ratio, criterion, record.round_to)
+                key = np.asarray(units, dtype=np.int64).tobytes()
+                if len(units) == 0:
+                    loss = 0.0
+                elif key in seen:
+                    loss = seen[key]
+                else:
+                    with remover.applied(units):
+                        metric = evaluate(eval_fn, network, state)
+                    loss = (record.base - metric) / abs(record.base)
+                    seen[key] = loss
+                losses[ratio] = loss
+                record.save(file)
+                bar.update(1)
+            logger.debug("sensitivity of %s: %s", group.name,
+                        ", ".join(f"{r:g}: {losses[r]:.4f}" for r in record.ratios if r in losses))
