@@ -1,0 +1,107 @@
+"""Step-time overhead of PruneCallback + BNScaleL1 + VisualDLLogger outside pruning epochs.
+
+A = plain ``model.fit``; B = the same fit with ``PruneCallback(criterion="slim",
+bn_l1=1e-4, log_dir=...)`` (which runs a BNScaleL1 and a VisualDLLogger) whose only
+event is at the end of the LAST epoch. Steps are timed between consecutive ``on_train_batch_begin`` calls, so they include
+every callback's per-step work (VisualDL scalars, the BN L1 term in the optimizer); the
+epoch boundaries include the per-epoch work (FLOPs profile, BN histograms); the last
+epoch's end, where the pruning event happens, is not timed.
+A and B are interleaved (ABBA order) in one process on freshly built, identically seeded
+models; median step times (robust to other load on the machine) plus the median extra
+time of an epoch boundary, amortized over the epoch's steps, are compared.
+
+    python benchmarks/bench_callback_overhead.py --rounds 6 --epochs 3 --steps 20
+"""
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+
+from slim_callbacks.callbacks import PruneCallback
+
+warnings.filterwarnings("ignore")
+
+
+class StepTimer(paddle.callbacks.Callback):
+    """Intervals between consecutive ``on_train_batch_begin`` calls (a step plus every
+    callback's per-step work) and the extra time of each epoch boundary (every
+    callback's ``on_epoch_end``/``on_epoch_begin`` work), except the last epoch's end,
+    where the pruning event happens."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps, self.boundaries, self._t, self._first = [], [], None, True
+
+    def on_train_batch_begin(self, step, logs=None):
+        now = time.perf_counter()
+        if self._t is not None:
+            (self.boundaries if step == 0 else self.steps).append(now - self._t)
+        self._t = now
+
+
+def run(variant, args, log_root):
+    paddle.seed(0)
+    net = paddle.vision.models.mobilenet_v1(scale=args.scale, num_classes=10)
+    model = paddle.Model(net)
+    model.prepare(paddle.optimizer.Momentum(0.01, parameters=net.parameters(), weight_decay=1e-4),
+                  nn.CrossEntropyLoss(), paddle.metric.Accuracy())
+    rng = np.random.default_rng(0)
+    n = args.steps * args.batch
+    data = paddle.io.TensorDataset([
+        paddle.to_tensor(rng.normal(size=(n, 3, args.size, args.size)).astype("float32")),
+        paddle.to_tensor(rng.integers(0, 10, (n, 1)).astype("int64"))])
+    timer = StepTimer()
+    callbacks = [timer]
+    if variant == "B":
+        callbacks.append(PruneCallback(0.5, "slim", bn_l1=1e-4, prune_epochs=[args.epochs - 1],
+                                       input_shape=[1, 3, args.size, args.size],
+                                       log_dir=tempfile.mkdtemp(dir=log_root), log_freq=args.log_freq))
+    model.fit(data, epochs=args.epochs, batch_size=args.batch, verbose=0, shuffle=False,
+              callbacks=callbacks)
+    return timer.steps, timer.boundaries
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--scale", type=float, default=0.25)
+    parser.add_argument("--log_freq", type=int, default=10)
+    args = parser.parse_args()
+    logging.getLogger("slim_callbacks").setLevel(logging.WARNING)
+    steps = {"A": [], "B": []}
+    bounds = {"A": [], "B": []}
+    with tempfile.TemporaryDirectory() as log_root:
+        run("A", args, log_root)  # warm-up
+        for r in range(args.rounds):
+            for variant in ("AB" if r % 2 == 0 else "BA"):
+                s, b = run(variant, args, log_root)
+                steps[variant].extend(s)
+                bounds[variant].extend(b)
+    cost = {}
+    for v in "AB":
+        step = statistics.median(steps[v])
+        # a boundary interval is one step plus the epoch-boundary work
+        extra = max(0.0, statistics.median(bounds[v]) - step)
+        cost[v] = (step, extra, step + extra / args.steps)
+    print(f"MobileNetV1 x{args.scale} {args.size}x{args.size} batch {args.batch}, "
+          f"{args.steps} steps/epoch, {args.epochs} epochs x {args.rounds} fits per variant "
+          f"(ABBA interleaved), {len(steps['A'])} timed steps per variant")
+    for v, label in (("A", "plain fit"), ("B", "fit + Prune/BNL1/VisualDL")):
+        step, extra, total = cost[v]
+        print(f"{label:26s} step {step * 1e3:8.2f} ms (median), epoch boundary +{extra * 1e3:7.2f} ms,"
+              f" amortized {total * 1e3:8.2f} ms/step")
+    print(f"per-step ratio B/A = {cost['B'][0] / cost['A'][0]:.4f}; amortized ratio B/A = "
+          f"{cost['B'][2] / cost['A'][2]:.4f} (overhead {100 * (cost['B'][2] / cost['A'][2] - 1):+.2f}%)")
+
+if __name__ == "__main__":
+    main()
