@@ -285,14 +285,19 @@ def test_input_shape_defaults_to_the_model_input_spec():
     assert cb.input_shape == SHAPE and widths(net) == expected(0.5)
 
 
-def test_target_flops_reduction_uses_the_uniform_ratio():
-    strategies = pytest.importorskip("slim_callbacks.strategies")
-    if not hasattr(strategies, "uniform_ratio"):
-        pytest.skip("strategies.uniform_ratio not landed yet")
+def test_target_flops_reduction_bisects_a_uniform_ratio_at_train_begin():
+    pytest.importorskip("slim_callbacks.strategies")
     from slim_callbacks.flops import count_flops
-    cb = PruneCallback(target_flops_reduction=0.5, input_shape=SHAPE)
     paddle.seed(0)
-    base = count_flops(Net(), SHAPE)
-    model, _ = fit(cb, epochs=1)
-    after = count_flops(model.network, SHAPE)
-    assert 0.35 < 1 - after / base < 0.65
+    net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
+    base = count_flops(net, [1, 3, 32, 32])
+    model = paddle.Model(net)
+    model.prepare(paddle.optimizer.Momentum(0.01, parameters=net.parameters()), nn.CrossEntropyLoss())
+    data = paddle.io.TensorDataset([paddle.randn([4, 3, 32, 32]), paddle.randint(0, 10, [4, 1])])
+    cb = PruneCallback(target_flops_reduction=0.5, layers=["conv*._pointwise_conv*"],
+                       input_shape=[1, 3, 32, 32])
+    model.fit(data, epochs=1, batch_size=4, verbose=0, callbacks=[cb])
+    assert 0.25 < cb.uniform_ratio < 0.4
+    assert len(cb.plan) == 13  # the 13 pointwise convs, nothing else
+    assert all("_pointwise_conv" in g["name"] for g in cb.plan.groups)
+    assert 0.45 < 1 - count_flops(net, [1, 3, 32, 32]) / base < 0.55

@@ -213,6 +213,7 @@ class PruneCallback(paddle.callbacks.Callback):
         self.epoch_offset = 0
         self.last_epoch = -1
         self.fingerprint = None
+        self.uniform_ratio: Optional[float] = None
         self._started = False
 
     @staticmethod
@@ -331,15 +332,11 @@ class PruneCallback(paddle.callbacks.Callback):
             self._replay(resumed)
 
     def _ratio_for_flops(self):
-        # INTEGRATION POINT (strategies.uniform_ratio, another engineer's module).
-        try:
-            from slim_callbacks.strategies import uniform_ratio
-        except ImportError as err:
-            raise SlimError("target_flops_reduction needs slim_callbacks.strategies."
-                            "uniform_ratio, which is not available") from err
-        result = uniform_ratio(self.network, self.input_shape, self.target_flops_reduction,
-                               layers=self.layers, skip=self.skip)
-        ratio = check_ratio("uniform ratio", getattr(result, "ratio", result))
+        from slim_callbacks.strategies import uniform_ratio
+        ratio = check_ratio("uniform ratio", uniform_ratio(
+            self.network, self.input_shape, self.target_flops_reduction, layers=self.layers,
+            skip=self.skip, criterion=self.criterion, round_to=self.round_to))
+        self.uniform_ratio = ratio
         logger.info("target_flops_reduction %.3f -> uniform ratio %.4f",
                     self.target_flops_reduction, ratio)
         if self.layers:
