@@ -406,8 +406,10 @@ class PruneCallback(paddle.callbacks.Callback):
                   "groups": len(plan), "macs": [before["macs"], after["macs"]],
                   "params": [before["params"], after["params"]], "plan": plan.to_dict()}
         self.history.append(record)
-        logger.info(event_line(epoch, len(plan), (before["macs"], after["macs"]),
-                               (before["params"], after["params"])))
+        # every rank prunes, only rank 0 reports at INFO (the others at DEBUG)
+        level = logging.INFO if paddle.distributed.get_rank() == 0 else logging.DEBUG
+        logger.log(level, event_line(epoch, len(plan), (before["macs"], after["macs"]),
+                                     (before["params"], after["params"])))
         return plan
 
     @staticmethod

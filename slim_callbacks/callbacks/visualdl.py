@@ -115,7 +115,8 @@ class VisualDLLogger(paddle.callbacks.Callback):
 
     # -- hooks ---------------------------------------------------------------------
     def on_train_begin(self, logs=None):
-        self._step = 0
+        # a resumed fit continues the step axis where the interrupted one stopped
+        self._step = self._offset() * (self.params.get("steps") or 0)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch + self._offset()
