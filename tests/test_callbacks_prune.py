@@ -105,6 +105,13 @@ def test_pattern_ratios_and_skip_prune_only_matching_groups():
     assert probe.widths[1] == {"c1.0": 8, "c2.0": 24, "c3.0": 32}
 
 
+def test_map_schedule_with_pattern_ratios_scales_each_pattern():
+    cb = PruneCallback({"c1": 0.5, "c2": 0.25}, schedule={0: 0.25, 1: 0.5}, input_shape=SHAPE)
+    _, probe = fit(cb, epochs=2)
+    assert probe.widths[0] == {"c1.0": 12, "c2.0": 28, "c3.0": 32}
+    assert probe.widths[1] == {"c1.0": 8, "c2.0": 24, "c3.0": 32}
+
+
 def test_round_to_keeps_multiples():
     cb = PruneCallback(0.3, round_to=8, input_shape=SHAPE)
     model, _ = fit(cb, epochs=1)
