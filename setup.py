@@ -16,6 +16,7 @@ setup(
         "pyyaml>=6.0",
         "visualdl>=2.5",
         "scikit-learn>=1.3",
+        "threadpoolctl>=3.0",
         "tqdm>=4.60",
     ],
     extras_require={
