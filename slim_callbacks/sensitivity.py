@@ -13,12 +13,13 @@ Results are saved after every evaluation and an interrupted run resumes from its
     >>> net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
     >>> x = paddle.randn([4, 3, 32, 32])
     >>> def eval_fn(network):
+    ...     network.eval()
     ...     with paddle.no_grad():
     ...         return -float(network(x).square().mean())
     >>> sens = sensitivity(net, eval_fn, [1, 3, 32, 32], layers=["conv1"],
-    ...                    ratios=[0.5], progress=False)
-    >>> list(sens), list(sens["conv1"])
-    (['conv1.0'], [0.5])
+    ...                    ratios=[0.25, 0.5], progress=False)
+    >>> list(sens), list(sens["conv1.0"])
+    (['conv1.0'], [0.25, 0.5])
 
 How it is fast without changing the answer (``method="mask"``, the default):
 

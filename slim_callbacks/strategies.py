@@ -1,0 +1,578 @@
+"""Strategies: turn a target (a FLOPs reduction, a channel share) into pruning ratios.
+
+Every strategy decides without changing the network: candidate plans are made with
+:func:`~slim_callbacks.pruner.plan_pruning` and their FLOPs computed from the plan's
+parameter shapes (:class:`FlopsModel`).
+
+- ``uniform``: one ratio for every chosen group, found by bisection on the FLOPs
+  target (PaddleSlim's uniform strategy: 0.5, 0.25, 0.375, 0.3125 for MobileNetV1's
+  13 pointwise convs at target 0.5).
+- ``sensitive``: per-group ratios from a sensitivity analysis
+  (:func:`~slim_callbacks.sensitivity.sensitivity`): every group takes the largest
+  ratio whose interpolated loss is at most ``L``; ``L`` is found by bisection.
+- ``global``: one threshold on normalized channel scores across all groups (Network
+  Slimming's global |gamma| threshold), with a per-group maximum ratio.
+- ``custom``: the user's ratios, validated against the network.
+
+:func:`resolve_strategy` is the single entry point for callbacks and recipes:
+
+    >>> import paddle
+    >>> net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
+    >>> ratios = resolve_strategy("uniform", net, [1, 3, 32, 32],
+    ...                           target_flops_reduction=0.3, layers=["conv*._pointwise_conv*"])
+    >>> sorted(ratios) == ["conv*._pointwise_conv*"]
+    True
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import math
+import numbers
+import os
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import paddle
+
+from slim_callbacks.criteria import get_criterion, group_scores
+from slim_callbacks.errors import ConfigError, SlimError
+from slim_callbacks.flops import CONVENTIONS, count_flops
+from slim_callbacks.graph import CHANNEL, OUT, ChannelGroup
+from slim_callbacks.plan import PruningPlan
+from slim_callbacks.pruner import Ratios, check_ratios, check_round_to, plan_pruning, resolve_ratios
+from slim_callbacks.selectors import keep_count
+from slim_callbacks.sensitivity import check_patterns, chosen_groups, load_sensitivities
+from slim_callbacks.tracing import DependencyGraph, trace, unwrap
+
+logger = logging.getLogger(__name__)
+
+MAX_RATIO = 1 - 1e-9  # "everything but the channels that must stay"
+NORMALIZATIONS = ("auto", "none", "mean", "max")
+
+
+# --------------------------------------------------------------------------- checks
+def check_fraction(key: str, value) -> float:
+    """A number in (0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        raise ConfigError(key, value, "a number in (0, 1), e.g. 0.5")
+    return float(value)
+
+
+def check_tolerance(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        raise ConfigError("tolerance", value, "a number in (0, 1), e.g. 0.01 for one point")
+    return float(value)
+
+
+def check_convention(value) -> str:
+    if value not in CONVENTIONS:
+        raise ConfigError("convention", value, f"one of {', '.join(CONVENTIONS)}")
+    return value
+
+
+# ------------------------------------------------------------------------- FLOPs
+class FlopsModel:
+    """Per-sample FLOPs of a network after a plan, without changing the network.
+
+    For ``macs`` and ``flops`` the count is analytic: one forward pass records, per
+    Conv2D/Linear call, how many output positions it computes; a layer then costs
+    positions x weight elements, so a plan's ``shape_after`` gives the count with no
+    copy and no forward pass. (A Conv2D's MACs are ``H_out * W_out * C_out * Kh * Kw *
+    C_in / groups``, its weight has ``C_out * C_in / groups * Kh * Kw`` elements.) It
+    equals :func:`~slim_callbacks.flops.count_flops` of the really pruned network; if
+    the analytic base count ever disagrees with ``count_flops``, and always for
+    ``paddleslim_legacy``, each plan is applied to a deep copy and counted instead.
+
+    Example:
+        >>> import paddle
+        >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 3), paddle.nn.Conv2D(8, 4, 1))
+        >>> model = FlopsModel(net, [1, 3, 6, 6])
+        >>> model.base  # 4*4*8 outputs x 3*3*3, then 4*4*4 outputs x 8
+        3968
+    """
+
+    def __init__(self, network: paddle.nn.Layer, input_shape: Sequence[int], convention: str = "macs"):
+        self.network = unwrap(network)
+        self.input_shape = [int(d) for d in input_shape]
+        self.convention = check_convention(convention)
+        self.base = count_flops(self.network, self.input_shape, self.convention)
+        self.positions: Optional[Dict[str, int]] = None
+        if self.convention in ("macs", "flops"):
+            self.positions = output_positions(self.network, self.input_shape)
+            self.shapes = {name: list(layer.weight.shape)
+                           for name, layer in self.network.named_sublayers() if name in self.positions}
+            if self._analytic({}) != self.base:
+                logger.debug("analytic %s count %d differs from count_flops %d: counting "
+                             "pruned copies", self.convention, self._analytic({}), self.base)
+                self.positions = None
+
+    def _analytic(self, params) -> int:
+        total = 0
+        for name, positions in self.positions.items():
+            cut = params.get((name, "weight"))
+            total += positions * math.prod(cut.shape_after if cut else self.shapes[name])
+        macs = total // self.input_shape[0]
+        return 2 * macs if self.convention == "flops" else macs
+
+    def count(self, plan: PruningPlan) -> int:
+        """FLOPs (in this model's convention) of the network after ``plan``."""
+        if self.positions is not None:
+            return self._analytic(plan.params)
+        pruned = copy.deepcopy(self.network)
+        plan.apply(pruned)
+        return count_flops(pruned, self.input_shape, self.convention)
+
+    def reduction(self, plan: PruningPlan) -> float:
+        """Share of the FLOPs that ``plan`` removes."""
+        return 1 - self.count(plan) / self.base
+
+
+def output_positions(network: paddle.nn.Layer, input_shape: Sequence[int]) -> Dict[str, int]:
+    """Structural name -> output elements per output channel, summed over calls, for
+    every leaf Conv2D and Linear (the layers the ``macs`` convention counts)."""
+    positions: Dict[str, int] = {}
+    handles = []
+    names = {id(layer): name for name, layer in network.named_sublayers()}
+
+    def hook(layer, inputs, output):
+        name = names[id(layer)]
+        channels = layer.weight.shape[0] if isinstance(layer, paddle.nn.Conv2D) else layer.weight.shape[1]
+        positions[name] = positions.get(name, 0) + math.prod(output.shape) // channels
+
+    modes = [(layer, layer.training) for layer in network.sublayers(include_self=True)]
+    try:
+        for layer in network.sublayers():
+            if isinstance(layer, (paddle.nn.Conv2D, paddle.nn.Linear)) and not layer.sublayers():
+                handles.append(layer.register_forward_post_hook(hook))
+        network.eval()
+        with paddle.no_grad():
+            network(paddle.zeros(input_shape, dtype="float32"))
+    finally:
+        for handle in handles:
+            handle.remove()
+        for layer, training in modes:
+            layer.training = training
+    return positions
+
+
+class _Search:
+    """Plans candidate ratios on one trace and measures their FLOPs reduction."""
+
+    def __init__(self, network, input_shape, criterion, round_to, convention, graph):
+        self.network = network
+        self.graph = graph if graph is not None else trace(network, input_shape)
+        self.input_shape = input_shape
+        self.criterion, self.round_to, self.convention = criterion, round_to, convention
+        self._flops: Optional[FlopsModel] = None
+
+    @property
+    def flops(self) -> FlopsModel:
+        if self._flops is None:
+            self._flops = FlopsModel(self.network, self.input_shape, self.convention)
+        return self._flops
+
+    def plan(self, group_ratios: Mapping[str, float]) -> PruningPlan:
+        ratios = {name: r for name, r in group_ratios.items() if r > 0}
+        return plan_pruning(self.network, self.graph, ratios, self.criterion, self.round_to)
+
+    def reduction(self, group_ratios: Mapping[str, float]) -> float:
+        return self.flops.reduction(self.plan(group_ratios))
+
+    def out_of_reach(self, names: Sequence[str], target: float, tolerance: float, reach: float) -> None:
+        if reach < target - tolerance:
+            raise SlimError(f"a {self.convention} reduction of {target:.2%} is out of reach: "
+                            f"pruning the {len(names)} chosen groups as far as allowed "
+                            f"removes {reach:.2%}")
+
+
+# ----------------------------------------------------------------------- uniform
+def uniform_ratio(network: paddle.nn.Layer, input_shape: Sequence[int], target_flops_reduction: float,
+                  layers: Optional[Sequence[str]] = None, skip: Sequence[str] = (),
+                  criterion="l1_norm", *, round_to: int = 1, tolerance: float = 0.01,
+                  convention: str = "macs", max_steps: int = 30,
+                  graph: Optional[DependencyGraph] = None) -> float:
+    """One ratio for every chosen group that removes ``target_flops_reduction`` of the FLOPs.
+
+    Bisection on the ratio in (0, 1), starting at 0.5, until the reduction is within
+    ``tolerance`` of the target (PaddleSlim's rule: 0.5, 0.25, 0.375, 0.3125 for
+    MobileNetV1's pointwise convs at target 0.5). Each try is logged.
+
+    Args:
+        network: the network to prune (left unchanged).
+        input_shape: input shape for FLOPs counting, e.g. ``[1, 3, 224, 224]``.
+        target_flops_reduction: share of the FLOPs to remove, in (0, 1).
+        layers: patterns of the layers to prune; None prunes every prunable group.
+        skip: patterns of layers to leave whole.
+        criterion: which channels go (matters for ``opt_slim`` and ``round_to``).
+        round_to: channels kept are rounded to a multiple of this.
+        tolerance: accepted distance to the target (0.01 = one point).
+        convention: ``macs``, ``flops`` or ``paddleslim_legacy``.
+        max_steps: bisection steps at most.
+        graph: a trace of ``network`` to reuse.
+
+    Returns:
+        The ratio. If the tolerance cannot be met (a tiny network), the closest ratio
+        found, with a warning.
+
+    Raises:
+        ConfigError: a bad argument. SlimError: the target is out of reach.
+    """
+    target = check_fraction("target_flops_reduction", target_flops_reduction)
+    tolerance, round_to = check_tolerance(tolerance), check_round_to(round_to)
+    patterns = check_patterns("layers", layers)
+    search = _Search(network, input_shape, get_criterion(criterion), round_to,
+                     check_convention(convention), graph)
+    names = [g.name for g in chosen_groups(search.graph, patterns, skip)]
+    low, high, best = 0.0, 1.0, None
+    for _ in range(max_steps):
+        ratio = (low + high) / 2
+        reduction = search.reduction({name: ratio for name in names})
+        logger.info("uniform ratio %.6g: -%.2f%% %s", ratio, 100 * reduction, search.convention)
+        if best is None or abs(reduction - target) < abs(best[1] - target):
+            best = (ratio, reduction)
+        if abs(reduction - target) <= tolerance:
+            return ratio
+        low, high = (low, ratio) if reduction > target else (ratio, high)
+    search.out_of_reach(names, target, tolerance, search.reduction({n: MAX_RATIO for n in names}))
+    logger.warning("uniform ratio %.6g gives -%.2f%%, the closest to the target -%.2f%% "
+                   "(tolerance %.2f points)", best[0], 100 * best[1], 100 * target, 100 * tolerance)
+    return best[0]
+
+
+# --------------------------------------------------------------------- sensitive
+def ratio_for_loss(losses: Mapping[float, float], level: float) -> float:
+    """The largest ratio whose loss, linearly interpolated, is at most ``level``.
+
+    The curve starts at (0, 0) and is not extrapolated past the largest ratio given.
+    Interpolation is what PaddleSlim's ``get_ratios_by_loss`` does; the (0, 0) point
+    also lets a layer whose first ratio already loses too much be pruned a little.
+
+    >>> ratio_for_loss({0.1: 0.01, 0.2: 0.03, 0.3: 0.2}, 0.02)
+    0.15
+    >>> ratio_for_loss({0.1: 0.01, 0.2: 0.03}, 0.5)
+    0.2
+    """
+    points = [(0.0, 0.0)] + sorted((float(r), float(l)) for r, l in losses.items())
+    best = 0.0
+    for (r0, l0), (r1, l1) in zip(points, points[1:]):
+        if l1 <= level:
+            best = max(best, r1)
+        elif l0 <= level:
+            best = max(best, r0 + (level - l0) * (r1 - r0) / (l1 - l0))
+    return round(best, 12)
+
+
+def check_sensitivities(sensitivities, graph: DependencyGraph) -> Dict[str, Dict[float, float]]:
+    """``{group: {ratio: loss}}`` (or a file from :func:`sensitivity`), checked against
+    the network's prunable groups."""
+    if isinstance(sensitivities, (str, os.PathLike)):
+        sensitivities = load_sensitivities(os.fspath(sensitivities))
+    if not isinstance(sensitivities, Mapping) or not sensitivities:
+        raise ConfigError("sensitivities", sensitivities,
+                          "a non-empty {group: {ratio: loss}} dict or a sensitivity file")
+    names = [g.name for g in graph.prunable_groups()]
+    out = {}
+    for name, losses in sensitivities.items():
+        if name not in names:
+            raise ConfigError("sensitivities", name, f"group names of this network, e.g. "
+                                                     f"{', '.join(names[:4])}")
+        if not isinstance(losses, Mapping) or not losses:
+            raise ConfigError(f"sensitivities[{name!r}]", losses, "a non-empty {ratio: loss} dict")
+        curve = {}
+        for r, l in losses.items():
+            try:
+                r, l = float(r), float(l)
+            except (TypeError, ValueError):
+                r = l = math.nan
+            if not 0 < r < 1 or not math.isfinite(l):
+                raise ConfigError(f"sensitivities[{name!r}]", {r: l}, "ratios in (0, 1) with finite losses")
+            curve[r] = l
+        out[name] = curve
+    return out
+
+
+def sensitive_ratios(sensitivities, network: paddle.nn.Layer, input_shape: Sequence[int],
+                     target_flops_reduction: float, criterion="l1_norm", *, round_to: int = 1,
+                     tolerance: float = 0.01, convention: str = "macs", max_steps: int = 60,
+                     graph: Optional[DependencyGraph] = None) -> Dict[str, float]:
+    """Per-group ratios that spend an equal loss budget and meet a FLOPs target.
+
+    For a loss level ``L`` every analysed group takes :func:`ratio_for_loss` (the
+    largest ratio whose interpolated loss is at most ``L``); ``L`` is bisected until
+    the FLOPs reduction is within ``tolerance`` of the target. Where the target falls
+    inside a jump (groups whose curves pass ``L`` at the same level, as equal or
+    non-monotonic losses do), the groups that jump share what is left of the target
+    (:func:`share_the_jump`).
+
+    Args:
+        sensitivities: ``{group: {ratio: loss}}`` from :func:`~slim_callbacks.sensitivity.sensitivity`,
+            or the path of its file. Groups not listed are not pruned.
+        network, input_shape: the network (left unchanged) and its input shape.
+        target_flops_reduction: share of the FLOPs to remove, in (0, 1).
+        criterion, round_to: as the later prune will use them.
+        tolerance: accepted distance to the target (0.01 = one point).
+        convention: ``macs``, ``flops`` or ``paddleslim_legacy``.
+        max_steps: bisection steps at most.
+        graph: a trace of ``network`` to reuse.
+
+    Returns:
+        ``{group: ratio}`` for the groups that are pruned, in the order given.
+
+    Raises:
+        ConfigError: a bad argument. SlimError: the target is out of reach even with
+        every group at its largest analysed ratio.
+    """
+    target = check_fraction("target_flops_reduction", target_flops_reduction)
+    tolerance, round_to = check_tolerance(tolerance), check_round_to(round_to)
+    search = _Search(network, input_shape, get_criterion(criterion), round_to,
+                     check_convention(convention), graph)
+    curves = check_sensitivities(sensitivities, search.graph)
+
+    def ratios_at(level: float) -> Dict[str, float]:
+        return {name: ratio_for_loss(curve, level) for name, curve in curves.items()}
+
+    every = [l for curve in curves.values() for l in curve.values()]
+    low, high = min(0.0, min(every)) - 1e-12, max(every)
+    reach = search.reduction(ratios_at(high))
+    search.out_of_reach(list(curves), target, tolerance, reach)
+    low_reduction, high_reduction = 0.0, reach
+    for _ in range(max_steps):
+        if min(target - low_reduction, high_reduction - target) <= tolerance:
+            break
+        level = (low + high) / 2
+        reduction = search.reduction(ratios_at(level))
+        logger.info("loss level %.6g: -%.2f%% %s", level, 100 * reduction, search.convention)
+        if reduction > target:
+            high, high_reduction = level, reduction
+        else:
+            low, low_reduction = level, reduction
+    over, under = high_reduction - target, target - low_reduction
+    if over <= tolerance and over <= under:
+        ratios = ratios_at(high)
+    elif under <= tolerance:
+        ratios = ratios_at(low)
+    else:
+        ratios = share_the_jump(search, ratios_at(low), ratios_at(high), target, tolerance, max_steps)
+    return {name: r for name, r in ratios.items() if r > 0}
+
+
+def share_the_jump(search: _Search, below: Dict[str, float], above: Dict[str, float],
+                   target: float, tolerance: float, max_steps: int) -> Dict[str, float]:
+    """When groups jump together at one loss level (equal losses, e.g. a plateau of
+    zeros or an accuracy that moves in steps of 1/N), the target lies inside the jump:
+    those groups share it, each moving the same fraction from ``below`` to ``above``."""
+    jumping = [n for n in below if below[n] != above[n]]
+    logger.info("groups %s jump together at one loss level; they share the rest of the target",
+                ", ".join(jumping))
+    low, high, best = 0.0, 1.0, (None, math.inf)
+    for _ in range(max_steps):
+        t = (low + high) / 2
+        ratios = {n: below[n] + t * (above[n] - below[n]) for n in below}
+        reduction = search.reduction(ratios)
+        if abs(reduction - target) < best[1]:
+            best = (ratios, abs(reduction - target))
+        if best[1] <= tolerance:
+            break
+        low, high = (low, t) if reduction > target else (t, high)
+    if best[1] > tolerance:
+        logger.warning("the closest reduction found misses the target by %.2f points", 100 * best[1])
+    return best[0]
+
+
+# ------------------------------------------------------------------------ global
+def normalized_scores(group: ChannelGroup, layers, criterion, layer_types, normalize: str) -> np.ndarray:
+    """Scores of a group's units, comparable across groups.
+
+    Scores are first divided by how many rows were summed per unit (a residual group's
+    |gamma| is the sum over its BatchNorms), then by the group's mean (``mean``) or
+    maximum (``max``), or not at all (``none``: raw |gamma| as in Network Slimming).
+    """
+    scores = group_scores(group, layers, criterion, layer_types)
+    bn = [m for m in group.members if m.role == CHANNEL and m.attr == "weight"
+          and "BatchNorm" in layer_types.get(m.layer, "")]
+    members = bn if criterion.source == "bn_scale" and bn else [
+        m for m in group.members if m.role == OUT and m.attr == "weight"]
+    rows = sum(len(m.units) for m in members) / max(1, group.num_units)
+    scores = scores / max(rows, 1.0)
+    if normalize == "mean":
+        scores = scores / max(scores.mean(), 1e-30)
+    elif normalize == "max":
+        scores = scores / max(scores.max(), 1e-30)
+    return scores
+
+
+def global_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
+                  target_flops_reduction: Optional[float] = None, *,
+                  channel_ratio: Optional[float] = None, layers: Optional[Sequence[str]] = None,
+                  skip: Sequence[str] = (), criterion="slim", max_ratio: float = 0.9,
+                  normalize: str = "auto", round_to: int = 1, tolerance: float = 0.01,
+                  convention: str = "macs", graph: Optional[DependencyGraph] = None) -> Dict[str, float]:
+    """Per-group ratios from one score threshold across every chosen group.
+
+    Network Slimming's rule (arXiv 1708.06519): the channels whose (normalized) score
+    is below one global threshold go, wherever they are; no group loses more than
+    ``max_ratio`` of its channels. Give exactly one target: ``channel_ratio`` (share of
+    all chosen channels, Network Slimming's "percent") or ``target_flops_reduction``.
+
+    Args:
+        network, input_shape: the network (left unchanged) and its input shape.
+        target_flops_reduction: share of the FLOPs to remove, in (0, 1).
+        channel_ratio: share of the chosen groups' channels to remove, in (0, 1).
+        layers, skip: patterns of the layers to prune / leave whole (default: all).
+        criterion: ``slim`` (|gamma|, default) or any criterion with the ``lowest``
+            selector.
+        max_ratio: largest ratio of any one group, in (0, 1).
+        normalize: ``none`` (raw scores), ``mean`` or ``max`` (divide by the group's
+            mean or maximum); ``auto`` is ``none`` for BatchNorm-scale criteria and
+            ``mean`` for weight norms, whose scale differs from layer to layer.
+        round_to, tolerance, convention, graph: as in :func:`uniform_ratio`.
+
+    Returns:
+        ``{group: ratio}`` for the groups that lose channels.
+
+    Example:
+        >>> import paddle
+        >>> net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
+        >>> ratios = global_ratios(net, [1, 3, 32, 32], channel_ratio=0.3, criterion="l1_norm")
+        >>> 0 < max(ratios.values()) <= 0.9
+        True
+    """
+    if (target_flops_reduction is None) == (channel_ratio is None):
+        raise ConfigError("target", {"target_flops_reduction": target_flops_reduction,
+                                     "channel_ratio": channel_ratio},
+                          "exactly one of target_flops_reduction and channel_ratio")
+    if target_flops_reduction is not None:
+        target = check_fraction("target_flops_reduction", target_flops_reduction)
+    else:
+        target = check_fraction("channel_ratio", channel_ratio)
+    max_ratio = check_fraction("max_ratio", max_ratio)
+    tolerance, round_to = check_tolerance(tolerance), check_round_to(round_to)
+    if normalize not in NORMALIZATIONS:
+        raise ConfigError("normalize", normalize, f"one of {', '.join(NORMALIZATIONS)}")
+    criterion = get_criterion(criterion)
+    if criterion.selector != "lowest":
+        raise ConfigError("criterion", criterion.name, "a criterion with the 'lowest' selector "
+                          "(opt_slim's ratio is a share of gamma^2, which a global threshold "
+                          "replaces: use 'slim')")
+    if normalize == "auto":
+        normalize = "none" if criterion.source == "bn_scale" else "mean"
+    patterns = check_patterns("layers", layers)
+    search = _Search(network, input_shape, criterion, round_to, check_convention(convention), graph)
+    groups = chosen_groups(search.graph, patterns, skip)
+    net_layers = dict(unwrap(network).named_sublayers())
+    scores = {g.name: np.sort(normalized_scores(g, net_layers, criterion, search.graph.layer_types,
+                                                normalize)) for g in groups}
+    caps = {g.name: g.num_units - keep_count(g.num_units, max_ratio, round_to) for g in groups}
+    widths = {g.name: g.num_units for g in groups}
+    thresholds = np.append(np.unique(np.concatenate(list(scores.values()))), np.inf)
+
+    def ratios_at(i: int) -> Dict[str, float]:
+        """Ratios when every score below ``thresholds[i]`` goes (capped)."""
+        t = thresholds[i]
+        return {name: min(int(np.searchsorted(s, t, side="left")), caps[name]) / widths[name]
+                for name, s in scores.items()}
+
+    def measure(i: int) -> float:
+        if channel_ratio is not None:
+            ratios = ratios_at(i)
+            return sum(ratios[n] * widths[n] for n in widths) / sum(widths.values())
+        return search.reduction(ratios_at(i))
+
+    top = len(thresholds) - 1
+    reach = measure(top)
+    if reach < target - tolerance:
+        what = "channel" if channel_ratio is not None else search.convention
+        raise SlimError(f"a {what} reduction of {target:.2%} is out of reach with "
+                        f"max_ratio={max_ratio}: at most {reach:.2%}")
+    low, high = 0, top  # measure(low) = 0 <= target <= measure(high) (or the best possible)
+    while high - low > 1:
+        mid = (low + high) // 2
+        if measure(mid) >= target:
+            high = mid
+        else:
+            low = mid
+    pick = min((low, high), key=lambda i: abs(measure(i) - target))
+    achieved = measure(pick)
+    logger.info("global threshold %.6g (%s scores): -%.2f%% %s", thresholds[pick], normalize,
+                100 * achieved, "channels" if channel_ratio is not None else search.convention)
+    if abs(achieved - target) > tolerance:
+        logger.warning("global threshold gives -%.2f%%, the closest to the target -%.2f%%",
+                       100 * achieved, 100 * target)
+    return {name: r for name, r in ratios_at(pick).items() if r > 0}
+
+
+# ------------------------------------------------------------------------ custom
+def custom_ratios(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: Ratios,
+                  skip: Sequence[str] = (), graph: Optional[DependencyGraph] = None) -> Ratios:
+    """The user's ratios, checked against the network.
+
+    Raises:
+        ConfigError: a ratio outside [0, 1) or a pattern that matches no layer.
+        SlimError: the ratios prune no group.
+    """
+    ratios = check_ratios(ratios)
+    graph = graph if graph is not None else trace(network, input_shape)
+    if not resolve_ratios(graph, ratios, skip):
+        raise SlimError(f"ratios {ratios!r} prune no group of the network")
+    return ratios
+
+
+# ------------------------------------------------------------------- entry point
+def _uniform(network, input_shape, target_flops_reduction, layers=None, skip=(), criterion="l1_norm",
+             round_to=1, tolerance=0.01, convention="macs", graph=None):
+    ratio = uniform_ratio(network, input_shape, target_flops_reduction, layers, skip, criterion,
+                          round_to=round_to, tolerance=tolerance, convention=convention, graph=graph)
+    return ratio if layers is None else {p: ratio for p in check_patterns("layers", layers)}
+
+
+def _sensitive(network, input_shape, sensitivities, target_flops_reduction, criterion="l1_norm",
+               round_to=1, tolerance=0.01, convention="macs", graph=None):
+    return sensitive_ratios(sensitivities, network, input_shape, target_flops_reduction, criterion,
+                            round_to=round_to, tolerance=tolerance, convention=convention, graph=graph)
+
+
+STRATEGIES: Dict[str, Callable] = {
+    "uniform": _uniform,
+    "sensitive": _sensitive,
+    "global": global_ratios,
+    "custom": custom_ratios,
+}
+
+
+def resolve_strategy(strategy: Union[str, Callable], network: paddle.nn.Layer,
+                     input_shape: Sequence[int], **options) -> Ratios:
+    """Ratios for :func:`~slim_callbacks.prune` from a named strategy and its options.
+
+    Strategies and their options (``*`` = required):
+
+    - ``uniform``: target_flops_reduction*, layers, skip, criterion, round_to,
+      tolerance, convention. Returns a float (``layers`` None: every prunable group;
+      pass the same ``skip`` to prune) or ``{pattern: ratio}``.
+    - ``sensitive``: sensitivities* (dict or file), target_flops_reduction*,
+      criterion, round_to, tolerance, convention. Returns ``{group: ratio}``.
+    - ``global``: target_flops_reduction or channel_ratio*, layers, skip, criterion,
+      max_ratio, normalize, round_to, tolerance, convention. Returns ``{group: ratio}``.
+    - ``custom``: ratios*, skip. Returns the ratios, validated.
+
+    ``strategy`` may also be a callable ``f(network, input_shape, **options)``.
+
+    Raises:
+        ConfigError: an unknown strategy, an unknown or missing option (checked before
+            any work), or a bad value. SlimError: a target that cannot be met.
+    """
+    if callable(strategy):
+        return strategy(network, input_shape, **options)
+    if strategy not in STRATEGIES:
+        raise ConfigError("strategy", strategy, f"one of {', '.join(STRATEGIES)}")
+    func = STRATEGIES[strategy]
+    params = {name: p for name, p in inspect.signature(func).parameters.items()
+              if name not in ("network", "input_shape", "graph")}
+    for key in options:
+        if key not in params:
+            raise ConfigError(f"{strategy} option", key, f"one of {', '.join(params)}")
+    for name, p in params.items():
+        if p.default is inspect.Parameter.empty and name not in options:
+            raise ConfigError(f"{strategy}.{name}", None, "a value: this option is required")
+    return func(network, input_shape, graph=trace(network, input_shape), **options)
