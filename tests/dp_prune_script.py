@@ -20,6 +20,27 @@ from test_callbacks_prune import SHAPE, Net, dataset, widths  # noqa: E402
 from slim_callbacks.callbacks import PruneCallback  # noqa: E402
 
 
+def synced_gradient_error(net, ddp, rank):
+    """Max |gradient through DataParallel - mean of the ranks' local gradients| for a
+    rank-specific batch, with the pruned shapes."""
+    paddle.seed(100 + rank)
+    x = paddle.randn([4] + SHAPE[1:])
+    net.train()
+    net.clear_gradients()
+    net(x).sum().backward()  # no prepare_for_backward: local gradients only
+    local = {p.name: p.grad.numpy().copy() for p in net.parameters() if p.grad is not None}
+    net.clear_gradients()
+    ddp(x).sum().backward()
+    worst = 0.0
+    for p in net.parameters():
+        if p.name in local:
+            total = paddle.to_tensor(local[p.name])
+            paddle.distributed.all_reduce(total)
+            worst = max(worst, float(np.abs(p.grad.numpy() - total.numpy() / 2).max()))
+    net.clear_gradients()
+    return worst
+
+
 def main(out_dir):
     rank = paddle.distributed.get_rank()
     paddle.seed(0)
@@ -32,11 +53,12 @@ def main(out_dir):
     model.fit(dataset(128), epochs=3, batch_size=16, verbose=0, shuffle=True,
               save_dir=os.path.join(out_dir, "ckpt"), callbacks=[cb])
     state = {k: v.numpy() for k, v in net.state_dict().items()}
+    grad_error = synced_gradient_error(net, model._adapter.ddp_model, rank)
     np.savez(os.path.join(out_dir, f"rank{rank}.npz"), **state)
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump({"world": paddle.distributed.get_world_size(), "widths": widths(net),
                    "events": [h["epoch"] for h in cb.history],
-                   "plan": cb.plan.to_dict()}, f)
+                   "plan": cb.plan.to_dict(), "grad_error": grad_error}, f)
 
 
 if __name__ == "__main__":
