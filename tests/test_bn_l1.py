@@ -113,3 +113,24 @@ def test_bad_arguments(kwargs, key):
 def test_start_beyond_fit_fails_before_training():
     with pytest.raises(ConfigError, match="start_epoch"):
         train([BNScaleL1(1e-2, start_epoch=5)], epochs=2)
+
+
+def test_it_replaces_the_global_weight_decay_of_bn_scales():
+    """Documented choice: a per-parameter regularizer wins over the optimizer's decay."""
+    def mean_gamma(callbacks):
+        paddle.seed(0)
+        net = Net()
+        model = paddle.Model(net)
+        model.prepare(paddle.optimizer.SGD(0.02, parameters=net.parameters(),
+                                           weight_decay=paddle.regularizer.L2Decay(1.0)),
+                      nn.CrossEntropyLoss())
+        model.fit(dataset(256), epochs=2, batch_size=32, verbose=0, shuffle=False,
+                  callbacks=callbacks)
+        return float(np.mean([np.abs(p.numpy()).mean() for p in bn_scales(net)])), net
+
+    decayed, _ = mean_gamma([])
+    replaced, net = mean_gamma([BNScaleL1(1e-8)])
+    assert decayed < 0.85 < 0.95 < replaced
+    paddle.seed(0)
+    initial = Net().fc.weight.numpy().std()
+    assert net.fc.weight.numpy().std() < 0.85 * initial  # the other weights still decay
