@@ -9,7 +9,7 @@ import paddle.nn as nn
 import pytest
 
 from slim_callbacks.callbacks import PruneCallback
-from slim_callbacks.errors import ConfigError, SlimError
+from slim_callbacks.errors import ConfigError
 from slim_callbacks.selectors import keep_count
 
 SHAPE = [1, 3, 16, 16]
@@ -180,8 +180,9 @@ def test_human_units():
 
 # -- it keeps learning after a mid-training prune --------------------------------------
 
-@pytest.mark.parametrize("opt, lr", [("momentum", 0.05), ("adam", 0.005)])
-def test_training_continues_after_a_prune(opt, lr):
+@pytest.mark.parametrize("opt, lr, amp", [("momentum", 0.05, None), ("adam", 0.005, None),
+                                         ("adam", 0.005, "O1")])
+def test_training_continues_after_a_prune(opt, lr, amp):
     class Snap(paddle.callbacks.Callback):
         def __init__(self):
             super().__init__()
@@ -198,7 +199,7 @@ def test_training_continues_after_a_prune(opt, lr):
     optimizer = (paddle.optimizer.Momentum(lr, parameters=net.parameters()) if opt == "momentum"
                  else paddle.optimizer.Adam(lr, parameters=net.parameters()))
     model = paddle.Model(net)
-    model.prepare(optimizer, nn.CrossEntropyLoss(), paddle.metric.Accuracy())
+    model.prepare(optimizer, nn.CrossEntropyLoss(), paddle.metric.Accuracy(), amp_configs=amp)
     model.fit(dataset(128), epochs=5, batch_size=16, verbose=0, shuffle=False,
               callbacks=[cb, probe, snap])
     assert snap.w[1].shape == (16, 8, 3, 3) == snap.w[4].shape

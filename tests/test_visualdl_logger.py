@@ -1,7 +1,6 @@
 """VisualDLLogger: records read back with visualdl.LogReader."""
 import os
 
-import numpy as np
 import paddle
 import paddle.nn as nn
 import pytest
