@@ -10,7 +10,10 @@ gets ``<prefix>.pruning.json`` beside it:
 - ``history``: one entry per pruning event (epoch, target ratio, groups, MACs/params
   before and after, the event's own plan);
 - ``cursor``: the last finished epoch and the schedule's events (done and remaining);
-- ``original_widths``, ``input_shape``, ``criterion``.
+- ``original_widths``, ``input_shape``, ``criterion``;
+- ``param_names``: structural state-dict key -> Paddle tensor name at save time, so the
+  ``.pdopt`` (keyed by names such as ``conv2d_0.w_0_velocity_0``) can be loaded into a
+  network whose auto-generated names differ (one built later in the same process).
 
 Rebuild a pruned model from a fresh original network:
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Optional
+from typing import Dict, Mapping, Optional
 
 import paddle
 
@@ -90,7 +93,9 @@ def load_pruned(network: paddle.nn.Layer, path: str, optimizer=None,
         network: a freshly built, UNPRUNED instance of the trained architecture.
         path: checkpoint prefix, e.g. ``"ckpt/final"`` for ``ckpt/final.pdparams`` and
             ``ckpt/final.pruning.json``.
-        optimizer: if given, its state is shrunk too (load the .pdopt afterwards).
+        optimizer: if given, its state is shrunk too and ``<path>.pdopt`` (if it
+            exists and ``load_weights``) is loaded into it, re-keyed to this network's
+            parameter names.
         load_weights: load ``<path>.pdparams`` after the replay (if it exists).
 
     Returns:
@@ -110,7 +115,40 @@ def load_pruned(network: paddle.nn.Layer, path: str, optimizer=None,
             raise SlimError(f"weights in {path}.pdparams do not match the replayed ledger: "
                             f"{bad[:3]}")
         net.set_state_dict(state)
+        if optimizer is not None and os.path.exists(path + ".pdopt"):
+            optimizer.set_state_dict(rename_optimizer_state(
+                paddle.load(path + ".pdopt"), ledger.get("param_names", {}), tensor_names(net)))
     return network
+
+
+def tensor_names(network: paddle.nn.Layer) -> Dict[str, str]:
+    """Structural state-dict key -> Paddle tensor name (``c1.0.weight -> conv2d_0.w_0``)."""
+    return {key: t.name for key, t in unwrap(network).state_dict().items()}
+
+
+def rename_optimizer_state(state: dict, saved: Mapping[str, str], current: Mapping[str, str]) -> dict:
+    """Re-keys an optimizer state dict from the saved run's tensor names to ``current``.
+
+    Accumulators are named ``<param name>_<kind>_<n>`` and master weights are keyed by
+    the parameter name; both follow the parameter through its structural key.
+    """
+    rename = {saved[k]: current[k] for k in saved if k in current and saved[k] != current[k]}
+    if not rename:
+        return dict(state)
+    olds = sorted(rename, key=len, reverse=True)
+
+    def new_key(key):
+        for old in olds:
+            if key == old or key.startswith(old + "_"):
+                return rename[old] + key[len(old):]
+        return key
+
+    out = {}
+    for key, value in state.items():
+        if key == "master_weights" and isinstance(value, dict):
+            value = {new_key(k): v for k, v in value.items()}
+        out[new_key(key)] = value
+    return out
 
 
 def history_epochs(ledger: Optional[dict]) -> list:

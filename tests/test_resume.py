@@ -157,3 +157,36 @@ def test_jit_save_of_a_pruned_network_is_small(tmp_path):
     assert (16, 16, 3, 3) in shapes and (8, 16, 3, 3) in shapes and (32, 32, 3, 3) not in shapes
     x = paddle.randn([2] + SHAPE[1:])
     np.testing.assert_allclose(loaded(x).numpy(), model.network(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_in_process_resume_continues_epochs_bn_l1_and_visualdl_steps(tmp_path):
+    from test_visualdl_logger import read
+
+    def model_and(cb, epochs, save_dir):
+        paddle.seed(0)
+        net = Net()
+        model = paddle.Model(net)
+        model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()),
+                      nn.CrossEntropyLoss(), paddle.metric.Accuracy())
+        model.fit(dataset(32), epochs=epochs, batch_size=16, verbose=0, save_dir=str(save_dir),
+                  shuffle=False, callbacks=[cb])
+        return net
+
+    kwargs = dict(ratios=0.5, criterion="slim", prune_epochs=[0, 2], input_shape=SHAPE, bn_l1=1e-3)
+    full = model_and(PruneCallback(**kwargs), 3, tmp_path / "a")  # resume from its epoch 0
+    cb = PruneCallback(**kwargs, resume_from=str(tmp_path / "a" / "0"), log_dir=str(tmp_path / "vdl"),
+                       log_freq=1)
+    net = model_and(cb, 2, tmp_path / "b")
+    assert cb.epoch_offset == 1 and [h["epoch"] for h in cb.history] == [0, 2]
+    assert net.c2[0].weight.shape[0] == 16
+    # built second in this process, the network has other tensor names than the
+    # checkpoint's; the optimizer state (Momentum velocity) still followed: same weights
+    assert net.c2[0].weight.name != full.c2[0].weight.name
+    for key, value in full.state_dict().items():
+        np.testing.assert_allclose(net.state_dict()[key].numpy(), value.numpy(), atol=2e-4, err_msg=key)
+    assert cb.bn_l1.epoch_offset == 1 and cb.bn_l1.end_epoch == 3
+    scalars, _ = read(str(tmp_path / "vdl"))
+    assert [s for s, _ in scalars["train/loss"]] == [3, 4, 5, 6]  # 2 steps/epoch, from epoch 1
+    assert [s for s, _ in scalars["model/params"]] == [1, 2]
+    # ledgers of the resumed fit are named by its own epochs, record global ones
+    assert load_ledger(str(tmp_path / "b" / "1"))["cursor"]["epoch"] == 2

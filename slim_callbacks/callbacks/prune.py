@@ -355,7 +355,14 @@ class PruneCallback(paddle.callbacks.Callback):
         self.last_epoch = ledger["cursor"]["epoch"]
         prefix = str(self.resume_from)
         if os.path.exists(prefix + ".pdparams"):
-            self.model.load(prefix)
+            # weights by structural key; optimizer state re-keyed to this run's tensor
+            # names (they differ when the network was built after another one in-process)
+            self.model.load(prefix, reset_optimizer=True)
+            if self.optimizer is not None and os.path.exists(prefix + ".pdopt"):
+                state = ledger_mod.rename_optimizer_state(
+                    paddle.load(prefix + ".pdopt"), ledger.get("param_names", {}),
+                    ledger_mod.tensor_names(self.network))
+                self.model._adapter.load([], state)
         self._resync_data_parallel()
         logger.info("resumed from %s: %d pruning events replayed, next epoch %d", prefix,
                     len(self.history), self.epoch_offset)
@@ -450,6 +457,7 @@ class PruneCallback(paddle.callbacks.Callback):
         """The pruning ledger for the network as it is now."""
         return {"fingerprint": self.fingerprint, "input_shape": self.input_shape,
                 "criterion": self.criterion.name, "original_widths": self.original_widths,
+                "param_names": ledger_mod.tensor_names(self.network),
                 "plan": self.plan.to_dict(), "history": self.history,
                 "cursor": {"epoch": self.last_epoch,
                            "done": [h["epoch"] for h in self.history],
