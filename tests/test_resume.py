@@ -117,6 +117,17 @@ def test_load_pruned_rebuilds_the_trained_model(tmp_path):
     assert mid.c3[0].weight.shape[0] == 32 - round(32 * 0.375)
 
 
+def test_load_pruned_loads_the_optimizer_state_under_new_names(tmp_path):
+    model, _ = trained(tmp_path)
+    fresh = Net()  # built later in this process: other auto-generated tensor names
+    opt = paddle.optimizer.Momentum(0.05, parameters=fresh.parameters())
+    load_pruned(fresh, str(tmp_path / "final"), optimizer=opt)
+    name = fresh.c2[0].weight.name
+    assert name != model.network.c2[0].weight.name
+    velocity = [v for k, v in opt._accumulators_holder.items() if k.startswith(name + "_velocity")]
+    assert len(velocity) == 1 and list(velocity[0].shape) == [16, 16, 3, 3]
+
+
 def test_load_pruned_refuses_another_architecture_or_a_pruned_network(tmp_path):
     trained(tmp_path, epochs=1)
     with pytest.raises(SlimError, match="another architecture"):
