@@ -1,7 +1,9 @@
 """slim_callbacks: channel pruning for PaddlePaddle dynamic graph, inside model.fit()."""
+from slim_callbacks.callbacks import BNScaleL1, PruneCallback, VisualDLLogger
 from slim_callbacks.criteria import CRITERIA, Criterion, get_criterion, register_criterion
 from slim_callbacks.errors import ConfigError, SlimError
 from slim_callbacks.flops import count_flops, count_params, layer_widths, model_size_mb, profile
+from slim_callbacks.ledger import load_pruned
 from slim_callbacks.plan import PruningPlan
 from slim_callbacks.pruner import (FPGMFilterPruner, L1NormFilterPruner, L2NormFilterPruner,
                                    OptSlimFilterPruner, SlimFilterPruner, plan_pruning, prune)
@@ -9,7 +11,7 @@ from slim_callbacks.tracing import DependencyGraph, trace
 
 __version__ = "0.1.0"
 __all__ = [
-    "CRITERIA", "ConfigError", "Criterion", "DependencyGraph", "FPGMFilterPruner",
+    "BNScaleL1", "PruneCallback", "VisualDLLogger", "load_pruned", "CRITERIA", "ConfigError", "Criterion", "DependencyGraph", "FPGMFilterPruner",
     "L1NormFilterPruner", "L2NormFilterPruner", "OptSlimFilterPruner", "PruningPlan",
     "SlimError", "SlimFilterPruner", "count_flops", "count_params", "get_criterion",
     "layer_widths", "model_size_mb", "plan_pruning", "profile", "prune",
