@@ -30,19 +30,26 @@ How it is fast without changing the answer (``method="mask"``, the default):
   network output, and BatchNorms, depthwise convs, activations, pooling, residual adds
   and squeeze-excitation multiplies only carry the channel on to a consumer. So the
   consumers compute exactly what they compute after physical pruning (up to float
-  summation order), and ``tests/test_sensitivity.py`` checks this against physical
-  pruning on MobileNetV2, ResNet and squeeze-excitation networks. The zeroed slices
-  are restored from saved copies after each evaluation.
+  summation order; a masked channel holding inf or NaN would give NaN), and
+  ``tests/test_sensitivity.py`` checks it layer by layer against physical pruning on
+  MobileNetV2, ResNet-18, a squeeze-excitation and a concat network. The zeroed
+  slices are restored from saved copies after each evaluation.
 - The network is traced once, and each group is scored once (the scores do not change
   between ratios).
 - A ratio that removes no unit is recorded as loss 0 without evaluating, and ratios
-  that select the same units (narrow layers) are evaluated once.
+  that select the same units (narrow layers) are evaluated once (both exact for a
+  deterministic ``eval_fn``).
 
-``method="prune"`` removes the units physically but in place, and restores the
-parameters and layer attributes after each evaluation (no deep copy). It evaluates a
-smaller network, which pays off when evaluations are long and ratios high; masking
-never changes a shape, so it is the safe default for evaluation code that caches
-shapes (``paddle.jit.to_static``, data parallel reducers).
+``method="prune"`` removes the units physically but in place, and puts parameters and
+layer attributes back after each evaluation (no deep copy). It evaluates the smaller
+network, so it wins when evaluations are long; masking never changes a shape, which
+evaluation code that captured shapes (``paddle.jit.to_static``) needs.
+
+What that buys, measured by ``benchmarks/bench_sensitivity.py`` against deep-copy +
+physical pruning per evaluation (MobileNetV1 x1.0, single-threaded Paddle): 1.44x (mask) / 1.48x
+(prune) when an evaluation takes 0.04 s, 1.06x / 1.12x at 224x224 with 8 images, and
+0.99x / 1.07x with 32 images at 64x64. The evaluation dominates: limit its data (a few
+hundred samples) to make the analysis fast.
 """
 from __future__ import annotations
 
