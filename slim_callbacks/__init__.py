@@ -7,6 +7,9 @@ from slim_callbacks.ledger import load_pruned
 from slim_callbacks.plan import PruningPlan
 from slim_callbacks.pruner import (FPGMFilterPruner, L1NormFilterPruner, L2NormFilterPruner,
                                    OptSlimFilterPruner, SlimFilterPruner, plan_pruning, prune)
+from slim_callbacks.sensitivity import load_sensitivities, sensitivity
+from slim_callbacks.strategies import (STRATEGIES, custom_ratios, global_ratios, resolve_strategy,
+                                       sensitive_ratios, uniform_ratio)
 from slim_callbacks.tracing import DependencyGraph, trace
 
 __version__ = "0.1.0"
@@ -15,5 +18,6 @@ __all__ = [
     "L1NormFilterPruner", "L2NormFilterPruner", "OptSlimFilterPruner", "PruningPlan",
     "SlimError", "SlimFilterPruner", "count_flops", "count_params", "get_criterion",
     "layer_widths", "model_size_mb", "plan_pruning", "profile", "prune",
-    "register_criterion", "trace",
+    "register_criterion", "trace", "sensitivity", "load_sensitivities", "STRATEGIES",
+    "custom_ratios", "global_ratios", "resolve_strategy", "sensitive_ratios", "uniform_ratio",
 ]
