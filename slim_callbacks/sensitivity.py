@@ -331,11 +331,190 @@ class GroupPrune:
                     setattr(self.layers[name], key, value)
 
 
+
+# ------------------------------------------------------------------ prefix caching
+def _versions(value) -> Optional[list]:
+    """In-place versions of the tensors in ``value`` (a tensor or a flat tuple/list of
+    tensors and plain constants); None if it holds anything else."""
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    out = []
+    for item in items:
+        if isinstance(item, paddle.Tensor):
+            out.append(item._inplace_version())
+        elif item is None or isinstance(item, (bool, int, float, str)):
+            out.append(None)
+        else:
+            return None
+    return out
+
+
+def _same(now, cached, versions) -> bool:
+    """``now`` equals what ``cached`` held when it was recorded (in-place versions
+    unchanged, then identity or an exact element-wise comparison)."""
+    now_items = now if isinstance(now, (tuple, list)) else (now,)
+    cached_items = cached if isinstance(cached, (tuple, list)) else (cached,)
+    if len(now_items) != len(cached_items) or type(now) is not type(cached):
+        return False
+    for a, b, version in zip(now_items, cached_items, versions):
+        if not isinstance(b, paddle.Tensor):
+            if isinstance(a, paddle.Tensor) or type(a) is not type(b) or a != b:
+                return False
+            continue
+        if not isinstance(a, paddle.Tensor) or b._inplace_version() != version:
+            return False
+        if a is b:
+            continue
+        if (list(a.shape) != list(b.shape) or a.dtype != b.dtype or str(a.place) != str(b.place)
+                or not bool(paddle.equal_all(a, b))):
+            return False
+    return True
+
+
+class PrefixCache:
+    """Computes the part of an evaluation that comes before a group's changed layers
+    once, and replays it for the group's other ratios.
+
+    ``changed`` are the layers whose parameters or attributes the remover touches
+    (``in`` consumers for masking, every member for in-place pruning). A sublayer is
+    *cacheable* when neither it nor any of its descendants is changed. During the
+    first evaluation, every forward of the network is wrapped: the top-most cacheable
+    sublayers called, in eval mode, before a changed layer starts within the current
+    call of the network record their inputs and output, keyed by their call index
+    within that ``eval_fn`` run. Later evaluations replace only those sublayers'
+    ``forward`` with one that returns the recorded output for that call index if the
+    input equals the recorded input exactly (same tensor object with an unchanged
+    in-place version, or an element-wise comparison); on any mismatch the layer is
+    computed and the cache is switched off for the group, so the answer is the one
+    without caching even for an ``eval_fn`` that draws different data each time.
+    Every replaced ``forward`` is put back in ``finally``.
+
+    Memory: the recorded outputs of one group's prefix over the whole eval set
+    (about the activations of the first half of the network for all eval batches,
+    for an average group), freed when the next group starts.
+    """
+
+    def __init__(self, net: paddle.nn.Layer, changed: Sequence[str], name: str = ""):
+        layers = dict(net.named_sublayers())
+        self.net, self.name = net, name
+        changed_ids = {id(layers[n]) for n in changed if n in layers}
+        unique = {id(layer): layer for layer in layers.values()}
+        self.changed = [unique[i] for i in changed_ids]
+        self.candidates = [layer for layer in unique.values()
+                           if not any(id(s) in changed_ids for s in layer.sublayers(include_self=True))]
+        self.records: Dict[int, Dict[int, tuple]] = {}
+        self.recorded = False
+        self.enabled = True
+        self.hits = 0
+
+    @contextlib.contextmanager
+    def _patched(self, wrappers: Mapping[int, Tuple[paddle.nn.Layer, Callable]]) -> Iterator[None]:
+        saved = []
+        try:
+            for layer, make in wrappers.values():
+                had = "forward" in vars(layer)
+                original = layer.forward
+                saved.append((layer, had, vars(layer).get("forward")))
+                object.__setattr__(layer, "forward", make(original))
+            yield
+        finally:
+            for layer, had, value in reversed(saved):
+                if had:
+                    object.__setattr__(layer, "forward", value)
+                else:
+                    object.__delattr__(layer, "forward")
+
+    def _record_wrappers(self):
+        status = {"dirty": False, "active": 0}
+        counts: Dict[int, int] = {}
+
+        def root(original):
+            def forward(*args, **kwargs):
+                status["dirty"] = False  # a new call of the network: its prefix runs again
+                return original(*args, **kwargs)
+            return forward
+
+        def changed(original):
+            def forward(*args, **kwargs):
+                status["dirty"] = True
+                return original(*args, **kwargs)
+            return forward
+
+        def candidate(layer):
+            def make(original):
+                def forward(*args, **kwargs):
+                    index = counts[id(layer)] = counts.get(id(layer), -1) + 1
+                    top = status["active"] == 0 and not status["dirty"]
+                    inputs = (args, tuple(sorted(kwargs.items())))
+                    flat = list(args) + [v for _, v in inputs[1]]
+                    versions = _versions(flat) if top else None
+                    status["active"] += 1
+                    try:
+                        output = original(*args, **kwargs)
+                    finally:
+                        status["active"] -= 1
+                    if (versions is not None and not status["dirty"]
+                            and not any(s.training for s in layer.sublayers(include_self=True))):
+                        out_versions = _versions(output)
+                        if out_versions is not None and (isinstance(output, paddle.Tensor) or (
+                                output and all(isinstance(o, paddle.Tensor) for o in output))):
+                            self.records.setdefault(id(layer), {})[index] = (
+                                layer, tuple(flat), list(kwargs), versions, output, out_versions)
+                    return output
+                return forward
+            return make
+
+        wrappers = {id(layer): (layer, candidate(layer)) for layer in self.candidates}
+        wrappers.update({id(layer): (layer, changed) for layer in self.changed})
+        wrappers[id(self.net)] = (self.net, root)
+        return wrappers
+
+    def _replay_wrappers(self):
+        counts: Dict[int, int] = {}
+
+        def replay(layer, records):
+            def make(original):
+                def forward(*args, **kwargs):
+                    index = counts[id(layer)] = counts.get(id(layer), -1) + 1
+                    record = records.get(index)
+                    if record is None or not self.enabled:
+                        return original(*args, **kwargs)
+                    _, flat, keys, versions, output, out_versions = record
+                    now = list(args) + [kwargs[k] for k in sorted(kwargs)]
+                    if (sorted(kwargs) == sorted(keys) and _same(tuple(now), flat, versions)
+                            and _same(output, output, out_versions)):
+                        self.hits += 1
+                        return output
+                    self.enabled = False
+                    logger.debug("prefix cache of %s: call %d of %s has another input than in "
+                                 "the first evaluation; computing the whole network for this group",
+                                 self.name, index, type(layer).__name__)
+                    return original(*args, **kwargs)
+                return forward
+            return make
+
+        return {key: (records[next(iter(records))][0], replay(records[next(iter(records))][0], records))
+                for key, records in self.records.items()}
+
+    def evaluate(self, run: Callable[[], float]) -> float:
+        """``run()`` (one evaluation), recording the prefix the first time and replaying
+        it afterwards while it matches."""
+        if not self.recorded:
+            try:
+                with self._patched(self._record_wrappers()):
+                    return run()
+            finally:
+                self.recorded = True
+        if not self.enabled or not self.records:
+            return run()
+        with self._patched(self._replay_wrappers()):
+            return run()
+
+
 # ----------------------------------------------------------------------- the run
 def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequence[int],
                 layers: Optional[Sequence[str]] = None, ratios: Sequence[float] = DEFAULT_RATIOS,
                 criterion="l1_norm", *, file: Optional[str] = None, skip: Sequence[str] = (),
-                round_to: int = 1, method: str = "mask",
+                round_to: int = 1, method: str = "mask", cache: bool = True,
                 progress: Optional[bool] = None) -> Sensitivities:
     """Loss of the metric when each group alone is pruned at each ratio.
 
@@ -357,6 +536,11 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
             later prune would.
         method: ``"mask"`` (default) or ``"prune"``; see the module docstring. Both
             give the physical-pruning answer.
+        cache: compute the part of the network that runs before a group's first
+            changed layer once per group and replay it for the group's other ratios
+            (see :class:`PrefixCache`; exact, replayed only while its input is the
+            same). Holds that prefix's outputs over the eval set for one group at a
+            time; ``False`` saves that memory.
         progress: show a tqdm bar (layers x ratios, with ETA); None shows it only when
             stderr is a terminal.
 
@@ -380,6 +564,8 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
     layers = check_patterns("layers", layers)
     if method not in METHODS:
         raise ConfigError("method", method, f"one of {', '.join(METHODS)}")
+    if not isinstance(cache, bool):
+        raise ConfigError("cache", cache, "True or False")
     if progress is not None and not isinstance(progress, bool):
         raise ConfigError("progress", progress, "True, False or None (only on a terminal)")
     if file is not None and not isinstance(file, (str, os.PathLike)):
@@ -414,7 +600,7 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
         record.base = base
         record.save(file)
         run_groups(network, eval_fn, graph, groups, record, criterion, by_name, state,
-                   file, method, progress)
+                   file, method, progress, cache)
     finally:
         changed = state.restore()
         if changed:
@@ -425,7 +611,8 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
 
 def run_groups(network, eval_fn, graph: DependencyGraph, groups: List[ChannelGroup],
                record: Record, criterion: Criterion, by_name, state: NetworkState,
-               file: Optional[str], method: str, progress: Optional[bool]) -> None:
+               file: Optional[str], method: str, progress: Optional[bool],
+               cache: bool = True) -> None:
     """Evaluates every (group, ratio) pair not yet in ``record``."""
     from tqdm import tqdm
 
@@ -443,6 +630,10 @@ def run_groups(network, eval_fn, graph: DependencyGraph, groups: List[ChannelGro
             scores = group_scores(group, by_name, criterion, graph.layer_types)
             remover = (GroupMask if method == "mask" else GroupPrune)(group, by_name)
             seen: Dict[bytes, float] = {}
+            changed = ([m.layer for m in group.members if m.role == IN] if method == "mask"
+                       else list(group.layers()))
+            prefix = PrefixCache(unwrap(network), changed, group.name) if cache else None
+            run = lambda: evaluate(eval_fn, network, state)  # noqa: E731
             for ratio in pending:
                 units = select_units(group, scores, ratio, criterion, record.round_to)
                 key = np.asarray(units, dtype=np.int64).tobytes()
@@ -452,11 +643,16 @@ def run_groups(network, eval_fn, graph: DependencyGraph, groups: List[ChannelGro
                     loss = seen[key]
                 else:
                     with remover.applied(units):
-                        metric = evaluate(eval_fn, network, state)
+                        metric = prefix.evaluate(run) if prefix is not None else run()
                     loss = (record.base - metric) / abs(record.base)
                     seen[key] = loss
                 losses[ratio] = loss
                 record.save(file)
                 bar.update(1)
+            if prefix is not None:
+                logger.debug("prefix cache of %s: %d cached layer calls, %d replayed%s", group.name,
+                             sum(map(len, prefix.records.values())), prefix.hits,
+                             "" if prefix.enabled else " (switched off: input changed)")
+            del prefix
             logger.debug("sensitivity of %s: %s", group.name,
                         ", ".join(f"{r:g}: {losses[r]:.4f}" for r in record.ratios if r in losses))

@@ -385,3 +385,92 @@ def test_metric_may_be_a_tensor_or_a_one_element_list():
     for value in (paddle.to_tensor([0.75]), [0.75], np.float32(0.75)):
         sens = sensitivity(net, lambda n: value, SHAPE, layers=["conv6"], ratios=[0.5], progress=False)
         assert sens["conv6._pointwise_conv.0"][0.5] == 0.0
+
+
+# ------------------------------------------------------------------ prefix caching
+def two_batches(net_name):
+    paddle.seed(0)
+    net = calibrate_exactly(randomize_bn(EXACT_MODELS[net_name](), stats=False))
+    data = [batch(seed=s, n=4) for s in (1, 2)]
+
+    def eval_fn(network):
+        network.eval()
+        with paddle.no_grad():
+            return -sum(float(nn.functional.cross_entropy(network(x), y)) for x, y in data)
+    return net, eval_fn
+
+
+def replayed(caplog):
+    return sum(int(r.getMessage().split(", ")[1].split()[0]) for r in caplog.records
+               if r.getMessage().startswith("prefix cache of") and "replayed" in r.getMessage())
+
+
+@pytest.mark.parametrize("method", ["mask", "prune"])
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18"])
+def test_prefix_cache_gives_the_losses_of_full_evaluations(name, method, caplog):
+    net, eval_fn = two_batches(name)
+    kwargs = dict(ratios=[0.25, 0.5, 0.75], method=method, progress=False)
+    before = snapshot(net)
+    plain = sensitivity(net, eval_fn, SHAPE, cache=False, **kwargs)
+    with caplog.at_level(logging.DEBUG, logger="slim_callbacks.sensitivity"):
+        cached = sensitivity(net, eval_fn, SHAPE, **kwargs)
+    assert list(cached) == list(plain)
+    worst = max(abs(cached[g][r] - plain[g][r]) for g in plain for r in plain[g])
+    assert worst <= 1e-6, worst
+    assert max(abs(v) for losses in plain.values() for v in losses.values()) > 0.01
+    assert replayed(caplog) > 0  # the cache was really used
+    assert not any("another input" in r.getMessage() for r in caplog.records)
+    assert same(snapshot(net), before)
+    assert not [n for n, layer in net.named_sublayers(include_self=True) if "forward" in vars(layer)]
+
+
+def test_prefix_cache_recomputes_when_eval_fn_draws_new_data(caplog):
+    net = tiny_mobilenet()
+    kwargs = dict(layers=["conv3*", "conv5_1*"], ratios=[0.25, 0.5, 0.75], progress=False)
+
+    def run(cache):
+        rng = np.random.default_rng(7)  # a different batch at every call, same sequence per run
+
+        def eval_fn(network):
+            x = paddle.to_tensor(rng.normal(size=[4] + SHAPE[1:]).astype("float32"))
+            y = paddle.to_tensor(rng.integers(0, 10, (4, 1)).astype("int64"))
+            with paddle.no_grad():
+                return -float(nn.functional.cross_entropy(network(x), y))
+        return sensitivity(net, eval_fn, SHAPE, cache=cache, **kwargs)
+
+    plain = run(False)
+    with caplog.at_level(logging.DEBUG, logger="slim_callbacks.sensitivity"):
+        cached = run(True)
+    assert cached == plain
+    assert any("another input" in r.getMessage() for r in caplog.records)
+    assert replayed(caplog) == 0
+
+
+@pytest.mark.parametrize("fail_after", [1, 2, 3])
+def test_prefix_cache_puts_every_forward_back_when_eval_fn_raises(fail_after):
+    net = tiny_mobilenet()
+    x, y = batch()
+    base_out = net(x).numpy()
+    before = snapshot(net)
+    calls = []
+
+    def eval_fn(network):
+        with paddle.no_grad():
+            metric = -float(nn.functional.cross_entropy(network(x), y))
+        calls.append(1)
+        if len(calls) > fail_after:  # after the network ran with forwards patched
+            raise Interrupt
+        return metric
+
+    with pytest.raises(Interrupt):
+        sensitivity(net, eval_fn, SHAPE, layers=["conv4*"], ratios=[0.25, 0.5, 0.75], progress=False)
+    assert not [n for n, layer in net.named_sublayers(include_self=True) if "forward" in vars(layer)]
+    assert same(snapshot(net), before)
+    assert np.array_equal(net(x).numpy(), base_out)
+    assert np.array_equal(net(x * 2).numpy(), net(x * 2).numpy())
+
+
+def test_cache_must_be_a_bool():
+    net = tiny_mobilenet()
+    with pytest.raises(ConfigError, match="cache"):
+        sensitivity(net, lambda n: 1.0, SHAPE, cache="yes", progress=False)
