@@ -21,9 +21,13 @@ median wall time is reported. Every (layer, ratio) loss is compared with the bas
 """
 import argparse
 import copy
+import json
 import logging
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
 
@@ -33,7 +37,7 @@ import paddle.nn as nn
 
 from slim_callbacks import trace
 from slim_callbacks.pruner import plan_pruning, resolve_ratios
-from slim_callbacks.sensitivity import sensitivity
+from slim_callbacks.sensitivity import chosen_groups, sensitivity
 
 warnings.filterwarnings("ignore")
 POINTWISE = "conv*._pointwise_conv*"
@@ -68,6 +72,7 @@ def make_eval(batches, batch_size, size):
         network.eval()
         with paddle.no_grad():
             return -sum(float(nn.functional.cross_entropy(network(x), y)) for x, y in data) / len(data)
+    eval_fn.data = data
     return eval_fn
 
 
@@ -86,6 +91,30 @@ def naive(net, eval_fn, shape, layers, ratios, criterion):
     return out
 
 
+def paddleslim_runner(python, net, data, scale, layers, workdir):
+    """A callable running benchmarks/paddleslim_sensitive.py in PaddleSlim's venv on the
+    same weights and batches; returns its losses and records its own timing."""
+    params, batches = os.path.join(workdir, "net.pdparams"), os.path.join(workdir, "eval.npz")
+    paddle.save(net.state_dict(), params)
+    np.savez(batches, x=np.stack([x.numpy() for x, _ in data]), y=np.stack([y.numpy() for _, y in data]))
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paddleslim_sensitive.py")
+    out = os.path.join(workdir, "paddleslim.json")
+    env = {**os.environ, "FLAGS_enable_pir_api": "0"}
+    inner = []
+
+    def run():
+        cmd = [python, script, "--params", params, "--data", batches, "--scale", str(scale),
+               "--num-classes", "10", "--out", out, "--layers", *layers]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"PaddleSlim failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
+        with open(out, encoding="utf-8") as f:
+            result = json.load(f)
+        inner.append(result["seconds"])
+        return {layer: {float(r): v for r, v in losses.items()} for layer, losses in result["losses"].items()}
+    return run, inner
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0)
@@ -96,6 +125,10 @@ def main():
     parser.add_argument("--layers", nargs="+", default=[POINTWISE])
     parser.add_argument("--criterion", default="l1_norm")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per method")
+    parser.add_argument("--methods", nargs="+", default=["naive", "mask", "prune", "mask+cache", "prune+cache"],
+                        choices=["naive", "mask", "prune", "mask+cache", "prune+cache"])
+    parser.add_argument("--paddleslim-python", help="python of a venv with paddleslim 2.6.0 (see above); "
+                                                    "adds PaddleSlim's sensitive() as the reference")
     args = parser.parse_args()
     logging.getLogger("slim_callbacks").setLevel(logging.WARNING)
 
@@ -103,13 +136,25 @@ def main():
     net = build(args.scale, args.size)
     eval_fn = make_eval(args.batches, args.batch_size, args.size)
     before = {k: v.numpy().copy() for k, v in net.state_dict().items()}
-    methods = {
-        "naive": lambda: naive(net, eval_fn, shape, args.layers, args.ratios, args.criterion),
-        "mask": lambda: sensitivity(net, eval_fn, shape, args.layers, args.ratios, args.criterion,
-                                    method="mask", progress=False),
-        "prune": lambda: sensitivity(net, eval_fn, shape, args.layers, args.ratios, args.criterion,
-                                     method="prune", progress=False),
-    }
+    ours = {name: (lambda method=name.split("+")[0], cache=name.endswith("+cache"):
+                   sensitivity(net, eval_fn, shape, args.layers, args.ratios, args.criterion,
+                               method=method, cache=cache, progress=False))
+            for name in args.methods if name != "naive"}
+    methods = {}
+    if "naive" in args.methods:
+        methods["naive"] = lambda: naive(net, eval_fn, shape, args.layers, args.ratios, args.criterion)
+    workdir = tempfile.TemporaryDirectory()
+    inner = None
+    if args.paddleslim_python:
+        if args.ratios != [round(0.1 * k, 1) for k in range(1, 10)] or args.criterion != "l1_norm":
+            raise SystemExit("PaddleSlim's sensitive() has fixed ratios 0.1..0.9 and L1 norm")
+        layers = [g.name for g in chosen_groups(trace(net, shape), args.layers)]
+        methods["paddleslim"], inner = paddleslim_runner(args.paddleslim_python, net, eval_fn.data,
+                                                         args.scale, layers, workdir.name)
+    methods.update(ours)
+    ref = "paddleslim" if args.paddleslim_python else "naive"
+    if ref not in methods:
+        raise SystemExit("nothing to compare with: add naive to --methods or give --paddleslim-python")
     eval_fn(net)  # warm-up
     t = time.perf_counter()
     for _ in range(3):
@@ -123,24 +168,30 @@ def main():
             t = time.perf_counter()
             results[name] = methods[name]()
             times[name].append(time.perf_counter() - t)
-            print(f"round {r} {name:5s} {times[name][-1]:7.2f} s", flush=True)
+            extra = f" (inside PaddleSlim's process: {inner[-1]:.2f} s)" if name == "paddleslim" else ""
+            print(f"round {r} {name:11s} {times[name][-1]:7.2f} s{extra}", flush=True)
     assert all(np.array_equal(v.numpy(), before[k]) for k, v in net.state_dict().items())
+    workdir.cleanup()
 
-    n_layers, n_ratios = len(results["naive"]), len(args.ratios)
-    diff = {name: max(abs(results[name][g][r] - results["naive"][g][r])
-                      for g in results["naive"] for r in args.ratios) for name in ("mask", "prune")}
-    biggest = max(abs(v) for losses in results["naive"].values() for v in losses.values())
+    n_layers, n_ratios = len(results[ref]), len(args.ratios)
+    diff = {name: max(abs(results[name][g][r] - results[ref][g][r]) for g in results[ref] for r in args.ratios)
+            for name in methods if name != ref}
+    biggest = max(abs(v) for losses in results[ref].values() for v in losses.values())
+    if inner:  # PaddleSlim's own timing (tracing + sensitive()), without starting Python
+        times["paddleslim"] = inner
     med = {name: statistics.median(v) for name, v in times.items()}
+    label = ("PaddleSlim sensitive() (trace + sensitive, in its process)" if ref == "paddleslim"
+             else "naive deepcopy+prune")
     print(f"\npaddle {paddle.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
           f"one evaluation {one_eval:.3f} s, {n_layers} layers x {n_ratios} ratios, "
-          f"largest |loss| {biggest:.3f}")
-    print("\n| model | input | eval data | layers x ratios | naive deepcopy+prune (s) | "
-          "ours mask (s) | ours prune in place (s) | speedup mask / prune | max abs loss diff mask / prune |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| MobileNetV1 x{args.scale:g} | {args.size}x{args.size} | {args.batches} x {args.batch_size} "
-          f"| {n_layers} x {n_ratios} | {med['naive']:.1f} | {med['mask']:.1f} | {med['prune']:.1f} "
-          f"| {med['naive'] / med['mask']:.2f}x / {med['naive'] / med['prune']:.2f}x "
-          f"| {diff['mask']:.1e} / {diff['prune']:.1e} |")
+          f"largest |loss| {biggest:.3f}, reference: {label}, median of {args.rounds} rounds")
+    print("\n| method | time (s) | speedup vs reference | max abs loss diff vs reference |")
+    print("|---|---|---|---|")
+    print(f"| {label} | {med[ref]:.1f} | 1.00x | - |")
+    for name in methods:
+        if name != ref:
+            print(f"| {name} | {med[name]:.1f} | {med[ref] / med[name]:.2f}x | {diff[name]:.1e} |")
+    print(f"\nMobileNetV1 x{args.scale:g}, {args.size}x{args.size}, eval {args.batches} x {args.batch_size}")
 
 
 if __name__ == "__main__":
