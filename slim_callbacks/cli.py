@@ -1,0 +1,196 @@
+"""The ``slim-callbacks`` command (also ``python -m slim_callbacks``).
+
+Subcommands::
+
+    slim-callbacks run [RECIPE] [-o key=value ...] [--dry-run] [--output-dir DIR]
+    slim-callbacks plan [RECIPE] [--json] [-o key=value ...]
+    slim-callbacks check [RECIPE] [-o key=value ...]
+    slim-callbacks sensitivity RECIPE [--samples N] [--output FILE] [-o key=value ...]
+    slim-callbacks dashboard LOGDIR          (reserved)
+
+RECIPE is a YAML file; a name such as ``quickstart`` or ``mobilenetv1/baseline`` that
+is not a file is looked up among the bundled recipes; without RECIPE the quickstart
+runs. User errors (a bad recipe key, a missing file) print one line to stderr and exit
+with status 2. The work itself lives in :mod:`slim_callbacks.runner`.
+
+Example:
+    >>> main(["check", "quickstart", "-o", "train.epochs=1"])   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import List, Optional, Sequence
+
+from slim_callbacks.errors import SlimError
+
+PROG = "slim-callbacks"
+DEFAULT_RECIPE = "quickstart"
+EXIT_USAGE = 2
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+RECIPE_DIRS = (os.path.join(_PACKAGE_DIR, "recipes"),                     # installed
+               os.path.join(os.path.dirname(_PACKAGE_DIR), "recipes"))    # source checkout
+
+
+def find_recipe(name: str) -> str:
+    """``name`` if it is a file, else the bundled recipe of that name.
+
+    Example:
+        >>> os.path.basename(find_recipe("quickstart"))
+        'quickstart.yaml'
+    """
+    if os.path.isfile(name):
+        return name
+    stem = name if name.endswith((".yaml", ".yml")) else name + ".yaml"
+    for folder in RECIPE_DIRS:
+        for candidate in (os.path.join(folder, stem),
+                          os.path.join(folder, stem.replace("recipes/", "", 1))):
+            if os.path.isfile(candidate):
+                return candidate
+    raise SlimError(f"recipe file not found: {name} (a YAML path, or a bundled name such as "
+                    f"quickstart or mobilenetv1/uniform_l1norm_f50)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Channel pruning for PaddlePaddle inside Model.fit(), from a "
+                               "YAML recipe.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def recipe_args(p, optional=True):
+        if optional:
+            p.add_argument("recipe", nargs="?", default=DEFAULT_RECIPE,
+                           help="recipe YAML file or bundled name (default: quickstart)")
+        else:
+            p.add_argument("recipe", help="recipe YAML file or bundled name")
+        p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a recipe key, e.g. -o train.epochs=3 (repeatable; "
+                            "values are YAML)")
+
+    p = sub.add_parser("run", help="train, prune, evaluate; write summary.json")
+    recipe_args(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="2 epochs x 2 steps on synthetic data; no dataset or weights needed")
+    p.add_argument("--output-dir", help="where a run writes (default: the recipe's "
+                                        "output_dir; a temporary directory for --dry-run)")
+    p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
+                   help="Model.fit verbosity (default 2)")
+
+    p = sub.add_parser("plan", help="the structure the recipe ends with, without training")
+    recipe_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("check", help="print the resolved recipe, or its errors")
+    recipe_args(p)
+
+    p = sub.add_parser("sensitivity", help="write the sensitivities file of a recipe")
+    recipe_args(p, optional=False)
+    p.add_argument("--samples", type=int, help="evaluate on N samples of the eval data")
+    p.add_argument("--output", help="the JSON file (default: the recipe's "
+                                    "pruning.sensitivities, relative to the recipe file)")
+
+    p = sub.add_parser("dashboard", help="(reserved) serve VisualDL for a log directory")
+    p.add_argument("logdir")
+    return parser
+
+
+def _setup_logging(level: int) -> None:
+    log = logging.getLogger("slim_callbacks")
+    if not any(getattr(h, "_slim_cli", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler._slim_cli = True
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(level)
+
+
+def _out(text: str) -> None:
+    print(text, flush=True)
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def cmd_run(args) -> int:
+    from slim_callbacks import runner
+    job = runner.load_job(find_recipe(args.recipe), args.override)
+    if args.dry_run:
+        job = runner.dry_run_recipe(job, args.output_dir)
+    elif args.output_dir:
+        job = runner.load_job(find_recipe(args.recipe), [*args.override,
+                              f"output_dir={args.output_dir}",
+                              f"logging.log_dir={os.path.join(args.output_dir, 'logs')}",
+                              f"checkpoint.save_dir={os.path.join(args.output_dir, 'checkpoints')}"])
+    runner.run(job, verbose=0 if args.dry_run else args.verbose, emit=_out)
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from slim_callbacks import runner
+    job = runner.load_job(find_recipe(args.recipe), args.override)
+    result = runner.plan(job, emit=_note)
+    if args.json:
+        out = {k: result[k] for k in ("before", "after", "flops_reduction", "layers")}
+        _out(json.dumps(out, indent=1))
+    else:
+        _out(f"recipe {job.recipe.name}: {job.recipe.model.name} at input "
+             f"{list(job.recipe.input_shape)}")
+        _out(runner.plan_text(result))
+    return 0
+
+
+def cmd_check(args) -> int:
+    from slim_callbacks import runner
+    from slim_callbacks.schedules import schedule_from_dict
+    job = runner.load_job(find_recipe(args.recipe), args.override)
+    recipe = job.recipe
+    runner.model_factory(recipe.model.name)
+    if recipe.pruning is not None and recipe.pruning.schedule is not None:
+        schedule_from_dict(recipe.pruning.schedule, key="pruning.schedule").validate(
+            recipe.train.epochs)
+    _out(recipe.to_yaml().rstrip())
+    path = job.sensitivities_path()
+    if path is not None and not os.path.isfile(path):
+        _note(f"note: {runner.missing_sensitivities_message(job)}")
+    return 0
+
+
+def cmd_sensitivity(args) -> int:
+    from slim_callbacks import runner
+    job = runner.load_job(find_recipe(args.recipe), args.override)
+    if args.samples is not None and args.samples < 1:
+        raise SlimError(f"--samples: {args.samples!r} is not allowed; expected an int >= 1")
+    runner.run_sensitivity(job, samples=args.samples, output=args.output, emit=_out)
+    return 0
+
+
+def cmd_dashboard(args) -> int:
+    raise SlimError(f"dashboard is not available yet; meanwhile run: visualdl --logdir "
+                    f"{args.logdir} --host 127.0.0.1 --port 8040 --language en")
+
+
+COMMANDS = {"run": cmd_run, "plan": cmd_plan, "check": cmd_check,
+            "sensitivity": cmd_sensitivity, "dashboard": cmd_dashboard}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 user error)."""
+    args = build_parser().parse_args(None if argv is None else list(argv))
+    _setup_logging(logging.INFO if args.command in ("run", "sensitivity") else logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except SlimError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
