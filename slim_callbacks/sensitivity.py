@@ -468,7 +468,7 @@ class PrefixCache:
         wrappers[id(self.net)] = (self.net, root)
         return wrappers
 
-    def _replay_wrappers(self):
+    def _replay_wrappers(self, keep: Optional[set] = None):
         counts: Dict[int, int] = {}
 
         def replay(layer, records):
@@ -493,14 +493,21 @@ class PrefixCache:
             return make
 
         return {key: (records[next(iter(records))][0], replay(records[next(iter(records))][0], records))
-                for key, records in self.records.items()}
+                for key, records in self.records.items() if keep is None or key in keep}
 
-    def evaluate(self, run: Callable[[], float]) -> float:
+    def evaluate(self, run: Callable[[], float], previous: Optional["PrefixCache"] = None) -> float:
         """``run()`` (one evaluation), recording the prefix the first time and replaying
-        it afterwards while it matches."""
+        it afterwards while it matches. During the recording evaluation, ``previous``
+        (the cache of the group analysed before) replays its layers that are cacheable
+        for this group too, so a group's first evaluation need not recompute what the
+        group before already had (same input check, so equally exact)."""
         if not self.recorded:
             try:
-                with self._patched(self._record_wrappers()):
+                with contextlib.ExitStack() as stack:
+                    if previous is not None and previous.enabled and previous.records:
+                        keep = {id(layer) for layer in self.candidates}
+                        stack.enter_context(previous._patched(previous._replay_wrappers(keep)))
+                    stack.enter_context(self._patched(self._record_wrappers()))
                     return run()
             finally:
                 self.recorded = True
@@ -621,6 +628,7 @@ def run_groups(network, eval_fn, graph: DependencyGraph, groups: List[ChannelGro
     show = sys.stderr.isatty() if progress is None else progress
     with tqdm(total=total, initial=done, disable=not show, desc="sensitivity",
               unit="eval", dynamic_ncols=True) as bar:
+        previous: Optional[PrefixCache] = None
         for group in groups:
             losses = record.losses.setdefault(group.name, {})
             pending = [r for r in record.ratios if r not in losses]
@@ -643,7 +651,9 @@ def run_groups(network, eval_fn, graph: DependencyGraph, groups: List[ChannelGro
                     loss = seen[key]
                 else:
                     with remover.applied(units):
-                        metric = prefix.evaluate(run) if prefix is not None else run()
+                        metric = prefix.evaluate(run, previous) if prefix is not None else run()
+                    if prefix is not None and prefix.recorded:
+                        previous = None  # one group's cache at a time once this one is recorded
                     loss = (record.base - metric) / abs(record.base)
                     seen[key] = loss
                 losses[ratio] = loss
@@ -653,6 +663,8 @@ def run_groups(network, eval_fn, graph: DependencyGraph, groups: List[ChannelGro
                 logger.debug("prefix cache of %s: %d cached layer calls, %d replayed%s", group.name,
                              sum(map(len, prefix.records.values())), prefix.hits,
                              "" if prefix.enabled else " (switched off: input changed)")
+            if prefix is not None and prefix.recorded and prefix.enabled:
+                previous = prefix  # the next group's first evaluation starts from it
             del prefix
             logger.debug("sensitivity of %s: %s", group.name,
                         ", ".join(f"{r:g}: {losses[r]:.4f}" for r in record.ratios if r in losses))
