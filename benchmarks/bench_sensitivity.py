@@ -1,22 +1,45 @@
-"""Sensitivity analysis: ours (masking, and in-place pruning) vs a naive baseline.
+"""Sensitivity analysis: ours vs PaddleSlim's sensitive() (and a naive baseline), side by side.
 
-The naive baseline is what PaddleSlim's ``sensitive()`` amounts to, written with this
-package's engine because PaddleSlim itself does not run on Paddle 3 / numpy 2 (see
-shared/reference/paddleslim.md): trace once, then for every (layer, ratio) deep-copy
-the network, physically prune the copy with ``plan_pruning(...).apply`` and evaluate it.
+PaddleSlim (``--paddleslim-python``): PaddleSlim 2.6.0's dygraph
+``L1NormFilterPruner(net, [1, 3, H, W]).sensitive(eval_func, sen_file, target_vars)``,
+run by ``benchmarks/paddleslim_sensitive.py`` in a subprocess with PaddleSlim's own
+virtual environment, on the same weights (saved to a temporary ``.pdparams``), the same
+eval batches (a temporary ``.npz``) and the same layers (our structural names mapped to
+PaddleSlim's ``conv2d_N.w_0`` through ``named_parameters``). Its time is measured inside
+that process (graph tracing + ``sensitive()``, without Python start-up and imports);
+its losses are converted to ``(base - metric) / |base|`` (PaddleSlim divides by
+``base + 1e-3``). It always uses ratios 0.1, ..., 0.9 and L1 norm. Make the venv once
+(outside the repository, never committed):
 
-Ours is ``slim_callbacks.sensitivity.sensitivity`` with ``method="mask"`` (default:
-zero the consumers' input slices, no copy, no surgery, each group scored once, empty
-and repeated selections not evaluated) and ``method="prune"`` (physical pruning in
-place, undone after each evaluation, no copy).
+    python -m venv /tmp/pslim_venv
+    /tmp/pslim_venv/bin/pip install paddlepaddle==3.3.1 paddleslim==2.6.0 "numpy<2" six requests decorator
+
+(``paddleslim_sensitive.py`` sets ``FLAGS_enable_pir_api=0`` before importing paddle and
+aliases ``paddle.base.dygraph.base._to_static_mode_guard_`` to Paddle 3's
+``to_static_mode_guard``; without that alias every PaddleSlim pruner fails with
+``AttributeError: ... has no attribute '_to_static_mode_guard_'``.)
+
+The naive baseline (``--methods naive``) is what ``sensitive()`` amounts to, written
+with this package's engine: trace once, then for every (layer, ratio) deep-copy the
+network, physically prune the copy with ``plan_pruning(...).apply`` and evaluate it.
+
+Ours is ``slim_callbacks.sensitivity.sensitivity`` with ``method="mask"`` (zero the
+consumers' input slices, no copy, no surgery, each group scored once, empty and
+repeated selections not evaluated) and ``method="prune"`` (physical pruning in place,
+undone after each evaluation, no copy), each without and with the prefix cache
+(``+cache``: the layers before a group's first changed layer run once per group).
 
 All runs use the same model (MobileNetV1, BatchNorm statistics set from one batch so
 the metric reacts to pruning), the same eval batches (synthetic, fixed) and metric
 (negative cross-entropy, higher is better), the same layers (the 13 pointwise convs,
 as in PaddleSlim's MobileNetV1 recipe) and ratios. Runs are interleaved ABC CBA ... so
 load from other processes on the machine affects every method alike; per method the
-median wall time is reported. Every (layer, ratio) loss is compared with the baseline.
+median wall time is reported. Every (layer, ratio) loss is compared with the reference
+(PaddleSlim if given, else naive). Paddle sets OMP_NUM_THREADS=1 when it is unset; the
+subprocess inherits it, so both sides are single-threaded.
 
+    python benchmarks/bench_sensitivity.py --scale 1.0 --size 224 --batches 2 --batch-size 8 \
+        --methods mask prune mask+cache prune+cache --paddleslim-python /tmp/pslim_venv/bin/python
     python benchmarks/bench_sensitivity.py --scale 1.0 --size 64 --batches 2 --batch-size 16
 """
 import argparse
