@@ -39,6 +39,17 @@ How it is fast without changing the answer (``method="mask"``, the default):
 - A ratio that removes no unit is recorded as loss 0 without evaluating, and ratios
   that select the same units (narrow layers) are evaluated once (both exact for a
   deterministic ``eval_fn``).
+- Prefix caching (``cache=True``, the default; :class:`PrefixCache`): everything that
+  runs before the group's first changed layer (for masking: the first consumer, so the
+  producer conv, its BatchNorm and a depthwise conv are in the prefix) gives the same
+  outputs for every ratio. The first evaluation of a group records the outputs of the
+  top-most sublayers that finish before it; later evaluations return them instead of
+  computing, but only while each layer's input is exactly the recorded one (otherwise
+  the cache is switched off for the group, logged at debug level), so the answer is
+  the uncached one even for an ``eval_fn`` that draws new data on every call. The
+  first evaluation of a group replays the previous group's cache the same way. Cost:
+  the prefix activations of the whole eval set for one group (two during a group's
+  first evaluation); ``cache=False`` turns it off. Deep groups gain most.
 
 ``method="prune"`` removes the units physically but in place, and puts parameters and
 layer attributes back after each evaluation (no deep copy). It evaluates the smaller
