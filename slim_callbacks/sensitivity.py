@@ -89,6 +89,7 @@ DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 FORMAT = "slim_callbacks.sensitivity/1"
 METHODS = ("mask", "prune")
 BASE_RTOL = 1e-5  # how close a resumed run's base metric must be to the file's
+DEFAULT_CACHE_BYTES = 2 ** 30  # prefix cache limit per group with cache=True
 
 Sensitivities = Dict[str, Dict[float, float]]
 
@@ -404,7 +405,8 @@ class PrefixCache:
     for an average group), freed when the next group starts.
     """
 
-    def __init__(self, net: paddle.nn.Layer, changed: Sequence[str], name: str = ""):
+    def __init__(self, net: paddle.nn.Layer, changed: Sequence[str], name: str = "",
+                 max_bytes: int = DEFAULT_CACHE_BYTES):
         layers = dict(net.named_sublayers())
         self.net, self.name = net, name
         changed_ids = {id(layers[n]) for n in changed if n in layers}
@@ -416,6 +418,7 @@ class PrefixCache:
         self.recorded = False
         self.enabled = True
         self.hits = 0
+        self.max_bytes, self.nbytes, self.full = max_bytes, 0, False
 
     @contextlib.contextmanager
     def _patched(self, wrappers: Mapping[int, Tuple[paddle.nn.Layer, Callable]]) -> Iterator[None]:
@@ -466,8 +469,19 @@ class PrefixCache:
                     if (versions is not None and not status["dirty"]
                             and not any(s.training for s in layer.sublayers(include_self=True))):
                         out_versions = _versions(output)
-                        if out_versions is not None and (isinstance(output, paddle.Tensor) or (
-                                output and all(isinstance(o, paddle.Tensor) for o in output))):
+                        tensors = [output] if isinstance(output, paddle.Tensor) else list(output or ())
+                        size = sum(int(np.prod(t.shape)) * t.element_size() for t in tensors
+                                   if isinstance(t, paddle.Tensor))
+                        if out_versions is None or not tensors or not all(
+                                isinstance(t, paddle.Tensor) for t in tensors):
+                            pass
+                        elif self.nbytes + size > self.max_bytes:
+                            if not self.full:
+                                logger.debug("prefix cache of %s: %.0f MB limit reached; later "
+                                             "calls are computed", self.name, self.max_bytes / 2**20)
+                            self.full = True
+                        elif not self.full:
+                            self.nbytes += size
                             self.records.setdefault(id(layer), {})[index] = (
                                 layer, tuple(flat), list(kwargs), versions, output, out_versions)
                     return output
@@ -532,7 +546,7 @@ class PrefixCache:
 def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequence[int],
                 layers: Optional[Sequence[str]] = None, ratios: Sequence[float] = DEFAULT_RATIOS,
                 criterion="l1_norm", *, file: Optional[str] = None, skip: Sequence[str] = (),
-                round_to: int = 1, method: str = "mask", cache: bool = True,
+                round_to: int = 1, method: str = "mask", cache=True,
                 progress: Optional[bool] = None) -> Sensitivities:
     """Loss of the metric when each group alone is pruned at each ratio.
 
@@ -558,7 +572,9 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
             changed layer once per group and replay it for the group's other ratios
             (see :class:`PrefixCache`; exact, replayed only while its input is the
             same). Holds that prefix's outputs over the eval set for one group at a
-            time; ``False`` saves that memory.
+            time, at most 1 GiB (True) or the number of bytes given (an int): calls
+            beyond the limit are computed. ``False`` turns it off. MobileNetV1 at
+            224x224 needs about 13 MB per eval image for its deepest group.
         progress: show a tqdm bar (layers x ratios, with ETA); None shows it only when
             stderr is a terminal.
 
@@ -582,8 +598,10 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
     layers = check_patterns("layers", layers)
     if method not in METHODS:
         raise ConfigError("method", method, f"one of {', '.join(METHODS)}")
-    if not isinstance(cache, bool):
-        raise ConfigError("cache", cache, "True or False")
+    if isinstance(cache, bool):
+        cache = DEFAULT_CACHE_BYTES if cache else 0
+    elif not isinstance(cache, numbers.Integral) or cache < 0:
+        raise ConfigError("cache", cache, "True, False or a limit in bytes, e.g. 2**30")
     if progress is not None and not isinstance(progress, bool):
         raise ConfigError("progress", progress, "True, False or None (only on a terminal)")
     if file is not None and not isinstance(file, (str, os.PathLike)):
@@ -630,7 +648,7 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
 def run_groups(network, eval_fn, graph: DependencyGraph, groups: List[ChannelGroup],
                record: Record, criterion: Criterion, by_name, state: NetworkState,
                file: Optional[str], method: str, progress: Optional[bool],
-               cache: bool = True) -> None:
+               cache: int = DEFAULT_CACHE_BYTES) -> None:
     """Evaluates every (group, ratio) pair not yet in ``record``."""
     from tqdm import tqdm
 
@@ -651,7 +669,7 @@ def run_groups(network, eval_fn, graph: DependencyGraph, groups: List[ChannelGro
             seen: Dict[bytes, float] = {}
             changed = ([m.layer for m in group.members if m.role == IN] if method == "mask"
                        else list(group.layers()))
-            prefix = PrefixCache(unwrap(network), changed, group.name) if cache else None
+            prefix = PrefixCache(unwrap(network), changed, group.name, int(cache)) if cache else None
             run = lambda: evaluate(eval_fn, network, state)  # noqa: E731
             for ratio in pending:
                 units = select_units(group, scores, ratio, criterion, record.round_to)

@@ -470,7 +470,19 @@ def test_prefix_cache_puts_every_forward_back_when_eval_fn_raises(fail_after):
     assert np.array_equal(net(x * 2).numpy(), net(x * 2).numpy())
 
 
-def test_cache_must_be_a_bool():
+@pytest.mark.parametrize("cache", ["yes", -1, 1.5])
+def test_cache_must_be_a_bool_or_a_byte_limit(cache):
     net = tiny_mobilenet()
     with pytest.raises(ConfigError, match="cache"):
-        sensitivity(net, lambda n: 1.0, SHAPE, cache="yes", progress=False)
+        sensitivity(net, lambda n: 1.0, SHAPE, cache=cache, progress=False)
+
+
+def test_prefix_cache_limit_keeps_the_answer(caplog):
+    net, eval_fn = two_batches("mobilenet_v2")
+    kwargs = dict(layers=["features.1*", "features.4*", "features.9*"], ratios=[0.25, 0.5, 0.75],
+                  progress=False)
+    plain = sensitivity(net, eval_fn, SHAPE, cache=False, **kwargs)
+    with caplog.at_level(logging.DEBUG, logger="slim_callbacks.sensitivity"):
+        small = sensitivity(net, eval_fn, SHAPE, cache=100_000, **kwargs)
+    assert any("limit reached" in r.getMessage() for r in caplog.records)
+    assert max(abs(small[g][r] - plain[g][r]) for g in plain for r in plain[g]) <= 1e-6
