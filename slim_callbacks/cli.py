@@ -97,12 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at the time (so in-process callers and
+    pytest's capture see the log lines)."""
+
+    def emit(self, record):
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
 def _setup_logging(level: int) -> None:
     log = logging.getLogger("slim_callbacks")
-    if not any(getattr(h, "_slim_cli", False) for h in log.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        handler._slim_cli = True
         log.addHandler(handler)
         log.propagate = False
     log.setLevel(level)
@@ -185,7 +195,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except SlimError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr, flush=True)
+        message = " ".join(str(err).split())  # one line, even for YAML parser errors
+        print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr, flush=True)

@@ -196,6 +196,14 @@ def missing_sensitivities_message(job: Job) -> str:
             f"`slim-callbacks sensitivity {where}` (paths are relative to the recipe file)")
 
 
+def check_sensitivities_file(job: Job) -> None:
+    """SlimError (saying how to make it) if a sensitive recipe's file is missing."""
+    pruning = job.recipe.pruning
+    if pruning is not None and pruning.strategy == "sensitive" \
+            and not os.path.isfile(job.sensitivities_path()):
+        raise SlimError(missing_sensitivities_message(job))
+
+
 def final_ratios(job: Job, network: paddle.nn.Layer):
     """The ratios the recipe ends with (float or ``{pattern/group: ratio}``), resolved
     on ``network`` without changing it. ``None`` when the recipe does not prune."""
@@ -206,10 +214,8 @@ def final_ratios(job: Job, network: paddle.nn.Layer):
     layers = None if tuple(pruning.layers) == ("*",) else list(pruning.layers)
     shape = list(recipe.input_shape)
     if pruning.strategy == "sensitive":
-        path = job.sensitivities_path()
-        if not os.path.isfile(path):
-            raise SlimError(missing_sensitivities_message(job))
-        return resolve_strategy("sensitive", network, shape, sensitivities=path,
+        check_sensitivities_file(job)
+        return resolve_strategy("sensitive", network, shape, sensitivities=job.sensitivities_path(),
                                 target_flops_reduction=pruning.target_flops_reduction,
                                 criterion=pruning.criterion, round_to=pruning.round_to)
     if pruning.strategy == "custom":
@@ -301,6 +307,7 @@ def dry_run_recipe(job: Job, output_dir: Optional[str] = None) -> Job:
 def run(job: Job, *, verbose: int = 2, emit: Callable[[str], None] = print) -> Dict[str, Any]:
     """Train and prune as the recipe says; returns (and writes) the summary."""
     recipe = job.recipe
+    check_sensitivities_file(job)
     started = time.time()
     for note in job.notes:
         emit(note)
@@ -380,13 +387,11 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None) -> Dict[str, An
     """
     from slim_callbacks.pruner import prune
     recipe = job.recipe
+    check_sensitivities_file(job)
     network = build_network(recipe)
     pretrained = recipe.model.pretrained
     if pretrained is not None and os.path.isfile(pretrained):
         load_pretrained(network, pretrained)
-    elif pretrained is not None:
-        emit(f"note: {pretrained} not found; planned on initial weights (only which channels "
-             f"go depends on them, not the structure, except for opt_slim)")
     if (pretrained is None or not os.path.isfile(pretrained)) and needs_trained_scales(recipe):
         stand_in_bn_scales(network, recipe.train.seed or 0)
         emit("note: BatchNorm scales drawn in [0.1, 1) as a stand-in for trained weights "
