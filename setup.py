@@ -1,5 +1,20 @@
 """Install slim_callbacks: `pip install .` (add `[test]` for the test suite)."""
+import shutil
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildWithRecipes(build_py):
+    """Ships the top-level recipes/ inside the package (slim_callbacks/recipes) so
+    `slim-callbacks run quickstart` finds them in a non-editable install too."""
+
+    def run(self):
+        super().run()
+        shutil.copytree(Path(__file__).parent / "recipes",
+                        Path(self.build_lib) / "slim_callbacks" / "recipes", dirs_exist_ok=True)
+
 
 setup(
     name="slim_callbacks",
@@ -8,7 +23,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["slim_callbacks", "slim_callbacks.*"]),
-    package_data={"slim_callbacks": ["recipes/*.yaml", "recipes/*/*.yaml"]},
+    cmdclass={"build_py": BuildWithRecipes},
     python_requires=">=3.9",
     install_requires=[
         "paddlepaddle>=3.0",
