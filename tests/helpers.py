@@ -43,6 +43,20 @@ def kill_units(net, graph, ratio=0.3, seed=0, only=None):
     return dead_units
 
 
+def snapshot(net, optimizer=None):
+    """Copies of every state_dict tensor and optimizer accumulator."""
+    state = {k: v.numpy().copy() for k, v in net.state_dict().items()}
+    if optimizer is not None:
+        for kind, per_param in optimizer._accumulators.items():
+            state.update({f"{kind}/{n}": t.numpy().copy() for n, t in per_param.items()})
+    return state
+
+
+def same(a, b):
+    """True if two snapshots hold the same keys, shapes and values."""
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape and np.array_equal(a[k], b[k]) for k in a)
+
+
 def outputs(net, x):
     net.eval()
     with paddle.no_grad():

@@ -7,7 +7,7 @@ import paddle.nn as nn
 import paddle.vision.models as models
 import pytest
 
-from helpers import Seed, calibrate, outputs
+from helpers import Seed, calibrate, outputs, same, snapshot
 from slim_callbacks import (ConfigError, FPGMFilterPruner, L1NormFilterPruner, L2NormFilterPruner,
                             OptSlimFilterPruner, PruningPlan, SlimError, SlimFilterPruner, prune)
 
@@ -17,18 +17,6 @@ SHAPE = [1, 3, 32, 32]
 def tiny_mobilenet():
     paddle.seed(0)
     return models.mobilenet_v1(scale=0.25, num_classes=10)
-
-
-def snapshot(net, optimizer=None):
-    state = {k: v.numpy().copy() for k, v in net.state_dict().items()}
-    if optimizer is not None:
-        for kind, per_param in optimizer._accumulators.items():
-            state.update({f"{kind}/{n}": t.numpy().copy() for n, t in per_param.items()})
-    return state
-
-
-def same(a, b):
-    return a.keys() == b.keys() and all(a[k].shape == b[k].shape and np.array_equal(a[k], b[k]) for k in a)
 
 
 def test_seed_snippet_runs_as_written():

@@ -9,7 +9,7 @@ import paddle.nn as nn
 import paddle.vision.models as models
 import pytest
 
-from helpers import ConcatNet, SENet
+from helpers import ConcatNet, SENet, same, snapshot
 from slim_callbacks import ConfigError, SlimError, trace
 from slim_callbacks.criteria import CRITERIA, get_criterion, group_scores
 from slim_callbacks.pruner import plan_pruning, select_units
@@ -68,18 +68,6 @@ def neg_loss(x, y):
         with paddle.no_grad():
             return -float(nn.functional.cross_entropy(network(x), y))
     return eval_fn
-
-
-def snapshot(net, optimizer=None):
-    state = {k: v.numpy().copy() for k, v in net.state_dict().items()}
-    if optimizer is not None:
-        for kind, per_param in optimizer._accumulators.items():
-            state.update({f"{kind}/{n}": t.numpy().copy() for n, t in per_param.items()})
-    return state
-
-
-def same(a, b):
-    return a.keys() == b.keys() and all(a[k].shape == b[k].shape and np.array_equal(a[k], b[k]) for k in a)
 
 
 def physical(net, graph, group, ratio, criterion="l1_norm", round_to=1, with_plan=False):
