@@ -36,7 +36,7 @@ strided_slice expand expand_as tile unbind
 # Ops that work on each channel plane separately (pooling, resizing, padding).
 SPATIAL = frozenset("""
 pool2d pool3d max_pool2d_with_index max_pool3d_with_index lp_pool2d bilinear_interp
-nearest_interp bicubic_interp linear_interp trilinear_interp pad3d pixel_unshuffle_no
+nearest_interp bicubic_interp linear_interp trilinear_interp pad3d
 """.split())
 # Reductions along the given axes (and softmax, which normalizes along one).
 REDUCTION = frozenset("mean sum max min amax amin prod logsumexp argmax argmin "

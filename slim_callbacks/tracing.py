@@ -428,7 +428,7 @@ def _movement(tr, op, func, args, kwargs, inputs, in_labels, outputs):
     if op in ("reshape", "flatten", "squeeze", "unsqueeze"):
         _couple_reshape(tr, op, inputs[0], in_labels[0], outputs[0])
     if op in ("split", "split_with_num", "unbind"):
-        _couple_split(tr, op, in_labels[0], out_labels)
+        _couple_split(tr, op, in_labels[0], outputs, out_labels)
     for t, lab in zip(outputs, out_labels):
         tr.set_labels(t, lab)
 
@@ -456,17 +456,16 @@ def _couple_reshape(tr, op, x, lab, y):
             tr.uf.union(int(real[0]), int(other))
 
 
-def _couple_split(tr, op, lab, out_labels):
-    """Equal sections stay equal only if each loses the same positions."""
-    shapes = {lab_out.shape for lab_out in out_labels}
-    varying = [k for k, out in enumerate(out_labels) if L.atoms(out).size]
-    if not varying:
+def _couple_split(tr, op, lab, outputs, out_labels):
+    """Equal sections stay equal only if each loses the same positions; unequal
+    sections along a channel axis have sizes pruning cannot follow."""
+    shapes = [list(t.shape) for t in outputs]
+    differing = [ax for ax in range(len(shapes[0])) if len({s[ax] for s in shapes}) > 1]
+    if differing:
+        if L.varies_along(lab, differing):
+            tr.block(lab, f"is split into unequal sections by {op} in {tr.where()}")
         return
-    full = [np.broadcast_to(o, np.broadcast_shapes(*[x.shape for x in out_labels]))
-            for o in out_labels]
-    if len(shapes) > 1 and len({f.shape for f in full}) > 1:
-        tr.block(lab, f"is split into unequal sections by {op} in {tr.where()}")
-        return
+    full = [np.broadcast_to(o, shapes[0]) for o in out_labels]
     for other in full[1:]:
         tr.union_pairs(L.label_pairs(full[0], other))
 

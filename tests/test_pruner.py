@@ -53,8 +53,8 @@ def test_structural_patterns_and_layer_attributes_follow():
     dw = net.conv2_2._depthwise_conv[0]
     assert (dw._in_channels, dw._out_channels, dw._groups) == (8, 8, 8)
     assert net.conv2_2._depthwise_conv[1]._num_features == 8
-    assert "in_channels=8" in str(net.conv2_2._pointwise_conv[0]).replace(" ", "") or \
-        list(net.conv2_2._pointwise_conv[0].weight.shape)[1] == 8
+    pointwise = net.conv2_2._pointwise_conv[0]
+    assert pointwise._in_channels == 8 and list(pointwise.weight.shape)[1] == 8
 
 
 def test_first_matching_pattern_wins():

@@ -151,3 +151,30 @@ def test_rejected_input_shape_is_a_clear_error():
     with pytest.raises(SlimError, match=r"input_shape \[1, 5, 32, 32\] was rejected"):
         trace(net, [1, 5, 32, 32])
     assert paddle.Tensor.__add__.__name__ == "__add__"  # interception undone
+
+
+class Split(nn.Layer):
+    def __init__(self, sections, axis):
+        super().__init__()
+        self.sections, self.axis = sections, axis
+        self.a = nn.Conv2D(3, 8, 1)
+        self.c = nn.Conv2D(8, 2, 1)
+
+    def forward(self, x):
+        parts = paddle.split(self.a(x), self.sections, axis=self.axis)
+        return self.c(paddle.concat(parts[::-1], axis=self.axis))
+
+
+def test_unequal_channel_split_blocks_instead_of_crashing():
+    group = next(g for g in trace(Split([3, 5], 1), [1, 3, 4, 4]).groups if g.name == "a")
+    assert not group.prunable and "unequal sections" in group.blocked
+
+
+def test_unequal_spatial_split_leaves_channels_prunable():
+    group = next(g for g in trace(Split([1, 3], 2), [1, 3, 4, 4]).groups if g.name == "a")
+    assert group.prunable and group.num_units == 8
+
+
+def test_equal_channel_split_couples_matching_positions():
+    group = next(g for g in trace(Split(2, 1), [1, 3, 4, 4]).groups if g.name == "a")
+    assert group.prunable and group.num_units == 4  # channel i pairs with channel i + 4
