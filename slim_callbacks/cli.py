@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -108,14 +109,24 @@ class _StderrHandler(logging.Handler):
             self.handleError(record)
 
 
-def _setup_logging(level: int) -> None:
+@contextlib.contextmanager
+def _command_logging(level: int):
+    """Our log lines on stderr while a command runs; the ``slim_callbacks`` logger's
+    handlers, level and propagation are restored afterwards (``main`` may be called
+    in-process, by tests or by a user's own script)."""
     log = logging.getLogger("slim_callbacks")
-    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        log.addHandler(handler)
-        log.propagate = False
+    saved = (list(log.handlers), log.level, log.propagate)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.propagate = False
     log.setLevel(level)
+    try:
+        yield
+    finally:
+        log.handlers[:] = saved[0]
+        log.setLevel(saved[1])
+        log.propagate = saved[2]
 
 
 def _out(text: str) -> None:
@@ -191,9 +202,10 @@ COMMANDS = {"run": cmd_run, "plan": cmd_plan, "check": cmd_check,
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error)."""
     args = build_parser().parse_args(None if argv is None else list(argv))
-    _setup_logging(logging.INFO if args.command in ("run", "sensitivity") else logging.WARNING)
+    level = logging.INFO if args.command in ("run", "sensitivity") else logging.WARNING
     try:
-        return COMMANDS[args.command](args)
+        with _command_logging(level):
+            return COMMANDS[args.command](args)
     except SlimError as err:
         message = " ".join(str(err).split())  # one line, even for YAML parser errors
         print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)

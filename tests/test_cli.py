@@ -1,5 +1,6 @@
 """The slim-callbacks command: plan numbers, check output, error paths, sensitivity, the
 quickstart end to end. In-process (``main([...])``) except one console-script test."""
+import logging
 import json
 import os
 import shutil
@@ -281,3 +282,10 @@ def test_console_script_subprocess(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == (
         "slim-callbacks: error: train.batch_size: 0 is not allowed; expected an int >= 1")
     assert "Traceback" not in done.stderr
+
+
+def test_main_leaves_the_package_logger_as_it_found_it(capsys):
+    log = logging.getLogger("slim_callbacks")
+    before = (list(log.handlers), log.level, log.propagate)
+    call(capsys, "check", QUICKSTART)
+    assert (list(log.handlers), log.level, log.propagate) == before
