@@ -35,20 +35,20 @@ the metric reacts to pruning), the same eval batches (synthetic, fixed) and metr
 as in PaddleSlim's MobileNetV1 recipe) and ratios. Runs are interleaved ABC CBA ... so
 load from other processes on the machine affects every method alike; per method the
 median wall time is reported. Every (layer, ratio) loss is compared with the reference
-(PaddleSlim if given, else naive). Paddle sets OMP_NUM_THREADS=1 when it is unset; the
-subprocess inherits it, so both sides are single-threaded.
+(PaddleSlim if given, else naive). Paddle sets OMP_NUM_THREADS=1 when it is unset, so
+ours runs one thread per process; ``--workers 1 2`` runs each of our methods in one
+process and in two forked workers, ``--paddleslim-threads 1 2`` runs PaddleSlim with
+``OMP_NUM_THREADS`` 1 and 2, and the table compares each run with PaddleSlim on as
+many cores.
 
     python benchmarks/bench_sensitivity.py --scale 1.0 --size 224 --batches 2 --batch-size 8 \
-        --methods mask prune mask+cache prune+cache --paddleslim-python /tmp/pslim_venv/bin/python
+        --methods mask+cache prune+cache --workers 1 2 \
+        --paddleslim-python /tmp/pslim_venv/bin/python --paddleslim-threads 1 2
     python benchmarks/bench_sensitivity.py --scale 1.0 --size 64 --batches 2 --batch-size 16
 
-Measured with the first command (13 x 9, 2 rounds, one evaluation 0.88 s): PaddleSlim
-99.7 s, mask+cache 44.6 s (2.24x), prune+cache 48.1 s (2.07x); max abs loss difference
-2.1e-07 / 1.4e-17. An earlier run with all four of ours (before a group's first
-evaluation reused the previous group's cache): PaddleSlim 121.1 s (148 and 94 s, the
-first round disturbed by other work), mask 110.9 s, prune 98.7 s, mask+cache 53.2 s,
-prune+cache 53.8 s. The 3x of issue #5 is not reached: an evaluation of the pruned
-suffix still costs about half a full evaluation on average over the 13 layers.
+Measured with the first command (13 x 9, 2 rounds, one evaluation 0.36 s; BENCHMARKS.md):
+PaddleSlim 45.7 s (39.3 s with 2 threads), mask+cache 16.4 s (2.79x), with 2 workers
+9.1 s (5.04x; 4.33x against PaddleSlim's 2 threads); max abs loss difference 2.9e-07.
 """
 import argparse
 import copy
@@ -122,15 +122,16 @@ def naive(net, eval_fn, shape, layers, ratios, criterion):
     return out
 
 
-def paddleslim_runner(python, net, data, scale, layers, workdir):
+def paddleslim_runner(python, net, data, scale, layers, workdir, threads=1):
     """A callable running benchmarks/paddleslim_sensitive.py in PaddleSlim's venv on the
-    same weights and batches; returns its losses and records its own timing."""
+    same weights and batches with ``threads`` OpenMP threads; returns its losses and
+    records its own timing."""
     params, batches = os.path.join(workdir, "net.pdparams"), os.path.join(workdir, "eval.npz")
     paddle.save(net.state_dict(), params)
     np.savez(batches, x=np.stack([x.numpy() for x, _ in data]), y=np.stack([y.numpy() for _, y in data]))
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paddleslim_sensitive.py")
     out = os.path.join(workdir, "paddleslim.json")
-    env = {**os.environ, "FLAGS_enable_pir_api": "0"}
+    env = {**os.environ, "FLAGS_enable_pir_api": "0", "OMP_NUM_THREADS": str(threads)}
     inner = []
 
     def run():
@@ -160,6 +161,10 @@ def main():
                         choices=["naive", "mask", "prune", "mask+cache", "prune+cache"])
     parser.add_argument("--paddleslim-python", help="python of a venv with paddleslim 2.6.0 (see above); "
                                                     "adds PaddleSlim's sensitive() as the reference")
+    parser.add_argument("--paddleslim-threads", type=int, nargs="+", default=[1],
+                        help="OMP_NUM_THREADS values to run PaddleSlim with (the first is the reference)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1],
+                        help="worker process counts to run each of our methods with")
     args = parser.parse_args()
     logging.getLogger("slim_callbacks").setLevel(logging.WARNING)
 
@@ -167,21 +172,24 @@ def main():
     net = build(args.scale, args.size)
     eval_fn = make_eval(args.batches, args.batch_size, args.size)
     before = {k: v.numpy().copy() for k, v in net.state_dict().items()}
-    ours = {name: (lambda method=name.split("+")[0], cache=name.endswith("+cache"):
-                   sensitivity(net, eval_fn, shape, args.layers, args.ratios, args.criterion,
-                               method=method, cache=cache, progress=False))
-            for name in args.methods if name != "naive"}
+    ours = {(name if workers == 1 else f"{name} x{workers} workers"):
+            (lambda method=name.split("+")[0], cache=name.endswith("+cache"), workers=workers:
+             sensitivity(net, eval_fn, shape, args.layers, args.ratios, args.criterion,
+                         method=method, cache=cache, workers=workers, progress=False))
+            for name in args.methods if name != "naive" for workers in args.workers}
     methods = {}
     if "naive" in args.methods:
         methods["naive"] = lambda: naive(net, eval_fn, shape, args.layers, args.ratios, args.criterion)
     workdir = tempfile.TemporaryDirectory()
-    inner = None
+    inner = {}
     if args.paddleslim_python:
         if args.ratios != [round(0.1 * k, 1) for k in range(1, 10)] or args.criterion != "l1_norm":
             raise SystemExit("PaddleSlim's sensitive() has fixed ratios 0.1..0.9 and L1 norm")
         layers = [g.name for g in chosen_groups(trace(net, shape), args.layers)]
-        methods["paddleslim"], inner = paddleslim_runner(args.paddleslim_python, net, eval_fn.data,
-                                                         args.scale, layers, workdir.name)
+        for threads in args.paddleslim_threads:
+            name = "paddleslim" if threads == args.paddleslim_threads[0] else f"paddleslim {threads} threads"
+            methods[name], inner[name] = paddleslim_runner(args.paddleslim_python, net, eval_fn.data,
+                                                           args.scale, layers, workdir.name, threads)
     methods.update(ours)
     ref = "paddleslim" if args.paddleslim_python else "naive"
     if ref not in methods:
@@ -199,7 +207,7 @@ def main():
             t = time.perf_counter()
             results[name] = methods[name]()
             times[name].append(time.perf_counter() - t)
-            extra = f" (inside PaddleSlim's process: {inner[-1]:.2f} s)" if name == "paddleslim" else ""
+            extra = f" (inside PaddleSlim's process: {inner[name][-1]:.2f} s)" if name in inner else ""
             print(f"round {r} {name:11s} {times[name][-1]:7.2f} s{extra}", flush=True)
     assert all(np.array_equal(v.numpy(), before[k]) for k, v in net.state_dict().items())
     workdir.cleanup()
@@ -208,20 +216,26 @@ def main():
     diff = {name: max(abs(results[name][g][r] - results[ref][g][r]) for g in results[ref] for r in args.ratios)
             for name in methods if name != ref}
     biggest = max(abs(v) for losses in results[ref].values() for v in losses.values())
-    if inner:  # PaddleSlim's own timing (tracing + sensitive()), without starting Python
-        times["paddleslim"] = inner
+    times.update(inner)  # PaddleSlim's own timing (tracing + sensitive()), without starting Python
     med = {name: statistics.median(v) for name, v in times.items()}
     label = ("PaddleSlim sensitive() (trace + sensitive, in its process)" if ref == "paddleslim"
              else "naive deepcopy+prune")
     print(f"\npaddle {paddle.__version__}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
           f"one evaluation {one_eval:.3f} s, {n_layers} layers x {n_ratios} ratios, "
           f"largest |loss| {biggest:.3f}, reference: {label}, median of {args.rounds} rounds")
-    print("\n| method | time (s) | speedup vs reference | max abs loss diff vs reference |")
-    print("|---|---|---|---|")
-    print(f"| {label} | {med[ref]:.1f} | 1.00x | - |")
-    for name in methods:
-        if name != ref:
-            print(f"| {name} | {med[name]:.1f} | {med[ref] / med[name]:.2f}x | {diff[name]:.1e} |")
+    cores = {name: 1 for name in methods}
+    cores.update({name: int(name.split(" x")[1].split()[0]) for name in methods if " workers" in name})
+    cores.update({name: int(name.split()[1]) for name in methods if name.startswith("paddleslim ")})
+    peers = {cores[name]: name for name in methods if name.startswith("paddleslim")}
+    print("\n| method | cores | time (s) | speedup vs reference | vs PaddleSlim on as many cores "
+          "| max abs loss diff vs reference |")
+    print("|---|---|---|---|---|---|")
+    for name in [ref] + [n for n in methods if n != ref]:
+        peer = peers.get(cores[name])
+        same_cores = f"{med[peer] / med[name]:.2f}x" if peer and peer != name else "-"
+        label_name = label if name == ref else name
+        print(f"| {label_name} | {cores[name]} | {med[name]:.1f} | {med[ref] / med[name]:.2f}x | "
+              f"{same_cores} | {'-' if name == ref else f'{diff[name]:.1e}'} |")
     print(f"\nMobileNetV1 x{args.scale:g}, {args.size}x{args.size}, eval {args.batches} x {args.batch_size}")
 
 

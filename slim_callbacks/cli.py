@@ -5,7 +5,7 @@ Subcommands::
     slim-callbacks run [RECIPE] [-o key=value ...] [--dry-run] [--output-dir DIR]
     slim-callbacks plan [RECIPE] [--json] [-o key=value ...]
     slim-callbacks check [RECIPE] [-o key=value ...]
-    slim-callbacks sensitivity RECIPE [--samples N] [--output FILE] [-o key=value ...]
+    slim-callbacks sensitivity RECIPE [--samples N] [--workers N] [--output FILE] [-o key=value ...]
     slim-callbacks dashboard LOGDIR          (reserved)
 
 RECIPE is a YAML file; a name such as ``quickstart`` or ``mobilenetv1/baseline`` that
@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sensitivity", help="write the sensitivities file of a recipe")
     recipe_args(p, optional=False)
     p.add_argument("--samples", type=int, help="evaluate on N samples of the eval data")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes evaluating layers side by side (default 1; up to the "
+                        "number of cores, each adds about one core's speed)")
     p.add_argument("--output", help="the JSON file (default: the recipe's "
                                     "pruning.sensitivities, relative to the recipe file)")
 
@@ -186,7 +189,10 @@ def cmd_sensitivity(args) -> int:
     job = runner.load_job(find_recipe(args.recipe), args.override)
     if args.samples is not None and args.samples < 1:
         raise SlimError(f"--samples: {args.samples!r} is not allowed; expected an int >= 1")
-    runner.run_sensitivity(job, samples=args.samples, output=args.output, emit=_out)
+    if args.workers < 1:
+        raise SlimError(f"--workers: {args.workers!r} is not allowed; expected an int >= 1")
+    runner.run_sensitivity(job, samples=args.samples, output=args.output, workers=args.workers,
+                           emit=_out)
     return 0
 
 

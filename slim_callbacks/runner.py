@@ -433,10 +433,11 @@ def plan_text(result: Dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------ sensitivity
 def run_sensitivity(job: Job, *, samples: Optional[int] = None, output: Optional[str] = None,
-                    ratios: Sequence[float] = SENSITIVITY_RATIOS,
+                    ratios: Sequence[float] = SENSITIVITY_RATIOS, workers: int = 1,
                     emit: Callable[[str], None] = print) -> Dict[str, Any]:
     """Writes the sensitivities JSON of the recipe's pruned layers (top-1 accuracy on
-    the eval data, or ``samples`` of it), VisualDL curves and a PNG plot."""
+    the eval data, or ``samples`` of it), VisualDL curves and a PNG plot; ``workers``
+    processes evaluate side by side (see :func:`~slim_callbacks.sensitivity.sensitivity`)."""
     from slim_callbacks.data import build_datasets, cap
     from slim_callbacks.sensitivity import sensitivity
     recipe, pruning = job.recipe, job.recipe.pruning
@@ -471,7 +472,7 @@ def run_sensitivity(job: Job, *, samples: Optional[int] = None, output: Optional
     started = time.time()
     result = sensitivity(network, eval_fn, list(recipe.input_shape), layers=layers,
                          ratios=list(ratios), criterion=pruning.criterion, file=path,
-                         skip=list(pruning.skip), round_to=pruning.round_to)
+                         skip=list(pruning.skip), round_to=pruning.round_to, workers=workers)
     emit(f"sensitivities of {len(result)} layers x {len(ratios)} ratios on "
          f"{len(eval_data)} samples in {time.time() - started:.1f} s -> {path}")
     log_dir = os.path.join(recipe.logging.log_dir, "sensitivity")

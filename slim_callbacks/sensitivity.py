@@ -51,6 +51,13 @@ How it is fast without changing the answer (``method="mask"``, the default):
   the prefix activations of the whole eval set for one group (two during a group's
   first evaluation); ``cache=False`` turns it off. Deep groups gain most.
 
+Worker processes (``workers=N``): groups are handed out in network order to ``N``
+processes forked from this one, each with its own prefix cache; losses come back to
+this process, which writes the file after each. Paddle runs a CPU evaluation on one
+core (more OpenMP threads barely help: its depthwise convolution is not parallel), so
+on a machine with ``N`` free cores this divides the time by almost ``N`` and the
+losses are bit-identical to ``workers=1``.
+
 ``method="prune"`` removes the units physically but in place, and puts parameters and
 layer attributes back after each evaluation (no deep copy). It evaluates the smaller
 network, so it wins when evaluations are long; masking never changes a shape, which
@@ -59,11 +66,11 @@ evaluation code that captured shapes (``paddle.jit.to_static``) needs.
 What that buys, measured by ``benchmarks/bench_sensitivity.py`` side by side with
 PaddleSlim 2.6.0's own ``L1NormFilterPruner.sensitive()`` (in its venv, same weights,
 eval batches, 13 pointwise layers x 9 ratios; MobileNetV1 x1.0 at 224x224, 2 batches of
-8, single-threaded, median of 2 interleaved rounds): PaddleSlim 99.7 s; ours with the
-prefix cache 44.6 s (mask, 2.24x) / 48.1 s (prune, 2.07x); without it (an earlier run,
-PaddleSlim 94-148 s there) 100-122 s (mask) / 89-109 s (prune), i.e. about PaddleSlim's
-speed. Largest loss difference to PaddleSlim: 2.1e-07 (mask) / 1.4e-17 (prune). The
-evaluation dominates: limit its data (a few hundred samples) to make the analysis fast.
+8, median of 2 interleaved rounds; BENCHMARKS.md): PaddleSlim 45.7 s (39.3 s with two
+threads); ours, mask with the prefix cache, 16.4 s on one core (2.79x) and 9.1 s with
+``workers=2`` (5.0x; 4.3x against PaddleSlim's two threads). Largest loss difference
+to PaddleSlim: 2.9e-07 (mask) / 2.8e-17 (prune). The evaluation dominates: limit its
+data (a few hundred samples) to make the analysis fast.
 """
 from __future__ import annotations
 
@@ -85,6 +92,7 @@ from slim_callbacks.graph import IN, ChannelGroup
 from slim_callbacks.pruner import check_round_to, matches, resolve_ratios, select_units
 from slim_callbacks.surgery import apply_cuts, set_storage
 from slim_callbacks.tracing import DependencyGraph, trace, unwrap
+from slim_callbacks.workers import fork_available, run_forked
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +129,21 @@ def check_patterns(key: str, layers) -> Optional[List[str]]:
         raise ConfigError(key, layers, "None (every prunable group) or a non-empty list of "
                                        "layer name patterns, e.g. ['conv*._pointwise_conv*']")
     return list(layers)
+
+
+def check_workers(workers) -> int:
+    """``workers`` is an int >= 1, and > 1 only where forking a CPU process is safe."""
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
+        raise ConfigError("workers", workers, "an int >= 1 (processes evaluating side by side)")
+    if workers > 1:
+        if not fork_available():
+            raise ConfigError("workers", workers, "1 on this platform (worker processes need os.fork)")
+        if not paddle.device.get_device().startswith("cpu"):
+            raise ConfigError("workers", workers, f"1 on {paddle.device.get_device()} "
+                                                  f"(forked processes cannot use the device)")
+        if paddle.distributed.get_world_size() > 1:
+            raise ConfigError("workers", workers, "1 under data parallel (each rank is one process)")
+    return int(workers)
 
 
 def chosen_groups(graph: DependencyGraph, layers: Optional[List[str]],
@@ -175,9 +198,15 @@ class Record:
         return {
             "format": FORMAT, "criterion": self.criterion, "ratios": self.ratios,
             "round_to": self.round_to, "base": self.base, "widths": self.widths,
-            "sensitivities": {name: {repr(r): losses[r] for r in self.ratios if r in losses}
-                              for name, losses in self.losses.items()},
+            "sensitivities": {name: {repr(r): self.losses[name][r] for r in self.ratios
+                                     if r in self.losses[name]}
+                              for name in self.network_order() if self.losses.get(name)},
         }
+
+    def network_order(self) -> List[str]:
+        """Group names in network order (``widths`` is written in it before any loss),
+        so results that arrive out of order from workers are saved in one order."""
+        return list(self.widths) + [name for name in self.losses if name not in self.widths]
 
     def save(self, path: Optional[str]) -> None:
         """Writes the file atomically (a temporary file, then ``os.replace``)."""
@@ -548,7 +577,7 @@ class PrefixCache:
 def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequence[int],
                 layers: Optional[Sequence[str]] = None, ratios: Sequence[float] = DEFAULT_RATIOS,
                 criterion="l1_norm", *, file: Optional[str] = None, skip: Sequence[str] = (),
-                round_to: int = 1, method: str = "mask", cache=True,
+                round_to: int = 1, method: str = "mask", cache=True, workers: int = 1,
                 progress: Optional[bool] = None) -> Sensitivities:
     """Loss of the metric when each group alone is pruned at each ratio.
 
@@ -577,6 +606,11 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
             time, at most 1 GiB (True) or the number of bytes given (an int): calls
             beyond the limit are computed. ``False`` turns it off. MobileNetV1 at
             224x224 needs about 13 MB per eval image for its deepest group.
+        workers: processes that evaluate groups side by side (forked from this one, so
+            ``eval_fn`` and its data need not be picklable; each holds its own prefix
+            cache). Paddle computes on one core per process, so ``workers`` up to the
+            number of cores divides the time almost by ``workers``. The answer is the
+            same; this process writes the file. CPU only, where ``os.fork`` exists.
         progress: show a tqdm bar (layers x ratios, with ETA); None shows it only when
             stderr is a terminal.
 
@@ -604,6 +638,7 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
         cache = DEFAULT_CACHE_BYTES if cache else 0
     elif not isinstance(cache, numbers.Integral) or cache < 0:
         raise ConfigError("cache", cache, "True, False or a limit in bytes, e.g. 2**30")
+    check_workers(workers)
     if progress is not None and not isinstance(progress, bool):
         raise ConfigError("progress", progress, "True, False or None (only on a terminal)")
     if file is not None and not isinstance(file, (str, os.PathLike)):
@@ -619,8 +654,6 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
         record.check_widths(file, groups)
     record.widths.update({g.name: g.num_units for g in groups})
 
-    net = unwrap(network)
-    by_name = dict(net.named_sublayers())
     state = NetworkState(network)
     try:
         base = evaluate(eval_fn, network, state)
@@ -637,8 +670,8 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
                            len(changed), ", ".join(changed[:3]))
         record.base = base
         record.save(file)
-        run_groups(network, eval_fn, graph, groups, record, criterion, by_name, state,
-                   file, method, progress, cache)
+        analysis = GroupAnalysis(network, eval_fn, graph, record, criterion, state, method, cache)
+        run_groups(analysis, groups, file, progress, workers)
     finally:
         changed = state.restore()
         if changed:
@@ -647,55 +680,82 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
     return {g.name: {r: record.losses[g.name][r] for r in ratios} for g in groups}
 
 
-def run_groups(network, eval_fn, graph: DependencyGraph, groups: List[ChannelGroup],
-               record: Record, criterion: Criterion, by_name, state: NetworkState,
-               file: Optional[str], method: str, progress: Optional[bool],
-               cache: int = DEFAULT_CACHE_BYTES) -> None:
-    """Evaluates every (group, ratio) pair not yet in ``record``."""
+class GroupAnalysis:
+    """Evaluates the ratios of one group at a time; the serial loop and every worker
+    process each hold one (with the prefix cache of the last group they analysed)."""
+
+    def __init__(self, network, eval_fn: Callable, graph: DependencyGraph, record: Record,
+                 criterion: Criterion, state: NetworkState, method: str,
+                 cache: int = DEFAULT_CACHE_BYTES):
+        self.network, self.eval_fn, self.graph, self.record = network, eval_fn, graph, record
+        self.criterion, self.state, self.method, self.cache = criterion, state, method, int(cache)
+        self.by_name = dict(unwrap(network).named_sublayers())
+        self.previous: Optional[PrefixCache] = None
+
+    def pending(self, group: ChannelGroup) -> List[float]:
+        losses = self.record.losses.get(group.name, {})
+        return [r for r in self.record.ratios if r not in losses]
+
+    def losses(self, group: ChannelGroup) -> Iterator[Tuple[str, float, float]]:
+        """``(group name, ratio, loss)`` for each ratio the record lacks."""
+        scores = group_scores(group, self.by_name, self.criterion, self.graph.layer_types)
+        remover = (GroupMask if self.method == "mask" else GroupPrune)(group, self.by_name)
+        changed = ([m.layer for m in group.members if m.role == IN] if self.method == "mask"
+                   else list(group.layers()))
+        prefix = (PrefixCache(unwrap(self.network), changed, group.name, self.cache)
+                  if self.cache else None)
+        run = lambda: evaluate(self.eval_fn, self.network, self.state)  # noqa: E731
+        seen: Dict[bytes, float] = {}
+        base = self.record.base
+        for ratio in self.pending(group):
+            units = select_units(group, scores, ratio, self.criterion, self.record.round_to)
+            key = np.asarray(units, dtype=np.int64).tobytes()
+            if len(units) == 0:
+                loss = 0.0
+            elif key in seen:
+                loss = seen[key]
+            else:
+                with remover.applied(units):
+                    metric = prefix.evaluate(run, self.previous) if prefix is not None else run()
+                if prefix is not None and prefix.recorded:
+                    self.previous = None  # one group's cache at a time once this one is recorded
+                loss = (base - metric) / abs(base)
+                seen[key] = loss
+            yield group.name, ratio, loss
+        if prefix is not None:
+            logger.debug("prefix cache of %s: %d cached layer calls, %d replayed%s", group.name,
+                         sum(map(len, prefix.records.values())), prefix.hits,
+                         "" if prefix.enabled else " (switched off: input changed)")
+            if prefix.recorded and prefix.enabled:
+                self.previous = prefix  # the next group's first evaluation starts from it
+
+
+def run_groups(analysis: GroupAnalysis, groups: List[ChannelGroup], file: Optional[str],
+               progress: Optional[bool], workers: int = 1) -> None:
+    """Evaluates every (group, ratio) pair not yet in the record, in this process or in
+    ``workers`` forked ones; saves the file after every loss either way."""
     from tqdm import tqdm
 
+    record = analysis.record
     total = len(groups) * len(record.ratios)
-    done = sum(len([r for r in record.ratios if r in record.losses.get(g.name, {})]) for g in groups)
+    todo = [g for g in groups if analysis.pending(g)]
+    done = total - sum(len(analysis.pending(g)) for g in groups)
     show = sys.stderr.isatty() if progress is None else progress
     with tqdm(total=total, initial=done, disable=not show, desc="sensitivity",
               unit="eval", dynamic_ncols=True) as bar:
-        previous: Optional[PrefixCache] = None
-        for group in groups:
-            losses = record.losses.setdefault(group.name, {})
-            pending = [r for r in record.ratios if r not in losses]
-            if not pending:
-                continue
-            bar.set_postfix_str(group.name)
-            scores = group_scores(group, by_name, criterion, graph.layer_types)
-            remover = (GroupMask if method == "mask" else GroupPrune)(group, by_name)
-            seen: Dict[bytes, float] = {}
-            changed = ([m.layer for m in group.members if m.role == IN] if method == "mask"
-                       else list(group.layers()))
-            prefix = PrefixCache(unwrap(network), changed, group.name, int(cache)) if cache else None
-            run = lambda: evaluate(eval_fn, network, state)  # noqa: E731
-            for ratio in pending:
-                units = select_units(group, scores, ratio, criterion, record.round_to)
-                key = np.asarray(units, dtype=np.int64).tobytes()
-                if len(units) == 0:
-                    loss = 0.0
-                elif key in seen:
-                    loss = seen[key]
-                else:
-                    with remover.applied(units):
-                        metric = prefix.evaluate(run, previous) if prefix is not None else run()
-                    if prefix is not None and prefix.recorded:
-                        previous = None  # one group's cache at a time once this one is recorded
-                    loss = (record.base - metric) / abs(record.base)
-                    seen[key] = loss
-                losses[ratio] = loss
-                record.save(file)
-                bar.update(1)
-            if prefix is not None:
-                logger.debug("prefix cache of %s: %d cached layer calls, %d replayed%s", group.name,
-                             sum(map(len, prefix.records.values())), prefix.hits,
-                             "" if prefix.enabled else " (switched off: input changed)")
-            if prefix is not None and prefix.recorded and prefix.enabled:
-                previous = prefix  # the next group's first evaluation starts from it
-            del prefix
-            logger.debug("sensitivity of %s: %s", group.name,
-                        ", ".join(f"{r:g}: {losses[r]:.4f}" for r in record.ratios if r in losses))
+        def store(name: str, ratio: float, loss: float) -> None:
+            record.losses.setdefault(name, {})[ratio] = loss
+            record.save(file)
+            bar.set_postfix_str(name)
+            bar.update(1)
+
+        if workers > 1 and len(todo) > 1:
+            run_forked(todo, analysis.losses, workers, lambda group, result: store(*result))
+        else:
+            for group in todo:
+                for result in analysis.losses(group):
+                    store(*result)
+    for group in groups:
+        losses = record.losses.get(group.name, {})
+        logger.debug("sensitivity of %s: %s", group.name,
+                     ", ".join(f"{r:g}: {losses[r]:.4f}" for r in record.ratios if r in losses))

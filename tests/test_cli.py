@@ -172,6 +172,8 @@ ERRORS = [
      ".pdparams, or -o model.pretrained=null to train from scratch)"),
     (["sensitivity", QUICKSTART, "--samples", "0"],
      "--samples: 0 is not allowed; expected an int >= 1"),
+    (["sensitivity", QUICKSTART, "--workers", "0"],
+     "--workers: 0 is not allowed; expected an int >= 1"),
     (["dashboard", "logs"],
      "dashboard is not available yet; meanwhile run: visualdl --logdir logs --host "
      "127.0.0.1 --port 8040 --language en"),
@@ -227,7 +229,7 @@ def test_sensitivity_then_sensitive_dry_run(capsys, tmp_path):
     """The file the sensitivity command writes is what a sensitive recipe reads."""
     sens = tmp_path / "q.json"
     code, *_ = call(capsys, "sensitivity", QUICKSTART, "--samples", "48", "--output", str(sens),
-                    "-o", f"logging.log_dir={tmp_path / 'logs'}")
+                    "--workers", "2", "-o", f"logging.log_dir={tmp_path / 'logs'}")
     assert code == 0
     raw = yaml.safe_load(open(QUICKSTART))
     data = json.load(open(sens))

@@ -326,6 +326,91 @@ def test_a_completed_run_leaves_the_network_unchanged_and_undoes_eval_fn_changes
     assert "eval_fn changed" in caplog.text and "_mean" in caplog.text
 
 
+# ------------------------------------------------------------------- worker processes
+WORKER_KWARGS = dict(layers=["conv2*", "conv3*", "conv4*"], ratios=[0.25, 0.5, 0.75], progress=False)
+
+
+@pytest.mark.parametrize("method", ["mask", "prune"])
+def test_workers_give_the_same_losses_and_file_as_one_process(tmp_path, method):
+    net = tiny_mobilenet()
+    x, y = batch()
+    before = snapshot(net)
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    expected = sensitivity(net, neg_loss(x, y), SHAPE, file=str(one), method=method, **WORKER_KWARGS)
+    got = sensitivity(net, neg_loss(x, y), SHAPE, file=str(two), method=method, workers=2,
+                      **WORKER_KWARGS)
+    assert got == expected and list(got) == list(expected)
+    assert two.read_bytes() == one.read_bytes()
+    assert same(snapshot(net), before)
+
+
+def test_workers_failing_leave_the_network_and_a_resumable_file(tmp_path):
+    net = tiny_mobilenet()
+    x, y = batch()
+    whole = tmp_path / "whole.json"
+    expected = sensitivity(net, neg_loss(x, y), SHAPE, file=str(whole), **WORKER_KWARGS)
+    before = snapshot(net)
+    part = tmp_path / "part.json"
+    first, _ = counting(neg_loss(x, y), fail_after=4)  # each worker: base (before the fork) + 3
+    with pytest.raises(Interrupt):
+        sensitivity(net, first, SHAPE, file=str(part), workers=2, **WORKER_KWARGS)
+    assert same(snapshot(net), before)
+    saved = sum(map(len, json.loads(part.read_text())["sensitivities"].values()))
+    assert 3 <= saved < 3 * 6
+    second, calls = counting(neg_loss(x, y))
+    assert sensitivity(net, second, SHAPE, file=str(part), workers=2, **WORKER_KWARGS) == expected
+    assert part.read_bytes() == whole.read_bytes()
+    assert len(calls) == 1  # the base; the rest ran in the workers
+
+
+class ArrayData(paddle.io.Dataset):
+    def __init__(self, n=32, seed=3):
+        rng = np.random.default_rng(seed)
+        self.x = rng.normal(size=(n, 3, 32, 32)).astype("float32")
+        self.y = rng.integers(0, 10, (n, 1)).astype("int64")
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+@pytest.mark.parametrize("how", ["dataloader", "model.evaluate"])
+def test_workers_run_eval_fns_that_use_paddle_data_loaders(how):
+    """Paddle keeps the last DataLoader iterator in a global; a worker that freed its
+    inherited copy would join threads it does not have and abort."""
+    net = tiny_mobilenet()
+    data = ArrayData()
+    if how == "dataloader":
+        loader = paddle.io.DataLoader(data, batch_size=8, shuffle=False)
+
+        def eval_fn(network):
+            network.eval()
+            with paddle.no_grad():
+                return -sum(float(nn.functional.cross_entropy(network(x), y)) for x, y in loader)
+    else:
+        model = paddle.Model(net)
+        model.prepare(loss=nn.CrossEntropyLoss())
+
+        def eval_fn(network):
+            return -model.evaluate(data, batch_size=8, verbose=0)["loss"][0]
+    kwargs = dict(layers=["conv5_1", "conv5_2", "conv6"], ratios=[0.3, 0.6], progress=False)
+    assert sensitivity(net, eval_fn, SHAPE, workers=2, **kwargs) == sensitivity(net, eval_fn, SHAPE, **kwargs)
+
+
+@pytest.mark.parametrize("workers, message", [
+    (0, "workers: 0 is not allowed; expected an int >= 1"),
+    (1.5, "workers: 1.5 is not allowed"),
+    (True, "workers: True is not allowed"),
+])
+def test_bad_workers_fail_before_any_evaluation(workers, message):
+    calls = []
+    with pytest.raises(ConfigError, match=message):
+        sensitivity(tiny_mobilenet(), lambda n: calls.append(1) or 1.0, SHAPE, workers=workers)
+    assert calls == []
+
+
 # ------------------------------------------------------------ progress and errors
 def test_progress_bar_counts_layers_times_ratios(capsys):
     net = tiny_mobilenet()
