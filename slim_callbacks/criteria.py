@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Callable, Dict
+from typing import Callable, Dict, List
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -104,15 +104,22 @@ def register_criterion(name: str, score: ScoreFn, *, source: str = "weight",
     return CRITERIA[name]
 
 
-def get_criterion(name) -> Criterion:
-    """The criterion registered as ``name`` (or an alias of it), or a ConfigError."""
+def criterion_names() -> List[str]:
+    """Every accepted name, in registration order, each followed by its aliases:
+    ``['l1_norm', 'l2_norm', 'fpgm', 'geometry_median', 'slim', 'bn_scale', 'opt_slim']``
+    plus what :func:`register_criterion` added."""
+    return [n for name in CRITERIA
+            for n in [name] + [alias for alias, target in ALIASES.items() if target == name]]
+
+
+def get_criterion(name, key: str = "criterion") -> Criterion:
+    """The criterion registered as ``name`` (or an alias of it), or a ConfigError for ``key``."""
     if isinstance(name, Criterion):
         return name
-    key = ALIASES.get(name, name) if isinstance(name, str) else name
-    if key not in CRITERIA:
-        valid = sorted(CRITERIA) + sorted(ALIASES)
-        raise ConfigError("criterion", name, f"one of {', '.join(valid)}")
-    return CRITERIA[key]
+    found = ALIASES.get(name, name) if isinstance(name, str) else None
+    if found not in CRITERIA:
+        raise ConfigError(key, name, f"one of {', '.join(criterion_names())}")
+    return CRITERIA[found]
 
 
 for _name, _fn in (("l1_norm", l1_norm), ("l2_norm", l2_norm), ("fpgm", fpgm)):

@@ -42,7 +42,6 @@ MODEL_NAME_HELP = ("a paddle.vision.models function name (e.g. mobilenet_v1) "
 DATA_SOURCES = ("digits", "npz", "imagenet", "imagefolder", "cifar10", "mnist", "synthetic")
 OPTIMIZERS = ("momentum", "sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "piecewise", "cosine")
-CRITERIA = ("l1_norm", "l2_norm", "fpgm", "geometry_median", "slim", "bn_scale", "opt_slim")
 STRATEGIES = ("uniform", "sensitive", "custom", "global")
 
 #: Image side used when neither ``input_shape`` nor ``data.image_size`` is given.
@@ -172,6 +171,14 @@ def _choice_rule(options: Iterable[str]) -> Rule:
             raise _Invalid
         return value
     return Rule(f"one of {', '.join(options)}", convert)
+
+
+def _criterion_convert(value, path):
+    """A name :func:`~slim_callbacks.criteria.get_criterion` knows at validation time,
+    so criteria added with ``register_criterion`` work in recipes too."""
+    from slim_callbacks.criteria import get_criterion
+    get_criterion(value, key=path)
+    return value
 
 
 def _bool_convert(value, path):
@@ -492,7 +499,7 @@ class PruningConfig(Section):
     """
 
     prefix: ClassVar[str] = "pruning"
-    criterion: str = _key(_choice_rule(CRITERIA), "l1_norm")
+    criterion: str = _key(Rule("a registered criterion name", _criterion_convert), "l1_norm")
     strategy: str = _key(_choice_rule(STRATEGIES), "uniform")
     ratios: Union[float, Dict[str, float], None] = _key(_optional(RATIOS), None)
     target_flops_reduction: Optional[float] = _key(

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from slim_callbacks.errors import ConfigError, SlimError
-from slim_callbacks.recipe import (CRITERIA, DATA_SOURCES, Recipe, apply_override,
+from slim_callbacks.recipe import (DATA_SOURCES, Recipe, apply_override,
                                    load_recipe, parse_override)
 
 BASE = {"name": "mbv1_digits", "model": {"name": "mobilenet_v1"},
@@ -373,7 +373,7 @@ ERRORS = [
     (["train.lr.milestones=3"], "train.lr.milestones", 3, "a list of epochs (ints >= 1)"),
     (["train.lr.gamma=0"], "train.lr.gamma", 0, "a float in (0, 1]"),
     # pruning
-    (["pruning.criterion=l3"], "pruning.criterion", "l3", "one of " + ", ".join(CRITERIA)),
+    (["pruning.criterion=l3"], "pruning.criterion", "l3", "one of l1_norm, l2_norm, fpgm, geometry_median, slim, bn_scale, opt_slim"),
     (["pruning.strategy=auto"], "pruning.strategy", "auto",
      "one of uniform, sensitive, custom, global"),
     (["pruning.ratios=1.0"], "pruning.ratios", 1.0,
@@ -490,3 +490,15 @@ def test_late_milestones_warn_but_load(caplog):
                       "train.epochs=3")
     assert recipe.train.lr.milestones == (30, 60)
     assert "train.lr.milestones [30, 60] are not below train.epochs=3" in caplog.text
+
+
+def test_a_registered_criterion_is_accepted_by_recipes():
+    from slim_callbacks.criteria import CRITERIA, l1_norm, register_criterion
+    with pytest.raises(ConfigError, match="pruning.criterion: 'mine' is not allowed; expected one of "
+                                          "l1_norm, l2_norm, fpgm, geometry_median, slim, bn_scale, opt_slim$"):
+        load("pruning.criterion=mine")
+    register_criterion("mine", l1_norm)
+    try:
+        assert load("pruning.criterion=mine").pruning.criterion == "mine"
+    finally:
+        CRITERIA.pop("mine")
