@@ -6,7 +6,7 @@ Subcommands::
     slim-callbacks plan [RECIPE] [--json] [-o key=value ...]
     slim-callbacks check [RECIPE] [-o key=value ...]
     slim-callbacks sensitivity RECIPE [--samples N] [--workers N] [--output FILE] [-o key=value ...]
-    slim-callbacks dashboard LOGDIR          (reserved)
+    slim-callbacks dashboard [DIR ...] [--port P] [--host H] [--no-serve]
 
 RECIPE is a YAML file; a name such as ``quickstart`` or ``mobilenetv1/baseline`` that
 is not a file is looked up among the bundled recipes; without RECIPE the quickstart
@@ -96,8 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="the JSON file (default: the recipe's "
                                     "pruning.sensitivities, relative to the recipe file)")
 
-    p = sub.add_parser("dashboard", help="(reserved) serve VisualDL for a log directory")
-    p.add_argument("logdir")
+    p = sub.add_parser("dashboard", help="compare runs: a table of their summaries, and "
+                                         "VisualDL over all of them")
+    p.add_argument("dirs", nargs="*", default=["output"], metavar="DIR",
+                   help="directories holding runs (default: output)")
+    p.add_argument("--host", default="127.0.0.1", help="VisualDL host (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8040, help="VisualDL port (default 8040)")
+    p.add_argument("--no-serve", action="store_true", help="print the table, do not start VisualDL")
     return parser
 
 
@@ -197,8 +202,10 @@ def cmd_sensitivity(args) -> int:
 
 
 def cmd_dashboard(args) -> int:
-    raise SlimError(f"dashboard is not available yet; meanwhile run: visualdl --logdir "
-                    f"{args.logdir} --host 127.0.0.1 --port 8040 --language en")
+    from slim_callbacks.dashboard import serve
+    if not 0 < args.port < 65536:
+        raise SlimError(f"--port: {args.port!r} is not allowed; expected 1..65535")
+    return serve(args.dirs, args.host, args.port, serve_board=not args.no_serve, emit=_out)
 
 
 COMMANDS = {"run": cmd_run, "plan": cmd_plan, "check": cmd_check,

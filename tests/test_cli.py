@@ -174,9 +174,9 @@ ERRORS = [
      "--samples: 0 is not allowed; expected an int >= 1"),
     (["sensitivity", QUICKSTART, "--workers", "0"],
      "--workers: 0 is not allowed; expected an int >= 1"),
-    (["dashboard", "logs"],
-     "dashboard is not available yet; meanwhile run: visualdl --logdir logs --host "
-     "127.0.0.1 --port 8040 --language en"),
+    (["dashboard", "nosuchdir"],
+     "nosuchdir is not a directory (give the output directory of your runs, e.g. output)"),
+    (["dashboard", ".", "--port", "0"], "--port: 0 is not allowed; expected 1..65535"),
 ]
 
 

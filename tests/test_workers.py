@@ -90,3 +90,11 @@ def test_a_failing_result_handler_stops_the_workers():
         raise KeyError("handler failed")
     with pytest.raises(KeyError, match="handler failed"):
         run_forked([10000, 10000], slow, 2, handler)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from slim_callbacks import workers
+    result = doctest.testmod(workers)
+    assert result.attempted > 0 and result.failed == 0

@@ -1,0 +1,131 @@
+"""dashboard: runs found under directories, their comparison table, and VisualDL over all."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from visualdl import LogWriter
+
+from slim_callbacks import SlimError
+from slim_callbacks.cli import main
+from slim_callbacks.dashboard import comparison_table, find_runs, serve, visualdl_command
+
+
+def summary(acc, macs, wall=3.0):
+    return {"recipe": "r", "flops_reduction": 1 - macs / 2e8, "wall_time_s": wall,
+            "before": {"acc": 0.9, "macs": 2e8, "params": 100, "size_mb": 1.0},
+            "after": {"acc": acc, "macs": macs, "params": 60, "size_mb": 0.6}}
+
+
+def write_run(root, name, acc=None, macs=1e8, records=("logs",)):
+    run = root / name
+    run.mkdir(parents=True)
+    if acc is not None:
+        (run / "summary.json").write_text(json.dumps(summary(acc, macs)))
+    for sub in records:
+        with LogWriter(logdir=str(run / sub)) as writer:
+            for step in range(3):
+                writer.add_scalar("eval/acc_top1", value=(acc or 0.5) + step / 100, step=step)
+    return run
+
+
+@pytest.fixture
+def runs_root(tmp_path):
+    root = tmp_path / "output"
+    write_run(root, "uniform", acc=0.81, macs=1e8, records=("logs", "logs/sensitivity"))
+    write_run(root, "slim", acc=0.79, macs=0.9e8)
+    write_run(root, "script_run")  # PruneCallback(log_dir=...) in a script: records, no summary
+    (root / "notes").mkdir()
+    (root / "notes" / "summary.json").write_text("{\"other\": 1}")  # not a run summary
+    return root
+
+
+def test_runs_are_summaries_with_their_record_dirs_plus_loose_record_dirs(runs_root):
+    runs = {run.name: run for run in find_runs([str(runs_root)])}
+    assert sorted(runs) == ["script_run/logs", "slim", "uniform"]
+    assert [os.path.relpath(d, runs_root) for d in runs["uniform"].record_dirs] == [
+        "uniform/logs", os.path.join("uniform", "logs", "sensitivity")]
+    assert runs["slim"].summary["after"]["acc"] == 0.79
+    assert runs["script_run/logs"].summary is None
+
+
+def test_comparison_table_lines_up_the_summaries(runs_root):
+    table = comparison_table(find_runs([str(runs_root)])).splitlines()
+    assert table[0] == "| run | top-1 before | top-1 after | MACs -% | GMACs | params | MB | time s |"
+    assert table[2:] == ["| slim | 0.9000 | 0.7900 | 55.00 | 0.0900 | 60 | 0.60 | 3.0 |",
+                         "| uniform | 0.9000 | 0.8100 | 50.00 | 0.1000 | 60 | 0.60 | 3.0 |"]
+
+
+def test_no_runs_and_no_records_are_clear_errors(tmp_path, capsys):
+    with pytest.raises(SlimError, match="no runs under .*slim-callbacks run RECIPE"):
+        serve([str(tmp_path)])
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "summary.json").write_text(json.dumps(summary(0.5, 1e8)))
+    assert serve([str(tmp_path)], serve_board=False) == 0
+    assert "| a | 0.9000 | 0.5000 |" in capsys.readouterr().out
+    with pytest.raises(SlimError, match="no VisualDL records under"):
+        serve([str(tmp_path)])
+
+
+def test_cli_no_serve_prints_the_table(runs_root, capsys):
+    assert main(["dashboard", str(runs_root), "--no-serve"]) == 0
+    out = capsys.readouterr().out
+    assert "| uniform | 0.9000 | 0.8100 |" in out and "3 runs, 3 with VisualDL records" in out
+
+
+def test_visualdl_command_is_offline_friendly():
+    command = visualdl_command(["output"], "127.0.0.1", 8040)
+    assert command[0] == sys.executable
+    assert command[3:] == ["--logdir", "output", "--host", "127.0.0.1", "--port", "8040",
+                           "--language", "en", "--disable-telemetry"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())["data"]
+
+
+def test_dashboard_serves_every_run_in_one_visualdl_and_stops_on_ctrl_c(runs_root):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "slim_callbacks", "dashboard", str(runs_root),
+                             "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}/app/api"
+    try:
+        runs, deadline = None, time.time() + 90
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                runs = get_json(f"{base}/runs")
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert runs is not None, proc.stdout.read().decode(errors="replace")[-2000:]
+        root = str(runs_root)
+        assert sorted(runs) == sorted(os.path.join(root, p) for p in (
+            "uniform/logs", "uniform/logs/sensitivity", "slim/logs", "script_run/logs"))
+        points = get_json(f"{base}/scalar/list?run={root}/slim/logs&tag=eval/acc_top1")
+        assert [round(p[2], 4) for p in points] == [0.79, 0.8, 0.81]
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from slim_callbacks import dashboard
+    assert doctest.testmod(dashboard).failed == 0
