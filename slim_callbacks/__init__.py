@@ -1,4 +1,10 @@
 """slim_callbacks: channel pruning for PaddlePaddle dynamic graph, inside model.fit()."""
+import warnings
+
+# Paddle warns on every import that ccache (for compiling custom C++ ops) is missing;
+# it says nothing about pruning, so this one message is silenced for its module only.
+warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning,
+                        module=r"paddle\.utils\.cpp_extension")
 from slim_callbacks.callbacks import BNScaleL1, PruneCallback, VisualDLLogger
 from slim_callbacks.criteria import CRITERIA, Criterion, get_criterion, register_criterion
 from slim_callbacks.errors import ConfigError, SlimError
