@@ -304,6 +304,14 @@ def dry_run_recipe(job: Job, output_dir: Optional[str] = None) -> Job:
     return Job(load_recipe(raw), job.base_dir, job.source, job.notes + tuple(notes), dry_run=True)
 
 
+def seed_from(recipe: Recipe) -> None:
+    """Seeds Paddle and numpy with ``train.seed`` (unless null), so a network built
+    from scratch gets the same initial weights in every command."""
+    if recipe.train.seed is not None:
+        paddle.seed(recipe.train.seed)
+        np.random.seed(recipe.train.seed)
+
+
 def run(job: Job, *, verbose: int = 2, emit: Callable[[str], None] = print) -> Dict[str, Any]:
     """Train and prune as the recipe says; returns (and writes) the summary."""
     recipe = job.recipe
@@ -311,9 +319,7 @@ def run(job: Job, *, verbose: int = 2, emit: Callable[[str], None] = print) -> D
     started = time.time()
     for note in job.notes:
         emit(note)
-    if recipe.train.seed is not None:
-        paddle.seed(recipe.train.seed)
-        np.random.seed(recipe.train.seed)
+    seed_from(recipe)
     from slim_callbacks.data import build_datasets
     network = build_network(recipe)
     if recipe.model.pretrained is not None:
@@ -388,6 +394,7 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None) -> Dict[str, An
     from slim_callbacks.pruner import prune
     recipe = job.recipe
     check_sensitivities_file(job)
+    seed_from(recipe)
     network = build_network(recipe)
     pretrained = recipe.model.pretrained
     if pretrained is not None and os.path.isfile(pretrained):
@@ -447,6 +454,7 @@ def run_sensitivity(job: Job, *, samples: Optional[int] = None, output: Optional
     path = output or job.sensitivities_path() or os.path.join(recipe.output_dir,
                                                                "sensitivities.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    seed_from(recipe)  # initial weights the same each time: a rerun resumes the file
     network = build_network(recipe)
     if recipe.model.pretrained is not None:
         load_pretrained(network, recipe.model.pretrained)

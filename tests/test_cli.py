@@ -225,6 +225,19 @@ def test_sensitivity_writes_file_curves_and_plot(capsys, tmp_path):
     assert "sensitivities of 13 layers x 9 ratios on 48 samples" in out
 
 
+def test_sensitivity_rerun_without_pretrained_weights_resumes_the_file(capsys, tmp_path):
+    """Weights built from scratch are seeded by train.seed: a rerun gets the same base
+    metric and finds every loss already in the file (before, it refused the file)."""
+    sens = tmp_path / "s.json"
+    args = ["sensitivity", QUICKSTART, "--samples", "48", "--output", str(sens),
+            "-o", f"logging.log_dir={tmp_path / 'logs'}", "-o", "pruning.layers=[conv6]"]
+    assert call(capsys, *args)[0] == 0
+    first = sens.read_bytes()
+    code, out, err = call(capsys, *args)
+    assert code == 0, err
+    assert sens.read_bytes() == first
+
+
 def test_sensitivity_then_sensitive_dry_run(capsys, tmp_path):
     """The file the sensitivity command writes is what a sensitive recipe reads."""
     sens = tmp_path / "q.json"
