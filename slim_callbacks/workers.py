@@ -99,7 +99,9 @@ def _raise_remote(tasks: Sequence, message: tuple) -> None:
         except Exception:  # noqa: BLE001
             err = None
     if not isinstance(err, BaseException):
-        err = SlimError(f"a worker failed on task {tasks[index]!r}: {text.strip().splitlines()[-1]}")
+        where = (f"on task {tasks[index]!r}" if index is not None and index < len(tasks)
+                 else "between tasks")
+        err = SlimError(f"a worker failed {where}: {text.strip().splitlines()[-1]}")
     raise err from RemoteTraceback(text)
 
 
