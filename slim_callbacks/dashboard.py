@@ -72,8 +72,7 @@ def find_runs(roots: Sequence[str]) -> List[Run]:
                             f"runs, e.g. output)")
         found = {}
         loose = []
-        for directory, subdirs, files in sorted(os.walk(root)):
-            subdirs.sort()
+        for directory, _, files in sorted(os.walk(root)):
             if SUMMARY in files:
                 summary = _read_summary(os.path.join(directory, SUMMARY))
                 if summary is not None:
