@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import reprlib
 import subprocess
 import sys
 from typing import Callable, List, Optional, Sequence
@@ -31,6 +33,11 @@ from slim_callbacks.errors import SlimError
 RECORD_PREFIX = "vdlrecords."
 SUMMARY = "summary.json"
 VISUALDL_MAIN = "import sys; from visualdl.server.app import main; sys.argv[0] = 'visualdl'; sys.exit(main())"
+# The numbers the comparison table shows: top-level keys, and keys of "before"/"after".
+TABLE_NUMBERS = {None: ("flops_reduction", "wall_time_s"), "before": ("acc",),
+                 "after": ("acc", "macs", "params", "size_mb")}
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -49,12 +56,44 @@ def _has_records(files: Sequence[str]) -> bool:
 
 
 def _read_summary(path: str) -> Optional[dict]:
+    """The run summary in ``path``; None, with a warning naming the file and what is
+    wrong, if it is not valid JSON or not a mapping with "before" and "after" mappings.
+    A value the table shows that is not a number is dropped with a warning (its cell
+    stays blank)."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        return data if isinstance(data, dict) and "before" in data and "after" in data else None
-    except (OSError, ValueError):
+    except (OSError, ValueError) as err:
+        log.warning("%s: skipped, not readable as JSON (%s)", path, err)
         return None
+    problem = _not_a_summary(data)
+    if problem:
+        log.warning("%s: skipped, %s", path, problem)
+        return None
+    for section, keys in TABLE_NUMBERS.items():
+        mapping = data if section is None else data[section]
+        for key in keys:
+            if key in mapping and not _is_number(mapping[key]):
+                name = key if section is None else f"{section}.{key}"
+                log.warning("%s: %s is %s, not a number; its cell is left blank", path, name,
+                            reprlib.repr(mapping.pop(key)))
+    return data
+
+
+def _not_a_summary(data) -> Optional[str]:
+    """What keeps ``data`` from being a run summary, or None."""
+    if not isinstance(data, dict):
+        return f"expected a mapping with 'before' and 'after', got a {type(data).__name__}"
+    for side in ("before", "after"):
+        if side not in data:
+            return f"no '{side}' key (a run summary has 'before' and 'after')"
+        if not isinstance(data[side], dict):
+            return f"'{side}' is a {type(data[side]).__name__}, expected a mapping"
+    return None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def find_runs(roots: Sequence[str]) -> List[Run]:
@@ -104,23 +143,28 @@ def _owner(directory: str, runs: dict) -> Optional[str]:
 
 def comparison_table(runs: Sequence[Run]) -> str:
     """A Markdown table, one row per run with a summary: top-1 before -> after, MACs
-    reduction, GMACs, params and size after, wall time."""
+    reduction, GMACs, params and size after, wall time (blank where a summary lacks
+    the number)."""
     header = ("run", "top-1 before", "top-1 after", "MACs -%", "GMACs", "params", "MB", "time s")
     rows = []
     for run in runs:
         if run.summary is None:
             continue
         before, after = run.summary["before"], run.summary["after"]
-        rows.append((run.name, f"{before.get('acc', float('nan')):.4f}",
-                     f"{after.get('acc', float('nan')):.4f}",
-                     f"{100 * run.summary.get('flops_reduction', 0.0):.2f}",
-                     f"{after.get('macs', 0) / 1e9:.4f}", f"{after.get('params', 0):,}",
-                     f"{after.get('size_mb', 0.0):.2f}", f"{run.summary.get('wall_time_s', 0)}"))
+        rows.append((run.name, _cell(before, "acc", ".4f"), _cell(after, "acc", ".4f"),
+                     _cell(run.summary, "flops_reduction", ".2f", scale=100),
+                     _cell(after, "macs", ".4f", scale=1e-9), _cell(after, "params", ","),
+                     _cell(after, "size_mb", ".2f"), _cell(run.summary, "wall_time_s", "")))
     if not rows:
         return "(no run has a summary.json yet)"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _cell(mapping: dict, key: str, spec: str, scale: float = 1) -> str:
+    """``mapping[key] * scale`` formatted with ``spec``; blank if the key is missing."""
+    return format(mapping[key] * scale, spec) if key in mapping else ""
 
 
 def visualdl_command(roots: Sequence[str], host: str, port: int) -> List[str]:

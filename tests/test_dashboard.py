@@ -78,6 +78,50 @@ def test_cli_no_serve_prints_the_table(runs_root, capsys):
     assert "| uniform | 0.9000 | 0.8100 |" in out and "3 runs, 3 with VisualDL records" in out
 
 
+def test_a_corrupt_summary_is_skipped_with_a_warning_naming_it(runs_root, caplog):
+    broken = runs_root / "broken" / "summary.json"
+    broken.parent.mkdir()
+    broken.write_text('{"before": {"acc": 0.9}, "aft')  # cut short, e.g. by a full disk
+    with caplog.at_level("WARNING", logger="slim_callbacks.dashboard"):
+        names = [run.name for run in find_runs([str(runs_root)])]
+    assert "broken" not in names and "uniform" in names
+    warnings = [r.getMessage() for r in caplog.records if str(broken) in r.getMessage()]
+    assert len(warnings) == 1 and "skipped, not readable as JSON" in warnings[0]
+
+
+@pytest.mark.parametrize("content, problem", [
+    ([1, 2], "expected a mapping with 'before' and 'after', got a list"),
+    ({"before": [0.9], "after": {}}, "'before' is a list, expected a mapping"),
+    ({"before": {}, "after": "0.8"}, "'after' is a str, expected a mapping"),
+    ({"other": 1}, "no 'before' key (a run summary has 'before' and 'after')"),
+])
+def test_a_summary_of_the_wrong_shape_is_skipped_with_a_warning(tmp_path, caplog, content, problem):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "summary.json").write_text(json.dumps(content))
+    with caplog.at_level("WARNING", logger="slim_callbacks.dashboard"):
+        assert find_runs([str(tmp_path)]) == []
+    assert caplog.messages == [f"{tmp_path / 'bad' / 'summary.json'}: skipped, {problem}"]
+
+
+def test_values_of_the_wrong_type_leave_their_cells_blank_with_a_warning(tmp_path, capsys):
+    bad = summary(0.8, 1e8)
+    bad["after"].update(macs="100M", params=[60])
+    bad["wall_time_s"] = None
+    (tmp_path / "typo").mkdir()
+    (tmp_path / "typo" / "summary.json").write_text(json.dumps(bad))
+    assert main(["dashboard", str(tmp_path), "--no-serve"]) == 0
+    out, err = capsys.readouterr()
+    assert "| typo | 0.9000 | 0.8000 | 50.00 |  |  | 0.60 |  |" in out
+    path = tmp_path / "typo" / "summary.json"
+    assert err.splitlines() == [
+        f"WARNING slim_callbacks.dashboard: {path}: wall_time_s is None, not a number; "
+        f"its cell is left blank",
+        f"WARNING slim_callbacks.dashboard: {path}: after.macs is '100M', not a number; "
+        f"its cell is left blank",
+        f"WARNING slim_callbacks.dashboard: {path}: after.params is [60], not a number; "
+        f"its cell is left blank"]
+
+
 def test_visualdl_command_is_offline_friendly():
     command = visualdl_command(["output"], "127.0.0.1", 8040)
     assert command[0] == sys.executable
