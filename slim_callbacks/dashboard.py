@@ -19,20 +19,44 @@ record directory at once, so the same tag (``eval/acc_top1``, ``model/gflops``,
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
 import reprlib
+import signal
+import socket
 import subprocess
 import sys
+import threading
 from typing import Callable, List, Optional, Sequence
 
 from slim_callbacks.errors import SlimError
 
 RECORD_PREFIX = "vdlrecords."
 SUMMARY = "summary.json"
-VISUALDL_MAIN = "import sys; from visualdl.server.app import main; sys.argv[0] = 'visualdl'; sys.exit(main())"
+# VisualDL's main, exiting as soon as its server stops: after a failed bind (werkzeug's
+# sys.exit(1)) VisualDL's non-daemon "wait until live" thread would keep it alive forever.
+VISUALDL_MAIN = """\
+import os, sys, traceback
+from visualdl.server.app import main
+sys.argv[0] = "visualdl"
+try:
+    main()
+    code = 0
+except SystemExit as stop:
+    code = stop.code if isinstance(stop.code, int) else 1
+except BaseException:
+    traceback.print_exc()
+    code = 1
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(code)
+"""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_TIMEOUT_S = 10  # after SIGTERM, how long VisualDL gets to exit before SIGKILL
 # The numbers the comparison table shows: top-level keys, and keys of "before"/"after".
 TABLE_NUMBERS = {None: ("flops_reduction", "wall_time_s"), "before": ("acc",),
                  "after": ("acc", "macs", "params", "size_mb")}
@@ -177,11 +201,12 @@ def visualdl_command(roots: Sequence[str], host: str, port: int) -> List[str]:
 def serve(roots: Sequence[str], host: str = "127.0.0.1", port: int = 8040, *,
           serve_board: bool = True, emit: Callable[[str], None] = print) -> int:
     """Prints the comparison table of the runs under ``roots``, then (``serve_board``)
-    runs VisualDL on them until interrupted. Returns VisualDL's exit code (0 after
-    Ctrl-C).
+    runs VisualDL on them until Ctrl-C, SIGTERM or SIGHUP, which stop VisualDL too.
+    Returns 0.
 
     Raises:
-        SlimError: a root that is not a directory, or no runs under them.
+        SlimError: a root that is not a directory, no runs under them, ``host:port``
+            taken (checked before VisualDL starts), or VisualDL failing on its own.
     """
     runs = find_runs(roots)
     if not runs:
@@ -195,8 +220,93 @@ def serve(roots: Sequence[str], host: str = "127.0.0.1", port: int = 8040, *,
     if not with_records:
         raise SlimError(f"no VisualDL records under {', '.join(roots)} (recipes write them "
                         f"unless logging.visualdl is false)")
+    check_port(host, port)
     emit(f"VisualDL: http://{host}:{port} (Ctrl-C stops it)")
+    return _serve_until_stopped(visualdl_command(roots, host, port))
+
+
+def check_port(host: str, port: int) -> None:
+    """Binds ``host:port`` as VisualDL's server (werkzeug) will, and lets it go at once.
+
+    SO_REUSEADDR is on, as in werkzeug: without it, connections of a dashboard stopped
+    a minute ago (TIME_WAIT) would count as "in use"; a listening or plainly bound
+    socket still does.
+
+    Raises:
+        SlimError: the port is taken or not allowed, or ``host`` is no address here.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return subprocess.run(visualdl_command(roots, host, port)).returncode
-    except KeyboardInterrupt:
-        return 0
+        address = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)[0][4]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        if err.errno in (errno.EADDRINUSE, errno.EACCES):
+            raise SlimError(f"--port: cannot listen on {host}:{port} ({reason}); choose "
+                            f"another port with --port N") from None
+        raise SlimError(f"--host: cannot listen on {host}:{port} ({reason}); expected an "
+                        f"address of this machine, e.g. 127.0.0.1 or 0.0.0.0") from None
+
+
+class _Stop(Exception):
+    """A stop signal (Ctrl-C, SIGTERM, SIGHUP) received while VisualDL runs."""
+
+
+def _raise_stop(signum, frame):
+    raise _Stop(signum)
+
+
+@contextlib.contextmanager
+def _signals(handler):
+    """Every signal of ``STOP_SIGNALS`` handled by ``handler`` inside the block, the
+    previous handlers after. Signals already ignored stay ignored (``nohup``), and
+    outside the main thread, where Python cannot set handlers, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS
+                if signal.getsignal(signum) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, signal.SIG_DFL if old is None else old)
+
+
+def _serve_until_stopped(command: List[str]) -> int:
+    """Runs the VisualDL ``command`` in its own process group until Ctrl-C, SIGTERM or
+    SIGHUP, which stop it (and wait for it) and return 0.
+
+    Raises:
+        SlimError: VisualDL exited by itself with a non-zero status (its message, e.g.
+            "Address already in use", is on stderr above).
+    """
+    with _signals(_raise_stop):
+        server = None
+        try:
+            server = subprocess.Popen(command, start_new_session=True)
+            status = server.wait()
+        except _Stop:
+            return 0
+        finally:
+            if server is not None:
+                with _signals(signal.SIG_IGN):  # a second Ctrl-C must not leave it running
+                    _stop(server)
+    if status != 0:
+        raise SlimError(f"VisualDL exited with status {status} (its message is above)")
+    return 0
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """Stops the process group of ``server``: SIGTERM, SIGKILL if it is still running
+    after ``STOP_TIMEOUT_S``."""
+    if server.poll() is not None:
+        return
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
