@@ -19,18 +19,49 @@ record directory at once, so the same tag (``eval/acc_top1``, ``model/gflops``,
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
+import logging
 import os
+import reprlib
+import signal
+import socket
 import subprocess
 import sys
+import threading
 from typing import Callable, List, Optional, Sequence
 
 from slim_callbacks.errors import SlimError
 
 RECORD_PREFIX = "vdlrecords."
 SUMMARY = "summary.json"
-VISUALDL_MAIN = "import sys; from visualdl.server.app import main; sys.argv[0] = 'visualdl'; sys.exit(main())"
+# VisualDL's main, exiting as soon as its server stops: after a failed bind (werkzeug's
+# sys.exit(1)) VisualDL's non-daemon "wait until live" thread would keep it alive forever.
+VISUALDL_MAIN = """\
+import os, sys, traceback
+from visualdl.server.app import main
+sys.argv[0] = "visualdl"
+try:
+    main()
+    code = 0
+except SystemExit as stop:
+    code = stop.code if isinstance(stop.code, int) else 1
+except BaseException:
+    traceback.print_exc()
+    code = 1
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(code)
+"""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_TIMEOUT_S = 10  # after SIGTERM, how long VisualDL gets to exit before SIGKILL
+# The numbers the comparison table shows: top-level keys, and keys of "before"/"after".
+TABLE_NUMBERS = {None: ("flops_reduction", "wall_time_s"), "before": ("acc",),
+                 "after": ("acc", "macs", "params", "size_mb")}
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -49,12 +80,44 @@ def _has_records(files: Sequence[str]) -> bool:
 
 
 def _read_summary(path: str) -> Optional[dict]:
+    """The run summary in ``path``; None, with a warning naming the file and what is
+    wrong, if it is not valid JSON or not a mapping with "before" and "after" mappings.
+    A value the table shows that is not a number is dropped with a warning (its cell
+    stays blank)."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        return data if isinstance(data, dict) and "before" in data and "after" in data else None
-    except (OSError, ValueError):
+    except (OSError, ValueError) as err:
+        log.warning("%s: skipped, not readable as JSON (%s)", path, err)
         return None
+    problem = _not_a_summary(data)
+    if problem:
+        log.warning("%s: skipped, %s", path, problem)
+        return None
+    for section, keys in TABLE_NUMBERS.items():
+        mapping = data if section is None else data[section]
+        for key in keys:
+            if key in mapping and not _is_number(mapping[key]):
+                name = key if section is None else f"{section}.{key}"
+                log.warning("%s: %s is %s, not a number; its cell is left blank", path, name,
+                            reprlib.repr(mapping.pop(key)))
+    return data
+
+
+def _not_a_summary(data) -> Optional[str]:
+    """What keeps ``data`` from being a run summary, or None."""
+    if not isinstance(data, dict):
+        return f"expected a mapping with 'before' and 'after', got a {type(data).__name__}"
+    for side in ("before", "after"):
+        if side not in data:
+            return f"no '{side}' key (a run summary has 'before' and 'after')"
+        if not isinstance(data[side], dict):
+            return f"'{side}' is a {type(data[side]).__name__}, expected a mapping"
+    return None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def find_runs(roots: Sequence[str]) -> List[Run]:
@@ -104,23 +167,28 @@ def _owner(directory: str, runs: dict) -> Optional[str]:
 
 def comparison_table(runs: Sequence[Run]) -> str:
     """A Markdown table, one row per run with a summary: top-1 before -> after, MACs
-    reduction, GMACs, params and size after, wall time."""
+    reduction, GMACs, params and size after, wall time (blank where a summary lacks
+    the number)."""
     header = ("run", "top-1 before", "top-1 after", "MACs -%", "GMACs", "params", "MB", "time s")
     rows = []
     for run in runs:
         if run.summary is None:
             continue
         before, after = run.summary["before"], run.summary["after"]
-        rows.append((run.name, f"{before.get('acc', float('nan')):.4f}",
-                     f"{after.get('acc', float('nan')):.4f}",
-                     f"{100 * run.summary.get('flops_reduction', 0.0):.2f}",
-                     f"{after.get('macs', 0) / 1e9:.4f}", f"{after.get('params', 0):,}",
-                     f"{after.get('size_mb', 0.0):.2f}", f"{run.summary.get('wall_time_s', 0)}"))
+        rows.append((run.name, _cell(before, "acc", ".4f"), _cell(after, "acc", ".4f"),
+                     _cell(run.summary, "flops_reduction", ".2f", scale=100),
+                     _cell(after, "macs", ".4f", scale=1e-9), _cell(after, "params", ","),
+                     _cell(after, "size_mb", ".2f"), _cell(run.summary, "wall_time_s", "")))
     if not rows:
         return "(no run has a summary.json yet)"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _cell(mapping: dict, key: str, spec: str, scale: float = 1) -> str:
+    """``mapping[key] * scale`` formatted with ``spec``; blank if the key is missing."""
+    return format(mapping[key] * scale, spec) if key in mapping else ""
 
 
 def visualdl_command(roots: Sequence[str], host: str, port: int) -> List[str]:
@@ -133,11 +201,12 @@ def visualdl_command(roots: Sequence[str], host: str, port: int) -> List[str]:
 def serve(roots: Sequence[str], host: str = "127.0.0.1", port: int = 8040, *,
           serve_board: bool = True, emit: Callable[[str], None] = print) -> int:
     """Prints the comparison table of the runs under ``roots``, then (``serve_board``)
-    runs VisualDL on them until interrupted. Returns VisualDL's exit code (0 after
-    Ctrl-C).
+    runs VisualDL on them until Ctrl-C, SIGTERM or SIGHUP, which stop VisualDL too.
+    Returns 0.
 
     Raises:
-        SlimError: a root that is not a directory, or no runs under them.
+        SlimError: a root that is not a directory, no runs under them, ``host:port``
+            taken (checked before VisualDL starts), or VisualDL failing on its own.
     """
     runs = find_runs(roots)
     if not runs:
@@ -151,8 +220,93 @@ def serve(roots: Sequence[str], host: str = "127.0.0.1", port: int = 8040, *,
     if not with_records:
         raise SlimError(f"no VisualDL records under {', '.join(roots)} (recipes write them "
                         f"unless logging.visualdl is false)")
+    check_port(host, port)
     emit(f"VisualDL: http://{host}:{port} (Ctrl-C stops it)")
+    return _serve_until_stopped(visualdl_command(roots, host, port))
+
+
+def check_port(host: str, port: int) -> None:
+    """Binds ``host:port`` as VisualDL's server (werkzeug) will, and lets it go at once.
+
+    SO_REUSEADDR is on, as in werkzeug: without it, connections of a dashboard stopped
+    a minute ago (TIME_WAIT) would count as "in use"; a listening or plainly bound
+    socket still does.
+
+    Raises:
+        SlimError: the port is taken or not allowed, or ``host`` is no address here.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return subprocess.run(visualdl_command(roots, host, port)).returncode
-    except KeyboardInterrupt:
-        return 0
+        address = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)[0][4]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        if err.errno in (errno.EADDRINUSE, errno.EACCES):
+            raise SlimError(f"--port: cannot listen on {host}:{port} ({reason}); choose "
+                            f"another port with --port N") from None
+        raise SlimError(f"--host: cannot listen on {host}:{port} ({reason}); expected an "
+                        f"address of this machine, e.g. 127.0.0.1 or 0.0.0.0") from None
+
+
+class _Stop(Exception):
+    """A stop signal (Ctrl-C, SIGTERM, SIGHUP) received while VisualDL runs."""
+
+
+def _raise_stop(signum, frame):
+    raise _Stop(signum)
+
+
+@contextlib.contextmanager
+def _signals(handler):
+    """Every signal of ``STOP_SIGNALS`` handled by ``handler`` inside the block, the
+    previous handlers after. Signals already ignored stay ignored (``nohup``), and
+    outside the main thread, where Python cannot set handlers, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS
+                if signal.getsignal(signum) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, signal.SIG_DFL if old is None else old)
+
+
+def _serve_until_stopped(command: List[str]) -> int:
+    """Runs the VisualDL ``command`` in its own process group until Ctrl-C, SIGTERM or
+    SIGHUP, which stop it (and wait for it) and return 0.
+
+    Raises:
+        SlimError: VisualDL exited by itself with a non-zero status (its message, e.g.
+            "Address already in use", is on stderr above).
+    """
+    with _signals(_raise_stop):
+        server = None
+        try:
+            server = subprocess.Popen(command, start_new_session=True)
+            status = server.wait()
+        except _Stop:
+            return 0
+        finally:
+            if server is not None:
+                with _signals(signal.SIG_IGN):  # a second Ctrl-C must not leave it running
+                    _stop(server)
+    if status != 0:
+        raise SlimError(f"VisualDL exited with status {status} (its message is above)")
+    return 0
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """Stops the process group of ``server``: SIGTERM, SIGKILL if it is still running
+    after ``STOP_TIMEOUT_S``."""
+    if server.poll() is not None:
+        return
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()

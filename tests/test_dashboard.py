@@ -1,4 +1,5 @@
 """dashboard: runs found under directories, their comparison table, and VisualDL over all."""
+import contextlib
 import json
 import os
 import signal
@@ -13,7 +14,8 @@ from visualdl import LogWriter
 
 from slim_callbacks import SlimError
 from slim_callbacks.cli import main
-from slim_callbacks.dashboard import comparison_table, find_runs, serve, visualdl_command
+from slim_callbacks.dashboard import (check_port, comparison_table, find_runs, serve,
+                                      visualdl_command)
 
 
 def summary(acc, macs, wall=3.0):
@@ -78,10 +80,54 @@ def test_cli_no_serve_prints_the_table(runs_root, capsys):
     assert "| uniform | 0.9000 | 0.8100 |" in out and "3 runs, 3 with VisualDL records" in out
 
 
+def test_a_corrupt_summary_is_skipped_with_a_warning_naming_it(runs_root, caplog):
+    broken = runs_root / "broken" / "summary.json"
+    broken.parent.mkdir()
+    broken.write_text('{"before": {"acc": 0.9}, "aft')  # cut short, e.g. by a full disk
+    with caplog.at_level("WARNING", logger="slim_callbacks.dashboard"):
+        names = [run.name for run in find_runs([str(runs_root)])]
+    assert "broken" not in names and "uniform" in names
+    warnings = [r.getMessage() for r in caplog.records if str(broken) in r.getMessage()]
+    assert len(warnings) == 1 and "skipped, not readable as JSON" in warnings[0]
+
+
+@pytest.mark.parametrize("content, problem", [
+    ([1, 2], "expected a mapping with 'before' and 'after', got a list"),
+    ({"before": [0.9], "after": {}}, "'before' is a list, expected a mapping"),
+    ({"before": {}, "after": "0.8"}, "'after' is a str, expected a mapping"),
+    ({"other": 1}, "no 'before' key (a run summary has 'before' and 'after')"),
+])
+def test_a_summary_of_the_wrong_shape_is_skipped_with_a_warning(tmp_path, caplog, content, problem):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "summary.json").write_text(json.dumps(content))
+    with caplog.at_level("WARNING", logger="slim_callbacks.dashboard"):
+        assert find_runs([str(tmp_path)]) == []
+    assert caplog.messages == [f"{tmp_path / 'bad' / 'summary.json'}: skipped, {problem}"]
+
+
+def test_values_of_the_wrong_type_leave_their_cells_blank_with_a_warning(tmp_path, capsys):
+    bad = summary(0.8, 1e8)
+    bad["after"].update(macs="100M", params=[60])
+    bad["wall_time_s"] = None
+    (tmp_path / "typo").mkdir()
+    (tmp_path / "typo" / "summary.json").write_text(json.dumps(bad))
+    assert main(["dashboard", str(tmp_path), "--no-serve"]) == 0
+    out, err = capsys.readouterr()
+    assert "| typo | 0.9000 | 0.8000 | 50.00 |  |  | 0.60 |  |" in out
+    path = tmp_path / "typo" / "summary.json"
+    assert err.splitlines() == [
+        f"WARNING slim_callbacks.dashboard: {path}: wall_time_s is None, not a number; "
+        f"its cell is left blank",
+        f"WARNING slim_callbacks.dashboard: {path}: after.macs is '100M', not a number; "
+        f"its cell is left blank",
+        f"WARNING slim_callbacks.dashboard: {path}: after.params is [60], not a number; "
+        f"its cell is left blank"]
+
+
 def test_visualdl_command_is_offline_friendly():
     command = visualdl_command(["output"], "127.0.0.1", 8040)
     assert command[0] == sys.executable
-    assert command[3:] == ["--logdir", "output", "--host", "127.0.0.1", "--port", "8040",
+    assert command[1] == "-c" and command[3:] == ["--logdir", "output", "--host", "127.0.0.1", "--port", "8040",
                            "--language", "en", "--disable-telemetry"]
 
 
@@ -96,32 +142,140 @@ def get_json(url):
         return json.loads(response.read())["data"]
 
 
-def test_dashboard_serves_every_run_in_one_visualdl_and_stops_on_ctrl_c(runs_root):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "slim_callbacks", "dashboard", str(runs_root),
-                             "--port", str(port)], stdout=subprocess.PIPE,
+def dashboard_command(root, port):
+    return [sys.executable, "-m", "slim_callbacks", "dashboard", str(root), "--port", str(port)]
+
+
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+def visualdl_processes(port):
+    """PIDs of the VisualDL servers on ``port`` (whoever their parent is now)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:  # not a process, or it just ended
+            continue
+        if any(b"visualdl" in arg for arg in argv) and str(port).encode() in argv:
+            found.append(int(entry))
+    return found
+
+
+def kill_all(proc, pids=()):
+    """Kills ``proc``'s session and ``pids``: nothing stays behind if a test fails."""
+    for kill, pid in [(os.killpg, proc.pid)] + [(os.kill, pid) for pid in pids]:
+        try:
+            kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
+@contextlib.contextmanager
+def serving_dashboard(root, port):
+    """The real ``slim-callbacks dashboard`` (its own session), once VisualDL answers:
+    yields the command's process and VisualDL's PID."""
+    proc = subprocess.Popen(dashboard_command(root, port), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}/app/api"
+    server = []
     try:
-        runs, deadline = None, time.time() + 90
+        deadline = time.time() + 90
         while time.time() < deadline and proc.poll() is None:
             try:
-                runs = get_json(f"{base}/runs")
+                get_json(f"http://127.0.0.1:{port}/app/api/runs")
                 break
             except OSError:
                 time.sleep(0.5)
-        assert runs is not None, proc.stdout.read().decode(errors="replace")[-2000:]
+        else:
+            pytest.fail(proc.stdout.read().decode(errors="replace")[-2000:])
+        server = children(proc.pid)
+        assert server == visualdl_processes(port)
+        yield proc, server[0]
+    finally:
+        kill_all(proc, server)
+
+
+def test_dashboard_serves_every_run_in_one_visualdl_and_stops_on_ctrl_c(runs_root):
+    port = free_port()
+    with serving_dashboard(runs_root, port) as (proc, server):
+        base = f"http://127.0.0.1:{port}/app/api"
         root = str(runs_root)
-        assert sorted(runs) == sorted(os.path.join(root, p) for p in (
+        assert sorted(get_json(f"{base}/runs")) == sorted(os.path.join(root, p) for p in (
             "uniform/logs", "uniform/logs/sensitivity", "slim/logs", "script_run/logs"))
         points = get_json(f"{base}/scalar/list?run={root}/slim/logs&tag=eval/acc_top1")
         assert [round(p[2], 4) for p in points] == [0.79, 0.8, 0.81]
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=30) == 0
+        assert not os.path.exists(f"/proc/{server}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_visualdl_too(runs_root, signum):
+    port = free_port()
+    with serving_dashboard(runs_root, port) as (proc, server):
+        proc.send_signal(signum)  # the command only, as `kill PID` or a closing terminal
+        assert proc.wait(timeout=30) == 0
+        assert not os.path.exists(f"/proc/{server}") and visualdl_processes(port) == []
+
+
+@pytest.fixture
+def taken_port():
+    """A port bound (not listening) by another program: the test."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        yield holder.getsockname()[1]
+
+
+def run_dashboard(command, port):
+    """Runs a dashboard command that must end by itself; returns (status, stderr lines)."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=60)
+        assert visualdl_processes(port) == []
+        return proc.returncode, err.decode(errors="replace").splitlines()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill_all(proc, visualdl_processes(port))
+
+
+def test_a_port_in_use_is_a_one_line_error_and_visualdl_never_starts(runs_root, taken_port):
+    status, err = run_dashboard(dashboard_command(runs_root, taken_port), taken_port)
+    assert status == 2
+    assert err[-1] == (f"slim-callbacks: error: --port: cannot listen on 127.0.0.1:{taken_port} "
+                       f"(Address already in use); choose another port with --port N")
+    assert not any("VisualDL" in line for line in err)
+
+
+def test_visualdl_failing_to_bind_after_the_check_ends_the_command(runs_root, taken_port):
+    # the port taken between our check and VisualDL's bind: skip the check
+    skip_check = ("import sys; import slim_callbacks.dashboard as d; "
+                  "d.check_port = lambda host, port: None; "
+                  "from slim_callbacks.cli import main; sys.exit(main(sys.argv[1:]))")
+    command = [sys.executable, "-c", skip_check, *dashboard_command(runs_root, taken_port)[3:]]
+    status, err = run_dashboard(command, taken_port)
+    assert status == 2 and "Address already in use" in err
+    assert err[-1] == "slim-callbacks: error: VisualDL exited with status 1 (its message is above)"
+
+
+def test_check_port(taken_port):
+    with pytest.raises(SlimError, match=rf"^--port: cannot listen on 127.0.0.1:{taken_port} "):
+        check_port("127.0.0.1", taken_port)
+    with pytest.raises(SlimError, match=r"^--host: cannot listen on no.such.host.invalid:"):
+        check_port("no.such.host.invalid", 8040)
+    # a connection of a stopped server lingering in TIME_WAIT does not count as in use
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            listener.accept()[0].close()  # the server side closes first: TIME_WAIT
+            client.recv(1)
+    check_port("127.0.0.1", port)
 
 
 def test_docstring_examples_run():
