@@ -421,7 +421,8 @@ class PruneCallback(paddle.callbacks.Callback):
             self.logger_cb.on_eval_end(logs)
 
     def on_epoch_end(self, epoch, logs=None):
-        """Fires the event scheduled at this (global) epoch, if any."""
+        """Fires the event scheduled at this (global) epoch, if any (weights finite)."""
+        self.finite_guard.on_epoch_end(epoch, logs)
         glob = epoch + self.epoch_offset
         targets = self.targets.get(glob)
         if targets:
