@@ -2,7 +2,7 @@
 
 Subcommands::
 
-    slim-callbacks run [RECIPE] [-o key=value ...] [--dry-run] [--output-dir DIR]
+    slim-callbacks run [RECIPE] [-o key=value ...] [--dry-run] [--output-dir DIR] [--resume]
     slim-callbacks plan [RECIPE] [--json] [-o key=value ...]
     slim-callbacks check [RECIPE] [-o key=value ...]
     slim-callbacks sensitivity RECIPE [--samples N] [--workers N] [--output FILE] [-o key=value ...]
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="2 epochs x 2 steps on synthetic data; no dataset or weights needed")
     p.add_argument("--output-dir", help="where a run writes (default: the recipe's "
                                         "output_dir; a temporary directory for --dry-run)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in the output directory from its newest complete "
+                        "checkpoint (without it, a non-empty run directory is refused)")
     p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
                    help="Model.fit verbosity (default 2)")
 
@@ -155,7 +158,7 @@ def cmd_run(args) -> int:
                               f"output_dir={args.output_dir}",
                               f"logging.log_dir={os.path.join(args.output_dir, 'logs')}",
                               f"checkpoint.save_dir={os.path.join(args.output_dir, 'checkpoints')}"])
-    runner.run(job, verbose=0 if args.dry_run else args.verbose, emit=_out)
+    runner.run(job, verbose=0 if args.dry_run else args.verbose, emit=_out, resume=args.resume)
     return 0
 
 

@@ -13,7 +13,10 @@ gets ``<prefix>.pruning.json`` beside it:
 - ``original_widths``, ``input_shape``, ``criterion``;
 - ``param_names``: structural state-dict key -> Paddle tensor name at save time, so the
   ``.pdopt`` (keyed by names such as ``conv2d_0.w_0_velocity_0``) can be loaded into a
-  network whose auto-generated names differ (one built later in the same process).
+  network whose auto-generated names differ (one built later in the same process);
+- ``epochs``: the total epochs of the fit (a resume must pass the same);
+- ``files``: sha256 of the ``.pdparams`` / ``.pdopt`` written with it, so weights of
+  another epoch or run beside the ledger are refused.
 
 Rebuild a pruned model from a fresh original network:
 
@@ -21,6 +24,7 @@ Rebuild a pruned model from a fresh original network:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,7 +32,7 @@ from typing import Dict, Mapping, Optional
 
 import paddle
 
-from slim_callbacks.errors import SlimError
+from slim_callbacks.errors import ConfigError, SlimError
 from slim_callbacks.plan import PruningPlan
 from slim_callbacks.tracing import unwrap
 
@@ -46,27 +50,87 @@ def ledger_path(prefix: str) -> str:
     return prefix + SUFFIX
 
 
-def save_ledger(prefix: str, ledger: dict) -> str:
-    """Writes ``<prefix>.pruning.json`` atomically (temp file + rename); returns the path."""
-    path = ledger_path(prefix)
+WEIGHTS, OPTIMIZER = ".pdparams", ".pdopt"
+REQUIRED = {"fingerprint": str, "plan": dict, "history": list, "cursor": dict,
+            "original_widths": dict}
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` via a temp file + ``os.replace``: the old file stays
+    whole on failure and no ``*.tmp`` is left behind. SlimError names the file."""
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(dict(ledger, format=FORMAT), f)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise SlimError(f"could not write {path}: {err.strerror or err} (a writable "
+                        f"directory with free space is needed)") from None
+
+
+def file_digest(path: str) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_digests(prefix: str) -> Dict[str, str]:
+    """``{".pdparams": sha256, ".pdopt": sha256}`` of the files that exist."""
+    return {ext: file_digest(prefix + ext) for ext in (WEIGHTS, OPTIMIZER)
+            if os.path.exists(prefix + ext)}
+
+
+def save_ledger(prefix: str, ledger: dict) -> str:
+    """Writes ``<prefix>.pruning.json`` atomically, with the digests of the checkpoint
+    files beside it; returns the path."""
+    path = ledger_path(prefix)
+    write_atomic(path, json.dumps(dict(ledger, format=FORMAT, files=checkpoint_digests(prefix))))
     return path
 
 
 def load_ledger(prefix: str) -> dict:
-    """Reads ``<prefix>.pruning.json`` (``prefix`` may also be the .json path itself)."""
+    """Reads and checks ``<prefix>.pruning.json`` (``prefix`` may also be the .json path)."""
     path = prefix if prefix.endswith(SUFFIX) else ledger_path(prefix)
     if not os.path.exists(path):
         raise SlimError(f"no pruning ledger at {path}: was the checkpoint written by a fit "
                         f"with a PruneCallback?")
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    if data.get("format") != FORMAT:
-        raise SlimError(f"{path} is not a pruning ledger ({FORMAT})")
+    expected = f"a pruning ledger ({FORMAT}) written by a PruneCallback"
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(path, f"unreadable JSON ({err})", expected) from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ConfigError(path, type(data).__name__ if not isinstance(data, dict)
+                          else f"format {data.get('format')!r}", expected)
+    for key, kind in REQUIRED.items():
+        if not isinstance(data.get(key), kind):
+            raise ConfigError(f"{path}: {key}", data.get(key), f"a {kind.__name__} ({expected})")
+    if not isinstance(data["cursor"].get("epoch"), int):
+        raise ConfigError(f"{path}: cursor.epoch", data["cursor"].get("epoch"),
+                          f"an int ({expected})")
     return data
+
+
+def check_checkpoint_files(prefix: str, ledger: dict, need_optimizer: bool = True) -> None:
+    """SlimError unless ``<prefix>.pdparams`` (and ``.pdopt`` if ``need_optimizer``)
+    exist and are the files the ledger was written with."""
+    needed = (WEIGHTS, OPTIMIZER) if need_optimizer else (WEIGHTS,)
+    recorded = ledger.get("files", {})
+    for ext in needed:
+        path = prefix + ext
+        if not os.path.exists(path):
+            raise SlimError(f"{path} is missing: the checkpoint {prefix} is incomplete "
+                            f"(its ledger is there, its {ext} is not)")
+        if ext in recorded and file_digest(path) != recorded[ext]:
+            raise SlimError(f"{path} is not the file its ledger {ledger_path(prefix)} was "
+                            f"written with (weights of another epoch or run): use a "
+                            f"checkpoint whose files were saved together")
 
 
 def check_fingerprint(network: paddle.nn.Layer, ledger: dict, where: str = "") -> None:
@@ -93,20 +157,24 @@ def load_pruned(network: paddle.nn.Layer, path: str, optimizer=None,
         network: a freshly built, UNPRUNED instance of the trained architecture.
         path: checkpoint prefix, e.g. ``"ckpt/final"`` for ``ckpt/final.pdparams`` and
             ``ckpt/final.pruning.json``.
-        optimizer: if given, its state is shrunk too and ``<path>.pdopt`` (if it
-            exists and ``load_weights``) is loaded into it, re-keyed to this network's
-            parameter names.
-        load_weights: load ``<path>.pdparams`` after the replay (if it exists).
+        optimizer: if given, its state is shrunk too and (with ``load_weights``)
+            ``<path>.pdopt`` is loaded into it, re-keyed to this network's parameter names.
+        load_weights: load ``<path>.pdparams`` after the replay; ``False`` gives the
+            pruned structure with the network's current (e.g. initial) weights.
 
     Returns:
         ``network``, pruned in place and with the checkpoint's weights.
 
     Raises:
-        SlimError: no ledger, another architecture, or weights that do not match.
+        SlimError: no ledger, a damaged ledger, another architecture, a missing
+            ``.pdparams`` (or ``.pdopt`` when ``optimizer`` is given), or files that are
+            not the ones the ledger was written with - all before the network changes.
     """
     ledger = load_ledger(path)
+    if load_weights:
+        check_checkpoint_files(path, ledger, need_optimizer=optimizer is not None)
     replay(network, ledger, optimizer)
-    if load_weights and os.path.exists(path + ".pdparams"):
+    if load_weights:
         state = paddle.load(path + ".pdparams")
         net = unwrap(network)
         own = net.state_dict()
@@ -115,7 +183,7 @@ def load_pruned(network: paddle.nn.Layer, path: str, optimizer=None,
             raise SlimError(f"weights in {path}.pdparams do not match the replayed ledger: "
                             f"{bad[:3]}")
         net.set_state_dict(state)
-        if optimizer is not None and os.path.exists(path + ".pdopt"):
+        if optimizer is not None:
             optimizer.set_state_dict(rename_optimizer_state(
                 paddle.load(path + ".pdopt"), ledger.get("param_names", {}), tensor_names(net)))
     return network
@@ -154,3 +222,30 @@ def rename_optimizer_state(state: dict, saved: Mapping[str, str], current: Mappi
 def history_epochs(ledger: Optional[dict]) -> list:
     """Epochs of the pruning events recorded in a ledger."""
     return [h["epoch"] for h in (ledger or {}).get("history", [])]
+
+
+def checkpoint_epochs(directory: str) -> list:
+    """Epoch numbers of the ``<n>.pruning.json`` ledgers in ``directory``, ascending."""
+    if not os.path.isdir(directory):
+        return []
+    names = (n[:-len(SUFFIX)] for n in os.listdir(directory) if n.endswith(SUFFIX))
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def latest_checkpoint(directory: str) -> str:
+    """The prefix of the newest checkpoint in ``directory`` whose ledger, ``.pdparams``
+    and ``.pdopt`` are all there and belong together.
+
+    Raises:
+        SlimError: there is none, or a newer one is damaged (naming it and why).
+    """
+    epochs = checkpoint_epochs(directory)
+    if not epochs:
+        raise SlimError(f"no checkpoint with a pruning ledger in {directory} to resume from")
+    prefix = os.path.join(directory, str(epochs[-1]))
+    try:
+        check_checkpoint_files(prefix, load_ledger(prefix))
+    except SlimError as err:
+        raise SlimError(f"the latest checkpoint {prefix} is not consistent ({err}); delete "
+                        f"its files to resume from the one before") from None
+    return prefix

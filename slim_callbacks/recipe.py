@@ -43,6 +43,7 @@ DATA_SOURCES = ("digits", "npz", "imagenet", "imagefolder", "cifar10", "mnist", 
 OPTIMIZERS = ("momentum", "sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "piecewise", "cosine")
 STRATEGIES = ("uniform", "sensitive", "custom", "global")
+AMP_LEVELS = ("O1", "O2")  # train.amp: paddle.Model.prepare(amp_configs=...)
 
 #: Image side used when neither ``input_shape`` nor ``data.image_size`` is given.
 DEFAULT_IMAGE_SIZE = {"digits": 32, "npz": 32, "cifar10": 32, "mnist": 28,
@@ -460,7 +461,7 @@ class LrConfig(Section):
 
 @dataclass(frozen=True)
 class TrainConfig(Section):
-    """``train``: epochs, batch size, optimizer and learning rate.
+    """``train``: epochs, batch size, optimizer, learning rate and AMP level (null, O1, O2).
 
     Example:
         >>> TrainConfig(optimizer={"name": "adam"}).lr.base
@@ -474,6 +475,7 @@ class TrainConfig(Section):
     lr: LrConfig = _section(LrConfig)
     eval_every: int = _key(_int_rule(1), 1)
     seed: Optional[int] = _key(_optional(_int_rule(0)), 0)
+    amp: Optional[str] = _key(_optional(_choice_rule(AMP_LEVELS)), None)
 
     def _check(self):
         if self.lr.base is None:

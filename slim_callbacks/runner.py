@@ -29,7 +29,9 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import importlib
 import inspect
 import json
@@ -230,9 +232,11 @@ def final_ratios(job: Job, network: paddle.nn.Layer):
     return ratio if layers is None else {p: ratio for p in layers}
 
 
-def build_callbacks(job: Job, ratios, verbose: int = 1) -> List[paddle.callbacks.Callback]:
-    """LR stepping per epoch, pruning (with BN-L1 and VisualDL), or VisualDL alone."""
-    from slim_callbacks.callbacks import PruneCallback, VisualDLLogger
+def build_callbacks(job: Job, ratios, verbose: int = 1,
+                    resume_from: Optional[str] = None) -> List[paddle.callbacks.Callback]:
+    """LR stepping per epoch, pruning (with BN-L1, VisualDL and the NaN/Inf guard;
+    resuming from ``resume_from``), or VisualDL and the guard alone."""
+    from slim_callbacks.callbacks import FiniteLossGuard, PruneCallback, VisualDLLogger
     recipe = job.recipe
     callbacks: List[paddle.callbacks.Callback] = [
         paddle.callbacks.LRScheduler(by_step=False, by_epoch=True)]
@@ -242,8 +246,11 @@ def build_callbacks(job: Job, ratios, verbose: int = 1) -> List[paddle.callbacks
         callbacks.append(PruneCallback(
             ratios=ratios, criterion=pruning.criterion, input_shape=list(recipe.input_shape),
             skip=list(pruning.skip), round_to=pruning.round_to, schedule=pruning.schedule,
-            bn_l1=pruning.bn_l1, log_dir=log_dir, log_freq=recipe.logging.log_freq))
-    elif log_dir is not None:
+            bn_l1=pruning.bn_l1, log_dir=log_dir, log_freq=recipe.logging.log_freq,
+            resume_from=resume_from))
+        return callbacks
+    callbacks.append(FiniteLossGuard())
+    if log_dir is not None:
         callbacks.append(VisualDLLogger(log_dir, log_freq=recipe.logging.log_freq,
                                         input_shape=list(recipe.input_shape)))
     return callbacks
@@ -312,13 +319,133 @@ def seed_from(recipe: Recipe) -> None:
         np.random.seed(recipe.train.seed)
 
 
-def run(job: Job, *, verbose: int = 2, emit: Callable[[str], None] = print) -> Dict[str, Any]:
-    """Train and prune as the recipe says; returns (and writes) the summary."""
+LOCK_FILE = ".lock"
+
+
+def is_rank0() -> bool:
+    """True on the process that writes and prints (always, without data parallel)."""
+    return paddle.distributed.get_rank() == 0
+
+
+def run_directories(recipe: Recipe) -> List[str]:
+    """The output directory, and the checkpoint and log directories if elsewhere."""
+    dirs = [recipe.output_dir, recipe.checkpoint.save_dir]
+    if recipe.logging.visualdl:
+        dirs.append(recipe.logging.log_dir)
+    return list(dict.fromkeys(os.path.normpath(d) for d in dirs))
+
+
+def check_writable(directory: str) -> None:
+    """Creates ``directory`` and writes a probe file in it; SlimError if it cannot."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as err:
+        raise SlimError(f"output directory {directory} is not writable ({err.strerror or err}); "
+                        f"choose another with -o output_dir=DIR") from None
+
+
+def holds_files(path: str) -> bool:
+    return not os.path.isdir(path) or any(holds_files(os.path.join(path, n)) for n in os.listdir(path))
+
+
+def check_fresh(recipe: Recipe) -> None:
+    """SlimError if a run directory already holds files (of an earlier run)."""
+    for directory in filter(os.path.isdir, run_directories(recipe)):
+        found = sorted(n for n in os.listdir(directory)
+                       if n != LOCK_FILE and holds_files(os.path.join(directory, n)))
+        if found:
+            raise SlimError(f"{directory} already holds a run ({', '.join(found[:3])}"
+                            f"{', ...' if len(found) > 3 else ''}): continue it with --resume, "
+                            f"or write elsewhere with -o output_dir=DIR (or delete {directory})")
+
+
+@contextlib.contextmanager
+def locked_run_directory(recipe: Recipe, resume: bool):
+    """On rank 0: checks the run directories are writable (and, unless ``resume``,
+    empty), then holds an exclusive lock on ``<output_dir>/.lock`` for the run."""
+    if not is_rank0():
+        yield
+        return
+    check_writable(recipe.output_dir)
+    lock_path = os.path.join(recipe.output_dir, LOCK_FILE)
+    with open(lock_path, "a", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise SlimError(f"{recipe.output_dir} is in use by another run (it holds "
+                            f"{lock_path}): wait for it, or write elsewhere with "
+                            f"-o output_dir=DIR") from None
+        if not resume:
+            check_fresh(recipe)
+        for directory in run_directories(recipe):
+            check_writable(directory)
+        yield
+
+
+def resume_checkpoint(recipe: Recipe) -> str:
+    """The newest complete checkpoint of the recipe's run, for ``--resume``."""
+    from slim_callbacks.ledger import latest_checkpoint
+    if recipe.pruning is None:
+        raise ConfigError("--resume", True, "a recipe with a pruning section (the pruning "
+                          "ledger is what a run resumes from)")
+    summary = os.path.join(recipe.output_dir, "summary.json")
+    if os.path.exists(summary):
+        raise SlimError(f"the run in {recipe.output_dir} is finished ({summary} exists): "
+                        f"nothing to resume")
+    return latest_checkpoint(recipe.checkpoint.save_dir)
+
+
+def check_finite_data(datasets: Dict[str, Any]) -> None:
+    """ConfigError naming the array and the first image with NaN/Inf in in-memory data."""
+    for name, dataset in datasets.items():
+        images = getattr(dataset, "images", None)
+        if not isinstance(images, np.ndarray) or images.dtype.kind != "f":
+            continue
+        bad = ~np.isfinite(images.reshape(len(images), -1)).all(axis=1)
+        if bad.any():
+            raise ConfigError("data", f"{name}[{int(np.argmax(bad))}] holds NaN/Inf",
+                              f"finite pixel values in every image ({int(bad.sum())} "
+                              f"bad images in {name})")
+
+
+def amp_level(recipe: Recipe) -> Optional[str]:
+    """``train.amp`` for ``Model.prepare(amp_configs=...)``; on CPU Paddle's AMP does
+    nothing (training stays float32), which is said once here."""
+    level = recipe.train.amp
+    if level is not None and paddle.get_device().startswith("cpu"):
+        logger.warning("train.amp %s has no effect on CPU (Paddle's AMP needs a GPU, XPU or "
+                       "custom device): training in float32", level)
+    return level
+
+
+def write_summary(path: str, summary: Dict[str, Any]) -> None:
+    from slim_callbacks.ledger import write_atomic
+    write_atomic(path, json.dumps(summary, indent=1))
+
+
+def run(job: Job, *, verbose: int = 2, emit: Callable[[str], None] = print,
+        resume: bool = False) -> Dict[str, Any]:
+    """Train and prune as the recipe says; returns (and, on rank 0, writes and prints)
+    the summary.
+
+    The run directories must be empty unless ``resume``, which continues from the
+    newest complete checkpoint; ``<output_dir>/.lock`` is held for the run.
+    """
+    with locked_run_directory(job.recipe, resume):
+        return _run(job, verbose, emit if is_rank0() else (lambda text: None), resume)
+
+
+def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> Dict[str, Any]:
     recipe = job.recipe
     check_sensitivities_file(job)
+    resume_from = resume_checkpoint(recipe) if resume else None
     started = time.time()
     for note in job.notes:
         emit(note)
+    if resume_from is not None:
+        emit(f"resuming from {resume_from}")
     seed_from(recipe)
     from slim_callbacks.data import build_datasets
     network = build_network(recipe)
@@ -330,17 +457,18 @@ def run(job: Job, *, verbose: int = 2, emit: Callable[[str], None] = print) -> D
              f"(criterion {recipe.pruning.criterion} ties on initial scales)")
     ratios = final_ratios(job, network)
     train_data, eval_data = build_datasets(recipe.data, recipe.input_shape)
+    check_finite_data({"x_train": train_data, "x_test": eval_data})
     optimizer = build_optimizer(recipe, network)
     input_spec = [paddle.static.InputSpec([None, *recipe.input_shape[1:]], "float32", "image")]
     model = paddle.Model(network, inputs=input_spec)
-    model.prepare(optimizer, paddle.nn.CrossEntropyLoss(), accuracy_metric(recipe.data.num_classes))
-    callbacks = build_callbacks(job, ratios, verbose)
+    model.prepare(optimizer, paddle.nn.CrossEntropyLoss(), accuracy_metric(recipe.data.num_classes),
+                  amp_configs=amp_level(recipe))
+    callbacks = build_callbacks(job, ratios, verbose, resume_from)
     batch, workers = recipe.train.batch_size, recipe.data.num_workers
 
     before = eval_accuracy(model.evaluate(eval_data, batch_size=batch, num_workers=workers,
                                           verbose=0))
     before.update(structure(network, recipe.input_shape))
-    os.makedirs(recipe.output_dir, exist_ok=True)
     model.fit(train_data, eval_data, epochs=recipe.train.epochs, batch_size=batch,
               eval_freq=recipe.train.eval_every, log_freq=recipe.logging.log_freq,
               save_dir=recipe.checkpoint.save_dir, save_freq=recipe.checkpoint.save_freq,
@@ -353,8 +481,8 @@ def run(job: Job, *, verbose: int = 2, emit: Callable[[str], None] = print) -> D
                "wall_time_s": round(time.time() - started, 1),
                "output_dir": recipe.output_dir}
     path = os.path.join(recipe.output_dir, "summary.json")
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1)
+    if is_rank0():
+        write_summary(path, summary)
     emit(summary_table(summary))
     emit(f"summary written to {path}")
     return summary

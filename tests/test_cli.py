@@ -154,7 +154,7 @@ ERRORS = [
      "quickstart or mobilenetv1/uniform_l1norm_f50)"),
     (["check", QUICKSTART, "-o", "train.epoch=3"],
      "train.epoch: 3 is not allowed; expected a key of train: epochs, batch_size, optimizer, "
-     "lr, eval_every, seed"),
+     "lr, eval_every, seed, amp"),
     (["check", QUICKSTART, "-o", "pruning.criterion=l3"],
      "pruning.criterion: 'l3' is not allowed; expected one of l1_norm, l2_norm, fpgm, "
      "geometry_median, slim, bn_scale, opt_slim"),

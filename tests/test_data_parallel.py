@@ -1,6 +1,7 @@
 """PruneCallback under paddle.distributed.launch with two CPU (gloo) processes."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -53,3 +54,34 @@ def test_two_ranks_prune_identically_and_keep_synchronizing(tmp_path):
     assert len(os.listdir(tmp_path / "vdl")) == 1
     assert "final.pruning.json" in os.listdir(tmp_path / "ckpt")
     assert logs.count("epoch 1: pruned 3 groups") == 1  # both pruned, rank 0 reports
+
+
+def test_cli_run_under_two_ranks_writes_and_prints_on_rank_0_only(tmp_path):
+    """`python -m paddle.distributed.launch --nproc_per_node 2 $(which slim-callbacks) run
+    RECIPE` on a tiny --dry-run recipe."""
+    import yaml
+    from test_cli_runs import TINY
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(TINY))
+    out_dir = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(TESTS), TESTS, os.environ.get("PYTHONPATH", "")]))
+    main = shutil.which("slim-callbacks")   # the console script; the same two lines if absent
+    if main is None:
+        main = tmp_path / "slim_callbacks_cli.py"
+        main.write_text("import sys\nfrom slim_callbacks.cli import main\nsys.exit(main())\n")
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+           "--log_dir", str(tmp_path / "log"), str(main), "run", str(recipe), "--dry-run",
+           "--output-dir", str(out_dir)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=env)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        pytest.skip(f"paddle.distributed.launch could not run: {err}")
+    logs = [worker_log(tmp_path, r) for r in (0, 1)]
+    assert proc.returncode == 0, (proc.stdout + proc.stderr + "".join(logs))[-3000:]
+    assert "FLOPs reduction" in logs[0] and "summary written to" in logs[0]
+    assert "FLOPs reduction" not in logs[1] and "summary written" not in logs[1]
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["after"]["params"] < summary["before"]["params"]
+    assert len(os.listdir(out_dir / "logs")) == 1
+    assert "final.pruning.json" in os.listdir(out_dir / "checkpoints")

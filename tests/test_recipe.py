@@ -38,7 +38,7 @@ def test_minimal_recipe_resolves_every_default():
         "train": {"epochs": 10, "batch_size": 32,
                   "optimizer": {"name": "momentum", "momentum": 0.9, "weight_decay": 0.0},
                   "lr": {"base": 0.1, "schedule": "cosine", "milestones": [], "gamma": 0.1},
-                  "eval_every": 1, "seed": 0},
+                  "eval_every": 1, "seed": 0, "amp": None},
         "pruning": {"criterion": "l1_norm", "strategy": "uniform", "ratios": 0.5,
                     "target_flops_reduction": None, "layers": ["*"], "skip": [],
                     "round_to": 1, "sensitivities": None, "schedule": None, "bn_l1": None},
@@ -169,7 +169,7 @@ def test_apply_override_in_place():
 
 @pytest.mark.parametrize("text, key, value, allowed", [
     ("train.epoch=3", "train.epoch", 3,
-     "a key of train: epochs, batch_size, optimizer, lr, eval_every, seed"),
+     "a key of train: epochs, batch_size, optimizer, lr, eval_every, seed, amp"),
     ("trian.epochs=3", "trian", 3,
      "a key of the recipe: name, output_dir, model, data, input_shape, train, pruning, "
      "logging, checkpoint"),
@@ -443,7 +443,7 @@ def test_error_messages(overrides, key, value, allowed):
 
 @pytest.mark.parametrize("raw, key, value, allowed", [
     (dict(BASE, train={"epoch": 3}), "train.epoch", 3,
-     "a key of train: epochs, batch_size, optimizer, lr, eval_every, seed"),
+     "a key of train: epochs, batch_size, optimizer, lr, eval_every, seed, amp"),
     (dict(BASE, extra=1), "extra", 1,
      "a key of the recipe: name, output_dir, model, data, input_shape, train, pruning, "
      "logging, checkpoint"),

@@ -12,7 +12,7 @@ import pytest
 
 from slim_callbacks.callbacks import PruneCallback
 from slim_callbacks.errors import SlimError
-from slim_callbacks.ledger import load_ledger, load_pruned
+from slim_callbacks.ledger import file_digest, load_ledger, load_pruned
 
 from test_callbacks_prune import SHAPE, Net, dataset
 
@@ -25,11 +25,11 @@ CHILD = textwrap.dedent("""
     from slim_callbacks.callbacks import PruneCallback
     from test_callbacks_prune import Net, dataset, widths, SHAPE
 
-    mode, save_dir, out = sys.argv[1:4]
+    mode, save_dir, out, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 
-    class KillAfterCheckpoint(paddle.callbacks.Callback):
+    class KillAtEpochBegin(paddle.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 2:  # epoch 1 (a pruning epoch) and its checkpoint are done
+            if epoch + cb.epoch_offset == kill_at:  # the epoch before is saved
                 os.kill(os.getpid(), signal.SIGKILL)
 
     paddle.seed(0)
@@ -39,15 +39,11 @@ CHILD = textwrap.dedent("""
     model.prepare(opt, nn.CrossEntropyLoss(), paddle.metric.Accuracy())
     kwargs = dict(ratios=0.5, criterion="fpgm", schedule="agp", start_epoch=1, end_epoch=3,
                   input_shape=SHAPE)
-    callbacks, epochs = [], 5
-    if mode == "kill":
-        callbacks.append(KillAfterCheckpoint())
     if mode == "resume":
-        kwargs["resume_from"] = os.path.join(save_dir, "1")
-        epochs = 3
+        kwargs["resume_from"] = save_dir  # the newest complete checkpoint
     cb = PruneCallback(**kwargs)
-    model.fit(dataset(64), epochs=epochs, batch_size=16, verbose=0, shuffle=False,
-              save_dir=save_dir, callbacks=[cb] + callbacks)
+    model.fit(dataset(64), epochs=5, batch_size=16, verbose=0, shuffle=False,
+              save_dir=save_dir, callbacks=[cb, KillAtEpochBegin()])
     json.dump({{"widths": widths(net), "events": [h["epoch"] for h in cb.history],
                "targets": [h["target"] for h in cb.history],
                "weights": {{k: v.numpy().tolist() for k, v in net.state_dict().items()}}}},
@@ -55,31 +51,42 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def run_child(tmp_path, mode, save_dir, opt):
+def run_child(tmp_path, mode, save_dir, opt, kill_at=-1):
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(tests=TESTS, opt=opt))
     out = tmp_path / f"{mode}.json"
-    proc = subprocess.run([sys.executable, str(script), mode, str(save_dir), str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, str(script), mode, str(save_dir), str(out),
+                           str(kill_at)], capture_output=True, text=True, timeout=120)
     return proc, out
 
 
+def digests(directory):
+    return {name: file_digest(str(directory / name)) for name in os.listdir(directory)}
+
+
 @pytest.mark.parametrize("opt", ["Momentum", "Adam"])
-def test_sigkill_after_a_pruning_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, opt):
+def test_killed_twice_and_resumed_with_the_same_command_matches_an_uninterrupted_run(tmp_path, opt):
     killed_dir, full_dir = tmp_path / "killed", tmp_path / "full"
-    proc, out = run_child(tmp_path, "kill", killed_dir, opt)
+    proc, out = run_child(tmp_path, "kill", killed_dir, opt, kill_at=2)
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert not out.exists()
     assert sorted(os.listdir(killed_dir)) == ["0.pdopt", "0.pdparams", "0.pruning.json",
                                               "1.pdopt", "1.pdparams", "1.pruning.json"]
     ledger = load_ledger(str(killed_dir / "1"))
     assert ledger["cursor"]["epoch"] == 1 and ledger["cursor"]["done"] == [1]
-    assert ledger["cursor"]["remaining"] == [2, 3]
+    assert ledger["cursor"]["remaining"] == [2, 3] and ledger["epochs"] == 5
+    first_session = digests(killed_dir)
 
+    # the same resume command twice: killed again at global epoch 3, then to the end
+    proc, _ = run_child(tmp_path, "resume", killed_dir, opt, kill_at=3)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert load_ledger(str(killed_dir / "2"))["cursor"]["epoch"] == 2  # global names
     proc, resumed_out = run_child(tmp_path, "resume", killed_dir, opt)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc, full_out = run_child(tmp_path, "full", full_dir, opt)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(killed_dir)) == sorted(os.listdir(full_dir))  # 0..4 and final
+    assert {k: digests(killed_dir)[k] for k in first_session} == first_session  # untouched
     resumed, full = json.loads(resumed_out.read_text()), json.loads(full_out.read_text())
     assert resumed["events"] == full["events"] == [1, 2, 3]
     assert resumed["targets"] == full["targets"]
@@ -89,6 +96,7 @@ def test_sigkill_after_a_pruning_epoch_then_resume_matches_an_uninterrupted_run(
     # the resumed run's checkpoints carry the global history
     final = load_ledger(str(killed_dir / "final"))
     assert [h["epoch"] for h in final["history"]] == [1, 2, 3]
+    assert final["cursor"]["epoch"] == 4
 
 
 def trained(tmp_path, epochs=2):
@@ -140,14 +148,16 @@ def test_load_pruned_refuses_another_architecture_or_a_pruned_network(tmp_path):
 
 
 def test_resume_with_other_arguments_fails_before_training(tmp_path):
-    trained(tmp_path, epochs=1)
+    trained(tmp_path, epochs=2)
+    for name in ("1.pdparams", "1.pdopt", "1.pruning.json"):
+        os.remove(tmp_path / name)  # resume from 0 as if killed during epoch 1
     paddle.seed(0)
     net = Net()
     model = paddle.Model(net)
     model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()), nn.CrossEntropyLoss())
     cb = PruneCallback(0.9, prune_epochs=[0, 1], input_shape=SHAPE, resume_from=str(tmp_path / "0"))
     with pytest.raises(SlimError, match="differ"):
-        model.fit(dataset(16), epochs=1, batch_size=16, verbose=0, callbacks=[cb])
+        model.fit(dataset(16), epochs=2, batch_size=16, verbose=0, callbacks=[cb])
     assert net.c2[0].weight.shape == [32, 16, 3, 3]
 
 
@@ -187,7 +197,7 @@ def test_in_process_resume_continues_epochs_bn_l1_and_visualdl_steps(tmp_path):
     full = model_and(PruneCallback(**kwargs), 3, tmp_path / "a")  # resume from its epoch 0
     cb = PruneCallback(**kwargs, resume_from=str(tmp_path / "a" / "0"), log_dir=str(tmp_path / "vdl"),
                        log_freq=1)
-    net = model_and(cb, 2, tmp_path / "b")
+    net = model_and(cb, 3, tmp_path / "b")  # fit(epochs=TOTAL): epochs 1 and 2 run
     assert cb.epoch_offset == 1 and [h["epoch"] for h in cb.history] == [0, 2]
     assert net.c2[0].weight.shape[0] == 16
     # built second in this process, the network has other tensor names than the
@@ -199,5 +209,9 @@ def test_in_process_resume_continues_epochs_bn_l1_and_visualdl_steps(tmp_path):
     scalars, _ = read(str(tmp_path / "vdl"))
     assert [s for s, _ in scalars["train/loss"]] == [3, 4, 5, 6]  # 2 steps/epoch, from epoch 1
     assert [s for s, _ in scalars["model/params"]] == [1, 2]
-    # ledgers of the resumed fit are named by its own epochs, record global ones
-    assert load_ledger(str(tmp_path / "b" / "1"))["cursor"]["epoch"] == 2
+    # checkpoints of the resumed fit are named by global epoch
+    assert sorted(os.listdir(tmp_path / "b")) == ["1.pdopt", "1.pdparams", "1.pruning.json",
+                                                  "2.pdopt", "2.pdparams", "2.pruning.json",
+                                                  "final.pdopt", "final.pdparams",
+                                                  "final.pruning.json"]
+    assert load_ledger(str(tmp_path / "b" / "2"))["cursor"]["epoch"] == 2

@@ -1,6 +1,7 @@
-"""Callbacks for ``paddle.Model.fit``: progressive pruning, BN-scale sparsity, VisualDL."""
+"""Callbacks for ``paddle.Model.fit``: progressive pruning, BN-scale sparsity, VisualDL, a NaN/Inf loss guard."""
 from slim_callbacks.callbacks.bn_l1 import BNScaleL1
+from slim_callbacks.callbacks.guard import FiniteLossGuard
 from slim_callbacks.callbacks.prune import PruneCallback
 from slim_callbacks.callbacks.visualdl import TAGS, VisualDLLogger
 
-__all__ = ["BNScaleL1", "PruneCallback", "TAGS", "VisualDLLogger"]
+__all__ = ["BNScaleL1", "FiniteLossGuard", "PruneCallback", "TAGS", "VisualDLLogger"]

@@ -48,6 +48,7 @@ import paddle
 
 from slim_callbacks import ledger as ledger_mod
 from slim_callbacks.callbacks.bn_l1 import BNScaleL1, check_epoch
+from slim_callbacks.callbacks.guard import FiniteLossGuard
 from slim_callbacks.criteria import get_criterion
 from slim_callbacks.errors import ConfigError, SlimError
 from slim_callbacks.plan import PruningPlan
@@ -137,20 +138,29 @@ class PruneCallback(paddle.callbacks.Callback):
         log_dir: if set, a :class:`~slim_callbacks.callbacks.VisualDLLogger` writes there.
         log_freq: steps between train scalars of that logger.
         resume_from: a checkpoint prefix (``"ckpt/3"``) written by an earlier fit with this
-            callback: its ledger is replayed on network and optimizer, the checkpoint's
-            weights and optimizer state are loaded, and the schedule carries on at the next
-            epoch: call ``fit(epochs=total - 3 - 1)``.
+            callback, or its directory (``"ckpt"``: the newest complete checkpoint). Its
+            ledger is replayed on network and optimizer, the checkpoint's weights and
+            optimizer state are loaded, and training carries on at the next epoch. Call
+            ``fit(epochs=TOTAL)`` with the same total as the interrupted run: the callback
+            stops the fit after the run's last epoch and names the checkpoints it saves
+            by global epoch; a checkpoint of an earlier session is never overwritten.
+        reset_optimizer: when resuming from a checkpoint without ``.pdopt``, start the
+            optimizer state afresh instead of refusing.
 
     Attributes:
         plan: the cumulative :class:`PruningPlan` (relative to the original network).
         history: one dict per event (see :mod:`slim_callbacks.ledger`).
         original_widths: group name -> width before any pruning.
         epoch_offset: global epoch of this fit's epoch 0 (non-zero when resuming).
+        total_epochs: the global number of epochs of the run (``fit(epochs=...)``).
 
     Raises:
         ConfigError: a bad argument (at construction) or an event/pattern that does not
             fit the network or ``fit(epochs=...)`` (in ``on_train_begin``, before any
             weight changes).
+        SlimError: a resume source that is damaged, incomplete or already finished
+            (before any weight changes); a save that would overwrite a checkpoint of an
+            earlier session (before writing); a non-finite training loss.
     """
 
     def __init__(self, ratios: Union[float, Mapping[str, float], None] = None, criterion="l1_norm",
@@ -161,7 +171,7 @@ class PruneCallback(paddle.callbacks.Callback):
                  schedule=None, start_epoch: int = 0, end_epoch: Optional[int] = None,
                  frequency: int = 1, bn_l1: Optional[float] = None,
                  log_dir: Optional[str] = None, log_freq: int = 10,
-                 resume_from: Optional[str] = None):
+                 resume_from: Optional[str] = None, reset_optimizer: bool = False):
         super().__init__()
         self.criterion = get_criterion(criterion)
         self.round_to = check_round_to(round_to)
@@ -195,12 +205,14 @@ class PruneCallback(paddle.callbacks.Callback):
         self.resume_from = resume_from
         if resume_from is not None and not isinstance(resume_from, (str, os.PathLike)):
             raise ConfigError("resume_from", resume_from, "a checkpoint prefix such as 'ckpt/3'")
+        self.reset_optimizer = bool(reset_optimizer)
         self.bn_l1 = None
         if bn_l1 is not None:
             if self.criterion.source != "bn_scale":
                 warnings.warn(f"bn_l1 is set but criterion {self.criterion.name!r} ignores "
                               f"BatchNorm scales; use 'slim' or 'opt_slim'", UserWarning, stacklevel=2)
             self.bn_l1 = BNScaleL1(bn_l1, start_epoch=0, end_epoch=self.schedule.last_epoch + 1)
+        self.finite_guard = FiniteLossGuard()
         self.logger_cb = None
         if log_dir is not None:
             from slim_callbacks.callbacks.visualdl import VisualDLLogger
@@ -211,7 +223,9 @@ class PruneCallback(paddle.callbacks.Callback):
         self.group_ratios: Dict[str, float] = {}
         self.targets: Dict[int, Dict[str, float]] = {}
         self.epoch_offset = 0
+        self.total_epochs: Optional[int] = None
         self.last_epoch = -1
+        self._written: set = set()
         self.fingerprint = None
         self.uniform_ratio: Optional[float] = None
         self._started = False
@@ -234,7 +248,7 @@ class PruneCallback(paddle.callbacks.Callback):
         return getattr(self.model, "_optimizer", None)
 
     def _sub_callbacks(self):
-        return [cb for cb in (self.bn_l1, self.logger_cb) if cb is not None]
+        return [cb for cb in (self.finite_guard, self.bn_l1, self.logger_cb) if cb is not None]
 
     def _default_shape(self):
         specs = getattr(self.model, "_inputs", None) or []
@@ -291,23 +305,48 @@ class PruneCallback(paddle.callbacks.Callback):
         epochs = self.params.get("epochs")
         resumed = None
         if self.resume_from is not None and not self._started:
-            resumed = ledger_mod.load_ledger(str(self.resume_from))
-            ledger_mod.check_fingerprint(self.network, resumed, f"{self.resume_from} ")
+            resumed = self._load_resume_source(epochs)
             self.epoch_offset = resumed["cursor"]["epoch"] + 1
         if epochs is not None:
-            self.schedule.validate(self.epoch_offset + epochs)
+            self.schedule.validate(epochs if resumed is not None else self.epoch_offset + epochs)
+            self.total_epochs = epochs if resumed is not None else self.epoch_offset + epochs
         for cb in self._sub_callbacks():
             cb.set_model(self.model)
             cb.set_params(self.params)
+        self.finite_guard.epoch_offset = self.epoch_offset
         if self.bn_l1 is not None:
             self.bn_l1.epoch_offset = self.epoch_offset
-            self.bn_l1.validate(epochs)
+            self.bn_l1.validate(None if self.total_epochs is None
+                                else self.total_epochs - self.epoch_offset)
         if not self._started:
             self._setup(resumed)
         self._started = True
         self._install_save_hook()
         for cb in self._sub_callbacks():
             cb.on_train_begin(logs)
+
+    def _load_resume_source(self, epochs: Optional[int]) -> dict:
+        """The checked ledger of ``resume_from`` (a prefix, or a directory: its newest
+        complete checkpoint); SlimError before any change if it cannot be resumed."""
+        source = os.fspath(self.resume_from)
+        if os.path.isdir(source):
+            source = ledger_mod.latest_checkpoint(source)
+        self.resume_from = source
+        resumed = ledger_mod.load_ledger(source)
+        ledger_mod.check_fingerprint(self.network, resumed, f"{source} ")
+        ledger_mod.check_checkpoint_files(source, resumed,
+                                          need_optimizer=self.optimizer is not None
+                                          and not self.reset_optimizer)
+        done, total = resumed["cursor"]["epoch"], resumed.get("epochs")
+        if epochs is not None and total is not None and epochs != total:
+            raise ConfigError("fit(epochs=...)", epochs,
+                              f"{total}, the total epochs of the run that wrote {source} "
+                              f"(the resumed fit starts at epoch {done + 1} and stops after "
+                              f"epoch {total - 1})")
+        if epochs is not None and done + 1 >= epochs:
+            raise SlimError(f"{source} is the last epoch ({done}) of a {epochs}-epoch run: "
+                            f"nothing is left to train")
+        return resumed
 
     def _setup(self, resumed: Optional[dict]) -> None:
         net = self.network
@@ -354,15 +393,17 @@ class PruneCallback(paddle.callbacks.Callback):
         self.history = list(ledger["history"])
         self.last_epoch = ledger["cursor"]["epoch"]
         prefix = str(self.resume_from)
-        if os.path.exists(prefix + ".pdparams"):
-            # weights by structural key; optimizer state re-keyed to this run's tensor
-            # names (they differ when the network was built after another one in-process)
-            self.model.load(prefix, reset_optimizer=True)
-            if self.optimizer is not None and os.path.exists(prefix + ".pdopt"):
-                state = ledger_mod.rename_optimizer_state(
-                    paddle.load(prefix + ".pdopt"), ledger.get("param_names", {}),
-                    ledger_mod.tensor_names(self.network))
-                self.model._adapter.load([], state)
+        # weights by structural key; optimizer state re-keyed to this run's tensor
+        # names (they differ when the network was built after another one in-process)
+        self.model.load(prefix, reset_optimizer=True)
+        if self.optimizer is not None and os.path.exists(prefix + ledger_mod.OPTIMIZER):
+            state = ledger_mod.rename_optimizer_state(
+                paddle.load(prefix + ledger_mod.OPTIMIZER), ledger.get("param_names", {}),
+                ledger_mod.tensor_names(self.network))
+            self.model._adapter.load([], state)
+        elif self.optimizer is not None:
+            logger.warning("resumed from %s without %s: the optimizer state starts afresh "
+                           "(reset_optimizer=True)", prefix, ledger_mod.OPTIMIZER)
         self._resync_data_parallel()
         logger.info("resumed from %s: %d pruning events replayed, next epoch %d", prefix,
                     len(self.history), self.epoch_offset)
@@ -372,20 +413,23 @@ class PruneCallback(paddle.callbacks.Callback):
             cb.on_epoch_begin(epoch, logs)
 
     def on_train_batch_end(self, step, logs=None):
-        if self.logger_cb is not None:
-            self.logger_cb.on_train_batch_end(step, logs)
+        for cb in self._sub_callbacks():
+            cb.on_train_batch_end(step, logs)
 
     def on_eval_end(self, logs=None):
         if self.logger_cb is not None:
             self.logger_cb.on_eval_end(logs)
 
     def on_epoch_end(self, epoch, logs=None):
-        """Fires the event scheduled at this (global) epoch, if any."""
+        """Fires the event scheduled at this (global) epoch, if any (weights finite)."""
+        self.finite_guard.on_epoch_end(epoch, logs)
         glob = epoch + self.epoch_offset
         targets = self.targets.get(glob)
         if targets:
             self.prune_now(glob, targets)
         self.last_epoch = glob
+        if self.epoch_offset and self.total_epochs is not None and glob >= self.total_epochs - 1:
+            self.model.stop_training = True  # a resumed fit(epochs=TOTAL) ends on time
         if self.logger_cb is not None:
             self.logger_cb.on_epoch_end(epoch, logs)
 
@@ -459,14 +503,29 @@ class PruneCallback(paddle.callbacks.Callback):
                 "criterion": self.criterion.name, "original_widths": self.original_widths,
                 "param_names": ledger_mod.tensor_names(self.network),
                 "plan": self.plan.to_dict(), "history": self.history,
+                "epochs": self.total_epochs,
                 "cursor": {"epoch": self.last_epoch,
                            "done": [h["epoch"] for h in self.history],
                            "remaining": sorted(e for e in self.targets if e > self.last_epoch),
                            "events": [[e, sorted(t.items())] for e, t in sorted(self.targets.items())]},
                 "schedule": self.schedule.to_dict()}
 
+    def checkpoint_path(self, path: str) -> str:
+        """``<dir>/<local epoch>`` (ModelCheckpoint's name) -> ``<dir>/<global epoch>``."""
+        head, tail = os.path.split(os.fspath(path))
+        if self.epoch_offset and tail.isdigit():
+            return os.path.join(head, str(int(tail) + self.epoch_offset))
+        return os.fspath(path)
+
+    def _check_not_earlier_session(self, path: str) -> None:
+        if path not in self._written and os.path.exists(ledger_mod.ledger_path(path)):
+            raise SlimError(f"{path} holds a checkpoint of an earlier run (its ledger "
+                            f"{ledger_mod.ledger_path(path)} exists): save to an empty "
+                            f"save_dir, or resume that run with resume_from")
+
     def _install_save_hook(self) -> None:
-        """Makes every ``model.save(path)`` (ModelCheckpoint's too) write the ledger."""
+        """Makes every ``model.save(path)`` (ModelCheckpoint's too) write the ledger,
+        under the global epoch's name, never over an earlier session's checkpoint."""
         model = self.model
         current = getattr(model.save, "_slim_pruner", None)
         if current is self:
@@ -474,9 +533,18 @@ class PruneCallback(paddle.callbacks.Callback):
         original = getattr(model.save, "_slim_original", model.save)
 
         def save(path, training=True):
-            original(path, training)
-            if training and paddle.distributed.ParallelEnv().local_rank == 0:
+            path = self.checkpoint_path(path)
+            rank0 = paddle.distributed.ParallelEnv().local_rank == 0
+            if training and rank0:
+                self._check_not_earlier_session(path)
+            try:
+                original(path, training)
+            except OSError as err:
+                raise SlimError(f"could not save the checkpoint {path}: "
+                                f"{err.strerror or err}") from None
+            if training and rank0:
                 ledger_mod.save_ledger(path, self.ledger())
+                self._written.add(path)
 
         save._slim_pruner, save._slim_original = self, original
         model.save = save
