@@ -446,9 +446,11 @@ def _is_literal(size) -> bool:
 def _wrap_reshape(tracer: _Tracer, func):
     """``paddle.reshape`` returns ``x`` itself, running no op, when the shape is
     unchanged; a literal channel count there still breaks once ``x`` is pruned."""
-    def reshape(x, shape, name=None):
-        out = func(x, shape, name)
+    def reshape(*args, **kwargs):  # (x, shape), (x, *sizes) or keywords, as Paddle's
+        out = func(*args, **kwargs)
+        x = kwargs.get("x", kwargs.get("input", args[0] if args else None))
         if out is x and not tracer.quiet:
+            shape = kwargs.get("shape", args[1] if len(args) == 2 else list(args[1:]))
             _block_literal_sizes(tracer, shape, x, tracer.labels_of(x), x)
         return out
     return reshape
