@@ -187,9 +187,9 @@ def test_channels_added_to_an_untraced_op_output_are_blocked_with_one_warning(ki
 
 
 class Reshapes(nn.Layer):
-    def __init__(self, literal, through_flatten):
+    def __init__(self, literal, through_flatten, varargs=False):
         super().__init__()
-        self.literal, self.through_flatten = literal, through_flatten
+        self.literal, self.through_flatten, self.varargs = literal, through_flatten, varargs
         self.dim = 8
         self.a = nn.Conv2D(3, 8, 1)
         self.c = nn.Conv2D(8, 2, 1)
@@ -199,13 +199,14 @@ class Reshapes(nn.Layer):
         b, c, h, w = y.shape
         if self.through_flatten:
             y = y.flatten(2)  # [B, C, H*W], as attention blocks do
-        y = y.reshape([b, self.dim if self.literal else c, h, w])
+        shape = [b, self.dim if self.literal else c, h, w]
+        y = y.reshape(*shape) if self.varargs else y.reshape(shape)
         return self.c(y)
 
 
-@pytest.mark.parametrize("through_flatten", [False, True])
-def test_reshape_to_a_literal_channel_count_is_blocked(through_flatten, caplog):
-    net = Reshapes(literal=True, through_flatten=through_flatten)
+@pytest.mark.parametrize("through_flatten, varargs", [(False, False), (True, False), (False, True)])
+def test_reshape_to_a_literal_channel_count_is_blocked(through_flatten, varargs, caplog):
+    net = Reshapes(literal=True, through_flatten=through_flatten, varargs=varargs)
     with caplog.at_level(logging.WARNING, logger="slim_callbacks.tracing"):
         graph = trace(net, [1, 3, 4, 4])
     assert "literal size [1, 8, 4, 4]" in group_named(graph, "a").blocked
