@@ -8,7 +8,8 @@ are per sample: the batch dimension of ``input_shape`` is divided out.
 
 Conventions (see :func:`count_flops`):
 
-* ``macs``: one multiply-add = 1, for Conv2D and Linear only (biases not counted).
+* ``macs``: one multiply-add = 1, for Conv2D, Conv2DTranspose and Linear only (biases
+  not counted). A transposed conv does ``H_in * W_in * C_in * (C_out / groups) * Kh * Kw``.
 * ``flops``: 2 x ``macs``.
 * ``paddleslim_legacy``: PaddleSlim's legacy ``fluid.contrib.slim`` counter, the one
   behind the "1.11 GFLOPs" of PaddleSlim's MobileNetV1 table (1,113,234,132 at 224):
@@ -16,7 +17,7 @@ Conventions (see :func:`count_flops`):
   - Conv2D: ``2 * H_out * W_out * C_out * Kh * Kw * (C_in / groups) / groups``. The
     filter already holds ``C_in / groups`` input channels and the legacy code divides by
     ``groups`` again, so a depthwise conv counts ``2 * H_out * W_out * Kh * Kw``.
-  - Linear: ``2 * in * out`` per row.
+  - Linear: ``2 * in * out`` per row; Conv2DTranspose: ``2 * macs``.
   - BatchNorm, ReLU, Sigmoid: 1 per input element.
   - MaxPool2D / AvgPool2D: ``output elements * Kh * Kw``; for the adaptive pools the
     kernel is ``ceil(in / out)`` per spatial dim, i.e. the whole input for a global pool.
@@ -102,6 +103,12 @@ def _conv_counts(layer, inputs, output) -> Counts:
     return out * per_output, 2 * (out // layer._groups) * per_output
 
 
+def _transposed_conv_counts(layer, inputs, output) -> Counts:
+    """Conv2DTranspose: input elements x (C_out / groups * Kh * Kw) MACs."""
+    macs = _numel(inputs[0]) * math.prod(layer.weight.shape[1:])
+    return macs, 2 * macs
+
+
 def _linear_counts(layer, inputs, output) -> Counts:
     """Linear: in * out MACs per row (rows = every output element / out)."""
     macs = _numel(output) * layer.weight.shape[0]
@@ -113,14 +120,20 @@ def _elementwise_counts(layer, inputs, output) -> Counts:
     return 0, _numel(inputs[0])
 
 
+def _pooled(output):
+    """The pooled tensor of a pool's output (``(out, mask)`` with ``return_mask=True``)."""
+    return output[0] if isinstance(output, (list, tuple)) else output
+
+
 def _pool_counts(layer, inputs, output) -> Counts:
     """MaxPool2D / AvgPool2D: legacy output elements x Kh * Kw."""
     kernel_h, kernel_w = _pair(layer.ksize)
-    return 0, _numel(output) * kernel_h * kernel_w
+    return 0, _numel(_pooled(output)) * kernel_h * kernel_w
 
 
 def _adaptive_pool_counts(layer, inputs, output) -> Counts:
     """Adaptive pools: as a pool whose kernel is ceil(in / out) per spatial dim."""
+    output = _pooled(output)
     data_format = getattr(layer, "_data_format", "NCHW")
     (in_h, in_w), (out_h, out_w) = _spatial(inputs[0], data_format), _spatial(output, data_format)
     kernel = math.ceil(in_h / out_h) * math.ceil(in_w / out_w)
@@ -129,6 +142,7 @@ def _adaptive_pool_counts(layer, inputs, output) -> Counts:
 
 _COUNTERS = (
     (nn.Conv2D, _conv_counts),
+    (nn.Conv2DTranspose, _transposed_conv_counts),
     (nn.Linear, _linear_counts),
     (_BATCH_NORMS + _ELEMENTWISE, _elementwise_counts),
     (_POOLS, _pool_counts),
@@ -247,7 +261,7 @@ def count_flops(network, input_shape: Sequence[int], convention: str = "macs") -
         network: a ``paddle.nn.Layer``.
         input_shape: full input shape, batch first, e.g. ``[1, 3, 224, 224]``. The result
             is per sample whatever the batch size.
-        convention: ``"macs"`` (multiply-adds of Conv2D and Linear), ``"flops"``
+        convention: ``"macs"`` (multiply-adds of convs and Linear), ``"flops"``
             (2 x macs) or ``"paddleslim_legacy"`` (PaddleSlim's legacy counter, see
             the module docstring).
 
@@ -312,7 +326,7 @@ def _size_mb(params: int) -> float:
 
 
 def layer_widths(network) -> Dict[str, int]:
-    """Output channels of every Conv2D and output features of every Linear.
+    """Output channels of every Conv2D / Conv2DTranspose and features of every Linear.
 
     Args:
         network: a ``paddle.nn.Layer``.
@@ -332,6 +346,8 @@ def layer_widths(network) -> Dict[str, int]:
     for name, layer in network.named_sublayers():
         if isinstance(layer, nn.Conv2D):
             widths[name] = int(layer.weight.shape[0])
+        elif isinstance(layer, nn.Conv2DTranspose):
+            widths[name] = int(layer.weight.shape[1] * layer._groups)
         elif isinstance(layer, nn.Linear):
             widths[name] = int(layer.weight.shape[1])
     return widths

@@ -42,7 +42,9 @@ nearest_interp bicubic_interp linear_interp trilinear_interp pad3d
 REDUCTION = frozenset("mean sum max min amax amin prod logsumexp argmax argmin "
                       "softmax log_softmax cumsum".split())
 # Ops whose output carries no channel data of its input.
-NO_DATA = frozenset("shape shape64 numel full_like zeros_like ones_like empty_like".split())
+NO_DATA = frozenset("shape shape64 numel".split())
+# Ops whose output has its input's shape, so it shrinks with the input's channels.
+SHAPE_LIKE = frozenset("full_like zeros_like ones_like empty_like".split())
 # Ops that create tensors from nothing.
 CREATION = frozenset("full gaussian uniform arange linspace full_int_array empty "
                      "randint randperm assign_value full_with_tensor eye".split())

@@ -20,7 +20,7 @@ import paddle
 
 from slim_callbacks.errors import SlimError
 from slim_callbacks.surgery import apply_cuts, rollback_on_error
-from slim_callbacks.tracing import unwrap
+from slim_callbacks.tracing import preserved_state, unwrap
 
 
 @dataclasses.dataclass
@@ -76,7 +76,8 @@ class PruningPlan:
             network: a network with the plan's 'before' shapes.
             optimizer: optimizer whose accumulators must follow, if any.
             input_shape: if given, a forward pass at this shape must succeed
-                afterwards, or every change is rolled back and SlimError raised.
+                afterwards in eval and in train mode, or every change is rolled back
+                and SlimError raised.
         """
         self.check(network)
         net = unwrap(network)
@@ -141,12 +142,18 @@ class PruningPlan:
 
 
 def verify_forward(network: paddle.nn.Layer, input_shape: Sequence[int]) -> None:
-    """One eval-mode forward pass at ``input_shape``; restores train/eval modes."""
-    modes = [(layer, layer.training) for layer in network.sublayers(include_self=True)]
-    try:
-        network.eval()
-        with paddle.no_grad():
-            network(paddle.zeros([int(d) for d in input_shape], dtype="float32"))
-    finally:
-        for layer, training in modes:
-            layer.training = training
+    """One forward pass at ``input_shape`` in eval mode and one in train mode (where
+    auxiliary heads run). Modes, BatchNorm statistics and the RNG state are restored.
+
+    Raises:
+        SlimError: naming the mode whose forward pass failed.
+    """
+    x = paddle.zeros([int(d) for d in input_shape], dtype="float32")
+    with preserved_state(network), paddle.no_grad():
+        for mode in ("eval", "train"):
+            getattr(network, mode)()
+            try:
+                network(x)
+            except Exception as err:
+                raise SlimError(f"the pruned network failed a forward pass in {mode} mode, "
+                                f"so nothing was changed: {type(err).__name__}: {err}") from err

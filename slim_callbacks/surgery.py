@@ -17,7 +17,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import paddle
 
-from slim_callbacks.tracing import is_batch_norm, is_conv
+from slim_callbacks.tracing import is_batch_norm, is_conv, is_transposed_conv
 
 logger = logging.getLogger(__name__)
 
@@ -62,16 +62,22 @@ def conv_attributes(layer) -> dict:
 
 
 def update_attributes(layer, before: Optional[dict]) -> None:
-    """Makes a layer's channel attributes match its (new) weight shapes."""
+    """Makes a layer's channel attributes match its (new) weight shapes.
+
+    A conv weight is ``[C_out, C_in / groups, k...]``, a transposed conv's
+    ``[C_in, C_out / groups, k...]``; a depthwise conv keeps ``groups == C_in``.
+    """
     if is_conv(layer):
-        out_channels = layer.weight.shape[0]
         depthwise = before["_groups"] > 1 and before["_groups"] == before["_in_channels"]
-        if depthwise:
-            multiplier = before["_out_channels"] // before["_in_channels"]
-            layer._groups = layer._in_channels = out_channels // multiplier
+        shape = layer.weight.shape
+        if is_transposed_conv(layer):
+            groups = shape[0] if depthwise else layer._groups
+            in_channels, out_channels = shape[0], shape[1] * groups
         else:
-            layer._in_channels = layer.weight.shape[1] * layer._groups
-        layer._out_channels = out_channels
+            multiplier = before["_out_channels"] // before["_in_channels"]
+            groups = shape[0] // multiplier if depthwise else layer._groups
+            in_channels, out_channels = shape[1] * groups, shape[0]
+        layer._in_channels, layer._out_channels, layer._groups = in_channels, out_channels, groups
     elif is_batch_norm(layer) and hasattr(layer, "_num_features"):
         layer._num_features = layer._mean.shape[0]
 

@@ -1,16 +1,23 @@
 """Trace a dygraph network once and find its groups of coupled channels.
 
-One forward pass in eval mode records every Paddle op (``paddle._C_ops`` and the
-Tensor operators) and every Conv/Linear/BatchNorm call, and moves channel labels
-(see :mod:`slim_callbacks.labels`) along with the real tensors. Nothing global stays
-changed: the interception is undone, hooks are removed and each sublayer's
-train/eval mode is restored in ``finally`` blocks.
+One forward pass in eval mode and one in train mode record every Paddle op
+(``paddle._C_ops`` and the Tensor operators) and every Conv/Linear/BatchNorm call, and
+move channel labels (see :mod:`slim_callbacks.labels`) along with the real tensors.
+Both passes share one set of labels, so a channel is prunable only if both modes allow
+it, and branches that run only in training (auxiliary heads) are sliced too. Nothing
+stays changed: the interception is undone, hooks are removed, and each sublayer's
+train/eval mode, the BatchNorm statistics and the global RNG state are restored in
+``finally`` blocks.
 
 Safety rules, so that pruning is never wrong:
 - an op the tracer does not know blocks every channel that flows into it, with one
   warning naming the op and the layer it ran in;
 - a tensor made by an op that escaped interception is found through its autograd
   graph (``grad_fn.next_functions``) and its source channels are blocked;
+- channels combined elementwise with a tensor whose size cannot follow them (the
+  input, a constant, an untraced op's output) are blocked; so are channels reshaped or
+  split to literal sizes (sizes read from ``Tensor.shape`` are told apart from
+  literals by :class:`RuntimeSize`);
 - channels that reach a network output are never pruned.
 
 Example:
@@ -53,7 +60,8 @@ class DependencyGraph:
 
     Attributes:
         groups: every group of coupled channels, prunable or not.
-        layer_types: structural name -> class name of every traced Conv/Linear/BN.
+        layer_types: structural name -> class name of every traced Conv/Linear/BN
+            (and of each layer owning a free parameter sliced with channels).
         param_names: Paddle parameter name (``conv2d_0.w_0``) -> (layer, attr).
         unknown_ops: ``"op in layer"`` strings for ops that blocked channels.
     """
@@ -70,6 +78,9 @@ class DependencyGraph:
 def trace(network: paddle.nn.Layer, input_shape: Sequence[int]) -> DependencyGraph:
     """Finds the coupled channel groups of ``network`` for inputs of ``input_shape``.
 
+    The network runs once in eval mode and once in train mode (see the module
+    docstring); neither pass changes its weights, BatchNorm statistics or the RNG.
+
     Args:
         network: a dygraph ``paddle.nn.Layer`` (a ``paddle.DataParallel`` is unwrapped).
         input_shape: shape of one example input, e.g. ``[1, 3, 224, 224]``.
@@ -79,18 +90,46 @@ def trace(network: paddle.nn.Layer, input_shape: Sequence[int]) -> DependencyGra
     """
     network = unwrap(network)
     tracer = _Tracer(network)
-    x = paddle.randn([int(d) for d in input_shape], dtype="float32")
-    x.stop_gradient = False
-    tracer.set_labels(x, L.zeros(x.ndim))
-    with _eval_mode(network), _hooks(network, tracer), _intercept(tracer):
-        try:
-            out = network(x)
-        except Exception as err:  # the user's forward failed: say with what input
-            raise SlimError(f"input_shape {list(input_shape)} was rejected by the "
-                            f"network: {type(err).__name__}: {err}") from err
-    for t in _tensors_in(out):
-        tracer.block(tracer.labels_of(t), "reaches a network output")
+    with preserved_state(network):
+        x = paddle.randn([int(d) for d in input_shape], dtype="float32")
+        x.stop_gradient = False
+        with _hooks(network, tracer), _intercept(tracer):
+            for training in (False, True):
+                tracer.start_pass()
+                tracer.set_labels(x, L.zeros(x.ndim))
+                out = _forward_in_mode(network, x, training, input_shape)
+                for t in _tensors_in(out):
+                    tracer.block(tracer.labels_of(t), "reaches a network output")
     return tracer.graph()
+
+
+def _forward_in_mode(network, x, training: bool, input_shape):
+    network.train() if training else network.eval()
+    try:
+        return network(x)
+    except Exception as err:  # the user's forward failed: say with what input
+        mode = "train" if training else "eval"
+        raise SlimError(f"input_shape {list(input_shape)} was rejected by the network "
+                        f"in {mode} mode: {type(err).__name__}: {err}") from err
+
+
+@contextlib.contextmanager
+def preserved_state(network: paddle.nn.Layer):
+    """Restores train/eval flags, non-trainable tensors (BatchNorm running
+    statistics, buffers) and the global RNG state when the block ends, so train-mode
+    forward passes inside it change nothing."""
+    modes = [(layer, layer.training) for layer in network.sublayers(include_self=True)]
+    frozen = {id(t): t for t in network.state_dict().values() if t.stop_gradient}
+    saved = [(t, t.numpy().copy()) for t in frozen.values()]
+    rng = paddle.get_rng_state()
+    try:
+        yield
+    finally:
+        paddle.set_rng_state(rng)
+        for tensor, array in saved:
+            tensor.set_value(array)
+        for layer, training in modes:
+            layer.training = training
 
 
 def unwrap(network: paddle.nn.Layer) -> paddle.nn.Layer:
@@ -99,8 +138,15 @@ def unwrap(network: paddle.nn.Layer) -> paddle.nn.Layer:
 
 
 def is_conv(layer) -> bool:
+    """Any Conv1D/2D/3D, transposed or not."""
     from paddle.nn.layer.conv import _ConvNd
-    return isinstance(layer, _ConvNd) and not getattr(layer, "_transposed", False)
+    return isinstance(layer, _ConvNd)
+
+
+def is_transposed_conv(layer) -> bool:
+    """Conv1D/2D/3DTranspose: weight ``[C_in, C_out / groups, k...]``."""
+    return isinstance(layer, (paddle.nn.Conv1DTranspose, paddle.nn.Conv2DTranspose,
+                              paddle.nn.Conv3DTranspose))
 
 
 def is_batch_norm(layer) -> bool:
@@ -139,6 +185,8 @@ class _Tracer:
         self.node_labels: Dict[int, np.ndarray] = {}
         self.records: List[MemberRecord] = []
         self.blocked: Dict[int, str] = {}
+        self.warned: set = set()
+        self.seen_records: set = set()
         self.unknown_ops: Dict[str, None] = {}
         self.stack: List[str] = []
         self.quiet = 0  # > 0 inside a known layer or while computing labels
@@ -149,6 +197,12 @@ class _Tracer:
         self.param_names = {p.name: (name, attr)
                             for name, layer in network.named_sublayers()
                             for attr, p in layer._parameters.items() if p is not None}
+
+    def start_pass(self) -> None:
+        """Forgets the tensors of the previous forward pass (their ids and graph nodes
+        may be reused); atoms, unions, records and blocks carry over."""
+        self.tensor_labels.clear()
+        self.node_labels.clear()
 
     # -- labels of tensors ---------------------------------------------------
     def set_labels(self, tensor, labels: np.ndarray) -> None:
@@ -186,6 +240,13 @@ class _Tracer:
         for atom in L.atoms(labels):
             self.blocked.setdefault(int(atom), reason)
 
+    def refuse(self, labels: np.ndarray, reason: str) -> None:
+        """Blocks channels for a reason that deserves a warning (once per reason)."""
+        if L.atoms(labels).size and reason not in self.warned:
+            self.warned.add(reason)
+            logger.warning("channels are not pruned: their tensor %s", reason)
+        self.block(labels, reason)
+
     def where(self) -> str:
         return self.stack[-1] if self.stack else "the top-level network"
 
@@ -204,7 +265,9 @@ class _Tracer:
             return
         indices = np.arange(len(atom_vector)) if indices is None else indices
         keep = atom_vector > 0
-        if keep.any():
+        key = (layer, attr, axis, role, atom_vector[keep].tobytes(), indices[keep].tobytes())
+        if keep.any() and key not in self.seen_records:  # both passes record most members
+            self.seen_records.add(key)
             self.records.append(MemberRecord(layer, attr, axis, role,
                                              atom_vector[keep], indices[keep]))
 
@@ -225,18 +288,20 @@ class _Tracer:
 def _on_conv(tr: _Tracer, name: str, layer, x, y) -> None:
     axis = getattr(layer, "_channel_dim", 1)
     c_in, c_out, groups = x.shape[axis], y.shape[axis], layer._groups
+    out_axis, in_axis = (1, 0) if is_transposed_conv(layer) else (0, 1)
     vector = L.channel_vector(tr.labels_of(x), axis, c_in)
     if vector is None:
         tr.block(tr.labels_of(x), f"input of {name} mixes channels across positions")
         vector = np.zeros(c_in, dtype=np.int64)
     if groups == 1:
-        tr.record(name, "weight", 1, IN, vector)
+        tr.record(name, "weight", in_axis, IN, vector)
         out = tr.producer_atoms(name, c_out)
-        tr.record(name, "weight", 0, OUT, out)
+        tr.record(name, "weight", out_axis, OUT, out)
         tr.record(name, "bias", 0, OUT, out)
     elif groups == c_in and c_out % c_in == 0:  # depthwise: output follows input
         out = np.repeat(vector, c_out // c_in)
-        tr.record(name, "weight", 0, CHANNEL, out)
+        # weight axis 0 is C_out (c_in x multiplier filters), or C_in if transposed
+        tr.record(name, "weight", 0, CHANNEL, vector if in_axis == 0 else out)
         tr.record(name, "bias", 0, CHANNEL, out)
     else:
         reason = f"grouped conv {name} (groups={groups}) is not pruned"
@@ -303,23 +368,13 @@ def _hooks(network, tracer: _Tracer):
             handle.remove()
 
 
-@contextlib.contextmanager
-def _eval_mode(network):
-    modes = [(layer, layer.training) for layer in network.sublayers(include_self=True)]
-    try:
-        network.eval()
-        yield
-    finally:
-        for layer, training in modes:
-            layer.training = training
-
-
 # ---------------------------------------------------------------------------
 # Ops
 # ---------------------------------------------------------------------------
 @contextlib.contextmanager
 def _intercept(tracer: _Tracer):
-    """Routes every ``_C_ops`` function and Tensor operator through the tracer."""
+    """Routes every ``_C_ops`` function and Tensor operator through the tracer, and
+    makes ``Tensor.shape`` return :class:`RuntimeSize` values."""
     originals = {}
     try:
         for name in dir(_C_ops):
@@ -333,6 +388,12 @@ def _intercept(tracer: _Tracer):
                 op = OTHER_DUNDERS.get(dunder, "add")
                 originals[(paddle.Tensor, dunder)] = func
                 setattr(paddle.Tensor, dunder, _wrap(tracer, op, func))
+        shape = paddle.Tensor.__dict__["shape"]
+        originals[(paddle.Tensor, "shape")] = shape
+        paddle.Tensor.shape = property(lambda t: _runtime_shape(shape.__get__(t)))
+        for owner in (paddle, paddle.Tensor):
+            originals[(owner, "reshape")] = owner.reshape
+            setattr(owner, "reshape", _wrap_reshape(tracer, owner.reshape))
         yield
     finally:
         for (owner, name), func in originals.items():
@@ -353,6 +414,48 @@ def _wrap(tracer: _Tracer, op: str, func):
     return traced
 
 
+class RuntimeSize(int):
+    """A size read from ``Tensor.shape`` while tracing, or computed from one with
+    ``+ - * //``. Unlike a literal ``int`` in the network's code, it follows the
+    channel count once channels are pruned."""
+
+
+def _runtime_arithmetic(name: str):
+    int_method = getattr(int, name)
+
+    def method(self, other):
+        result = int_method(self, other)
+        return RuntimeSize(result) if type(result) is int else result
+    return method
+
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+              "__floordiv__", "__rfloordiv__"):
+    setattr(RuntimeSize, _name, _runtime_arithmetic(_name))
+
+
+def _runtime_shape(shape):
+    return type(shape)([RuntimeSize(d) for d in shape])
+
+
+def _is_literal(size) -> bool:
+    """A size written in the code (not -1, 0 or read from a shape)."""
+    return isinstance(size, int) and not isinstance(size, RuntimeSize) and size not in (-1, 0)
+
+
+def _wrap_reshape(tracer: _Tracer, func):
+    """``paddle.reshape`` returns ``x`` itself, running no op, when the shape is
+    unchanged; a literal channel count there still breaks once ``x`` is pruned."""
+    def reshape(*args, **kwargs):  # (x, shape), (x, *sizes) or keywords, as Paddle's
+        out = func(*args, **kwargs)
+        x = kwargs.get("x", kwargs.get("input", args[0] if args else None))
+        if out is x and not tracer.quiet:
+            shape = kwargs.get("shape", args[1] if len(args) == 2 else list(args[1:]))
+            _block_literal_sizes(tracer, shape, x, tracer.labels_of(x), x)
+        return out
+    return reshape
+
+
 def _propagate(tr: _Tracer, op: str, func, args, kwargs, out) -> None:
     inputs = list(_tensors_in(args)) + list(_tensors_in(kwargs))
     outputs = list(_tensors_in(out))
@@ -362,7 +465,7 @@ def _propagate(tr: _Tracer, op: str, func, args, kwargs, out) -> None:
             tr.set_labels(t, L.zeros(t.ndim))
         return
     handler = OP_HANDLERS.get(op)
-    if op in L.ELEMENTWISE:
+    if op in L.ELEMENTWISE or op in L.SHAPE_LIKE:
         handler = _elementwise
     elif op in L.BINARY:
         handler = _binary
@@ -393,6 +496,8 @@ def _binary(tr, op, func, args, kwargs, inputs, in_labels, outputs):
     ndim = out.ndim
     shapes = [[1] * (ndim - t.ndim) + list(t.shape) for t in inputs]
     labs = [lab.reshape((1,) * (ndim - lab.ndim) + lab.shape) for lab in in_labels]
+    for k, t in enumerate(inputs):
+        labs[k] = _adopt_parameter(tr, t, k, shapes, labs)
     # An operand broadcast along an axis where another one's channels vary would
     # spread its single channel over many: it must keep that channel.
     for k, (shape, lab) in enumerate(zip(shapes, labs)):
@@ -401,6 +506,7 @@ def _binary(tr, op, func, args, kwargs, inputs, in_labels, outputs):
         if spread and L.atoms(lab).size:
             tr.block(lab, f"is broadcast across channels by {op} in {tr.where()}")
             labs[k] = np.zeros_like(lab)
+    _block_fixed_operands(tr, op, shapes, labs)
     result = labs[0]
     for other in labs[1:]:
         a, b = L.broadcast_pair(result, other, ndim)
@@ -408,6 +514,50 @@ def _binary(tr, op, func, args, kwargs, inputs, in_labels, outputs):
         result = np.where(a > 0, a, b)
     for t in outputs:
         tr.set_labels(t, result if t.ndim == ndim else L.zeros(t.ndim))
+
+
+def _block_fixed_operands(tr, op, shapes, labs):
+    """Channels that meet, element for element, an operand without channel labels
+    (the input, a constant, an untraced op's output, an unmapped parameter) must stay:
+    that operand keeps its size along their axis."""
+    for j, lab in enumerate(labs):
+        varying = [ax for ax in range(lab.ndim) if lab.shape[ax] > 1]
+        for k, (shape, other) in enumerate(zip(shapes, labs)):
+            if k == j or not any(shape[ax] > 1 for ax in varying):
+                continue
+            a, b = L.broadcast_pair(lab, other, lab.ndim)
+            pinned = a[(a > 0) & (b == 0)]
+            if pinned.size:
+                tr.refuse(pinned, f"is combined with a tensor of fixed size {shape} by "
+                                  f"{op} in {tr.where()}")
+
+
+def _adopt_parameter(tr, tensor, k, shapes, labs) -> np.ndarray:
+    """A free parameter multiplied or added into channels (LayerScale's ``gamma``) is
+    sliced with them: a CHANNEL member on it. Parameters of Conv/Linear/BatchNorm
+    layers, or of the network itself, stay fixed (and block those channels)."""
+    owner = tr.param_names.get(getattr(tensor, "name", None))
+    if owner is None or L.atoms(labs[k]).size:
+        return labs[k]
+    layer, attr = owner
+    if tr.layers[layer]._parameters.get(attr) is not tensor or is_known_layer(tr.layers[layer]):
+        return labs[k]
+    others = [lab for j, lab in enumerate(labs) if j != k]
+    combined = others[0]
+    for lab in others[1:]:
+        a, b = L.broadcast_pair(combined, lab, combined.ndim)
+        combined = np.where(a > 0, a, b)
+    hits = [ax for ax in range(combined.ndim) if combined.shape[ax] > 1 and shapes[k][ax] > 1]
+    if len(hits) != 1:
+        return labs[k]
+    vector = L.channel_vector(combined, hits[0], shapes[k][hits[0]])
+    if vector is None:
+        return labs[k]
+    axis = hits[0] - (combined.ndim - tensor.ndim)
+    tr.record(layer, attr, axis, CHANNEL, vector)
+    tr.layer_types.setdefault(layer, type(tr.layers[layer]).__name__)
+    tr.set_labels(tensor, L.along(vector, axis, tensor.ndim))
+    return L.along(vector, hits[0], combined.ndim)
 
 
 def _movement(tr, op, func, args, kwargs, inputs, in_labels, outputs):
@@ -423,26 +573,29 @@ def _movement(tr, op, func, args, kwargs, inputs, in_labels, outputs):
         for lab in in_labels:
             tr.block(lab, f"is partly selected by {op} in {tr.where()}")
     if op == "reshape":
-        _block_fixed_sizes(tr, args[1] if len(args) > 1 else kwargs.get("shape"),
-                           in_labels[0], out_labels[0])
+        _block_literal_sizes(tr, args[1] if len(args) > 1 else kwargs.get("shape"),
+                             inputs[0], in_labels[0], outputs[0])
     if op in ("reshape", "flatten", "squeeze", "unsqueeze"):
         _couple_reshape(tr, op, inputs[0], in_labels[0], outputs[0])
     if op in ("split", "split_with_num", "unbind"):
-        _couple_split(tr, op, in_labels[0], outputs, out_labels)
+        _couple_split(tr, op, inputs[0], in_labels[0], outputs, out_labels,
+                      args[1] if op == "split" and len(args) > 1 else None)
     for t, lab in zip(outputs, out_labels):
         tr.set_labels(t, lab)
 
 
-def _block_fixed_sizes(tr, shape, lab, out_lab):
-    """``reshape(x, [-1, 2048])`` pins the channel axis to a literal: after pruning
-    the ``-1`` would absorb the change. (A shape with no ``-1`` is taken to be
-    computed from ``x.shape`` at run time, as channel shuffles do.)"""
-    if not isinstance(shape, (list, tuple)) or -1 not in shape:
+def _block_literal_sizes(tr, shape, x, lab, y):
+    """``reshape(x, [B, 64, H, W])`` or ``[-1, 2048]``: a literal size on the axis
+    that takes a labelled axis's channel count cannot follow pruning. That axis is the
+    last non-trivial one of its group (a channel shuffle ``[B, g, C // g, H, W]``
+    keeps ``g``); -1, 0 and sizes read from ``x.shape`` follow."""
+    if not isinstance(shape, (list, tuple)) or len(shape) != y.ndim:
         return
-    fixed = [k for k, size in enumerate(shape)
-             if size not in (-1, 0) and k < out_lab.ndim and out_lab.shape[k] > 1]
-    if fixed:
-        tr.block(lab, f"is reshaped to the fixed size {list(shape)} in {tr.where()}")
+    for in_axes, out_axes in L.reshape_groups(list(x.shape), list(y.shape)):
+        sized = [a for a in out_axes if y.shape[a] > 1]
+        if sized and L.varies_along(lab, in_axes) and _is_literal(shape[sized[-1]]):
+            tr.refuse(lab, f"is reshaped to the literal size {list(shape)} in {tr.where()}")
+            return
 
 
 def _couple_reshape(tr, op, x, lab, y):
@@ -456,14 +609,21 @@ def _couple_reshape(tr, op, x, lab, y):
             tr.uf.union(int(real[0]), int(other))
 
 
-def _couple_split(tr, op, lab, outputs, out_labels):
+def _couple_split(tr, op, x, lab, outputs, out_labels, sections=None):
     """Equal sections stay equal only if each loses the same positions; unequal
-    sections along a channel axis have sizes pruning cannot follow."""
+    sections along a channel axis, or literal ones (``split(x, [8, 8])``), have sizes
+    pruning cannot follow."""
     shapes = [list(t.shape) for t in outputs]
     differing = [ax for ax in range(len(shapes[0])) if len({s[ax] for s in shapes}) > 1]
     if differing:
         if L.varies_along(lab, differing):
             tr.block(lab, f"is split into unequal sections by {op} in {tr.where()}")
+        return
+    split_axes = [ax for ax in range(x.ndim) if shapes[0][ax] != x.shape[ax]]
+    if (isinstance(sections, (list, tuple)) and any(_is_literal(n) for n in sections)
+            and L.varies_along(lab, split_axes)):
+        tr.refuse(lab, f"is split into the literal sections {list(sections)} by {op} "
+                       f"in {tr.where()}")
         return
     full = [np.broadcast_to(o, shapes[0]) for o in out_labels]
     for other in full[1:]:
