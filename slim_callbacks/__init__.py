@@ -17,6 +17,7 @@ from slim_callbacks.sensitivity import load_sensitivities, sensitivity
 from slim_callbacks.strategies import (STRATEGIES, custom_ratios, global_ratios, resolve_strategy,
                                        sensitive_ratios, uniform_ratio)
 from slim_callbacks.tracing import DependencyGraph, trace
+from slim_callbacks.weights import load_state, save_safetensors
 
 __version__ = "0.1.0"
 __all__ = [
@@ -26,4 +27,12 @@ __all__ = [
     "layer_widths", "model_size_mb", "plan_pruning", "profile", "prune",
     "register_criterion", "trace", "sensitivity", "load_sensitivities", "STRATEGIES",
     "custom_ratios", "global_ratios", "resolve_strategy", "sensitive_ratios", "uniform_ratio",
+    "register_model", "load_state", "save_safetensors",
 ]
+
+
+def register_model(name, factory):
+    """Lets recipes name ``factory`` (``model.name: <name>``); see
+    :func:`slim_callbacks.runner.register_model`."""
+    from slim_callbacks.runner import register_model as _register
+    _register(name, factory)

@@ -593,26 +593,27 @@ def strategy_options(strategy: str, *, ratios: Optional[Ratios] = None,
         >>> options["channel_ratio"], options["max_ratio"], options["criterion"]
         (0.4, 0.8, 'l1_norm')
 
+    ``layers``, ``skip``, ``criterion`` and ``round_to`` go to the strategies that take
+    them (``sensitive`` prunes the groups of its sensitivities file instead).
+
     Raises:
-        ConfigError: an argument the strategy does not take (``layers`` for
+        ConfigError: a target the strategy does not take (``ratios`` for
             ``sensitive``), naming it.
     """
     names = strategy_option_names(strategy)
-    given = {"target_flops_reduction": target_flops_reduction, "layers": layers,
-             "skip": list(skip) if skip else None, "sensitivities": sensitivities}
+    targets = {"target_flops_reduction": target_flops_reduction, "sensitivities": sensitivities}
     if ratios is not None:
-        given["channel_ratio" if "channel_ratio" in names else "ratios"] = ratios
+        targets["channel_ratio" if "channel_ratio" in names else "ratios"] = ratios
     out = {}
-    for key, value in given.items():
-        if value is None:
-            continue
-        if key not in names:
-            raise ConfigError(key, value, f"unset for strategy {strategy} (it takes "
+    for key, value in targets.items():
+        if value is not None and key not in names:
+            raise ConfigError(key, value, f"None for strategy {strategy} (it takes "
                                           f"{', '.join(names)})")
-        out[key] = value
-    out.update({key: value for key, value in (("skip", []), ("criterion", criterion),
-                                              ("round_to", round_to))
-                if key in names and key not in out})
+        if value is not None:
+            out[key] = value
+    context = {"layers": layers, "skip": list(skip), "criterion": criterion, "round_to": round_to}
+    out.update({key: value for key, value in context.items()
+                if key in names and value is not None})
     for key, value in (options or {}).items():
         if key in RECIPE_KEYS:
             raise ConfigError(key, value, "an option set by its own argument, not in options")
