@@ -75,12 +75,29 @@ class Job:
 
 
 def load_job(path_or_dict, overrides: Sequence[str] = ()) -> Job:
-    """Load and validate a recipe (file or mapping) with ``-o`` style overrides."""
+    """Load and validate a recipe (file or mapping) with ``-o`` style overrides; an
+    ``npz`` recipe without ``num_classes`` takes it from its labels (a note says so)."""
     recipe = load_recipe(path_or_dict, overrides)
+    recipe, notes = infer_num_classes(recipe)
     if isinstance(path_or_dict, (str, os.PathLike)):
         path = os.fspath(path_or_dict)
-        return Job(recipe, os.path.dirname(os.path.abspath(path)), path)
-    return Job(recipe, os.getcwd())
+        return Job(recipe, os.path.dirname(os.path.abspath(path)), path, notes)
+    return Job(recipe, os.getcwd(), notes=notes)
+
+
+def infer_num_classes(recipe: Recipe):
+    """``(recipe, notes)``: for ``data.source: npz`` with no ``data.num_classes`` (nor
+    ``model.kwargs.num_classes``), the class count is the largest label + 1, so the
+    model's head fits the data instead of the model's default (1000)."""
+    from slim_callbacks.data import npz_num_classes
+    data = recipe.data
+    if data.source != "npz" or data.num_classes is not None or not os.path.isfile(data.path):
+        return recipe, ()
+    classes, largest = npz_num_classes(data.path)
+    raw = recipe.to_dict()
+    raw["data"]["num_classes"] = classes
+    note = f"data: {classes} classes inferred from labels 0..{largest} of {data.path}"
+    return load_recipe(raw), (note,)
 
 
 # ----------------------------------------------------------------------- building
@@ -524,6 +541,8 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None) -> Dict[str, An
     from slim_callbacks.pruner import prune
     recipe = job.recipe
     check_sensitivities_file(job)
+    for note in job.notes:
+        emit(note)
     network = planning_network(job, emit)
     shape = list(recipe.input_shape)
     before = structure(network, shape, PLAN_KEYS)
