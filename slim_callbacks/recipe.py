@@ -741,6 +741,12 @@ def read_recipe(path_or_dict) -> Dict[str, Any]:
             raw = yaml.safe_load(stream)
     except FileNotFoundError:
         raise SlimError(f"recipe file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("recipe", path, f"a UTF-8 YAML text file (byte {exc.start} is "
+                          f"{exc.object[exc.start:exc.start + 1]!r}: binary or another "
+                          f"encoding)") from None
+    except OSError as exc:
+        raise SlimError(f"recipe {path} cannot be read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise SlimError(f"recipe {path} is not valid YAML: {exc}") from None
     raw = {} if raw is None else raw

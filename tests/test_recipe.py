@@ -309,6 +309,23 @@ def test_invalid_yaml(tmp_path):
         load_recipe(path)
 
 
+@pytest.mark.parametrize("content, byte", [
+    ("name: caf\u00e9\n".encode("latin-1"), 9),            # Latin-1, not UTF-8
+    (b"\x89PNG\r\n\x1a\n\x00\x00", 0),                     # a binary file
+])
+def test_binary_or_non_utf8_recipe_is_one_line(tmp_path, content, byte):
+    path = tmp_path / "r.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=rf"^recipe: '{re.escape(str(path))}' is not allowed; "
+                                          rf"expected a UTF-8 YAML text file \(byte {byte} is "):
+        load_recipe(path)
+
+
+def test_a_directory_is_not_a_recipe(tmp_path):
+    with pytest.raises(SlimError, match=rf"^recipe {re.escape(str(tmp_path))} cannot be read: "):
+        load_recipe(tmp_path)
+
+
 def test_top_level_must_be_a_mapping(tmp_path):
     path = tmp_path / "list.yaml"
     path.write_text("- a\n- b\n")
