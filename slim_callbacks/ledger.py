@@ -91,12 +91,14 @@ def load_pruned(network: paddle.nn.Layer, path: str, optimizer=None,
 
     Args:
         network: a freshly built, UNPRUNED instance of the trained architecture.
-        path: checkpoint prefix, e.g. ``"ckpt/final"`` for ``ckpt/final.pdparams`` and
-            ``ckpt/final.pruning.json``.
+        path: checkpoint prefix, e.g. ``"ckpt/final"`` for ``ckpt/final.pruning.json``
+            and the weights ``ckpt/final.safetensors`` (preferred: no pickle) or
+            ``ckpt/final.pdparams``.
         optimizer: if given, its state is shrunk too and ``<path>.pdopt`` (if it
             exists and ``load_weights``) is loaded into it, re-keyed to this network's
             parameter names.
-        load_weights: load ``<path>.pdparams`` after the replay (if it exists).
+        load_weights: load ``<path>.safetensors`` or ``.pdparams`` after the replay
+            (if one exists).
 
     Returns:
         ``network``, pruned in place and with the checkpoint's weights.
@@ -104,15 +106,17 @@ def load_pruned(network: paddle.nn.Layer, path: str, optimizer=None,
     Raises:
         SlimError: no ledger, another architecture, or weights that do not match.
     """
+    from slim_callbacks.weights import WEIGHT_SUFFIXES, load_state
     ledger = load_ledger(path)
     replay(network, ledger, optimizer)
-    if load_weights and os.path.exists(path + ".pdparams"):
-        state = paddle.load(path + ".pdparams")
+    weights = next((path + s for s in WEIGHT_SUFFIXES if os.path.exists(path + s)), None)
+    if load_weights and weights is not None:
+        state = load_state(weights, "path")
         net = unwrap(network)
         own = net.state_dict()
         bad = [k for k, v in state.items() if k in own and list(own[k].shape) != list(v.shape)]
         if bad:
-            raise SlimError(f"weights in {path}.pdparams do not match the replayed ledger: "
+            raise SlimError(f"weights in {weights} do not match the replayed ledger: "
                             f"{bad[:3]}")
         net.set_state_dict(state)
         if optimizer is not None and os.path.exists(path + ".pdopt"):
