@@ -143,7 +143,8 @@ def model_factory(name: str) -> Callable:
         if name in MODELS:
             return MODELS[name]
         raise ConfigError("model.name", name, f"a registered model, e.g. "
-                          f"{', '.join(sorted(MODELS)[:8])}..., or 'module:callable' for "
+                          f"{', '.join(sorted(MODELS, key=lambda n: (n[0].isupper(), n))[:8])}..., "
+                          f"or 'module:callable' for "
                           f"{MODEL_ALLOWED}")
     module_name, attr = name.split(":", 1)
     try:

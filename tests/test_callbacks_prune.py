@@ -248,6 +248,8 @@ def test_checkpoint_of_the_pruning_epoch_is_pruned(tmp_path):
     (dict(ratios=0.5, strategy="global", strategy_options={"max_ratoi": 0.8}),
      "strategy_options['max_ratoi']"),
     (dict(ratios=0.5, strategy="sensitive"), "ratios"),
+    (dict(ratios=0.3, schedule={"kind": "agp", "start_epoch": 0, "end_epoch": 2,
+                                "initial_ratio": 0.5}), "ratios"),
 ])
 def test_bad_arguments_fail_at_construction(kwargs, key):
     kwargs.setdefault("input_shape", SHAPE)

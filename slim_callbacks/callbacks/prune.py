@@ -201,6 +201,7 @@ class PruneCallback(paddle.callbacks.Callback):
         if map_final is not None and isinstance(self.ratios, float) and self.ratios != map_final:
             raise ConfigError("ratios", ratios, f"None or {map_final} (the final ratio of the "
                               f"{{epoch: ratio}} schedule)")
+        self._check_curve_start(self.ratios)
         self.target_flops_reduction = target_flops_reduction
         self.layers = check_patterns("layers", layers)
         self.skip = check_skip(skip)
@@ -231,6 +232,14 @@ class PruneCallback(paddle.callbacks.Callback):
         self.uniform_ratio: Optional[float] = None
         self._started = False
         self._network = None
+
+    def _check_curve_start(self, ratios) -> None:
+        """Known final ratios must not lie below the schedule's ``initial_ratio``."""
+        initial = getattr(self.schedule, "initial_ratio", 0.0)
+        finals = list(ratios.values()) if isinstance(ratios, dict) else [ratios]
+        if ratios is not None and self.schedule.final_ratio is None and min(finals) < initial:
+            raise ConfigError("ratios", ratios, f"final ratios >= the schedule's initial_ratio="
+                              f"{initial!r} (targets never decrease)")
 
     def _strategy_arguments(self, strategy_options) -> dict:
         """The options of ``resolve_strategy`` (checked now, used at train begin), built
