@@ -13,6 +13,7 @@ from slim_callbacks.ledger import load_pruned
 from slim_callbacks.plan import PruningPlan
 from slim_callbacks.pruner import (FPGMFilterPruner, L1NormFilterPruner, L2NormFilterPruner,
                                    OptSlimFilterPruner, SlimFilterPruner, plan_pruning, prune)
+from slim_callbacks.runner import register_model
 from slim_callbacks.sensitivity import load_sensitivities, sensitivity
 from slim_callbacks.strategies import (STRATEGIES, custom_ratios, global_ratios, resolve_strategy,
                                        sensitive_ratios, uniform_ratio)
@@ -29,10 +30,3 @@ __all__ = [
     "custom_ratios", "global_ratios", "resolve_strategy", "sensitive_ratios", "uniform_ratio",
     "register_model", "load_state", "save_safetensors",
 ]
-
-
-def register_model(name, factory):
-    """Lets recipes name ``factory`` (``model.name: <name>``); see
-    :func:`slim_callbacks.runner.register_model`."""
-    from slim_callbacks.runner import register_model as _register
-    _register(name, factory)

@@ -529,6 +529,7 @@ def check(job: Job, emit: Callable[[str], None] = lambda s: None) -> None:
     path = job.sensitivities_path()
     if path is not None and not os.path.isfile(path):
         emit(f"note: {missing_sensitivities_message(job)}")
+        check_schedule(recipe, None)
         return
     build_callbacks(job, final_ratios(job, network))
 
