@@ -115,7 +115,7 @@ def register_model(name: str, factory: Callable[..., paddle.nn.Layer]) -> None:
 
     Example:
         >>> register_model("tiny", lambda num_classes=10: paddle.nn.Linear(4, num_classes))
-        >>> model_factory("tiny")(num_classes=3).weight.shape
+        >>> list(model_factory("tiny")(num_classes=3).weight.shape)
         [4, 3]
     """
     if not isinstance(name, str) or not name.isidentifier():
