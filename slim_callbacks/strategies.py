@@ -570,7 +570,7 @@ def strategy_option_names(strategy: str) -> List[str]:
         >>> strategy_option_names("custom")
         ['ratios', 'skip']
     """
-    if strategy not in STRATEGIES:
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
         raise ConfigError("strategy", strategy, f"one of {', '.join(STRATEGIES)}")
     return [name for name in inspect.signature(STRATEGIES[strategy]).parameters
             if name not in ("network", "input_shape", "graph")]
