@@ -29,6 +29,7 @@ setup(
         "paddlepaddle>=3.0",
         "numpy>=2.0",
         "pyyaml>=6.0",
+        "safetensors>=0.4",
         "visualdl>=2.5",
         "scikit-learn>=1.3",
         "threadpoolctl>=3.0",

@@ -13,10 +13,12 @@ from slim_callbacks.ledger import load_pruned
 from slim_callbacks.plan import PruningPlan
 from slim_callbacks.pruner import (FPGMFilterPruner, L1NormFilterPruner, L2NormFilterPruner,
                                    OptSlimFilterPruner, SlimFilterPruner, plan_pruning, prune)
+from slim_callbacks.runner import register_model
 from slim_callbacks.sensitivity import load_sensitivities, sensitivity
 from slim_callbacks.strategies import (STRATEGIES, custom_ratios, global_ratios, resolve_strategy,
                                        sensitive_ratios, uniform_ratio)
 from slim_callbacks.tracing import DependencyGraph, trace
+from slim_callbacks.weights import load_state, save_safetensors
 
 __version__ = "0.1.0"
 __all__ = [
@@ -26,4 +28,5 @@ __all__ = [
     "layer_widths", "model_size_mb", "plan_pruning", "profile", "prune",
     "register_criterion", "trace", "sensitivity", "load_sensitivities", "STRATEGIES",
     "custom_ratios", "global_ratios", "resolve_strategy", "sensitive_ratios", "uniform_ratio",
+    "register_model", "load_state", "save_safetensors",
 ]

@@ -178,17 +178,9 @@ def cmd_plan(args) -> int:
 
 def cmd_check(args) -> int:
     from slim_callbacks import runner
-    from slim_callbacks.schedules import schedule_from_dict
     job = runner.load_job(find_recipe(args.recipe), args.override)
-    recipe = job.recipe
-    runner.model_factory(recipe.model.name)
-    if recipe.pruning is not None and recipe.pruning.schedule is not None:
-        schedule_from_dict(recipe.pruning.schedule, key="pruning.schedule").validate(
-            recipe.train.epochs)
-    _out(recipe.to_yaml().rstrip())
-    path = job.sensitivities_path()
-    if path is not None and not os.path.isfile(path):
-        _note(f"note: {runner.missing_sensitivities_message(job)}")
+    runner.check(job, emit=_note)
+    _out(job.recipe.to_yaml().rstrip())
     return 0
 
 

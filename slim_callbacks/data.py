@@ -19,8 +19,10 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import zipfile
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -240,16 +242,11 @@ def npz_datasets(cfg: DataConfig, shape: Shape) -> Pair:
         >>> npz_datasets(DataConfig(source="npz", path=path), (3, 16, 16))[0][0][0].shape
         (3, 16, 16)
     """
-    expected = "an .npz file with arrays x_train, y_train, x_test, y_test"
-    if not os.path.isfile(cfg.path):
-        raise SlimError(f"data.path: no file at {cfg.path!r}; expected {expected}")
-    with np.load(cfg.path, allow_pickle=False) as arrays:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
-        if missing:
-            raise SlimError(f"{cfg.path}: missing arrays {', '.join(missing)} (found "
-                            f"{', '.join(arrays.files) or 'none'}); expected {expected}")
-        x_train, x_test = (npz_images(arrays[k], k, cfg.path) for k in ("x_train", "x_test"))
-        y_train, y_test = (npz_labels(arrays[k], k, cfg.path) for k in ("y_train", "y_test"))
+    with open_npz(cfg.path) as arrays:
+        x_train, x_test = (npz_images(npz_array(arrays, k, cfg.path), k, cfg.path)
+                           for k in ("x_train", "x_test"))
+        y_train, y_test = (npz_labels(npz_array(arrays, k, cfg.path), k, cfg.path)
+                           for k in ("y_train", "y_test"))
     if x_train.shape[1:] != x_test.shape[1:]:
         raise SlimError(f"{cfg.path}: x_train images are {x_train.shape[1:]} but x_test "
                         f"images are {x_test.shape[1:]}; expected the same [C, H, W]")
@@ -261,6 +258,60 @@ def npz_datasets(cfg: DataConfig, shape: Shape) -> Pair:
     else:
         step = Preprocess(x_train.shape[2:], shape)
     return ArrayDataset(x_train, y_train, step), ArrayDataset(x_test, y_test, step)
+
+
+NPZ_EXPECTED = "an .npz file with arrays x_train, y_train, x_test, y_test"
+
+
+@contextlib.contextmanager
+def open_npz(path: str):
+    """The arrays of an ``.npz`` file (never unpickled), with every array present;
+    a missing, foreign or incomplete file is a one-line error naming it."""
+    if not os.path.isfile(path):
+        raise SlimError(f"data.path: no file at {path!r}; expected {NPZ_EXPECTED}")
+    try:
+        arrays = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile):  # numpy reads anything else as a pickle
+        raise ConfigError("data.path", path, f"{NPZ_EXPECTED}, as numpy.savez writes "
+                          f"(this file is not a numpy archive)") from None
+    if not isinstance(arrays, np.lib.npyio.NpzFile):
+        raise ConfigError("data.path", path, f"{NPZ_EXPECTED} (it holds one .npy array)")
+    with arrays:
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
+        if missing:
+            raise SlimError(f"{path}: missing arrays {', '.join(missing)} (found "
+                            f"{', '.join(arrays.files) or 'none'}); expected {NPZ_EXPECTED}")
+        yield arrays
+
+
+def npz_array(arrays, name: str, path: str) -> np.ndarray:
+    """One non-empty numeric array of an open ``.npz`` (object arrays are refused)."""
+    try:
+        array = arrays[name]
+    except (ValueError, OSError, zipfile.BadZipFile) as err:
+        raise ConfigError("data.path", path, f"{NPZ_EXPECTED}; {name} cannot be read "
+                          f"without unpickling ({err})") from None
+    if array.ndim == 0 or len(array) == 0:
+        raise ConfigError("data.path", path, f"{NPZ_EXPECTED}; {name} holds no samples")
+    return array
+
+
+def npz_num_classes(path: str) -> Tuple[int, int]:
+    """``(num_classes, largest label)`` of an ``.npz``'s labels: largest label + 1.
+
+    Example:
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "d.npz")
+        >>> x = np.zeros((2, 8, 8, 3), np.uint8)
+        >>> np.savez(path, x_train=x, y_train=[0, 9], x_test=x, y_test=[3, 4])
+        >>> npz_num_classes(path)
+        (10, 9)
+    """
+    with open_npz(path) as arrays:
+        labels = np.concatenate([npz_labels(npz_array(arrays, k, path), k, path)
+                                 for k in ("y_train", "y_test")])
+    check_labels(labels, None, path)
+    return int(labels.max()) + 1, int(labels.max())
 
 
 def npz_images(images: np.ndarray, name: str, path: str) -> np.ndarray:

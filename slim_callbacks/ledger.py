@@ -35,6 +35,7 @@ import paddle
 from slim_callbacks.errors import ConfigError, SlimError
 from slim_callbacks.plan import PruningPlan
 from slim_callbacks.tracing import unwrap
+from slim_callbacks.weights import WEIGHT_SUFFIXES, load_state
 
 FORMAT = "slim_callbacks.ledger/1"
 SUFFIX = ".pruning.json"
@@ -117,13 +118,20 @@ def load_ledger(prefix: str) -> dict:
     return data
 
 
+def weights_file(prefix: str) -> str:
+    """``<prefix>.safetensors`` if it exists (no pickle), else ``<prefix>.pdparams``."""
+    return next((prefix + s for s in WEIGHT_SUFFIXES if os.path.exists(prefix + s)),
+                prefix + WEIGHTS)
+
+
 def check_checkpoint_files(prefix: str, ledger: dict, need_optimizer: bool = True) -> None:
-    """SlimError unless ``<prefix>.pdparams`` (and ``.pdopt`` if ``need_optimizer``)
-    exist and are the files the ledger was written with."""
-    needed = (WEIGHTS, OPTIMIZER) if need_optimizer else (WEIGHTS,)
+    """SlimError unless the weights (``<prefix>.safetensors`` or ``.pdparams``; and
+    ``.pdopt`` if ``need_optimizer``) exist and are the files the ledger was written with."""
+    weights = weights_file(prefix)
+    needed = [weights] + ([prefix + OPTIMIZER] if need_optimizer else [])
     recorded = ledger.get("files", {})
-    for ext in needed:
-        path = prefix + ext
+    for path in needed:
+        ext = path[len(prefix):]
         if not os.path.exists(path):
             raise SlimError(f"{path} is missing: the checkpoint {prefix} is incomplete "
                             f"(its ledger is there, its {ext} is not)")
@@ -155,12 +163,13 @@ def load_pruned(network: paddle.nn.Layer, path: str, optimizer=None,
 
     Args:
         network: a freshly built, UNPRUNED instance of the trained architecture.
-        path: checkpoint prefix, e.g. ``"ckpt/final"`` for ``ckpt/final.pdparams`` and
-            ``ckpt/final.pruning.json``.
+        path: checkpoint prefix, e.g. ``"ckpt/final"`` for ``ckpt/final.pruning.json``
+            and the weights ``ckpt/final.safetensors`` (preferred: no pickle) or
+            ``ckpt/final.pdparams``.
         optimizer: if given, its state is shrunk too and (with ``load_weights``)
             ``<path>.pdopt`` is loaded into it, re-keyed to this network's parameter names.
-        load_weights: load ``<path>.pdparams`` after the replay; ``False`` gives the
-            pruned structure with the network's current (e.g. initial) weights.
+        load_weights: load the weights after the replay; ``False`` gives the pruned
+            structure with the network's current (e.g. initial) weights.
 
     Returns:
         ``network``, pruned in place and with the checkpoint's weights.
@@ -175,12 +184,13 @@ def load_pruned(network: paddle.nn.Layer, path: str, optimizer=None,
         check_checkpoint_files(path, ledger, need_optimizer=optimizer is not None)
     replay(network, ledger, optimizer)
     if load_weights:
-        state = paddle.load(path + ".pdparams")
+        weights = weights_file(path)
+        state = load_state(weights, "path")
         net = unwrap(network)
         own = net.state_dict()
         bad = [k for k, v in state.items() if k in own and list(own[k].shape) != list(v.shape)]
         if bad:
-            raise SlimError(f"weights in {path}.pdparams do not match the replayed ledger: "
+            raise SlimError(f"weights in {weights} do not match the replayed ledger: "
                             f"{bad[:3]}")
         net.set_state_dict(state)
         if optimizer is not None:

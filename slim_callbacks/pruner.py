@@ -18,7 +18,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import numbers
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import paddle
@@ -59,6 +59,41 @@ def check_round_to(round_to) -> int:
     return round_to
 
 
+def check_skip(skip) -> List[str]:
+    """Patterns of layers to leave whole: a string or a list of strings."""
+    if skip is None:
+        return []
+    if isinstance(skip, str):
+        return [skip]
+    if not isinstance(skip, Sequence) or not all(isinstance(p, str) and p for p in skip):
+        raise ConfigError("skip", skip, "a list of layer name patterns, e.g. ['fc'] "
+                                        "(or [] to prune everything chosen)")
+    return list(skip)
+
+
+def check_input_shape(shape) -> List[int]:
+    """One example input's shape: a list of positive ints, batch first."""
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not shape or any(
+            isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in shape):
+        raise ConfigError("input_shape", shape, "a list of positive ints, batch first, "
+                          "e.g. [1, 3, 224, 224]")
+    return [int(d) for d in shape]
+
+
+def check_network(network) -> paddle.nn.Layer:
+    if not isinstance(network, paddle.nn.Layer):
+        raise ConfigError("network", network, "a paddle.nn.Layer (or paddle.DataParallel)")
+    return network
+
+
+def check_optimizer(optimizer):
+    """None or a ``paddle.optimizer.Optimizer`` (whose state is sliced with the weights)."""
+    if optimizer is not None and not isinstance(optimizer, paddle.optimizer.Optimizer):
+        raise ConfigError("optimizer", optimizer, "None or the paddle.optimizer.Optimizer "
+                          "training the network (with paddle.Model: model._optimizer)")
+    return optimizer
+
+
 def matches(name: str, pattern: str, param_names: Mapping[str, tuple]) -> bool:
     """True if ``pattern`` names layer ``name``, an ancestor of it, or one of its params."""
     if pattern in param_names:
@@ -74,8 +109,7 @@ def resolve_ratios(graph: DependencyGraph, ratios: Ratios, skip: Sequence[str] =
             producer of the network.
     """
     ratios = check_ratios(ratios)
-    if isinstance(skip, str):
-        skip = [skip]
+    skip = check_skip(skip)
     producers = [p for g in graph.groups for p in g.producers]
     patterns = list(ratios) if isinstance(ratios, dict) else []
     for key, pats in (("ratios", patterns), ("skip", list(skip))):
@@ -123,7 +157,15 @@ def plan_pruning(network: paddle.nn.Layer, graph: DependencyGraph, group_ratios:
         original_widths: group name -> width before any pruning. Ratios are then
             relative to these (so progressive steps never compound).
     """
+    check_network(network)
+    if not isinstance(graph, DependencyGraph):
+        raise ConfigError("graph", graph, "the DependencyGraph of trace(network, input_shape)")
+    if not isinstance(group_ratios, Mapping):
+        raise ConfigError("group_ratios", group_ratios, "a {group name: ratio} dict, e.g. "
+                          "from resolve_ratios")
+    group_ratios = {name: check_ratio(f"group_ratios[{name!r}]", r) for name, r in group_ratios.items()}
     criterion = get_criterion(criterion)
+    round_to = check_round_to(round_to)
     layers = dict(unwrap(network).named_sublayers())
     removed: Dict[tuple, Dict[int, set]] = {}
     plan = PruningPlan()
@@ -168,12 +210,17 @@ def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: Ratios,
         The :class:`PruningPlan` that was applied.
 
     Raises:
-        ConfigError: bad ratio, pattern, criterion or round_to; nothing is changed.
+        ConfigError: bad network, input_shape, ratio, pattern, criterion, skip,
+            optimizer or round_to; nothing is changed.
         SlimError: the network rejects ``input_shape``; nothing is changed.
     """
+    check_network(network)
+    input_shape = check_input_shape(input_shape)
     criterion = get_criterion(criterion)
     check_ratios(ratios)
     round_to = check_round_to(round_to)
+    skip = check_skip(skip)
+    check_optimizer(optimizer)
     graph = trace(network, input_shape)
     group_ratios = resolve_ratios(graph, ratios, skip)
     plan = plan_pruning(network, graph, group_ratios, criterion, round_to)

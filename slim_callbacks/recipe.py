@@ -42,7 +42,6 @@ MODEL_NAME_HELP = ("a paddle.vision.models function name (e.g. mobilenet_v1) "
 DATA_SOURCES = ("digits", "npz", "imagenet", "imagefolder", "cifar10", "mnist", "synthetic")
 OPTIMIZERS = ("momentum", "sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "piecewise", "cosine")
-STRATEGIES = ("uniform", "sensitive", "custom", "global")
 AMP_LEVELS = ("O1", "O2")  # train.amp: paddle.Model.prepare(amp_configs=...)
 
 #: Image side used when neither ``input_shape`` nor ``data.image_size`` is given.
@@ -99,6 +98,7 @@ class Rule:
     convert: Callable[[Any, str], Any]
     section: Optional[type] = None
     mapping: Optional[str] = None
+    optional: bool = False
 
     def __call__(self, value, path):
         if value is MISSING:
@@ -112,7 +112,8 @@ class Rule:
 def _optional(rule: Rule) -> Rule:
     def convert(value, path):
         return None if value is None else rule.convert(value, path)
-    return dataclasses.replace(rule, allowed=f"null or {rule.allowed}", convert=convert)
+    return dataclasses.replace(rule, allowed=f"null or {rule.allowed}", convert=convert,
+                               optional=True)
 
 
 def _int_rule(low: int) -> Rule:
@@ -182,6 +183,15 @@ def _criterion_convert(value, path):
     return value
 
 
+def _strategy_convert(value, path):
+    """A name in :data:`slim_callbacks.strategies.STRATEGIES`, the one registry of
+    strategies that recipes, ``PruneCallback`` and ``resolve_strategy`` share."""
+    from slim_callbacks.strategies import STRATEGIES
+    if not isinstance(value, str) or value not in STRATEGIES:
+        raise ConfigError(path, value, f"one of {', '.join(STRATEGIES)}")
+    return value
+
+
 def _bool_convert(value, path):
     if not isinstance(value, bool):
         raise _Invalid
@@ -243,10 +253,22 @@ NAME = _str_rule("a name of letters, digits, '_', '-', '.' (e.g. mbv1_digits)",
 PATH = _str_rule("a non-empty path string")
 PATTERNS = _list_rule(_str_rule("a non-empty glob pattern string"),
                       "a list of glob patterns over sublayer names")
+
+
+def _non_empty_patterns(value, path):
+    patterns = PATTERNS.convert(value, path)
+    if not patterns:
+        raise _Invalid
+    return patterns
+
+
+LAYERS = Rule("a non-empty list of glob patterns over sublayer names ([] matches nothing; "
+              "'*' is every layer)", _non_empty_patterns)
 RATIO = _float_rule(0.0, 1.0)
 MODEL_NAME = _str_rule(MODEL_NAME_HELP,
                        r"[A-Za-z_]\w*|[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-PRETRAINED = _str_rule("a path to a .pdparams file", r".+\.pdparams")
+PRETRAINED = _str_rule("a path to a .safetensors file (or a .pdparams pickle you trust)",
+                       r".+\.(safetensors|pdparams)")
 EPOCHS = _list_rule(_int_rule(1), "a list of epochs (ints >= 1)")
 SHAPE = _list_rule(_int_rule(1), "a list of 4 positive ints [N, C, H, W]", length=4)
 
@@ -493,7 +515,11 @@ class PruningConfig(Section):
     Exactly one of ``ratios`` and ``target_flops_reduction`` is used: strategy
     ``custom`` needs a ``ratios`` mapping, ``sensitive`` needs ``sensitivities`` and
     ``target_flops_reduction``, ``uniform`` and ``global`` take a float ratio or the
-    FLOPs target. ``schedule`` is passed as-is to :mod:`slim_callbacks.schedules`.
+    FLOPs target (for ``global`` a float is its ``channel_ratio``: the share of all
+    chosen channels, cut at one global score threshold). ``strategy_options`` holds the
+    strategy's other arguments (e.g. ``{max_ratio: 0.8}`` for ``global``), checked
+    against :func:`~slim_callbacks.strategies.strategy_option_names`. ``schedule`` is
+    passed as-is to :mod:`slim_callbacks.schedules`.
 
     Example:
         >>> PruningConfig(ratios=0.3).layers
@@ -502,11 +528,13 @@ class PruningConfig(Section):
 
     prefix: ClassVar[str] = "pruning"
     criterion: str = _key(Rule("a registered criterion name", _criterion_convert), "l1_norm")
-    strategy: str = _key(_choice_rule(STRATEGIES), "uniform")
+    strategy: str = _key(Rule("a registered strategy name", _strategy_convert), "uniform")
+    strategy_options: Dict[str, Any] = field(
+        default_factory=dict, metadata={"rule": dataclasses.replace(MAPPING, allowed="a mapping {option: value}")})
     ratios: Union[float, Dict[str, float], None] = _key(_optional(RATIOS), None)
     target_flops_reduction: Optional[float] = _key(
         _optional(_float_rule(0.0, 1.0, low_open=True)), None)
-    layers: Tuple[str, ...] = _key(PATTERNS, ("*",))
+    layers: Tuple[str, ...] = _key(LAYERS, ("*",))
     skip: Tuple[str, ...] = _key(PATTERNS, ())
     round_to: int = _key(_int_rule(1), 1)
     sensitivities: Optional[str] = _key(_optional(PATH), None)
@@ -528,6 +556,7 @@ class PruningConfig(Section):
             if target is None:
                 raise ConfigError("pruning.target_flops_reduction", None,
                                   "a float in (0, 1) (required for strategy sensitive)")
+        self._check_strategy_options()
         if strategy in ("uniform", "global"):
             if isinstance(ratios, dict):
                 raise ConfigError("pruning.ratios", ratios,
@@ -537,6 +566,19 @@ class PruningConfig(Section):
                 raise ConfigError("pruning.ratios", None,
                                   f"a float in [0, 1) or pruning.target_flops_reduction "
                                   f"(one is required for strategy {strategy})")
+
+
+    def _check_strategy_options(self):
+        from slim_callbacks.strategies import RECIPE_KEYS, strategy_option_names
+        allowed = [k for k in strategy_option_names(self.strategy) if k not in RECIPE_KEYS]
+        for key, value in self.strategy_options.items():
+            path = f"pruning.strategy_options.{key}"
+            if key in RECIPE_KEYS:
+                raise ConfigError(path, value, f"an option the recipe does not set itself "
+                                  f"(use {RECIPE_KEYS[key]})")
+            if key not in allowed:
+                raise ConfigError(path, value, f"an option of strategy {self.strategy}: "
+                                  f"{', '.join(allowed) or 'none'}")
 
 
 @dataclass(frozen=True)
@@ -701,6 +743,12 @@ def read_recipe(path_or_dict) -> Dict[str, Any]:
             raw = yaml.safe_load(stream)
     except FileNotFoundError:
         raise SlimError(f"recipe file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("recipe", path, f"a UTF-8 YAML text file (byte {exc.start} is "
+                          f"{exc.object[exc.start:exc.start + 1]!r}: binary or another "
+                          f"encoding)") from None
+    except OSError as exc:
+        raise SlimError(f"recipe {path} cannot be read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise SlimError(f"recipe {path} is not valid YAML: {exc}") from None
     raw = {} if raw is None else raw
@@ -754,6 +802,7 @@ def apply_override(raw: Dict[str, Any], text: str) -> None:
             raise ConfigError(here, value, unknown_key_help(section))
         rest = parts[depth + 1:]
         if not rest:
+            _check_section_override(rule, here, value, text)
             node[part] = value
             return
         if rule.section is None and rule.mapping is None:
@@ -763,6 +812,18 @@ def apply_override(raw: Dict[str, Any], text: str) -> None:
             _set_free_form(node, rest, value, here, key, flat=rule.mapping == "flat")
             return
         section = rule.section
+
+
+def _check_section_override(rule: Rule, key: str, value, text: str) -> None:
+    """``-o train=`` (or ``train=null``, ``train={}``) would silently reset a whole
+    section to its defaults: an error. ``-o pruning=null`` (no pruning) stays allowed."""
+    if rule.section is None:
+        return
+    empty = not text.partition("=")[2].strip()
+    if empty or value == {} or (value is None and not rule.optional):
+        raise ConfigError(key, "" if empty else value,
+                          f"{rule.allowed}, not empty; set keys with -o {key}.KEY=VALUE "
+                          "(an empty override would reset the section to its defaults)")
 
 
 def _field_rule(section: type, name: str) -> Optional[Rule]:

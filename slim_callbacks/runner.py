@@ -37,6 +37,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -76,54 +77,141 @@ class Job:
 
 
 def load_job(path_or_dict, overrides: Sequence[str] = ()) -> Job:
-    """Load and validate a recipe (file or mapping) with ``-o`` style overrides."""
+    """Load and validate a recipe (file or mapping) with ``-o`` style overrides; an
+    ``npz`` recipe without ``num_classes`` takes it from its labels (a note says so)."""
     recipe = load_recipe(path_or_dict, overrides)
+    recipe, notes = infer_num_classes(recipe)
     if isinstance(path_or_dict, (str, os.PathLike)):
         path = os.fspath(path_or_dict)
-        return Job(recipe, os.path.dirname(os.path.abspath(path)), path)
-    return Job(recipe, os.getcwd())
+        return Job(recipe, os.path.dirname(os.path.abspath(path)), path, notes)
+    return Job(recipe, os.getcwd(), notes=notes)
+
+
+def infer_num_classes(recipe: Recipe):
+    """``(recipe, notes)``: for ``data.source: npz`` with no ``data.num_classes`` (nor
+    ``model.kwargs.num_classes``), the class count is the largest label + 1, so the
+    model's head fits the data instead of the model's default (1000)."""
+    from slim_callbacks.data import npz_num_classes
+    data = recipe.data
+    if data.source != "npz" or data.num_classes is not None or not os.path.isfile(data.path):
+        return recipe, ()
+    classes, largest = npz_num_classes(data.path)
+    raw = recipe.to_dict()
+    raw["data"]["num_classes"] = classes
+    note = f"data: {classes} classes inferred from labels 0..{largest} of {data.path}"
+    return load_recipe(raw), (note,)
 
 
 # ----------------------------------------------------------------------- building
+#: Model name -> factory returning a ``paddle.nn.Layer``; ``model.name`` may name any of
+#: these (or ``module:callable`` for one of them, or a ``paddle.nn.Layer`` subclass).
+MODELS: Dict[str, Callable[..., paddle.nn.Layer]] = {
+    name: getattr(paddle.vision.models, name) for name in paddle.vision.models.__all__}
+MODEL_ALLOWED = ("a paddle.nn.Layer subclass, a paddle.vision.models function or a "
+                 "function registered with slim_callbacks.register_model")
+
+
+def register_model(name: str, factory: Callable[..., paddle.nn.Layer]) -> None:
+    """Makes ``factory`` a model that recipes may name: ``model.name: <name>``, or
+    ``model.name: module:function`` for the function itself.
+
+    Example:
+        >>> register_model("tiny", lambda num_classes=10: paddle.nn.Linear(4, num_classes))
+        >>> list(model_factory("tiny")(num_classes=3).weight.shape)
+        [4, 3]
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError("name", name, "a Python identifier, e.g. my_net")
+    if not callable(factory):
+        raise ConfigError("factory", factory, "a callable returning a paddle.nn.Layer")
+    MODELS[name] = factory
+
+
+def _is_allowed_model(obj) -> bool:
+    if isinstance(obj, type):
+        return issubclass(obj, paddle.nn.Layer)
+    return any(obj is factory for factory in MODELS.values())
+
+
 def model_factory(name: str) -> Callable:
-    """The callable named by ``model.name``: a ``paddle.vision.models`` function or
-    ``module:callable``."""
-    if ":" in name:
-        module_name, attr = name.split(":", 1)
-        try:
-            obj = importlib.import_module(module_name)
-        except ImportError as err:
-            raise ConfigError("model.name", name, f"an importable module ({err})") from None
-        for part in attr.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                raise ConfigError("model.name", name, f"a callable that module {module_name} defines")
-    else:
-        obj = getattr(paddle.vision.models, name, None)
-        if obj is None or isinstance(obj, type(paddle)):
-            options = sorted(n for n in dir(paddle.vision.models)
-                             if n[0].islower() and callable(getattr(paddle.vision.models, n)))
-            raise ConfigError("model.name", name, "a paddle.vision.models function, e.g. "
-                              f"{', '.join(options[:8])}..., or 'module:callable'")
-    if not callable(obj):
-        raise ConfigError("model.name", name, "a callable returning a paddle.nn.Layer")
+    """The callable named by ``model.name``: a registered model (every
+    ``paddle.vision.models`` function is) or ``module:callable``.
+
+    ``module:callable`` imports the module, which runs its code; the attribute is then
+    accepted only if it is a ``paddle.nn.Layer`` subclass or a registered factory, so a
+    recipe cannot call anything else (``os:system`` is refused, uncalled).
+    """
+    if ":" not in name:
+        if name in MODELS:
+            return MODELS[name]
+        raise ConfigError("model.name", name, f"a registered model, e.g. "
+                          f"{', '.join(sorted(MODELS, key=lambda n: (n[0].isupper(), n))[:8])}..., "
+                          f"or 'module:callable' for "
+                          f"{MODEL_ALLOWED}")
+    module_name, attr = name.split(":", 1)
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError("model.name", name, f"an importable module ({err})") from None
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ConfigError("model.name", name, f"a name that module {module_name} defines")
+    if not _is_allowed_model(obj):
+        raise ConfigError("model.name", name, MODEL_ALLOWED)
     return obj
+
+
+def model_kwargs(recipe: Recipe, factory: Callable) -> Dict[str, Any]:
+    """``model.kwargs`` checked against the factory's signature (plus ``num_classes``
+    from the data when the factory takes it); each bad key is a ConfigError naming
+    ``model.kwargs.<key>``."""
+    kwargs = dict(recipe.model.kwargs)
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_any = not params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+    named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key, value in kwargs.items():
+        if not takes_any and key not in named:
+            raise ConfigError(f"model.kwargs.{key}", value,
+                              f"an argument of {recipe.model.name}: {', '.join(named) or 'none'}")
+        default = params[key].default if key in params else None
+        if not _same_kind(value, default):
+            raise ConfigError(f"model.kwargs.{key}", value,
+                              f"a {type(default).__name__} like its default {default!r}")
+    if "num_classes" not in kwargs and recipe.data.num_classes is not None and \
+            (takes_any or "num_classes" in named):
+        kwargs["num_classes"] = recipe.data.num_classes
+    return kwargs
+
+
+def _same_kind(value, default) -> bool:
+    """True unless ``default`` is a bool, number or string and ``value`` is not one."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    return True
 
 
 def build_network(recipe: Recipe) -> paddle.nn.Layer:
     """The network of ``model``; ``num_classes`` comes from the data unless given."""
     factory = model_factory(recipe.model.name)
-    kwargs = dict(recipe.model.kwargs)
-    if "num_classes" not in kwargs and recipe.data.num_classes is not None:
-        try:
-            params = inspect.signature(factory).parameters
-        except (TypeError, ValueError):
-            params = {}
-        if "num_classes" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
-            kwargs["num_classes"] = recipe.data.num_classes
+    kwargs = model_kwargs(recipe, factory)
     try:
         network = factory(**kwargs)
-    except TypeError as err:
+    except (TypeError, ValueError, AssertionError) as err:
+        unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        if unexpected and unexpected.group(1) in kwargs:
+            key = unexpected.group(1)
+            raise ConfigError(f"model.kwargs.{key}", kwargs[key],
+                              f"an argument that {recipe.model.name} accepts ({err})") from None
         raise ConfigError("model.kwargs", recipe.model.kwargs,
                           f"arguments that {recipe.model.name} accepts ({err})") from None
     if not isinstance(network, paddle.nn.Layer):
@@ -132,11 +220,12 @@ def build_network(recipe: Recipe) -> paddle.nn.Layer:
 
 
 def load_pretrained(network: paddle.nn.Layer, path: str) -> None:
-    """Loads a ``.pdparams`` file; every key must fit the network."""
+    """Loads a ``.safetensors`` or ``.pdparams`` state dict; every key must fit the network."""
+    from slim_callbacks.weights import load_state
     if not os.path.isfile(path):
-        raise SlimError(f"model.pretrained: {path} not found (download the .pdparams, or "
+        raise SlimError(f"model.pretrained: {path} not found (download the weights, or "
                         f"-o model.pretrained=null to train from scratch)")
-    state = paddle.load(path)
+    state = load_state(path, "model.pretrained")
     own = network.state_dict()
     missing = [k for k in own if k not in state]
     wrong = [k for k in own if k in state and list(state[k].shape) != list(own[k].shape)]
@@ -207,37 +296,61 @@ def check_sensitivities_file(job: Job) -> None:
 
 
 def final_ratios(job: Job, network: paddle.nn.Layer):
-    """The ratios the recipe ends with (float or ``{pattern/group: ratio}``), resolved
-    on ``network`` without changing it. ``None`` when the recipe does not prune."""
-    from slim_callbacks.strategies import resolve_strategy
+    """The ratios the recipe ends with (float or ``{pattern/group: ratio}``), decided by
+    the strategies registry (:func:`~slim_callbacks.strategies.resolve_strategy`, as
+    :class:`PruneCallback` does) on ``network`` without changing it; ``None`` when the
+    recipe does not prune. Errors name the recipe key (``pruning.strategy_options.max_ratio``)."""
+    from slim_callbacks.strategies import RECIPE_KEYS, resolve_strategy, strategy_options
     recipe, pruning = job.recipe, job.recipe.pruning
     if pruning is None:
         return None
+    check_sensitivities_file(job)
     layers = None if tuple(pruning.layers) == ("*",) else list(pruning.layers)
-    shape = list(recipe.input_shape)
-    if pruning.strategy == "sensitive":
-        check_sensitivities_file(job)
-        return resolve_strategy("sensitive", network, shape, sensitivities=job.sensitivities_path(),
-                                target_flops_reduction=pruning.target_flops_reduction,
-                                criterion=pruning.criterion, round_to=pruning.round_to)
-    if pruning.strategy == "custom":
-        return resolve_strategy("custom", network, shape, ratios=pruning.ratios,
-                                skip=list(pruning.skip))
-    if pruning.target_flops_reduction is not None:
-        options = dict(target_flops_reduction=pruning.target_flops_reduction, layers=layers,
-                       skip=list(pruning.skip), criterion=pruning.criterion,
-                       round_to=pruning.round_to)
-        return resolve_strategy(pruning.strategy, network, shape, **options)
-    ratio = pruning.ratios
-    return ratio if layers is None else {p: ratio for p in layers}
+    options = strategy_options(
+        pruning.strategy, ratios=pruning.ratios,
+        target_flops_reduction=pruning.target_flops_reduction, layers=layers,
+        skip=pruning.skip, criterion=pruning.criterion, round_to=pruning.round_to,
+        sensitivities=job.sensitivities_path(), options=pruning.strategy_options)
+    try:
+        return resolve_strategy(pruning.strategy, network, list(recipe.input_shape), **options)
+    except ConfigError as err:
+        name = str(err.key).split()[0].split("[")[0]
+        key = RECIPE_KEYS.get(name) or (f"pruning.strategy_options.{name}"
+                                        if name in pruning.strategy_options else None)
+        if key is None:
+            raise
+        raise ConfigError(key, err.value, err.allowed) from None
+
+
+def check_schedule(recipe: Recipe, ratios) -> None:
+    """``pruning.schedule`` checked against ``train.epochs`` and the final ratios before
+    any work, with errors naming the recipe key (``pruning.schedule.initial_ratio``)."""
+    from slim_callbacks.schedules import schedule_from_dict
+    pruning = recipe.pruning
+    if pruning is None or pruning.schedule is None:
+        return
+    schedule = schedule_from_dict(pruning.schedule, key="pruning.schedule")
+    try:
+        schedule.validate(recipe.train.epochs)
+    except ConfigError as err:
+        key = err.key if str(err.key).startswith("pruning.") else f"pruning.schedule.{err.key}"
+        raise ConfigError(key, err.value, err.allowed) from None
+    initial = getattr(schedule, "initial_ratio", 0.0)
+    finals = list(ratios.values()) if isinstance(ratios, dict) else [ratios]
+    if schedule.final_ratio is None and ratios is not None and initial > min(finals):
+        raise ConfigError("pruning.schedule.initial_ratio", initial,
+                          f"at most {min(finals):g}, the smallest final ratio this recipe "
+                          f"prunes to (targets never decrease)")
 
 
 def build_callbacks(job: Job, ratios, verbose: int = 1,
                     resume_from: Optional[str] = None) -> List[paddle.callbacks.Callback]:
     """LR stepping per epoch, pruning (with BN-L1, VisualDL and the NaN/Inf guard;
-    resuming from ``resume_from``), or VisualDL and the guard alone."""
+    resuming from ``resume_from``), or VisualDL and the guard alone; the schedule is
+    checked against the final ``ratios`` first."""
     from slim_callbacks.callbacks import FiniteLossGuard, PruneCallback, VisualDLLogger
     recipe = job.recipe
+    check_schedule(recipe, ratios)
     callbacks: List[paddle.callbacks.Callback] = [
         paddle.callbacks.LRScheduler(by_step=False, by_epoch=True)]
     log_dir = recipe.logging.log_dir if recipe.logging.visualdl else None
@@ -456,6 +569,7 @@ def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> D
         emit(f"dry run: BatchNorm scales drawn in [0.1, 1) as a stand-in for trained weights "
              f"(criterion {recipe.pruning.criterion} ties on initial scales)")
     ratios = final_ratios(job, network)
+    callbacks = build_callbacks(job, ratios, verbose, resume_from)
     train_data, eval_data = build_datasets(recipe.data, recipe.input_shape)
     check_finite_data({"x_train": train_data, "x_test": eval_data})
     optimizer = build_optimizer(recipe, network)
@@ -463,7 +577,6 @@ def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> D
     model = paddle.Model(network, inputs=input_spec)
     model.prepare(optimizer, paddle.nn.CrossEntropyLoss(), accuracy_metric(recipe.data.num_classes),
                   amp_configs=amp_level(recipe))
-    callbacks = build_callbacks(job, ratios, verbose, resume_from)
     batch, workers = recipe.train.batch_size, recipe.data.num_workers
 
     before = eval_accuracy(model.evaluate(eval_data, batch_size=batch, num_workers=workers,
@@ -513,6 +626,42 @@ def table(rows, header) -> str:
 
 
 # ------------------------------------------------------------------------- plan
+def planning_network(job: Job, emit: Callable[[str], None]) -> paddle.nn.Layer:
+    """The recipe's network as ``run`` starts it: seeded, with the pretrained weights
+    when the file exists (else, for ``opt_slim``, stand-in BatchNorm scales)."""
+    recipe = job.recipe
+    seed_from(recipe)
+    network = build_network(recipe)
+    pretrained = recipe.model.pretrained
+    if pretrained is not None and os.path.isfile(pretrained):
+        load_pretrained(network, pretrained)
+    elif needs_trained_scales(recipe):
+        stand_in_bn_scales(network, recipe.train.seed or 0)
+        emit("note: BatchNorm scales drawn in [0.1, 1) as a stand-in for trained weights "
+             "(opt_slim ties on initial scales); the structure is illustrative only")
+    return network
+
+
+def check(job: Job, emit: Callable[[str], None] = lambda s: None) -> None:
+    """Builds what :func:`run` builds before loading data: the network (and pretrained
+    weights if present), the final ratios and the pruning callback with its schedule,
+    so every recipe error ``run`` would meet comes first, before any work. Missing
+    files that only ``run`` needs (weights, the sensitivities file) are notes."""
+    recipe = job.recipe
+    for note in job.notes:
+        emit(note)
+    pretrained = recipe.model.pretrained
+    if pretrained is not None and not os.path.isfile(pretrained):
+        emit(f"note: model.pretrained: {pretrained} not found (run needs it)")
+    network = planning_network(job, emit)
+    path = job.sensitivities_path()
+    if path is not None and not os.path.isfile(path):
+        emit(f"note: {missing_sensitivities_message(job)}")
+        check_schedule(recipe, None)
+        return
+    build_callbacks(job, final_ratios(job, network))
+
+
 def plan(job: Job, emit: Callable[[str], None] = lambda s: None) -> Dict[str, Any]:
     """The recipe's final pruning applied to a freshly built network (no training).
 
@@ -522,15 +671,9 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None) -> Dict[str, An
     from slim_callbacks.pruner import prune
     recipe = job.recipe
     check_sensitivities_file(job)
-    seed_from(recipe)
-    network = build_network(recipe)
-    pretrained = recipe.model.pretrained
-    if pretrained is not None and os.path.isfile(pretrained):
-        load_pretrained(network, pretrained)
-    if (pretrained is None or not os.path.isfile(pretrained)) and needs_trained_scales(recipe):
-        stand_in_bn_scales(network, recipe.train.seed or 0)
-        emit("note: BatchNorm scales drawn in [0.1, 1) as a stand-in for trained weights "
-             "(opt_slim ties on initial scales); the structure is illustrative only")
+    for note in job.notes:
+        emit(note)
+    network = planning_network(job, emit)
     shape = list(recipe.input_shape)
     before = structure(network, shape, PLAN_KEYS)
     widths_before = layer_widths(network)

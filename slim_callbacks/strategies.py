@@ -41,7 +41,8 @@ from slim_callbacks.errors import ConfigError, SlimError
 from slim_callbacks.flops import CONVENTIONS, count_flops
 from slim_callbacks.graph import CHANNEL, OUT, ChannelGroup
 from slim_callbacks.plan import PruningPlan
-from slim_callbacks.pruner import Ratios, check_ratios, check_round_to, plan_pruning, resolve_ratios
+from slim_callbacks.pruner import (Ratios, check_ratio, check_ratios, check_round_to, plan_pruning,
+                                   resolve_ratios)
 from slim_callbacks.selectors import keep_count
 from slim_callbacks.sensitivity import check_patterns, chosen_groups, load_sensitivities
 from slim_callbacks.tracing import DependencyGraph, trace, unwrap
@@ -520,11 +521,24 @@ def custom_ratios(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: 
 
 
 # ------------------------------------------------------------------- entry point
-def _uniform(network, input_shape, target_flops_reduction, layers=None, skip=(), criterion="l1_norm",
-             round_to=1, tolerance=0.01, convention="macs", graph=None):
-    ratio = uniform_ratio(network, input_shape, target_flops_reduction, layers, skip, criterion,
-                          round_to=round_to, tolerance=tolerance, convention=convention, graph=graph)
-    return ratio if layers is None else {p: ratio for p in check_patterns("layers", layers)}
+def _uniform(network, input_shape, target_flops_reduction=None, layers=None, skip=(),
+             criterion="l1_norm", round_to=1, tolerance=0.01, convention="macs", ratios=None,
+             graph=None):
+    if (target_flops_reduction is None) == (ratios is None):
+        raise ConfigError("target", {"target_flops_reduction": target_flops_reduction,
+                                     "ratios": ratios},
+                          "exactly one of target_flops_reduction and ratios (a float)")
+    if ratios is None:
+        ratio = uniform_ratio(network, input_shape, target_flops_reduction, layers, skip, criterion,
+                              round_to=round_to, tolerance=tolerance, convention=convention,
+                              graph=graph)
+    elif isinstance(ratios, Mapping):
+        raise ConfigError("ratios", dict(ratios), "a float for strategy uniform (per-layer "
+                                                  "ratios: strategy custom)")
+    else:
+        ratio = check_ratio("ratios", ratios)
+    out = ratio if layers is None else {p: ratio for p in check_patterns("layers", layers)}
+    return custom_ratios(network, input_shape, out, skip, graph) if ratios is not None else out
 
 
 def _sensitive(network, input_shape, sensitivities, target_flops_reduction, criterion="l1_norm",
@@ -541,15 +555,81 @@ STRATEGIES: Dict[str, Callable] = {
 }
 
 
+#: Strategy arguments that recipes set with their own keys: argument -> recipe key.
+RECIPE_KEYS = {"ratios": "pruning.ratios", "channel_ratio": "pruning.ratios",
+               "target_flops_reduction": "pruning.target_flops_reduction",
+               "layers": "pruning.layers", "skip": "pruning.skip",
+               "criterion": "pruning.criterion", "round_to": "pruning.round_to",
+               "sensitivities": "pruning.sensitivities"}
+
+
+def strategy_option_names(strategy: str) -> List[str]:
+    """The options :func:`resolve_strategy` accepts for a registered ``strategy``.
+
+    Example:
+        >>> strategy_option_names("custom")
+        ['ratios', 'skip']
+    """
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        raise ConfigError("strategy", strategy, f"one of {', '.join(STRATEGIES)}")
+    return [name for name in inspect.signature(STRATEGIES[strategy]).parameters
+            if name not in ("network", "input_shape", "graph")]
+
+
+def strategy_options(strategy: str, *, ratios: Optional[Ratios] = None,
+                     target_flops_reduction: Optional[float] = None,
+                     layers: Optional[Sequence[str]] = None, skip: Sequence[str] = (),
+                     criterion="l1_norm", round_to: int = 1, sensitivities=None,
+                     options: Optional[Mapping] = None) -> Dict[str, object]:
+    """The options of :func:`resolve_strategy` for the arguments that recipes and
+    :class:`~slim_callbacks.PruneCallback` share, so both decide the same way.
+
+    A float ``ratios`` is the strategy's own target: ``uniform``'s one ratio,
+    ``global``'s ``channel_ratio`` (share of all chosen channels under one score
+    threshold). ``options`` adds the strategy's other arguments (``max_ratio`` ...).
+
+    Example:
+        >>> options = strategy_options("global", ratios=0.4, options={"max_ratio": 0.8})
+        >>> options["channel_ratio"], options["max_ratio"], options["criterion"]
+        (0.4, 0.8, 'l1_norm')
+
+    ``layers``, ``skip``, ``criterion`` and ``round_to`` go to the strategies that take
+    them (``sensitive`` prunes the groups of its sensitivities file instead).
+
+    Raises:
+        ConfigError: a target the strategy does not take (``ratios`` for
+            ``sensitive``), naming it.
+    """
+    names = strategy_option_names(strategy)
+    targets = {"target_flops_reduction": target_flops_reduction, "sensitivities": sensitivities}
+    if ratios is not None:
+        targets["channel_ratio" if "channel_ratio" in names else "ratios"] = ratios
+    out = {}
+    for key, value in targets.items():
+        if value is not None and key not in names:
+            raise ConfigError(key, value, f"None for strategy {strategy} (it takes "
+                                          f"{', '.join(names)})")
+        if value is not None:
+            out[key] = value
+    context = {"layers": layers, "skip": list(skip), "criterion": criterion, "round_to": round_to}
+    out.update({key: value for key, value in context.items()
+                if key in names and value is not None})
+    for key, value in (options or {}).items():
+        if key in RECIPE_KEYS:
+            raise ConfigError(key, value, "an option set by its own argument, not in options")
+        out[key] = value
+    return out
+
+
 def resolve_strategy(strategy: Union[str, Callable], network: paddle.nn.Layer,
                      input_shape: Sequence[int], **options) -> Ratios:
     """Ratios for :func:`~slim_callbacks.prune` from a named strategy and its options.
 
     Strategies and their options (``*`` = required):
 
-    - ``uniform``: target_flops_reduction*, layers, skip, criterion, round_to,
-      tolerance, convention. Returns a float (``layers`` None: every prunable group;
-      pass the same ``skip`` to prune) or ``{pattern: ratio}``.
+    - ``uniform``: target_flops_reduction* or ratios* (one float), layers, skip,
+      criterion, round_to, tolerance, convention. Returns a float (``layers`` None:
+      every prunable group; pass the same ``skip`` to prune) or ``{pattern: ratio}``.
     - ``sensitive``: sensitivities* (dict or file), target_flops_reduction*,
       criterion, round_to, tolerance, convention. Returns ``{group: ratio}``.
     - ``global``: target_flops_reduction or channel_ratio*, layers, skip, criterion,

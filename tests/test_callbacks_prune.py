@@ -242,6 +242,14 @@ def test_checkpoint_of_the_pruning_epoch_is_pruned(tmp_path):
     (dict(ratios=0.5, input_shape=[1, 3, "16"]), "input_shape"),
     (dict(ratios=0.5, target_flops_reduction=0.5), "ratios"),
     (dict(target_flops_reduction=1.5), "target_flops_reduction"),
+    (dict(ratios=0.5, skip=5), "skip"),
+    (dict(ratios={"c1": 0.5}, layers=["c1"]), "layers"),
+    (dict(ratios=0.5, strategy="best"), "strategy"),
+    (dict(ratios=0.5, strategy="global", strategy_options={"max_ratoi": 0.8}),
+     "strategy_options['max_ratoi']"),
+    (dict(ratios=0.5, strategy="sensitive"), "ratios"),
+    (dict(ratios=0.3, schedule={"kind": "agp", "start_epoch": 0, "end_epoch": 2,
+                                "initial_ratio": 0.5}), "ratios"),
 ])
 def test_bad_arguments_fail_at_construction(kwargs, key):
     kwargs.setdefault("input_shape", SHAPE)
@@ -309,3 +317,39 @@ def test_target_flops_reduction_bisects_a_uniform_ratio_at_train_begin():
     assert len(cb.plan) == 13  # the 13 pointwise convs, nothing else
     assert all("_pointwise_conv" in g["name"] for g in cb.plan.groups)
     assert 0.45 < 1 - count_flops(net, [1, 3, 32, 32]) / base < 0.55
+
+
+def test_a_reused_callback_refuses_a_second_network_before_changing_it():
+    """It used to prune the second network with the first one's plan, then fail."""
+    from slim_callbacks.errors import SlimError
+    cb = PruneCallback(0.5, input_shape=SHAPE)
+    fit(cb, epochs=1)
+    paddle.seed(1)
+    second = Net()
+    before = {k: v.numpy().copy() for k, v in second.state_dict().items()}
+    with pytest.raises(SlimError, match=r"^this PruneCallback already pruned a Net \(another "
+                                        r"network than this fit's Net\); expected a new "
+                                        r"PruneCallback for each network$"):
+        fit(cb, epochs=1, net=second)
+    after = second.state_dict()
+    assert all(np.array_equal(before[k], after[k].numpy()) for k in before)
+
+
+def test_strategy_global_goes_through_resolve_strategy():
+    """The callback and recipes share one path: resolve_strategy on the fit's network."""
+    from slim_callbacks.strategies import resolve_strategy
+    paddle.seed(0)
+    expected_ratios = resolve_strategy("global", Net(), SHAPE, channel_ratio=0.5, max_ratio=0.6,
+                                       criterion="l1_norm", skip=[], round_to=1)
+    cb = PruneCallback(0.5, input_shape=SHAPE, strategy="global",
+                       strategy_options={"max_ratio": 0.6})
+    fit(cb, epochs=1)
+    assert cb.group_ratios == expected_ratios
+    assert len(set(cb.group_ratios.values())) > 1          # per layer, not one uniform ratio
+    assert max(cb.group_ratios.values()) <= 0.6
+
+
+def test_a_float_ratio_may_be_limited_to_layers():
+    cb = PruneCallback(0.5, input_shape=SHAPE, layers=["c2*"])
+    _, probe = fit(cb, epochs=1)
+    assert probe.widths[0] == {**WIDTHS, "c2.0": keep_count(32, 0.5)}

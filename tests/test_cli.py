@@ -119,6 +119,81 @@ def test_sensitivities_path_is_relative_to_the_recipe_file(capsys, tmp_path, mon
     assert abs(result["flops_reduction"] - 0.5) <= 0.01
 
 
+def test_plan_global_float_ratio_is_the_global_strategy(capsys):
+    """``strategy: global, ratios: 0.4`` used to prune uniformly (same widths as uniform)."""
+    import paddle
+    from slim_callbacks import resolve_strategy
+    tiny = ["model.kwargs.scale=0.25", "pruning.target_flops_reduction=null",
+            "pruning.ratios=0.4", "pruning.schedule=null"]
+    uniform = plan_json(capsys, QUICKSTART, *tiny)
+    global_ = plan_json(capsys, QUICKSTART, *tiny, "pruning.strategy=global")
+    assert global_["layers"] != uniform["layers"]
+    paddle.seed(0)
+    net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
+    ratios = resolve_strategy("global", net, [1, 3, 32, 32], channel_ratio=0.4,
+                              layers=["conv*._pointwise_conv*"], criterion="l1_norm")
+    expected = {g: round(w * (1 - ratios.get(g, 0))) for g, (w, _) in global_["layers"].items()
+                if g in ratios}
+    assert len(expected) == len(ratios) > 1
+    assert {g: global_["layers"][g][1] for g in expected} == expected
+    capped = plan_json(capsys, QUICKSTART, *tiny, "pruning.strategy=global",
+                       "pruning.strategy_options.max_ratio=0.5")
+    assert all(after >= before / 2 for before, after in capped["layers"].values())
+    assert capped["layers"] != global_["layers"]
+
+
+@pytest.mark.parametrize("command", ["check", "plan", "run"])
+def test_a_recipe_cannot_call_os_system(capsys, tmp_path, command):
+    marker = tmp_path / "pwned"
+    args = [command, QUICKSTART, "-o", "model.name=os:system",
+            "-o", f"model.kwargs={{command: 'touch {marker}'}}"]
+    code, _, err = call(capsys, *args + (["--dry-run"] if command == "run" else []))
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "slim-callbacks: error: model.name: 'os:system' is not allowed; expected a "
+        "paddle.nn.Layer subclass, a paddle.vision.models function or a function registered "
+        "with slim_callbacks.register_model"]
+    assert not marker.exists()
+
+
+def test_layer_subclasses_and_registered_factories_are_models(capsys, tmp_path):
+    import paddle
+    from slim_callbacks import register_model
+
+    def small_net(num_classes=10):
+        return paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=num_classes)
+    register_model("small_net_for_test", small_net)
+    code, out, _ = call(capsys, "plan", QUICKSTART, "--json", "-o", "model.kwargs={}",
+                        "-o", "model.name=small_net_for_test")
+    assert code == 0 and json.loads(out)["layers"]["fc"] == [10, 10]
+    code, out, _ = call(capsys, "plan", QUICKSTART, "--json",
+                        "-o", "model.name=paddle.vision.models:MobileNetV1")
+    assert code == 0 and json.loads(out)["layers"]["fc"] == [10, 10]
+
+
+def test_safetensors_pretrained_weights_load(capsys, tmp_path):
+    import paddle
+    from slim_callbacks import save_safetensors
+    paddle.seed(1)
+    net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
+    path = save_safetensors(net, str(tmp_path / "w.safetensors"))
+    from slim_callbacks.runner import load_job, planning_network
+    job = load_job(QUICKSTART, [f"model.pretrained={path}"])
+    loaded = planning_network(job, emit=print)
+    for key, value in net.state_dict().items():
+        assert (loaded.state_dict()[key].numpy() == value.numpy()).all(), key
+
+
+@pytest.mark.parametrize("suffix", ["pdparams", "safetensors"])
+def test_a_pretrained_file_that_is_not_weights_is_one_line(capsys, tmp_path, suffix):
+    bad = tmp_path / f"w.{suffix}"
+    bad.write_text("not weights")
+    code, _, err = call(capsys, "check", QUICKSTART, "-o", f"model.pretrained={bad}")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"slim-callbacks: error: model.pretrained: '{bad}' is not allowed; "
+                          f"expected a readable .{suffix} state dict")
+
+
 # ---------------------------------------------------------------------------- check
 def test_check_prints_the_resolved_recipe(capsys):
     code, out, _ = call(capsys, "check", QUICKSTART, "-o", "train.epochs=12",
@@ -165,11 +240,29 @@ ERRORS = [
      "model.name: 'nosuch:thing' is not allowed; expected an importable module "
      "(No module named 'nosuch')"),
     (["run", QUICKSTART, "-o", "model.kwargs.widht=2", "--dry-run"],
-     "model.kwargs: {'scale': 0.25, 'widht': 2} is not allowed; expected arguments that "
-     "mobilenet_v1 accepts (MobileNetV1.__init__() got an unexpected keyword argument 'widht')"),
+     "model.kwargs.widht: 2 is not allowed; expected an argument that mobilenet_v1 accepts "
+     "(MobileNetV1.__init__() got an unexpected keyword argument 'widht')"),
+    (["check", QUICKSTART, "-o", "model.kwargs.foo=1"],
+     "model.kwargs.foo: 1 is not allowed; expected an argument that mobilenet_v1 accepts "
+     "(MobileNetV1.__init__() got an unexpected keyword argument 'foo')"),
+    (["check", QUICKSTART, "-o", "model.kwargs.scale=big"],
+     "model.kwargs.scale: 'big' is not allowed; expected a float like its default 1.0"),
+    (["check", QUICKSTART, "-o", "pruning.layers=[]"],
+     "pruning.layers: [] is not allowed; expected a non-empty list of glob patterns over "
+     "sublayer names ([] matches nothing; '*' is every layer)"),
+    (["check", QUICKSTART, "-o", "pruning.schedule.initial_ratio=0.9"],
+     "pruning.schedule.initial_ratio: 0.9 is not allowed; expected at most 0.34375, the "
+     "smallest final ratio this recipe prunes to (targets never decrease)"),
+    (["check", QUICKSTART, "-o", "pruning.strategy=global",
+      "-o", "pruning.strategy_options.max_ratio=2"],
+     "pruning.strategy_options.max_ratio: 2 is not allowed; expected a number in (0, 1), e.g. 0.5"),
+    (["check", QUICKSTART, "-o", "train="],
+     "train: '' is not allowed; expected a mapping with keys epochs, batch_size, optimizer, lr, "
+     "eval_every, seed, not empty; set keys with -o train.KEY=VALUE (an empty override would "
+     "reset the section to its defaults)"),
     (["run", os.path.join(MBV1, "uniform_l1norm_f50.yaml")],
      "model.pretrained: pretrained/mobilenetv1_1.0.pdparams not found (download the "
-     ".pdparams, or -o model.pretrained=null to train from scratch)"),
+     "weights, or -o model.pretrained=null to train from scratch)"),
     (["sensitivity", QUICKSTART, "--samples", "0"],
      "--samples: 0 is not allowed; expected an int >= 1"),
     (["sensitivity", QUICKSTART, "--workers", "0"],

@@ -229,6 +229,67 @@ def test_npz_labels_must_fit_num_classes(tmp_path):
         build_datasets({"source": "npz", "path": path, "num_classes": 5}, SHAPE)
 
 
+@pytest.mark.parametrize("content", [b"x_train,y_train\n1,2\n", b"\x89\xff\x00binary\x00",
+                                     b"PK\x03\x04truncated"])
+def test_npz_that_is_not_an_npz_is_one_line(tmp_path, content):
+    path = tmp_path / "text.npz"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=rf"^data\.path: '{re.escape(str(path))}' is not "
+                                          r"allowed; expected an \.npz file .* \(this file "
+                                          r"is not a numpy archive\)$"):
+        build_datasets({"source": "npz", "path": str(path)}, SHAPE)
+
+
+def test_npz_object_arrays_are_refused_not_unpickled(tmp_path):
+    x = np.zeros((2, 8, 8, 3), np.uint8)
+    path = write_npz(tmp_path / "o.npz", x_train=x, y_train=np.array([0, "cat"], dtype=object),
+                     x_test=x, y_test=np.zeros(2, int))
+    with pytest.raises(ConfigError, match=r"^data\.path: .* y_train cannot be read without "
+                                          r"unpickling"):
+        build_datasets({"source": "npz", "path": path}, SHAPE)
+
+
+def test_empty_npz_is_one_line(tmp_path):
+    with pytest.raises(SlimError, match=r"missing arrays x_train, y_train, x_test, y_test "
+                                        r"\(found none\)"):
+        build_datasets({"source": "npz", "path": write_npz(tmp_path / "e.npz")}, SHAPE)
+    none = np.zeros((0, 8, 8, 3), np.uint8)
+    path = write_npz(tmp_path / "z.npz", x_train=none, y_train=np.zeros(0, int), x_test=none,
+                     y_test=np.zeros(0, int))
+    with pytest.raises(ConfigError, match=r"x_train holds no samples"):
+        build_datasets({"source": "npz", "path": path}, SHAPE)
+
+
+def npz_recipe(path, **data):
+    return {"name": "n", "model": {"name": "mobilenet_v1", "kwargs": {"scale": 0.25}},
+            "data": {"source": "npz", "path": path, **data}}
+
+
+@pytest.mark.parametrize("largest", [9, 1499])
+def test_npz_num_classes_is_inferred_from_the_labels(tmp_path, largest):
+    """No num_classes used to build the model's default 1000-class head."""
+    from slim_callbacks.runner import build_network, load_job
+    x = np.zeros((3, 8, 8, 3), np.uint8)
+    path = write_npz(tmp_path / "l.npz", x_train=x, y_train=np.array([0, 2, largest]),
+                     x_test=x, y_test=np.array([1, 1, 0]))
+    job = load_job(npz_recipe(path))
+    assert job.recipe.data.num_classes == largest + 1
+    assert job.notes == (f"data: {largest + 1} classes inferred from labels 0..{largest} "
+                         f"of {path}",)
+    assert build_network(job.recipe).fc.weight.shape == [256, largest + 1]
+    given = load_job(npz_recipe(path, num_classes=2000))
+    assert given.recipe.data.num_classes == 2000 and given.notes == ()
+
+
+def test_npz_negative_labels_fail_before_the_model_is_built(tmp_path):
+    from slim_callbacks.runner import load_job
+    x = np.zeros((2, 8, 8, 3), np.uint8)
+    path = write_npz(tmp_path / "n.npz", x_train=x, y_train=np.array([0, -3]), x_test=x,
+                     y_test=np.array([0, 1]))
+    with pytest.raises(SlimError, match=r"label -3 is negative; expected class indices >= 0"):
+        load_job(npz_recipe(path))
+
+
 # ------------------------------------------------------------------ image files
 
 

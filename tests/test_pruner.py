@@ -122,6 +122,25 @@ def test_bad_round_to_skip_and_axis():
         L1NormFilterPruner(net, SHAPE).prune_vars({"conv1": 0.3}, axis=1)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"input_shape": "abc"}, r"^input_shape: 'abc' is not allowed; expected a list of positive "
+                             r"ints, batch first, e\.g\. \[1, 3, 224, 224\]$"),
+    ({"input_shape": [1, 3, 0, 32]}, r"^input_shape: \[1, 3, 0, 32\] is not allowed"),
+    ({"optimizer": "adam"}, r"^optimizer: 'adam' is not allowed; expected None or the "
+                            r"paddle\.optimizer\.Optimizer training the network"),
+    ({"skip": 5}, r"^skip: 5 is not allowed; expected a list of layer name patterns"),
+    ({"network": None}, r"^network: None is not allowed; expected a paddle\.nn\.Layer"),
+])
+def test_bad_prune_arguments_are_one_line_errors_before_any_change(kwargs, message):
+    """These were tracebacks (input_shape, network, skip) or silently ignored (optimizer)."""
+    net = tiny_mobilenet()
+    before = snapshot(net)
+    args = {"network": net, "input_shape": SHAPE, "ratios": 0.3, **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        prune(**args)
+    assert same(before, snapshot(net))
+
+
 def test_rejected_input_shape_changes_nothing():
     net = tiny_mobilenet()
     before = snapshot(net)

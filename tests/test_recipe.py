@@ -39,7 +39,8 @@ def test_minimal_recipe_resolves_every_default():
                   "optimizer": {"name": "momentum", "momentum": 0.9, "weight_decay": 0.0},
                   "lr": {"base": 0.1, "schedule": "cosine", "milestones": [], "gamma": 0.1},
                   "eval_every": 1, "seed": 0, "amp": None},
-        "pruning": {"criterion": "l1_norm", "strategy": "uniform", "ratios": 0.5,
+        "pruning": {"criterion": "l1_norm", "strategy": "uniform", "strategy_options": {},
+                        "ratios": 0.5,
                     "target_flops_reduction": None, "layers": ["*"], "skip": [],
                     "round_to": 1, "sensitivities": None, "schedule": None, "bn_l1": None},
         "logging": {"log_dir": "output/mbv1_digits/logs", "log_freq": 10, "visualdl": True},
@@ -176,8 +177,8 @@ def test_apply_override_in_place():
     ("train.optimizer.nesterov=true", "train.optimizer.nesterov", True,
      "a key of train.optimizer: name, momentum, weight_decay"),
     ("pruning.ratio=0.3", "pruning.ratio", 0.3,
-     "a key of pruning: criterion, strategy, ratios, target_flops_reduction, layers, skip, "
-     "round_to, sensitivities, schedule, bn_l1"),
+     "a key of pruning: criterion, strategy, strategy_options, ratios, "
+     "target_flops_reduction, layers, skip, round_to, sensitivities, schedule, bn_l1"),
     ("train.epochs.max=3", "train.epochs.max", 3,
      "a key path ending at train.epochs (it holds a value)"),
     ("pruning.ratios.conv1=0.3", "pruning.ratios", 0.5,
@@ -192,6 +193,43 @@ def test_apply_override_in_place():
 def test_bad_overrides(text, key, value, allowed):
     with pytest.raises(ConfigError, match=message(key, value, allowed)):
         load(text)
+
+
+@pytest.mark.parametrize("text", ["train=", "train=null", "train={}", "data=", "pruning=",
+                                  "train.optimizer=", "train.lr= "])
+def test_empty_section_override_is_an_error(text):
+    """``-o train=`` used to reset the whole section to its defaults, silently."""
+    key = text.partition("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}: .* not empty; set keys with "
+                                          rf"-o {re.escape(key)}\.KEY=VALUE"):
+        load(text)
+
+
+def test_pruning_null_still_means_no_pruning():
+    assert load("pruning=null").pruning is None
+
+
+def test_strategy_options_are_checked_against_the_strategy():
+    recipe = load("pruning.strategy=global", "pruning.strategy_options.max_ratio=0.8")
+    assert recipe.pruning.strategy_options == {"max_ratio": 0.8}
+    with pytest.raises(ConfigError, match=message(
+            "pruning.strategy_options.max_ratoi", 0.8, "an option of strategy global: "
+            "max_ratio, normalize, tolerance, convention")):
+        load("pruning.strategy=global", "pruning.strategy_options.max_ratoi=0.8")
+    with pytest.raises(ConfigError, match=message(
+            "pruning.strategy_options.max_ratio", 0.8, "an option of strategy uniform: "
+            "tolerance, convention")):
+        load("pruning.strategy_options.max_ratio=0.8")
+    with pytest.raises(ConfigError, match=message(
+            "pruning.strategy_options.channel_ratio", 0.3, "an option the recipe does not "
+            "set itself (use pruning.ratios)")):
+        load("pruning.strategy=global", "pruning.strategy_options.channel_ratio=0.3")
+
+
+def test_empty_layers_list_is_an_error():
+    with pytest.raises(ConfigError, match=r"^pruning\.layers: \[\] is not allowed; expected a "
+                                          r"non-empty list"):
+        load("pruning.layers=[]")
 
 
 def test_override_never_evaluates_python():
@@ -271,6 +309,23 @@ def test_invalid_yaml(tmp_path):
         load_recipe(path)
 
 
+@pytest.mark.parametrize("content, byte", [
+    ("name: caf\u00e9\n".encode("latin-1"), 9),            # Latin-1, not UTF-8
+    (b"\x89PNG\r\n\x1a\n\x00\x00", 0),                     # a binary file
+])
+def test_binary_or_non_utf8_recipe_is_one_line(tmp_path, content, byte):
+    path = tmp_path / "r.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=rf"^recipe: '{re.escape(str(path))}' is not allowed; "
+                                          rf"expected a UTF-8 YAML text file \(byte {byte} is "):
+        load_recipe(path)
+
+
+def test_a_directory_is_not_a_recipe(tmp_path):
+    with pytest.raises(SlimError, match=rf"^recipe {re.escape(str(tmp_path))} cannot be read: "):
+        load_recipe(tmp_path)
+
+
 def test_top_level_must_be_a_mapping(tmp_path):
     path = tmp_path / "list.yaml"
     path.write_text("- a\n- b\n")
@@ -318,7 +373,7 @@ ERRORS = [
     (["model.kwargs=[1]"], "model.kwargs", [1], "a mapping"),
     (["model.kwargs={1: 2}"], "model.kwargs.1", 2, "string keys"),
     (["model.pretrained=w.pdopt"], "model.pretrained", "w.pdopt",
-     "null or a path to a .pdparams file"),
+     "null or a path to a .safetensors file (or a .pdparams pickle you trust)"),
     (["model.kwargs.num_classes=1000"], "model.kwargs.num_classes", 1000,
      "10 (the classes of data source digits)"),
     # data
@@ -375,7 +430,7 @@ ERRORS = [
     # pruning
     (["pruning.criterion=l3"], "pruning.criterion", "l3", "one of l1_norm, l2_norm, fpgm, geometry_median, slim, bn_scale, opt_slim"),
     (["pruning.strategy=auto"], "pruning.strategy", "auto",
-     "one of uniform, sensitive, custom, global"),
+     "one of uniform, sensitive, global, custom"),
     (["pruning.ratios=1.0"], "pruning.ratios", 1.0,
      "null or a float in [0, 1) or a non-empty mapping {sublayer pattern: ratio}"),
     (["pruning.ratios=-0.1"], "pruning.ratios", -0.1,
@@ -407,7 +462,8 @@ ERRORS = [
      "a float in [0, 1) or pruning.target_flops_reduction "
      "(one is required for strategy global)"),
     (["pruning.layers=conv*"], "pruning.layers", "conv*",
-     "a list of glob patterns over sublayer names"),
+     "a non-empty list of glob patterns over sublayer names ([] matches nothing; "
+     "'*' is every layer)"),
     (["pruning.skip=[fc, '']"], "pruning.skip[1]", "", "a non-empty glob pattern string"),
     (["pruning.round_to=0"], "pruning.round_to", 0, "an int >= 1"),
     (["pruning.schedule=linear"], "pruning.schedule", "linear",
@@ -418,7 +474,8 @@ ERRORS = [
      "a schedule kind name (string)"),
     (["pruning.bn_l1=-1e-4"], "pruning.bn_l1", "-1e-4", "null or a float >= 0"),
     (["pruning=0.5"], "pruning", 0.5,
-     "null or a mapping with keys criterion, strategy, ratios, target_flops_reduction, "
+     "null or a mapping with keys criterion, strategy, strategy_options, ratios, "
+     "target_flops_reduction, "
      "layers, skip, round_to, sensitivities, schedule, bn_l1"),
     # logging, checkpoint
     (["logging.log_freq=0"], "logging.log_freq", 0, "an int >= 1"),

@@ -264,7 +264,10 @@ def test_resolve_strategy_dispatches_each_strategy():
                      "global, custom"),
     ("uniform", {"target_flop_reduction": 0.5}, "uniform option: 'target_flop_reduction' is not "
                                                 "allowed; expected one of target_flops_reduction"),
-    ("uniform", {}, "uniform.target_flops_reduction: None is not allowed; expected a value"),
+    ("uniform", {}, "target: {'target_flops_reduction': None, 'ratios': None} is not allowed; "
+                    "expected exactly one of target_flops_reduction and ratios (a float)"),
+    ("uniform", {"ratios": {"conv1": 0.5}}, "ratios: {'conv1': 0.5} is not allowed; expected a "
+                                            "float for strategy uniform"),
     ("uniform", {"target_flops_reduction": 1.5}, "target_flops_reduction: 1.5 is not allowed"),
     ("uniform", {"target_flops_reduction": 0.5, "convention": "gflops"}, "convention: 'gflops'"),
     ("sensitive", {"target_flops_reduction": 0.5}, "sensitive.sensitivities: None"),
@@ -305,3 +308,22 @@ def test_groups_that_jump_together_share_the_target(caplog):
     assert abs(pruned_reduction(net, SHAPE, ratios) - target) <= 0.01
     assert set(ratios) == set(names)
     assert len(set(ratios.values())) == 1 and 0 < next(iter(ratios.values())) < 0.5
+
+
+def test_uniform_takes_a_float_ratio_checked_against_the_network():
+    net = models.mobilenet_v1(scale=0.25, num_classes=10)
+    assert resolve_strategy("uniform", net, SHAPE, ratios=0.3) == 0.3
+    assert resolve_strategy("uniform", net, SHAPE, ratios=0.3, layers=["conv1"]) == {"conv1": 0.3}
+    with pytest.raises(ConfigError, match=r"ratios pattern: 'nope\*' is not allowed"):
+        resolve_strategy("uniform", net, SHAPE, ratios=0.3, layers=["nope*"])
+
+
+def test_strategy_options_maps_a_float_to_each_strategys_target():
+    from slim_callbacks.strategies import strategy_options
+    assert strategy_options("uniform", ratios=0.4)["ratios"] == 0.4
+    assert strategy_options("global", ratios=0.4)["channel_ratio"] == 0.4
+    assert "layers" not in strategy_options("sensitive", target_flops_reduction=0.5,
+                                            sensitivities="s.json", layers=["conv*"])
+    with pytest.raises(ConfigError, match=r"^target_flops_reduction: 0.5 is not allowed; "
+                                          r"expected None for strategy custom"):
+        strategy_options("custom", ratios={"conv1": 0.3}, target_flops_reduction=0.5)

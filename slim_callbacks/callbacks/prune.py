@@ -52,7 +52,9 @@ from slim_callbacks.callbacks.guard import FiniteLossGuard
 from slim_callbacks.criteria import get_criterion
 from slim_callbacks.errors import ConfigError, SlimError
 from slim_callbacks.plan import PruningPlan
-from slim_callbacks.pruner import check_ratio, check_ratios, check_round_to, plan_pruning, resolve_ratios
+from slim_callbacks.pruner import (check_input_shape, check_ratios, check_round_to, check_skip,
+                                   plan_pruning, resolve_ratios)
+from slim_callbacks.sensitivity import check_patterns
 from slim_callbacks.tracing import trace, unwrap
 
 logger = logging.getLogger(__name__)
@@ -121,10 +123,19 @@ class PruneCallback(paddle.callbacks.Callback):
             a registered name, a :class:`~slim_callbacks.criteria.Criterion`).
         input_shape: one example input, batch first, e.g. ``[1, 3, 224, 224]``. Defaults
             to the ``paddle.Model``'s input spec with the batch set to 1.
-        target_flops_reduction: instead of ``ratios``, remove this share of FLOPs with one
-            uniform ratio found by bisection at train begin (over ``layers``).
-        layers: patterns the uniform ratio applies to (only with
-            ``target_flops_reduction``); default every prunable group.
+        target_flops_reduction: instead of ``ratios``, remove this share of FLOPs; the
+            ``strategy`` finds the ratios at train begin (over ``layers``).
+        layers: patterns the strategy's ratios apply to (not with a ``{pattern: ratio}``
+            dict); default every prunable group.
+        strategy: a name in :data:`slim_callbacks.strategies.STRATEGIES`, resolved at train
+            begin by :func:`~slim_callbacks.strategies.resolve_strategy` exactly as recipes
+            are: ``uniform`` (default for a float or ``target_flops_reduction``: one ratio,
+            bisected for a FLOPs target), ``global`` (a float ``ratios`` is its
+            ``channel_ratio``: one score threshold across layers), ``sensitive``
+            (``target_flops_reduction`` and ``strategy_options={"sensitivities": file}``)
+            or ``custom`` (default for a ``{pattern: ratio}`` dict).
+        strategy_options: the strategy's other arguments, e.g. ``{"max_ratio": 0.8}``
+            for ``global`` (see :func:`~slim_callbacks.strategies.resolve_strategy`).
         skip: patterns of layers whose groups stay whole.
         round_to: channels kept are a multiple of this.
         prune_epochs: epochs of the events (the last reaches the target), e.g. [2, 4, 6].
@@ -171,7 +182,8 @@ class PruneCallback(paddle.callbacks.Callback):
                  schedule=None, start_epoch: int = 0, end_epoch: Optional[int] = None,
                  frequency: int = 1, bn_l1: Optional[float] = None,
                  log_dir: Optional[str] = None, log_freq: int = 10,
-                 resume_from: Optional[str] = None, reset_optimizer: bool = False):
+                 resume_from: Optional[str] = None, reset_optimizer: bool = False,
+                 strategy: Optional[str] = None, strategy_options: Optional[Mapping] = None):
         super().__init__()
         self.criterion = get_criterion(criterion)
         self.round_to = check_round_to(round_to)
@@ -186,8 +198,9 @@ class PruneCallback(paddle.callbacks.Callback):
             if isinstance(target_flops_reduction, bool) or not isinstance(
                     target_flops_reduction, numbers.Real) or not 0 < target_flops_reduction < 1:
                 raise ConfigError("target_flops_reduction", target_flops_reduction, "a number in (0, 1)")
-        elif layers is not None:
-            raise ConfigError("layers", layers, "None unless target_flops_reduction is given")
+        elif layers is not None and isinstance(ratios, Mapping):
+            raise ConfigError("layers", layers, "None with a {pattern: ratio} dict (its "
+                                                "patterns choose the layers)")
         map_final = self.schedule.final_ratio
         if ratios is None and target_flops_reduction is None:
             if map_final is None:
@@ -198,10 +211,13 @@ class PruneCallback(paddle.callbacks.Callback):
         if map_final is not None and isinstance(self.ratios, float) and self.ratios != map_final:
             raise ConfigError("ratios", ratios, f"None or {map_final} (the final ratio of the "
                               f"{{epoch: ratio}} schedule)")
+        self._check_curve_start(self.ratios)
         self.target_flops_reduction = target_flops_reduction
-        self.layers = [layers] if isinstance(layers, str) else layers
-        self.skip = [skip] if isinstance(skip, str) else list(skip)
-        self.input_shape = None if input_shape is None else self._check_shape(input_shape)
+        self.layers = check_patterns("layers", layers)
+        self.skip = check_skip(skip)
+        self.input_shape = None if input_shape is None else check_input_shape(input_shape)
+        self.strategy = strategy or ("custom" if isinstance(self.ratios, dict) else "uniform")
+        self.strategy_arguments = self._strategy_arguments(strategy_options)
         self.resume_from = resume_from
         if resume_from is not None and not isinstance(resume_from, (str, os.PathLike)):
             raise ConfigError("resume_from", resume_from, "a checkpoint prefix such as 'ckpt/3'")
@@ -229,14 +245,40 @@ class PruneCallback(paddle.callbacks.Callback):
         self.fingerprint = None
         self.uniform_ratio: Optional[float] = None
         self._started = False
+        self._network = None
 
-    @staticmethod
-    def _check_shape(shape):
-        if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not shape or any(
-                isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in shape):
-            raise ConfigError("input_shape", shape, "a list of positive ints, batch first, "
-                              "e.g. [1, 3, 224, 224]")
-        return [int(d) for d in shape]
+    def _check_curve_start(self, ratios) -> None:
+        """Known final ratios must not lie below the schedule's ``initial_ratio``."""
+        initial = getattr(self.schedule, "initial_ratio", 0.0)
+        finals = list(ratios.values()) if isinstance(ratios, dict) else [ratios]
+        if ratios is not None and self.schedule.final_ratio is None and min(finals) < initial:
+            raise ConfigError("ratios", ratios, f"final ratios >= the schedule's initial_ratio="
+                              f"{initial!r} (targets never decrease)")
+
+    def _strategy_arguments(self, strategy_options) -> dict:
+        """The options of ``resolve_strategy`` (checked now, used at train begin), built
+        by the same :func:`~slim_callbacks.strategies.strategy_options` as recipes."""
+        from slim_callbacks.strategies import strategy_option_names, strategy_options as build
+        names = strategy_option_names(self.strategy)
+        if strategy_options is not None and not isinstance(strategy_options, Mapping):
+            raise ConfigError("strategy_options", strategy_options, "None or a {option: value} dict")
+        options = dict(strategy_options or {})
+        for key, value in options.items():
+            if key not in names:
+                raise ConfigError(f"strategy_options[{key!r}]", value,
+                                  f"an option of strategy {self.strategy}: {', '.join(names)}")
+        return build(self.strategy, ratios=self.ratios,
+                     target_flops_reduction=self.target_flops_reduction, layers=self.layers,
+                     skip=self.skip, criterion=self.criterion, round_to=self.round_to,
+                     sensitivities=options.pop("sensitivities", None), options=options)
+
+    def _check_same_network(self) -> None:
+        """A callback holds one network's plan and original widths: reusing it on
+        another network would prune that one with the first one's plan."""
+        if self._network is not None and self.network is not self._network:
+            raise SlimError(f"this PruneCallback already pruned a {type(self._network).__name__} "
+                            f"(another network than this fit's {type(self.network).__name__}); "
+                            f"expected a new PruneCallback for each network")
 
     # -- helpers ---------------------------------------------------------------
     @property
@@ -300,6 +342,7 @@ class PruneCallback(paddle.callbacks.Callback):
     # -- callback hooks ----------------------------------------------------------
     def on_train_begin(self, logs=None):
         """Validates against the fit, records original widths, or replays a ledger."""
+        self._check_same_network()
         if self.input_shape is None:
             self.input_shape = self._default_shape()
         epochs = self.params.get("epochs")
@@ -321,6 +364,7 @@ class PruneCallback(paddle.callbacks.Callback):
         if not self._started:
             self._setup(resumed)
         self._started = True
+        self._network = self.network
         self._install_save_hook()
         for cb in self._sub_callbacks():
             cb.on_train_begin(logs)
@@ -358,9 +402,7 @@ class PruneCallback(paddle.callbacks.Callback):
             self.fingerprint = resumed["fingerprint"]
             self.original_widths = dict(resumed["original_widths"])
             graph = None
-        ratios = self.ratios
-        if self.target_flops_reduction is not None:
-            ratios = self._ratio_for_flops()
+        ratios = self._strategy_ratios()
         if graph is None:  # resolve patterns on a fresh trace of the unpruned network
             graph = trace(net, self.input_shape)
         self.group_ratios = resolve_ratios(graph, ratios, self.skip)
@@ -370,17 +412,16 @@ class PruneCallback(paddle.callbacks.Callback):
         if resumed is not None:
             self._replay(resumed)
 
-    def _ratio_for_flops(self):
-        from slim_callbacks.strategies import uniform_ratio
-        ratio = check_ratio("uniform ratio", uniform_ratio(
-            self.network, self.input_shape, self.target_flops_reduction, layers=self.layers,
-            skip=self.skip, criterion=self.criterion, round_to=self.round_to))
-        self.uniform_ratio = ratio
-        logger.info("target_flops_reduction %.3f -> uniform ratio %.4f",
-                    self.target_flops_reduction, ratio)
-        if self.layers:
-            return {p: ratio for p in self.layers}
-        return ratio
+    def _strategy_ratios(self):
+        """The final ratios, decided by the strategies registry as for recipes."""
+        from slim_callbacks.strategies import resolve_strategy
+        ratios = resolve_strategy(self.strategy, self.network, self.input_shape,
+                                  **self.strategy_arguments)
+        if self.strategy == "uniform" and self.target_flops_reduction is not None:
+            self.uniform_ratio = ratios if isinstance(ratios, float) else next(iter(ratios.values()))
+            logger.info("target_flops_reduction %.3f -> uniform ratio %.4f",
+                        self.target_flops_reduction, self.uniform_ratio)
+        return ratios
 
     def _replay(self, ledger: dict) -> None:
         """Ledger plan on network and optimizer, then the checkpoint's weights/optimizer."""
