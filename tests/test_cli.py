@@ -258,7 +258,7 @@ ERRORS = [
      "pruning.strategy_options.max_ratio: 2 is not allowed; expected a number in (0, 1), e.g. 0.5"),
     (["check", QUICKSTART, "-o", "train="],
      "train: '' is not allowed; expected a mapping with keys epochs, batch_size, optimizer, lr, "
-     "eval_every, seed, not empty; set keys with -o train.KEY=VALUE (an empty override would "
+     "eval_every, seed, amp, not empty; set keys with -o train.KEY=VALUE (an empty override would "
      "reset the section to its defaults)"),
     (["run", os.path.join(MBV1, "uniform_l1norm_f50.yaml")],
      "model.pretrained: pretrained/mobilenetv1_1.0.pdparams not found (download the "

@@ -98,3 +98,16 @@ def test_tag_list_is_documented():
     import slim_callbacks.callbacks.visualdl as module
     for tag in TAGS:
         assert f"``{tag}" in module.__doc__
+
+
+def test_a_second_session_in_the_same_second_keeps_the_first_sessions_records(tmp_path, monkeypatch):
+    import time
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)   # both sessions in one second
+    log_dir = str(tmp_path / "logs")
+    fit([VisualDLLogger(log_dir, log_freq=1)], epochs=1)
+    (first,) = os.listdir(log_dir)
+    size = os.path.getsize(os.path.join(log_dir, first))
+    fit([VisualDLLogger(log_dir, log_freq=1)], epochs=1)
+    files = sorted(os.listdir(log_dir))
+    assert len(files) == 2 and first in files
+    assert os.path.getsize(os.path.join(log_dir, first)) == size and size > 0

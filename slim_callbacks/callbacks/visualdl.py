@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import logging
 import numbers
+import os
+import time
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -67,6 +69,16 @@ def scalar(value) -> Optional[float]:
     except (TypeError, ValueError):
         return None
     return float(array.ravel()[0]) if array.size else None
+
+
+def new_record_name(log_dir: str) -> str:
+    """A record file name no earlier session used. VisualDL's own name has one-second
+    resolution and is opened with ``"wb"``: a second session started within the same
+    second (a quick resume) would truncate the first session's records."""
+    stamp, n = int(time.time()), 0
+    while os.path.exists(os.path.join(log_dir, f"vdlrecords.{stamp:010d}.{n}.log")):
+        n += 1
+    return f"vdlrecords.{stamp:010d}.{n}.log"
 
 
 class VisualDLLogger(paddle.callbacks.Callback):
@@ -105,7 +117,7 @@ class VisualDLLogger(paddle.callbacks.Callback):
     def writer(self):
         if self._writer is None:
             from visualdl import LogWriter
-            self._writer = LogWriter(logdir=self.log_dir)
+            self._writer = LogWriter(logdir=self.log_dir, file_name=new_record_name(self.log_dir))
         return self._writer
 
     def _add(self, tag: str, step: int, value) -> None:
