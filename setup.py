@@ -39,5 +39,5 @@ setup(
         "test": ["pytest>=7", "hypothesis>=6"],
         "plot": ["matplotlib>=3.5"],
     },
-    entry_points={"console_scripts": ["slim-callbacks=slim_callbacks.cli:main"]},
+    entry_points={"console_scripts": ["slim-callbacks=slim_callbacks.app.cli:main"]},
 )

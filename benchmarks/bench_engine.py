@@ -18,8 +18,8 @@ import warnings
 import paddle
 
 from slim_callbacks import plan_pruning, trace
-from slim_callbacks.criteria import fpgm, rows
-from slim_callbacks.pruner import resolve_ratios
+from slim_callbacks.engine.criteria import fpgm, rows
+from slim_callbacks.engine.pruner import resolve_ratios
 
 POINTWISE = {"conv*._pointwise_conv*": 0.3125}
 SHAPE = [1, 3, 224, 224]

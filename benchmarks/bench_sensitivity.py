@@ -23,7 +23,7 @@ The naive baseline (``--methods naive``) is what ``sensitive()`` amounts to, wri
 with this package's engine: trace once, then for every (layer, ratio) deep-copy the
 network, physically prune the copy with ``plan_pruning(...).apply`` and evaluate it.
 
-Ours is ``slim_callbacks.sensitivity.sensitivity`` with ``method="mask"`` (zero the
+Ours is ``slim_callbacks.analysis.sensitivity.sensitivity`` with ``method="mask"`` (zero the
 consumers' input slices, no copy, no surgery, each group scored once, empty and
 repeated selections not evaluated) and ``method="prune"`` (physical pruning in place,
 undone after each evaluation, no copy), each without and with the prefix cache
@@ -67,8 +67,8 @@ import paddle
 import paddle.nn as nn
 
 from slim_callbacks import trace
-from slim_callbacks.pruner import plan_pruning, resolve_ratios
-from slim_callbacks.sensitivity import chosen_groups, sensitivity
+from slim_callbacks.engine.pruner import plan_pruning, resolve_ratios
+from slim_callbacks.analysis.sensitivity import chosen_groups, sensitivity
 
 warnings.filterwarnings("ignore")
 POINTWISE = "conv*._pointwise_conv*"

@@ -7,7 +7,7 @@ import pytest
 from slim_callbacks import prune
 from slim_callbacks.callbacks import BNScaleL1, PruneCallback
 from slim_callbacks.callbacks.bn_l1 import bn_scales, gamma_below_share
-from slim_callbacks.errors import ConfigError
+from slim_callbacks.core.errors import ConfigError
 
 from test_callbacks_prune import SHAPE, Net, dataset
 

@@ -9,8 +9,8 @@ import paddle.nn as nn
 import pytest
 
 from slim_callbacks.callbacks import PruneCallback
-from slim_callbacks.errors import ConfigError
-from slim_callbacks.selectors import keep_count
+from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.engine.selectors import keep_count
 
 SHAPE = [1, 3, 16, 16]
 WIDTHS = {"c1.0": 16, "c2.0": 32, "c3.0": 32}
@@ -302,8 +302,8 @@ def test_input_shape_defaults_to_the_model_input_spec():
 
 
 def test_target_flops_reduction_bisects_a_uniform_ratio_at_train_begin():
-    pytest.importorskip("slim_callbacks.strategies")
-    from slim_callbacks.flops import count_flops
+    pytest.importorskip("slim_callbacks.analysis.strategies")
+    from slim_callbacks.analysis.flops import count_flops
     paddle.seed(0)
     net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
     base = count_flops(net, [1, 3, 32, 32])
@@ -321,7 +321,7 @@ def test_target_flops_reduction_bisects_a_uniform_ratio_at_train_begin():
 
 def test_a_reused_callback_refuses_a_second_network_before_changing_it():
     """It used to prune the second network with the first one's plan, then fail."""
-    from slim_callbacks.errors import SlimError
+    from slim_callbacks.core.errors import SlimError
     cb = PruneCallback(0.5, input_shape=SHAPE)
     fit(cb, epochs=1)
     paddle.seed(1)
@@ -337,7 +337,7 @@ def test_a_reused_callback_refuses_a_second_network_before_changing_it():
 
 def test_strategy_global_goes_through_resolve_strategy():
     """The callback and recipes share one path: resolve_strategy on the fit's network."""
-    from slim_callbacks.strategies import resolve_strategy
+    from slim_callbacks.analysis.strategies import resolve_strategy
     paddle.seed(0)
     expected_ratios = resolve_strategy("global", Net(), SHAPE, channel_ratio=0.5, max_ratio=0.6,
                                        criterion="l1_norm", skip=[], round_to=1)

@@ -9,10 +9,10 @@ import paddle
 import paddle.nn as nn
 import pytest
 
-from slim_callbacks import ledger as ledger_mod
+from slim_callbacks.callbacks import ledger as ledger_mod
 from slim_callbacks.callbacks import FiniteLossGuard, PruneCallback
-from slim_callbacks.errors import ConfigError, SlimError
-from slim_callbacks.ledger import load_ledger, load_pruned
+from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.callbacks.ledger import load_ledger, load_pruned
 
 from test_callbacks_prune import SHAPE, Net, dataset
 
@@ -136,9 +136,9 @@ def test_reset_optimizer_opts_in_to_a_fresh_optimizer_state(run3, tmp_path, capl
 
 # -- item 13: damaged ledgers, mismatched weights, failed writes --------------------
 @pytest.mark.parametrize("text, match", [
-    ("", "unreadable JSON"), ('{"format": "slim_callbacks.ledger/1", "plan": {', "unreadable JSON"),
+    ("", "unreadable JSON"), ('{"format": "slim_callbacks.callbacks.ledger/1", "plan": {', "unreadable JSON"),
     ("[1, 2]", "'list' is not allowed"),
-    ('{"format": "slim_callbacks.ledger/1", "fingerprint": "x", "history": [], '
+    ('{"format": "slim_callbacks.callbacks.ledger/1", "fingerprint": "x", "history": [], '
      '"cursor": {"epoch": 0}, "original_widths": {}}', r": plan: None is not allowed; expected a dict"),
 ])
 def test_a_damaged_ledger_is_a_one_line_config_error(tmp_path, text, match):

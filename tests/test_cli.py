@@ -10,8 +10,8 @@ import sys
 import pytest
 import yaml
 
-from slim_callbacks.cli import find_recipe, main
-from slim_callbacks.recipe import load_recipe
+from slim_callbacks.app.cli import find_recipe, main
+from slim_callbacks.app.recipe import load_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = os.path.join(ROOT, "recipes")
@@ -89,7 +89,7 @@ def fake_sensitivities(path, ratios=(0.1, 0.3, 0.5, 0.7, 0.9)):
     sens = {f"{n}._pointwise_conv.0": {repr(r): round(r * r * (13 - i) / 13, 6) for r in ratios}
             for i, n in enumerate(names)}
     with open(path, "w") as f:
-        json.dump({"format": "slim_callbacks.sensitivity/1", "criterion": "l1_norm",
+        json.dump({"format": "slim_callbacks.analysis.sensitivity/1", "criterion": "l1_norm",
                    "ratios": list(ratios), "round_to": 1, "base": 0.7, "widths": {},
                    "sensitivities": sens}, f)
     return path
@@ -177,7 +177,7 @@ def test_safetensors_pretrained_weights_load(capsys, tmp_path):
     paddle.seed(1)
     net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
     path = save_safetensors(net, str(tmp_path / "w.safetensors"))
-    from slim_callbacks.runner import load_job, planning_network
+    from slim_callbacks.app.runner import load_job, planning_network
     job = load_job(QUICKSTART, [f"model.pretrained={path}"])
     loaded = planning_network(job, emit=print)
     for key, value in net.state_dict().items():
@@ -309,7 +309,7 @@ def test_sensitivity_writes_file_curves_and_plot(capsys, tmp_path):
                         "-o", "model.kwargs.scale=0.25")
     assert code == 0, out
     data = json.load(open(out_file))
-    assert data["format"] == "slim_callbacks.sensitivity/1"
+    assert data["format"] == "slim_callbacks.analysis.sensitivity/1"
     assert len(data["sensitivities"]) == 13
     assert all(len(curve) == 9 for curve in data["sensitivities"].values())
     assert data["base"] > 0

@@ -10,8 +10,8 @@ import paddle
 import pytest
 import yaml
 
-from slim_callbacks.cli import main
-from slim_callbacks.ledger import load_ledger
+from slim_callbacks.app.cli import main
+from slim_callbacks.callbacks.ledger import load_ledger
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 TINY = {"name": "tiny", "model": {"name": "test_callbacks_prune:Net"},

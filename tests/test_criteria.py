@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from helpers import ConvBN
 from slim_callbacks import CRITERIA, ConfigError, get_criterion, prune, register_criterion, trace
-from slim_callbacks.criteria import fpgm, group_scores, l1_norm, l2_norm
-from slim_callbacks.selectors import keep_count, lowest, optimal_threshold
+from slim_callbacks.engine.criteria import fpgm, group_scores, l1_norm, l2_norm
+from slim_callbacks.engine.selectors import keep_count, lowest, optimal_threshold
 
 W = np.array([[1.0, -2.0, 2.0], [0.0, 0.5, 0.0], [3.0, 0.0, -4.0]])
 
@@ -95,7 +95,7 @@ def test_slim_without_batch_norm_falls_back_to_l1_with_a_warning(caplog):
     net = nn.Sequential(nn.Conv2D(3, 4, 1), nn.Conv2D(4, 2, 1))
     graph = trace(net, [1, 3, 2, 2])
     group = graph.groups[0]
-    with caplog.at_level(logging.WARNING, logger="slim_callbacks.criteria"):
+    with caplog.at_level(logging.WARNING, logger="slim_callbacks.engine.criteria"):
         scores = group_scores(group, dict(net.named_sublayers()), get_criterion("slim"), graph.layer_types)
     np.testing.assert_allclose(scores, l1_norm(net[0].weight.numpy().reshape(4, -1)), rtol=1e-6)
     assert "has no BatchNorm" in caplog.text and "falls back to l1_norm" in caplog.text

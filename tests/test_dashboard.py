@@ -13,8 +13,8 @@ import pytest
 from visualdl import LogWriter
 
 from slim_callbacks import SlimError
-from slim_callbacks.cli import main
-from slim_callbacks.dashboard import (check_port, comparison_table, find_runs, serve,
+from slim_callbacks.app.cli import main
+from slim_callbacks.app.dashboard import (check_port, comparison_table, find_runs, serve,
                                       visualdl_command)
 
 
@@ -84,7 +84,7 @@ def test_a_corrupt_summary_is_skipped_with_a_warning_naming_it(runs_root, caplog
     broken = runs_root / "broken" / "summary.json"
     broken.parent.mkdir()
     broken.write_text('{"before": {"acc": 0.9}, "aft')  # cut short, e.g. by a full disk
-    with caplog.at_level("WARNING", logger="slim_callbacks.dashboard"):
+    with caplog.at_level("WARNING", logger="slim_callbacks.app.dashboard"):
         names = [run.name for run in find_runs([str(runs_root)])]
     assert "broken" not in names and "uniform" in names
     warnings = [r.getMessage() for r in caplog.records if str(broken) in r.getMessage()]
@@ -100,7 +100,7 @@ def test_a_corrupt_summary_is_skipped_with_a_warning_naming_it(runs_root, caplog
 def test_a_summary_of_the_wrong_shape_is_skipped_with_a_warning(tmp_path, caplog, content, problem):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "summary.json").write_text(json.dumps(content))
-    with caplog.at_level("WARNING", logger="slim_callbacks.dashboard"):
+    with caplog.at_level("WARNING", logger="slim_callbacks.app.dashboard"):
         assert find_runs([str(tmp_path)]) == []
     assert caplog.messages == [f"{tmp_path / 'bad' / 'summary.json'}: skipped, {problem}"]
 
@@ -116,11 +116,11 @@ def test_values_of_the_wrong_type_leave_their_cells_blank_with_a_warning(tmp_pat
     assert "| typo | 0.9000 | 0.8000 | 50.00 |  |  | 0.60 |  |" in out
     path = tmp_path / "typo" / "summary.json"
     assert err.splitlines() == [
-        f"WARNING slim_callbacks.dashboard: {path}: wall_time_s is None, not a number; "
+        f"WARNING slim_callbacks.app.dashboard: {path}: wall_time_s is None, not a number; "
         f"its cell is left blank",
-        f"WARNING slim_callbacks.dashboard: {path}: after.macs is '100M', not a number; "
+        f"WARNING slim_callbacks.app.dashboard: {path}: after.macs is '100M', not a number; "
         f"its cell is left blank",
-        f"WARNING slim_callbacks.dashboard: {path}: after.params is [60], not a number; "
+        f"WARNING slim_callbacks.app.dashboard: {path}: after.params is [60], not a number; "
         f"its cell is left blank"]
 
 
@@ -252,9 +252,9 @@ def test_a_port_in_use_is_a_one_line_error_and_visualdl_never_starts(runs_root, 
 
 def test_visualdl_failing_to_bind_after_the_check_ends_the_command(runs_root, taken_port):
     # the port taken between our check and VisualDL's bind: skip the check
-    skip_check = ("import sys; import slim_callbacks.dashboard as d; "
+    skip_check = ("import sys; import slim_callbacks.app.dashboard as d; "
                   "d.check_port = lambda host, port: None; "
-                  "from slim_callbacks.cli import main; sys.exit(main(sys.argv[1:]))")
+                  "from slim_callbacks.app.cli import main; sys.exit(main(sys.argv[1:]))")
     command = [sys.executable, "-c", skip_check, *dashboard_command(runs_root, taken_port)[3:]]
     status, err = run_dashboard(command, taken_port)
     assert status == 2 and "Address already in use" in err
@@ -281,5 +281,5 @@ def test_check_port(taken_port):
 def test_docstring_examples_run():
     import doctest
 
-    from slim_callbacks import dashboard
+    from slim_callbacks.app import dashboard
     assert doctest.testmod(dashboard).failed == 0

@@ -69,7 +69,7 @@ def test_cli_run_under_two_ranks_writes_and_prints_on_rank_0_only(tmp_path):
     main = shutil.which("slim-callbacks")   # the console script; the same two lines if absent
     if main is None:
         main = tmp_path / "slim_callbacks_cli.py"
-        main.write_text("import sys\nfrom slim_callbacks.cli import main\nsys.exit(main())\n")
+        main.write_text("import sys\nfrom slim_callbacks.app.cli import main\nsys.exit(main())\n")
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
            "--log_dir", str(tmp_path / "log"), str(main), "run", str(recipe), "--dry-run",
            "--output-dir", str(out_dir)]

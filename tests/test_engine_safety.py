@@ -10,7 +10,7 @@ import pytest
 
 from helpers import calibrate, kill_units, outputs, same, snapshot
 from slim_callbacks import SlimError, prune, trace
-from slim_callbacks.flops import count_flops, layer_widths
+from slim_callbacks.analysis.flops import count_flops, layer_widths
 
 
 def group_named(graph, name):
@@ -178,7 +178,7 @@ class AddsUntracedOutput(nn.Layer):
 @pytest.mark.parametrize("kind", ["layer_norm", "prelu"])
 def test_channels_added_to_an_untraced_op_output_are_blocked_with_one_warning(kind, caplog):
     net = AddsUntracedOutput(kind)
-    with caplog.at_level(logging.WARNING, logger="slim_callbacks.tracing"):
+    with caplog.at_level(logging.WARNING, logger="slim_callbacks.tracing.tracer"):
         graph = trace(net, [1, 3, 4, 4])
     assert "fixed size" in group_named(graph, "a").blocked
     assert len([r for r in caplog.records if "fixed size" in r.getMessage()]) == 1
@@ -207,7 +207,7 @@ class Reshapes(nn.Layer):
 @pytest.mark.parametrize("through_flatten, varargs", [(False, False), (True, False), (False, True)])
 def test_reshape_to_a_literal_channel_count_is_blocked(through_flatten, varargs, caplog):
     net = Reshapes(literal=True, through_flatten=through_flatten, varargs=varargs)
-    with caplog.at_level(logging.WARNING, logger="slim_callbacks.tracing"):
+    with caplog.at_level(logging.WARNING, logger="slim_callbacks.tracing.tracer"):
         graph = trace(net, [1, 3, 4, 4])
     assert "literal size [1, 8, 4, 4]" in group_named(graph, "a").blocked
     assert len([r for r in caplog.records if "literal size" in r.getMessage()]) == 1

@@ -1,13 +1,13 @@
-"""Tests of slim_callbacks.flops: exact MobileNetV1 numbers, conventions, hygiene, errors."""
+"""Tests of slim_callbacks.analysis.flops: exact MobileNetV1 numbers, conventions, hygiene, errors."""
 import doctest
 
 import paddle
 import paddle.nn as nn
 import pytest
 
-from slim_callbacks import flops as flops_module
-from slim_callbacks.errors import ConfigError, SlimError
-from slim_callbacks.flops import (count_flops, count_params, layer_widths, model_size_mb,
+from slim_callbacks.analysis import flops as flops_module
+from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.analysis.flops import (count_flops, count_params, layer_widths, model_size_mb,
                                   profile)
 
 SHAPE_224 = [1, 3, 224, 224]
@@ -171,10 +171,10 @@ def test_legacy_counts_norm_activation_and_pools():
 
 def test_uncounted_layers_add_nothing_and_uncounted_convs_warn(caplog):
     net = nn.Sequential(nn.Conv1D(2, 2, 1), nn.Flatten(), nn.Dropout(0.5))
-    with caplog.at_level("WARNING", logger="slim_callbacks.flops"):
+    with caplog.at_level("WARNING", logger="slim_callbacks.analysis.flops"):
         assert count_flops(net, [1, 2, 3]) == 0
     assert [r.getMessage() for r in caplog.records] == [
-        "Conv1D layers are not counted by slim_callbacks.flops"]
+        "Conv1D layers are not counted by slim_callbacks.analysis.flops"]
 
 
 # --------------------------------------------------------------------------- hygiene

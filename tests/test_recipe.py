@@ -6,8 +6,8 @@ import re
 import pytest
 import yaml
 
-from slim_callbacks.errors import ConfigError, SlimError
-from slim_callbacks.recipe import (DATA_SOURCES, Recipe, apply_override,
+from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.app.recipe import (DATA_SOURCES, Recipe, apply_override,
                                    load_recipe, parse_override)
 
 BASE = {"name": "mbv1_digits", "model": {"name": "mobilenet_v1"},
@@ -86,7 +86,7 @@ def test_empty_sections_mean_defaults(tmp_path):
 def test_docstring_examples_run():
     import doctest
 
-    import slim_callbacks.recipe as module
+    import slim_callbacks.app.recipe as module
     assert doctest.testmod(module).failed == 0
 
 
@@ -467,7 +467,7 @@ ERRORS = [
     (["pruning.skip=[fc, '']"], "pruning.skip[1]", "", "a non-empty glob pattern string"),
     (["pruning.round_to=0"], "pruning.round_to", 0, "an int >= 1"),
     (["pruning.schedule=linear"], "pruning.schedule", "linear",
-     "null or a mapping with a string 'kind' (see slim_callbacks.schedules)"),
+     "null or a mapping with a string 'kind' (see slim_callbacks.callbacks.schedules)"),
     (["pruning.schedule={start: 0}"], "pruning.schedule.kind", "<missing>",
      "a schedule kind name (string)"),
     (["pruning.schedule={kind: 3}"], "pruning.schedule.kind", 3,
@@ -542,7 +542,7 @@ def test_direct_construction_is_validated_too():
 
 
 def test_late_milestones_warn_but_load(caplog):
-    with caplog.at_level(logging.WARNING, logger="slim_callbacks.recipe"):
+    with caplog.at_level(logging.WARNING, logger="slim_callbacks.app.recipe"):
         recipe = load("train.lr.schedule=piecewise", "train.lr.milestones=[30, 60]",
                       "train.epochs=3")
     assert recipe.train.lr.milestones == (30, 60)
@@ -550,7 +550,7 @@ def test_late_milestones_warn_but_load(caplog):
 
 
 def test_a_registered_criterion_is_accepted_by_recipes():
-    from slim_callbacks.criteria import CRITERIA, l1_norm, register_criterion
+    from slim_callbacks.engine.criteria import CRITERIA, l1_norm, register_criterion
     with pytest.raises(ConfigError, match="pruning.criterion: 'mine' is not allowed; expected one of "
                                           "l1_norm, l2_norm, fpgm, geometry_median, slim, bn_scale, opt_slim$"):
         load("pruning.criterion=mine")

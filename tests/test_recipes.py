@@ -8,10 +8,10 @@ import paddle
 import pytest
 import yaml
 
-from slim_callbacks.cli import main
-from slim_callbacks.pruner import resolve_ratios
-from slim_callbacks.recipe import load_recipe
-from slim_callbacks.tracing import trace
+from slim_callbacks.app.cli import main
+from slim_callbacks.engine.pruner import resolve_ratios
+from slim_callbacks.app.recipe import load_recipe
+from slim_callbacks.tracing.tracer import trace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "recipes", "**", "*.yaml"), recursive=True))

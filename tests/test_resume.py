@@ -11,8 +11,8 @@ import paddle.nn as nn
 import pytest
 
 from slim_callbacks.callbacks import PruneCallback
-from slim_callbacks.errors import SlimError
-from slim_callbacks.ledger import file_digest, load_ledger, load_pruned
+from slim_callbacks.core.errors import SlimError
+from slim_callbacks.callbacks.ledger import file_digest, load_ledger, load_pruned
 
 from test_callbacks_prune import SHAPE, Net, dataset
 

@@ -11,9 +11,9 @@ import pytest
 
 from helpers import ConcatNet, SENet, same, snapshot
 from slim_callbacks import ConfigError, SlimError, trace
-from slim_callbacks.criteria import CRITERIA, get_criterion, group_scores
-from slim_callbacks.pruner import plan_pruning, select_units
-from slim_callbacks.sensitivity import GroupMask, GroupPrune, load_sensitivities, sensitivity
+from slim_callbacks.engine.criteria import CRITERIA, get_criterion, group_scores
+from slim_callbacks.engine.pruner import plan_pruning, select_units
+from slim_callbacks.analysis.sensitivity import GroupMask, GroupPrune, load_sensitivities, sensitivity
 
 SHAPE = [1, 3, 32, 32]
 
@@ -262,7 +262,7 @@ def test_file_records_settings_and_refuses_a_mismatch(tmp_path):
     kwargs = dict(layers=["conv6"], ratios=[0.5], progress=False, file=path)
     sensitivity(net, neg_loss(x, y), SHAPE, **kwargs)
     data = json.loads(open(path).read())
-    assert data["format"] == "slim_callbacks.sensitivity/1"
+    assert data["format"] == "slim_callbacks.analysis.sensitivity/1"
     assert (data["criterion"], data["ratios"], data["round_to"]) == ("l1_norm", [0.5], 1)
     assert data["base"] == neg_loss(x, y)(net)
     assert list(data["sensitivities"]["conv6._pointwise_conv.0"]) == ["0.5"]
@@ -319,7 +319,7 @@ def test_a_completed_run_leaves_the_network_unchanged_and_undoes_eval_fn_changes
         network.train()
         with paddle.no_grad():
             return -float(nn.functional.cross_entropy(network(x), y))
-    with caplog.at_level(logging.WARNING, logger="slim_callbacks.sensitivity"):
+    with caplog.at_level(logging.WARNING, logger="slim_callbacks.analysis.sensitivity"):
         sensitivity(net, train_mode_eval, SHAPE, layers=["conv6"], ratios=[0.5], progress=False)
     assert same(snapshot(net), before)
     assert not net.training
@@ -485,7 +485,7 @@ def test_prefix_cache_gives_the_losses_of_full_evaluations(name, method, caplog)
     kwargs = dict(ratios=[0.25, 0.5, 0.75], method=method, progress=False)
     before = snapshot(net)
     plain = sensitivity(net, eval_fn, SHAPE, cache=False, **kwargs)
-    with caplog.at_level(logging.DEBUG, logger="slim_callbacks.sensitivity"):
+    with caplog.at_level(logging.DEBUG, logger="slim_callbacks.analysis.sensitivity"):
         cached = sensitivity(net, eval_fn, SHAPE, **kwargs)
     assert list(cached) == list(plain)
     worst = max(abs(cached[g][r] - plain[g][r]) for g in plain for r in plain[g])
@@ -512,7 +512,7 @@ def test_prefix_cache_recomputes_when_eval_fn_draws_new_data(caplog):
         return sensitivity(net, eval_fn, SHAPE, cache=cache, **kwargs)
 
     plain = run(False)
-    with caplog.at_level(logging.DEBUG, logger="slim_callbacks.sensitivity"):
+    with caplog.at_level(logging.DEBUG, logger="slim_callbacks.analysis.sensitivity"):
         cached = run(True)
     assert cached == plain
     assert any("another input" in r.getMessage() for r in caplog.records)
@@ -555,7 +555,7 @@ def test_prefix_cache_limit_keeps_the_answer(caplog):
     kwargs = dict(layers=["features.1*", "features.4*", "features.9*"], ratios=[0.25, 0.5, 0.75],
                   progress=False)
     plain = sensitivity(net, eval_fn, SHAPE, cache=False, **kwargs)
-    with caplog.at_level(logging.DEBUG, logger="slim_callbacks.sensitivity"):
+    with caplog.at_level(logging.DEBUG, logger="slim_callbacks.analysis.sensitivity"):
         small = sensitivity(net, eval_fn, SHAPE, cache=100_000, **kwargs)
     assert any("limit reached" in r.getMessage() for r in caplog.records)
     assert max(abs(small[g][r] - plain[g][r]) for g in plain for r in plain[g]) <= 1e-6

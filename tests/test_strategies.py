@@ -12,12 +12,12 @@ import pytest
 
 from helpers import ConcatNet, SENet
 from slim_callbacks import ConfigError, SlimError, prune, trace
-from slim_callbacks.flops import count_flops
-from slim_callbacks.pruner import plan_pruning, resolve_ratios
-from slim_callbacks.strategies import (FlopsModel, custom_ratios, global_ratios, normalized_scores,
+from slim_callbacks.analysis.flops import count_flops
+from slim_callbacks.engine.pruner import plan_pruning, resolve_ratios
+from slim_callbacks.analysis.strategies import (FlopsModel, custom_ratios, global_ratios, normalized_scores,
                                        ratio_for_loss, resolve_strategy, sensitive_ratios,
                                        uniform_ratio)
-from slim_callbacks.criteria import get_criterion
+from slim_callbacks.engine.criteria import get_criterion
 
 SHAPE = [1, 3, 32, 32]
 POINTWISE = "conv*._pointwise_conv*"
@@ -58,7 +58,7 @@ def test_uniform_reproduces_paddleslim_mobilenet_v1_bisection(caplog):
     before = snapshot(net)
     graph = trace(net, shape)
     assert len(resolve_ratios(graph, {POINTWISE: 0.5})) == 13
-    with caplog.at_level(logging.INFO, logger="slim_callbacks.strategies"):
+    with caplog.at_level(logging.INFO, logger="slim_callbacks.analysis.strategies"):
         ratio = uniform_ratio(net, shape, 0.5, layers=[POINTWISE], graph=graph)
     assert ratio == 0.3125
     tries = [float(t) for t in re.findall(r"uniform ratio ([0-9.]+):", caplog.text)]
@@ -155,7 +155,7 @@ def test_sensitive_ratios_hit_the_flops_target_within_one_point(target):
 
 
 def test_sensitive_ratios_read_a_sensitivity_file(tmp_path):
-    from slim_callbacks.sensitivity import sensitivity
+    from slim_callbacks.analysis.sensitivity import sensitivity
     net = tiny_mobilenet()
     x = paddle.randn([4] + SHAPE[1:])
     path = str(tmp_path / "sens.json")
@@ -302,7 +302,7 @@ def test_groups_that_jump_together_share_the_target(caplog):
     steps = {n: {0.1: 0.0, 0.2: 0.0, 0.3: 0.0, 0.4: 0.0, 0.5: 0.0, 0.6: 0.125} for n in names}
     target = pruned_reduction(net, SHAPE, {n: 0.5 for n in names}) / 2
     assert target > 0.1  # the jump is much wider than the tolerance
-    with caplog.at_level(logging.INFO, logger="slim_callbacks.strategies"):
+    with caplog.at_level(logging.INFO, logger="slim_callbacks.analysis.strategies"):
         ratios = sensitive_ratios(steps, net, SHAPE, target)
     assert "jump together" in caplog.text
     assert abs(pruned_reduction(net, SHAPE, ratios) - target) <= 0.01
@@ -319,7 +319,7 @@ def test_uniform_takes_a_float_ratio_checked_against_the_network():
 
 
 def test_strategy_options_maps_a_float_to_each_strategys_target():
-    from slim_callbacks.strategies import strategy_options
+    from slim_callbacks.analysis.strategies import strategy_options
     assert strategy_options("uniform", ratios=0.4)["ratios"] == 0.4
     assert strategy_options("global", ratios=0.4)["channel_ratio"] == 0.4
     assert "layers" not in strategy_options("sensitive", target_flops_reduction=0.5,

@@ -9,7 +9,7 @@ import pytest
 
 from helpers import ConcatNet, SENet, calibrate, kill_units, outputs
 from slim_callbacks import SlimError, prune, trace
-from slim_callbacks.flops import count_flops
+from slim_callbacks.analysis.flops import count_flops
 
 ZOO = [name for name in models.__all__ if name[0].islower()]
 # Smallest square input each architecture accepts (fixed-size flatten -> Linear).
@@ -109,7 +109,7 @@ class UnknownOp(nn.Layer):
 
 
 def test_unknown_op_blocks_its_channels_with_one_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="slim_callbacks.tracing"):
+    with caplog.at_level(logging.WARNING, logger="slim_callbacks.tracing.tracer"):
         graph = trace(UnknownOp(), [1, 3, 4, 4])
     blocked = next(g for g in graph.groups if g.name == "a")
     assert not blocked.prunable and "cumprod" in blocked.blocked

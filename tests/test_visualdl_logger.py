@@ -6,7 +6,7 @@ import paddle.nn as nn
 import pytest
 
 from slim_callbacks.callbacks import TAGS, PruneCallback, VisualDLLogger
-from slim_callbacks.errors import ConfigError
+from slim_callbacks.core.errors import ConfigError
 
 from test_callbacks_prune import SHAPE, Net, dataset
 

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from slim_callbacks import SlimError
-from slim_callbacks.workers import RemoteTraceback, fork_available, run_forked
+from slim_callbacks.analysis.workers import RemoteTraceback, fork_available, run_forked
 
 pytestmark = pytest.mark.skipif(not fork_available(), reason="needs os.fork")
 
@@ -95,6 +95,6 @@ def test_a_failing_result_handler_stops_the_workers():
 def test_docstring_examples_run():
     import doctest
 
-    from slim_callbacks import workers
+    from slim_callbacks.analysis import workers
     result = doctest.testmod(workers)
     assert result.attempted > 0 and result.failed == 0

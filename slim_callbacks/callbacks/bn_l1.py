@@ -35,8 +35,8 @@ from typing import List, Optional
 import numpy as np
 import paddle
 
-from slim_callbacks.errors import ConfigError
-from slim_callbacks.tracing import is_batch_norm, unwrap
+from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.tracing.tracer import is_batch_norm, unwrap
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import paddle
 
-from slim_callbacks.errors import SlimError
-from slim_callbacks.tracing import unwrap
+from slim_callbacks.core.errors import SlimError
+from slim_callbacks.tracing.tracer import unwrap
 
 ADVICE = ("training stopped before saving this epoch; earlier checkpoints are intact "
           "(check the data for NaN/Inf or lower the learning rate)")

@@ -4,13 +4,13 @@ WHAT is pruned: ``ratios`` (a float for every prunable group, or ``{glob pattern
 ratio}``; always the FINAL share of the ORIGINAL channels), or ``target_flops_reduction``
 (a uniform ratio found by bisection), minus ``skip``; scored by ``criterion``.
 
-WHEN: a :mod:`slim_callbacks.schedules` schedule; built from ``prune_epochs=[2, 4, 6]``,
+WHEN: a :mod:`slim_callbacks.callbacks.schedules` schedule; built from ``prune_epochs=[2, 4, 6]``,
 an explicit ``schedule={epoch: ratio}`` map, or ``schedule="agp"|"linear"|"exp"`` between
 ``start_epoch`` and ``end_epoch`` every ``frequency`` epochs; the default is one-shot at
 ``start_epoch``. An event at epoch ``e`` fires in ``on_epoch_end(e)`` (0-based), BEFORE
 Paddle's ``ModelCheckpoint`` (appended after user callbacks) saves that epoch, so the
 saved checkpoint is the pruned one, with a pruning ledger beside it
-(``<save_dir>/<epoch>.pruning.json``, see :mod:`slim_callbacks.ledger`).
+(``<save_dir>/<epoch>.pruning.json``, see :mod:`slim_callbacks.callbacks.ledger`).
 
 Each event re-traces the network, plans against the original widths (targets never
 compound), shrinks the parameters in place and slices the optimizer state, and logs one
@@ -46,16 +46,16 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import paddle
 
-from slim_callbacks import ledger as ledger_mod
+from slim_callbacks.callbacks import ledger as ledger_mod
 from slim_callbacks.callbacks.bn_l1 import BNScaleL1, check_epoch
 from slim_callbacks.callbacks.guard import FiniteLossGuard
-from slim_callbacks.criteria import get_criterion
-from slim_callbacks.errors import ConfigError, SlimError
-from slim_callbacks.plan import PruningPlan
-from slim_callbacks.pruner import (check_input_shape, check_ratios, check_round_to, check_skip,
+from slim_callbacks.engine.criteria import get_criterion
+from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.engine.plan import PruningPlan
+from slim_callbacks.engine.pruner import (check_input_shape, check_ratios, check_round_to, check_skip,
                                    plan_pruning, resolve_ratios)
-from slim_callbacks.sensitivity import check_patterns
-from slim_callbacks.tracing import trace, unwrap
+from slim_callbacks.analysis.sensitivity import check_patterns
+from slim_callbacks.tracing.tracer import trace, unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -79,14 +79,14 @@ def event_line(epoch: int, groups: int, macs: tuple, params: tuple) -> str:
 
 
 def profile(network, input_shape) -> dict:
-    """MACs, legacy GFLOPs, params, size (slim_callbacks.flops.profile)."""
-    from slim_callbacks.flops import profile as _profile
+    """MACs, legacy GFLOPs, params, size (slim_callbacks.analysis.flops.profile)."""
+    from slim_callbacks.analysis.flops import profile as _profile
     return _profile(unwrap(network), input_shape)
 
 
 def build_schedule(schedule, prune_epochs, start_epoch, end_epoch, frequency):
     """The schedule object for PruneCallback's 'when' arguments (ConfigError if bad)."""
-    from slim_callbacks import schedules as S
+    from slim_callbacks.callbacks import schedules as S
     given = [k for k, v in (("schedule", schedule), ("prune_epochs", prune_epochs)) if v is not None]
     if len(given) > 1:
         raise ConfigError("prune_epochs", prune_epochs, "None when schedule is given (one 'when')")
@@ -109,7 +109,7 @@ def build_schedule(schedule, prune_epochs, start_epoch, end_epoch, frequency):
         return S.make_schedule(schedule, start_epoch=start_epoch, end_epoch=end_epoch,
                                frequency=frequency)
     raise ConfigError("schedule", schedule, "None, 'oneshot', 'agp', 'linear', 'exp', an "
-                      "{epoch: ratio} map, a schedule dict or a slim_callbacks.schedules.Schedule")
+                      "{epoch: ratio} map, a schedule dict or a slim_callbacks.callbacks.schedules.Schedule")
 
 
 class PruneCallback(paddle.callbacks.Callback):
@@ -120,22 +120,22 @@ class PruneCallback(paddle.callbacks.Callback):
             prunable group or ``{glob pattern: ratio}``. ``None`` with an ``{epoch: ratio}``
             schedule (the map's last value) or with ``target_flops_reduction``.
         criterion: ``l1_norm``, ``l2_norm``, ``fpgm``, ``slim`` or ``opt_slim`` (or an alias,
-            a registered name, a :class:`~slim_callbacks.criteria.Criterion`).
+            a registered name, a :class:`~slim_callbacks.engine.criteria.Criterion`).
         input_shape: one example input, batch first, e.g. ``[1, 3, 224, 224]``. Defaults
             to the ``paddle.Model``'s input spec with the batch set to 1.
         target_flops_reduction: instead of ``ratios``, remove this share of FLOPs; the
             ``strategy`` finds the ratios at train begin (over ``layers``).
         layers: patterns the strategy's ratios apply to (not with a ``{pattern: ratio}``
             dict); default every prunable group.
-        strategy: a name in :data:`slim_callbacks.strategies.STRATEGIES`, resolved at train
-            begin by :func:`~slim_callbacks.strategies.resolve_strategy` exactly as recipes
+        strategy: a name in :data:`slim_callbacks.analysis.strategies.STRATEGIES`, resolved at train
+            begin by :func:`~slim_callbacks.analysis.strategies.resolve_strategy` exactly as recipes
             are: ``uniform`` (default for a float or ``target_flops_reduction``: one ratio,
             bisected for a FLOPs target), ``global`` (a float ``ratios`` is its
             ``channel_ratio``: one score threshold across layers), ``sensitive``
             (``target_flops_reduction`` and ``strategy_options={"sensitivities": file}``)
             or ``custom`` (default for a ``{pattern: ratio}`` dict).
         strategy_options: the strategy's other arguments, e.g. ``{"max_ratio": 0.8}``
-            for ``global`` (see :func:`~slim_callbacks.strategies.resolve_strategy`).
+            for ``global`` (see :func:`~slim_callbacks.analysis.strategies.resolve_strategy`).
         skip: patterns of layers whose groups stay whole.
         round_to: channels kept are a multiple of this.
         prune_epochs: epochs of the events (the last reaches the target), e.g. [2, 4, 6].
@@ -160,7 +160,7 @@ class PruneCallback(paddle.callbacks.Callback):
 
     Attributes:
         plan: the cumulative :class:`PruningPlan` (relative to the original network).
-        history: one dict per event (see :mod:`slim_callbacks.ledger`).
+        history: one dict per event (see :mod:`slim_callbacks.callbacks.ledger`).
         original_widths: group name -> width before any pruning.
         epoch_offset: global epoch of this fit's epoch 0 (non-zero when resuming).
         total_epochs: the global number of epochs of the run (``fit(epochs=...)``).
@@ -257,8 +257,8 @@ class PruneCallback(paddle.callbacks.Callback):
 
     def _strategy_arguments(self, strategy_options) -> dict:
         """The options of ``resolve_strategy`` (checked now, used at train begin), built
-        by the same :func:`~slim_callbacks.strategies.strategy_options` as recipes."""
-        from slim_callbacks.strategies import strategy_option_names, strategy_options as build
+        by the same :func:`~slim_callbacks.analysis.strategies.strategy_options` as recipes."""
+        from slim_callbacks.analysis.strategies import strategy_option_names, strategy_options as build
         names = strategy_option_names(self.strategy)
         if strategy_options is not None and not isinstance(strategy_options, Mapping):
             raise ConfigError("strategy_options", strategy_options, "None or a {option: value} dict")
@@ -414,7 +414,7 @@ class PruneCallback(paddle.callbacks.Callback):
 
     def _strategy_ratios(self):
         """The final ratios, decided by the strategies registry as for recipes."""
-        from slim_callbacks.strategies import resolve_strategy
+        from slim_callbacks.analysis.strategies import resolve_strategy
         ratios = resolve_strategy(self.strategy, self.network, self.input_shape,
                                   **self.strategy_arguments)
         if self.strategy == "uniform" and self.target_flops_reduction is not None:

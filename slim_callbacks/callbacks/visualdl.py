@@ -49,8 +49,8 @@ import numpy as np
 import paddle
 
 from slim_callbacks.callbacks.bn_l1 import bn_scales
-from slim_callbacks.errors import ConfigError
-from slim_callbacks.tracing import unwrap
+from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.tracing.tracer import unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class VisualDLLogger(paddle.callbacks.Callback):
         """Writes the per-epoch model, pruning and BatchNorm records for ``epoch``."""
         net = unwrap(self.model.network)
         shape = self.input_shape or getattr(self.pruner, "input_shape", None) or self._spec_shape()
-        from slim_callbacks import flops
+        from slim_callbacks.analysis import flops
         if shape is not None:
             stats = flops.profile(net, shape)
             self._add("model/gflops", epoch, stats["gflops"])

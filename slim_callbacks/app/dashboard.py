@@ -33,7 +33,7 @@ import sys
 import threading
 from typing import Callable, List, Optional, Sequence
 
-from slim_callbacks.errors import SlimError
+from slim_callbacks.core.errors import SlimError
 
 RECORD_PREFIX = "vdlrecords."
 SUMMARY = "summary.json"

@@ -21,8 +21,8 @@ from typing import Callable, Dict, List
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from slim_callbacks.errors import ConfigError
-from slim_callbacks.graph import CHANNEL, OUT, ChannelGroup
+from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.tracing.groups import CHANNEL, OUT, ChannelGroup
 
 logger = logging.getLogger(__name__)
 

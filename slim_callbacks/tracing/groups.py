@@ -1,6 +1,6 @@
 """Coupled-channel groups: the result of tracing a network.
 
-Tracing (see :mod:`slim_callbacks.tracing`) gives every output channel of every
+Tracing (see :mod:`slim_callbacks.tracing.tracer`) gives every output channel of every
 producer layer (a Conv2D with ``groups == 1`` or a Linear) an integer *atom*. Ops that
 tie channels together (residual adds, squeeze-excitation multiplies, channel shuffles)
 union atoms; the resulting classes are *units*: channels that can only be removed

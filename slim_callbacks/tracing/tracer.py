@@ -2,7 +2,7 @@
 
 One forward pass in eval mode and one in train mode record every Paddle op
 (``paddle._C_ops`` and the Tensor operators) and every Conv/Linear/BatchNorm call, and
-move channel labels (see :mod:`slim_callbacks.labels`) along with the real tensors.
+move channel labels (see :mod:`slim_callbacks.tracing.labels`) along with the real tensors.
 Both passes share one set of labels, so a channel is prunable only if both modes allow
 it, and branches that run only in training (auxiliary heads) are sliced too. Nothing
 stays changed: the interception is undone, hooks are removed, and each sublayer's
@@ -38,9 +38,9 @@ import numpy as np
 import paddle
 from paddle import _C_ops
 
-from slim_callbacks import labels as L
-from slim_callbacks.errors import SlimError
-from slim_callbacks.graph import (CHANNEL, IN, OUT, ChannelGroup, MemberRecord,
+from slim_callbacks.tracing import labels as L
+from slim_callbacks.core.errors import SlimError
+from slim_callbacks.tracing.groups import (CHANNEL, IN, OUT, ChannelGroup, MemberRecord,
                                   UnionFind, build_groups)
 
 logger = logging.getLogger(__name__)

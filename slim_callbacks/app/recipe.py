@@ -3,7 +3,7 @@
 A recipe is read with ``yaml.safe_load``, patched by command-line overrides
 (``-o train.epochs=3``) and only then validated. Every section is a small frozen
 dataclass whose fields carry a validation rule; unknown keys, wrong types and
-inconsistent combinations raise :class:`~slim_callbacks.errors.ConfigError` naming the
+inconsistent combinations raise :class:`~slim_callbacks.core.errors.ConfigError` naming the
 full key path, the value and what is allowed. Defaults that depend on other keys
 (``output_dir``, ``input_shape``, ``train.lr.base`` ...) are filled in, so
 :meth:`Recipe.to_dict` is the fully resolved recipe and loads back to an equal one.
@@ -33,7 +33,7 @@ from typing import Any, Callable, ClassVar, Dict, Iterable, Mapping, Optional, T
 
 import yaml
 
-from slim_callbacks.errors import ConfigError, SlimError
+from slim_callbacks.core.errors import ConfigError, SlimError
 
 _LOG = logging.getLogger(__name__)
 
@@ -176,17 +176,17 @@ def _choice_rule(options: Iterable[str]) -> Rule:
 
 
 def _criterion_convert(value, path):
-    """A name :func:`~slim_callbacks.criteria.get_criterion` knows at validation time,
+    """A name :func:`~slim_callbacks.engine.criteria.get_criterion` knows at validation time,
     so criteria added with ``register_criterion`` work in recipes too."""
-    from slim_callbacks.criteria import get_criterion
+    from slim_callbacks.engine.criteria import get_criterion
     get_criterion(value, key=path)
     return value
 
 
 def _strategy_convert(value, path):
-    """A name in :data:`slim_callbacks.strategies.STRATEGIES`, the one registry of
+    """A name in :data:`slim_callbacks.analysis.strategies.STRATEGIES`, the one registry of
     strategies that recipes, ``PruneCallback`` and ``resolve_strategy`` share."""
-    from slim_callbacks.strategies import STRATEGIES
+    from slim_callbacks.analysis.strategies import STRATEGIES
     if not isinstance(value, str) or value not in STRATEGIES:
         raise ConfigError(path, value, f"one of {', '.join(STRATEGIES)}")
     return value
@@ -305,7 +305,7 @@ def _schedule_convert(value, path):
     return schedule
 
 
-SCHEDULE = Rule("a mapping with a string 'kind' (see slim_callbacks.schedules)",
+SCHEDULE = Rule("a mapping with a string 'kind' (see slim_callbacks.callbacks.schedules)",
                 _schedule_convert, mapping="nested")
 
 
@@ -390,7 +390,7 @@ class ModelConfig(Section):
 
 @dataclass(frozen=True)
 class DataConfig(Section):
-    """``data``: where images come from (see :mod:`slim_callbacks.data`).
+    """``data``: where images come from (see :mod:`slim_callbacks.app.data`).
 
     ``root`` is the image directory of ``imagenet`` / ``imagefolder``; ``path`` the
     local copy of ``npz`` (required), ``cifar10`` (cifar-10-python.tar.gz) and
@@ -518,8 +518,8 @@ class PruningConfig(Section):
     FLOPs target (for ``global`` a float is its ``channel_ratio``: the share of all
     chosen channels, cut at one global score threshold). ``strategy_options`` holds the
     strategy's other arguments (e.g. ``{max_ratio: 0.8}`` for ``global``), checked
-    against :func:`~slim_callbacks.strategies.strategy_option_names`. ``schedule`` is
-    passed as-is to :mod:`slim_callbacks.schedules`.
+    against :func:`~slim_callbacks.analysis.strategies.strategy_option_names`. ``schedule`` is
+    passed as-is to :mod:`slim_callbacks.callbacks.schedules`.
 
     Example:
         >>> PruningConfig(ratios=0.3).layers
@@ -569,7 +569,7 @@ class PruningConfig(Section):
 
 
     def _check_strategy_options(self):
-        from slim_callbacks.strategies import RECIPE_KEYS, strategy_option_names
+        from slim_callbacks.analysis.strategies import RECIPE_KEYS, strategy_option_names
         allowed = [k for k in strategy_option_names(self.strategy) if k not in RECIPE_KEYS]
         for key, value in self.strategy_options.items():
             path = f"pruning.strategy_options.{key}"

@@ -18,9 +18,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import paddle
 
-from slim_callbacks.errors import SlimError
-from slim_callbacks.surgery import apply_cuts, rollback_on_error
-from slim_callbacks.tracing import preserved_state, unwrap
+from slim_callbacks.core.errors import SlimError
+from slim_callbacks.engine.surgery import apply_cuts, rollback_on_error
+from slim_callbacks.tracing.tracer import preserved_state, unwrap
 
 
 @dataclasses.dataclass

@@ -56,7 +56,7 @@ import numbers
 from typing import (Any, Callable, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence,
                     Tuple, Type)
 
-from slim_callbacks.errors import ConfigError
+from slim_callbacks.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

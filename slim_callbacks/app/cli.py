@@ -11,7 +11,7 @@ Subcommands::
 RECIPE is a YAML file; a name such as ``quickstart`` or ``mobilenetv1/baseline`` that
 is not a file is looked up among the bundled recipes; without RECIPE the quickstart
 runs. User errors (a bad recipe key, a missing file) print one line to stderr and exit
-with status 2. The work itself lives in :mod:`slim_callbacks.runner`.
+with status 2. The work itself lives in :mod:`slim_callbacks.app.runner`.
 
 Example:
     >>> main(["check", "quickstart", "-o", "train.epochs=1"])   # doctest: +SKIP
@@ -26,12 +26,12 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-from slim_callbacks.errors import SlimError
+from slim_callbacks.core.errors import SlimError
 
 PROG = "slim-callbacks"
 DEFAULT_RECIPE = "quickstart"
 EXIT_USAGE = 2
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # slim_callbacks/
 RECIPE_DIRS = (os.path.join(_PACKAGE_DIR, "recipes"),                     # installed
                os.path.join(os.path.dirname(_PACKAGE_DIR), "recipes"))    # source checkout
 
@@ -149,7 +149,7 @@ def _note(text: str) -> None:
 
 
 def cmd_run(args) -> int:
-    from slim_callbacks import runner
+    from slim_callbacks.app import runner
     job = runner.load_job(find_recipe(args.recipe), args.override)
     if args.dry_run:
         job = runner.dry_run_recipe(job, args.output_dir)
@@ -163,7 +163,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from slim_callbacks import runner
+    from slim_callbacks.app import runner
     job = runner.load_job(find_recipe(args.recipe), args.override)
     result = runner.plan(job, emit=_note)
     if args.json:
@@ -177,7 +177,7 @@ def cmd_plan(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from slim_callbacks import runner
+    from slim_callbacks.app import runner
     job = runner.load_job(find_recipe(args.recipe), args.override)
     runner.check(job, emit=_note)
     _out(job.recipe.to_yaml().rstrip())
@@ -185,7 +185,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_sensitivity(args) -> int:
-    from slim_callbacks import runner
+    from slim_callbacks.app import runner
     job = runner.load_job(find_recipe(args.recipe), args.override)
     if args.samples is not None and args.samples < 1:
         raise SlimError(f"--samples: {args.samples!r} is not allowed; expected an int >= 1")
@@ -197,7 +197,7 @@ def cmd_sensitivity(args) -> int:
 
 
 def cmd_dashboard(args) -> int:
-    from slim_callbacks.dashboard import serve
+    from slim_callbacks.app.dashboard import serve
     if not 0 < args.port < 65536:
         raise SlimError(f"--port: {args.port!r} is not allowed; expected 1..65535")
     return serve(args.dirs, args.host, args.port, serve_board=not args.no_serve, emit=_out)

@@ -43,7 +43,7 @@ from typing import Callable, Dict, Sequence, Tuple
 import paddle
 import paddle.nn as nn
 
-from slim_callbacks.errors import ConfigError, SlimError
+from slim_callbacks.core.errors import ConfigError, SlimError
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def _attach_hooks(network, totals: _Tally) -> list:
             continue
         handles.append(layer.register_forward_post_hook(_make_hook(counter, totals)))
     for name in sorted(n for n in uncounted if "Conv" in n):
-        logger.warning("%s layers are not counted by slim_callbacks.flops", name)
+        logger.warning("%s layers are not counted by slim_callbacks.analysis.flops", name)
     logger.debug("not counted: %s", sorted(uncounted))
     return handles
 

@@ -32,12 +32,12 @@ from typing import Dict, Mapping, Optional
 
 import paddle
 
-from slim_callbacks.errors import ConfigError, SlimError
-from slim_callbacks.plan import PruningPlan
-from slim_callbacks.tracing import unwrap
-from slim_callbacks.weights import WEIGHT_SUFFIXES, load_state
+from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.engine.plan import PruningPlan
+from slim_callbacks.tracing.tracer import unwrap
+from slim_callbacks.core.weights import WEIGHT_SUFFIXES, load_state
 
-FORMAT = "slim_callbacks.ledger/1"
+FORMAT = "slim_callbacks.callbacks.ledger/1"
 SUFFIX = ".pruning.json"
 
 

@@ -25,7 +25,7 @@ import traceback
 from multiprocessing.connection import wait
 from typing import Callable, Iterable, Sequence, TypeVar
 
-from slim_callbacks.errors import SlimError
+from slim_callbacks.core.errors import SlimError
 
 Task = TypeVar("Task")
 Result = TypeVar("Result")

@@ -1,14 +1,14 @@
 """Strategies: turn a target (a FLOPs reduction, a channel share) into pruning ratios.
 
 Every strategy decides without changing the network: candidate plans are made with
-:func:`~slim_callbacks.pruner.plan_pruning` and their FLOPs computed from the plan's
+:func:`~slim_callbacks.engine.pruner.plan_pruning` and their FLOPs computed from the plan's
 parameter shapes (:class:`FlopsModel`).
 
 - ``uniform``: one ratio for every chosen group, found by bisection on the FLOPs
   target (PaddleSlim's uniform strategy: 0.5, 0.25, 0.375, 0.3125 for MobileNetV1's
   13 pointwise convs at target 0.5).
 - ``sensitive``: per-group ratios from a sensitivity analysis
-  (:func:`~slim_callbacks.sensitivity.sensitivity`): every group takes the largest
+  (:func:`~slim_callbacks.analysis.sensitivity.sensitivity`): every group takes the largest
   ratio whose interpolated loss is at most ``L``; ``L`` is found by bisection.
 - ``global``: one threshold on normalized channel scores across all groups (Network
   Slimming's global |gamma| threshold), with a per-group maximum ratio.
@@ -36,16 +36,16 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import paddle
 
-from slim_callbacks.criteria import get_criterion, group_scores
-from slim_callbacks.errors import ConfigError, SlimError
-from slim_callbacks.flops import CONVENTIONS, count_flops
-from slim_callbacks.graph import CHANNEL, OUT, ChannelGroup
-from slim_callbacks.plan import PruningPlan
-from slim_callbacks.pruner import (Ratios, check_ratio, check_ratios, check_round_to, plan_pruning,
+from slim_callbacks.engine.criteria import get_criterion, group_scores
+from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.analysis.flops import CONVENTIONS, count_flops
+from slim_callbacks.tracing.groups import CHANNEL, OUT, ChannelGroup
+from slim_callbacks.engine.plan import PruningPlan
+from slim_callbacks.engine.pruner import (Ratios, check_ratio, check_ratios, check_round_to, plan_pruning,
                                    resolve_ratios)
-from slim_callbacks.selectors import keep_count
-from slim_callbacks.sensitivity import check_patterns, chosen_groups, load_sensitivities
-from slim_callbacks.tracing import DependencyGraph, trace, unwrap
+from slim_callbacks.engine.selectors import keep_count
+from slim_callbacks.analysis.sensitivity import check_patterns, chosen_groups, load_sensitivities
+from slim_callbacks.tracing.tracer import DependencyGraph, trace, unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class FlopsModel:
     positions x weight elements, so a plan's ``shape_after`` gives the count with no
     copy and no forward pass. (A Conv2D's MACs are ``H_out * W_out * C_out * Kh * Kw *
     C_in / groups``, its weight has ``C_out * C_in / groups * Kh * Kw`` elements.) It
-    equals :func:`~slim_callbacks.flops.count_flops` of the really pruned network; if
+    equals :func:`~slim_callbacks.analysis.flops.count_flops` of the really pruned network; if
     the analytic base count ever disagrees with ``count_flops``, and always for
     ``paddleslim_legacy``, each plan is applied to a deep copy and counted instead.
 
@@ -308,7 +308,7 @@ def sensitive_ratios(sensitivities, network: paddle.nn.Layer, input_shape: Seque
     (:func:`share_the_jump`).
 
     Args:
-        sensitivities: ``{group: {ratio: loss}}`` from :func:`~slim_callbacks.sensitivity.sensitivity`,
+        sensitivities: ``{group: {ratio: loss}}`` from :func:`~slim_callbacks.analysis.sensitivity.sensitivity`,
             or the path of its file. Groups not listed are not pruned.
         network, input_shape: the network (left unchanged) and its input shape.
         target_flops_reduction: share of the FLOPs to remove, in (0, 1).

@@ -1,6 +1,6 @@
 """Sensitivity analysis: how much the metric drops when one group alone is pruned.
 
-For every chosen group and every ratio, the units that :func:`~slim_callbacks.pruner.plan_pruning`
+For every chosen group and every ratio, the units that :func:`~slim_callbacks.engine.pruner.plan_pruning`
 would remove are taken out, the network is evaluated, and
 
     loss = (base - metric) / |base|
@@ -86,18 +86,18 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, 
 import numpy as np
 import paddle
 
-from slim_callbacks.criteria import Criterion, get_criterion, group_scores
-from slim_callbacks.errors import ConfigError, SlimError
-from slim_callbacks.graph import IN, ChannelGroup
-from slim_callbacks.pruner import check_round_to, matches, resolve_ratios, select_units
-from slim_callbacks.surgery import apply_cuts, set_storage
-from slim_callbacks.tracing import DependencyGraph, trace, unwrap
-from slim_callbacks.workers import fork_available, run_forked
+from slim_callbacks.engine.criteria import Criterion, get_criterion, group_scores
+from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.tracing.groups import IN, ChannelGroup
+from slim_callbacks.engine.pruner import check_round_to, matches, resolve_ratios, select_units
+from slim_callbacks.engine.surgery import apply_cuts, set_storage
+from slim_callbacks.tracing.tracer import DependencyGraph, trace, unwrap
+from slim_callbacks.analysis.workers import fork_available, run_forked
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-FORMAT = "slim_callbacks.sensitivity/1"
+FORMAT = "slim_callbacks.analysis.sensitivity/1"
 METHODS = ("mask", "prune")
 BASE_RTOL = 1e-5  # how close a resumed run's base metric must be to the file's
 DEFAULT_CACHE_BYTES = 2 ** 30  # prefix cache limit per group with cache=True
@@ -587,7 +587,7 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
             negative loss). Limit its data to save time: every (group, ratio) pair
             runs it once.
         input_shape: shape of one example input, e.g. ``[1, 3, 224, 224]``.
-        layers: patterns of the layers to analyse (see :mod:`slim_callbacks.pruner`);
+        layers: patterns of the layers to analyse (see :mod:`slim_callbacks.engine.pruner`);
             None analyses every prunable group.
         ratios: shares of channels to remove, each in (0, 1).
         criterion: which channels a ratio removes, as in :func:`~slim_callbacks.prune`.

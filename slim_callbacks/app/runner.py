@@ -1,7 +1,7 @@
-"""Turn a :class:`~slim_callbacks.recipe.Recipe` into a network, an optimizer, callbacks
+"""Turn a :class:`~slim_callbacks.app.recipe.Recipe` into a network, an optimizer, callbacks
 and a ``paddle.Model.fit`` run; also the recipe's final pruning without training.
 
-The command line (:mod:`slim_callbacks.cli`) is a thin layer over this module:
+The command line (:mod:`slim_callbacks.app.cli`) is a thin layer over this module:
 
 - :func:`run` builds everything, evaluates, fits with :class:`PruneCallback` (and
   BN-L1 sparsity, VisualDL logs, checkpoints), evaluates again and writes
@@ -45,9 +45,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 import paddle
 
-from slim_callbacks.errors import ConfigError, SlimError
-from slim_callbacks.flops import layer_widths, profile
-from slim_callbacks.recipe import Recipe, load_recipe
+from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.analysis.flops import layer_widths, profile
+from slim_callbacks.app.recipe import Recipe, load_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def infer_num_classes(recipe: Recipe):
     """``(recipe, notes)``: for ``data.source: npz`` with no ``data.num_classes`` (nor
     ``model.kwargs.num_classes``), the class count is the largest label + 1, so the
     model's head fits the data instead of the model's default (1000)."""
-    from slim_callbacks.data import npz_num_classes
+    from slim_callbacks.app.data import npz_num_classes
     data = recipe.data
     if data.source != "npz" or data.num_classes is not None or not os.path.isfile(data.path):
         return recipe, ()
@@ -221,7 +221,7 @@ def build_network(recipe: Recipe) -> paddle.nn.Layer:
 
 def load_pretrained(network: paddle.nn.Layer, path: str) -> None:
     """Loads a ``.safetensors`` or ``.pdparams`` state dict; every key must fit the network."""
-    from slim_callbacks.weights import load_state
+    from slim_callbacks.core.weights import load_state
     if not os.path.isfile(path):
         raise SlimError(f"model.pretrained: {path} not found (download the weights, or "
                         f"-o model.pretrained=null to train from scratch)")
@@ -297,10 +297,10 @@ def check_sensitivities_file(job: Job) -> None:
 
 def final_ratios(job: Job, network: paddle.nn.Layer):
     """The ratios the recipe ends with (float or ``{pattern/group: ratio}``), decided by
-    the strategies registry (:func:`~slim_callbacks.strategies.resolve_strategy`, as
+    the strategies registry (:func:`~slim_callbacks.analysis.strategies.resolve_strategy`, as
     :class:`PruneCallback` does) on ``network`` without changing it; ``None`` when the
     recipe does not prune. Errors name the recipe key (``pruning.strategy_options.max_ratio``)."""
-    from slim_callbacks.strategies import RECIPE_KEYS, resolve_strategy, strategy_options
+    from slim_callbacks.analysis.strategies import RECIPE_KEYS, resolve_strategy, strategy_options
     recipe, pruning = job.recipe, job.recipe.pruning
     if pruning is None:
         return None
@@ -325,7 +325,7 @@ def final_ratios(job: Job, network: paddle.nn.Layer):
 def check_schedule(recipe: Recipe, ratios) -> None:
     """``pruning.schedule`` checked against ``train.epochs`` and the final ratios before
     any work, with errors naming the recipe key (``pruning.schedule.initial_ratio``)."""
-    from slim_callbacks.schedules import schedule_from_dict
+    from slim_callbacks.callbacks.schedules import schedule_from_dict
     pruning = recipe.pruning
     if pruning is None or pruning.schedule is None:
         return
@@ -499,7 +499,7 @@ def locked_run_directory(recipe: Recipe, resume: bool):
 
 def resume_checkpoint(recipe: Recipe) -> str:
     """The newest complete checkpoint of the recipe's run, for ``--resume``."""
-    from slim_callbacks.ledger import latest_checkpoint
+    from slim_callbacks.callbacks.ledger import latest_checkpoint
     if recipe.pruning is None:
         raise ConfigError("--resume", True, "a recipe with a pruning section (the pruning "
                           "ledger is what a run resumes from)")
@@ -534,7 +534,7 @@ def amp_level(recipe: Recipe) -> Optional[str]:
 
 
 def write_summary(path: str, summary: Dict[str, Any]) -> None:
-    from slim_callbacks.ledger import write_atomic
+    from slim_callbacks.callbacks.ledger import write_atomic
     write_atomic(path, json.dumps(summary, indent=1))
 
 
@@ -560,7 +560,7 @@ def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> D
     if resume_from is not None:
         emit(f"resuming from {resume_from}")
     seed_from(recipe)
-    from slim_callbacks.data import build_datasets
+    from slim_callbacks.app.data import build_datasets
     network = build_network(recipe)
     if recipe.model.pretrained is not None:
         load_pretrained(network, recipe.model.pretrained)
@@ -668,7 +668,7 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None) -> Dict[str, An
     Returns ``{"before": {...}, "after": {...}, "flops_reduction", "layers": {name:
     [before, after]}, "ratios"}``; ``flops_reduction`` is in MACs.
     """
-    from slim_callbacks.pruner import prune
+    from slim_callbacks.engine.pruner import prune
     recipe = job.recipe
     check_sensitivities_file(job)
     for note in job.notes:
@@ -715,9 +715,9 @@ def run_sensitivity(job: Job, *, samples: Optional[int] = None, output: Optional
                     emit: Callable[[str], None] = print) -> Dict[str, Any]:
     """Writes the sensitivities JSON of the recipe's pruned layers (top-1 accuracy on
     the eval data, or ``samples`` of it), VisualDL curves and a PNG plot; ``workers``
-    processes evaluate side by side (see :func:`~slim_callbacks.sensitivity.sensitivity`)."""
-    from slim_callbacks.data import build_datasets, cap
-    from slim_callbacks.sensitivity import sensitivity
+    processes evaluate side by side (see :func:`~slim_callbacks.analysis.sensitivity.sensitivity`)."""
+    from slim_callbacks.app.data import build_datasets, cap
+    from slim_callbacks.analysis.sensitivity import sensitivity
     recipe, pruning = job.recipe, job.recipe.pruning
     if pruning is None:
         raise ConfigError("pruning", None, "a pruning section (its layers, criterion and "

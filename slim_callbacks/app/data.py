@@ -28,8 +28,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 import numpy as np
 from paddle.io import Dataset, Subset
 
-from slim_callbacks.errors import ConfigError, SlimError
-from slim_callbacks.recipe import SHAPE, DataConfig
+from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.app.recipe import SHAPE, DataConfig
 
 _LOG = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def build_datasets(data_cfg: Union[DataConfig, Mapping], input_shape: Sequence[i
     """The ``(train, eval)`` datasets of a recipe's ``data`` section.
 
     Args:
-        data_cfg: a :class:`~slim_callbacks.recipe.DataConfig` or its mapping.
+        data_cfg: a :class:`~slim_callbacks.app.recipe.DataConfig` or its mapping.
         input_shape: ``[N, C, H, W]``; images come out as ``[C, H, W]`` (this wins
             over ``data.image_size``).
 
@@ -484,7 +484,7 @@ def imagenet_datasets(cfg: DataConfig, shape: Shape) -> Pair:
         >>> imagenet_datasets(DataConfig(source="imagenet", root="/nowhere"), (3, 8, 8))
         Traceback (most recent call last):
         ...
-        slim_callbacks.errors.SlimError: data.root: no directory at '/nowhere'; ...
+        slim_callbacks.core.errors.SlimError: data.root: no directory at '/nowhere'; ...
     """
     root = _directory(cfg.root, "the PaddleClas dataset root holding train_list.txt, "
                                 "val_list.txt and the images they list")
@@ -531,7 +531,7 @@ def imagefolder_datasets(cfg: DataConfig, shape: Shape) -> Pair:
         ...                      (3, 8, 8))
         Traceback (most recent call last):
         ...
-        slim_callbacks.errors.SlimError: data.root: no directory at '/nowhere/train'; ...
+        slim_callbacks.core.errors.SlimError: data.root: no directory at '/nowhere/train'; ...
     """
     expected = "root/train/<class>/*.jpg and root/val/<class>/*.jpg"
     train_dir = _directory(os.path.join(cfg.root, "train"), expected)
@@ -604,7 +604,7 @@ def cifar10_datasets(cfg: DataConfig, shape: Shape) -> Pair:
         ...                  (3, 32, 32))
         Traceback (most recent call last):
         ...
-        slim_callbacks.errors.SlimError: data.path: no file at '/nowhere.tar.gz'; ...
+        slim_callbacks.core.errors.SlimError: data.path: no file at '/nowhere.tar.gz'; ...
     """
     from paddle.vision.datasets import Cifar10
 
@@ -625,7 +625,7 @@ def mnist_datasets(cfg: DataConfig, shape: Shape) -> Pair:
         >>> mnist_datasets(DataConfig(source="mnist", path="/nowhere"), (1, 28, 28))
         Traceback (most recent call last):
         ...
-        slim_callbacks.errors.SlimError: data.path: ...
+        slim_callbacks.core.errors.SlimError: data.path: ...
     """
     from paddle.vision.datasets import MNIST
 

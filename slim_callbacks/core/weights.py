@@ -18,7 +18,7 @@ from typing import Dict, Mapping, Union
 
 import paddle
 
-from slim_callbacks.errors import ConfigError, SlimError
+from slim_callbacks.core.errors import ConfigError, SlimError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pdparams")
 ALLOWED = "a .safetensors file (safe) or a .pdparams file (a pickle: only from a source you trust)"

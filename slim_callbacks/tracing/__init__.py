@@ -1,0 +1,5 @@
+"""Tracing: one forward pass that moves channel labels with the tensors, and the
+groups of coupled channels it finds (labels -> groups -> tracer).
+
+Uses only :mod:`slim_callbacks.core`.
+"""
