@@ -57,7 +57,6 @@ import logging
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -67,8 +66,8 @@ import paddle
 import paddle.nn as nn
 
 from slim_callbacks import trace
-from slim_callbacks.engine.pruner import plan_pruning, resolve_ratios
 from slim_callbacks.analysis.sensitivity import chosen_groups, sensitivity
+from slim_callbacks.engine.pruner import plan_pruning, resolve_ratios
 
 warnings.filterwarnings("ignore")
 POINTWISE = "conv*._pointwise_conv*"

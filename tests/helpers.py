@@ -3,8 +3,8 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from slim_callbacks.tracing.groups import CHANNEL, IN
 from slim_callbacks.engine.selectors import keep_count
+from slim_callbacks.tracing.groups import CHANNEL, IN
 
 
 def calibrate(net, shape, steps=3, seed=0):

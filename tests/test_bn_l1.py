@@ -3,13 +3,12 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 import pytest
+from test_callbacks_prune import SHAPE, Net, dataset
 
 from slim_callbacks import prune
 from slim_callbacks.callbacks import BNScaleL1, PruneCallback
 from slim_callbacks.callbacks.bn_l1 import bn_scales, gamma_below_share
 from slim_callbacks.core.errors import ConfigError
-
-from test_callbacks_prune import SHAPE, Net, dataset
 
 
 class Watch(paddle.callbacks.Callback):

@@ -1,6 +1,5 @@
 """Checkpoint safety of PruneCallback and the ledger: resume rules, missing or
 mismatched files, damaged ledgers, failed writes, and a diverging loss."""
-import json
 import os
 import shutil
 
@@ -8,13 +7,12 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 import pytest
-
-from slim_callbacks.callbacks import ledger as ledger_mod
-from slim_callbacks.callbacks import FiniteLossGuard, PruneCallback
-from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.callbacks.ledger import load_ledger, load_pruned
-
 from test_callbacks_prune import SHAPE, Net, dataset
+
+from slim_callbacks.callbacks import FiniteLossGuard, PruneCallback
+from slim_callbacks.callbacks import ledger as ledger_mod
+from slim_callbacks.callbacks.ledger import load_ledger, load_pruned
+from slim_callbacks.core.errors import ConfigError, SlimError
 
 KWARGS = dict(ratios=0.5, prune_epochs=[0, 1], input_shape=SHAPE)
 

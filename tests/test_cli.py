@@ -1,7 +1,7 @@
 """The slim-callbacks command: plan numbers, check output, error paths, sensitivity, the
 quickstart end to end. In-process (``main([...])``) except one console-script test."""
-import logging
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -122,6 +122,7 @@ def test_sensitivities_path_is_relative_to_the_recipe_file(capsys, tmp_path, mon
 def test_plan_global_float_ratio_is_the_global_strategy(capsys):
     """``strategy: global, ratios: 0.4`` used to prune uniformly (same widths as uniform)."""
     import paddle
+
     from slim_callbacks import resolve_strategy
     tiny = ["model.kwargs.scale=0.25", "pruning.target_flops_reduction=null",
             "pruning.ratios=0.4", "pruning.schedule=null"]
@@ -158,6 +159,7 @@ def test_a_recipe_cannot_call_os_system(capsys, tmp_path, command):
 
 def test_layer_subclasses_and_registered_factories_are_models(capsys, tmp_path):
     import paddle
+
     from slim_callbacks import register_model
 
     def small_net(num_classes=10):
@@ -173,6 +175,7 @@ def test_layer_subclasses_and_registered_factories_are_models(capsys, tmp_path):
 
 def test_safetensors_pretrained_weights_load(capsys, tmp_path):
     import paddle
+
     from slim_callbacks import save_safetensors
     paddle.seed(1)
     net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)

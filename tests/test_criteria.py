@@ -2,13 +2,12 @@
 import logging
 
 import numpy as np
-import paddle
 import paddle.nn as nn
 import pytest
+from helpers import ConvBN
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import ConvBN
 from slim_callbacks import CRITERIA, ConfigError, get_criterion, prune, register_criterion, trace
 from slim_callbacks.engine.criteria import fpgm, group_scores, l1_norm, l2_norm
 from slim_callbacks.engine.selectors import keep_count, lowest, optimal_threshold

@@ -14,8 +14,7 @@ from visualdl import LogWriter
 
 from slim_callbacks import SlimError
 from slim_callbacks.app.cli import main
-from slim_callbacks.app.dashboard import (check_port, comparison_table, find_runs, serve,
-                                      visualdl_command)
+from slim_callbacks.app.dashboard import check_port, comparison_table, find_runs, serve, visualdl_command
 
 
 def summary(acc, macs, wall=3.0):

@@ -7,8 +7,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
-
 from helpers import calibrate, kill_units, outputs, same, snapshot
+
 from slim_callbacks import SlimError, prune, trace
 from slim_callbacks.analysis.flops import count_flops, layer_widths
 

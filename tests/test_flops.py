@@ -6,9 +6,8 @@ import paddle.nn as nn
 import pytest
 
 from slim_callbacks.analysis import flops as flops_module
+from slim_callbacks.analysis.flops import count_flops, count_params, layer_widths, model_size_mb, profile
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.analysis.flops import (count_flops, count_params, layer_widths, model_size_mb,
-                                  profile)
 
 SHAPE_224 = [1, 3, 224, 224]
 

@@ -6,10 +6,19 @@ import paddle
 import paddle.nn as nn
 import paddle.vision.models as models
 import pytest
-
 from helpers import Seed, calibrate, outputs, same, snapshot
-from slim_callbacks import (ConfigError, FPGMFilterPruner, L1NormFilterPruner, L2NormFilterPruner,
-                            OptSlimFilterPruner, PruningPlan, SlimError, SlimFilterPruner, prune)
+
+from slim_callbacks import (
+    ConfigError,
+    FPGMFilterPruner,
+    L1NormFilterPruner,
+    L2NormFilterPruner,
+    OptSlimFilterPruner,
+    PruningPlan,
+    SlimError,
+    SlimFilterPruner,
+    prune,
+)
 
 SHAPE = [1, 3, 32, 32]
 

@@ -6,9 +6,8 @@ import re
 import pytest
 import yaml
 
+from slim_callbacks.app.recipe import DATA_SOURCES, Recipe, apply_override, load_recipe, parse_override
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.app.recipe import (DATA_SOURCES, Recipe, apply_override,
-                                   load_recipe, parse_override)
 
 BASE = {"name": "mbv1_digits", "model": {"name": "mobilenet_v1"},
         "data": {"source": "digits"}, "pruning": {"ratios": 0.5}}

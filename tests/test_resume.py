@@ -9,12 +9,11 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 import pytest
+from test_callbacks_prune import SHAPE, Net, dataset
 
 from slim_callbacks.callbacks import PruneCallback
-from slim_callbacks.core.errors import SlimError
 from slim_callbacks.callbacks.ledger import file_digest, load_ledger, load_pruned
-
-from test_callbacks_prune import SHAPE, Net, dataset
+from slim_callbacks.core.errors import SlimError
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 

@@ -13,10 +13,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slim_callbacks.callbacks import schedules
+from slim_callbacks.callbacks.schedules import (
+    AGP,
+    SCHEDULES,
+    AtEpochs,
+    ExpRamp,
+    LinearRamp,
+    OneShot,
+    Ramp,
+    RatioMap,
+    Schedule,
+    make_schedule,
+    schedule_from_dict,
+)
 from slim_callbacks.core.errors import ConfigError
-from slim_callbacks.callbacks.schedules import (AGP, SCHEDULES, AtEpochs, ExpRamp, LinearRamp, OneShot,
-                                      Ramp, RatioMap, Schedule, make_schedule,
-                                      schedule_from_dict)
 
 
 def raises(message):

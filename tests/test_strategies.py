@@ -9,15 +9,22 @@ import paddle
 import paddle.nn as nn
 import paddle.vision.models as models
 import pytest
-
 from helpers import ConcatNet, SENet
+
 from slim_callbacks import ConfigError, SlimError, prune, trace
 from slim_callbacks.analysis.flops import count_flops
-from slim_callbacks.engine.pruner import plan_pruning, resolve_ratios
-from slim_callbacks.analysis.strategies import (FlopsModel, custom_ratios, global_ratios, normalized_scores,
-                                       ratio_for_loss, resolve_strategy, sensitive_ratios,
-                                       uniform_ratio)
+from slim_callbacks.analysis.strategies import (
+    FlopsModel,
+    custom_ratios,
+    global_ratios,
+    normalized_scores,
+    ratio_for_loss,
+    resolve_strategy,
+    sensitive_ratios,
+    uniform_ratio,
+)
 from slim_callbacks.engine.criteria import get_criterion
+from slim_callbacks.engine.pruner import plan_pruning, resolve_ratios
 
 SHAPE = [1, 3, 32, 32]
 POINTWISE = "conv*._pointwise_conv*"

@@ -6,8 +6,8 @@ import paddle
 import paddle.nn as nn
 import paddle.vision.models as models
 import pytest
-
 from helpers import ConcatNet, SENet, calibrate, kill_units, outputs
+
 from slim_callbacks import SlimError, prune, trace
 from slim_callbacks.analysis.flops import count_flops
 

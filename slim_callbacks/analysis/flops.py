@@ -44,6 +44,7 @@ import paddle
 import paddle.nn as nn
 
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.paddle_utils import modes_restored
 
 logger = logging.getLogger(__name__)
 
@@ -230,18 +231,14 @@ def _count(network, input_shape) -> _Tally:
     """
     _require_layer(network)
     shape = _check_shape(input_shape)
-    layers = network.sublayers(include_self=True)
-    modes = [layer.training for layer in layers]
     totals = _Tally()
     handles = _attach_hooks(network, totals)
     try:
-        network.eval()
-        _forward(network, shape)
+        with modes_restored(network, training=False):
+            _forward(network, shape)
     finally:
         for handle in handles:
             handle.remove()
-        for layer, mode in zip(layers, modes):
-            layer.training = mode
     batch = shape[0]
     tally = _Tally(macs=totals.macs // batch, legacy=totals.legacy // batch)
     logger.debug("counted %s at %s: %s", type(network).__name__, shape, tally)

@@ -86,13 +86,14 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, 
 import numpy as np
 import paddle
 
-from slim_callbacks.engine.criteria import Criterion, get_criterion, group_scores
+from slim_callbacks.analysis.workers import fork_available, run_forked
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.tracing.groups import IN, ChannelGroup
+from slim_callbacks.core.paddle_utils import unwrap
+from slim_callbacks.engine.criteria import Criterion, get_criterion, group_scores
 from slim_callbacks.engine.pruner import check_round_to, matches, resolve_ratios, select_units
 from slim_callbacks.engine.surgery import apply_cuts, set_storage
-from slim_callbacks.tracing.tracer import DependencyGraph, trace, unwrap
-from slim_callbacks.analysis.workers import fork_available, run_forked
+from slim_callbacks.tracing.groups import IN, ChannelGroup
+from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
 logger = logging.getLogger(__name__)
 

@@ -36,16 +36,23 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import paddle
 
-from slim_callbacks.engine.criteria import get_criterion, group_scores
-from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.analysis.flops import CONVENTIONS, count_flops
-from slim_callbacks.tracing.groups import CHANNEL, OUT, ChannelGroup
-from slim_callbacks.engine.plan import PruningPlan
-from slim_callbacks.engine.pruner import (Ratios, check_ratio, check_ratios, check_round_to, plan_pruning,
-                                   resolve_ratios)
-from slim_callbacks.engine.selectors import keep_count
 from slim_callbacks.analysis.sensitivity import check_patterns, chosen_groups, load_sensitivities
-from slim_callbacks.tracing.tracer import DependencyGraph, trace, unwrap
+from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.paddle_utils import modes_restored, unwrap
+from slim_callbacks.engine.criteria import get_criterion, group_scores
+from slim_callbacks.engine.plan import PruningPlan
+from slim_callbacks.engine.pruner import (
+    Ratios,
+    check_ratio,
+    check_ratios,
+    check_round_to,
+    plan_pruning,
+    resolve_ratios,
+)
+from slim_callbacks.engine.selectors import keep_count
+from slim_callbacks.tracing.groups import CHANNEL, OUT, ChannelGroup
+from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
 logger = logging.getLogger(__name__)
 
@@ -142,19 +149,15 @@ def output_positions(network: paddle.nn.Layer, input_shape: Sequence[int]) -> Di
         channels = layer.weight.shape[0] if isinstance(layer, paddle.nn.Conv2D) else layer.weight.shape[1]
         positions[name] = positions.get(name, 0) + math.prod(output.shape) // channels
 
-    modes = [(layer, layer.training) for layer in network.sublayers(include_self=True)]
     try:
         for layer in network.sublayers():
             if isinstance(layer, (paddle.nn.Conv2D, paddle.nn.Linear)) and not layer.sublayers():
                 handles.append(layer.register_forward_post_hook(hook))
-        network.eval()
-        with paddle.no_grad():
+        with modes_restored(network, training=False), paddle.no_grad():
             network(paddle.zeros(input_shape, dtype="float32"))
     finally:
         for handle in handles:
             handle.remove()
-        for layer, training in modes:
-            layer.training = training
     return positions
 
 

@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from slim_callbacks.core.errors import SlimError
 

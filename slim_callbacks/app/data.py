@@ -28,8 +28,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 import numpy as np
 from paddle.io import Dataset, Subset
 
-from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.app.recipe import SHAPE, DataConfig
+from slim_callbacks.core.errors import ConfigError, SlimError
 
 _LOG = logging.getLogger(__name__)
 

@@ -45,9 +45,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 import paddle
 
-from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.analysis.flops import layer_widths, profile
 from slim_callbacks.app.recipe import Recipe, load_recipe
+from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.paddle_utils import is_rank0
 
 logger = logging.getLogger(__name__)
 
@@ -435,11 +436,6 @@ def seed_from(recipe: Recipe) -> None:
 LOCK_FILE = ".lock"
 
 
-def is_rank0() -> bool:
-    """True on the process that writes and prints (always, without data parallel)."""
-    return paddle.distributed.get_rank() == 0
-
-
 def run_directories(recipe: Recipe) -> List[str]:
     """The output directory, and the checkpoint and log directories if elsewhere."""
     dirs = [recipe.output_dir, recipe.checkpoint.save_dir]
@@ -534,7 +530,7 @@ def amp_level(recipe: Recipe) -> Optional[str]:
 
 
 def write_summary(path: str, summary: Dict[str, Any]) -> None:
-    from slim_callbacks.callbacks.ledger import write_atomic
+    from slim_callbacks.core.files import write_atomic
     write_atomic(path, json.dumps(summary, indent=1))
 
 
@@ -716,8 +712,8 @@ def run_sensitivity(job: Job, *, samples: Optional[int] = None, output: Optional
     """Writes the sensitivities JSON of the recipe's pruned layers (top-1 accuracy on
     the eval data, or ``samples`` of it), VisualDL curves and a PNG plot; ``workers``
     processes evaluate side by side (see :func:`~slim_callbacks.analysis.sensitivity.sensitivity`)."""
-    from slim_callbacks.app.data import build_datasets, cap
     from slim_callbacks.analysis.sensitivity import sensitivity
+    from slim_callbacks.app.data import build_datasets, cap
     recipe, pruning = job.recipe, job.recipe.pruning
     if pruning is None:
         raise ConfigError("pruning", None, "a pruning section (its layers, criterion and "

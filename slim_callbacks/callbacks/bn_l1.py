@@ -36,7 +36,7 @@ import numpy as np
 import paddle
 
 from slim_callbacks.core.errors import ConfigError
-from slim_callbacks.tracing.tracer import is_batch_norm, unwrap
+from slim_callbacks.core.paddle_utils import is_batch_norm, unwrap
 
 logger = logging.getLogger(__name__)
 

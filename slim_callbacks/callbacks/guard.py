@@ -12,7 +12,7 @@ import numpy as np
 import paddle
 
 from slim_callbacks.core.errors import SlimError
-from slim_callbacks.tracing.tracer import unwrap
+from slim_callbacks.core.paddle_utils import unwrap
 
 ADVICE = ("training stopped before saving this epoch; earlier checkpoints are intact "
           "(check the data for NaN/Inf or lower the learning rate)")

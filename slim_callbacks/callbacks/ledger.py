@@ -24,7 +24,6 @@ Rebuild a pruned model from a fresh original network:
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -33,9 +32,10 @@ from typing import Dict, Mapping, Optional
 import paddle
 
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.engine.plan import PruningPlan
-from slim_callbacks.tracing.tracer import unwrap
+from slim_callbacks.core.files import write_atomic
+from slim_callbacks.core.paddle_utils import unwrap
 from slim_callbacks.core.weights import WEIGHT_SUFFIXES, load_state
+from slim_callbacks.engine.plan import PruningPlan
 
 FORMAT = "slim_callbacks.callbacks.ledger/1"
 SUFFIX = ".pruning.json"
@@ -54,21 +54,6 @@ def ledger_path(prefix: str) -> str:
 WEIGHTS, OPTIMIZER = ".pdparams", ".pdopt"
 REQUIRED = {"fingerprint": str, "plan": dict, "history": list, "cursor": dict,
             "original_widths": dict}
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Writes ``text`` to ``path`` via a temp file + ``os.replace``: the old file stays
-    whole on failure and no ``*.tmp`` is left behind. SlimError names the file."""
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as err:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise SlimError(f"could not write {path}: {err.strerror or err} (a writable "
-                        f"directory with free space is needed)") from None
 
 
 def file_digest(path: str) -> str:

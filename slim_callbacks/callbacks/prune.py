@@ -46,16 +46,23 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import paddle
 
+from slim_callbacks.analysis.sensitivity import check_patterns
 from slim_callbacks.callbacks import ledger as ledger_mod
 from slim_callbacks.callbacks.bn_l1 import BNScaleL1, check_epoch
 from slim_callbacks.callbacks.guard import FiniteLossGuard
-from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.paddle_utils import is_rank0, model_input_shape, unwrap
+from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.engine.plan import PruningPlan
-from slim_callbacks.engine.pruner import (check_input_shape, check_ratios, check_round_to, check_skip,
-                                   plan_pruning, resolve_ratios)
-from slim_callbacks.analysis.sensitivity import check_patterns
-from slim_callbacks.tracing.tracer import trace, unwrap
+from slim_callbacks.engine.pruner import (
+    check_input_shape,
+    check_ratios,
+    check_round_to,
+    check_skip,
+    plan_pruning,
+    resolve_ratios,
+)
+from slim_callbacks.tracing.tracer import trace
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +265,8 @@ class PruneCallback(paddle.callbacks.Callback):
     def _strategy_arguments(self, strategy_options) -> dict:
         """The options of ``resolve_strategy`` (checked now, used at train begin), built
         by the same :func:`~slim_callbacks.analysis.strategies.strategy_options` as recipes."""
-        from slim_callbacks.analysis.strategies import strategy_option_names, strategy_options as build
+        from slim_callbacks.analysis.strategies import strategy_option_names
+        from slim_callbacks.analysis.strategies import strategy_options as build
         names = strategy_option_names(self.strategy)
         if strategy_options is not None and not isinstance(strategy_options, Mapping):
             raise ConfigError("strategy_options", strategy_options, "None or a {option: value} dict")
@@ -293,13 +301,11 @@ class PruneCallback(paddle.callbacks.Callback):
         return [cb for cb in (self.finite_guard, self.bn_l1, self.logger_cb) if cb is not None]
 
     def _default_shape(self):
-        specs = getattr(self.model, "_inputs", None) or []
-        spec = specs[0] if isinstance(specs, (list, tuple)) and specs else None
-        shape = getattr(spec, "shape", None)
+        shape = model_input_shape(self.model)
         if shape is None:
             raise ConfigError("input_shape", None, "the example input shape, e.g. [1, 3, 224, 224] "
                               "(the paddle.Model has no InputSpec to take it from)")
-        return [1] + [int(d) if d not in (None, -1) else 1 for d in list(shape)[1:]]
+        return shape
 
     def planned_ratio(self, epoch: int) -> float:
         """Mean target ratio (over pruned groups) in force after global ``epoch``."""
@@ -499,7 +505,7 @@ class PruneCallback(paddle.callbacks.Callback):
                   "params": [before["params"], after["params"]], "plan": plan.to_dict()}
         self.history.append(record)
         # every rank prunes, only rank 0 reports at INFO (the others at DEBUG)
-        level = logging.INFO if paddle.distributed.get_rank() == 0 else logging.DEBUG
+        level = logging.INFO if is_rank0() else logging.DEBUG
         logger.log(level, event_line(epoch, len(plan), (before["macs"], after["macs"]),
                                      (before["params"], after["params"])))
         return plan

@@ -53,8 +53,7 @@ import dataclasses
 import difflib
 import logging
 import numbers
-from typing import (Any, Callable, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence,
-                    Tuple, Type)
+from typing import Any, Callable, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type
 
 from slim_callbacks.core.errors import ConfigError
 

@@ -50,7 +50,7 @@ import paddle
 
 from slim_callbacks.callbacks.bn_l1 import bn_scales
 from slim_callbacks.core.errors import ConfigError
-from slim_callbacks.tracing.tracer import unwrap
+from slim_callbacks.core.paddle_utils import is_rank0, model_input_shape, unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class VisualDLLogger(paddle.callbacks.Callback):
     # -- writer ------------------------------------------------------------------
     @staticmethod
     def is_writer() -> bool:
-        return paddle.distributed.get_rank() == 0
+        return is_rank0()
 
     @property
     def writer(self):
@@ -198,11 +198,7 @@ class VisualDLLogger(paddle.callbacks.Callback):
         return names
 
     def _spec_shape(self):
-        specs = getattr(self.model, "_inputs", None) or []
-        shape = getattr(specs[0], "shape", None) if isinstance(specs, (list, tuple)) and specs else None
-        if shape is None:
-            return None
-        return [1] + [int(d) if d not in (None, -1) else 1 for d in list(shape)[1:]]
+        return model_input_shape(self.model)
 
     def on_train_end(self, logs=None):
         if self._writer is not None:

@@ -19,8 +19,8 @@ import numpy as np
 import paddle
 
 from slim_callbacks.core.errors import SlimError
+from slim_callbacks.core.paddle_utils import preserved_state, unwrap
 from slim_callbacks.engine.surgery import apply_cuts, rollback_on_error
-from slim_callbacks.tracing.tracer import preserved_state, unwrap
 
 
 @dataclasses.dataclass

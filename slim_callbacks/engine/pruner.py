@@ -23,12 +23,13 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import paddle
 
+from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.core.paddle_utils import unwrap
 from slim_callbacks.engine.criteria import Criterion, get_criterion, group_scores
-from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.tracing.groups import ChannelGroup
 from slim_callbacks.engine.plan import ParamCut, PruningPlan
 from slim_callbacks.engine.selectors import keep_count, lowest, optimal_threshold
-from slim_callbacks.tracing.tracer import DependencyGraph, trace, unwrap
+from slim_callbacks.tracing.groups import ChannelGroup
+from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
 logger = logging.getLogger(__name__)
 

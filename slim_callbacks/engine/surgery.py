@@ -17,7 +17,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import paddle
 
-from slim_callbacks.tracing.tracer import is_batch_norm, is_conv, is_transposed_conv
+from slim_callbacks.core.paddle_utils import is_batch_norm, is_conv, is_transposed_conv
 
 logger = logging.getLogger(__name__)
 

@@ -38,10 +38,26 @@ import numpy as np
 import paddle
 from paddle import _C_ops
 
-from slim_callbacks.tracing import labels as L
 from slim_callbacks.core.errors import SlimError
-from slim_callbacks.tracing.groups import (CHANNEL, IN, OUT, ChannelGroup, MemberRecord,
-                                  UnionFind, build_groups)
+from slim_callbacks.core.paddle_utils import (
+    is_batch_norm,
+    is_conv,
+    is_known_layer,
+    is_linear,
+    is_transposed_conv,
+    preserved_state,
+    unwrap,
+)
+from slim_callbacks.tracing import labels as L
+from slim_callbacks.tracing.groups import (
+    CHANNEL,
+    IN,
+    OUT,
+    ChannelGroup,
+    MemberRecord,
+    UnionFind,
+    build_groups,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,55 +127,6 @@ def _forward_in_mode(network, x, training: bool, input_shape):
         mode = "train" if training else "eval"
         raise SlimError(f"input_shape {list(input_shape)} was rejected by the network "
                         f"in {mode} mode: {type(err).__name__}: {err}") from err
-
-
-@contextlib.contextmanager
-def preserved_state(network: paddle.nn.Layer):
-    """Restores train/eval flags, non-trainable tensors (BatchNorm running
-    statistics, buffers) and the global RNG state when the block ends, so train-mode
-    forward passes inside it change nothing."""
-    modes = [(layer, layer.training) for layer in network.sublayers(include_self=True)]
-    frozen = {id(t): t for t in network.state_dict().values() if t.stop_gradient}
-    saved = [(t, t.numpy().copy()) for t in frozen.values()]
-    rng = paddle.get_rng_state()
-    try:
-        yield
-    finally:
-        paddle.set_rng_state(rng)
-        for tensor, array in saved:
-            tensor.set_value(array)
-        for layer, training in modes:
-            layer.training = training
-
-
-def unwrap(network: paddle.nn.Layer) -> paddle.nn.Layer:
-    """The user's network inside a ``paddle.DataParallel`` (or the network itself)."""
-    return getattr(network, "_layers", network) if isinstance(network, paddle.DataParallel) else network
-
-
-def is_conv(layer) -> bool:
-    """Any Conv1D/2D/3D, transposed or not."""
-    from paddle.nn.layer.conv import _ConvNd
-    return isinstance(layer, _ConvNd)
-
-
-def is_transposed_conv(layer) -> bool:
-    """Conv1D/2D/3DTranspose: weight ``[C_in, C_out / groups, k...]``."""
-    return isinstance(layer, (paddle.nn.Conv1DTranspose, paddle.nn.Conv2DTranspose,
-                              paddle.nn.Conv3DTranspose))
-
-
-def is_batch_norm(layer) -> bool:
-    from paddle.nn.layer.norm import _BatchNormBase
-    return isinstance(layer, (_BatchNormBase, paddle.nn.BatchNorm))
-
-
-def is_linear(layer) -> bool:
-    return isinstance(layer, paddle.nn.Linear)
-
-
-def is_known_layer(layer) -> bool:
-    return is_conv(layer) or is_linear(layer) or is_batch_norm(layer)
 
 
 def _tensors_in(obj):

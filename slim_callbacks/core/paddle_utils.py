@@ -1,0 +1,105 @@
+"""Paddle specifics in one place: layer kinds, mode and state preservation, ranks.
+
+Everything that asks "what kind of layer is this?" or touches Paddle internals that
+may move between releases goes through here, so a Paddle upgrade is one file to read.
+
+Example:
+    >>> import paddle
+    >>> conv = paddle.nn.Conv2D(3, 8, 3)
+    >>> is_conv(conv), is_transposed_conv(conv), is_known_layer(paddle.nn.ReLU())
+    (True, False, False)
+    >>> net = paddle.nn.Sequential(conv, paddle.nn.BatchNorm2D(8))
+    >>> with preserved_state(net):
+    ...     _ = net.train()(paddle.randn([2, 3, 8, 8]))   # updates BN statistics...
+    >>> float(net[1]._mean.abs().sum())                    # ...which are restored
+    0.0
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, List, Optional
+
+import paddle
+
+
+def unwrap(network: paddle.nn.Layer) -> paddle.nn.Layer:
+    """The user's network inside a ``paddle.DataParallel`` (or the network itself)."""
+    return getattr(network, "_layers", network) if isinstance(network, paddle.DataParallel) else network
+
+
+def is_conv(layer) -> bool:
+    """Any Conv1D/2D/3D, transposed or not."""
+    from paddle.nn.layer.conv import _ConvNd
+    return isinstance(layer, _ConvNd)
+
+
+def is_transposed_conv(layer) -> bool:
+    """Conv1D/2D/3DTranspose: weight ``[C_in, C_out / groups, k...]``."""
+    return isinstance(layer, (paddle.nn.Conv1DTranspose, paddle.nn.Conv2DTranspose,
+                              paddle.nn.Conv3DTranspose))
+
+
+def is_batch_norm(layer) -> bool:
+    """BatchNorm1D/2D/3D, SyncBatchNorm and the legacy ``paddle.nn.BatchNorm``."""
+    from paddle.nn.layer.norm import _BatchNormBase
+    return isinstance(layer, (_BatchNormBase, paddle.nn.BatchNorm))
+
+
+def is_linear(layer) -> bool:
+    return isinstance(layer, paddle.nn.Linear)
+
+
+def is_known_layer(layer) -> bool:
+    """A layer whose channels the engine handles itself (conv, Linear, BatchNorm)."""
+    return is_conv(layer) or is_linear(layer) or is_batch_norm(layer)
+
+
+@contextlib.contextmanager
+def modes_restored(network: paddle.nn.Layer, training: Optional[bool] = None) -> Iterator[None]:
+    """Restores every sublayer's train/eval flag when the block ends; with
+    ``training`` set, the block runs in that mode (``False``: eval)."""
+    modes = [(layer, layer.training) for layer in network.sublayers(include_self=True)]
+    try:
+        if training is not None:
+            network.train() if training else network.eval()
+        yield
+    finally:
+        for layer, mode in modes:
+            layer.training = mode
+
+
+@contextlib.contextmanager
+def preserved_state(network: paddle.nn.Layer) -> Iterator[None]:
+    """Restores train/eval flags, non-trainable tensors (BatchNorm running
+    statistics, buffers) and the global RNG state when the block ends, so train-mode
+    forward passes inside it change nothing."""
+    frozen = {id(t): t for t in network.state_dict().values() if t.stop_gradient}
+    saved = [(t, t.numpy().copy()) for t in frozen.values()]
+    rng = paddle.get_rng_state()
+    with modes_restored(network):
+        try:
+            yield
+        finally:
+            paddle.set_rng_state(rng)
+            for tensor, array in saved:
+                tensor.set_value(array)
+
+
+def is_rank0() -> bool:
+    """True on the process that writes files and prints (rank 0, or no data parallel)."""
+    return paddle.distributed.get_rank() == 0
+
+
+def model_input_shape(model) -> Optional[List[int]]:
+    """One example input of a ``paddle.Model``: its first InputSpec with the batch set
+    to 1 and unknown dims (None, -1) to 1; None without an InputSpec.
+
+    >>> net = paddle.nn.Linear(4, 2)
+    >>> model_input_shape(paddle.Model(net, inputs=[paddle.static.InputSpec([None, 4], "float32", "x")]))
+    [1, 4]
+    """
+    specs = getattr(model, "_inputs", None) or []
+    shape = getattr(specs[0], "shape", None) if isinstance(specs, (list, tuple)) and specs else None
+    if shape is None:
+        return None
+    return [1] + [int(d) if d not in (None, -1) else 1 for d in list(shape)[1:]]
