@@ -43,15 +43,21 @@ class NetworkState:
         return changed
 
 
+def saved_params(members, layers: Mapping[str, paddle.nn.Layer]) -> Dict[Tuple[str, str], tuple]:
+    """(layer, attr) -> (parameter, a copy of its values) for the members' parameters."""
+    saved = {}
+    for m in members:
+        param = layers[m.layer]._parameters[m.attr]
+        saved.setdefault((m.layer, m.attr), (param, np.array(param.numpy(), copy=True)))
+    return saved
+
+
 class GroupMask:
     """Zeroes the consumer input slices of chosen units of one group, and undoes it."""
 
     def __init__(self, group: ChannelGroup, layers: Mapping[str, paddle.nn.Layer]):
         self.members = [m for m in group.members if m.role == IN]
-        self.params = {}
-        for m in self.members:
-            param = layers[m.layer]._parameters[m.attr]
-            self.params.setdefault((m.layer, m.attr), (param, np.array(param.numpy(), copy=True)))
+        self.params = saved_params(self.members, layers)
 
     def slices(self, units: np.ndarray) -> Dict[Tuple[str, str], List[Tuple[int, np.ndarray]]]:
         """(layer, attr) -> [(axis, indices)] zeroed for ``units``."""
@@ -87,10 +93,7 @@ class GroupPrune:
 
     def __init__(self, group: ChannelGroup, layers: Mapping[str, paddle.nn.Layer]):
         self.group, self.layers = group, layers
-        self.saved = {}
-        for m in group.members:
-            param = layers[m.layer]._parameters[m.attr]
-            self.saved.setdefault((m.layer, m.attr), (param, np.array(param.numpy(), copy=True)))
+        self.saved = saved_params(group.members, layers)
         self.attrs = {name: {k: v for k, v in vars(layers[name]).items()
                              if k in ("_in_channels", "_out_channels", "_groups", "_num_features")}
                       for name in group.layers()}
