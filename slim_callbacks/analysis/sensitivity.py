@@ -179,6 +179,7 @@ def load_sensitivities(path: str) -> Sensitivities:
     """``{group: {ratio: loss}}`` from a file written by :func:`sensitivity`."""
     return {name: dict(losses) for name, losses in Record.load(path).losses.items()}
 
+
 def evaluate(eval_fn: Callable, network, state: NetworkState) -> float:
     """``eval_fn(network)`` as a float; every sublayer's train/eval flag is put back."""
     try:
