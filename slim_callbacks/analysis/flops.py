@@ -158,6 +158,11 @@ def _counter_for(layer) -> Callable | None:
     return None
 
 
+
+def counts_macs(layer) -> bool:
+    """A layer the ``macs`` convention counts: Conv2D, Conv2DTranspose or Linear."""
+    return _counter_for(layer) in (_conv_counts, _transposed_conv_counts, _linear_counts)
+
 # ------------------------------------------------------------------------ counting pass
 
 

@@ -12,9 +12,9 @@ from typing import Dict, Optional, Sequence
 
 import paddle
 
-from slim_callbacks.analysis.flops import CONVENTIONS, count_flops
+from slim_callbacks.analysis.flops import CONVENTIONS, count_flops, counts_macs
 from slim_callbacks.core.checks import check_choice
-from slim_callbacks.core.paddle_utils import modes_restored, unwrap
+from slim_callbacks.core.paddle_utils import is_linear, is_transposed_conv, modes_restored, unwrap
 from slim_callbacks.engine.plan import PruningPlan
 
 # the records belong to the strategies that use the model: one logger for users to configure
@@ -29,13 +29,16 @@ class FlopsModel:
     """Per-sample FLOPs of a network after a plan, without changing the network.
 
     For ``macs`` and ``flops`` the count is analytic: one forward pass records, per
-    Conv2D/Linear call, how many output positions it computes; a layer then costs
-    positions x weight elements, so a plan's ``shape_after`` gives the count with no
-    copy and no forward pass. (A Conv2D's MACs are ``H_out * W_out * C_out * Kh * Kw *
-    C_in / groups``, its weight has ``C_out * C_in / groups * Kh * Kw`` elements.) It
-    equals :func:`~slim_callbacks.analysis.flops.count_flops` of the really pruned network; if
-    the analytic base count ever disagrees with ``count_flops``, and always for
-    ``paddleslim_legacy``, each plan is applied to a deep copy and counted instead.
+    call of a layer the ``macs`` convention counts (Conv2D, Conv2DTranspose, Linear),
+    how many positions its weight is applied at; a layer then costs positions x weight
+    elements, so a plan's ``shape_after`` gives the count with no copy and no forward
+    pass. (A Conv2D's MACs are ``H_out * W_out * C_out * Kh * Kw * C_in / groups``, its
+    weight has ``C_out * C_in / groups * Kh * Kw`` elements; a Conv2DTranspose's are
+    ``H_in * W_in * C_in * C_out / groups * Kh * Kw``, its weight has ``C_in * C_out /
+    groups * Kh * Kw``.) It equals :func:`~slim_callbacks.analysis.flops.count_flops` of
+    the really pruned network; if the analytic base count ever disagrees with
+    ``count_flops``, and always for ``paddleslim_legacy``, each plan is applied to a
+    deep copy and counted instead.
 
     Example:
         >>> import paddle
@@ -82,20 +85,25 @@ class FlopsModel:
 
 
 def output_positions(network: paddle.nn.Layer, input_shape: Sequence[int]) -> Dict[str, int]:
-    """Structural name -> output elements per output channel, summed over calls, for
-    every leaf Conv2D and Linear (the layers the ``macs`` convention counts)."""
+    """Structural name -> positions its weight is applied at (output elements per output
+    channel; input elements per input channel for a transposed conv), summed over
+    calls, for every leaf layer the ``macs`` convention counts."""
     positions: Dict[str, int] = {}
     handles = []
     names = {id(layer): name for name, layer in network.named_sublayers()}
 
     def hook(layer, inputs, output):
         name = names[id(layer)]
-        channels = layer.weight.shape[0] if isinstance(layer, paddle.nn.Conv2D) else layer.weight.shape[1]
-        positions[name] = positions.get(name, 0) + math.prod(output.shape) // channels
+        if is_transposed_conv(layer):  # weight [C_in, C_out / groups, Kh, Kw], applied per input
+            count = math.prod(inputs[0].shape) // layer.weight.shape[0]
+        else:
+            channels = layer.weight.shape[1] if is_linear(layer) else layer.weight.shape[0]
+            count = math.prod(output.shape) // channels
+        positions[name] = positions.get(name, 0) + count
 
     try:
         for layer in network.sublayers():
-            if isinstance(layer, (paddle.nn.Conv2D, paddle.nn.Linear)) and not layer.sublayers():
+            if counts_macs(layer) and not layer.sublayers():
                 handles.append(layer.register_forward_post_hook(hook))
         with modes_restored(network, training=False), paddle.no_grad():
             network(paddle.zeros(input_shape, dtype="float32"))
