@@ -6,11 +6,11 @@ import warnings
 warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning,
                         module=r"paddle\.utils\.cpp_extension")
 from slim_callbacks.analysis.flops import count_flops, count_params, layer_widths, model_size_mb, profile
+from slim_callbacks.analysis.global_strategy import global_ratios
 from slim_callbacks.analysis.sensitivity import load_sensitivities, sensitivity
 from slim_callbacks.analysis.strategies import (
                         STRATEGIES,
                         custom_ratios,
-                        global_ratios,
                         resolve_strategy,
                         sensitive_ratios,
                         uniform_ratio,
@@ -35,7 +35,8 @@ from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
 __version__ = "0.1.0"
 __all__ = [
-    "BNScaleL1", "PruneCallback", "VisualDLLogger", "load_pruned", "CRITERIA", "ConfigError", "Criterion", "DependencyGraph", "FPGMFilterPruner",
+    "BNScaleL1", "PruneCallback", "VisualDLLogger", "load_pruned", "CRITERIA", "ConfigError", "Criterion",
+    "DependencyGraph", "FPGMFilterPruner",
     "L1NormFilterPruner", "L2NormFilterPruner", "OptSlimFilterPruner", "PruningPlan",
     "SlimError", "SlimFilterPruner", "count_flops", "count_params", "get_criterion",
     "layer_widths", "model_size_mb", "plan_pruning", "profile", "prune",

@@ -11,7 +11,8 @@ import pytest
 from helpers import ConcatNet, SENet, same, snapshot
 
 from slim_callbacks import ConfigError, SlimError, trace
-from slim_callbacks.analysis.sensitivity import GroupMask, GroupPrune, load_sensitivities, sensitivity
+from slim_callbacks.analysis.maskers import GroupMask, GroupPrune
+from slim_callbacks.analysis.sensitivity import load_sensitivities, sensitivity
 from slim_callbacks.engine.criteria import CRITERIA, get_criterion, group_scores
 from slim_callbacks.engine.pruner import plan_pruning, select_units
 
@@ -140,7 +141,8 @@ def test_masked_outputs_equal_physically_pruned_outputs(name):
                         remover.__name__, group.name, ratio, layer)
                     # did the removal matter? (if not, a wrong mask could pass unnoticed)
                     cases.append(np.abs(full_width(base[layer]) - want[layer]).max() > 1e-3 * scale)
-                assert np.allclose(out, want_out, rtol=0, atol=1e-4 * np.abs(want_out).max())  # float noise of ~50 layers
+                # float noise of ~50 layers
+                assert np.allclose(out, want_out, rtol=0, atol=1e-4 * np.abs(want_out).max())
     assert np.array_equal(run_recording(net, x, [])[0], base_out)  # every removal was undone
     assert np.mean(cases) > 0.8, np.mean(cases)  # nearly every removal changed its consumers
 

@@ -13,11 +13,10 @@ from helpers import ConcatNet, SENet
 
 from slim_callbacks import ConfigError, SlimError, prune, trace
 from slim_callbacks.analysis.flops import count_flops
+from slim_callbacks.analysis.flops_model import FlopsModel
+from slim_callbacks.analysis.global_strategy import global_ratios, normalized_scores
 from slim_callbacks.analysis.strategies import (
-    FlopsModel,
     custom_ratios,
-    global_ratios,
-    normalized_scores,
     ratio_for_loss,
     resolve_strategy,
     sensitive_ratios,
@@ -86,8 +85,8 @@ def test_uniform_over_every_group_hits_the_target_with_skip():
 
 def test_uniform_out_of_reach_is_refused():
     net = tiny_mobilenet()
-    with pytest.raises(SlimError, match=r"a macs reduction of 95.00% is out of reach: pruning the 1 chosen groups as far as "
-                                         r"allowed removes \d.\d\d%"):
+    with pytest.raises(SlimError, match=r"a macs reduction of 95.00% is out of reach: pruning the 1 chosen "
+                                         r"groups as far as allowed removes \d.\d\d%"):
         uniform_ratio(net, SHAPE, 0.95, layers=["conv6"])
 
 

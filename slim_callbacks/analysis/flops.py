@@ -37,20 +37,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import numbers
 from typing import Callable, Dict, Sequence, Tuple
 
 import paddle
 import paddle.nn as nn
 
+from slim_callbacks.core.checks import is_int
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.core.paddle_utils import modes_restored
+from slim_callbacks.core.paddle_utils import is_batch_norm, is_linear, modes_restored
 
 logger = logging.getLogger(__name__)
 
 CONVENTIONS = ("macs", "flops", "paddleslim_legacy")
 
-_BATCH_NORMS = (nn.layer.norm._BatchNormBase, nn.BatchNorm)
 _ELEMENTWISE = (nn.ReLU, nn.Sigmoid)
 _POOLS = (nn.MaxPool2D, nn.AvgPool2D)
 _ADAPTIVE_POOLS = (nn.AdaptiveAvgPool2D, nn.AdaptiveMaxPool2D)
@@ -141,22 +140,28 @@ def _adaptive_pool_counts(layer, inputs, output) -> Counts:
     return 0, _numel(output) * kernel
 
 
+# (is this kind?, counter), first match wins; convs are 2-D only (Conv1D/3D are not counted)
 _COUNTERS = (
-    (nn.Conv2D, _conv_counts),
-    (nn.Conv2DTranspose, _transposed_conv_counts),
-    (nn.Linear, _linear_counts),
-    (_BATCH_NORMS + _ELEMENTWISE, _elementwise_counts),
-    (_POOLS, _pool_counts),
-    (_ADAPTIVE_POOLS, _adaptive_pool_counts),
+    (lambda layer: isinstance(layer, nn.Conv2D), _conv_counts),
+    (lambda layer: isinstance(layer, nn.Conv2DTranspose), _transposed_conv_counts),
+    (is_linear, _linear_counts),
+    (lambda layer: is_batch_norm(layer) or isinstance(layer, _ELEMENTWISE), _elementwise_counts),
+    (lambda layer: isinstance(layer, _POOLS), _pool_counts),
+    (lambda layer: isinstance(layer, _ADAPTIVE_POOLS), _adaptive_pool_counts),
 )
 
 
 def _counter_for(layer) -> Callable | None:
-    for types, counter in _COUNTERS:
-        if isinstance(layer, types):
+    for kind, counter in _COUNTERS:
+        if kind(layer):
             return counter
     return None
 
+
+
+def counts_macs(layer) -> bool:
+    """A layer the ``macs`` convention counts: Conv2D, Conv2DTranspose or Linear."""
+    return _counter_for(layer) in (_conv_counts, _transposed_conv_counts, _linear_counts)
 
 # ------------------------------------------------------------------------ counting pass
 
@@ -167,7 +172,7 @@ def _require_layer(network) -> None:
 
 
 def _is_dim(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+    return is_int(value) and value > 0
 
 
 def _check_shape(input_shape) -> list:
@@ -345,7 +350,7 @@ def layer_widths(network) -> Dict[str, int]:
             widths[name] = int(layer.weight.shape[0])
         elif isinstance(layer, nn.Conv2DTranspose):
             widths[name] = int(layer.weight.shape[1] * layer._groups)
-        elif isinstance(layer, nn.Linear):
+        elif is_linear(layer):
             widths[name] = int(layer.weight.shape[1])
     return widths
 

@@ -2,7 +2,8 @@
 
 Every strategy decides without changing the network: candidate plans are made with
 :func:`~slim_callbacks.engine.pruner.plan_pruning` and their FLOPs computed from the plan's
-parameter shapes (:class:`FlopsModel`).
+parameter shapes (:class:`~slim_callbacks.analysis.flops_model.FlopsModel`; the search
+helper is :mod:`~slim_callbacks.analysis.search`).
 
 - ``uniform``: one ratio for every chosen group, found by bisection on the FLOPs
   target (PaddleSlim's uniform strategy: 0.5, 0.25, 0.375, 0.3125 for MobileNetV1's
@@ -11,9 +12,12 @@ parameter shapes (:class:`FlopsModel`).
   (:func:`~slim_callbacks.analysis.sensitivity.sensitivity`): every group takes the largest
   ratio whose interpolated loss is at most ``L``; ``L`` is found by bisection.
 - ``global``: one threshold on normalized channel scores across all groups (Network
-  Slimming's global |gamma| threshold), with a per-group maximum ratio.
+  Slimming's global |gamma| threshold), with a per-group maximum ratio
+  (:mod:`~slim_callbacks.analysis.global_strategy`).
 - ``custom``: the user's ratios, validated against the network.
 
+This module owns the ``uniform``, ``sensitive`` and ``custom`` strategies and the
+registry (:data:`STRATEGIES`, the one source of strategy names).
 :func:`resolve_strategy` is the single entry point for callbacks and recipes:
 
     >>> import paddle
@@ -25,170 +29,27 @@ parameter shapes (:class:`FlopsModel`).
 """
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 import math
-import numbers
 import os
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-import numpy as np
 import paddle
 
-from slim_callbacks.analysis.flops import CONVENTIONS, count_flops
+from slim_callbacks.analysis.flops_model import check_convention
+from slim_callbacks.analysis.global_strategy import global_ratios
+from slim_callbacks.analysis.search import Search, check_one_target, check_tolerance, share_the_jump
 from slim_callbacks.analysis.sensitivity import check_patterns, chosen_groups, load_sensitivities
+from slim_callbacks.core.checks import check_fraction
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.core.paddle_utils import modes_restored, unwrap
-from slim_callbacks.engine.criteria import get_criterion, group_scores
-from slim_callbacks.engine.plan import PruningPlan
-from slim_callbacks.engine.pruner import (
-    Ratios,
-    check_ratio,
-    check_ratios,
-    check_round_to,
-    plan_pruning,
-    resolve_ratios,
-)
-from slim_callbacks.engine.selectors import keep_count
-from slim_callbacks.tracing.groups import CHANNEL, OUT, ChannelGroup
+from slim_callbacks.engine.criteria import get_criterion
+from slim_callbacks.engine.pruner import Ratios, check_ratio, check_ratios, check_round_to, resolve_ratios
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
 logger = logging.getLogger(__name__)
 
 MAX_RATIO = 1 - 1e-9  # "everything but the channels that must stay"
-NORMALIZATIONS = ("auto", "none", "mean", "max")
-
-
-# --------------------------------------------------------------------------- checks
-def check_fraction(key: str, value) -> float:
-    """A number in (0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
-        raise ConfigError(key, value, "a number in (0, 1), e.g. 0.5")
-    return float(value)
-
-
-def check_tolerance(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
-        raise ConfigError("tolerance", value, "a number in (0, 1), e.g. 0.01 for one point")
-    return float(value)
-
-
-def check_convention(value) -> str:
-    if value not in CONVENTIONS:
-        raise ConfigError("convention", value, f"one of {', '.join(CONVENTIONS)}")
-    return value
-
-
-# ------------------------------------------------------------------------- FLOPs
-class FlopsModel:
-    """Per-sample FLOPs of a network after a plan, without changing the network.
-
-    For ``macs`` and ``flops`` the count is analytic: one forward pass records, per
-    Conv2D/Linear call, how many output positions it computes; a layer then costs
-    positions x weight elements, so a plan's ``shape_after`` gives the count with no
-    copy and no forward pass. (A Conv2D's MACs are ``H_out * W_out * C_out * Kh * Kw *
-    C_in / groups``, its weight has ``C_out * C_in / groups * Kh * Kw`` elements.) It
-    equals :func:`~slim_callbacks.analysis.flops.count_flops` of the really pruned network; if
-    the analytic base count ever disagrees with ``count_flops``, and always for
-    ``paddleslim_legacy``, each plan is applied to a deep copy and counted instead.
-
-    Example:
-        >>> import paddle
-        >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 3), paddle.nn.Conv2D(8, 4, 1))
-        >>> model = FlopsModel(net, [1, 3, 6, 6])
-        >>> model.base  # 4*4*8 outputs x 3*3*3, then 4*4*4 outputs x 8
-        3968
-    """
-
-    def __init__(self, network: paddle.nn.Layer, input_shape: Sequence[int], convention: str = "macs"):
-        self.network = unwrap(network)
-        self.input_shape = [int(d) for d in input_shape]
-        self.convention = check_convention(convention)
-        self.base = count_flops(self.network, self.input_shape, self.convention)
-        self.positions: Optional[Dict[str, int]] = None
-        if self.convention in ("macs", "flops"):
-            self.positions = output_positions(self.network, self.input_shape)
-            self.shapes = {name: list(layer.weight.shape)
-                           for name, layer in self.network.named_sublayers() if name in self.positions}
-            if self._analytic({}) != self.base:
-                logger.debug("analytic %s count %d differs from count_flops %d: counting "
-                             "pruned copies", self.convention, self._analytic({}), self.base)
-                self.positions = None
-
-    def _analytic(self, params) -> int:
-        total = 0
-        for name, positions in self.positions.items():
-            cut = params.get((name, "weight"))
-            total += positions * math.prod(cut.shape_after if cut else self.shapes[name])
-        macs = total // self.input_shape[0]
-        return 2 * macs if self.convention == "flops" else macs
-
-    def count(self, plan: PruningPlan) -> int:
-        """FLOPs (in this model's convention) of the network after ``plan``."""
-        if self.positions is not None:
-            return self._analytic(plan.params)
-        pruned = copy.deepcopy(self.network)
-        plan.apply(pruned)
-        return count_flops(pruned, self.input_shape, self.convention)
-
-    def reduction(self, plan: PruningPlan) -> float:
-        """Share of the FLOPs that ``plan`` removes."""
-        return 1 - self.count(plan) / self.base
-
-
-def output_positions(network: paddle.nn.Layer, input_shape: Sequence[int]) -> Dict[str, int]:
-    """Structural name -> output elements per output channel, summed over calls, for
-    every leaf Conv2D and Linear (the layers the ``macs`` convention counts)."""
-    positions: Dict[str, int] = {}
-    handles = []
-    names = {id(layer): name for name, layer in network.named_sublayers()}
-
-    def hook(layer, inputs, output):
-        name = names[id(layer)]
-        channels = layer.weight.shape[0] if isinstance(layer, paddle.nn.Conv2D) else layer.weight.shape[1]
-        positions[name] = positions.get(name, 0) + math.prod(output.shape) // channels
-
-    try:
-        for layer in network.sublayers():
-            if isinstance(layer, (paddle.nn.Conv2D, paddle.nn.Linear)) and not layer.sublayers():
-                handles.append(layer.register_forward_post_hook(hook))
-        with modes_restored(network, training=False), paddle.no_grad():
-            network(paddle.zeros(input_shape, dtype="float32"))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return positions
-
-
-class _Search:
-    """Plans candidate ratios on one trace and measures their FLOPs reduction."""
-
-    def __init__(self, network, input_shape, criterion, round_to, convention, graph):
-        self.network = network
-        self.graph = graph if graph is not None else trace(network, input_shape)
-        self.input_shape = input_shape
-        self.criterion, self.round_to, self.convention = criterion, round_to, convention
-        self._flops: Optional[FlopsModel] = None
-
-    @property
-    def flops(self) -> FlopsModel:
-        if self._flops is None:
-            self._flops = FlopsModel(self.network, self.input_shape, self.convention)
-        return self._flops
-
-    def plan(self, group_ratios: Mapping[str, float]) -> PruningPlan:
-        ratios = {name: r for name, r in group_ratios.items() if r > 0}
-        return plan_pruning(self.network, self.graph, ratios, self.criterion, self.round_to)
-
-    def reduction(self, group_ratios: Mapping[str, float]) -> float:
-        return self.flops.reduction(self.plan(group_ratios))
-
-    def out_of_reach(self, names: Sequence[str], target: float, tolerance: float, reach: float) -> None:
-        if reach < target - tolerance:
-            raise SlimError(f"a {self.convention} reduction of {target:.2%} is out of reach: "
-                            f"pruning the {len(names)} chosen groups as far as allowed "
-                            f"removes {reach:.2%}")
 
 
 # ----------------------------------------------------------------------- uniform
@@ -226,7 +87,7 @@ def uniform_ratio(network: paddle.nn.Layer, input_shape: Sequence[int], target_f
     target = check_fraction("target_flops_reduction", target_flops_reduction)
     tolerance, round_to = check_tolerance(tolerance), check_round_to(round_to)
     patterns = check_patterns("layers", layers)
-    search = _Search(network, input_shape, get_criterion(criterion), round_to,
+    search = Search(network, input_shape, get_criterion(criterion), round_to,
                      check_convention(convention), graph)
     names = [g.name for g in chosen_groups(search.graph, patterns, skip)]
     low, high, best = 0.0, 1.0, None
@@ -308,7 +169,7 @@ def sensitive_ratios(sensitivities, network: paddle.nn.Layer, input_shape: Seque
     the FLOPs reduction is within ``tolerance`` of the target. Where the target falls
     inside a jump (groups whose curves pass ``L`` at the same level, as equal or
     non-monotonic losses do), the groups that jump share what is left of the target
-    (:func:`share_the_jump`).
+    (:func:`~slim_callbacks.analysis.search.share_the_jump`).
 
     Args:
         sensitivities: ``{group: {ratio: loss}}`` from :func:`~slim_callbacks.analysis.sensitivity.sensitivity`,
@@ -330,7 +191,7 @@ def sensitive_ratios(sensitivities, network: paddle.nn.Layer, input_shape: Seque
     """
     target = check_fraction("target_flops_reduction", target_flops_reduction)
     tolerance, round_to = check_tolerance(tolerance), check_round_to(round_to)
-    search = _Search(network, input_shape, get_criterion(criterion), round_to,
+    search = Search(network, input_shape, get_criterion(criterion), round_to,
                      check_convention(convention), graph)
     curves = check_sensitivities(sensitivities, search.graph)
 
@@ -362,151 +223,6 @@ def sensitive_ratios(sensitivities, network: paddle.nn.Layer, input_shape: Seque
     return {name: r for name, r in ratios.items() if r > 0}
 
 
-def share_the_jump(search: _Search, below: Dict[str, float], above: Dict[str, float],
-                   target: float, tolerance: float, max_steps: int) -> Dict[str, float]:
-    """When groups jump together at one loss level (equal losses, e.g. a plateau of
-    zeros or an accuracy that moves in steps of 1/N), the target lies inside the jump:
-    those groups share it, each moving the same fraction from ``below`` to ``above``."""
-    jumping = [n for n in below if below[n] != above[n]]
-    logger.info("groups %s jump together at one loss level; they share the rest of the target",
-                ", ".join(jumping))
-    low, high, best = 0.0, 1.0, (None, math.inf)
-    for _ in range(max_steps):
-        t = (low + high) / 2
-        ratios = {n: below[n] + t * (above[n] - below[n]) for n in below}
-        reduction = search.reduction(ratios)
-        if abs(reduction - target) < best[1]:
-            best = (ratios, abs(reduction - target))
-        if best[1] <= tolerance:
-            break
-        low, high = (low, t) if reduction > target else (t, high)
-    if best[1] > tolerance:
-        logger.warning("the closest reduction found misses the target by %.2f points", 100 * best[1])
-    return best[0]
-
-
-# ------------------------------------------------------------------------ global
-def normalized_scores(group: ChannelGroup, layers, criterion, layer_types, normalize: str) -> np.ndarray:
-    """Scores of a group's units, comparable across groups.
-
-    Scores are first divided by how many rows were summed per unit (a residual group's
-    |gamma| is the sum over its BatchNorms), then by the group's mean (``mean``) or
-    maximum (``max``), or not at all (``none``: raw |gamma| as in Network Slimming).
-    """
-    scores = group_scores(group, layers, criterion, layer_types)
-    bn = [m for m in group.members if m.role == CHANNEL and m.attr == "weight"
-          and "BatchNorm" in layer_types.get(m.layer, "")]
-    members = bn if criterion.source == "bn_scale" and bn else [
-        m for m in group.members if m.role == OUT and m.attr == "weight"]
-    rows = sum(len(m.units) for m in members) / max(1, group.num_units)
-    scores = scores / max(rows, 1.0)
-    if normalize == "mean":
-        scores = scores / max(scores.mean(), 1e-30)
-    elif normalize == "max":
-        scores = scores / max(scores.max(), 1e-30)
-    return scores
-
-
-def global_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
-                  target_flops_reduction: Optional[float] = None, *,
-                  channel_ratio: Optional[float] = None, layers: Optional[Sequence[str]] = None,
-                  skip: Sequence[str] = (), criterion="slim", max_ratio: float = 0.9,
-                  normalize: str = "auto", round_to: int = 1, tolerance: float = 0.01,
-                  convention: str = "macs", graph: Optional[DependencyGraph] = None) -> Dict[str, float]:
-    """Per-group ratios from one score threshold across every chosen group.
-
-    Network Slimming's rule (arXiv 1708.06519): the channels whose (normalized) score
-    is below one global threshold go, wherever they are; no group loses more than
-    ``max_ratio`` of its channels. Give exactly one target: ``channel_ratio`` (share of
-    all chosen channels, Network Slimming's "percent") or ``target_flops_reduction``.
-
-    Args:
-        network, input_shape: the network (left unchanged) and its input shape.
-        target_flops_reduction: share of the FLOPs to remove, in (0, 1).
-        channel_ratio: share of the chosen groups' channels to remove, in (0, 1).
-        layers, skip: patterns of the layers to prune / leave whole (default: all).
-        criterion: ``slim`` (|gamma|, default) or any criterion with the ``lowest``
-            selector.
-        max_ratio: largest ratio of any one group, in (0, 1).
-        normalize: ``none`` (raw scores), ``mean`` or ``max`` (divide by the group's
-            mean or maximum); ``auto`` is ``none`` for BatchNorm-scale criteria and
-            ``mean`` for weight norms, whose scale differs from layer to layer.
-        round_to, tolerance, convention, graph: as in :func:`uniform_ratio`.
-
-    Returns:
-        ``{group: ratio}`` for the groups that lose channels.
-
-    Example:
-        >>> import paddle
-        >>> net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
-        >>> ratios = global_ratios(net, [1, 3, 32, 32], channel_ratio=0.3, criterion="l1_norm")
-        >>> 0 < max(ratios.values()) <= 0.9
-        True
-    """
-    if (target_flops_reduction is None) == (channel_ratio is None):
-        raise ConfigError("target", {"target_flops_reduction": target_flops_reduction,
-                                     "channel_ratio": channel_ratio},
-                          "exactly one of target_flops_reduction and channel_ratio")
-    if target_flops_reduction is not None:
-        target = check_fraction("target_flops_reduction", target_flops_reduction)
-    else:
-        target = check_fraction("channel_ratio", channel_ratio)
-    max_ratio = check_fraction("max_ratio", max_ratio)
-    tolerance, round_to = check_tolerance(tolerance), check_round_to(round_to)
-    if normalize not in NORMALIZATIONS:
-        raise ConfigError("normalize", normalize, f"one of {', '.join(NORMALIZATIONS)}")
-    criterion = get_criterion(criterion)
-    if criterion.selector != "lowest":
-        raise ConfigError("criterion", criterion.name, "a criterion with the 'lowest' selector "
-                          "(opt_slim's ratio is a share of gamma^2, which a global threshold "
-                          "replaces: use 'slim')")
-    if normalize == "auto":
-        normalize = "none" if criterion.source == "bn_scale" else "mean"
-    patterns = check_patterns("layers", layers)
-    search = _Search(network, input_shape, criterion, round_to, check_convention(convention), graph)
-    groups = chosen_groups(search.graph, patterns, skip)
-    net_layers = dict(unwrap(network).named_sublayers())
-    scores = {g.name: np.sort(normalized_scores(g, net_layers, criterion, search.graph.layer_types,
-                                                normalize)) for g in groups}
-    caps = {g.name: g.num_units - keep_count(g.num_units, max_ratio, round_to) for g in groups}
-    widths = {g.name: g.num_units for g in groups}
-    thresholds = np.append(np.unique(np.concatenate(list(scores.values()))), np.inf)
-
-    def ratios_at(i: int) -> Dict[str, float]:
-        """Ratios when every score below ``thresholds[i]`` goes (capped)."""
-        t = thresholds[i]
-        return {name: min(int(np.searchsorted(s, t, side="left")), caps[name]) / widths[name]
-                for name, s in scores.items()}
-
-    def measure(i: int) -> float:
-        if channel_ratio is not None:
-            ratios = ratios_at(i)
-            return sum(ratios[n] * widths[n] for n in widths) / sum(widths.values())
-        return search.reduction(ratios_at(i))
-
-    top = len(thresholds) - 1
-    reach = measure(top)
-    if reach < target - tolerance:
-        what = "channel" if channel_ratio is not None else search.convention
-        raise SlimError(f"a {what} reduction of {target:.2%} is out of reach with "
-                        f"max_ratio={max_ratio}: at most {reach:.2%}")
-    low, high = 0, top  # measure(low) = 0 <= target <= measure(high) (or the best possible)
-    while high - low > 1:
-        mid = (low + high) // 2
-        if measure(mid) >= target:
-            high = mid
-        else:
-            low = mid
-    pick = min((low, high), key=lambda i: abs(measure(i) - target))
-    achieved = measure(pick)
-    logger.info("global threshold %.6g (%s scores): -%.2f%% %s", thresholds[pick], normalize,
-                100 * achieved, "channels" if channel_ratio is not None else search.convention)
-    if abs(achieved - target) > tolerance:
-        logger.warning("global threshold gives -%.2f%%, the closest to the target -%.2f%%",
-                       100 * achieved, 100 * target)
-    return {name: r for name, r in ratios_at(pick).items() if r > 0}
-
-
 # ------------------------------------------------------------------------ custom
 def custom_ratios(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: Ratios,
                   skip: Sequence[str] = (), graph: Optional[DependencyGraph] = None) -> Ratios:
@@ -527,10 +243,7 @@ def custom_ratios(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: 
 def _uniform(network, input_shape, target_flops_reduction=None, layers=None, skip=(),
              criterion="l1_norm", round_to=1, tolerance=0.01, convention="macs", ratios=None,
              graph=None):
-    if (target_flops_reduction is None) == (ratios is None):
-        raise ConfigError("target", {"target_flops_reduction": target_flops_reduction,
-                                     "ratios": ratios},
-                          "exactly one of target_flops_reduction and ratios (a float)")
+    check_one_target({"target_flops_reduction": target_flops_reduction, "ratios": ratios}, " (a float)")
     if ratios is None:
         ratio = uniform_ratio(network, input_shape, target_flops_reduction, layers, skip, criterion,
                               round_to=round_to, tolerance=tolerance, convention=convention,

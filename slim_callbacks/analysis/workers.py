@@ -2,8 +2,8 @@
 of arrival.
 
 Sensitivity analysis evaluates every (group, ratio) pair on its own; Paddle's CPU
-kernels gain little from more threads (a MobileNetV1 forward: 1.12x with two), so
-splitting the groups over processes is what makes the other cores useful.
+kernels gain little from more threads, so splitting the groups over processes is
+what makes the other cores useful.
 Forking shares everything the parent has at that moment - the network, ``eval_fn``
 and its data - without pickling, and a worker's changes stay in the worker.
 

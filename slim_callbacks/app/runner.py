@@ -46,6 +46,7 @@ import numpy as np
 import paddle
 
 from slim_callbacks.analysis.flops import layer_widths, profile
+from slim_callbacks.analysis.sensitivity import DEFAULT_RATIOS
 from slim_callbacks.app.recipe import Recipe, load_recipe
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import is_rank0
@@ -55,7 +56,6 @@ logger = logging.getLogger(__name__)
 SUMMARY_KEYS = ("acc", "macs", "gflops", "params", "size_mb")
 PLAN_KEYS = ("macs", "gflops", "gflops_legacy", "params", "size_mb")
 DRY_EPOCHS, DRY_STEPS, DRY_BATCH = 2, 2, 2
-SENSITIVITY_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -707,7 +707,7 @@ def plan_text(result: Dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------ sensitivity
 def run_sensitivity(job: Job, *, samples: Optional[int] = None, output: Optional[str] = None,
-                    ratios: Sequence[float] = SENSITIVITY_RATIOS, workers: int = 1,
+                    ratios: Sequence[float] = DEFAULT_RATIOS, workers: int = 1,
                     emit: Callable[[str], None] = print) -> Dict[str, Any]:
     """Writes the sensitivities JSON of the recipe's pruned layers (top-1 accuracy on
     the eval data, or ``samples`` of it), VisualDL curves and a PNG plot; ``workers``

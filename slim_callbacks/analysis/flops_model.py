@@ -1,0 +1,113 @@
+"""The FLOPs model of a pruning plan: the FLOPs a network would have after a plan,
+counted from the plan's parameter shapes without changing the network.
+
+Owns :class:`FlopsModel`, :func:`output_positions` and the ``convention`` check.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from typing import Dict, Optional, Sequence
+
+import paddle
+
+from slim_callbacks.analysis.flops import CONVENTIONS, count_flops, counts_macs
+from slim_callbacks.core.checks import check_choice
+from slim_callbacks.core.paddle_utils import is_linear, is_transposed_conv, modes_restored, unwrap
+from slim_callbacks.engine.plan import PruningPlan
+
+# the records belong to the strategies that use the model: one logger for users to configure
+logger = logging.getLogger("slim_callbacks.analysis.strategies")
+
+
+def check_convention(value) -> str:
+    return check_choice("convention", value, CONVENTIONS)
+
+
+class FlopsModel:
+    """Per-sample FLOPs of a network after a plan, without changing the network.
+
+    For ``macs`` and ``flops`` the count is analytic: one forward pass records, per
+    call of a layer the ``macs`` convention counts (Conv2D, Conv2DTranspose, Linear),
+    how many positions its weight is applied at; a layer then costs positions x weight
+    elements, so a plan's ``shape_after`` gives the count with no copy and no forward
+    pass. (A Conv2D's MACs are ``H_out * W_out * C_out * Kh * Kw * C_in / groups``, its
+    weight has ``C_out * C_in / groups * Kh * Kw`` elements; a Conv2DTranspose's are
+    ``H_in * W_in * C_in * C_out / groups * Kh * Kw``, its weight has ``C_in * C_out /
+    groups * Kh * Kw``.) It equals :func:`~slim_callbacks.analysis.flops.count_flops` of
+    the really pruned network; if the analytic base count ever disagrees with
+    ``count_flops``, and always for ``paddleslim_legacy``, each plan is applied to a
+    deep copy and counted instead.
+
+    Example:
+        >>> import paddle
+        >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 3), paddle.nn.Conv2D(8, 4, 1))
+        >>> model = FlopsModel(net, [1, 3, 6, 6])
+        >>> model.base  # 4*4*8 outputs x 3*3*3, then 4*4*4 outputs x 8
+        3968
+    """
+
+    def __init__(self, network: paddle.nn.Layer, input_shape: Sequence[int], convention: str = "macs"):
+        self.network = unwrap(network)
+        self.input_shape = [int(d) for d in input_shape]
+        self.convention = check_convention(convention)
+        self.base = count_flops(self.network, self.input_shape, self.convention)
+        self.positions: Optional[Dict[str, int]] = None
+        if self.convention in ("macs", "flops"):
+            self.positions = output_positions(self.network, self.input_shape)
+            self.shapes = {name: list(layer.weight.shape)
+                           for name, layer in self.network.named_sublayers() if name in self.positions}
+            if self._analytic({}) != self.base:
+                logger.debug("analytic %s count %d differs from count_flops %d: counting "
+                             "pruned copies", self.convention, self._analytic({}), self.base)
+                self.positions = None
+
+    def _analytic(self, params) -> int:
+        total = 0
+        for name, positions in self.positions.items():
+            cut = params.get((name, "weight"))
+            total += positions * math.prod(cut.shape_after if cut else self.shapes[name])
+        macs = total // self.input_shape[0]
+        return 2 * macs if self.convention == "flops" else macs
+
+    def count(self, plan: PruningPlan) -> int:
+        """FLOPs (in this model's convention) of the network after ``plan``."""
+        if self.positions is not None:
+            return self._analytic(plan.params)
+        pruned = copy.deepcopy(self.network)
+        plan.apply(pruned)
+        return count_flops(pruned, self.input_shape, self.convention)
+
+    def reduction(self, plan: PruningPlan) -> float:
+        """Share of the FLOPs that ``plan`` removes."""
+        return 1 - self.count(plan) / self.base
+
+
+def output_positions(network: paddle.nn.Layer, input_shape: Sequence[int]) -> Dict[str, int]:
+    """Structural name -> positions its weight is applied at (output elements per output
+    channel; input elements per input channel for a transposed conv), summed over
+    calls, for every leaf layer the ``macs`` convention counts."""
+    positions: Dict[str, int] = {}
+    handles = []
+    names = {id(layer): name for name, layer in network.named_sublayers()}
+
+    def hook(layer, inputs, output):
+        name = names[id(layer)]
+        if is_transposed_conv(layer):  # weight [C_in, C_out / groups, Kh, Kw], applied per input
+            count = math.prod(inputs[0].shape) // layer.weight.shape[0]
+        else:
+            channels = layer.weight.shape[1] if is_linear(layer) else layer.weight.shape[0]
+            count = math.prod(output.shape) // channels
+        positions[name] = positions.get(name, 0) + count
+
+    try:
+        for layer in network.sublayers():
+            if counts_macs(layer) and not layer.sublayers():
+                handles.append(layer.register_forward_post_hook(hook))
+        with modes_restored(network, training=False), paddle.no_grad():
+            network(paddle.zeros(input_shape, dtype="float32"))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return positions

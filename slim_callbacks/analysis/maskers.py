@@ -1,0 +1,124 @@
+"""Removing one group's units for an evaluation and putting the network back.
+
+Owns :class:`NetworkState` (train/eval flags and state tensors saved before the
+analysis), :class:`GroupMask` (zeroes the consumer input slices, ``method="mask"``)
+and :class:`GroupPrune` (physical pruning in place, ``method="prune"``); both undo
+their change when their ``applied`` block ends.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Iterator, List, Mapping, Tuple
+
+import numpy as np
+import paddle
+
+from slim_callbacks.engine.surgery import apply_cuts, set_storage
+from slim_callbacks.tracing.groups import IN, ChannelGroup
+
+
+class NetworkState:
+    """Train/eval flags and every state tensor of a network, to put back later."""
+
+    def __init__(self, network: paddle.nn.Layer):
+        self.modes = [(layer, layer.training) for layer in network.sublayers(include_self=True)]
+        self.tensors = [(name, t, np.array(t.numpy(), copy=True))
+                        for name, t in network.state_dict().items()]
+
+    def restore_modes(self) -> None:
+        for layer, training in self.modes:
+            layer.training = training
+
+    def changed(self) -> List[str]:
+        return [name for name, t, saved in self.tensors
+                if list(t.shape) != list(saved.shape) or not np.array_equal(t.numpy(), saved)]
+
+    def restore(self) -> List[str]:
+        """Puts back every tensor that differs; returns their names."""
+        changed = self.changed()
+        for name, t, saved in self.tensors:
+            if name in changed:
+                set_storage(t, saved)
+        self.restore_modes()
+        return changed
+
+
+def saved_params(members, layers: Mapping[str, paddle.nn.Layer]) -> Dict[Tuple[str, str], tuple]:
+    """(layer, attr) -> (parameter, a copy of its values) for the members' parameters."""
+    saved = {}
+    for m in members:
+        param = layers[m.layer]._parameters[m.attr]
+        saved.setdefault((m.layer, m.attr), (param, np.array(param.numpy(), copy=True)))
+    return saved
+
+
+class GroupMask:
+    """Zeroes the consumer input slices of chosen units of one group, and undoes it."""
+
+    def __init__(self, group: ChannelGroup, layers: Mapping[str, paddle.nn.Layer]):
+        self.members = [m for m in group.members if m.role == IN]
+        self.params = saved_params(self.members, layers)
+
+    def slices(self, units: np.ndarray) -> Dict[Tuple[str, str], List[Tuple[int, np.ndarray]]]:
+        """(layer, attr) -> [(axis, indices)] zeroed for ``units``."""
+        out: Dict[Tuple[str, str], List[Tuple[int, np.ndarray]]] = {}
+        for m in self.members:
+            hit = m.indices[np.isin(m.units, units)]
+            if hit.size:
+                out.setdefault((m.layer, m.attr), []).append((m.axis, hit))
+        return out
+
+    @contextlib.contextmanager
+    def applied(self, units: np.ndarray) -> Iterator[None]:
+        touched = []
+        try:
+            for key, cuts in self.slices(units).items():
+                param, saved = self.params[key]
+                array = saved.copy()
+                for axis, hit in cuts:
+                    index = [slice(None)] * array.ndim
+                    index[axis] = hit
+                    array[tuple(index)] = 0
+                touched.append(key)
+                set_storage(param, array)
+            yield
+        finally:
+            for key in touched:
+                param, saved = self.params[key]
+                set_storage(param, saved)
+
+
+class GroupPrune:
+    """Removes chosen units of one group physically, in place, and puts them back."""
+
+    def __init__(self, group: ChannelGroup, layers: Mapping[str, paddle.nn.Layer]):
+        self.group, self.layers = group, layers
+        self.saved = saved_params(group.members, layers)
+        self.attrs = {name: {k: v for k, v in vars(layers[name]).items()
+                             if k in ("_in_channels", "_out_channels", "_groups", "_num_features")}
+                      for name in group.layers()}
+
+    def cuts(self, units: np.ndarray) -> Dict[Tuple[str, str], Dict[int, np.ndarray]]:
+        """The same kept indices :func:`plan_pruning` gives for these units."""
+        gone: Dict[Tuple[str, str], Dict[int, set]] = {}
+        for m in self.group.members:
+            hit = m.indices[np.isin(m.units, units)]
+            gone.setdefault((m.layer, m.attr), {}).setdefault(m.axis, set()).update(hit.tolist())
+        cuts = {}
+        for key, axes in gone.items():
+            shape = self.saved[key][1].shape
+            cuts[key] = {axis: np.array([i for i in range(shape[axis]) if i not in g], dtype=np.int64)
+                         for axis, g in axes.items()}
+        return cuts
+
+    @contextlib.contextmanager
+    def applied(self, units: np.ndarray) -> Iterator[None]:
+        try:
+            apply_cuts(dict(self.layers), self.cuts(units))
+            yield
+        finally:
+            for param, saved in self.saved.values():
+                set_storage(param, saved)
+            for name, attrs in self.attrs.items():
+                for key, value in attrs.items():
+                    setattr(self.layers[name], key, value)
