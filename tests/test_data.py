@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from slim_callbacks.app.data import SOURCES, ArrayDataset, build_datasets, resize_matrix, to_channels
-from slim_callbacks.app.recipe import DATA_SOURCES, load_recipe
+from slim_callbacks.app.recipe import load_recipe
+from slim_callbacks.app.schema import DATA_SOURCES
 from slim_callbacks.core.errors import ConfigError, SlimError
 
 SHAPE = [1, 3, 32, 32]

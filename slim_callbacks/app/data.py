@@ -28,7 +28,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 import numpy as np
 from paddle.io import Dataset, Subset
 
-from slim_callbacks.app.recipe import SHAPE, DataConfig
+from slim_callbacks.app.rules import SHAPE
+from slim_callbacks.app.schema import DataConfig
 from slim_callbacks.core.errors import ConfigError, SlimError
 
 _LOG = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def build_datasets(data_cfg: Union[DataConfig, Mapping], input_shape: Sequence[i
     """The ``(train, eval)`` datasets of a recipe's ``data`` section.
 
     Args:
-        data_cfg: a :class:`~slim_callbacks.app.recipe.DataConfig` or its mapping.
+        data_cfg: a :class:`~slim_callbacks.app.schema.DataConfig` or its mapping.
         input_shape: ``[N, C, H, W]``; images come out as ``[C, H, W]`` (this wins
             over ``data.image_size``).
 

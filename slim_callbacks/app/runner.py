@@ -1,4 +1,4 @@
-"""Turn a :class:`~slim_callbacks.app.recipe.Recipe` into a network, an optimizer, callbacks
+"""Turn a :class:`~slim_callbacks.app.schema.Recipe` into a network, an optimizer, callbacks
 and a ``paddle.Model.fit`` run; also the recipe's final pruning without training.
 
 The command line (:mod:`slim_callbacks.app.cli`) is a thin layer over this module:
@@ -46,7 +46,8 @@ import numpy as np
 import paddle
 
 from slim_callbacks.analysis.flops import layer_widths, profile
-from slim_callbacks.app.recipe import Recipe, load_recipe
+from slim_callbacks.app.recipe import load_recipe
+from slim_callbacks.app.schema import Recipe
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import is_rank0
 
