@@ -14,7 +14,8 @@ import paddle
 import pytest
 from PIL import Image
 
-from slim_callbacks.app.data import SOURCES, ArrayDataset, build_datasets, resize_matrix, to_channels
+from slim_callbacks.app.array_data import ArrayDataset, resize_matrix, to_channels
+from slim_callbacks.app.data import SOURCES, build_datasets
 from slim_callbacks.app.recipe import load_recipe
 from slim_callbacks.app.schema import DATA_SOURCES
 from slim_callbacks.core.errors import ConfigError, SlimError

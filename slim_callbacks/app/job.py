@@ -55,7 +55,7 @@ def infer_num_classes(recipe: Recipe):
     """``(recipe, notes)``: for ``data.source: npz`` with no ``data.num_classes`` (nor
     ``model.kwargs.num_classes``), the class count is the largest label + 1, so the
     model's head fits the data instead of the model's default (1000)."""
-    from slim_callbacks.app.data import npz_num_classes
+    from slim_callbacks.app.array_data import npz_num_classes
     data = recipe.data
     if data.source != "npz" or data.num_classes is not None or not os.path.isfile(data.path):
         return recipe, ()
