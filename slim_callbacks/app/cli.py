@@ -14,7 +14,10 @@ runs. User errors (a bad recipe key, a missing file) print one line to stderr an
 with status 2. The work itself lives in :mod:`slim_callbacks.app.runner`.
 
 Example:
-    >>> main(["check", "quickstart", "-o", "train.epochs=1"])   # doctest: +SKIP
+    >>> main(["check", "quickstart", "-o", "train.batch_size=16"])   # doctest: +ELLIPSIS
+    name: quickstart
+    ...
+    0
 """
 from __future__ import annotations
 
