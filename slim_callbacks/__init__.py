@@ -15,7 +15,7 @@ from slim_callbacks.analysis.strategies import (
                         sensitive_ratios,
                         uniform_ratio,
 )
-from slim_callbacks.app.runner import register_model
+from slim_callbacks.app.builders import register_model
 from slim_callbacks.callbacks import BNScaleL1, PruneCallback, VisualDLLogger
 from slim_callbacks.callbacks.ledger import load_pruned
 from slim_callbacks.core.errors import ConfigError, SlimError

@@ -14,8 +14,10 @@ import paddle
 import pytest
 from PIL import Image
 
-from slim_callbacks.app.data import SOURCES, ArrayDataset, build_datasets, resize_matrix, to_channels
-from slim_callbacks.app.recipe import DATA_SOURCES, load_recipe
+from slim_callbacks.app.array_data import ArrayDataset, resize_matrix, to_channels
+from slim_callbacks.app.data import SOURCES, build_datasets
+from slim_callbacks.app.recipe import load_recipe
+from slim_callbacks.app.schema import DATA_SOURCES
 from slim_callbacks.core.errors import ConfigError, SlimError
 
 SHAPE = [1, 3, 32, 32]
@@ -267,7 +269,8 @@ def npz_recipe(path, **data):
 @pytest.mark.parametrize("largest", [9, 1499])
 def test_npz_num_classes_is_inferred_from_the_labels(tmp_path, largest):
     """No num_classes used to build the model's default 1000-class head."""
-    from slim_callbacks.app.runner import build_network, load_job
+    from slim_callbacks.app.builders import build_network
+    from slim_callbacks.app.job import load_job
     x = np.zeros((3, 8, 8, 3), np.uint8)
     path = write_npz(tmp_path / "l.npz", x_train=x, y_train=np.array([0, 2, largest]),
                      x_test=x, y_test=np.array([1, 1, 0]))
@@ -281,7 +284,7 @@ def test_npz_num_classes_is_inferred_from_the_labels(tmp_path, largest):
 
 
 def test_npz_negative_labels_fail_before_the_model_is_built(tmp_path):
-    from slim_callbacks.app.runner import load_job
+    from slim_callbacks.app.job import load_job
     x = np.zeros((2, 8, 8, 3), np.uint8)
     path = write_npz(tmp_path / "n.npz", x_train=x, y_train=np.array([0, -3]), x_test=x,
                      y_test=np.array([0, 1]))

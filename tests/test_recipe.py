@@ -6,7 +6,9 @@ import re
 import pytest
 import yaml
 
-from slim_callbacks.app.recipe import DATA_SOURCES, Recipe, apply_override, load_recipe, parse_override
+from slim_callbacks.app.overrides import apply_override, parse_override
+from slim_callbacks.app.recipe import load_recipe
+from slim_callbacks.app.schema import DATA_SOURCES, Recipe
 from slim_callbacks.core.errors import ConfigError, SlimError
 
 BASE = {"name": "mbv1_digits", "model": {"name": "mobilenet_v1"},
@@ -427,7 +429,8 @@ ERRORS = [
     (["train.lr.milestones=3"], "train.lr.milestones", 3, "a list of epochs (ints >= 1)"),
     (["train.lr.gamma=0"], "train.lr.gamma", 0, "a float in (0, 1]"),
     # pruning
-    (["pruning.criterion=l3"], "pruning.criterion", "l3", "one of l1_norm, l2_norm, fpgm, geometry_median, slim, bn_scale, opt_slim"),
+    (["pruning.criterion=l3"], "pruning.criterion", "l3",
+     "one of l1_norm, l2_norm, fpgm, geometry_median, slim, bn_scale, opt_slim"),
     (["pruning.strategy=auto"], "pruning.strategy", "auto",
      "one of uniform, sensitive, global, custom"),
     (["pruning.ratios=1.0"], "pruning.ratios", 1.0,
@@ -541,7 +544,7 @@ def test_direct_construction_is_validated_too():
 
 
 def test_late_milestones_warn_but_load(caplog):
-    with caplog.at_level(logging.WARNING, logger="slim_callbacks.app.recipe"):
+    with caplog.at_level(logging.WARNING, logger="slim_callbacks.app.schema"):
         recipe = load("train.lr.schedule=piecewise", "train.lr.milestones=[30, 60]",
                       "train.epochs=3")
     assert recipe.train.lr.milestones == (30, 60)

@@ -14,7 +14,10 @@ runs. User errors (a bad recipe key, a missing file) print one line to stderr an
 with status 2. The work itself lives in :mod:`slim_callbacks.app.runner`.
 
 Example:
-    >>> main(["check", "quickstart", "-o", "train.epochs=1"])   # doctest: +SKIP
+    >>> main(["check", "quickstart", "-o", "train.batch_size=16"])   # doctest: +ELLIPSIS
+    name: quickstart
+    ...
+    0
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import SlimError
 
 PROG = "slim-callbacks"
@@ -150,21 +154,24 @@ def _note(text: str) -> None:
 
 def cmd_run(args) -> int:
     from slim_callbacks.app import runner
-    job = runner.load_job(find_recipe(args.recipe), args.override)
+    from slim_callbacks.app.job import load_job
+    job = load_job(find_recipe(args.recipe), args.override)
     if args.dry_run:
         job = runner.dry_run_recipe(job, args.output_dir)
     elif args.output_dir:
-        job = runner.load_job(find_recipe(args.recipe), [*args.override,
-                              f"output_dir={args.output_dir}",
-                              f"logging.log_dir={os.path.join(args.output_dir, 'logs')}",
-                              f"checkpoint.save_dir={os.path.join(args.output_dir, 'checkpoints')}"])
+        job = load_job(find_recipe(args.recipe), [*args.override,
+                       f"output_dir={args.output_dir}",
+                       f"logging.log_dir={os.path.join(args.output_dir, 'logs')}",
+                       f"checkpoint.save_dir={os.path.join(args.output_dir, 'checkpoints')}"])
     runner.run(job, verbose=0 if args.dry_run else args.verbose, emit=_out, resume=args.resume)
     return 0
 
 
 def cmd_plan(args) -> int:
     from slim_callbacks.app import runner
-    job = runner.load_job(find_recipe(args.recipe), args.override)
+    from slim_callbacks.app.job import load_job
+    from slim_callbacks.app.report import plan_text
+    job = load_job(find_recipe(args.recipe), args.override)
     result = runner.plan(job, emit=_note)
     if args.json:
         out = {k: result[k] for k in ("before", "after", "flops_reduction", "layers")}
@@ -172,13 +179,14 @@ def cmd_plan(args) -> int:
     else:
         _out(f"recipe {job.recipe.name}: {job.recipe.model.name} at input "
              f"{list(job.recipe.input_shape)}")
-        _out(runner.plan_text(result))
+        _out(plan_text(result))
     return 0
 
 
 def cmd_check(args) -> int:
     from slim_callbacks.app import runner
-    job = runner.load_job(find_recipe(args.recipe), args.override)
+    from slim_callbacks.app.job import load_job
+    job = load_job(find_recipe(args.recipe), args.override)
     runner.check(job, emit=_note)
     _out(job.recipe.to_yaml().rstrip())
     return 0
@@ -186,11 +194,11 @@ def cmd_check(args) -> int:
 
 def cmd_sensitivity(args) -> int:
     from slim_callbacks.app import runner
-    job = runner.load_job(find_recipe(args.recipe), args.override)
-    if args.samples is not None and args.samples < 1:
-        raise SlimError(f"--samples: {args.samples!r} is not allowed; expected an int >= 1")
-    if args.workers < 1:
-        raise SlimError(f"--workers: {args.workers!r} is not allowed; expected an int >= 1")
+    from slim_callbacks.app.job import load_job
+    job = load_job(find_recipe(args.recipe), args.override)
+    if args.samples is not None:
+        check_int("--samples", args.samples, 1, allowed="an int >= 1")
+    check_int("--workers", args.workers, 1, allowed="an int >= 1")
     runner.run_sensitivity(job, samples=args.samples, output=args.output, workers=args.workers,
                            emit=_out)
     return 0

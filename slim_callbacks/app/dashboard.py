@@ -33,6 +33,7 @@ import sys
 import threading
 from typing import Callable, List, Optional, Sequence
 
+from slim_callbacks.core.checks import is_real
 from slim_callbacks.core.errors import SlimError
 
 RECORD_PREFIX = "vdlrecords."
@@ -97,7 +98,7 @@ def _read_summary(path: str) -> Optional[dict]:
     for section, keys in TABLE_NUMBERS.items():
         mapping = data if section is None else data[section]
         for key in keys:
-            if key in mapping and not _is_number(mapping[key]):
+            if key in mapping and not is_real(mapping[key]):
                 name = key if section is None else f"{section}.{key}"
                 log.warning("%s: %s is %s, not a number; its cell is left blank", path, name,
                             reprlib.repr(mapping.pop(key)))
@@ -114,10 +115,6 @@ def _not_a_summary(data) -> Optional[str]:
         if not isinstance(data[side], dict):
             return f"'{side}' is a {type(data[side]).__name__}, expected a mapping"
     return None
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def find_runs(roots: Sequence[str]) -> List[Run]:

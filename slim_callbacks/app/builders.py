@@ -1,0 +1,311 @@
+"""What a recipe builds: the network (and its pretrained weights), the learning rate
+and optimizer, the final pruning ratios, and the callbacks of ``paddle.Model.fit``.
+
+:func:`register_model` adds a model that recipes may name; :func:`model_factory` is the
+only way a ``model.name`` reaches code, so a recipe cannot call anything but a
+``paddle.nn.Layer`` subclass or a registered factory.
+
+Example:
+    >>> from slim_callbacks.app.job import load_job
+    >>> job = load_job({"name": "b", "model": {"name": "mobilenet_v1",
+    ...                 "kwargs": {"scale": 0.25}}, "data": {"source": "synthetic"},
+    ...                 "pruning": {"ratios": 0.5}})
+    >>> network = build_network(job.recipe)
+    >>> final_ratios(job, network), [type(c).__name__ for c in build_callbacks(job, 0.5)]
+    (0.5, ['LRScheduler', 'PruneCallback'])
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import os
+import re
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import paddle
+
+from slim_callbacks.app.job import Job
+from slim_callbacks.app.schema import Recipe
+from slim_callbacks.core.checks import is_int, is_real
+from slim_callbacks.core.errors import ConfigError, SlimError
+
+logger = logging.getLogger(__name__)
+
+#: Model name -> factory returning a ``paddle.nn.Layer``; ``model.name`` may name any of
+#: these (or ``module:callable`` for one of them, or a ``paddle.nn.Layer`` subclass).
+MODELS: Dict[str, Callable[..., paddle.nn.Layer]] = {
+    name: getattr(paddle.vision.models, name) for name in paddle.vision.models.__all__}
+MODEL_ALLOWED = ("a paddle.nn.Layer subclass, a paddle.vision.models function or a "
+                 "function registered with slim_callbacks.register_model")
+
+
+def register_model(name: str, factory: Callable[..., paddle.nn.Layer]) -> None:
+    """Makes ``factory`` a model that recipes may name: ``model.name: <name>``, or
+    ``model.name: module:function`` for the function itself.
+
+    Example:
+        >>> register_model("tiny", lambda num_classes=10: paddle.nn.Linear(4, num_classes))
+        >>> list(model_factory("tiny")(num_classes=3).weight.shape)
+        [4, 3]
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError("name", name, "a Python identifier, e.g. my_net")
+    if not callable(factory):
+        raise ConfigError("factory", factory, "a callable returning a paddle.nn.Layer")
+    MODELS[name] = factory
+
+
+def _is_allowed_model(obj) -> bool:
+    if isinstance(obj, type):
+        return issubclass(obj, paddle.nn.Layer)
+    return any(obj is factory for factory in MODELS.values())
+
+
+def model_factory(name: str) -> Callable:
+    """The callable named by ``model.name``: a registered model (every
+    ``paddle.vision.models`` function is) or ``module:callable``.
+
+    ``module:callable`` imports the module, which runs its code; the attribute is then
+    accepted only if it is a ``paddle.nn.Layer`` subclass or a registered factory, so a
+    recipe cannot call anything else (``os:system`` is refused, uncalled).
+    """
+    if ":" not in name:
+        if name in MODELS:
+            return MODELS[name]
+        raise ConfigError("model.name", name, f"a registered model, e.g. "
+                          f"{', '.join(sorted(MODELS, key=lambda n: (n[0].isupper(), n))[:8])}..., "
+                          f"or 'module:callable' for "
+                          f"{MODEL_ALLOWED}")
+    module_name, attr = name.split(":", 1)
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError("model.name", name, f"an importable module ({err})") from None
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ConfigError("model.name", name, f"a name that module {module_name} defines")
+    if not _is_allowed_model(obj):
+        raise ConfigError("model.name", name, MODEL_ALLOWED)
+    return obj
+
+
+def model_kwargs(recipe: Recipe, factory: Callable) -> Dict[str, Any]:
+    """``model.kwargs`` checked against the factory's signature (plus ``num_classes``
+    from the data when the factory takes it); each bad key is a ConfigError naming
+    ``model.kwargs.<key>``."""
+    kwargs = dict(recipe.model.kwargs)
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes_any = not params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+    named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key, value in kwargs.items():
+        if not takes_any and key not in named:
+            raise ConfigError(f"model.kwargs.{key}", value,
+                              f"an argument of {recipe.model.name}: {', '.join(named) or 'none'}")
+        default = params[key].default if key in params else None
+        if not _same_kind(value, default):
+            raise ConfigError(f"model.kwargs.{key}", value,
+                              f"a {type(default).__name__} like its default {default!r}")
+    if "num_classes" not in kwargs and recipe.data.num_classes is not None and \
+            (takes_any or "num_classes" in named):
+        kwargs["num_classes"] = recipe.data.num_classes
+    return kwargs
+
+
+def _same_kind(value, default) -> bool:
+    """True unless ``default`` is a bool, number or string and ``value`` is not one."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return is_int(value)
+    if isinstance(default, float):
+        return is_real(value)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    return True
+
+
+def build_network(recipe: Recipe) -> paddle.nn.Layer:
+    """The network of ``model``; ``num_classes`` comes from the data unless given."""
+    factory = model_factory(recipe.model.name)
+    kwargs = model_kwargs(recipe, factory)
+    try:
+        network = factory(**kwargs)
+    except (TypeError, ValueError, AssertionError) as err:
+        unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        if unexpected and unexpected.group(1) in kwargs:
+            key = unexpected.group(1)
+            raise ConfigError(f"model.kwargs.{key}", kwargs[key],
+                              f"an argument that {recipe.model.name} accepts ({err})") from None
+        raise ConfigError("model.kwargs", recipe.model.kwargs,
+                          f"arguments that {recipe.model.name} accepts ({err})") from None
+    if not isinstance(network, paddle.nn.Layer):
+        raise ConfigError("model.name", recipe.model.name, "a callable returning a paddle.nn.Layer")
+    return network
+
+
+def load_pretrained(network: paddle.nn.Layer, path: str) -> None:
+    """Loads a ``.safetensors`` or ``.pdparams`` state dict; every key must fit the network."""
+    from slim_callbacks.core.weights import load_state
+    if not os.path.isfile(path):
+        raise SlimError(f"model.pretrained: {path} not found (download the weights, or "
+                        f"-o model.pretrained=null to train from scratch)")
+    state = load_state(path, "model.pretrained")
+    own = network.state_dict()
+    missing = [k for k in own if k not in state]
+    wrong = [k for k in own if k in state and list(state[k].shape) != list(own[k].shape)]
+    if missing or wrong:
+        raise SlimError(f"model.pretrained: {path} does not fit {type(network).__name__}: "
+                        f"{len(missing)} missing keys {missing[:3]}, {len(wrong)} shape "
+                        f"mismatches {wrong[:3]}")
+    network.set_state_dict(state)
+    logger.info("loaded pretrained weights from %s", path)
+
+
+def build_lr(recipe: Recipe):
+    """A float or a per-epoch ``paddle.optimizer.lr`` scheduler."""
+    lr = recipe.train.lr
+    if lr.schedule == "constant":
+        return lr.base
+    if lr.schedule == "piecewise":
+        values = [lr.base * lr.gamma ** i for i in range(len(lr.milestones) + 1)]
+        return paddle.optimizer.lr.PiecewiseDecay(boundaries=list(lr.milestones), values=values)
+    return paddle.optimizer.lr.CosineAnnealingDecay(lr.base, T_max=recipe.train.epochs)
+
+
+def build_optimizer(recipe: Recipe, network: paddle.nn.Layer):
+    """momentum / sgd / adam (weight_decay as L2Decay) or adamw (decoupled decay)."""
+    opt = recipe.train.optimizer
+    lr = build_lr(recipe)
+    params = network.parameters()
+    decay = paddle.regularizer.L2Decay(opt.weight_decay) if opt.weight_decay else None
+    if opt.name == "momentum":
+        return paddle.optimizer.Momentum(lr, momentum=opt.momentum, parameters=params,
+                                         weight_decay=decay)
+    if opt.name == "sgd":
+        return paddle.optimizer.SGD(lr, parameters=params, weight_decay=decay)
+    if opt.name == "adam":
+        return paddle.optimizer.Adam(lr, parameters=params, weight_decay=decay)
+    return paddle.optimizer.AdamW(lr, parameters=params, weight_decay=opt.weight_decay)
+
+
+def stand_in_bn_scales(network: paddle.nn.Layer, seed: int = 0) -> int:
+    """Draws every BatchNorm scale uniformly in [0.1, 1): a stand-in for trained weights
+    when a BN-scale criterion (``opt_slim``) must plan on a freshly initialized network,
+    whose scales are all 1 and so tie. Returns how many layers changed."""
+    from slim_callbacks.callbacks.bn_l1 import bn_scales
+    rng = np.random.default_rng(seed)
+    scales = bn_scales(network)
+    for weight in scales:
+        weight.set_value(rng.uniform(0.1, 1.0, weight.shape).astype("float32"))
+    return len(scales)
+
+
+def needs_trained_scales(recipe: Recipe) -> bool:
+    """``opt_slim`` cannot plan on initial weights: every BN scale is 1."""
+    return recipe.pruning is not None and recipe.pruning.criterion == "opt_slim"
+
+
+def missing_sensitivities_message(job: Job) -> str:
+    where = job.source or "RECIPE"
+    return (f"pruning.sensitivities: {job.sensitivities_path()} not found; make it with "
+            f"`slim-callbacks sensitivity {where}` (paths are relative to the recipe file)")
+
+
+def check_sensitivities_file(job: Job) -> None:
+    """SlimError (saying how to make it) if a sensitive recipe's file is missing."""
+    pruning = job.recipe.pruning
+    if pruning is not None and pruning.strategy == "sensitive" \
+            and not os.path.isfile(job.sensitivities_path()):
+        raise SlimError(missing_sensitivities_message(job))
+
+
+def final_ratios(job: Job, network: paddle.nn.Layer):
+    """The ratios the recipe ends with (float or ``{pattern/group: ratio}``), decided by
+    the strategies registry (:func:`~slim_callbacks.analysis.strategies.resolve_strategy`, as
+    :class:`PruneCallback` does) on ``network`` without changing it; ``None`` when the
+    recipe does not prune. Errors name the recipe key (``pruning.strategy_options.max_ratio``)."""
+    from slim_callbacks.analysis.strategies import RECIPE_KEYS, resolve_strategy, strategy_options
+    recipe, pruning = job.recipe, job.recipe.pruning
+    if pruning is None:
+        return None
+    check_sensitivities_file(job)
+    layers = None if tuple(pruning.layers) == ("*",) else list(pruning.layers)
+    options = strategy_options(
+        pruning.strategy, ratios=pruning.ratios,
+        target_flops_reduction=pruning.target_flops_reduction, layers=layers,
+        skip=pruning.skip, criterion=pruning.criterion, round_to=pruning.round_to,
+        sensitivities=job.sensitivities_path(), options=pruning.strategy_options)
+    try:
+        return resolve_strategy(pruning.strategy, network, list(recipe.input_shape), **options)
+    except ConfigError as err:
+        name = str(err.key).split()[0].split("[")[0]
+        key = RECIPE_KEYS.get(name) or (f"pruning.strategy_options.{name}"
+                                        if name in pruning.strategy_options else None)
+        if key is None:
+            raise
+        raise ConfigError(key, err.value, err.allowed) from None
+
+
+def check_schedule(recipe: Recipe, ratios) -> None:
+    """``pruning.schedule`` checked against ``train.epochs`` and the final ratios before
+    any work, with errors naming the recipe key (``pruning.schedule.initial_ratio``)."""
+    from slim_callbacks.callbacks.schedules import schedule_from_dict
+    pruning = recipe.pruning
+    if pruning is None or pruning.schedule is None:
+        return
+    schedule = schedule_from_dict(pruning.schedule, key="pruning.schedule")
+    try:
+        schedule.validate(recipe.train.epochs)
+    except ConfigError as err:
+        key = err.key if str(err.key).startswith("pruning.") else f"pruning.schedule.{err.key}"
+        raise ConfigError(key, err.value, err.allowed) from None
+    initial = getattr(schedule, "initial_ratio", 0.0)
+    finals = list(ratios.values()) if isinstance(ratios, dict) else [ratios]
+    if schedule.final_ratio is None and ratios is not None and initial > min(finals):
+        raise ConfigError("pruning.schedule.initial_ratio", initial,
+                          f"at most {min(finals):g}, the smallest final ratio this recipe "
+                          f"prunes to (targets never decrease)")
+
+
+def build_callbacks(job: Job, ratios, verbose: int = 1,
+                    resume_from: Optional[str] = None) -> List[paddle.callbacks.Callback]:
+    """LR stepping per epoch, pruning (with BN-L1, VisualDL and the NaN/Inf guard;
+    resuming from ``resume_from``), or VisualDL and the guard alone; the schedule is
+    checked against the final ``ratios`` first."""
+    from slim_callbacks.callbacks import FiniteLossGuard, PruneCallback, VisualDLLogger
+    recipe = job.recipe
+    check_schedule(recipe, ratios)
+    callbacks: List[paddle.callbacks.Callback] = [
+        paddle.callbacks.LRScheduler(by_step=False, by_epoch=True)]
+    log_dir = recipe.logging.log_dir if recipe.logging.visualdl else None
+    if recipe.pruning is not None:
+        pruning = recipe.pruning
+        callbacks.append(PruneCallback(
+            ratios=ratios, criterion=pruning.criterion, input_shape=list(recipe.input_shape),
+            skip=list(pruning.skip), round_to=pruning.round_to, schedule=pruning.schedule,
+            bn_l1=pruning.bn_l1, log_dir=log_dir, log_freq=recipe.logging.log_freq,
+            resume_from=resume_from))
+        return callbacks
+    callbacks.append(FiniteLossGuard())
+    if log_dir is not None:
+        callbacks.append(VisualDLLogger(log_dir, log_freq=recipe.logging.log_freq,
+                                        input_shape=list(recipe.input_shape)))
+    return callbacks
+
+
+def accuracy_metric(num_classes: Optional[int]) -> paddle.metric.Accuracy:
+    return paddle.metric.Accuracy(topk=(1, 5) if (num_classes or 0) > 5 else (1,))
+
+
+def seed_from(recipe: Recipe) -> None:
+    """Seeds Paddle and numpy with ``train.seed`` (unless null), so a network built
+    from scratch gets the same initial weights in every command."""
+    if recipe.train.seed is not None:
+        paddle.seed(recipe.train.seed)
+        np.random.seed(recipe.train.seed)

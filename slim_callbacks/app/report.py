@@ -1,0 +1,87 @@
+"""What the commands print and draw: text tables of a run's summary and of a plan, and
+the sensitivity curves (VisualDL charts and a PNG).
+
+Example:
+    >>> print(table([("params", "1,000", "500")], ("", "before", "after")))
+            before  after
+    ------  ------  -----
+    params   1,000    500
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+
+def summary_table(summary: Dict[str, Any]) -> str:
+    """The before/after table that ``slim-callbacks run`` ends with."""
+    b, a = summary["before"], summary["after"]
+    rows = [("top-1 accuracy", f"{b['acc']:.4f}", f"{a['acc']:.4f}")]
+    if "acc_top5" in b:
+        rows.append(("top-5 accuracy", f"{b['acc_top5']:.4f}", f"{a['acc_top5']:.4f}"))
+    rows += [("MACs", f"{b['macs']:,}", f"{a['macs']:,}"),
+             ("GFLOPs (2 x MACs)", f"{b['gflops']:.3f}", f"{a['gflops']:.3f}"),
+             ("params", f"{b['params']:,}", f"{a['params']:,}"),
+             ("size MB (float32)", f"{b['size_mb']:.1f}", f"{a['size_mb']:.1f}")]
+    return table(rows, ("", "before", "after")) + \
+        f"\nFLOPs reduction: {summary['flops_reduction']:.2%}"
+
+
+def table(rows, header) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [str(row[0]).ljust(widths[0])] + [str(c).rjust(w) for c, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def plan_text(result: Dict[str, Any]) -> str:
+    b, a = result["before"], result["after"]
+
+    def change(key):
+        return f"{(a[key] - b[key]) / b[key]:+.2%}" if b[key] else ""
+    rows = [("MACs", f"{b['macs']:,}", f"{a['macs']:,}", change("macs")),
+            ("GFLOPs (2 x MACs)", f"{b['gflops']:.3f}", f"{a['gflops']:.3f}", change("gflops")),
+            ("GFLOPs (PaddleSlim legacy)", f"{b['gflops_legacy']:.3f}", f"{a['gflops_legacy']:.3f}",
+             change("gflops_legacy")),
+            ("params", f"{b['params']:,}", f"{a['params']:,}", change("params")),
+            ("size MB (float32)", f"{b['size_mb']:.1f}", f"{a['size_mb']:.1f}", change("size_mb"))]
+    text = [table(rows, ("", "before", "after", "change"))]
+    pruned = [(n, str(w0), str(w1)) for n, (w0, w1) in result["layers"].items() if w0 != w1]
+    text.append(f"\nratios: {result['ratios']}")
+    text.append(f"{len(pruned)} of {len(result['layers'])} conv/linear layers change width:")
+    text.append(table(pruned, ("layer", "before", "after")) if pruned else "(none)")
+    return "\n".join(text)
+
+
+def write_curves(result: Dict[str, Dict[float, float]], log_dir: str) -> None:
+    """One VisualDL scalar chart per layer, ``sensitivity/<layer>``, step = ratio in %."""
+    from visualdl import LogWriter
+    with LogWriter(logdir=log_dir) as writer:
+        for name, losses in result.items():
+            for ratio, loss in sorted(losses.items()):
+                writer.add_scalar(f"sensitivity/{name}", value=float(loss),
+                                  step=int(round(ratio * 100)))
+
+
+def plot_curves(result: Dict[str, Dict[float, float]], png: str) -> bool:
+    """All layers' loss-vs-ratio curves in one PNG; False without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, losses in result.items():
+        points = sorted(losses.items())
+        ax.plot([r for r, _ in points], [l for _, l in points], marker="o", label=name)
+    ax.set_xlabel("pruned ratio")
+    ax.set_ylabel("relative accuracy loss")
+    ax.legend(fontsize=6)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return True

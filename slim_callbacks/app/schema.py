@@ -1,0 +1,392 @@
+"""The recipe schema: a strict, typed view of a YAML training-and-pruning recipe.
+
+Every section (``model``, ``data``, ``train`` with ``train.optimizer`` and
+``train.lr``, ``pruning``, ``logging``, ``checkpoint``) is a small frozen
+:class:`~slim_callbacks.app.rules.Section` whose fields carry a validation rule; unknown
+keys, wrong types and inconsistent combinations raise
+:class:`~slim_callbacks.core.errors.ConfigError` naming the full key path, the value and
+what is allowed. Defaults that depend on other keys (``output_dir``, ``input_shape``,
+``train.lr.base`` ...) are filled in, so :meth:`Recipe.to_dict` is the fully resolved
+recipe. Reading files lives in :mod:`slim_callbacks.app.recipe`, ``-o`` overrides in
+:mod:`slim_callbacks.app.overrides`.
+
+Example:
+    >>> recipe = Recipe(name="demo", model={"name": "mobilenet_v1"},
+    ...                 data={"source": "digits"}, pruning={"ratios": 0.5})
+    >>> recipe.input_shape, recipe.output_dir, recipe.checkpoint.save_dir
+    ((1, 3, 32, 32), 'output/demo', 'output/demo/checkpoints')
+    >>> Recipe.from_dict(recipe.to_dict()) == recipe
+    True
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, Optional, Tuple, Union
+
+import yaml
+
+from slim_callbacks.app.rules import (
+    BOOL,
+    CRITERION,
+    EPOCHS,
+    IMAGE_SIZE,
+    LAYERS,
+    MAPPING,
+    MODEL_NAME,
+    NAME,
+    PATH,
+    PATTERNS,
+    PRETRAINED,
+    RATIO,
+    RATIOS,
+    SCHEDULE,
+    SHAPE,
+    STRATEGY,
+    Section,
+    choice_rule,
+    float_rule,
+    int_rule,
+    key_field,
+    optional_rule,
+    section_field,
+)
+from slim_callbacks.core.checks import is_int
+from slim_callbacks.core.errors import ConfigError
+
+_LOG = logging.getLogger(__name__)
+
+DATA_SOURCES = ("digits", "npz", "imagenet", "imagefolder", "cifar10", "mnist", "synthetic")
+OPTIMIZERS = ("momentum", "sgd", "adam", "adamw")
+LR_SCHEDULES = ("constant", "piecewise", "cosine")
+AMP_LEVELS = ("O1", "O2")  # train.amp: paddle.Model.prepare(amp_configs=...)
+
+#: Image side used when neither ``input_shape`` nor ``data.image_size`` is given.
+DEFAULT_IMAGE_SIZE = {"digits": 32, "npz": 32, "cifar10": 32, "mnist": 28,
+                      "synthetic": 32, "imagenet": 224, "imagefolder": 224}
+#: Number of classes fixed by the data source itself.
+SOURCE_CLASSES = {"digits": 10, "cifar10": 10, "mnist": 10}
+#: Which data sources read ``data.root`` (a directory) and ``data.path`` (a local copy).
+ROOT_SOURCES = ("imagenet", "imagefolder")
+PATH_SOURCES = ("npz", "cifar10", "mnist")
+#: Learning rate used when ``train.lr.base`` is not given, per optimizer.
+DEFAULT_LR = {"momentum": 0.1, "sgd": 0.1, "adam": 0.001, "adamw": 0.001}
+DEFAULT_MOMENTUM = 0.9
+
+@dataclass(frozen=True)
+class ModelConfig(Section):
+    """``model``: which network to build.
+
+    Example:
+        >>> ModelConfig(name="mobilenet_v1", kwargs={"scale": 0.25}).pretrained is None
+        True
+    """
+
+    prefix: ClassVar[str] = "model"
+    name: str = key_field(MODEL_NAME)
+    kwargs: Dict[str, Any] = field(default_factory=dict, metadata={"rule": MAPPING})
+    pretrained: Optional[str] = key_field(optional_rule(PRETRAINED), None)
+
+
+@dataclass(frozen=True)
+class DataConfig(Section):
+    """``data``: where images come from (see :mod:`slim_callbacks.app.data`).
+
+    ``root`` is the image directory of ``imagenet`` / ``imagefolder``; ``path`` the
+    local copy of ``npz`` (required), ``cifar10`` (cifar-10-python.tar.gz) and
+    ``mnist`` (directory of the four idx .gz files). ``samples`` and
+    ``train_samples`` cap the eval and train sets (a fixed random subset).
+
+    Example:
+        >>> DataConfig(source="digits").num_workers
+        0
+    """
+
+    prefix: ClassVar[str] = "data"
+    source: str = key_field(choice_rule(DATA_SOURCES))
+    root: Optional[str] = key_field(optional_rule(PATH), None)
+    path: Optional[str] = key_field(optional_rule(PATH), None)
+    image_size: Union[int, Tuple[int, int], None] = key_field(optional_rule(IMAGE_SIZE), None)
+    num_classes: Optional[int] = key_field(optional_rule(int_rule(1)), None)
+    num_workers: int = key_field(int_rule(0), 0)
+    samples: Optional[int] = key_field(optional_rule(int_rule(1)), None)
+    train_samples: Optional[int] = key_field(optional_rule(int_rule(1)), None)
+
+    def _check(self):
+        if self.source in ROOT_SOURCES and self.root is None:
+            raise ConfigError("data.root", None,
+                              f"the image directory (required for source {self.source})")
+        if self.source not in ROOT_SOURCES and self.root is not None:
+            raise ConfigError("data.root", self.root,
+                              f"null for source {self.source} (only "
+                              f"{', '.join(ROOT_SOURCES)} read data.root)")
+        if self.source == "npz" and self.path is None:
+            raise ConfigError("data.path", None, "the .npz file (required for source npz)")
+        if self.source not in PATH_SOURCES and self.path is not None:
+            raise ConfigError("data.path", self.path,
+                              f"null for source {self.source} (only "
+                              f"{', '.join(PATH_SOURCES)} read data.path)")
+        known = SOURCE_CLASSES.get(self.source)
+        if known is not None and self.num_classes not in (None, known):
+            raise ConfigError("data.num_classes", self.num_classes,
+                              f"{known} for source {self.source}")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig(Section):
+    """``train.optimizer``; ``momentum`` defaults to 0.9 and only momentum uses it.
+
+    Example:
+        >>> OptimizerConfig().momentum, OptimizerConfig(name="adam").momentum
+        (0.9, None)
+    """
+
+    prefix: ClassVar[str] = "train.optimizer"
+    name: str = key_field(choice_rule(OPTIMIZERS), "momentum")
+    momentum: Optional[float] = key_field(optional_rule(RATIO), None)
+    weight_decay: float = key_field(float_rule(0.0), 0.0)
+
+    def _check(self):
+        if self.name == "momentum" and self.momentum is None:
+            self._set("momentum", DEFAULT_MOMENTUM)
+        if self.name != "momentum" and self.momentum is not None:
+            raise ConfigError("train.optimizer.momentum", self.momentum,
+                              f"null for optimizer {self.name} (only momentum uses it)")
+
+
+@dataclass(frozen=True)
+class LrConfig(Section):
+    """``train.lr``: base rate and schedule; ``milestones`` (epochs) only for piecewise.
+
+    Example:
+        >>> LrConfig(schedule="piecewise", milestones=[30, 60]).milestones
+        (30, 60)
+    """
+
+    prefix: ClassVar[str] = "train.lr"
+    base: Optional[float] = key_field(optional_rule(float_rule(0.0, low_open=True)), None)
+    schedule: str = key_field(choice_rule(LR_SCHEDULES), "cosine")
+    milestones: Tuple[int, ...] = key_field(EPOCHS, ())
+    gamma: float = key_field(float_rule(0.0, 1.0, low_open=True, high_open=False), 0.1)
+
+    def _check(self):
+        if self.schedule == "piecewise" and not self.milestones:
+            raise ConfigError("train.lr.milestones", list(self.milestones),
+                              "a non-empty list of epochs for schedule piecewise")
+        if self.schedule != "piecewise" and self.milestones:
+            raise ConfigError("train.lr.milestones", list(self.milestones),
+                              f"[] for schedule {self.schedule} (only piecewise uses it)")
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise ConfigError("train.lr.milestones", list(self.milestones),
+                              "strictly increasing epochs")
+
+
+@dataclass(frozen=True)
+class TrainConfig(Section):
+    """``train``: epochs, batch size, optimizer, learning rate and AMP level (null, O1, O2).
+
+    Example:
+        >>> TrainConfig(optimizer={"name": "adam"}).lr.base
+        0.001
+    """
+
+    prefix: ClassVar[str] = "train"
+    epochs: int = key_field(int_rule(1), 10)
+    batch_size: int = key_field(int_rule(1), 32)
+    optimizer: OptimizerConfig = section_field(OptimizerConfig)
+    lr: LrConfig = section_field(LrConfig)
+    eval_every: int = key_field(int_rule(1), 1)
+    seed: Optional[int] = key_field(optional_rule(int_rule(0)), 0)
+    amp: Optional[str] = key_field(optional_rule(choice_rule(AMP_LEVELS)), None)
+
+    def _check(self):
+        if self.lr.base is None:
+            self._set("lr", dataclasses.replace(self.lr, base=DEFAULT_LR[self.optimizer.name]))
+        late = [m for m in self.lr.milestones if m >= self.epochs]
+        if late:
+            _LOG.warning("train.lr.milestones %s are not below train.epochs=%d: the "
+                         "learning rate never decays there", late, self.epochs)
+
+
+@dataclass(frozen=True)
+class PruningConfig(Section):
+    """``pruning``: criterion, how ratios are chosen, which layers, and when.
+
+    Exactly one of ``ratios`` and ``target_flops_reduction`` is used: strategy
+    ``custom`` needs a ``ratios`` mapping, ``sensitive`` needs ``sensitivities`` and
+    ``target_flops_reduction``, ``uniform`` and ``global`` take a float ratio or the
+    FLOPs target (for ``global`` a float is its ``channel_ratio``: the share of all
+    chosen channels, cut at one global score threshold). ``strategy_options`` holds the
+    strategy's other arguments (e.g. ``{max_ratio: 0.8}`` for ``global``), checked
+    against :func:`~slim_callbacks.analysis.strategies.strategy_option_names`. ``schedule`` is
+    passed as-is to :mod:`slim_callbacks.callbacks.schedules`.
+
+    Example:
+        >>> PruningConfig(ratios=0.3).layers
+        ('*',)
+    """
+
+    prefix: ClassVar[str] = "pruning"
+    criterion: str = key_field(CRITERION, "l1_norm")
+    strategy: str = key_field(STRATEGY, "uniform")
+    strategy_options: Dict[str, Any] = field(
+        default_factory=dict, metadata={"rule": dataclasses.replace(MAPPING, allowed="a mapping {option: value}")})
+    ratios: Union[float, Dict[str, float], None] = key_field(optional_rule(RATIOS), None)
+    target_flops_reduction: Optional[float] = key_field(
+        optional_rule(float_rule(0.0, 1.0, low_open=True)), None)
+    layers: Tuple[str, ...] = key_field(LAYERS, ("*",))
+    skip: Tuple[str, ...] = key_field(PATTERNS, ())
+    round_to: int = key_field(int_rule(1), 1)
+    sensitivities: Optional[str] = key_field(optional_rule(PATH), None)
+    schedule: Optional[Dict[str, Any]] = key_field(optional_rule(SCHEDULE), None)
+    bn_l1: Optional[float] = key_field(optional_rule(float_rule(0.0)), None)
+
+    def _check(self):
+        ratios, target, strategy = self.ratios, self.target_flops_reduction, self.strategy
+        if ratios is not None and target is not None:
+            raise ConfigError("pruning.target_flops_reduction", target,
+                              "null when pruning.ratios is set (they are exclusive)")
+        if strategy == "custom" and not isinstance(ratios, dict):
+            raise ConfigError("pruning.ratios", ratios,
+                              "a mapping {sublayer pattern: ratio} for strategy custom")
+        if strategy == "sensitive":
+            if self.sensitivities is None:
+                raise ConfigError("pruning.sensitivities", None,
+                                  "a sensitivities file path (required for strategy sensitive)")
+            if target is None:
+                raise ConfigError("pruning.target_flops_reduction", None,
+                                  "a float in (0, 1) (required for strategy sensitive)")
+        self._check_strategy_options()
+        if strategy in ("uniform", "global"):
+            if isinstance(ratios, dict):
+                raise ConfigError("pruning.ratios", ratios,
+                                  f"a float in [0, 1) for strategy {strategy} "
+                                  "(use strategy custom for per-layer ratios)")
+            if ratios is None and target is None:
+                raise ConfigError("pruning.ratios", None,
+                                  f"a float in [0, 1) or pruning.target_flops_reduction "
+                                  f"(one is required for strategy {strategy})")
+
+
+    def _check_strategy_options(self):
+        from slim_callbacks.analysis.strategies import RECIPE_KEYS, strategy_option_names
+        allowed = [k for k in strategy_option_names(self.strategy) if k not in RECIPE_KEYS]
+        for key, value in self.strategy_options.items():
+            path = f"pruning.strategy_options.{key}"
+            if key in RECIPE_KEYS:
+                raise ConfigError(path, value, f"an option the recipe does not set itself "
+                                  f"(use {RECIPE_KEYS[key]})")
+            if key not in allowed:
+                raise ConfigError(path, value, f"an option of strategy {self.strategy}: "
+                                  f"{', '.join(allowed) or 'none'}")
+
+
+@dataclass(frozen=True)
+class LoggingConfig(Section):
+    """``logging``: VisualDL and log-line settings; ``log_dir`` defaults under output_dir.
+
+    Example:
+        >>> LoggingConfig().log_freq
+        10
+    """
+
+    prefix: ClassVar[str] = "logging"
+    log_dir: Optional[str] = key_field(optional_rule(PATH), None)
+    log_freq: int = key_field(int_rule(1), 10)
+    visualdl: bool = key_field(BOOL, True)
+
+
+@dataclass(frozen=True)
+class CheckpointConfig(Section):
+    """``checkpoint``: where and how often (epochs) to save; defaults under output_dir.
+
+    Example:
+        >>> CheckpointConfig().save_freq
+        1
+    """
+
+    prefix: ClassVar[str] = "checkpoint"
+    save_dir: Optional[str] = key_field(optional_rule(PATH), None)
+    save_freq: int = key_field(int_rule(1), 1)
+
+
+@dataclass(frozen=True)
+class Recipe(Section):
+    """A whole recipe, validated and with every default resolved.
+
+    ``pruning`` is ``None`` for a plain training run. Build it with
+    :func:`~slim_callbacks.app.recipe.load_recipe`; :meth:`to_dict` gives back the
+    resolved mapping.
+
+    Example:
+        >>> r = Recipe(name="x", model={"name": "resnet18"},
+        ...            data={"source": "synthetic"}, input_shape=[2, 3, 64, 48])
+        >>> r.data.image_size, r.data.num_classes, r.logging.log_dir
+        ((64, 48), 10, 'output/x/logs')
+    """
+
+    prefix: ClassVar[str] = ""
+    name: str = key_field(NAME)
+    output_dir: Optional[str] = key_field(optional_rule(PATH), None)
+    model: ModelConfig = section_field(ModelConfig)
+    data: DataConfig = section_field(DataConfig)
+    input_shape: Optional[Tuple[int, int, int, int]] = key_field(optional_rule(SHAPE), None)
+    train: TrainConfig = section_field(TrainConfig)
+    pruning: Optional[PruningConfig] = section_field(PruningConfig, optional=True)
+    logging: LoggingConfig = section_field(LoggingConfig)
+    checkpoint: CheckpointConfig = section_field(CheckpointConfig)
+
+    def _check(self):
+        if self.output_dir is None:
+            self._set("output_dir", os.path.join("output", self.name))
+        self._resolve_image_size()
+        self._resolve_num_classes()
+        if self.logging.log_dir is None:
+            self._set("logging", dataclasses.replace(
+                self.logging, log_dir=os.path.join(self.output_dir, "logs")))
+        if self.checkpoint.save_dir is None:
+            self._set("checkpoint", dataclasses.replace(
+                self.checkpoint, save_dir=os.path.join(self.output_dir, "checkpoints")))
+
+    def _resolve_image_size(self):
+        size = self.data.image_size
+        if self.input_shape is None:
+            size = DEFAULT_IMAGE_SIZE[self.data.source] if size is None else size
+            height, width = (size, size) if isinstance(size, int) else size
+            self._set("input_shape", (1, 3, height, width))
+        height, width = self.input_shape[2:]
+        if size is None:
+            size = height if height == width else (height, width)
+        given = (size, size) if isinstance(size, int) else size
+        if tuple(given) != (height, width):
+            raise ConfigError("data.image_size", size,
+                              f"the H, W of input_shape ({height}, {width})")
+        if size != self.data.image_size:
+            self._set("data", dataclasses.replace(self.data, image_size=size))
+
+    def _resolve_num_classes(self):
+        wanted = self.model.kwargs.get("num_classes")
+        classes = self.data.num_classes
+        if classes is None:
+            classes = SOURCE_CLASSES.get(self.data.source)
+        if classes is None and is_int(wanted):
+            classes = int(wanted)
+        if classes is None and self.data.source == "synthetic":
+            classes = 10
+        if isinstance(wanted, int) and classes is not None and wanted != classes:
+            raise ConfigError("model.kwargs.num_classes", wanted,
+                              f"{classes} (the classes of data source {self.data.source})")
+        if classes != self.data.num_classes:
+            self._set("data", dataclasses.replace(self.data, num_classes=classes))
+
+    def to_yaml(self) -> str:
+        """The resolved recipe as YAML text (what ``slim-callbacks check`` prints).
+
+        Example:
+            >>> print(Recipe(name="t", model={"name": "lenet"},
+            ...              data={"source": "mnist"}).to_yaml().splitlines()[0])
+            name: t
+        """
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
