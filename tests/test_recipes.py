@@ -10,7 +10,7 @@ import yaml
 
 from slim_callbacks.app.cli import main
 from slim_callbacks.app.recipe import load_recipe
-from slim_callbacks.engine.pruner import resolve_ratios
+from slim_callbacks.engine.ratios import resolve_ratios
 from slim_callbacks.tracing.tracer import trace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,7 +1,7 @@
 """Strategies: turn a target (a FLOPs reduction, a channel share) into pruning ratios.
 
 Every strategy decides without changing the network: candidate plans are made with
-:func:`~slim_callbacks.engine.pruner.plan_pruning` and their FLOPs computed from the plan's
+:func:`~slim_callbacks.engine.planner.plan_pruning` and their FLOPs computed from the plan's
 parameter shapes (:class:`FlopsModel`).
 
 - ``uniform``: one ratio for every chosen group, found by bisection on the FLOPs
@@ -38,18 +38,13 @@ import paddle
 
 from slim_callbacks.analysis.flops import CONVENTIONS, count_flops
 from slim_callbacks.analysis.sensitivity import check_patterns, chosen_groups, load_sensitivities
+from slim_callbacks.core.checks import check_ratio
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import modes_restored, unwrap
 from slim_callbacks.engine.criteria import get_criterion, group_scores
 from slim_callbacks.engine.plan import PruningPlan
-from slim_callbacks.engine.pruner import (
-    Ratios,
-    check_ratio,
-    check_ratios,
-    check_round_to,
-    plan_pruning,
-    resolve_ratios,
-)
+from slim_callbacks.engine.planner import plan_pruning
+from slim_callbacks.engine.ratios import Ratios, check_ratios, check_round_to, resolve_ratios
 from slim_callbacks.engine.selectors import keep_count
 from slim_callbacks.tracing.groups import CHANNEL, OUT, ChannelGroup
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
