@@ -33,17 +33,16 @@ from slim_callbacks.engine.ratios import (
     check_skip,
     resolve_ratios,
 )
-from slim_callbacks.engine.selectors import keep_count, lowest, optimal_threshold
+from slim_callbacks.engine.selectors import keep_count
 from slim_callbacks.tracing.groups import ChannelGroup
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
 
 def select_units(group: ChannelGroup, scores: np.ndarray, ratio: float, criterion: Criterion,
                  round_to: int = 1, original: Optional[int] = None) -> np.ndarray:
-    """Unit indices of ``group`` to remove."""
-    if criterion.selector == "optimal_threshold":
-        return optimal_threshold(scores, ratio, min_keep=min(round_to, group.num_units))
-    return lowest(scores, keep_count(group.num_units, ratio, round_to, original))
+    """Unit indices of ``group`` to remove, as the criterion's selector picks them."""
+    return criterion.select(scores, ratio, keep=keep_count(group.num_units, ratio, round_to, original),
+                            min_keep=min(round_to, group.num_units))
 
 
 def plan_pruning(network: paddle.nn.Layer, graph: DependencyGraph, group_ratios: Mapping[str, float],
