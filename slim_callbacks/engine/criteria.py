@@ -73,7 +73,7 @@ def fpgm(matrix: np.ndarray) -> np.ndarray:
     """Sum of distances to all other rows (arXiv 1811.00250); rows near the geometric
     median score lowest. Vectorized: one float32 Gram matrix instead of a Python loop;
     rows are centred first (distances do not change) to keep cancellation small.
-    BLAS runs on one thread: beside Paddle's OpenMP threads, more were 2.7x slower."""
+    BLAS runs on one thread: beside Paddle's OpenMP threads, more were slower."""
     m = matrix.astype(np.float32)
     m = m - m.mean(axis=0, keepdims=True)
     with threadpool_limits(1, user_api="blas"):
