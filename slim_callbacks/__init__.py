@@ -34,7 +34,8 @@ from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
 __version__ = "0.1.0"
 __all__ = [
-    "BNScaleL1", "PruneCallback", "VisualDLLogger", "load_pruned", "CRITERIA", "ConfigError", "Criterion", "DependencyGraph", "FPGMFilterPruner",
+    "BNScaleL1", "PruneCallback", "VisualDLLogger", "load_pruned", "CRITERIA", "ConfigError", "Criterion",
+    "DependencyGraph", "FPGMFilterPruner",
     "L1NormFilterPruner", "L2NormFilterPruner", "OptSlimFilterPruner", "PruningPlan",
     "SlimError", "SlimFilterPruner", "count_flops", "count_params", "get_criterion",
     "layer_widths", "model_size_mb", "plan_pruning", "profile", "prune",

@@ -140,7 +140,8 @@ def test_masked_outputs_equal_physically_pruned_outputs(name):
                         remover.__name__, group.name, ratio, layer)
                     # did the removal matter? (if not, a wrong mask could pass unnoticed)
                     cases.append(np.abs(full_width(base[layer]) - want[layer]).max() > 1e-3 * scale)
-                assert np.allclose(out, want_out, rtol=0, atol=1e-4 * np.abs(want_out).max())  # float noise of ~50 layers
+                # the tolerance is float noise of ~50 layers
+                assert np.allclose(out, want_out, rtol=0, atol=1e-4 * np.abs(want_out).max())
     assert np.array_equal(run_recording(net, x, [])[0], base_out)  # every removal was undone
     assert np.mean(cases) > 0.8, np.mean(cases)  # nearly every removal changed its consumers
 

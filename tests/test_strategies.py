@@ -87,8 +87,8 @@ def test_uniform_over_every_group_hits_the_target_with_skip():
 
 def test_uniform_out_of_reach_is_refused():
     net = tiny_mobilenet()
-    with pytest.raises(SlimError, match=r"a macs reduction of 95.00% is out of reach: pruning the 1 chosen groups as far as "
-                                         r"allowed removes \d.\d\d%"):
+    with pytest.raises(SlimError, match=r"a macs reduction of 95.00% is out of reach: pruning the 1 chosen groups "
+                                         r"as far as allowed removes \d.\d\d%"):
         uniform_ratio(net, SHAPE, 0.95, layers=["conv6"])
 
 
