@@ -2,7 +2,8 @@
 
 A = plain ``model.fit``; B = the same fit with ``PruneCallback(criterion="slim",
 bn_l1=1e-4, log_dir=...)`` (which runs a BNScaleL1 and a VisualDLLogger) whose only
-event is at the end of the LAST epoch. Steps are timed between consecutive ``on_train_batch_begin`` calls, so they include
+event is at the end of the LAST epoch. Steps are timed between consecutive
+``on_train_batch_begin`` calls, so they include
 every callback's per-step work (VisualDL scalars, the BN L1 term in the optimizer); the
 epoch boundaries include the per-epoch work (FLOPs profile, BN histograms); the last
 epoch's end, where the pruning event happens, is not timed.

@@ -19,7 +19,7 @@ import paddle
 
 from slim_callbacks import plan_pruning, trace
 from slim_callbacks.engine.criteria import fpgm, rows
-from slim_callbacks.engine.pruner import resolve_ratios
+from slim_callbacks.engine.ratios import resolve_ratios
 
 POINTWISE = {"conv*._pointwise_conv*": 0.3125}
 SHAPE = [1, 3, 224, 224]

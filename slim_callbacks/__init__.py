@@ -21,16 +21,15 @@ from slim_callbacks.callbacks.ledger import load_pruned
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.weights import load_state, save_safetensors
 from slim_callbacks.engine.criteria import CRITERIA, Criterion, get_criterion, register_criterion
-from slim_callbacks.engine.plan import PruningPlan
-from slim_callbacks.engine.pruner import (
+from slim_callbacks.engine.paddleslim import (
                         FPGMFilterPruner,
                         L1NormFilterPruner,
                         L2NormFilterPruner,
                         OptSlimFilterPruner,
                         SlimFilterPruner,
-                        plan_pruning,
-                        prune,
 )
+from slim_callbacks.engine.plan import PruningPlan
+from slim_callbacks.engine.planner import plan_pruning, prune
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from slim_callbacks import CRITERIA, ConfigError, get_criterion, prune, register_criterion, trace
 from slim_callbacks.engine.criteria import fpgm, group_scores, l1_norm, l2_norm
-from slim_callbacks.engine.selectors import keep_count, lowest, optimal_threshold
+from slim_callbacks.engine.selectors import SELECTORS, keep_count, lowest, optimal_threshold
 
 W = np.array([[1.0, -2.0, 2.0], [0.0, 0.5, 0.0], [3.0, 0.0, -4.0]])
 
@@ -52,6 +52,30 @@ def test_custom_criterion_is_used_by_prune():
         assert plan.params[("0", "weight")].kept[0] == [0, 1, 2]
     finally:
         CRITERIA.pop("first_is_best")
+
+
+def test_custom_selector_callable_is_used_by_prune():
+    calls = []
+
+    def keep_the_last(scores, ratio, *, keep, min_keep):
+        calls.append((len(scores), ratio, keep, min_keep))
+        return np.arange(len(scores) - keep)  # removes the first units, whatever they score
+
+    criterion = register_criterion("keep_the_last", l1_norm, selector=keep_the_last)
+    try:
+        assert criterion.selector is keep_the_last and criterion.select is keep_the_last
+        net = nn.Sequential(nn.Conv2D(3, 6, 1), nn.Conv2D(6, 2, 1))
+        plan = prune(net, [1, 3, 2, 2], {"0": 0.5}, criterion="keep_the_last", round_to=2)
+        assert calls == [(6, 0.5, 4, 2)]
+        assert plan.params[("0", "weight")].kept[0] == [2, 3, 4, 5]
+        assert net[0].weight.shape[0] == 4
+    finally:
+        CRITERIA.pop("keep_the_last")
+
+
+def test_builtin_selectors_are_callables_on_the_criterion():
+    assert get_criterion("l1_norm").select is SELECTORS["lowest"]
+    assert get_criterion("opt_slim").select is SELECTORS["optimal_threshold"]
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -14,7 +14,7 @@ from slim_callbacks import ConfigError, SlimError, trace
 from slim_callbacks.analysis.maskers import GroupMask, GroupPrune
 from slim_callbacks.analysis.sensitivity import load_sensitivities, sensitivity
 from slim_callbacks.engine.criteria import CRITERIA, get_criterion, group_scores
-from slim_callbacks.engine.pruner import plan_pruning, select_units
+from slim_callbacks.engine.planner import plan_pruning, select_units
 
 SHAPE = [1, 3, 32, 32]
 

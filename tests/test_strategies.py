@@ -23,7 +23,8 @@ from slim_callbacks.analysis.strategies import (
     uniform_ratio,
 )
 from slim_callbacks.engine.criteria import get_criterion
-from slim_callbacks.engine.pruner import plan_pruning, resolve_ratios
+from slim_callbacks.engine.planner import plan_pruning
+from slim_callbacks.engine.ratios import resolve_ratios
 
 SHAPE = [1, 3, 32, 32]
 POINTWISE = "conv*._pointwise_conv*"

@@ -19,7 +19,7 @@ from slim_callbacks.core.checks import check_choice, check_fraction
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import unwrap
 from slim_callbacks.engine.criteria import get_criterion, group_scores
-from slim_callbacks.engine.pruner import check_round_to
+from slim_callbacks.engine.ratios import check_round_to
 from slim_callbacks.engine.selectors import keep_count
 from slim_callbacks.tracing.groups import CHANNEL, OUT, ChannelGroup
 from slim_callbacks.tracing.tracer import DependencyGraph

@@ -13,7 +13,7 @@ from slim_callbacks.analysis.flops_model import FlopsModel
 from slim_callbacks.core.checks import check_fraction
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.engine.plan import PruningPlan
-from slim_callbacks.engine.pruner import plan_pruning
+from slim_callbacks.engine.planner import plan_pruning
 from slim_callbacks.tracing.tracer import trace
 
 # the records belong to the strategies: one logger for users to configure

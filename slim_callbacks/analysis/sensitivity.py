@@ -1,6 +1,6 @@
 """Sensitivity analysis: how much the metric drops when one group alone is pruned.
 
-For every chosen group and every ratio, the units that :func:`~slim_callbacks.engine.pruner.plan_pruning`
+For every chosen group and every ratio, the units that :func:`~slim_callbacks.engine.planner.plan_pruning`
 would remove are taken out, the network is evaluated, and
 
     loss = (base - metric) / |base|
@@ -90,7 +90,8 @@ from slim_callbacks.core.checks import check_choice, check_int, check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import unwrap
 from slim_callbacks.engine.criteria import Criterion, get_criterion, group_scores
-from slim_callbacks.engine.pruner import check_round_to, matches, resolve_ratios, select_units
+from slim_callbacks.engine.planner import select_units
+from slim_callbacks.engine.ratios import check_round_to, matches, resolve_ratios
 from slim_callbacks.tracing.groups import IN, ChannelGroup
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
@@ -202,7 +203,7 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
             negative loss). Limit its data to save time: every (group, ratio) pair
             runs it once.
         input_shape: shape of one example input, e.g. ``[1, 3, 224, 224]``.
-        layers: patterns of the layers to analyse (see :mod:`slim_callbacks.engine.pruner`);
+        layers: patterns of the layers to analyse (see :mod:`slim_callbacks.engine.ratios`);
             None analyses every prunable group.
         ratios: shares of channels to remove, each in (0, 1).
         criterion: which channels a ratio removes, as in :func:`~slim_callbacks.prune`.

@@ -1,7 +1,7 @@
 """Strategies: turn a target (a FLOPs reduction, a channel share) into pruning ratios.
 
 Every strategy decides without changing the network: candidate plans are made with
-:func:`~slim_callbacks.engine.pruner.plan_pruning` and their FLOPs computed from the plan's
+:func:`~slim_callbacks.engine.planner.plan_pruning` and their FLOPs computed from the plan's
 parameter shapes (:class:`~slim_callbacks.analysis.flops_model.FlopsModel`; the search
 helper is :mod:`~slim_callbacks.analysis.search`).
 
@@ -41,10 +41,10 @@ from slim_callbacks.analysis.flops_model import check_convention
 from slim_callbacks.analysis.global_strategy import global_ratios
 from slim_callbacks.analysis.search import Search, check_one_target, check_tolerance, share_the_jump
 from slim_callbacks.analysis.sensitivity import check_patterns, chosen_groups, load_sensitivities
-from slim_callbacks.core.checks import check_fraction
+from slim_callbacks.core.checks import check_fraction, check_ratio
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.engine.criteria import get_criterion
-from slim_callbacks.engine.pruner import Ratios, check_ratio, check_ratios, check_round_to, resolve_ratios
+from slim_callbacks.engine.ratios import Ratios, check_ratios, check_round_to, resolve_ratios
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
 logger = logging.getLogger(__name__)

@@ -246,7 +246,7 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None) -> Dict[str, An
     Returns ``{"before": {...}, "after": {...}, "flops_reduction", "layers": {name:
     [before, after]}, "ratios"}``; ``flops_reduction`` is in MACs.
     """
-    from slim_callbacks.engine.pruner import prune
+    from slim_callbacks.engine.planner import prune
     recipe = job.recipe
     check_sensitivities_file(job)
     for note in job.notes:

@@ -54,14 +54,8 @@ from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import is_rank0, model_input_shape, unwrap
 from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.engine.plan import PruningPlan
-from slim_callbacks.engine.pruner import (
-    check_input_shape,
-    check_ratios,
-    check_round_to,
-    check_skip,
-    plan_pruning,
-    resolve_ratios,
-)
+from slim_callbacks.engine.planner import plan_pruning
+from slim_callbacks.engine.ratios import check_input_shape, check_ratios, check_round_to, check_skip, resolve_ratios
 from slim_callbacks.tracing.tracer import trace
 
 logger = logging.getLogger(__name__)

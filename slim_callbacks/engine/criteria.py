@@ -8,20 +8,25 @@ edit the network.
 Add your own with :func:`register_criterion`:
 
     >>> import numpy as np
-    >>> register_criterion("max_abs", lambda w: np.abs(w).max(axis=1))
-    >>> get_criterion("max_abs").name
-    'max_abs'
+    >>> criterion = register_criterion("max_abs", lambda w: np.abs(w).max(axis=1))
+    >>> get_criterion("max_abs") is criterion, criterion.selector
+    (True, 'lowest')
+    >>> del CRITERIA["max_abs"]
+
+The selector (which units go, given the scores) is a name of a built-in one or any
+callable (see :mod:`slim_callbacks.engine.selectors`).
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Union
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.engine.selectors import Selector, get_selector
 from slim_callbacks.tracing.groups import CHANNEL, OUT, ChannelGroup
 
 logger = logging.getLogger(__name__)
@@ -37,14 +42,21 @@ class Criterion:
         name: registry name.
         score: maps a ``[channels, k]`` matrix to ``[channels]`` scores (low = prune).
         source: ``"weight"`` (producer weights) or ``"bn_scale"`` (BatchNorm gammas).
-        selector: ``"lowest"`` (prune the lowest ``ratio`` share of channels) or
-            ``"optimal_threshold"`` (OptSlim: ``ratio`` bounds a share of sum(gamma^2)).
+        selector: ``"lowest"`` (prune the lowest ``ratio`` share of channels),
+            ``"optimal_threshold"`` (OptSlim: ``ratio`` bounds a share of sum(gamma^2))
+            or a selector callable (see :mod:`slim_callbacks.engine.selectors`).
+        select: the selector callable itself (``selector`` resolved),
+            ``select(scores, ratio, *, keep, min_keep) -> unit indices to remove``.
     """
 
     name: str
     score: ScoreFn
     source: str = "weight"
-    selector: str = "lowest"
+    selector: Union[str, Selector] = "lowest"
+    select: Selector = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "select", get_selector(self.selector))
 
 
 def l1_norm(matrix: np.ndarray) -> np.ndarray:
@@ -61,7 +73,7 @@ def fpgm(matrix: np.ndarray) -> np.ndarray:
     """Sum of distances to all other rows (arXiv 1811.00250); rows near the geometric
     median score lowest. Vectorized: one float32 Gram matrix instead of a Python loop;
     rows are centred first (distances do not change) to keep cancellation small.
-    BLAS runs on one thread: beside Paddle's OpenMP threads, more were 2.7x slower."""
+    BLAS runs on one thread: beside Paddle's OpenMP threads, more were slower."""
     m = matrix.astype(np.float32)
     m = m - m.mean(axis=0, keepdims=True)
     with threadpool_limits(1, user_api="blas"):
@@ -79,18 +91,19 @@ def bn_scale(matrix: np.ndarray) -> np.ndarray:
 CRITERIA: Dict[str, Criterion] = {}
 ALIASES = {"geometry_median": "fpgm", "bn_scale": "slim"}
 SOURCES = ("weight", "bn_scale")
-SELECTORS = ("lowest", "optimal_threshold")
 
 
 def register_criterion(name: str, score: ScoreFn, *, source: str = "weight",
-                       selector: str = "lowest") -> Criterion:
+                       selector: Union[str, Selector] = "lowest") -> Criterion:
     """Adds a criterion under ``name`` (replacing one of the same name).
 
     Args:
         name: the name to use in ``prune(criterion=...)`` and recipes.
         score: callable from a ``[channels, k]`` float matrix to ``[channels]`` scores.
         source: ``"weight"`` or ``"bn_scale"``.
-        selector: ``"lowest"`` or ``"optimal_threshold"``.
+        selector: ``"lowest"``, ``"optimal_threshold"`` or a callable
+            ``(scores, ratio, *, keep, min_keep) -> unit indices to remove`` (see
+            :mod:`slim_callbacks.engine.selectors`).
     """
     if not isinstance(name, str) or not name:
         raise ConfigError("name", name, "a non-empty string")
@@ -98,8 +111,7 @@ def register_criterion(name: str, score: ScoreFn, *, source: str = "weight",
         raise ConfigError("score", score, "a callable returning one score per channel")
     if source not in SOURCES:
         raise ConfigError("source", source, f"one of {', '.join(SOURCES)}")
-    if selector not in SELECTORS:
-        raise ConfigError("selector", selector, f"one of {', '.join(SELECTORS)}")
+    get_selector(selector)
     CRITERIA[name] = Criterion(name, score, source, selector)
     return CRITERIA[name]
 

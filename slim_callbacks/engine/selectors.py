@@ -1,9 +1,27 @@
-"""Selectors: which units of a group to remove, given scores and a ratio."""
+"""Selectors: which units of a group to remove, given scores and a ratio.
+
+A selector is a callable ``select(scores, ratio, *, keep, min_keep)`` returning the
+sorted indices of the units to remove: ``keep`` is how many units the ratio leaves
+(:func:`keep_count`: relative to the original width, rounded to ``round_to``) and
+``min_keep`` how many must stay at least (``round_to``, at most the width). Each
+:class:`~slim_callbacks.engine.criteria.Criterion` carries one; the built-in ones are
+named in :data:`SELECTORS`.
+
+    >>> scores = np.array([0.01, 1.0, 0.02, 2.0])
+    >>> SELECTORS["lowest"](scores, 0.25, keep=3, min_keep=1).tolist()
+    [0]
+    >>> SELECTORS["optimal_threshold"](scores, 0.1, keep=3, min_keep=1).tolist()
+    [0, 2]
+"""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Dict, Optional, Union
 
 import numpy as np
+
+from slim_callbacks.core.errors import ConfigError
+
+Selector = Callable[..., np.ndarray]
 
 
 def keep_count(width: int, ratio: float, round_to: int = 1,
@@ -54,3 +72,29 @@ def optimal_threshold(scores: np.ndarray, ratio: float, min_keep: int = 1) -> np
     if len(s) - len(pruned) < min_keep:
         pruned = lowest(s, min_keep)
     return pruned
+
+
+def select_lowest(scores: np.ndarray, ratio: float, *, keep: int, min_keep: int = 1) -> np.ndarray:
+    """The ``lowest`` selector: every unit but the ``keep`` highest-scored ones."""
+    return lowest(scores, keep)
+
+
+def select_optimal_threshold(scores: np.ndarray, ratio: float, *, keep: int,
+                             min_keep: int = 1) -> np.ndarray:
+    """The ``optimal_threshold`` selector: :func:`optimal_threshold`."""
+    return optimal_threshold(scores, ratio, min_keep=min_keep)
+
+
+SELECTORS: Dict[str, Selector] = {"lowest": select_lowest,
+                                  "optimal_threshold": select_optimal_threshold}
+
+
+def get_selector(selector: Union[str, Selector]) -> Selector:
+    """The selector named ``selector`` (a key of :data:`SELECTORS`), or ``selector``
+    itself if it is a callable; a ConfigError otherwise."""
+    if callable(selector):
+        return selector
+    if not isinstance(selector, str) or selector not in SELECTORS:
+        raise ConfigError("selector", selector, f"one of {', '.join(SELECTORS)} or a callable "
+                          "(scores, ratio, *, keep, min_keep) -> unit indices to remove")
+    return SELECTORS[selector]

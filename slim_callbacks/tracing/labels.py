@@ -5,8 +5,8 @@ along which the labels do not change are kept at size 1, so a ``[N, C, H, W]``
 activation costs ``C`` integers. ``0`` means "no channel" (the input image,
 constants, padding).
 
-This module holds the pure array logic; :mod:`slim_callbacks.tracing.tracer` decides which
-rule applies to which Paddle op.
+This module holds the pure array logic; :mod:`slim_callbacks.tracing.op_rules` decides
+which rule applies to which Paddle op.
 """
 from __future__ import annotations
 

@@ -9,6 +9,11 @@ stays changed: the interception is undone, hooks are removed, and each sublayer'
 train/eval mode, the BatchNorm statistics and the global RNG state are restored in
 ``finally`` blocks.
 
+This module owns :func:`trace`, its result :class:`DependencyGraph` and the
+:class:`Tracer` bookkeeping (atoms, unions, records, blocks); what layers and ops do to
+labels is in :mod:`~slim_callbacks.tracing.layer_rules` and
+:mod:`~slim_callbacks.tracing.op_rules`.
+
 Safety rules, so that pruning is never wrong:
 - an op the tracer does not know blocks every channel that flows into it, with one
   warning naming the op and the layer it ran in;
@@ -29,45 +34,21 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 from typing import Dict, List, Sequence
 
 import numpy as np
 import paddle
-from paddle import _C_ops
 
 from slim_callbacks.core.errors import SlimError
-from slim_callbacks.core.paddle_utils import (
-    is_batch_norm,
-    is_conv,
-    is_known_layer,
-    is_linear,
-    is_transposed_conv,
-    preserved_state,
-    unwrap,
-)
+from slim_callbacks.core.paddle_utils import preserved_state, unwrap
 from slim_callbacks.tracing import labels as L
-from slim_callbacks.tracing.groups import (
-    CHANNEL,
-    IN,
-    OUT,
-    ChannelGroup,
-    MemberRecord,
-    UnionFind,
-    build_groups,
-)
+from slim_callbacks.tracing.groups import ChannelGroup, MemberRecord, UnionFind, build_groups
+from slim_callbacks.tracing.layer_rules import hooks
+from slim_callbacks.tracing.op_rules import intercept, tensors_in
 
 logger = logging.getLogger(__name__)
-
-BINARY_DUNDERS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
-                  "__truediv__", "__rtruediv__", "__floordiv__", "__mod__", "__pow__")
-OTHER_DUNDERS = {"__neg__": "scale", "__abs__": "abs", "__getitem__": "getitem",
-                 "__setitem__": "setitem", "__matmul__": "matmul", "__rmatmul__": "matmul",
-                 # C-level methods that return a copy or a view of the same data
-                 "_use_gpudnn": "assign", "clone": "assign", "detach": "assign",
-                 "contiguous": "assign"}
 
 
 @dataclasses.dataclass
@@ -105,16 +86,16 @@ def trace(network: paddle.nn.Layer, input_shape: Sequence[int]) -> DependencyGra
         SlimError: if the network does not accept an input of that shape.
     """
     network = unwrap(network)
-    tracer = _Tracer(network)
+    tracer = Tracer(network)
     with preserved_state(network):
         x = paddle.randn([int(d) for d in input_shape], dtype="float32")
         x.stop_gradient = False
-        with _hooks(network, tracer), _intercept(tracer):
+        with hooks(network, tracer), intercept(tracer):
             for training in (False, True):
                 tracer.start_pass()
                 tracer.set_labels(x, L.zeros(x.ndim))
                 out = _forward_in_mode(network, x, training, input_shape)
-                for t in _tensors_in(out):
+                for t in tensors_in(out):
                     tracer.block(tracer.labels_of(t), "reaches a network output")
     return tracer.graph()
 
@@ -129,18 +110,7 @@ def _forward_in_mode(network, x, training: bool, input_shape):
                         f"in {mode} mode: {type(err).__name__}: {err}") from err
 
 
-def _tensors_in(obj):
-    if isinstance(obj, paddle.Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for item in obj:
-            yield from _tensors_in(item)
-    elif isinstance(obj, dict):
-        for item in obj.values():
-            yield from _tensors_in(item)
-
-
-class _Tracer:
+class Tracer:
     """Label bookkeeping during one traced forward pass."""
 
     def __init__(self, network):
@@ -214,6 +184,17 @@ class _Tracer:
             logger.warning("channels are not pruned: their tensor %s", reason)
         self.block(labels, reason)
 
+    def unknown_op(self, op: str, in_labels) -> None:
+        """Blocks the channels flowing into an op that no rule maps (one warning per op
+        and layer)."""
+        where = f"{op} in {self.where()}"
+        if where not in self.unknown_ops:
+            logger.warning("channels flowing into op %r (in %s) are not pruned: the "
+                           "tracer does not know how it maps channels", op, self.where())
+        self.unknown_ops[where] = None
+        for lab in in_labels:
+            self.block(lab, f"flows into op {op!r} in {self.where()}, which the tracer cannot map")
+
     def where(self) -> str:
         return self.stack[-1] if self.stack else "the top-level network"
 
@@ -247,406 +228,3 @@ class _Tracer:
                               self.producer_names, self.records, self.blocked)
         return DependencyGraph(groups, self.layer_types, self.param_names,
                                list(self.unknown_ops))
-
-
-# ---------------------------------------------------------------------------
-# Known layers
-# ---------------------------------------------------------------------------
-def _on_conv(tr: _Tracer, name: str, layer, x, y) -> None:
-    axis = getattr(layer, "_channel_dim", 1)
-    c_in, c_out, groups = x.shape[axis], y.shape[axis], layer._groups
-    out_axis, in_axis = (1, 0) if is_transposed_conv(layer) else (0, 1)
-    vector = L.channel_vector(tr.labels_of(x), axis, c_in)
-    if vector is None:
-        tr.block(tr.labels_of(x), f"input of {name} mixes channels across positions")
-        vector = np.zeros(c_in, dtype=np.int64)
-    if groups == 1:
-        tr.record(name, "weight", in_axis, IN, vector)
-        out = tr.producer_atoms(name, c_out)
-        tr.record(name, "weight", out_axis, OUT, out)
-        tr.record(name, "bias", 0, OUT, out)
-    elif groups == c_in and c_out % c_in == 0:  # depthwise: output follows input
-        out = np.repeat(vector, c_out // c_in)
-        # weight axis 0 is C_out (c_in x multiplier filters), or C_in if transposed
-        tr.record(name, "weight", 0, CHANNEL, vector if in_axis == 0 else out)
-        tr.record(name, "bias", 0, CHANNEL, out)
-    else:
-        reason = f"grouped conv {name} (groups={groups}) is not pruned"
-        tr.block(vector, reason)
-        out = tr.producer_atoms(name, c_out)
-        tr.block(out, reason)
-    tr.set_labels(y, L.along(out, axis, y.ndim))
-
-
-def _on_linear(tr: _Tracer, name: str, layer, x, y) -> None:
-    vector = L.channel_vector(tr.labels_of(x), -1, x.shape[-1])
-    if vector is None:
-        tr.block(tr.labels_of(x), f"input of {name} mixes features across rows")
-        vector = np.zeros(x.shape[-1], dtype=np.int64)
-    tr.record(name, "weight", 0, IN, vector)
-    out = tr.producer_atoms(name, y.shape[-1])
-    tr.record(name, "weight", 1, OUT, out)
-    tr.record(name, "bias", 0, OUT, out)
-    tr.set_labels(y, L.along(out, -1, y.ndim))
-
-
-def _on_batch_norm(tr: _Tracer, name: str, layer, x, y) -> None:
-    fmt = getattr(layer, "_data_format", None) or getattr(layer, "_data_layout", "NCHW")
-    axis = L.DATA_FORMATS.get(fmt, 1)
-    vector = L.channel_vector(tr.labels_of(x), axis, x.shape[axis])
-    if vector is None:
-        tr.block(tr.labels_of(x), f"input of {name} mixes channels across positions")
-        tr.set_labels(y, L.zeros(y.ndim))
-        return
-    for attr in ("weight", "bias", "_mean", "_variance"):
-        tr.record(name, attr, 0, CHANNEL, vector)
-    tr.set_labels(y, L.along(vector, axis, y.ndim))
-
-
-LAYER_HANDLERS = ((is_conv, _on_conv), (is_linear, _on_linear), (is_batch_norm, _on_batch_norm))
-
-
-@contextlib.contextmanager
-def _hooks(network, tracer: _Tracer):
-    handles = []
-
-    def pre(layer, inputs):
-        tracer.stack.append(tracer.names.get(id(layer), "?"))
-        if is_known_layer(layer):
-            tracer.quiet += 1
-
-    def post(layer, inputs, output):
-        name = tracer.stack.pop()
-        for check, handler in LAYER_HANDLERS:
-            if check(layer):
-                tracer.quiet -= 1
-                tracer.layer_types[name] = type(layer).__name__
-                if tracer.quiet == 0:
-                    handler(tracer, name, layer, inputs[0], output)
-                break
-
-    try:
-        for layer in tracer.layers.values():
-            handles.append(layer.register_forward_pre_hook(pre))
-            handles.append(layer.register_forward_post_hook(post))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-# ---------------------------------------------------------------------------
-# Ops
-# ---------------------------------------------------------------------------
-@contextlib.contextmanager
-def _intercept(tracer: _Tracer):
-    """Routes every ``_C_ops`` function and Tensor operator through the tracer, and
-    makes ``Tensor.shape`` return :class:`RuntimeSize` values."""
-    originals = {}
-    try:
-        for name in dir(_C_ops):
-            func = getattr(_C_ops, name)
-            if not name.startswith("_") and type(func).__name__ == "builtin_function_or_method":
-                originals[(_C_ops, name)] = func
-                setattr(_C_ops, name, _wrap(tracer, name.rstrip("_") or name, func))
-        for dunder in BINARY_DUNDERS + tuple(OTHER_DUNDERS):
-            func = getattr(paddle.Tensor, dunder, None)
-            if func is not None:
-                op = OTHER_DUNDERS.get(dunder, "add")
-                originals[(paddle.Tensor, dunder)] = func
-                setattr(paddle.Tensor, dunder, _wrap(tracer, op, func))
-        shape = paddle.Tensor.__dict__["shape"]
-        originals[(paddle.Tensor, "shape")] = shape
-        paddle.Tensor.shape = property(lambda t: _runtime_shape(shape.__get__(t)))
-        for owner in (paddle, paddle.Tensor):
-            originals[(owner, "reshape")] = owner.reshape
-            setattr(owner, "reshape", _wrap_reshape(tracer, owner.reshape))
-        yield
-    finally:
-        for (owner, name), func in originals.items():
-            setattr(owner, name, func)
-
-
-def _wrap(tracer: _Tracer, op: str, func):
-    def traced(*args, **kwargs):
-        if tracer.quiet:
-            return func(*args, **kwargs)
-        out = func(*args, **kwargs)
-        tracer.quiet += 1
-        try:
-            _propagate(tracer, op, func, args, kwargs, out)
-        finally:
-            tracer.quiet -= 1
-        return out
-    return traced
-
-
-class RuntimeSize(int):
-    """A size read from ``Tensor.shape`` while tracing, or computed from one with
-    ``+ - * //``. Unlike a literal ``int`` in the network's code, it follows the
-    channel count once channels are pruned."""
-
-
-def _runtime_arithmetic(name: str):
-    int_method = getattr(int, name)
-
-    def method(self, other):
-        result = int_method(self, other)
-        return RuntimeSize(result) if type(result) is int else result
-    return method
-
-
-for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
-              "__floordiv__", "__rfloordiv__"):
-    setattr(RuntimeSize, _name, _runtime_arithmetic(_name))
-
-
-def _runtime_shape(shape):
-    return type(shape)([RuntimeSize(d) for d in shape])
-
-
-def _is_literal(size) -> bool:
-    """A size written in the code (not -1, 0 or read from a shape)."""
-    return isinstance(size, int) and not isinstance(size, RuntimeSize) and size not in (-1, 0)
-
-
-def _wrap_reshape(tracer: _Tracer, func):
-    """``paddle.reshape`` returns ``x`` itself, running no op, when the shape is
-    unchanged; a literal channel count there still breaks once ``x`` is pruned."""
-    def reshape(*args, **kwargs):  # (x, shape), (x, *sizes) or keywords, as Paddle's
-        out = func(*args, **kwargs)
-        x = kwargs.get("x", kwargs.get("input", args[0] if args else None))
-        if out is x and not tracer.quiet:
-            shape = kwargs.get("shape", args[1] if len(args) == 2 else list(args[1:]))
-            _block_literal_sizes(tracer, shape, x, tracer.labels_of(x), x)
-        return out
-    return reshape
-
-
-def _propagate(tr: _Tracer, op: str, func, args, kwargs, out) -> None:
-    inputs = list(_tensors_in(args)) + list(_tensors_in(kwargs))
-    outputs = list(_tensors_in(out))
-    in_labels = [tr.labels_of(t) for t in inputs]
-    if op in L.NO_DATA or op in L.CREATION or not any(L.atoms(lab).size for lab in in_labels):
-        for t in outputs:
-            tr.set_labels(t, L.zeros(t.ndim))
-        return
-    handler = OP_HANDLERS.get(op)
-    if op in L.ELEMENTWISE or op in L.SHAPE_LIKE:
-        handler = _elementwise
-    elif op in L.BINARY:
-        handler = _binary
-    if handler is None:
-        where = f"{op} in {tr.where()}"
-        if where not in tr.unknown_ops:
-            logger.warning("channels flowing into op %r (in %s) are not pruned: the "
-                           "tracer does not know how it maps channels", op, tr.where())
-        tr.unknown_ops[where] = None
-        for lab in in_labels:
-            tr.block(lab, f"flows into op {op!r} in {tr.where()}, which the tracer cannot map")
-        for t in outputs:
-            tr.set_labels(t, L.zeros(t.ndim))
-        return
-    handler(tr, op, func, args, kwargs, inputs, in_labels, outputs)
-
-
-def _elementwise(tr, op, func, args, kwargs, inputs, in_labels, outputs):
-    if len(inputs) > 1:  # e.g. pow(x, y) with a tensor exponent
-        return _binary(tr, op, func, args, kwargs, inputs, in_labels, outputs)
-    for t in outputs:
-        same = list(t.shape) == list(inputs[0].shape)
-        tr.set_labels(t, in_labels[0] if same else L.zeros(t.ndim))
-
-
-def _binary(tr, op, func, args, kwargs, inputs, in_labels, outputs):
-    out = outputs[0]
-    ndim = out.ndim
-    shapes = [[1] * (ndim - t.ndim) + list(t.shape) for t in inputs]
-    labs = [lab.reshape((1,) * (ndim - lab.ndim) + lab.shape) for lab in in_labels]
-    for k, t in enumerate(inputs):
-        labs[k] = _adopt_parameter(tr, t, k, shapes, labs)
-    # An operand broadcast along an axis where another one's channels vary would
-    # spread its single channel over many: it must keep that channel.
-    for k, (shape, lab) in enumerate(zip(shapes, labs)):
-        spread = [ax for ax in range(ndim) if shape[ax] == 1 and out.shape[ax] > 1
-                  and any(o.shape[ax] > 1 for j, o in enumerate(labs) if j != k)]
-        if spread and L.atoms(lab).size:
-            tr.block(lab, f"is broadcast across channels by {op} in {tr.where()}")
-            labs[k] = np.zeros_like(lab)
-    _block_fixed_operands(tr, op, shapes, labs)
-    result = labs[0]
-    for other in labs[1:]:
-        a, b = L.broadcast_pair(result, other, ndim)
-        tr.union_pairs(L.label_pairs(a, b))
-        result = np.where(a > 0, a, b)
-    for t in outputs:
-        tr.set_labels(t, result if t.ndim == ndim else L.zeros(t.ndim))
-
-
-def _block_fixed_operands(tr, op, shapes, labs):
-    """Channels that meet, element for element, an operand without channel labels
-    (the input, a constant, an untraced op's output, an unmapped parameter) must stay:
-    that operand keeps its size along their axis."""
-    for j, lab in enumerate(labs):
-        varying = [ax for ax in range(lab.ndim) if lab.shape[ax] > 1]
-        for k, (shape, other) in enumerate(zip(shapes, labs)):
-            if k == j or not any(shape[ax] > 1 for ax in varying):
-                continue
-            a, b = L.broadcast_pair(lab, other, lab.ndim)
-            pinned = a[(a > 0) & (b == 0)]
-            if pinned.size:
-                tr.refuse(pinned, f"is combined with a tensor of fixed size {shape} by "
-                                  f"{op} in {tr.where()}")
-
-
-def _adopt_parameter(tr, tensor, k, shapes, labs) -> np.ndarray:
-    """A free parameter multiplied or added into channels (LayerScale's ``gamma``) is
-    sliced with them: a CHANNEL member on it. Parameters of Conv/Linear/BatchNorm
-    layers, or of the network itself, stay fixed (and block those channels)."""
-    owner = tr.param_names.get(getattr(tensor, "name", None))
-    if owner is None or L.atoms(labs[k]).size:
-        return labs[k]
-    layer, attr = owner
-    if tr.layers[layer]._parameters.get(attr) is not tensor or is_known_layer(tr.layers[layer]):
-        return labs[k]
-    others = [lab for j, lab in enumerate(labs) if j != k]
-    combined = others[0]
-    for lab in others[1:]:
-        a, b = L.broadcast_pair(combined, lab, combined.ndim)
-        combined = np.where(a > 0, a, b)
-    hits = [ax for ax in range(combined.ndim) if combined.shape[ax] > 1 and shapes[k][ax] > 1]
-    if len(hits) != 1:
-        return labs[k]
-    vector = L.channel_vector(combined, hits[0], shapes[k][hits[0]])
-    if vector is None:
-        return labs[k]
-    axis = hits[0] - (combined.ndim - tensor.ndim)
-    tr.record(layer, attr, axis, CHANNEL, vector)
-    tr.layer_types.setdefault(layer, type(tr.layers[layer]).__name__)
-    tr.set_labels(tensor, L.along(vector, axis, tensor.ndim))
-    return L.along(vector, hits[0], combined.ndim)
-
-
-def _movement(tr, op, func, args, kwargs, inputs, in_labels, outputs):
-    """Applies the op itself to label tensors, then checks what pruning allows."""
-    label_args = _swap_tensors(args, inputs, in_labels)
-    label_kwargs = _swap_tensors(kwargs, inputs, in_labels)
-    moved = list(_tensors_in(func(*label_args, **label_kwargs)))
-    out_labels = [np.rint(m.numpy()).astype(np.int64) for m in moved]
-    lost = set(np.concatenate([L.atoms(lab) for lab in in_labels]).tolist()) - set(
-        np.concatenate([L.atoms(lab) for lab in out_labels] + [np.zeros(0, np.int64)]).tolist())
-    if lost and op not in ("split", "split_with_num", "unbind"):
-        # e.g. x[:, :16]: hard-coded bounds select other channels once x is pruned
-        for lab in in_labels:
-            tr.block(lab, f"is partly selected by {op} in {tr.where()}")
-    if op == "reshape":
-        _block_literal_sizes(tr, args[1] if len(args) > 1 else kwargs.get("shape"),
-                             inputs[0], in_labels[0], outputs[0])
-    if op in ("reshape", "flatten", "squeeze", "unsqueeze"):
-        _couple_reshape(tr, op, inputs[0], in_labels[0], outputs[0])
-    if op in ("split", "split_with_num", "unbind"):
-        _couple_split(tr, op, inputs[0], in_labels[0], outputs, out_labels,
-                      args[1] if op == "split" and len(args) > 1 else None)
-    for t, lab in zip(outputs, out_labels):
-        tr.set_labels(t, lab)
-
-
-def _block_literal_sizes(tr, shape, x, lab, y):
-    """``reshape(x, [B, 64, H, W])`` or ``[-1, 2048]``: a literal size on the axis
-    that takes a labelled axis's channel count cannot follow pruning. That axis is the
-    last non-trivial one of its group (a channel shuffle ``[B, g, C // g, H, W]``
-    keeps ``g``); -1, 0 and sizes read from ``x.shape`` follow."""
-    if not isinstance(shape, (list, tuple)) or len(shape) != y.ndim:
-        return
-    for in_axes, out_axes in L.reshape_groups(list(x.shape), list(y.shape)):
-        sized = [a for a in out_axes if y.shape[a] > 1]
-        if sized and L.varies_along(lab, in_axes) and _is_literal(shape[sized[-1]]):
-            tr.refuse(lab, f"is reshaped to the literal size {list(shape)} in {tr.where()}")
-            return
-
-
-def _couple_reshape(tr, op, x, lab, y):
-    in_shape, out_shape = list(x.shape), list(y.shape)
-    if not L.is_merge_or_split(lab, in_shape, out_shape):
-        tr.block(lab, f"is reshaped by {op} in {tr.where()} in a way pruning cannot follow")
-        return
-    for column in L.factorized_columns(lab, in_shape, out_shape):
-        real = column[column > 0]
-        for other in real[1:]:
-            tr.uf.union(int(real[0]), int(other))
-
-
-def _couple_split(tr, op, x, lab, outputs, out_labels, sections=None):
-    """Equal sections stay equal only if each loses the same positions; unequal
-    sections along a channel axis, or literal ones (``split(x, [8, 8])``), have sizes
-    pruning cannot follow."""
-    shapes = [list(t.shape) for t in outputs]
-    differing = [ax for ax in range(len(shapes[0])) if len({s[ax] for s in shapes}) > 1]
-    if differing:
-        if L.varies_along(lab, differing):
-            tr.block(lab, f"is split into unequal sections by {op} in {tr.where()}")
-        return
-    split_axes = [ax for ax in range(x.ndim) if shapes[0][ax] != x.shape[ax]]
-    if (isinstance(sections, (list, tuple)) and any(_is_literal(n) for n in sections)
-            and L.varies_along(lab, split_axes)):
-        tr.refuse(lab, f"is split into the literal sections {list(sections)} by {op} "
-                       f"in {tr.where()}")
-        return
-    full = [np.broadcast_to(o, shapes[0]) for o in out_labels]
-    for other in full[1:]:
-        tr.union_pairs(L.label_pairs(full[0], other))
-
-
-def _spatial(tr, op, func, args, kwargs, inputs, in_labels, outputs):
-    fmt = next((a for a in args if isinstance(a, str) and a in L.DATA_FORMATS), "NCHW")
-    axis = L.DATA_FORMATS[fmt]
-    x = inputs[0]
-    vector = L.channel_vector(in_labels[0], axis, x.shape[axis])
-    for t in outputs:
-        if vector is None or t.ndim != x.ndim or t.shape[axis] != x.shape[axis]:
-            if L.atoms(in_labels[0]).size and t is outputs[0]:
-                tr.block(in_labels[0], f"is resampled across channels by {op} in {tr.where()}")
-            tr.set_labels(t, L.zeros(t.ndim))
-        else:
-            tr.set_labels(t, L.along(vector, axis, t.ndim))
-
-
-def _reduction(tr, op, func, args, kwargs, inputs, in_labels, outputs):
-    x, lab = inputs[0], in_labels[0]
-    axes = kwargs.get("axis", args[1] if len(args) > 1 else None)
-    if isinstance(axes, paddle.Tensor):
-        axes = axes.tolist()
-    if axes is None or axes == []:
-        axes = list(range(x.ndim))
-    axes = [int(a) % x.ndim for a in (axes if isinstance(axes, (list, tuple)) else [axes])]
-    out = outputs[0]
-    if L.varies_along(lab, axes):
-        tr.block(lab, f"is mixed across channels by {op} in {tr.where()}")
-        tr.set_labels(out, L.zeros(out.ndim))
-        return
-    if out.ndim == x.ndim:
-        tr.set_labels(out, lab)
-    elif out.ndim == x.ndim - len(axes):
-        tr.set_labels(out, np.squeeze(lab, axis=tuple(axes)))
-    else:
-        tr.set_labels(out, L.zeros(out.ndim))
-
-
-def _swap_tensors(obj, inputs, in_labels):
-    """A copy of ``obj`` with each input tensor replaced by its float64 labels."""
-    if isinstance(obj, paddle.Tensor):
-        for t, lab in zip(inputs, in_labels):
-            if t is obj and (t.is_floating_point() or L.atoms(lab).size):
-                return paddle.to_tensor(np.broadcast_to(lab, t.shape).astype("float64"))
-        return obj
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_swap_tensors(o, inputs, in_labels) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _swap_tensors(v, inputs, in_labels) for k, v in obj.items()}
-    return obj
-
-
-OP_HANDLERS = {}
-OP_HANDLERS.update({op: _movement for op in L.MOVEMENT})
-OP_HANDLERS.update({op: _spatial for op in L.SPATIAL})
-OP_HANDLERS.update({op: _reduction for op in L.REDUCTION})

@@ -1,0 +1,129 @@
+"""The pruning loop: trace, resolve ratios, score, select, and shrink.
+
+    >>> import paddle
+    >>> from slim_callbacks import prune, count_flops
+    >>> net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
+    >>> plan = prune(net, [1, 3, 32, 32], {"conv*._pointwise_conv*": 0.5})
+    >>> len(plan)
+    13
+
+:func:`plan_pruning` decides what to remove without changing anything, from the ratios
+that :func:`~slim_callbacks.engine.ratios.resolve_ratios` gave each group (see
+:mod:`slim_callbacks.engine.ratios` for the patterns); :func:`prune` does it all.
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional, Sequence
+
+import numpy as np
+import paddle
+
+from slim_callbacks.core.checks import check_ratio
+from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.core.paddle_utils import unwrap
+from slim_callbacks.engine.criteria import Criterion, get_criterion, group_scores
+from slim_callbacks.engine.plan import ParamCut, PruningPlan
+from slim_callbacks.engine.ratios import (
+    Ratios,
+    check_input_shape,
+    check_network,
+    check_optimizer,
+    check_ratios,
+    check_round_to,
+    check_skip,
+    resolve_ratios,
+)
+from slim_callbacks.engine.selectors import keep_count
+from slim_callbacks.tracing.groups import ChannelGroup
+from slim_callbacks.tracing.tracer import DependencyGraph, trace
+
+
+def select_units(group: ChannelGroup, scores: np.ndarray, ratio: float, criterion: Criterion,
+                 round_to: int = 1, original: Optional[int] = None) -> np.ndarray:
+    """Unit indices of ``group`` to remove, as the criterion's selector picks them."""
+    return criterion.select(scores, ratio, keep=keep_count(group.num_units, ratio, round_to, original),
+                            min_keep=min(round_to, group.num_units))
+
+
+def plan_pruning(network: paddle.nn.Layer, graph: DependencyGraph, group_ratios: Mapping[str, float],
+                 criterion="l1_norm", round_to: int = 1,
+                 original_widths: Optional[Mapping[str, int]] = None) -> PruningPlan:
+    """Decides what to remove without changing anything.
+
+    Args:
+        network: the traced network.
+        graph: its trace.
+        group_ratios: group name -> ratio, e.g. from :func:`resolve_ratios`.
+        criterion: a registered name or a :class:`Criterion`.
+        round_to: channels kept are rounded to a multiple of this.
+        original_widths: group name -> width before any pruning. Ratios are then
+            relative to these (so progressive steps never compound).
+    """
+    check_network(network)
+    if not isinstance(graph, DependencyGraph):
+        raise ConfigError("graph", graph, "the DependencyGraph of trace(network, input_shape)")
+    if not isinstance(group_ratios, Mapping):
+        raise ConfigError("group_ratios", group_ratios, "a {group name: ratio} dict, e.g. "
+                          "from resolve_ratios")
+    group_ratios = {name: check_ratio(f"group_ratios[{name!r}]", r) for name, r in group_ratios.items()}
+    criterion = get_criterion(criterion)
+    round_to = check_round_to(round_to)
+    layers = dict(unwrap(network).named_sublayers())
+    removed: Dict[tuple, Dict[int, set]] = {}
+    plan = PruningPlan()
+    for group in graph.groups:
+        if group.name not in group_ratios or not group.prunable:
+            continue
+        original = (original_widths or {}).get(group.name)
+        scores = group_scores(group, layers, criterion, graph.layer_types)
+        units = select_units(group, scores, group_ratios[group.name], criterion, round_to, original)
+        if len(units) == 0:
+            continue
+        for m in group.members:
+            hit = m.indices[np.isin(m.units, units)]
+            removed.setdefault((m.layer, m.attr), {}).setdefault(m.axis, set()).update(hit.tolist())
+        plan.groups.append({"name": group.name, "producers": list(group.producers),
+                            "before": group.num_units, "after": group.num_units - len(units),
+                            "criterion": criterion.name})
+    for (name, attr), axes in removed.items():
+        shape = list(layers[name]._parameters[attr].shape)
+        kept = {axis: [i for i in range(shape[axis]) if i not in gone] for axis, gone in axes.items()}
+        plan.params[(name, attr)] = ParamCut(shape, kept)
+    return plan
+
+
+def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: Ratios,
+          criterion="l1_norm", *, skip: Sequence[str] = (), optimizer=None,
+          round_to: int = 1) -> PruningPlan:
+    """Prunes ``network`` in place and returns what was removed.
+
+    Args:
+        network: a dygraph ``paddle.nn.Layer`` (or ``paddle.DataParallel``).
+        input_shape: shape of one example input, e.g. ``[1, 3, 224, 224]``.
+        ratios: share of channels to remove: a float for every prunable group, or
+            ``{glob pattern: ratio}`` (see the module docstring).
+        criterion: ``l1_norm``, ``l2_norm``, ``fpgm`` (``geometry_median``), ``slim``
+            (``bn_scale``), ``opt_slim`` or a name added with ``register_criterion``.
+        skip: patterns of layers whose groups stay whole.
+        optimizer: the optimizer training ``network``; its state is sliced to match.
+        round_to: channels kept are rounded to a multiple of this (at least one).
+
+    Returns:
+        The :class:`PruningPlan` that was applied.
+
+    Raises:
+        ConfigError: bad network, input_shape, ratio, pattern, criterion, skip,
+            optimizer or round_to; nothing is changed.
+        SlimError: the network rejects ``input_shape``; nothing is changed.
+    """
+    check_network(network)
+    input_shape = check_input_shape(input_shape)
+    criterion = get_criterion(criterion)
+    check_ratios(ratios)
+    round_to = check_round_to(round_to)
+    skip = check_skip(skip)
+    check_optimizer(optimizer)
+    graph = trace(network, input_shape)
+    group_ratios = resolve_ratios(graph, ratios, skip)
+    plan = plan_pruning(network, graph, group_ratios, criterion, round_to)
+    return plan.apply(network, optimizer, input_shape=input_shape)

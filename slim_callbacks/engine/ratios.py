@@ -1,0 +1,120 @@
+"""What to prune: the checks of the pruning entry points' arguments, and ratio resolution.
+
+Ratios are a float (every prunable group) or a dict from glob patterns to ratios.
+A pattern matches a structural sublayer name (``named_sublayers()``) or anything below
+it (``"layer1"`` matches ``"layer1.0.conv1"``), or a Paddle parameter name as in
+PaddleSlim (``"conv2d_0.w_0"``). A group takes the ratio of the first pattern, in dict
+order, that matches one of its producer layers.
+
+    >>> matches("layer1.0.conv1", "layer1", {})
+    True
+    >>> check_ratios({"conv*": 0.5})
+    {'conv*': 0.5}
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+from typing import Dict, List, Mapping, Sequence, Union
+
+import paddle
+
+from slim_callbacks.core.checks import check_int, check_ratio, is_int
+from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.tracing.tracer import DependencyGraph
+
+logger = logging.getLogger(__name__)
+
+Ratios = Union[float, Mapping[str, float]]
+
+
+def check_ratios(ratios: Ratios) -> Ratios:
+    """Validates a float or a {pattern: ratio} dict; returns it normalized."""
+    if isinstance(ratios, Mapping):
+        if not ratios:
+            raise ConfigError("ratios", dict(ratios), "a non-empty {pattern: ratio} dict")
+        for pattern in ratios:
+            if not isinstance(pattern, str):
+                raise ConfigError("ratios", pattern, "string patterns as keys")
+        return {p: check_ratio(f"ratios[{p!r}]", r) for p, r in ratios.items()}
+    return check_ratio("ratios", ratios)
+
+
+def check_round_to(round_to) -> int:
+    return check_int("round_to", round_to, minimum=1)
+
+
+def check_skip(skip) -> List[str]:
+    """Patterns of layers to leave whole: a string or a list of strings."""
+    if skip is None:
+        return []
+    if isinstance(skip, str):
+        return [skip]
+    if not isinstance(skip, Sequence) or not all(isinstance(p, str) and p for p in skip):
+        raise ConfigError("skip", skip, "a list of layer name patterns, e.g. ['fc'] "
+                                        "(or [] to prune everything chosen)")
+    return list(skip)
+
+
+def check_input_shape(shape) -> List[int]:
+    """One example input's shape: a list of positive ints, batch first."""
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not shape or any(
+            not is_int(d) or d < 1 for d in shape):
+        raise ConfigError("input_shape", shape, "a list of positive ints, batch first, "
+                          "e.g. [1, 3, 224, 224]")
+    return [int(d) for d in shape]
+
+
+def check_network(network) -> paddle.nn.Layer:
+    if not isinstance(network, paddle.nn.Layer):
+        raise ConfigError("network", network, "a paddle.nn.Layer (or paddle.DataParallel)")
+    return network
+
+
+def check_optimizer(optimizer):
+    """None or a ``paddle.optimizer.Optimizer`` (whose state is sliced with the weights)."""
+    if optimizer is not None and not isinstance(optimizer, paddle.optimizer.Optimizer):
+        raise ConfigError("optimizer", optimizer, "None or the paddle.optimizer.Optimizer "
+                          "training the network (with paddle.Model: model._optimizer)")
+    return optimizer
+
+
+def matches(name: str, pattern: str, param_names: Mapping[str, tuple]) -> bool:
+    """True if ``pattern`` names layer ``name``, an ancestor of it, or one of its params."""
+    if pattern in param_names:
+        return param_names[pattern][0] == name
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ".*")
+
+
+def resolve_ratios(graph: DependencyGraph, ratios: Ratios, skip: Sequence[str] = ()) -> Dict[str, float]:
+    """Group name -> ratio for every group to prune. Raises before anything changes.
+
+    Raises:
+        ConfigError: a pattern in ``ratios`` or ``skip`` that matches no conv/linear
+            producer of the network.
+    """
+    ratios = check_ratios(ratios)
+    skip = check_skip(skip)
+    producers = [p for g in graph.groups for p in g.producers]
+    patterns = list(ratios) if isinstance(ratios, dict) else []
+    for key, pats in (("ratios", patterns), ("skip", list(skip))):
+        for pattern in pats:
+            if not any(matches(p, pattern, graph.param_names) for p in producers):
+                raise ConfigError(f"{key} pattern", pattern, "a pattern matching a Conv2D/"
+                                  f"Linear layer, e.g. one of {', '.join(producers[:5])}")
+    chosen: Dict[str, float] = {}
+    for group in graph.groups:
+        if any(matches(p, s, graph.param_names) for p in group.producers for s in skip):
+            continue
+        ratio = ratios if not isinstance(ratios, dict) else next(
+            (r for pat, r in ratios.items()
+             if any(matches(p, pat, graph.param_names) for p in group.producers)), None)
+        if ratio is None or ratio == 0:
+            continue
+        if not group.prunable:
+            if isinstance(ratios, dict):
+                logger.warning("group %s is not pruned: %s", group.name,
+                               group.blocked or "it has a single channel")
+            continue
+        chosen[group.name] = ratio
+    return chosen

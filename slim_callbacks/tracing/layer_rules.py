@@ -1,0 +1,107 @@
+"""What each known layer does to channel labels: Conv, Linear and BatchNorm.
+
+A forward pre/post hook on every sublayer keeps the tracer's stack of layer names
+(where an op ran, for warnings) and, when a Conv/Linear/BatchNorm returns, records
+the parameter slices it owns and labels its output. Ops run inside a known layer are
+not traced one by one: the layer's handler says what the layer does as a whole.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from slim_callbacks.core.paddle_utils import (
+    is_batch_norm,
+    is_conv,
+    is_known_layer,
+    is_linear,
+    is_transposed_conv,
+)
+from slim_callbacks.tracing import labels as L
+from slim_callbacks.tracing.groups import CHANNEL, IN, OUT
+
+
+def _on_conv(tr, name: str, layer, x, y) -> None:
+    axis = getattr(layer, "_channel_dim", 1)
+    c_in, c_out, groups = x.shape[axis], y.shape[axis], layer._groups
+    out_axis, in_axis = (1, 0) if is_transposed_conv(layer) else (0, 1)
+    vector = L.channel_vector(tr.labels_of(x), axis, c_in)
+    if vector is None:
+        tr.block(tr.labels_of(x), f"input of {name} mixes channels across positions")
+        vector = np.zeros(c_in, dtype=np.int64)
+    if groups == 1:
+        tr.record(name, "weight", in_axis, IN, vector)
+        out = tr.producer_atoms(name, c_out)
+        tr.record(name, "weight", out_axis, OUT, out)
+        tr.record(name, "bias", 0, OUT, out)
+    elif groups == c_in and c_out % c_in == 0:  # depthwise: output follows input
+        out = np.repeat(vector, c_out // c_in)
+        # weight axis 0 is C_out (c_in x multiplier filters), or C_in if transposed
+        tr.record(name, "weight", 0, CHANNEL, vector if in_axis == 0 else out)
+        tr.record(name, "bias", 0, CHANNEL, out)
+    else:
+        reason = f"grouped conv {name} (groups={groups}) is not pruned"
+        tr.block(vector, reason)
+        out = tr.producer_atoms(name, c_out)
+        tr.block(out, reason)
+    tr.set_labels(y, L.along(out, axis, y.ndim))
+
+
+def _on_linear(tr, name: str, layer, x, y) -> None:
+    vector = L.channel_vector(tr.labels_of(x), -1, x.shape[-1])
+    if vector is None:
+        tr.block(tr.labels_of(x), f"input of {name} mixes features across rows")
+        vector = np.zeros(x.shape[-1], dtype=np.int64)
+    tr.record(name, "weight", 0, IN, vector)
+    out = tr.producer_atoms(name, y.shape[-1])
+    tr.record(name, "weight", 1, OUT, out)
+    tr.record(name, "bias", 0, OUT, out)
+    tr.set_labels(y, L.along(out, -1, y.ndim))
+
+
+def _on_batch_norm(tr, name: str, layer, x, y) -> None:
+    fmt = getattr(layer, "_data_format", None) or getattr(layer, "_data_layout", "NCHW")
+    axis = L.DATA_FORMATS.get(fmt, 1)
+    vector = L.channel_vector(tr.labels_of(x), axis, x.shape[axis])
+    if vector is None:
+        tr.block(tr.labels_of(x), f"input of {name} mixes channels across positions")
+        tr.set_labels(y, L.zeros(y.ndim))
+        return
+    for attr in ("weight", "bias", "_mean", "_variance"):
+        tr.record(name, attr, 0, CHANNEL, vector)
+    tr.set_labels(y, L.along(vector, axis, y.ndim))
+
+
+LAYER_HANDLERS = ((is_conv, _on_conv), (is_linear, _on_linear), (is_batch_norm, _on_batch_norm))
+
+
+@contextlib.contextmanager
+def hooks(network, tracer):
+    """Hooks on every sublayer of ``network`` that report known layers to ``tracer``
+    (a :class:`~slim_callbacks.tracing.tracer.Tracer`); removed when the block ends."""
+    handles = []
+
+    def pre(layer, inputs):
+        tracer.stack.append(tracer.names.get(id(layer), "?"))
+        if is_known_layer(layer):
+            tracer.quiet += 1
+
+    def post(layer, inputs, output):
+        name = tracer.stack.pop()
+        for check, handler in LAYER_HANDLERS:
+            if check(layer):
+                tracer.quiet -= 1
+                tracer.layer_types[name] = type(layer).__name__
+                if tracer.quiet == 0:
+                    handler(tracer, name, layer, inputs[0], output)
+                break
+
+    try:
+        for layer in tracer.layers.values():
+            handles.append(layer.register_forward_pre_hook(pre))
+            handles.append(layer.register_forward_post_hook(post))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
