@@ -15,7 +15,7 @@ import paddle
 import paddle.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_callbacks_prune import SHAPE, Net, dataset, widths  # noqa: E402
+from helpers import SHAPE, Net, dataset, widths  # noqa: E402
 
 from slim_callbacks.callbacks import PruneCallback  # noqa: E402
 

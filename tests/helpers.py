@@ -118,3 +118,38 @@ class Seed(nn.Layer):
     def forward(self, x):
         x = nn.functional.adaptive_avg_pool2d(self.conv(x), 1)
         return self.head(paddle.flatten(x, 1))
+
+
+# --- a small trainable network and data for the callback tests ---------------
+SHAPE = [1, 3, 16, 16]
+WIDTHS = {"c1.0": 16, "c2.0": 32, "c3.0": 32}
+
+
+class Net(nn.Layer):
+    """Three conv-BN-ReLU blocks and a classifier: three prunable groups."""
+
+    def __init__(self, classes=4):
+        super().__init__()
+        self.c1 = nn.Sequential(nn.Conv2D(3, 16, 3, padding=1, bias_attr=False), nn.BatchNorm2D(16), nn.ReLU())
+        self.c2 = nn.Sequential(nn.Conv2D(16, 32, 3, 2, 1, bias_attr=False), nn.BatchNorm2D(32), nn.ReLU())
+        self.c3 = nn.Sequential(nn.Conv2D(32, 32, 3, padding=1, bias_attr=False), nn.BatchNorm2D(32), nn.ReLU())
+        self.fc = nn.Linear(32, classes)
+
+    def forward(self, x):
+        x = self.c3(self.c2(self.c1(x)))
+        return self.fc(paddle.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def widths(net):
+    return {name: int(getattr(net, name.split(".")[0])[0].weight.shape[0]) for name in WIDTHS}
+
+
+def dataset(n=64, seed=0):
+    """Learnable synthetic data: the class is the quadrant with the brightest blob."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 0.3, (n, 3, 16, 16)).astype("float32")
+    y = rng.integers(0, 4, (n, 1)).astype("int64")
+    for i, c in enumerate(y[:, 0]):
+        r, q = divmod(int(c), 2)
+        x[i, :, r * 8:(r + 1) * 8, q * 8:(q + 1) * 8] += 1.0
+    return paddle.io.TensorDataset([paddle.to_tensor(x), paddle.to_tensor(y)])

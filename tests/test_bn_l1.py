@@ -3,7 +3,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 import pytest
-from test_callbacks_prune import SHAPE, Net, dataset
+from helpers import SHAPE, Net, dataset
 
 from slim_callbacks import prune
 from slim_callbacks.callbacks import BNScaleL1, PruneCallback

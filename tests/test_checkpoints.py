@@ -7,7 +7,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 import pytest
-from test_callbacks_prune import SHAPE, Net, dataset
+from helpers import SHAPE, Net, dataset
 
 from slim_callbacks.callbacks import FiniteLossGuard, PruneCallback
 from slim_callbacks.callbacks import ledger as ledger_mod

@@ -14,7 +14,7 @@ from slim_callbacks.app.cli import main
 from slim_callbacks.callbacks.ledger import load_ledger
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
-TINY = {"name": "tiny", "model": {"name": "test_callbacks_prune:Net"},
+TINY = {"name": "tiny", "model": {"name": "helpers:Net"},
         "data": {"source": "synthetic", "image_size": 16, "num_classes": 4,
                  "train_samples": 16, "samples": 8},
         "train": {"epochs": 3, "batch_size": 8, "optimizer": {"name": "momentum"},

@@ -9,7 +9,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 import pytest
-from test_callbacks_prune import SHAPE, Net, dataset
+from helpers import SHAPE, Net, dataset
 
 from slim_callbacks.callbacks import PruneCallback
 from slim_callbacks.callbacks.ledger import file_digest, load_ledger, load_pruned
@@ -22,7 +22,7 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import numpy as np, paddle, paddle.nn as nn
     from slim_callbacks.callbacks import PruneCallback
-    from test_callbacks_prune import Net, dataset, widths, SHAPE
+    from helpers import Net, dataset, widths, SHAPE
 
     mode, save_dir, out, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 

@@ -4,7 +4,7 @@ import os
 import paddle
 import paddle.nn as nn
 import pytest
-from test_callbacks_prune import SHAPE, Net, dataset
+from helpers import SHAPE, Net, dataset
 
 from slim_callbacks.callbacks import TAGS, PruneCallback, VisualDLLogger
 from slim_callbacks.core.errors import ConfigError
