@@ -50,6 +50,7 @@ from slim_callbacks.analysis.sensitivity import check_patterns
 from slim_callbacks.callbacks import ledger as ledger_mod
 from slim_callbacks.callbacks.bn_l1 import BNScaleL1, check_epoch
 from slim_callbacks.callbacks.guard import FiniteLossGuard
+from slim_callbacks.callbacks.schedule_factory import build_schedule
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import is_rank0, model_input_shape, unwrap
 from slim_callbacks.engine.criteria import get_criterion
@@ -65,9 +66,6 @@ from slim_callbacks.engine.pruner import (
 from slim_callbacks.tracing.tracer import trace
 
 logger = logging.getLogger(__name__)
-
-CURVES = ("agp", "linear", "exp")
-
 
 def human(n: float, digits: int = 1) -> str:
     """``568740352 -> '568.7M'``; K/M/G suffixes (decimal)."""
@@ -89,34 +87,6 @@ def profile(network, input_shape) -> dict:
     """MACs, legacy GFLOPs, params, size (slim_callbacks.analysis.flops.profile)."""
     from slim_callbacks.analysis.flops import profile as _profile
     return _profile(unwrap(network), input_shape)
-
-
-def build_schedule(schedule, prune_epochs, start_epoch, end_epoch, frequency):
-    """The schedule object for PruneCallback's 'when' arguments (ConfigError if bad)."""
-    from slim_callbacks.callbacks import schedules as S
-    given = [k for k, v in (("schedule", schedule), ("prune_epochs", prune_epochs)) if v is not None]
-    if len(given) > 1:
-        raise ConfigError("prune_epochs", prune_epochs, "None when schedule is given (one 'when')")
-    if prune_epochs is not None:
-        if isinstance(prune_epochs, (str, bytes)) or not isinstance(prune_epochs, Sequence) \
-                or not prune_epochs:
-            raise ConfigError("prune_epochs", prune_epochs, "a non-empty list of epochs, e.g. [2, 4, 6]")
-        return S.make_schedule("epochs", epochs=list(prune_epochs))
-    if schedule is None or schedule == "oneshot":
-        return S.make_schedule("oneshot", epoch=start_epoch)
-    if isinstance(schedule, S.Schedule):
-        return schedule
-    if isinstance(schedule, Mapping):
-        if "kind" in schedule:
-            return S.schedule_from_dict(schedule)
-        return S.make_schedule("map", ratios=dict(schedule))
-    if isinstance(schedule, str) and schedule in CURVES:
-        if end_epoch is None:
-            raise ConfigError("end_epoch", end_epoch, f"the last epoch of the {schedule!r} curve")
-        return S.make_schedule(schedule, start_epoch=start_epoch, end_epoch=end_epoch,
-                               frequency=frequency)
-    raise ConfigError("schedule", schedule, "None, 'oneshot', 'agp', 'linear', 'exp', an "
-                      "{epoch: ratio} map, a schedule dict or a slim_callbacks.callbacks.schedules.Schedule")
 
 
 class PruneCallback(paddle.callbacks.Callback):
