@@ -58,6 +58,13 @@ from slim_callbacks.callbacks.log_lines import event_line
 from slim_callbacks.callbacks.paddle_hooks import install_save_hook, rebuild_reducer, same_on_every_rank
 from slim_callbacks.callbacks.pruning_state import PruningState, mean_targets
 from slim_callbacks.callbacks.schedule_factory import build_schedule
+from slim_callbacks.callbacks.targets import (
+    achieved_ratio,
+    check_curve_start,
+    current_widths,
+    group_targets,
+    producer_layers,
+)
 from slim_callbacks.core.checks import check_int, check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import is_rank0, model_input_shape, unwrap
@@ -178,7 +185,7 @@ class PruneCallback(ForwardingCallback):
         if map_final is not None and isinstance(self.ratios, float) and self.ratios != map_final:
             raise ConfigError("ratios", ratios, f"None or {map_final} (the final ratio of the "
                               f"{{epoch: ratio}} schedule)")
-        self._check_curve_start(self.ratios)
+        check_curve_start(self.schedule, self.ratios)
         self.target_flops_reduction = target_flops_reduction
         self.layers = check_patterns("layers", layers)
         self.skip = check_skip(skip)
@@ -213,14 +220,6 @@ class PruneCallback(ForwardingCallback):
         self.uniform_ratio: Optional[float] = None
         self._started = False
         self._network = None
-
-    def _check_curve_start(self, ratios) -> None:
-        """Known final ratios must not lie below the schedule's ``initial_ratio``."""
-        initial = getattr(self.schedule, "initial_ratio", 0.0)
-        finals = list(ratios.values()) if isinstance(ratios, dict) else [ratios]
-        if ratios is not None and self.schedule.final_ratio is None and min(finals) < initial:
-            raise ConfigError("ratios", ratios, f"final ratios >= the schedule's initial_ratio="
-                              f"{initial!r} (targets never decrease)")
 
     def _strategy_arguments(self, strategy_options) -> dict:
         """The options of ``resolve_strategy`` (checked now, used at train begin), built
@@ -277,15 +276,12 @@ class PruneCallback(ForwardingCallback):
     @property
     def pruning_state(self) -> PruningState:
         """A read-only snapshot of the run for observers such as the VisualDL logger."""
-        layers = []
-        for g in self.plan.groups:
-            layers.extend(p for p in g["producers"] if p not in layers)
         return PruningState(
             epoch_offset=self.epoch_offset,
             input_shape=None if self.input_shape is None else tuple(self.input_shape),
             planned=mean_targets(self.targets), achieved_ratio=self.achieved_ratio(),
             original_widths=types.MappingProxyType(dict(self.original_widths)),
-            targeted_groups=tuple(self.group_ratios), pruned_layers=tuple(layers))
+            targeted_groups=tuple(self.group_ratios), pruned_layers=tuple(producer_layers(self.plan)))
 
     def planned_ratio(self, epoch: int) -> float:
         """Mean target ratio (over pruned groups) in force after global ``epoch``."""
@@ -293,34 +289,11 @@ class PruneCallback(ForwardingCallback):
 
     def achieved_ratio(self) -> float:
         """Share of the original channels of the targeted groups that is gone."""
-        graph_widths = self.current_widths()
-        total = sum(self.original_widths[g] for g in self.group_ratios)
-        now = sum(graph_widths.get(g, self.original_widths[g]) for g in self.group_ratios)
-        return 1 - now / total if total else 0.0
+        return achieved_ratio(self.plan, self.original_widths, self.group_ratios)
 
     def current_widths(self) -> Dict[str, int]:
         """Group name -> current width, from the cumulative plan (no trace needed)."""
-        widths = {}
-        for g in self.plan.groups:
-            widths[g["name"]] = g["after"]
-        return widths
-
-    def _group_targets(self) -> Dict[int, Dict[str, float]]:
-        """Global epoch -> {group: target ratio} for every event."""
-        map_final = self.schedule.final_ratio
-        out: Dict[int, Dict[str, float]] = {}
-        by_ratio: Dict[float, list] = {}
-        for group, ratio in self.group_ratios.items():
-            by_ratio.setdefault(ratio, []).append(group)
-        for ratio, groups in by_ratio.items():
-            if map_final is not None:
-                scale = ratio / map_final if map_final else 0.0
-                events = [(e, t * scale) for e, t in self.schedule.events(None)]
-            else:
-                events = self.schedule.events(ratio)
-            for epoch, target in events:
-                out.setdefault(epoch, {}).update({g: target for g in groups})
-        return out
+        return current_widths(self.plan)
 
     # -- callback hooks ----------------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -366,7 +339,7 @@ class PruneCallback(ForwardingCallback):
         self.group_ratios = resolve_ratios(graph, ratios, self.skip)
         if not self.group_ratios:
             raise ConfigError("ratios", ratios, "ratios that select at least one prunable group")
-        self.targets = self._group_targets()
+        self.targets = group_targets(self.schedule, self.group_ratios)
         if resumed is not None:
             self._replay(resumed)
 
