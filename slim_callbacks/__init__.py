@@ -1,4 +1,11 @@
-"""slim_callbacks: channel pruning for PaddlePaddle dynamic graph, inside model.fit()."""
+"""slim_callbacks: channel pruning for PaddlePaddle dynamic graph, inside model.fit().
+
+The layers of the package, lowest first (a layer imports only the ones below it):
+``core`` (errors, checks, Paddle specifics, weight files) < ``tracing`` (channel labels,
+groups, the tracer) < ``engine`` (criteria, selectors, planner, plan, surgery) <
+``analysis`` (FLOPs, strategies, sensitivity) < ``callbacks`` (PruneCallback, schedules,
+ledger, BN-L1, VisualDL) < ``app`` (recipes, data, runner, CLI, dashboard).
+"""
 import warnings
 
 # Paddle warns on every import that ccache (for compiling custom C++ ops) is missing;
@@ -9,37 +16,56 @@ from slim_callbacks.analysis.flops import count_flops, count_params, layer_width
 from slim_callbacks.analysis.global_strategy import global_ratios
 from slim_callbacks.analysis.sensitivity import load_sensitivities, sensitivity
 from slim_callbacks.analysis.strategies import (
-                        STRATEGIES,
-                        custom_ratios,
-                        resolve_strategy,
-                        sensitive_ratios,
-                        uniform_ratio,
+    STRATEGIES,
+    custom_ratios,
+    resolve_strategy,
+    sensitive_ratios,
+    uniform_ratio,
 )
 from slim_callbacks.app.builders import register_model
-from slim_callbacks.callbacks import BNScaleL1, PruneCallback, VisualDLLogger
+from slim_callbacks.callbacks import (
+    BNScaleL1,
+    FiniteLossGuard,
+    PruneCallback,
+    Schedule,
+    VisualDLLogger,
+    make_schedule,
+)
 from slim_callbacks.callbacks.ledger import load_pruned
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.weights import load_state, save_safetensors
 from slim_callbacks.engine.criteria import CRITERIA, Criterion, get_criterion, register_criterion
 from slim_callbacks.engine.paddleslim import (
-                        FPGMFilterPruner,
-                        L1NormFilterPruner,
-                        L2NormFilterPruner,
-                        OptSlimFilterPruner,
-                        SlimFilterPruner,
+    FPGMFilterPruner,
+    L1NormFilterPruner,
+    L2NormFilterPruner,
+    OptSlimFilterPruner,
+    SlimFilterPruner,
 )
 from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.engine.planner import plan_pruning, prune
+from slim_callbacks.tracing.groups import ChannelGroup
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
 __version__ = "0.1.0"
 __all__ = [
-    "BNScaleL1", "PruneCallback", "VisualDLLogger", "load_pruned", "CRITERIA", "ConfigError", "Criterion",
-    "DependencyGraph", "FPGMFilterPruner",
-    "L1NormFilterPruner", "L2NormFilterPruner", "OptSlimFilterPruner", "PruningPlan",
-    "SlimError", "SlimFilterPruner", "count_flops", "count_params", "get_criterion",
-    "layer_widths", "model_size_mb", "plan_pruning", "profile", "prune",
-    "register_criterion", "trace", "sensitivity", "load_sensitivities", "STRATEGIES",
-    "custom_ratios", "global_ratios", "resolve_strategy", "sensitive_ratios", "uniform_ratio",
-    "register_model", "load_state", "save_safetensors",
+    # errors
+    "ConfigError", "SlimError",
+    # tracing: coupled channel groups
+    "ChannelGroup", "DependencyGraph", "trace",
+    # engine: criteria, plans, pruning
+    "CRITERIA", "Criterion", "PruningPlan", "get_criterion", "plan_pruning", "prune",
+    "register_criterion",
+    # PaddleSlim-compatible pruners
+    "FPGMFilterPruner", "L1NormFilterPruner", "L2NormFilterPruner", "OptSlimFilterPruner",
+    "SlimFilterPruner",
+    # analysis: FLOPs, strategies, sensitivity
+    "STRATEGIES", "count_flops", "count_params", "custom_ratios", "global_ratios",
+    "layer_widths", "load_sensitivities", "model_size_mb", "profile", "resolve_strategy",
+    "sensitive_ratios", "sensitivity", "uniform_ratio",
+    # callbacks for paddle.Model.fit, schedules, checkpoints
+    "BNScaleL1", "FiniteLossGuard", "PruneCallback", "Schedule", "VisualDLLogger",
+    "load_pruned", "make_schedule",
+    # weights and models
+    "load_state", "register_model", "save_safetensors",
 ]

@@ -141,7 +141,7 @@ def test_each_event_logs_one_fixed_line(caplog):
 
 
 def test_human_units():
-    from slim_callbacks.callbacks.prune import event_line
+    from slim_callbacks.callbacks.log_lines import event_line
     assert event_line(3, 12, (568_740_352, 401_200_000), (4_253_864, 3_020_000)) == \
         "epoch 3: pruned 12 groups, MACs 568.7M -> 401.2M (-29.5%), params 4.25M -> 3.02M"
 

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slim_callbacks.callbacks import schedules
+from slim_callbacks.callbacks.schedule_factory import SCHEDULES, make_schedule, schedule_from_dict
 from slim_callbacks.callbacks.schedules import (
     AGP,
-    SCHEDULES,
     AtEpochs,
     ExpRamp,
     LinearRamp,
@@ -23,8 +23,6 @@ from slim_callbacks.callbacks.schedules import (
     Ramp,
     RatioMap,
     Schedule,
-    make_schedule,
-    schedule_from_dict,
 )
 from slim_callbacks.core.errors import ConfigError
 

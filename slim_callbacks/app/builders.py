@@ -255,7 +255,7 @@ def final_ratios(job: Job, network: paddle.nn.Layer):
 def check_schedule(recipe: Recipe, ratios) -> None:
     """``pruning.schedule`` checked against ``train.epochs`` and the final ratios before
     any work, with errors naming the recipe key (``pruning.schedule.initial_ratio``)."""
-    from slim_callbacks.callbacks.schedules import schedule_from_dict
+    from slim_callbacks.callbacks.schedule_factory import schedule_from_dict
     pruning = recipe.pruning
     if pruning is None or pruning.schedule is None:
         return

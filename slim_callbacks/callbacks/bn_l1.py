@@ -29,12 +29,12 @@ Example:
 from __future__ import annotations
 
 import logging
-import numbers
 from typing import List, Optional
 
 import numpy as np
 import paddle
 
+from slim_callbacks.core.checks import check_int, check_number
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.core.paddle_utils import is_batch_norm, unwrap
 
@@ -45,9 +45,7 @@ def check_epoch(key: str, value, allow_none: bool = False) -> Optional[int]:
     """An epoch index: an int >= 0 (or None when allowed)."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ConfigError(key, value, "an integer >= 0" + (" or None" if allow_none else ""))
-    return int(value)
+    return check_int(key, value, 0, "an integer >= 0" + (" or None" if allow_none else ""))
 
 
 def bn_scales(network: paddle.nn.Layer) -> List[paddle.Tensor]:
@@ -56,13 +54,16 @@ def bn_scales(network: paddle.nn.Layer) -> List[paddle.Tensor]:
             if is_batch_norm(layer) and getattr(layer, "weight", None) is not None]
 
 
+def abs_gammas(network: paddle.nn.Layer) -> Optional[np.ndarray]:
+    """All BatchNorm |gamma| of ``network`` in one flat array (None without BN)."""
+    values = [np.abs(p.numpy()).ravel() for p in bn_scales(network)]
+    return np.concatenate(values) if values else None
+
+
 def gamma_below_share(network: paddle.nn.Layer, threshold: float = 1e-2) -> float:
     """Share of all BatchNorm scales with |gamma| < ``threshold`` (0.0 without BN)."""
-    values = [np.abs(p.numpy()).ravel() for p in bn_scales(network)]
-    if not values:
-        return 0.0
-    allv = np.concatenate(values)
-    return float((allv < threshold).mean())
+    gammas = abs_gammas(network)
+    return 0.0 if gammas is None else float((gammas < threshold).mean())
 
 
 class BNScaleL1(paddle.callbacks.Callback):
@@ -80,9 +81,7 @@ class BNScaleL1(paddle.callbacks.Callback):
 
     def __init__(self, coeff: float = 1e-4, start_epoch: int = 0, end_epoch: Optional[int] = None):
         super().__init__()
-        if isinstance(coeff, bool) or not isinstance(coeff, numbers.Real) or not coeff > 0:
-            raise ConfigError("coeff", coeff, "a number > 0")
-        self.coeff = float(coeff)
+        self.coeff = check_number("coeff", coeff, 0.0, low_open=True, allowed="a number > 0")
         self.start_epoch = check_epoch("start_epoch", start_epoch)
         self.end_epoch = check_epoch("end_epoch", end_epoch, allow_none=True)
         if self.end_epoch is not None and self.end_epoch <= self.start_epoch:

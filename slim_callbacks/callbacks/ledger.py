@@ -18,16 +18,27 @@ gets ``<prefix>.pruning.json`` beside it:
 - ``files``: sha256 of the ``.pdparams`` / ``.pdopt`` written with it, so weights of
   another epoch or run beside the ledger are refused.
 
+The records :class:`Ledger` (with its :class:`Cursor`) and :class:`PruningEvent` (one
+``history`` entry) are the format: ``to_dict`` gives exactly the JSON's keys and values.
+
+    >>> event = PruningEvent(epoch=2, target=0.5, groups=3, macs=[100, 60], params=[10, 6],
+    ...                      plan={"groups": [], "params": {}})
+    >>> PruningEvent.from_dict(event.to_dict()) == event
+    True
+    >>> Cursor.at(2, [event.to_dict()], {2: {"g": 0.5}, 4: {"g": 0.7}}).to_dict()
+    {'epoch': 2, 'done': [2], 'remaining': [4], 'events': [[2, [('g', 0.5)]], [4, [('g', 0.7)]]]}
+
 Rebuild a pruned model from a fresh original network:
 
     >>> net = load_pruned(MyNet(), "checkpoints/final")      # doctest: +SKIP
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-from typing import Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import paddle
 
@@ -39,6 +50,104 @@ from slim_callbacks.engine.plan import PruningPlan
 
 FORMAT = "slim_callbacks.callbacks.ledger/1"
 SUFFIX = ".pruning.json"
+
+
+
+# ---------------------------------------------------------------------------- records
+
+@dataclasses.dataclass(frozen=True)
+class PruningEvent:
+    """One pruning event, a ``history`` entry: the global ``epoch``, its ``target``
+    ratio (the largest of the event's group targets), the ``groups`` pruned, ``macs``
+    and ``params`` ``[before, after]`` and the event's own plan (``PruningPlan.to_dict``)."""
+
+    epoch: int
+    target: float
+    groups: int
+    macs: List[float]
+    params: List[float]
+    plan: Dict[str, Any]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"epoch": self.epoch, "target": self.target, "groups": self.groups,
+                "macs": list(self.macs), "params": list(self.params), "plan": self.plan}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PruningEvent":
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+
+
+def event_targets(targets: Mapping[int, Mapping[str, float]]) -> list:
+    """``{epoch: {group: target}}`` as the ledger stores it: ``[[epoch, sorted((group,
+    target) pairs)], ...]`` by epoch."""
+    return [[e, sorted(t.items())] for e, t in sorted(targets.items())]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cursor:
+    """Where the run is: the last finished global ``epoch``, the epochs of the events
+    ``done`` and ``remaining``, and every scheduled event (see :func:`event_targets`)."""
+
+    epoch: int
+    done: List[int]
+    remaining: List[int]
+    events: list
+
+    @classmethod
+    def at(cls, epoch: int, history: Sequence[Mapping], targets: Mapping[int, Mapping[str, float]]) -> "Cursor":
+        """The cursor after global ``epoch`` of a run with these events done and planned."""
+        return cls(epoch, [h["epoch"] for h in history],
+                   sorted(e for e in targets if e > epoch), event_targets(targets))
+
+    def schedules(self, targets: Mapping[int, Mapping[str, float]]) -> bool:
+        """True if ``targets`` are the events this cursor was written with."""
+        recorded = [list(e) for e in self.events]
+        return recorded == [[e, [list(p) for p in t]] for e, t in event_targets(targets)]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"epoch": self.epoch, "done": self.done, "remaining": self.remaining,
+                "events": self.events}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Cursor":
+        return cls(d["epoch"], list(d.get("done", [])), list(d.get("remaining", [])),
+                   list(d.get("events", [])))
+
+
+@dataclasses.dataclass(frozen=True)
+class Ledger:
+    """The ledger of a checkpoint (the keys of the module docstring, without ``format``
+    and ``files``, which :func:`save_ledger` adds). Keys an older ledger lacks read as
+    None (``input_shape``, ``criterion``, ``epochs``, ``schedule``) or ``{}``
+    (``param_names``)."""
+
+    fingerprint: str
+    input_shape: Optional[List[int]]
+    criterion: Optional[str]
+    original_widths: Dict[str, int]
+    param_names: Dict[str, str]
+    plan: Dict[str, Any]
+    history: List[PruningEvent]
+    epochs: Optional[int]
+    cursor: Cursor
+    schedule: Optional[Dict[str, Any]]
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON object, keys in the order of the fields."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["history"] = [h.to_dict() for h in self.history]
+        out["cursor"] = self.cursor.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Ledger":
+        """From a dict such as :func:`load_ledger` returns (already checked)."""
+        return cls(fingerprint=d["fingerprint"], input_shape=d.get("input_shape"),
+                   criterion=d.get("criterion"), original_widths=dict(d["original_widths"]),
+                   param_names=dict(d.get("param_names", {})), plan=d["plan"],
+                   history=[PruningEvent.from_dict(h) for h in d["history"]],
+                   epochs=d.get("epochs"), cursor=Cursor.from_dict(d["cursor"]),
+                   schedule=d.get("schedule"))
 
 
 def fingerprint(network: paddle.nn.Layer) -> str:

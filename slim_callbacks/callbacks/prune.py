@@ -24,32 +24,48 @@ Arguments are validated in ``__init__`` (types, ratios, criterion, schedule) and
 Example:
     >>> import paddle
     >>> from slim_callbacks.callbacks import PruneCallback
-    >>> net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
+    >>> nn = paddle.nn
+    >>> net = nn.Sequential(nn.Conv2D(3, 8, 3, padding=1), nn.BatchNorm2D(8), nn.ReLU(),
+    ...                     nn.Conv2D(8, 8, 3, padding=1), nn.BatchNorm2D(8), nn.ReLU(),
+    ...                     nn.AdaptiveAvgPool2D(1), nn.Flatten(), nn.Linear(8, 10))
     >>> model = paddle.Model(net)
     >>> model.prepare(paddle.optimizer.Momentum(0.01, parameters=net.parameters()),
-    ...               paddle.nn.CrossEntropyLoss())
-    >>> data = paddle.io.TensorDataset([paddle.randn([8, 3, 32, 32]),
+    ...               nn.CrossEntropyLoss())
+    >>> data = paddle.io.TensorDataset([paddle.randn([8, 3, 8, 8]),
     ...                                 paddle.randint(0, 10, [8, 1])])
-    >>> cb = PruneCallback(ratios={"conv*._pointwise_conv*": 0.5}, criterion="fpgm",
-    ...                    prune_epochs=[0, 1], input_shape=[1, 3, 32, 32])
+    >>> cb = PruneCallback(ratios={"0": 0.5}, criterion="fpgm", prune_epochs=[0, 1],
+    ...                    input_shape=[1, 3, 8, 8])
     >>> model.fit(data, epochs=3, batch_size=4, verbose=0, callbacks=[cb])
-    >>> [h["epoch"] for h in cb.history]
-    [0, 1]
+    >>> [h["epoch"] for h in cb.history], net[0].weight.shape[0]
+    ([0, 1], 4)
 """
 from __future__ import annotations
 
 import logging
-import numbers
 import os
+import types
 import warnings
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
-import paddle
-
 from slim_callbacks.analysis.sensitivity import check_patterns
 from slim_callbacks.callbacks import ledger as ledger_mod
+from slim_callbacks.callbacks import resume
 from slim_callbacks.callbacks.bn_l1 import BNScaleL1, check_epoch
+from slim_callbacks.callbacks.forwarding import ForwardingCallback
 from slim_callbacks.callbacks.guard import FiniteLossGuard
+from slim_callbacks.callbacks.ledger import Cursor, Ledger, PruningEvent
+from slim_callbacks.callbacks.log_lines import event_line
+from slim_callbacks.callbacks.paddle_hooks import install_save_hook, rebuild_reducer, same_on_every_rank
+from slim_callbacks.callbacks.pruning_state import PruningState, mean_targets
+from slim_callbacks.callbacks.schedule_factory import build_schedule
+from slim_callbacks.callbacks.targets import (
+    achieved_ratio,
+    check_curve_start,
+    current_widths,
+    group_targets,
+    producer_layers,
+)
+from slim_callbacks.core.checks import check_int, check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import is_rank0, model_input_shape, unwrap
 from slim_callbacks.engine.criteria import get_criterion
@@ -60,60 +76,13 @@ from slim_callbacks.tracing.tracer import trace
 
 logger = logging.getLogger(__name__)
 
-CURVES = ("agp", "linear", "exp")
-
-
-def human(n: float, digits: int = 1) -> str:
-    """``568740352 -> '568.7M'``; K/M/G suffixes (decimal)."""
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= scale:
-            return f"{n / scale:.{digits}f}{suffix}"
-    return f"{n:.0f}"
-
-
-def event_line(epoch: int, groups: int, macs: tuple, params: tuple) -> str:
-    """The fixed log line of one pruning event."""
-    change = (macs[1] - macs[0]) / macs[0] * 100 if macs[0] else 0.0
-    return (f"epoch {epoch}: pruned {groups} groups, MACs {human(macs[0])} -> "
-            f"{human(macs[1])} ({change:+.1f}%), params {human(params[0], 2)} -> "
-            f"{human(params[1], 2)}")
-
-
 def profile(network, input_shape) -> dict:
     """MACs, legacy GFLOPs, params, size (slim_callbacks.analysis.flops.profile)."""
     from slim_callbacks.analysis.flops import profile as _profile
     return _profile(unwrap(network), input_shape)
 
 
-def build_schedule(schedule, prune_epochs, start_epoch, end_epoch, frequency):
-    """The schedule object for PruneCallback's 'when' arguments (ConfigError if bad)."""
-    from slim_callbacks.callbacks import schedules as S
-    given = [k for k, v in (("schedule", schedule), ("prune_epochs", prune_epochs)) if v is not None]
-    if len(given) > 1:
-        raise ConfigError("prune_epochs", prune_epochs, "None when schedule is given (one 'when')")
-    if prune_epochs is not None:
-        if isinstance(prune_epochs, (str, bytes)) or not isinstance(prune_epochs, Sequence) \
-                or not prune_epochs:
-            raise ConfigError("prune_epochs", prune_epochs, "a non-empty list of epochs, e.g. [2, 4, 6]")
-        return S.make_schedule("epochs", epochs=list(prune_epochs))
-    if schedule is None or schedule == "oneshot":
-        return S.make_schedule("oneshot", epoch=start_epoch)
-    if isinstance(schedule, S.Schedule):
-        return schedule
-    if isinstance(schedule, Mapping):
-        if "kind" in schedule:
-            return S.schedule_from_dict(schedule)
-        return S.make_schedule("map", ratios=dict(schedule))
-    if isinstance(schedule, str) and schedule in CURVES:
-        if end_epoch is None:
-            raise ConfigError("end_epoch", end_epoch, f"the last epoch of the {schedule!r} curve")
-        return S.make_schedule(schedule, start_epoch=start_epoch, end_epoch=end_epoch,
-                               frequency=frequency)
-    raise ConfigError("schedule", schedule, "None, 'oneshot', 'agp', 'linear', 'exp', an "
-                      "{epoch: ratio} map, a schedule dict or a slim_callbacks.callbacks.schedules.Schedule")
-
-
-class PruneCallback(paddle.callbacks.Callback):
+class PruneCallback(ForwardingCallback):
     """Prunes channels of ``model.network`` at scheduled epochs during ``fit``.
 
     Args:
@@ -190,15 +159,13 @@ class PruneCallback(paddle.callbacks.Callback):
         self.round_to = check_round_to(round_to)
         start_epoch = check_epoch("start_epoch", start_epoch)
         end_epoch = check_epoch("end_epoch", end_epoch, allow_none=True)
-        if isinstance(frequency, bool) or not isinstance(frequency, numbers.Integral) or frequency < 1:
-            raise ConfigError("frequency", frequency, "an integer >= 1")
+        frequency = check_int("frequency", frequency, 1)
         self.schedule = build_schedule(schedule, prune_epochs, start_epoch, end_epoch, frequency)
         if target_flops_reduction is not None:
             if ratios is not None:
                 raise ConfigError("ratios", ratios, "None when target_flops_reduction is given")
-            if isinstance(target_flops_reduction, bool) or not isinstance(
-                    target_flops_reduction, numbers.Real) or not 0 < target_flops_reduction < 1:
-                raise ConfigError("target_flops_reduction", target_flops_reduction, "a number in (0, 1)")
+            check_number("target_flops_reduction", target_flops_reduction, 0.0, 1.0,
+                         low_open=True, high_open=True)
         elif layers is not None and isinstance(ratios, Mapping):
             raise ConfigError("layers", layers, "None with a {pattern: ratio} dict (its "
                                                 "patterns choose the layers)")
@@ -212,7 +179,7 @@ class PruneCallback(paddle.callbacks.Callback):
         if map_final is not None and isinstance(self.ratios, float) and self.ratios != map_final:
             raise ConfigError("ratios", ratios, f"None or {map_final} (the final ratio of the "
                               f"{{epoch: ratio}} schedule)")
-        self._check_curve_start(self.ratios)
+        check_curve_start(self.schedule, self.ratios)
         self.target_flops_reduction = target_flops_reduction
         self.layers = check_patterns("layers", layers)
         self.skip = check_skip(skip)
@@ -247,14 +214,6 @@ class PruneCallback(paddle.callbacks.Callback):
         self.uniform_ratio: Optional[float] = None
         self._started = False
         self._network = None
-
-    def _check_curve_start(self, ratios) -> None:
-        """Known final ratios must not lie below the schedule's ``initial_ratio``."""
-        initial = getattr(self.schedule, "initial_ratio", 0.0)
-        finals = list(ratios.values()) if isinstance(ratios, dict) else [ratios]
-        if ratios is not None and self.schedule.final_ratio is None and min(finals) < initial:
-            raise ConfigError("ratios", ratios, f"final ratios >= the schedule's initial_ratio="
-                              f"{initial!r} (targets never decrease)")
 
     def _strategy_arguments(self, strategy_options) -> dict:
         """The options of ``resolve_strategy`` (checked now, used at train begin), built
@@ -291,8 +250,15 @@ class PruneCallback(paddle.callbacks.Callback):
     def optimizer(self):
         return getattr(self.model, "_optimizer", None)
 
-    def _sub_callbacks(self):
-        return [cb for cb in (self.finite_guard, self.bn_l1, self.logger_cb) if cb is not None]
+    def leading_callbacks(self):
+        """The loss guard: it sees every hook first (an epoch's weights are checked
+        before that epoch's pruning event)."""
+        return [self.finite_guard]
+
+    def trailing_callbacks(self):
+        """BN-scale L1 and the VisualDL logger, when set: they see every hook after
+        the callback's own work (the logger records the epoch's pruned model)."""
+        return [cb for cb in (self.bn_l1, self.logger_cb) if cb is not None]
 
     def _default_shape(self):
         shape = model_input_shape(self.model)
@@ -301,43 +267,27 @@ class PruneCallback(paddle.callbacks.Callback):
                               "(the paddle.Model has no InputSpec to take it from)")
         return shape
 
+    @property
+    def pruning_state(self) -> PruningState:
+        """A read-only snapshot of the run for observers such as the VisualDL logger."""
+        return PruningState(
+            epoch_offset=self.epoch_offset,
+            input_shape=None if self.input_shape is None else tuple(self.input_shape),
+            planned=mean_targets(self.targets), achieved_ratio=self.achieved_ratio(),
+            original_widths=types.MappingProxyType(dict(self.original_widths)),
+            targeted_groups=tuple(self.group_ratios), pruned_layers=tuple(producer_layers(self.plan)))
+
     def planned_ratio(self, epoch: int) -> float:
         """Mean target ratio (over pruned groups) in force after global ``epoch``."""
-        done = [t for e, t in sorted(self.targets.items()) if e <= epoch]
-        if not done or not done[-1]:
-            return 0.0
-        return sum(done[-1].values()) / len(done[-1])
+        return PruningState(planned=mean_targets(self.targets)).planned_ratio(epoch)
 
     def achieved_ratio(self) -> float:
         """Share of the original channels of the targeted groups that is gone."""
-        graph_widths = self.current_widths()
-        total = sum(self.original_widths[g] for g in self.group_ratios)
-        now = sum(graph_widths.get(g, self.original_widths[g]) for g in self.group_ratios)
-        return 1 - now / total if total else 0.0
+        return achieved_ratio(self.plan, self.original_widths, self.group_ratios)
 
     def current_widths(self) -> Dict[str, int]:
         """Group name -> current width, from the cumulative plan (no trace needed)."""
-        widths = {}
-        for g in self.plan.groups:
-            widths[g["name"]] = g["after"]
-        return widths
-
-    def _group_targets(self) -> Dict[int, Dict[str, float]]:
-        """Global epoch -> {group: target ratio} for every event."""
-        map_final = self.schedule.final_ratio
-        out: Dict[int, Dict[str, float]] = {}
-        by_ratio: Dict[float, list] = {}
-        for group, ratio in self.group_ratios.items():
-            by_ratio.setdefault(ratio, []).append(group)
-        for ratio, groups in by_ratio.items():
-            if map_final is not None:
-                scale = ratio / map_final if map_final else 0.0
-                events = [(e, t * scale) for e, t in self.schedule.events(None)]
-            else:
-                events = self.schedule.events(ratio)
-            for epoch, target in events:
-                out.setdefault(epoch, {}).update({g: target for g in groups})
-        return out
+        return current_widths(self.plan)
 
     # -- callback hooks ----------------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -348,14 +298,14 @@ class PruneCallback(paddle.callbacks.Callback):
         epochs = self.params.get("epochs")
         resumed = None
         if self.resume_from is not None and not self._started:
-            resumed = self._load_resume_source(epochs)
+            self.resume_from = resume.resolve_source(self.resume_from)
+            resumed = resume.load_source(self.resume_from, self.network, epochs=epochs,
+                                         need_optimizer=self.optimizer is not None
+                                         and not self.reset_optimizer)
             self.epoch_offset = resumed["cursor"]["epoch"] + 1
         if epochs is not None:
             self.schedule.validate(epochs if resumed is not None else self.epoch_offset + epochs)
             self.total_epochs = epochs if resumed is not None else self.epoch_offset + epochs
-        for cb in self._sub_callbacks():
-            cb.set_model(self.model)
-            cb.set_params(self.params)
         self.finite_guard.epoch_offset = self.epoch_offset
         if self.bn_l1 is not None:
             self.bn_l1.epoch_offset = self.epoch_offset
@@ -366,31 +316,6 @@ class PruneCallback(paddle.callbacks.Callback):
         self._started = True
         self._network = self.network
         self._install_save_hook()
-        for cb in self._sub_callbacks():
-            cb.on_train_begin(logs)
-
-    def _load_resume_source(self, epochs: Optional[int]) -> dict:
-        """The checked ledger of ``resume_from`` (a prefix, or a directory: its newest
-        complete checkpoint); SlimError before any change if it cannot be resumed."""
-        source = os.fspath(self.resume_from)
-        if os.path.isdir(source):
-            source = ledger_mod.latest_checkpoint(source)
-        self.resume_from = source
-        resumed = ledger_mod.load_ledger(source)
-        ledger_mod.check_fingerprint(self.network, resumed, f"{source} ")
-        ledger_mod.check_checkpoint_files(source, resumed,
-                                          need_optimizer=self.optimizer is not None
-                                          and not self.reset_optimizer)
-        done, total = resumed["cursor"]["epoch"], resumed.get("epochs")
-        if epochs is not None and total is not None and epochs != total:
-            raise ConfigError("fit(epochs=...)", epochs,
-                              f"{total}, the total epochs of the run that wrote {source} "
-                              f"(the resumed fit starts at epoch {done + 1} and stops after "
-                              f"epoch {total - 1})")
-        if epochs is not None and done + 1 >= epochs:
-            raise SlimError(f"{source} is the last epoch ({done}) of a {epochs}-epoch run: "
-                            f"nothing is left to train")
-        return resumed
 
     def _setup(self, resumed: Optional[dict]) -> None:
         net = self.network
@@ -408,7 +333,7 @@ class PruneCallback(paddle.callbacks.Callback):
         self.group_ratios = resolve_ratios(graph, ratios, self.skip)
         if not self.group_ratios:
             raise ConfigError("ratios", ratios, "ratios that select at least one prunable group")
-        self.targets = self._group_targets()
+        self.targets = group_targets(self.schedule, self.group_ratios)
         if resumed is not None:
             self._replay(resumed)
 
@@ -425,45 +350,20 @@ class PruneCallback(paddle.callbacks.Callback):
 
     def _replay(self, ledger: dict) -> None:
         """Ledger plan on network and optimizer, then the checkpoint's weights/optimizer."""
-        recorded = [list(e) for e in ledger["cursor"]["events"]]
-        mine = [[e, sorted(t.items())] for e, t in sorted(self.targets.items())]
-        if recorded != [[e, [list(p) for p in t]] for e, t in mine]:
-            raise SlimError(f"the schedule or ratios differ from those of {self.resume_from}: "
-                            f"resume with the same PruneCallback arguments")
-        self.plan = ledger_mod.replay(self.network, ledger, self.optimizer)
-        self.history = list(ledger["history"])
-        self.last_epoch = ledger["cursor"]["epoch"]
+        record = Ledger.from_dict(ledger)
+        resume.check_same_events(record.cursor, self.targets, self.resume_from)
         prefix = str(self.resume_from)
-        # weights by structural key; optimizer state re-keyed to this run's tensor
-        # names (they differ when the network was built after another one in-process)
-        self.model.load(prefix, reset_optimizer=True)
-        if self.optimizer is not None and os.path.exists(prefix + ledger_mod.OPTIMIZER):
-            state = ledger_mod.rename_optimizer_state(
-                paddle.load(prefix + ledger_mod.OPTIMIZER), ledger.get("param_names", {}),
-                ledger_mod.tensor_names(self.network))
-            self.model._adapter.load([], state)
-        elif self.optimizer is not None:
+        self.history = [h.to_dict() for h in record.history]
+        self.last_epoch = record.cursor.epoch
+        self.plan, loaded = resume.restore(self.model, prefix, ledger)
+        if self.optimizer is not None and not loaded:
             logger.warning("resumed from %s without %s: the optimizer state starts afresh "
                            "(reset_optimizer=True)", prefix, ledger_mod.OPTIMIZER)
-        self._resync_data_parallel()
         logger.info("resumed from %s: %d pruning events replayed, next epoch %d", prefix,
                     len(self.history), self.epoch_offset)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        for cb in self._sub_callbacks():
-            cb.on_epoch_begin(epoch, logs)
-
-    def on_train_batch_end(self, step, logs=None):
-        for cb in self._sub_callbacks():
-            cb.on_train_batch_end(step, logs)
-
-    def on_eval_end(self, logs=None):
-        if self.logger_cb is not None:
-            self.logger_cb.on_eval_end(logs)
-
     def on_epoch_end(self, epoch, logs=None):
         """Fires the event scheduled at this (global) epoch, if any (weights finite)."""
-        self.finite_guard.on_epoch_end(epoch, logs)
         glob = epoch + self.epoch_offset
         targets = self.targets.get(glob)
         if targets:
@@ -471,12 +371,6 @@ class PruneCallback(paddle.callbacks.Callback):
         self.last_epoch = glob
         if self.epoch_offset and self.total_epochs is not None and glob >= self.total_epochs - 1:
             self.model.stop_training = True  # a resumed fit(epochs=TOTAL) ends on time
-        if self.logger_cb is not None:
-            self.logger_cb.on_epoch_end(epoch, logs)
-
-    def on_train_end(self, logs=None):
-        for cb in self._sub_callbacks():
-            cb.on_train_end(logs)
 
     # -- the event ---------------------------------------------------------------
     def prune_now(self, epoch: int, targets: Mapping[str, float]) -> PruningPlan:
@@ -487,69 +381,33 @@ class PruneCallback(paddle.callbacks.Callback):
         ratios = {g: r for g, r in targets.items() if g in live}
         plan = plan_pruning(net, graph, ratios, self.criterion, self.round_to,
                             original_widths=self.original_widths)
-        plan = self._agree(plan)
+        plan = same_on_every_rank(plan)
         before = profile(net, self.input_shape)
         if len(plan):
             plan.apply(net, opt, input_shape=self.input_shape)
-            self._resync_data_parallel()
+            rebuild_reducer(self.model)
         after = profile(net, self.input_shape) if len(plan) else before
         self.plan = self.plan.then(plan)
-        record = {"epoch": epoch, "target": max(targets.values()) if targets else 0.0,
-                  "groups": len(plan), "macs": [before["macs"], after["macs"]],
-                  "params": [before["params"], after["params"]], "plan": plan.to_dict()}
-        self.history.append(record)
+        record = PruningEvent(epoch=epoch, target=max(targets.values()) if targets else 0.0,
+                              groups=len(plan), macs=[before["macs"], after["macs"]],
+                              params=[before["params"], after["params"]], plan=plan.to_dict())
+        self.history.append(record.to_dict())
         # every rank prunes, only rank 0 reports at INFO (the others at DEBUG)
         level = logging.INFO if is_rank0() else logging.DEBUG
         logger.log(level, event_line(epoch, len(plan), (before["macs"], after["macs"]),
                                      (before["params"], after["params"])))
         return plan
 
-    @staticmethod
-    def _agree(plan: PruningPlan) -> PruningPlan:
-        """Under data parallel, every rank takes rank 0's plan."""
-        if paddle.distributed.get_world_size() <= 1:
-            return plan
-        box = [plan.to_dict()]
-        paddle.distributed.broadcast_object_list(box, src=0)
-        return PruningPlan.from_dict(box[0])
-
-    def _resync_data_parallel(self) -> None:
-        """Rebuilds DataParallel's gradient buckets for the new shapes.
-
-        ``paddle.DataParallel`` builds its EagerReducer (buckets and per-parameter
-        all-reduce hooks) at construction. Measured on Paddle 3.3.1 (two gloo ranks):
-        the reducer concatenates the current gradients at every step, so even the old
-        buckets still all-reduce the pruned gradients exactly; the rebuild keeps bucket
-        sizes true and guards versions that size buffers at construction. The old
-        reducer's hooks stay registered on the parameters but do nothing unless
-        ``prepare_for_backward`` is called on it, which only the current ``_reducer``
-        gets; it is kept alive because its hooks point at it. Parameters and buffers
-        are re-broadcast from rank 0 so every rank continues from identical weights.
-        """
-        adapter = getattr(self.model, "_adapter", None)
-        ddp = getattr(adapter, "ddp_model", None)
-        if ddp is None or paddle.distributed.get_world_size() <= 1:
-            return
-        retired = getattr(ddp, "_slim_retired_reducers", [])
-        retired.append(ddp._reducer)
-        ddp._slim_retired_reducers = retired
-        ddp.init_reducer()
-        from paddle.distributed.parallel import sync_params_buffers
-        sync_params_buffers(unwrap(ddp), fuse_params=False)
-
     # -- ledger ------------------------------------------------------------------
     def ledger(self) -> dict:
         """The pruning ledger for the network as it is now."""
-        return {"fingerprint": self.fingerprint, "input_shape": self.input_shape,
-                "criterion": self.criterion.name, "original_widths": self.original_widths,
-                "param_names": ledger_mod.tensor_names(self.network),
-                "plan": self.plan.to_dict(), "history": self.history,
-                "epochs": self.total_epochs,
-                "cursor": {"epoch": self.last_epoch,
-                           "done": [h["epoch"] for h in self.history],
-                           "remaining": sorted(e for e in self.targets if e > self.last_epoch),
-                           "events": [[e, sorted(t.items())] for e, t in sorted(self.targets.items())]},
-                "schedule": self.schedule.to_dict()}
+        return Ledger(fingerprint=self.fingerprint, input_shape=self.input_shape,
+                      criterion=self.criterion.name, original_widths=self.original_widths,
+                      param_names=ledger_mod.tensor_names(self.network), plan=self.plan.to_dict(),
+                      history=[PruningEvent.from_dict(h) for h in self.history],
+                      epochs=self.total_epochs,
+                      cursor=Cursor.at(self.last_epoch, self.history, self.targets),
+                      schedule=self.schedule.to_dict()).to_dict()
 
     def checkpoint_path(self, path: str) -> str:
         """``<dir>/<local epoch>`` (ModelCheckpoint's name) -> ``<dir>/<global epoch>``."""
@@ -567,25 +425,9 @@ class PruneCallback(paddle.callbacks.Callback):
     def _install_save_hook(self) -> None:
         """Makes every ``model.save(path)`` (ModelCheckpoint's too) write the ledger,
         under the global epoch's name, never over an earlier session's checkpoint."""
-        model = self.model
-        current = getattr(model.save, "_slim_pruner", None)
-        if current is self:
-            return
-        original = getattr(model.save, "_slim_original", model.save)
+        install_save_hook(self.model, self, self.checkpoint_path, self._check_not_earlier_session,
+                          self._write_ledger)
 
-        def save(path, training=True):
-            path = self.checkpoint_path(path)
-            rank0 = paddle.distributed.ParallelEnv().local_rank == 0
-            if training and rank0:
-                self._check_not_earlier_session(path)
-            try:
-                original(path, training)
-            except OSError as err:
-                raise SlimError(f"could not save the checkpoint {path}: "
-                                f"{err.strerror or err}") from None
-            if training and rank0:
-                ledger_mod.save_ledger(path, self.ledger())
-                self._written.add(path)
-
-        save._slim_pruner, save._slim_original = self, original
-        model.save = save
+    def _write_ledger(self, path: str) -> None:
+        ledger_mod.save_ledger(path, self.ledger())
+        self._written.add(path)

@@ -27,95 +27,28 @@ Kinds (``make_schedule`` names in brackets):
 * :class:`AGP` [``agp``], :class:`LinearRamp` [``linear``], :class:`ExpRamp` [``exp``]:
   every ``frequency`` epochs from ``start_epoch`` to ``end_epoch``, both included.
 
-The curves: with ``K`` events, event ``k = 1..K`` reaches ``curve(k / K)`` where
-``curve(0) = initial_ratio`` (the virtual state before the first event, never an event
-itself) and ``curve(1) = final_ratio``:
+The curves (``linear``, ``agp``, ``exp``) and their formulas are in
+:mod:`slim_callbacks.callbacks.schedule_curves`; building a schedule by name or from a
+recipe dict is :mod:`slim_callbacks.callbacks.schedule_factory`.
 
-* ``linear``: ``s_i + (s_f - s_i) * u``
-* ``agp`` (Zhu & Gupta, arXiv 1710.01878): ``s_f + (s_i - s_f) * (1 - u) ** 3``
-* ``exp`` (NNI lottery ticket, geometric): ``1 - (1 - s_i) * ((1 - s_f) / (1 - s_i)) ** u``
-  (``1 - (1 - s_f) ** u`` for ``s_i = 0``): each event removes the same share of the
-  channels still there, with the shares computed against the original widths.
-
-Recipes store schedules as dicts:
-
-    >>> sched = schedule_from_dict({"kind": "agp", "start_epoch": 0, "end_epoch": 6,
-    ...                             "frequency": 2})
+    >>> sched = AGP(start_epoch=0, end_epoch=6, frequency=2)
     >>> [(e, round(r, 4)) for e, r in sched.validate(num_epochs=10).events(0.5)]
     [(0, 0.2891), (2, 0.4375), (4, 0.4922), (6, 0.5)]
-    >>> schedule_from_dict(sched.to_dict()) == sched
+    >>> sched.ratio_at(3, 0.5) == sched.events(0.5)[1][1]
     True
 """
 from __future__ import annotations
 
 import bisect
 import dataclasses
-import difflib
 import logging
-import numbers
-from typing import Any, Callable, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type
+from typing import Any, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from slim_callbacks.callbacks.schedule_curves import CURVES, Event, curve_targets
+from slim_callbacks.core.checks import check_choice, check_epoch, check_int, check_ratio
 from slim_callbacks.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-
-Event = Tuple[int, float]
-Curve = Callable[[float, float, float], float]
-
-
-def _linear(u: float, s_i: float, s_f: float) -> float:
-    return s_i + (s_f - s_i) * u
-
-
-def _agp(u: float, s_i: float, s_f: float) -> float:
-    return s_f + (s_i - s_f) * (1.0 - u) ** 3
-
-
-def _exp(u: float, s_i: float, s_f: float) -> float:
-    return 1.0 - (1.0 - s_i) * ((1.0 - s_f) / (1.0 - s_i)) ** u
-
-
-#: Curve name -> ``curve(u, initial_ratio, final_ratio)`` for ``u`` in ``[0, 1]``.
-CURVES: Dict[str, Curve] = {"linear": _linear, "agp": _agp, "exp": _exp}
-
-
-# ---------------------------------------------------------------------------- checks
-
-def _check_epoch(key: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ConfigError(key, value, "an integer epoch >= 0 (0-based)")
-    return int(value)
-
-
-def _check_int(key: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(key, value, f"an integer >= {minimum}")
-    return int(value)
-
-
-def _check_ratio(key: str, value) -> float:
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not 0 <= value < 1):  # NaN fails the comparison too
-        raise ConfigError(key, value, "a number in [0, 1)")
-    return float(value)
-
-
-def _curve_events(epochs: Sequence[int], curve: str, initial_ratio: float,
-                  final_ratio) -> List[Event]:
-    """Event ``k = 1..K`` at ``epochs[k-1]`` reaches ``CURVES[curve](k/K, s_i, s_f)``."""
-    s_f = _check_ratio("final_ratio", final_ratio)
-    s_i = initial_ratio
-    if s_f < s_i:
-        raise ConfigError("final_ratio", final_ratio,
-                          f"a number in [initial_ratio={s_i!r}, 1): targets never decrease")
-    fn, count = CURVES[curve], len(epochs)
-    events, previous = [], s_i
-    for k, epoch in enumerate(epochs, start=1):
-        # clamp: float rounding must never break monotonicity or overshoot s_f
-        target = s_f if k == count else min(max(fn(k / count, s_i, s_f), previous), s_f)
-        events.append((epoch, target))
-        previous = target
-    return events
 
 
 # ---------------------------------------------------------------------------- base
@@ -177,8 +110,7 @@ class Schedule:
         Returns:
             The target of the last event at or before ``epoch``; 0.0 before any event.
         """
-        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral):
-            raise ConfigError("epoch", epoch, "an integer epoch")
+        check_int("epoch", epoch, allowed="an integer epoch")
         events = self.events(final_ratio)
         index = bisect.bisect_right([e for e, _ in events], epoch)
         return events[index - 1][1] if index else 0.0
@@ -196,7 +128,7 @@ class Schedule:
             ConfigError: ``num_epochs`` is not an integer >= 1, or an event would be at
                 an epoch >= ``num_epochs`` and would silently never happen.
         """
-        num_epochs = _check_int("num_epochs", num_epochs, 1)
+        num_epochs = check_int("num_epochs", num_epochs, 1)
         last = self.last_epoch
         if last >= num_epochs:
             raise ConfigError(
@@ -219,6 +151,14 @@ class Schedule:
         return out
 
 
+class _OnCurve(Schedule):
+    """A schedule whose ``k``-th of ``K`` events reaches ``curve(k / K)``: subclasses
+    have ``curve`` and ``initial_ratio``."""
+
+    def _targets(self, final_ratio) -> List[float]:
+        return curve_targets(len(self.event_epochs), self.curve, self.initial_ratio, final_ratio)
+
+
 # ---------------------------------------------------------------------------- kinds
 
 @dataclasses.dataclass(frozen=True)
@@ -238,23 +178,23 @@ class OneShot(Schedule):
     _last_key: ClassVar[str] = "epoch"
 
     def __post_init__(self):
-        object.__setattr__(self, "epoch", _check_epoch("epoch", self.epoch))
+        object.__setattr__(self, "epoch", check_epoch("epoch", self.epoch))
 
     @property
     def event_epochs(self) -> Tuple[int, ...]:
         return (self.epoch,)
 
     def _targets(self, final_ratio) -> List[float]:
-        return [_check_ratio("final_ratio", final_ratio)]
+        return [check_ratio("final_ratio", final_ratio)]
 
 
 @dataclasses.dataclass(frozen=True)
-class AtEpochs(Schedule):
+class AtEpochs(_OnCurve):
     """Prune at listed epochs; the ``k``-th of ``K`` events reaches ``curve(k / K)``.
 
     Args:
         epochs: strictly increasing 0-based epochs; the final ratio is reached at the last.
-        curve: ``"linear"``, ``"agp"`` or ``"exp"`` (formulas in the module docstring).
+        curve: ``"linear"``, ``"agp"`` or ``"exp"`` (formulas in :mod:`~slim_callbacks.callbacks.schedule_curves`).
         initial_ratio: the curve's value before the first event, in ``[0, 1)``.
 
     Example:
@@ -275,22 +215,18 @@ class AtEpochs(Schedule):
         epochs = tuple(epochs)
         if not epochs:
             raise ConfigError("epochs", [], "a non-empty list of epochs, e.g. [2, 4, 6]")
-        checked = tuple(_check_epoch(f"epochs[{i}]", e) for i, e in enumerate(epochs))
+        checked = tuple(check_epoch(f"epochs[{i}]", e) for i, e in enumerate(epochs))
         if any(a >= b for a, b in zip(checked, checked[1:])):
             raise ConfigError("epochs", list(epochs), "strictly increasing epochs")
-        if not isinstance(self.curve, str) or self.curve not in CURVES:
-            raise ConfigError("curve", self.curve, f"one of {', '.join(CURVES)}")
+        check_choice("curve", self.curve, CURVES)
         object.__setattr__(self, "epochs", checked)
         object.__setattr__(self, "initial_ratio",
-                           _check_ratio("initial_ratio", self.initial_ratio))
+                           check_ratio("initial_ratio", self.initial_ratio))
 
     @property
     def event_epochs(self) -> Tuple[int, ...]:
         return self.epochs
 
-    def _targets(self, final_ratio) -> List[float]:
-        return [r for _, r in _curve_events(self.epochs, self.curve, self.initial_ratio,
-                                            final_ratio)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,7 +264,7 @@ class RatioMap(Schedule):
             raise ConfigError("ratios", ratios, allowed)
         if not pairs:
             raise ConfigError("ratios", ratios, allowed)
-        checked = sorted((_check_epoch("ratios key", e), _check_ratio(f"ratios[{e!r}]", r))
+        checked = sorted((check_epoch("ratios key", e), check_ratio(f"ratios[{e!r}]", r))
                          for e, r in pairs)
         for (e0, r0), (e1, r1) in zip(checked, checked[1:]):
             if e0 == e1:
@@ -352,7 +288,7 @@ class RatioMap(Schedule):
 
     def _targets(self, final_ratio) -> List[float]:
         if final_ratio is not None:
-            _check_ratio("final_ratio", final_ratio)
+            check_ratio("final_ratio", final_ratio)
         return [r for _, r in self.ratios]
 
     def to_dict(self) -> Dict[str, Any]:
@@ -360,7 +296,7 @@ class RatioMap(Schedule):
 
 
 @dataclasses.dataclass(frozen=True)
-class Ramp(Schedule):
+class Ramp(_OnCurve):
     """Base of the curves with an event every ``frequency`` epochs, ``start_epoch`` to
     ``end_epoch`` both included: ``K = (end_epoch - start_epoch) // frequency + 1``
     events, event ``k = 1..K`` at ``start_epoch + (k - 1) * frequency`` reaching
@@ -384,9 +320,9 @@ class Ramp(Schedule):
     def __post_init__(self):
         if self.curve not in CURVES:
             raise TypeError("Ramp is abstract: use AGP, LinearRamp or ExpRamp")
-        start = _check_epoch("start_epoch", self.start_epoch)
-        end = _check_epoch("end_epoch", self.end_epoch)
-        freq = _check_int("frequency", self.frequency, 1)
+        start = check_epoch("start_epoch", self.start_epoch)
+        end = check_epoch("end_epoch", self.end_epoch)
+        freq = check_int("frequency", self.frequency, 1)
         if start > end:
             raise ConfigError("end_epoch", end, f"an epoch >= start_epoch={start}")
         if (end - start) % freq:
@@ -398,15 +334,12 @@ class Ramp(Schedule):
         for name, value in (("start_epoch", start), ("end_epoch", end), ("frequency", freq)):
             object.__setattr__(self, name, value)
         object.__setattr__(self, "initial_ratio",
-                           _check_ratio("initial_ratio", self.initial_ratio))
+                           check_ratio("initial_ratio", self.initial_ratio))
 
     @property
     def event_epochs(self) -> Tuple[int, ...]:
         return tuple(range(self.start_epoch, self.end_epoch + 1, self.frequency))
 
-    def _targets(self, final_ratio) -> List[float]:
-        return [r for _, r in _curve_events(self.event_epochs, self.curve, self.initial_ratio,
-                                            final_ratio)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -463,77 +396,3 @@ class ExpRamp(Ramp):
 
     kind: ClassVar[str] = "exp"
     curve: ClassVar[str] = "exp"
-
-
-# ---------------------------------------------------------------------------- factory
-
-#: ``make_schedule`` / ``to_dict()["kind"]`` name -> class.
-SCHEDULES: Dict[str, Type[Schedule]] = {
-    cls.kind: cls for cls in (OneShot, AtEpochs, RatioMap, AGP, LinearRamp, ExpRamp)}
-
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "<missing>"
-
-
-def _build(kind, kwargs: Mapping[str, Any], prefix: str) -> Schedule:
-    if not isinstance(kind, str) or kind not in SCHEDULES:
-        raise ConfigError(f"{prefix}kind", kind, f"one of {', '.join(SCHEDULES)}")
-    cls = SCHEDULES[kind]
-    fields = dataclasses.fields(cls)
-    names = [f.name for f in fields]
-    for key, value in kwargs.items():
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{prefix}{key}", value,
-                              f"one of the keys of kind {kind!r}: {', '.join(names)}{hint}")
-    for field in fields:
-        if field.name not in kwargs and field.default is dataclasses.MISSING:
-            raise ConfigError(f"{prefix}{field.name}", _Missing(),
-                              f"a value: kind {kind!r} requires it")
-    try:
-        return cls(**kwargs)
-    except ConfigError as err:
-        raise ConfigError(f"{prefix}{err.key}", err.value, err.allowed) from None
-
-
-def make_schedule(kind: str, **kwargs) -> Schedule:
-    """Builds a schedule by name.
-
-    Args:
-        kind: ``"oneshot"``, ``"epochs"``, ``"map"``, ``"agp"``, ``"linear"`` or ``"exp"``.
-        **kwargs: the arguments of the class (``SCHEDULES[kind]``).
-
-    Raises:
-        ConfigError: unknown kind, unknown or missing argument, or a bad value.
-
-    Example:
-        >>> make_schedule("epochs", epochs=[2, 4], curve="exp")
-        AtEpochs(epochs=(2, 4), curve='exp', initial_ratio=0.0)
-    """
-    return _build(kind, kwargs, "")
-
-
-def schedule_from_dict(d: Mapping[str, Any], key: str = "schedule") -> Schedule:
-    """Inverse of :meth:`Schedule.to_dict`, for recipes.
-
-    Args:
-        d: ``{"kind": ..., **arguments}``, e.g.
-            ``{"kind": "agp", "start_epoch": 0, "end_epoch": 6, "frequency": 2}``.
-        key: the recipe path of ``d``, prefixed to the key named by errors.
-
-    Raises:
-        ConfigError: not a mapping, unknown kind or key, missing key, or a bad value; the
-            message names ``<key>.<argument>``.
-
-    Example:
-        >>> schedule_from_dict({"kind": "oneshot", "epoch": 2})
-        OneShot(epoch=2)
-    """
-    if not isinstance(d, Mapping):
-        raise ConfigError(key, d, "a mapping with a 'kind' key, e.g. "
-                                  "{'kind': 'agp', 'start_epoch': 0, 'end_epoch': 6}")
-    kwargs = {k: v for k, v in d.items() if k != "kind"}
-    return _build(d.get("kind", _Missing()), kwargs, f"{key}." if key else "")

@@ -40,7 +40,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import numbers
 import os
 import time
 from typing import List, Optional, Sequence
@@ -48,7 +47,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 import paddle
 
-from slim_callbacks.callbacks.bn_l1 import bn_scales
+from slim_callbacks.callbacks.bn_l1 import abs_gammas
+from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.core.paddle_utils import is_rank0, model_input_shape, unwrap
 
@@ -90,7 +90,9 @@ class VisualDLLogger(paddle.callbacks.Callback):
         input_shape: example input (batch first) for the GFLOPs scalars; defaults to
             the pruner's, then to the model's InputSpec; without one, ``model/gflops*``
             are skipped.
-        pruner: the :class:`PruneCallback` whose ratios and pruned layers are logged.
+        pruner: the :class:`PruneCallback` whose ratios and pruned layers are logged
+            (read from its ``pruning_state``, a
+            :class:`~slim_callbacks.callbacks.pruning_state.PruningState`).
         bn_histograms: write ``bn/gamma`` histograms.
     """
 
@@ -99,9 +101,7 @@ class VisualDLLogger(paddle.callbacks.Callback):
         super().__init__()
         if not isinstance(log_dir, str) or not log_dir:
             raise ConfigError("log_dir", log_dir, "a directory path")
-        if isinstance(log_freq, bool) or not isinstance(log_freq, numbers.Integral) or log_freq < 1:
-            raise ConfigError("log_freq", log_freq, "an integer >= 1")
-        self.log_dir, self.log_freq = log_dir, int(log_freq)
+        self.log_dir, self.log_freq = log_dir, check_int("log_freq", log_freq, 1)
         self.input_shape = None if input_shape is None else [int(d) for d in input_shape]
         self.pruner, self.bn_histograms = pruner, bn_histograms
         self._writer = None
@@ -134,7 +134,7 @@ class VisualDLLogger(paddle.callbacks.Callback):
         self._epoch = epoch + self._offset()
 
     def _offset(self) -> int:
-        return getattr(self.pruner, "epoch_offset", 0) if self.pruner is not None else 0
+        return self.pruner.pruning_state.epoch_offset if self.pruner is not None else 0
 
     def on_train_batch_end(self, step, logs=None):
         self._step += 1
@@ -160,7 +160,9 @@ class VisualDLLogger(paddle.callbacks.Callback):
     def log_model(self, epoch: int) -> None:
         """Writes the per-epoch model, pruning and BatchNorm records for ``epoch``."""
         net = unwrap(self.model.network)
-        shape = self.input_shape or getattr(self.pruner, "input_shape", None) or self._spec_shape()
+        state = None if self.pruner is None else self.pruner.pruning_state
+        pruner_shape = None if state is None or state.input_shape is None else list(state.input_shape)
+        shape = self.input_shape or pruner_shape or self._spec_shape()
         from slim_callbacks.analysis import flops
         if shape is not None:
             stats = flops.profile(net, shape)
@@ -172,30 +174,24 @@ class VisualDLLogger(paddle.callbacks.Callback):
             params = flops.count_params(net)
             self._add("model/params", epoch, params)
             self._add("model/size_mb", epoch, flops.model_size_mb(net))
-        if self.pruner is not None and self.pruner.group_ratios:
-            self._add("pruning/planned_ratio", epoch, self.pruner.planned_ratio(epoch))
-            self._add("pruning/achieved_ratio", epoch, self.pruner.achieved_ratio())
+        if state is not None and state.targeted_groups:
+            self._add("pruning/planned_ratio", epoch, state.planned_ratio(epoch))
+            self._add("pruning/achieved_ratio", epoch, state.achieved_ratio)
             layers = dict(net.named_sublayers())
-            for name in self.pruned_layers():
+            for name in state.pruned_layers:
                 weight = getattr(layers.get(name), "weight", None)
                 if weight is not None:
                     axis = 1 if isinstance(layers[name], paddle.nn.Linear) else 0
                     self._add(f"widths/{name}", epoch, weight.shape[axis])
-        gammas = [np.abs(p.numpy()).ravel() for p in bn_scales(net)]
-        if gammas:
-            allg = np.concatenate(gammas)
+        allg = abs_gammas(net)
+        if allg is not None:
             self._add("bn/gamma_below_1e-2", epoch, float((allg < 1e-2).mean()))
             if self.bn_histograms:
                 self.writer.add_histogram(tag="bn/gamma", values=allg, step=int(epoch), buckets=30)
 
     def pruned_layers(self) -> List[str]:
         """Producer layers of the groups the pruner targets."""
-        if self.pruner is None:
-            return []
-        names = []
-        for g in self.pruner.plan.groups:
-            names.extend(p for p in g["producers"] if p not in names)
-        return names
+        return [] if self.pruner is None else list(self.pruner.pruning_state.pruned_layers)
 
     def _spec_shape(self):
         return model_input_shape(self.model)
