@@ -92,7 +92,24 @@ def test_uniform_out_of_reach_is_refused():
 
 
 # ------------------------------------------------------------------ FLOPs model
+class DecoderNet(nn.Layer):
+    """Conv, a transposed conv (plain and grouped-as-depthwise) and a Linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2D(3, 16, 3, 2, 1), nn.BatchNorm2D(16), nn.ReLU())
+        self.up = nn.Sequential(nn.Conv2DTranspose(16, 12, 2, 2), nn.BatchNorm2D(12), nn.ReLU())
+        self.dw = nn.Conv2DTranspose(12, 12, 3, padding=1, groups=12)
+        self.head = nn.Sequential(nn.Conv2D(12, 8, 1), nn.ReLU())
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.head(self.dw(self.up(self.enc(x))))
+        return self.fc(paddle.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
 FLOPS_MODELS = {
+    "decoder_net": DecoderNet,
     "mobilenet_v1": lambda: models.mobilenet_v1(scale=0.25, num_classes=10),
     "mobilenet_v2": lambda: models.mobilenet_v2(scale=0.35, num_classes=10),
     "resnet18": lambda: models.resnet18(num_classes=10),
