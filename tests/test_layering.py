@@ -1,6 +1,6 @@
 """The package is layered: a subpackage imports only itself and the layers below it.
 
-core < tracing < engine < analysis < callbacks < app. Imports inside functions count
+core < tracing < engine < deploy < analysis < callbacks < app. Imports inside functions count
 too; only the top-level ``slim_callbacks/__init__.py`` (the public API) and
 ``__main__.py`` may import from every layer.
 """
@@ -11,7 +11,7 @@ import pytest
 
 import slim_callbacks
 
-LAYERS = ("core", "tracing", "engine", "analysis", "callbacks", "app")
+LAYERS = ("core", "tracing", "engine", "deploy", "analysis", "callbacks", "app")
 PACKAGE = pathlib.Path(slim_callbacks.__file__).parent
 MODULES = sorted(p for p in PACKAGE.rglob("*.py")
                  if p.parent != PACKAGE and p.relative_to(PACKAGE).parts[0] in LAYERS)
