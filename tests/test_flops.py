@@ -168,12 +168,24 @@ def test_legacy_counts_norm_activation_and_pools():
     assert count_flops(net, [1, 4, 8, 8], "macs") == 0
 
 
-def test_uncounted_layers_add_nothing_and_uncounted_convs_warn(caplog):
-    net = nn.Sequential(nn.Conv1D(2, 2, 1), nn.Flatten(), nn.Dropout(0.5))
+def test_uncounted_layers_add_nothing():
+    net = nn.Sequential(nn.Flatten(), nn.Dropout(0.5))
+    assert count_flops(net, [1, 2, 3]) == 0
+
+
+def test_conv1d_and_conv3d_macs_are_counted_like_conv2d(caplog):
+    """Output elements x C_in / groups x kernel volume (before #12 these counted 0)."""
+    net = nn.Sequential(nn.Conv1D(2, 4, 3), nn.Conv1D(4, 4, 1, groups=2))
     with caplog.at_level("WARNING", logger="slim_callbacks.analysis.flops"):
-        assert count_flops(net, [1, 2, 3]) == 0
-    assert [r.getMessage() for r in caplog.records] == [
-        "Conv1D layers are not counted by slim_callbacks.analysis.flops"]
+        assert count_flops(net, [1, 2, 9]) == 7 * 4 * (2 * 3) + 7 * 4 * (2 * 1)
+    assert caplog.records == []
+    net3d = nn.Conv3D(2, 3, (1, 2, 3))
+    assert count_flops(net3d, [1, 2, 4, 5, 6]) == (4 * 4 * 4 * 3) * (2 * 1 * 2 * 3)
+
+
+def test_conv1d_and_conv3d_transposed_count_each_input_element_per_output_tap():
+    assert count_flops(nn.Conv1DTranspose(2, 4, 3), [1, 2, 5]) == 5 * 2 * 4 * 3
+    assert count_flops(nn.Conv3DTranspose(2, 2, 2), [1, 2, 2, 2, 2]) == 8 * 2 * 2 * 8
 
 
 # --------------------------------------------------------------------------- hygiene

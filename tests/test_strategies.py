@@ -108,8 +108,23 @@ class DecoderNet(nn.Layer):
         return self.fc(paddle.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
+class SignalNet(nn.Layer):
+    """Conv1D over the flattened image: counted in MACs like Conv2D (#12)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv1D(3, 16, 3, padding=1), nn.BatchNorm1D(16), nn.ReLU(),
+                                  nn.Conv1D(16, 12, 1), nn.ReLU())
+        self.fc = nn.Linear(12, 10)
+
+    def forward(self, x):
+        x = self.body(paddle.flatten(x, 2))
+        return self.fc(x.mean(axis=2))
+
+
 FLOPS_MODELS = {
     "decoder_net": DecoderNet,
+    "signal_net": SignalNet,
     "mobilenet_v1": lambda: models.mobilenet_v1(scale=0.25, num_classes=10),
     "mobilenet_v2": lambda: models.mobilenet_v2(scale=0.35, num_classes=10),
     "resnet18": lambda: models.resnet18(num_classes=10),

@@ -8,8 +8,8 @@ are per sample: the batch dimension of ``input_shape`` is divided out.
 
 Conventions (see :func:`count_flops`):
 
-* ``macs``: one multiply-add = 1, for Conv2D, Conv2DTranspose and Linear only (biases
-  not counted). A transposed conv does ``H_in * W_in * C_in * (C_out / groups) * Kh * Kw``.
+* ``macs``: one multiply-add = 1, for convolutions (1-D, 2-D and 3-D, transposed or
+  not) and Linear only (biases not counted). A transposed conv does ``H_in * W_in * C_in * (C_out / groups) * Kh * Kw``.
 * ``flops``: 2 x ``macs``.
 * ``paddleslim_legacy``: PaddleSlim's legacy ``fluid.contrib.slim`` counter, the one
   behind the "1.11 GFLOPs" of PaddleSlim's MobileNetV1 table (1,113,234,132 at 224):
@@ -44,7 +44,7 @@ import paddle.nn as nn
 
 from slim_callbacks.core.checks import is_int
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.core.paddle_utils import is_batch_norm, is_linear, modes_restored
+from slim_callbacks.core.paddle_utils import is_batch_norm, is_conv, is_linear, is_transposed_conv, modes_restored
 
 logger = logging.getLogger(__name__)
 
@@ -96,15 +96,16 @@ def _spatial(tensor, data_format: str) -> Tuple[int, int]:
 
 
 def _conv_counts(layer, inputs, output) -> Counts:
-    """Conv2D: output elements x (Kh * Kw * C_in / groups) MACs; legacy divides by groups again."""
-    per_output = math.prod(layer.weight.shape[1:])  # C_in / groups * Kh * Kw
+    """Conv1D/2D/3D: output elements x (C_in / groups * kernel size) MACs; legacy divides by
+    groups again."""
+    per_output = math.prod(layer.weight.shape[1:])  # C_in / groups * K1 * ... * Kd
     out = _numel(output)
     # out = N * H * W * C_out and groups divides C_out: the legacy count stays an integer.
     return out * per_output, 2 * (out // layer._groups) * per_output
 
 
 def _transposed_conv_counts(layer, inputs, output) -> Counts:
-    """Conv2DTranspose: input elements x (C_out / groups * Kh * Kw) MACs."""
+    """Conv1D/2D/3DTranspose: input elements x (C_out / groups * kernel size) MACs."""
     macs = _numel(inputs[0]) * math.prod(layer.weight.shape[1:])
     return macs, 2 * macs
 
@@ -140,10 +141,10 @@ def _adaptive_pool_counts(layer, inputs, output) -> Counts:
     return 0, _numel(output) * kernel
 
 
-# (is this kind?, counter), first match wins; convs are 2-D only (Conv1D/3D are not counted)
+# (is this kind?, counter), first match wins
 _COUNTERS = (
-    (lambda layer: isinstance(layer, nn.Conv2D), _conv_counts),
-    (lambda layer: isinstance(layer, nn.Conv2DTranspose), _transposed_conv_counts),
+    (is_transposed_conv, _transposed_conv_counts),
+    (is_conv, _conv_counts),
     (is_linear, _linear_counts),
     (lambda layer: is_batch_norm(layer) or isinstance(layer, _ELEMENTWISE), _elementwise_counts),
     (lambda layer: isinstance(layer, _POOLS), _pool_counts),
@@ -160,7 +161,7 @@ def _counter_for(layer) -> Callable | None:
 
 
 def counts_macs(layer) -> bool:
-    """A layer the ``macs`` convention counts: Conv2D, Conv2DTranspose or Linear."""
+    """A layer the ``macs`` convention counts: a Conv1D/2D/3D (transposed or not) or Linear."""
     return _counter_for(layer) in (_conv_counts, _transposed_conv_counts, _linear_counts)
 
 # ------------------------------------------------------------------------ counting pass
