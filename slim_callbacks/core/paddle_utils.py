@@ -49,9 +49,14 @@ def is_linear(layer) -> bool:
     return isinstance(layer, paddle.nn.Linear)
 
 
+def is_prelu(layer) -> bool:
+    """``paddle.nn.PReLU``: one slope per channel (``_weight``), or one for all."""
+    return isinstance(layer, paddle.nn.PReLU)
+
+
 def is_known_layer(layer) -> bool:
-    """A layer whose channels the engine handles itself (conv, Linear, BatchNorm)."""
-    return is_conv(layer) or is_linear(layer) or is_batch_norm(layer)
+    """A layer whose channels the engine handles itself (conv, Linear, BatchNorm, PReLU)."""
+    return is_conv(layer) or is_linear(layer) or is_batch_norm(layer) or is_prelu(layer)
 
 
 @contextlib.contextmanager

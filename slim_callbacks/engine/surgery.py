@@ -17,7 +17,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import paddle
 
-from slim_callbacks.core.paddle_utils import is_batch_norm, is_conv, is_transposed_conv
+from slim_callbacks.core.paddle_utils import is_batch_norm, is_conv, is_prelu, is_transposed_conv
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ def update_attributes(layer, before: Optional[dict]) -> None:
         layer._in_channels, layer._out_channels, layer._groups = in_channels, out_channels, groups
     elif is_batch_norm(layer) and hasattr(layer, "_num_features"):
         layer._num_features = layer._mean.shape[0]
+    elif is_prelu(layer):
+        layer._num_parameters = layer._weight.shape[0]
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""What each known layer does to channel labels: Conv, Linear and BatchNorm.
+"""What each known layer does to channel labels: Conv, Linear, BatchNorm and PReLU.
 
 A forward pre/post hook on every sublayer keeps the tracer's stack of layer names
 (where an op ran, for warnings) and, when a Conv/Linear/BatchNorm returns, records
@@ -16,6 +16,7 @@ from slim_callbacks.core.paddle_utils import (
     is_conv,
     is_known_layer,
     is_linear,
+    is_prelu,
     is_transposed_conv,
 )
 from slim_callbacks.tracing import labels as L
@@ -73,7 +74,24 @@ def _on_batch_norm(tr, name: str, layer, x, y) -> None:
     tr.set_labels(y, L.along(vector, axis, y.ndim))
 
 
-LAYER_HANDLERS = ((is_conv, _on_conv), (is_linear, _on_linear), (is_batch_norm, _on_batch_norm))
+def _on_prelu(tr, name: str, layer, x, y) -> None:
+    """Channels pass through; a per-channel slope (``_weight``, one per channel) is sliced
+    with them. A single shared slope is elementwise."""
+    if layer._num_parameters == 1:
+        tr.set_labels(y, tr.labels_of(x))
+        return
+    axis = L.DATA_FORMATS.get(layer._data_format, 1)
+    vector = L.channel_vector(tr.labels_of(x), axis, x.shape[axis])
+    if vector is None:
+        tr.block(tr.labels_of(x), f"input of {name} mixes channels across positions")
+        tr.set_labels(y, L.zeros(y.ndim))
+        return
+    tr.record(name, "_weight", 0, CHANNEL, vector)
+    tr.set_labels(y, L.along(vector, axis, y.ndim))
+
+
+LAYER_HANDLERS = ((is_conv, _on_conv), (is_linear, _on_linear), (is_batch_norm, _on_batch_norm),
+                  (is_prelu, _on_prelu))
 
 
 @contextlib.contextmanager
