@@ -110,6 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="VisualDL host (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8040, help="VisualDL port (default 8040)")
     p.add_argument("--no-serve", action="store_true", help="print the table, do not start VisualDL")
+
+    p = sub.add_parser("latency", help="CPU latency of exported inference models, side by side")
+    p.add_argument("models", nargs="+", metavar="MODEL_DIR_OR_PREFIX",
+                   help="a directory holding model.json/model.pdiparams, or a model prefix")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--no-onednn", action="store_true", help="switch the oneDNN kernels off")
+    p.add_argument("--rounds", type=int, default=20, help="interleaved rounds (default 20)")
+    p.add_argument("--input-shape", type=int, nargs="+", metavar="DIM",
+                   help="the input shape with batch, e.g. 1 3 224 224 (needed when the "
+                        "model has unknown dims)")
     return parser
 
 
@@ -211,8 +221,21 @@ def cmd_dashboard(args) -> int:
     return serve(args.dirs, args.host, args.port, serve_board=not args.no_serve, emit=_out)
 
 
+def cmd_latency(args) -> int:
+    from slim_callbacks.deploy.latency import format_latency_table, measure_latency
+    prefixes = {}
+    for path in args.models:
+        prefix = os.path.join(path, "model") if os.path.isdir(path) else path
+        prefixes[path if path not in prefixes else f"{path}#{len(prefixes)}"] = prefix
+    results = measure_latency(prefixes, threads=args.threads, onednn=not args.no_onednn,
+                              rounds=args.rounds, input_shape=args.input_shape)
+    _out(format_latency_table(results))
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "plan": cmd_plan, "check": cmd_check,
-            "sensitivity": cmd_sensitivity, "dashboard": cmd_dashboard}
+            "sensitivity": cmd_sensitivity, "dashboard": cmd_dashboard,
+            "latency": cmd_latency}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

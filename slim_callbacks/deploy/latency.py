@@ -1,0 +1,122 @@
+"""Latency of exported inference models on CPU, measured side by side.
+
+Each model gets one predictor and a batch-1 random input of its input shape. After a
+warm-up, the models are timed in interleaved rounds (each round times every model, the
+order rotated one step per round), so a slow spell on a shared machine falls on all
+models alike rather than on whichever ran last.
+
+Example:
+    >>> import paddle, tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> for name, width in (("wide", 64), ("narrow", 8)):
+    ...     save_inference_model(paddle.nn.Linear(16, width), os.path.join(d, name), [1, 16])
+    >>> res = measure_latency({n: os.path.join(d, n) for n in ("wide", "narrow")},
+    ...                       warmup=1, rounds=2, runs_per_round=1)
+    >>> [r.name for r in res], all(r.median_ms > 0 for r in res)
+    (['wide', 'narrow'], True)
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from slim_callbacks.core.errors import SlimError
+from slim_callbacks.deploy.runtime import predictor, run, save_inference_model  # noqa: F401
+
+_clock = time.perf_counter  # tests replace this with a fake timer
+
+
+@dataclass
+class Latency:
+    """One model's latency in milliseconds per batch-1 run."""
+    name: str
+    prefix: str
+    median_ms: float
+    p25_ms: float
+    p75_ms: float
+    min_ms: float
+    max_ms: float
+    samples: int
+    threads: int
+    onednn: bool
+
+
+def _input_shape(pred, name: str, input_shape: Optional[Sequence[int]]) -> List[int]:
+    if input_shape is not None:
+        return [int(d) for d in input_shape]
+    shape = list(pred.get_input_handle(pred.get_input_names()[0]).shape())
+    if any(int(d) < 0 for d in shape[1:]):
+        raise SlimError(f"model {name!r} has input shape {shape} with unknown dims; "
+                        "pass input_shape (CLI: --input-shape)")
+    return [1] + [int(d) for d in shape[1:]]
+
+
+def _summary(name, prefix, ms: List[float], threads, onednn) -> Latency:
+    a = np.asarray(ms, dtype=float)
+    p25, med, p75 = np.percentile(a, [25, 50, 75])
+    return Latency(name, prefix, float(med), float(p25), float(p75), float(a.min()),
+                   float(a.max()), len(ms), threads, onednn)
+
+
+def measure_latency(prefixes: Dict[str, str], threads: int = 1, onednn: bool = True,
+                    warmup: int = 10, rounds: int = 20, runs_per_round: int = 5,
+                    input_shape: Optional[Sequence[int]] = None, seed: int = 0) -> List[Latency]:
+    """Median (and p25/p75, min/max) ms per batch-1 run of each model, in input order.
+
+    ``prefixes`` maps a display name to an inference-model prefix. Every run is one
+    sample: ``rounds * runs_per_round`` samples per model.
+    """
+    if not prefixes:
+        raise SlimError("measure_latency: no models given")
+    for label, value, low in (("threads", threads, 1), ("rounds", rounds, 1),
+                              ("runs_per_round", runs_per_round, 1), ("warmup", warmup, 0)):
+        if int(value) < low:
+            raise SlimError(f"{label}: {value!r} is not allowed; expected an int >= {low}")
+    names = list(prefixes)
+    rng = np.random.default_rng(seed)
+    preds, inputs = {}, {}
+    for name in names:
+        preds[name] = predictor(prefixes[name], threads=threads, onednn=onednn)
+        shape = _input_shape(preds[name], name, input_shape)
+        inputs[name] = [rng.standard_normal(shape).astype("float32")]
+    for name in names:
+        for _ in range(warmup):
+            run(preds[name], inputs[name])
+    samples: Dict[str, List[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            for _ in range(runs_per_round):
+                start = _clock()
+                run(preds[name], inputs[name])
+                samples[name].append((_clock() - start) * 1000.0)
+    return [_summary(n, prefixes[n], samples[n], threads, onednn) for n in names]
+
+
+def measure_latency_all_cores(prefixes: Dict[str, str], **kwargs) -> List[Latency]:
+    """``measure_latency`` with one math-library thread per CPU core."""
+    return measure_latency(prefixes, threads=os.cpu_count() or 1, **kwargs)
+
+
+def format_latency_table(results: Sequence[Latency]) -> str:
+    """A text table: median, p25-p75, min-max and speedup relative to the first model."""
+    if not results:
+        return "(no models)"
+    base = results[0].median_ms
+    width = max(5, max(len(r.name) for r in results))
+    head = (f"{'model':<{width}}  {'median ms':>10}  {'p25-p75 ms':>17}  "
+            f"{'min-max ms':>17}  {'speedup':>7}")
+    lines = [head]
+    for r in results:
+        lines.append(f"{r.name:<{width}}  {r.median_ms:>10.3f}  "
+                     f"{f'{r.p25_ms:.3f}-{r.p75_ms:.3f}':>17}  "
+                     f"{f'{r.min_ms:.3f}-{r.max_ms:.3f}':>17}  "
+                     f"{base / r.median_ms:>6.2f}x")
+    r0 = results[0]
+    lines.append(f"({r0.samples} runs per model, batch 1, {r0.threads} thread(s), "
+                 f"oneDNN {'on' if r0.onednn else 'off'}; speedup vs {r0.name})")
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""slim_callbacks.deploy.latency and `slim-callbacks latency`."""
+import os
+
+import paddle
+import pytest
+
+from slim_callbacks.app.cli import main
+from slim_callbacks.core.errors import SlimError
+from slim_callbacks.deploy import latency
+from slim_callbacks.deploy.latency import format_latency_table, measure_latency
+from slim_callbacks.deploy.runtime import save_inference_model
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("latency")
+    paddle.seed(0)
+    out = {}
+    for name, width in (("wide", 32), ("narrow", 4)):
+        net = paddle.nn.Sequential(paddle.nn.Conv2D(3, width, 3), paddle.nn.ReLU())
+        os.makedirs(d / name)
+        prefix = str(d / name / "model")
+        save_inference_model(net, prefix, [1, 3, 8, 8])
+        out[name] = prefix
+    return out
+
+
+def test_positive_medians_and_spread(models):
+    res = measure_latency(models, warmup=1, rounds=3, runs_per_round=2)
+    assert [r.name for r in res] == ["wide", "narrow"]
+    for r in res:
+        assert r.median_ms > 0 and r.samples == 6
+        assert r.min_ms <= r.p25_ms <= r.median_ms <= r.p75_ms <= r.max_ms
+    assert "speedup" in format_latency_table(res)
+
+
+def test_rounds_interleave_with_rotated_order(models, monkeypatch):
+    order = []
+    real_run = latency.run
+
+    def fake_run(pred, inputs):
+        order.append(id(pred))
+        return real_run(pred, inputs)
+
+    monkeypatch.setattr(latency, "run", fake_run)
+    measure_latency(models, warmup=0, rounds=4, runs_per_round=1)
+    assert len(order) == 8
+    firsts = order[0::2]               # the first model timed in each round
+    assert firsts[0] != firsts[1] and firsts[0] == firsts[2] and firsts[1] == firsts[3]
+    for i in range(0, 8, 2):           # every round times both models
+        assert order[i] != order[i + 1]
+
+
+def test_median_from_interleaved_samples(models, monkeypatch):
+    """A fake clock: the k-th timed run lasts k ms, so each model's samples show which
+    interleaved runs it got."""
+    durations = iter(range(1, 100))
+    state = {"t": 0.0, "start": True}
+
+    def clock():
+        if state["start"]:
+            state["start"] = False
+            return state["t"]
+        state["start"] = True
+        state["t"] += next(durations) / 1000.0
+        return state["t"]
+
+    monkeypatch.setattr(latency, "_clock", clock)
+    res = measure_latency(models, warmup=0, rounds=4, runs_per_round=1)
+    # round 0: wide(1) narrow(2); round 1: narrow(3) wide(4); round 2: wide(5) narrow(6);
+    # round 3: narrow(7) wide(8)
+    wide, narrow = res
+    assert wide.median_ms == pytest.approx(4.5) and (wide.min_ms, wide.max_ms) == (1.0, 8.0)
+    assert narrow.median_ms == pytest.approx(4.5)
+    assert (narrow.min_ms, narrow.max_ms) == pytest.approx((2.0, 7.0))
+
+
+def test_cli_prints_a_row_per_model(models, capsys):
+    dirs = [os.path.dirname(p) for p in models.values()]
+    assert main(["latency", dirs[0], models["narrow"], "--rounds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert dirs[0] in out and models["narrow"] in out and "speedup" in out
+    assert sum(1 for line in out.splitlines() if line.endswith("x")) == 2
+
+
+def test_cli_missing_model_is_one_line_error(tmp_path, capsys):
+    assert main(["latency", str(tmp_path / "nothing"), "--rounds", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no inference model" in err and len(err.splitlines()) == 1
+
+
+def test_no_models_refused():
+    with pytest.raises(SlimError):
+        measure_latency({})
