@@ -3,7 +3,7 @@
 The layers of the package, lowest first (a layer imports only the ones below it):
 ``core`` (errors, checks, Paddle specifics, weight files) < ``tracing`` (channel labels,
 groups, the tracer) < ``engine`` (criteria, selectors, planner, plan, surgery) <
-``deploy`` (inference export, Paddle Inference runtime, latency) <
+``deploy`` (Paddle Inference runtime, latency) <
 ``analysis`` (FLOPs, strategies, sensitivity) < ``callbacks`` (PruneCallback, schedules,
 ledger, BN-L1, VisualDL) < ``app`` (recipes, data, runner, CLI, dashboard).
 """

@@ -3,8 +3,10 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from slim_callbacks.engine.planner import prune
 from slim_callbacks.engine.selectors import keep_count
 from slim_callbacks.tracing.groups import CHANNEL, IN
+from slim_callbacks.tracing.tracer import trace
 
 
 def calibrate(net, shape, steps=3, seed=0):
@@ -41,6 +43,17 @@ def kill_units(net, graph, ratio=0.3, seed=0, only=None):
             array[tuple(index)] = 0
             param.set_value(array)
     return dead_units
+
+
+def assert_dead_channels_prune_exactly(net, shape, ratio=0.3):
+    """Zero the channels a prune removes, prune them: eval outputs must not move."""
+    calibrate(net, shape)
+    kill_units(net, trace(net, shape), ratio=ratio)
+    x = paddle.randn([2] + shape[1:])
+    before = outputs(net, x)
+    plan = prune(net, shape, ratio)
+    np.testing.assert_allclose(outputs(net, x), before, atol=1e-5)
+    return plan
 
 
 def snapshot(net, optimizer=None):

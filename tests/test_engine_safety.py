@@ -7,7 +7,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
-from helpers import calibrate, kill_units, outputs, same, snapshot
+from helpers import assert_dead_channels_prune_exactly, calibrate, same, snapshot
 
 from slim_callbacks import SlimError, prune, trace
 from slim_callbacks.analysis.flops import count_flops, layer_widths
@@ -15,17 +15,6 @@ from slim_callbacks.analysis.flops import count_flops, layer_widths
 
 def group_named(graph, name):
     return next(g for g in graph.groups if g.name == name)
-
-
-def assert_dead_channels_prune_exactly(net, shape, ratio=0.3):
-    """Zero the channels a prune removes, prune them: eval outputs must not move."""
-    calibrate(net, shape)
-    kill_units(net, trace(net, shape), ratio=ratio)
-    x = paddle.randn([2] + shape[1:])
-    before = outputs(net, x)
-    plan = prune(net, shape, ratio)
-    np.testing.assert_allclose(outputs(net, x), before, atol=1e-5)
-    return plan
 
 
 # --------------------------------------------------------------- 1. train-only branches

@@ -2,7 +2,7 @@
 import numpy as np
 import paddle
 import paddle.nn as nn
-from helpers import calibrate, kill_units, outputs
+from helpers import assert_dead_channels_prune_exactly
 
 from slim_callbacks import prune, trace
 from slim_callbacks.analysis.flops import count_flops
@@ -42,12 +42,8 @@ def test_per_channel_prelu_is_prunable_and_dead_channels_prune_exactly():
     graph = trace(net, SHAPE)
     blocked = [g.name for g in graph.groups if g.blocked]
     assert blocked == ["fc"], blocked  # only the network's output
-    calibrate(net, SHAPE)
-    kill_units(net, graph, ratio=0.5)
-    x = paddle.randn([2, 3, 8, 8])
-    before, macs = outputs(net, x), count_flops(net, SHAPE)
-    prune(net, SHAPE, 0.5)
-    np.testing.assert_allclose(outputs(net, x), before, atol=1e-5)
+    macs = count_flops(net, SHAPE)
+    assert_dead_channels_prune_exactly(net, SHAPE, ratio=0.5)
     assert count_flops(net, SHAPE) < macs
     for prelu, width in ((net.stem[2], 4), (net.block[2], 6), (net.act, 4)):
         assert list(prelu._weight.shape) == [width] and prelu._num_parameters == width
@@ -74,10 +70,5 @@ def test_a_shared_slope_passes_channels_through_unchanged():
     paddle.seed(0)
     net = PReLUNet(shared_slope=True)
     randomize_slopes(net)
-    calibrate(net, SHAPE)
-    kill_units(net, trace(net, SHAPE), ratio=0.5)
-    x = paddle.randn([2, 3, 8, 8])
-    before = outputs(net, x)
-    prune(net, SHAPE, 0.5)
-    np.testing.assert_allclose(outputs(net, x), before, atol=1e-5)
+    assert_dead_channels_prune_exactly(net, SHAPE, ratio=0.5)
     assert list(net.act._weight.shape) == [1] and net.stem[0]._out_channels == 4

@@ -1,2 +1,2 @@
-"""Deploying a pruned network: inference export, its verification, and latency on the
-runtime people deploy with (Paddle Inference on CPU, optionally ONNX Runtime)."""
+"""Deploying a pruned network: the Paddle Inference runtime (save, load, run an inference
+model) and latency measured side by side on it."""

@@ -7,6 +7,7 @@ models alike rather than on whichever ran last.
 
 Example:
     >>> import paddle, tempfile, os
+    >>> from slim_callbacks.deploy.runtime import save_inference_model
     >>> d = tempfile.mkdtemp()
     >>> for name, width in (("wide", 64), ("narrow", 8)):
     ...     save_inference_model(paddle.nn.Linear(16, width), os.path.join(d, name), [1, 16])
@@ -25,7 +26,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from slim_callbacks.core.errors import SlimError
-from slim_callbacks.deploy.runtime import predictor, run, save_inference_model  # noqa: F401
+from slim_callbacks.deploy.runtime import predictor, run
 
 _clock = time.perf_counter  # tests replace this with a fake timer
 
