@@ -92,3 +92,9 @@ def test_cli_missing_model_is_one_line_error(tmp_path, capsys):
 def test_no_models_refused():
     with pytest.raises(SlimError):
         measure_latency({})
+
+
+@pytest.mark.parametrize("key,value", [("threads", "two"), ("rounds", 0), ("warmup", 1.5)])
+def test_bad_counts_are_config_errors_naming_the_argument(models, key, value):
+    with pytest.raises(SlimError, match=key):
+        measure_latency(models, **{key: value})

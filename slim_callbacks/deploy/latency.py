@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.deploy.runtime import predictor, run
 
@@ -75,8 +76,7 @@ def measure_latency(prefixes: Dict[str, str], threads: int = 1, onednn: bool = T
         raise SlimError("measure_latency: no models given")
     for label, value, low in (("threads", threads, 1), ("rounds", rounds, 1),
                               ("runs_per_round", runs_per_round, 1), ("warmup", warmup, 0)):
-        if int(value) < low:
-            raise SlimError(f"{label}: {value!r} is not allowed; expected an int >= {low}")
+        check_int(label, value, low)
     names = list(prefixes)
     rng = np.random.default_rng(seed)
     preds, inputs = {}, {}
