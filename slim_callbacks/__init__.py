@@ -13,6 +13,7 @@ import warnings
 # it says nothing about pruning, so this one message is silenced for its module only.
 warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning,
                         module=r"paddle\.utils\.cpp_extension")
+from slim_callbacks.analysis.explain import explain
 from slim_callbacks.analysis.flops import count_flops, count_params, layer_widths, model_size_mb, profile
 from slim_callbacks.analysis.global_strategy import global_ratios
 from slim_callbacks.analysis.sensitivity import load_sensitivities, sensitivity
@@ -61,7 +62,7 @@ __all__ = [
     "FPGMFilterPruner", "L1NormFilterPruner", "L2NormFilterPruner", "OptSlimFilterPruner",
     "SlimFilterPruner",
     # analysis: FLOPs, strategies, sensitivity
-    "STRATEGIES", "count_flops", "count_params", "custom_ratios", "global_ratios",
+    "STRATEGIES", "count_flops", "count_params", "custom_ratios", "explain", "global_ratios",
     "layer_widths", "load_sensitivities", "model_size_mb", "profile", "resolve_strategy",
     "sensitive_ratios", "sensitivity", "uniform_ratio",
     # callbacks for paddle.Model.fit, schedules, checkpoints

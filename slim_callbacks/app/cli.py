@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="the structure the recipe ends with, without training")
     recipe_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--explain", action="store_true",
+                   help="list the channel groups the tracer blocks, with the op and layer "
+                        "that block each and the MACs at stake, largest first")
 
     p = sub.add_parser("check", help="print the resolved recipe, or its errors")
     recipe_args(p)
@@ -182,6 +185,8 @@ def cmd_plan(args) -> int:
     from slim_callbacks.app.job import load_job
     from slim_callbacks.app.report import plan_text
     job = load_job(find_recipe(args.recipe), args.override)
+    if args.explain:
+        return _explain(job, args.json)
     result = runner.plan(job, emit=_note)
     if args.json:
         out = {k: result[k] for k in ("before", "after", "flops_reduction", "layers")}
@@ -190,6 +195,23 @@ def cmd_plan(args) -> int:
         _out(f"recipe {job.recipe.name}: {job.recipe.model.name} at input "
              f"{list(job.recipe.input_shape)}")
         _out(plan_text(result))
+    return 0
+
+
+def _explain(job, as_json: bool) -> int:
+    import dataclasses
+
+    from slim_callbacks.analysis.explain import explain
+    from slim_callbacks.app import runner
+    report = explain(runner.planning_network(job, _note), list(job.recipe.input_shape))
+    if as_json:
+        out = dataclasses.asdict(report)
+        out["by_op"] = report.by_op()
+        _out(json.dumps(out, indent=1))
+    else:
+        _out(f"recipe {job.recipe.name}: {job.recipe.model.name} at input "
+             f"{list(job.recipe.input_shape)}")
+        _out(report.table())
     return 0
 
 

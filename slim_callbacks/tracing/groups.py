@@ -14,7 +14,7 @@ columns of every consumer.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -52,12 +52,16 @@ class ChannelGroup:
         num_units: channels that can be removed, one unit each.
         members: every parameter slice that follows the units.
         blocked: why the group may not be pruned, or ``""`` if it may.
+        blocked_by: where it is blocked: (op or layer type, structural name of the
+            layer it ran in), e.g. ``("matmul", "blocks.0.attn")``; ``("network
+            output", "")`` for channels that reach an output.
     """
 
     producers: Tuple[str, ...]
     num_units: int
     members: List[Member]
     blocked: str = ""
+    blocked_by: Tuple[str, str] = ("", "")
 
     @property
     def name(self) -> str:
@@ -122,6 +126,7 @@ def build_groups(
     layer_names: List[str],
     records: List[MemberRecord],
     blocked: Dict[int, str],
+    block_sites: Optional[Dict[int, Tuple[str, str]]] = None,
 ) -> List[ChannelGroup]:
     """Turns atoms, unions and member records into channel groups.
 
@@ -132,6 +137,7 @@ def build_groups(
         layer_names: producer names indexed by ``atom_layer``.
         records: parameter slices keyed by atom.
         blocked: atoms that must not be pruned, with the reason.
+        block_sites: (op, layer) where each blocked atom was blocked.
 
     Returns:
         Groups ordered by their first producer's position in the network.
@@ -142,9 +148,10 @@ def build_groups(
     producers_of: Dict[int, set] = {int(r): set() for r in unit_roots}
     for atom in range(1, len(roots)):
         producers_of[int(roots[atom])].add(layer_names[atom_layer[atom]])
-    reason_of: Dict[int, str] = {}
+    block_sites = block_sites or {}
+    reason_of: Dict[int, Tuple[str, Tuple[str, str]]] = {}
     for atom, reason in blocked.items():
-        reason_of.setdefault(int(roots[atom]), reason)
+        reason_of.setdefault(int(roots[atom]), (reason, block_sites.get(atom, ("", ""))))
 
     key_of = {
         r: tuple(sorted(p, key=lambda n: layer_order.get(n, 0)))
@@ -176,6 +183,6 @@ def build_groups(
     groups = []
     for gi, key in enumerate(keys):
         reasons = [reason_of[r] for r in group_roots[key] if r in reason_of]
-        groups.append(ChannelGroup(key, len(group_roots[key]), members[gi],
-                                   reasons[0] if reasons else ""))
+        reason, site = reasons[0] if reasons else ("", ("", ""))
+        groups.append(ChannelGroup(key, len(group_roots[key]), members[gi], reason, site))
     return groups

@@ -46,6 +46,9 @@ def _on_conv(tr, name: str, layer, x, y) -> None:
         tr.block(vector, reason)
         out = tr.producer_atoms(name, c_out)
         tr.block(out, reason)
+        if out_axis == 0:  # blocked, but explain counts the MACs these channels hold
+            tr.record(name, "weight", 0, OUT, out)
+            tr.record(name, "bias", 0, OUT, out)
     tr.set_labels(y, L.along(out, axis, y.ndim))
 
 
@@ -112,7 +115,11 @@ def hooks(network, tracer):
                 tracer.quiet -= 1
                 tracer.layer_types[name] = type(layer).__name__
                 if tracer.quiet == 0:
-                    handler(tracer, name, layer, inputs[0], output)
+                    tracer.site = (type(layer).__name__, name)
+                    try:
+                        handler(tracer, name, layer, inputs[0], output)
+                    finally:
+                        tracer.site = None
                 break
 
     try:

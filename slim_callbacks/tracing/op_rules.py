@@ -120,7 +120,11 @@ def _wrap_reshape(tracer, func):
         x = kwargs.get("x", kwargs.get("input", args[0] if args else None))
         if out is x and not tracer.quiet:
             shape = kwargs.get("shape", args[1] if len(args) == 2 else list(args[1:]))
-            _block_literal_sizes(tracer, shape, x, tracer.labels_of(x), x)
+            tracer.site = ("reshape", tracer.where())
+            try:
+                _block_literal_sizes(tracer, shape, x, tracer.labels_of(x), x)
+            finally:
+                tracer.site = None
         return out
     return reshape
 
@@ -138,12 +142,16 @@ def _propagate(tr, op: str, func, args, kwargs, out) -> None:
         handler = _elementwise
     elif op in L.BINARY:
         handler = _binary
-    if handler is None:
-        tr.unknown_op(op, in_labels)
-        for t in outputs:
-            tr.set_labels(t, L.zeros(t.ndim))
-        return
-    handler(tr, op, func, args, kwargs, inputs, in_labels, outputs)
+    tr.site = (op, tr.where())
+    try:
+        if handler is None:
+            tr.unknown_op(op, in_labels)
+            for t in outputs:
+                tr.set_labels(t, L.zeros(t.ndim))
+            return
+        handler(tr, op, func, args, kwargs, inputs, in_labels, outputs)
+    finally:
+        tr.site = None
 
 
 def _elementwise(tr, op, func, args, kwargs, inputs, in_labels, outputs):

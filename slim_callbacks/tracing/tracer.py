@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -49,6 +49,8 @@ from slim_callbacks.tracing.layer_rules import hooks
 from slim_callbacks.tracing.op_rules import intercept, tensors_in
 
 logger = logging.getLogger(__name__)
+
+TOP_LEVEL = "the top-level network"  # where() outside every sublayer
 
 
 @dataclasses.dataclass
@@ -96,7 +98,8 @@ def trace(network: paddle.nn.Layer, input_shape: Sequence[int]) -> DependencyGra
                 tracer.set_labels(x, L.zeros(x.ndim))
                 out = _forward_in_mode(network, x, training, input_shape)
                 for t in tensors_in(out):
-                    tracer.block(tracer.labels_of(t), "reaches a network output")
+                    tracer.block(tracer.labels_of(t), "reaches a network output",
+                                 site=("network output", ""))
     return tracer.graph()
 
 
@@ -122,6 +125,8 @@ class Tracer:
         self.node_labels: Dict[int, np.ndarray] = {}
         self.records: List[MemberRecord] = []
         self.blocked: Dict[int, str] = {}
+        self.block_sites: Dict[int, Tuple[str, str]] = {}  # atom -> (op or layer type, where)
+        self.site: Optional[Tuple[str, str]] = None  # the op or layer being mapped now
         self.warned: set = set()
         self.seen_records: set = set()
         self.unknown_ops: Dict[str, None] = {}
@@ -169,13 +174,21 @@ class Tracer:
             seen.add(ptr)
             if ptr in self.node_labels and node is not tensor.grad_fn:
                 self.block(self.node_labels[ptr], f"feeds an untraced op {node.name()} "
-                                                  f"in {self.where()}")
+                                                  f"in {self.where()}",
+                           site=(node.name(), self.where()))
                 continue
             frontier.extend(n for n in node.next_functions if n is not None)
 
-    def block(self, labels: np.ndarray, reason: str) -> None:
+    def block(self, labels: np.ndarray, reason: str, site: Optional[Tuple[str, str]] = None) -> None:
+        """Blocks the channels of ``labels``; the first reason and site of an atom win.
+
+        ``site`` is (op or layer type, layer it ran in); by default the op or layer
+        being mapped now (:attr:`site`)."""
+        site = site or self.site or ("", self.where())
         for atom in L.atoms(labels):
-            self.blocked.setdefault(int(atom), reason)
+            if int(atom) not in self.blocked:
+                self.blocked[int(atom)] = reason
+                self.block_sites[int(atom)] = site
 
     def refuse(self, labels: np.ndarray, reason: str) -> None:
         """Blocks channels for a reason that deserves a warning (once per reason)."""
@@ -196,7 +209,7 @@ class Tracer:
             self.block(lab, f"flows into op {op!r} in {self.where()}, which the tracer cannot map")
 
     def where(self) -> str:
-        return self.stack[-1] if self.stack else "the top-level network"
+        return self.stack[-1] if self.stack else TOP_LEVEL
 
     # -- producers -----------------------------------------------------------
     def producer_atoms(self, name: str, count: int) -> np.ndarray:
@@ -225,6 +238,7 @@ class Tracer:
 
     def graph(self) -> DependencyGraph:
         groups = build_groups(self.uf, np.array(self.atom_layer), self.layer_order,
-                              self.producer_names, self.records, self.blocked)
+                              self.producer_names, self.records, self.blocked,
+                              self.block_sites)
         return DependencyGraph(groups, self.layer_types, self.param_names,
                                list(self.unknown_ops))

@@ -1,0 +1,173 @@
+"""Why channels are not pruned: the blocked groups of a network and what they cost.
+
+Owns :func:`explain`, its result :class:`Explanation` and the text table. A group is
+blocked when the tracer met an op or layer it cannot follow the channels through (an
+unknown op, a grouped conv, a reshape to a literal size, a network output, ...); such
+groups are left whole, safely but wastefully. :func:`explain` lists them with the op and
+the layer that block each one and the MACs at stake, largest first, so a user knows what
+to change in the model or register.
+
+*MACs at stake* of a group: the per-sample MACs of the Conv/Linear weight elements the
+tracer maps to the group's channels (its producers' output rows, its consumers' input
+columns, its depthwise filters), i.e. what removing every channel of the group would
+remove. Layers behind the blocking op (whose inputs it could not map) and a grouped
+conv's inputs are not counted, so the figure is a lower bound.
+Pruning a share ``r`` of the group removes about ``r`` times that. Each row counts its
+group on its own (a layer whose inputs and outputs belong to two blocked groups appears
+in both rows); the total counts every weight element once.
+
+Example:
+    >>> import paddle
+    >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 1), paddle.nn.Conv2D(8, 4, 1))
+    >>> report = explain(net, [1, 3, 2, 2])
+    >>> [(row.op, row.channels, row.macs) for row in report.rows]  # 4 outputs x 8 x 4
+    [('network output', 4, 128)]
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Dict, List, Sequence, Tuple
+
+import paddle
+
+from slim_callbacks.analysis.flops import count_flops
+from slim_callbacks.analysis.flops_model import output_positions
+from slim_callbacks.core.paddle_utils import unwrap
+from slim_callbacks.tracing.groups import ChannelGroup
+from slim_callbacks.tracing.tracer import TOP_LEVEL, trace
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockedGroup:
+    """One group the tracer blocked.
+
+    Attributes:
+        group: the group's name (its first producer layer).
+        channels: channels (units) in the group.
+        op: the op or layer type that blocks it, e.g. ``matmul`` or ``Conv2D``.
+        layer: the layer it ran in (``""`` for a network output).
+        reason: the tracer's sentence.
+        macs: MACs at stake (see the module docstring), per sample.
+        share: ``macs`` as a share of the network's MACs.
+    """
+
+    group: str
+    channels: int
+    op: str
+    layer: str
+    reason: str
+    macs: int
+    share: float
+
+
+@dataclasses.dataclass
+class Explanation:
+    """What :func:`explain` found.
+
+    Attributes:
+        total_macs: the network's MACs per sample.
+        blocked_macs: MACs at stake in all blocked groups together (each weight
+            element counted once).
+        channels: channels in all groups; ``blocked_channels`` of them are blocked.
+        rows: the blocked groups, largest ``macs`` first.
+    """
+
+    total_macs: int
+    blocked_macs: int
+    channels: int
+    blocked_channels: int
+    rows: List[BlockedGroup]
+
+    def by_op(self) -> List[Tuple[str, int, int]]:
+        """(op, blocked groups, MACs at stake) per blocking op, largest first."""
+        totals: Dict[str, List[int]] = {}
+        for row in self.rows:
+            entry = totals.setdefault(row.op, [0, 0])
+            entry[0] += 1
+            entry[1] += row.macs
+        return sorted(((op, n, macs) for op, (n, macs) in totals.items()),
+                      key=lambda item: -item[2])
+
+    def table(self, limit: int = 20) -> str:
+        """The rows as a text table (the ``limit`` largest) with a summary line."""
+        return format_explanation(self, limit)
+
+
+def explain(network: paddle.nn.Layer, input_shape: Sequence[int]) -> Explanation:
+    """Traces ``network`` and lists its blocked channel groups, largest MACs first.
+
+    Args:
+        network: a dygraph network (not changed).
+        input_shape: one input's shape, e.g. ``[1, 3, 224, 224]``.
+    """
+    network = unwrap(network)
+    graph = trace(network, input_shape)
+    positions = output_positions(network, [int(d) for d in input_shape])
+    layers = dict(network.named_sublayers())
+    batch = int(input_shape[0])
+    total = count_flops(network, input_shape, "macs")
+
+    def stake(groups: List[ChannelGroup]) -> int:
+        return macs_at_stake(groups, layers, positions) // batch
+
+    blocked = [group for group in graph.groups if group.blocked]
+    rows = [_row(group, stake([group]), total) for group in blocked]
+    rows.sort(key=lambda row: (-row.macs, row.group))
+    return Explanation(total, stake(blocked), sum(g.num_units for g in graph.groups),
+                       sum(g.num_units for g in blocked), rows)
+
+
+def _row(group: ChannelGroup, macs: int, total: int) -> BlockedGroup:
+    op, layer = group.blocked_by
+    return BlockedGroup(group.name, group.num_units, op or "?", layer, group.blocked,
+                        macs, macs / total if total else 0.0)
+
+
+def macs_at_stake(groups: Sequence[ChannelGroup], layers: Dict[str, paddle.nn.Layer],
+                  positions: Dict[str, int]) -> int:
+    """MACs (whole batch) of the weight elements that involve the channels of
+    ``groups``, each element counted once.
+
+    ``positions`` maps a counted layer to the positions its weight is applied at
+    (:func:`~slim_callbacks.analysis.flops_model.output_positions`)."""
+    removed: Dict[str, Dict[int, set]] = {}
+    for member in (m for group in groups for m in group.members):
+        if member.attr == "weight" and member.layer in positions:
+            axes = removed.setdefault(member.layer, {})
+            axes.setdefault(member.axis, set()).update(int(i) for i in member.indices)
+    macs = 0
+    for name, axes in removed.items():
+        shape = list(layers[name].weight.shape)
+        kept = list(shape)
+        for axis, indices in axes.items():
+            kept[axis] -= len(indices)
+        macs += positions[name] * (math.prod(shape) - math.prod(kept))
+    return macs
+
+
+def format_explanation(report: Explanation, limit: int = 20) -> str:
+    """A text table of the blocked groups, then what they add up to."""
+    lines = [f"{'MACs at stake':>14} {'share':>6} {'ch':>5}  {'group':<24} {'blocked by':<18} in layer"]
+    for row in report.rows[:limit]:
+        layer = "(top level)" if row.layer == TOP_LEVEL else row.layer or "-"
+        lines.append(f"{row.macs:>14,} {row.share:>6.1%} {row.channels:>5}  {row.group:<24} "
+                     f"{row.op:<18} {layer}")
+    if len(report.rows) > limit:
+        lines.append(f"... {len(report.rows) - limit} more blocked groups")
+    lines.append(f"{len(report.rows)} blocked groups with {report.blocked_channels:,} of "
+                 f"{report.channels:,} channels ({_share(report.blocked_channels, report.channels)});"
+                 f" {report.blocked_macs:,} of {report.total_macs:,} MACs at stake "
+                 f"({_share(report.blocked_macs, report.total_macs)})")
+    for op, count, macs in report.by_op():
+        example = next(row for row in report.rows if row.op == op)
+        lines.append(f"  {op}: {count} groups, {macs:,} MACs; e.g. {example.group} "
+                     f"{example.reason}")
+    return "\n".join(lines)
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "-"
+
+
+__all__ = ["BlockedGroup", "Explanation", "explain", "format_explanation", "macs_at_stake"]
