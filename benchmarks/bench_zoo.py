@@ -1,0 +1,225 @@
+"""How much of the PaddleClas model zoo can slim_callbacks prune? (issue #12)
+
+    pip install paddleclas --no-deps     # the bench installs nothing itself
+    nice python benchmarks/bench_zoo.py [--families ResNet ViT ...] [--models NAME ...]
+        [--limit N] [--ratio 0.3] [--timeout 300] [--out output/bench_zoo]
+
+One backbone per family of ``ppcls.arch.backbone`` (the smallest-looking name: no
+large/base/huge/giant in it, then the smallest leading number; ``--models`` picks
+others), each in its own process with a timeout, batch 1 at the input size in its name
+(224 if none). Per model:
+
+- **MACs cut** by ``prune(net, shape, ratio)`` (uniform ratio, L1 norm) and the prune
+  time (trace + plan + surgery);
+- **exact**: the channels the prune removes are zeroed first (producer rows, biases,
+  BatchNorm scale and shift, after three train-mode forwards give the BatchNorm
+  statistics an order-one scale), so the eval outputs before and after pruning must agree:
+  the largest absolute difference is reported (exact if <= 1e-4 of the output scale);
+- **trains**: one Momentum step in train mode on the pruned network, loss finite;
+- **blocked by**: the op with the most MACs at stake in blocked groups
+  (:func:`slim_callbacks.explain`), and its share of the network's MACs.
+
+Writes ``zoo.json`` and ``zoo.md`` to ``--out``. Not part of the test suite: it needs
+paddleclas and takes long on two cores (minutes per large model).
+"""
+import argparse
+import importlib.util
+import json
+import logging
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PENALTY_WORDS = ("giant", "huge", "large", "base", "xlarge", "wsl", "distilled", "ssld", "384",
+                 "448", "512")
+
+
+# ------------------------------------------------------------------ pure helpers
+def family_of(name: str) -> str:
+    """``ResNet50_vd`` -> ``ResNet``, ``MobileNetV3_large_x1_0`` -> ``MobileNetV3``,
+    ``Res2Net50_26w_4s`` -> ``Res2Net``, ``SE_ResNeXt50_32x4d`` -> ``SE_ResNeXt``."""
+    prefix = ""
+    if name.startswith("SE_"):
+        prefix, name = "SE_", name[3:]
+    match = re.match(r"[A-Za-z]+(?:\d+[A-Za-z]+)*", name)
+    family = match.group(0) if match else name
+    version = re.match(r"\d+", name[len(family):]) if family.endswith("V") else None
+    return prefix + family + (version.group(0) if version else "")
+
+
+def smallness(name: str) -> tuple:
+    """Sort key: names that look small first (see the module docstring)."""
+    lower = name.lower()
+    penalty = sum(word in lower for word in PENALTY_WORDS)
+    rest = name[len(family_of(name)):]
+    number = re.search(r"\d+", rest)
+    return penalty, int(number.group(0)) if number else 0, len(name), name
+
+
+def pick_models(names, families=None, limit=None):
+    """One name per family (the smallest-looking), families in alphabetical order."""
+    by_family = {}
+    for name in names:
+        by_family.setdefault(family_of(name), []).append(name)
+    chosen = [min(members, key=smallness) for family, members in sorted(by_family.items())
+              if families is None or family in families]
+    return chosen[:limit] if limit else chosen
+
+
+def input_size_of(name: str) -> int:
+    """The input size written in a model's name (``..._384`` -> 384), else 224."""
+    sizes = [int(s) for s in re.findall(r"(?<!\d)(224|256|288|320|384|448|512)(?!\d)", name)]
+    return sizes[-1] if sizes else 224
+
+
+def summary(rows) -> dict:
+    """Counts and the median MACs cut over the models that pruned."""
+    pruned = [r for r in rows if r.get("status") == "ok"]
+    cuts = [r["macs_cut"] for r in pruned]
+    return {"models": len(rows), "pruned": len(pruned),
+            "exact": sum(bool(r["exact"]) for r in pruned),
+            "trains": sum(bool(r["trains"]) for r in pruned),
+            "median_macs_cut": statistics.median(cuts) if cuts else None,
+            "failed": [(r["model"], r.get("error", r.get("status"))) for r in rows
+                       if r.get("status") != "ok"]}
+
+
+def format_table(rows) -> str:
+    """A markdown table of the rows, one per model."""
+    lines = ["| family | model | input | GMACs | MACs cut | exact (max diff) | trains | "
+             "prune s | most MACs blocked by |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("status") != "ok":
+            lines.append(f"| {r['family']} | {r['model']} | {r.get('input', '')} | | "
+                         f"{r.get('status')} | | | | {r.get('error', '')[:80]} |")
+            continue
+        blocker = (f"{r['top_blocker']} ({r['top_blocker_share']:.0%})"
+                   if r.get("top_blocker") else "-")
+        lines.append(f"| {r['family']} | {r['model']} | {r['input']} | {r['macs'] / 1e9:.2f} | "
+                     f"{r['macs_cut']:.1%} | {'yes' if r['exact'] else 'NO'} "
+                     f"({r['max_diff']:.1e}) | {'yes' if r['trains'] else 'NO'} | "
+                     f"{r['prune_s']:.1f} | {blocker} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ paddleclas
+def import_backbones():
+    """``ppcls.arch.backbone``, importing ``ppcls`` from the paddleclas wheel directly
+    (``import paddleclas`` itself needs OpenCV)."""
+    if importlib.util.find_spec("ppcls") is None:
+        spec = importlib.util.find_spec("paddleclas")
+        if spec is None or not spec.submodule_search_locations:
+            raise SystemExit("paddleclas is not installed: pip install paddleclas --no-deps")
+        sys.path.insert(0, list(spec.submodule_search_locations)[0])
+    import ppcls.arch.backbone as backbones
+    from ppcls.utils import logger
+    logger.init_logger()  # legendary models log through it and fail if it is not set up
+    return backbones
+
+
+def backbone_names(backbones):
+    import inspect
+    return sorted(n for n, f in vars(backbones).items()
+                  if inspect.isfunction(f) and n[:1].isupper() and not n.startswith("_"))
+
+
+# ------------------------------------------------------------------ one model
+def measure_one(name: str, ratio: float) -> dict:
+    """Builds, explains, kills, prunes, compares and trains one backbone (in this process)."""
+    import numpy as np
+    import paddle
+
+    sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+    from helpers import calibrate, kill_units, outputs  # the tests' dead-channel idea
+
+    from slim_callbacks import count_flops, explain, prune, trace
+
+    backbones = import_backbones()
+    size = input_size_of(name)
+    shape = [1, 3, size, size]
+    row = {"model": name, "family": family_of(name), "input": size}
+    paddle.seed(0)
+    net = getattr(backbones, name)()
+    row["macs"] = count_flops(net, shape)
+    report = explain(net, shape)
+    top = report.by_op()[:1]
+    row["top_blocker"], row["top_blocker_share"] = (top[0][0], top[0][2] / report.total_macs) if top else ("", 0.0)
+    calibrate(net, shape)
+    kill_units(net, trace(net, shape), ratio=ratio)
+    x = paddle.randn([1] + shape[1:])
+    before = outputs(net, x)
+    start = time.perf_counter()
+    prune(net, shape, ratio)
+    row["prune_s"] = time.perf_counter() - start
+    after = outputs(net, x)
+    row["macs_cut"] = 1 - count_flops(net, shape) / row["macs"]
+    row["max_diff"] = float(np.abs(after - before).max())
+    row["exact"] = row["max_diff"] <= 1e-4 * max(1.0, float(np.abs(before).max()))
+    net.train()
+    optimizer = paddle.optimizer.Momentum(0.01, parameters=net.parameters())
+    out = net(paddle.randn([2] + shape[1:]))
+    loss = (out[0] if isinstance(out, (list, tuple)) else out).mean()
+    loss.backward()
+    optimizer.step()
+    row["trains"] = bool(math.isfinite(float(loss)))
+    row["status"] = "ok"
+    return row
+
+
+def run_isolated(name: str, ratio: float, timeout: float) -> dict:
+    """:func:`measure_one` in a child process, so a crash or a hang costs one row."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", name, "--ratio", str(ratio)]
+    base = {"model": name, "family": family_of(name), "input": input_size_of(name)}
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {**base, "status": "timeout", "error": f"over {timeout:.0f} s"}
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    errors = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
+    return {**base, "status": "error", "error": errors[-1] if errors else f"exit {done.returncode}"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", nargs="*", help="only these families (see family_of)")
+    parser.add_argument("--models", nargs="*", help="these backbones instead of one per family")
+    parser.add_argument("--limit", type=int, help="at most N models")
+    parser.add_argument("--ratio", type=float, default=0.3)
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per model")
+    parser.add_argument("--out", default=os.path.join("output", "bench_zoo"))
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    if args.one:
+        print(json.dumps(measure_one(args.one, args.ratio)))
+        return
+    names = args.models or pick_models(backbone_names(import_backbones()), args.families, args.limit)
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    for name in names:
+        start = time.perf_counter()
+        rows.append(run_isolated(name, args.ratio, args.timeout))
+        r = rows[-1]
+        print(f"{name}: {r.get('status')} cut={r.get('macs_cut', float('nan')):.3f} "
+              f"exact={r.get('exact')} trains={r.get('trains')} "
+              f"({time.perf_counter() - start:.0f} s) {r.get('error', '')}", flush=True)
+        with open(os.path.join(args.out, "zoo.json"), "w") as f:
+            json.dump({"ratio": args.ratio, "rows": rows, "summary": summary(rows)}, f, indent=1)
+    with open(os.path.join(args.out, "zoo.md"), "w") as f:
+        f.write(format_table(rows) + "\n")
+    print(format_table(rows))
+    print(json.dumps(summary(rows), indent=1))
+
+
+if __name__ == "__main__":
+    main()
