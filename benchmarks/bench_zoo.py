@@ -72,8 +72,14 @@ def pick_models(names, families=None, limit=None):
     return chosen[:limit] if limit else chosen
 
 
+NATIVE_SIZES = {"AdaFace": 112, "MobileFaceNet": 112}  # face models: 112x112 crops
+
+
 def input_size_of(name: str) -> int:
-    """The input size written in a model's name (``..._384`` -> 384), else 224."""
+    """The input size written in a model's name (``..._384`` -> 384), else the
+    family's native size, else 224."""
+    if family_of(name) in NATIVE_SIZES:
+        return NATIVE_SIZES[family_of(name)]
     sizes = [int(s) for s in re.findall(r"(?<!\d)(224|256|288|320|384|448|512)(?!\d)", name)]
     return sizes[-1] if sizes else 224
 

@@ -25,6 +25,7 @@ def test_pick_models_takes_the_smallest_looking_name_per_family():
 def test_input_size_of():
     assert bench_zoo.input_size_of("SwinTransformer_base_patch4_window12_384") == 384
     assert bench_zoo.input_size_of("ResNet50") == 224
+    assert bench_zoo.input_size_of("AdaFace_IR_18") == 112
     assert bench_zoo.input_size_of("SwinTransformerV2_tiny_patch4_window8_256") == 256
 
 
