@@ -152,7 +152,7 @@ def measure_one(name: str, ratio: float) -> dict:
     shape = [1, 3, size, size]
     row = {"model": name, "family": family_of(name), "input": size}
     paddle.seed(0)
-    net = getattr(backbones, name)()
+    net = build(getattr(backbones, name))
     row["macs"] = count_flops(net, shape)
     report = explain(net, shape)
     top = report.by_op()[:1]
@@ -177,6 +177,15 @@ def measure_one(name: str, ratio: float) -> dict:
     row["trains"] = bool(math.isfinite(float(loss)))
     row["status"] = "ok"
     return row
+
+
+def build(constructor):
+    """The backbone with random weights: ``pretrained=False`` where it takes the
+    argument (a few default to downloading weights)."""
+    import inspect
+    parameters = inspect.signature(constructor).parameters
+    takes = "pretrained" in parameters or any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+    return constructor(pretrained=False) if takes else constructor()
 
 
 def run_isolated(name: str, ratio: float, timeout: float) -> dict:

@@ -71,6 +71,7 @@ class Explanation:
             element counted once).
         channels: channels in all groups; ``blocked_channels`` of them are blocked.
         rows: the blocked groups, largest ``macs`` first.
+        op_macs: per blocking op, the MACs at stake in all its groups together.
     """
 
     total_macs: int
@@ -78,16 +79,16 @@ class Explanation:
     channels: int
     blocked_channels: int
     rows: List[BlockedGroup]
+    op_macs: Dict[str, int] = dataclasses.field(default_factory=dict)
 
     def by_op(self) -> List[Tuple[str, int, int]]:
-        """(op, blocked groups, MACs at stake) per blocking op, largest first."""
-        totals: Dict[str, List[int]] = {}
+        """(op, blocked groups, MACs at stake in them together) per blocking op, largest
+        MACs first."""
+        counts: Dict[str, int] = {}
         for row in self.rows:
-            entry = totals.setdefault(row.op, [0, 0])
-            entry[0] += 1
-            entry[1] += row.macs
-        return sorted(((op, n, macs) for op, (n, macs) in totals.items()),
-                      key=lambda item: -item[2])
+            counts[row.op] = counts.get(row.op, 0) + 1
+        return sorted(((op, n, self.op_macs.get(op, 0)) for op, n in counts.items()),
+                      key=lambda item: (-item[2], item[0]))
 
     def table(self, limit: int = 20) -> str:
         """The rows as a text table (the ``limit`` largest) with a summary line."""
@@ -114,8 +115,10 @@ def explain(network: paddle.nn.Layer, input_shape: Sequence[int]) -> Explanation
     blocked = [group for group in graph.groups if group.blocked]
     rows = [_row(group, stake([group]), total) for group in blocked]
     rows.sort(key=lambda row: (-row.macs, row.group))
+    ops = {row.op for row in rows}
+    op_macs = {op: stake([g for g in blocked if (g.blocked_by[0] or "?") == op]) for op in ops}
     return Explanation(total, stake(blocked), sum(g.num_units for g in graph.groups),
-                       sum(g.num_units for g in blocked), rows)
+                       sum(g.num_units for g in blocked), rows, op_macs)
 
 
 def _row(group: ChannelGroup, macs: int, total: int) -> BlockedGroup:
