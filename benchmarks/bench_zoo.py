@@ -89,7 +89,8 @@ def summary(rows) -> dict:
     pruned = [r for r in rows if r.get("status") == "ok"]
     cuts = [r["macs_cut"] for r in pruned]
     return {"models": len(rows), "pruned": len(pruned),
-            "exact": sum(bool(r["exact"]) for r in pruned),
+            "exact": sum(r["exact"] is True for r in pruned),
+            "not_comparable": sum(r["exact"] is None for r in pruned),
             "trains": sum(bool(r["trains"]) for r in pruned),
             "median_macs_cut": statistics.median(cuts) if cuts else None,
             "failed": [(r["model"], r.get("error", r.get("status"))) for r in rows
@@ -109,10 +110,15 @@ def format_table(rows) -> str:
         blocker = (f"{r['top_blocker']} ({r['top_blocker_share']:.0%})"
                    if r.get("top_blocker") else "-")
         lines.append(f"| {r['family']} | {r['model']} | {r['input']} | {r['macs'] / 1e9:.2f} | "
-                     f"{r['macs_cut']:.1%} | {'yes' if r['exact'] else 'NO'} "
-                     f"({r['max_diff']:.1e}) | {'yes' if r['trains'] else 'NO'} | "
+                     f"{r['macs_cut']:.1%} | {_exact_cell(r)} | {'yes' if r['trains'] else 'NO'} | "
                      f"{r['prune_s']:.1f} | {blocker} |")
     return "\n".join(lines)
+
+
+def _exact_cell(row) -> str:
+    if row["exact"] is None:
+        return "n/a (unpruned output not finite)"
+    return f"{'yes' if row['exact'] else 'NO'} ({row['max_diff']:.1e})"
 
 
 # ------------------------------------------------------------------ paddleclas
@@ -166,8 +172,11 @@ def measure_one(name: str, ratio: float) -> dict:
     row["prune_s"] = time.perf_counter() - start
     after = outputs(net, x)
     row["macs_cut"] = 1 - count_flops(net, shape) / row["macs"]
-    row["max_diff"] = float(np.abs(after - before).max())
-    row["exact"] = row["max_diff"] <= 1e-4 * max(1.0, float(np.abs(before).max()))
+    if np.isfinite(before).all():
+        row["max_diff"] = float(np.abs(after - before).max())
+        row["exact"] = row["max_diff"] <= 1e-4 * max(1.0, float(np.abs(before).max()))
+    else:  # nothing to compare: the unpruned network's outputs are already NaN/Inf
+        row["max_diff"], row["exact"] = float("nan"), None
     net.train()
     optimizer = paddle.optimizer.Momentum(0.01, parameters=net.parameters())
     out = net(paddle.randn([2] + shape[1:]))

@@ -38,7 +38,7 @@ def test_summary_and_table():
              "top_blocker": "", "top_blocker_share": 0.0},
             {"model": "C1", "family": "C", "input": 224, "status": "timeout", "error": "over 300 s"}]
     result = bench_zoo.summary(rows)
-    assert result == {"models": 3, "pruned": 2, "exact": 1, "trains": 2,
+    assert result == {"models": 3, "pruned": 2, "exact": 1, "not_comparable": 0, "trains": 2,
                       "median_macs_cut": 0.375, "failed": [("C1", "over 300 s")]}
     lines = bench_zoo.format_table(rows).splitlines()
     assert lines[2] == "| A | A1 | 224 | 2.00 | 50.0% | yes (1.0e-06) | yes | 1.2 | reshape (25%) |"
