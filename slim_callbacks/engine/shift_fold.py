@@ -8,11 +8,16 @@ puts ``sum_i W[:, i] * act(beta_i)`` into the consumer's bias first:
 - the value each consumer really receives is measured, not derived: one probe forward
   pass (eval mode, random input, nothing changed) reads the consumer's input at the
   removed positions, so any elementwise activation, pooling or residual add in between
-  is accounted for;
-- only channels whose value does not depend on the input are folded: some BatchNorm of
-  the unit has ``gamma == 0`` exactly, or every producer row is zero; and the probed
-  input must be constant over batch and space. Channels with ``gamma != 0`` vary with
-  the input and are never folded (their mean would be an approximation);
+  is accounted for. During the probe the BatchNorm scales of the removed channels are
+  set to 0 (and restored), so the probe sees what they send when their scale is
+  treated as 0: ``act(beta)``;
+- exact when the removed channels' value does not depend on the input (some BatchNorm
+  of the unit has ``gamma == 0`` exactly, or every producer row is zero). Network
+  Slimming removes channels whose ``gamma`` is small but not 0: there the fold is the
+  approximation ``gamma ~ 0`` (each fold records ``max_gamma``, the largest ``|gamma|``
+  it treated as 0). A removed channel with no BatchNorm and nonzero rows varies with the
+  input and is not folded; neither is one whose probed value is not constant over batch
+  and space (e.g. a zero-padded depthwise conv or another branch in between);
 - consumers: Linear and Conv (``groups == 1``, not transposed). The constant goes into
   the consumer's bias, or, if it has none, into the running mean of the BatchNorm that
   directly follows it (``mean -= delta``: exact in eval mode, and in train mode the
@@ -69,10 +74,12 @@ class Fold:
     sign: float
     channels: int
     exact: bool
+    max_gamma: float = 0.0
 
     def summary(self) -> dict:
         return {"consumer": self.consumer, "into": f"{self.target}.{self.attr}",
-                "channels": self.channels, "exact": self.exact}
+                "channels": self.channels, "exact": self.exact,
+                "max_gamma": round(self.max_gamma, 8)}
 
 
 def removed_units(group: ChannelGroup, plan) -> np.ndarray:
@@ -84,21 +91,36 @@ def removed_units(group: ChannelGroup, plan) -> np.ndarray:
     return np.zeros(0, dtype=np.int64)
 
 
-def input_free_units(group: ChannelGroup, layers, layer_types) -> np.ndarray:
-    """Per unit: True if its value cannot depend on the input (a BatchNorm scale of
-    exactly 0, or all producer rows zero)."""
-    zero_gamma = np.zeros(group.num_units, dtype=bool)
-    rows_zero = np.ones(group.num_units, dtype=bool)
+@dataclasses.dataclass
+class UnitState:
+    """Per unit of a group: can its value depend on the input, and its BatchNorm scales."""
+
+    input_free: np.ndarray  # some BN scale is exactly 0, or every producer row is zero
+    has_bn: np.ndarray  # a BatchNorm normalizes the unit
+    max_gamma: np.ndarray  # largest |gamma| over the unit's BatchNorms (0 without one)
+    bn_entries: List[Tuple[str, np.ndarray, np.ndarray]]  # (BN layer, units, indices)
+
+
+def unit_state(group: ChannelGroup, layers, layer_types) -> UnitState:
+    """What each unit of ``group`` sends when removed (see :class:`UnitState`)."""
+    n = group.num_units
+    zero_gamma, has_bn = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    rows_zero, max_gamma = np.ones(n, dtype=bool), np.zeros(n)
+    bn_entries = []
     for m in group.members:
         if m.attr != "weight" or m.role not in (CHANNEL, OUT):
             continue
         values = np.moveaxis(layers[m.layer]._parameters["weight"].numpy(), m.axis, 0)[m.indices]
-        is_zero = np.all(values.reshape(len(m.indices), -1) == 0, axis=1)
+        values = values.reshape(len(m.indices), -1)
+        is_zero = np.all(values == 0, axis=1)
         if m.role == CHANNEL and "BatchNorm" in layer_types.get(m.layer, ""):
             zero_gamma[m.units[is_zero]] = True
+            has_bn[m.units] = True
+            np.maximum.at(max_gamma, m.units, np.abs(values[:, 0]))
+            bn_entries.append((m.layer, m.units, m.indices))
         elif m.role == OUT:
             rows_zero[m.units[~is_zero]] = False
-    return zero_gamma | rows_zero
+    return UnitState(zero_gamma | rows_zero, has_bn, max_gamma, bn_entries)
 
 
 def skip_reason(layer) -> str:
@@ -162,13 +184,27 @@ def probe(net: paddle.nn.Layer, consumers: Sequence[str]) -> Iterator[Tuple[dict
             h.remove()
 
 
-def probe_consumers(net, consumers: Sequence[str], input_shape: Sequence[int]):
-    """Runs the probe pass: two random inputs, eval mode, state restored."""
+def probe_consumers(net, consumers: Sequence[str], input_shape: Sequence[int],
+                    zero_scales: Sequence[Tuple[str, np.ndarray]] = ()):
+    """Runs the probe pass: two random inputs, eval mode, with the BatchNorm scales at
+    ``zero_scales`` (layer, indices) set to 0; every tensor and the RNG are restored."""
+    layers = dict(net.named_sublayers())
     shape = [2] + [int(d) for d in input_shape[1:]]
-    with preserved_state(net), paddle.no_grad(), probe(net, consumers) as (inputs, next_bn):
-        net.eval()
-        paddle.seed(20260)
-        net(paddle.randn(shape))
+    saved = []
+    try:
+        for name, indices in zero_scales:
+            weight = layers[name].weight
+            array = weight.numpy()
+            saved.append((weight, array.copy()))
+            array[indices] = 0
+            weight.set_value(array)
+        with preserved_state(net), paddle.no_grad(), probe(net, consumers) as (inputs, next_bn):
+            net.eval()
+            paddle.seed(20260)
+            net(paddle.randn(shape))
+    finally:
+        for weight, array in reversed(saved):
+            weight.set_value(array)
     return inputs, next_bn
 
 
@@ -191,47 +227,53 @@ def fold_shifts(network: paddle.nn.Layer, graph: DependencyGraph, plan,
     net = unwrap(network)
     layers = dict(net.named_sublayers())
     pruned = {g["name"] for g in plan.groups}
-    work = []  # (group, consumer member, removed positions, input-free mask)
+    work = []  # (consumer member, removed positions, their units' exactness and max gamma)
+    zero_scales = []  # (BN layer, indices) of removed units, zeroed during the probe
     for group in graph.groups:
         if group.name not in pruned:
             continue
         gone = removed_units(group, plan)
-        free = input_free_units(group, layers, graph.layer_types)
+        state = unit_state(group, layers, graph.layer_types)
+        for bn, units, indices in state.bn_entries:
+            zero_scales.append((bn, indices[np.isin(units, gone)]))
+        foldable = state.input_free | state.has_bn
         for m in group.members:
             if m.role == IN and m.attr == "weight":
                 hit = np.isin(m.units, gone)
                 if hit.any():
-                    work.append((m, m.indices[hit], free[m.units[hit]]))
+                    units = m.units[hit]
+                    work.append((m, m.indices[hit], units, foldable[units], state.input_free[units],
+                                 np.where(state.input_free[units], 0.0, state.max_gamma[units])))
     skipped: List[dict] = []
     candidates = []
-    for m, positions, free in work:
-        reason = skip_reason(layers[m.layer])
-        if not free.any():
-            reason = reason or "the removed channels vary with the input (BatchNorm scale != 0)"
+    varying = "the removed channels vary with the input (no BatchNorm, nonzero weights)"
+    for m, positions, units, foldable, exact, gammas in work:
+        reason = skip_reason(layers[m.layer]) or ("" if foldable.any() else varying)
         if reason:
-            skipped.append({"consumer": m.layer, "channels": int(len(positions)), "reason": reason})
+            skipped.append({"consumer": m.layer, "channels": _count(units), "reason": reason})
             continue
-        if not free.all():
-            skipped.append({"consumer": m.layer, "channels": int((~free).sum()),
-                            "reason": "the removed channels vary with the input (BatchNorm scale != 0)"})
-        candidates.append((m, positions[free]))
+        if not foldable.all():
+            skipped.append({"consumer": m.layer, "channels": _count(units[~foldable]), "reason": varying})
+        candidates.append((m, positions[foldable], units[foldable], exact[foldable], gammas[foldable]))
     if not candidates:
         return [], skipped
-    inputs, next_bn = probe_consumers(net, sorted({m.layer for m, _ in candidates}), input_shape)
+    inputs, next_bn = probe_consumers(net, sorted({m.layer for m, *_ in candidates}), input_shape,
+                                      zero_scales)
     folds: Dict[Tuple[str, str], Fold] = {}
-    for m, positions in candidates:
+    for m, positions, units, exact_units, gammas in candidates:
         layer = layers[m.layer]
         if m.layer not in inputs:
-            skipped.append({"consumer": m.layer, "channels": int(len(positions)),
+            skipped.append({"consumer": m.layer, "channels": _count(units),
                             "reason": "the layer did not run in the probe pass"})
             continue
         linear = is_linear(layer)
         constant, values = constant_values(inputs[m.layer], positions, linear)
         if not constant.all():
-            skipped.append({"consumer": m.layer, "channels": int((~constant).sum()),
+            skipped.append({"consumer": m.layer, "channels": _count(units[~constant]),
                             "reason": "not constant at the consumer's input (a padded depthwise "
                                       "conv or another branch in between)"})
         positions, values = positions[constant], values[constant].astype(np.float64)
+        exact_units, gammas, units = exact_units[constant], gammas[constant], units[constant]
         if len(positions) == 0:
             continue
         weight = layer.weight.numpy().astype(np.float64)
@@ -244,18 +286,27 @@ def fold_shifts(network: paddle.nn.Layer, graph: DependencyGraph, plan,
         elif m.layer in next_bn:
             target, attr, sign = next_bn[m.layer], "_mean", -1.0
         else:
-            skipped.append({"consumer": m.layer, "channels": int(len(positions)),
+            skipped.append({"consumer": m.layer, "channels": _count(units),
                             "reason": "the consumer has no bias and no BatchNorm right after it"})
             continue
-        exact = linear or conv_fold_is_exact(layer)
+        exact = bool(exact_units.all()) and (linear or conv_fold_is_exact(layer))
+        max_gamma = float(gammas.max(initial=0.0))
         key = (target, attr)
         if key in folds:
-            folds[key].delta = folds[key].delta + delta
-            folds[key].channels += len(positions)
-            folds[key].exact = folds[key].exact and exact
+            fold = folds[key]
+            fold.delta = fold.delta + delta
+            fold.channels += _count(units)
+            fold.exact = fold.exact and exact
+            fold.max_gamma = max(fold.max_gamma, max_gamma)
         else:
-            folds[key] = Fold(m.layer, target, attr, delta, sign, int(len(positions)), exact)
+            folds[key] = Fold(m.layer, target, attr, delta, sign, _count(units), exact,
+                              max_gamma)
     return list(folds.values()), skipped
+
+
+def _count(units: np.ndarray) -> int:
+    """Channels (distinct units) among consumer positions (a flatten-Linear has H*W per unit)."""
+    return int(len(np.unique(units)))
 
 
 @contextlib.contextmanager
@@ -286,8 +337,9 @@ def apply_with_folds(network: paddle.nn.Layer, graph: DependencyGraph, plan, inp
     plan.folds = [f.summary() for f in folds]
     plan.fold_skipped = skipped
     for f in folds:
-        logger.info("folded %d removed constant channel(s) into %s.%s%s", f.channels, f.target,
-                    f.attr, "" if f.exact else " (approximate at the borders: zero-padded k x k conv)")
+        note = "" if f.exact else f" (approximate: |gamma| <= {f.max_gamma:.3g} treated as 0" \
+            "; or a zero-padded k x k conv at its borders)"
+        logger.info("folded %d removed channel(s) into %s.%s%s", f.channels, f.target, f.attr, note)
     for s in skipped:
         logger.debug("not folded: %d channel(s) into %s: %s", s["channels"], s["consumer"], s["reason"])
     return plan
