@@ -8,24 +8,29 @@ puts ``sum_i W[:, i] * act(beta_i)`` into the consumer's bias first:
 - the value each consumer really receives is measured, not derived: one probe forward
   pass (eval mode, random input, nothing changed) reads the consumer's input at the
   removed positions, so any elementwise activation, pooling or residual add in between
-  is accounted for. During the probe the BatchNorm scales of the removed channels are
-  set to 0 (and restored), so the probe sees what they send when their scale is
-  treated as 0: ``act(beta)``;
+  is accounted for. During the probe the scales of the BatchNorm right after the
+  producer are set to 0 for the removed channels (and restored), so the probe sees what
+  they send when that scale is treated as 0: ``act(beta)``, carried through whatever
+  follows (a later depthwise conv and BatchNorm keep their real weights);
 - exact when the removed channels' value does not depend on the input (some BatchNorm
   of the unit has ``gamma == 0`` exactly, or every producer row is zero). Network
   Slimming removes channels whose ``gamma`` is small but not 0: there the fold is the
-  approximation ``gamma ~ 0`` (each fold records ``max_gamma``, the largest ``|gamma|``
-  it treated as 0). A removed channel with no BatchNorm and nonzero rows varies with the
-  input and is not folded; neither is one whose probed value is not constant over batch
-  and space (e.g. a zero-padded depthwise conv or another branch in between);
+  approximation ``gamma ~ 0``, made only where ``|gamma|`` is at most ``NEAR_ZERO``
+  (0.1) times the median ``|gamma|`` of its BatchNorm (each fold records ``max_gamma``,
+  the largest ``|gamma|`` it treated as 0). A removed channel with a larger scale, or
+  with no BatchNorm and nonzero rows, varies with the input and is not folded; neither
+  is one whose probed value is not constant over batch and space (e.g. a zero-padded
+  depthwise conv, or a residual sum with channels of other scales, in between);
 - consumers: Linear and Conv (``groups == 1``, not transposed). The constant goes into
   the consumer's bias, or, if it has none, into the running mean of the BatchNorm that
   directly follows it (``mean -= delta``: exact in eval mode, and in train mode the
   batch mean absorbs a constant anyway). A consumer without either is skipped (no bias
   is created: the optimizer and resumed checkpoints would not know the new parameter);
 - exact for Linear and 1x1 convs, and for k x k convs without zero padding. A k x k
-  conv with zero padding sees fewer taps of the constant at its borders: there the
-  fold over-corrects by the missing taps (see :func:`fold_shifts`' ``exact`` flag);
+  conv with zero padding sees fewer taps of the constant at its borders: the fold then
+  adds the contribution's mean over the output positions (see
+  :func:`conv_contribution`), exact inside, off by the missing taps' share at the
+  borders, and the fold is flagged ``exact: False``;
 - grouped convs, transposed convs and other consumers are skipped with the reason.
 
     >>> import paddle
@@ -91,14 +96,17 @@ def removed_units(group: ChannelGroup, plan) -> np.ndarray:
     return np.zeros(0, dtype=np.int64)
 
 
+NEAR_ZERO = 0.1  # |gamma| <= this x the median |gamma| of its BatchNorm: treated as 0
+
+
 @dataclasses.dataclass
 class UnitState:
     """Per unit of a group: can its value depend on the input, and its BatchNorm scales."""
 
     input_free: np.ndarray  # some BN scale is exactly 0, or every producer row is zero
-    has_bn: np.ndarray  # a BatchNorm normalizes the unit
-    max_gamma: np.ndarray  # largest |gamma| over the unit's BatchNorms (0 without one)
-    bn_entries: List[Tuple[str, np.ndarray, np.ndarray]]  # (BN layer, units, indices)
+    has_bn: np.ndarray  # its first BatchNorm's scale is near 0 (see NEAR_ZERO)
+    max_gamma: np.ndarray  # |gamma| of the unit's first BatchNorm (0 without one)
+    bn_entries: List[Tuple[str, np.ndarray, np.ndarray]]  # first BNs: (layer, units, indices)
 
 
 def unit_state(group: ChannelGroup, layers, layer_types) -> UnitState:
@@ -106,6 +114,7 @@ def unit_state(group: ChannelGroup, layers, layer_types) -> UnitState:
     n = group.num_units
     zero_gamma, has_bn = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     rows_zero, max_gamma = np.ones(n, dtype=bool), np.zeros(n)
+    near_zero = np.zeros(n, dtype=bool)
     bn_entries = []
     for m in group.members:
         if m.attr != "weight" or m.role not in (CHANNEL, OUT):
@@ -115,12 +124,16 @@ def unit_state(group: ChannelGroup, layers, layer_types) -> UnitState:
         is_zero = np.all(values == 0, axis=1)
         if m.role == CHANNEL and "BatchNorm" in layer_types.get(m.layer, ""):
             zero_gamma[m.units[is_zero]] = True
-            has_bn[m.units] = True
-            np.maximum.at(max_gamma, m.units, np.abs(values[:, 0]))
-            bn_entries.append((m.layer, m.units, m.indices))
+            first = ~has_bn[m.units]  # members come in trace order: the BN after the producer
+            has_bn[m.units[first]] = True
+            gammas = np.abs(values[first, 0])
+            max_gamma[m.units[first]] = gammas
+            layer_median = float(np.median(np.abs(layers[m.layer]._parameters["weight"].numpy())))
+            near_zero[m.units[first]] = gammas <= NEAR_ZERO * layer_median
+            bn_entries.append((m.layer, m.units[first], m.indices[first]))
         elif m.role == OUT:
             rows_zero[m.units[~is_zero]] = False
-    return UnitState(zero_gamma | rows_zero, has_bn, max_gamma, bn_entries)
+    return UnitState(zero_gamma | rows_zero, has_bn & near_zero, max_gamma, bn_entries)
 
 
 def skip_reason(layer) -> str:
@@ -134,15 +147,30 @@ def skip_reason(layer) -> str:
     return ""
 
 
-def conv_fold_is_exact(layer) -> bool:
-    """A constant input channel gives a constant contribution everywhere unless the
-    conv is k x k with zero padding (fewer taps at the borders)."""
-    if int(np.prod(layer.weight.shape[2:])) == 1 or layer._padding_mode != "zeros":
-        return True
-    padding = layer._padding
-    if isinstance(padding, str):
-        return padding.upper() == "VALID"
-    return not np.any(np.asarray(padding, dtype=object) != 0)
+def conv_contribution(layer, input_shape, positions: np.ndarray, values: np.ndarray):
+    """What constant input channels add to a conv's output: ``(delta, uniform)``.
+
+    The conv runs on an input holding ``values`` at channel ``positions`` (zeros
+    elsewhere) minus its output on zeros (the bias), so strides, dilation and every
+    padding mode count as the layer does them. ``delta`` is the mean over output
+    positions (the bias that best replaces the contribution); ``uniform`` says the
+    contribution is the same everywhere, i.e. the fold is exact. A zero-padded k x k conv
+    sees fewer taps of the constant at its borders: not uniform, and on small feature
+    maps the mean is far closer than the full-kernel sum.
+    """
+    channel_axis = 1 if getattr(layer, "_data_format", "NCHW").startswith("NC") else -1
+    shape = [1] + list(input_shape[1:])
+    x = np.zeros(shape, dtype="float32")
+    index = [slice(None)] * len(shape)
+    index[channel_axis] = positions
+    x[tuple(index)] = np.expand_dims(values, tuple(range(1, len(shape) - 1))) if channel_axis == -1 \
+        else values.reshape([len(values)] + [1] * (len(shape) - 2))
+    with paddle.no_grad():
+        out = (layer(paddle.to_tensor(x)) - layer(paddle.zeros(shape, dtype="float32"))).numpy()
+    out = np.moveaxis(out[0].astype(np.float64), channel_axis if channel_axis == -1 else 0, 0)
+    flat = out.reshape(out.shape[0], -1)
+    scale = max(float(np.abs(flat).max()), 1e-12)
+    return flat.mean(axis=1), bool(np.ptp(flat, axis=1).max() <= 1e-6 * scale)
 
 
 @contextlib.contextmanager
@@ -246,7 +274,8 @@ def fold_shifts(network: paddle.nn.Layer, graph: DependencyGraph, plan,
                                  np.where(state.input_free[units], 0.0, state.max_gamma[units])))
     skipped: List[dict] = []
     candidates = []
-    varying = "the removed channels vary with the input (no BatchNorm, nonzero weights)"
+    varying = ("the removed channels vary with the input (BatchNorm scale not near 0, or no "
+               "BatchNorm and nonzero weights)")
     for m, positions, units, foldable, exact, gammas in work:
         reason = skip_reason(layers[m.layer]) or ("" if foldable.any() else varying)
         if reason:
@@ -276,11 +305,11 @@ def fold_shifts(network: paddle.nn.Layer, graph: DependencyGraph, plan,
         exact_units, gammas, units = exact_units[constant], gammas[constant], units[constant]
         if len(positions) == 0:
             continue
-        weight = layer.weight.numpy().astype(np.float64)
         if linear:
-            delta = values @ weight[positions]
+            delta = values @ layer.weight.numpy().astype(np.float64)[positions]
+            uniform = True
         else:
-            delta = weight[:, positions].reshape(weight.shape[0], len(positions), -1).sum(-1) @ values
+            delta, uniform = conv_contribution(layer, inputs[m.layer].shape, positions, values)
         if getattr(layer, "bias", None) is not None:
             target, attr, sign = m.layer, "bias", 1.0
         elif m.layer in next_bn:
@@ -289,7 +318,7 @@ def fold_shifts(network: paddle.nn.Layer, graph: DependencyGraph, plan,
             skipped.append({"consumer": m.layer, "channels": _count(units),
                             "reason": "the consumer has no bias and no BatchNorm right after it"})
             continue
-        exact = bool(exact_units.all()) and (linear or conv_fold_is_exact(layer))
+        exact = bool(exact_units.all()) and uniform
         max_gamma = float(gammas.max(initial=0.0))
         key = (target, attr)
         if key in folds:
