@@ -43,7 +43,8 @@ def test_minimal_recipe_resolves_every_default():
         "pruning": {"criterion": "l1_norm", "strategy": "uniform", "strategy_options": {},
                         "ratios": 0.5,
                     "target_flops_reduction": None, "layers": ["*"], "skip": [],
-                    "round_to": 1, "sensitivities": None, "schedule": None, "bn_l1": None},
+                    "round_to": 1, "sensitivities": None, "schedule": None, "bn_l1": None,
+                    "fold_bn_shift": None},
         "logging": {"log_dir": "output/mbv1_digits/logs", "log_freq": 10, "visualdl": True},
         "checkpoint": {"save_dir": "output/mbv1_digits/checkpoints", "save_freq": 1},
     }
@@ -179,7 +180,7 @@ def test_apply_override_in_place():
      "a key of train.optimizer: name, momentum, weight_decay"),
     ("pruning.ratio=0.3", "pruning.ratio", 0.3,
      "a key of pruning: criterion, strategy, strategy_options, ratios, "
-     "target_flops_reduction, layers, skip, round_to, sensitivities, schedule, bn_l1"),
+     "target_flops_reduction, layers, skip, round_to, sensitivities, schedule, bn_l1, fold_bn_shift"),
     ("train.epochs.max=3", "train.epochs.max", 3,
      "a key path ending at train.epochs (it holds a value)"),
     ("pruning.ratios.conv1=0.3", "pruning.ratios", 0.5,
@@ -478,7 +479,7 @@ ERRORS = [
     (["pruning=0.5"], "pruning", 0.5,
      "null or a mapping with keys criterion, strategy, strategy_options, ratios, "
      "target_flops_reduction, "
-     "layers, skip, round_to, sensitivities, schedule, bn_l1"),
+     "layers, skip, round_to, sensitivities, schedule, bn_l1, fold_bn_shift"),
     # logging, checkpoint
     (["logging.log_freq=0"], "logging.log_freq", 0, "an int >= 1"),
     (["logging.visualdl=yes please"], "logging.visualdl", "yes please", "true or false"),

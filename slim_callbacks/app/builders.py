@@ -289,7 +289,7 @@ def build_callbacks(job: Job, ratios, verbose: int = 1,
         callbacks.append(PruneCallback(
             ratios=ratios, criterion=pruning.criterion, input_shape=list(recipe.input_shape),
             skip=list(pruning.skip), round_to=pruning.round_to, schedule=pruning.schedule,
-            bn_l1=pruning.bn_l1, log_dir=log_dir, log_freq=recipe.logging.log_freq,
+            bn_l1=pruning.bn_l1, fold_bn_shift=pruning.fold_bn_shift, log_dir=log_dir, log_freq=recipe.logging.log_freq,
             resume_from=resume_from))
         return callbacks
     callbacks.append(FiniteLossGuard())

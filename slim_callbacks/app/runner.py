@@ -259,7 +259,7 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None) -> Dict[str, An
     if ratios is not None:
         pruning = recipe.pruning
         prune(network, shape, ratios, pruning.criterion, skip=list(pruning.skip),
-              round_to=pruning.round_to)
+              round_to=pruning.round_to, fold_bn_shift=pruning.fold_bn_shift)
     after = structure(network, shape, PLAN_KEYS)
     widths_after = layer_widths(network)
     return {"before": before, "after": after,

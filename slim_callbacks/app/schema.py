@@ -242,6 +242,7 @@ class PruningConfig(Section):
     sensitivities: Optional[str] = key_field(optional_rule(PATH), None)
     schedule: Optional[Dict[str, Any]] = key_field(optional_rule(SCHEDULE), None)
     bn_l1: Optional[float] = key_field(optional_rule(float_rule(0.0)), None)
+    fold_bn_shift: Optional[bool] = key_field(optional_rule(BOOL), None)
 
     def _check(self):
         ratios, target, strategy = self.ratios, self.target_flops_reduction, self.strategy

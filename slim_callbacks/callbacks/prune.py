@@ -70,8 +70,9 @@ from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import is_rank0, model_input_shape, unwrap
 from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.engine.plan import PruningPlan
-from slim_callbacks.engine.planner import plan_pruning
+from slim_callbacks.engine.planner import check_fold_bn_shift, plan_pruning
 from slim_callbacks.engine.ratios import check_input_shape, check_ratios, check_round_to, check_skip, resolve_ratios
+from slim_callbacks.engine.shift_fold import apply_with_folds
 from slim_callbacks.tracing.tracer import trace
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,10 @@ class PruneCallback(ForwardingCallback):
         start_epoch, end_epoch, frequency: see ``schedule``.
         bn_l1: if set, a :class:`BNScaleL1` with this coefficient runs (from epoch 0 to
             the last event) - meant for ``slim``/``opt_slim``; warns with other criteria.
+        fold_bn_shift: at each event, fold what the removed channels still sent
+            (``act(beta)`` with their BatchNorm scale taken as 0) into the consumers'
+            biases (:mod:`slim_callbacks.engine.shift_fold`); ``None``: on for ``slim``
+            and ``opt_slim``.
         log_dir: if set, a :class:`~slim_callbacks.callbacks.VisualDLLogger` writes there.
         log_freq: steps between train scalars of that logger.
         resume_from: a checkpoint prefix (``"ckpt/3"``) written by an earlier fit with this
@@ -151,12 +156,13 @@ class PruneCallback(ForwardingCallback):
                  round_to: int = 1, prune_epochs: Optional[Sequence[int]] = None,
                  schedule=None, start_epoch: int = 0, end_epoch: Optional[int] = None,
                  frequency: int = 1, bn_l1: Optional[float] = None,
-                 log_dir: Optional[str] = None, log_freq: int = 10,
+                 fold_bn_shift: Optional[bool] = None, log_dir: Optional[str] = None, log_freq: int = 10,
                  resume_from: Optional[str] = None, reset_optimizer: bool = False,
                  strategy: Optional[str] = None, strategy_options: Optional[Mapping] = None):
         super().__init__()
         self.criterion = get_criterion(criterion)
         self.round_to = check_round_to(round_to)
+        self.fold_bn_shift = check_fold_bn_shift(fold_bn_shift, self.criterion)
         start_epoch = check_epoch("start_epoch", start_epoch)
         end_epoch = check_epoch("end_epoch", end_epoch, allow_none=True)
         frequency = check_int("frequency", frequency, 1)
@@ -384,7 +390,10 @@ class PruneCallback(ForwardingCallback):
         plan = same_on_every_rank(plan)
         before = profile(net, self.input_shape)
         if len(plan):
-            plan.apply(net, opt, input_shape=self.input_shape)
+            if self.fold_bn_shift:
+                apply_with_folds(net, graph, plan, self.input_shape, opt)
+            else:
+                plan.apply(net, opt, input_shape=self.input_shape)
             rebuild_reducer(self.model)
         after = profile(net, self.input_shape) if len(plan) else before
         self.plan = self.plan.then(plan)

@@ -43,10 +43,16 @@ class PruningPlan:
         params: (layer, attr) -> :class:`ParamCut`.
         groups: one dict per pruned group: ``name``, ``producers``, ``before``,
             ``after`` (channel counts) and ``criterion``.
+        folds: BN-shift folds made when the plan was applied with ``fold_bn_shift``
+            (see :mod:`slim_callbacks.engine.shift_fold`): ``consumer``, ``into``,
+            ``channels``, ``exact``. Not replayed: they live in the saved weights.
+        fold_skipped: consumers whose removed channels were not folded, with the reason.
     """
 
     params: Dict[Tuple[str, str], ParamCut] = dataclasses.field(default_factory=dict)
     groups: List[dict] = dataclasses.field(default_factory=list)
+    folds: List[dict] = dataclasses.field(default_factory=list, compare=False)
+    fold_skipped: List[dict] = dataclasses.field(default_factory=list, compare=False)
 
     def __len__(self) -> int:
         return len(self.groups)

@@ -34,6 +34,7 @@ from slim_callbacks.engine.ratios import (
     resolve_ratios,
 )
 from slim_callbacks.engine.selectors import keep_count
+from slim_callbacks.engine.shift_fold import apply_with_folds
 from slim_callbacks.tracing.groups import ChannelGroup
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
@@ -94,7 +95,7 @@ def plan_pruning(network: paddle.nn.Layer, graph: DependencyGraph, group_ratios:
 
 def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: Ratios,
           criterion="l1_norm", *, skip: Sequence[str] = (), optimizer=None,
-          round_to: int = 1) -> PruningPlan:
+          round_to: int = 1, fold_bn_shift: Optional[bool] = None) -> PruningPlan:
     """Prunes ``network`` in place and returns what was removed.
 
     Args:
@@ -107,6 +108,10 @@ def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: Ratios,
         skip: patterns of layers whose groups stay whole.
         optimizer: the optimizer training ``network``; its state is sliced to match.
         round_to: channels kept are rounded to a multiple of this (at least one).
+        fold_bn_shift: fold the constant that removed channels with a zero BatchNorm
+            scale still sent into their consumers' biases (see
+            :mod:`slim_callbacks.engine.shift_fold`); ``None``: on for ``slim`` and
+            ``opt_slim``, off otherwise.
 
     Returns:
         The :class:`PruningPlan` that was applied.
@@ -123,7 +128,26 @@ def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: Ratios,
     round_to = check_round_to(round_to)
     skip = check_skip(skip)
     check_optimizer(optimizer)
+    fold = check_fold_bn_shift(fold_bn_shift, criterion)
     graph = trace(network, input_shape)
     group_ratios = resolve_ratios(graph, ratios, skip)
     plan = plan_pruning(network, graph, group_ratios, criterion, round_to)
+    if fold:
+        return apply_with_folds(network, graph, plan, input_shape, optimizer)
     return plan.apply(network, optimizer, input_shape=input_shape)
+
+
+FOLD_BY_DEFAULT = ("slim", "opt_slim")
+
+
+def check_fold_bn_shift(value, criterion: Criterion) -> bool:
+    """``fold_bn_shift`` as a bool: ``None`` means on for :data:`FOLD_BY_DEFAULT` criteria.
+
+    >>> check_fold_bn_shift(None, get_criterion("slim")), check_fold_bn_shift(None, get_criterion("fpgm"))
+    (True, False)
+    """
+    if value is None:
+        return criterion.name in FOLD_BY_DEFAULT
+    if not isinstance(value, bool):
+        raise ConfigError("fold_bn_shift", value, "True, False or None (on for slim and opt_slim)")
+    return value
