@@ -30,6 +30,7 @@ from slim_callbacks.callbacks import (
     FiniteLossGuard,
     PruneCallback,
     Schedule,
+    TaylorCallback,
     VisualDLLogger,
     make_schedule,
 )
@@ -46,6 +47,7 @@ from slim_callbacks.engine.paddleslim import (
 )
 from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.engine.planner import plan_pruning, prune
+from slim_callbacks.engine.taylor import TaylorImportance
 from slim_callbacks.tracing.groups import ChannelGroup
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
@@ -57,7 +59,7 @@ __all__ = [
     "ChannelGroup", "DependencyGraph", "trace",
     # engine: criteria, plans, pruning
     "CRITERIA", "Criterion", "PruningPlan", "get_criterion", "plan_pruning", "prune",
-    "register_criterion",
+    "TaylorImportance", "register_criterion",
     # PaddleSlim-compatible pruners
     "FPGMFilterPruner", "L1NormFilterPruner", "L2NormFilterPruner", "OptSlimFilterPruner",
     "SlimFilterPruner",
@@ -66,7 +68,7 @@ __all__ = [
     "layer_widths", "load_sensitivities", "model_size_mb", "profile", "resolve_strategy",
     "sensitive_ratios", "sensitivity", "uniform_ratio",
     # callbacks for paddle.Model.fit, schedules, checkpoints
-    "BNScaleL1", "FiniteLossGuard", "PruneCallback", "Schedule", "VisualDLLogger",
+    "BNScaleL1", "FiniteLossGuard", "PruneCallback", "Schedule", "TaylorCallback", "VisualDLLogger",
     "load_pruned", "make_schedule",
     # weights and models
     "load_state", "register_model", "save_safetensors",

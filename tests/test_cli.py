@@ -236,7 +236,7 @@ ERRORS = [
      "lr, eval_every, seed, amp"),
     (["check", QUICKSTART, "-o", "pruning.criterion=l3"],
      "pruning.criterion: 'l3' is not allowed; expected one of l1_norm, l2_norm, fpgm, "
-     "geometry_median, slim, bn_scale, opt_slim"),
+     "geometry_median, slim, bn_scale, opt_slim, taylor"),
     (["check", QUICKSTART, "-o", "train.epochs"],
      "override: 'train.epochs' is not allowed; expected 'section.key=value', e.g. "
      "'train.epochs=3'"),

@@ -117,7 +117,8 @@ def test_bad_ratios_raise_before_anything_changes(bad, message):
 
 def test_unknown_criterion_lists_the_valid_names():
     with pytest.raises(ConfigError, match=r"criterion: 'l3_norm' is not allowed; expected one of "
-                                          r"l1_norm, l2_norm, fpgm, geometry_median, slim, bn_scale, opt_slim$"):
+                                          r"l1_norm, l2_norm, fpgm, geometry_median, slim, "
+                                          r"bn_scale, opt_slim, taylor$"):
         prune(tiny_mobilenet(), SHAPE, 0.3, criterion="l3_norm")
 
 

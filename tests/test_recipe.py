@@ -431,7 +431,7 @@ ERRORS = [
     (["train.lr.gamma=0"], "train.lr.gamma", 0, "a float in (0, 1]"),
     # pruning
     (["pruning.criterion=l3"], "pruning.criterion", "l3",
-     "one of l1_norm, l2_norm, fpgm, geometry_median, slim, bn_scale, opt_slim"),
+     "one of l1_norm, l2_norm, fpgm, geometry_median, slim, bn_scale, opt_slim, taylor"),
     (["pruning.strategy=auto"], "pruning.strategy", "auto",
      "one of uniform, sensitive, global, custom"),
     (["pruning.ratios=1.0"], "pruning.ratios", 1.0,
@@ -555,7 +555,7 @@ def test_late_milestones_warn_but_load(caplog):
 def test_a_registered_criterion_is_accepted_by_recipes():
     from slim_callbacks.engine.criteria import CRITERIA, l1_norm, register_criterion
     with pytest.raises(ConfigError, match="pruning.criterion: 'mine' is not allowed; expected one of "
-                                          "l1_norm, l2_norm, fpgm, geometry_median, slim, bn_scale, opt_slim$"):
+                                          "l1_norm, l2_norm, fpgm, geometry_median, slim, bn_scale, opt_slim, taylor$"):
         load("pruning.criterion=mine")
     register_criterion("mine", l1_norm)
     try:

@@ -5,7 +5,9 @@ from slim_callbacks.callbacks.guard import FiniteLossGuard
 from slim_callbacks.callbacks.prune import PruneCallback
 from slim_callbacks.callbacks.schedule_factory import make_schedule
 from slim_callbacks.callbacks.schedules import Schedule
+from slim_callbacks.callbacks.taylor import TaylorCallback
 from slim_callbacks.callbacks.visualdl import TAGS, VisualDLLogger
 
-__all__ = ["BNScaleL1", "FiniteLossGuard", "PruneCallback", "Schedule", "TAGS", "VisualDLLogger",
+__all__ = ["BNScaleL1", "FiniteLossGuard", "PruneCallback", "Schedule", "TAGS", "TaylorCallback",
+           "VisualDLLogger",
            "make_schedule"]

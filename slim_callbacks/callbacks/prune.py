@@ -65,6 +65,7 @@ from slim_callbacks.callbacks.targets import (
     group_targets,
     producer_layers,
 )
+from slim_callbacks.callbacks.taylor import TaylorCallback
 from slim_callbacks.core.checks import check_int, check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import is_rank0, model_input_shape, unwrap
@@ -203,6 +204,7 @@ class PruneCallback(ForwardingCallback):
                               f"BatchNorm scales; use 'slim' or 'opt_slim'", UserWarning, stacklevel=2)
             self.bn_l1 = BNScaleL1(bn_l1, start_epoch=0, end_epoch=self.schedule.last_epoch + 1)
         self.finite_guard = FiniteLossGuard()
+        self.taylor = TaylorCallback() if self.criterion.source == "taylor" else None
         self.logger_cb = None
         if log_dir is not None:
             from slim_callbacks.callbacks.visualdl import VisualDLLogger
@@ -262,9 +264,10 @@ class PruneCallback(ForwardingCallback):
         return [self.finite_guard]
 
     def trailing_callbacks(self):
-        """BN-scale L1 and the VisualDL logger, when set: they see every hook after
-        the callback's own work (the logger records the epoch's pruned model)."""
-        return [cb for cb in (self.bn_l1, self.logger_cb) if cb is not None]
+        """BN-scale L1, Taylor accumulation and the VisualDL logger, when set: they see
+        every hook after the callback's own work (the logger records the epoch's pruned
+        model; Taylor scores start afresh after an event)."""
+        return [cb for cb in (self.bn_l1, self.taylor, self.logger_cb) if cb is not None]
 
     def _default_shape(self):
         shape = model_input_shape(self.model)

@@ -27,6 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.engine.selectors import Selector, get_selector
+from slim_callbacks.engine.taylor import taylor_scores
 from slim_callbacks.tracing.groups import CHANNEL, OUT, ChannelGroup
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def bn_scale(matrix: np.ndarray) -> np.ndarray:
 
 CRITERIA: Dict[str, Criterion] = {}
 ALIASES = {"geometry_median": "fpgm", "bn_scale": "slim"}
-SOURCES = ("weight", "bn_scale")
+SOURCES = ("weight", "bn_scale", "taylor")
 
 
 def register_criterion(name: str, score: ScoreFn, *, source: str = "weight",
@@ -100,7 +101,9 @@ def register_criterion(name: str, score: ScoreFn, *, source: str = "weight",
     Args:
         name: the name to use in ``prune(criterion=...)`` and recipes.
         score: callable from a ``[channels, k]`` float matrix to ``[channels]`` scores.
-        source: ``"weight"`` or ``"bn_scale"``.
+        source: ``"weight"``, ``"bn_scale"`` or ``"taylor"`` (``score`` gets a
+            ``[channels, 1]`` matrix of accumulated Taylor terms, see
+            :mod:`slim_callbacks.engine.taylor`).
         selector: ``"lowest"``, ``"optimal_threshold"`` or a callable
             ``(scores, ratio, *, keep, min_keep) -> unit indices to remove`` (see
             :mod:`slim_callbacks.engine.selectors`).
@@ -118,7 +121,8 @@ def register_criterion(name: str, score: ScoreFn, *, source: str = "weight",
 
 def criterion_names() -> List[str]:
     """Every accepted name, in registration order, each followed by its aliases:
-    ``['l1_norm', 'l2_norm', 'fpgm', 'geometry_median', 'slim', 'bn_scale', 'opt_slim']``
+    ``['l1_norm', 'l2_norm', 'fpgm', 'geometry_median', 'slim', 'bn_scale', 'opt_slim',
+    'taylor']``
     plus what :func:`register_criterion` added."""
     return [n for name in CRITERIA
             for n in [name] + [alias for alias, target in ALIASES.items() if target == name]]
@@ -138,11 +142,29 @@ for _name, _fn in (("l1_norm", l1_norm), ("l2_norm", l2_norm), ("fpgm", fpgm)):
     register_criterion(_name, _fn)
 register_criterion("slim", bn_scale, source="bn_scale")
 register_criterion("opt_slim", bn_scale, source="bn_scale", selector="optimal_threshold")
+register_criterion("taylor", l1_norm, source="taylor")  # scores are >= 0: their sum per unit
 
 
 def rows(param: np.ndarray, axis: int) -> np.ndarray:
     """The parameter as a ``[channels, -1]`` matrix, channels along ``axis``."""
     return np.moveaxis(param, axis, 0).reshape(param.shape[axis], -1)
+
+
+def _bn_members(group: ChannelGroup, layer_types: Dict[str, str]):
+    return [m for m in group.members if m.role == CHANNEL and m.attr == "weight"
+            and "BatchNorm" in layer_types.get(m.layer, "")]
+
+
+def _taylor_group_scores(group, layers, criterion, layer_types) -> np.ndarray:
+    """Taylor terms of the group's BatchNorm scales, or of its producers' weights."""
+    members = _bn_members(group, layer_types) or [
+        m for m in group.members if m.role == OUT and m.attr == "weight"]
+    scores = np.zeros(group.num_units, dtype=np.float64)
+    for m in members:
+        param = layers[m.layer]._parameters[m.attr]
+        terms = taylor_scores(param, m.axis).reshape(-1, 1)
+        np.add.at(scores, m.units, np.asarray(criterion.score(terms), dtype=np.float64)[m.indices])
+    return scores
 
 
 def group_scores(group: ChannelGroup, layers, criterion: Criterion,
@@ -155,9 +177,10 @@ def group_scores(group: ChannelGroup, layers, criterion: Criterion,
         criterion: how to score.
         layer_types: structural name -> class name, from the trace.
     """
+    if criterion.source == "taylor":
+        return _taylor_group_scores(group, layers, criterion, layer_types)
     if criterion.source == "bn_scale":
-        members = [m for m in group.members if m.role == CHANNEL and m.attr == "weight"
-                   and "BatchNorm" in layer_types.get(m.layer, "")]
+        members = _bn_members(group, layer_types)
         if not members:
             logger.warning("group %s has no BatchNorm: criterion %r falls back to l1_norm",
                            group.name, criterion.name)
