@@ -2,7 +2,7 @@
 
     pip install paddleclas --no-deps     # the bench installs nothing itself
     nice python benchmarks/bench_zoo.py [--families ResNet ViT ...] [--models NAME ...]
-        [--limit N] [--ratio 0.3] [--timeout 300] [--out output/bench_zoo]
+        [--limit N] [--ratio 0.3] [--timeout 300] [--fold-bn-shift] [--out output/bench_zoo]
 
 One backbone per family of ``ppcls.arch.backbone`` (the smallest-looking name: no
 large/base/huge/giant in it, then the smallest leading number; ``--models`` picks
@@ -143,7 +143,7 @@ def backbone_names(backbones):
 
 
 # ------------------------------------------------------------------ one model
-def measure_one(name: str, ratio: float) -> dict:
+def measure_one(name: str, ratio: float, fold_bn_shift: bool = False) -> dict:
     """Builds, explains, kills, prunes, compares and trains one backbone (in this process)."""
     import numpy as np
     import paddle
@@ -168,7 +168,7 @@ def measure_one(name: str, ratio: float) -> dict:
     x = paddle.randn([1] + shape[1:])
     before = outputs(net, x)
     start = time.perf_counter()
-    prune(net, shape, ratio)
+    prune(net, shape, ratio, fold_bn_shift=fold_bn_shift)
     row["prune_s"] = time.perf_counter() - start
     after = outputs(net, x)
     row["macs_cut"] = 1 - count_flops(net, shape) / row["macs"]
@@ -197,9 +197,10 @@ def build(constructor):
     return constructor(pretrained=False) if takes else constructor()
 
 
-def run_isolated(name: str, ratio: float, timeout: float) -> dict:
+def run_isolated(name: str, ratio: float, timeout: float, fold_bn_shift: bool = False) -> dict:
     """:func:`measure_one` in a child process, so a crash or a hang costs one row."""
     cmd = [sys.executable, os.path.abspath(__file__), "--one", name, "--ratio", str(ratio)]
+    cmd += ["--fold-bn-shift"] if fold_bn_shift else []
     base = {"model": name, "family": family_of(name), "input": input_size_of(name)}
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -220,19 +221,22 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.3)
     parser.add_argument("--timeout", type=float, default=300, help="seconds per model")
     parser.add_argument("--out", default=os.path.join("output", "bench_zoo"))
+    parser.add_argument("--fold-bn-shift", action="store_true",
+                        help="prune with fold_bn_shift=True (zeroed channels behind a sigmoid "
+                             "still send sigmoid(0) = 0.5: folding makes them exact)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
     if args.one:
-        print(json.dumps(measure_one(args.one, args.ratio)))
+        print(json.dumps(measure_one(args.one, args.ratio, args.fold_bn_shift)))
         return
     names = args.models or pick_models(backbone_names(import_backbones()), args.families, args.limit)
     os.makedirs(args.out, exist_ok=True)
     rows = []
     for name in names:
         start = time.perf_counter()
-        rows.append(run_isolated(name, args.ratio, args.timeout))
+        rows.append(run_isolated(name, args.ratio, args.timeout, args.fold_bn_shift))
         r = rows[-1]
         print(f"{name}: {r.get('status')} cut={r.get('macs_cut', float('nan')):.3f} "
               f"exact={r.get('exact')} trains={r.get('trains')} "
