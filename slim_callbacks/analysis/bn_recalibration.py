@@ -109,7 +109,8 @@ def recalibrate_bn(network: paddle.nn.Layer, batches: Iterable) -> int:
 
 
 class InputRecorder:
-    """Keeps detached copies of the last ``size`` inputs ``network`` was called with.
+    """Keeps detached copies of the last ``size`` inputs ``network`` was called with
+    (the first ``size`` with ``first=True``).
 
     Records only while :attr:`armed` is True; :meth:`remove` takes the hook off.
 
@@ -125,14 +126,15 @@ class InputRecorder:
         >>> rec.remove()
     """
 
-    def __init__(self, network: paddle.nn.Layer, size: int):
+    def __init__(self, network: paddle.nn.Layer, size: int, first: bool = False):
         self.size = check_int("size", size, 1)
+        self.first = bool(first)
         self.batches: collections.deque = collections.deque(maxlen=self.size)
         self.armed = False
         self._handle = unwrap(network).register_forward_pre_hook(self._record)
 
     def _record(self, layer, inputs):
-        if self.armed:
+        if self.armed and not (self.first and len(self.batches) == self.size):
             self.batches.append(tuple(x.detach().clone() if isinstance(x, paddle.Tensor) else x
                                       for x in inputs))
 
