@@ -5,7 +5,8 @@ synthetic data. A = plain ``model.fit``; B = the same fit with ``DistillCallback
 (teacher = a frozen copy taken at train begin). A and B alternate (ABBA) in one
 process on identically seeded models; steps are timed between consecutive
 ``on_train_batch_begin`` calls; medians are compared. Memory: the teacher's weights and
-buffers (exact bytes) and the process RSS growth across the first distilled fit.
+buffers (exact bytes) and the process RSS growth across each fit (noisy: allocator
+caches). The teacher runs under ``no_grad``, so it keeps no activations for backward.
 
 ``events``: the quickstart recipe (``recipes/quickstart.yaml``, 16 epochs, AGP events at
 the end of epochs 2, 4, 6, 8) trained twice from the same seed, with
@@ -74,20 +75,24 @@ def overhead_run(distill: bool, args):
 
 
 def overhead(args):
-    plain, distilled, growth = [], [], {}
+    plain, distilled, growth, sizes = [], [], {False: [], True: []}, {}
     order = [False, True, True, False] * args.rounds
     for distill in order:
         steps, grown, teacher_bytes, net_bytes = overhead_run(distill, args)
         (distilled if distill else plain).extend(steps)
-        growth.setdefault(distill, grown)  # the first fit of each kind
+        growth[distill].append(grown)
+        if distill:
+            sizes = {"teacher": teacher_bytes, "student": net_bytes}
     a, b = statistics.median(plain), statistics.median(distilled)
     print(f"MobileNetV1 x0.25, 32x32, batch {args.batch}, {len(plain)} steps each "
           f"(ABBA x{args.rounds}, {args.steps} steps x {args.epochs} epochs per fit)")
     print(f"| plain fit | {a * 1000:.1f} ms/step |")
     print(f"| with DistillCallback | {b * 1000:.1f} ms/step | +{(b / a - 1) * 100:.1f}% |")
-    print(f"teacher weights+buffers: {teacher_bytes / 2**20:.2f} MiB (= the student's "
-          f"{net_bytes / 2**20:.2f} MiB); RSS growth over the first fit: plain "
-          f"{growth[False] / 2**20:.1f} MiB, distilled {growth[True] / 2**20:.1f} MiB")
+    print(f"teacher weights+buffers: {sizes['teacher'] / 2**20:.2f} MiB (the student's: "
+          f"{sizes['student'] / 2**20:.2f} MiB)")
+    print("RSS growth per fit, MiB (allocator caches make it noisy): plain "
+          + ", ".join(f"{g / 2**20:.1f}" for g in growth[False]) + "; distilled "
+          + ", ".join(f"{g / 2**20:.1f}" for g in growth[True]))
 
 
 class BeforeEvent(paddle.callbacks.Callback):
