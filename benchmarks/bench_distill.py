@@ -96,16 +96,15 @@ def overhead(args):
 
 
 class BeforeEvent(paddle.callbacks.Callback):
-    """Eval top-1 of the network at on_epoch_end, before PruneCallback's event."""
+    """Eval top-1 of the network at every on_epoch_end, before PruneCallback's event."""
 
-    def __init__(self, eval_data, epochs):
+    def __init__(self, eval_data):
         super().__init__()
         self.loader = paddle.io.DataLoader(eval_data, batch_size=256, shuffle=False)
-        self.epochs, self.acc = set(epochs), {}
+        self.acc = {}
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch in self.epochs:
-            self.acc[epoch] = top1(self.model.network, self.loader)
+        self.acc[epoch] = top1(self.model.network, self.loader)
 
 
 class AfterEpoch(paddle.callbacks.Callback):
@@ -155,9 +154,8 @@ def events_run(recalibrate: int, out_dir: str):
     ratios = final_ratios(job, network)
     callbacks = build_callbacks(job, ratios, verbose=0)
     prune = callbacks[-1]
-    event_epochs = sorted(prune.targets)
     train_data, eval_data = build_datasets(recipe.data, recipe.input_shape)
-    before, after = BeforeEvent(eval_data, event_epochs), AfterEpoch()
+    before, after = BeforeEvent(eval_data), AfterEpoch()
     model = paddle.Model(network, inputs=[paddle.static.InputSpec(
         [None, *recipe.input_shape[1:]], "float32", "image")])
     model.prepare(build_optimizer(recipe, network), nn.CrossEntropyLoss(),
@@ -166,6 +164,7 @@ def events_run(recalibrate: int, out_dir: str):
     # the probe runs first: it sees each event epoch's network before the event
     model.fit(train_data, eval_data, epochs=recipe.train.epochs, batch_size=recipe.train.batch_size,
               eval_freq=1, verbose=0, shuffle=True, callbacks=[before] + callbacks + [after])
+    event_epochs = [h["epoch"] for h in prune.history]
     return event_epochs, before.acc, after.acc, time.time() - started
 
 

@@ -132,7 +132,8 @@ class PruneCallback(ForwardingCallback):
         distill: knowledge distillation while pruning (a trailing
             :class:`~slim_callbacks.callbacks.DistillCallback`): ``True`` (the network
             as it is at train begin teaches, alpha 0.5, T 4), a dict of its options
-            (``teacher``, ``alpha``, ``temperature``) or a ``DistillCallback``.
+            (``teacher``, ``alpha``, ``temperature``) or a ``DistillCallback``. When
+            resuming, that copy is of the resumed (pruned) network; a warning says so.
         recalibrate_bn: after each event, re-estimate the BatchNorm running statistics
             of the pruned network on the last ``N`` training batches of the epoch
             (their inputs, kept as detached copies by a forward pre-hook during the
@@ -320,6 +321,10 @@ class PruneCallback(ForwardingCallback):
                                          need_optimizer=self.optimizer is not None
                                          and not self.reset_optimizer)
             self.epoch_offset = resumed["cursor"]["epoch"] + 1
+            if self.distill is not None and self.distill.given_teacher is None:
+                logger.warning("distill: resuming, so the teacher is a copy of the resumed "
+                               "(already pruned) network, not the unpruned one; pass "
+                               "distill={'teacher': ...} to keep the original teacher")
         if epochs is not None:
             self.schedule.validate(epochs if resumed is not None else self.epoch_offset + epochs)
             self.total_epochs = epochs if resumed is not None else self.epoch_offset + epochs
