@@ -122,8 +122,9 @@ class DistillCallback(paddle.callbacks.Callback):
 
     Args:
         teacher: ``None`` (a frozen deep copy of ``model.network`` taken at the
-            first train begin and kept for later fits with this callback), or a ``paddle.nn.Layer`` / ``paddle.Model`` taking the same inputs
-            and giving logits of the same shape as the student's first output.
+            first train begin and kept for later fits with this callback), or a
+            ``paddle.nn.Layer`` / ``paddle.Model`` taking the same inputs and giving
+            logits of the same shape as the student's first output.
         alpha: weight of the KD term in [0, 1]; 0 trains on the task loss only, 1 on
             the KD term only.
         temperature: softmax temperature ``T > 0`` (the KD term is scaled by ``T^2``).
