@@ -13,6 +13,7 @@ import warnings
 # it says nothing about pruning, so this one message is silenced for its module only.
 warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning,
                         module=r"paddle\.utils\.cpp_extension")
+from slim_callbacks.analysis.bn_recalibration import recalibrate_bn
 from slim_callbacks.analysis.explain import explain
 from slim_callbacks.analysis.flops import count_flops, count_params, layer_widths, model_size_mb, profile
 from slim_callbacks.analysis.global_strategy import global_ratios
@@ -27,11 +28,13 @@ from slim_callbacks.analysis.strategies import (
 from slim_callbacks.app.builders import register_model
 from slim_callbacks.callbacks import (
     BNScaleL1,
+    DistillCallback,
     FiniteLossGuard,
     PruneCallback,
     Schedule,
     TaylorCallback,
     VisualDLLogger,
+    kd_loss,
     make_schedule,
 )
 from slim_callbacks.callbacks.ledger import load_pruned
@@ -68,8 +71,8 @@ __all__ = [
     "layer_widths", "load_sensitivities", "model_size_mb", "profile", "resolve_strategy",
     "sensitive_ratios", "sensitivity", "uniform_ratio",
     # callbacks for paddle.Model.fit, schedules, checkpoints
-    "BNScaleL1", "FiniteLossGuard", "PruneCallback", "Schedule", "TaylorCallback", "VisualDLLogger",
-    "load_pruned", "make_schedule",
+    "BNScaleL1", "DistillCallback", "FiniteLossGuard", "PruneCallback", "Schedule",
+    "TaylorCallback", "VisualDLLogger", "kd_loss", "load_pruned", "make_schedule", "recalibrate_bn",
     # weights and models
     "load_state", "register_model", "save_safetensors",
 ]

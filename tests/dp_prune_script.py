@@ -4,7 +4,9 @@
 Every rank trains on its own shard (fit's DistributedBatchSampler), prunes at the end of
 epoch 1 and trains two more epochs; it then writes its final weights, shapes and pruning
 history to ``OUT_DIR/rank<r>.npz`` / ``.json``. Identical weights across ranks after the
-prune prove that gradients are still all-reduced with the new shapes.
+prune prove that gradients are still all-reduced with the new shapes. With a second
+argument ``distill``, the callback also distils (each rank its own teacher) and
+recalibrates BatchNorm statistics after each event (``recalibrate_bn=2``).
 """
 import json
 import os
@@ -41,7 +43,7 @@ def synced_gradient_error(net, ddp, rank):
     return worst
 
 
-def main(out_dir):
+def main(out_dir, extra=()):
     rank = paddle.distributed.get_rank()
     paddle.seed(0)
     net = Net()
@@ -49,7 +51,8 @@ def main(out_dir):
     model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()),
                   nn.CrossEntropyLoss(), paddle.metric.Accuracy())
     cb = PruneCallback(0.5, "l1_norm", prune_epochs=[0, 1], input_shape=SHAPE,
-                       log_dir=os.path.join(out_dir, "vdl"), log_freq=1)
+                       log_dir=os.path.join(out_dir, "vdl"), log_freq=1,
+                       **(dict(distill={"alpha": 0.5}, recalibrate_bn=2) if "distill" in extra else {}))
     model.fit(dataset(128), epochs=3, batch_size=16, verbose=0, shuffle=True,
               save_dir=os.path.join(out_dir, "ckpt"), callbacks=[cb])
     state = {k: v.numpy() for k, v in net.state_dict().items()}
@@ -58,8 +61,10 @@ def main(out_dir):
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump({"world": paddle.distributed.get_world_size(), "widths": widths(net),
                    "events": [h["epoch"] for h in cb.history],
-                   "plan": cb.plan.to_dict(), "grad_error": grad_error}, f)
+                   "plan": cb.plan.to_dict(), "grad_error": grad_error,
+                   "distill_steps": cb.distill.steps if cb.distill is not None else 0,
+                   "loss_restored": not hasattr(model._loss, "task_loss")}, f)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])

@@ -335,6 +335,26 @@ def test_sensitivity_rerun_without_pretrained_weights_resumes_the_file(capsys, t
     assert sens.read_bytes() == first
 
 
+def test_sensitivity_with_recalibrate_bn_uses_training_batches(capsys, tmp_path, monkeypatch):
+    """pruning.recalibrate_bn: adaptive-BN evaluation on the first training batches."""
+    from slim_callbacks.analysis import sensitivity as module
+    real, seen = module.sensitivity, {}
+
+    def spy(*args, **kwargs):
+        kwargs["bn_data"] = [next(kwargs["bn_data"]) for _ in range(3)]
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, "sensitivity", spy)
+    sens = tmp_path / "s.json"
+    code, out, err = call(capsys, "sensitivity", QUICKSTART, "--samples", "48",
+                          "--output", str(sens), "-o", f"logging.log_dir={tmp_path / 'logs'}",
+                          "-o", "pruning.layers=[conv6]", "-o", "pruning.recalibrate_bn=2")
+    assert code == 0, err
+    assert "re-estimated on 2 training batches" in out
+    assert seen["recalibrate_bn"] == 2
+    assert [list(b.shape) for b in seen["bn_data"]] == [[32, 3, 32, 32]] * 3  # images only
+
+
 def test_sensitivity_then_sensitive_dry_run(capsys, tmp_path):
     """The file the sensitivity command writes is what a sensitive recipe reads."""
     sens = tmp_path / "q.json"

@@ -44,7 +44,7 @@ def test_minimal_recipe_resolves_every_default():
                         "ratios": 0.5,
                     "target_flops_reduction": None, "layers": ["*"], "skip": [],
                     "round_to": 1, "sensitivities": None, "schedule": None, "bn_l1": None,
-                    "fold_bn_shift": None},
+                    "fold_bn_shift": None, "distill": None, "recalibrate_bn": 0},
         "logging": {"log_dir": "output/mbv1_digits/logs", "log_freq": 10, "visualdl": True},
         "checkpoint": {"save_dir": "output/mbv1_digits/checkpoints", "save_freq": 1},
     }
@@ -180,7 +180,8 @@ def test_apply_override_in_place():
      "a key of train.optimizer: name, momentum, weight_decay"),
     ("pruning.ratio=0.3", "pruning.ratio", 0.3,
      "a key of pruning: criterion, strategy, strategy_options, ratios, "
-     "target_flops_reduction, layers, skip, round_to, sensitivities, schedule, bn_l1, fold_bn_shift"),
+     "target_flops_reduction, layers, skip, round_to, sensitivities, schedule, bn_l1, "
+     "fold_bn_shift, distill, recalibrate_bn"),
     ("train.epochs.max=3", "train.epochs.max", 3,
      "a key path ending at train.epochs (it holds a value)"),
     ("pruning.ratios.conv1=0.3", "pruning.ratios", 0.5,
@@ -479,7 +480,13 @@ ERRORS = [
     (["pruning=0.5"], "pruning", 0.5,
      "null or a mapping with keys criterion, strategy, strategy_options, ratios, "
      "target_flops_reduction, "
-     "layers, skip, round_to, sensitivities, schedule, bn_l1, fold_bn_shift"),
+     "layers, skip, round_to, sensitivities, schedule, bn_l1, fold_bn_shift, distill, "
+     "recalibrate_bn"),
+    (["pruning.recalibrate_bn=-1"], "pruning.recalibrate_bn", -1, "an int >= 0"),
+    (["pruning.distill={alpha: 2}"], "pruning.distill.alpha", 2, "a float in [0, 1]"),
+    (["pruning.distill={temperature: 0}"], "pruning.distill.temperature", 0, "a float > 0"),
+    (["pruning.distill={beta: 1}"], "pruning.distill.beta", 1,
+     "a key of pruning.distill: alpha, temperature"),
     # logging, checkpoint
     (["logging.log_freq=0"], "logging.log_freq", 0, "an int >= 1"),
     (["logging.visualdl=yes please"], "logging.visualdl", "yes please", "true or false"),
@@ -562,3 +569,16 @@ def test_a_registered_criterion_is_accepted_by_recipes():
         assert load("pruning.criterion=mine").pruning.criterion == "mine"
     finally:
         CRITERIA.pop("mine")
+
+
+def test_distill_and_recalibrate_bn_reach_the_prune_callback():
+    from slim_callbacks.app.builders import build_callbacks
+    from slim_callbacks.app.job import Job
+    recipe = load("pruning.distill={temperature: 2}", "pruning.recalibrate_bn=4",
+                  "logging.visualdl=false")
+    assert recipe.to_dict()["pruning"]["distill"] == {"alpha": 0.5, "temperature": 2.0}
+    prune = build_callbacks(Job(recipe), 0.5)[-1]
+    assert (prune.distill.alpha, prune.distill.temperature) == (0.5, 2.0)
+    assert prune.recalibrate_bn == 4
+    plain = build_callbacks(Job(load("logging.visualdl=false")), 0.5)[-1]
+    assert plain.distill is None and plain.recalibrate_bn == 0

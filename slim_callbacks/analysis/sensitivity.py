@@ -62,6 +62,16 @@ layer attributes back after each evaluation (no deep copy). It evaluates the sma
 network, so it wins when evaluations are long; masking never changes a shape, which
 evaluation code that captured shapes (``paddle.jit.to_static``) needs.
 
+Adaptive-BN evaluation (``recalibrate_bn=N``): before every evaluation - the base one
+included, so a loss measures the pruning and not the re-estimation - the BatchNorm
+running statistics of the (masked or pruned) network are re-estimated on ``N`` batches
+of ``bn_data`` (:func:`~slim_callbacks.analysis.bn_recalibration.recalibrate_bn`: train
+mode for BatchNorms only, no gradient, cumulative averages), so the sensitivities of a
+BN network measure the pruned structure, not statistics estimated for channels that
+are gone. The statistics are put back at the end. It stays exact with the prefix
+cache: layers that run before a group's first changed layer see the same batches
+whatever is masked, so their re-estimated statistics are the same for every ratio.
+
 ``benchmarks/bench_sensitivity.py`` compares the time and the losses with PaddleSlim's
 ``L1NormFilterPruner.sensitive()`` (results in BENCHMARKS.md). The evaluation
 dominates: limit its data (a few hundred samples) to make the analysis fast.
@@ -74,14 +84,17 @@ group loop and the worker hand-out.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
 
+from slim_callbacks.analysis import bn_recalibration
+from slim_callbacks.analysis.bn_recalibration import InputRecorder, as_inputs, check_recalibrate_bn
 from slim_callbacks.analysis.maskers import GroupMask, GroupPrune, NetworkState
 from slim_callbacks.analysis.prefix_cache import DEFAULT_CACHE_BYTES, PrefixCache
 from slim_callbacks.analysis.sensitivity_file import Record, Sensitivities
@@ -189,12 +202,44 @@ def evaluate(eval_fn: Callable, network, state: NetworkState) -> float:
         state.restore_modes()
 
 
+def calibration_batches(bn_data, count: int) -> Optional[List[tuple]]:
+    """The first ``count`` batches of ``bn_data`` as input tuples (None: take them
+    from ``eval_fn`` later, or no recalibration when ``count`` is 0)."""
+    if not count:
+        return None
+    if bn_data is None:
+        return None
+    if isinstance(bn_data, (str, bytes, paddle.Tensor)) or not isinstance(bn_data, Iterable):
+        raise ConfigError("bn_data", bn_data, "None or an iterable of input batches (tensors)")
+    batches = [as_inputs(b) for b in itertools.islice(iter(bn_data), count)]
+    if not batches:
+        raise ConfigError("bn_data", bn_data, f"at least one batch (recalibrate_bn={count})")
+    return batches
+
+
+def record_calibration(eval_fn: Callable, network, state: NetworkState, count: int) -> List[tuple]:
+    """The first ``count`` inputs ``eval_fn`` gives the network (one evaluation)."""
+    recorder = InputRecorder(network, count, first=True)
+    recorder.armed = True
+    try:
+        evaluate(eval_fn, network, state)
+    finally:
+        recorder.remove()
+        state.restore()
+    batches = list(recorder.batches)
+    if not batches:
+        raise SlimError("recalibrate_bn: eval_fn never called the network, so there is no "
+                        "batch to re-estimate BatchNorm statistics on; pass bn_data")
+    return batches
+
+
 # ----------------------------------------------------------------------- the run
 def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequence[int],
                 layers: Optional[Sequence[str]] = None, ratios: Sequence[float] = DEFAULT_RATIOS,
                 criterion="l1_norm", *, file: Optional[str] = None, skip: Sequence[str] = (),
                 round_to: int = 1, method: str = "mask", cache=True, workers: int = 1,
-                progress: Optional[bool] = None) -> Sensitivities:
+                progress: Optional[bool] = None, recalibrate_bn: int = 0,
+                bn_data: Optional[Iterable] = None) -> Sensitivities:
     """Loss of the metric when each group alone is pruned at each ratio.
 
     Args:
@@ -229,6 +274,14 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
             same; this process writes the file. CPU only, where ``os.fork`` exists.
         progress: show a tqdm bar (layers x ratios, with ETA); None shows it only when
             stderr is a terminal.
+        recalibrate_bn: re-estimate the BatchNorm statistics on this many batches of
+            ``bn_data`` before every evaluation (adaptive-BN evaluation, see the module
+            docstring); 0 (default) evaluates with the network's own statistics.
+        bn_data: the batches for ``recalibrate_bn``: an iterable of network inputs (a
+            tensor, or a tuple of the positional inputs, per batch), e.g. training
+            images; its first ``recalibrate_bn`` items are kept in memory. ``None``
+            takes the first ``recalibrate_bn`` inputs that ``eval_fn`` passes to the
+            network in the base evaluation (the eval data then sets the statistics).
 
     Returns:
         ``{group name: {ratio: loss}}`` for the chosen groups, in network order. A
@@ -259,6 +312,8 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
     if file is not None and not isinstance(file, (str, os.PathLike)):
         raise ConfigError("file", file, "a path or None")
     file = None if file is None else os.fspath(file)
+    recalibrate_bn = check_recalibrate_bn(recalibrate_bn)
+    calibration = calibration_batches(bn_data, recalibrate_bn)
 
     graph = trace(network, input_shape)
     groups = chosen_groups(graph, layers, skip)
@@ -271,13 +326,20 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
 
     state = NetworkState(network)
     try:
+        if recalibrate_bn and calibration is None:
+            calibration = record_calibration(eval_fn, network, state, recalibrate_bn)
+        reference = state
+        if calibration:
+            bn_recalibration.recalibrate_bn(network, calibration)
+            reference = NetworkState(network)  # what eval_fn must leave unchanged
         base = evaluate(eval_fn, network, state)
         if file is not None:
             record.check_base(file, base)
         if base == 0:
             raise SlimError("eval_fn returned 0 for the unpruned network: the relative loss "
                             "(base - metric) / |base| is undefined; use a metric that is not 0")
-        changed = state.restore()
+        changed = reference.changed()
+        state.restore()
         if changed:
             logger.warning("eval_fn changed %d tensors of the network (%s...); they are put "
                            "back after every run, but evaluations that update BatchNorm "
@@ -285,7 +347,8 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
                            len(changed), ", ".join(changed[:3]))
         record.base = base
         record.save(file)
-        analysis = GroupAnalysis(network, eval_fn, graph, record, criterion, state, method, cache)
+        analysis = GroupAnalysis(network, eval_fn, graph, record, criterion, state, method, cache,
+                                 calibration)
         run_groups(analysis, groups, file, progress, workers)
     finally:
         changed = state.restore()
@@ -301,8 +364,9 @@ class GroupAnalysis:
 
     def __init__(self, network, eval_fn: Callable, graph: DependencyGraph, record: Record,
                  criterion: Criterion, state: NetworkState, method: str,
-                 cache: int = DEFAULT_CACHE_BYTES):
+                 cache: int = DEFAULT_CACHE_BYTES, calibration: Optional[List[tuple]] = None):
         self.network, self.eval_fn, self.graph, self.record = network, eval_fn, graph, record
+        self.calibration = calibration
         self.criterion, self.state, self.method, self.cache = criterion, state, method, int(cache)
         self.by_name = dict(unwrap(network).named_sublayers())
         self.previous: Optional[PrefixCache] = None
@@ -331,6 +395,8 @@ class GroupAnalysis:
                 loss = seen[key]
             else:
                 with remover.applied(units):
+                    if self.calibration:
+                        bn_recalibration.recalibrate_bn(self.network, self.calibration)
                     metric = prefix.evaluate(run, self.previous) if prefix is not None else run()
                 if prefix is not None and prefix.recorded:
                     self.previous = None  # one group's cache at a time once this one is recorded

@@ -273,7 +273,9 @@ def run_sensitivity(job: Job, *, samples: Optional[int] = None, output: Optional
                     ratios: Sequence[float] = DEFAULT_RATIOS, workers: int = 1,
                     emit: Callable[[str], None] = print) -> Dict[str, Any]:
     """Writes the sensitivities JSON of the recipe's pruned layers (top-1 accuracy on
-    the eval data, or ``samples`` of it), VisualDL curves and a PNG plot; ``workers``
+    the eval data, or ``samples`` of it; with ``pruning.recalibrate_bn: N``, after
+    re-estimating BatchNorm statistics on the first N training batches), VisualDL
+    curves and a PNG plot; ``workers``
     processes evaluate side by side (see :func:`~slim_callbacks.analysis.sensitivity.sensitivity`)."""
     from slim_callbacks.analysis.sensitivity import sensitivity
     from slim_callbacks.app.data import build_datasets, cap
@@ -290,7 +292,7 @@ def run_sensitivity(job: Job, *, samples: Optional[int] = None, output: Optional
         load_pretrained(network, recipe.model.pretrained)
     else:
         emit("note: no model.pretrained: the analysis runs on initial weights")
-    _, eval_data = build_datasets(recipe.data, recipe.input_shape)
+    train_data, eval_data = build_datasets(recipe.data, recipe.input_shape)
     if samples is not None:
         eval_data = cap(eval_data, samples)
     loader = paddle.io.DataLoader(eval_data, batch_size=recipe.train.batch_size, shuffle=False,
@@ -307,10 +309,17 @@ def run_sensitivity(job: Job, *, samples: Optional[int] = None, output: Optional
         return correct / max(total, 1)
 
     layers = None if tuple(pruning.layers) == ("*",) else list(pruning.layers)
+    bn_data = None
+    if pruning.recalibrate_bn:  # adaptive BN: statistics from the first training batches
+        bn_data = (images for images, _ in paddle.io.DataLoader(
+            train_data, batch_size=recipe.train.batch_size, shuffle=False))
+        emit(f"BatchNorm statistics re-estimated on {pruning.recalibrate_bn} training "
+             f"batches before every evaluation (pruning.recalibrate_bn)")
     started = time.time()
     result = sensitivity(network, eval_fn, list(recipe.input_shape), layers=layers,
                          ratios=list(ratios), criterion=pruning.criterion, file=path,
-                         skip=list(pruning.skip), round_to=pruning.round_to, workers=workers)
+                         skip=list(pruning.skip), round_to=pruning.round_to, workers=workers,
+                         recalibrate_bn=pruning.recalibrate_bn, bn_data=bn_data)
     emit(f"sensitivities of {len(result)} layers x {len(ratios)} ratios on "
          f"{len(eval_data)} samples in {time.time() - started:.1f} s -> {path}")
     log_dir = os.path.join(recipe.logging.log_dir, "sensitivity")

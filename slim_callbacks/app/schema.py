@@ -211,6 +211,21 @@ class TrainConfig(Section):
 
 
 @dataclass(frozen=True)
+class DistillConfig(Section):
+    """``pruning.distill``: knowledge distillation from the network as it is at train
+    begin (:class:`~slim_callbacks.callbacks.DistillCallback`); ``{}`` takes the defaults.
+
+    Example:
+        >>> DistillConfig().alpha, DistillConfig(temperature=2).temperature
+        (0.5, 2.0)
+    """
+
+    prefix: ClassVar[str] = "pruning.distill"
+    alpha: float = key_field(float_rule(0.0, 1.0, high_open=False), 0.5)
+    temperature: float = key_field(float_rule(0.0, low_open=True), 4.0)
+
+
+@dataclass(frozen=True)
 class PruningConfig(Section):
     """``pruning``: criterion, how ratios are chosen, which layers, and when.
 
@@ -221,7 +236,10 @@ class PruningConfig(Section):
     chosen channels, cut at one global score threshold). ``strategy_options`` holds the
     strategy's other arguments (e.g. ``{max_ratio: 0.8}`` for ``global``), checked
     against :func:`~slim_callbacks.analysis.strategies.strategy_option_names`. ``schedule`` is
-    passed as-is to :mod:`slim_callbacks.callbacks.schedules`.
+    passed as-is to :mod:`slim_callbacks.callbacks.schedules`. ``distill`` (a mapping,
+    null = off) distils the unpruned network into the pruned one; ``recalibrate_bn: N``
+    re-estimates BatchNorm statistics on N training batches after each event (and
+    before every evaluation of ``slim-callbacks sensitivity``).
 
     Example:
         >>> PruningConfig(ratios=0.3).layers
@@ -243,6 +261,8 @@ class PruningConfig(Section):
     schedule: Optional[Dict[str, Any]] = key_field(optional_rule(SCHEDULE), None)
     bn_l1: Optional[float] = key_field(optional_rule(float_rule(0.0)), None)
     fold_bn_shift: Optional[bool] = key_field(optional_rule(BOOL), None)
+    distill: Optional[DistillConfig] = section_field(DistillConfig, optional=True)
+    recalibrate_bn: int = key_field(int_rule(0), 0)
 
     def _check(self):
         ratios, target, strategy = self.ratios, self.target_flops_reduction, self.strategy

@@ -47,10 +47,12 @@ import types
 import warnings
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
+from slim_callbacks.analysis.bn_recalibration import InputRecorder, check_recalibrate_bn, recalibrate_bn
 from slim_callbacks.analysis.sensitivity import check_patterns
 from slim_callbacks.callbacks import ledger as ledger_mod
 from slim_callbacks.callbacks import resume
 from slim_callbacks.callbacks.bn_l1 import BNScaleL1, check_epoch
+from slim_callbacks.callbacks.distill import DistillCallback
 from slim_callbacks.callbacks.forwarding import ForwardingCallback
 from slim_callbacks.callbacks.guard import FiniteLossGuard
 from slim_callbacks.callbacks.ledger import Cursor, Ledger, PruningEvent
@@ -133,6 +135,17 @@ class PruneCallback(ForwardingCallback):
             by global epoch; a checkpoint of an earlier session is never overwritten.
         reset_optimizer: when resuming from a checkpoint without ``.pdopt``, start the
             optimizer state afresh instead of refusing.
+        distill: knowledge distillation while pruning (a trailing
+            :class:`~slim_callbacks.callbacks.DistillCallback`): ``True`` (the network
+            as it is at train begin teaches, alpha 0.5, T 4), a dict of its options
+            (``teacher``, ``alpha``, ``temperature``) or a ``DistillCallback``. When
+            resuming, that copy is of the resumed (pruned) network; a warning says so.
+        recalibrate_bn: after each event, re-estimate the BatchNorm running statistics
+            of the pruned network on the last ``N`` training batches of the epoch
+            (their inputs, kept as detached copies by a forward pre-hook during the
+            training batches; see :mod:`slim_callbacks.analysis.bn_recalibration`),
+            before the event's eval. No gradient step; parameters are untouched.
+            ``0`` (default) turns it off.
 
     Attributes:
         plan: the cumulative :class:`PruningPlan` (relative to the original network).
@@ -159,8 +172,12 @@ class PruneCallback(ForwardingCallback):
                  frequency: int = 1, bn_l1: Optional[float] = None,
                  fold_bn_shift: Optional[bool] = None, log_dir: Optional[str] = None, log_freq: int = 10,
                  resume_from: Optional[str] = None, reset_optimizer: bool = False,
-                 strategy: Optional[str] = None, strategy_options: Optional[Mapping] = None):
+                 strategy: Optional[str] = None, strategy_options: Optional[Mapping] = None,
+                 distill=None, recalibrate_bn: int = 0):
         super().__init__()
+        self.distill = DistillCallback.from_option(distill)
+        self.recalibrate_bn = check_recalibrate_bn(recalibrate_bn)
+        self._recorder: Optional[InputRecorder] = None
         self.criterion = get_criterion(criterion)
         self.round_to = check_round_to(round_to)
         self.fold_bn_shift = check_fold_bn_shift(fold_bn_shift, self.criterion)
@@ -264,10 +281,11 @@ class PruneCallback(ForwardingCallback):
         return [self.finite_guard]
 
     def trailing_callbacks(self):
-        """BN-scale L1, Taylor accumulation and the VisualDL logger, when set: they see
-        every hook after the callback's own work (the logger records the epoch's pruned
-        model; Taylor scores start afresh after an event)."""
-        return [cb for cb in (self.bn_l1, self.taylor, self.logger_cb) if cb is not None]
+        """BN-scale L1, Taylor accumulation, distillation and the VisualDL logger, when
+        set: they see every hook after the callback's own work (the logger records the
+        epoch's pruned model; Taylor scores start afresh after an event; the teacher is
+        copied after a resume has replayed the ledger)."""
+        return [cb for cb in (self.bn_l1, self.taylor, self.distill, self.logger_cb) if cb is not None]
 
     def _default_shape(self):
         shape = model_input_shape(self.model)
@@ -312,6 +330,10 @@ class PruneCallback(ForwardingCallback):
                                          need_optimizer=self.optimizer is not None
                                          and not self.reset_optimizer)
             self.epoch_offset = resumed["cursor"]["epoch"] + 1
+            if self.distill is not None and self.distill.given_teacher is None:
+                logger.warning("distill: resuming, so the teacher is a copy of the resumed "
+                               "(already pruned) network, not the unpruned one; pass "
+                               "distill={'teacher': ...} to keep the original teacher")
         if epochs is not None:
             self.schedule.validate(epochs if resumed is not None else self.epoch_offset + epochs)
             self.total_epochs = epochs if resumed is not None else self.epoch_offset + epochs
@@ -325,6 +347,21 @@ class PruneCallback(ForwardingCallback):
         self._started = True
         self._network = self.network
         self._install_save_hook()
+        if self.recalibrate_bn and self._recorder is None:
+            self._recorder = InputRecorder(self.network, self.recalibrate_bn)
+
+    def on_train_batch_begin(self, step, logs=None):
+        if self._recorder is not None:
+            self._recorder.armed = True
+
+    def on_train_batch_end(self, step, logs=None):
+        if self._recorder is not None:
+            self._recorder.armed = False
+
+    def on_train_end(self, logs=None):
+        if self._recorder is not None:
+            self._recorder.remove()
+            self._recorder = None
 
     def _setup(self, resumed: Optional[dict]) -> None:
         net = self.network
@@ -398,6 +435,7 @@ class PruneCallback(ForwardingCallback):
             else:
                 plan.apply(net, opt, input_shape=self.input_shape)
             rebuild_reducer(self.model)
+            self._recalibrate(epoch)
         after = profile(net, self.input_shape) if len(plan) else before
         self.plan = self.plan.then(plan)
         record = PruningEvent(epoch=epoch, target=max(targets.values()) if targets else 0.0,
@@ -409,6 +447,13 @@ class PruneCallback(ForwardingCallback):
         logger.log(level, event_line(epoch, len(plan), (before["macs"], after["macs"]),
                                      (before["params"], after["params"])))
         return plan
+
+    def _recalibrate(self, epoch: int) -> None:
+        """BatchNorm statistics of the pruned network from the recorded batches."""
+        if self._recorder is None or not self._recorder.batches:
+            return
+        used = recalibrate_bn(self.network, list(self._recorder.batches))
+        logger.debug("epoch %d: BatchNorm statistics re-estimated on %d batches", epoch, used)
 
     # -- ledger ------------------------------------------------------------------
     def ledger(self) -> dict:
