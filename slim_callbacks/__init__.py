@@ -35,6 +35,7 @@ from slim_callbacks.callbacks import (
 from slim_callbacks.callbacks.ledger import load_pruned
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.weights import load_state, save_safetensors
+from slim_callbacks.deploy.export import ExportResult, export
 from slim_callbacks.engine.criteria import CRITERIA, Criterion, get_criterion, register_criterion
 from slim_callbacks.engine.paddleslim import (
     FPGMFilterPruner,
@@ -69,4 +70,6 @@ __all__ = [
     "load_pruned", "make_schedule",
     # weights and models
     "load_state", "register_model", "save_safetensors",
+    # deploy: verified inference export
+    "ExportResult", "export",
 ]

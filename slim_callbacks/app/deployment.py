@@ -9,9 +9,13 @@ Paddle Inference, oneDNN on, with 1 thread and with all cores. It returns the
 ``summary.json`` entries ``export`` and ``latency``; :func:`log_latency` writes the
 latency as VisualDL scalars (``latency/<before|after|speedup>_<1_thread|all_cores>``).
 
+:func:`export_run` is ``slim-callbacks export``: a run directory (or checkpoint) back
+to a network (recipe + pruning ledger + weights), exported and verified.
+
 Example:
     >>> import paddle, tempfile
     >>> from slim_callbacks.app.schema import Recipe
+from slim_callbacks.core.errors import SlimError
     >>> recipe = Recipe(name="d", output_dir=tempfile.mkdtemp(), model={"name": "lenet"},
     ...                 data={"source": "mnist"}, deploy={"latency": False})
     >>> net = paddle.nn.Sequential(paddle.nn.Flatten(), paddle.nn.Linear(3 * 28 * 28, 10))
@@ -28,6 +32,7 @@ import numpy as np
 import paddle
 
 from slim_callbacks.app.schema import Recipe
+from slim_callbacks.core.errors import SlimError
 from slim_callbacks.deploy.export import check_onnx_available, export
 from slim_callbacks.deploy.latency import Latency, measure_latency
 
@@ -152,3 +157,134 @@ def log_latency(log_dir: str, latency: Optional[Dict[str, Any]], step: int) -> N
     with LogWriter(logdir=log_dir, file_name=new_record_name(log_dir)) as writer:
         for tag, value in tags.items():
             writer.add_scalar(tag=tag, value=value, step=int(step))
+
+
+# ------------------------------------------------------------ slim-callbacks export
+RECIPE_FILE = "recipe.yaml"
+FINAL = "final"
+
+
+def _checkpoint_prefix(path: str) -> Optional[str]:
+    """``path`` as a checkpoint prefix if a ledger or weights file belongs to it."""
+    from slim_callbacks.callbacks.ledger import SUFFIX
+    from slim_callbacks.core.weights import WEIGHT_SUFFIXES
+    for suffix in (SUFFIX, *WEIGHT_SUFFIXES, ".pdparams"):
+        prefix = path[:-len(suffix)] if path.endswith(suffix) else path
+        if os.path.isfile(prefix + suffix):
+            return prefix
+    return None
+
+
+def newest_checkpoint(directory: str) -> str:
+    """``<directory>/final`` if the run finished, else its newest ``<epoch>`` checkpoint."""
+    from slim_callbacks.callbacks.ledger import checkpoint_epochs
+    final = os.path.join(directory, FINAL)
+    if _checkpoint_prefix(final):
+        return final
+    epochs = checkpoint_epochs(directory)
+    if not epochs:
+        raise SlimError(f"no checkpoint in {directory} (no final.pdparams, no "
+                        f"<epoch>.pruning.json): has the run saved one yet?")
+    return os.path.join(directory, str(epochs[-1]))
+
+
+def locate_run(source: str, recipe_file: Optional[str] = None):
+    """``(recipe file, checkpoint prefix)`` of a run directory or a checkpoint.
+
+    A run directory (what ``slim-callbacks run`` writes) holds ``recipe.yaml`` and
+    ``checkpoints/``; a checkpoint prefix (``.../checkpoints/final``, or one of its
+    files) finds ``recipe.yaml`` in its own directory or the one above.
+    """
+    if os.path.isdir(source):
+        run_dir = source
+        checkpoints = os.path.join(source, "checkpoints")
+        prefix = newest_checkpoint(checkpoints if os.path.isdir(checkpoints) else source)
+    else:
+        prefix = _checkpoint_prefix(source)
+        if prefix is None:
+            raise SlimError(f"{source}: no such run directory or checkpoint (give a run's "
+                            f"output directory, e.g. output/quickstart, or a checkpoint "
+                            f"prefix such as output/quickstart/checkpoints/final)")
+        run_dir = os.path.dirname(os.path.dirname(os.path.abspath(prefix)))
+    if recipe_file is None:
+        here = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(prefix))
+        candidates = [os.path.join(here, RECIPE_FILE),
+                      os.path.join(os.path.dirname(os.path.abspath(here)), RECIPE_FILE)]
+        recipe_file = next((c for c in candidates if os.path.isfile(c)), None)
+        if recipe_file is None:
+            raise SlimError(f"no {RECIPE_FILE} in {run_dir} (runs before slim_callbacks "
+                            f"stored their recipe): pass the run's recipe with --recipe FILE")
+    elif not os.path.isfile(recipe_file):
+        raise SlimError(f"--recipe: {recipe_file} not found (a recipe YAML file)")
+    return recipe_file, prefix
+
+
+def rebuild(recipe: Recipe, prefix: str) -> paddle.nn.Layer:
+    """The trained network of checkpoint ``prefix``: built from the recipe, the pruning
+    ledger replayed (:func:`~slim_callbacks.callbacks.ledger.load_pruned`), weights loaded."""
+    from slim_callbacks.app.builders import build_network, seed_from
+    from slim_callbacks.callbacks.ledger import load_pruned, weights_file
+    from slim_callbacks.core.weights import load_state
+    seed_from(recipe)
+    network = build_network(recipe)
+    if recipe.pruning is not None:
+        return load_pruned(network, prefix)
+    weights = weights_file(prefix)
+    if not os.path.isfile(weights):
+        raise SlimError(f"{weights} is missing: the checkpoint {prefix} has no weights")
+    network.set_state_dict(load_state(weights, "checkpoint"))
+    return network
+
+
+def eval_batch(recipe: Recipe, emit: Callable[[str], None]) -> Optional[np.ndarray]:
+    """A real batch of the recipe's eval data, or None (with a note) if it cannot be read."""
+    from slim_callbacks.app.data import build_datasets
+    try:
+        _, evaluation = build_datasets(recipe.data, recipe.input_shape)
+    except SlimError as err:
+        emit(f"note: the recipe's eval data is not available ({err}); verifying on a "
+             f"seeded random batch")
+        return None
+    return verification_batch(evaluation)
+
+
+def default_out(prefix: str) -> str:
+    """``inference/`` beside the checkpoints directory for the final checkpoint (where
+    ``run`` exports), ``inference-<epoch>/`` for an earlier one.
+
+    Example:
+        >>> default_out("out/checkpoints/final"), default_out("out/checkpoints/3")
+        ('out/inference', 'out/inference-3')
+    """
+    name = os.path.basename(prefix)
+    folder = INFERENCE_DIR if name == FINAL else f"{INFERENCE_DIR}-{name}"
+    return os.path.join(os.path.dirname(os.path.dirname(prefix)), folder)
+
+
+def export_run(source: str, formats=("paddle",), out: Optional[str] = None,
+               recipe_file: Optional[str] = None,
+               emit: Callable[[str], None] = lambda s: None):
+    """``slim-callbacks export``: rebuild the network of a run directory or checkpoint,
+    export it verified to ``out`` (default: ``inference/`` beside the checkpoints
+    directory, see :func:`default_out`). Returns the :class:`~slim_callbacks.deploy.export.ExportResult`."""
+    from slim_callbacks.app.job import load_job
+    from slim_callbacks.deploy.export import check_formats
+    formats = check_formats(formats, "--format")
+    if "onnx" in formats:
+        check_onnx_available()
+    if not os.path.exists(source) and _checkpoint_prefix(source) is None:
+        raise SlimError(f"{source}: no such run directory or checkpoint (give a run's "
+                        f"output directory, e.g. output/quickstart, or a checkpoint prefix "
+                        f"such as output/quickstart/checkpoints/final)")
+    recipe_file, prefix = locate_run(source, recipe_file)
+    recipe = load_job(recipe_file).recipe
+    network = rebuild(recipe, prefix)
+    if out is None:
+        out = default_out(prefix)
+    batch = eval_batch(recipe, emit)
+    result = export(network, out, list(recipe.input_shape), formats, inputs=batch)
+    on = f"{len(batch)} eval images" if batch is not None else "a random batch"
+    emit(f"exported {prefix} ({recipe.model.name}, recipe {recipe_file}) to {out}: "
+         f"{', '.join(os.path.basename(f) for files in result.files.values() for f in files)}"
+         f"; verified on {on}, max abs difference to dygraph {_diffs(result.max_abs_diff)}")
+    return result

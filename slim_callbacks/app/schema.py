@@ -333,22 +333,25 @@ FORMATS = Rule(f"a non-empty list of distinct formats from {', '.join(EXPORT_FOR
 @dataclass(frozen=True)
 class DeployConfig(Section):
     """``deploy``: what ``run`` does with the final model. ``export`` writes it, verified,
-    to ``<output_dir>/inference/`` in each of ``formats``; ``latency`` also exports the
-    unpruned network (``inference/original/``) and measures both side by side, batch 1,
-    oneDNN on, 1 thread and all cores, ``latency_rounds`` interleaved rounds of 5 runs.
+    to ``<output_dir>/inference/`` in each of ``formats``; ``latency`` (default: the
+    value of ``export``) also exports the unpruned network (``inference/original/``) and
+    measures both side by side, batch 1, oneDNN on, 1 thread and all cores,
+    ``latency_rounds`` interleaved rounds of 5 runs.
 
     Example:
-        >>> DeployConfig().formats, DeployConfig(export=False, latency=False).export
-        (('paddle',), False)
+        >>> DeployConfig().formats, DeployConfig().latency, DeployConfig(export=False).latency
+        (('paddle',), True, False)
     """
 
     prefix: ClassVar[str] = "deploy"
     export: bool = key_field(BOOL, True)
     formats: Tuple[str, ...] = key_field(FORMATS, ("paddle",))
-    latency: bool = key_field(BOOL, True)
+    latency: Optional[bool] = key_field(optional_rule(BOOL), None)
     latency_rounds: int = key_field(int_rule(1), 20)
 
     def _check(self):
+        if self.latency is None:
+            self._set("latency", self.export)
         if self.latency and not self.export:
             raise ConfigError("deploy.latency", True, "false when deploy.export is false "
                               "(latency is measured on the exported models)")
