@@ -15,7 +15,6 @@ to a network (recipe + pruning ledger + weights), exported and verified.
 Example:
     >>> import paddle, tempfile
     >>> from slim_callbacks.app.schema import Recipe
-from slim_callbacks.core.errors import SlimError
     >>> recipe = Recipe(name="d", output_dir=tempfile.mkdtemp(), model={"name": "lenet"},
     ...                 data={"source": "mnist"}, deploy={"latency": False})
     >>> net = paddle.nn.Sequential(paddle.nn.Flatten(), paddle.nn.Linear(3 * 28 * 28, 10))

@@ -177,8 +177,6 @@ def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> D
     check_deploy(recipe)
     resume_from = resume_checkpoint(recipe) if resume else None
     started = time.time()
-    if is_rank0():
-        write_recipe(recipe)
     for note in job.notes:
         emit(note)
     if resume_from is not None:
@@ -196,6 +194,8 @@ def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> D
     callbacks = build_callbacks(job, ratios, verbose, resume_from)
     train_data, eval_data = build_datasets(recipe.data, recipe.input_shape)
     check_finite_data({"x_train": train_data, "x_test": eval_data})
+    if is_rank0():
+        write_recipe(recipe)
     optimizer = build_optimizer(recipe, network)
     input_spec = [paddle.static.InputSpec([None, *recipe.input_shape[1:]], "float32", "image")]
     model = paddle.Model(network, inputs=input_spec)
