@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import onnxruntime
 import paddle
+import paddle.vision.models as models
 import pytest
 from helpers import SHAPE, Net, calibrate, outputs
 
@@ -169,3 +170,47 @@ def test_networks_with_several_outputs_are_compared_output_by_output(tmp_path):
 
 def test_export_is_public_api():
     assert slim_callbacks.export is export and "export" in slim_callbacks.__all__
+
+
+# ---------------------------------------------------------------------------- the zoo
+ZOO = [name for name in models.__all__ if name[0].islower()]
+# Smallest square input each architecture accepts (fixed-size flatten -> Linear), as in
+# test_tracing.py.
+INPUT_SIZE = {"alexnet": 224, "googlenet": 224, "inception_v3": 96}
+# ONNX too for the smallest member of each family (all 38 with ONNX take ~5 min here).
+# The deeper members (resnet101, densenet264, ...) take 10-50 s each on 2 shared cores:
+# they run with SLIM_FULL_ZOO=1 (all 38 passed, 8 min, on 2026-12-03).
+FULL_ZOO = os.environ.get("SLIM_FULL_ZOO") == "1"
+ONNX_TOO = {"resnet18", "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v1", "mobilenet_v2",
+            "mobilenet_v3_small", "densenet121", "alexnet", "inception_v3", "squeezenet1_1",
+            "googlenet", "shufflenet_v2_x0_25", "shufflenet_v2_swish"}
+
+
+FAST = ONNX_TOO | {"vgg11", "resnet34", "mobilenet_v3_large", "shufflenet_v2_x1_0"}
+
+
+@pytest.mark.parametrize("name", [
+    n if n in FAST else pytest.param(n, marks=pytest.mark.skipif(
+        not FULL_ZOO, reason="deep zoo member: set SLIM_FULL_ZOO=1")) for n in ZOO])
+def test_every_vision_model_pruned_at_0_3_exports_and_passes_the_check(tmp_path, name):
+    paddle.seed(0)
+    net = getattr(models, name)(num_classes=10)
+    size = INPUT_SIZE.get(name, 32)
+    shape = [1, 3, size, size]
+    calibrate(net, shape)
+    prune(net, shape, 0.3)
+    formats = ("paddle", "onnx") if name in ONNX_TOO else ("paddle",)
+    result = export(net, tmp_path / "m", shape, formats=formats)
+    assert set(result.max_abs_diff) == set(formats)
+    assert all(d <= 1e-4 for d in result.max_abs_diff.values()), result.max_abs_diff
+
+
+def test_vgg_at_32x32_is_refused_for_onnx_with_the_runtime_error(tmp_path):
+    """paddle2onnx turns VGG's AdaptiveAvgPool2D(7) over a 1x1 map into an AveragePool
+    with stride 0, which ONNX Runtime rejects: a SlimError, nothing left behind."""
+    paddle.seed(0)
+    net = models.vgg11(num_classes=10)
+    with pytest.raises(SlimError, match=r"^export onnx: ONNX Runtime cannot run the model "
+                       r"paddle2onnx wrote \(.*AveragePool.*\); the export is refused"):
+        export(net, tmp_path / "m", [1, 3, 32, 32], formats=("paddle", "onnx"))
+    assert not (tmp_path / "m").exists()

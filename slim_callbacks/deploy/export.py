@@ -231,14 +231,28 @@ def _move(file: str, directory: str) -> str:
 def _to_onnx(prefix: str, onnx_file: str) -> None:
     import paddle2onnx
     program, params = model_files(prefix)
-    # optimize_tool="none": the default (polygraphy) may try to install packages
-    paddle2onnx.export(program, params, save_file=onnx_file, opset_version=ONNX_OPSET,
-                       enable_onnx_checker=True, optimize_tool="none")
+    try:  # optimize_tool="none": the default (polygraphy) may try to install packages
+        paddle2onnx.export(program, params, save_file=onnx_file, opset_version=ONNX_OPSET,
+                           enable_onnx_checker=True, optimize_tool="none")
+    except Exception as err:
+        raise SlimError(f"export onnx: paddle2onnx cannot convert the model "
+                        f"({' '.join(str(err).split())[:300]}); the export is refused "
+                        f"(files deleted)") from None
     if not os.path.isfile(onnx_file):
         raise SlimError(f"export onnx: paddle2onnx wrote no {onnx_file} (see its log above)")
 
 
 def _onnx_outputs(onnx_file: str, batch: np.ndarray, chunk: int) -> List[np.ndarray]:
+    """ONNX Runtime's outputs; SlimError if it cannot load or run the converted model."""
+    try:
+        return _run_onnx(onnx_file, batch, chunk)
+    except Exception as err:  # onnxruntime raises its own exception types
+        message = " ".join(str(err).split())
+        raise SlimError(f"export onnx: ONNX Runtime cannot run the model paddle2onnx wrote "
+                        f"({message[:300]}); the export is refused (files deleted)") from None
+
+
+def _run_onnx(onnx_file: str, batch: np.ndarray, chunk: int) -> List[np.ndarray]:
     import onnxruntime
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
