@@ -58,6 +58,7 @@ from slim_callbacks.app.rules import (
 )
 from slim_callbacks.core.checks import is_int
 from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.deploy.export import FORMATS as EXPORT_FORMATS
 
 _LOG = logging.getLogger(__name__)
 
@@ -315,7 +316,6 @@ class CheckpointConfig(Section):
     save_freq: int = key_field(int_rule(1), 1)
 
 
-EXPORT_FORMATS = ("paddle", "onnx")  # slim_callbacks.deploy.export.FORMATS
 _FORMAT_LIST = list_rule(choice_rule(EXPORT_FORMATS), "")
 
 
