@@ -1,4 +1,5 @@
-"""Install slim_callbacks: `pip install .` (add `[test]` for the test suite)."""
+"""Install slim_callbacks: `pip install .` (add `[test]` for the test suite,
+`[onnx]` for ONNX export)."""
 import shutil
 from pathlib import Path
 
@@ -36,8 +37,9 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
+        "test": ["pytest>=7", "hypothesis>=6", "paddle2onnx>=2.0", "onnxruntime>=1.16"],
         "plot": ["matplotlib>=3.5"],
+        "onnx": ["paddle2onnx>=2.0", "onnxruntime>=1.16"],
     },
     entry_points={"console_scripts": ["slim-callbacks=slim_callbacks.app.cli:main"]},
 )

@@ -40,6 +40,7 @@ from slim_callbacks.callbacks import (
 from slim_callbacks.callbacks.ledger import load_pruned
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.weights import load_state, save_safetensors
+from slim_callbacks.deploy.export import ExportResult, export
 from slim_callbacks.engine.criteria import CRITERIA, Criterion, get_criterion, register_criterion
 from slim_callbacks.engine.paddleslim import (
     FPGMFilterPruner,
@@ -75,4 +76,6 @@ __all__ = [
     "TaylorCallback", "VisualDLLogger", "kd_loss", "load_pruned", "make_schedule", "recalibrate_bn",
     # weights and models
     "load_state", "register_model", "save_safetensors",
+    # deploy: verified inference export
+    "ExportResult", "export",
 ]

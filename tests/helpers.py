@@ -166,3 +166,16 @@ def dataset(n=64, seed=0):
         r, q = divmod(int(c), 2)
         x[i, :, r * 8:(r + 1) * 8, q * 8:(q + 1) * 8] += 1.0
     return paddle.io.TensorDataset([paddle.to_tensor(x), paddle.to_tensor(y)])
+
+
+# A tiny recipe for `slim-callbacks run` tests: Net on synthetic 16x16 data, 3 epochs,
+# pruned at 0.5 in two steps (epochs 0 and 1), checkpoints every epoch; no latency
+# measurement (tests that want it switch deploy.latency on).
+TINY_RECIPE = {"name": "tiny", "model": {"name": "helpers:Net"},
+               "data": {"source": "synthetic", "image_size": 16, "num_classes": 4,
+                        "train_samples": 16, "samples": 8},
+               "train": {"epochs": 3, "batch_size": 8, "optimizer": {"name": "momentum"},
+                         "lr": {"base": 0.05, "schedule": "constant"}},
+               "pruning": {"ratios": 0.5, "schedule": {"kind": "epochs", "epochs": [0, 1]}},
+               "logging": {"log_freq": 1, "visualdl": True}, "checkpoint": {"save_freq": 1},
+               "deploy": {"latency": False}}

@@ -398,6 +398,15 @@ def test_quickstart_end_to_end(capsys, tmp_path):
     assert (out_dir / "checkpoints" / "final.pdparams").exists()
     assert (out_dir / "checkpoints" / "final.pruning.json").exists()
     assert any(f.startswith("vdlrecords") for f in os.listdir(out_dir / "logs"))
+    # deploy: the final model exported to inference/, latency of original vs pruned
+    assert sorted(os.listdir(out_dir / "inference")) == ["model.json", "model.pdiparams",
+                                                         "original"]
+    assert summary["export"]["max_abs_diff"]["paddle"] < 1e-4
+    one = summary["latency"]["1_thread"]
+    print(f"quickstart latency, 1 thread: {one['before_ms']:.3f} -> {one['after_ms']:.3f} ms "
+          f"({one['speedup']:.2f}x)", file=sys.__stderr__)
+    assert one["samples"] == 100 and one["before_ms"] > 0 and one["after_ms"] > 0
+    assert "latency ms, 1 thread" in out and "latency speedup:" in out
 
 
 def test_console_script_subprocess(tmp_path):

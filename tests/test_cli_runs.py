@@ -9,18 +9,13 @@ import numpy as np
 import paddle
 import pytest
 import yaml
+from helpers import TINY_RECIPE
 
 from slim_callbacks.app.cli import main
 from slim_callbacks.callbacks.ledger import load_ledger
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
-TINY = {"name": "tiny", "model": {"name": "helpers:Net"},
-        "data": {"source": "synthetic", "image_size": 16, "num_classes": 4,
-                 "train_samples": 16, "samples": 8},
-        "train": {"epochs": 3, "batch_size": 8, "optimizer": {"name": "momentum"},
-                  "lr": {"base": 0.05, "schedule": "constant"}},
-        "pruning": {"ratios": 0.5, "schedule": {"kind": "epochs", "epochs": [0, 1]}},
-        "logging": {"log_freq": 1, "visualdl": True}, "checkpoint": {"save_freq": 1}}
+TINY = TINY_RECIPE
 
 
 def recipe_file(tmp_path, **changes):
@@ -51,7 +46,7 @@ def test_rerun_into_a_used_directory_is_refused_naming_it_and_the_ways_out(capsy
     code, _, err = run(capsys, recipe, out_dir)
     assert code == 2
     assert errors(err) == [f"slim-callbacks: error: {out_dir} already holds a run ("
-                           f"checkpoints, logs, summary.json): continue it with --resume, or "
+                           f"checkpoints, inference, logs, ...): continue it with --resume, or "
                            f"write elsewhere with -o output_dir=DIR (or delete {out_dir})"]
     assert listing(out_dir) == before   # no stale checkpoint mixed in, no second record file
 

@@ -57,9 +57,27 @@ def test_runs_are_summaries_with_their_record_dirs_plus_loose_record_dirs(runs_r
 
 def test_comparison_table_lines_up_the_summaries(runs_root):
     table = comparison_table(find_runs([str(runs_root)])).splitlines()
-    assert table[0] == "| run | top-1 before | top-1 after | MACs -% | GMACs | params | MB | time s |"
-    assert table[2:] == ["| slim | 0.9000 | 0.7900 | 55.00 | 0.0900 | 60 | 0.60 | 3.0 |",
-                         "| uniform | 0.9000 | 0.8100 | 50.00 | 0.1000 | 60 | 0.60 | 3.0 |"]
+    assert table[0] == ("| run | top-1 before | top-1 after | MACs -% | GMACs | params | MB | "
+                        "ms 1 thread | speedup | time s |")
+    assert table[2:] == ["| slim | 0.9000 | 0.7900 | 55.00 | 0.0900 | 60 | 0.60 |  |  | 3.0 |",
+                         "| uniform | 0.9000 | 0.8100 | 50.00 | 0.1000 | 60 | 0.60 |  |  | 3.0 |"]
+
+
+def test_comparison_table_shows_the_pruned_latency_and_its_speedup(tmp_path):
+    run = tmp_path / "a"
+    run.mkdir()
+    data = summary(0.8, 1e8)
+    data["latency"] = {"1_thread": {"threads": 1, "before_ms": 3.0, "after_ms": 1.5,
+                                    "speedup": 2.0},
+                       "all_cores": {"threads": 2, "before_ms": 2.0, "after_ms": 1.6,
+                                     "speedup": 1.25}}
+    (run / "summary.json").write_text(json.dumps(data))
+    rows = comparison_table(find_runs([str(tmp_path)])).splitlines()[2:]
+    assert rows == ["| a | 0.9000 | 0.8000 | 50.00 | 0.1000 | 60 | 0.60 | 1.500 | 2.00 | 3.0 |"]
+    data["latency"] = {"1_thread": {"after_ms": "fast"}}   # malformed: blank, not a crash
+    (run / "summary.json").write_text(json.dumps(data))
+    rows = comparison_table(find_runs([str(tmp_path)])).splitlines()[2:]
+    assert rows == ["| a | 0.9000 | 0.8000 | 50.00 | 0.1000 | 60 | 0.60 |  |  | 3.0 |"]
 
 
 def test_no_runs_and_no_records_are_clear_errors(tmp_path, capsys):

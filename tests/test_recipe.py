@@ -47,6 +47,7 @@ def test_minimal_recipe_resolves_every_default():
                     "fold_bn_shift": None, "distill": None, "recalibrate_bn": 0},
         "logging": {"log_dir": "output/mbv1_digits/logs", "log_freq": 10, "visualdl": True},
         "checkpoint": {"save_dir": "output/mbv1_digits/checkpoints", "save_freq": 1},
+        "deploy": {"export": True, "formats": ["paddle"], "latency": True, "latency_rounds": 20},
     }
 
 
@@ -175,7 +176,7 @@ def test_apply_override_in_place():
      "a key of train: epochs, batch_size, optimizer, lr, eval_every, seed, amp"),
     ("trian.epochs=3", "trian", 3,
      "a key of the recipe: name, output_dir, model, data, input_shape, train, pruning, "
-     "logging, checkpoint"),
+     "logging, checkpoint, deploy"),
     ("train.optimizer.nesterov=true", "train.optimizer.nesterov", True,
      "a key of train.optimizer: name, momentum, weight_decay"),
     ("pruning.ratio=0.3", "pruning.ratio", 0.3,
@@ -494,6 +495,13 @@ ERRORS = [
     (["checkpoint.save_freq=0"], "checkpoint.save_freq", 0, "an int >= 1"),
     (["checkpoint.save_dir=[a]"], "checkpoint.save_dir", ["a"],
      "null or a non-empty path string"),
+    # deploy
+    (["deploy.export=3"], "deploy.export", 3, "true or false"),
+    (["deploy.formats=[]"], "deploy.formats", [],
+     "a non-empty list of distinct formats from paddle, onnx"),
+    (["deploy.formats=[paddle, paddle]"], "deploy.formats", ["paddle", "paddle"],
+     "a non-empty list of distinct formats from paddle, onnx"),
+    (["deploy.latency_rounds=0"], "deploy.latency_rounds", 0, "an int >= 1"),
 ]
 
 
@@ -513,7 +521,7 @@ def test_error_messages(overrides, key, value, allowed):
      "a key of train: epochs, batch_size, optimizer, lr, eval_every, seed, amp"),
     (dict(BASE, extra=1), "extra", 1,
      "a key of the recipe: name, output_dir, model, data, input_shape, train, pruning, "
-     "logging, checkpoint"),
+     "logging, checkpoint, deploy"),
     (dict(BASE, data={"source": "digits", "rot": "/x"}), "data.rot", "/x",
      "a key of data: source, root, path, image_size, num_classes, num_workers, samples, "
      "train_samples"),

@@ -3,10 +3,14 @@
 Subcommands::
 
     slim-callbacks run [RECIPE] [-o key=value ...] [--dry-run] [--output-dir DIR] [--resume]
+                       [--no-latency]
+    slim-callbacks export RUN_DIR_OR_CHECKPOINT [--format paddle|onnx ...] [--out DIR]
+                          [--recipe FILE]
     slim-callbacks plan [RECIPE] [--json] [-o key=value ...]
     slim-callbacks check [RECIPE] [-o key=value ...]
     slim-callbacks sensitivity RECIPE [--samples N] [--workers N] [--output FILE] [-o key=value ...]
     slim-callbacks dashboard [DIR ...] [--port P] [--host H] [--no-serve]
+    slim-callbacks latency MODEL_DIR [MODEL_DIR ...] [--threads N] [--no-onednn]
 
 RECIPE is a YAML file; a name such as ``quickstart`` or ``mobilenetv1/baseline`` that
 is not a file is looked up among the bundled recipes; without RECIPE the quickstart
@@ -86,6 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint (without it, a non-empty run directory is refused)")
     p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
                    help="Model.fit verbosity (default 2)")
+    p.add_argument("--no-latency", action="store_true",
+                   help="do not measure the inference latency of the original and pruned "
+                        "models at the end (same as -o deploy.latency=false; the final model "
+                        "is still exported to OUTPUT_DIR/inference)")
+
+    p = sub.add_parser("export", help="export a run's pruned model for inference, verified "
+                                      "against the dygraph network")
+    p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT",
+                   help="a run's output directory (holding recipe.yaml and checkpoints/), or "
+                        "a checkpoint prefix such as output/quickstart/checkpoints/final")
+    p.add_argument("--format", action="append", dest="formats", metavar="FORMAT",
+                   help="paddle (model.json + model.pdiparams, the default) or onnx "
+                        "(model.onnx; needs pip install \"slim_callbacks[onnx]\"); repeatable")
+    p.add_argument("--out", help="the directory to write (default: inference/ beside the "
+                                 "checkpoints directory, i.e. RUN_DIR/inference)")
+    p.add_argument("--recipe", help="the run's recipe, for runs that did not store "
+                                    "recipe.yaml")
 
     p = sub.add_parser("plan", help="the structure the recipe ends with, without training")
     recipe_args(p)
@@ -168,6 +189,8 @@ def _note(text: str) -> None:
 def cmd_run(args) -> int:
     from slim_callbacks.app import runner
     from slim_callbacks.app.job import load_job
+    if args.no_latency:
+        args.override = [*args.override, "deploy.latency=false"]
     job = load_job(find_recipe(args.recipe), args.override)
     if args.dry_run:
         job = runner.dry_run_recipe(job, args.output_dir)
@@ -243,6 +266,13 @@ def cmd_dashboard(args) -> int:
     return serve(args.dirs, args.host, args.port, serve_board=not args.no_serve, emit=_out)
 
 
+def cmd_export(args) -> int:
+    from slim_callbacks.app.deployment import export_run
+    export_run(args.source, args.formats or ["paddle"], out=args.out, recipe_file=args.recipe,
+               emit=_out)
+    return 0
+
+
 def cmd_latency(args) -> int:
     from slim_callbacks.deploy.latency import format_latency_table, measure_latency
     prefixes = {}
@@ -257,7 +287,7 @@ def cmd_latency(args) -> int:
 
 COMMANDS = {"run": cmd_run, "plan": cmd_plan, "check": cmd_check,
             "sensitivity": cmd_sensitivity, "dashboard": cmd_dashboard,
-            "latency": cmd_latency}
+            "export": cmd_export, "latency": cmd_latency}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

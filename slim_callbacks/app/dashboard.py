@@ -1,7 +1,7 @@
 """Compare runs: a table of every run's before/after numbers, and VisualDL over all of them.
 
 ``slim-callbacks run`` leaves each run in ``output/<name>/``: ``summary.json`` (accuracy,
-MACs, params and size before and after) and VisualDL records under ``logs/``. Given
+MACs, params, size and inference latency before and after) and VisualDL records under ``logs/``. Given
 one or more directories, :func:`find_runs` collects the runs below them,
 :func:`comparison_table` lines them up, and :func:`serve` starts VisualDL on every
 record directory at once, so the same tag (``eval/acc_top1``, ``model/gflops``,
@@ -164,23 +164,36 @@ def _owner(directory: str, runs: dict) -> Optional[str]:
 
 def comparison_table(runs: Sequence[Run]) -> str:
     """A Markdown table, one row per run with a summary: top-1 before -> after, MACs
-    reduction, GMACs, params and size after, wall time (blank where a summary lacks
-    the number)."""
-    header = ("run", "top-1 before", "top-1 after", "MACs -%", "GMACs", "params", "MB", "time s")
+    reduction, GMACs, params and size after, batch-1 latency after (Paddle Inference,
+    1 thread) and its speedup over the original, wall time (blank where a summary
+    lacks the number)."""
+    header = ("run", "top-1 before", "top-1 after", "MACs -%", "GMACs", "params", "MB",
+              "ms 1 thread", "speedup", "time s")
     rows = []
     for run in runs:
         if run.summary is None:
             continue
         before, after = run.summary["before"], run.summary["after"]
+        latency = _latency(run.summary, "1_thread")
         rows.append((run.name, _cell(before, "acc", ".4f"), _cell(after, "acc", ".4f"),
                      _cell(run.summary, "flops_reduction", ".2f", scale=100),
                      _cell(after, "macs", ".4f", scale=1e-9), _cell(after, "params", ","),
-                     _cell(after, "size_mb", ".2f"), _cell(run.summary, "wall_time_s", "")))
+                     _cell(after, "size_mb", ".2f"), _cell(latency, "after_ms", ".3f"),
+                     _cell(latency, "speedup", ".2f"), _cell(run.summary, "wall_time_s", "")))
     if not rows:
         return "(no run has a summary.json yet)"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _latency(summary: dict, setting: str) -> dict:
+    """The numbers of one latency setting of a summary (``{}`` if absent or malformed)."""
+    entry = (summary.get("latency") or {}).get(setting) if isinstance(
+        summary.get("latency"), dict) else None
+    if not isinstance(entry, dict):
+        return {}
+    return {k: v for k, v in entry.items() if is_real(v)}
 
 
 def _cell(mapping: dict, key: str, spec: str, scale: float = 1) -> str:

@@ -22,8 +22,43 @@ def summary_table(summary: Dict[str, Any]) -> str:
              ("GFLOPs (2 x MACs)", f"{b['gflops']:.3f}", f"{a['gflops']:.3f}"),
              ("params", f"{b['params']:,}", f"{a['params']:,}"),
              ("size MB (float32)", f"{b['size_mb']:.1f}", f"{a['size_mb']:.1f}")]
-    return table(rows, ("", "before", "after")) + \
+    rows += latency_rows(summary.get("latency"))
+    text = table(rows, ("", "before", "after")) + \
         f"\nFLOPs reduction: {summary['flops_reduction']:.2%}"
+    speedups = latency_speedups(summary.get("latency"))
+    return text + (f"\nlatency speedup: {speedups}" if speedups else "")
+
+
+def _threads(entry) -> str:
+    return f"{entry['threads']} thread{'s' if entry['threads'] != 1 else ''}"
+
+
+def latency_rows(latency) -> list:
+    """Table rows of batch-1 latency (median ms, p25-p75) per thread setting.
+
+    Example:
+        >>> latency_rows({"1_thread": {"threads": 1, "before_ms": 2.0, "after_ms": 1.0,
+        ...     "before_p25_ms": 1.9, "before_p75_ms": 2.1, "after_p25_ms": 0.9,
+        ...     "after_p75_ms": 1.1, "speedup": 2.0}})
+        [('latency ms, 1 thread', '2.000 (1.900-2.100)', '1.000 (0.900-1.100)')]
+    """
+    rows = []
+    for setting in ("1_thread", "all_cores"):
+        entry = (latency or {}).get(setting)
+        if entry:
+            rows.append((f"latency ms, {_threads(entry)}",
+                         f"{entry['before_ms']:.3f} ({entry['before_p25_ms']:.3f}-"
+                         f"{entry['before_p75_ms']:.3f})",
+                         f"{entry['after_ms']:.3f} ({entry['after_p25_ms']:.3f}-"
+                         f"{entry['after_p75_ms']:.3f})"))
+    return rows
+
+
+def latency_speedups(latency) -> str:
+    """``"1.80x (1 thread), 1.60x (2 threads)"``; empty without latency numbers."""
+    return ", ".join(f"{entry['speedup']:.2f}x ({_threads(entry)})"
+                     for entry in ((latency or {}).get(s) for s in ("1_thread", "all_cores"))
+                     if entry)
 
 
 def table(rows, header) -> str:

@@ -8,7 +8,11 @@ thin layer over this module:
 
 - :func:`run` builds everything, evaluates, fits with :class:`PruneCallback` (and
   BN-L1 sparsity, VisualDL logs, checkpoints), evaluates again and writes
-  ``summary.json`` (``{"before": {...}, "after": {...}}``) in the run's output directory.
+  ``summary.json`` (``{"before": {...}, "after": {...}}``) in the run's output directory;
+  the resolved recipe is written first, as ``<output_dir>/recipe.yaml`` (what
+  ``slim-callbacks export`` rebuilds the network from). Then the recipe's ``deploy``
+  section (:mod:`slim_callbacks.app.deployment`): the final model exported, verified,
+  to ``<output_dir>/inference/`` and its batch-1 latency next to the original's.
 - :func:`dry_run_recipe` shrinks any recipe to 2 epochs x 2 steps of batch 2 on
   synthetic data of its input shape, with its final pruning one-shot at epoch 0.
 - :func:`plan` applies the recipe's final pruning to a freshly built network.
@@ -59,6 +63,12 @@ from slim_callbacks.app.builders import (
     seed_from,
     stand_in_bn_scales,
 )
+from slim_callbacks.app.deployment import (
+    check_deploy,
+    deploy_run,
+    log_latency,
+    verification_batch,
+)
 from slim_callbacks.app.job import Job
 from slim_callbacks.app.recipe import load_recipe
 from slim_callbacks.app.report import plot_curves, summary_table, write_curves
@@ -70,6 +80,7 @@ from slim_callbacks.core.paddle_utils import is_rank0
 logger = logging.getLogger(__name__)
 
 SUMMARY_KEYS = ("acc", "macs", "gflops", "params", "size_mb")
+RECIPE_FILE = "recipe.yaml"
 PLAN_KEYS = ("macs", "gflops", "gflops_legacy", "params", "size_mb")
 DRY_EPOCHS, DRY_STEPS, DRY_BATCH = 2, 2, 2
 
@@ -140,6 +151,14 @@ def write_summary(path: str, summary: Dict[str, Any]) -> None:
     write_atomic(path, json.dumps(summary, indent=1))
 
 
+def write_recipe(recipe: Recipe) -> str:
+    """``<output_dir>/recipe.yaml``: the resolved recipe of the run."""
+    from slim_callbacks.core.files import write_atomic
+    path = os.path.join(recipe.output_dir, RECIPE_FILE)
+    write_atomic(path, recipe.to_yaml())
+    return path
+
+
 def run(job: Job, *, verbose: int = 2, emit: Callable[[str], None] = print,
         resume: bool = False) -> Dict[str, Any]:
     """Train and prune as the recipe says; returns (and, on rank 0, writes and prints)
@@ -155,6 +174,7 @@ def run(job: Job, *, verbose: int = 2, emit: Callable[[str], None] = print,
 def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> Dict[str, Any]:
     recipe = job.recipe
     check_sensitivities_file(job)
+    check_deploy(recipe)
     resume_from = resume_checkpoint(recipe) if resume else None
     started = time.time()
     for note in job.notes:
@@ -174,6 +194,8 @@ def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> D
     callbacks = build_callbacks(job, ratios, verbose, resume_from)
     train_data, eval_data = build_datasets(recipe.data, recipe.input_shape)
     check_finite_data({"x_train": train_data, "x_test": eval_data})
+    if is_rank0():
+        write_recipe(recipe)
     optimizer = build_optimizer(recipe, network)
     input_spec = [paddle.static.InputSpec([None, *recipe.input_shape[1:]], "float32", "image")]
     model = paddle.Model(network, inputs=input_spec)
@@ -195,12 +217,32 @@ def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> D
                "flops_reduction": 1 - after["macs"] / before["macs"],
                "wall_time_s": round(time.time() - started, 1),
                "output_dir": recipe.output_dir}
+    if is_rank0():
+        summary.update(_deploy(job, network, eval_data, emit))
     path = os.path.join(recipe.output_dir, "summary.json")
     if is_rank0():
         write_summary(path, summary)
     emit(summary_table(summary))
     emit(f"summary written to {path}")
     return summary
+
+
+def _deploy(job: Job, network: paddle.nn.Layer, eval_data, emit) -> Dict[str, Any]:
+    """The final model exported (and its latency next to the original's), as the
+    recipe's ``deploy`` section says; the summary's ``export`` and ``latency``."""
+    recipe = job.recipe
+
+    def original():
+        seed_from(recipe)
+        fresh = build_network(recipe)
+        if recipe.model.pretrained is not None:
+            load_pretrained(fresh, recipe.model.pretrained)
+        return fresh
+    deployed = deploy_run(recipe, network, original, verification_batch(eval_data),
+                          dry_run=job.dry_run, emit=emit)
+    if recipe.logging.visualdl:
+        log_latency(recipe.logging.log_dir, deployed["latency"], recipe.train.epochs - 1)
+    return deployed
 
 
 # ------------------------------------------------------------------------- plan
@@ -231,6 +273,7 @@ def check(job: Job, emit: Callable[[str], None] = lambda s: None) -> None:
     pretrained = recipe.model.pretrained
     if pretrained is not None and not os.path.isfile(pretrained):
         emit(f"note: model.pretrained: {pretrained} not found (run needs it)")
+    check_deploy(recipe)
     network = planning_network(job, emit)
     path = job.sensitivities_path()
     if path is not None and not os.path.isfile(path):

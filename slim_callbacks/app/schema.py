@@ -1,7 +1,7 @@
 """The recipe schema: a strict, typed view of a YAML training-and-pruning recipe.
 
 Every section (``model``, ``data``, ``train`` with ``train.optimizer`` and
-``train.lr``, ``pruning``, ``logging``, ``checkpoint``) is a small frozen
+``train.lr``, ``pruning``, ``logging``, ``checkpoint``, ``deploy``) is a small frozen
 :class:`~slim_callbacks.app.rules.Section` whose fields carry a validation rule; unknown
 keys, wrong types and inconsistent combinations raise
 :class:`~slim_callbacks.core.errors.ConfigError` naming the full key path, the value and
@@ -45,16 +45,20 @@ from slim_callbacks.app.rules import (
     SCHEDULE,
     SHAPE,
     STRATEGY,
+    Invalid,
+    Rule,
     Section,
     choice_rule,
     float_rule,
     int_rule,
     key_field,
+    list_rule,
     optional_rule,
     section_field,
 )
 from slim_callbacks.core.checks import is_int
 from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.deploy.export import FORMATS as EXPORT_FORMATS
 
 _LOG = logging.getLogger(__name__)
 
@@ -333,6 +337,50 @@ class CheckpointConfig(Section):
     save_freq: int = key_field(int_rule(1), 1)
 
 
+_FORMAT_LIST = list_rule(choice_rule(EXPORT_FORMATS), "")
+
+
+def _formats_convert(value, path):
+    formats = _FORMAT_LIST.convert(value, path)
+    if not formats or len(set(formats)) != len(formats):
+        raise Invalid
+    return formats
+
+
+FORMATS = Rule(f"a non-empty list of distinct formats from {', '.join(EXPORT_FORMATS)}",
+               _formats_convert)
+
+
+@dataclass(frozen=True)
+class DeployConfig(Section):
+    """``deploy``: what ``run`` does with the final model. ``export`` writes it, verified,
+    to ``<output_dir>/inference/`` in each of ``formats``; ``latency`` (default: the
+    value of ``export``) also exports the unpruned network (``inference/original/``) and
+    measures both side by side, batch 1, oneDNN on, 1 thread and all cores,
+    ``latency_rounds`` interleaved rounds of 5 runs.
+
+    Example:
+        >>> DeployConfig().formats, DeployConfig().latency, DeployConfig(export=False).latency
+        (('paddle',), True, False)
+    """
+
+    prefix: ClassVar[str] = "deploy"
+    export: bool = key_field(BOOL, True)
+    formats: Tuple[str, ...] = key_field(FORMATS, ("paddle",))
+    latency: Optional[bool] = key_field(optional_rule(BOOL), None)
+    latency_rounds: int = key_field(int_rule(1), 20)
+
+    def _check(self):
+        if self.latency is None:
+            self._set("latency", self.export)
+        if self.latency and not self.export:
+            raise ConfigError("deploy.latency", True, "false when deploy.export is false "
+                              "(latency is measured on the exported models)")
+        if self.latency and "paddle" not in self.formats:
+            raise ConfigError("deploy.formats", list(self.formats), "a list with paddle when "
+                              "deploy.latency is true (latency is measured in Paddle Inference)")
+
+
 @dataclass(frozen=True)
 class Recipe(Section):
     """A whole recipe, validated and with every default resolved.
@@ -358,6 +406,7 @@ class Recipe(Section):
     pruning: Optional[PruningConfig] = section_field(PruningConfig, optional=True)
     logging: LoggingConfig = section_field(LoggingConfig)
     checkpoint: CheckpointConfig = section_field(CheckpointConfig)
+    deploy: DeployConfig = section_field(DeployConfig)
 
     def _check(self):
         if self.output_dir is None:

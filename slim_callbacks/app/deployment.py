@@ -1,0 +1,289 @@
+"""What ``slim-callbacks run`` does with the final model (the recipe's ``deploy``
+section): a verified export to ``<output_dir>/inference/``, and batch-1 latency of the
+original and the pruned inference models measured side by side.
+
+:func:`deploy_run` exports the pruned network (``inference/model.*``), and, when
+``deploy.latency`` is on, the freshly built unpruned network (``inference/original/``),
+then measures both with :func:`~slim_callbacks.deploy.latency.measure_latency` in
+Paddle Inference, oneDNN on, with 1 thread and with all cores. It returns the
+``summary.json`` entries ``export`` and ``latency``; :func:`log_latency` writes the
+latency as VisualDL scalars (``latency/<before|after|speedup>_<1_thread|all_cores>``).
+
+:func:`export_run` is ``slim-callbacks export``: a run directory (or checkpoint) back
+to a network (recipe + pruning ledger + weights), exported and verified.
+
+Example:
+    >>> import paddle, tempfile
+    >>> from slim_callbacks.app.schema import Recipe
+    >>> recipe = Recipe(name="d", output_dir=tempfile.mkdtemp(), model={"name": "lenet"},
+    ...                 data={"source": "mnist"}, deploy={"latency": False})
+    >>> net = paddle.nn.Sequential(paddle.nn.Flatten(), paddle.nn.Linear(3 * 28 * 28, 10))
+    >>> out = deploy_run(recipe, net, None, None)
+    >>> sorted(out["export"]), out["latency"]
+    (['dir', 'formats', 'max_abs_diff'], None)
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+import paddle
+
+from slim_callbacks.app.schema import Recipe
+from slim_callbacks.core.errors import SlimError
+from slim_callbacks.deploy.export import check_onnx_available, export
+from slim_callbacks.deploy.latency import Latency, measure_latency
+
+INFERENCE_DIR = "inference"
+ORIGINAL_DIR = "original"
+VERIFY_SAMPLES = 8
+DRY_LATENCY = {"rounds": 2, "runs_per_round": 1, "warmup": 1}
+
+
+def inference_dir(recipe: Recipe) -> str:
+    """``<output_dir>/inference``: where ``run`` exports the final model."""
+    return os.path.join(recipe.output_dir, INFERENCE_DIR)
+
+
+def check_deploy(recipe: Recipe) -> None:
+    """SlimError before any work if the recipe exports ONNX and its tools are missing."""
+    if recipe.deploy.export and "onnx" in recipe.deploy.formats:
+        check_onnx_available()
+
+
+def verification_batch(dataset) -> Optional[np.ndarray]:
+    """The first (at most 8) images of ``dataset`` as one float32 batch; None if empty."""
+    if dataset is None or len(dataset) == 0:
+        return None
+    return np.stack([np.asarray(dataset[i][0], dtype="float32")
+                     for i in range(min(VERIFY_SAMPLES, len(dataset)))])
+
+
+def deploy_run(recipe: Recipe, network: paddle.nn.Layer,
+               original: Optional[Callable[[], paddle.nn.Layer]], batch: Optional[np.ndarray],
+               dry_run: bool = False, emit: Callable[[str], None] = lambda s: None
+               ) -> Dict[str, Any]:
+    """``{"export": {...} or None, "latency": {...} or None}`` for ``summary.json``.
+
+    ``original`` builds the unpruned network (called only when latency is measured);
+    ``batch`` is the real batch the export is verified on (None: seeded random).
+    """
+    deploy = recipe.deploy
+    if not deploy.export:
+        return {"export": None, "latency": None}
+    shape = list(recipe.input_shape)
+    folder = inference_dir(recipe)
+    result = export(network, folder, shape, deploy.formats, inputs=batch)
+    emit(f"exported the pruned model to {folder} ({', '.join(deploy.formats)}; verified: max "
+         f"abs difference to dygraph {_diffs(result.max_abs_diff)})")
+    exported = {"dir": folder, "formats": list(deploy.formats),
+                "max_abs_diff": result.max_abs_diff}
+    if not deploy.latency or original is None:
+        return {"export": exported, "latency": None}
+    before = export(original(), os.path.join(folder, ORIGINAL_DIR), shape, ("paddle",),
+                    inputs=batch)
+    exported["original_dir"] = before.directory
+    options = DRY_LATENCY if dry_run else {"rounds": deploy.latency_rounds}
+    if dry_run:
+        emit("dry run: latency from 2 runs per model, indicative only")
+    latency = measure_both(before.prefix, result.prefix, input_shape=[1, *shape[1:]], **options)
+    return {"export": exported, "latency": latency}
+
+
+def _diffs(diffs: Dict[str, float]) -> str:
+    return ", ".join(f"{fmt} {value:.2g}" for fmt, value in diffs.items())
+
+
+def measure_both(before_prefix: str, after_prefix: str, **options) -> Dict[str, Any]:
+    """Latency of the original and the pruned model, side by side, oneDNN on: with one
+    thread, and with all cores (when there is more than one)."""
+    prefixes = {"before": before_prefix, "after": after_prefix}
+    cores = os.cpu_count() or 1
+    out: Dict[str, Any] = {"batch": 1, "onednn": True, "runtime": "paddle_inference"}
+    for key, threads in (("1_thread", 1), ("all_cores", cores)):
+        if key == "all_cores" and cores == 1:
+            continue
+        before, after = measure_latency(prefixes, threads=threads, onednn=True, **options)
+        out[key] = latency_entry(before, after)
+    return out
+
+
+def latency_entry(before: Latency, after: Latency) -> Dict[str, Any]:
+    """One thread setting's numbers: medians, p25/p75 spreads, speedup, samples.
+
+    Example:
+        >>> b = Latency("before", "b", 2.0, 1.9, 2.1, 1.8, 2.5, 10, 1, True)
+        >>> a = Latency("after", "a", 1.0, 0.9, 1.1, 0.8, 1.5, 10, 1, True)
+        >>> latency_entry(b, a)["speedup"]
+        2.0
+    """
+    return {"threads": before.threads, "samples": before.samples,
+            "before_ms": before.median_ms, "after_ms": after.median_ms,
+            "before_p25_ms": before.p25_ms, "before_p75_ms": before.p75_ms,
+            "after_p25_ms": after.p25_ms, "after_p75_ms": after.p75_ms,
+            "speedup": before.median_ms / after.median_ms}
+
+
+LATENCY_SETTINGS = ("1_thread", "all_cores")
+
+
+def latency_scalars(latency: Optional[Dict[str, Any]]) -> Dict[str, float]:
+    """``{VisualDL tag: value}`` of a summary's latency entry.
+
+    Example:
+        >>> latency_scalars({"1_thread": {"before_ms": 2.0, "after_ms": 1.0, "speedup": 2.0}})
+        {'latency/before_ms_1_thread': 2.0, 'latency/after_ms_1_thread': 1.0, 'latency/speedup_1_thread': 2.0}
+    """
+    tags = {}
+    for setting in LATENCY_SETTINGS:
+        entry = (latency or {}).get(setting)
+        if entry:
+            for key in ("before_ms", "after_ms", "speedup"):
+                tags[f"latency/{key}_{setting}"] = float(entry[key])
+    return tags
+
+
+def log_latency(log_dir: str, latency: Optional[Dict[str, Any]], step: int) -> None:
+    """The latency scalars at ``step`` (the last epoch), in a new record in ``log_dir``."""
+    tags = latency_scalars(latency)
+    if not tags:
+        return
+    from visualdl import LogWriter
+
+    from slim_callbacks.callbacks.visualdl import new_record_name
+    os.makedirs(log_dir, exist_ok=True)
+    with LogWriter(logdir=log_dir, file_name=new_record_name(log_dir)) as writer:
+        for tag, value in tags.items():
+            writer.add_scalar(tag=tag, value=value, step=int(step))
+
+
+# ------------------------------------------------------------ slim-callbacks export
+RECIPE_FILE = "recipe.yaml"
+FINAL = "final"
+
+
+def _checkpoint_prefix(path: str) -> Optional[str]:
+    """``path`` as a checkpoint prefix if a ledger or weights file belongs to it."""
+    from slim_callbacks.callbacks.ledger import SUFFIX
+    from slim_callbacks.core.weights import WEIGHT_SUFFIXES
+    for suffix in (SUFFIX, *WEIGHT_SUFFIXES, ".pdparams"):
+        prefix = path[:-len(suffix)] if path.endswith(suffix) else path
+        if os.path.isfile(prefix + suffix):
+            return prefix
+    return None
+
+
+def newest_checkpoint(directory: str) -> str:
+    """``<directory>/final`` if the run finished, else its newest ``<epoch>`` checkpoint."""
+    from slim_callbacks.callbacks.ledger import checkpoint_epochs
+    final = os.path.join(directory, FINAL)
+    if _checkpoint_prefix(final):
+        return final
+    epochs = checkpoint_epochs(directory)
+    if not epochs:
+        raise SlimError(f"no checkpoint in {directory} (no final.pdparams, no "
+                        f"<epoch>.pruning.json): has the run saved one yet?")
+    return os.path.join(directory, str(epochs[-1]))
+
+
+def locate_run(source: str, recipe_file: Optional[str] = None):
+    """``(recipe file, checkpoint prefix)`` of a run directory or a checkpoint.
+
+    A run directory (what ``slim-callbacks run`` writes) holds ``recipe.yaml`` and
+    ``checkpoints/``; a checkpoint prefix (``.../checkpoints/final``, or one of its
+    files) finds ``recipe.yaml`` in its own directory or the one above.
+    """
+    if os.path.isdir(source):
+        run_dir = source
+        checkpoints = os.path.join(source, "checkpoints")
+        prefix = newest_checkpoint(checkpoints if os.path.isdir(checkpoints) else source)
+    else:
+        prefix = _checkpoint_prefix(source)
+        if prefix is None:
+            raise SlimError(f"{source}: no such run directory or checkpoint (give a run's "
+                            f"output directory, e.g. output/quickstart, or a checkpoint "
+                            f"prefix such as output/quickstart/checkpoints/final)")
+        run_dir = os.path.dirname(os.path.dirname(os.path.abspath(prefix)))
+    if recipe_file is None:
+        here = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(prefix))
+        candidates = [os.path.join(here, RECIPE_FILE),
+                      os.path.join(os.path.dirname(os.path.abspath(here)), RECIPE_FILE)]
+        recipe_file = next((c for c in candidates if os.path.isfile(c)), None)
+        if recipe_file is None:
+            raise SlimError(f"no {RECIPE_FILE} in {run_dir} (runs before slim_callbacks "
+                            f"stored their recipe): pass the run's recipe with --recipe FILE")
+    elif not os.path.isfile(recipe_file):
+        raise SlimError(f"--recipe: {recipe_file} not found (a recipe YAML file)")
+    return recipe_file, prefix
+
+
+def rebuild(recipe: Recipe, prefix: str) -> paddle.nn.Layer:
+    """The trained network of checkpoint ``prefix``: built from the recipe, the pruning
+    ledger replayed (:func:`~slim_callbacks.callbacks.ledger.load_pruned`), weights loaded."""
+    from slim_callbacks.app.builders import build_network, seed_from
+    from slim_callbacks.callbacks.ledger import load_pruned, weights_file
+    from slim_callbacks.core.weights import load_state
+    seed_from(recipe)
+    network = build_network(recipe)
+    if recipe.pruning is not None:
+        return load_pruned(network, prefix)
+    weights = weights_file(prefix)
+    if not os.path.isfile(weights):
+        raise SlimError(f"{weights} is missing: the checkpoint {prefix} has no weights")
+    network.set_state_dict(load_state(weights, "checkpoint"))
+    return network
+
+
+def eval_batch(recipe: Recipe, emit: Callable[[str], None]) -> Optional[np.ndarray]:
+    """A real batch of the recipe's eval data, or None (with a note) if it cannot be read."""
+    from slim_callbacks.app.data import build_datasets
+    try:
+        _, evaluation = build_datasets(recipe.data, recipe.input_shape)
+    except SlimError as err:
+        emit(f"note: the recipe's eval data is not available ({err}); verifying on a "
+             f"seeded random batch")
+        return None
+    return verification_batch(evaluation)
+
+
+def default_out(prefix: str) -> str:
+    """``inference/`` beside the checkpoints directory for the final checkpoint (where
+    ``run`` exports), ``inference-<epoch>/`` for an earlier one.
+
+    Example:
+        >>> default_out("out/checkpoints/final"), default_out("out/checkpoints/3")
+        ('out/inference', 'out/inference-3')
+    """
+    name = os.path.basename(prefix)
+    folder = INFERENCE_DIR if name == FINAL else f"{INFERENCE_DIR}-{name}"
+    return os.path.join(os.path.dirname(os.path.dirname(prefix)), folder)
+
+
+def export_run(source: str, formats=("paddle",), out: Optional[str] = None,
+               recipe_file: Optional[str] = None,
+               emit: Callable[[str], None] = lambda s: None):
+    """``slim-callbacks export``: rebuild the network of a run directory or checkpoint,
+    export it verified to ``out`` (default: ``inference/`` beside the checkpoints
+    directory, see :func:`default_out`). Returns the :class:`~slim_callbacks.deploy.export.ExportResult`."""
+    from slim_callbacks.app.job import load_job
+    from slim_callbacks.deploy.export import check_formats
+    formats = check_formats(formats, "--format")
+    if "onnx" in formats:
+        check_onnx_available()
+    if not os.path.exists(source) and _checkpoint_prefix(source) is None:
+        raise SlimError(f"{source}: no such run directory or checkpoint (give a run's "
+                        f"output directory, e.g. output/quickstart, or a checkpoint prefix "
+                        f"such as output/quickstart/checkpoints/final)")
+    recipe_file, prefix = locate_run(source, recipe_file)
+    recipe = load_job(recipe_file).recipe
+    network = rebuild(recipe, prefix)
+    if out is None:
+        out = default_out(prefix)
+    batch = eval_batch(recipe, emit)
+    result = export(network, out, list(recipe.input_shape), formats, inputs=batch)
+    on = f"{len(batch)} eval images" if batch is not None else "a random batch"
+    emit(f"exported {prefix} ({recipe.model.name}, recipe {recipe_file}) to {out}: "
+         f"{', '.join(os.path.basename(f) for files in result.files.values() for f in files)}"
+         f"; verified on {on}, max abs difference to dygraph {_diffs(result.max_abs_diff)}")
+    return result

@@ -1,0 +1,263 @@
+"""Verified export: save a network as an inference model, load it back, and keep it only
+if its outputs match the dygraph network's.
+
+:func:`export` writes ``DIR/model.json`` + ``DIR/model.pdiparams`` (Paddle Inference,
+format ``"paddle"``) and/or ``DIR/model.onnx`` (through ``paddle2onnx``, format
+``"onnx"``). Each file set is written to a staging directory first, run by its runtime
+(a Paddle Inference predictor, oneDNN on; ONNX Runtime on CPU) on the same batch as the
+dygraph network in eval mode, and moved into ``DIR`` only when every output agrees
+within ``atol + rtol * max|expected|``. On a mismatch nothing is left behind and a
+:class:`~slim_callbacks.core.errors.SlimError` gives the largest difference.
+
+The model's input shape is ``input_shape`` (fixed, as ``slim-callbacks latency``
+expects); ``dynamic_batch=True`` saves the batch dimension as dynamic instead. A
+verification batch larger than a fixed batch is run in chunks of that batch size.
+
+Example:
+    >>> import paddle, tempfile, os
+    >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.ReLU())
+    >>> out = os.path.join(tempfile.mkdtemp(), "inference")
+    >>> result = export(net, out, [1, 3, 8, 8])
+    >>> sorted(os.listdir(out)), result.max_abs_diff["paddle"] < 1e-5
+    (['model.json', 'model.pdiparams'], True)
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import paddle
+
+from slim_callbacks.core.checks import check_int, check_number
+from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.paddle_utils import modes_restored
+from slim_callbacks.deploy.runtime import model_files, predictor, run, save_inference_model
+
+FORMATS = ("paddle", "onnx")
+MODEL_NAME = "model"
+ONNX_SUFFIX = ".onnx"
+ONNX_OPSET = 11
+ONNX_INSTALL = 'pip install "slim_callbacks[onnx]"'
+DEFAULT_ATOL, DEFAULT_RTOL = 1e-4, 1e-4
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export` wrote: the directory, the model prefix in it (what
+    ``predictor`` and ``slim-callbacks latency`` read), the files of each format and
+    the largest absolute output difference to the dygraph network per format."""
+
+    directory: str
+    prefix: str
+    files: Dict[str, Tuple[str, ...]]
+    max_abs_diff: Dict[str, float]
+
+
+# ------------------------------------------------------------------- validation
+def check_formats(formats: Union[str, Sequence[str]], key: str = "formats") -> Tuple[str, ...]:
+    """The export formats as a tuple; ConfigError unless a non-empty list of distinct
+    names from :data:`FORMATS`.
+
+    Example:
+        >>> check_formats("onnx"), check_formats(["paddle", "onnx"])
+        (('onnx',), ('paddle', 'onnx'))
+    """
+    names = (formats,) if isinstance(formats, str) else formats
+    allowed = f"a non-empty list of distinct formats from {', '.join(FORMATS)}"
+    if not isinstance(names, (list, tuple)) or not names or len(set(names)) != len(names) \
+            or any(name not in FORMATS for name in names):
+        raise ConfigError(key, formats, allowed)
+    return tuple(names)
+
+
+def check_onnx_available() -> None:
+    """SlimError naming the pip command unless paddle2onnx and onnxruntime import."""
+    missing = []
+    for module in ("paddle2onnx", "onnxruntime"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise SlimError(f"format onnx needs {' and '.join(missing)}, which "
+                        f"{'is' if len(missing) == 1 else 'are'} not installed: {ONNX_INSTALL}")
+
+
+def _check_path(path) -> str:
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise ConfigError("path", path, "a directory path to write the model files in")
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError("path", path, "a directory (this is an existing file)")
+    return path
+
+
+def _check_shape(input_shape) -> List[int]:
+    if not isinstance(input_shape, (list, tuple)) or not input_shape:
+        raise ConfigError("input_shape", input_shape, "a list of positive ints, batch first")
+    return [check_int("input_shape", d, 1, "a list of positive ints, batch first")
+            for d in input_shape]
+
+
+def _check_inputs(inputs, shape: List[int], dynamic_batch: bool) -> Optional[np.ndarray]:
+    if inputs is None:
+        return None
+    array = inputs.numpy() if isinstance(inputs, paddle.Tensor) else inputs
+    step = 1 if dynamic_batch else shape[0]
+    if not isinstance(array, np.ndarray) or list(array.shape[1:]) != shape[1:] \
+            or array.shape[0] < 1 or array.shape[0] % step:
+        got = list(array.shape) if isinstance(array, np.ndarray) else type(inputs).__name__
+        batch = "N" if step == 1 else f"N (a multiple of {step})"
+        raise ConfigError("inputs", got, f"None or a batch (array or tensor) of shape "
+                          f"[{batch}, {', '.join(map(str, shape[1:]))}]")
+    return np.ascontiguousarray(array, dtype="float32")
+
+
+# ------------------------------------------------------------------------ export
+def export(network: paddle.nn.Layer, path, input_shape: Sequence[int],
+           formats: Union[str, Sequence[str]] = ("paddle",), inputs=None,
+           atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
+           dynamic_batch: bool = False, seed: int = 0) -> ExportResult:
+    """Export ``network`` to the directory ``path`` in each of ``formats``, verified.
+
+    Args:
+        network: the (pruned) dygraph network; its train/eval modes are restored.
+        path: the directory for ``model.json``/``model.pdiparams``/``model.onnx``
+            (created; model files already there are replaced only after the check).
+        input_shape: input shape with batch first, e.g. ``[1, 3, 224, 224]``.
+        formats: ``"paddle"`` and/or ``"onnx"`` (needs ``slim_callbacks[onnx]``).
+        inputs: the batch the outputs are compared on (e.g. real images); by default
+            a seeded standard-normal batch of ``input_shape``. Unless
+            ``dynamic_batch``, its size must be a multiple of ``input_shape[0]``.
+        atol, rtol: an output passes if ``max|got - expected| <= atol + rtol *
+            max|expected|``.
+        dynamic_batch: save the batch dimension as dynamic (any batch size).
+
+    Raises:
+        ConfigError: a bad argument, before anything is written.
+        SlimError: the onnx tools are missing; or an exported model's outputs differ
+            (its files are deleted, nothing is left in ``path``).
+    """
+    if not isinstance(network, paddle.nn.Layer):
+        raise ConfigError("network", type(network).__name__, "a paddle.nn.Layer")
+    path = _check_path(path)
+    shape = _check_shape(input_shape)
+    formats = check_formats(formats)
+    batch = _check_inputs(inputs, shape, dynamic_batch)
+    atol = check_number("atol", atol, 0.0)
+    rtol = check_number("rtol", rtol, 0.0)
+    if "onnx" in formats:
+        check_onnx_available()
+    if batch is None:
+        batch = np.random.default_rng(seed).standard_normal(shape).astype("float32")
+    expected = dygraph_outputs(network, batch)
+
+    created = not os.path.isdir(path)
+    os.makedirs(path, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".export-", dir=path)
+    try:
+        prefix = os.path.join(staging, MODEL_NAME)
+        save_inference_model(network, prefix, [None if dynamic_batch else shape[0], *shape[1:]])
+        chunk = len(batch) if dynamic_batch else shape[0]
+        written, diffs = {}, {}
+        if "paddle" in formats:
+            pred = predictor(prefix, threads=1, onednn=True)
+            got = _chunked(lambda part: run(pred, [part]), batch, chunk)
+            diffs["paddle"] = _verify("paddle", got, expected, atol, rtol)
+            written["paddle"] = model_files(prefix)
+        if "onnx" in formats:
+            onnx_file = prefix + ONNX_SUFFIX
+            _to_onnx(prefix, onnx_file)
+            diffs["onnx"] = _verify("onnx", _onnx_outputs(onnx_file, batch, chunk), expected,
+                                    atol, rtol)
+            written["onnx"] = (onnx_file,)
+        files = {fmt: tuple(_move(f, path) for f in names) for fmt, names in written.items()}
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(path, os.path.join(path, MODEL_NAME), files, diffs)
+
+
+def dygraph_outputs(network: paddle.nn.Layer, batch: np.ndarray) -> List[np.ndarray]:
+    """The network's outputs in eval mode (a tensor, or a list/tuple of them) as numpy."""
+    with modes_restored(network), paddle.no_grad():
+        network.eval()
+        out = network(paddle.to_tensor(batch))
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    return [o.numpy() for o in outs]
+
+
+def _chunked(fn, batch: np.ndarray, chunk: int) -> List[np.ndarray]:
+    """``fn`` (numpy batch -> list of outputs) over ``batch`` in pieces of ``chunk``,
+    outputs concatenated along the batch."""
+    parts = [fn(batch[i:i + chunk]) for i in range(0, len(batch), chunk)]
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+def _verify(fmt: str, got: Sequence[np.ndarray], expected: Sequence[np.ndarray],
+            atol: float, rtol: float) -> float:
+    """The largest absolute difference; SlimError if any output is off."""
+    if len(got) != len(expected):
+        raise SlimError(f"export {fmt}: the exported model has {len(got)} outputs, the "
+                        f"network {len(expected)}; the export is refused (files deleted)")
+    worst = 0.0
+    for i, (g, e) in enumerate(zip(got, expected)):
+        if g.shape != e.shape:
+            raise SlimError(f"export {fmt}: output {i} has shape {list(g.shape)}, the network's "
+                            f"{list(e.shape)}; the export is refused (files deleted)")
+        diff = float(np.abs(g.astype("float64") - e.astype("float64")).max()) if e.size else 0.0
+        limit = atol + rtol * (float(np.abs(e).max()) if e.size else 0.0)
+        if not diff <= limit:  # NaN fails too
+            raise SlimError(f"export {fmt}: output {i} differs from the dygraph network by "
+                            f"{diff:.3g} (max abs; allowed {limit:.3g} = atol {atol:g} + rtol "
+                            f"{rtol:g} x max|output|); the export is refused (files deleted)")
+        worst = max(worst, diff)
+    return worst
+
+
+def _move(file: str, directory: str) -> str:
+    target = os.path.join(directory, os.path.basename(file))
+    os.replace(file, target)
+    return target
+
+
+def _to_onnx(prefix: str, onnx_file: str) -> None:
+    import paddle2onnx
+    program, params = model_files(prefix)
+    try:  # optimize_tool="none": the default (polygraphy) may try to install packages
+        paddle2onnx.export(program, params, save_file=onnx_file, opset_version=ONNX_OPSET,
+                           enable_onnx_checker=True, optimize_tool="none")
+    except Exception as err:
+        raise SlimError(f"export onnx: paddle2onnx cannot convert the model "
+                        f"({' '.join(str(err).split())[:300]}); the export is refused "
+                        f"(files deleted)") from None
+    if not os.path.isfile(onnx_file):
+        raise SlimError(f"export onnx: paddle2onnx wrote no {onnx_file} (see its log above)")
+
+
+def _onnx_outputs(onnx_file: str, batch: np.ndarray, chunk: int) -> List[np.ndarray]:
+    """ONNX Runtime's outputs; SlimError if it cannot load or run the converted model."""
+    try:
+        return _run_onnx(onnx_file, batch, chunk)
+    except Exception as err:  # onnxruntime raises its own exception types
+        message = " ".join(str(err).split())
+        raise SlimError(f"export onnx: ONNX Runtime cannot run the model paddle2onnx wrote "
+                        f"({message[:300]}); the export is refused (files deleted)") from None
+
+
+def _run_onnx(onnx_file: str, batch: np.ndarray, chunk: int) -> List[np.ndarray]:
+    import onnxruntime
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(onnx_file, options,
+                                           providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return _chunked(lambda part: session.run(None, {name: part}), batch, chunk)
