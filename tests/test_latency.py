@@ -98,3 +98,14 @@ def test_no_models_refused():
 def test_bad_counts_are_config_errors_naming_the_argument(models, key, value):
     with pytest.raises(SlimError, match=key):
         measure_latency(models, **{key: value})
+
+
+def test_a_dynamic_batch_model_without_input_shape_is_a_clear_error(tmp_path):
+    from slim_callbacks import export
+    net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.ReLU())
+    result = export(net, str(tmp_path), [1, 3, 8, 8], dynamic_batch=True)
+    with pytest.raises(SlimError, match="pass input_shape"):
+        measure_latency({"m": result.prefix}, rounds=1, warmup=0, runs_per_round=1)
+    times = measure_latency({"m": result.prefix}, rounds=1, warmup=0, runs_per_round=1,
+                            input_shape=[1, 3, 8, 8])
+    assert times[0].median_ms > 0

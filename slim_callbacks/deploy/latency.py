@@ -51,7 +51,7 @@ def _input_shape(pred, name: str, input_shape: Optional[Sequence[int]]) -> List[
     if input_shape is not None:
         return [int(d) for d in input_shape]
     shape = list(pred.get_input_handle(pred.get_input_names()[0]).shape())
-    if any(int(d) < 0 for d in shape[1:]):
+    if len(shape) < 2 or any(int(d) <= 0 for d in shape[1:]):  # a dynamic batch reads as [0]
         raise SlimError(f"model {name!r} has input shape {shape} with unknown dims; "
                         "pass input_shape (CLI: --input-shape)")
     return [1] + [int(d) for d in shape[1:]]
