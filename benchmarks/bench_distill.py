@@ -29,6 +29,7 @@ import paddle
 import paddle.nn as nn
 import psutil
 
+from slim_callbacks.app.runner import top1_accuracy
 from slim_callbacks.callbacks import DistillCallback
 
 warnings.filterwarnings("ignore")
@@ -122,15 +123,9 @@ class AfterEpoch(paddle.callbacks.Callback):
 
 def top1(net, loader) -> float:
     training = net.training
-    net.eval()
-    correct = total = 0
-    with paddle.no_grad():
-        for images, labels in loader:
-            pred = net(images).argmax(axis=1).numpy()
-            correct += int((pred == labels.numpy().reshape(-1)).sum())
-            total += len(pred)
+    accuracy = top1_accuracy(net, loader)
     net.train() if training else net.eval()
-    return correct / total
+    return accuracy
 
 
 def events_run(recalibrate: int, out_dir: str):

@@ -27,13 +27,20 @@ def worker_log(out_dir, rank):
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def test_two_ranks_prune_identically_and_keep_synchronizing(tmp_path):
-    proc = launch(tmp_path)
+def launched(tmp_path, *args):
+    """Runs the two-rank script; skips if two CPU ranks cannot start here. Returns the
+    workers' logs."""
+    proc = launch(tmp_path, *args)
     logs = worker_log(tmp_path, 0) + worker_log(tmp_path, 1)
     if proc.returncode != 0 and "pruned" not in logs:
         pytest.skip("the launcher could not start two CPU ranks here:\n"
                     + (proc.stdout + proc.stderr + logs)[-1500:])
     assert proc.returncode == 0, (proc.stdout + proc.stderr + logs)[-3000:]
+    return logs
+
+
+def test_two_ranks_prune_identically_and_keep_synchronizing(tmp_path):
+    logs = launched(tmp_path)
     meta = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert meta[0]["world"] == meta[1]["world"] == 2
     assert meta[0]["events"] == meta[1]["events"] == [0, 1]
@@ -58,12 +65,7 @@ def test_two_ranks_prune_identically_and_keep_synchronizing(tmp_path):
 
 def test_two_ranks_distill_and_recalibrate_and_stay_in_sync(tmp_path):
     """Each rank distils from its own teacher; the weights stay equal across ranks."""
-    proc = launch(tmp_path, "distill")
-    logs = worker_log(tmp_path, 0) + worker_log(tmp_path, 1)
-    if proc.returncode != 0 and "pruned" not in logs:
-        pytest.skip("the launcher could not start two CPU ranks here:\n"
-                    + (proc.stdout + proc.stderr + logs)[-1500:])
-    assert proc.returncode == 0, (proc.stdout + proc.stderr + logs)[-3000:]
+    launched(tmp_path, "distill")
     meta = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     # 128 samples, 2 ranks, batch 16: 4 steps per epoch per rank, 3 epochs
     assert meta[0]["distill_steps"] == meta[1]["distill_steps"] == 12

@@ -312,6 +312,19 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None) -> Dict[str, An
 
 
 # ------------------------------------------------------------------ sensitivity
+def top1_accuracy(network: paddle.nn.Layer, loader) -> float:
+    """Share of ``(images, labels)`` batches of ``loader`` whose argmax is the label (eval
+    mode, no gradient; the network is left in eval mode)."""
+    network.eval()
+    correct = total = 0
+    with paddle.no_grad():
+        for images, labels in loader:
+            pred = network(images).argmax(axis=1).numpy()
+            correct += int((pred == labels.numpy().reshape(-1)).sum())
+            total += len(pred)
+    return correct / max(total, 1)
+
+
 def run_sensitivity(job: Job, *, samples: Optional[int] = None, output: Optional[str] = None,
                     ratios: Sequence[float] = DEFAULT_RATIOS, workers: int = 1,
                     emit: Callable[[str], None] = print) -> Dict[str, Any]:
@@ -342,14 +355,7 @@ def run_sensitivity(job: Job, *, samples: Optional[int] = None, output: Optional
                                   num_workers=recipe.data.num_workers)
 
     def eval_fn(net):
-        net.eval()
-        correct = total = 0
-        with paddle.no_grad():
-            for images, labels in loader:
-                pred = net(images).argmax(axis=1).numpy()
-                correct += int((pred == labels.numpy().reshape(-1)).sum())
-                total += len(pred)
-        return correct / max(total, 1)
+        return top1_accuracy(net, loader)
 
     layers = None if tuple(pruning.layers) == ("*",) else list(pruning.layers)
     bn_data = None
