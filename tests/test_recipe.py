@@ -44,7 +44,8 @@ def test_minimal_recipe_resolves_every_default():
                         "ratios": 0.5,
                     "target_flops_reduction": None, "layers": ["*"], "skip": [],
                     "round_to": 1, "sensitivities": None, "schedule": None, "bn_l1": None,
-                    "fold_bn_shift": None, "distill": None, "recalibrate_bn": 0},
+                    "fold_bn_shift": None, "distill": None, "recalibrate_bn": 0,
+                    "max_metric_drop": None},
         "logging": {"log_dir": "output/mbv1_digits/logs", "log_freq": 10, "visualdl": True},
         "checkpoint": {"save_dir": "output/mbv1_digits/checkpoints", "save_freq": 1},
         "deploy": {"export": True, "formats": ["paddle"], "latency": True, "latency_rounds": 20},
@@ -182,7 +183,7 @@ def test_apply_override_in_place():
     ("pruning.ratio=0.3", "pruning.ratio", 0.3,
      "a key of pruning: criterion, strategy, strategy_options, ratios, "
      "target_flops_reduction, layers, skip, round_to, sensitivities, schedule, bn_l1, "
-     "fold_bn_shift, distill, recalibrate_bn"),
+     "fold_bn_shift, distill, recalibrate_bn, max_metric_drop"),
     ("train.epochs.max=3", "train.epochs.max", 3,
      "a key path ending at train.epochs (it holds a value)"),
     ("pruning.ratios.conv1=0.3", "pruning.ratios", 0.5,
@@ -482,7 +483,8 @@ ERRORS = [
      "null or a mapping with keys criterion, strategy, strategy_options, ratios, "
      "target_flops_reduction, "
      "layers, skip, round_to, sensitivities, schedule, bn_l1, fold_bn_shift, distill, "
-     "recalibrate_bn"),
+     "recalibrate_bn, max_metric_drop"),
+    (["pruning.max_metric_drop=0"], "pruning.max_metric_drop", 0, "null or a float > 0"),
     (["pruning.recalibrate_bn=-1"], "pruning.recalibrate_bn", -1, "an int >= 0"),
     (["pruning.distill={alpha: 2}"], "pruning.distill.alpha", 2, "a float in [0, 1]"),
     (["pruning.distill={temperature: 0}"], "pruning.distill.temperature", 0, "a float > 0"),

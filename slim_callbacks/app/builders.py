@@ -292,6 +292,7 @@ def build_callbacks(job: Job, ratios, verbose: int = 1,
             bn_l1=pruning.bn_l1, fold_bn_shift=pruning.fold_bn_shift, log_dir=log_dir,
             log_freq=recipe.logging.log_freq,
             resume_from=resume_from, recalibrate_bn=pruning.recalibrate_bn,
+            max_metric_drop=pruning.max_metric_drop,
             distill=None if pruning.distill is None else pruning.distill.to_dict()))
         return callbacks
     callbacks.append(FiniteLossGuard())

@@ -267,6 +267,7 @@ class PruningConfig(Section):
     fold_bn_shift: Optional[bool] = key_field(optional_rule(BOOL), None)
     distill: Optional[DistillConfig] = section_field(DistillConfig, optional=True)
     recalibrate_bn: int = key_field(int_rule(0), 0)
+    max_metric_drop: Optional[float] = key_field(optional_rule(float_rule(0.0, low_open=True)), None)
 
     def _check(self):
         ratios, target, strategy = self.ratios, self.target_flops_reduction, self.strategy

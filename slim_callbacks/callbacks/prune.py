@@ -52,6 +52,7 @@ from slim_callbacks.analysis.sensitivity import check_patterns
 from slim_callbacks.callbacks import ledger as ledger_mod
 from slim_callbacks.callbacks import resume
 from slim_callbacks.callbacks.bn_l1 import BNScaleL1, check_epoch
+from slim_callbacks.callbacks.budget import MetricBudget, Snapshot
 from slim_callbacks.callbacks.distill import DistillCallback
 from slim_callbacks.callbacks.forwarding import ForwardingCallback
 from slim_callbacks.callbacks.guard import FiniteLossGuard
@@ -140,6 +141,10 @@ class PruneCallback(ForwardingCallback):
             as it is at train begin teaches, alpha 0.5, T 4), a dict of its options
             (``teacher``, ``alpha``, ``temperature``) or a ``DistillCallback``. When
             resuming, that copy is of the resumed (pruned) network; a warning says so.
+        max_metric_drop: the accuracy budget (:mod:`slim_callbacks.callbacks.budget`): an
+            event whose eval metric falls more than this below the last accepted eval
+            is undone (weights, optimizer state, plan, bit for bit) and pruning stops
+            advancing. ``budget_metric``: the eval log key (default: the first metric).
         recalibrate_bn: after each event, re-estimate the BatchNorm running statistics
             of the pruned network on the last ``N`` training batches of the epoch
             (their inputs, kept as detached copies by a forward pre-hook during the
@@ -173,8 +178,12 @@ class PruneCallback(ForwardingCallback):
                  fold_bn_shift: Optional[bool] = None, log_dir: Optional[str] = None, log_freq: int = 10,
                  resume_from: Optional[str] = None, reset_optimizer: bool = False,
                  strategy: Optional[str] = None, strategy_options: Optional[Mapping] = None,
-                 distill=None, recalibrate_bn: int = 0):
+                 distill=None, recalibrate_bn: int = 0,
+                 max_metric_drop: Optional[float] = None, budget_metric: Optional[str] = None):
         super().__init__()
+        self.budget = None if max_metric_drop is None else MetricBudget(max_metric_drop, budget_metric)
+        self._pending: Optional[tuple] = None  # (epoch, Snapshot) of an event awaiting its eval
+        self._last_written: Optional[tuple] = None  # (epoch, path) of the newest checkpoint
         self.distill = DistillCallback.from_option(distill)
         self.recalibrate_bn = check_recalibrate_bn(recalibrate_bn)
         self._recorder: Optional[InputRecorder] = None
@@ -412,11 +421,50 @@ class PruneCallback(ForwardingCallback):
         """Fires the event scheduled at this (global) epoch, if any (weights finite)."""
         glob = epoch + self.epoch_offset
         targets = self.targets.get(glob)
-        if targets:
+        if targets and self.budget is not None and self.budget.stopped:
+            logger.info("epoch %d: pruning event skipped (stopped by max_metric_drop)", glob)
+        elif targets:
+            if self.budget is not None:
+                state = {"plan": self.plan, "history": self.history}
+                self._pending = (glob, Snapshot.take(self.network, self.optimizer, state))
             self.prune_now(glob, targets)
         self.last_epoch = glob
         if self.epoch_offset and self.total_epochs is not None and glob >= self.total_epochs - 1:
             self.model.stop_training = True  # a resumed fit(epochs=TOTAL) ends on time
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._pending is not None:
+            logger.warning("epoch %d: the pruning event had no eval after it (eval_freq > 1?): "
+                           "max_metric_drop did not check it", self._pending[0])
+            self._pending = None
+
+    def on_eval_end(self, logs=None):
+        """Judges the event of this epoch by its eval (``max_metric_drop``)."""
+        if self.budget is None or not logs:
+            return
+        if self._pending is None:
+            self.budget.observe(logs)
+            return
+        epoch, snapshot = self._pending
+        self._pending = None
+        before = self.budget.reference
+        if not self.budget.accepts(logs):
+            self._undo(epoch, snapshot, before, self.budget.value(logs))
+
+    def _undo(self, epoch: int, snapshot: Snapshot, before: float, after: float) -> None:
+        state = snapshot.restore()
+        self.plan, self.history = state["plan"], state["history"]
+        rebuild_reducer(self.model)
+        self.budget.undone.append({"epoch": epoch, "metric": self.budget.metric,
+                                   "before": before, "after": after})
+        logger.warning("epoch %d: pruning event undone: %s fell %.4f -> %.4f, more than "
+                       "max_metric_drop=%g; pruning stops at %d events", epoch,
+                       self.budget.metric, before, after, self.budget.max_drop, len(self.history))
+        if self._last_written is not None and self._last_written[0] == epoch:
+            path = self._last_written[1]  # written between the event and its eval: rewrite
+            original = getattr(self.model.save, "_slim_original", self.model.save)
+            original(path, True)
+            self._write_ledger(path)
 
     # -- the event ---------------------------------------------------------------
     def prune_now(self, epoch: int, targets: Mapping[str, float]) -> PruningPlan:
@@ -488,3 +536,4 @@ class PruneCallback(ForwardingCallback):
     def _write_ledger(self, path: str) -> None:
         ledger_mod.save_ledger(path, self.ledger())
         self._written.add(path)
+        self._last_written = (self.last_epoch, path)

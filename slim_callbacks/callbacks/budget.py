@@ -1,0 +1,125 @@
+"""The accuracy budget: undo a pruning event whose eval fell too far.
+
+``PruneCallback(max_metric_drop=0.02)`` takes an in-memory :class:`Snapshot` of
+everything an event changes (every network tensor, every optimizer accumulator and
+master weight, the layers' channel attributes, the callback's plan and history) right
+before the event. ``Model.fit`` evaluates after ``on_epoch_end``, so the event's own
+eval comes next; if its metric is more than ``max_metric_drop`` below the last accepted
+eval, the snapshot is put back bit for bit and pruning stops advancing (later events
+are skipped): the run ends at the last accepted structure, and
+:attr:`MetricBudget.undone` says which event was refused and why.
+
+The reference is the eval before the event (if the fit ran none yet, the first event
+is accepted and its eval becomes the reference). An event whose epoch has no eval (an
+``eval_freq`` > 1) is kept unchecked, with a warning. Undo happens in memory only: a
+checkpoint written between the event and its eval is rewritten by the callback.
+
+Example:
+    >>> budget = MetricBudget(0.02, metric="acc")
+    >>> budget.accepts({"acc": [0.90]}), budget.accepts({"acc": [0.885]})
+    (True, True)
+    >>> budget.reference = 0.90
+    >>> budget.accepts({"acc": [0.87]})
+    False
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from slim_callbacks.core.checks import check_number
+from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.engine.surgery import set_storage
+
+logger = logging.getLogger(__name__)
+
+CHANNEL_ATTRS = ("_in_channels", "_out_channels", "_groups", "_num_features", "_num_parameters")
+
+
+def _optimizer_tensors(optimizer) -> List:
+    if optimizer is None:
+        return []
+    tensors = [t for per_param in getattr(optimizer, "_accumulators", {}).values()
+               for t in per_param.values()]
+    return tensors + list(getattr(optimizer, "_master_weights", {}).values())
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """Copies of the tensors, attributes and callback state an event changes."""
+
+    tensors: List[Tuple[Any, np.ndarray]]
+    attrs: List[Tuple[Any, Dict[str, Any]]]
+    state: Dict[str, Any]
+
+    @classmethod
+    def take(cls, network, optimizer, state: Dict[str, Any]) -> "Snapshot":
+        tensors = list(network.state_dict().values()) + _optimizer_tensors(optimizer)
+        attrs = [(layer, {k: v for k, v in vars(layer).items() if k in CHANNEL_ATTRS})
+                 for layer in network.sublayers()]
+        return cls([(t, t.numpy().copy()) for t in tensors], attrs, copy.deepcopy(state))
+
+    def restore(self) -> Dict[str, Any]:
+        """Puts every tensor and attribute back; returns the callback state."""
+        for tensor, array in self.tensors:
+            set_storage(tensor, array)
+        for layer, values in self.attrs:
+            for key, value in values.items():
+                setattr(layer, key, value)
+        return self.state
+
+
+class MetricBudget:
+    """Decides whether an event's eval stayed within ``max_drop`` of the reference.
+
+    Args:
+        max_drop: the largest allowed fall of the metric (in its units, e.g. 0.02 =
+            two points of top-1), > 0.
+        metric: the eval log key; ``None``: the first key of the eval logs that is not
+            ``loss``/``step``/``batch_size``.
+    """
+
+    def __init__(self, max_drop: float, metric: Optional[str] = None):
+        self.max_drop = check_number("max_metric_drop", max_drop, 0.0, low_open=True)
+        if metric is not None and (not isinstance(metric, str) or not metric):
+            raise ConfigError("budget_metric", metric, "an eval log key such as 'acc', or None")
+        self.metric = metric
+        self.reference: Optional[float] = None
+        self.undone: List[dict] = []
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.undone)
+
+    def value(self, logs: Dict[str, Any]) -> float:
+        """The budget's metric in eval ``logs`` (a scalar or a one-element list)."""
+        if self.metric is None:
+            names = [k for k in logs if k not in ("loss", "step", "batch_size", "steps")]
+            if not names:
+                raise SlimError(f"max_metric_drop needs an eval metric; the eval logs have only "
+                                f"{sorted(logs)} (prepare the model with metrics=...)")
+            self.metric = names[0]
+        if self.metric not in logs:
+            raise SlimError(f"budget_metric {self.metric!r} is not in the eval logs "
+                            f"{sorted(logs)}")
+        return float(np.asarray(logs[self.metric]).ravel()[0])
+
+    def accepts(self, logs: Dict[str, Any]) -> bool:
+        """True if the metric fell at most ``max_drop`` below the reference (which then
+        becomes this value); the first value seen is the reference and is accepted."""
+        value = self.value(logs)
+        if self.reference is not None and self.reference - value > self.max_drop:
+            return False
+        self.reference = value
+        return True
+
+    def observe(self, logs: Dict[str, Any]) -> None:
+        """An eval with no event to judge: it becomes the reference."""
+        self.reference = self.value(logs)
+
+
+__all__ = ["MetricBudget", "Snapshot"]
