@@ -167,9 +167,12 @@ def test_sensitivities_equal_the_physical_pruning_baseline():
 
 
 def test_mask_zeroes_exactly_the_consumer_slices_plan_pruning_removes():
+    from slim_callbacks.engine.taylor import TaylorImportance
     net = tiny_mobilenet()
     graph = trace(net, SHAPE)
     layers = dict(net.named_sublayers())
+    taylor = TaylorImportance(net).attach()  # gradient scores for the taylor criterion
+    net(paddle.randn([2] + SHAPE[1:])).square().mean().backward()
     for name in sorted(CRITERIA):
         criterion = get_criterion(name)
         for group in graph.prunable_groups():
@@ -181,6 +184,7 @@ def test_mask_zeroes_exactly_the_consumer_slices_plan_pruning_removes():
                 for axis, hit in cuts:
                     gone = set(range(cut.shape[axis])) - set(cut.kept[axis])
                     assert set(hit.tolist()) == gone, (name, group.name, layer)
+    taylor.detach()
 
 
 # ------------------------------------------------------------------ loss and skips
