@@ -72,7 +72,8 @@ def pick_models(names, families=None, limit=None):
     return chosen[:limit] if limit else chosen
 
 
-NATIVE_SIZES = {"AdaFace": 112, "MobileFaceNet": 112}  # face models: 112x112 crops
+NATIVE_SIZES = {"AdaFace": 112, "MobileFaceNet": 112,  # face models: 112x112 crops
+                "MobileViTV2": 256}  # its attention reshapes need 256
 
 
 def input_size_of(name: str) -> int:
