@@ -192,12 +192,19 @@ def kill_all(proc, pids=()):
     proc.wait()
 
 
+def _default_hangup():
+    """As in a terminal: SIGHUP not ignored (under ``nohup`` the command rightly keeps
+    ignoring it, and the SIGHUP test would wait in vain)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def serving_dashboard(root, port):
     """The real ``slim-callbacks dashboard`` (its own session), once VisualDL answers:
     yields the command's process and VisualDL's PID."""
     proc = subprocess.Popen(dashboard_command(root, port), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_default_hangup)
     server = []
     try:
         deadline = time.time() + 90
