@@ -82,3 +82,35 @@ def test_an_event_within_budget_is_kept():
 def test_bad_max_metric_drop_is_a_config_error(value):
     with pytest.raises(ConfigError, match="max_metric_drop"):
         PruneCallback(0.5, max_metric_drop=value)
+
+
+def test_a_resumed_run_stays_stopped(tmp_path):
+    def make():
+        return PruneCallback(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1, 2],
+                             max_metric_drop=0.02, budget_metric="acc")
+
+    def force_undo():
+        cb.budget.reference = 2.0
+
+    paddle.seed(0)
+    cb = make()
+    net = Net()
+    model = paddle.Model(net)
+    model.prepare(paddle.optimizer.Momentum(0.01, parameters=net.parameters()),
+                  nn.CrossEntropyLoss(), paddle.metric.Accuracy())
+    data = dataset(32)
+    stop = At(1, lambda: setattr(model, "stop_training", True))  # as if killed after epoch 1
+    model.fit(data, data, epochs=3, batch_size=16, verbose=0, shuffle=False,
+              save_dir=str(tmp_path), callbacks=[At(1, force_undo), cb, stop])
+    from slim_callbacks.callbacks.ledger import load_ledger
+    ledger = load_ledger(str(tmp_path / "1"))  # rewritten after the undo
+    assert ledger["history"] == [] and ledger["budget"]["undone"][0]["epoch"] == 1
+    paddle.seed(0)
+    net2 = Net()
+    model2 = paddle.Model(net2)
+    model2.prepare(paddle.optimizer.Momentum(0.01, parameters=net2.parameters()),
+                   nn.CrossEntropyLoss(), paddle.metric.Accuracy())
+    cb2 = PruneCallback(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1, 2],
+                        max_metric_drop=0.02, budget_metric="acc", resume_from=str(tmp_path / "1"))
+    model2.fit(data, data, epochs=3, batch_size=16, verbose=0, shuffle=False, callbacks=[cb2])
+    assert cb2.budget.stopped and widths(net2) == WIDTHS  # the epoch-2 event did not fire

@@ -11,8 +11,9 @@ are skipped): the run ends at the last accepted structure, and
 
 The reference is the eval before the event (if the fit ran none yet, the first event
 is accepted and its eval becomes the reference). An event whose epoch has no eval (an
-``eval_freq`` > 1) is kept unchecked, with a warning. Undo happens in memory only: a
-checkpoint written between the event and its eval is rewritten by the callback.
+``eval_freq`` > 1) is kept unchecked, with a warning. A checkpoint written between the
+event and its eval is rewritten after the undo, and every ledger carries the budget's
+state (:meth:`MetricBudget.to_dict`), so a resumed run stays stopped.
 
 Example:
     >>> budget = MetricBudget(0.02, metric="acc")
@@ -116,6 +117,16 @@ class MetricBudget:
             return False
         self.reference = value
         return True
+
+    def to_dict(self) -> Dict[str, Any]:
+        """What a resumed run needs (kept in the checkpoint's ledger)."""
+        return {"metric": self.metric, "reference": self.reference, "undone": list(self.undone)}
+
+    def load(self, state: Dict[str, Any]) -> None:
+        """Continues from :meth:`to_dict` of an earlier session: a stopped run stays stopped."""
+        self.metric = self.metric or state.get("metric")
+        self.reference = state.get("reference")
+        self.undone = list(state.get("undone", []))
 
     def observe(self, logs: Dict[str, Any]) -> None:
         """An eval with no event to judge: it becomes the reference."""

@@ -118,7 +118,7 @@ class Cursor:
 class Ledger:
     """The ledger of a checkpoint (the keys of the module docstring, without ``format``
     and ``files``, which :func:`save_ledger` adds). Keys an older ledger lacks read as
-    None (``input_shape``, ``criterion``, ``epochs``, ``schedule``) or ``{}``
+    None (``input_shape``, ``criterion``, ``epochs``, ``schedule``, ``budget``) or ``{}``
     (``param_names``)."""
 
     fingerprint: str
@@ -131,6 +131,7 @@ class Ledger:
     epochs: Optional[int]
     cursor: Cursor
     schedule: Optional[Dict[str, Any]]
+    budget: Optional[Dict[str, Any]] = None  # max_metric_drop's state (callbacks.budget)
 
     def to_dict(self) -> Dict[str, Any]:
         """The JSON object, keys in the order of the fields."""
@@ -147,7 +148,7 @@ class Ledger:
                    param_names=dict(d.get("param_names", {})), plan=d["plan"],
                    history=[PruningEvent.from_dict(h) for h in d["history"]],
                    epochs=d.get("epochs"), cursor=Cursor.from_dict(d["cursor"]),
-                   schedule=d.get("schedule"))
+                   schedule=d.get("schedule"), budget=d.get("budget"))
 
 
 def fingerprint(network: paddle.nn.Layer) -> str:

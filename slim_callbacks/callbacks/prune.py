@@ -407,6 +407,8 @@ class PruneCallback(ForwardingCallback):
         """Ledger plan on network and optimizer, then the checkpoint's weights/optimizer."""
         record = Ledger.from_dict(ledger)
         resume.check_same_events(record.cursor, self.targets, self.resume_from)
+        if self.budget is not None and record.budget:
+            self.budget.load(record.budget)
         prefix = str(self.resume_from)
         self.history = [h.to_dict() for h in record.history]
         self.last_epoch = record.cursor.epoch
@@ -512,7 +514,8 @@ class PruneCallback(ForwardingCallback):
                       history=[PruningEvent.from_dict(h) for h in self.history],
                       epochs=self.total_epochs,
                       cursor=Cursor.at(self.last_epoch, self.history, self.targets),
-                      schedule=self.schedule.to_dict()).to_dict()
+                      schedule=self.schedule.to_dict(),
+                      budget=None if self.budget is None else self.budget.to_dict()).to_dict()
 
     def checkpoint_path(self, path: str) -> str:
         """``<dir>/<local epoch>`` (ModelCheckpoint's name) -> ``<dir>/<global epoch>``."""
