@@ -87,8 +87,10 @@ class TaylorImportance:
 
     def _hook(self, weight, axis: int):
         def hook(grad):
-            product = (weight.detach() * grad.detach()).numpy().astype(np.float64)
-            per_channel = np.moveaxis(product, axis, 0).reshape(product.shape[axis], -1).sum(axis=1)
+            product = weight.detach().astype("float64") * grad.detach().astype("float64")
+            others = [a for a in range(product.ndim) if a != axis]
+            # reduce in Paddle: only one number per channel crosses to numpy per step
+            per_channel = (product.sum(axis=others) if others else product).numpy()
             name = weight.name
             if name in self.sums and self.sums[name].shape != per_channel.shape:
                 self.sums.pop(name)  # the parameter was resized: start it afresh
