@@ -3,6 +3,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from slim_callbacks.core.paddle_utils import layer_table
 from slim_callbacks.engine.planner import prune
 from slim_callbacks.engine.selectors import keep_count
 from slim_callbacks.tracing.groups import CHANNEL, IN
@@ -23,7 +24,7 @@ def kill_units(net, graph, ratio=0.3, seed=0, only=None):
     """Makes exactly the channels a ``ratio`` prune removes dead: zero producer rows,
     biases and BatchNorm scale/shift. Returns {group name: dead unit indices}."""
     rng = np.random.default_rng(seed)
-    layers = dict(net.named_sublayers())
+    layers = layer_table(net)
     dead_units = {}
     for group in graph.prunable_groups():
         if only is not None and group.name != only:
@@ -34,7 +35,7 @@ def kill_units(net, graph, ratio=0.3, seed=0, only=None):
         for m in group.members:
             if m.role == IN or m.attr in ("_mean", "_variance"):
                 continue
-            if m.role == CHANNEL and "BatchNorm" not in graph.layer_types[m.layer]:
+            if m.role == CHANNEL and "Conv" in graph.layer_types.get(m.layer, ""):
                 continue  # depthwise filters see a zero input anyway
             param = layers[m.layer]._parameters[m.attr]
             array = param.numpy()

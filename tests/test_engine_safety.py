@@ -267,7 +267,7 @@ def test_layer_scale_parameter_is_sliced_with_its_channels(shape):
 
 
 class TopLevelScale(nn.Layer):
-    """A free parameter on the network itself: its owner has no structural name."""
+    """A free parameter on the network itself: its owner's structural name is ""."""
 
     def __init__(self):
         super().__init__()
@@ -279,11 +279,12 @@ class TopLevelScale(nn.Layer):
         return self.c(self.gamma * self.a(x))
 
 
-def test_unmapped_free_parameter_blocks_its_channels():
+def test_free_parameter_of_the_network_itself_is_sliced_with_its_channels():
     net = TopLevelScale()
-    assert "fixed size [1, 8, 1, 1]" in group_named(trace(net, [1, 3, 4, 4]), "a").blocked
-    prune(net, [1, 3, 4, 4], 0.5)
-    assert net.a._out_channels == 8
+    group = group_named(trace(net, [1, 3, 4, 4]), "a")
+    assert group.prunable and ("", "gamma") in {(m.layer, m.attr) for m in group.members}
+    assert_dead_channels_prune_exactly(net, [1, 3, 4, 4], 0.5)
+    assert net.a._out_channels == 4 and net.gamma.shape == [1, 4, 1, 1]
 
 
 def test_count_flops_with_max_pool_returning_its_mask():

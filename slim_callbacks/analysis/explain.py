@@ -33,7 +33,7 @@ import paddle
 
 from slim_callbacks.analysis.flops import count_flops
 from slim_callbacks.analysis.flops_model import output_positions
-from slim_callbacks.core.paddle_utils import unwrap
+from slim_callbacks.core.paddle_utils import layer_table, unwrap
 from slim_callbacks.tracing.groups import ChannelGroup
 from slim_callbacks.tracing.tracer import TOP_LEVEL, trace
 
@@ -105,7 +105,7 @@ def explain(network: paddle.nn.Layer, input_shape: Sequence[int]) -> Explanation
     network = unwrap(network)
     graph = trace(network, input_shape)
     positions = output_positions(network, [int(d) for d in input_shape])
-    layers = dict(network.named_sublayers())
+    layers = layer_table(network)
     batch = int(input_shape[0])
     total = count_flops(network, input_shape, "macs")
 

@@ -17,7 +17,7 @@ from slim_callbacks.analysis.search import Search, check_one_target, check_toler
 from slim_callbacks.analysis.sensitivity import check_patterns, chosen_groups
 from slim_callbacks.core.checks import check_choice, check_fraction
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.core.paddle_utils import unwrap
+from slim_callbacks.core.paddle_utils import layer_table
 from slim_callbacks.engine.criteria import get_criterion, group_scores
 from slim_callbacks.engine.ratios import check_round_to
 from slim_callbacks.engine.selectors import keep_count
@@ -105,7 +105,7 @@ def global_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
     patterns = check_patterns("layers", layers)
     search = Search(network, input_shape, criterion, round_to, check_convention(convention), graph)
     groups = chosen_groups(search.graph, patterns, skip)
-    net_layers = dict(unwrap(network).named_sublayers())
+    net_layers = layer_table(network)
     scores = {g.name: np.sort(normalized_scores(g, net_layers, criterion, search.graph.layer_types,
                                                 normalize)) for g in groups}
     caps = {g.name: g.num_units - keep_count(g.num_units, max_ratio, round_to) for g in groups}

@@ -101,7 +101,7 @@ from slim_callbacks.analysis.sensitivity_file import Record, Sensitivities
 from slim_callbacks.analysis.workers import fork_available, run_forked
 from slim_callbacks.core.checks import check_choice, check_int, check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.core.paddle_utils import unwrap
+from slim_callbacks.core.paddle_utils import layer_table, unwrap
 from slim_callbacks.engine.criteria import Criterion, get_criterion, group_scores
 from slim_callbacks.engine.planner import select_units
 from slim_callbacks.engine.ratios import check_round_to, matches, resolve_ratios
@@ -368,7 +368,7 @@ class GroupAnalysis:
         self.network, self.eval_fn, self.graph, self.record = network, eval_fn, graph, record
         self.calibration = calibration
         self.criterion, self.state, self.method, self.cache = criterion, state, method, int(cache)
-        self.by_name = dict(unwrap(network).named_sublayers())
+        self.by_name = layer_table(network)
         self.previous: Optional[PrefixCache] = None
 
     def pending(self, group: ChannelGroup) -> List[float]:

@@ -27,6 +27,16 @@ def unwrap(network: paddle.nn.Layer) -> paddle.nn.Layer:
     return getattr(network, "_layers", network) if isinstance(network, paddle.DataParallel) else network
 
 
+def layer_table(network: paddle.nn.Layer) -> dict:
+    """Structural name -> layer for ``network`` and every sublayer; the network itself
+    is ``""`` (it may own parameters too, such as a ViT's position embedding).
+
+    >>> list(layer_table(paddle.nn.Sequential(paddle.nn.ReLU())))
+    ['', '0']
+    """
+    return dict(unwrap(network).named_sublayers(include_self=True))
+
+
 def is_conv(layer) -> bool:
     """Any Conv1D/2D/3D, transposed or not."""
     from paddle.nn.layer.conv import _ConvNd
@@ -54,9 +64,16 @@ def is_prelu(layer) -> bool:
     return isinstance(layer, paddle.nn.PReLU)
 
 
+def is_layer_norm(layer) -> bool:
+    """``paddle.nn.LayerNorm``: normalizes over its last axes (``_normalized_shape``)."""
+    return isinstance(layer, paddle.nn.LayerNorm)
+
+
 def is_known_layer(layer) -> bool:
-    """A layer whose channels the engine handles itself (conv, Linear, BatchNorm, PReLU)."""
-    return is_conv(layer) or is_linear(layer) or is_batch_norm(layer) or is_prelu(layer)
+    """A layer whose channels the engine handles itself (conv, Linear, BatchNorm, PReLU,
+    LayerNorm)."""
+    return (is_conv(layer) or is_linear(layer) or is_batch_norm(layer) or is_prelu(layer)
+            or is_layer_norm(layer))
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ needs to be reloaded: build the original network, ``plan.apply(net)``, load weig
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -19,7 +20,7 @@ import numpy as np
 import paddle
 
 from slim_callbacks.core.errors import SlimError
-from slim_callbacks.core.paddle_utils import preserved_state, unwrap
+from slim_callbacks.core.paddle_utils import layer_table, preserved_state, unwrap
 from slim_callbacks.engine.surgery import apply_cuts, rollback_on_error
 
 
@@ -47,12 +48,15 @@ class PruningPlan:
             (see :mod:`slim_callbacks.engine.shift_fold`): ``consumer``, ``into``,
             ``channels``, ``exact``. Not replayed: they live in the saved weights.
         fold_skipped: consumers whose removed channels were not folded, with the reason.
+        attrs: (layer, attribute) -> (value before, after) for the layer attributes
+            that size pruned channels in the code (``self.head_dim``).
     """
 
     params: Dict[Tuple[str, str], ParamCut] = dataclasses.field(default_factory=dict)
     groups: List[dict] = dataclasses.field(default_factory=list)
     folds: List[dict] = dataclasses.field(default_factory=list, compare=False)
     fold_skipped: List[dict] = dataclasses.field(default_factory=list, compare=False)
+    attrs: Dict[Tuple[str, str], Tuple[int, int]] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -63,7 +67,7 @@ class PruningPlan:
 
     def check(self, network: paddle.nn.Layer) -> None:
         """Raises SlimError unless every parameter exists with its 'before' shape."""
-        layers = dict(unwrap(network).named_sublayers())
+        layers = layer_table(network)
         for (name, attr), cut in self.params.items():
             param = layers.get(name)._parameters.get(attr) if name in layers else None
             if param is None:
@@ -73,6 +77,12 @@ class PruningPlan:
                 raise SlimError(f"plan expects {name}.{attr} of shape {cut.shape}, the "
                                 f"network has {list(param.shape)}: apply plans in order, "
                                 f"to the network they were made for")
+        for (name, attr), (before, _) in self.attrs.items():
+            value = getattr(layers[name], attr, None) if name in layers else None
+            if value != before:
+                raise SlimError(f"plan expects {name}.{attr} = {before}, the network has "
+                                f"{value}: apply plans in order, to the network they were "
+                                f"made for")
 
     def apply(self, network: paddle.nn.Layer, optimizer=None,
               input_shape: Optional[Sequence[int]] = None) -> "PruningPlan":
@@ -87,11 +97,11 @@ class PruningPlan:
         """
         self.check(network)
         net = unwrap(network)
-        layers = dict(net.named_sublayers())
+        layers = layer_table(net)
         cuts = {key: {a: np.asarray(i) for a, i in cut.kept.items()}
                 for key, cut in self.params.items()}
         try:
-            with rollback_on_error(layers, cuts, optimizer):
+            with rollback_on_error(layers, cuts, optimizer), attributes_set(layers, self.attrs):
                 apply_cuts(layers, cuts, optimizer)
                 if input_shape is not None:
                     verify_forward(net, input_shape)
@@ -118,7 +128,10 @@ class PruningPlan:
                 base = kept.get(axis, list(range(first.shape[axis])))
                 kept[axis] = [base[i] for i in index]
             params[key] = ParamCut(first.shape, kept)
-        return PruningPlan(params, self.groups + later.groups)
+        attrs = dict(self.attrs)
+        for key, (before, after) in later.attrs.items():
+            attrs[key] = (attrs.get(key, (before, before))[0], after)
+        return PruningPlan(params, self.groups + later.groups, attrs=attrs)
 
     # -- serialization ---------------------------------------------------------
     def to_dict(self) -> dict:
@@ -126,16 +139,22 @@ class PruningPlan:
         for (name, attr), cut in self.params.items():
             params.setdefault(name, {})[attr] = {
                 "shape": cut.shape, "kept": {str(a): list(map(int, i)) for a, i in cut.kept.items()}}
-        return {"format": "slim_callbacks.PruningPlan/1", "params": params, "groups": self.groups}
+        out = {"format": "slim_callbacks.PruningPlan/1", "params": params, "groups": self.groups}
+        if self.attrs:
+            out["attrs"] = {f"{name}:{attr}": [before, after]
+                            for (name, attr), (before, after) in self.attrs.items()}
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "PruningPlan":
         try:
             params = {(name, attr): ParamCut(list(c["shape"]), {int(a): list(i) for a, i in c["kept"].items()})
                       for name, attrs in data["params"].items() for attr, c in attrs.items()}
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            attrs = {tuple(key.rsplit(":", 1)): (int(v[0]), int(v[1]))
+                     for key, v in data.get("attrs", {}).items()}
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
             raise SlimError(f"not a pruning plan: {type(err).__name__}: {err}") from err
-        return cls(params, list(data.get("groups", [])))
+        return cls(params, list(data.get("groups", [])), attrs=attrs)
 
     def save(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as f:
@@ -145,6 +164,20 @@ class PruningPlan:
     def load(cls, path: str) -> "PruningPlan":
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
+
+
+@contextlib.contextmanager
+def attributes_set(layers: Dict[str, paddle.nn.Layer], attrs: Dict[Tuple[str, str], Tuple[int, int]]):
+    """Sets each (layer, attribute) to its 'after' value; back to 'before' if the block
+    raises."""
+    for (name, attr), (_, after) in attrs.items():
+        setattr(layers[name], attr, after)
+    try:
+        yield
+    except BaseException:
+        for (name, attr), (before, _) in attrs.items():
+            setattr(layers[name], attr, before)
+        raise
 
 
 def verify_forward(network: paddle.nn.Layer, input_shape: Sequence[int]) -> None:

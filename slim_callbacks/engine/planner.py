@@ -13,6 +13,7 @@ that :func:`~slim_callbacks.engine.ratios.resolve_ratios` gave each group (see
 """
 from __future__ import annotations
 
+import logging
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
@@ -20,7 +21,7 @@ import paddle
 
 from slim_callbacks.core.checks import check_ratio
 from slim_callbacks.core.errors import ConfigError
-from slim_callbacks.core.paddle_utils import unwrap
+from slim_callbacks.core.paddle_utils import layer_table
 from slim_callbacks.engine.criteria import Criterion, get_criterion, group_scores
 from slim_callbacks.engine.plan import ParamCut, PruningPlan
 from slim_callbacks.engine.ratios import (
@@ -37,6 +38,8 @@ from slim_callbacks.engine.selectors import keep_count
 from slim_callbacks.engine.shift_fold import apply_with_folds
 from slim_callbacks.tracing.groups import ChannelGroup
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
+
+logger = logging.getLogger(__name__)
 
 
 def select_units(group: ChannelGroup, scores: np.ndarray, ratio: float, criterion: Criterion,
@@ -69,7 +72,7 @@ def plan_pruning(network: paddle.nn.Layer, graph: DependencyGraph, group_ratios:
     group_ratios = {name: check_ratio(f"group_ratios[{name!r}]", r) for name, r in group_ratios.items()}
     criterion = get_criterion(criterion)
     round_to = check_round_to(round_to)
-    layers = dict(unwrap(network).named_sublayers())
+    layers = layer_table(network)
     removed: Dict[tuple, Dict[int, set]] = {}
     plan = PruningPlan()
     for group in graph.groups:
@@ -80,12 +83,18 @@ def plan_pruning(network: paddle.nn.Layer, graph: DependencyGraph, group_ratios:
         units = select_units(group, scores, group_ratios[group.name], criterion, round_to, original)
         if len(units) == 0:
             continue
+        for size in group.sizes:
+            before = getattr(layers[size.layer], size.attr)
+            plan.attrs[(size.layer, size.attr)] = (before, before - int(np.isin(size.units, units).sum()))
         for m in group.members:
             hit = m.indices[np.isin(m.units, units)]
             removed.setdefault((m.layer, m.attr), {}).setdefault(m.axis, set()).update(hit.tolist())
-        plan.groups.append({"name": group.name, "producers": list(group.producers),
-                            "before": group.num_units, "after": group.num_units - len(units),
-                            "criterion": criterion.name})
+        entry = {"name": group.name, "producers": list(group.producers),
+                 "before": group.num_units, "after": group.num_units - len(units),
+                 "criterion": criterion.name}
+        if group.approximate:
+            entry["approximate"] = group.approximate
+        plan.groups.append(entry)
     for (name, attr), axes in removed.items():
         shape = list(layers[name]._parameters[attr].shape)
         kept = {axis: [i for i in range(shape[axis]) if i not in gone] for axis, gone in axes.items()}
@@ -132,9 +141,20 @@ def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: Ratios,
     graph = trace(network, input_shape)
     group_ratios = resolve_ratios(graph, ratios, skip)
     plan = plan_pruning(network, graph, group_ratios, criterion, round_to)
+    warn_approximate(plan)
     if fold:
         return apply_with_folds(network, graph, plan, input_shape, optimizer)
     return plan.apply(network, optimizer, input_shape=input_shape)
+
+
+def warn_approximate(plan: PruningPlan) -> None:
+    """One warning naming the pruned groups whose removal is not exact (LayerNorm)."""
+    approximate = [g for g in plan.groups if g.get("approximate")]
+    if approximate:
+        logger.warning("%d pruned group(s) are normalized by a LayerNorm, so outputs change "
+                       "beyond what the removed channels carried (fine-tuning recovers it): "
+                       "%s, e.g. %s", len(approximate), ", ".join(g["name"] for g in approximate),
+                       approximate[0]["approximate"])
 
 
 FOLD_BY_DEFAULT = ("slim", "opt_slim")

@@ -59,6 +59,7 @@ from slim_callbacks.core.paddle_utils import (
     is_conv,
     is_linear,
     is_transposed_conv,
+    layer_table,
     preserved_state,
     unwrap,
 )
@@ -179,7 +180,7 @@ def probe(net: paddle.nn.Layer, consumers: Sequence[str]) -> Iterator[Tuple[dict
 
     Yields ``(inputs, next_bn)``: consumer -> input array, consumer -> BN layer name.
     """
-    layers = dict(net.named_sublayers())
+    layers = layer_table(net)
     inputs: Dict[str, np.ndarray] = {}
     outputs: Dict[int, str] = {}
     keep: List[paddle.Tensor] = []  # keeps ids unique during the pass
@@ -216,7 +217,7 @@ def probe_consumers(net, consumers: Sequence[str], input_shape: Sequence[int],
                     zero_scales: Sequence[Tuple[str, np.ndarray]] = ()):
     """Runs the probe pass: two random inputs, eval mode, with the BatchNorm scales at
     ``zero_scales`` (layer, indices) set to 0; every tensor and the RNG are restored."""
-    layers = dict(net.named_sublayers())
+    layers = layer_table(net)
     shape = [2] + [int(d) for d in input_shape[1:]]
     saved = []
     try:
@@ -253,7 +254,7 @@ def fold_shifts(network: paddle.nn.Layer, graph: DependencyGraph, plan,
         whose removed channels were not folded (``consumer``, ``channels``, ``reason``).
     """
     net = unwrap(network)
-    layers = dict(net.named_sublayers())
+    layers = layer_table(net)
     pruned = {g["name"] for g in plan.groups}
     work = []  # (consumer member, removed positions, their units' exactness and max gamma)
     zero_scales = []  # (BN layer, indices) of removed units, zeroed during the probe
@@ -341,7 +342,7 @@ def _count(units: np.ndarray) -> int:
 @contextlib.contextmanager
 def folded(network: paddle.nn.Layer, folds: Sequence[Fold]) -> Iterator[None]:
     """Adds the folds to their tensors; undoes them if the block raises."""
-    layers = dict(unwrap(network).named_sublayers())
+    layers = layer_table(network)
     saved = []
     for fold in folds:
         tensor = getattr(layers[fold.target], fold.attr)

@@ -17,7 +17,13 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import paddle
 
-from slim_callbacks.core.paddle_utils import is_batch_norm, is_conv, is_prelu, is_transposed_conv
+from slim_callbacks.core.paddle_utils import (
+    is_batch_norm,
+    is_conv,
+    is_layer_norm,
+    is_prelu,
+    is_transposed_conv,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +88,8 @@ def update_attributes(layer, before: Optional[dict]) -> None:
         layer._num_features = layer._mean.shape[0]
     elif is_prelu(layer):
         layer._num_parameters = layer._weight.shape[0]
+    elif is_layer_norm(layer):
+        layer._normalized_shape = [layer.weight.shape[0]]
 
 
 @contextlib.contextmanager
@@ -100,7 +108,8 @@ def rollback_on_error(layers: Dict[str, paddle.nn.Layer], cuts: Cuts, optimizer)
         for tensor, array in saved:
             set_storage(tensor, array)
         for name, state in attrs.items():
-            for key in ("_in_channels", "_out_channels", "_groups", "_num_features"):
+            for key in ("_in_channels", "_out_channels", "_groups", "_num_features",
+                        "_num_parameters", "_normalized_shape"):
                 if key in state:
                     setattr(layers[name], key, state[key])
         raise

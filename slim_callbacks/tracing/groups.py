@@ -43,6 +43,16 @@ class Member:
     indices: np.ndarray
 
 
+@dataclasses.dataclass(frozen=True)
+class SizeMember:
+    """An ``int`` attribute of a layer that sizes the group's channels in a reshape
+    (``self.head_dim``); pruning sets it to the number of ``units`` that stay."""
+
+    layer: str
+    attr: str
+    units: np.ndarray
+
+
 @dataclasses.dataclass
 class ChannelGroup:
     """Channels coupled across layers; pruning removes whole units of it.
@@ -55,6 +65,9 @@ class ChannelGroup:
         blocked_by: where it is blocked: (op or layer type, structural name of the
             layer it ran in), e.g. ``("matmul", "blocks.0.attn")``; ``("network
             output", "")`` for channels that reach an output.
+        approximate: why removing even dead channels of the group changes the
+            outputs (a LayerNorm over them), or ``""`` if removal is exact.
+        sizes: layer attributes that count some of the group's units.
     """
 
     producers: Tuple[str, ...]
@@ -62,6 +75,8 @@ class ChannelGroup:
     members: List[Member]
     blocked: str = ""
     blocked_by: Tuple[str, str] = ("", "")
+    approximate: str = ""
+    sizes: List[SizeMember] = dataclasses.field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -127,6 +142,8 @@ def build_groups(
     records: List[MemberRecord],
     blocked: Dict[int, str],
     block_sites: Optional[Dict[int, Tuple[str, str]]] = None,
+    approximations: Optional[Dict[int, str]] = None,
+    sizes: Optional[Dict[Tuple[str, str], np.ndarray]] = None,
 ) -> List[ChannelGroup]:
     """Turns atoms, unions and member records into channel groups.
 
@@ -138,6 +155,8 @@ def build_groups(
         records: parameter slices keyed by atom.
         blocked: atoms that must not be pruned, with the reason.
         block_sites: (op, layer) where each blocked atom was blocked.
+        approximations: atoms whose removal is not exact, with the reason.
+        sizes: (layer, attribute) -> atoms whose units it counts.
 
     Returns:
         Groups ordered by their first producer's position in the network.
@@ -152,6 +171,10 @@ def build_groups(
     reason_of: Dict[int, Tuple[str, Tuple[str, str]]] = {}
     for atom, reason in blocked.items():
         reason_of.setdefault(int(roots[atom]), (reason, block_sites.get(atom, ("", ""))))
+
+    approx_of: Dict[int, str] = {}
+    for atom, reason in (approximations or {}).items():
+        approx_of.setdefault(int(roots[atom]), reason)
 
     key_of = {
         r: tuple(sorted(p, key=lambda n: layer_order.get(n, 0)))
@@ -180,9 +203,21 @@ def build_groups(
                 Member(rec.layer, rec.attr, rec.axis, rec.role,
                        lookup[rec_roots[sel]], rec.indices[sel])
             )
+    size_members: List[List[SizeMember]] = [[] for _ in keys]
+    for (layer, attr), atoms in (sizes or {}).items():
+        size_roots = np.unique(roots[atoms])
+        gis = np.unique(group_of[size_roots])
+        if len(gis) > 1:  # counts channels of several groups: they must all stay
+            for r in size_roots:
+                reason_of.setdefault(int(r), (f"is sized together with other groups by "
+                                              f"{layer}.{attr}", ("reshape", layer)))
+            continue
+        size_members[gis[0]].append(SizeMember(layer, attr, lookup[size_roots]))
     groups = []
     for gi, key in enumerate(keys):
         reasons = [reason_of[r] for r in group_roots[key] if r in reason_of]
         reason, site = reasons[0] if reasons else ("", ("", ""))
-        groups.append(ChannelGroup(key, len(group_roots[key]), members[gi], reason, site))
+        approx = next((approx_of[r] for r in group_roots[key] if r in approx_of), "")
+        groups.append(ChannelGroup(key, len(group_roots[key]), members[gi], reason, site, approx,
+                                   size_members[gi]))
     return groups

@@ -1,4 +1,4 @@
-"""What each known layer does to channel labels: Conv, Linear, BatchNorm and PReLU.
+"""What each known layer does to channel labels: Conv, Linear, BatchNorm, PReLU, LayerNorm.
 
 A forward pre/post hook on every sublayer keeps the tracer's stack of layer names
 (where an op ran, for warnings) and, when a Conv/Linear/BatchNorm returns, records
@@ -15,6 +15,7 @@ from slim_callbacks.core.paddle_utils import (
     is_batch_norm,
     is_conv,
     is_known_layer,
+    is_layer_norm,
     is_linear,
     is_prelu,
     is_transposed_conv,
@@ -93,8 +94,29 @@ def _on_prelu(tr, name: str, layer, x, y) -> None:
     tr.set_labels(y, L.along(vector, axis, y.ndim))
 
 
+def _on_layer_norm(tr, name: str, layer, x, y) -> None:
+    """Channels of the last axis keep their place; ``weight`` and ``bias`` are sliced
+    with them. Pruning is *approximate* here: the mean and variance are then taken
+    over the kept channels only, so even an all-zero channel changes them when it is
+    removed (the group is marked, see :attr:`ChannelGroup.approximate`)."""
+    if len(layer._normalized_shape) != 1:
+        tr.block(tr.labels_of(x), f"is normalized over several axes by {name}")
+        tr.set_labels(y, L.zeros(y.ndim))
+        return
+    vector = L.channel_vector(tr.labels_of(x), -1, x.shape[-1])
+    if vector is None:
+        tr.block(tr.labels_of(x), f"input of {name} mixes channels across positions")
+        tr.set_labels(y, L.zeros(y.ndim))
+        return
+    for attr in ("weight", "bias"):
+        tr.record(name, attr, 0, CHANNEL, vector)
+    tr.approximate(vector, f"{name} normalizes over these channels: its mean and "
+                           f"variance change when channels are removed")
+    tr.set_labels(y, L.along(vector, -1, y.ndim))
+
+
 LAYER_HANDLERS = ((is_conv, _on_conv), (is_linear, _on_linear), (is_batch_norm, _on_batch_norm),
-                  (is_prelu, _on_prelu))
+                  (is_prelu, _on_prelu), (is_layer_norm, _on_layer_norm))
 
 
 @contextlib.contextmanager

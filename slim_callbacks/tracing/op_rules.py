@@ -15,9 +15,9 @@ import numpy as np
 import paddle
 from paddle import _C_ops
 
-from slim_callbacks.core.paddle_utils import is_known_layer
 from slim_callbacks.tracing import labels as L
-from slim_callbacks.tracing.groups import CHANNEL
+from slim_callbacks.tracing.groups import CHANNEL, IN
+from slim_callbacks.tracing.sizes import AttrSize, RuntimeSize, is_literal, source_of
 
 BINARY_DUNDERS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
                   "__truediv__", "__rtruediv__", "__floordiv__", "__mod__", "__pow__")
@@ -59,7 +59,7 @@ def intercept(tracer):
                 setattr(paddle.Tensor, dunder, _wrap(tracer, op, func))
         shape = paddle.Tensor.__dict__["shape"]
         originals[(paddle.Tensor, "shape")] = shape
-        paddle.Tensor.shape = property(lambda t: _runtime_shape(shape.__get__(t)))
+        paddle.Tensor.shape = property(lambda t: _runtime_shape(tracer, t, shape.__get__(t)))
         for owner in (paddle, paddle.Tensor):
             originals[(owner, "reshape")] = owner.reshape
             setattr(owner, "reshape", _wrap_reshape(tracer, owner.reshape))
@@ -83,33 +83,11 @@ def _wrap(tracer, op: str, func):
     return traced
 
 
-class RuntimeSize(int):
-    """A size read from ``Tensor.shape`` while tracing, or computed from one with
-    ``+ - * //``. Unlike a literal ``int`` in the network's code, it follows the
-    channel count once channels are pruned."""
-
-
-def _runtime_arithmetic(name: str):
-    int_method = getattr(int, name)
-
-    def method(self, other):
-        result = int_method(self, other)
-        return RuntimeSize(result) if type(result) is int else result
-    return method
-
-
-for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
-              "__floordiv__", "__rfloordiv__"):
-    setattr(RuntimeSize, _name, _runtime_arithmetic(_name))
-
-
-def _runtime_shape(shape):
-    return type(shape)([RuntimeSize(d) for d in shape])
-
-
-def _is_literal(size) -> bool:
-    """A size written in the code (not -1, 0 or read from a shape)."""
-    return isinstance(size, int) and not isinstance(size, RuntimeSize) and size not in (-1, 0)
+def _runtime_shape(tracer, tensor, shape):
+    """``Tensor.shape`` while tracing: each size remembers the atoms of its axis."""
+    entry = tracer.tensor_labels.get(id(tensor))
+    labels = entry[1] if entry is not None and entry[0] is tensor else L.zeros(len(shape))
+    return type(shape)([RuntimeSize(d, source_of(labels, ax)) for ax, d in enumerate(shape)])
 
 
 def _wrap_reshape(tracer, func):
@@ -133,6 +111,7 @@ def _propagate(tr, op: str, func, args, kwargs, out) -> None:
     inputs = list(tensors_in(args)) + list(tensors_in(kwargs))
     outputs = list(tensors_in(out))
     in_labels = [tr.labels_of(t) for t in inputs]
+    _follow_origin(tr, op, inputs, in_labels, outputs)
     if op in L.NO_DATA or op in L.CREATION or not any(L.atoms(lab).size for lab in in_labels):
         for t in outputs:
             tr.set_labels(t, L.zeros(t.ndim))
@@ -204,31 +183,69 @@ def _block_fixed_operands(tr, op, shapes, labs):
 
 
 def _adopt_parameter(tr, tensor, k, shapes, labs) -> np.ndarray:
-    """A free parameter multiplied or added into channels (LayerScale's ``gamma``) is
-    sliced with them: a CHANNEL member on it. Parameters of Conv/Linear/BatchNorm
-    layers, or of the network itself, stay fixed (and block those channels)."""
-    owner = tr.param_names.get(getattr(tensor, "name", None))
-    if owner is None or L.atoms(labs[k]).size:
-        return labs[k]
-    layer, attr = owner
-    if tr.layers[layer]._parameters.get(attr) is not tensor or is_known_layer(tr.layers[layer]):
+    """A free parameter (or a view of one) multiplied or added into channels
+    (LayerScale's ``gamma``, a position embedding) is sliced with them: a CHANNEL
+    member on it. Parameters of Conv/Linear/BatchNorm layers stay fixed (and block
+    those channels)."""
+    origin = tr.origin_of(tensor)
+    if origin is None or L.atoms(labs[k]).size:
         return labs[k]
     others = [lab for j, lab in enumerate(labs) if j != k]
     combined = others[0]
     for lab in others[1:]:
         a, b = L.broadcast_pair(combined, lab, combined.ndim)
         combined = np.where(a > 0, a, b)
-    hits = [ax for ax in range(combined.ndim) if combined.shape[ax] > 1 and shapes[k][ax] > 1]
+    lead = combined.ndim - tensor.ndim
+    hits = [ax for ax in range(combined.ndim) if shapes[k][ax] > 1
+            and L.channel_vector(combined, ax, combined.shape[ax]) is not None
+            and L.atoms(combined).size > 1 and combined.shape[ax] > 1]
     if len(hits) != 1:
         return labs[k]
-    vector = L.channel_vector(combined, hits[0], shapes[k][hits[0]])
+    vector = _adopt_along(tr, origin, hits[0] - lead, combined, hits[0], shapes[k][hits[0]])
     if vector is None:
         return labs[k]
-    axis = hits[0] - (combined.ndim - tensor.ndim)
-    tr.record(layer, attr, axis, CHANNEL, vector)
-    tr.layer_types.setdefault(layer, type(tr.layers[layer]).__name__)
-    tr.set_labels(tensor, L.along(vector, axis, tensor.ndim))
     return L.along(vector, hits[0], combined.ndim)
+
+
+def _adopt_along(tr, origin, tensor_axis: int, labels, axis: int, size: int):
+    """Records the free parameter behind ``origin`` as sliced along ``tensor_axis``
+    (of its view) with the channels of ``labels`` along ``axis``; the channel vector, or
+    None if the view does not hold a parameter axis there."""
+    layer, attr, axes = origin
+    if tensor_axis not in axes:
+        return None
+    vector = L.channel_vector(labels, axis, size)
+    if vector is None:
+        return None
+    tr.record(layer, attr, axes.index(tensor_axis), CHANNEL, vector)
+    tr.layer_types.setdefault(layer, type(tr.layers[layer]).__name__)
+    return vector
+
+
+VIEW_OPS = frozenset("expand cast assign scale clone detach reshape unsqueeze squeeze "
+                     "getitem flatten".split())
+
+
+def _follow_origin(tr, op, inputs, in_labels, outputs) -> None:
+    """Keeps track of views of a free parameter (``self.cls_token.expand(...)``), so an
+    op further on can slice the parameter itself."""
+    if op not in VIEW_OPS or len(inputs) != 1 or len(outputs) != 1 or L.atoms(in_labels[0]).size:
+        return
+    origin = tr.origin_of(inputs[0])
+    if origin is None:
+        return
+    layer, attr, axes = origin
+    x, y = list(inputs[0].shape), list(outputs[0].shape)
+    if len(x) == len(y):
+        moved = list(range(len(x)))
+    else:  # the non-trivial axes of x, in order, at the first output axes of equal size
+        moved, j = [], 0
+        for size in x:
+            while size > 1 and j < len(y) and y[j] != size:
+                j += 1
+            moved.append(j if size > 1 and j < len(y) else None)
+            j += size > 1
+    tr.set_origin(outputs[0], layer, attr, [moved[a] if a is not None else None for a in axes])
 
 
 def _movement(tr, op, func, args, kwargs, inputs, in_labels, outputs):
@@ -239,7 +256,8 @@ def _movement(tr, op, func, args, kwargs, inputs, in_labels, outputs):
     out_labels = [np.rint(m.numpy()).astype(np.int64) for m in moved]
     lost = set(np.concatenate([L.atoms(lab) for lab in in_labels]).tolist()) - set(
         np.concatenate([L.atoms(lab) for lab in out_labels] + [np.zeros(0, np.int64)]).tolist())
-    if lost and op not in ("split", "split_with_num", "unbind"):
+    if lost and op not in ("split", "split_with_num", "unbind") and not _selects_whole_units(
+            tr, func, args, kwargs, inputs, in_labels):
         # e.g. x[:, :16]: hard-coded bounds select other channels once x is pruned
         for lab in in_labels:
             tr.block(lab, f"is partly selected by {op} in {tr.where()}")
@@ -255,16 +273,192 @@ def _movement(tr, op, func, args, kwargs, inputs, in_labels, outputs):
         tr.set_labels(t, lab)
 
 
+def _concat(tr, op, func, args, kwargs, inputs, in_labels, outputs):
+    """Concatenation along an axis: along every other axis the operands meet element
+    for element, so their channels there are one (a class token joins the patch tokens
+    along the token axis and must lose the same embedding channels)."""
+    axis = kwargs.get("axis", args[1] if len(args) > 1 else 0)
+    axis = int(axis.item() if isinstance(axis, paddle.Tensor) else axis) % outputs[0].ndim
+    ndim = outputs[0].ndim
+    for ax in range(ndim):
+        if ax == axis or not any(lab.ndim == ndim and lab.shape[ax] > 1 for lab in in_labels):
+            continue
+        vectors = [L.channel_vector(lab, ax, t.shape[ax]) if L.atoms(lab).size else None
+                   for t, lab in zip(inputs, in_labels)]
+        known = [v for v in vectors if v is not None]
+        if len(known) < sum(1 for lab in in_labels if L.atoms(lab).size):
+            for lab in in_labels:
+                tr.block(lab, f"is concatenated by {op} in {tr.where()} across positions "
+                              f"that mix channels")
+            break
+        for vector in known[1:]:
+            tr.union_pairs(L.label_pairs(known[0], vector))
+        for t, lab, vector in zip(inputs, in_labels, vectors):
+            if vector is None and L.atoms(lab).size == 0:
+                origin = tr.origin_of(t)
+                adopted = origin is not None and _adopt_along(
+                    tr, origin, ax, L.along(known[0], ax, ndim), ax, t.shape[ax]) is not None
+                if not adopted:
+                    tr.refuse(np.concatenate([k.ravel() for k in known]),
+                              f"is concatenated with a tensor of fixed size {list(t.shape)} "
+                              f"by {op} in {tr.where()}")
+    labels = [np.broadcast_to(lab, t.shape) if L.atoms(lab).size == 0 and tr.origin_of(t)
+              else lab for t, lab in zip(inputs, in_labels)]
+    _movement(tr, op, func, args, kwargs, inputs, labels, outputs)
+    _fill_adopted(tr, op, inputs, outputs, axis)
+
+
+def _fill_adopted(tr, op, inputs, outputs, axis):
+    """After a concat, the rows an adopted parameter filled carry the channel labels of
+    the axis it was sliced along (they were zeros in the moved labels)."""
+    out = outputs[0]
+    lab = tr.labels_of(out)
+    for ax in range(out.ndim):
+        if ax == axis or lab.shape[ax] == 1:
+            continue
+        vector = L.channel_vector(lab, ax, out.shape[ax])
+        if vector is None:
+            return
+        if any(tr.origin_of(t) is not None for t in inputs):
+            tr.set_labels(out, np.maximum(np.broadcast_to(lab, out.shape),
+                                          L.along(vector, ax, out.ndim)))
+        return
+
+
+def _selects_whole_units(tr, func, args, kwargs, inputs, in_labels) -> bool:
+    """True if a selection (``qkv[0]`` of a ``[3, B, heads, N, head_dim]`` tensor) only
+    picks along axes where every position holds the same units: pruning then never
+    changes those axes' sizes, so fixed bounds stay right."""
+    if len(inputs) != 1:
+        return False
+    x, lab = inputs[0], in_labels[0]
+    lab = lab.reshape((1,) * (x.ndim - lab.ndim) + lab.shape)
+    atoms = np.unique(lab)
+    roots = np.array([tr.uf.find(int(a)) for a in atoms])[np.searchsorted(atoms, lab)]
+    for axis in range(x.ndim):
+        if lab.shape[axis] == 1:
+            continue
+        index = L.along(np.arange(1, x.shape[axis] + 1), axis, x.ndim)
+        picked = list(tensors_in(func(*_swap_tensors(args, [x], [index]),
+                                      **_swap_tensors(kwargs, [x], [index]))))
+        if np.unique(np.rint(picked[0].numpy())).size == x.shape[axis]:
+            continue  # every position along this axis is still there
+        slices = [set(np.unique(roots.take(i, axis=axis))) - {0} for i in range(x.shape[axis])]
+        if any(s != slices[0] for s in slices[1:]):
+            return False
+    return True
+
+
+def _matmul(tr, op, func, args, kwargs, inputs, in_labels, outputs):
+    """``x @ y`` over the last two axes (batched over the others): the contracted axis
+    of ``x`` meets that of ``y`` element for element, so their channels are one
+    (``q @ k^T`` couples q's and k's head dims). The output carries an operand's
+    channels along its kept axes only if that operand has none along the contracted
+    one; channels summed over drop out (removing a dead one leaves the sum as it was).
+    A free parameter as ``y`` (``x @ self.w``) is sliced along its contracted axis."""
+    x, y = (args[0], args[1]) if len(args) > 1 else (kwargs.get("x"), kwargs.get("y"))
+    flags = list(args[2:4]) + [kwargs.get("transpose_x", False), kwargs.get("transpose_y", False)]
+    tx, ty = (bool(flags[0]), bool(flags[1])) if len(args) >= 4 else (bool(flags[-2]), bool(flags[-1]))
+    out = outputs[0]
+    if not all(isinstance(t, paddle.Tensor) and t.ndim >= 2 for t in (x, y)) or out.ndim < 2:
+        tr.unknown_op(op, in_labels)
+        tr.set_labels(out, L.zeros(out.ndim))
+        return
+    a = _canonical(tr.labels_of(x), x.ndim, out.ndim, tx)       # [..., M, K]
+    b = _canonical(tr.labels_of(y), y.ndim, out.ndim, ty)       # [..., K, N]
+    a = _matmul_operand(tr, op, x, a, b, -1, -2 if tx else -1, out)
+    b = _matmul_operand(tr, op, y, b, a, -2, -1 if ty else -2, out)
+    if a.shape[-1] > 1 and b.shape[-2] > 1:
+        a_k, b_k = L.broadcast_pair(a.max(axis=-2), b.max(axis=-1), out.ndim - 1)
+        tr.union_pairs(L.label_pairs(a_k, b_k))
+    keep_a = a if a.shape[-1] == 1 else np.zeros_like(a[..., :, :1])
+    keep_b = b if b.shape[-2] == 1 else np.zeros_like(b[..., :1, :])
+    if L.atoms(keep_a).size and L.atoms(keep_b).size and (keep_a.shape[-2] > 1 or keep_b.shape[-1] > 1):
+        tr.refuse(np.concatenate([keep_a.ravel(), keep_b.ravel()]),
+                  f"meets other channels in each element of a {op} output in {tr.where()}")
+        keep_a, keep_b = np.zeros_like(keep_a), np.zeros_like(keep_b)
+    left, right = L.broadcast_pair(keep_a, keep_b, out.ndim)
+    tr.union_pairs(L.label_pairs(left, right))
+    tr.set_labels(out, np.where(left > 0, left, right))
+
+
+def _canonical(lab, ndim, out_ndim, transposed):
+    lab = lab.reshape((1,) * (ndim - lab.ndim) + lab.shape)
+    lab = np.swapaxes(lab, -1, -2) if transposed else lab
+    return lab.reshape((1,) * (out_ndim - lab.ndim) + lab.shape)
+
+
+def _matmul_operand(tr, op, tensor, lab, other, k_axis, param_k_axis, out):
+    """Checks one operand (``lab`` in canonical layout, contracted axis ``k_axis``):
+    channels along the contracted axis must not also vary along its other axes unless
+    every position there holds the same units; a fixed other operand pins them."""
+    if not L.atoms(lab).size:
+        if L.varies_along(other, [k_axis + 1 if k_axis == -2 else -2]):
+            origin = tr.origin_of(tensor)
+            size = other.shape[-1] if k_axis == -2 else other.shape[-2]
+            vector = L.channel_vector(other.max(axis=-2) if k_axis == -2 else other.max(axis=-1),
+                                      -1, size)
+            axis = tensor.ndim + param_k_axis
+            if origin is None or vector is None or _adopt_recorded(tr, origin, axis, vector) is None:
+                tr.refuse(other, f"is multiplied by a tensor of fixed size {list(tensor.shape)} "
+                                 f"by {op} in {tr.where()}")
+        return lab
+    if lab.shape[k_axis] == 1:
+        return lab
+    if L.varies_along(lab, [-2 if k_axis == -1 else -1]):
+        tr.refuse(lab, f"varies along both axes of a {op} operand in {tr.where()}")
+        return np.zeros_like(lab)
+    batch = [ax for ax in range(lab.ndim - 2) if lab.shape[ax] > 1]
+    if batch and not _selects_whole_units_along(tr, lab, batch):
+        tr.refuse(lab, f"is mixed across heads by {op} in {tr.where()}")
+        return np.zeros_like(lab)
+    return lab
+
+
+def _selects_whole_units_along(tr, lab, axes) -> bool:
+    atoms = np.unique(lab)
+    roots = np.array([tr.uf.find(int(a)) for a in atoms])[np.searchsorted(atoms, lab)]
+    for axis in axes:
+        slices = [set(np.unique(roots.take(i, axis=axis))) - {0} for i in range(lab.shape[axis])]
+        if any(s != slices[0] for s in slices[1:]):
+            return False
+    return True
+
+
+def _adopt_recorded(tr, origin, tensor_axis, vector):
+    layer, attr, axes = origin
+    if tensor_axis not in axes:
+        return None
+    tr.record(layer, attr, axes.index(tensor_axis), IN, vector)
+    tr.layer_types.setdefault(layer, type(tr.layers[layer]).__name__)
+    return vector
+
+
 def _block_literal_sizes(tr, shape, x, lab, y):
-    """``reshape(x, [B, 64, H, W])`` or ``[-1, 2048]``: a literal size on the axis
-    that takes a labelled axis's channel count cannot follow pruning. That axis is the
-    last non-trivial one of its group (a channel shuffle ``[B, g, C // g, H, W]``
-    keeps ``g``); -1, 0 and sizes read from ``x.shape`` follow."""
+    """``reshape(x, [B, 64, H, W])`` or ``[-1, 2048]``: the size on the axis that takes
+    a labelled axis's channel count must follow pruning, or those channels stay. That
+    axis is the last non-trivial one of its group (a channel shuffle
+    ``[B, g, C // g, H, W]`` keeps ``g``). -1 and 0 follow; a size read from a shape
+    follows the channels it was read from, so it must be these (a size read from
+    another tensor blocks both); a tagged layer attribute (``self.head_dim``) is made
+    to follow (see :mod:`~slim_callbacks.tracing.sizes`); a literal does not."""
     if not isinstance(shape, (list, tuple)) or len(shape) != y.ndim:
         return
     for in_axes, out_axes in L.reshape_groups(list(x.shape), list(y.shape)):
         sized = [a for a in out_axes if y.shape[a] > 1]
-        if sized and L.varies_along(lab, in_axes) and _is_literal(shape[sized[-1]]):
+        if not sized:
+            continue
+        size, labelled = shape[sized[-1]], L.varies_along(lab, in_axes)
+        if isinstance(size, RuntimeSize) and size.source.size:
+            if not labelled or not tr.same_units(size.source, L.atoms(lab)):
+                tr.refuse(np.concatenate([size.source, L.atoms(lab) if labelled else []]),
+                          f"sizes another tensor by reshape {list(shape)} in {tr.where()}")
+            continue
+        if not labelled or size in (-1, 0):
+            continue
+        if isinstance(size, AttrSize):
+            tr.size_follows(size.owner, L.atoms(lab), int(size))
+        elif isinstance(size, int):
             tr.refuse(lab, f"is reshaped to the literal size {list(shape)} in {tr.where()}")
             return
 
@@ -291,7 +485,7 @@ def _couple_split(tr, op, x, lab, outputs, out_labels, sections=None):
             tr.block(lab, f"is split into unequal sections by {op} in {tr.where()}")
         return
     split_axes = [ax for ax in range(x.ndim) if shapes[0][ax] != x.shape[ax]]
-    if (isinstance(sections, (list, tuple)) and any(_is_literal(n) for n in sections)
+    if (isinstance(sections, (list, tuple)) and any(is_literal(n) for n in sections)
             and L.varies_along(lab, split_axes)):
         tr.refuse(lab, f"is split into the literal sections {list(sections)} by {op} "
                        f"in {tr.where()}")
@@ -354,3 +548,5 @@ OP_HANDLERS = {}
 OP_HANDLERS.update({op: _movement for op in L.MOVEMENT})
 OP_HANDLERS.update({op: _spatial for op in L.SPATIAL})
 OP_HANDLERS.update({op: _reduction for op in L.REDUCTION})
+OP_HANDLERS["concat"] = _concat
+OP_HANDLERS["matmul"] = _matmul

@@ -42,11 +42,12 @@ import numpy as np
 import paddle
 
 from slim_callbacks.core.errors import SlimError
-from slim_callbacks.core.paddle_utils import preserved_state, unwrap
+from slim_callbacks.core.paddle_utils import is_known_layer, layer_table, preserved_state, unwrap
 from slim_callbacks.tracing import labels as L
 from slim_callbacks.tracing.groups import ChannelGroup, MemberRecord, UnionFind, build_groups
 from slim_callbacks.tracing.layer_rules import hooks
 from slim_callbacks.tracing.op_rules import intercept, tensors_in
+from slim_callbacks.tracing.sizes import DERIVED, tagged_attributes
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def trace(network: paddle.nn.Layer, input_shape: Sequence[int]) -> DependencyGra
     with preserved_state(network):
         x = paddle.randn([int(d) for d in input_shape], dtype="float32")
         x.stop_gradient = False
-        with hooks(network, tracer), intercept(tracer):
+        with hooks(network, tracer), intercept(tracer), tagged_attributes(tracer.layers):
             for training in (False, True):
                 tracer.start_pass()
                 tracer.set_labels(x, L.zeros(x.ndim))
@@ -122,22 +123,27 @@ class Tracer:
         self.producer_names: List[str] = []
         self.layer_first_atom: Dict[str, int] = {}
         self.tensor_labels: Dict[int, tuple] = {}
+        self.origins: Dict[int, tuple] = {}  # id -> (tensor, layer, attr, axis of each param axis)
         self.node_labels: Dict[int, np.ndarray] = {}
         self.records: List[MemberRecord] = []
         self.blocked: Dict[int, str] = {}
         self.block_sites: Dict[int, Tuple[str, str]] = {}  # atom -> (op or layer type, where)
+        self.approximations: Dict[int, str] = {}  # atom -> why removing it is not exact
+        self.sizes: Dict[Tuple[str, str], np.ndarray] = {}  # attribute -> atoms it counts
+        self.size_conflicts: set = set()
+        self.size_values: Dict[Tuple[str, str], int] = {}
         self.site: Optional[Tuple[str, str]] = None  # the op or layer being mapped now
         self.warned: set = set()
         self.seen_records: set = set()
         self.unknown_ops: Dict[str, None] = {}
         self.stack: List[str] = []
         self.quiet = 0  # > 0 inside a known layer or while computing labels
-        self.layers = dict(network.named_sublayers())
+        self.layers = layer_table(network)  # "" is the network itself
         self.names = {id(layer): name for name, layer in self.layers.items()}
         self.layer_order = {name: i for i, name in enumerate(self.names.values())}
         self.layer_types: Dict[str, str] = {}
         self.param_names = {p.name: (name, attr)
-                            for name, layer in network.named_sublayers()
+                            for name, layer in self.layers.items()
                             for attr, p in layer._parameters.items() if p is not None}
 
     def start_pass(self) -> None:
@@ -145,6 +151,7 @@ class Tracer:
         may be reused); atoms, unions, records and blocks carry over."""
         self.tensor_labels.clear()
         self.node_labels.clear()
+        self.origins.clear()
 
     # -- labels of tensors ---------------------------------------------------
     def set_labels(self, tensor, labels: np.ndarray) -> None:
@@ -154,6 +161,27 @@ class Tracer:
         node = tensor.grad_fn
         if node is not None:
             self.node_labels[node.node_ptr()] = labels
+
+    # -- free parameters and their views ---------------------------------------
+    def origin_of(self, tensor) -> Optional[Tuple[str, str, List[Optional[int]]]]:
+        """``(layer, attr, axes)`` if ``tensor`` is a free parameter (one owned by a
+        layer the engine does not handle itself, such as a class token or LayerScale's
+        ``gamma``) or a view of one (``expand``, ``cast``, ``w[:, None, None]``);
+        ``axes[i]`` is the tensor axis that holds the parameter's axis ``i``."""
+        entry = self.origins.get(id(tensor))
+        if entry is not None and entry[0] is tensor:
+            return entry[1:]
+        owner = self.param_names.get(getattr(tensor, "name", None))
+        if owner is None:
+            return None
+        layer, attr = owner
+        module = self.layers[layer]
+        if module._parameters.get(attr) is not tensor or is_known_layer(module):
+            return None
+        return layer, attr, list(range(tensor.ndim))
+
+    def set_origin(self, tensor, layer: str, attr: str, axes: List[Optional[int]]) -> None:
+        self.origins[id(tensor)] = (tensor, layer, attr, axes)
 
     def labels_of(self, tensor) -> np.ndarray:
         entry = self.tensor_labels.get(id(tensor))
@@ -190,6 +218,12 @@ class Tracer:
                 self.blocked[int(atom)] = reason
                 self.block_sites[int(atom)] = site
 
+    def approximate(self, labels: np.ndarray, reason: str) -> None:
+        """Marks channels whose removal changes the outputs even when they are dead
+        (a normalization over them); the first reason of an atom wins."""
+        for atom in L.atoms(labels):
+            self.approximations.setdefault(int(atom), reason)
+
     def refuse(self, labels: np.ndarray, reason: str) -> None:
         """Blocks channels for a reason that deserves a warning (once per reason)."""
         if L.atoms(labels).size and reason not in self.warned:
@@ -209,7 +243,7 @@ class Tracer:
             self.block(lab, f"flows into op {op!r} in {self.where()}, which the tracer cannot map")
 
     def where(self) -> str:
-        return self.stack[-1] if self.stack else TOP_LEVEL
+        return self.stack[-1] if self.stack and self.stack[-1] else TOP_LEVEL
 
     # -- producers -----------------------------------------------------------
     def producer_atoms(self, name: str, count: int) -> np.ndarray:
@@ -232,13 +266,40 @@ class Tracer:
             self.records.append(MemberRecord(layer, attr, axis, role,
                                              atom_vector[keep], indices[keep]))
 
+    def same_units(self, a: np.ndarray, b: np.ndarray) -> bool:
+        """True if the atoms ``a`` and ``b`` make up the same units (so far)."""
+        roots = lambda atoms: {self.uf.find(int(x)) for x in atoms}  # noqa: E731
+        return roots(a) == roots(b)
+
+    def size_follows(self, owner: Tuple[str, str], atoms: np.ndarray, value: int) -> None:
+        """``owner`` (layer, attribute) of ``value`` sizes the axis of ``atoms`` in a
+        reshape: pruning sets it to the number of their units that stay."""
+        known = self.sizes.setdefault(owner, atoms)
+        self.size_values[owner] = value
+        if not self.same_units(known, atoms):
+            self.size_conflicts.add(owner)
+
+    def _block_sizes_that_cannot_follow(self) -> None:
+        for owner, atoms in self.sizes.items():
+            layer, attr = owner
+            if owner in DERIVED:
+                self.refuse(atoms, f"is sized by {layer}.{attr}, which the code also "
+                                   f"computes with, so it cannot follow pruning")
+            elif owner in self.size_conflicts:
+                self.refuse(atoms, f"is sized by {layer}.{attr}, which also sizes other "
+                                   f"channels")
+            elif len({self.uf.find(int(a)) for a in atoms}) != self.size_values[owner]:
+                self.refuse(atoms, f"is sized by {layer}.{attr} = {self.size_values[owner]}, "
+                                   f"which does not count its channels one for one")
+
     def union_pairs(self, pairs: np.ndarray) -> None:
         for a, b in pairs:
             self.uf.union(int(a), int(b))
 
     def graph(self) -> DependencyGraph:
+        self._block_sizes_that_cannot_follow()
         groups = build_groups(self.uf, np.array(self.atom_layer), self.layer_order,
                               self.producer_names, self.records, self.blocked,
-                              self.block_sites)
+                              self.block_sites, self.approximations, self.sizes)
         return DependencyGraph(groups, self.layer_types, self.param_names,
                                list(self.unknown_ops))

@@ -1,0 +1,141 @@
+"""Sizes in the network's code while tracing: which ones follow pruning, and from what.
+
+A reshape such as ``x.reshape([B, g, C // g, H, W])`` stays valid after pruning only
+if the size that takes a labelled axis's channel count changes with those channels.
+Three kinds of size are told apart:
+
+- :class:`RuntimeSize`: read from ``Tensor.shape`` (or computed from such sizes with
+  ``+ - * //``). It remembers the atoms of the axis it was read from (its *source*),
+  so a size read from one tensor and used to reshape another is recognised: it
+  follows the wrong channels.
+- :class:`AttrSize`: a plain ``int`` attribute of one of the user's layers
+  (``self.head_dim``), tagged for the trace. It can be made to follow: pruning sets
+  the attribute to the new count, unless the code also computes with it (then it is
+  marked *derived* and treated as a literal).
+- any other ``int``: a literal written in the code, fixed.
+
+    >>> size = RuntimeSize(8, np.array([3, 4]))
+    >>> (size // 2).source.tolist(), type(size * AttrSize(2, ("attn", "heads"))).__name__
+    ([3, 4], 'int')
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Iterator, Optional, Set, Tuple
+
+import numpy as np
+
+NO_SOURCE = np.zeros(0, dtype=np.int64)
+
+
+class AttrSize(int):
+    """An ``int`` attribute of a user layer, tagged while tracing: ``owner`` is
+    ``(structural layer name, attribute)``. Arithmetic on it gives a plain ``int`` and
+    records the attribute in :data:`DERIVED` (its value feeds other numbers)."""
+
+    owner: Tuple[str, str]
+
+    def __new__(cls, value: int, owner: Tuple[str, str]):
+        size = super().__new__(cls, value)
+        size.owner = owner
+        return size
+
+
+DERIVED: Set[Tuple[str, str]] = set()  # attributes used in arithmetic during the trace
+
+
+def _attr_arithmetic(name: str):
+    int_method = getattr(int, name)
+
+    def method(self, *other):
+        DERIVED.add(self.owner)
+        return int_method(int(self), *other)
+    return method
+
+
+class RuntimeSize(int):
+    """A size read from ``Tensor.shape`` while tracing, or computed from one with
+    ``+ - * //``; ``source`` holds the atoms of the axis it came from (empty for an
+    axis without channels). Unlike a literal it follows pruning, but only the channels
+    of its source."""
+
+    source: np.ndarray
+
+    def __new__(cls, value: int, source: np.ndarray = NO_SOURCE):
+        size = super().__new__(cls, value)
+        size.source = source
+        return size
+
+
+def _runtime_arithmetic(name: str):
+    int_method = getattr(int, name)
+
+    def method(self, other):
+        if isinstance(other, AttrSize):  # e.g. C // self.num_heads: neither follows alone
+            DERIVED.add(other.owner)
+            return int_method(int(self), int(other))
+        result = int_method(self, other)
+        if type(result) is not int:
+            return result
+        source = self.source
+        if isinstance(other, RuntimeSize) and other.source.size:
+            source = np.union1d(source, other.source)
+        return RuntimeSize(result, source)
+    return method
+
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+              "__floordiv__", "__rfloordiv__"):
+    setattr(RuntimeSize, _name, _runtime_arithmetic(_name))
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+              "__floordiv__", "__rfloordiv__", "__truediv__", "__rtruediv__", "__pow__",
+              "__rpow__", "__mod__", "__rmod__", "__neg__"):
+    setattr(AttrSize, _name, _attr_arithmetic(_name))
+
+
+def is_literal(size) -> bool:
+    """A size fixed in the code: an ``int`` that is not -1, 0, read from a shape or a
+    tagged attribute."""
+    return (isinstance(size, int) and not isinstance(size, (RuntimeSize, AttrSize))
+            and size not in (-1, 0))
+
+
+def source_of(labels: np.ndarray, axis: int) -> np.ndarray:
+    """The atoms a size read from ``axis`` of a tensor with ``labels`` follows."""
+    if labels.shape[axis % labels.ndim] == 1:
+        return NO_SOURCE
+    values = np.unique(labels)
+    return values[values > 0]
+
+
+def is_user_layer(layer) -> bool:
+    """A layer class written outside Paddle (its attributes are the user's)."""
+    return not type(layer).__module__.startswith("paddle.")
+
+
+@contextlib.contextmanager
+def tagged_attributes(layers: Dict[str, object]) -> Iterator[None]:
+    """Replaces every public ``int`` attribute of the user's layers by an
+    :class:`AttrSize` for the block, and clears :data:`DERIVED`; restored afterwards."""
+    tagged = []
+    DERIVED.clear()
+    try:
+        for name, layer in layers.items():
+            if not is_user_layer(layer):
+                continue
+            for attr, value in list(vars(layer).items()):
+                if type(value) is int and not attr.startswith("_"):
+                    vars(layer)[attr] = AttrSize(value, (name, attr))
+                    tagged.append((layer, attr, value))
+        yield
+    finally:
+        for layer, attr, value in tagged:
+            if isinstance(vars(layer).get(attr), AttrSize):
+                vars(layer)[attr] = value
+
+
+def owner_of(size) -> Optional[Tuple[str, str]]:
+    """``(layer, attr)`` of a tagged attribute that was not computed with, else None."""
+    if isinstance(size, AttrSize) and size.owner not in DERIVED:
+        return size.owner
+    return None

@@ -1,0 +1,324 @@
+"""Transformers: LayerNorm, class token and position embedding, attention (issue #12).
+
+The networks are small ones written for these tests. A LayerNorm over pruned channels
+is *approximate* (its statistics are then taken over fewer channels), so the exactness
+check compares the pruned network with the original one whose LayerNorms take their
+statistics over the kept channels only: everything else must match exactly.
+"""
+import contextlib
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+import pytest
+
+from helpers import kill_units, outputs
+from slim_callbacks import count_flops, prune
+from slim_callbacks.tracing.tracer import trace
+
+SHAPE = [1, 3, 16, 16]
+
+
+class Attention(nn.Layer):
+    """Multi-head self-attention that reads its sizes from its own attributes."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.num_heads, self.head_dim = heads, dim // heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n = x.shape[0], x.shape[1]
+        qkv = self.qkv(x).reshape([b, n, 3, self.num_heads, self.head_dim]).transpose([2, 0, 3, 1, 4])
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = F.softmax(q.matmul(k, transpose_y=True) * self.scale, axis=-1)
+        return self.proj(attn.matmul(v).transpose([0, 2, 1, 3]).reshape([b, n, -1]))
+
+
+class Block(nn.Layer):
+    def __init__(self, dim, heads, hidden):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class TinyViT(nn.Layer):
+    """Patches of 8x8 (4 tokens at 16x16), a class token, a position embedding owned
+    by the network itself, two blocks and a head on the class token."""
+
+    def __init__(self, dim=16, heads=2, hidden=32, depth=2, classes=5):
+        super().__init__()
+        self.patch = nn.Conv2D(3, dim, 8, stride=8)
+        self.cls_token = self.create_parameter([1, 1, dim])
+        self.pos_embed = self.create_parameter([1, 5, dim])
+        self.blocks = nn.LayerList([Block(dim, heads, hidden) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose([0, 2, 1])
+        x = paddle.concat([self.cls_token.expand([x.shape[0], -1, -1]), x], axis=1) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x)[:, 0])
+
+
+class ChannelsLastBlock(nn.Layer):
+    """A ConvNeXt-style block: depthwise conv, LayerNorm over channels-last, MLP,
+    LayerScale, residual."""
+
+    def __init__(self, dim=8):
+        super().__init__()
+        self.dw = nn.Conv2D(dim, dim, 3, padding=1, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+        self.gamma = self.create_parameter([dim], default_initializer=nn.initializer.Constant(0.5))
+
+    def forward(self, x):
+        y = self.norm(self.dw(x).transpose([0, 2, 3, 1]))
+        y = self.gamma * self.fc2(F.gelu(self.fc1(y)))
+        return x + y.transpose([0, 3, 1, 2])
+
+
+class TinyConvNeXt(nn.Layer):
+    def __init__(self, dim=8, classes=5):
+        super().__init__()
+        self.stem = nn.Conv2D(3, dim, 4, stride=4)
+        self.blocks = nn.Sequential(ChannelsLastBlock(dim), ChannelsLastBlock(dim))
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean([2, 3]))
+
+
+def randomize(net, seed=0):
+    """Non-trivial values for every parameter (class token, embeddings, LayerNorms)."""
+    rng = np.random.default_rng(seed)
+    for p in net.parameters():
+        p.set_value(rng.normal(0, 0.5, p.shape).astype("float32"))
+
+
+@contextlib.contextmanager
+def layer_norms_over(net, kept):
+    """LayerNorms of ``net`` take their statistics over the channels ``kept[name]``
+    only (the others output 0): what the pruned network computes."""
+    saved = {}
+    for name, layer in net.named_sublayers():
+        if isinstance(layer, nn.LayerNorm) and name in kept:
+            index = paddle.to_tensor(kept[name])
+
+            def forward(x, layer=layer, index=index):
+                part = F.layer_norm(paddle.index_select(x, index, axis=-1), [len(index)],
+                                    paddle.index_select(layer.weight, index),
+                                    paddle.index_select(layer.bias, index), layer._epsilon)
+                out = paddle.zeros_like(x)
+                out[..., index] = part
+                return out
+            saved[name], layer.forward = layer.forward, forward
+    try:
+        yield
+    finally:
+        for name, forward in saved.items():
+            dict(net.named_sublayers())[name].forward = forward
+
+
+def kept_channels(net, graph, dead):
+    """LayerNorm name -> channel indices that survive, from the trace and dead units."""
+    kept = {}
+    for group in graph.prunable_groups():
+        for m in group.members:
+            if m.attr == "weight" and isinstance(dict(net.named_sublayers()).get(m.layer), nn.LayerNorm):
+                gone = m.indices[np.isin(m.units, dead.get(group.name, []))]
+                kept[m.layer] = [i for i in range(net.state_dict()[f"{m.layer}.weight"].shape[0])
+                                 if i not in set(gone.tolist())]
+    return kept
+
+
+@pytest.mark.parametrize("build", [TinyViT, TinyConvNeXt])
+def test_dead_channels_prune_exactly_up_to_layer_norm_statistics(build):
+    paddle.seed(0)
+    net = build()
+    randomize(net)
+    graph = trace(net, SHAPE)
+    dead = kill_units(net, graph, ratio=0.3)
+    x = paddle.randn([2] + SHAPE[1:])
+    with layer_norms_over(net, kept_channels(net, graph, dead)):
+        reference = outputs(net, x)
+    plan = prune(net, SHAPE, 0.3)
+    np.testing.assert_allclose(outputs(net, x), reference, atol=1e-5)
+    assert any(g.get("approximate") for g in plan.groups)
+
+
+def test_vit_embedding_dim_is_one_group_through_tokens_and_norms():
+    net = TinyViT()
+    stream = trace(net, SHAPE).groups[0]
+    owners = {(m.layer, m.attr) for m in stream.members}
+    assert stream.prunable and stream.num_units == 16
+    assert {("", "cls_token"), ("", "pos_embed"), ("norm", "weight"), ("blocks.1.norm2", "bias"),
+            ("blocks.0.attn.qkv", "weight"), ("head", "weight")} <= owners
+    assert "norm1" in stream.approximate
+
+
+def test_pruned_vit_trains_and_shrinks_its_embeddings():
+    paddle.seed(0)
+    net = TinyViT()
+    before = count_flops(net, SHAPE)
+    opt = paddle.optimizer.Momentum(0.01, parameters=net.parameters())
+    prune(net, SHAPE, 0.3, optimizer=opt)
+    assert net.cls_token.shape == [1, 1, 11] and net.pos_embed.shape == [1, 5, 11]
+    assert net.norm._normalized_shape == [11] and net.blocks[0].norm1.weight.shape == [11]
+    assert count_flops(net, SHAPE) < 0.75 * before
+    x, y = paddle.randn([8] + SHAPE[1:]), paddle.randint(0, 5, [8])
+    losses = []
+    for _ in range(5):
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0]
+
+
+def test_concat_with_a_fixed_tensor_blocks_the_channels_it_meets():
+    class FixedToken(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(4, 8)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x):
+            token = paddle.ones([x.shape[0], 1, 8])   # not a parameter: its 8 is fixed
+            return self.head(paddle.concat([token, self.proj(x)], axis=1))
+
+    group = trace(FixedToken(), [1, 3, 4]).groups[0]
+    assert not group.prunable and "concatenated with a tensor of fixed size" in group.blocked
+
+
+def test_head_dim_follows_pruning_and_the_plan_replays_it():
+    paddle.seed(0)
+    net = TinyViT()
+    randomize(net)
+    graph = trace(net, SHAPE)
+    qkv = next(g for g in graph.groups if g.name == "blocks.0.attn.qkv")
+    assert qkv.prunable and [(s.layer, s.attr) for s in qkv.sizes] == [("blocks.0.attn", "head_dim")]
+    x = paddle.randn([2] + SHAPE[1:])
+    plan = prune(net, SHAPE, {"blocks.*.attn.qkv": 0.5})
+    assert plan.attrs == {("blocks.0.attn", "head_dim"): (8, 4), ("blocks.1.attn", "head_dim"): (8, 4)}
+    assert net.blocks[0].attn.head_dim == 4 and net.blocks[0].attn.qkv.weight.shape == [16, 24]
+    again = TinyViT()
+    again.set_state_dict(dict(zip(again.state_dict(), [p.numpy() for p in TinyViT().parameters()])))
+    replayed = type(plan).from_dict(plan.to_dict())
+    assert replayed.attrs == plan.attrs
+    fresh = TinyViT()
+    replayed.apply(fresh, input_shape=SHAPE)
+    fresh.set_state_dict(net.state_dict())
+    assert fresh.blocks[1].attn.head_dim == 4
+    np.testing.assert_allclose(outputs(fresh, x), outputs(net, x), atol=1e-6)
+
+
+def test_dead_head_dims_prune_exactly():
+    """Only the attention groups: no LayerNorm is involved, so removal is exact."""
+    paddle.seed(0)
+    net = TinyViT()
+    randomize(net)
+    graph = trace(net, SHAPE)
+    for name in ("blocks.0.attn.qkv", "blocks.1.attn.qkv"):
+        kill_units(net, graph, ratio=0.5, only=name)
+    x = paddle.randn([2] + SHAPE[1:])
+    before = outputs(net, x)
+    prune(net, SHAPE, {"blocks.*.attn.qkv": 0.5})
+    np.testing.assert_allclose(outputs(net, x), before, atol=1e-5)
+
+
+class RuntimeScaledAttention(Attention):
+    """Computes its scale from ``head_dim`` at run time: pruning head_dim would change it."""
+
+    def forward(self, x):
+        self.scale = self.head_dim ** -0.5
+        return super().forward(x)
+
+
+class SizesFromTheInput(Attention):
+    """Sizes from the input's shape (``C // self.num_heads``): they follow the
+    embedding width, not the attention's own channels."""
+
+    def forward(self, x):
+        n, c = x.shape[1], x.shape[2]
+        qkv = self.qkv(x).reshape([-1, n, 3, self.num_heads, c // self.num_heads]).transpose([2, 0, 3, 1, 4])
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = F.softmax(q.matmul(k, transpose_y=True) * self.scale, axis=-1)
+        return self.proj(attn.matmul(v).transpose([0, 2, 1, 3]).reshape([-1, n, c]))
+
+
+@pytest.mark.parametrize("attention, reason", [
+    (RuntimeScaledAttention, "which the code also computes with"),
+    (SizesFromTheInput, "literal size"),
+])
+def test_sizes_that_cannot_follow_block_the_heads(attention, reason):
+    paddle.seed(0)
+    net = TinyViT()
+    for block in net.blocks:
+        block.attn = attention(16, 2)
+    graph = trace(net, SHAPE)
+    qkv = next(g for g in graph.groups if g.name == "blocks.0.attn.qkv")
+    assert not qkv.prunable and reason in qkv.blocked
+    prune(net, SHAPE, 0.3)   # whatever stays prunable prunes and the network still runs
+    assert net(paddle.randn([2] + SHAPE[1:])).shape == [2, 5]
+
+
+def test_size_read_from_another_tensor_blocks_both():
+    """``reshape([-1, n, c])`` with ``c`` read from the block's input: the attention's
+    output width must stay equal to the embedding width, so neither is pruned."""
+    paddle.seed(0)
+    net = TinyViT()
+    for block in net.blocks:
+        block.attn = SizesFromTheInput(16, 2)
+    stream = trace(net, SHAPE).groups[0]
+    assert not stream.prunable and "sizes another tensor" in stream.blocked
+
+
+class GramNet(nn.Layer):
+    """Channel attention through a Gram matrix: x^T x pairs every channel with every other."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(4, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        y = self.proj(x)                       # [B, N, 8]
+        gram = y.matmul(y, transpose_x=True)   # [B, 8, 8]
+        return self.head(gram.mean(1))
+
+
+def test_matmul_pairing_different_channels_in_one_element_blocks_them():
+    group = trace(GramNet(), [1, 3, 4]).groups[0]
+    assert not group.prunable and "meets other channels" in group.blocked
+
+
+class FunctionalLinear(nn.Layer):
+    """``x @ self.w`` with a free parameter: the parameter's rows follow x's channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(4, 8)
+        self.w = self.create_parameter([8, 3])
+
+    def forward(self, x):
+        return F.relu(self.proj(x)).matmul(self.w)
+
+
+def test_functional_linear_with_a_free_parameter_prunes_exactly():
+    from helpers import assert_dead_channels_prune_exactly
+    net = FunctionalLinear()
+    randomize(net)
+    assert_dead_channels_prune_exactly(net, [1, 2, 4], 0.5)
+    assert net.w.shape == [4, 3] and net.proj.weight.shape == [4, 4]
