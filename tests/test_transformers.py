@@ -322,3 +322,33 @@ def test_functional_linear_with_a_free_parameter_prunes_exactly():
     randomize(net)
     assert_dead_channels_prune_exactly(net, [1, 2, 4], 0.5)
     assert net.w.shape == [4, 3] and net.proj.weight.shape == [4, 4]
+
+
+class ShiftedWindows(nn.Layer):
+    """Swin's shift: roll a channels-last map along H and W, then an MLP on channels."""
+
+    def __init__(self, pick_channels=False):
+        super().__init__()
+        self.pick_channels = pick_channels
+        self.proj = nn.Conv2D(3, 8, 1)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        y = self.proj(x).transpose([0, 2, 3, 1])
+        y = paddle.roll(y, shifts=(-1, -1), axis=(1, 2))
+        if self.pick_channels:
+            y = paddle.index_select(y, paddle.to_tensor([7, 6, 5, 4, 3, 2, 1, 0]), axis=3)
+        return self.fc(F.relu(y)).mean([1, 2])
+
+
+def test_roll_along_spatial_axes_passes_channels_and_prunes_exactly():
+    from helpers import assert_dead_channels_prune_exactly
+    net = ShiftedWindows()
+    randomize(net)
+    assert_dead_channels_prune_exactly(net, [1, 3, 4, 4], 0.5)
+    assert net.proj.weight.shape[0] == 4
+
+
+def test_index_select_along_channels_blocks_them():
+    group = trace(ShiftedWindows(pick_channels=True), [1, 3, 4, 4]).groups[0]
+    assert not group.prunable and "picked by index_select" in group.blocked

@@ -434,6 +434,26 @@ def _adopt_recorded(tr, origin, tensor_axis, vector):
     return vector
 
 
+def _along_fixed_axes(tr, op, func, args, kwargs, inputs, in_labels, outputs):
+    """``roll``, ``index_select``, ``gather``, ``flip``: positions move or are picked
+    along some axes by fixed amounts or indices. Channels pass through if they do not
+    vary along those axes (Swin's shifted windows roll H and W); otherwise the fixed
+    numbers would pick other channels once some are removed."""
+    x, lab, out = inputs[0], in_labels[0], outputs[0]
+    axes = kwargs.get("axis", args[_AXIS_ARG[op]] if len(args) > _AXIS_ARG[op] else None)
+    if isinstance(axes, paddle.Tensor):
+        axes = axes.tolist()
+    axes = list(range(x.ndim)) if axes is None else axes if isinstance(axes, (list, tuple)) else [axes]
+    if out.ndim != x.ndim or L.varies_along(lab, [int(a) for a in axes]):
+        tr.refuse(lab, f"is moved or picked by {op} along its channel axis in {tr.where()}")
+        tr.set_labels(out, L.zeros(out.ndim))
+        return
+    tr.set_labels(out, lab)
+
+
+_AXIS_ARG = {"roll": 2, "index_select": 2, "gather": 2, "flip": 1}
+
+
 def _block_literal_sizes(tr, shape, x, lab, y):
     """``reshape(x, [B, 64, H, W])`` or ``[-1, 2048]``: the size on the axis that takes
     a labelled axis's channel count must follow pruning, or those channels stay. That
@@ -550,3 +570,4 @@ OP_HANDLERS.update({op: _spatial for op in L.SPATIAL})
 OP_HANDLERS.update({op: _reduction for op in L.REDUCTION})
 OP_HANDLERS["concat"] = _concat
 OP_HANDLERS["matmul"] = _matmul
+OP_HANDLERS.update({op: _along_fixed_axes for op in _AXIS_ARG})
