@@ -5,7 +5,8 @@
 ``Tensor.shape`` return :class:`RuntimeSize` values. Each op's output labels then
 come from one rule: elementwise and binary (broadcast) ops, movement ops (applied to
 the labels themselves, with reshape and split coupling), spatial resampling and
-reductions. An op without a rule blocks the channels that flow into it.
+reductions. An op without a rule blocks the channels that flow into it;
+:func:`register_op` gives an op one of these rules (or a handler of its own).
 """
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import numpy as np
 import paddle
 from paddle import _C_ops
 
-from slim_callbacks.core.paddle_utils import is_known_layer
+from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.tracing import labels as L
 from slim_callbacks.tracing.groups import CHANNEL
+from slim_callbacks.tracing.kinds import is_known_layer
 
 BINARY_DUNDERS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
                   "__truediv__", "__rtruediv__", "__floordiv__", "__mod__", "__pow__")
@@ -138,7 +140,9 @@ def _propagate(tr, op: str, func, args, kwargs, out) -> None:
             tr.set_labels(t, L.zeros(t.ndim))
         return
     handler = OP_HANDLERS.get(op)
-    if op in L.ELEMENTWISE or op in L.SHAPE_LIKE:
+    if op in REGISTERED_OPS:
+        handler = REGISTERED_OPS[op]
+    elif op in L.ELEMENTWISE or op in L.SHAPE_LIKE:
         handler = _elementwise
     elif op in L.BINARY:
         handler = _binary
@@ -354,3 +358,41 @@ OP_HANDLERS = {}
 OP_HANDLERS.update({op: _movement for op in L.MOVEMENT})
 OP_HANDLERS.update({op: _spatial for op in L.SPATIAL})
 OP_HANDLERS.update({op: _reduction for op in L.REDUCTION})
+
+RULES = {"elementwise": _elementwise, "binary": _binary, "movement": _movement,
+         "spatial": _spatial, "reduction": _reduction}
+REGISTERED_OPS = {}  # op -> handler, looked up before the built-in rules
+
+
+def op_names() -> list:
+    """Every op name the tracer intercepts (``_C_ops`` functions, Tensor operators)."""
+    names = {name.rstrip("_") or name for name in dir(_C_ops) if not name.startswith("_")}
+    return sorted(names | set(OTHER_DUNDERS.values()) | {"add"})
+
+
+def register_op(op: str, rule) -> None:
+    """Tells the tracer how an op maps channels, e.g. ``register_op("sinh", "elementwise")``.
+
+    Args:
+        op: a ``paddle._C_ops`` function name without a trailing ``_`` (what the
+            tracer's warnings name), e.g. ``"sinh"``.
+        rule: ``"elementwise"`` (output element i from input element i, same
+            shape), ``"binary"`` (broadcast operands, their channels coupled),
+            ``"movement"`` (the op only moves elements: it is applied to the labels),
+            ``"spatial"`` (per channel plane, along a ``data_format`` axis),
+            ``"reduction"`` (along ``axis``), or a handler ``(tracer, op, func, args,
+            kwargs, inputs, in_labels, outputs)``.
+
+    Raises:
+        ConfigError: an op the tracer never sees, or an unknown rule.
+
+    Example:
+        >>> register_op("sinh", "elementwise")
+        >>> REGISTERED_OPS["sinh"] is RULES["elementwise"]
+        True
+    """
+    if not isinstance(op, str) or op not in op_names():
+        raise ConfigError("op", op, "a paddle._C_ops function name, e.g. roll or index_select")
+    if not callable(rule) and rule not in RULES:
+        raise ConfigError("rule", rule, f"one of {', '.join(RULES)} or a handler callable")
+    REGISTERED_OPS[op] = rule if callable(rule) else RULES[rule]
