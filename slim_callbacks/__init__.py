@@ -53,6 +53,8 @@ from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.engine.planner import plan_pruning, prune
 from slim_callbacks.engine.taylor import TaylorImportance
 from slim_callbacks.tracing.groups import ChannelGroup
+from slim_callbacks.tracing.kinds import LayerKind, register_layer
+from slim_callbacks.tracing.op_rules import register_op
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
 __version__ = "0.1.0"
@@ -60,7 +62,7 @@ __all__ = [
     # errors
     "ConfigError", "SlimError",
     # tracing: coupled channel groups
-    "ChannelGroup", "DependencyGraph", "trace",
+    "ChannelGroup", "DependencyGraph", "LayerKind", "register_layer", "register_op", "trace",
     # engine: criteria, plans, pruning
     "CRITERIA", "Criterion", "PruningPlan", "get_criterion", "plan_pruning", "prune",
     "TaylorImportance", "register_criterion",

@@ -57,6 +57,22 @@ def assert_dead_channels_prune_exactly(net, shape, ratio=0.3):
     return plan
 
 
+def momentum_losses(net, shape, steps=3, lr=0.1, classes=4):
+    """Losses of ``steps`` Momentum steps in train mode on one random batch of
+    ``classes`` examples (a pruned network must still learn it)."""
+    optimizer = paddle.optimizer.Momentum(lr, parameters=net.parameters())
+    net.train()
+    x, labels = paddle.randn([classes] + list(shape[1:])), paddle.arange(classes)
+    losses = []
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(net(x), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        losses.append(float(loss))
+    return losses
+
+
 def snapshot(net, optimizer=None):
     """Copies of every state_dict tensor and optimizer accumulator."""
     state = {k: v.numpy().copy() for k, v in net.state_dict().items()}

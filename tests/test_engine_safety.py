@@ -188,20 +188,29 @@ class Reshapes(nn.Layer):
         b, c, h, w = y.shape
         if self.through_flatten:
             y = y.flatten(2)  # [B, C, H*W], as attention blocks do
-        shape = [b, self.dim if self.literal else c, h, w]
+        shape = [b, (8 if self.literal == "number" else self.dim) if self.literal else c, h, w]
         y = y.reshape(*shape) if self.varargs else y.reshape(shape)
         return self.c(y)
 
 
 @pytest.mark.parametrize("through_flatten, varargs", [(False, False), (True, False), (False, True)])
 def test_reshape_to_a_literal_channel_count_is_blocked(through_flatten, varargs, caplog):
-    net = Reshapes(literal=True, through_flatten=through_flatten, varargs=varargs)
+    net = Reshapes(literal="number", through_flatten=through_flatten, varargs=varargs)
     with caplog.at_level(logging.WARNING, logger="slim_callbacks.tracing.tracer"):
         graph = trace(net, [1, 3, 4, 4])
     assert "literal size [1, 8, 4, 4]" in group_named(graph, "a").blocked
     assert len([r for r in caplog.records if "literal size" in r.getMessage()]) == 1
     prune(net, [1, 3, 4, 4], 0.5)
     assert net.a._out_channels == 8
+
+
+@pytest.mark.parametrize("through_flatten", [False, True])
+def test_reshape_to_a_layer_attribute_follows_pruning(through_flatten):
+    """``self.dim`` is set to the new channel count (a tagged attribute, see
+    tracing/sizes.py); the prune is exact."""
+    net = Reshapes(literal="attribute", through_flatten=through_flatten)
+    plan = assert_dead_channels_prune_exactly(net, [1, 3, 4, 4], 0.5)
+    assert net.dim == 4 and plan.attrs == {("", "dim"): (8, 4)}
 
 
 @pytest.mark.parametrize("through_flatten", [False, True])

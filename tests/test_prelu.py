@@ -2,7 +2,7 @@
 import numpy as np
 import paddle
 import paddle.nn as nn
-from helpers import assert_dead_channels_prune_exactly
+from helpers import assert_dead_channels_prune_exactly, momentum_losses
 
 from slim_callbacks import prune, trace
 from slim_callbacks.analysis.flops import count_flops
@@ -53,16 +53,7 @@ def test_pruned_prelu_network_trains_with_momentum():
     paddle.seed(0)
     net = PReLUNet()
     prune(net, SHAPE, 0.5)
-    optimizer = paddle.optimizer.Momentum(0.1, parameters=net.parameters())
-    net.train()
-    x, labels = paddle.randn([4, 3, 8, 8]), paddle.to_tensor([0, 1, 2, 3])
-    losses = []
-    for _ in range(3):
-        loss = nn.functional.cross_entropy(net(x), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.clear_grad()
-        losses.append(float(loss))
+    losses = momentum_losses(net, SHAPE)
     assert losses[-1] < losses[0]
 
 

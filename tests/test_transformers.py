@@ -12,8 +12,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
-
 from helpers import kill_units, outputs
+
 from slim_callbacks import count_flops, prune
 from slim_callbacks.tracing.tracer import trace
 

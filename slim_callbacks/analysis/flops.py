@@ -9,7 +9,9 @@ are per sample: the batch dimension of ``input_shape`` is divided out.
 Conventions (see :func:`count_flops`):
 
 * ``macs``: one multiply-add = 1, for convolutions (1-D, 2-D and 3-D, transposed or
-  not) and Linear only (biases not counted). A transposed conv does ``H_in * W_in * C_in * (C_out / groups) * Kh * Kw``.
+  not), Linear and registered layer kinds with ``macs`` (see
+  :mod:`slim_callbacks.tracing.kinds`) only (biases not counted). A transposed conv
+  does ``H_in * W_in * C_in * (C_out / groups) * Kh * Kw``.
 * ``flops``: 2 x ``macs``.
 * ``paddleslim_legacy``: PaddleSlim's legacy ``fluid.contrib.slim`` counter, the one
   behind the "1.11 GFLOPs" of PaddleSlim's MobileNetV1 table (1,113,234,132 at 224):
@@ -44,7 +46,8 @@ import paddle.nn as nn
 
 from slim_callbacks.core.checks import is_int
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.core.paddle_utils import is_batch_norm, is_conv, is_linear, is_transposed_conv, modes_restored
+from slim_callbacks.core.paddle_utils import modes_restored
+from slim_callbacks.tracing.kinds import LayerKind, kind_of
 
 logger = logging.getLogger(__name__)
 
@@ -95,29 +98,8 @@ def _spatial(tensor, data_format: str) -> Tuple[int, int]:
     return (shape[1], shape[2]) if data_format == "NHWC" else (shape[2], shape[3])
 
 
-def _conv_counts(layer, inputs, output) -> Counts:
-    """Conv1D/2D/3D: output elements x (C_in / groups * kernel size) MACs; legacy divides by
-    groups again."""
-    per_output = math.prod(layer.weight.shape[1:])  # C_in / groups * K1 * ... * Kd
-    out = _numel(output)
-    # out = N * H * W * C_out and groups divides C_out: the legacy count stays an integer.
-    return out * per_output, 2 * (out // layer._groups) * per_output
-
-
-def _transposed_conv_counts(layer, inputs, output) -> Counts:
-    """Conv1D/2D/3DTranspose: input elements x (C_out / groups * kernel size) MACs."""
-    macs = _numel(inputs[0]) * math.prod(layer.weight.shape[1:])
-    return macs, 2 * macs
-
-
-def _linear_counts(layer, inputs, output) -> Counts:
-    """Linear: in * out MACs per row (rows = every output element / out)."""
-    macs = _numel(output) * layer.weight.shape[0]
-    return macs, 2 * macs
-
-
 def _elementwise_counts(layer, inputs, output) -> Counts:
-    """BatchNorm, ReLU, Sigmoid: legacy 1 per input element."""
+    """ReLU, Sigmoid: legacy 1 per input element (BatchNorm: its kind says the same)."""
     return 0, _numel(inputs[0])
 
 
@@ -141,28 +123,38 @@ def _adaptive_pool_counts(layer, inputs, output) -> Counts:
     return 0, _numel(output) * kernel
 
 
-# (is this kind?, counter), first match wins
-_COUNTERS = (
-    (is_transposed_conv, _transposed_conv_counts),
-    (is_conv, _conv_counts),
-    (is_linear, _linear_counts),
-    (lambda layer: is_batch_norm(layer) or isinstance(layer, _ELEMENTWISE), _elementwise_counts),
+# Legacy-only counts of layers that are no layer kind (first match wins); every kind of
+# slim_callbacks.tracing.kinds counts its own MACs and legacy FLOPs.
+_LEGACY_COUNTERS = (
+    (lambda layer: isinstance(layer, _ELEMENTWISE), _elementwise_counts),
     (lambda layer: isinstance(layer, _POOLS), _pool_counts),
     (lambda layer: isinstance(layer, _ADAPTIVE_POOLS), _adaptive_pool_counts),
 )
 
 
+def _kind_counter(kind: LayerKind) -> Callable:
+    def counts(layer, inputs, output) -> Counts:
+        legacy = kind.legacy_flops(layer, inputs, output) if kind.legacy_flops else 0
+        return kind.count_macs(layer, inputs, output), legacy
+    return counts
+
+
 def _counter_for(layer) -> Callable | None:
-    for kind, counter in _COUNTERS:
-        if kind(layer):
+    kind = kind_of(layer)
+    if kind is not None and (kind.counts_macs() or kind.legacy_flops is not None):
+        return _kind_counter(kind)
+    for match, counter in _LEGACY_COUNTERS:
+        if match(layer):
             return counter
     return None
 
 
-
 def counts_macs(layer) -> bool:
-    """A layer the ``macs`` convention counts: a Conv1D/2D/3D (transposed or not) or Linear."""
-    return _counter_for(layer) in (_conv_counts, _transposed_conv_counts, _linear_counts)
+    """A layer the ``macs`` convention counts: a Conv1D/2D/3D (transposed or not), Linear,
+    or a registered kind with ``macs``."""
+    kind = kind_of(layer)
+    return kind is not None and kind.counts_macs()
+
 
 # ------------------------------------------------------------------------ counting pass
 
@@ -329,7 +321,8 @@ def _size_mb(params: int) -> float:
 
 
 def layer_widths(network) -> Dict[str, int]:
-    """Output channels of every Conv2D / Conv2DTranspose and features of every Linear.
+    """Output channels of every conv (1-D, 2-D, 3-D, transposed or not) and features of
+    every Linear (every layer kind with a ``width``).
 
     Args:
         network: a ``paddle.nn.Layer``.
@@ -347,12 +340,9 @@ def layer_widths(network) -> Dict[str, int]:
     _require_layer(network)
     widths = {}
     for name, layer in network.named_sublayers():
-        if isinstance(layer, nn.Conv2D):
-            widths[name] = int(layer.weight.shape[0])
-        elif isinstance(layer, nn.Conv2DTranspose):
-            widths[name] = int(layer.weight.shape[1] * layer._groups)
-        elif is_linear(layer):
-            widths[name] = int(layer.weight.shape[1])
+        kind = kind_of(layer)
+        if kind is not None and kind.width is not None:
+            widths[name] = int(kind.width(layer))
     return widths
 
 

@@ -15,6 +15,7 @@ import paddle
 
 from slim_callbacks.engine.surgery import apply_cuts, set_storage
 from slim_callbacks.tracing.groups import IN, ChannelGroup
+from slim_callbacks.tracing.kinds import channel_attributes
 
 
 class NetworkState:
@@ -94,9 +95,7 @@ class GroupPrune:
     def __init__(self, group: ChannelGroup, layers: Mapping[str, paddle.nn.Layer]):
         self.group, self.layers = group, layers
         self.saved = saved_params(group.members, layers)
-        self.attrs = {name: {k: v for k, v in vars(layers[name]).items()
-                             if k in ("_in_channels", "_out_channels", "_groups", "_num_features")}
-                      for name in group.layers()}
+        self.attrs = {name: channel_attributes(layers[name]) for name in group.layers()}
 
     def cuts(self, units: np.ndarray) -> Dict[Tuple[str, str], Dict[int, np.ndarray]]:
         """The same kept indices :func:`plan_pruning` gives for these units."""

@@ -35,11 +35,9 @@ import numpy as np
 from slim_callbacks.core.checks import check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.engine.surgery import set_storage
+from slim_callbacks.tracing.kinds import channel_attributes
 
 logger = logging.getLogger(__name__)
-
-CHANNEL_ATTRS = ("_in_channels", "_out_channels", "_groups", "_num_features", "_num_parameters")
-
 
 def _optimizer_tensors(optimizer) -> List:
     if optimizer is None:
@@ -60,8 +58,7 @@ class Snapshot:
     @classmethod
     def take(cls, network, optimizer, state: Dict[str, Any]) -> "Snapshot":
         tensors = list(network.state_dict().values()) + _optimizer_tensors(optimizer)
-        attrs = [(layer, {k: v for k, v in vars(layer).items() if k in CHANNEL_ATTRS})
-                 for layer in network.sublayers()]
+        attrs = [(layer, channel_attributes(layer)) for layer in network.sublayers()]
         return cls([(t, t.numpy().copy()) for t in tensors], attrs, copy.deepcopy(state))
 
     def restore(self) -> Dict[str, Any]:

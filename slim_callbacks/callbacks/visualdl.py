@@ -51,6 +51,7 @@ from slim_callbacks.callbacks.bn_l1 import abs_gammas
 from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.core.paddle_utils import is_rank0, model_input_shape, unwrap
+from slim_callbacks.tracing.kinds import kind_of
 
 logger = logging.getLogger(__name__)
 
@@ -179,10 +180,9 @@ class VisualDLLogger(paddle.callbacks.Callback):
             self._add("pruning/achieved_ratio", epoch, state.achieved_ratio)
             layers = dict(net.named_sublayers())
             for name in state.pruned_layers:
-                weight = getattr(layers.get(name), "weight", None)
-                if weight is not None:
-                    axis = 1 if isinstance(layers[name], paddle.nn.Linear) else 0
-                    self._add(f"widths/{name}", epoch, weight.shape[axis])
+                kind = kind_of(layers[name]) if name in layers else None
+                if kind is not None and kind.width is not None:
+                    self._add(f"widths/{name}", epoch, kind.width(layers[name]))
         allg = abs_gammas(net)
         if allg is not None:
             self._add("bn/gamma_below_1e-2", epoch, float((allg < 1e-2).mean()))

@@ -6,7 +6,7 @@ may move between releases goes through here, so a Paddle upgrade is one file to 
 Example:
     >>> import paddle
     >>> conv = paddle.nn.Conv2D(3, 8, 3)
-    >>> is_conv(conv), is_transposed_conv(conv), is_known_layer(paddle.nn.ReLU())
+    >>> is_conv(conv), is_transposed_conv(conv), is_linear(conv)
     (True, False, False)
     >>> net = paddle.nn.Sequential(conv, paddle.nn.BatchNorm2D(8))
     >>> with preserved_state(net):
@@ -67,13 +67,6 @@ def is_prelu(layer) -> bool:
 def is_layer_norm(layer) -> bool:
     """``paddle.nn.LayerNorm``: normalizes over its last axes (``_normalized_shape``)."""
     return isinstance(layer, paddle.nn.LayerNorm)
-
-
-def is_known_layer(layer) -> bool:
-    """A layer whose channels the engine handles itself (conv, Linear, BatchNorm, PReLU,
-    LayerNorm)."""
-    return (is_conv(layer) or is_linear(layer) or is_batch_norm(layer) or is_prelu(layer)
-            or is_layer_norm(layer))
 
 
 @contextlib.contextmanager

@@ -4,26 +4,22 @@ Parameters keep their identity (the optimizer built by ``paddle.Model.prepare`` 
 these very objects): their storage is replaced with the kept slices. Every optimizer
 accumulator and master weight shaped like the old parameter is sliced the same way
 (Momentum's velocity, Adam's moments), because a stale Momentum velocity is silently
-reused and a stale Adam moment fails. Gradients are dropped. Conv/BatchNorm attributes
-follow the new shapes so ``print(net)``, ``paddle.summary`` and ``paddle.jit.save`` are
+reused and a stale Adam moment fails. Gradients are dropped. Channel attributes
+(a conv's ``_in_channels``/``_out_channels``/``_groups``, a BatchNorm's ``_num_features``,
+whatever a registered kind lists; see :mod:`slim_callbacks.tracing.kinds`) follow the
+new shapes so ``print(net)``, ``paddle.summary`` and ``paddle.jit.save`` are
 true. Nothing full-size is kept.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import numpy as np
 import paddle
 
-from slim_callbacks.core.paddle_utils import (
-    is_batch_norm,
-    is_conv,
-    is_layer_norm,
-    is_prelu,
-    is_transposed_conv,
-)
+from slim_callbacks.tracing.kinds import channel_attributes, sync_attributes
 
 logger = logging.getLogger(__name__)
 
@@ -63,35 +59,6 @@ def optimizer_states(optimizer, param) -> Iterator[paddle.Tensor]:
         yield master
 
 
-def conv_attributes(layer) -> dict:
-    return {k: getattr(layer, k) for k in ("_in_channels", "_out_channels", "_groups")}
-
-
-def update_attributes(layer, before: Optional[dict]) -> None:
-    """Makes a layer's channel attributes match its (new) weight shapes.
-
-    A conv weight is ``[C_out, C_in / groups, k...]``, a transposed conv's
-    ``[C_in, C_out / groups, k...]``; a depthwise conv keeps ``groups == C_in``.
-    """
-    if is_conv(layer):
-        depthwise = before["_groups"] > 1 and before["_groups"] == before["_in_channels"]
-        shape = layer.weight.shape
-        if is_transposed_conv(layer):
-            groups = shape[0] if depthwise else layer._groups
-            in_channels, out_channels = shape[0], shape[1] * groups
-        else:
-            multiplier = before["_out_channels"] // before["_in_channels"]
-            groups = shape[0] // multiplier if depthwise else layer._groups
-            in_channels, out_channels = shape[1] * groups, shape[0]
-        layer._in_channels, layer._out_channels, layer._groups = in_channels, out_channels, groups
-    elif is_batch_norm(layer) and hasattr(layer, "_num_features"):
-        layer._num_features = layer._mean.shape[0]
-    elif is_prelu(layer):
-        layer._num_parameters = layer._weight.shape[0]
-    elif is_layer_norm(layer):
-        layer._normalized_shape = [layer.weight.shape[0]]
-
-
 @contextlib.contextmanager
 def rollback_on_error(layers: Dict[str, paddle.nn.Layer], cuts: Cuts, optimizer) -> Iterator[None]:
     """Restores every touched tensor and attribute if the block raises."""
@@ -101,17 +68,15 @@ def rollback_on_error(layers: Dict[str, paddle.nn.Layer], cuts: Cuts, optimizer)
         param = layers[name]._parameters[attr]
         saved.append((param, param.numpy()))
         saved.extend((s, s.numpy()) for s in optimizer_states(optimizer, param))
-        attrs.setdefault(name, dict(vars(layers[name])))
+        attrs.setdefault(name, channel_attributes(layers[name]))
     try:
         yield
     except BaseException:
         for tensor, array in saved:
             set_storage(tensor, array)
         for name, state in attrs.items():
-            for key in ("_in_channels", "_out_channels", "_groups", "_num_features",
-                        "_num_parameters", "_normalized_shape"):
-                if key in state:
-                    setattr(layers[name], key, state[key])
+            for key, value in state.items():
+                setattr(layers[name], key, value)
         raise
 
 
@@ -123,7 +88,7 @@ def apply_cuts(layers: Dict[str, paddle.nn.Layer], cuts: Cuts, optimizer=None) -
         cuts: (layer, attribute) -> {axis: kept indices}.
         optimizer: the optimizer training these parameters, if any.
     """
-    before = {name: conv_attributes(layers[name]) for name, _ in cuts if is_conv(layers[name])}
+    before = {name: channel_attributes(layers[name]) for name, _ in cuts}
     for (name, attr), kept in cuts.items():
         param = layers[name]._parameters[attr]
         for state in list(optimizer_states(optimizer, param)):
@@ -131,4 +96,4 @@ def apply_cuts(layers: Dict[str, paddle.nn.Layer], cuts: Cuts, optimizer=None) -
         set_storage(param, take(param.numpy(), kept))
         param.clear_gradient(False)
     for name in dict.fromkeys(name for name, _ in cuts):
-        update_attributes(layers[name], before.get(name))
+        sync_attributes(layers[name], before[name])

@@ -32,20 +32,17 @@ import numpy as np
 import paddle
 
 from slim_callbacks.core.errors import SlimError
-from slim_callbacks.core.paddle_utils import is_batch_norm, is_conv, is_linear, is_transposed_conv, unwrap
+from slim_callbacks.core.paddle_utils import unwrap
+from slim_callbacks.tracing.kinds import kind_of
 
 _ATTACHED: "weakref.WeakSet[TaylorImportance]" = weakref.WeakSet()
 
 
 def channel_axis(layer) -> Optional[int]:
-    """The output-channel axis of a layer's ``weight`` (None: not tracked)."""
-    if is_batch_norm(layer):
-        return 0
-    if is_linear(layer) or is_transposed_conv(layer):
-        return 1
-    if is_conv(layer):
-        return 0
-    return None
+    """The output-channel axis of a layer's ``weight`` (None: not tracked), from its
+    :attr:`~slim_callbacks.tracing.kinds.LayerKind.out_axis`."""
+    kind = kind_of(layer)
+    return None if kind is None else kind.out_axis
 
 
 class TaylorImportance:

@@ -1,30 +1,24 @@
-"""What each known layer does to channel labels: Conv, Linear, BatchNorm, PReLU, LayerNorm.
+"""What each known layer does to channel labels: Conv, Linear, BatchNorm, PReLU,
+LayerNorm, and layers whose channels pass through with per-channel parameters
+(:func:`passthrough`).
 
-A forward pre/post hook on every sublayer keeps the tracer's stack of layer names
-(where an op ran, for warnings) and, when a Conv/Linear/BatchNorm returns, records
-the parameter slices it owns and labels its output. Ops run inside a known layer are
-not traced one by one: the layer's handler says what the layer does as a whole.
+A handler ``(tracer, name, layer, x, y)`` runs when a known layer returns (see
+:mod:`~slim_callbacks.tracing.kinds`, which says which handler a layer gets): it records
+the parameter slices the layer owns and labels its output. Ops run inside a known
+layer are not traced one by one: the handler says what the layer does as a whole.
 """
 from __future__ import annotations
 
-import contextlib
+from typing import Dict
 
 import numpy as np
 
-from slim_callbacks.core.paddle_utils import (
-    is_batch_norm,
-    is_conv,
-    is_known_layer,
-    is_layer_norm,
-    is_linear,
-    is_prelu,
-    is_transposed_conv,
-)
+from slim_callbacks.core.paddle_utils import is_transposed_conv
 from slim_callbacks.tracing import labels as L
 from slim_callbacks.tracing.groups import CHANNEL, IN, OUT
 
 
-def _on_conv(tr, name: str, layer, x, y) -> None:
+def on_conv(tr, name: str, layer, x, y) -> None:
     axis = getattr(layer, "_channel_dim", 1)
     c_in, c_out, groups = x.shape[axis], y.shape[axis], layer._groups
     out_axis, in_axis = (1, 0) if is_transposed_conv(layer) else (0, 1)
@@ -53,7 +47,7 @@ def _on_conv(tr, name: str, layer, x, y) -> None:
     tr.set_labels(y, L.along(out, axis, y.ndim))
 
 
-def _on_linear(tr, name: str, layer, x, y) -> None:
+def on_linear(tr, name: str, layer, x, y) -> None:
     vector = L.channel_vector(tr.labels_of(x), -1, x.shape[-1])
     if vector is None:
         tr.block(tr.labels_of(x), f"input of {name} mixes features across rows")
@@ -65,7 +59,7 @@ def _on_linear(tr, name: str, layer, x, y) -> None:
     tr.set_labels(y, L.along(out, -1, y.ndim))
 
 
-def _on_batch_norm(tr, name: str, layer, x, y) -> None:
+def on_batch_norm(tr, name: str, layer, x, y) -> None:
     fmt = getattr(layer, "_data_format", None) or getattr(layer, "_data_layout", "NCHW")
     axis = L.DATA_FORMATS.get(fmt, 1)
     vector = L.channel_vector(tr.labels_of(x), axis, x.shape[axis])
@@ -78,7 +72,7 @@ def _on_batch_norm(tr, name: str, layer, x, y) -> None:
     tr.set_labels(y, L.along(vector, axis, y.ndim))
 
 
-def _on_prelu(tr, name: str, layer, x, y) -> None:
+def on_prelu(tr, name: str, layer, x, y) -> None:
     """Channels pass through; a per-channel slope (``_weight``, one per channel) is sliced
     with them. A single shared slope is elementwise."""
     if layer._num_parameters == 1:
@@ -94,7 +88,7 @@ def _on_prelu(tr, name: str, layer, x, y) -> None:
     tr.set_labels(y, L.along(vector, axis, y.ndim))
 
 
-def _on_layer_norm(tr, name: str, layer, x, y) -> None:
+def on_layer_norm(tr, name: str, layer, x, y) -> None:
     """Channels of the last axis keep their place; ``weight`` and ``bias`` are sliced
     with them. Pruning is *approximate* here: the mean and variance are then taken
     over the kept channels only, so even an all-zero channel changes them when it is
@@ -115,40 +109,18 @@ def _on_layer_norm(tr, name: str, layer, x, y) -> None:
     tr.set_labels(y, L.along(vector, -1, y.ndim))
 
 
-LAYER_HANDLERS = ((is_conv, _on_conv), (is_linear, _on_linear), (is_batch_norm, _on_batch_norm),
-                  (is_prelu, _on_prelu), (is_layer_norm, _on_layer_norm))
-
-
-@contextlib.contextmanager
-def hooks(network, tracer):
-    """Hooks on every sublayer of ``network`` that report known layers to ``tracer``
-    (a :class:`~slim_callbacks.tracing.tracer.Tracer`); removed when the block ends."""
-    handles = []
-
-    def pre(layer, inputs):
-        tracer.stack.append(tracer.names.get(id(layer), "?"))
-        if is_known_layer(layer):
-            tracer.quiet += 1
-
-    def post(layer, inputs, output):
-        name = tracer.stack.pop()
-        for check, handler in LAYER_HANDLERS:
-            if check(layer):
-                tracer.quiet -= 1
-                tracer.layer_types[name] = type(layer).__name__
-                if tracer.quiet == 0:
-                    tracer.site = (type(layer).__name__, name)
-                    try:
-                        handler(tracer, name, layer, inputs[0], output)
-                    finally:
-                        tracer.site = None
-                break
-
-    try:
-        for layer in tracer.layers.values():
-            handles.append(layer.register_forward_pre_hook(pre))
-            handles.append(layer.register_forward_post_hook(post))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+def passthrough(params: Dict[str, int], channel_axis: int = 1):
+    """A handler for a layer whose output has its input's channels on
+    ``channel_axis``, with ``params`` (attribute -> axis) sliced along them."""
+    def on_layer(tr, name: str, layer, x, y) -> None:
+        vector = L.channel_vector(tr.labels_of(x), channel_axis, x.shape[channel_axis])
+        same = list(y.shape) == list(x.shape)
+        if vector is None or not same:
+            why = "mixes channels across positions" if same else "changes shape in " + name
+            tr.block(tr.labels_of(x), f"input of {name} {why}")
+            tr.set_labels(y, L.zeros(y.ndim))
+            return
+        for attr, axis in params.items():
+            tr.record(name, attr, axis, CHANNEL, vector)
+        tr.set_labels(y, L.along(vector, channel_axis, y.ndim))
+    return on_layer

@@ -5,7 +5,8 @@
 ``Tensor.shape`` return :class:`RuntimeSize` values. Each op's output labels then
 come from one rule: elementwise and binary (broadcast) ops, movement ops (applied to
 the labels themselves, with reshape and split coupling), spatial resampling and
-reductions. An op without a rule blocks the channels that flow into it.
+reductions. An op without a rule blocks the channels that flow into it;
+:func:`register_op` gives an op one of these rules (or a handler of its own).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 import paddle
 from paddle import _C_ops
 
+from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.tracing import labels as L
 from slim_callbacks.tracing.groups import CHANNEL, IN
 from slim_callbacks.tracing.sizes import AttrSize, RuntimeSize, is_literal, source_of
@@ -111,13 +113,15 @@ def _propagate(tr, op: str, func, args, kwargs, out) -> None:
     inputs = list(tensors_in(args)) + list(tensors_in(kwargs))
     outputs = list(tensors_in(out))
     in_labels = [tr.labels_of(t) for t in inputs]
-    _follow_origin(tr, op, inputs, in_labels, outputs)
+    _follow_origin(tr, op, args, kwargs, inputs, in_labels, outputs)
     if op in L.NO_DATA or op in L.CREATION or not any(L.atoms(lab).size for lab in in_labels):
         for t in outputs:
             tr.set_labels(t, L.zeros(t.ndim))
         return
     handler = OP_HANDLERS.get(op)
-    if op in L.ELEMENTWISE or op in L.SHAPE_LIKE:
+    if op in REGISTERED_OPS:
+        handler = REGISTERED_OPS[op]
+    elif op in L.ELEMENTWISE or op in L.SHAPE_LIKE:
         handler = _elementwise
     elif op in L.BINARY:
         handler = _binary
@@ -226,7 +230,7 @@ VIEW_OPS = frozenset("expand cast assign scale clone detach reshape unsqueeze sq
                      "getitem flatten".split())
 
 
-def _follow_origin(tr, op, inputs, in_labels, outputs) -> None:
+def _follow_origin(tr, op, args, kwargs, inputs, in_labels, outputs) -> None:
     """Keeps track of views of a free parameter (``self.cls_token.expand(...)``), so an
     op further on can slice the parameter itself."""
     if op not in VIEW_OPS or len(inputs) != 1 or len(outputs) != 1 or L.atoms(in_labels[0]).size:
@@ -236,6 +240,8 @@ def _follow_origin(tr, op, inputs, in_labels, outputs) -> None:
         return
     layer, attr, axes = origin
     x, y = list(inputs[0].shape), list(outputs[0].shape)
+    if op == "reshape" and not _sizes_follow(args[1] if len(args) > 1 else kwargs.get("shape"), x):
+        return  # w.reshape([1, self.channels, 1, 1]): the view keeps a fixed size
     if len(x) == len(y):
         moved = list(range(len(x)))
     else:  # the non-trivial axes of x, in order, at the first output axes of equal size
@@ -271,6 +277,15 @@ def _movement(tr, op, func, args, kwargs, inputs, in_labels, outputs):
                       args[1] if op == "split" and len(args) > 1 else None)
     for t, lab in zip(outputs, out_labels):
         tr.set_labels(t, lab)
+
+
+def _sizes_follow(shape, in_shape) -> bool:
+    """True if a reshape of a free parameter gives its non-trivial axes -1 (or 0) only,
+    so the view follows when the parameter is sliced."""
+    if not isinstance(shape, (list, tuple)):
+        return False
+    sized = [d for d in shape if not (isinstance(d, int) and d in (-1, 0, 1))]
+    return not sized and sum(1 for d in in_shape if d > 1) <= 1
 
 
 def _concat(tr, op, func, args, kwargs, inputs, in_labels, outputs):
@@ -571,3 +586,41 @@ OP_HANDLERS.update({op: _reduction for op in L.REDUCTION})
 OP_HANDLERS["concat"] = _concat
 OP_HANDLERS["matmul"] = _matmul
 OP_HANDLERS.update({op: _along_fixed_axes for op in _AXIS_ARG})
+
+RULES = {"elementwise": _elementwise, "binary": _binary, "movement": _movement,
+         "spatial": _spatial, "reduction": _reduction}
+REGISTERED_OPS = {}  # op -> handler, looked up before the built-in rules
+
+
+def op_names() -> list:
+    """Every op name the tracer intercepts (``_C_ops`` functions, Tensor operators)."""
+    names = {name.rstrip("_") or name for name in dir(_C_ops) if not name.startswith("_")}
+    return sorted(names | set(OTHER_DUNDERS.values()) | {"add"})
+
+
+def register_op(op: str, rule) -> None:
+    """Tells the tracer how an op maps channels, e.g. ``register_op("sinh", "elementwise")``.
+
+    Args:
+        op: a ``paddle._C_ops`` function name without a trailing ``_`` (what the
+            tracer's warnings name), e.g. ``"sinh"``.
+        rule: ``"elementwise"`` (output element i from input element i, same
+            shape), ``"binary"`` (broadcast operands, their channels coupled),
+            ``"movement"`` (the op only moves elements: it is applied to the labels),
+            ``"spatial"`` (per channel plane, along a ``data_format`` axis),
+            ``"reduction"`` (along ``axis``), or a handler ``(tracer, op, func, args,
+            kwargs, inputs, in_labels, outputs)``.
+
+    Raises:
+        ConfigError: an op the tracer never sees, or an unknown rule.
+
+    Example:
+        >>> register_op("sinh", "elementwise")
+        >>> REGISTERED_OPS["sinh"] is RULES["elementwise"]
+        True
+    """
+    if not isinstance(op, str) or op not in op_names():
+        raise ConfigError("op", op, "a paddle._C_ops function name, e.g. roll or index_select")
+    if not callable(rule) and rule not in RULES:
+        raise ConfigError("rule", rule, f"one of {', '.join(RULES)} or a handler callable")
+    REGISTERED_OPS[op] = rule if callable(rule) else RULES[rule]

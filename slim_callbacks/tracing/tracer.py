@@ -11,8 +11,8 @@ train/eval mode, the BatchNorm statistics and the global RNG state are restored 
 
 This module owns :func:`trace`, its result :class:`DependencyGraph` and the
 :class:`Tracer` bookkeeping (atoms, unions, records, blocks); what layers and ops do to
-labels is in :mod:`~slim_callbacks.tracing.layer_rules` and
-:mod:`~slim_callbacks.tracing.op_rules`.
+labels is in :mod:`~slim_callbacks.tracing.layer_rules` (chosen per layer by
+:mod:`~slim_callbacks.tracing.kinds`) and :mod:`~slim_callbacks.tracing.op_rules`.
 
 Safety rules, so that pruning is never wrong:
 - an op the tracer does not know blocks every channel that flows into it, with one
@@ -34,6 +34,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -42,10 +43,10 @@ import numpy as np
 import paddle
 
 from slim_callbacks.core.errors import SlimError
-from slim_callbacks.core.paddle_utils import is_known_layer, layer_table, preserved_state, unwrap
+from slim_callbacks.core.paddle_utils import layer_table, preserved_state, unwrap
 from slim_callbacks.tracing import labels as L
 from slim_callbacks.tracing.groups import ChannelGroup, MemberRecord, UnionFind, build_groups
-from slim_callbacks.tracing.layer_rules import hooks
+from slim_callbacks.tracing.kinds import is_known_layer, kind_of
 from slim_callbacks.tracing.op_rules import intercept, tensors_in
 from slim_callbacks.tracing.sizes import DERIVED, tagged_attributes
 
@@ -102,6 +103,42 @@ def trace(network: paddle.nn.Layer, input_shape: Sequence[int]) -> DependencyGra
                     tracer.block(tracer.labels_of(t), "reaches a network output",
                                  site=("network output", ""))
     return tracer.graph()
+
+
+@contextlib.contextmanager
+def hooks(network, tracer):
+    """Hooks on every sublayer of ``network`` that report known layers (those with a
+    :func:`~slim_callbacks.tracing.kinds.kind_of`) to ``tracer``; removed when the
+    block ends. Ops inside a known layer are not traced one by one."""
+    handles = []
+
+    def pre(layer, inputs):
+        tracer.stack.append(tracer.names.get(id(layer), "?"))
+        if kind_of(layer) is not None:
+            tracer.quiet += 1
+
+    def post(layer, inputs, output):
+        name = tracer.stack.pop()
+        kind = kind_of(layer)
+        if kind is None:
+            return
+        tracer.quiet -= 1
+        tracer.layer_types[name] = type(layer).__name__
+        if tracer.quiet == 0:
+            tracer.site = (type(layer).__name__, name)
+            try:
+                kind.trace(tracer, name, layer, inputs[0], output)
+            finally:
+                tracer.site = None
+
+    try:
+        for layer in tracer.layers.values():
+            handles.append(layer.register_forward_pre_hook(pre))
+            handles.append(layer.register_forward_post_hook(post))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _forward_in_mode(network, x, training: bool, input_shape):

@@ -1,0 +1,194 @@
+"""One registry of layer kinds (#12 item 4): register_layer / register_op, and the
+engine parts that read it (tracing, surgery, MACs, widths)."""
+import pathlib
+import re
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import pytest
+from helpers import assert_dead_channels_prune_exactly, momentum_losses, outputs
+
+from slim_callbacks import ConfigError, count_flops, layer_widths, prune, register_layer, register_op, trace
+from slim_callbacks.tracing import kinds, op_rules
+
+SHAPE = [1, 3, 8, 8]
+README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry():
+    """Each test starts with the built-in kinds and rules only, and leaves them so."""
+    layers, ops = list(kinds._REGISTERED), dict(op_rules.REGISTERED_OPS)
+    kinds._REGISTERED.clear()
+    op_rules.REGISTERED_OPS.clear()
+    yield
+    kinds._REGISTERED[:] = layers
+    op_rules.REGISTERED_OPS.clear()
+    op_rules.REGISTERED_OPS.update(ops)
+
+
+class ChannelScale(nn.Layer):
+    """A learnable scale per channel, reshaped before use (so the tracer cannot adopt it)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.channels = channels
+        self.scale = self.create_parameter([channels])
+
+    def forward(self, x):
+        return x * self.scale.reshape([1, self.channels, 1, 1])
+
+
+class ScaledNet(nn.Layer):
+    """conv-BN-scale-relu twice with a residual add through a scale, then sinh and a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2D(3, 8, 3, padding=1), nn.BatchNorm2D(8), ChannelScale(8))
+        self.block = nn.Sequential(nn.Conv2D(8, 12, 1), nn.BatchNorm2D(12), ChannelScale(12), nn.ReLU(),
+                                   nn.Conv2D(12, 8, 3, padding=1), nn.BatchNorm2D(8))
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = paddle.sinh(x + self.block(x))
+        return self.fc(x.mean(axis=[2, 3]))
+
+
+def scaled_net(seed=0):
+    paddle.seed(seed)
+    net = ScaledNet()
+    rng = np.random.default_rng(seed)
+    for layer in net.sublayers():
+        if isinstance(layer, ChannelScale):
+            layer.scale.set_value(rng.uniform(0.5, 1.5, layer.scale.shape).astype("float32"))
+    return net
+
+
+def register_scale():
+    return register_layer(ChannelScale, params={"scale": 0},
+                          attributes={"channels": lambda layer: layer.scale.shape[0]})
+
+
+def blocked(net):
+    return sorted(g.name for g in trace(net, SHAPE).groups if g.blocked)
+
+
+def test_unregistered_layer_and_op_block_their_channels():
+    assert blocked(scaled_net()) == ["block.0", "fc", "stem.0"]
+
+
+def test_registered_layer_and_op_prune_exactly_and_keep_attributes_true():
+    register_scale()
+    net = scaled_net()
+    assert blocked(net) == ["fc", "stem.0"]  # sinh still blocks the residual group
+    register_op("sinh", "elementwise")
+    assert blocked(net) == ["fc"]
+    macs = count_flops(net, SHAPE)
+    assert_dead_channels_prune_exactly(net, SHAPE, ratio=0.5)
+    assert count_flops(net, SHAPE) < macs
+    for layer, width in ((net.stem[2], 4), (net.block[2], 6)):
+        assert list(layer.scale.shape) == [width] and layer.channels == width
+
+
+def test_pruned_custom_layer_trains_with_momentum():
+    register_scale()
+    register_op("sinh", "elementwise")
+    net = scaled_net()
+    prune(net, SHAPE, 0.5)
+    losses = momentum_losses(net, SHAPE, lr=0.05)
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_a_failed_prune_restores_a_registered_layers_attributes():
+    """Surgery saves and restores a kind's attributes when verification fails."""
+    register_layer(ChannelScale, params={"scale": 0},
+                   attributes={"channels": lambda layer: layer.scale.shape[0] + 1000})
+
+    class Refuses(ChannelScale):
+        def forward(self, x):
+            if self.channels > 1000:
+                raise RuntimeError("wrong channels")
+            return super().forward(x)
+
+    net = nn.Sequential(nn.Conv2D(3, 8, 3, padding=1), Refuses(8), nn.Conv2D(8, 4, 1))
+    with pytest.raises(Exception):
+        prune(net, SHAPE, 0.5)
+    assert net[1].channels == 8 and list(net[1].scale.shape) == [8]
+    assert list(net[0].weight.shape) == [8, 3, 3, 3]
+
+
+def test_a_registered_kind_counts_its_macs_and_replaces_an_earlier_record():
+    net = nn.Sequential(nn.Conv2D(3, 8, 3, padding=1), ChannelScale(8))
+    conv = count_flops(net, SHAPE)
+    register_scale()
+    assert count_flops(net, SHAPE) == conv  # no macs given: not counted
+    kind = register_layer(ChannelScale, params={"scale": 0},
+                          macs=lambda layer, inputs, output: int(np.prod(output.shape)))
+    assert kinds.kind_of(net[1]) is kind and sum(k.layer_type is ChannelScale for k in kinds.kinds()) == 1
+    assert count_flops(net, [2, 3, 8, 8]) == conv + 8 * 8 * 8  # per sample
+    assert count_flops(net, SHAPE, convention="paddleslim_legacy") > 0
+
+
+def test_a_registered_subclass_wins_over_the_built_in_kind():
+    class MyConv(nn.Conv2D):
+        pass
+
+    assert kinds.kind_of(MyConv(3, 4, 1)).name == "conv"
+    register_layer(MyConv, params={})
+    assert kinds.kind_of(MyConv(3, 4, 1)).name == "MyConv"
+    assert kinds.kind_of(nn.Conv2D(3, 4, 1)).name == "conv"
+
+
+def test_conv1d_and_conv3d_are_counted_listed_and_pruned():
+    """Every conv kind has MACs and a width (layer_widths listed Conv2D only)."""
+    net = nn.Sequential(nn.Conv1D(3, 8, 3, padding=1), nn.BatchNorm1D(8), nn.ReLU(),
+                        nn.Conv1D(8, 6, 3, padding=1))
+    shape = [1, 3, 10]
+    assert count_flops(net, shape) == 10 * 8 * 3 * 3 + 10 * 6 * 8 * 3
+    assert layer_widths(net) == {"0": 8, "3": 6}
+    paddle.seed(0)
+    assert_dead_channels_prune_exactly(net, shape, ratio=0.5)
+    assert layer_widths(net) == {"0": 4, "3": 6}
+    assert count_flops(net, shape) == 10 * 4 * 3 * 3 + 10 * 6 * 4 * 3
+    net3 = nn.Sequential(nn.Conv3D(2, 4, 1), nn.Conv3DTranspose(4, 6, 1))
+    assert layer_widths(net3) == {"0": 4, "1": 6}
+    assert count_flops(net3, [1, 2, 2, 2, 2]) == 8 * 4 * 2 + 8 * 4 * 6
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    ({"layer_type": int}, "layer_type"),
+    ({"params": {"scale": "0"}}, "params"),
+    ({"params": {"scale": 0}, "trace": print}, "params"),
+    ({"trace": 3}, "trace"),
+    ({"channel_axis": "1"}, "channel_axis"),
+    ({"attributes": {"channels": 3}}, "attributes"),
+    ({"macs": 5}, "macs"),
+])
+def test_register_layer_names_the_bad_argument(kwargs, key):
+    kwargs = {"layer_type": ChannelScale, **kwargs}
+    with pytest.raises(ConfigError, match=f"^{key}:"):
+        register_layer(kwargs.pop("layer_type"), **kwargs)
+    assert kinds._REGISTERED == []
+
+
+def test_register_op_names_the_bad_argument():
+    with pytest.raises(ConfigError, match="^op: 'sinhh'"):
+        register_op("sinhh", "elementwise")
+    with pytest.raises(ConfigError, match="^rule: 'pointwise'"):
+        register_op("sinh", "pointwise")
+    assert op_rules.REGISTERED_OPS == {}
+
+
+def test_readme_example_runs(capsys):
+    text = README.read_text(encoding="utf-8")
+    section = text.split("### Custom layers and ops", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    net = namespace["net"]
+    assert capsys.readouterr().out.split() == ["8", "[8]", "0.5"]
+    assert net[1].channels == 8 and list(net[0].weight.shape) == [8, 3, 3, 3]
+    x = paddle.randn([2, 3, 32, 32])
+    assert outputs(net, x).shape == (2, 8, 32, 32)
