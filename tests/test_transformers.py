@@ -352,3 +352,23 @@ def test_roll_along_spatial_axes_passes_channels_and_prunes_exactly():
 def test_index_select_along_channels_blocks_them():
     group = trace(ShiftedWindows(pick_channels=True), [1, 3, 4, 4]).groups[0]
     assert not group.prunable and "picked by index_select" in group.blocked
+
+
+def test_fit_prunes_a_vit_in_two_steps_and_the_ledger_replays_head_dims(tmp_path):
+    from helpers import dataset
+
+    from slim_callbacks.callbacks import PruneCallback
+    from slim_callbacks.callbacks.ledger import load_pruned
+    paddle.seed(0)
+    net = TinyViT(classes=4)
+    model = paddle.Model(net)
+    model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()), nn.CrossEntropyLoss())
+    callback = PruneCallback(ratios={"blocks.*.attn.qkv": 0.5, "blocks.*.fc1": 0.5},
+                             prune_epochs=[0, 1], input_shape=SHAPE)
+    model.fit(dataset(32), epochs=2, batch_size=16, verbose=0, shuffle=False,
+              save_dir=str(tmp_path), callbacks=[callback])
+    assert net.blocks[0].attn.head_dim == 4 and net.blocks[1].fc1.weight.shape == [16, 16]
+    rebuilt = load_pruned(TinyViT(classes=4), str(tmp_path / "final"))
+    assert rebuilt.blocks[0].attn.head_dim == 4
+    x = paddle.randn([2] + SHAPE[1:])
+    np.testing.assert_allclose(outputs(rebuilt, x), outputs(net, x), atol=1e-5)

@@ -115,7 +115,7 @@ def is_user_layer(layer) -> bool:
 
 @contextlib.contextmanager
 def tagged_attributes(layers: Dict[str, object]) -> Iterator[None]:
-    """Replaces every public ``int`` attribute of the user's layers by an
+    """Replaces every ``int`` attribute of the user's layers by an
     :class:`AttrSize` for the block, and clears :data:`DERIVED`; restored afterwards."""
     tagged = []
     DERIVED.clear()
@@ -124,7 +124,7 @@ def tagged_attributes(layers: Dict[str, object]) -> Iterator[None]:
             if not is_user_layer(layer):
                 continue
             for attr, value in list(vars(layer).items()):
-                if type(value) is int and not attr.startswith("_"):
+                if type(value) is int and not attr.startswith("__"):
                     vars(layer)[attr] = AttrSize(value, (name, attr))
                     tagged.append((layer, attr, value))
         yield
