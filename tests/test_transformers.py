@@ -372,3 +372,50 @@ def test_fit_prunes_a_vit_in_two_steps_and_the_ledger_replays_head_dims(tmp_path
     assert rebuilt.blocks[0].attn.head_dim == 4
     x = paddle.randn([2] + SHAPE[1:])
     np.testing.assert_allclose(outputs(rebuilt, x), outputs(net, x), atol=1e-5)
+
+
+class ChannelsFirstLayerNorm(nn.Layer):
+    """A LayerNorm written by hand over axis 1 of NCHW (as ConvNeXt's downsampling)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.weight = self.create_parameter([channels], default_initializer=nn.initializer.Constant(1.0))
+        self.bias = self.create_parameter([channels], is_bias=True)
+
+    def forward(self, x):
+        u = x.mean(1, keepdim=True)
+        s = (x - u).pow(2).mean(1, keepdim=True)
+        x = (x - u) / paddle.sqrt(s + 1e-6)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class HandNormNet(nn.Layer):
+    def __init__(self, reduce="mean"):
+        super().__init__()
+        self.reduce = reduce
+        self.a, self.norm, self.c = nn.Conv2D(3, 8, 1), ChannelsFirstLayerNorm(8), nn.Conv2D(8, 2, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        if self.reduce == "sum":   # a channel sum as a gate: exact when dead channels go
+            return self.c(y * F.sigmoid(y.sum(1, keepdim=True)))
+        if self.reduce == "max":
+            return self.c(y - y.max(1, keepdim=True))
+        return self.c(self.norm(y))
+
+
+def test_hand_written_layer_norm_is_approximate_and_its_views_are_sliced():
+    net = HandNormNet()
+    group = trace(net, [1, 3, 4, 4]).groups[0]
+    assert group.prunable and "mean over channels" in group.approximate
+    assert {("norm", "weight"), ("norm", "bias")} <= {(m.layer, m.attr) for m in group.members}
+    prune(net, [1, 3, 4, 4], 0.5)
+    assert net.norm.weight.shape == [4] and net(paddle.randn([2, 3, 4, 4])).shape == [2, 2, 4, 4]
+
+
+def test_sum_over_channels_prunes_exactly_and_max_blocks():
+    from helpers import assert_dead_channels_prune_exactly
+    net = HandNormNet("sum")
+    randomize(net)
+    assert_dead_channels_prune_exactly(net, [1, 3, 4, 4], 0.5)
+    assert not trace(HandNormNet("max"), [1, 3, 4, 4]).groups[0].prunable

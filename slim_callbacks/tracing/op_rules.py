@@ -554,7 +554,14 @@ def _reduction(tr, op, func, args, kwargs, inputs, in_labels, outputs):
     axes = [int(a) % x.ndim for a in (axes if isinstance(axes, (list, tuple)) else [axes])]
     out = outputs[0]
     if L.varies_along(lab, axes):
-        tr.block(lab, f"is mixed across channels by {op} in {tr.where()}")
+        others = [ax for ax in range(x.ndim) if ax not in axes]
+        if op == "mean" and not L.varies_along(lab, others):
+            # a hand-written LayerNorm (ConvNeXt's channels-first one): like LayerNorm
+            tr.approximate(lab, f"{op} over channels in {tr.where()} is then taken over "
+                                f"fewer channels")
+        elif op != "sum" or L.varies_along(lab, others):
+            tr.block(lab, f"is mixed across channels by {op} in {tr.where()}")
+        # a sum over channels loses nothing when dead channels are removed
         tr.set_labels(out, L.zeros(out.ndim))
         return
     if out.ndim == x.ndim:
