@@ -4,9 +4,10 @@ import logging
 import numpy as np
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 import paddle.vision.models as models
 import pytest
-from helpers import ConcatNet, SENet, calibrate, kill_units, outputs
+from helpers import ConcatNet, SENet, assert_dead_channels_prune_exactly, calibrate, kill_units, outputs
 
 from slim_callbacks import SlimError, prune, trace
 from slim_callbacks.analysis.flops import count_flops
@@ -165,9 +166,33 @@ class Split(nn.Layer):
         return self.c(paddle.concat(parts[::-1], axis=self.axis))
 
 
-def test_unequal_channel_split_blocks_instead_of_crashing():
+def test_unequal_channel_split_to_literal_sections_blocks_instead_of_crashing():
     group = next(g for g in trace(Split([3, 5], 1), [1, 3, 4, 4]).groups if g.name == "a")
-    assert not group.prunable and "unequal sections" in group.blocked
+    assert not group.prunable and "literal sections [3, 5]" in group.blocked
+
+
+class AttributeSplit(nn.Layer):
+    """Unequal sections sized by layer attributes: each follows its own channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.rest = 3, 5
+        self.a = nn.Conv2D(3, 8, 1)
+        self.b, self.c = nn.Conv2D(3, 2, 1), nn.Conv2D(5, 2, 1)
+
+    def forward(self, x):
+        y, z = paddle.split(F.relu(self.a(x)), [self.first, self.rest], axis=1)
+        return self.b(y) + self.c(z)
+
+
+def test_unequal_split_sized_by_attributes_prunes_each_section_exactly():
+    net = AttributeSplit()
+    groups = trace(net, [1, 3, 4, 4]).groups
+    a = next(g for g in groups if g.name == "a")
+    assert a.prunable and {(s.layer, s.attr) for s in a.sizes} == {("", "first"), ("", "rest")}
+    plan = assert_dead_channels_prune_exactly(net, [1, 3, 4, 4], 0.5)
+    assert net.first + net.rest == net.a.weight.shape[0] == 4
+    assert plan.attrs[("", "first")][0] == 3 and plan.attrs[("", "rest")][0] == 5
 
 
 def test_unequal_spatial_split_leaves_channels_prunable():

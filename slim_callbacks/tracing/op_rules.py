@@ -19,7 +19,7 @@ from paddle import _C_ops
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.tracing import labels as L
 from slim_callbacks.tracing.groups import CHANNEL, IN
-from slim_callbacks.tracing.sizes import AttrSize, RuntimeSize, is_literal, source_of
+from slim_callbacks.tracing.sizes import AttrSize, RuntimeSize, source_of
 
 BINARY_DUNDERS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
                   "__truediv__", "__rtruediv__", "__floordiv__", "__mod__", "__pow__")
@@ -510,24 +510,41 @@ def _couple_reshape(tr, op, x, lab, y):
 
 
 def _couple_split(tr, op, x, lab, outputs, out_labels, sections=None):
-    """Equal sections stay equal only if each loses the same positions; unequal
-    sections along a channel axis, or literal ones (``split(x, [8, 8])``), have sizes
-    pruning cannot follow."""
+    """Equal sections stay equal only if each loses the same positions. Each section
+    size along a channel axis must follow its own channels (see
+    :func:`_section_follows`): a literal section (``split(x, [8, 8])``) keeps its
+    channels; ``split(x, [self.c1, self.c2])`` sets each attribute to the new count."""
     shapes = [list(t.shape) for t in outputs]
     differing = [ax for ax in range(len(shapes[0])) if len({s[ax] for s in shapes}) > 1]
-    if differing:
-        if L.varies_along(lab, differing):
-            tr.block(lab, f"is split into unequal sections by {op} in {tr.where()}")
-        return
     split_axes = [ax for ax in range(x.ndim) if shapes[0][ax] != x.shape[ax]]
-    if (isinstance(sections, (list, tuple)) and any(is_literal(n) for n in sections)
-            and L.varies_along(lab, split_axes)):
-        tr.refuse(lab, f"is split into the literal sections {list(sections)} by {op} "
-                       f"in {tr.where()}")
+    if not L.varies_along(lab, differing or split_axes):
         return
-    full = [np.broadcast_to(o, shapes[0]) for o in out_labels]
-    for other in full[1:]:
-        tr.union_pairs(L.label_pairs(full[0], other))
+    if not differing:
+        full = [np.broadcast_to(o, shapes[0]) for o in out_labels]
+        for other in full[1:]:
+            tr.union_pairs(L.label_pairs(full[0], other))
+    if isinstance(sections, (list, tuple)) and len(sections) == len(outputs):
+        for size, section in zip(sections, out_labels):
+            _section_follows(tr, op, size, L.atoms(section), sections)
+    elif differing:
+        tr.block(lab, f"is split into unequal sections by {op} in {tr.where()}")
+
+
+def _section_follows(tr, op, size, atoms, sections) -> None:
+    """One section of a split: -1 takes what is left; a tagged layer attribute is set
+    to the section's new count; a size read from a shape must come from these channels;
+    a literal keeps them."""
+    if not atoms.size or (isinstance(size, int) and size in (-1, 0)):
+        return
+    if isinstance(size, AttrSize):
+        tr.size_follows(size.owner, atoms, int(size))
+    elif isinstance(size, RuntimeSize) and size.source.size:
+        if not tr.same_units(size.source, atoms):
+            tr.refuse(np.concatenate([size.source, atoms]),
+                      f"is split by {op} into sections sized by another tensor in {tr.where()}")
+    else:
+        tr.refuse(atoms, f"is split into the literal sections {list(sections)} by {op} "
+                         f"in {tr.where()}")
 
 
 def _spatial(tr, op, func, args, kwargs, inputs, in_labels, outputs):
