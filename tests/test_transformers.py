@@ -112,15 +112,22 @@ def layer_norms_over(net, kept):
     only (the others output 0): what the pruned network computes."""
     saved = {}
     for name, layer in net.named_sublayers():
-        if isinstance(layer, nn.LayerNorm) and name in kept:
+        if isinstance(layer, (nn.LayerNorm, nn.GroupNorm)) and name in kept:
             index = paddle.to_tensor(kept[name])
 
             def forward(x, layer=layer, index=index):
-                part = F.layer_norm(paddle.index_select(x, index, axis=-1), [len(index)],
-                                    paddle.index_select(layer.weight, index),
-                                    paddle.index_select(layer.bias, index), layer._epsilon)
+                weight, bias = (paddle.index_select(p, index) for p in (layer.weight, layer.bias))
+                axis = -1 if isinstance(layer, nn.LayerNorm) else 1
+                part = paddle.index_select(x, index, axis=axis)
+                if axis == -1:
+                    part = F.layer_norm(part, [len(index)], weight, bias, layer._epsilon)
+                else:
+                    part = F.group_norm(part, layer._num_groups, layer._epsilon, weight, bias)
                 out = paddle.zeros_like(x)
-                out[..., index] = part
+                if axis == -1:
+                    out[..., index] = part
+                else:
+                    out[:, index] = part
                 return out
             saved[name], layer.forward = layer.forward, forward
     try:
@@ -135,14 +142,38 @@ def kept_channels(net, graph, dead):
     kept = {}
     for group in graph.prunable_groups():
         for m in group.members:
-            if m.attr == "weight" and isinstance(dict(net.named_sublayers()).get(m.layer), nn.LayerNorm):
+            if m.attr == "weight" and isinstance(dict(net.named_sublayers()).get(m.layer),
+                                                 (nn.LayerNorm, nn.GroupNorm)):
                 gone = m.indices[np.isin(m.units, dead.get(group.name, []))]
                 kept[m.layer] = [i for i in range(net.state_dict()[f"{m.layer}.weight"].shape[0])
                                  if i not in set(gone.tolist())]
     return kept
 
 
-@pytest.mark.parametrize("build", [TinyViT, TinyConvNeXt])
+class GroupNormNet(nn.Layer):
+    """conv - GroupNorm(4 groups) - ReLU - conv, with a residual conv beside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.norm = nn.Conv2D(3, 16, 3, padding=1), nn.GroupNorm(4, 16)
+        self.b = nn.Conv2D(16, 16, 3, padding=1)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        y = F.relu(self.norm(self.a(x)))
+        return self.head(F.relu(self.b(y)).mean([2, 3]))
+
+
+def test_group_norm_keeps_equal_groups():
+    net = GroupNormNet()
+    group = trace(net, SHAPE).groups[0]
+    assert group.prunable and group.num_units == 4 and "normalizes groups" in group.approximate
+    prune(net, SHAPE, 0.5)
+    assert net.norm.weight.shape == [8] and net.norm._num_channels == 8 and net.norm._num_groups == 4
+    assert net(paddle.randn([2] + SHAPE[1:])).shape == [2, 5]
+
+
+@pytest.mark.parametrize("build", [TinyViT, TinyConvNeXt, GroupNormNet])
 def test_dead_channels_prune_exactly_up_to_layer_norm_statistics(build):
     paddle.seed(0)
     net = build()

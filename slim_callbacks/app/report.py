@@ -87,6 +87,8 @@ def plan_text(result: Dict[str, Any]) -> str:
     text.append(f"\nratios: {result['ratios']}")
     text.append(f"{len(pruned)} of {len(result['layers'])} conv/linear layers change width:")
     text.append(table(pruned, ("layer", "before", "after")) if pruned else "(none)")
+    for entry in result.get("approximate", []):
+        text.append(f"approximate: group {entry['group']}: {entry['reason']}")
     return "\n".join(text)
 
 

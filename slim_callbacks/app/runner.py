@@ -287,7 +287,8 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None) -> Dict[str, An
     """The recipe's final pruning applied to a freshly built network (no training).
 
     Returns ``{"before": {...}, "after": {...}, "flops_reduction", "layers": {name:
-    [before, after]}, "ratios"}``; ``flops_reduction`` is in MACs.
+    [before, after]}, "ratios", "approximate"}``; ``flops_reduction`` is in MACs;
+    ``approximate`` lists the pruned groups whose removal is not exact (LayerNorm).
     """
     from slim_callbacks.engine.planner import prune
     recipe = job.recipe
@@ -299,16 +300,19 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None) -> Dict[str, An
     before = structure(network, shape, PLAN_KEYS)
     widths_before = layer_widths(network)
     ratios = final_ratios(job, network)
+    approximate = []
     if ratios is not None:
         pruning = recipe.pruning
-        prune(network, shape, ratios, pruning.criterion, skip=list(pruning.skip),
-              round_to=pruning.round_to, fold_bn_shift=pruning.fold_bn_shift)
+        done = prune(network, shape, ratios, pruning.criterion, skip=list(pruning.skip),
+                     round_to=pruning.round_to, fold_bn_shift=pruning.fold_bn_shift)
+        approximate = [{"group": g["name"], "reason": g["approximate"]}
+                       for g in done.groups if g.get("approximate")]
     after = structure(network, shape, PLAN_KEYS)
     widths_after = layer_widths(network)
     return {"before": before, "after": after,
             "flops_reduction": 1 - after["macs"] / before["macs"],
             "layers": {name: [w, widths_after.get(name, 0)] for name, w in widths_before.items()},
-            "ratios": ratios}
+            "ratios": ratios, "approximate": approximate}
 
 
 # ------------------------------------------------------------------ sensitivity

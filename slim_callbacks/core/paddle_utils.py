@@ -64,6 +64,11 @@ def is_prelu(layer) -> bool:
     return isinstance(layer, paddle.nn.PReLU)
 
 
+def is_group_norm(layer) -> bool:
+    """``paddle.nn.GroupNorm``: normalizes each of ``_num_groups`` equal channel groups."""
+    return isinstance(layer, paddle.nn.GroupNorm)
+
+
 def is_layer_norm(layer) -> bool:
     """``paddle.nn.LayerNorm``: normalizes over its last axes (``_normalized_shape``)."""
     return isinstance(layer, paddle.nn.LayerNorm)

@@ -38,6 +38,7 @@ from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.core.paddle_utils import (
     is_batch_norm,
     is_conv,
+    is_group_norm,
     is_layer_norm,
     is_linear,
     is_prelu,
@@ -158,7 +159,7 @@ def _sync_conv(layer, before: dict) -> None:
 
 def _sync_from(attribute: str, param: str) -> Callable:
     def sync(layer, before) -> None:
-        if hasattr(layer, attribute):
+        if hasattr(layer, attribute) and getattr(layer, param, None) is not None:
             setattr(layer, attribute, getattr(layer, param).shape[0])
     return sync
 
@@ -184,6 +185,8 @@ BUILT_IN = (
               _sync_from("_num_parameters", "_weight")),
     LayerKind("layer norm", is_layer_norm, R.on_layer_norm, ("_normalized_shape",),
               _sync_normalized_shape),
+    LayerKind("group norm", is_group_norm, R.on_group_norm, ("_num_channels",),
+              _sync_from("_num_channels", "weight")),
 )
 
 _REGISTERED: List[LayerKind] = []  # newest first; looked up before the built-in kinds

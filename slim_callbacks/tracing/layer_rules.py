@@ -109,6 +109,28 @@ def on_layer_norm(tr, name: str, layer, x, y) -> None:
     tr.set_labels(y, L.along(vector, -1, y.ndim))
 
 
+def on_group_norm(tr, name: str, layer, x, y) -> None:
+    """GroupNorm keeps ``_num_groups`` groups of equal width, so a unit is one position
+    of every group (like a grouped conv's); ``weight`` and ``bias`` are sliced with the
+    channels. Approximate like LayerNorm: each group's statistics are then taken over
+    fewer channels."""
+    axis = L.DATA_FORMATS.get(layer._data_format, 1)
+    vector = L.channel_vector(tr.labels_of(x), axis, x.shape[axis])
+    if vector is None:
+        tr.block(tr.labels_of(x), f"input of {name} mixes channels across positions")
+        tr.set_labels(y, L.zeros(y.ndim))
+        return
+    for column in vector.reshape(layer._num_groups, -1).T:
+        real = column[column > 0]
+        for other in real[1:]:
+            tr.uf.union(int(real[0]), int(other))
+    for attr in ("weight", "bias"):
+        tr.record(name, attr, 0, CHANNEL, vector)
+    tr.approximate(vector, f"{name} normalizes groups of these channels: their mean and "
+                           f"variance change when channels are removed")
+    tr.set_labels(y, L.along(vector, axis, y.ndim))
+
+
 def passthrough(params: Dict[str, int], channel_axis: int = 1):
     """A handler for a layer whose output has its input's channels on
     ``channel_axis``, with ``params`` (attribute -> axis) sliced along them."""
