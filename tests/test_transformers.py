@@ -291,7 +291,7 @@ class SizesFromTheInput(Attention):
 
 @pytest.mark.parametrize("attention, reason", [
     (RuntimeScaledAttention, "which the code also computes with"),
-    (SizesFromTheInput, "literal size"),
+    (SizesFromTheInput, "sizes another tensor"),
 ])
 def test_sizes_that_cannot_follow_block_the_heads(attention, reason):
     paddle.seed(0)

@@ -19,6 +19,10 @@ from slim_callbacks.tracing.groups import CHANNEL, IN, OUT
 
 
 def on_conv(tr, name: str, layer, x, y) -> None:
+    """Conv1D/2D/3D, transposed or not. ``groups == 1``: a producer. Depthwise
+    (``groups == C_in``): its output follows its input. Grouped (``1 < groups < C_in``):
+    a producer whose input and output channels are each coupled by position within
+    their group (see :func:`group_positions`)."""
     axis = getattr(layer, "_channel_dim", 1)
     c_in, c_out, groups = x.shape[axis], y.shape[axis], layer._groups
     out_axis, in_axis = (1, 0) if is_transposed_conv(layer) else (0, 1)
@@ -26,25 +30,48 @@ def on_conv(tr, name: str, layer, x, y) -> None:
     if vector is None:
         tr.block(tr.labels_of(x), f"input of {name} mixes channels across positions")
         vector = np.zeros(c_in, dtype=np.int64)
-    if groups == 1:
-        tr.record(name, "weight", in_axis, IN, vector)
-        out = tr.producer_atoms(name, c_out)
-        tr.record(name, "weight", out_axis, OUT, out)
-        tr.record(name, "bias", 0, OUT, out)
-    elif groups == c_in and c_out % c_in == 0:  # depthwise: output follows input
+    if groups > 1 and groups == c_in and c_out % c_in == 0:  # depthwise: output follows input
         out = np.repeat(vector, c_out // c_in)
         # weight axis 0 is C_out (c_in x multiplier filters), or C_in if transposed
         tr.record(name, "weight", 0, CHANNEL, vector if in_axis == 0 else out)
         tr.record(name, "bias", 0, CHANNEL, out)
-    else:
-        reason = f"grouped conv {name} (groups={groups}) is not pruned"
-        tr.block(vector, reason)
-        out = tr.producer_atoms(name, c_out)
-        tr.block(out, reason)
-        if out_axis == 0:  # blocked, but explain counts the MACs these channels hold
-            tr.record(name, "weight", 0, OUT, out)
-            tr.record(name, "bias", 0, OUT, out)
+        tr.set_labels(y, L.along(out, axis, y.ndim))
+        return
+    out = tr.producer_atoms(name, c_out)
+    weight_in, weight_out = vector, out
+    if groups > 1:  # weight axis 1 holds C / groups per group: one entry per position
+        in_positions = group_positions(tr, name, groups, vector)
+        out_positions = group_positions(tr, name, groups, out)
+        weight_in, weight_out = (in_positions, out) if in_axis == 1 else (vector, out_positions)
+    tr.record(name, "weight", in_axis, IN, weight_in)
+    tr.record(name, "weight", out_axis, OUT, weight_out)
+    tr.record(name, "bias", 0, OUT, out)
     tr.set_labels(y, L.along(out, axis, y.ndim))
+
+
+def group_positions(tr, name: str, groups: int, atoms: np.ndarray) -> np.ndarray:
+    """Couples the channels at the same position of every group of a grouped conv.
+
+    Its weight holds ``C / groups`` channels per group on one axis, shared by every
+    group, so a position can only go from all groups at once: then each group keeps
+    the same width and ``groups`` stays. A unit is one position (``groups``
+    channels), scored by the sum over them. A position that holds a channel in some
+    groups and none (the input, a constant) in others is blocked.
+
+    Returns:
+        One atom per position (``C / groups`` entries; 0: no channel there).
+    """
+    grid = atoms.reshape(groups, -1)
+    has = grid > 0
+    mixed = has.any(axis=0) & ~has.all(axis=0)
+    if mixed.any():
+        tr.block(grid[:, mixed], f"meets channels that cannot be pruned at the same positions "
+                                 f"of the groups of grouped conv {name} (groups={groups})")
+    for column in grid.T:
+        real = column[column > 0]
+        for other in real[1:]:
+            tr.uf.union(int(real[0]), int(other))
+    return grid.max(axis=0)
 
 
 def on_linear(tr, name: str, layer, x, y) -> None:
@@ -120,10 +147,7 @@ def on_group_norm(tr, name: str, layer, x, y) -> None:
         tr.block(tr.labels_of(x), f"input of {name} mixes channels across positions")
         tr.set_labels(y, L.zeros(y.ndim))
         return
-    for column in vector.reshape(layer._num_groups, -1).T:
-        real = column[column > 0]
-        for other in real[1:]:
-            tr.uf.union(int(real[0]), int(other))
+    group_positions(tr, name, layer._num_groups, vector)
     for attr in ("weight", "bias"):
         tr.record(name, attr, 0, CHANNEL, vector)
     tr.approximate(vector, f"{name} normalizes groups of these channels: their mean and "

@@ -10,13 +10,15 @@ Three kinds of size are told apart:
   follows the wrong channels.
 - :class:`AttrSize`: a plain ``int`` attribute of one of the user's layers
   (``self.head_dim``), tagged for the trace. It can be made to follow: pruning sets
-  the attribute to the new count, unless the code also computes with it (then it is
-  marked *derived* and treated as a literal).
+  the attribute to the new count, unless the code also computes with it
+  (``c // self.groups``, ``self.head_dim ** -0.5``): then it is marked *derived* and
+  counts as a literal, and a size computed from a shape with it still follows that
+  shape (a channel shuffle).
 - any other ``int``: a literal written in the code, fixed.
 
     >>> size = RuntimeSize(8, np.array([3, 4]))
-    >>> (size // 2).source.tolist(), type(size * AttrSize(2, ("attn", "heads"))).__name__
-    ([3, 4], 'int')
+    >>> (size // 2).source.tolist(), (size // AttrSize(2, ("shuffle", "groups"))).source.tolist()
+    ([3, 4], [3, 4])
 """
 from __future__ import annotations
 
@@ -71,9 +73,9 @@ def _runtime_arithmetic(name: str):
     int_method = getattr(int, name)
 
     def method(self, other):
-        if isinstance(other, AttrSize):  # e.g. C // self.num_heads: neither follows alone
+        if isinstance(other, AttrSize):  # c // self.groups: the attribute is a constant here
             DERIVED.add(other.owner)
-            return int_method(int(self), int(other))
+            other = int(other)
         result = int_method(self, other)
         if type(result) is not int:
             return result

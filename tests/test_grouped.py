@@ -1,0 +1,229 @@
+"""Grouped convs, 1 < groups < C_in (#12 item 1): a position goes from every group at
+once, so each group keeps the same width and ``groups`` stays; dead channels removed
+=> identical outputs; the pruned network trains and exports."""
+import numpy as np
+import paddle
+import paddle.nn as nn
+import pytest
+from helpers import ConvBN, assert_dead_channels_prune_exactly, calibrate, momentum_losses, outputs
+
+from slim_callbacks import count_flops, export, plan_pruning, prune, trace
+from slim_callbacks.analysis.flops_model import FlopsModel
+from slim_callbacks.engine.ratios import resolve_ratios
+
+SHAPE = [1, 3, 16, 16]
+
+
+def make_plan(net, shape, ratio, criterion="l1_norm"):
+    graph = trace(net, shape)
+    return plan_pruning(net, graph, resolve_ratios(graph, ratio), criterion)
+
+
+def grouped_convs(net):
+    return [(n, l) for n, l in net.named_sublayers()
+            if isinstance(l, (nn.Conv2D, nn.Conv2DTranspose)) and 1 < l._groups < l._in_channels]
+
+
+def assert_groups_consistent(net, before):
+    """Every grouped conv kept its ``groups``; its attributes match its weight."""
+    for name, layer in grouped_convs(net):
+        assert layer._groups == before[name], name
+        c_out, per_group = layer.weight.shape[:2]
+        assert layer._in_channels == per_group * layer._groups and layer._out_channels == c_out
+
+
+class ResNeXtBlock(nn.Layer):
+    """1x1 reduce, grouped 3x3, 1x1 expand, residual (projection when the shape changes)."""
+
+    def __init__(self, c_in, width, c_out, groups, stride=1):
+        super().__init__()
+        self.reduce = ConvBN(c_in, width, 1)
+        self.grouped = ConvBN(width, width, 3, stride, groups=groups)
+        self.expand = nn.Sequential(nn.Conv2D(width, c_out, 1, bias_attr=False), nn.BatchNorm2D(c_out))
+        self.short = None
+        if stride != 1 or c_in != c_out:
+            self.short = nn.Sequential(nn.Conv2D(c_in, c_out, 1, stride, bias_attr=False),
+                                       nn.BatchNorm2D(c_out))
+
+    def forward(self, x):
+        skip = x if self.short is None else self.short(x)
+        return nn.functional.relu(skip + self.expand(self.grouped(self.reduce(x))))
+
+
+class ResNeXt(nn.Layer):
+    def __init__(self, classes=5):
+        super().__init__()
+        self.stem = ConvBN(3, 16)
+        self.blocks = nn.Sequential(ResNeXtBlock(16, 16, 32, groups=4), ResNeXtBlock(32, 16, 32, groups=4),
+                                    ResNeXtBlock(32, 32, 48, groups=8, stride=2))
+        self.fc = nn.Linear(48, classes)
+
+    def forward(self, x):
+        return self.fc(self.blocks(self.stem(x)).mean(axis=[2, 3]))
+
+
+class RegNetBlock(nn.Layer):
+    """RegNetY-style: 1x1, grouped 3x3 of group width 4, squeeze-excitation, 1x1, residual."""
+
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.a = ConvBN(c_in, c_out, 1)
+        self.b = ConvBN(c_out, c_out, 3, stride, groups=c_out // 4)
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2D(1), nn.Conv2D(c_out, 4, 1), nn.ReLU(),
+                                nn.Conv2D(4, c_out, 1), nn.Sigmoid())
+        self.c = nn.Sequential(nn.Conv2D(c_out, c_out, 1, bias_attr=False), nn.BatchNorm2D(c_out))
+        self.proj = nn.Sequential(nn.Conv2D(c_in, c_out, 1, stride, bias_attr=False), nn.BatchNorm2D(c_out))
+
+    def forward(self, x):
+        y = self.b(self.a(x))
+        return nn.functional.relu(self.proj(x) + self.c(y * self.se(y)))
+
+
+class RegNet(nn.Layer):
+    def __init__(self, classes=5):
+        super().__init__()
+        self.stem = ConvBN(3, 8, 3, 2)
+        self.stages = nn.Sequential(RegNetBlock(8, 16, 2), RegNetBlock(16, 24, 2))
+        self.fc = nn.Linear(24, classes)
+
+    def forward(self, x):
+        return self.fc(self.stages(self.stem(x)).mean(axis=[2, 3]))
+
+
+def channel_shuffle(x, groups):
+    b, c, h, w = x.shape
+    x = x.reshape([b, groups, c // groups, h, w]).transpose([0, 2, 1, 3, 4])
+    return x.reshape([b, c, h, w])
+
+
+class ShuffleUnit(nn.Layer):
+    """ShuffleNet v1-style: grouped 1x1, shuffle, depthwise 3x3, grouped 1x1, residual."""
+
+    def __init__(self, channels, groups):
+        super().__init__()
+        self.groups = groups
+        self.g1 = ConvBN(channels, channels, 1, groups=groups)
+        self.dw = nn.Sequential(nn.Conv2D(channels, channels, 3, padding=1, groups=channels, bias_attr=False),
+                                nn.BatchNorm2D(channels))
+        self.g2 = nn.Sequential(nn.Conv2D(channels, channels, 1, groups=groups, bias_attr=False),
+                                nn.BatchNorm2D(channels))
+
+    def forward(self, x):
+        y = self.g2(self.dw(channel_shuffle(self.g1(x), self.groups)))
+        return nn.functional.relu(x + y)
+
+
+class ShuffleNet(nn.Layer):
+    def __init__(self, classes=5):
+        super().__init__()
+        self.stem = ConvBN(3, 24)
+        self.units = nn.Sequential(ShuffleUnit(24, 3), ShuffleUnit(24, 3))
+        self.mid = ConvBN(24, 24, 1, groups=4)
+        self.fc = nn.Linear(24, classes)
+
+    def forward(self, x):
+        return self.fc(self.mid(self.units(self.stem(x))).mean(axis=[2, 3]))
+
+
+NETS = {"resnext": ResNeXt, "regnet": RegNet, "shufflenet": ShuffleNet}
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.5])
+@pytest.mark.parametrize("name", list(NETS))
+def test_dead_channels_of_grouped_nets_prune_exactly_and_groups_stay(name, ratio):
+    paddle.seed(0)
+    net = NETS[name]()
+    groups = {n: l._groups for n, l in grouped_convs(net)}
+    graph = trace(net, SHAPE)
+    assert [g.name for g in graph.groups if g.blocked] == ["fc"]  # only the output
+    macs = count_flops(net, SHAPE)
+    assert_dead_channels_prune_exactly(net, SHAPE, ratio=ratio)
+    assert_groups_consistent(net, groups)
+    assert count_flops(net, SHAPE) < macs
+    losses = momentum_losses(net, SHAPE)
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_resnext_grouped_convs_lose_whole_positions_and_the_flops_model_agrees():
+    paddle.seed(0)
+    net = ResNeXt()
+    model = FlopsModel(net, SHAPE)
+    plan = make_plan(net, SHAPE, 0.5)
+    predicted = model.count(plan)
+    plan.apply(net)
+    assert count_flops(net, SHAPE) == predicted
+    conv = net.blocks[2].grouped[0]  # 32 channels in 8 groups of 4: half the positions go
+    assert conv._groups == 8 and list(conv.weight.shape) == [16, 2, 3, 3]
+    assert conv._in_channels == conv._out_channels == 16
+    # the producer of its input (reduce) and the BN after it follow
+    assert net.blocks[2].reduce[0].weight.shape[0] == 16 and net.blocks[2].grouped[1]._num_features == 16
+    assert net.blocks[2].expand[0].weight.shape[1] == 16
+
+
+def test_a_position_is_scored_over_every_group():
+    """The l1 score of a position is summed over the groups: position 1 (rows 1, 5, 9,
+    13) has the lowest sum and goes whole, though row 1 is the strongest row and the
+    four weakest rows are 5, 9, 13 and 0."""
+    paddle.seed(0)
+    net = nn.Sequential(nn.Conv2D(3, 8, 1), nn.Conv2D(8, 16, 3, padding=1, groups=4), nn.Conv2D(16, 2, 1))
+    w = np.ones([16, 2, 3, 3], dtype="float32")
+    w[[1, 5, 9, 13]] = 0.1
+    w[1] = 2.0
+    w[[0, 8]] = 0.5
+    net[1].weight.set_value(w)
+    plan = make_plan(net, [1, 3, 4, 4], 0.25)
+    kept = plan.params[("1", "weight")].kept[0]
+    assert sorted(set(range(16)) - set(kept)) == [1, 5, 9, 13]
+
+
+def test_grouped_transposed_conv_prunes_exactly():
+    class Decoder(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.enc = ConvBN(3, 8, 3, 2)
+            self.up = nn.Conv2DTranspose(8, 12, 2, 2, groups=2)  # weight [8, 6, 2, 2]
+            self.dec = nn.Sequential(nn.BatchNorm2D(12), nn.ReLU(), nn.Conv2D(12, 2, 1))
+
+        def forward(self, x):
+            return self.dec(self.up(self.enc(x)))
+
+    paddle.seed(0)
+    net = Decoder()
+    assert_dead_channels_prune_exactly(net, SHAPE, ratio=0.5)
+    assert net.up._groups == 2 and list(net.up.weight.shape) == [4, 3, 2, 2]
+    assert (net.up._in_channels, net.up._out_channels) == (4, 6)
+
+
+def test_a_group_position_shared_with_the_input_is_blocked():
+    """concat([x, conv(x)]) into a conv of groups 2: group 0 holds the image, group 1
+    the conv's channels; removing a position would remove an image channel too."""
+    class Mixed(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2D(3, 3, 1)
+            self.g = nn.Conv2D(6, 4, 3, padding=1, groups=2)
+            self.head = nn.Conv2D(4, 2, 1)
+
+        def forward(self, x):
+            return self.head(self.g(paddle.concat([x, self.a(x)], axis=1)))
+
+    paddle.seed(0)
+    net = Mixed()
+    groups = {g.name: g for g in trace(net, SHAPE).groups}
+    assert "grouped conv g (groups=2)" in groups["a"].blocked
+    assert groups["g"].prunable
+    assert_dead_channels_prune_exactly(net, SHAPE, ratio=0.5)
+    assert list(net.a.weight.shape)[0] == 3 and list(net.g.weight.shape) == [2, 3, 3, 3]
+
+
+def test_pruned_grouped_net_exports_with_the_same_outputs(tmp_path):
+    paddle.seed(0)
+    net = ResNeXt()
+    calibrate(net, SHAPE)
+    prune(net, SHAPE, 0.3)
+    assert net.blocks[2].grouped[0]._groups == 8 and net.blocks[2].grouped[0].weight.shape[0] < 32
+    x = paddle.randn([2] + SHAPE[1:])
+    before = outputs(net, x)
+    result = export(net, tmp_path / "m", SHAPE, formats=("paddle", "onnx"))
+    assert all(d <= 1e-4 for d in result.max_abs_diff.values()), result.max_abs_diff
+    np.testing.assert_allclose(outputs(net, x), before)
