@@ -289,31 +289,65 @@ class SizesFromTheInput(Attention):
         return self.proj(attn.matmul(v).transpose([0, 2, 1, 3]).reshape([-1, n, c]))
 
 
-@pytest.mark.parametrize("attention, reason", [
-    (RuntimeScaledAttention, "which the code also computes with"),
-    (SizesFromTheInput, "sizes another tensor"),
-])
-def test_sizes_that_cannot_follow_block_the_heads(attention, reason):
+def test_attention_that_only_computes_with_head_dim_blocks_the_heads():
     paddle.seed(0)
     net = TinyViT()
     for block in net.blocks:
-        block.attn = attention(16, 2)
+        block.attn = RuntimeScaledAttention(16, 2)
     graph = trace(net, SHAPE)
     qkv = next(g for g in graph.groups if g.name == "blocks.0.attn.qkv")
-    assert not qkv.prunable and reason in qkv.blocked
+    assert not qkv.prunable and "which the code also computes with" in qkv.blocked
     prune(net, SHAPE, 0.3)   # whatever stays prunable prunes and the network still runs
     assert net(paddle.randn([2] + SHAPE[1:])).shape == [2, 5]
 
 
-def test_size_read_from_another_tensor_blocks_both():
-    """``reshape([-1, n, c])`` with ``c`` read from the block's input: the attention's
-    output width must stay equal to the embedding width, so neither is pruned."""
+def paddleclas_style_vit():
     paddle.seed(0)
     net = TinyViT()
     for block in net.blocks:
         block.attn = SizesFromTheInput(16, 2)
-    stream = trace(net, SHAPE).groups[0]
-    assert not stream.prunable and "sizes another tensor" in stream.blocked
+    randomize(net)
+    return net
+
+
+def test_attention_sized_by_its_input_width_prunes_in_step_with_the_embedding():
+    """``C // self.num_heads`` with ``C`` the embedding width: the embedding channels
+    and the attention's head dims are coupled column by column (each unit: one head-dim
+    position and ``num_heads`` embedding channels), so both shrink in step."""
+    net = paddleclas_style_vit()
+    graph = trace(net, SHAPE)
+    stream = graph.groups[0]
+    assert stream.prunable and stream.num_units == 8   # head_dim positions
+    assert {("blocks.0.attn.qkv", "weight"), ("blocks.1.attn.proj", "weight"),
+            ("", "pos_embed")} <= {(m.layer, m.attr) for m in stream.members}
+    dead = kill_units(net, graph, ratio=0.5)
+    x = paddle.randn([2] + SHAPE[1:])
+    with layer_norms_over(net, kept_channels(net, graph, dead)):
+        reference = outputs(net, x)
+    before = count_flops(net, SHAPE)
+    prune(net, SHAPE, 0.5)
+    np.testing.assert_allclose(outputs(net, x), reference, atol=1e-5)
+    assert net.pos_embed.shape == [1, 5, 8] and net.blocks[0].attn.qkv.weight.shape == [8, 24]
+    assert count_flops(net, SHAPE) < 0.5 * before
+
+
+class TwoSourceSize(nn.Layer):
+    """A reshape sized by the sum of two tensors' widths: no known layout, so it blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(4, 6), nn.Linear(4, 2), nn.Linear(8, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        a, b, c = self.a(x), self.b(x), self.c(paddle.concat([self.a(x), self.b(x)], -1))
+        return self.head(c.reshape([-1, a.shape[-1] + b.shape[-1]]))
+
+
+def test_size_read_from_other_tensors_without_a_layout_blocks_both():
+    graph = trace(TwoSourceSize(), [1, 4])
+    blocked = {g.name: g.blocked for g in graph.groups}
+    assert "sizes another tensor" in blocked["c"] and "sizes another tensor" in blocked["a"]
 
 
 class GramNet(nn.Layer):

@@ -89,7 +89,7 @@ def _runtime_shape(tracer, tensor, shape):
     """``Tensor.shape`` while tracing: each size remembers the atoms of its axis."""
     entry = tracer.tensor_labels.get(id(tensor))
     labels = entry[1] if entry is not None and entry[0] is tensor else L.zeros(len(shape))
-    return type(shape)([RuntimeSize(d, source_of(labels, ax)) for ax, d in enumerate(shape)])
+    return type(shape)([RuntimeSize(d, *source_of(labels, ax)) for ax, d in enumerate(shape)])
 
 
 def _wrap_reshape(tracer, func):
@@ -485,7 +485,8 @@ def _block_literal_sizes(tr, shape, x, lab, y):
             continue
         size, labelled = shape[sized[-1]], L.varies_along(lab, in_axes)
         if isinstance(size, RuntimeSize) and size.source.size:
-            if not labelled or not tr.same_units(size.source, L.atoms(lab)):
+            if not labelled or not (tr.same_units(size.source, L.atoms(lab))
+                                    or _tie_to_source(tr, size, lab, in_axes, x)):
                 tr.refuse(np.concatenate([size.source, L.atoms(lab) if labelled else []]),
                           f"sizes another tensor by reshape {list(shape)} in {tr.where()}")
             continue
@@ -496,6 +497,29 @@ def _block_literal_sizes(tr, shape, x, lab, y):
         elif isinstance(size, int):
             tr.refuse(lab, f"is reshaped to the literal size {list(shape)} in {tr.where()}")
             return
+
+
+def _tie_to_source(tr, size, lab, in_axes, x) -> bool:
+    """A reshape sized by another tensor's channel count (PaddleClas' attention:
+    ``qkv.reshape([-1, N, 3, self.num_heads, C // self.num_heads])`` with ``C`` the
+    block input's width) stays valid if both lose channels in step. Both are laid out
+    in columns of ``size`` (the input's positions along ``in_axes``, the source's
+    positions along its axis) and column k of one is coupled with column k of the
+    other: removing a unit then removes one column of each, and the two counts stay
+    ``size`` times their number of rows. False if either layout is not known."""
+    if size.order is None or len(size.order) % int(size) or int(size) < 1:
+        return False
+    moved = np.moveaxis(np.broadcast_to(lab, x.shape), in_axes, list(range(-len(in_axes), 0)))
+    rows = moved.reshape(-1, int(np.prod([x.shape[a] for a in in_axes])))
+    if (rows != rows[:1]).any() or rows.shape[1] % int(size):
+        return False
+    columns = np.concatenate([rows[0].reshape(-1, int(size)), size.order.reshape(-1, int(size))])
+    if (columns == 0).any():
+        return False
+    for column in columns.T:
+        for other in column[1:]:
+            tr.uf.union(int(column[0]), int(other))
+    return True
 
 
 def _couple_reshape(tr, op, x, lab, y):

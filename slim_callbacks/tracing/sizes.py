@@ -58,14 +58,17 @@ def _attr_arithmetic(name: str):
 class RuntimeSize(int):
     """A size read from ``Tensor.shape`` while tracing, or computed from one with
     ``+ - * //``; ``source`` holds the atoms of the axis it came from (empty for an
-    axis without channels). Unlike a literal it follows pruning, but only the channels
-    of its source."""
+    axis without channels) and ``order`` their sequence along it (None if unknown, e.g.
+    after adding two sizes). Unlike a literal it follows pruning, but only the
+    channels of its source."""
 
     source: np.ndarray
+    order: Optional[np.ndarray]
 
-    def __new__(cls, value: int, source: np.ndarray = NO_SOURCE):
+    def __new__(cls, value: int, source: np.ndarray = NO_SOURCE,
+                order: Optional[np.ndarray] = None):
         size = super().__new__(cls, value)
-        size.source = source
+        size.source, size.order = source, order
         return size
 
 
@@ -79,10 +82,10 @@ def _runtime_arithmetic(name: str):
         result = int_method(self, other)
         if type(result) is not int:
             return result
-        source = self.source
+        source, order = self.source, self.order
         if isinstance(other, RuntimeSize) and other.source.size:
-            source = np.union1d(source, other.source)
-        return RuntimeSize(result, source)
+            source, order = np.union1d(source, other.source), None
+        return RuntimeSize(result, source, order)
     return method
 
 
@@ -102,12 +105,16 @@ def is_literal(size) -> bool:
             and size not in (-1, 0))
 
 
-def source_of(labels: np.ndarray, axis: int) -> np.ndarray:
-    """The atoms a size read from ``axis`` of a tensor with ``labels`` follows."""
-    if labels.shape[axis % labels.ndim] == 1:
-        return NO_SOURCE
+def source_of(labels: np.ndarray, axis: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """The atoms a size read from ``axis`` of a tensor with ``labels`` follows, and their
+    order along that axis (None unless the labels vary along that axis only)."""
+    axis = axis % labels.ndim
+    if labels.shape[axis] == 1:
+        return NO_SOURCE, None
     values = np.unique(labels)
-    return values[values > 0]
+    others = [a for a in range(labels.ndim) if a != axis and labels.shape[a] > 1]
+    order = None if others else labels.reshape(-1).copy()
+    return values[values > 0], order
 
 
 def is_user_layer(layer) -> bool:
