@@ -11,6 +11,8 @@ reductions. An op without a rule blocks the channels that flow into it;
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 
 import numpy as np
 import paddle
@@ -61,12 +63,14 @@ def intercept(tracer):
                 setattr(paddle.Tensor, dunder, _wrap(tracer, op, func))
         shape = paddle.Tensor.__dict__["shape"]
         originals[(paddle.Tensor, "shape")] = shape
-        paddle.Tensor.shape = property(lambda t: _runtime_shape(shape.__get__(t)))
+        paddle.Tensor.shape = property(lambda t: _runtime_shape(tracer, t, shape.__get__(t)))
         for owner in (paddle, paddle.Tensor):
             originals[(owner, "reshape")] = owner.reshape
             setattr(owner, "reshape", _wrap_reshape(tracer, owner.reshape))
+        tracer.intercepting = True
         yield
     finally:
+        tracer.intercepting = False
         for (owner, name), func in originals.items():
             setattr(owner, name, func)
 
@@ -88,7 +92,32 @@ def _wrap(tracer, op: str, func):
 class RuntimeSize(int):
     """A size read from ``Tensor.shape`` while tracing, or computed from one with
     ``+ - * //``. Unlike a literal ``int`` in the network's code, it follows the
-    channel count once channels are pruned."""
+    channel count once channels are pruned.
+
+    ``int()`` of one read along channels, in the network's own code
+    (``int(C // self.num_heads)``), blocks those channels: the code then holds their
+    count as a plain number, which may size another tensor (a reshape of ``q`` by the
+    width of ``x``) and cannot follow pruning."""
+
+    source = None  # (tracer, labels of the tensor, axis) if read along its channels
+
+    def __int__(self):
+        if self.source is not None and _called_by_network_code():
+            tracer, labels, axis = self.source
+            if tracer.intercepting and not tracer.quiet:
+                tracer.refuse(labels, f"has its size on axis {axis} made a plain int by int() "
+                                      f"in {tracer.where()}")
+        return int.__int__(self)
+
+
+_LIBRARY_DIRS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (paddle, np))
+_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _called_by_network_code() -> bool:
+    """True if the ``int()`` being run was called outside Paddle, numpy and slim_callbacks."""
+    caller = os.path.abspath(sys._getframe(2).f_code.co_filename)
+    return not caller.startswith(_LIBRARY_DIRS + (_OWN_DIR,))
 
 
 def _runtime_arithmetic(name: str):
@@ -96,7 +125,11 @@ def _runtime_arithmetic(name: str):
 
     def method(self, other):
         result = int_method(self, other)
-        return RuntimeSize(result) if type(result) is int else result
+        if type(result) is not int:
+            return result
+        size = RuntimeSize(result)
+        size.source = self.source or getattr(other, "source", None)
+        return size
     return method
 
 
@@ -105,8 +138,18 @@ for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__
     setattr(RuntimeSize, _name, _runtime_arithmetic(_name))
 
 
-def _runtime_shape(shape):
-    return type(shape)([RuntimeSize(d) for d in shape])
+def _runtime_shape(tracer, tensor, shape):
+    """``tensor.shape`` as :class:`RuntimeSize` values; those along labelled channels
+    remember where they were read."""
+    entry = tracer.tensor_labels.get(id(tensor))
+    labels = entry[1] if entry is not None and entry[0] is tensor else None
+    sizes = []
+    for axis, d in enumerate(shape):
+        size = RuntimeSize(d)
+        if labels is not None and labels.ndim == len(shape) and labels.shape[axis] > 1:
+            size.source = (tracer, labels, axis)
+        sizes.append(size)
+    return type(shape)(sizes)
 
 
 def _is_literal(size) -> bool:

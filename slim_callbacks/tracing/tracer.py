@@ -125,9 +125,11 @@ def hooks(network, tracer):
         tracer.layer_types[name] = type(layer).__name__
         if tracer.quiet == 0:
             tracer.site = (type(layer).__name__, name)
+            tracer.quiet += 1  # the handler's own int() of sizes is not the network's
             try:
                 kind.trace(tracer, name, layer, inputs[0], output)
             finally:
+                tracer.quiet -= 1
                 tracer.site = None
 
     try:
@@ -169,6 +171,7 @@ class Tracer:
         self.unknown_ops: Dict[str, None] = {}
         self.stack: List[str] = []
         self.quiet = 0  # > 0 inside a known layer or while computing labels
+        self.intercepting = False  # True while op_rules.intercept routes ops here
         self.layers = dict(network.named_sublayers())
         self.names = {id(layer): name for name, layer in self.layers.items()}
         self.layer_order = {name: i for i, name in enumerate(self.names.values())}
