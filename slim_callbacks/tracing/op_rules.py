@@ -421,7 +421,9 @@ def register_op(op: str, rule) -> None:
             tracer's warnings name), e.g. ``"sinh"``.
         rule: ``"elementwise"`` (output element i from input element i, same
             shape), ``"binary"`` (broadcast operands, their channels coupled),
-            ``"movement"`` (the op only moves elements: it is applied to the labels),
+            ``"movement"`` (the op only moves elements: it is applied to the labels;
+            right only if it moves the kept channels alike once others are gone,
+            as a transpose does and a ``roll`` along channels does not),
             ``"spatial"`` (per channel plane, along a ``data_format`` axis),
             ``"reduction"`` (along ``axis``), or a handler ``(tracer, op, func, args,
             kwargs, inputs, in_labels, outputs)``.
