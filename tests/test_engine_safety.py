@@ -302,12 +302,13 @@ class IntOfChannelCount(nn.Layer):
         self.q = nn.Linear(8, 8)
         self.mid = nn.Conv2D(3, 6, 1)
         self.mix = nn.Conv2D(6, 4, 1)
+        self.head = nn.Conv2D(4, 2, 1)
 
     def forward(self, x):
         t = self.stem(x).flatten(2).transpose([0, 2, 1])  # [B, N, C]
         B, N, C = t.shape
         q = self.q(t).reshape([B, N, 2, int(C // 2)])
-        return q.mean(axis=[1, 2, 3]) + self.mix(F.relu(self.mid(x))).mean(axis=[1, 2, 3])
+        return self.head(F.relu(self.mix(F.relu(self.mid(x))))), q
 
 
 def test_int_of_a_channel_count_in_the_network_blocks_those_channels():
@@ -319,4 +320,4 @@ def test_int_of_a_channel_count_in_the_network_blocks_those_channels():
     assert "made a plain int by int() in the top-level network" in group_named(graph, "stem").blocked
     assert group_named(graph, "mid").prunable
     assert_dead_channels_prune_exactly(net, shape, ratio=0.5)
-    assert net.stem._out_channels == 8 and net.mid._out_channels == 3
+    assert net.stem._out_channels == 8 and net.mid._out_channels == 3 and net.mix._out_channels == 2
