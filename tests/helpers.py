@@ -57,20 +57,25 @@ def assert_dead_channels_prune_exactly(net, shape, ratio=0.3):
     return plan
 
 
+def train_steps(net, opt, x, y, steps):
+    """Losses of ``steps`` optimizer steps in train mode on one batch."""
+    losses = []
+    net.train()
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        losses.append(float(loss))
+    return losses
+
+
 def momentum_losses(net, shape, steps=3, lr=0.1, classes=4):
     """Losses of ``steps`` Momentum steps in train mode on one random batch of
     ``classes`` examples (a pruned network must still learn it)."""
     optimizer = paddle.optimizer.Momentum(lr, parameters=net.parameters())
-    net.train()
     x, labels = paddle.randn([classes] + list(shape[1:])), paddle.arange(classes)
-    losses = []
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(net(x), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.clear_grad()
-        losses.append(float(loss))
-    return losses
+    return train_steps(net, optimizer, x, labels, steps)
 
 
 def snapshot(net, optimizer=None):

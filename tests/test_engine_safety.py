@@ -300,3 +300,34 @@ def test_count_flops_with_max_pool_returning_its_mask():
     net = nn.Sequential(nn.Conv2D(3, 4, 1), nn.MaxPool2D(2, return_mask=True))
     assert count_flops(net, [1, 3, 4, 4]) == 4 * 4 * 4 * 3
     assert count_flops(net, [1, 3, 4, 4], "paddleslim_legacy") == 2 * 4 * 4 * 4 * 3 + 4 * 2 * 2 * 4
+
+
+class IntOfChannelCount(nn.Layer):
+    """NextViT's E_MHSA: ``q`` is reshaped by ``int(C // heads)`` with ``C`` read from
+    its input ``t``, a tensor of other channels (a literal for ``q``, a size for ``t``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2D(3, 8, 1)
+        self.q = nn.Linear(8, 8)
+        self.mid = nn.Conv2D(3, 6, 1)
+        self.mix = nn.Conv2D(6, 4, 1)
+        self.head = nn.Conv2D(4, 2, 1)
+
+    def forward(self, x):
+        t = self.stem(x).flatten(2).transpose([0, 2, 1])  # [B, N, C]
+        B, N, C = t.shape
+        q = self.q(t).reshape([B, N, 2, int(C // 2)])
+        return self.head(F.relu(self.mix(F.relu(self.mid(x))))), q
+
+
+def test_int_of_a_channel_count_in_the_network_blocks_those_channels():
+    """Without the block, ``stem`` is pruned, ``C // 2`` becomes 3 and the reshape of
+    the unpruned ``q`` fails: the prune would be refused whole."""
+    paddle.seed(0)
+    net, shape = IntOfChannelCount(), [1, 3, 4, 4]
+    graph = trace(net, shape)
+    assert "made a plain int by int() in the top-level network" in group_named(graph, "stem").blocked
+    assert group_named(graph, "mid").prunable
+    assert_dead_channels_prune_exactly(net, shape, ratio=0.5)
+    assert net.stem._out_channels == 8 and net.mid._out_channels == 3 and net.mix._out_channels == 2

@@ -6,7 +6,7 @@ import paddle
 import paddle.nn as nn
 import paddle.vision.models as models
 import pytest
-from helpers import Seed, calibrate, outputs, same, snapshot
+from helpers import Seed, calibrate, outputs, same, snapshot, train_steps
 
 from slim_callbacks import (
     ConfigError,
@@ -193,18 +193,6 @@ def test_two_plans_chain_into_one():
     first.then(second).apply(fresh)
     x = paddle.randn([1, 3, 32, 32])
     np.testing.assert_allclose(outputs(fresh, x), outputs(net, x), atol=1e-6)
-
-
-def train_steps(net, opt, x, y, steps):
-    losses = []
-    net.train()
-    for _ in range(steps):
-        loss = nn.functional.cross_entropy(net(x), y)
-        loss.backward()
-        opt.step()
-        opt.clear_grad()
-        losses.append(float(loss))
-    return losses
 
 
 @pytest.mark.parametrize("make_opt", [

@@ -2,7 +2,7 @@
 
 Owns :func:`explain`, its result :class:`Explanation` and the text table. A group is
 blocked when the tracer met an op or layer it cannot follow the channels through (an
-unknown op, a grouped conv, a reshape to a literal size, a network output, ...); such
+unknown op, a reshape to a literal size, a network output, ...); such
 groups are left whole, safely but wastefully. :func:`explain` lists them with the op and
 the layer that block each one and the MACs at stake, largest first, so a user knows what
 to change in the model or register.
@@ -10,8 +10,8 @@ to change in the model or register.
 *MACs at stake* of a group: the per-sample MACs of the Conv/Linear weight elements the
 tracer maps to the group's channels (its producers' output rows, its consumers' input
 columns, its depthwise filters), i.e. what removing every channel of the group would
-remove. Layers behind the blocking op (whose inputs it could not map) and a grouped
-conv's inputs are not counted, so the figure is a lower bound.
+remove. Layers behind the blocking op (whose inputs it could not map) are not counted,
+so the figure is a lower bound.
 Pruning a share ``r`` of the group removes about ``r`` times that. Each row counts its
 group on its own (a layer whose inputs and outputs belong to two blocked groups appears
 in both rows); the total counts every weight element once.

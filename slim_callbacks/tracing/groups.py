@@ -1,9 +1,9 @@
 """Coupled-channel groups: the result of tracing a network.
 
 Tracing (see :mod:`slim_callbacks.tracing.tracer`) gives every output channel of every
-producer layer (a Conv2D with ``groups == 1`` or a Linear) an integer *atom*. Ops that
-tie channels together (residual adds, squeeze-excitation multiplies, channel shuffles)
-union atoms; the resulting classes are *units*: channels that can only be removed
+producer layer (a conv that is not depthwise, or a Linear) an integer *atom*. Ops that
+tie channels together (residual adds, squeeze-excitation multiplies, channel shuffles,
+the groups of a grouped conv) union atoms; the resulting classes are *units*: channels that can only be removed
 together. Units whose atoms come from the same producer layers form a
 :class:`ChannelGroup`, the thing a pruning ratio applies to.
 

@@ -18,6 +18,7 @@ from paddle import _C_ops
 
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.tracing import labels as L
+from slim_callbacks.tracing import sizes
 from slim_callbacks.tracing.groups import CHANNEL, IN
 from slim_callbacks.tracing.sizes import AttrSize, RuntimeSize, source_of
 
@@ -65,10 +66,20 @@ def intercept(tracer):
         for owner in (paddle, paddle.Tensor):
             originals[(owner, "reshape")] = owner.reshape
             setattr(owner, "reshape", _wrap_reshape(tracer, owner.reshape))
+        sizes.ON_INT.append(lambda source: _int_of_size(tracer, source))
         yield
     finally:
+        if sizes.ON_INT:
+            sizes.ON_INT.pop()
         for (owner, name), func in originals.items():
             setattr(owner, name, func)
+
+
+def _int_of_size(tracer, source) -> None:
+    """The network's code made a size with a source a plain ``int``: those channels
+    stay (NextViT-style ``int(C // heads)`` sizing another tensor)."""
+    if not tracer.quiet:
+        tracer.refuse(source, f"has its size made a plain int by int() in {tracer.where()}")
 
 
 def _wrap(tracer, op: str, func):
@@ -654,7 +665,9 @@ def register_op(op: str, rule) -> None:
             tracer's warnings name), e.g. ``"sinh"``.
         rule: ``"elementwise"`` (output element i from input element i, same
             shape), ``"binary"`` (broadcast operands, their channels coupled),
-            ``"movement"`` (the op only moves elements: it is applied to the labels),
+            ``"movement"`` (the op only moves elements: it is applied to the labels;
+            right only if it moves the kept channels alike once others are gone,
+            as a transpose does and a ``roll`` along channels does not),
             ``"spatial"`` (per channel plane, along a ``data_format`` axis),
             ``"reduction"`` (along ``axis``), or a handler ``(tracer, op, func, args,
             kwargs, inputs, in_labels, outputs)``.

@@ -23,7 +23,9 @@ Three kinds of size are told apart:
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterator, Optional, Set, Tuple
+import os
+import sys
+from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -70,6 +72,36 @@ class RuntimeSize(int):
         size = super().__new__(cls, value)
         size.source, size.order = source, order
         return size
+
+    def __int__(self):
+        """``int()`` in the network's own code (``int(C // heads)``) makes the size a plain
+        number that may size another tensor; the trace blocks the source (see
+        :data:`ON_INT`)."""
+        if self.source.size and ON_INT and _called_by_network_code():
+            ON_INT[-1](self.source)
+        return int.__int__(self)
+
+
+ON_INT: List[Callable[[np.ndarray], None]] = []  # set by the tracer while it intercepts
+
+
+def _library_dirs() -> tuple:
+    import importlib.util
+    spec = importlib.util.find_spec("paddle")
+    paddle_dirs = tuple(os.path.abspath(d) + os.sep for d in (spec.submodule_search_locations or [])) if spec else ()
+    return paddle_dirs + tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+                               for m in (np, contextlib)) + (
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,)
+
+
+_LIBRARY_DIRS = _library_dirs()
+
+
+def _called_by_network_code() -> bool:
+    """True if the running ``int()`` was called outside Paddle, numpy, the standard
+    library and slim_callbacks."""
+    caller = os.path.abspath(sys._getframe(2).f_code.co_filename)
+    return not caller.startswith(_LIBRARY_DIRS)
 
 
 def _runtime_arithmetic(name: str):

@@ -1,7 +1,8 @@
 """Trace a dygraph network once and find its groups of coupled channels.
 
 One forward pass in eval mode and one in train mode record every Paddle op
-(``paddle._C_ops`` and the Tensor operators) and every Conv/Linear/BatchNorm call, and
+(``paddle._C_ops`` and the Tensor operators) and every call of a known layer kind
+(:mod:`~slim_callbacks.tracing.kinds`: conv, Linear, BatchNorm, PReLU, registered), and
 move channel labels (see :mod:`slim_callbacks.tracing.labels`) along with the real tensors.
 Both passes share one set of labels, so a channel is prunable only if both modes allow
 it, and branches that run only in training (auxiliary heads) are sliced too. Nothing
@@ -126,9 +127,11 @@ def hooks(network, tracer):
         tracer.layer_types[name] = type(layer).__name__
         if tracer.quiet == 0:
             tracer.site = (type(layer).__name__, name)
+            tracer.quiet += 1  # the handler's own int() of sizes is not the network's
             try:
                 kind.trace(tracer, name, layer, inputs[0], output)
             finally:
+                tracer.quiet -= 1
                 tracer.site = None
 
     try:
