@@ -1,0 +1,259 @@
+"""The latency model of a pruning plan: a network's batch-1 latency after a plan,
+predicted from per-layer measurements on this machine, without changing the network.
+
+Each Conv2D and Linear layer is timed on its own (its input size, random weights) at
+a grid of channel counts, in Paddle Inference (:class:`~slim_callbacks.deploy.latency_table.LatencyTable`,
+cached as JSON per runtime, threads and machine): a layer whose input and output
+channels are both pruned gets a 2-D grid (``GRID`` x ``GRID`` kept fractions), a
+depthwise conv or a layer with one pruned side a 1-D one. Between grid points the
+latency is interpolated (bilinearly). A run's fixed cost (a 1-channel Linear, the
+same predictor overhead every isolated layer pays) is subtracted from every point.
+
+The whole network is timed once too (``base_ms``). Isolated layers save more than
+the same layers inside the network (each pays its own layout reorders), so the saving
+is scaled: ``predicted = base_ms - alpha * (sum(before) - sum(after))``. Without
+calibration ``alpha = base_ms / sum(before)`` (the network shrinks like its layers);
+:meth:`LatencyModel.calibrate` times one pruned copy (every chosen group at half its
+width) and sets ``alpha`` so that copy is predicted exactly.
+
+Example:
+    >>> import paddle, tempfile
+    >>> from slim_callbacks.deploy.latency_table import LatencyTable
+    >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 16, 3), paddle.nn.ReLU(),
+    ...                            paddle.nn.Conv2D(16, 8, 1))
+    >>> table = LatencyTable(directory=tempfile.mkdtemp(), rounds=1, runs_per_round=1, warmup=0)
+    >>> model = LatencyModel(net, [1, 3, 16, 16], table, grid=(1.0, 0.5))
+    >>> sorted(model.groups), model.layers["0"].out_group, model.layers["2"].in_group
+    (['0'], '0', '0')
+    >>> model.base_ms > 0 and model.predict({"0": 16}) == model.base_ms
+    True
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from dataclasses import dataclass, replace
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import paddle
+
+from slim_callbacks.analysis.sensitivity import chosen_groups
+from slim_callbacks.core.paddle_utils import is_linear, modes_restored, unwrap
+from slim_callbacks.deploy.latency_table import LatencyTable, LayerSpec
+from slim_callbacks.engine.criteria import get_criterion
+from slim_callbacks.engine.plan import PruningPlan
+from slim_callbacks.engine.planner import plan_pruning
+from slim_callbacks.engine.selectors import keep_count
+from slim_callbacks.tracing.tracer import DependencyGraph, trace
+
+GRID = (1.0, 0.75, 0.5, 0.35, 0.2, 0.1)  # kept fractions each pruned side is timed at
+OVERHEAD_SPEC = LayerSpec("linear", 1, 1)
+
+
+@dataclass
+class LayerInfo:
+    """One timed layer: its spec unpruned, which group sets its input / output
+    channels (None: fixed), whether it is depthwise, and how often it runs."""
+    spec: LayerSpec
+    in_group: Optional[str] = None
+    out_group: Optional[str] = None
+    depthwise: bool = False
+    calls: int = 1
+    grid_in: Tuple[int, ...] = ()
+    grid_out: Tuple[int, ...] = ()
+    ms: Optional[np.ndarray] = None  # [len(grid_in), len(grid_out)], overhead subtracted
+
+    def at(self, cin: int, cout: int) -> LayerSpec:
+        """The spec with ``cin`` input and ``cout`` output channels."""
+        if self.depthwise:
+            return replace(self.spec, in_ch=cout, out_ch=cout, groups=cout)
+        return replace(self.spec, in_ch=cin, out_ch=cout)
+
+
+def layer_calls(network: paddle.nn.Layer, input_shape: Sequence[int]) -> Dict[str, Tuple[paddle.nn.Layer, list, int]]:
+    """Structural name -> (layer, input shape of its first call, number of calls) for
+    every Conv2D and Linear leaf layer, from one forward pass."""
+    calls: Dict[str, list] = {}
+    names = {id(layer): name for name, layer in network.named_sublayers()}
+    handles = []
+
+    def hook(layer, inputs):
+        entry = calls.setdefault(names[id(layer)], [layer, list(inputs[0].shape), 0])
+        entry[2] += 1
+
+    try:
+        for layer in network.sublayers():
+            if isinstance(layer, (paddle.nn.Conv2D, paddle.nn.Linear)) and not layer.sublayers():
+                handles.append(layer.register_forward_pre_hook(hook))
+        with modes_restored(network, training=False), paddle.no_grad():
+            network(paddle.zeros(input_shape, dtype="float32"))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: tuple(entry) for name, entry in calls.items()}
+
+
+def layer_spec(layer: paddle.nn.Layer, shape: list) -> LayerSpec:
+    """The :class:`LayerSpec` of a Conv2D or Linear called on an input of ``shape``."""
+    if is_linear(layer):
+        fan_in, fan_out = layer.weight.shape
+        return LayerSpec("linear", fan_in, fan_out, positions=max(1, math.prod(shape[1:-1])))
+    kh, kw = layer._kernel_size
+    pad = layer._padding
+    pad = pad if isinstance(pad, int) else (pad[0] if len(set(pad)) == 1 else None)
+    stride, dilation = layer._stride, layer._dilation
+    if pad is None or isinstance(pad, str) or len(set(stride)) != 1 or len(set(dilation)) != 1:
+        pad = layer._padding if isinstance(layer._padding, int) else 0
+    return LayerSpec("conv", layer._in_channels, layer._out_channels, (kh, kw),
+                     stride=int(stride[0]), padding=int(pad), dilation=int(dilation[0]),
+                     groups=layer._groups, hw=(int(shape[2]), int(shape[3])))
+
+
+def grid_widths(width: int, grid: Sequence[float]) -> Tuple[int, ...]:
+    """The channel counts a side of ``width`` channels is timed at (ascending).
+
+    >>> grid_widths(64, GRID)
+    (6, 13, 22, 32, 48, 64)
+    """
+    return tuple(sorted({max(1, int(round(width * f))) for f in grid} | {width}))
+
+
+def fingerprint(network: paddle.nn.Layer, input_shape: Sequence[int]) -> str:
+    """A short hash of a network's layers, parameter shapes and input shape."""
+    parts = [f"{name}:{type(layer).__name__}:" + ",".join(
+        str(list(p.shape)) for p in layer.parameters(include_sublayers=False))
+        for name, layer in network.named_sublayers()]
+    text = "|".join(parts) + f"|{list(input_shape)}"
+    return f"{type(network).__name__}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+
+
+class LatencyModel:
+    """Predicted batch-1 latency of ``network`` after a plan or a set of group widths.
+
+    ``groups`` are the chosen prunable groups (``layers``/``skip`` patterns as in the
+    strategies); ``widths`` maps each to its channel count. Every timing goes through
+    ``table`` (a :class:`~slim_callbacks.deploy.latency_table.LatencyTable`).
+    """
+
+    def __init__(self, network: paddle.nn.Layer, input_shape: Sequence[int], table: LatencyTable,
+                 layers: Optional[List[str]] = None, skip: Sequence[str] = (),
+                 graph: Optional[DependencyGraph] = None, grid: Sequence[float] = GRID,
+                 measure: bool = True):
+        self.network = unwrap(network)
+        self.input_shape = [int(d) for d in input_shape]
+        self.table = table
+        self.graph = graph if graph is not None else trace(self.network, self.input_shape)
+        self.groups = {g.name: g.num_units for g in chosen_groups(self.graph, layers, skip)}
+        self.layers: Dict[str, LayerInfo] = {}
+        for name, (layer, shape, count) in layer_calls(self.network, self.input_shape).items():
+            spec = layer_spec(layer, shape)
+            dw = spec.kind == "conv" and spec.groups > 1 and spec.groups == spec.in_ch == spec.out_ch
+            self.layers[name] = LayerInfo(spec, depthwise=dw, calls=count)
+        self._map_groups()
+        if measure:
+            self._measure(tuple(grid))
+
+    def _map_groups(self) -> None:
+        """Which group sets each layer's input and output channels (one plan per group)."""
+        criterion = get_criterion("l1_norm")
+        for group, width in self.groups.items():
+            if width < 2:
+                continue
+            plan = plan_pruning(self.network, self.graph, {group: 0.5}, criterion, 1)
+            for (name, attr), cut in plan.params.items():
+                info = self.layers.get(name)
+                if attr != "weight" or info is None:
+                    continue
+                out_axis, in_axis = (1, 0) if info.spec.kind == "linear" else (0, 1)
+                if out_axis in cut.kept:
+                    info.out_group = group
+                if in_axis in cut.kept and not info.depthwise:
+                    info.in_group = group
+        for name, info in list(self.layers.items()):
+            grouped = info.spec.groups > 1 and not info.depthwise
+            if grouped and (info.in_group or info.out_group):  # grouped convs: kept fixed
+                info.in_group = info.out_group = None
+
+    def _measure(self, grid: Tuple[float, ...]) -> None:
+        specs: List[LayerSpec] = [OVERHEAD_SPEC]
+        for info in self.layers.values():
+            info.grid_in = grid_widths(info.spec.in_ch, grid) if info.in_group else (info.spec.in_ch,)
+            info.grid_out = grid_widths(info.spec.out_ch, grid) if info.out_group else (info.spec.out_ch,)
+            specs += [info.at(i, o) for i in info.grid_in for o in info.grid_out]
+        ms = self.table.lookup(specs)
+        self.overhead_ms = ms[0]
+        position = 1
+        for info in self.layers.values():
+            n = len(info.grid_in) * len(info.grid_out)
+            values = np.maximum(np.asarray(ms[position:position + n]) - self.overhead_ms, 0.0)
+            info.ms = values.reshape(len(info.grid_in), len(info.grid_out)) * info.calls
+            position += n
+        self.base_key = fingerprint(self.network, self.input_shape)
+        self.base_ms = self.table.networks_ms({self.base_key: self.network}, self.input_shape)[self.base_key]
+        self.full_sum = self.layers_ms({})
+        self.alpha = self.base_ms / max(self.full_sum, 1e-12)
+        self.reference: Optional[Dict[str, float]] = None
+
+    def calibrate(self, round_to: int = 1, keep: float = 0.5) -> float:
+        """Times the network with every chosen group at ``keep`` of its width (rounded
+        to ``round_to``) side by side with the unpruned one (both cached) and sets
+        ``alpha`` so that copy is predicted exactly. Returns ``alpha``."""
+        widths = {g: keep_count(w, 1 - keep, round_to) for g, w in self.groups.items()}
+        ratios = {g: (w - widths[g]) / w for g, w in self.groups.items() if widths[g] < w}
+        pruned = copy.deepcopy(self.network)
+        plan_pruning(pruned, self.graph, ratios, get_criterion("l1_norm"), round_to).apply(pruned)
+        key = fingerprint(pruned, self.input_shape)
+        both = self.table.networks_ms({self.base_key: self.network, key: pruned}, self.input_shape)
+        self.base_ms, measured = both[self.base_key], both[key]
+        saving = self.full_sum - self.layers_ms(widths)
+        if saving > 1e-9 and measured < self.base_ms:
+            self.alpha = (self.base_ms - measured) / saving
+        self.reference = {"widths_kept": keep, "measured_ms": measured,
+                          "predicted_ms": self.predict(widths)}
+        return self.alpha
+
+    @staticmethod
+    def _interp(info: LayerInfo, cin: float, cout: float) -> float:
+        rows = [np.interp(cout, info.grid_out, row) for row in info.ms]
+        return float(np.interp(cin, info.grid_in, rows))
+
+    def layer_sides(self, info: LayerInfo, widths: Mapping[str, float]) -> Tuple[float, float]:
+        """Input and output channels of a layer when the groups have ``widths``."""
+        def side(group, full):
+            if group is None or group not in widths:
+                return full
+            return full * widths[group] / self.groups[group]
+        cout = side(info.out_group, info.spec.out_ch)
+        return (cout if info.depthwise else side(info.in_group, info.spec.in_ch)), cout
+
+    def layer_ms(self, name: str, widths: Mapping[str, float]) -> float:
+        """Interpolated ms of one layer (all its calls) at the group ``widths``."""
+        info = self.layers[name]
+        return self._interp(info, *self.layer_sides(info, widths))
+
+    def layers_ms(self, widths: Mapping[str, float], names: Optional[Sequence[str]] = None) -> float:
+        """Summed ms of the timed layers (or of ``names``) at the group ``widths``."""
+        return sum(self.layer_ms(n, widths) for n in (names if names is not None else self.layers))
+
+    def touching(self, group: str) -> List[str]:
+        """The layers whose channels ``group`` sets."""
+        return [n for n, info in self.layers.items() if group in (info.in_group, info.out_group)]
+
+    def predict(self, widths: Mapping[str, float]) -> float:
+        """Predicted ms of the network with the chosen groups at ``widths``."""
+        return self.base_ms - self.alpha * (self.full_sum - self.layers_ms(widths))
+
+    def plan_widths(self, plan: PruningPlan) -> Dict[str, int]:
+        """Each chosen group's channel count after ``plan``."""
+        widths = {g["name"]: g["after"] for g in plan.groups}
+        return {g: widths.get(g, w) for g, w in self.groups.items()}
+
+    def predict_plan(self, plan: PruningPlan) -> float:
+        """Predicted ms of the network after ``plan``."""
+        return self.predict(self.plan_widths(plan))
+
+    def reduction(self, widths: Mapping[str, float]) -> float:
+        """Predicted share of the latency that ``widths`` remove."""
+        return 1 - self.predict(widths) / self.base_ms
