@@ -3,7 +3,8 @@
 A :class:`LayerSpec` is one Conv2D or Linear layer with its input size (what a layer
 of a network looks like at some channel counts). :class:`LatencyTable` times the
 specs it has not seen, each exported on its own and run in Paddle Inference (batch 1,
-interleaved rounds by :func:`~slim_callbacks.deploy.latency.measure_latency`), and
+interleaved rounds by :func:`~slim_callbacks.deploy.latency.measure_latency`, timing
+the predictor's run alone, in batches of specs in a seeded random order), and
 keeps the medians in ``<dir>/<key>.json``. The key names the runtime (Paddle version,
 oneDNN on/off), the thread count and the machine (CPU model, core count), so a table
 measured elsewhere is never reused. ``dir`` is ``$SLIM_CALLBACKS_LATENCY_CACHE`` or
@@ -29,6 +30,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import paddle
 
 from slim_callbacks.core.checks import check_int
@@ -37,7 +39,7 @@ from slim_callbacks.deploy import latency
 from slim_callbacks.deploy.runtime import save_inference_model
 
 CACHE_ENV = "SLIM_CALLBACKS_LATENCY_CACHE"
-BATCH = 12  # specs per interleaved measurement
+BATCH = 32  # specs per interleaved measurement (in a seeded random order)
 KINDS = ("conv", "linear")
 
 
@@ -167,6 +169,9 @@ class LatencyTable:
         """Median ms of each spec, timing (and caching) the ones not in the table."""
         specs = [check_spec(s) for s in specs]
         missing = list(dict.fromkeys(s for s in specs if s.key not in self.entries))
+        # shuffled, so a slow spell on a shared machine is noise, not a step between
+        # neighbouring widths measured in the same batch
+        missing = [missing[i] for i in np.random.default_rng(len(missing)).permutation(len(missing))]
         for i in range(0, len(missing), BATCH):
             self._time({s.key: s.build() for s in missing[i:i + BATCH]})
         return [self.entries[s.key] for s in specs]
