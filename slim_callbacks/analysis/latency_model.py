@@ -111,13 +111,15 @@ def layer_spec(layer: paddle.nn.Layer, shape: list) -> LayerSpec:
                      groups=layer._groups, hw=(int(shape[2]), int(shape[3])))
 
 
-def grid_widths(width: int, grid: Sequence[float]) -> Tuple[int, ...]:
-    """The channel counts a side of ``width`` channels is timed at (ascending).
+def grid_widths(width: int, grid: Sequence[float], round_to: int = 1) -> Tuple[int, ...]:
+    """The channel counts a side of ``width`` channels is timed at (ascending), on the
+    ``round_to`` lattice (the widths a plan with that rounding can have).
 
-    >>> grid_widths(64, GRID)
-    (6, 13, 22, 32, 48, 64)
+    >>> grid_widths(64, GRID), grid_widths(64, GRID, 16)
+    ((6, 13, 22, 32, 48, 64), (16, 32, 48, 64))
     """
-    return tuple(sorted({max(1, int(round(width * f))) for f in grid} | {width}))
+    step = max(1, min(round_to, width))
+    return tuple(sorted({max(step, int(round(width * f / step)) * step) for f in grid} | {width}))
 
 
 def fingerprint(network: paddle.nn.Layer, input_shape: Sequence[int]) -> str:
@@ -140,7 +142,7 @@ class LatencyModel:
     def __init__(self, network: paddle.nn.Layer, input_shape: Sequence[int], table: LatencyTable,
                  layers: Optional[List[str]] = None, skip: Sequence[str] = (),
                  graph: Optional[DependencyGraph] = None, grid: Sequence[float] = GRID,
-                 measure: bool = True):
+                 measure: bool = True, round_to: int = 1):
         self.network = unwrap(network)
         self.input_shape = [int(d) for d in input_shape]
         self.table = table
@@ -151,6 +153,7 @@ class LatencyModel:
             spec = layer_spec(layer, shape)
             dw = spec.kind == "conv" and spec.groups > 1 and spec.groups == spec.in_ch == spec.out_ch
             self.layers[name] = LayerInfo(spec, depthwise=dw, calls=count)
+        self.round_to = round_to
         self._map_groups()
         if measure:
             self._measure(tuple(grid))
@@ -179,8 +182,9 @@ class LatencyModel:
     def _measure(self, grid: Tuple[float, ...]) -> None:
         specs: List[LayerSpec] = [OVERHEAD_SPEC]
         for info in self.layers.values():
-            info.grid_in = grid_widths(info.spec.in_ch, grid) if info.in_group else (info.spec.in_ch,)
-            info.grid_out = grid_widths(info.spec.out_ch, grid) if info.out_group else (info.spec.out_ch,)
+            r = self.round_to
+            info.grid_in = grid_widths(info.spec.in_ch, grid, r) if info.in_group else (info.spec.in_ch,)
+            info.grid_out = grid_widths(info.spec.out_ch, grid, r) if info.out_group else (info.spec.out_ch,)
             specs += [info.at(i, o) for i in info.grid_in for o in info.grid_out]
         ms = self.table.lookup(specs)
         self.overhead_ms = ms[0]

@@ -53,7 +53,8 @@ def build_model(network, input_shape, *, layers=None, skip=(), threads=1, onednn
                 cache_dir=None, grid=GRID, round_to=1, graph=None, calibrate=True) -> LatencyModel:
     """The calibrated latency model of ``network`` (timings cached in ``cache_dir``)."""
     table = LatencyTable(threads=threads, onednn=onednn, directory=cache_dir)
-    model = LatencyModel(network, input_shape, table, layers, skip, graph, check_grid(grid))
+    model = LatencyModel(network, input_shape, table, layers, skip, graph, check_grid(grid),
+                         round_to=round_to)
     if calibrate:
         model.calibrate(round_to)
     return model
