@@ -39,8 +39,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import paddle
 
+from slim_callbacks.analysis.flops_model import forward_with_hooks
 from slim_callbacks.analysis.sensitivity import chosen_groups
-from slim_callbacks.core.paddle_utils import is_linear, modes_restored, unwrap
+from slim_callbacks.core.paddle_utils import is_linear, unwrap
 from slim_callbacks.deploy.latency_table import LatencyTable, LayerSpec
 from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.engine.plan import PruningPlan
@@ -77,21 +78,14 @@ def layer_calls(network: paddle.nn.Layer, input_shape: Sequence[int]) -> Dict[st
     every Conv2D and Linear leaf layer, from one forward pass."""
     calls: Dict[str, list] = {}
     names = {id(layer): name for name, layer in network.named_sublayers()}
-    handles = []
 
     def hook(layer, inputs):
         entry = calls.setdefault(names[id(layer)], [layer, list(inputs[0].shape), 0])
         entry[2] += 1
 
-    try:
-        for layer in network.sublayers():
-            if isinstance(layer, (paddle.nn.Conv2D, paddle.nn.Linear)) and not layer.sublayers():
-                handles.append(layer.register_forward_pre_hook(hook))
-        with modes_restored(network, training=False), paddle.no_grad():
-            network(paddle.zeros(input_shape, dtype="float32"))
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(network, input_shape,
+                       lambda layer: isinstance(layer, (paddle.nn.Conv2D, paddle.nn.Linear)), hook,
+                       pre=True)
     return {name: tuple(entry) for name, entry in calls.items()}
 
 
