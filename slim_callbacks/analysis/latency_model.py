@@ -9,12 +9,14 @@ depthwise conv or a layer with one pruned side a 1-D one. Between grid points th
 latency is interpolated (bilinearly). A run's fixed cost (a 1-channel Linear, the
 same predictor overhead every isolated layer pays) is subtracted from every point.
 
-The whole network is timed once too (``base_ms``). Isolated layers save more than
-the same layers inside the network (each pays its own layout reorders), so the saving
-is scaled: ``predicted = base_ms - alpha * (sum(before) - sum(after))``. Without
-calibration ``alpha = base_ms / sum(before)`` (the network shrinks like its layers);
-:meth:`LatencyModel.calibrate` times one pruned copy (every chosen group at half its
-width) and sets ``alpha`` so that copy is predicted exactly.
+The whole network is timed once too (``base_ms``). An isolated layer saves a
+different time than it does inside the network (it pays its own layout reorders; the
+network has fixed costs), so each layer's timings are scaled:
+``predicted = base_ms - sum(scale * (before - after))``. Without calibration every
+scale is ``base_ms / sum(before)`` (the network shrinks like its layers);
+:meth:`LatencyModel.calibrate` times, per group, the whole network with that group
+alone at half width next to the unpruned one, and scales the group's layers so their
+saving matches.
 
 Example:
     >>> import paddle, tempfile
@@ -27,6 +29,8 @@ Example:
     (['0'], '0', '0')
     >>> model.base_ms > 0 and model.predict({"0": 16}) == model.base_ms
     True
+    >>> sorted(model.calibrate()), sorted(model.reference)
+    (['0'], ['measured_ms', 'predicted_ms', 'widths_kept'])
 """
 from __future__ import annotations
 
@@ -116,6 +120,16 @@ def grid_widths(width: int, grid: Sequence[float], round_to: int = 1) -> Tuple[i
     return tuple(sorted({max(step, int(round(width * f / step)) * step) for f in grid} | {width}))
 
 
+def fingerprint_widths(widths: Mapping[str, int], round_to: int = 1) -> str:
+    """A short hash of group widths (and rounding).
+
+    >>> len(fingerprint_widths({"conv1": 8}))
+    12
+    """
+    text = "|".join(f"{g}={w}" for g, w in sorted(widths.items())) + f"|r{round_to}"
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
 def fingerprint(network: paddle.nn.Layer, input_shape: Sequence[int]) -> str:
     """A short hash of a network's layers, parameter shapes and input shape."""
     parts = [f"{name}:{type(layer).__name__}:" + ",".join(
@@ -189,28 +203,86 @@ class LatencyModel:
             info.ms = values.reshape(len(info.grid_in), len(info.grid_out)) * info.calls
             position += n
         self.base_key = fingerprint(self.network, self.input_shape)
-        self.base_ms = self.table.networks_ms({self.base_key: self.network}, self.input_shape)[self.base_key]
+        self.base_ms = self.table.networks_ms({self.base_key: self._copy({})}, self.input_shape)[self.base_key]
+        self.scale = {name: 1.0 for name in self.layers}
+        alpha = self.base_ms / max(self.layers_ms({}), 1e-12)
+        self.scale = {name: alpha for name in self.layers}
         self.full_sum = self.layers_ms({})
-        self.alpha = self.base_ms / max(self.full_sum, 1e-12)
         self.reference: Optional[Dict[str, float]] = None
 
-    def calibrate(self, round_to: int = 1, keep: float = 0.5) -> float:
-        """Times the network with every chosen group at ``keep`` of its width (rounded
-        to ``round_to``) side by side with the unpruned one (both cached) and sets
-        ``alpha`` so that copy is predicted exactly. Returns ``alpha``."""
-        widths = {g: keep_count(w, 1 - keep, round_to) for g, w in self.groups.items()}
-        ratios = {g: (w - widths[g]) / w for g, w in self.groups.items() if widths[g] < w}
-        pruned = copy.deepcopy(self.network)
-        plan_pruning(pruned, self.graph, ratios, get_criterion("l1_norm"), round_to).apply(pruned)
-        key = fingerprint(pruned, self.input_shape)
-        both = self.table.networks_ms({self.base_key: self.network, key: pruned}, self.input_shape)
-        self.base_ms, measured = both[self.base_key], both[key]
-        saving = self.full_sum - self.layers_ms(widths)
-        if saving > 1e-9 and measured < self.base_ms:
-            self.alpha = (self.base_ms - measured) / saving
-        self.reference = {"widths_kept": keep, "measured_ms": measured,
-                          "predicted_ms": self.predict(widths)}
-        return self.alpha
+    def _copy(self, widths: Mapping[str, int], round_to: int = 1):
+        """A factory of the network pruned to ``widths`` (made when it is exported)."""
+        def make():
+            ratios = {g: (self.groups[g] - w) / self.groups[g] for g, w in widths.items()
+                      if w < self.groups[g]}
+            pruned = copy.deepcopy(self.network)
+            if ratios:
+                plan_pruning(pruned, self.graph, ratios, get_criterion("l1_norm"), round_to).apply(pruned)
+            return pruned
+        return make
+
+    def calibrate(self, round_to: int = 1, keep: float = 0.5, batch: int = 6) -> Dict[str, float]:
+        """Scales the isolated layers' savings to what they save inside the network.
+
+        Each chosen group alone at ``keep`` of its width (rounded to ``round_to``) is
+        timed as a whole network next to the unpruned one (``batch`` copies per side by
+        side measurement, each with its own unpruned baseline; cached as the ratio
+        pruned/unpruned). A group's ``alpha`` is its measured saving over its layers'
+        isolated saving; a layer's scale is the mean ``alpha`` of the groups setting its
+        channels. A copy with every group at ``keep`` is timed too, as a check
+        (``reference``: its measured and predicted ms). Returns ``{group: alpha}``.
+        """
+        half = {g: keep_count(w, 1 - keep, round_to) for g, w in self.groups.items()}
+        wanted = {g: {g: half[g]} for g in self.groups if half[g] < self.groups[g]}
+        wanted["*"] = {g: w for g, w in half.items() if w < self.groups[g]}
+        ratios = self._ratios(wanted, round_to, batch)
+        raw = {name: 1.0 for name in self.layers}
+        alphas = {}
+        for group, widths in wanted.items():
+            if group == "*":
+                continue
+            self.scale = raw
+            saving = sum(self.layer_ms(n, {}) - self.layer_ms(n, widths) for n in self.touching(group))
+            alphas[group] = float(np.clip((1 - ratios[group]) * self.base_ms / saving, 0.0, 4.0)) \
+                if saving > 1e-9 else 0.0
+        default = float(np.median(list(alphas.values()))) if alphas else 1.0
+        self.scale = {}
+        for name, info in self.layers.items():
+            own = [alphas[g] for g in (info.in_group, info.out_group) if g in alphas]
+            self.scale[name] = float(np.mean(own)) if own else default
+        self.full_sum = self.layers_ms({})
+        self.reference = {"widths_kept": keep, "measured_ms": ratios["*"] * self.base_ms,
+                          "predicted_ms": self.predict(wanted["*"])}
+        return alphas
+
+    def measured_reduction(self, widths: Mapping[str, int], round_to: int = 1) -> float:
+        """The latency reduction of the network at ``widths``, timed whole next to the
+        unpruned one (cached)."""
+        return 1 - self._ratios({"x": dict(widths)}, round_to, 1)["x"]
+
+    def cached_reduction(self, widths: Mapping[str, int], round_to: int = 1) -> Optional[float]:
+        """:meth:`measured_reduction` if the table has it, else None."""
+        key = self._ratio_key(widths, round_to)
+        return None if key not in self.table.entries else 1 - self.table.entries[key]
+
+    def _ratio_key(self, widths: Mapping[str, int], round_to: int) -> str:
+        full = {g: int(widths.get(g, w)) for g, w in self.groups.items()}
+        return f"ratio {self.base_key} {fingerprint_widths(full, round_to)}"
+
+    def _ratios(self, wanted: Mapping[str, Mapping[str, int]], round_to: int, batch: int) -> Dict[str, float]:
+        """Measured ms of each pruned copy over the unpruned network's, timed side by
+        side in batches with the unpruned one; cached in the table."""
+        keys = {name: self._ratio_key(widths, round_to) for name, widths in wanted.items()}
+        todo = [name for name in wanted if keys[name] not in self.table.entries]
+        for i in range(0, len(todo), batch):
+            names = todo[i:i + batch]
+            nets = {f"{self.base_key}-base": self._copy({})}
+            nets.update({keys[n]: self._copy(wanted[n], round_to) for n in names})
+            ms = self.table.networks_ms(nets, self.input_shape, refresh=True)
+            for n in names:
+                self.table.entries[keys[n]] = ms[keys[n]] / ms[f"{self.base_key}-base"]
+            self.table.save()
+        return {name: self.table.entries[keys[name]] for name in wanted}
 
     @staticmethod
     def _interp(info: LayerInfo, cin: float, cout: float) -> float:
@@ -227,9 +299,10 @@ class LatencyModel:
         return (cout if info.depthwise else side(info.in_group, info.spec.in_ch)), cout
 
     def layer_ms(self, name: str, widths: Mapping[str, float]) -> float:
-        """Interpolated ms of one layer (all its calls) at the group ``widths``."""
+        """Interpolated ms of one layer (all its calls) at the group ``widths``, scaled
+        to the network (:meth:`calibrate`)."""
         info = self.layers[name]
-        return self._interp(info, *self.layer_sides(info, widths))
+        return self.scale[name] * self._interp(info, *self.layer_sides(info, widths))
 
     def layers_ms(self, widths: Mapping[str, float], names: Optional[Sequence[str]] = None) -> float:
         """Summed ms of the timed layers (or of ``names``) at the group ``widths``."""
@@ -241,7 +314,7 @@ class LatencyModel:
 
     def predict(self, widths: Mapping[str, float]) -> float:
         """Predicted ms of the network with the chosen groups at ``widths``."""
-        return self.base_ms - self.alpha * (self.full_sum - self.layers_ms(widths))
+        return self.base_ms - (self.full_sum - self.layers_ms(widths))
 
     def plan_widths(self, plan: PruningPlan) -> Dict[str, int]:
         """Each chosen group's channel count after ``plan``."""

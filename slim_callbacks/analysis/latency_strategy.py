@@ -16,6 +16,7 @@ After it, :func:`latency_prediction` gives the prediction for the final plan, wh
 from __future__ import annotations
 
 import logging
+import math
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -23,6 +24,7 @@ import paddle
 
 from slim_callbacks.analysis.global_strategy import NORMALIZATIONS, normalized_scores
 from slim_callbacks.analysis.latency_model import GRID, LatencyModel
+from slim_callbacks.analysis.search import check_tolerance
 from slim_callbacks.analysis.sensitivity import check_patterns
 from slim_callbacks.core.checks import check_choice, check_fraction, check_int
 from slim_callbacks.core.errors import ConfigError, SlimError
@@ -30,7 +32,6 @@ from slim_callbacks.core.paddle_utils import unwrap
 from slim_callbacks.deploy.latency_table import LatencyTable
 from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.engine.plan import PruningPlan
-from slim_callbacks.engine.planner import plan_pruning
 from slim_callbacks.engine.ratios import check_round_to
 from slim_callbacks.engine.selectors import keep_count
 from slim_callbacks.tracing.tracer import DependencyGraph
@@ -74,7 +75,8 @@ def latency_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
                    skip: Sequence[str] = (), criterion="l1_norm", max_ratio: float = 0.9,
                    normalize: str = "auto", round_to: int = 1, threads: int = 1,
                    onednn: bool = True, cache_dir: Optional[str] = None, grid=GRID,
-                   steps: int = 64, graph: Optional[DependencyGraph] = None) -> Dict[str, float]:
+                   steps: int = 64, feedback: int = 3, tolerance: float = 0.02,
+                   graph: Optional[DependencyGraph] = None) -> Dict[str, float]:
     """Per-group ratios whose predicted latency is ``target_latency_reduction`` lower.
 
     Args:
@@ -90,6 +92,10 @@ def latency_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
             or ``~/.cache/slim_callbacks/latency``).
         grid: kept fractions each layer side is timed at.
         steps: a group loses ``width / steps`` channels per greedy step.
+        feedback: how often the found network is timed whole (next to the unpruned
+            one) and the search repeated with its target scaled by target / measured,
+            until the measured reduction is within ``tolerance`` (0: once, no retry).
+        tolerance: accepted distance of the measured reduction to the target.
         graph: a trace of ``network`` to reuse.
 
     Returns:
@@ -99,6 +105,7 @@ def latency_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
         ConfigError: a bad argument. SlimError: the target is out of reach.
     """
     target = check_fraction("target_latency_reduction", target_latency_reduction)
+    tolerance = check_tolerance(tolerance)
     max_ratio = check_fraction("max_ratio", max_ratio)
     round_to, steps = check_round_to(round_to), check_int("steps", steps, 1)
     check_choice("normalize", normalize, NORMALIZATIONS)
@@ -120,11 +127,44 @@ def latency_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
         cum[name] = np.concatenate([[0.0], np.cumsum(scores)])
         lattice[name] = max(round_to, round_to * int(round(width / steps / round_to)))
         floor[name] = keep_count(width, max_ratio, round_to)
+    def search(reduction: float) -> Dict[str, int]:
+        return greedy_widths(model, cum, lattice, floor, reduction * model.base_ms)
+
+    reach = model.reduction(search(1.0))
+    if reach < target - tolerance:
+        raise SlimError(f"a latency reduction of {target:.2%} is out of reach with "
+                        f"max_ratio={max_ratio}: at most {reach:.2%} predicted")
+    goal, best = target, None
+    for _ in range(check_int("feedback", feedback, 0) + 1):
+        widths = search(goal)
+        measured = model.measured_reduction(widths, round_to)
+        logger.info("latency strategy: internal target -%.2f%%: model -%.2f%%, measured -%.2f%%",
+                    100 * goal, 100 * model.reduction(widths), 100 * measured)
+        if best is None or abs(measured - target) < abs(best[1] - target):
+            best = (widths, measured)
+        if abs(measured - target) <= tolerance:
+            break
+        goal = float(np.clip(goal * target / max(measured, 1e-3), 1e-3, reach))
+    keep, achieved = best
+    if abs(achieved - target) > tolerance:
+        logger.warning("latency strategy: measured -%.2f%%, the closest to the target -%.2f%% "
+                       "found", 100 * achieved, 100 * target)
+    ratios = {n: (w - keep[n]) / w for n, w in model.groups.items() if keep[n] < w}
+    ref = model.reference or {}
+    logger.info("latency strategy: %d groups; measured -%.2f%% (target -%.2f%%); check copy at "
+                "half width: measured %.3f ms, model %.3f ms", len(ratios), 100 * achieved,
+                100 * target, ref.get("measured_ms", math.nan), ref.get("predicted_ms", math.nan))
+    return ratios
+
+
+def greedy_widths(model: LatencyModel, cum, lattice, floor, saving_ms: float) -> Dict[str, int]:
+    """Group widths that save ``saving_ms`` (model) at the least importance: one lattice
+    step at a time from the group where it costs the least importance per ms saved.
+    A saving beyond reach gives the widths that save the most."""
     keep = dict(model.groups)
     current = {n: model.layer_ms(n, keep) for n in model.layers}
-    needed = target * model.base_ms / max(model.alpha, 1e-12)  # layer ms to save
     saved = 0.0
-    while saved < needed:
+    while saved < saving_ms:
         best = None
         for name, width in model.groups.items():
             new = next_keep(keep[name], lattice[name])
@@ -139,28 +179,25 @@ def latency_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
             if best is None or cost < best[0]:
                 best = (cost, name, new, after, gain)
         if best is None:
-            reach = model.alpha * saved / model.base_ms
-            raise SlimError(f"a latency reduction of {target:.2%} is out of reach with "
-                            f"max_ratio={max_ratio}: at most {reach:.2%} predicted")
+            break
         _, name, new, after, gain = best
         keep[name] = new
         current.update(after)
         saved += gain
-    ratios = {n: (w - keep[n]) / w for n, w in model.groups.items() if keep[n] < w}
-    plan = plan_pruning(network, model.graph, ratios, criterion, round_to)
-    predicted = model.predict_plan(plan)
-    logger.info("latency strategy: %d groups; predicted %.3f -> %.3f ms (-%.2f%%, target "
-                "-%.2f%%; alpha %.3f)", len(ratios), model.base_ms, predicted,
-                100 * (1 - predicted / model.base_ms), 100 * target, model.alpha)
-    return ratios
+    return keep
 
 
 def latency_prediction(network: paddle.nn.Layer, input_shape: Sequence[int], plan: PruningPlan,
                        **options) -> Dict[str, float]:
-    """``{"base_ms", "predicted_ms", "predicted_reduction"}`` of ``plan`` on the unpruned
-    ``network``, from the same (cached) model the strategy used; ``options`` as
-    :func:`build_model` takes them."""
+    """What the strategy expected of ``plan`` on the unpruned ``network``: the
+    reduction it timed for these widths while searching (cached), else its model's
+    prediction (``source`` says which; ``model_reduction`` is always the model's).
+    ``options`` as :func:`build_model` takes them."""
     model = build_model(network, input_shape, **options)
-    predicted = model.predict_plan(plan)
-    return {"base_ms": model.base_ms, "predicted_ms": predicted,
-            "predicted_reduction": 1 - predicted / model.base_ms}
+    widths = model.plan_widths(plan)
+    model_ms = model.predict(widths)
+    searched = model.cached_reduction(widths, options.get("round_to", 1))
+    predicted = 1 - model_ms / model.base_ms if searched is None else searched
+    return {"base_ms": model.base_ms, "predicted_ms": model.base_ms * (1 - predicted),
+            "predicted_reduction": predicted, "model_reduction": 1 - model_ms / model.base_ms,
+            "source": "model" if searched is None else "timed during the search"}

@@ -28,7 +28,7 @@ import os
 import platform
 import tempfile
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -150,7 +150,7 @@ class LatencyTable:
             raise SlimError(f"latency table {self.path} is unreadable ({err}); delete it to "
                             f"measure afresh") from None
 
-    def _save(self) -> None:
+    def save(self) -> None:
         folder = os.path.dirname(self.path)
         try:
             os.makedirs(folder, exist_ok=True)
@@ -173,28 +173,36 @@ class LatencyTable:
         # neighbouring widths measured in the same batch
         missing = [missing[i] for i in np.random.default_rng(len(missing)).permutation(len(missing))]
         for i in range(0, len(missing), BATCH):
-            self._time({s.key: s.build() for s in missing[i:i + BATCH]})
+            self._time({s.key: s.build for s in missing[i:i + BATCH]})
         return [self.entries[s.key] for s in specs]
 
-    def networks_ms(self, networks: Dict[str, paddle.nn.Layer], input_shape: Sequence[int]) -> Dict[str, float]:
-        """Median ms of whole networks, cached under their names (fingerprints). If one
-        is missing, all are timed again side by side, so they share the conditions."""
+    def networks_ms(self, networks: Dict[str, Callable[[], paddle.nn.Layer]],
+                    input_shape: Sequence[int], refresh: bool = False) -> Dict[str, float]:
+        """Median ms of whole networks (``name -> factory``, called when it is exported),
+        cached under their names (fingerprints). If one is missing (or ``refresh``), all
+        are timed again side by side, so they share the conditions."""
         keys = {name: f"network {name}" for name in networks}
-        if any(key not in self.entries for key in keys.values()):
+        if refresh or any(key not in self.entries for key in keys.values()):
             shape = [1, *list(input_shape)[1:]]
-            self._time({keys[n]: (net, shape) for n, net in networks.items()}, rounds_scale=2)
+            self._time({keys[n]: (lambda f=f: (f(), shape)) for n, f in networks.items()},
+                       rounds_scale=2 if len(networks) <= 2 else 1)
         return {name: self.entries[key] for name, key in keys.items()}
 
-    def _time(self, models: Dict[str, Tuple[paddle.nn.Layer, List[int]]], rounds_scale: int = 1) -> None:
+    def _time(self, models: Dict[str, Callable[[], Tuple[paddle.nn.Layer, List[int]]]],
+              rounds_scale: int = 1) -> None:
+        """Exports each ``key -> factory of (layer, input shape)`` (one at a time) and
+        times them all side by side."""
         with tempfile.TemporaryDirectory(prefix="slim_latency_") as tmp:
             prefixes = {}
-            for i, (key, (layer, shape)) in enumerate(models.items()):
+            for i, (key, make) in enumerate(models.items()):
+                layer, shape = make()
                 prefixes[key] = os.path.join(tmp, str(i), "model")
                 save_inference_model(layer, prefixes[key], shape)
+                del layer
             options = dict(self.options, rounds=self.options["rounds"] * rounds_scale)
             results = latency.measure_latency(prefixes, threads=self.threads, onednn=self.onednn,
                                               run_only=True, **options)
         for r in results:
             self.entries[r.name] = r.median_ms
         self.measured += len(results)
-        self._save()
+        self.save()
