@@ -3,7 +3,7 @@
     nice python benchmarks/bench_deploy.py [--models mobilenet_v1 resnet50]
         [--macs 0.3 0.5] [--rounding 1 8 auto] [--latency-target 0.5]
         [--runtimes pi_onednn_1 pi_onednn_2 pi_native_1 pi_native_2 ort_1]
-        [--rounds 10] [--runs-per-round 5] [--cache-dir DIR] [--json out.json]
+        [--rounds 10] [--runs-per-round 5] [--repeats 1] [--cache-dir DIR] [--json out.json]
 
 For each model (random weights, 1000 classes, seed 0): the original, uniform L1Norm
 pruning to each MACs target with each rounding (``auto``: the multiple
@@ -124,20 +124,27 @@ def measure(name, args, folder):
         result = export(net, os.path.join(folder, name, str(i)), SHAPE, formats)
         files[label] = (result.prefix, result.files.get("onnx", (None,))[0])
     rows = {label: dict(info) for label, _, info in nets}
-    for runtime in args.runtimes:
-        kind, onednn, threads = parse_runtime(runtime)
-        started = time.time()
-        if kind == "pi":
-            results = measure_latency({k: v[0] for k, v in files.items()}, threads=threads,
-                                      onednn=onednn, rounds=args.rounds,
-                                      runs_per_round=args.runs_per_round)
-        else:
-            results = ort_latency({k: v[1] for k, v in files.items()}, threads, args.rounds,
-                                  args.runs_per_round)
-        for r in results:
-            rows[r.name][runtime] = {"median_ms": r.median_ms, "p25_ms": r.p25_ms,
-                                     "p75_ms": r.p75_ms, "samples": r.samples}
-        print(f"{name}: {runtime} timed in {time.time() - started:.0f} s", flush=True)
+    for repeat in range(args.repeats):
+        for runtime in args.runtimes:
+            kind, onednn, threads = parse_runtime(runtime)
+            started = time.time()
+            if kind == "pi":
+                results = measure_latency({k: v[0] for k, v in files.items()}, threads=threads,
+                                          onednn=onednn, rounds=args.rounds,
+                                          runs_per_round=args.runs_per_round)
+            else:
+                results = ort_latency({k: v[1] for k, v in files.items()}, threads, args.rounds,
+                                      args.runs_per_round)
+            for r in results:
+                rows[r.name].setdefault(f"{runtime} repeats", []).append(
+                    {"median_ms": r.median_ms, "p25_ms": r.p25_ms, "p75_ms": r.p75_ms,
+                     "samples": r.samples})
+            print(f"{name}: {runtime} timed in {time.time() - started:.0f} s (repeat {repeat + 1})",
+                  flush=True)
+    for row in rows.values():   # one repeat: its numbers; several: the median repeat
+        for runtime in args.runtimes:
+            repeats = sorted(row[f"{runtime} repeats"], key=lambda m: m["median_ms"])
+            row[runtime] = dict(repeats[len(repeats) // 2])
     return rows
 
 
@@ -158,10 +165,17 @@ def table(name, rows, runtimes):
         lines.append("| " + " | ".join(cells) + " |")
     for label, row in rows.items():
         if "predicted_reduction" in row and "pi_onednn_1" in row:
-            measured = 1 - row["pi_onednn_1"]["median_ms"] / base["pi_onednn_1"]["median_ms"]
+            measured = [1 - m["median_ms"] / b["median_ms"] for m, b in
+                        zip(row["pi_onednn_1 repeats"], base["pi_onednn_1 repeats"])]
             lines.append(f"\n{label}: target -{row['target']:.0%}, predicted "
-                         f"-{row['predicted_reduction']:.2%}, measured -{measured:.2%} "
-                         f"(Paddle Inference, oneDNN, 1 thread)")
+                         f"-{row['predicted_reduction']:.2%}, measured "
+                         + ", ".join(f"-{m:.2%}" for m in measured)
+                         + " (Paddle Inference, oneDNN, 1 thread; one per repeat)")
+    if len(base[f"{runtimes[0]} repeats"]) > 1:
+        lines.append("\nspeedup over the original per repeat (" + runtimes[0] + "): " + "; ".join(
+            f"{label}: " + ", ".join(f"{b['median_ms'] / m['median_ms']:.2f}x" for m, b in
+                                     zip(row[f"{runtimes[0]} repeats"], base[f"{runtimes[0]} repeats"]))
+            for label, row in rows.items() if label != "original"))
     return "\n".join(lines)
 
 
@@ -174,6 +188,8 @@ def main():
     parser.add_argument("--runtimes", nargs="+", default=list(RUNTIMES))
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--runs-per-round", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="time every runtime this often; cells show the median repeat")
     parser.add_argument("--cache-dir", default=None, help="latency table directory")
     parser.add_argument("--json", default=None, help="write the numbers here")
     args = parser.parse_args()
