@@ -92,9 +92,11 @@ def latency_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
             or ``~/.cache/slim_callbacks/latency``).
         grid: kept fractions each layer side is timed at.
         steps: a group loses ``width / steps`` channels per greedy step.
-        feedback: how often the found network is timed whole (next to the unpruned
-            one) and the search repeated with its target scaled by target / measured,
-            until the measured reduction is within ``tolerance`` (0: once, no retry).
+        feedback: how often the search is repeated after the found network is timed
+            whole (next to the unpruned one) and missed the target by more than
+            ``tolerance``: the internal target is scaled by target / measured, then
+            interpolated between tries on either side (:func:`next_goal`); the closest
+            try is kept.
         tolerance: accepted distance of the measured reduction to the target.
         graph: a trace of ``network`` to reuse.
 
@@ -134,7 +136,7 @@ def latency_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
     if reach < target - tolerance:
         raise SlimError(f"a latency reduction of {target:.2%} is out of reach with "
                         f"max_ratio={max_ratio}: at most {reach:.2%} predicted")
-    goal, best = target, None
+    goal, best, tried = target, None, []
     for _ in range(check_int("feedback", feedback, 0) + 1):
         widths = search(goal)
         measured = model.measured_reduction(widths, round_to)
@@ -144,7 +146,8 @@ def latency_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
             best = (widths, measured)
         if abs(measured - target) <= tolerance:
             break
-        goal = float(np.clip(goal * target / max(measured, 1e-3), 1e-3, reach))
+        tried.append((goal, measured))
+        goal = next_goal(tried, target, reach)
     keep, achieved = best
     if abs(achieved - target) > tolerance:
         logger.warning("latency strategy: measured -%.2f%%, the closest to the target -%.2f%% "
@@ -155,6 +158,24 @@ def latency_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
                 "half width: measured %.3f ms, model %.3f ms", len(ratios), 100 * achieved,
                 100 * target, ref.get("measured_ms", math.nan), ref.get("predicted_ms", math.nan))
     return ratios
+
+
+def next_goal(tried, target: float, reach: float) -> float:
+    """The next internal target: interpolated between the two closest tries on either
+    side of ``target`` once there are such, else the last one scaled by target / measured.
+
+    >>> next_goal([(0.5, 0.25)], 0.5, 0.9), next_goal([(0.5, 0.25), (0.9, 0.75)], 0.5, 0.9)
+    (0.9, 0.7)
+    """
+    below = [t for t in tried if t[1] < target]
+    above = [t for t in tried if t[1] >= target]
+    if below and above:
+        (g0, m0), (g1, m1) = max(below, key=lambda t: t[1]), min(above, key=lambda t: t[1])
+        goal = g0 + (target - m0) * (g1 - g0) / max(m1 - m0, 1e-9)
+    else:
+        goal, measured = tried[-1]
+        goal = goal * target / max(measured, 1e-3)
+    return float(np.clip(goal, 1e-3, reach))
 
 
 def greedy_widths(model: LatencyModel, cum, lattice, floor, saving_ms: float) -> Dict[str, int]:
