@@ -75,7 +75,7 @@ def latency_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
                    skip: Sequence[str] = (), criterion="l1_norm", max_ratio: float = 0.9,
                    normalize: str = "auto", round_to: int = 1, threads: int = 1,
                    onednn: bool = True, cache_dir: Optional[str] = None, grid=GRID,
-                   steps: int = 64, feedback: int = 3, tolerance: float = 0.02,
+                   steps: int = 64, feedback: int = 5, tolerance: float = 0.02,
                    graph: Optional[DependencyGraph] = None) -> Dict[str, float]:
     """Per-group ratios whose predicted latency is ``target_latency_reduction`` lower.
 
