@@ -342,3 +342,18 @@ def test_run_reports_predicted_and_measured_latency(cache, fake_timer, tmp_path,
     assert entry["target_reduction"] == 0.3 and entry["threads"] == 1
     assert entry["predicted_ms"] < entry["base_ms"] and entry["measured_reduction"] is not None
     assert "latency strategy (1 thread): target -30.00%, predicted -" in text
+
+
+@pytest.mark.parametrize("conv", [
+    lambda: paddle.nn.Conv2D(4, 8, 3, padding=1),
+    lambda: paddle.nn.Conv2D(4, 8, 3, stride=(2, 1), padding=[1, 0]),
+    lambda: paddle.nn.Conv2D(4, 8, 3, padding="SAME", groups=4),
+])
+def test_a_layer_spec_rebuilds_the_layer_it_was_read_from(conv):
+    from slim_callbacks.analysis.latency_model import layer_spec
+    layer = conv()
+    spec = layer_spec(layer, [1, 4, 16, 10])
+    built, shape = spec.build()
+    assert shape == [1, 4, 16, 10]
+    assert built(paddle.zeros(shape)).shape == layer(paddle.zeros(shape)).shape
+    assert list(built.weight.shape) == list(layer.weight.shape)

@@ -71,7 +71,8 @@ def check_round_to_option(value):
 def _macs(spec: LayerSpec) -> float:
     if spec.kind == "linear":
         return spec.in_ch * spec.out_ch * spec.positions
-    hw = (spec.hw[0] / spec.stride) * (spec.hw[1] / spec.stride)
+    sh, sw = (spec.stride, spec.stride) if isinstance(spec.stride, int) else spec.stride
+    hw = (spec.hw[0] / sh) * (spec.hw[1] / sw)
     return spec.in_ch * spec.out_ch / spec.groups * spec.kernel[0] * spec.kernel[1] * hw
 
 

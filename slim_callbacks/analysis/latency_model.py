@@ -99,14 +99,25 @@ def layer_spec(layer: paddle.nn.Layer, shape: list) -> LayerSpec:
         fan_in, fan_out = layer.weight.shape
         return LayerSpec("linear", fan_in, fan_out, positions=max(1, math.prod(shape[1:-1])))
     kh, kw = layer._kernel_size
-    pad = layer._padding
-    pad = pad if isinstance(pad, int) else (pad[0] if len(set(pad)) == 1 else None)
-    stride, dilation = layer._stride, layer._dilation
-    if pad is None or isinstance(pad, str) or len(set(stride)) != 1 or len(set(dilation)) != 1:
-        pad = layer._padding if isinstance(layer._padding, int) else 0
     return LayerSpec("conv", layer._in_channels, layer._out_channels, (kh, kw),
-                     stride=int(stride[0]), padding=int(pad), dilation=int(dilation[0]),
-                     groups=layer._groups, hw=(int(shape[2]), int(shape[3])))
+                     stride=_one(layer._stride), padding=_one(layer._padding),
+                     dilation=_one(layer._dilation), groups=layer._groups,
+                     hw=(int(shape[2]), int(shape[3])))
+
+
+def _one(value):
+    """An int for one value or equal values, else the values as a tuple (a padding
+    string such as ``"SAME"`` as it is).
+
+    >>> _one([1, 1]), _one((2, 1)), _one("SAME")
+    (1, (2, 1), 'SAME')
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    values = tuple(int(v) for v in value)
+    return values[0] if len(set(values)) == 1 else values
 
 
 def grid_widths(width: int, grid: Sequence[float], round_to: int = 1) -> Tuple[int, ...]:

@@ -28,7 +28,7 @@ import os
 import platform
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import paddle
@@ -55,9 +55,9 @@ class LayerSpec:
     in_ch: int
     out_ch: int
     kernel: Tuple[int, int] = (1, 1)
-    stride: int = 1
-    padding: int = 0
-    dilation: int = 1
+    stride: Union[int, Tuple[int, ...]] = 1
+    padding: Union[int, str, Tuple[int, ...]] = 0
+    dilation: Union[int, Tuple[int, ...]] = 1
     groups: int = 1
     hw: Tuple[int, int] = (1, 1)
     positions: int = 1
@@ -75,8 +75,11 @@ class LayerSpec:
         if self.kind == "linear":
             shape = [1, self.in_ch] if self.positions == 1 else [1, self.positions, self.in_ch]
             return paddle.nn.Linear(self.in_ch, self.out_ch), shape
-        layer = paddle.nn.Conv2D(self.in_ch, self.out_ch, list(self.kernel), stride=self.stride,
-                                 padding=self.padding, dilation=self.dilation, groups=self.groups)
+        def arg(v):
+            return list(v) if isinstance(v, tuple) else v
+        layer = paddle.nn.Conv2D(self.in_ch, self.out_ch, list(self.kernel), stride=arg(self.stride),
+                                 padding=arg(self.padding), dilation=arg(self.dilation),
+                                 groups=self.groups)
         return layer, [1, self.in_ch, *self.hw]
 
 
