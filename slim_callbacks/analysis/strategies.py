@@ -360,7 +360,8 @@ def resolve_strategy(strategy: Union[str, Callable], network: paddle.nn.Layer,
       max_ratio, normalize, round_to, tolerance, convention. Returns ``{group: ratio}``.
     - ``custom``: ratios*, skip. Returns the ratios, validated.
     - ``latency``: target_latency_reduction*, layers, skip, criterion, max_ratio,
-      normalize, round_to, threads, onednn, cache_dir, grid, steps. Returns
+      normalize, round_to, threads, onednn, cache_dir, grid, steps, feedback, tolerance.
+      Returns
       ``{group: ratio}`` (:mod:`~slim_callbacks.analysis.latency_strategy`).
 
     ``strategy`` may also be a callable ``f(network, input_shape, **options)``.
