@@ -361,8 +361,7 @@ def resolve_strategy(strategy: Union[str, Callable], network: paddle.nn.Layer,
     - ``custom``: ratios*, skip. Returns the ratios, validated.
     - ``latency``: target_latency_reduction*, layers, skip, criterion, max_ratio,
       normalize, round_to, threads, onednn, cache_dir, grid, steps, feedback, tolerance.
-      Returns
-      ``{group: ratio}`` (:mod:`~slim_callbacks.analysis.latency_strategy`).
+      Returns ``{group: ratio}`` (:mod:`~slim_callbacks.analysis.latency_strategy`).
 
     ``strategy`` may also be a callable ``f(network, input_shape, **options)``.
     ``round_to="auto"`` is measured first (:mod:`~slim_callbacks.analysis.auto_round`)
