@@ -340,6 +340,7 @@ def test_run_reports_predicted_and_measured_latency(cache, fake_timer, tmp_path,
     summary = json.loads((out_dir / "summary.json").read_text())
     entry = summary["latency_strategy"]
     assert entry["target_reduction"] == 0.3 and entry["threads"] == 1
+    assert summary["round_to_auto"] == 1     # the stand-in timer pads nothing
     assert entry["predicted_ms"] < entry["base_ms"] and entry["measured_reduction"] is not None
     assert "latency strategy (1 thread): target -30.00%, predicted -" in text
 

@@ -222,6 +222,8 @@ def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> D
     if is_rank0():
         summary.update(_deploy(job, network, eval_data, emit))
         pruner = next((cb for cb in callbacks if hasattr(cb, "plan")), None)
+        if recipe.pruning is not None and recipe.pruning.round_to == "auto" and pruner:
+            summary["round_to_auto"] = pruner.round_to  # the multiple measured for this machine
         if recipe.pruning is not None and recipe.pruning.strategy == "latency" and pruner:
             summary["latency_strategy"] = _latency_strategy(job, pruner, summary.get("latency"))
     path = os.path.join(recipe.output_dir, "summary.json")
