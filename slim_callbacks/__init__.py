@@ -13,6 +13,7 @@ import warnings
 # it says nothing about pruning, so this one message is silenced for its module only.
 warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning,
                         module=r"paddle\.utils\.cpp_extension")
+from slim_callbacks.analysis.auto_round import prune
 from slim_callbacks.analysis.bn_recalibration import recalibrate_bn
 from slim_callbacks.analysis.explain import explain
 from slim_callbacks.analysis.flops import count_flops, count_params, layer_widths, model_size_mb, profile
@@ -50,7 +51,7 @@ from slim_callbacks.engine.paddleslim import (
     SlimFilterPruner,
 )
 from slim_callbacks.engine.plan import PruningPlan
-from slim_callbacks.engine.planner import plan_pruning, prune
+from slim_callbacks.engine.planner import plan_pruning
 from slim_callbacks.engine.taylor import TaylorImportance
 from slim_callbacks.tracing.groups import ChannelGroup
 from slim_callbacks.tracing.kinds import LayerKind, register_layer

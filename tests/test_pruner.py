@@ -124,7 +124,7 @@ def test_unknown_criterion_lists_the_valid_names():
 
 def test_bad_round_to_skip_and_axis():
     net = tiny_mobilenet()
-    with pytest.raises(ConfigError, match=r"round_to: 0 is not allowed; expected an integer >= 1"):
+    with pytest.raises(ConfigError, match=r"round_to: 0 is not allowed; expected an int >= 1 or 'auto'"):
         prune(net, SHAPE, 0.3, round_to=0)
     with pytest.raises(ConfigError, match=r"skip pattern: 'zzz' is not allowed"):
         prune(net, SHAPE, 0.3, skip=["zzz"])

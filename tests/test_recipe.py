@@ -42,7 +42,7 @@ def test_minimal_recipe_resolves_every_default():
                   "eval_every": 1, "seed": 0, "amp": None},
         "pruning": {"criterion": "l1_norm", "strategy": "uniform", "strategy_options": {},
                         "ratios": 0.5,
-                    "target_flops_reduction": None, "layers": ["*"], "skip": [],
+                    "target_flops_reduction": None, "target_latency_reduction": None, "layers": ["*"], "skip": [],
                     "round_to": 1, "sensitivities": None, "schedule": None, "bn_l1": None,
                     "fold_bn_shift": None, "distill": None, "recalibrate_bn": 0,
                     "max_metric_drop": None},
@@ -182,7 +182,8 @@ def test_apply_override_in_place():
      "a key of train.optimizer: name, momentum, weight_decay"),
     ("pruning.ratio=0.3", "pruning.ratio", 0.3,
      "a key of pruning: criterion, strategy, strategy_options, ratios, "
-     "target_flops_reduction, layers, skip, round_to, sensitivities, schedule, bn_l1, "
+     "target_flops_reduction, target_latency_reduction, layers, skip, round_to, "
+     "sensitivities, schedule, bn_l1, "
      "fold_bn_shift, distill, recalibrate_bn, max_metric_drop"),
     ("train.epochs.max=3", "train.epochs.max", 3,
      "a key path ending at train.epochs (it holds a value)"),
@@ -436,7 +437,7 @@ ERRORS = [
     (["pruning.criterion=l3"], "pruning.criterion", "l3",
      "one of l1_norm, l2_norm, fpgm, geometry_median, slim, bn_scale, opt_slim, taylor"),
     (["pruning.strategy=auto"], "pruning.strategy", "auto",
-     "one of uniform, sensitive, global, custom"),
+     "one of uniform, sensitive, global, custom, latency"),
     (["pruning.ratios=1.0"], "pruning.ratios", 1.0,
      "null or a float in [0, 1) or a non-empty mapping {sublayer pattern: ratio}"),
     (["pruning.ratios=-0.1"], "pruning.ratios", -0.1,
@@ -471,7 +472,8 @@ ERRORS = [
      "a non-empty list of glob patterns over sublayer names ([] matches nothing; "
      "'*' is every layer)"),
     (["pruning.skip=[fc, '']"], "pruning.skip[1]", "", "a non-empty glob pattern string"),
-    (["pruning.round_to=0"], "pruning.round_to", 0, "an int >= 1"),
+    (["pruning.round_to=0"], "pruning.round_to", 0,
+     "an int >= 1 or 'auto' (the multiple measured for this machine)"),
     (["pruning.schedule=linear"], "pruning.schedule", "linear",
      "null or a mapping with a string 'kind' (see slim_callbacks.callbacks.schedules)"),
     (["pruning.schedule={start: 0}"], "pruning.schedule.kind", "<missing>",
@@ -481,7 +483,7 @@ ERRORS = [
     (["pruning.bn_l1=-1e-4"], "pruning.bn_l1", "-1e-4", "null or a float >= 0"),
     (["pruning=0.5"], "pruning", 0.5,
      "null or a mapping with keys criterion, strategy, strategy_options, ratios, "
-     "target_flops_reduction, "
+     "target_flops_reduction, target_latency_reduction, "
      "layers, skip, round_to, sensitivities, schedule, bn_l1, fold_bn_shift, distill, "
      "recalibrate_bn, max_metric_drop"),
     (["pruning.max_metric_drop=0"], "pruning.max_metric_drop", 0, "null or a float > 0"),

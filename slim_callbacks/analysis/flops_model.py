@@ -89,7 +89,6 @@ def output_positions(network: paddle.nn.Layer, input_shape: Sequence[int]) -> Di
     channel; input elements per input channel for a transposed conv), summed over
     calls, for every leaf layer the ``macs`` convention counts."""
     positions: Dict[str, int] = {}
-    handles = []
     names = {id(layer): name for name, layer in network.named_sublayers()}
 
     def hook(layer, inputs, output):
@@ -101,13 +100,22 @@ def output_positions(network: paddle.nn.Layer, input_shape: Sequence[int]) -> Di
             count = math.prod(output.shape) // channels
         positions[name] = positions.get(name, 0) + count
 
+    forward_with_hooks(network, input_shape, counts_macs, hook)
+    return positions
+
+
+def forward_with_hooks(network: paddle.nn.Layer, input_shape: Sequence[int], chosen, hook,
+                       pre: bool = False) -> None:
+    """One eval-mode forward pass on zeros with ``hook`` on every leaf layer that
+    ``chosen(layer)`` picks (a forward post-hook, or a pre-hook if ``pre``)."""
+    handles = []
     try:
         for layer in network.sublayers():
-            if counts_macs(layer) and not layer.sublayers():
-                handles.append(layer.register_forward_post_hook(hook))
+            if chosen(layer) and not layer.sublayers():
+                register = layer.register_forward_pre_hook if pre else layer.register_forward_post_hook
+                handles.append(register(hook))
         with modes_restored(network, training=False), paddle.no_grad():
             network(paddle.zeros(input_shape, dtype="float32"))
     finally:
         for handle in handles:
             handle.remove()
-    return positions

@@ -15,6 +15,8 @@ helper is :mod:`~slim_callbacks.analysis.search`).
   Slimming's global |gamma| threshold), with a per-group maximum ratio
   (:mod:`~slim_callbacks.analysis.global_strategy`).
 - ``custom``: the user's ratios, validated against the network.
+- ``latency``: per-group ratios that meet a latency target measured on this machine
+  with the least importance removed (:mod:`~slim_callbacks.analysis.latency_strategy`).
 
 This module owns the ``uniform``, ``sensitive`` and ``custom`` strategies and the
 registry (:data:`STRATEGIES`, the one source of strategy names).
@@ -37,8 +39,10 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import paddle
 
+from slim_callbacks.analysis.auto_round import resolve_round_to
 from slim_callbacks.analysis.flops_model import check_convention
 from slim_callbacks.analysis.global_strategy import global_ratios
+from slim_callbacks.analysis.latency_strategy import latency_ratios
 from slim_callbacks.analysis.search import Search, check_one_target, check_tolerance, share_the_jump
 from slim_callbacks.analysis.sensitivity import check_patterns, chosen_groups, load_sensitivities
 from slim_callbacks.core.checks import check_fraction, check_ratio
@@ -268,12 +272,14 @@ STRATEGIES: Dict[str, Callable] = {
     "sensitive": _sensitive,
     "global": global_ratios,
     "custom": custom_ratios,
+    "latency": latency_ratios,
 }
 
 
 #: Strategy arguments that recipes set with their own keys: argument -> recipe key.
 RECIPE_KEYS = {"ratios": "pruning.ratios", "channel_ratio": "pruning.ratios",
                "target_flops_reduction": "pruning.target_flops_reduction",
+               "target_latency_reduction": "pruning.target_latency_reduction",
                "layers": "pruning.layers", "skip": "pruning.skip",
                "criterion": "pruning.criterion", "round_to": "pruning.round_to",
                "sensitivities": "pruning.sensitivities"}
@@ -296,7 +302,8 @@ def strategy_options(strategy: str, *, ratios: Optional[Ratios] = None,
                      target_flops_reduction: Optional[float] = None,
                      layers: Optional[Sequence[str]] = None, skip: Sequence[str] = (),
                      criterion="l1_norm", round_to: int = 1, sensitivities=None,
-                     options: Optional[Mapping] = None) -> Dict[str, object]:
+                     options: Optional[Mapping] = None,
+                     target_latency_reduction: Optional[float] = None) -> Dict[str, object]:
     """The options of :func:`resolve_strategy` for the arguments that recipes and
     :class:`~slim_callbacks.PruneCallback` share, so both decide the same way.
 
@@ -317,7 +324,8 @@ def strategy_options(strategy: str, *, ratios: Optional[Ratios] = None,
             ``sensitive``), naming it.
     """
     names = strategy_option_names(strategy)
-    targets = {"target_flops_reduction": target_flops_reduction, "sensitivities": sensitivities}
+    targets = {"target_flops_reduction": target_flops_reduction, "sensitivities": sensitivities,
+               "target_latency_reduction": target_latency_reduction}
     if ratios is not None:
         targets["channel_ratio" if "channel_ratio" in names else "ratios"] = ratios
     out = {}
@@ -351,8 +359,13 @@ def resolve_strategy(strategy: Union[str, Callable], network: paddle.nn.Layer,
     - ``global``: target_flops_reduction or channel_ratio*, layers, skip, criterion,
       max_ratio, normalize, round_to, tolerance, convention. Returns ``{group: ratio}``.
     - ``custom``: ratios*, skip. Returns the ratios, validated.
+    - ``latency``: target_latency_reduction*, layers, skip, criterion, max_ratio,
+      normalize, round_to, threads, onednn, cache_dir, grid, steps, feedback, tolerance.
+      Returns ``{group: ratio}`` (:mod:`~slim_callbacks.analysis.latency_strategy`).
 
     ``strategy`` may also be a callable ``f(network, input_shape, **options)``.
+    ``round_to="auto"`` is measured first (:mod:`~slim_callbacks.analysis.auto_round`)
+    and the strategy gets the int.
 
     Raises:
         ConfigError: an unknown strategy, an unknown or missing option (checked before
@@ -371,4 +384,8 @@ def resolve_strategy(strategy: Union[str, Callable], network: paddle.nn.Layer,
     for name, p in params.items():
         if p.default is inspect.Parameter.empty and name not in options:
             raise ConfigError(f"{strategy}.{name}", None, "a value: this option is required")
-    return func(network, input_shape, graph=trace(network, input_shape), **options)
+    graph = trace(network, input_shape)
+    if options.get("round_to") == "auto":
+        options["round_to"] = resolve_round_to("auto", network, input_shape, graph=graph,
+                                               skip=options.get("skip", ()))
+    return func(network, input_shape, graph=graph, **options)

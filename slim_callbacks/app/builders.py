@@ -239,7 +239,8 @@ def final_ratios(job: Job, network: paddle.nn.Layer):
     options = strategy_options(
         pruning.strategy, ratios=pruning.ratios,
         target_flops_reduction=pruning.target_flops_reduction, layers=layers,
-        skip=pruning.skip, criterion=pruning.criterion, round_to=pruning.round_to,
+        target_latency_reduction=pruning.target_latency_reduction, skip=pruning.skip,
+        criterion=pruning.criterion, round_to=pruning.round_to,
         sensitivities=job.sensitivities_path(), options=pruning.strategy_options)
     try:
         return resolve_strategy(pruning.strategy, network, list(recipe.input_shape), **options)
@@ -250,6 +251,15 @@ def final_ratios(job: Job, network: paddle.nn.Layer):
         if key is None:
             raise
         raise ConfigError(key, err.value, err.allowed) from None
+
+
+def resolved_round_to(job: Job, network: paddle.nn.Layer) -> int:
+    """``pruning.round_to`` as an int: ``auto`` is measured on ``network`` (cached per
+    machine, :mod:`slim_callbacks.analysis.auto_round`)."""
+    from slim_callbacks.analysis.auto_round import resolve_round_to
+    pruning = job.recipe.pruning
+    return resolve_round_to(pruning.round_to, network, list(job.recipe.input_shape),
+                            skip=list(pruning.skip))
 
 
 def check_schedule(recipe: Recipe, ratios) -> None:

@@ -126,6 +126,39 @@ def latency_entry(before: Latency, after: Latency) -> Dict[str, Any]:
 
 
 LATENCY_SETTINGS = ("1_thread", "all_cores")
+#: ``pruning.strategy_options`` of the latency strategy that shape its latency model.
+MODEL_OPTIONS = ("threads", "onednn", "cache_dir", "grid")
+
+
+def predicted_vs_measured(recipe: Recipe, original: paddle.nn.Layer, plan, round_to: int,
+                          latency: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The summary's ``latency_strategy`` entry: the latency the strategy's (cached)
+    model predicts for the final ``plan`` on the unpruned ``original``, beside the
+    reduction measured at the end of the run with the same thread count."""
+    from slim_callbacks.analysis.latency_strategy import latency_prediction
+    pruning = recipe.pruning
+    options = {k: v for k, v in pruning.strategy_options.items() if k in MODEL_OPTIONS}
+    layers = None if tuple(pruning.layers) == ("*",) else list(pruning.layers)
+    predicted = latency_prediction(original, list(recipe.input_shape), plan, layers=layers,
+                                   skip=list(pruning.skip), round_to=round_to, **options)
+    threads = int(options.get("threads", 1))
+    return {"target_reduction": pruning.target_latency_reduction, "threads": threads,
+            "onednn": bool(options.get("onednn", True)), **predicted,
+            "measured_reduction": measured_reduction(latency, threads)}
+
+
+def measured_reduction(latency: Optional[Dict[str, Any]], threads: int) -> Optional[float]:
+    """``1 - after/before`` of the measured setting with ``threads`` threads, or None.
+
+    Example:
+        >>> measured_reduction({"1_thread": {"threads": 1, "before_ms": 4.0, "after_ms": 2.2}}, 1)
+        0.45
+    """
+    for setting in LATENCY_SETTINGS:
+        entry = (latency or {}).get(setting)
+        if entry and entry["threads"] == threads:
+            return round(1 - entry["after_ms"] / entry["before_ms"], 6)
+    return None
 
 
 def latency_scalars(latency: Optional[Dict[str, Any]]) -> Dict[str, float]:

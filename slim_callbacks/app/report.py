@@ -26,7 +26,23 @@ def summary_table(summary: Dict[str, Any]) -> str:
     text = table(rows, ("", "before", "after")) + \
         f"\nFLOPs reduction: {summary['flops_reduction']:.2%}"
     speedups = latency_speedups(summary.get("latency"))
-    return text + (f"\nlatency speedup: {speedups}" if speedups else "")
+    text += f"\nlatency speedup: {speedups}" if speedups else ""
+    return text + latency_strategy_line(summary.get("latency_strategy"))
+
+
+def latency_strategy_line(entry) -> str:
+    """The latency strategy's target, prediction and measurement, or nothing.
+
+        >>> latency_strategy_line({"target_reduction": 0.5, "predicted_reduction": 0.49,
+        ...     "measured_reduction": 0.47, "threads": 1})
+        '\\nlatency strategy (1 thread): target -50.00%, predicted -49.00%, measured -47.00%'
+    """
+    if not entry:
+        return ""
+    measured = entry.get("measured_reduction")
+    shown = "not measured" if measured is None else f"-{measured:.2%}"
+    return (f"\nlatency strategy ({_threads(entry)}): target -{entry['target_reduction']:.2%}, "
+            f"predicted -{entry['predicted_reduction']:.2%}, measured {shown}")
 
 
 def _threads(entry) -> str:

@@ -60,6 +60,7 @@ from slim_callbacks.app.builders import (
     load_pretrained,
     missing_sensitivities_message,
     needs_trained_scales,
+    resolved_round_to,
     seed_from,
     stand_in_bn_scales,
 )
@@ -67,6 +68,7 @@ from slim_callbacks.app.deployment import (
     check_deploy,
     deploy_run,
     log_latency,
+    predicted_vs_measured,
     verification_batch,
 )
 from slim_callbacks.app.job import Job
@@ -219,6 +221,11 @@ def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> D
                "output_dir": recipe.output_dir}
     if is_rank0():
         summary.update(_deploy(job, network, eval_data, emit))
+        pruner = next((cb for cb in callbacks if hasattr(cb, "plan")), None)
+        if recipe.pruning is not None and recipe.pruning.round_to == "auto" and pruner:
+            summary["round_to_auto"] = pruner.round_to  # the multiple measured for this machine
+        if recipe.pruning is not None and recipe.pruning.strategy == "latency" and pruner:
+            summary["latency_strategy"] = _latency_strategy(job, pruner, summary.get("latency"))
     path = os.path.join(recipe.output_dir, "summary.json")
     if is_rank0():
         write_summary(path, summary)
@@ -243,6 +250,14 @@ def _deploy(job: Job, network: paddle.nn.Layer, eval_data, emit) -> Dict[str, An
     if recipe.logging.visualdl:
         log_latency(recipe.logging.log_dir, deployed["latency"], recipe.train.epochs - 1)
     return deployed
+
+
+def _latency_strategy(job: Job, pruner, latency) -> Dict[str, Any]:
+    """Predicted (the strategy's model) vs measured latency of the final plan."""
+    recipe = job.recipe
+    seed_from(recipe)
+    fresh = build_network(recipe)
+    return predicted_vs_measured(recipe, fresh, pruner.plan, resolved_round_to(job, fresh), latency)
 
 
 # ------------------------------------------------------------------------- plan
@@ -304,7 +319,7 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None) -> Dict[str, An
     if ratios is not None:
         pruning = recipe.pruning
         done = prune(network, shape, ratios, pruning.criterion, skip=list(pruning.skip),
-                     round_to=pruning.round_to, fold_bn_shift=pruning.fold_bn_shift)
+                     round_to=resolved_round_to(job, network), fold_bn_shift=pruning.fold_bn_shift)
         approximate = [{"group": g["name"], "reason": g["approximate"]}
                        for g in done.groups if g.get("approximate")]
     after = structure(network, shape, PLAN_KEYS)
@@ -371,7 +386,8 @@ def run_sensitivity(job: Job, *, samples: Optional[int] = None, output: Optional
     started = time.time()
     result = sensitivity(network, eval_fn, list(recipe.input_shape), layers=layers,
                          ratios=list(ratios), criterion=pruning.criterion, file=path,
-                         skip=list(pruning.skip), round_to=pruning.round_to, workers=workers,
+                         skip=list(pruning.skip), round_to=resolved_round_to(job, network),
+                         workers=workers,
                          recalibrate_bn=pruning.recalibrate_bn, bn_data=bn_data)
     emit(f"sensitivities of {len(result)} layers x {len(ratios)} ratios on "
          f"{len(eval_data)} samples in {time.time() - started:.1f} s -> {path}")

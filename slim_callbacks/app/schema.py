@@ -42,6 +42,7 @@ from slim_callbacks.app.rules import (
     PRETRAINED,
     RATIO,
     RATIOS,
+    ROUND_TO,
     SCHEDULE,
     SHAPE,
     STRATEGY,
@@ -233,7 +234,8 @@ class DistillConfig(Section):
 class PruningConfig(Section):
     """``pruning``: criterion, how ratios are chosen, which layers, and when.
 
-    Exactly one of ``ratios`` and ``target_flops_reduction`` is used: strategy
+    Exactly one of ``ratios`` and ``target_flops_reduction`` is used (strategy
+    ``latency`` takes ``target_latency_reduction`` instead): strategy
     ``custom`` needs a ``ratios`` mapping, ``sensitive`` needs ``sensitivities`` and
     ``target_flops_reduction``, ``uniform`` and ``global`` take a float ratio or the
     FLOPs target (for ``global`` a float is its ``channel_ratio``: the share of all
@@ -258,9 +260,11 @@ class PruningConfig(Section):
     ratios: Union[float, Dict[str, float], None] = key_field(optional_rule(RATIOS), None)
     target_flops_reduction: Optional[float] = key_field(
         optional_rule(float_rule(0.0, 1.0, low_open=True)), None)
+    target_latency_reduction: Optional[float] = key_field(
+        optional_rule(float_rule(0.0, 1.0, low_open=True)), None)
     layers: Tuple[str, ...] = key_field(LAYERS, ("*",))
     skip: Tuple[str, ...] = key_field(PATTERNS, ())
-    round_to: int = key_field(int_rule(1), 1)
+    round_to: Union[int, str] = key_field(ROUND_TO, 1)
     sensitivities: Optional[str] = key_field(optional_rule(PATH), None)
     schedule: Optional[Dict[str, Any]] = key_field(optional_rule(SCHEDULE), None)
     bn_l1: Optional[float] = key_field(optional_rule(float_rule(0.0)), None)
@@ -284,6 +288,7 @@ class PruningConfig(Section):
             if target is None:
                 raise ConfigError("pruning.target_flops_reduction", None,
                                   "a float in (0, 1) (required for strategy sensitive)")
+        self._check_latency_target()
         self._check_strategy_options()
         if strategy in ("uniform", "global"):
             if isinstance(ratios, dict):
@@ -295,6 +300,20 @@ class PruningConfig(Section):
                                   f"a float in [0, 1) or pruning.target_flops_reduction "
                                   f"(one is required for strategy {strategy})")
 
+
+    def _check_latency_target(self):
+        latency = self.target_latency_reduction
+        if self.strategy == "latency":
+            if latency is None:
+                raise ConfigError("pruning.target_latency_reduction", None,
+                                  "a float in (0, 1) (required for strategy latency)")
+            for key in ("ratios", "target_flops_reduction"):
+                if getattr(self, key) is not None:
+                    raise ConfigError(f"pruning.{key}", getattr(self, key), "null for strategy "
+                                      "latency (pruning.target_latency_reduction sets its target)")
+        elif latency is not None:
+            raise ConfigError("pruning.target_latency_reduction", latency,
+                              f"null for strategy {self.strategy} (only strategy latency uses it)")
 
     def _check_strategy_options(self):
         from slim_callbacks.analysis.strategies import RECIPE_KEYS, strategy_option_names

@@ -47,6 +47,7 @@ import types
 import warnings
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
+from slim_callbacks.analysis.auto_round import check_round_to_option, resolve_round_to
 from slim_callbacks.analysis.bn_recalibration import InputRecorder, check_recalibrate_bn, recalibrate_bn
 from slim_callbacks.analysis.sensitivity import check_patterns
 from slim_callbacks.callbacks import ledger as ledger_mod
@@ -75,7 +76,7 @@ from slim_callbacks.core.paddle_utils import is_rank0, model_input_shape, unwrap
 from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.engine.planner import check_fold_bn_shift, plan_pruning
-from slim_callbacks.engine.ratios import check_input_shape, check_ratios, check_round_to, check_skip, resolve_ratios
+from slim_callbacks.engine.ratios import check_input_shape, check_ratios, check_skip, resolve_ratios
 from slim_callbacks.engine.shift_fold import apply_with_folds
 from slim_callbacks.tracing.tracer import trace
 
@@ -100,6 +101,9 @@ class PruneCallback(ForwardingCallback):
             to the ``paddle.Model``'s input spec with the batch set to 1.
         target_flops_reduction: instead of ``ratios``, remove this share of FLOPs; the
             ``strategy`` finds the ratios at train begin (over ``layers``).
+        target_latency_reduction: instead of ``ratios``, remove this share of the
+            batch-1 Paddle Inference latency measured on this machine (strategy
+            ``latency``, :mod:`~slim_callbacks.analysis.latency_strategy`).
         layers: patterns the strategy's ratios apply to (not with a ``{pattern: ratio}``
             dict); default every prunable group.
         strategy: a name in :data:`slim_callbacks.analysis.strategies.STRATEGIES`, resolved at train
@@ -112,7 +116,8 @@ class PruneCallback(ForwardingCallback):
         strategy_options: the strategy's other arguments, e.g. ``{"max_ratio": 0.8}``
             for ``global`` (see :func:`~slim_callbacks.analysis.strategies.resolve_strategy`).
         skip: patterns of layers whose groups stay whole.
-        round_to: channels kept are a multiple of this.
+        round_to: channels kept are a multiple of this; ``"auto"``: the multiple
+            measured for this machine at train begin (:mod:`slim_callbacks.analysis.auto_round`).
         prune_epochs: epochs of the events (the last reaches the target), e.g. [2, 4, 6].
         schedule: ``"oneshot"`` (default, at ``start_epoch``), ``"agp"``, ``"linear"``,
             ``"exp"`` (from ``start_epoch`` to ``end_epoch`` every ``frequency``), an
@@ -179,7 +184,8 @@ class PruneCallback(ForwardingCallback):
                  resume_from: Optional[str] = None, reset_optimizer: bool = False,
                  strategy: Optional[str] = None, strategy_options: Optional[Mapping] = None,
                  distill=None, recalibrate_bn: int = 0,
-                 max_metric_drop: Optional[float] = None, budget_metric: Optional[str] = None):
+                 max_metric_drop: Optional[float] = None, budget_metric: Optional[str] = None,
+                 target_latency_reduction: Optional[float] = None):
         super().__init__()
         self.budget = None if max_metric_drop is None else MetricBudget(max_metric_drop, budget_metric)
         self._pending: Optional[tuple] = None  # (epoch, Snapshot) of an event awaiting its eval
@@ -188,12 +194,23 @@ class PruneCallback(ForwardingCallback):
         self.recalibrate_bn = check_recalibrate_bn(recalibrate_bn)
         self._recorder: Optional[InputRecorder] = None
         self.criterion = get_criterion(criterion)
-        self.round_to = check_round_to(round_to)
+        self.round_to = check_round_to_option(round_to)
         self.fold_bn_shift = check_fold_bn_shift(fold_bn_shift, self.criterion)
         start_epoch = check_epoch("start_epoch", start_epoch)
         end_epoch = check_epoch("end_epoch", end_epoch, allow_none=True)
         frequency = check_int("frequency", frequency, 1)
         self.schedule = build_schedule(schedule, prune_epochs, start_epoch, end_epoch, frequency)
+        if target_latency_reduction is not None:
+            if strategy not in (None, "latency") or ratios is not None or target_flops_reduction is not None:
+                raise ConfigError("target_latency_reduction", target_latency_reduction,
+                                  "None unless strategy is 'latency' with no ratios and no "
+                                  "target_flops_reduction")
+            check_number("target_latency_reduction", target_latency_reduction, 0.0, 1.0,
+                         low_open=True, high_open=True)
+            strategy = "latency"
+        elif strategy == "latency":
+            raise ConfigError("target_latency_reduction", None,
+                              "a float in (0, 1) for strategy 'latency'")
         if target_flops_reduction is not None:
             if ratios is not None:
                 raise ConfigError("ratios", ratios, "None when target_flops_reduction is given")
@@ -203,7 +220,7 @@ class PruneCallback(ForwardingCallback):
             raise ConfigError("layers", layers, "None with a {pattern: ratio} dict (its "
                                                 "patterns choose the layers)")
         map_final = self.schedule.final_ratio
-        if ratios is None and target_flops_reduction is None:
+        if ratios is None and target_flops_reduction is None and target_latency_reduction is None:
             if map_final is None:
                 raise ConfigError("ratios", ratios, "a float in [0, 1) or a {pattern: ratio} dict "
                                   "(or target_flops_reduction, or an {epoch: ratio} schedule)")
@@ -214,6 +231,7 @@ class PruneCallback(ForwardingCallback):
                               f"{{epoch: ratio}} schedule)")
         check_curve_start(self.schedule, self.ratios)
         self.target_flops_reduction = target_flops_reduction
+        self.target_latency_reduction = target_latency_reduction
         self.layers = check_patterns("layers", layers)
         self.skip = check_skip(skip)
         self.input_shape = None if input_shape is None else check_input_shape(input_shape)
@@ -264,6 +282,7 @@ class PruneCallback(ForwardingCallback):
                                   f"an option of strategy {self.strategy}: {', '.join(names)}")
         return build(self.strategy, ratios=self.ratios,
                      target_flops_reduction=self.target_flops_reduction, layers=self.layers,
+                     target_latency_reduction=self.target_latency_reduction,
                      skip=self.skip, criterion=self.criterion, round_to=self.round_to,
                      sensitivities=options.pop("sensitivities", None), options=options)
 
@@ -382,6 +401,12 @@ class PruneCallback(ForwardingCallback):
             self.fingerprint = resumed["fingerprint"]
             self.original_widths = dict(resumed["original_widths"])
             graph = None
+        if self.round_to == "auto":
+            self.round_to = resolve_round_to("auto", net, self.input_shape, skip=self.skip,
+                                             graph=graph)
+            if "round_to" in self.strategy_arguments:
+                self.strategy_arguments["round_to"] = self.round_to
+            logger.info("round_to auto -> %d", self.round_to)
         ratios = self._strategy_ratios()
         if graph is None:  # resolve patterns on a fresh trace of the unpruned network
             graph = trace(net, self.input_shape)

@@ -66,11 +66,14 @@ def _summary(name, prefix, ms: List[float], threads, onednn) -> Latency:
 
 def measure_latency(prefixes: Dict[str, str], threads: int = 1, onednn: bool = True,
                     warmup: int = 10, rounds: int = 20, runs_per_round: int = 5,
-                    input_shape: Optional[Sequence[int]] = None, seed: int = 0) -> List[Latency]:
+                    input_shape: Optional[Sequence[int]] = None, seed: int = 0,
+                    run_only: bool = False) -> List[Latency]:
     """Median (and p25/p75, min/max) ms per batch-1 run of each model, in input order.
 
     ``prefixes`` maps a display name to an inference-model prefix. Every run is one
-    sample: ``rounds * runs_per_round`` samples per model.
+    sample: ``rounds * runs_per_round`` samples per model. ``run_only`` copies the
+    input in once and times the predictor's run alone (no copies in or out: how a
+    layer costs inside a network).
     """
     if not prefixes:
         raise SlimError("measure_latency: no models given")
@@ -84,16 +87,26 @@ def measure_latency(prefixes: Dict[str, str], threads: int = 1, onednn: bool = T
         preds[name] = predictor(prefixes[name], threads=threads, onednn=onednn)
         shape = _input_shape(preds[name], name, input_shape)
         inputs[name] = [rng.standard_normal(shape).astype("float32")]
+    if run_only:
+        for name in names:
+            run(preds[name], inputs[name])
+
+    def once(name):
+        if run_only:
+            preds[name].run()
+        else:
+            run(preds[name], inputs[name])
+
     for name in names:
         for _ in range(warmup):
-            run(preds[name], inputs[name])
+            once(name)
     samples: Dict[str, List[float]] = {n: [] for n in names}
     for r in range(rounds):
         k = r % len(names)
         for name in names[k:] + names[:k]:
             for _ in range(runs_per_round):
                 start = _clock()
-                run(preds[name], inputs[name])
+                once(name)
                 samples[name].append((_clock() - start) * 1000.0)
     return [_summary(n, prefixes[n], samples[n], threads, onednn) for n in names]
 

@@ -41,6 +41,12 @@ def check_ratios(ratios: Ratios) -> Ratios:
 
 
 def check_round_to(round_to) -> int:
+    """An int >= 1. ``"auto"`` is measured above the engine: ``slim_callbacks.prune``,
+    the strategies, ``PruneCallback`` and recipes resolve it to an int first."""
+    if round_to == "auto":
+        raise ConfigError("round_to", round_to, "an int >= 1 here: 'auto' is resolved by "
+                          "slim_callbacks.prune, resolve_strategy, PruneCallback and recipes "
+                          "(slim_callbacks.analysis.auto_round)")
     return check_int("round_to", round_to, minimum=1)
 
 
