@@ -86,13 +86,21 @@ def on_linear(tr, name: str, layer, x, y) -> None:
     tr.set_labels(y, L.along(out, -1, y.ndim))
 
 
-def on_batch_norm(tr, name: str, layer, x, y) -> None:
-    fmt = getattr(layer, "_data_format", None) or getattr(layer, "_data_layout", "NCHW")
-    axis = L.DATA_FORMATS.get(fmt, 1)
+def _channels_or_block(tr, name: str, x, y, axis: int):
+    """The channel vector of ``x`` along ``axis``; None (channels blocked, ``y``
+    unlabelled) if a position there mixes channels."""
     vector = L.channel_vector(tr.labels_of(x), axis, x.shape[axis])
     if vector is None:
         tr.block(tr.labels_of(x), f"input of {name} mixes channels across positions")
         tr.set_labels(y, L.zeros(y.ndim))
+    return vector
+
+
+def on_batch_norm(tr, name: str, layer, x, y) -> None:
+    fmt = getattr(layer, "_data_format", None) or getattr(layer, "_data_layout", "NCHW")
+    axis = L.DATA_FORMATS.get(fmt, 1)
+    vector = _channels_or_block(tr, name, x, y, axis)
+    if vector is None:
         return
     for attr in ("weight", "bias", "_mean", "_variance"):
         tr.record(name, attr, 0, CHANNEL, vector)
@@ -106,10 +114,8 @@ def on_prelu(tr, name: str, layer, x, y) -> None:
         tr.set_labels(y, tr.labels_of(x))
         return
     axis = L.DATA_FORMATS.get(layer._data_format, 1)
-    vector = L.channel_vector(tr.labels_of(x), axis, x.shape[axis])
+    vector = _channels_or_block(tr, name, x, y, axis)
     if vector is None:
-        tr.block(tr.labels_of(x), f"input of {name} mixes channels across positions")
-        tr.set_labels(y, L.zeros(y.ndim))
         return
     tr.record(name, "_weight", 0, CHANNEL, vector)
     tr.set_labels(y, L.along(vector, axis, y.ndim))
@@ -124,10 +130,8 @@ def on_layer_norm(tr, name: str, layer, x, y) -> None:
         tr.block(tr.labels_of(x), f"is normalized over several axes by {name}")
         tr.set_labels(y, L.zeros(y.ndim))
         return
-    vector = L.channel_vector(tr.labels_of(x), -1, x.shape[-1])
+    vector = _channels_or_block(tr, name, x, y, -1)
     if vector is None:
-        tr.block(tr.labels_of(x), f"input of {name} mixes channels across positions")
-        tr.set_labels(y, L.zeros(y.ndim))
         return
     for attr in ("weight", "bias"):
         tr.record(name, attr, 0, CHANNEL, vector)
@@ -142,10 +146,8 @@ def on_group_norm(tr, name: str, layer, x, y) -> None:
     channels. Approximate like LayerNorm: each group's statistics are then taken over
     fewer channels."""
     axis = L.DATA_FORMATS.get(layer._data_format, 1)
-    vector = L.channel_vector(tr.labels_of(x), axis, x.shape[axis])
+    vector = _channels_or_block(tr, name, x, y, axis)
     if vector is None:
-        tr.block(tr.labels_of(x), f"input of {name} mixes channels across positions")
-        tr.set_labels(y, L.zeros(y.ndim))
         return
     group_positions(tr, name, layer._num_groups, vector)
     for attr in ("weight", "bias"):
