@@ -248,6 +248,70 @@ def event_drops(results: dict, method: str, ratio: float):
     return drops
 
 
+def difference(a, b):
+    """Mean of ``a`` minus mean of ``b`` and twice its standard error (Welch); a gap
+    smaller than that is called noise."""
+    se = np.sqrt((np.var(a, ddof=1) / len(a) if len(a) > 1 else 0.0)
+                 + (np.var(b, ddof=1) / len(b) if len(b) > 1 else 0.0))
+    return float(np.mean(a) - np.mean(b)), float(2 * se)
+
+
+def noise_table(results: dict, against: str = "oneshot_start") -> str:
+    """Each method's top-1 minus ``against``'s, per ratio, marked within noise or not."""
+    groups = grouped(results)
+    ratios = sorted({r for _, r in groups})
+    lines = ["| method | " + " | ".join(f"-{r * 100:.0f}%: Δ vs {LABELS[against]} (points, "
+                                         f"± 2 SE)" for r in ratios) + " |",
+             "|---" * (len(ratios) + 1) + "|"]
+    for method in METHODS:
+        if method == against:
+            continue
+        cells = []
+        for ratio in ratios:
+            a = [r["top1"] for r in groups.get((method, ratio), [])]
+            b = [r["top1"] for r in groups.get((against, ratio), [])]
+            if len(a) < 2 or len(b) < 2:
+                cells.append("-")
+                continue
+            delta, noise = difference(a, b)
+            verdict = "within noise" if abs(delta) <= noise else ("better" if delta > 0 else "worse")
+            cells.append(f"{delta * 100:+.1f} ± {noise * 100:.1f}: {verdict}")
+        lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def targets(results: dict) -> str:
+    """The three targets of issue #11, measured."""
+    groups, out = grouped(results), []
+
+    def top1(method, ratio):
+        return [r["top1"] for r in groups.get((method, ratio), [])]
+    unpruned, distill = top1("unpruned", 0.5), top1("agp_distill", 0.5)
+    if unpruned and distill:
+        gap = (statistics.mean(unpruned) - statistics.mean(distill)) * 100
+        out.append(f"-50%: AGP + distillation is {gap:.1f} points below unpruned "
+                   f"(n={len(distill)}/{len(unpruned)}; target <= 1): "
+                   f"{'met' if gap <= 1 else 'NOT met'}")
+    in_fit = [m for m in METHODS if m not in ("unpruned", "oneshot_start")]
+    means = {m: statistics.mean(top1(m, 0.75)) for m in in_fit if len(top1(m, 0.75)) > 1}
+    oneshot = top1("oneshot_start", 0.75)
+    if means and len(oneshot) > 1:
+        best = max(means, key=means.get)
+        spread = max(statistics.stdev(top1(best, 0.75)), statistics.stdev(oneshot))
+        gain = (means[best] - statistics.mean(oneshot)) * 100
+        out.append(f"-75%: best in-fit method {LABELS[best]} beats one-shot @0 + fine-tune by "
+                   f"{gain:.1f} points; spread (larger std) {spread * 100:.1f}: "
+                   f"{'met' if gain > spread * 100 else 'NOT met'}")
+    for ratio in sorted({r for _, r in groups}):
+        plain, recal = event_drops(results, "agp", ratio), event_drops(results, "agp_recal", ratio)
+        if plain and recal:
+            share = statistics.mean(recal) / statistics.mean(plain)
+            out.append(f"-{ratio * 100:.0f}%: eval drop at AGP events with recalibration is "
+                       f"{share:.2f} of without (target <= 0.5): "
+                       f"{'met' if share <= 0.5 else 'NOT met'}")
+    return "\n".join(out)
+
+
 def drops_table(results: dict) -> str:
     ratios = sorted({r for _, r in grouped(results)})
     lines = ["| MACs target | AGP: mean eval drop at an event | AGP + BN recal | ratio |",
@@ -299,6 +363,10 @@ def report(args) -> None:
     print(table(results))
     print()
     print(drops_table(results))
+    print()
+    print(noise_table(results))
+    print()
+    print(targets(results))
     if args.png:
         plot(results, args.png)
         print(f"wrote {args.png}")
