@@ -81,6 +81,23 @@ def pruning_section(method: str, ratio: float, epochs: int, budget: float) -> di
     return section
 
 
+def cell_recipe(method: str, ratio: float, seed: int, epochs: int, budget: float, out: str,
+                log_dir=None) -> dict:
+    """The quickstart recipe of one cell, as a mapping for ``load_job``."""
+    with open(RECIPE) as f:
+        raw = yaml.safe_load(f)
+    raw.update(name=f"acc-{method}", output_dir=out, checkpoint={"save_freq": 10 ** 6})
+    raw["train"].update(epochs=epochs, seed=seed)
+    raw["logging"] = {"log_freq": 10 ** 6, "visualdl": log_dir is not None,
+                      **({"log_dir": log_dir} if log_dir else {})}
+    section = pruning_section(method, ratio, epochs, budget)
+    if section is None:
+        raw.pop("pruning", None)
+    else:
+        raw["pruning"] = section
+    return raw
+
+
 def cell_key(method: str, ratio: float, seed: int) -> str:
     return f"{method}|{ratio:g}|{seed}"
 
@@ -109,19 +126,8 @@ def run_cell(method: str, ratio: float, seed: int, epochs: int, budget: float,
     sys.path.insert(0, HERE)
     from bench_distill import AfterEpoch, BeforeEvent
 
-    with open(RECIPE) as f:
-        raw = yaml.safe_load(f)
-    out = tempfile.mkdtemp(prefix="bench-acc-")
-    raw.update(name=f"acc-{method}", output_dir=out, checkpoint={"save_freq": 10 ** 6})
-    raw["train"].update(epochs=epochs, seed=seed)
-    raw["logging"] = {"log_freq": 10 ** 6, "visualdl": log_dir is not None,
-                      **({"log_dir": log_dir} if log_dir else {})}
-    section = pruning_section(method, ratio, epochs, budget)
-    if section is None:
-        raw.pop("pruning", None)
-    else:
-        raw["pruning"] = section
-    job = load_job(raw)
+    job = load_job(cell_recipe(method, ratio, seed, epochs, budget,
+                               tempfile.mkdtemp(prefix="bench-acc-"), log_dir))
     recipe = job.recipe
     seed_from(recipe)
     network = build_network(recipe)
