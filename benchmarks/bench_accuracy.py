@@ -350,7 +350,11 @@ def plot(results: dict, path: str) -> None:
                 continue
             curve = np.mean([r["curve"] for r in records], axis=0)
             ax.plot(range(len(curve)), curve, marker=".", label=LABELS[method])
-        ax.set(title=f"-{ratio * 100:.0f}% MACs: eval top-1 after each epoch (mean of seeds)",
+        epochs = results.get("settings", {}).get("epochs")
+        for event in ([] if epochs is None else range(2, agp_schedule(epochs)["end_epoch"] + 1, 2)):
+            ax.axvline(event, color="grey", lw=0.5, ls="--")
+        ax.set(title=f"-{ratio * 100:.0f}% MACs: eval top-1 after each epoch (mean of seeds; "
+                     f"dashed: AGP events)",
                xlabel="epoch (0-based)", ylabel="top-1", ylim=(0, 1))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
