@@ -111,14 +111,7 @@ def run_cell(method: str, ratio: float, seed: int, epochs: int, budget: float,
     import paddle.nn as nn
 
     from slim_callbacks.analysis.flops import profile
-    from slim_callbacks.app.builders import (
-        accuracy_metric,
-        build_callbacks,
-        build_network,
-        build_optimizer,
-        final_ratios,
-        seed_from,
-    )
+    from slim_callbacks.app import builders
     from slim_callbacks.app.data import build_datasets
     from slim_callbacks.app.job import load_job
     from slim_callbacks.app.runner import eval_accuracy
@@ -129,17 +122,17 @@ def run_cell(method: str, ratio: float, seed: int, epochs: int, budget: float,
     job = load_job(cell_recipe(method, ratio, seed, epochs, budget,
                                tempfile.mkdtemp(prefix="bench-acc-"), log_dir))
     recipe = job.recipe
-    seed_from(recipe)
-    network = build_network(recipe)
-    ratios = final_ratios(job, network)
-    callbacks = build_callbacks(job, ratios, verbose=0)
+    builders.seed_from(recipe)
+    network = builders.build_network(recipe)
+    ratios = builders.final_ratios(job, network)
+    callbacks = builders.build_callbacks(job, ratios, verbose=0)
     prune = next((c for c in callbacks if isinstance(c, PruneCallback)), None)
     train_data, eval_data = build_datasets(recipe.data, recipe.input_shape)
     before, after = BeforeEvent(eval_data), AfterEpoch()
     model = paddle.Model(network, inputs=[paddle.static.InputSpec(
         [None, *recipe.input_shape[1:]], "float32", "image")])
-    model.prepare(build_optimizer(recipe, network), nn.CrossEntropyLoss(),
-                  accuracy_metric(recipe.data.num_classes))
+    model.prepare(builders.build_optimizer(recipe, network), nn.CrossEntropyLoss(),
+                  builders.accuracy_metric(recipe.data.num_classes))
     macs0 = profile(network, list(recipe.input_shape))["macs"]
     started = time.time()
     model.fit(train_data, eval_data, epochs=epochs, batch_size=recipe.train.batch_size,
