@@ -191,3 +191,14 @@ def test_a_refused_step_below_budget_min_step_stops_pruning():
 def test_bad_budget_min_step_is_a_config_error(value):
     with pytest.raises(ConfigError, match="budget_min_step"):
         PruneCallback(0.5, max_metric_drop=0.02, budget_min_step=value)
+
+
+def test_run_summary_reports_the_budget():
+    from slim_callbacks.app.runner import budget_summary
+    with_budget = PruneCallback(0.5, max_metric_drop=0.02)
+    with_budget.group_ratios = {"a": 0.5, "b": 0.3}
+    with_budget.budget.keep({"a": 0.25, "b": 0.15})
+    summary = budget_summary([paddle.callbacks.LRScheduler(), with_budget])
+    assert summary["target"] == pytest.approx(0.4) and summary["reached"] == pytest.approx(0.2)
+    assert summary["undone"] == [] and not summary["stopped"]
+    assert budget_summary([PruneCallback(0.5)]) is None and budget_summary([]) is None
