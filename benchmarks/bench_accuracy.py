@@ -15,7 +15,9 @@ matrix resumes where it stopped (finished cells are skipped). Methods
 - ``agp``, ``agp_recal`` (+ ``recalibrate_bn 8``), ``agp_distill`` (+ distillation
   from the unpruned network, alpha 0.5, T 4);
 - ``slim`` (BN-scale L1 sparsity 1e-4 + BN-scale criterion + BN-shift fold, AGP),
-  ``opt_slim`` (the same with the optimal-threshold selector), ``taylor`` (AGP);
+  ``opt_slim`` (the same with the optimal-threshold selector; its ratio, a bound, is
+  the uniform ratio L1 finds for the target: it cannot plan a FLOPs target on initial
+  BN scales), ``taylor`` (AGP);
 - ``budget``: AGP + ``recalibrate_bn 8`` + ``max_metric_drop`` (``--budget``).
 
 Each cell records the top-1 of the network the fit ends with (``top1``, an evaluation
@@ -78,7 +80,20 @@ def pruning_section(method: str, ratio: float, epochs: int, budget: float) -> di
         "budget": {"recalibrate_bn": 8, "max_metric_drop": budget},
     }[method]
     section.update(extra)
+    if method == "opt_slim":
+        # its selector cannot plan a FLOPs target on initial BN scales (all 1: nothing
+        # goes); it gets the uniform ratio L1 finds for the target, as a bound
+        section.update(ratios=l1_uniform_ratio(ratio), target_flops_reduction=None)
     return section
+
+
+def l1_uniform_ratio(target: float) -> float:
+    """The uniform ratio of the pointwise convs that removes ``target`` of the MACs."""
+    import paddle
+
+    from slim_callbacks.analysis.strategies import uniform_ratio
+    network = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
+    return uniform_ratio(network, [1, 3, 32, 32], target, ["conv*._pointwise_conv*"])
 
 
 def cell_recipe(method: str, ratio: float, seed: int, epochs: int, budget: float, out: str,

@@ -27,6 +27,7 @@ def prune_callback(method, tmp_path, ratio=0.75):
     ("agp", "l1_norm", [2, 4, 6], {}),
     ("agp_recal", "l1_norm", [2, 4, 6], {"recalibrate_bn": 8}),
     ("slim", "slim", [2, 4, 6], {"fold_bn_shift": True}),
+    ("opt_slim", "opt_slim", [2, 4, 6], {"fold_bn_shift": True}),
     ("taylor", "taylor", [2, 4, 6], {}),
 ])
 def test_each_method_builds_its_prune_callback(tmp_path, method, criterion, events, extra):
