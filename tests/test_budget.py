@@ -1,4 +1,5 @@
-"""max_metric_drop: an event whose eval falls too far is undone exactly, pruning stops."""
+"""max_metric_drop: an event whose eval falls too far is undone exactly, then retried
+with half the step or, below budget_min_step, pruning stops."""
 import numpy as np
 import paddle
 import paddle.nn as nn
@@ -48,7 +49,7 @@ def fit(optimizer_cls, cb, before, after, epochs=3):
 @pytest.mark.parametrize("optimizer_cls", [paddle.optimizer.Momentum, paddle.optimizer.Adam])
 def test_an_event_over_budget_is_undone_bit_for_bit_and_pruning_stops(optimizer_cls):
     cb = PruneCallback(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1, 2],
-                       max_metric_drop=0.02, budget_metric="acc")
+                       max_metric_drop=0.02, budget_metric="acc", budget_min_step=1.0)
     saved, seen = {}, {}
 
     def before(net, optimizer):
@@ -87,7 +88,7 @@ def test_bad_max_metric_drop_is_a_config_error(value):
 def test_a_resumed_run_stays_stopped(tmp_path):
     def make():
         return PruneCallback(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1, 2],
-                             max_metric_drop=0.02, budget_metric="acc")
+                             max_metric_drop=0.02, budget_metric="acc", budget_min_step=1.0)
 
     def force_undo():
         cb.budget.reference = 2.0
@@ -111,6 +112,93 @@ def test_a_resumed_run_stays_stopped(tmp_path):
     model2.prepare(paddle.optimizer.Momentum(0.01, parameters=net2.parameters()),
                    nn.CrossEntropyLoss(), paddle.metric.Accuracy())
     cb2 = PruneCallback(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1, 2],
-                        max_metric_drop=0.02, budget_metric="acc", resume_from=str(tmp_path / "1"))
+                        max_metric_drop=0.02, budget_metric="acc", budget_min_step=1.0,
+                        resume_from=str(tmp_path / "1"))
     model2.fit(data, data, epochs=3, batch_size=16, verbose=0, shuffle=False, callbacks=[cb2])
     assert cb2.budget.stopped and widths(net2) == WIDTHS  # the epoch-2 event did not fire
+
+
+def reference(cb, value):
+    """Sets the budget's reference before the event of that epoch: 2.0 forces an undo,
+    -1.0 an acceptance."""
+    return lambda: setattr(cb.budget, "reference", value)
+
+
+def scaled(share):
+    return {k: v - int(v * share) for k, v in WIDTHS.items()}
+
+
+def budget_model():
+    net = Net()
+    model = paddle.Model(net)
+    model.prepare(paddle.optimizer.Momentum(0.01, parameters=net.parameters()),
+                  nn.CrossEntropyLoss(), paddle.metric.Accuracy())
+    return net, model
+
+
+def test_a_refused_event_is_retried_with_half_the_step_and_a_resume_keeps_the_retry(tmp_path):
+    def make(**kw):
+        return PruneCallback(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1],
+                             max_metric_drop=0.02, budget_metric="acc", **kw)
+
+    paddle.seed(0)
+    cb = make()
+    net, model = budget_model()
+    seen = {}
+    probe = AfterEval(lambda e: seen.setdefault(e, (widths(net), len(cb.history))))
+    stop = At(3, lambda: setattr(model, "stop_training", True))  # as if killed after epoch 3
+    data = dataset(32)
+    model.fit(data, data, epochs=6, batch_size=16, verbose=0, shuffle=False, save_dir=str(tmp_path),
+              callbacks=[At(1, reference(cb, 2.0)), At(2, reference(cb, -1.0)),
+                         At(3, reference(cb, 2.0)), cb, probe, stop])
+    # epoch 1: 0.5 refused; epoch 2: retried at 0.25, kept; epoch 3: behind the
+    # schedule, 0.5 tried again and refused; the retry at 0.375 is pending
+    assert seen[1] == (WIDTHS, 0) and seen[2] == (scaled(0.25), 1) and seen[3] == (scaled(0.25), 1)
+    assert [u["epoch"] for u in cb.budget.undone] == [1, 3]
+    assert [u["target"] for u in cb.budget.undone] == [0.5, 0.5]
+    assert set(cb.budget.retry.values()) == {0.375} and not cb.budget.stopped
+    assert cb.budget_summary()["reached"] == 0.25 and cb.budget_summary()["target"] == 0.5
+    from slim_callbacks.callbacks.ledger import load_ledger
+    assert load_ledger(str(tmp_path / "3"))["budget"]["retry"] == cb.budget.retry
+
+    paddle.seed(0)
+    cb2 = make(resume_from=str(tmp_path / "3"))
+    net2, model2 = budget_model()
+    model2.fit(data, data, epochs=6, batch_size=16, verbose=0, shuffle=False,
+               callbacks=[At(0, reference(cb2, -1.0)), At(1, reference(cb2, 2.0)), cb2])
+    # global epoch 4: the retry at 0.375, kept; epoch 5: 0.5 again, refused (retry 0.4375)
+    assert [h["epoch"] for h in cb2.history] == [2, 4]
+    assert [u["epoch"] for u in cb2.budget.undone] == [1, 3, 5]
+    assert widths(net2) == scaled(0.375) and cb2.budget.reached() == 0.375
+    assert set(cb2.budget.retry.values()) == {0.4375}
+
+
+def test_a_refused_step_below_budget_min_step_stops_pruning():
+    cb = PruneCallback(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1],
+                       max_metric_drop=0.02, budget_metric="acc", budget_min_step=0.2)
+    paddle.seed(0)
+    net, model = budget_model()
+    data = dataset(32)
+    # 0.5 refused (retry 0.25), 0.25 refused (half of it, 0.125 < 0.2: stop)
+    model.fit(data, data, epochs=4, batch_size=16, verbose=0, shuffle=False,
+              callbacks=[At(1, reference(cb, 2.0)), At(2, reference(cb, 2.0)), cb])
+    assert [u["target"] for u in cb.budget.undone] == [0.5, 0.25]
+    assert cb.budget.stopped and cb.budget.retry is None and widths(net) == WIDTHS
+    assert cb.history == [] and cb.budget_summary()["reached"] == 0.0
+
+
+@pytest.mark.parametrize("value", [0, 1.5, "0.1"])
+def test_bad_budget_min_step_is_a_config_error(value):
+    with pytest.raises(ConfigError, match="budget_min_step"):
+        PruneCallback(0.5, max_metric_drop=0.02, budget_min_step=value)
+
+
+def test_run_summary_reports_the_budget():
+    from slim_callbacks.app.runner import budget_summary
+    with_budget = PruneCallback(0.5, max_metric_drop=0.02)
+    with_budget.group_ratios = {"a": 0.5, "b": 0.3}
+    with_budget.budget.keep({"a": 0.25, "b": 0.15})
+    summary = budget_summary([paddle.callbacks.LRScheduler(), with_budget])
+    assert summary["target"] == pytest.approx(0.4) and summary["reached"] == pytest.approx(0.2)
+    assert summary["undone"] == [] and not summary["stopped"]
+    assert budget_summary([PruneCallback(0.5)]) is None and budget_summary([]) is None

@@ -45,7 +45,7 @@ def test_minimal_recipe_resolves_every_default():
                     "target_flops_reduction": None, "target_latency_reduction": None, "layers": ["*"], "skip": [],
                     "round_to": 1, "sensitivities": None, "schedule": None, "bn_l1": None,
                     "fold_bn_shift": None, "distill": None, "recalibrate_bn": 0,
-                    "max_metric_drop": None},
+                    "max_metric_drop": None, "budget_min_step": 0.02},
         "logging": {"log_dir": "output/mbv1_digits/logs", "log_freq": 10, "visualdl": True},
         "checkpoint": {"save_dir": "output/mbv1_digits/checkpoints", "save_freq": 1},
         "deploy": {"export": True, "formats": ["paddle"], "latency": True, "latency_rounds": 20},
@@ -184,7 +184,7 @@ def test_apply_override_in_place():
      "a key of pruning: criterion, strategy, strategy_options, ratios, "
      "target_flops_reduction, target_latency_reduction, layers, skip, round_to, "
      "sensitivities, schedule, bn_l1, "
-     "fold_bn_shift, distill, recalibrate_bn, max_metric_drop"),
+     "fold_bn_shift, distill, recalibrate_bn, max_metric_drop, budget_min_step"),
     ("train.epochs.max=3", "train.epochs.max", 3,
      "a key path ending at train.epochs (it holds a value)"),
     ("pruning.ratios.conv1=0.3", "pruning.ratios", 0.5,
@@ -485,13 +485,23 @@ ERRORS = [
      "null or a mapping with keys criterion, strategy, strategy_options, ratios, "
      "target_flops_reduction, target_latency_reduction, "
      "layers, skip, round_to, sensitivities, schedule, bn_l1, fold_bn_shift, distill, "
-     "recalibrate_bn, max_metric_drop"),
+     "recalibrate_bn, max_metric_drop, budget_min_step"),
     (["pruning.max_metric_drop=0"], "pruning.max_metric_drop", 0, "null or a float > 0"),
+    (["pruning.budget_min_step=0"], "pruning.budget_min_step", 0, "a float in (0, 1]"),
     (["pruning.recalibrate_bn=-1"], "pruning.recalibrate_bn", -1, "an int >= 0"),
     (["pruning.distill={alpha: 2}"], "pruning.distill.alpha", 2, "a float in [0, 1]"),
     (["pruning.distill={temperature: 0}"], "pruning.distill.temperature", 0, "a float > 0"),
     (["pruning.distill={beta: 1}"], "pruning.distill.beta", 1,
-     "a key of pruning.distill: alpha, temperature"),
+     "a key of pruning.distill: alpha, temperature, teacher"),
+    (["pruning.distill={teacher: 3}"], "pruning.distill.teacher", 3,
+     "null or a weights path of the recipe's model (.safetensors, or a .pdparams pickle you "
+     "trust) or a mapping with keys name, kwargs, pretrained"),
+    (["pruning.distill={teacher: t.ckpt}"], "pruning.distill.teacher.pretrained", "t.ckpt",
+     "a path to a .safetensors file (or a .pdparams pickle you trust)"),
+    (["pruning.distill={teacher: {name: resnet18}}"], "pruning.distill.teacher.pretrained",
+     "<missing>", "a path to a .safetensors file (or a .pdparams pickle you trust) (required)"),
+    (["pruning.distill={teacher: {pretrained: t.pdparams, model: x}}"],
+     "pruning.distill.teacher.model", "x", "a key of pruning.distill.teacher: name, kwargs, pretrained"),
     # logging, checkpoint
     (["logging.log_freq=0"], "logging.log_freq", 0, "an int >= 1"),
     (["logging.visualdl=yes please"], "logging.visualdl", "yes please", "true or false"),
@@ -588,9 +598,81 @@ def test_distill_and_recalibrate_bn_reach_the_prune_callback():
     from slim_callbacks.app.job import Job
     recipe = load("pruning.distill={temperature: 2}", "pruning.recalibrate_bn=4",
                   "logging.visualdl=false")
-    assert recipe.to_dict()["pruning"]["distill"] == {"alpha": 0.5, "temperature": 2.0}
+    assert recipe.to_dict()["pruning"]["distill"] == {"alpha": 0.5, "temperature": 2.0,
+                                                      "teacher": None}
     prune = build_callbacks(Job(recipe), 0.5)[-1]
     assert (prune.distill.alpha, prune.distill.temperature) == (0.5, 2.0)
     assert prune.recalibrate_bn == 4
     plain = build_callbacks(Job(load("logging.visualdl=false")), 0.5)[-1]
     assert plain.distill is None and plain.recalibrate_bn == 0
+
+
+# ------------------------------------------------------- pruning.distill.teacher
+def _teacher_callback(*overrides):
+    from slim_callbacks.app.builders import build_callbacks
+    from slim_callbacks.app.job import Job
+    recipe = load("model.kwargs={scale: 0.25}", "logging.visualdl=false", *overrides)
+    return build_callbacks(Job(recipe), 0.5)[-1].distill
+
+
+def _saved(tmp_path, network, name):
+    import paddle
+    path = str(tmp_path / name)
+    paddle.save(network.state_dict(), path)
+    return path
+
+
+def test_a_teacher_checkpoint_of_the_recipes_model_teaches(tmp_path):
+    import numpy as np
+    import paddle
+    paddle.seed(3)
+    trained = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
+    path = _saved(tmp_path, trained, "teacher.pdparams")
+    distill = _teacher_callback(f"pruning.distill={{teacher: {path}, alpha: 0.3}}")
+    teacher = distill.given_teacher
+    assert type(teacher).__name__ == "MobileNetV1" and distill.alpha == 0.3
+    own = trained.state_dict()
+    assert all(np.array_equal(v.numpy(), own[k].numpy()) for k, v in teacher.state_dict().items())
+
+
+def test_a_teacher_model_spec_builds_another_network(tmp_path):
+    import paddle
+    wide = paddle.vision.models.mobilenet_v1(scale=0.5, num_classes=10)
+    path = _saved(tmp_path, wide, "wide.pdparams")
+    distill = _teacher_callback(
+        f"pruning.distill={{teacher: {{name: mobilenet_v1, kwargs: {{scale: 0.5}}, pretrained: {path}}}}}")
+    assert distill.given_teacher.conv1[0].weight.shape[0] == wide.conv1[0].weight.shape[0] == 16
+
+
+@pytest.mark.parametrize("teacher, key", [
+    ("{pretrained: missing.pdparams}", "pruning.distill.teacher.pretrained: missing.pdparams not found"),
+    ("{name: resnet18, pretrained: PATH}", "pruning.distill.teacher.pretrained: PATH does not fit ResNet"),
+    ("{name: mobilenet_v1, kwargs: {width: 2}, pretrained: PATH}",
+     "pruning.distill.teacher.kwargs.width: 2 is not allowed"),
+    ("{name: nonet, pretrained: PATH}", "pruning.distill.teacher.name: 'nonet' is not allowed"),
+])
+def test_teacher_errors_name_the_key(tmp_path, teacher, key):
+    import paddle
+    path = _saved(tmp_path, paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10),
+                  "t.pdparams")
+    with pytest.raises((ConfigError, SlimError)) as err:
+        _teacher_callback(f"pruning.distill={{teacher: {teacher.replace('PATH', path)}}}")
+    assert str(err.value).startswith(key.replace("PATH", path))
+
+
+def test_a_dry_run_ignores_the_teacher():
+    from slim_callbacks.app.job import Job
+    from slim_callbacks.app.runner import dry_run_recipe
+    recipe = load("pruning.distill={teacher: missing.pdparams}")
+    dry = dry_run_recipe(Job(recipe))
+    assert dry.recipe.pruning.distill.teacher is None
+    assert any("pruning.distill.teacher ignored" in note for note in dry.notes)
+
+
+def test_budget_keys_reach_the_prune_callback():
+    from slim_callbacks.app.builders import build_callbacks
+    from slim_callbacks.app.job import Job
+    recipe = load("pruning.max_metric_drop=0.05", "pruning.budget_min_step=0.1",
+                  "logging.visualdl=false")
+    budget = build_callbacks(Job(recipe), 0.5)[-1].budget
+    assert (budget.max_drop, budget.min_step) == (0.05, 0.1)

@@ -366,3 +366,12 @@ def test_strategy_options_maps_a_float_to_each_strategys_target():
     with pytest.raises(ConfigError, match=r"^target_flops_reduction: 0.5 is not allowed; "
                                           r"expected None for strategy custom"):
         strategy_options("custom", ratios={"conv1": 0.3}, target_flops_reduction=0.5)
+
+
+def test_a_taylor_flops_target_is_resolved_before_any_training():
+    """Taylor scores exist only during fit; the uniform search plans widths with weight
+    scores (same selector, same widths), so target_flops_reduction works with taylor."""
+    from slim_callbacks.analysis.strategies import uniform_ratio
+    net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
+    args = (net, [1, 3, 32, 32], 0.5, ["conv*._pointwise_conv*"])
+    assert uniform_ratio(*args, criterion="taylor") == uniform_ratio(*args, criterion="l1_norm")

@@ -31,6 +31,7 @@ registry (:data:`STRATEGIES`, the one source of strategy names).
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import math
@@ -47,7 +48,7 @@ from slim_callbacks.analysis.search import Search, check_one_target, check_toler
 from slim_callbacks.analysis.sensitivity import check_patterns, chosen_groups, load_sensitivities
 from slim_callbacks.core.checks import check_fraction, check_ratio
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.engine.criteria import get_criterion
+from slim_callbacks.engine.criteria import Criterion, get_criterion
 from slim_callbacks.engine.ratios import Ratios, check_ratios, check_round_to, resolve_ratios
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
@@ -57,6 +58,20 @@ MAX_RATIO = 1 - 1e-9  # "everything but the channels that must stay"
 
 
 # ----------------------------------------------------------------------- uniform
+def width_criterion(criterion: Criterion) -> Criterion:
+    """``criterion``, or for a gradient-scored (``taylor``) one with the ``lowest``
+    selector a weight-scored stand-in: the widths it plans are the same, and it needs
+    no training batches.
+
+    Example:
+        >>> width_criterion(get_criterion("taylor")).source
+        'weight'
+    """
+    if criterion.source == "taylor" and criterion.selector == "lowest":
+        return dataclasses.replace(criterion, source="weight")
+    return criterion
+
+
 def uniform_ratio(network: paddle.nn.Layer, input_shape: Sequence[int], target_flops_reduction: float,
                   layers: Optional[Sequence[str]] = None, skip: Sequence[str] = (),
                   criterion="l1_norm", *, round_to: int = 1, tolerance: float = 0.01,
@@ -74,7 +89,10 @@ def uniform_ratio(network: paddle.nn.Layer, input_shape: Sequence[int], target_f
         target_flops_reduction: share of the FLOPs to remove, in (0, 1).
         layers: patterns of the layers to prune; None prunes every prunable group.
         skip: patterns of layers to leave whole.
-        criterion: which channels go (matters for ``opt_slim`` and ``round_to``).
+        criterion: which channels go (matters for ``opt_slim`` and ``round_to``). A
+            ``taylor`` criterion has no scores before training; its "lowest share"
+            selection keeps the same widths whatever the scores, so the search plans
+            with weight L1 scores and the same selector.
         round_to: channels kept are rounded to a multiple of this.
         tolerance: accepted distance to the target (0.01 = one point).
         convention: ``macs``, ``flops`` or ``paddleslim_legacy``.
@@ -91,7 +109,7 @@ def uniform_ratio(network: paddle.nn.Layer, input_shape: Sequence[int], target_f
     target = check_fraction("target_flops_reduction", target_flops_reduction)
     tolerance, round_to = check_tolerance(tolerance), check_round_to(round_to)
     patterns = check_patterns("layers", layers)
-    search = Search(network, input_shape, get_criterion(criterion), round_to,
+    search = Search(network, input_shape, width_criterion(get_criterion(criterion)), round_to,
                      check_convention(convention), graph)
     names = [g.name for g in chosen_groups(search.graph, patterns, skip)]
     low, high, best = 0.0, 1.0, None
@@ -195,7 +213,7 @@ def sensitive_ratios(sensitivities, network: paddle.nn.Layer, input_shape: Seque
     """
     target = check_fraction("target_flops_reduction", target_flops_reduction)
     tolerance, round_to = check_tolerance(tolerance), check_round_to(round_to)
-    search = Search(network, input_shape, get_criterion(criterion), round_to,
+    search = Search(network, input_shape, width_criterion(get_criterion(criterion)), round_to,
                      check_convention(convention), graph)
     curves = check_sensitivities(sensitivities, search.graph)
 

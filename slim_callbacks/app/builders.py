@@ -149,22 +149,72 @@ def build_network(recipe: Recipe) -> paddle.nn.Layer:
     return network
 
 
-def load_pretrained(network: paddle.nn.Layer, path: str) -> None:
-    """Loads a ``.safetensors`` or ``.pdparams`` state dict; every key must fit the network."""
+def load_pretrained(network: paddle.nn.Layer, path: str, key: str = "model.pretrained") -> None:
+    """Loads a ``.safetensors`` or ``.pdparams`` state dict; every key must fit the
+    network. Errors name the recipe ``key`` the path came from."""
     from slim_callbacks.core.weights import load_state
     if not os.path.isfile(path):
-        raise SlimError(f"model.pretrained: {path} not found (download the weights, or "
-                        f"-o model.pretrained=null to train from scratch)")
-    state = load_state(path, "model.pretrained")
+        hint = ("download the weights, or -o model.pretrained=null to train from scratch"
+                if key == "model.pretrained" else "a file of weights, e.g. a checkpoint's .pdparams")
+        raise SlimError(f"{key}: {path} not found ({hint})")
+    state = load_state(path, key)
     own = network.state_dict()
     missing = [k for k in own if k not in state]
     wrong = [k for k in own if k in state and list(state[k].shape) != list(own[k].shape)]
     if missing or wrong:
-        raise SlimError(f"model.pretrained: {path} does not fit {type(network).__name__}: "
+        raise SlimError(f"{key}: {path} does not fit {type(network).__name__}: "
                         f"{len(missing)} missing keys {missing[:3]}, {len(wrong)} shape "
                         f"mismatches {wrong[:3]}")
     network.set_state_dict(state)
     logger.info("loaded pretrained weights from %s", path)
+
+
+def build_teacher(recipe: Recipe) -> Optional[paddle.nn.Layer]:
+    """The network of ``pruning.distill.teacher`` with its weights loaded (None: no
+    teacher given, the network at train begin teaches); errors name
+    ``pruning.distill.teacher.<key>``.
+
+    Example:
+        >>> from slim_callbacks.app.job import load_job
+        >>> job = load_job({"name": "t", "model": {"name": "mobilenet_v1"},
+        ...                 "data": {"source": "synthetic"}, "pruning": {"ratios": 0.5,
+        ...                 "distill": {"teacher": "missing.pdparams"}}})
+        >>> try:
+        ...     build_teacher(job.recipe)
+        ... except SlimError as err:
+        ...     print(str(err).split(" (")[0])
+        pruning.distill.teacher.pretrained: missing.pdparams not found
+    """
+    import dataclasses
+
+    from slim_callbacks.app.schema import ModelConfig
+    distill = recipe.pruning.distill if recipe.pruning is not None else None
+    if distill is None or distill.teacher is None:
+        return None
+    spec, prefix = distill.teacher, "pruning.distill.teacher"
+    if spec.name is None:
+        model = dataclasses.replace(recipe.model, pretrained=None)
+    else:
+        model = ModelConfig(name=spec.name, kwargs=spec.kwargs)
+    try:
+        network = build_network(dataclasses.replace(recipe, model=model))
+    except ConfigError as err:
+        key = str(err.key)
+        if not key.startswith("model"):
+            raise
+        raise ConfigError(prefix + key[len("model"):], err.value, err.allowed) from None
+    load_pretrained(network, spec.pretrained, f"{prefix}.pretrained")
+    return network
+
+
+def distill_option(recipe: Recipe) -> Optional[dict]:
+    """``PruneCallback(distill=...)`` of the recipe: None, or its options with the
+    teacher network built (:func:`build_teacher`)."""
+    distill = recipe.pruning.distill if recipe.pruning is not None else None
+    if distill is None:
+        return None
+    return {"alpha": distill.alpha, "temperature": distill.temperature,
+            "teacher": build_teacher(recipe)}
 
 
 def build_lr(recipe: Recipe):
@@ -302,8 +352,8 @@ def build_callbacks(job: Job, ratios, verbose: int = 1,
             bn_l1=pruning.bn_l1, fold_bn_shift=pruning.fold_bn_shift, log_dir=log_dir,
             log_freq=recipe.logging.log_freq,
             resume_from=resume_from, recalibrate_bn=pruning.recalibrate_bn,
-            max_metric_drop=pruning.max_metric_drop,
-            distill=None if pruning.distill is None else pruning.distill.to_dict()))
+            max_metric_drop=pruning.max_metric_drop, budget_min_step=pruning.budget_min_step,
+            distill=distill_option(recipe)))
         return callbacks
     callbacks.append(FiniteLossGuard())
     if log_dir is not None:

@@ -117,6 +117,11 @@ def dry_run_recipe(job: Job, output_dir: Optional[str] = None) -> Job:
     if raw["model"].get("pretrained"):
         notes.append(f"dry run: pretrained weights {raw['model']['pretrained']} ignored")
         raw["model"]["pretrained"] = None
+    distill = (raw.get("pruning") or {}).get("distill") or {}
+    if distill.get("teacher"):
+        notes.append("dry run: pruning.distill.teacher ignored (the network at train begin "
+                     "teaches)")
+        distill["teacher"] = None
     data = raw["data"]
     raw["data"] = {"source": "synthetic", "num_classes": data["num_classes"],
                    "image_size": data["image_size"], "train_samples": DRY_STEPS * DRY_BATCH,
@@ -219,6 +224,12 @@ def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> D
                "flops_reduction": 1 - after["macs"] / before["macs"],
                "wall_time_s": round(time.time() - started, 1),
                "output_dir": recipe.output_dir}
+    budget = budget_summary(callbacks)
+    if budget is not None:
+        summary["budget"] = budget
+        emit(f"max_metric_drop {budget['max_metric_drop']:g}: reached mean target "
+             f"{budget['reached']:.4f} of {budget['target']:.4f} ({len(budget['undone'])} "
+             f"events undone{', stopped' if budget['stopped'] else ''})")
     if is_rank0():
         summary.update(_deploy(job, network, eval_data, emit))
         pruner = next((cb for cb in callbacks if hasattr(cb, "plan")), None)
@@ -232,6 +243,15 @@ def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> D
     emit(summary_table(summary))
     emit(f"summary written to {path}")
     return summary
+
+
+def budget_summary(callbacks) -> Optional[Dict[str, Any]]:
+    """The accuracy budget's outcome (``PruneCallback.budget_summary``), or None."""
+    from slim_callbacks.callbacks import PruneCallback
+    for callback in callbacks:
+        if isinstance(callback, PruneCallback):
+            return callback.budget_summary()
+    return None
 
 
 def _deploy(job: Job, network: paddle.nn.Layer, eval_data, emit) -> Dict[str, Any]:

@@ -216,18 +216,58 @@ class TrainConfig(Section):
 
 
 @dataclass(frozen=True)
+class TeacherConfig(Section):
+    """``pruning.distill.teacher``: a trained network that teaches instead of the copy
+    taken at train begin. ``name``/``kwargs`` as in ``model`` (null: the recipe's own
+    model and kwargs); ``pretrained`` (required): its weights. A plain path is short
+    for ``{pretrained: path}`` of the recipe's model.
+
+    Example:
+        >>> TEACHER.convert("teacher.pdparams", "t")
+        TeacherConfig(name=None, kwargs={}, pretrained='teacher.pdparams')
+        >>> TEACHER.convert({"name": "resnet18", "pretrained": "r18.safetensors"}, "t").name
+        'resnet18'
+    """
+
+    prefix: ClassVar[str] = "pruning.distill.teacher"
+    name: Optional[str] = key_field(optional_rule(MODEL_NAME), None)
+    kwargs: Dict[str, Any] = field(default_factory=dict, metadata={"rule": MAPPING})
+    pretrained: str = key_field(PRETRAINED)
+
+
+def _teacher_convert(value, path):
+    if isinstance(value, TeacherConfig):
+        return value
+    if isinstance(value, str):
+        return TeacherConfig(pretrained=value)
+    if isinstance(value, dict):
+        return TeacherConfig.from_dict(value)
+    raise Invalid
+
+
+TEACHER = Rule(f"a weights path of the recipe's model (.safetensors, or a .pdparams pickle you "
+               f"trust) or a mapping with keys {', '.join(TeacherConfig.keys())}", _teacher_convert,
+               section=TeacherConfig)
+
+
+@dataclass(frozen=True)
 class DistillConfig(Section):
-    """``pruning.distill``: knowledge distillation from the network as it is at train
-    begin (:class:`~slim_callbacks.callbacks.DistillCallback`); ``{}`` takes the defaults.
+    """``pruning.distill``: knowledge distillation (:class:`~slim_callbacks.callbacks.DistillCallback`)
+    from the network as it is at train begin, or from ``teacher``
+    (:class:`TeacherConfig`); ``{}`` takes the defaults. The KD term is computed on the
+    first output of student and teacher.
 
     Example:
         >>> DistillConfig().alpha, DistillConfig(temperature=2).temperature
         (0.5, 2.0)
+        >>> DistillConfig(teacher="t.pdparams").to_dict()["teacher"]["pretrained"]
+        't.pdparams'
     """
 
     prefix: ClassVar[str] = "pruning.distill"
     alpha: float = key_field(float_rule(0.0, 1.0, high_open=False), 0.5)
     temperature: float = key_field(float_rule(0.0, low_open=True), 4.0)
+    teacher: Optional[TeacherConfig] = key_field(optional_rule(TEACHER), None)
 
 
 @dataclass(frozen=True)
@@ -245,7 +285,9 @@ class PruningConfig(Section):
     passed as-is to :mod:`slim_callbacks.callbacks.schedules`. ``distill`` (a mapping,
     null = off) distils the unpruned network into the pruned one; ``recalibrate_bn: N``
     re-estimates BatchNorm statistics on N training batches after each event (and
-    before every evaluation of ``slim-callbacks sensitivity``).
+    before every evaluation of ``slim-callbacks sensitivity``); ``max_metric_drop``
+    undoes an event whose eval fell more than that and retries with half the step,
+    down to ``budget_min_step`` (:mod:`slim_callbacks.callbacks.budget`).
 
     Example:
         >>> PruningConfig(ratios=0.3).layers
@@ -272,6 +314,7 @@ class PruningConfig(Section):
     distill: Optional[DistillConfig] = section_field(DistillConfig, optional=True)
     recalibrate_bn: int = key_field(int_rule(0), 0)
     max_metric_drop: Optional[float] = key_field(optional_rule(float_rule(0.0, low_open=True)), None)
+    budget_min_step: float = key_field(float_rule(0.0, 1.0, low_open=True, high_open=False), 0.02)
 
     def _check(self):
         ratios, target, strategy = self.ratios, self.target_flops_reduction, self.strategy

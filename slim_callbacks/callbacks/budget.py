@@ -1,27 +1,42 @@
-"""The accuracy budget: undo a pruning event whose eval fell too far.
+"""The accuracy budget: undo a pruning event whose eval fell too far, retry smaller.
 
 ``PruneCallback(max_metric_drop=0.02)`` takes an in-memory :class:`Snapshot` of
 everything an event changes (every network tensor, every optimizer accumulator and
 master weight, the layers' channel attributes, the callback's plan and history) right
 before the event. ``Model.fit`` evaluates after ``on_epoch_end``, so the event's own
 eval comes next; if its metric is more than ``max_metric_drop`` below the last accepted
-eval, the snapshot is put back bit for bit and pruning stops advancing (later events
-are skipped): the run ends at the last accepted structure, and
-:attr:`MetricBudget.undone` says which event was refused and why.
+eval, the snapshot is put back bit for bit.
+
+Then the budget retries with half the refused step: at the next epoch's end it prunes to
+the midpoint between the last accepted targets and the refused ones (per group, in
+shares of the original channels). A retry comes before the schedule's own event of that
+epoch; after an accepted retry the budget is behind the schedule, so the next epoch
+tries the targets in force again (the whole remaining step; refused, it is halved
+again). When a refused step's half is below ``min_step`` (``budget_min_step``, default
+0.02) pruning stops advancing: later events are skipped and the run ends at the last
+accepted structure. :attr:`MetricBudget.undone` lists the refused events,
+:attr:`MetricBudget.accepted` the targets reached (:meth:`MetricBudget.reached`).
 
 The reference is the eval before the event (if the fit ran none yet, the first event
 is accepted and its eval becomes the reference). An event whose epoch has no eval (an
 ``eval_freq`` > 1) is kept unchecked, with a warning. A checkpoint written between the
 event and its eval is rewritten after the undo, and every ledger carries the budget's
-state (:meth:`MetricBudget.to_dict`), so a resumed run stays stopped.
+state (:meth:`MetricBudget.to_dict`), so a resumed run retries or stays stopped.
 
 Example:
-    >>> budget = MetricBudget(0.02, metric="acc")
+    >>> budget = MetricBudget(0.02, metric="acc", min_step=0.1)
     >>> budget.accepts({"acc": [0.90]}), budget.accepts({"acc": [0.885]})
     (True, True)
     >>> budget.reference = 0.90
     >>> budget.accepts({"acc": [0.87]})
     False
+    >>> budget.keep({"g": 0.25})
+    >>> budget.refuse({"g": 0.75}), budget.stopped  # retry at half the step
+    ({'g': 0.5}, False)
+    >>> budget.refuse({"g": 0.5})
+    {'g': 0.375}
+    >>> budget.refuse({"g": 0.375}), budget.stopped, budget.reached()  # half < min_step
+    (None, True, 0.25)
 """
 from __future__ import annotations
 
@@ -81,17 +96,51 @@ class MetricBudget:
             ``loss``/``step``/``batch_size``.
     """
 
-    def __init__(self, max_drop: float, metric: Optional[str] = None):
+    def __init__(self, max_drop: float, metric: Optional[str] = None, min_step: float = 0.02):
         self.max_drop = check_number("max_metric_drop", max_drop, 0.0, low_open=True)
+        self.min_step = check_number("budget_min_step", min_step, 0.0, 1.0, low_open=True)
         if metric is not None and (not isinstance(metric, str) or not metric):
             raise ConfigError("budget_metric", metric, "an eval log key such as 'acc', or None")
         self.metric = metric
         self.reference: Optional[float] = None
         self.undone: List[dict] = []
+        self.accepted: Dict[str, float] = {}  # group -> target of the structure kept
+        self.retry: Optional[Dict[str, float]] = None  # targets of the next attempt
+        self.stopped = False
 
-    @property
-    def stopped(self) -> bool:
-        return bool(self.undone)
+    def attempt(self, scheduled: Optional[Dict[str, float]],
+                in_force: Optional[Dict[str, float]]) -> Optional[Dict[str, float]]:
+        """The targets to prune to at this epoch's end, or None: the pending retry, else
+        the schedule's event of this epoch, else (behind the schedule after an accepted
+        retry) the targets in force; None once stopped."""
+        if self.stopped:
+            return None
+        if self.retry is not None:
+            return dict(self.retry)
+        if scheduled:
+            return dict(scheduled)
+        if in_force and any(t - self.accepted.get(g, 0.0) > 1e-9 for g, t in in_force.items()):
+            return dict(in_force)
+        return None
+
+    def keep(self, targets: Dict[str, float]) -> None:
+        """An attempt was kept: its targets are the ones reached."""
+        self.accepted, self.retry = dict(targets), None
+
+    def refuse(self, targets: Dict[str, float]) -> Optional[Dict[str, float]]:
+        """An attempt was undone: the retry's targets (half the step), or None (half
+        the step is below ``min_step``: pruning stops)."""
+        base = {g: self.accepted.get(g, 0.0) for g in targets}
+        step = max((targets[g] - base[g] for g in targets), default=0.0)
+        if step / 2 < self.min_step:
+            self.retry, self.stopped = None, True
+            return None
+        self.retry = {g: base[g] + (targets[g] - base[g]) / 2 for g in targets}
+        return dict(self.retry)
+
+    def reached(self) -> float:
+        """Mean target (share of the original channels) of the structure kept."""
+        return sum(self.accepted.values()) / len(self.accepted) if self.accepted else 0.0
 
     def value(self, logs: Dict[str, Any]) -> float:
         """The budget's metric in eval ``logs`` (a scalar or a one-element list)."""
@@ -117,13 +166,20 @@ class MetricBudget:
 
     def to_dict(self) -> Dict[str, Any]:
         """What a resumed run needs (kept in the checkpoint's ledger)."""
-        return {"metric": self.metric, "reference": self.reference, "undone": list(self.undone)}
+        return {"metric": self.metric, "reference": self.reference, "undone": list(self.undone),
+                "accepted": dict(self.accepted), "retry": self.retry, "stopped": self.stopped,
+                "min_step": self.min_step}
 
     def load(self, state: Dict[str, Any]) -> None:
-        """Continues from :meth:`to_dict` of an earlier session: a stopped run stays stopped."""
+        """Continues from :meth:`to_dict` of an earlier session: a pending retry is
+        still due, a stopped run stays stopped (a ledger without these keys, written
+        before retries existed, stopped at its first undo)."""
         self.metric = self.metric or state.get("metric")
         self.reference = state.get("reference")
         self.undone = list(state.get("undone", []))
+        self.accepted = dict(state.get("accepted", {}))
+        self.retry = state.get("retry")
+        self.stopped = bool(state.get("stopped", bool(self.undone)))
 
     def observe(self, logs: Dict[str, Any]) -> None:
         """An eval with no event to judge: it becomes the reference."""

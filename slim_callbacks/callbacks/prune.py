@@ -148,8 +148,11 @@ class PruneCallback(ForwardingCallback):
             resuming, that copy is of the resumed (pruned) network; a warning says so.
         max_metric_drop: the accuracy budget (:mod:`slim_callbacks.callbacks.budget`): an
             event whose eval metric falls more than this below the last accepted eval
-            is undone (weights, optimizer state, plan, bit for bit) and pruning stops
-            advancing. ``budget_metric``: the eval log key (default: the first metric).
+            is undone (weights, optimizer state, plan, bit for bit) and retried at the
+            next epoch with half the refused step; when half the step is below
+            ``budget_min_step`` (a share of the original channels, default 0.02)
+            pruning stops advancing. ``budget_metric``: the eval log key (default: the
+            first metric).
         recalibrate_bn: after each event, re-estimate the BatchNorm running statistics
             of the pruned network on the last ``N`` training batches of the epoch
             (their inputs, kept as detached copies by a forward pre-hook during the
@@ -185,10 +188,13 @@ class PruneCallback(ForwardingCallback):
                  strategy: Optional[str] = None, strategy_options: Optional[Mapping] = None,
                  distill=None, recalibrate_bn: int = 0,
                  max_metric_drop: Optional[float] = None, budget_metric: Optional[str] = None,
+                 budget_min_step: float = 0.02,
                  target_latency_reduction: Optional[float] = None):
         super().__init__()
-        self.budget = None if max_metric_drop is None else MetricBudget(max_metric_drop, budget_metric)
-        self._pending: Optional[tuple] = None  # (epoch, Snapshot) of an event awaiting its eval
+        self.budget = None if max_metric_drop is None else MetricBudget(
+            max_metric_drop, budget_metric, budget_min_step)
+        # (epoch, Snapshot, targets) of an event awaiting its eval
+        self._pending: Optional[tuple] = None
         self._last_written: Optional[tuple] = None  # (epoch, path) of the newest checkpoint
         self.distill = DistillCallback.from_option(distill)
         self.recalibrate_bn = check_recalibrate_bn(recalibrate_bn)
@@ -390,6 +396,23 @@ class PruneCallback(ForwardingCallback):
         if self._recorder is not None:
             self._recorder.remove()
             self._recorder = None
+        summary = self.budget_summary()
+        if summary is not None and summary["undone"] and is_rank0():
+            logger.info("max_metric_drop: reached mean target %.4f of %.4f (%d events undone%s)",
+                        summary["reached"], summary["target"], len(summary["undone"]),
+                        ", stopped" if summary["stopped"] else "")
+
+    def budget_summary(self) -> Optional[dict]:
+        """Which target the accuracy budget let the run reach (None without a budget):
+        ``target`` and ``reached`` are mean shares of the original channels over the
+        pruned groups; ``undone`` lists the refused events."""
+        if self.budget is None:
+            return None
+        ratios = self.group_ratios
+        return {"max_metric_drop": self.budget.max_drop, "metric": self.budget.metric,
+                "target": sum(ratios.values()) / len(ratios) if ratios else 0.0,
+                "reached": self.budget.reached(), "stopped": self.budget.stopped,
+                "undone": list(self.budget.undone)}
 
     def _setup(self, resumed: Optional[dict]) -> None:
         net = self.network
@@ -448,12 +471,16 @@ class PruneCallback(ForwardingCallback):
         """Fires the event scheduled at this (global) epoch, if any (weights finite)."""
         glob = epoch + self.epoch_offset
         targets = self.targets.get(glob)
-        if targets and self.budget is not None and self.budget.stopped:
-            logger.info("epoch %d: pruning event skipped (stopped by max_metric_drop)", glob)
-        elif targets:
-            if self.budget is not None:
+        if self.budget is not None:
+            attempt = self.budget.attempt(targets, self._in_force(glob))
+            if targets and self.budget.stopped:
+                logger.info("epoch %d: pruning event skipped (stopped by max_metric_drop)", glob)
+            if attempt:
                 state = {"plan": self.plan, "history": self.history}
-                self._pending = (glob, Snapshot.take(self.network, self.optimizer, state))
+                snapshot = Snapshot.take(self.network, self.optimizer, state)
+                self._pending = (glob, snapshot, attempt)
+                self.prune_now(glob, attempt)
+        elif targets:
             self.prune_now(glob, targets)
         self.last_epoch = glob
         if self.epoch_offset and self.total_epochs is not None and glob >= self.total_epochs - 1:
@@ -463,6 +490,7 @@ class PruneCallback(ForwardingCallback):
         if self._pending is not None:
             logger.warning("epoch %d: the pruning event had no eval after it (eval_freq > 1?): "
                            "max_metric_drop did not check it", self._pending[0])
+            self.budget.keep(self._pending[2])
             self._pending = None
 
     def on_eval_end(self, logs=None):
@@ -472,21 +500,34 @@ class PruneCallback(ForwardingCallback):
         if self._pending is None:
             self.budget.observe(logs)
             return
-        epoch, snapshot = self._pending
+        epoch, snapshot, targets = self._pending
         self._pending = None
         before = self.budget.reference
-        if not self.budget.accepts(logs):
-            self._undo(epoch, snapshot, before, self.budget.value(logs))
+        if self.budget.accepts(logs):
+            self.budget.keep(targets)
+        else:
+            self._undo(epoch, snapshot, targets, before, self.budget.value(logs))
 
-    def _undo(self, epoch: int, snapshot: Snapshot, before: float, after: float) -> None:
+    def _in_force(self, epoch: int) -> Optional[Dict[str, float]]:
+        """The targets of the schedule's latest event at or before global ``epoch``."""
+        past = [e for e in self.targets if e <= epoch]
+        return self.targets[max(past)] if past else None
+
+    def _undo(self, epoch: int, snapshot: Snapshot, targets: Mapping[str, float],
+              before: float, after: float) -> None:
         state = snapshot.restore()
         self.plan, self.history = state["plan"], state["history"]
         rebuild_reducer(self.model)
+        retry = self.budget.refuse(dict(targets))
         self.budget.undone.append({"epoch": epoch, "metric": self.budget.metric,
-                                   "before": before, "after": after})
+                                   "before": before, "after": after,
+                                   "target": mean_targets({0: targets})[0][1]})
+        then = (f"retry at the next epoch with mean target {mean_targets({0: retry})[0][1]:.4f}"
+                if retry else f"pruning stops at {len(self.history)} events, mean target "
+                              f"{self.budget.reached():.4f}")
         logger.warning("epoch %d: pruning event undone: %s fell %.4f -> %.4f, more than "
-                       "max_metric_drop=%g; pruning stops at %d events", epoch,
-                       self.budget.metric, before, after, self.budget.max_drop, len(self.history))
+                       "max_metric_drop=%g; %s", epoch, self.budget.metric, before, after,
+                       self.budget.max_drop, then)
         if self._last_written is not None and self._last_written[0] == epoch:
             path = self._last_written[1]  # written between the event and its eval: rewrite
             original = getattr(self.model.save, "_slim_original", self.model.save)
