@@ -58,3 +58,9 @@ def test_noise_table_calls_a_gap_within_two_standard_errors_noise():
     table = bench_accuracy.noise_table(results)
     assert "| AGP (L1) | +5.0 ± 1.6: better |" in table
     assert "| Taylor (AGP) | +1.0 ± 3.7: within noise |" in table
+
+
+def test_trained_teacher_method_names_the_unpruned_cell_weights_of_its_seed():
+    section = bench_accuracy.pruning_section("agp_distill_trained", 0.5, 12, 0.03, seed=2)
+    assert section["distill"]["teacher"] == {"pretrained": bench_accuracy.teacher_path(2)}
+    assert bench_accuracy.teacher_path(2).endswith(os.path.join("teachers", "seed2.pdparams"))
