@@ -226,13 +226,17 @@ def _adopt_along(tr, origin, tensor_axis: int, labels, axis: int, size: int):
     """Records the free parameter behind ``origin`` as sliced along ``tensor_axis``
     (of its view) with the channels of ``labels`` along ``axis``; the channel vector, or
     None if the view does not hold a parameter axis there."""
+    vector = L.channel_vector(labels, axis, size)
+    return None if vector is None else _record_on_origin(tr, origin, tensor_axis, vector, CHANNEL)
+
+
+def _record_on_origin(tr, origin, tensor_axis: int, vector, role: str):
+    """A member on the parameter behind ``origin``, along the parameter axis that its
+    view holds at ``tensor_axis``; ``vector``, or None if the view holds none there."""
     layer, attr, axes = origin
     if tensor_axis not in axes:
         return None
-    vector = L.channel_vector(labels, axis, size)
-    if vector is None:
-        return None
-    tr.record(layer, attr, axes.index(tensor_axis), CHANNEL, vector)
+    tr.record(layer, attr, axes.index(tensor_axis), role, vector)
     tr.layer_types.setdefault(layer, type(tr.layers[layer]).__name__)
     return vector
 
@@ -331,24 +335,18 @@ def _concat(tr, op, func, args, kwargs, inputs, in_labels, outputs):
     labels = [np.broadcast_to(lab, t.shape) if L.atoms(lab).size == 0 and tr.origin_of(t)
               else lab for t, lab in zip(inputs, in_labels)]
     _movement(tr, op, func, args, kwargs, inputs, labels, outputs)
-    _fill_adopted(tr, op, inputs, outputs, axis)
+    if any(tr.origin_of(t) is not None for t in inputs):
+        _fill_adopted(tr, outputs[0], axis)
 
 
-def _fill_adopted(tr, op, inputs, outputs, axis):
-    """After a concat, the rows an adopted parameter filled carry the channel labels of
-    the axis it was sliced along (they were zeros in the moved labels)."""
-    out = outputs[0]
+def _fill_adopted(tr, out, axis):
+    """After a concat with a free parameter, the rows it filled carry the channel labels
+    of the first labelled axis besides ``axis`` (they were zeros in the moved labels)."""
     lab = tr.labels_of(out)
-    for ax in range(out.ndim):
-        if ax == axis or lab.shape[ax] == 1:
-            continue
-        vector = L.channel_vector(lab, ax, out.shape[ax])
-        if vector is None:
-            return
-        if any(tr.origin_of(t) is not None for t in inputs):
-            tr.set_labels(out, np.maximum(np.broadcast_to(lab, out.shape),
-                                          L.along(vector, ax, out.ndim)))
-        return
+    ax = next((a for a in range(out.ndim) if a != axis and lab.shape[a] > 1), None)
+    vector = None if ax is None else L.channel_vector(lab, ax, out.shape[ax])
+    if vector is not None:
+        tr.set_labels(out, np.maximum(np.broadcast_to(lab, out.shape), L.along(vector, ax, out.ndim)))
 
 
 def _selects_whole_units(tr, func, args, kwargs, inputs, in_labels) -> bool:
@@ -359,20 +357,16 @@ def _selects_whole_units(tr, func, args, kwargs, inputs, in_labels) -> bool:
         return False
     x, lab = inputs[0], in_labels[0]
     lab = lab.reshape((1,) * (x.ndim - lab.ndim) + lab.shape)
-    atoms = np.unique(lab)
-    roots = np.array([tr.uf.find(int(a)) for a in atoms])[np.searchsorted(atoms, lab)]
+    picked_axes = []
     for axis in range(x.ndim):
         if lab.shape[axis] == 1:
             continue
         index = L.along(np.arange(1, x.shape[axis] + 1), axis, x.ndim)
         picked = list(tensors_in(func(*_swap_tensors(args, [x], [index]),
                                       **_swap_tensors(kwargs, [x], [index]))))
-        if np.unique(np.rint(picked[0].numpy())).size == x.shape[axis]:
-            continue  # every position along this axis is still there
-        slices = [set(np.unique(roots.take(i, axis=axis))) - {0} for i in range(x.shape[axis])]
-        if any(s != slices[0] for s in slices[1:]):
-            return False
-    return True
+        if np.unique(np.rint(picked[0].numpy())).size < x.shape[axis]:
+            picked_axes.append(axis)  # some positions along this axis are gone
+    return _same_units_along(tr, lab, picked_axes)
 
 
 def _matmul(tr, op, func, args, kwargs, inputs, in_labels, outputs):
@@ -392,8 +386,8 @@ def _matmul(tr, op, func, args, kwargs, inputs, in_labels, outputs):
         return
     a = _canonical(tr.labels_of(x), x.ndim, out.ndim, tx)       # [..., M, K]
     b = _canonical(tr.labels_of(y), y.ndim, out.ndim, ty)       # [..., K, N]
-    a = _matmul_operand(tr, op, x, a, b, -1, -2 if tx else -1, out)
-    b = _matmul_operand(tr, op, y, b, a, -2, -1 if ty else -2, out)
+    a = _matmul_operand(tr, op, x, a, b, -1, -2 if tx else -1)
+    b = _matmul_operand(tr, op, y, b, a, -2, -1 if ty else -2)
     if a.shape[-1] > 1 and b.shape[-2] > 1:
         a_k, b_k = L.broadcast_pair(a.max(axis=-2), b.max(axis=-1), out.ndim - 1)
         tr.union_pairs(L.label_pairs(a_k, b_k))
@@ -414,7 +408,7 @@ def _canonical(lab, ndim, out_ndim, transposed):
     return lab.reshape((1,) * (out_ndim - lab.ndim) + lab.shape)
 
 
-def _matmul_operand(tr, op, tensor, lab, other, k_axis, param_k_axis, out):
+def _matmul_operand(tr, op, tensor, lab, other, k_axis, param_k_axis):
     """Checks one operand (``lab`` in canonical layout, contracted axis ``k_axis``):
     channels along the contracted axis must not also vary along its other axes unless
     every position there holds the same units; a fixed other operand pins them."""
@@ -425,7 +419,7 @@ def _matmul_operand(tr, op, tensor, lab, other, k_axis, param_k_axis, out):
             vector = L.channel_vector(other.max(axis=-2) if k_axis == -2 else other.max(axis=-1),
                                       -1, size)
             axis = tensor.ndim + param_k_axis
-            if origin is None or vector is None or _adopt_recorded(tr, origin, axis, vector) is None:
+            if origin is None or vector is None or _record_on_origin(tr, origin, axis, vector, IN) is None:
                 tr.refuse(other, f"is multiplied by a tensor of fixed size {list(tensor.shape)} "
                                  f"by {op} in {tr.where()}")
         return lab
@@ -435,13 +429,15 @@ def _matmul_operand(tr, op, tensor, lab, other, k_axis, param_k_axis, out):
         tr.refuse(lab, f"varies along both axes of a {op} operand in {tr.where()}")
         return np.zeros_like(lab)
     batch = [ax for ax in range(lab.ndim - 2) if lab.shape[ax] > 1]
-    if batch and not _selects_whole_units_along(tr, lab, batch):
+    if batch and not _same_units_along(tr, lab, batch):
         tr.refuse(lab, f"is mixed across heads by {op} in {tr.where()}")
         return np.zeros_like(lab)
     return lab
 
 
-def _selects_whole_units_along(tr, lab, axes) -> bool:
+def _same_units_along(tr, lab, axes) -> bool:
+    """True if every position along each of ``axes`` of ``lab`` holds the same units
+    (so removing units never changes those axes' sizes)."""
     atoms = np.unique(lab)
     roots = np.array([tr.uf.find(int(a)) for a in atoms])[np.searchsorted(atoms, lab)]
     for axis in axes:
@@ -449,15 +445,6 @@ def _selects_whole_units_along(tr, lab, axes) -> bool:
         if any(s != slices[0] for s in slices[1:]):
             return False
     return True
-
-
-def _adopt_recorded(tr, origin, tensor_axis, vector):
-    layer, attr, axes = origin
-    if tensor_axis not in axes:
-        return None
-    tr.record(layer, attr, axes.index(tensor_axis), IN, vector)
-    tr.layer_types.setdefault(layer, type(tr.layers[layer]).__name__)
-    return vector
 
 
 def _along_fixed_axes(tr, op, func, args, kwargs, inputs, in_labels, outputs):
@@ -679,6 +666,7 @@ def register_op(op: str, rule) -> None:
         >>> register_op("sinh", "elementwise")
         >>> REGISTERED_OPS["sinh"] is RULES["elementwise"]
         True
+        >>> del REGISTERED_OPS["sinh"]   # examples leave nothing registered
     """
     if not isinstance(op, str) or op not in op_names():
         raise ConfigError("op", op, "a paddle._C_ops function name, e.g. roll or index_select")

@@ -130,13 +130,6 @@ for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__
     setattr(AttrSize, _name, _attr_arithmetic(_name))
 
 
-def is_literal(size) -> bool:
-    """A size fixed in the code: an ``int`` that is not -1, 0, read from a shape or a
-    tagged attribute."""
-    return (isinstance(size, int) and not isinstance(size, (RuntimeSize, AttrSize))
-            and size not in (-1, 0))
-
-
 def source_of(labels: np.ndarray, axis: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """The atoms a size read from ``axis`` of a tensor with ``labels`` follows, and their
     order along that axis (None unless the labels vary along that axis only)."""
@@ -173,10 +166,3 @@ def tagged_attributes(layers: Dict[str, object]) -> Iterator[None]:
         for layer, attr, value in tagged:
             if isinstance(vars(layer).get(attr), AttrSize):
                 vars(layer)[attr] = value
-
-
-def owner_of(size) -> Optional[Tuple[str, str]]:
-    """``(layer, attr)`` of a tagged attribute that was not computed with, else None."""
-    if isinstance(size, AttrSize) and size.owner not in DERIVED:
-        return size.owner
-    return None

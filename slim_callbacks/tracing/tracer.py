@@ -2,7 +2,8 @@
 
 One forward pass in eval mode and one in train mode record every Paddle op
 (``paddle._C_ops`` and the Tensor operators) and every call of a known layer kind
-(:mod:`~slim_callbacks.tracing.kinds`: conv, Linear, BatchNorm, PReLU, registered), and
+(:mod:`~slim_callbacks.tracing.kinds`: conv, Linear, BatchNorm, PReLU, LayerNorm,
+GroupNorm, registered), and
 move channel labels (see :mod:`slim_callbacks.tracing.labels`) along with the real tensors.
 Both passes share one set of labels, so a channel is prunable only if both modes allow
 it, and branches that run only in training (auxiliary heads) are sliced too. Nothing
@@ -306,10 +307,13 @@ class Tracer:
             self.records.append(MemberRecord(layer, attr, axis, role,
                                              atom_vector[keep], indices[keep]))
 
+    def units_of(self, atoms: np.ndarray) -> set:
+        """The units (union-find roots, so far) that ``atoms`` belong to."""
+        return {self.uf.find(int(a)) for a in atoms}
+
     def same_units(self, a: np.ndarray, b: np.ndarray) -> bool:
         """True if the atoms ``a`` and ``b`` make up the same units (so far)."""
-        roots = lambda atoms: {self.uf.find(int(x)) for x in atoms}  # noqa: E731
-        return roots(a) == roots(b)
+        return self.units_of(a) == self.units_of(b)
 
     def size_follows(self, owner: Tuple[str, str], atoms: np.ndarray, value: int) -> None:
         """``owner`` (layer, attribute) of ``value`` sizes the axis of ``atoms`` in a
@@ -328,7 +332,7 @@ class Tracer:
             elif owner in self.size_conflicts:
                 self.refuse(atoms, f"is sized by {layer}.{attr}, which also sizes other "
                                    f"channels")
-            elif len({self.uf.find(int(a)) for a in atoms}) != self.size_values[owner]:
+            elif len(self.units_of(atoms)) != self.size_values[owner]:
                 self.refuse(atoms, f"is sized by {layer}.{attr} = {self.size_values[owner]}, "
                                    f"which does not count its channels one for one")
 
