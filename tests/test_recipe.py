@@ -45,7 +45,7 @@ def test_minimal_recipe_resolves_every_default():
                     "target_flops_reduction": None, "target_latency_reduction": None, "layers": ["*"], "skip": [],
                     "round_to": 1, "sensitivities": None, "schedule": None, "bn_l1": None,
                     "fold_bn_shift": None, "distill": None, "recalibrate_bn": 0,
-                    "max_metric_drop": None, "budget_min_step": 0.02},
+                    "max_metric_drop": None, "budget_min_step": 0.02, "structure": {}},
         "logging": {"log_dir": "output/mbv1_digits/logs", "log_freq": 10, "visualdl": True},
         "checkpoint": {"save_dir": "output/mbv1_digits/checkpoints", "save_freq": 1},
         "deploy": {"export": True, "formats": ["paddle"], "latency": True, "latency_rounds": 20},
@@ -184,7 +184,7 @@ def test_apply_override_in_place():
      "a key of pruning: criterion, strategy, strategy_options, ratios, "
      "target_flops_reduction, target_latency_reduction, layers, skip, round_to, "
      "sensitivities, schedule, bn_l1, "
-     "fold_bn_shift, distill, recalibrate_bn, max_metric_drop, budget_min_step"),
+     "fold_bn_shift, distill, recalibrate_bn, max_metric_drop, budget_min_step, structure"),
     ("train.epochs.max=3", "train.epochs.max", 3,
      "a key path ending at train.epochs (it holds a value)"),
     ("pruning.ratios.conv1=0.3", "pruning.ratios", 0.5,
@@ -485,7 +485,7 @@ ERRORS = [
      "null or a mapping with keys criterion, strategy, strategy_options, ratios, "
      "target_flops_reduction, target_latency_reduction, "
      "layers, skip, round_to, sensitivities, schedule, bn_l1, fold_bn_shift, distill, "
-     "recalibrate_bn, max_metric_drop, budget_min_step"),
+     "recalibrate_bn, max_metric_drop, budget_min_step, structure"),
     (["pruning.max_metric_drop=0"], "pruning.max_metric_drop", 0, "null or a float > 0"),
     (["pruning.budget_min_step=0"], "pruning.budget_min_step", 0, "a float in (0, 1]"),
     (["pruning.recalibrate_bn=-1"], "pruning.recalibrate_bn", -1, "an int >= 0"),
@@ -605,6 +605,18 @@ def test_distill_and_recalibrate_bn_reach_the_prune_callback():
     assert prune.recalibrate_bn == 4
     plain = build_callbacks(Job(load("logging.visualdl=false")), 0.5)[-1]
     assert plain.distill is None and plain.recalibrate_bn == 0
+
+
+def test_structure_reaches_the_prune_callback_and_bad_values_name_the_key():
+    from slim_callbacks.app.builders import build_callbacks
+    from slim_callbacks.app.job import Job
+    recipe = load("pruning.structure={attention: heads}", "logging.visualdl=false")
+    assert recipe.to_dict()["pruning"]["structure"] == {"attention": "heads"}
+    assert build_callbacks(Job(recipe), 0.5)[-1].structure.attention == "heads"
+    with pytest.raises(ConfigError, match=r"pruning\.structure\.attention: 'all'.*'head_dim', 'heads'"):
+        load("pruning.structure={attention: all}")
+    with pytest.raises(ConfigError, match=r"pruning\.structure\.heads: .*a key of attention"):
+        load("pruning.structure={heads: 2}")
 
 
 # ------------------------------------------------------- pruning.distill.teacher

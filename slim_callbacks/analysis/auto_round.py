@@ -172,17 +172,17 @@ def rounding_cost(network: paddle.nn.Layer, input_shape: Sequence[int], ratios, 
 
 def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios, criterion="l1_norm", *,
           skip: Sequence[str] = (), optimizer=None, round_to=1,
-          fold_bn_shift: Optional[bool] = None):
+          fold_bn_shift: Optional[bool] = None, structure=None):
     """:func:`slim_callbacks.engine.planner.prune` (same arguments), where ``round_to``
     may also be ``"auto"``: the multiple measured for this machine (:func:`auto_round_to`,
     1 thread, oneDNN), whose MACs cost against ``round_to=1`` is logged."""
     if check_round_to_option(round_to) == AUTO:
         shape = check_input_shape(input_shape)
-        graph = trace(network, shape)
+        graph = trace(network, shape, structure)
         round_to = auto_round_to(network, shape, skip=skip, graph=graph).multiple
         if round_to > 1:
             cost = rounding_cost(network, shape, ratios, get_criterion(criterion), skip, round_to, graph)
             logger.info("round_to auto = %d costs %+.2f%% of the MACs against round_to=1",
                         round_to, 100 * cost)
     return engine_prune(network, input_shape, ratios, criterion, skip=skip, optimizer=optimizer,
-                        round_to=round_to, fold_bn_shift=fold_bn_shift)
+                        round_to=round_to, fold_bn_shift=fold_bn_shift, structure=structure)

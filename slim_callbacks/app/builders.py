@@ -353,7 +353,7 @@ def build_callbacks(job: Job, ratios, verbose: int = 1,
             log_freq=recipe.logging.log_freq,
             resume_from=resume_from, recalibrate_bn=pruning.recalibrate_bn,
             max_metric_drop=pruning.max_metric_drop, budget_min_step=pruning.budget_min_step,
-            distill=distill_option(recipe)))
+            distill=distill_option(recipe), structure=dict(pruning.structure)))
         return callbacks
     callbacks.append(FiniteLossGuard())
     if log_dir is not None:

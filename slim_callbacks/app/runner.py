@@ -339,7 +339,8 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None) -> Dict[str, An
     if ratios is not None:
         pruning = recipe.pruning
         done = prune(network, shape, ratios, pruning.criterion, skip=list(pruning.skip),
-                     round_to=resolved_round_to(job, network), fold_bn_shift=pruning.fold_bn_shift)
+                     round_to=resolved_round_to(job, network), fold_bn_shift=pruning.fold_bn_shift,
+                     structure=dict(pruning.structure))
         approximate = [{"group": g["name"], "reason": g["approximate"]}
                        for g in done.groups if g.get("approximate")]
     after = structure(network, shape, PLAN_KEYS)

@@ -60,6 +60,7 @@ from slim_callbacks.app.rules import (
 from slim_callbacks.core.checks import is_int
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.deploy.export import FORMATS as EXPORT_FORMATS
+from slim_callbacks.tracing.structure import check_structure
 
 _LOG = logging.getLogger(__name__)
 
@@ -288,6 +289,8 @@ class PruningConfig(Section):
     before every evaluation of ``slim-callbacks sensitivity``); ``max_metric_drop``
     undoes an event whose eval fell more than that and retries with half the step,
     down to ``budget_min_step`` (:mod:`slim_callbacks.callbacks.budget`).
+    ``structure`` says what a unit spans where layers allow several shapes
+    (``{attention: heads}``; :mod:`slim_callbacks.tracing.structure`).
 
     Example:
         >>> PruningConfig(ratios=0.3).layers
@@ -315,8 +318,12 @@ class PruningConfig(Section):
     recalibrate_bn: int = key_field(int_rule(0), 0)
     max_metric_drop: Optional[float] = key_field(optional_rule(float_rule(0.0, low_open=True)), None)
     budget_min_step: float = key_field(float_rule(0.0, 1.0, low_open=True, high_open=False), 0.02)
+    structure: Dict[str, str] = field(
+        default_factory=dict, metadata={"rule": dataclasses.replace(
+            MAPPING, allowed="a mapping {attention: head_dim or heads, grouped_conv: positions}")})
 
     def _check(self):
+        check_structure(self.structure, "pruning.structure")
         ratios, target, strategy = self.ratios, self.target_flops_reduction, self.strategy
         if ratios is not None and target is not None:
             raise ConfigError("pruning.target_flops_reduction", target,

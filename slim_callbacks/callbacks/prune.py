@@ -78,6 +78,7 @@ from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.engine.planner import check_fold_bn_shift, plan_pruning
 from slim_callbacks.engine.ratios import check_input_shape, check_ratios, check_skip, resolve_ratios
 from slim_callbacks.engine.shift_fold import apply_with_folds
+from slim_callbacks.tracing.structure import check_structure
 from slim_callbacks.tracing.tracer import trace
 
 logger = logging.getLogger(__name__)
@@ -159,6 +160,8 @@ class PruneCallback(ForwardingCallback):
             training batches; see :mod:`slim_callbacks.analysis.bn_recalibration`),
             before the event's eval. No gradient step; parameters are untouched.
             ``0`` (default) turns it off.
+        structure: what a unit spans where layers allow several shapes, e.g.
+            ``{"attention": "heads"}`` (see :mod:`slim_callbacks.tracing.structure`).
 
     Attributes:
         plan: the cumulative :class:`PruningPlan` (relative to the original network).
@@ -189,8 +192,9 @@ class PruneCallback(ForwardingCallback):
                  distill=None, recalibrate_bn: int = 0,
                  max_metric_drop: Optional[float] = None, budget_metric: Optional[str] = None,
                  budget_min_step: float = 0.02,
-                 target_latency_reduction: Optional[float] = None):
+                 target_latency_reduction: Optional[float] = None, structure=None):
         super().__init__()
+        self.structure = check_structure(structure)
         self.budget = None if max_metric_drop is None else MetricBudget(
             max_metric_drop, budget_metric, budget_min_step)
         # (epoch, Snapshot, targets) of an event awaiting its eval
@@ -418,7 +422,7 @@ class PruneCallback(ForwardingCallback):
         net = self.network
         if resumed is None:
             self.fingerprint = ledger_mod.fingerprint(net)
-            graph = trace(net, self.input_shape)
+            graph = trace(net, self.input_shape, self.structure)
             self.original_widths = {g.name: g.num_units for g in graph.groups}
         else:
             self.fingerprint = resumed["fingerprint"]
@@ -432,7 +436,7 @@ class PruneCallback(ForwardingCallback):
             logger.info("round_to auto -> %d", self.round_to)
         ratios = self._strategy_ratios()
         if graph is None:  # resolve patterns on a fresh trace of the unpruned network
-            graph = trace(net, self.input_shape)
+            graph = trace(net, self.input_shape, self.structure)
         self.group_ratios = resolve_ratios(graph, ratios, self.skip)
         if not self.group_ratios:
             raise ConfigError("ratios", ratios, "ratios that select at least one prunable group")
@@ -538,7 +542,7 @@ class PruneCallback(ForwardingCallback):
     def prune_now(self, epoch: int, targets: Mapping[str, float]) -> PruningPlan:
         """Prunes every targeted group to ``targets`` (of its original width) now."""
         net, opt = self.network, self.optimizer
-        graph = trace(net, self.input_shape)
+        graph = trace(net, self.input_shape, self.structure)
         live = {g.name for g in graph.prunable_groups()}
         ratios = {g: r for g, r in targets.items() if g in live}
         plan = plan_pruning(net, graph, ratios, self.criterion, self.round_to,

@@ -37,6 +37,7 @@ from slim_callbacks.engine.ratios import (
 from slim_callbacks.engine.selectors import keep_count
 from slim_callbacks.engine.shift_fold import apply_with_folds
 from slim_callbacks.tracing.groups import ChannelGroup
+from slim_callbacks.tracing.structure import check_structure
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,8 @@ def plan_pruning(network: paddle.nn.Layer, graph: DependencyGraph, group_ratios:
 
 def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: Ratios,
           criterion="l1_norm", *, skip: Sequence[str] = (), optimizer=None,
-          round_to: int = 1, fold_bn_shift: Optional[bool] = None) -> PruningPlan:
+          round_to: int = 1, fold_bn_shift: Optional[bool] = None,
+          structure=None) -> PruningPlan:
     """Prunes ``network`` in place and returns what was removed.
 
     Args:
@@ -121,13 +123,15 @@ def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: Ratios,
             scale still sent into their consumers' biases (see
             :mod:`slim_callbacks.engine.shift_fold`); ``None``: on for ``slim`` and
             ``opt_slim``, off otherwise.
+        structure: what a unit spans where layers allow several shapes, e.g.
+            ``{"attention": "heads"}`` (see :mod:`slim_callbacks.tracing.structure`).
 
     Returns:
         The :class:`PruningPlan` that was applied.
 
     Raises:
         ConfigError: bad network, input_shape, ratio, pattern, criterion, skip,
-            optimizer or round_to; nothing is changed.
+            optimizer, round_to or structure; nothing is changed.
         SlimError: the network rejects ``input_shape``; nothing is changed.
     """
     check_network(network)
@@ -138,7 +142,8 @@ def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: Ratios,
     skip = check_skip(skip)
     check_optimizer(optimizer)
     fold = check_fold_bn_shift(fold_bn_shift, criterion)
-    graph = trace(network, input_shape)
+    structure = check_structure(structure)
+    graph = trace(network, input_shape, structure)
     group_ratios = resolve_ratios(graph, ratios, skip)
     plan = plan_pruning(network, graph, group_ratios, criterion, round_to)
     warn_approximate(plan)

@@ -51,6 +51,7 @@ from slim_callbacks.tracing.groups import ChannelGroup, MemberRecord, UnionFind,
 from slim_callbacks.tracing.kinds import is_known_layer, kind_of
 from slim_callbacks.tracing.op_rules import intercept, tensors_in
 from slim_callbacks.tracing.sizes import DERIVED, tagged_attributes
+from slim_callbacks.tracing.structure import Structure, check_structure
 
 logger = logging.getLogger(__name__)
 
@@ -67,18 +68,21 @@ class DependencyGraph:
             (and of each layer owning a free parameter sliced with channels).
         param_names: Paddle parameter name (``conv2d_0.w_0``) -> (layer, attr).
         unknown_ops: ``"op in layer"`` strings for ops that blocked channels.
+        structure: the :class:`~slim_callbacks.tracing.structure.Structure` traced with.
     """
 
     groups: List[ChannelGroup]
     layer_types: Dict[str, str]
     param_names: Dict[str, tuple]
     unknown_ops: List[str]
+    structure: Structure = dataclasses.field(default_factory=Structure)
 
     def prunable_groups(self) -> List[ChannelGroup]:
         return [g for g in self.groups if g.prunable]
 
 
-def trace(network: paddle.nn.Layer, input_shape: Sequence[int]) -> DependencyGraph:
+def trace(network: paddle.nn.Layer, input_shape: Sequence[int],
+          structure=None) -> DependencyGraph:
     """Finds the coupled channel groups of ``network`` for inputs of ``input_shape``.
 
     The network runs once in eval mode and once in train mode (see the module
@@ -87,12 +91,17 @@ def trace(network: paddle.nn.Layer, input_shape: Sequence[int]) -> DependencyGra
     Args:
         network: a dygraph ``paddle.nn.Layer`` (a ``paddle.DataParallel`` is unwrapped).
         input_shape: shape of one example input, e.g. ``[1, 3, 224, 224]``.
+        structure: what a unit spans where layers allow several shapes (whole heads or
+            head dims, ...): a :class:`~slim_callbacks.tracing.structure.Structure` or
+            a dict of its fields; None: the defaults.
 
     Raises:
+        ConfigError: a bad ``structure``.
         SlimError: if the network does not accept an input of that shape.
     """
+    structure = check_structure(structure)
     network = unwrap(network)
-    tracer = Tracer(network)
+    tracer = Tracer(network, structure)
     with preserved_state(network):
         x = paddle.randn([int(d) for d in input_shape], dtype="float32")
         x.stop_gradient = False
@@ -158,7 +167,8 @@ def _forward_in_mode(network, x, training: bool, input_shape):
 class Tracer:
     """Label bookkeeping during one traced forward pass."""
 
-    def __init__(self, network):
+    def __init__(self, network, structure: Optional[Structure] = None):
+        self.structure = structure or Structure()
         self.uf = UnionFind()
         self.atom_layer: List[int] = [0]
         self.producer_names: List[str] = []
@@ -346,4 +356,4 @@ class Tracer:
                               self.producer_names, self.records, self.blocked,
                               self.block_sites, self.approximations, self.sizes)
         return DependencyGraph(groups, self.layer_types, self.param_names,
-                               list(self.unknown_ops))
+                               list(self.unknown_ops), self.structure)
