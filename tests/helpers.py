@@ -4,7 +4,8 @@ import paddle
 import paddle.nn as nn
 
 from slim_callbacks.core.paddle_utils import layer_table
-from slim_callbacks.engine.planner import prune
+from slim_callbacks.engine.criteria import get_criterion
+from slim_callbacks.engine.planner import prune, select_units
 from slim_callbacks.engine.selectors import keep_count
 from slim_callbacks.tracing.groups import CHANNEL, IN
 from slim_callbacks.tracing.tracer import trace
@@ -29,8 +30,11 @@ def kill_units(net, graph, ratio=0.3, seed=0, only=None):
     for group in graph.prunable_groups():
         if only is not None and group.name != only:
             continue
-        dead = rng.choice(group.num_units, group.num_units - keep_count(group.num_units, ratio),
-                          replace=False)
+        if group.segments is None:
+            dead = rng.choice(group.num_units, group.num_units - keep_count(group.num_units, ratio),
+                              replace=False)
+        else:  # the same number from every segment, as the planner takes them
+            dead = select_units(group, rng.random(group.num_units), ratio, get_criterion("l1_norm"))
         dead_units[group.name] = dead
         for m in group.members:
             if m.role == IN or m.attr in ("_mean", "_variance"):
@@ -46,13 +50,13 @@ def kill_units(net, graph, ratio=0.3, seed=0, only=None):
     return dead_units
 
 
-def assert_dead_channels_prune_exactly(net, shape, ratio=0.3):
+def assert_dead_channels_prune_exactly(net, shape, ratio=0.3, structure=None):
     """Zero the channels a prune removes, prune them: eval outputs must not move."""
     calibrate(net, shape)
-    kill_units(net, trace(net, shape), ratio=ratio)
+    kill_units(net, trace(net, shape, structure), ratio=ratio)
     x = paddle.randn([2] + shape[1:])
     before = outputs(net, x)
-    plan = prune(net, shape, ratio)
+    plan = prune(net, shape, ratio, structure=structure)
     np.testing.assert_allclose(outputs(net, x), before, atol=1e-5)
     return plan
 

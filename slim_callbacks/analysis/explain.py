@@ -134,18 +134,18 @@ def macs_at_stake(groups: Sequence[ChannelGroup], layers: Dict[str, paddle.nn.La
 
     ``positions`` maps a counted layer to the positions its weight is applied at
     (:func:`~slim_callbacks.analysis.flops_model.output_positions`)."""
-    removed: Dict[str, Dict[int, set]] = {}
+    removed: Dict[str, Dict[tuple, set]] = {}
     for member in (m for group in groups for m in group.members):
         if member.attr == "weight" and member.layer in positions:
             axes = removed.setdefault(member.layer, {})
-            axes.setdefault(member.axis, set()).update(int(i) for i in member.indices)
+            axes.setdefault((member.axis, member.blocks), set()).update(int(i) for i in member.indices)
     macs = 0
     for name, axes in removed.items():
         shape = list(layers[name].weight.shape)
         kept = list(shape)
-        for axis, indices in axes.items():
-            kept[axis] -= len(indices)
-        macs += positions[name] * (math.prod(shape) - math.prod(kept))
+        for (axis, blocks), indices in axes.items():  # cut per block: the mean per block
+            kept[axis] -= len(indices) / max(1, blocks)
+        macs += positions[name] * int(math.prod(shape) - math.prod(kept))
     return macs
 
 

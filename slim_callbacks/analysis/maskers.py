@@ -13,6 +13,7 @@ from typing import Dict, Iterator, List, Mapping, Tuple
 import numpy as np
 import paddle
 
+from slim_callbacks.engine.plan import add_removed, cuts_of
 from slim_callbacks.engine.surgery import apply_cuts, set_storage
 from slim_callbacks.tracing.groups import IN, ChannelGroup
 from slim_callbacks.tracing.kinds import channel_attributes
@@ -61,12 +62,16 @@ class GroupMask:
         self.params = saved_params(self.members, layers)
 
     def slices(self, units: np.ndarray) -> Dict[Tuple[str, str], List[Tuple[int, np.ndarray]]]:
-        """(layer, attr) -> [(axis, indices)] zeroed for ``units``."""
-        out: Dict[Tuple[str, str], List[Tuple[int, np.ndarray]]] = {}
+        """(layer, attr) -> [(axis, indices)] zeroed for ``units``; a member cut per
+        block (a grouped conv's input columns, see
+        :class:`~slim_callbacks.tracing.groups.Member`) gives its flat indices with
+        the blocks: ``(axis, indices, along, blocks)``."""
+        out: Dict[Tuple[str, str], list] = {}
         for m in self.members:
             hit = m.indices[np.isin(m.units, units)]
             if hit.size:
-                out.setdefault((m.layer, m.attr), []).append((m.axis, hit))
+                entry = (m.axis, hit, m.along, m.blocks) if m.blocks else (m.axis, hit)
+                out.setdefault((m.layer, m.attr), []).append(entry)
         return out
 
     @contextlib.contextmanager
@@ -76,10 +81,8 @@ class GroupMask:
             for key, cuts in self.slices(units).items():
                 param, saved = self.params[key]
                 array = saved.copy()
-                for axis, hit in cuts:
-                    index = [slice(None)] * array.ndim
-                    index[axis] = hit
-                    array[tuple(index)] = 0
+                for cut in cuts:
+                    zero_entries(array, *cut)
                 touched.append(key)
                 set_storage(param, array)
             yield
@@ -87,6 +90,21 @@ class GroupMask:
             for key in touched:
                 param, saved = self.params[key]
                 set_storage(param, saved)
+
+
+def zero_entries(array: np.ndarray, axis: int, hit: np.ndarray, along: int = 0, blocks: int = 0) -> None:
+    """Zeroes entries ``hit`` of ``axis``; with ``blocks``, flat entry ``i`` only in block
+    ``i // size`` of axis ``along`` (``size``: the length of ``axis``)."""
+    index = [slice(None)] * array.ndim
+    if not blocks:
+        index[axis] = hit
+        array[tuple(index)] = 0
+        return
+    size, rows = array.shape[axis], array.shape[along] // blocks
+    for flat in hit.tolist():
+        block, index[axis] = divmod(int(flat), size)
+        index[along] = slice(block * rows, (block + 1) * rows)
+        array[tuple(index)] = 0
 
 
 class GroupPrune:
@@ -97,27 +115,31 @@ class GroupPrune:
         self.saved = saved_params(group.members, layers)
         self.attrs = {name: channel_attributes(layers[name]) for name in group.layers()}
 
-    def cuts(self, units: np.ndarray) -> Dict[Tuple[str, str], Dict[int, np.ndarray]]:
-        """The same kept indices :func:`plan_pruning` gives for these units."""
-        gone: Dict[Tuple[str, str], Dict[int, set]] = {}
-        for m in self.group.members:
-            hit = m.indices[np.isin(m.units, units)]
-            gone.setdefault((m.layer, m.attr), {}).setdefault(m.axis, set()).update(hit.tolist())
-        cuts = {}
-        for key, axes in gone.items():
-            shape = self.saved[key][1].shape
-            cuts[key] = {axis: np.array([i for i in range(shape[axis]) if i not in g], dtype=np.int64)
-                         for axis, g in axes.items()}
-        return cuts
+    def cuts(self, units: np.ndarray) -> Dict[Tuple[str, str], dict]:
+        """The same cuts :func:`plan_pruning` gives for these units."""
+        removed = add_removed({}, self.group.members, units)
+        return {key: cut.surgery() for key, cut in cuts_of(removed, lambda k: self.saved[k][1].shape).items()}
+
+    def sizes(self, units: np.ndarray) -> Dict[Tuple[str, str], int]:
+        """(layer, attribute) -> its value with ``units`` gone (``head_dim``, a grouped
+        conv's ``_groups`` when whole groups go)."""
+        return {(s.layer, s.attr): getattr(self.layers[s.layer], s.attr) - int(np.isin(s.units, units).sum())
+                for s in self.group.sizes}
 
     @contextlib.contextmanager
     def applied(self, units: np.ndarray) -> Iterator[None]:
+        sizes = self.sizes(units)
+        before = {key: getattr(self.layers[key[0]], key[1]) for key in sizes}
         try:
+            for (name, attr), value in sizes.items():
+                setattr(self.layers[name], attr, value)
             apply_cuts(dict(self.layers), self.cuts(units))
             yield
         finally:
             for param, saved in self.saved.values():
                 set_storage(param, saved)
+            for (name, attr), value in before.items():
+                setattr(self.layers[name], attr, value)
             for name, attrs in self.attrs.items():
                 for key, value in attrs.items():
                     setattr(self.layers[name], key, value)

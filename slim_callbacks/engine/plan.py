@@ -8,6 +8,10 @@ needs to be reloaded: build the original network, ``plan.apply(net)``, load weig
     ...     "shape": [4, 2], "kept": {"0": [0, 3]}}}}})
     >>> plan.params[("fc", "weight")].kept
     {0: [0, 3]}
+
+A grouped conv pruned with ``structure={"grouped_conv": "channels"}`` keeps different
+input columns in each group: its weight's cut lists them per block of output rows
+(``blocks``, see :class:`ParamCut`).
 """
 from __future__ import annotations
 
@@ -21,19 +25,68 @@ import paddle
 
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.core.paddle_utils import layer_table, preserved_state, unwrap
-from slim_callbacks.engine.surgery import apply_cuts, rollback_on_error
+from slim_callbacks.engine.surgery import Blocks, apply_cuts, rollback_on_error
 
 
 @dataclasses.dataclass
 class ParamCut:
-    """One parameter's shape before pruning and the indices kept per axis."""
+    """One parameter's shape before pruning and the indices kept per axis.
+
+    Attributes:
+        shape: the shape before.
+        kept: axis -> indices kept.
+        blocks: axis -> (``along``, one list of kept indices per block of axis
+            ``along``): each block of rows keeps its own entries of ``axis`` (a grouped
+            conv's groups keep different input columns), the same number in each.
+
+    >>> ParamCut([4, 2, 3, 3], {0: [0, 3]}, {1: (0, [[0], [1]])}).shape_after
+    [2, 1, 3, 3]
+    """
 
     shape: List[int]
     kept: Dict[int, List[int]]
+    blocks: Dict[int, Tuple[int, List[List[int]]]] = dataclasses.field(default_factory=dict)
 
     @property
     def shape_after(self) -> List[int]:
-        return [len(self.kept[a]) if a in self.kept else n for a, n in enumerate(self.shape)]
+        shape = [len(self.kept[a]) if a in self.kept else n for a, n in enumerate(self.shape)]
+        for axis, (_, lists) in self.blocks.items():
+            shape[axis] = len(lists[0])
+        return shape
+
+    def surgery(self) -> dict:
+        """The cut as :func:`~slim_callbacks.engine.surgery.apply_cuts` takes it."""
+        cut = {a: np.asarray(i, dtype=np.int64) for a, i in self.kept.items()}
+        cut.update({a: Blocks(along, np.asarray(lists, dtype=np.int64))
+                    for a, (along, lists) in self.blocks.items()})
+        return cut
+
+    def rows_kept(self, axis: int, along: int) -> List[List[int]]:
+        """Per index of axis ``along`` (before), the indices of ``axis`` it keeps."""
+        if axis in self.blocks:
+            _, lists = self.blocks[axis]
+            size = self.shape[along] // len(lists)
+            return [list(lists[r // size]) for r in range(self.shape[along])]
+        return [list(self.kept.get(axis, range(self.shape[axis])))] * self.shape[along]
+
+
+def chain_blocks(first: ParamCut, later: ParamCut, axis: int, along: int):
+    """``axis`` cut by ``first`` then ``later`` where either keeps entries per block of
+    ``along``: ``(kept, blocks)`` for the chained :class:`ParamCut` (the fewest blocks
+    that describe it; one block is a plain ``kept``)."""
+    rows = first.rows_kept(axis, along)
+    later_rows = later.rows_kept(axis, along)
+    survivors = list(first.kept.get(along, range(first.shape[along])))
+    final = {r: [rows[r][x] for x in later_rows[i]] for i, r in enumerate(survivors)}
+    count = first.shape[along]
+    for n in (d for d in range(1, count + 1) if count % d == 0):
+        size = count // n
+        lists = [[final[r] for r in range(j * size, (j + 1) * size) if r in final] for j in range(n)]
+        if all(all(x == block[0] for x in block) for block in lists if block):
+            fill = next(block[0] for block in lists if block)
+            lists = [block[0] if block else fill for block in lists]
+            return ({axis: lists[0]}, {}) if n == 1 else ({}, {axis: (along, lists)})
+    raise AssertionError("one block per row always describes the cut")
 
 
 @dataclasses.dataclass
@@ -98,8 +151,7 @@ class PruningPlan:
         self.check(network)
         net = unwrap(network)
         layers = layer_table(net)
-        cuts = {key: {a: np.asarray(i) for a, i in cut.kept.items()}
-                for key, cut in self.params.items()}
+        cuts = {key: cut.surgery() for key, cut in self.params.items()}
         try:
             with rollback_on_error(layers, cuts, optimizer), attributes_set(layers, self.attrs):
                 apply_cuts(layers, cuts, optimizer)
@@ -123,11 +175,19 @@ class PruningPlan:
             if first.shape_after != cut.shape:
                 raise SlimError(f"plans do not chain at {key[0]}.{key[1]}: "
                                 f"{first.shape_after} then {cut.shape}")
-            kept = dict(first.kept)
+            kept, blocks = dict(first.kept), dict(first.blocks)
             for axis, index in cut.kept.items():
-                base = kept.get(axis, list(range(first.shape[axis])))
-                kept[axis] = [base[i] for i in index]
-            params[key] = ParamCut(first.shape, kept)
+                if axis not in first.blocks:
+                    base = kept.get(axis, list(range(first.shape[axis])))
+                    kept[axis] = [base[i] for i in index]
+            for axis in set(first.blocks) | set(cut.blocks):
+                along = (first.blocks.get(axis) or cut.blocks[axis])[0]
+                kept.pop(axis, None)
+                blocks.pop(axis, None)
+                plain, block = chain_blocks(first, cut, axis, along)
+                kept.update(plain)
+                blocks.update(block)
+            params[key] = ParamCut(first.shape, kept, blocks)
         attrs = dict(self.attrs)
         for key, (before, after) in later.attrs.items():
             attrs[key] = (attrs.get(key, (before, before))[0], after)
@@ -137,8 +197,11 @@ class PruningPlan:
     def to_dict(self) -> dict:
         params: Dict[str, dict] = {}
         for (name, attr), cut in self.params.items():
-            params.setdefault(name, {})[attr] = {
-                "shape": cut.shape, "kept": {str(a): list(map(int, i)) for a, i in cut.kept.items()}}
+            entry = {"shape": cut.shape, "kept": {str(a): list(map(int, i)) for a, i in cut.kept.items()}}
+            if cut.blocks:
+                entry["blocks"] = {str(a): {"along": int(along), "kept": [list(map(int, k)) for k in lists]}
+                                   for a, (along, lists) in cut.blocks.items()}
+            params.setdefault(name, {})[attr] = entry
         out = {"format": "slim_callbacks.PruningPlan/1", "params": params, "groups": self.groups}
         if self.attrs:
             out["attrs"] = {f"{name}:{attr}": [before, after]
@@ -148,7 +211,9 @@ class PruningPlan:
     @classmethod
     def from_dict(cls, data: dict) -> "PruningPlan":
         try:
-            params = {(name, attr): ParamCut(list(c["shape"]), {int(a): list(i) for a, i in c["kept"].items()})
+            params = {(name, attr): ParamCut(list(c["shape"]), {int(a): list(i) for a, i in c["kept"].items()},
+                                             {int(a): (int(b["along"]), [list(k) for k in b["kept"]])
+                                              for a, b in c.get("blocks", {}).items()})
                       for name, attrs in data["params"].items() for attr, c in attrs.items()}
             attrs = {tuple(key.rsplit(":", 1)): (int(v[0]), int(v[1]))
                      for key, v in data.get("attrs", {}).items()}
@@ -196,3 +261,39 @@ def verify_forward(network: paddle.nn.Layer, input_shape: Sequence[int]) -> None
             except Exception as err:
                 raise SlimError(f"the pruned network failed a forward pass in {mode} mode, "
                                 f"so nothing was changed: {type(err).__name__}: {err}") from err
+
+
+# (layer, attr) -> (axis, along, blocks) -> removed indices (flat over the blocks if any)
+Removed = Dict[Tuple[str, str], Dict[Tuple[int, int, int], set]]
+
+
+def add_removed(removed: Removed, members, units: np.ndarray) -> Removed:
+    """Adds the entries of ``members`` (of one group) that belong to ``units``."""
+    for m in members:
+        hit = m.indices[np.isin(m.units, units)]
+        removed.setdefault((m.layer, m.attr), {}).setdefault(
+            (m.axis, m.along, m.blocks), set()).update(hit.tolist())
+    return removed
+
+
+def cuts_of(removed: Removed, shape_of) -> Dict[Tuple[str, str], ParamCut]:
+    """The :class:`ParamCut` of every parameter in ``removed``; ``shape_of(key)`` gives
+    its shape. An entry flat over ``blocks`` blocks is position ``i % size`` of block
+    ``i // size`` (``size``: the axis length), kept apart per block.
+
+    >>> cuts_of({("g", "weight"): {(1, 0, 2): {1, 2}}}, lambda key: [4, 2, 3, 3])
+    {('g', 'weight'): ParamCut(shape=[4, 2, 3, 3], kept={}, blocks={1: (0, [[0], [1]])})}
+    """
+    cuts = {}
+    for key, axes in removed.items():
+        shape = list(shape_of(key))
+        kept, blocks = {}, {}
+        for (axis, along, count), gone in axes.items():
+            size = shape[axis]
+            if count:
+                blocks[axis] = (along, [[p for p in range(size) if j * size + p not in gone]
+                                        for j in range(count)])
+            else:
+                kept[axis] = [i for i in range(size) if i not in gone]
+        cuts[key] = ParamCut(shape, kept, blocks)
+    return cuts

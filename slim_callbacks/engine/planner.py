@@ -14,6 +14,7 @@ that :func:`~slim_callbacks.engine.ratios.resolve_ratios` gave each group (see
 from __future__ import annotations
 
 import logging
+import math
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ from slim_callbacks.core.checks import check_ratio
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.core.paddle_utils import layer_table
 from slim_callbacks.engine.criteria import Criterion, get_criterion, group_scores
-from slim_callbacks.engine.plan import ParamCut, PruningPlan
+from slim_callbacks.engine.plan import PruningPlan, add_removed, cuts_of
 from slim_callbacks.engine.ratios import (
     Ratios,
     check_input_shape,
@@ -45,9 +46,39 @@ logger = logging.getLogger(__name__)
 
 def select_units(group: ChannelGroup, scores: np.ndarray, ratio: float, criterion: Criterion,
                  round_to: int = 1, original: Optional[int] = None) -> np.ndarray:
-    """Unit indices of ``group`` to remove, as the criterion's selector picks them."""
+    """Unit indices of ``group`` to remove, as the criterion's selector picks them
+    (in equal numbers from each segment if the group has segments, see
+    :func:`select_per_segment`)."""
+    if group.segments is not None:
+        return select_per_segment(group.segments, scores, ratio, criterion, round_to, original)
     return criterion.select(scores, ratio, keep=keep_count(group.num_units, ratio, round_to, original),
                             min_keep=min(round_to, group.num_units))
+
+
+def select_per_segment(segments: np.ndarray, scores: np.ndarray, ratio: float, criterion: Criterion,
+                       round_to: int = 1, original: Optional[int] = None) -> np.ndarray:
+    """The same number of units from every segment (the groups of a grouped conv), the
+    lowest-scored of each.
+
+    Each of the ``n`` segments keeps ``keep_count(size, ratio, step)`` units, ``step``
+    being the least per-segment width whose total (``n`` times it) is a multiple of
+    ``round_to``: ``round_to // gcd(round_to, n)``. How many go in all is the
+    selector's (a threshold selector's count is shared out evenly).
+
+    >>> from slim_callbacks.engine.criteria import get_criterion
+    >>> select_per_segment(np.array([0, 0, 1, 1]), np.array([1.0, 2.0, 3.0, 0.5]),
+    ...                    0.5, get_criterion("l1_norm")).tolist()
+    [0, 3]
+    """
+    count = int(segments.max()) + 1
+    size = len(segments) // count
+    step = round_to // math.gcd(round_to, count)
+    keep = keep_count(size, ratio, step, None if original is None else original // count)
+    total = len(criterion.select(scores, ratio, keep=keep * count, min_keep=min(round_to, len(scores))))
+    gone = min(size - 1, int(round(total / count)))
+    chosen = [np.flatnonzero(segments == s)[np.argsort(scores[segments == s], kind="stable")[:gone]]
+              for s in range(count)]
+    return np.sort(np.concatenate(chosen))
 
 
 def plan_pruning(network: paddle.nn.Layer, graph: DependencyGraph, group_ratios: Mapping[str, float],
@@ -74,7 +105,7 @@ def plan_pruning(network: paddle.nn.Layer, graph: DependencyGraph, group_ratios:
     criterion = get_criterion(criterion)
     round_to = check_round_to(round_to)
     layers = layer_table(network)
-    removed: Dict[tuple, Dict[int, set]] = {}
+    removed: Dict[tuple, Dict[tuple, set]] = {}
     plan = PruningPlan()
     for group in graph.groups:
         if group.name not in group_ratios or not group.prunable:
@@ -87,19 +118,14 @@ def plan_pruning(network: paddle.nn.Layer, graph: DependencyGraph, group_ratios:
         for size in group.sizes:
             before = getattr(layers[size.layer], size.attr)
             plan.attrs[(size.layer, size.attr)] = (before, before - int(np.isin(size.units, units).sum()))
-        for m in group.members:
-            hit = m.indices[np.isin(m.units, units)]
-            removed.setdefault((m.layer, m.attr), {}).setdefault(m.axis, set()).update(hit.tolist())
+        add_removed(removed, group.members, units)
         entry = {"name": group.name, "producers": list(group.producers),
                  "before": group.num_units, "after": group.num_units - len(units),
                  "criterion": criterion.name}
         if group.approximate:
             entry["approximate"] = group.approximate
         plan.groups.append(entry)
-    for (name, attr), axes in removed.items():
-        shape = list(layers[name]._parameters[attr].shape)
-        kept = {axis: [i for i in range(shape[axis]) if i not in gone] for axis, gone in axes.items()}
-        plan.params[(name, attr)] = ParamCut(shape, kept)
+    plan.params.update(cuts_of(removed, lambda key: layers[key[0]]._parameters[key[1]].shape))
     return plan
 
 

@@ -92,7 +92,7 @@ def removed_units(group: ChannelGroup, plan) -> np.ndarray:
     """The units of ``group`` the plan removes (read from a member's kept indices)."""
     for m in group.members:
         cut = plan.params.get((m.layer, m.attr))
-        if cut is not None and m.axis in cut.kept:
+        if cut is not None and m.axis in cut.kept and not m.blocks:
             return np.unique(m.units[~np.isin(m.indices, cut.kept[m.axis])])
     return np.zeros(0, dtype=np.int64)
 

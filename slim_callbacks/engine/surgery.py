@@ -13,8 +13,9 @@ true. Nothing full-size is kept.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Tuple, Union
 
 import numpy as np
 import paddle
@@ -23,8 +24,30 @@ from slim_callbacks.tracing.kinds import channel_attributes, sync_attributes
 
 logger = logging.getLogger(__name__)
 
-# (layer name, attribute) -> {axis: kept indices}
-Cuts = Dict[Tuple[str, str], Dict[int, np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Blocks:
+    """Kept indices along one axis that differ per block of another: a grouped conv's
+    weight ``[C_out, C_in / groups, k...]`` whose group ``j`` keeps its own input
+    columns ``kept[j]`` for its own output rows (block ``j`` of axis ``along``).
+
+    >>> w = np.arange(8).reshape(4, 2)  # 2 blocks of 2 rows
+    >>> Blocks(0, np.array([[0], [1]])).take(w, 1).ravel().tolist()
+    [0, 2, 5, 7]
+    """
+
+    along: int
+    kept: np.ndarray  # [blocks, kept per block]
+
+    def take(self, array: np.ndarray, axis: int) -> np.ndarray:
+        chunks = np.split(array, len(self.kept), axis=self.along)
+        return np.concatenate([np.take(c, np.asarray(k, dtype=np.int64), axis=axis)
+                               for c, k in zip(chunks, self.kept)], axis=self.along)
+
+
+# (layer name, attribute) -> {axis: kept indices, or Blocks}
+Cuts = Dict[Tuple[str, str], Dict[int, Union[np.ndarray, Blocks]]]
 
 
 def concrete_place(place):
@@ -39,9 +62,15 @@ def set_storage(tensor, array: np.ndarray) -> None:
     tensor.value().get_tensor().set(np.ascontiguousarray(array), concrete_place(tensor.place))
 
 
-def take(array: np.ndarray, kept: Dict[int, np.ndarray]) -> np.ndarray:
+def take(array: np.ndarray, kept: Dict[int, Union[np.ndarray, Blocks]]) -> np.ndarray:
+    """``array`` with only the ``kept`` indices per axis; :class:`Blocks` first (their
+    blocks are those of the full axis they run along)."""
     for axis, index in sorted(kept.items()):
-        array = np.take(array, np.asarray(index, dtype=np.int64), axis=axis)
+        if isinstance(index, Blocks):
+            array = index.take(array, axis)
+    for axis, index in sorted(kept.items()):
+        if not isinstance(index, Blocks):
+            array = np.take(array, np.asarray(index, dtype=np.int64), axis=axis)
     return array
 
 

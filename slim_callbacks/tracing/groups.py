@@ -33,6 +33,11 @@ class Member:
             (per-channel parameters such as BatchNorm or depthwise filters).
         units: unit index (within the group) of each entry.
         indices: index along ``axis`` of each entry; same length as ``units``.
+        blocks: 0, or the number of blocks of axis ``along`` that keep their own
+            entries of ``axis`` (a grouped conv's groups, each keeping its own input
+            columns): ``indices`` are then flat, entry ``i`` is position
+            ``i % axis length`` in block ``i // axis length``.
+        along: the axis whose blocks are meant (with ``blocks``).
     """
 
     layer: str
@@ -41,6 +46,8 @@ class Member:
     role: str
     units: np.ndarray
     indices: np.ndarray
+    blocks: int = 0
+    along: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +75,9 @@ class ChannelGroup:
         approximate: why removing even dead channels of the group changes the
             outputs (a LayerNorm over them), or ``""`` if removal is exact.
         sizes: layer attributes that count some of the group's units.
+        segments: None, or the segment of each unit: the same number of units must go
+            from every segment (the groups of a grouped conv pruned with
+            ``grouped_conv: channels``).
     """
 
     producers: Tuple[str, ...]
@@ -77,6 +87,7 @@ class ChannelGroup:
     blocked_by: Tuple[str, str] = ("", "")
     approximate: str = ""
     sizes: List[SizeMember] = dataclasses.field(default_factory=list)
+    segments: Optional[np.ndarray] = None
 
     @property
     def name(self) -> str:
@@ -132,6 +143,8 @@ class MemberRecord:
     role: str
     atoms: np.ndarray
     indices: np.ndarray
+    blocks: int = 0
+    along: int = 0
 
 
 def build_groups(
@@ -144,6 +157,7 @@ def build_groups(
     block_sites: Optional[Dict[int, Tuple[str, str]]] = None,
     approximations: Optional[Dict[int, str]] = None,
     sizes: Optional[Dict[Tuple[str, str], np.ndarray]] = None,
+    segments: Optional[Dict[int, int]] = None,
 ) -> List[ChannelGroup]:
     """Turns atoms, unions and member records into channel groups.
 
@@ -157,6 +171,8 @@ def build_groups(
         block_sites: (op, layer) where each blocked atom was blocked.
         approximations: atoms whose removal is not exact, with the reason.
         sizes: (layer, attribute) -> atoms whose units it counts.
+        segments: unit root -> segment, for groups whose units go in equal numbers
+            from each segment (every unit of such a group has one).
 
     Returns:
         Groups ordered by their first producer's position in the network.
@@ -201,7 +217,7 @@ def build_groups(
             sel = group_of[rec_roots] == gi
             members[gi].append(
                 Member(rec.layer, rec.attr, rec.axis, rec.role,
-                       lookup[rec_roots[sel]], rec.indices[sel])
+                       lookup[rec_roots[sel]], rec.indices[sel], rec.blocks, rec.along)
             )
     size_members: List[List[SizeMember]] = [[] for _ in keys]
     for (layer, attr), atoms in (sizes or {}).items():
@@ -218,6 +234,8 @@ def build_groups(
         reasons = [reason_of[r] for r in group_roots[key] if r in reason_of]
         reason, site = reasons[0] if reasons else ("", ("", ""))
         approx = next((approx_of[r] for r in group_roots[key] if r in approx_of), "")
+        segs = [(segments or {}).get(r) for r in group_roots[key]]
+        segs = None if None in segs else np.array(segs, dtype=np.int64)
         groups.append(ChannelGroup(key, len(group_roots[key]), members[gi], reason, site, approx,
-                                   size_members[gi]))
+                                   size_members[gi], segs))
     return groups

@@ -15,6 +15,7 @@ import numpy as np
 
 from slim_callbacks.core.paddle_utils import is_transposed_conv
 from slim_callbacks.tracing import labels as L
+from slim_callbacks.tracing.grouped import GroupedConv, group_positions, grouped_mode
 from slim_callbacks.tracing.groups import CHANNEL, IN, OUT
 
 
@@ -22,7 +23,8 @@ def on_conv(tr, name: str, layer, x, y) -> None:
     """Conv1D/2D/3D, transposed or not. ``groups == 1``: a producer. Depthwise
     (``groups == C_in``): its output follows its input. Grouped (``1 < groups < C_in``):
     a producer whose input and output channels are each coupled by position within
-    their group (see :func:`group_positions`)."""
+    their group (see :func:`~slim_callbacks.tracing.grouped.group_positions`), or as
+    the ``grouped_conv`` structure says (see :mod:`~slim_callbacks.tracing.grouped`)."""
     axis = getattr(layer, "_channel_dim", 1)
     c_in, c_out, groups = x.shape[axis], y.shape[axis], layer._groups
     out_axis, in_axis = (1, 0) if is_transposed_conv(layer) else (0, 1)
@@ -39,6 +41,12 @@ def on_conv(tr, name: str, layer, x, y) -> None:
         return
     out = tr.producer_atoms(name, c_out)
     weight_in, weight_out = vector, out
+    if groups > 1 and grouped_mode(tr):  # axis 1 (C / groups per group) once settled
+        tr.grouped.append(GroupedConv(name, groups, vector, out, in_axis == 0, grouped_mode(tr)))
+        tr.record(name, "weight", 0, *((IN, vector) if in_axis == 0 else (OUT, out)))
+        tr.record(name, "bias", 0, OUT, out)
+        tr.set_labels(y, L.along(out, axis, y.ndim))
+        return
     if groups > 1:  # weight axis 1 holds C / groups per group: one entry per position
         in_positions = group_positions(tr, name, groups, vector)
         out_positions = group_positions(tr, name, groups, out)
@@ -47,31 +55,6 @@ def on_conv(tr, name: str, layer, x, y) -> None:
     tr.record(name, "weight", out_axis, OUT, weight_out)
     tr.record(name, "bias", 0, OUT, out)
     tr.set_labels(y, L.along(out, axis, y.ndim))
-
-
-def group_positions(tr, name: str, groups: int, atoms: np.ndarray) -> np.ndarray:
-    """Couples the channels at the same position of every group of a grouped conv.
-
-    Its weight holds ``C / groups`` channels per group on one axis, shared by every
-    group, so a position can only go from all groups at once: then each group keeps
-    the same width and ``groups`` stays. A unit is one position (``groups``
-    channels), scored by the sum over them. A position that holds a channel in some
-    groups and none (the input, a constant) in others is blocked.
-
-    Returns:
-        One atom per position (``C / groups`` entries; 0: no channel there).
-    """
-    grid = atoms.reshape(groups, -1)
-    has = grid > 0
-    mixed = has.any(axis=0) & ~has.all(axis=0)
-    if mixed.any():
-        tr.block(grid[:, mixed], f"meets channels that cannot be pruned at the same positions "
-                                 f"of the groups of grouped conv {name} (groups={groups})")
-    for column in grid.T:
-        real = column[column > 0]
-        for other in real[1:]:
-            tr.uf.union(int(real[0]), int(other))
-    return grid.max(axis=0)
 
 
 def on_linear(tr, name: str, layer, x, y) -> None:

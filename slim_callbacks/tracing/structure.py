@@ -28,7 +28,7 @@ from slim_callbacks.core.errors import ConfigError
 #: allowed values of each field, the default first
 CHOICES = {
     "attention": ("head_dim", "heads"),
-    "grouped_conv": ("positions",),
+    "grouped_conv": ("positions", "channels", "groups"),
 }
 
 
@@ -39,7 +39,11 @@ class Structure:
     Attributes:
         attention: ``head_dim``: the same head-dim positions of every head (q, k and v
             together); ``heads``: whole heads.
-        grouped_conv: ``positions``: the same position of every group.
+        grouped_conv: ``positions``: the same position of every group;
+            ``channels``: the same number of channels from every group, each group
+            its own by score; ``groups``: whole groups (``groups`` shrinks). Where a
+            conv's channels are coupled so that its choice cannot hold, it falls
+            back to ``positions`` (see :mod:`slim_callbacks.tracing.grouped`).
     """
 
     attention: str = CHOICES["attention"][0]

@@ -47,6 +47,7 @@ import paddle
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.core.paddle_utils import layer_table, preserved_state, unwrap
 from slim_callbacks.tracing import labels as L
+from slim_callbacks.tracing.grouped import GroupedConv, settle, unique_convs
 from slim_callbacks.tracing.groups import ChannelGroup, MemberRecord, UnionFind, build_groups
 from slim_callbacks.tracing.kinds import is_known_layer, kind_of
 from slim_callbacks.tracing.op_rules import intercept, tensors_in
@@ -183,6 +184,7 @@ class Tracer:
         self.sizes: Dict[Tuple[str, str], np.ndarray] = {}  # attribute -> atoms it counts
         self.size_conflicts: set = set()
         self.size_values: Dict[Tuple[str, str], int] = {}
+        self.grouped: List[GroupedConv] = []  # grouped convs settled in graph()
         self.site: Optional[Tuple[str, str]] = None  # the op or layer being mapped now
         self.warned: set = set()
         self.seen_records: set = set()
@@ -306,16 +308,19 @@ class Tracer:
         first = self.layer_first_atom[name]
         return np.arange(first, first + count, dtype=np.int64)
 
-    def record(self, layer, attr, axis, role, atom_vector, indices=None) -> None:
+    def record(self, layer, attr, axis, role, atom_vector, indices=None, blocks=0, along=0) -> None:
+        """Records that entry ``indices[i]`` (default ``i``) of ``axis`` of the parameter
+        follows ``atom_vector[i]``; ``blocks``/``along``: see
+        :class:`~slim_callbacks.tracing.groups.Member`."""
         if self.layers[layer]._parameters.get(attr) is None:
             return
         indices = np.arange(len(atom_vector)) if indices is None else indices
         keep = atom_vector > 0
-        key = (layer, attr, axis, role, atom_vector[keep].tobytes(), indices[keep].tobytes())
+        key = (layer, attr, axis, role, atom_vector[keep].tobytes(), indices[keep].tobytes(), blocks)
         if keep.any() and key not in self.seen_records:  # both passes record most members
             self.seen_records.add(key)
             self.records.append(MemberRecord(layer, attr, axis, role,
-                                             atom_vector[keep], indices[keep]))
+                                             atom_vector[keep], indices[keep], blocks, along))
 
     def units_of(self, atoms: np.ndarray) -> set:
         """The units (union-find roots, so far) that ``atoms`` belong to."""
@@ -351,9 +356,10 @@ class Tracer:
             self.uf.union(int(a), int(b))
 
     def graph(self) -> DependencyGraph:
+        segments = settle(self, unique_convs(self.grouped))
         self._block_sizes_that_cannot_follow()
         groups = build_groups(self.uf, np.array(self.atom_layer), self.layer_order,
                               self.producer_names, self.records, self.blocked,
-                              self.block_sites, self.approximations, self.sizes)
+                              self.block_sites, self.approximations, self.sizes, segments)
         return DependencyGraph(groups, self.layer_types, self.param_names,
                                list(self.unknown_ops), self.structure)
