@@ -3,6 +3,7 @@
     pip install paddleclas --no-deps     # the bench installs nothing itself
     nice python benchmarks/bench_zoo.py [--families ResNet ViT ...] [--models NAME ...]
         [--limit N] [--ratio 0.3] [--timeout 300] [--fold-bn-shift] [--out output/bench_zoo]
+        [--structure grouped_conv=channels ...]
 
 One backbone per family of ``ppcls.arch.backbone`` (the smallest-looking name: no
 large/base/huge/giant in it, then the smallest leading number; ``--models`` picks
@@ -22,7 +23,9 @@ others), each in its own process with a timeout, batch 1 at the input size in it
 - **blocked by**: the op with the most MACs at stake in blocked groups
   (:func:`slim_callbacks.explain`), and its share of the network's MACs.
 
-Writes ``zoo.json`` and ``zoo.md`` to ``--out``. Not part of the test suite: it needs
+``--structure key=value [key=value]`` traces and prunes with that
+:class:`~slim_callbacks.tracing.structure.Structure` (``grouped_conv=groups``,
+``attention=heads``). Writes ``zoo.json`` and ``zoo.md`` to ``--out``. Not part of the test suite: it needs
 paddleclas and takes long on two cores (minutes per large model).
 """
 import argparse
@@ -55,6 +58,20 @@ def family_of(name: str) -> str:
     family = match.group(0) if match else name
     version = re.match(r"\d+", name[len(family):]) if family.endswith("V") else None
     return prefix + family + (version.group(0) if version else "")
+
+
+def parse_structure(items) -> dict:
+    """``["grouped_conv=channels"]`` -> ``{"grouped_conv": "channels"}`` (checked by
+    ``prune`` itself).
+
+    >>> parse_structure(["grouped_conv=groups", "attention=heads"])
+    {'grouped_conv': 'groups', 'attention': 'heads'}
+    """
+    pairs = [item.split("=", 1) for item in items or ()]
+    bad = [item for item, pair in zip(items or (), pairs) if len(pair) != 2]
+    if bad:
+        raise SystemExit(f"--structure takes key=value pairs, got {bad}")
+    return dict(pairs)
 
 
 def smallness(name: str) -> tuple:
@@ -151,7 +168,7 @@ def backbone_names(backbones):
 
 
 # ------------------------------------------------------------------ one model
-def measure_one(name: str, ratio: float, fold_bn_shift: bool = False) -> dict:
+def measure_one(name: str, ratio: float, fold_bn_shift: bool = False, structure=None) -> dict:
     """Builds, explains, kills, prunes, compares and trains one backbone (in this process)."""
     import numpy as np
     import paddle
@@ -172,20 +189,24 @@ def measure_one(name: str, ratio: float, fold_bn_shift: bool = False) -> dict:
     top = report.by_op()[:1]
     row["top_blocker"], row["top_blocker_share"] = (top[0][0], top[0][2] / report.total_macs) if top else ("", 0.0)
     calibrate(net, shape)
-    graph = trace(net, shape)
+    graph = trace(net, shape, structure)
     kill_units(net, graph, ratio=ratio)
     exact_groups = [g.name for g in graph.prunable_groups() if not g.approximate]
+    # groups whose units follow grouped_conv=channels (segments) or =groups (_groups sizes)
+    row["grouped_structured"] = sum(g.segments is not None or any(s.attr == "_groups" for s in g.sizes)
+                                    for g in graph.prunable_groups())
     row["approximate_groups"] = len(graph.prunable_groups()) - len(exact_groups)
     x = paddle.randn([1] + shape[1:])
     before = outputs(net, x)
     exact_net = copy.deepcopy(net) if row["approximate_groups"] else None
     start = time.perf_counter()
-    prune(net, shape, ratio, fold_bn_shift=fold_bn_shift)
+    prune(net, shape, ratio, fold_bn_shift=fold_bn_shift, structure=structure)
     row["prune_s"] = time.perf_counter() - start
     row["macs_cut"] = 1 - count_flops(net, shape) / row["macs"]
     if exact_net is not None:  # exactness is checked on the groups whose removal is exact
         row["approx_diff"] = float(np.abs(outputs(net, x) - before).max())
-        prune(exact_net, shape, {name: ratio for name in exact_groups}, fold_bn_shift=fold_bn_shift)
+        prune(exact_net, shape, {name: ratio for name in exact_groups}, fold_bn_shift=fold_bn_shift,
+              structure=structure)
     after = outputs(exact_net or net, x)
     if np.isfinite(before).all():
         row["max_diff"] = float(np.abs(after - before).max())
@@ -212,10 +233,12 @@ def build(constructor):
     return constructor(pretrained=False) if takes else constructor()
 
 
-def run_isolated(name: str, ratio: float, timeout: float, fold_bn_shift: bool = False) -> dict:
+def run_isolated(name: str, ratio: float, timeout: float, fold_bn_shift: bool = False,
+                 structure=None) -> dict:
     """:func:`measure_one` in a child process, so a crash or a hang costs one row."""
     cmd = [sys.executable, os.path.abspath(__file__), "--one", name, "--ratio", str(ratio)]
     cmd += ["--fold-bn-shift"] if fold_bn_shift else []
+    cmd += ["--structure"] + [f"{k}={v}" for k, v in structure.items()] if structure else []
     base = {"model": name, "family": family_of(name), "input": input_size_of(name)}
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -239,25 +262,30 @@ def main() -> None:
     parser.add_argument("--fold-bn-shift", action="store_true",
                         help="prune with fold_bn_shift=True (zeroed channels behind a sigmoid "
                              "still send sigmoid(0) = 0.5: folding makes them exact)")
+    parser.add_argument("--structure", nargs="*", metavar="KEY=VALUE",
+                        help="trace and prune with this structure, e.g. grouped_conv=channels "
+                             "(whole groups: grouped_conv=groups; attention=heads)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    structure = parse_structure(args.structure)
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
     if args.one:
-        print(json.dumps(measure_one(args.one, args.ratio, args.fold_bn_shift)))
+        print(json.dumps(measure_one(args.one, args.ratio, args.fold_bn_shift, structure)))
         return
     names = args.models or pick_models(backbone_names(import_backbones()), args.families, args.limit)
     os.makedirs(args.out, exist_ok=True)
     rows = []
     for name in names:
         start = time.perf_counter()
-        rows.append(run_isolated(name, args.ratio, args.timeout, args.fold_bn_shift))
+        rows.append(run_isolated(name, args.ratio, args.timeout, args.fold_bn_shift, structure))
         r = rows[-1]
         print(f"{name}: {r.get('status')} cut={r.get('macs_cut', float('nan')):.3f} "
               f"exact={r.get('exact')} trains={r.get('trains')} "
               f"({time.perf_counter() - start:.0f} s) {r.get('error', '')}", flush=True)
         with open(os.path.join(args.out, "zoo.json"), "w") as f:
-            json.dump({"ratio": args.ratio, "rows": rows, "summary": summary(rows)}, f, indent=1)
+            json.dump({"ratio": args.ratio, "structure": structure, "rows": rows,
+                       "summary": summary(rows)}, f, indent=1)
     with open(os.path.join(args.out, "zoo.md"), "w") as f:
         f.write(format_table(rows) + "\n")
     print(format_table(rows))

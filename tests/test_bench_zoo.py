@@ -44,3 +44,14 @@ def test_summary_and_table():
     assert lines[2] == "| A | A1 | 224 | 2.00 | 50.0% | yes (1.0e-06) | yes | 1.2 | reshape (25%) |"
     assert lines[3].startswith("| B | B1 | 224 | 1.00 | 25.0% | NO (5.0e-01) |")
     assert lines[4] == "| C | C1 | 224 | | timeout | | | | over 300 s |"
+
+
+def test_parse_structure_takes_key_value_pairs():
+    assert bench_zoo.parse_structure(["grouped_conv=channels"]) == {"grouped_conv": "channels"}
+    assert bench_zoo.parse_structure(None) == {}
+    try:
+        bench_zoo.parse_structure(["grouped_conv"])
+    except SystemExit as err:
+        assert "key=value" in str(err)
+    else:
+        raise AssertionError("a pair without '=' must be refused")

@@ -245,3 +245,44 @@ def test_whole_groups_make_one_unit_per_group_and_groups_follow():
 def test_a_bad_grouped_conv_choice_names_the_key():
     with pytest.raises(ConfigError, match=r"structure\.grouped_conv: 'rows' .* 'positions', 'channels', 'groups'"):
         prune(ResNeXt(), SHAPE, 0.3, structure={"grouped_conv": "rows"})
+
+
+class GroupedNet(nn.Layer):
+    """A trainable ResNeXt-style block on the callback tests' 16x16 data."""
+
+    def __init__(self, classes=4):
+        super().__init__()
+        self.stem = ConvBN(3, 16)
+        self.block = ResNeXtBlock(16, 16, 16, groups=4)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x):
+        return self.fc(self.block(self.stem(x)).mean(axis=[2, 3]))
+
+
+def test_prune_callback_prunes_whole_groups_inside_fit():
+    from helpers import dataset
+
+    from slim_callbacks import PruneCallback
+    paddle.seed(0)
+    net = GroupedNet()
+    model = paddle.Model(net)
+    model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()), nn.CrossEntropyLoss())
+    callback = PruneCallback(0.5, input_shape=SHAPE, structure=GROUPS)
+    model.fit(dataset(32), epochs=1, batch_size=16, verbose=0, callbacks=[callback])
+    conv = net.block.grouped[0]
+    assert callback.structure.grouped_conv == "groups"
+    assert conv._groups == 2 and list(conv.weight.shape) == [8, 4, 3, 3]
+
+
+def test_the_recipe_key_reaches_the_callback():
+    from slim_callbacks.app.builders import build_callbacks
+    from slim_callbacks.app.job import Job
+    from slim_callbacks.app.recipe import load_recipe
+    from test_recipe import BASE
+    recipe = load_recipe(BASE, overrides=["pruning.structure={grouped_conv: channels}",
+                                          "logging.visualdl=false"])
+    assert recipe.to_dict()["pruning"]["structure"] == {"grouped_conv": "channels"}
+    assert build_callbacks(Job(recipe), 0.5)[-1].structure.grouped_conv == "channels"
+    with pytest.raises(ConfigError, match=r"pruning\.structure\.grouped_conv: 'rows'"):
+        load_recipe(BASE, overrides=["pruning.structure={grouped_conv: rows}"])
