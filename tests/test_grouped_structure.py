@@ -276,13 +276,56 @@ def test_prune_callback_prunes_whole_groups_inside_fit():
 
 
 def test_the_recipe_key_reaches_the_callback():
+    from test_recipe import BASE
+
     from slim_callbacks.app.builders import build_callbacks
     from slim_callbacks.app.job import Job
     from slim_callbacks.app.recipe import load_recipe
-    from test_recipe import BASE
     recipe = load_recipe(BASE, overrides=["pruning.structure={grouped_conv: channels}",
                                           "logging.visualdl=false"])
     assert recipe.to_dict()["pruning"]["structure"] == {"grouped_conv": "channels"}
     assert build_callbacks(Job(recipe), 0.5)[-1].structure.grouped_conv == "channels"
     with pytest.raises(ConfigError, match=r"pruning\.structure\.grouped_conv: 'rows'"):
         load_recipe(BASE, overrides=["pruning.structure={grouped_conv: rows}"])
+
+
+@pytest.mark.parametrize("structure", [CHANNELS, GROUPS], ids=["channels", "groups"])
+def test_sensitivity_removers_match_the_planner_and_put_everything_back(structure):
+    import copy
+
+    from slim_callbacks.analysis.maskers import GroupMask, GroupPrune
+    from slim_callbacks.engine.criteria import get_criterion, group_scores
+    from slim_callbacks.engine.planner import select_units
+    paddle.seed(0)
+    net = ResNeXt()
+    calibrate(net, SHAPE)
+    graph = trace(net, SHAPE, structure)
+    layers = dict(net.named_sublayers())
+    x = paddle.randn([2] + SHAPE[1:])
+    original, state = outputs(net, x), {k: v.numpy().copy() for k, v in net.state_dict().items()}
+    for group in (g for g in graph.prunable_groups() if g.segments is not None or g.sizes):
+        units = select_units(group, group_scores(group, layers, get_criterion("l1_norm"), graph.layer_types),
+                             0.5, get_criterion("l1_norm"))
+        pruned = copy.deepcopy(net)
+        plan_pruning(net, graph, {group.name: 0.5}).apply(pruned, input_shape=SHAPE)
+        with GroupPrune(group, layers).applied(units):
+            np.testing.assert_allclose(outputs(net, x), outputs(pruned, x), atol=1e-6)
+        with GroupMask(group, layers).applied(units):  # consumers no longer see the units
+            np.testing.assert_allclose(outputs(net, x), outputs(pruned, x), atol=1e-5)
+            assert not np.allclose(outputs(net, x), original)
+    np.testing.assert_array_equal(outputs(net, x), original)
+    assert groups_of(net) == groups_of(ResNeXt())
+    assert all(np.array_equal(v.numpy(), state[k]) for k, v in net.state_dict().items())
+
+
+@pytest.mark.parametrize("structure", [CHANNELS, GROUPS], ids=["channels", "groups"])
+def test_the_flops_model_predicts_the_pruned_count(structure):
+    from slim_callbacks.analysis.flops_model import FlopsModel
+    paddle.seed(0)
+    net = RegNet()
+    model = FlopsModel(net, SHAPE)
+    graph = trace(net, SHAPE, structure)
+    plan = plan_pruning(net, graph, resolve_ratios(graph, 0.5))
+    predicted = model.count(plan)
+    plan.apply(net)
+    assert count_flops(net, SHAPE) == predicted < model.base
