@@ -1,14 +1,14 @@
 """Grouped convs with ``structure={"grouped_conv": "channels"}`` (every group loses the
 same number of channels, each group its own) or ``"groups"`` (whole groups go,
 ``groups`` shrinks) (#12 item 1): dead channels or groups removed => identical
-outputs, Momentum state sliced like the weights, plans replay and chain, export."""
+outputs, optimizer state (Momentum, Adam) sliced like the weights, plans replay and chain, export."""
 import logging
 
 import numpy as np
 import paddle
 import paddle.nn as nn
 import pytest
-from helpers import ConvBN, assert_dead_channels_prune_exactly, calibrate, momentum_losses, outputs
+from helpers import ConvBN, assert_dead_channels_prune_exactly, calibrate, momentum_losses, outputs, train_steps
 from test_grouped import SHAPE, RegNet, ResNeXt, ResNeXtBlock, grouped_convs
 
 from slim_callbacks import count_flops, export, plan_pruning, prune, trace
@@ -116,8 +116,8 @@ def test_round_to_rounds_the_per_group_width_so_the_total_is_a_multiple():
         assert width % 8 == 0 and width < 32  # 4 groups of 6 channels: 24
 
 
-def momentum_after_one_step(net, shape=SHAPE):
-    opt = paddle.optimizer.Momentum(0.1, parameters=net.parameters())
+def after_one_step(net, optimizer, shape=SHAPE):
+    opt = optimizer(0.1, parameters=net.parameters())
     net.train()
     net(paddle.randn([2] + shape[1:])).mean().backward()
     opt.step()
@@ -125,25 +125,30 @@ def momentum_after_one_step(net, shape=SHAPE):
     return opt
 
 
+@pytest.mark.parametrize("optimizer", [paddle.optimizer.Momentum, paddle.optimizer.Adam], ids=["momentum", "adam"])
 @pytest.mark.parametrize("structure", [CHANNELS, GROUPS], ids=["channels", "groups"])
-def test_momentum_velocity_is_sliced_like_the_weights(structure):
+def test_optimizer_state_is_sliced_like_the_weights(structure, optimizer):
     paddle.seed(0)
     net = ResNeXt()
-    opt = momentum_after_one_step(net)
-    velocity = {name: v.numpy().copy() for name, v in opt._accumulators["velocity"].items()}
+    opt = after_one_step(net, optimizer)
+    kinds = [k for k in opt._accumulators if k in ("velocity", "moment1", "moment2")]
+    saved = {(k, n): v.numpy().copy() for k in kinds for n, v in opt._accumulators[k].items()}
     names = {(n, a): p.name for n, layer in net.named_sublayers() for a, p in layer._parameters.items()
              if p is not None}
     plan = prune(net, SHAPE, 0.4, optimizer=opt, structure=structure)
-    conv = "blocks.2.grouped.0"
-    cut = plan.params[(conv, "weight")]
+    cut = plan.params[("blocks.2.grouped.0", "weight")]
     assert (1 in cut.blocks) == (structure is CHANNELS)
+    checked = 0
     for key, c in plan.params.items():
-        if names[key] not in velocity:  # BatchNorm statistics
-            continue
-        state = opt._accumulators["velocity"][names[key]].numpy()
-        np.testing.assert_array_equal(state, take(velocity[names[key]], c.surgery()))
-    losses = momentum_losses(net, SHAPE)
-    assert losses[-1] < losses[0]
+        for kind in kinds:
+            if (kind, names[key]) in saved:  # BatchNorm statistics have no state
+                state = opt._accumulators[kind][names[key]].numpy()
+                np.testing.assert_array_equal(state, take(saved[(kind, names[key])], c.surgery()))
+                checked += 1
+    assert checked >= len(kinds) * 3
+    x, labels = paddle.randn([4] + SHAPE[1:]), paddle.arange(4)
+    losses = train_steps(net, opt, x, labels, 3)  # the sliced state is used, not rebuilt
+    assert np.isfinite(losses).all()
 
 
 @pytest.mark.parametrize("structure", [CHANNELS, GROUPS], ids=["channels", "groups"])
