@@ -195,6 +195,7 @@ def measure_one(name: str, ratio: float, fold_bn_shift: bool = False, structure=
     # groups whose units follow grouped_conv=channels (segments) or =groups (_groups sizes)
     row["grouped_structured"] = sum(g.segments is not None or any(s.attr == "_groups" for s in g.sizes)
                                     for g in graph.prunable_groups())
+    row["grouped_fallbacks"] = len(graph.fallbacks)  # grouped convs pruned by positions instead
     row["approximate_groups"] = len(graph.prunable_groups()) - len(exact_groups)
     x = paddle.randn([1] + shape[1:])
     before = outputs(net, x)

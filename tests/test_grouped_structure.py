@@ -222,6 +222,7 @@ def test_where_the_choice_cannot_hold_it_falls_back_to_positions_with_a_log_line
     assert "grouped conv g.0 (groups=4): its" in text and "(a concat)" in text
     assert "p.0" in {g.name for g in graph.prunable_groups()}
     assert "g2.0 (groups=2)" in text or "g4.0 (groups=4)" in text
+    assert graph.fallbacks and all(line in text for line in graph.fallbacks)
     paddle.seed(0)
     assert_dead_channels_prune_exactly(Dual(), SHAPE, ratio=0.5, structure=structure)
 
@@ -232,6 +233,7 @@ def test_the_shapes_that_can_hold_do_not_fall_back(caplog):
             for make in NETS.values():
                 trace(make(), SHAPE, structure)
     assert "by positions" not in caplog.text
+    assert trace(ResNeXt(), SHAPE, GROUPS).fallbacks == []
 
 
 def test_whole_groups_make_one_unit_per_group_and_groups_follow():

@@ -68,13 +68,15 @@ class GroupedConv:
 Side = Tuple[int, str]  # (index into the convs, "in" or "out")
 
 
-def settle(tr, convs: List[GroupedConv]) -> Dict[int, int]:
+def settle(tr, convs: List[GroupedConv]) -> Tuple[Dict[int, int], List[str]]:
     """Chooses each side's mode (falling back to ``positions`` where the asked one
     cannot hold), makes its unions and records its weight's per-group axis.
 
     Returns:
-        Unit root -> segment for every unit of a ``channels`` side.
+        Unit root -> segment for every unit of a ``channels`` side, and one line per
+        fallback (also logged at INFO).
     """
+    fallbacks: List[str] = []
     modes = {}
     for i, conv in enumerate(convs):
         for side in ("in", "out"):
@@ -95,12 +97,13 @@ def settle(tr, convs: List[GroupedConv]) -> Dict[int, int]:
                 sides = ["in", "out"]
             for s in sides:
                 modes[(i, s)] = POSITIONS
-            logger.info("grouped conv %s (groups=%d): %s; its %s channels are pruned by "
-                        "positions instead of %s", conv.name, conv.groups, why,
-                        " and ".join(sides), conv.mode)
+            fallbacks.append(f"grouped conv {conv.name} (groups={conv.groups}): {why}; its "
+                             f"{' and '.join(sides)} channels are pruned by positions instead "
+                             f"of {conv.mode}")
+            logger.info("%s", fallbacks[-1])
     for i, conv in enumerate(convs):
         record(tr, conv, modes[(i, conv.grouped_side)])
-    return segments
+    return segments, fallbacks
 
 
 def group_positions(tr, name: str, groups: int, atoms: np.ndarray) -> np.ndarray:

@@ -70,6 +70,8 @@ class DependencyGraph:
         param_names: Paddle parameter name (``conv2d_0.w_0``) -> (layer, attr).
         unknown_ops: ``"op in layer"`` strings for ops that blocked channels.
         structure: the :class:`~slim_callbacks.tracing.structure.Structure` traced with.
+        fallbacks: one line per grouped conv whose ``grouped_conv`` choice could not
+            hold, pruned by positions instead (see :mod:`~slim_callbacks.tracing.grouped`).
     """
 
     groups: List[ChannelGroup]
@@ -77,6 +79,7 @@ class DependencyGraph:
     param_names: Dict[str, tuple]
     unknown_ops: List[str]
     structure: Structure = dataclasses.field(default_factory=Structure)
+    fallbacks: List[str] = dataclasses.field(default_factory=list)
 
     def prunable_groups(self) -> List[ChannelGroup]:
         return [g for g in self.groups if g.prunable]
@@ -356,10 +359,10 @@ class Tracer:
             self.uf.union(int(a), int(b))
 
     def graph(self) -> DependencyGraph:
-        segments = settle(self, unique_convs(self.grouped))
+        segments, fallbacks = settle(self, unique_convs(self.grouped))
         self._block_sizes_that_cannot_follow()
         groups = build_groups(self.uf, np.array(self.atom_layer), self.layer_order,
                               self.producer_names, self.records, self.blocked,
                               self.block_sites, self.approximations, self.sizes, segments)
         return DependencyGraph(groups, self.layer_types, self.param_names,
-                               list(self.unknown_ops), self.structure)
+                               list(self.unknown_ops), self.structure, fallbacks)
