@@ -47,9 +47,9 @@ from typing import Callable, Dict, Sequence, Tuple
 import paddle
 import paddle.nn as nn
 
+from slim_callbacks.analysis.matmul_counts import counting_matmuls
 from slim_callbacks.core.checks import is_int
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.analysis.matmul_counts import counting_matmuls
 from slim_callbacks.core.paddle_utils import modes_restored
 from slim_callbacks.tracing.kinds import LayerKind, kind_of
 
