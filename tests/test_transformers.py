@@ -482,3 +482,39 @@ def test_sum_over_channels_prunes_exactly_and_max_blocks():
     randomize(net)
     assert_dead_channels_prune_exactly(net, [1, 3, 4, 4], 0.5)
     assert not trace(HandNormNet("max"), [1, 3, 4, 4]).groups[0].prunable
+
+
+class TokenUpdate(nn.Layer):
+    """TNT's outer update: ``y[:, 1:] = y[:, 1:] + proj(...)`` in place, along tokens."""
+
+    def __init__(self, fill_channels=False):
+        super().__init__()
+        self.fill_channels = fill_channels
+        self.patch = nn.Conv2D(3, 6, 2, stride=2)
+        self.fc1, self.fc2 = nn.Linear(6, 8), nn.Linear(6, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose([0, 2, 1])
+        y = F.relu(self.fc1(t))
+        y[:, 1:] = y[:, 1:] + self.fc2(t[:, 1:])
+        if self.fill_channels:
+            y[:, :, :4] = 0.0
+        return self.head(y).mean(1)
+
+
+def test_setitem_along_tokens_couples_the_assigned_channels_and_prunes_exactly():
+    from helpers import assert_dead_channels_prune_exactly
+    net = TokenUpdate()
+    randomize(net)
+    graph = trace(net, [1, 3, 4, 4])
+    joined = [g for g in graph.prunable_groups() if "fc1" in g.producers]
+    assert joined and set(joined[0].producers) == {"fc1", "fc2"}
+    assert_dead_channels_prune_exactly(net, [1, 3, 4, 4], 0.5)
+    assert net.fc1.weight.shape[1] == net.fc2.weight.shape[1] == 4
+
+
+def test_setitem_of_some_channels_blocks_them():
+    graph = trace(TokenUpdate(fill_channels=True), [1, 3, 4, 4])
+    group = next(g for g in graph.groups if "fc1" in g.producers)
+    assert not group.prunable and "partly assigned by setitem" in group.blocked
