@@ -337,3 +337,23 @@ def test_the_flops_model_predicts_the_pruned_count(structure):
     predicted = model.count(plan)
     plan.apply(net)
     assert count_flops(net, SHAPE) == predicted < model.base
+
+
+def test_a_grouped_conv_called_on_two_channel_sets_falls_back_to_positions():
+    """(Such a conv is a limit in positions mode too: its input columns follow both
+    channel sets, and where they disagree the pruned forward pass fails and the prune
+    is rolled back.)"""
+    class Twice(nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = ConvBN(3, 8, 1), ConvBN(3, 8, 1)
+            self.g = ConvBN(8, 8, 3, groups=2)
+            self.head = nn.Conv2D(16, 4, 1)
+
+        def forward(self, x):
+            return self.head(paddle.concat([self.g(self.a(x)), self.g(self.b(x))], axis=1)).mean(axis=[2, 3])
+
+    for structure in (CHANNELS, GROUPS):
+        paddle.seed(0)
+        assert trace(Twice(), SHAPE, structure).fallbacks == [
+            "grouped conv g.0 (groups=2) runs on different channels in different calls; pruned by positions"] * 2

@@ -83,6 +83,13 @@ def settle(tr, convs: List[GroupedConv]) -> Tuple[Dict[int, int], List[str]]:
             modes[(i, side)] = conv.mode
         if conv.mode == CHANNELS and conv.transposed:  # its rows are not cut per group
             modes[(i, "out")] = POSITIONS
+    names = [conv.name for conv in convs]
+    for i, conv in enumerate(convs):
+        if names.count(conv.name) > 1:  # called on other channels too (another pass, a loop)
+            modes[(i, "in")] = modes[(i, "out")] = POSITIONS
+            fallbacks.append(f"grouped conv {conv.name} (groups={conv.groups}) runs on different "
+                             f"channels in different calls; pruned by positions")
+            logger.info("%s", fallbacks[-1])
     base = list(tr.uf.parent)
     while True:
         tr.uf.parent = list(base)
