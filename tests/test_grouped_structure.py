@@ -357,3 +357,24 @@ def test_a_grouped_conv_called_on_two_channel_sets_falls_back_to_positions():
         paddle.seed(0)
         assert trace(Twice(), SHAPE, structure).fallbacks == [
             "grouped conv g.0 (groups=2) runs on different channels in different calls; pruned by positions"] * 2
+
+
+@pytest.mark.parametrize("criterion", ["l1_norm", "l2_norm", "fpgm", "slim", "opt_slim"])
+def test_every_criterion_takes_the_same_number_from_each_group(criterion):
+    from slim_callbacks.engine.criteria import get_criterion, group_scores
+    from slim_callbacks.engine.planner import select_units
+    paddle.seed(0)
+    net = RegNet()
+    calibrate(net, SHAPE)
+    graph = trace(net, SHAPE, CHANNELS)
+    layers = dict(net.named_sublayers())
+    segmented = [g for g in graph.prunable_groups() if g.segments is not None]
+    assert len(segmented) == 4  # in and out of both grouped convs
+    for group in segmented:
+        scores = group_scores(group, layers, get_criterion(criterion), graph.layer_types)
+        gone = select_units(group, scores, 0.4, get_criterion(criterion))
+        counts = np.bincount(group.segments[gone], minlength=group.segments.max() + 1)
+        assert len(set(counts.tolist())) == 1 and counts[0] < np.sum(group.segments == 0), counts
+    prune(net, SHAPE, 0.4, criterion, structure=CHANNELS)
+    assert groups_of(net) == groups_of(RegNet())
+    assert np.isfinite(outputs(net, paddle.randn([2] + SHAPE[1:]))).all()
