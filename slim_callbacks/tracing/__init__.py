@@ -1,6 +1,6 @@
 """Tracing: one forward pass that moves channel labels with the tensors, and the
-groups of coupled channels it finds (labels -> groups -> layer_rules, op_rules ->
-tracer).
+groups of coupled channels it finds (labels -> groups -> grouped -> layer_rules,
+op_rules -> tracer).
 
 Uses only :mod:`slim_callbacks.core`.
 """
