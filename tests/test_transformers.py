@@ -518,3 +518,48 @@ def test_setitem_of_some_channels_blocks_them():
     graph = trace(TokenUpdate(fill_channels=True), [1, 3, 4, 4])
     group = next(g for g in graph.groups if "fc1" in g.producers)
     assert not group.prunable and "partly assigned by setitem" in group.blocked
+
+
+class ReducedKeys(nn.Layer):
+    """PVT's spatial-reduction attention: kv tokens counted back from widths,
+    ``kv.shape[2] * kv.shape[1] // 2 // C``; ``independent`` divides by the width of a
+    layer that is not coupled to kv instead."""
+
+    def __init__(self, dim=8, heads=2, independent=False):
+        super().__init__()
+        self.num_heads, self.independent = heads, independent
+        self.embed = nn.Conv2D(3, dim, 2, stride=2)
+        self.q, self.kv = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim)
+        self.sr = nn.Conv2D(dim, dim, 2, stride=2)
+        self.other = nn.Linear(dim, dim)
+        self.proj, self.head = nn.Linear(dim, dim), nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.embed(x)
+        b, c, h, w = x.shape
+        t = x.flatten(2).transpose([0, 2, 1])
+        q = self.q(t).reshape([b, h * w, self.num_heads, c // self.num_heads]).transpose([0, 2, 1, 3])
+        kv = self.kv(self.sr(x).flatten(2).transpose([0, 2, 1]))
+        width = self.other(t).shape[2] if self.independent else c
+        tokens = kv.shape[2] * kv.shape[1] // 2 // width
+        kv = kv.reshape([b, tokens, 2, self.num_heads, c // self.num_heads]).transpose([2, 0, 3, 1, 4])
+        attn = F.softmax(q.matmul(kv[0], transpose_y=True), axis=-1)
+        out = attn.matmul(kv[1]).transpose([0, 2, 1, 3]).reshape([b, h * w, c])
+        return self.head(self.proj(out)).mean(1)
+
+
+def test_token_count_made_of_widths_follows_when_they_shrink_in_step():
+    from helpers import assert_dead_channels_prune_exactly
+    net = ReducedKeys()
+    randomize(net)
+    graph = trace(net, [1, 3, 8, 8])
+    embed = next(g for g in graph.groups if "embed" in g.producers)
+    assert embed.prunable and "kv" in embed.producers
+    assert_dead_channels_prune_exactly(net, [1, 3, 8, 8], 0.5)
+    assert net.kv.weight.shape == [4, 8]
+
+
+def test_token_count_from_widths_that_do_not_shrink_in_step_blocks_them():
+    graph = trace(ReducedKeys(independent=True), [1, 3, 8, 8])
+    embed = next(g for g in graph.groups if "embed" in g.producers)
+    assert not embed.prunable and "do not shrink in proportion" in embed.blocked

@@ -20,7 +20,7 @@ from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.tracing import labels as L
 from slim_callbacks.tracing import sizes
 from slim_callbacks.tracing.groups import CHANNEL, IN
-from slim_callbacks.tracing.sizes import AttrSize, RuntimeSize, source_of
+from slim_callbacks.tracing.sizes import AttrSize, RuntimeSize, cancels, source_of
 
 BINARY_DUNDERS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
                   "__truediv__", "__rtruediv__", "__floordiv__", "__mod__", "__pow__")
@@ -534,6 +534,11 @@ def _block_literal_sizes(tr, shape, x, lab, y):
             continue
         size, labelled = shape[sized[-1]], L.varies_along(lab, in_axes)
         if isinstance(size, RuntimeSize) and size.source.size:
+            if not labelled and cancels(size.dims):  # PVT: a token count made of widths
+                tr.size_keeps_ratio(size.dims, f"sizes another axis by reshape {list(shape)} "
+                                               f"in {tr.where()} from widths that do not "
+                                               f"shrink in proportion")
+                continue
             if not labelled or not (tr.same_units(size.source, L.atoms(lab))
                                     or _tie_to_source(tr, size, lab, in_axes, x)):
                 tr.refuse(np.concatenate([size.source, L.atoms(lab) if labelled else []]),
