@@ -2,7 +2,8 @@
 
     pip install paddleclas --no-deps     # the bench installs nothing itself
     nice python benchmarks/bench_zoo.py [--families ResNet ViT ...] [--models NAME ...]
-        [--limit N] [--ratio 0.3] [--timeout 300] [--fold-bn-shift] [--out output/bench_zoo]
+        [--limit N] [--ratio 0.3] [--timeout 300] [--fold-bn-shift]
+        [--structure attention=heads] [--out output/bench_zoo]
 
 One backbone per family of ``ppcls.arch.backbone`` (the smallest-looking name: no
 large/base/huge/giant in it, then the smallest leading number; ``--models`` picks
@@ -151,7 +152,19 @@ def backbone_names(backbones):
 
 
 # ------------------------------------------------------------------ one model
-def measure_one(name: str, ratio: float, fold_bn_shift: bool = False) -> dict:
+def parse_structure(items) -> dict:
+    """``["attention=heads"]`` -> ``{"attention": "heads"}`` (checked by prune).
+
+    >>> parse_structure(["attention=heads"]), parse_structure(None)
+    ({'attention': 'heads'}, {})
+    """
+    pairs = [item.split("=", 1) for item in items or []]
+    if any(len(p) != 2 for p in pairs):
+        raise SystemExit(f"--structure takes field=choice pairs, e.g. attention=heads: {items}")
+    return dict(pairs)
+
+
+def measure_one(name: str, ratio: float, fold_bn_shift: bool = False, structure=None) -> dict:
     """Builds, explains, kills, prunes, compares and trains one backbone (in this process)."""
     import numpy as np
     import paddle
@@ -172,7 +185,7 @@ def measure_one(name: str, ratio: float, fold_bn_shift: bool = False) -> dict:
     top = report.by_op()[:1]
     row["top_blocker"], row["top_blocker_share"] = (top[0][0], top[0][2] / report.total_macs) if top else ("", 0.0)
     calibrate(net, shape)
-    graph = trace(net, shape)
+    graph = trace(net, shape, structure)
     kill_units(net, graph, ratio=ratio)
     exact_groups = [g.name for g in graph.prunable_groups() if not g.approximate]
     row["approximate_groups"] = len(graph.prunable_groups()) - len(exact_groups)
@@ -180,12 +193,13 @@ def measure_one(name: str, ratio: float, fold_bn_shift: bool = False) -> dict:
     before = outputs(net, x)
     exact_net = copy.deepcopy(net) if row["approximate_groups"] else None
     start = time.perf_counter()
-    prune(net, shape, ratio, fold_bn_shift=fold_bn_shift)
+    prune(net, shape, ratio, fold_bn_shift=fold_bn_shift, structure=structure)
     row["prune_s"] = time.perf_counter() - start
     row["macs_cut"] = 1 - count_flops(net, shape) / row["macs"]
     if exact_net is not None:  # exactness is checked on the groups whose removal is exact
         row["approx_diff"] = float(np.abs(outputs(net, x) - before).max())
-        prune(exact_net, shape, {name: ratio for name in exact_groups}, fold_bn_shift=fold_bn_shift)
+        prune(exact_net, shape, {name: ratio for name in exact_groups}, fold_bn_shift=fold_bn_shift,
+              structure=structure)
     after = outputs(exact_net or net, x)
     if np.isfinite(before).all():
         row["max_diff"] = float(np.abs(after - before).max())
@@ -212,10 +226,12 @@ def build(constructor):
     return constructor(pretrained=False) if takes else constructor()
 
 
-def run_isolated(name: str, ratio: float, timeout: float, fold_bn_shift: bool = False) -> dict:
+def run_isolated(name: str, ratio: float, timeout: float, fold_bn_shift: bool = False,
+                 structure=()) -> dict:
     """:func:`measure_one` in a child process, so a crash or a hang costs one row."""
     cmd = [sys.executable, os.path.abspath(__file__), "--one", name, "--ratio", str(ratio)]
     cmd += ["--fold-bn-shift"] if fold_bn_shift else []
+    cmd += ["--structure", *structure] if structure else []
     base = {"model": name, "family": family_of(name), "input": input_size_of(name)}
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -239,19 +255,22 @@ def main() -> None:
     parser.add_argument("--fold-bn-shift", action="store_true",
                         help="prune with fold_bn_shift=True (zeroed channels behind a sigmoid "
                              "still send sigmoid(0) = 0.5: folding makes them exact)")
+    parser.add_argument("--structure", nargs="*", default=[],
+                        help="what a unit spans, as field=choice, e.g. attention=heads")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
     if args.one:
-        print(json.dumps(measure_one(args.one, args.ratio, args.fold_bn_shift)))
+        print(json.dumps(measure_one(args.one, args.ratio, args.fold_bn_shift,
+                                     parse_structure(args.structure))))
         return
     names = args.models or pick_models(backbone_names(import_backbones()), args.families, args.limit)
     os.makedirs(args.out, exist_ok=True)
     rows = []
     for name in names:
         start = time.perf_counter()
-        rows.append(run_isolated(name, args.ratio, args.timeout, args.fold_bn_shift))
+        rows.append(run_isolated(name, args.ratio, args.timeout, args.fold_bn_shift, args.structure))
         r = rows[-1]
         print(f"{name}: {r.get('status')} cut={r.get('macs_cut', float('nan')):.3f} "
               f"exact={r.get('exact')} trains={r.get('trains')} "
