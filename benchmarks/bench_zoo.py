@@ -19,6 +19,9 @@ others), each in its own process with a timeout, batch 1 at the input size in it
   Removing channels a LayerNorm/GroupNorm normalizes is approximate by design, so
   where such groups exist exactness is checked on a copy pruned without them (the
   table says how many), and the full prune's difference is kept as ``approx_diff``;
+  ``ln_diff`` / ``ln_exact`` compare the full prune with the unpruned network whose
+  ``nn.LayerNorm``/``nn.GroupNorm`` layers take their statistics over the kept channels
+  only (meaningful where every approximation is such a layer, as in ViT, DeiT, Swin);
 - **trains**: one Momentum step in train mode on the pruned network, loss finite;
 - **blocked by**: the op with the most MACs at stake in blocked groups
   (:func:`slim_callbacks.explain`), and its share of the network's MACs.
@@ -204,7 +207,13 @@ def measure_one(name: str, ratio: float, fold_bn_shift: bool = False, structure=
     import paddle
 
     sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-    from helpers import calibrate, kill_units, outputs  # the tests' dead-channel idea
+    from helpers import (  # the tests' dead-channel idea
+        calibrate,
+        kept_channels,
+        kill_units,
+        layer_norms_over,
+        outputs,
+    )
 
     from slim_callbacks import count_flops, explain, prune, trace
 
@@ -222,18 +231,23 @@ def measure_one(name: str, ratio: float, fold_bn_shift: bool = False, structure=
     row["top_blocker"], row["top_blocker_share"] = (top[0][0], top[0][2] / report.total_macs) if top else ("", 0.0)
     calibrate(net, shape)
     graph = trace(net, shape, structure)
-    kill_units(net, graph, ratio=ratio)
+    dead = kill_units(net, graph, ratio=ratio)
     exact_groups = [g.name for g in graph.prunable_groups() if not g.approximate]
     row["approximate_groups"] = len(graph.prunable_groups()) - len(exact_groups)
     x = paddle.randn([1] + shape[1:])
     before = outputs(net, x)
     exact_net = copy.deepcopy(net) if row["approximate_groups"] else None
+    if exact_net is not None:  # what the full prune must give: LayerNorms over the kept channels
+        with layer_norms_over(net, kept_channels(net, graph, dead)):
+            reference = outputs(net, x)
     start = time.perf_counter()
     prune(net, shape, ratio, fold_bn_shift=fold_bn_shift, structure=structure)
     row["prune_s"] = time.perf_counter() - start
     row["macs_cut"] = 1 - count_flops(net, shape) / row["macs"]
     if exact_net is not None:  # exactness is checked on the groups whose removal is exact
         row["approx_diff"] = float(np.abs(outputs(net, x) - before).max())
+        row["ln_diff"] = float(np.abs(outputs(net, x) - reference).max())
+        row["ln_exact"] = row["ln_diff"] <= 1e-4 * max(1.0, float(np.abs(reference).max()))
         prune(exact_net, shape, {name: ratio for name in exact_groups}, fold_bn_shift=fold_bn_shift,
               structure=structure)
     after = outputs(exact_net or net, x)
