@@ -241,8 +241,9 @@ def measure_one(name: str, ratio: float, fold_bn_shift: bool = False, structure=
         with layer_norms_over(net, kept_channels(net, graph, dead)):
             reference = outputs(net, x)
     start = time.perf_counter()
-    prune(net, shape, ratio, fold_bn_shift=fold_bn_shift, structure=structure)
+    plan = prune(net, shape, ratio, fold_bn_shift=fold_bn_shift, structure=structure)
     row["prune_s"] = time.perf_counter() - start
+    row["sizes"] = sized_attributes(plan)
     row["macs_cut"] = 1 - count_flops(net, shape) / row["macs"]
     if exact_net is not None:  # exactness is checked on the groups whose removal is exact
         row["approx_diff"] = float(np.abs(outputs(net, x) - before).max())
@@ -265,6 +266,24 @@ def measure_one(name: str, ratio: float, fold_bn_shift: bool = False, structure=
     row["trains"] = bool(math.isfinite(float(loss)))
     row["status"] = "ok"
     return row
+
+
+def sized_attributes(plan) -> dict:
+    """``{"num_heads": "3 -> 2: 12 layers"}``: how the int attributes the plan sets
+    changed, counted over layers.
+
+    >>> from slim_callbacks.engine.plan import PruningPlan
+    >>> sized_attributes(PruningPlan(attrs={("a", "num_heads"): (3, 2), ("b", "num_heads"): (3, 2)}))
+    {'num_heads': '3 -> 2: 2 layers'}
+    """
+    counts = {}
+    for (_, attr), (before, after) in sorted(plan.attrs.items()):
+        key = (attr, f"{before} -> {after}")
+        counts[key] = counts.get(key, 0) + 1
+    out = {}
+    for (attr, change), n in counts.items():
+        out[attr] = ", ".join(filter(None, [out.get(attr), f"{change}: {n} layers"]))
+    return out
 
 
 def build(constructor, arguments=None):
