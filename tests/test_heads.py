@@ -237,3 +237,25 @@ def test_heads_that_cannot_be_told_apart_are_pruned_by_head_dim_with_a_warning(c
         qkv = group(trace(net, SHAPE, HEADS), "blocks.0.attn.qkv")
     assert qkv.num_units == 8 and [s.attr for s in qkv.sizes] == ["d"]
     assert sum("is pruned by head dim" in r.getMessage() for r in caplog.records) == 2  # once per block
+
+
+class PartlyFixedHeads(nn.Layer):
+    """Heads whose q columns are partly a constant: a head cannot go as one."""
+
+    def __init__(self):
+        super().__init__()
+        self.num_heads, self.head_dim = 2, 4
+        self.q = nn.Linear(3, 6)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        tokens = x.flatten(2).transpose([0, 2, 1])
+        q = paddle.concat([self.q(tokens), paddle.ones([x.shape[0], tokens.shape[1], 2])], axis=-1)
+        q = q.reshape([0, 0, self.num_heads, self.head_dim]).transpose([0, 2, 1, 3])
+        attn = F.softmax(q.matmul(q, transpose_y=True), axis=-1)
+        return self.head(attn.matmul(q).transpose([0, 2, 1, 3]).reshape([0, 0, 8]).mean(1))
+
+
+def test_a_head_holding_fixed_channels_is_not_pruned():
+    graph = trace(PartlyFixedHeads(), [1, 3, 2, 2], HEADS)
+    assert not group(graph, "q").prunable

@@ -58,6 +58,8 @@ def split_heads(tr, shape, x, lab, y) -> set:
             continue
         count = shape[sized[-2]]
         blocks = _head_blocks(lab, list(x.shape), in_axes[0], int(count), y.shape[sized[-1]])
+        if not all((block > 0).all() for block in blocks):
+            continue  # fixed channels in a head: the default rules decide
         for block in blocks:
             for other in block[1:]:
                 tr.uf.union(int(block[0]), int(other))
@@ -71,8 +73,7 @@ def _head_blocks(lab, in_shape, axis: int, heads: int, head_dim: int) -> List[np
     """The atoms of each head along ``axis`` laid out as ``[..., heads, head_dim]``."""
     vector = np.moveaxis(np.broadcast_to(lab, in_shape), axis, -1).reshape(-1, in_shape[axis])[0]
     grid = vector.reshape(-1, heads, head_dim)
-    blocks = [grid[:, h, :].ravel() for h in range(heads)]
-    return [block[block > 0] for block in blocks]
+    return [grid[:, h, :].ravel() for h in range(heads)]
 
 
 def _tie_head_dim(tr, size, blocks, lab, shape) -> None:
