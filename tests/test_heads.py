@@ -259,3 +259,22 @@ class PartlyFixedHeads(nn.Layer):
 def test_a_head_holding_fixed_channels_is_not_pruned():
     graph = trace(PartlyFixedHeads(), [1, 3, 2, 2], HEADS)
     assert not group(graph, "q").prunable
+
+
+def test_a_recipe_run_prunes_whole_heads(capsys, tmp_path):
+    import yaml
+    from helpers import TINY_RECIPE
+
+    from slim_callbacks.app.cli import main
+    from slim_callbacks.callbacks.ledger import load_ledger
+    recipe = dict(TINY_RECIPE, model={"name": "helpers:TinyViT", "kwargs": {"dim": 32, "heads": 4, "classes": 4}},
+                  train={**TINY_RECIPE["train"], "epochs": 1},
+                  pruning={"strategy": "custom", "ratios": {"blocks.*.attn.qkv": 0.5},
+                           "structure": {"attention": "heads"},
+                           "schedule": {"kind": "epochs", "epochs": [0]}})
+    path = tmp_path / "vit.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    code = main(["run", str(path), "-o", f"output_dir={tmp_path / 'out'}", "--verbose", "0"])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    ledger = load_ledger(str(tmp_path / "out" / "checkpoints" / "final"))
+    assert ledger["plan"]["attrs"] == {"blocks.0.attn:num_heads": [4, 2], "blocks.1.attn:num_heads": [4, 2]}
