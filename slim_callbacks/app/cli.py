@@ -11,6 +11,7 @@ Subcommands::
     slim-callbacks sensitivity RECIPE [--samples N] [--workers N] [--output FILE] [-o key=value ...]
     slim-callbacks dashboard [DIR ...] [--port P] [--host H] [--no-serve]
     slim-callbacks latency MODEL_DIR [MODEL_DIR ...] [--threads N] [--no-onednn]
+                           [--keep-intermediates]
 
 RECIPE is a YAML file; a name such as ``quickstart`` or ``mobilenetv1/baseline`` that
 is not a file is looked up among the bundled recipes; without RECIPE the quickstart
@@ -141,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     p.add_argument("--no-onednn", action="store_true", help="switch the oneDNN kernels off")
     p.add_argument("--rounds", type=int, default=20, help="interleaved rounds (default 20)")
+    p.add_argument("--keep-intermediates", action="store_true",
+                   help="create the predictors with eager deletion off: every intermediate "
+                        "tensor of a run is kept (faster on small models, more memory)")
     p.add_argument("--input-shape", type=int, nargs="+", metavar="DIM",
                    help="the input shape with batch, e.g. 1 3 224 224 (needed when the "
                         "model has unknown dims)")
@@ -280,7 +284,8 @@ def cmd_latency(args) -> int:
         prefix = os.path.join(path, "model") if os.path.isdir(path) else path
         prefixes[path if path not in prefixes else f"{path}#{len(prefixes)}"] = prefix
     results = measure_latency(prefixes, threads=args.threads, onednn=not args.no_onednn,
-                              rounds=args.rounds, input_shape=args.input_shape)
+                              rounds=args.rounds, input_shape=args.input_shape,
+                              keep_intermediates=args.keep_intermediates)
     _out(format_latency_table(results))
     return 0
 
