@@ -278,12 +278,19 @@ def test_the_whole_network_decides_where_the_layer_probes_see_nothing(cache, fak
     assert flat.multiple == 1 and set(flat.network.ms) == {1, 8, 16}
 
 
-def test_whole_network_check_compares_only_equal_macs():
+def test_whole_network_check_compares_per_macs_kept_within_two_points():
     timing = auto_round.NetworkTiming({1: 10.0, 8: 7.0, 16: 9.5}, {1: 0.5, 8: 0.53, 16: 0.502},
                                       "test")
     assert timing.compared() == [1, 16] and auto_round.choose_multiple(timing) == 16
     timing.ms[16] = 9.9                 # within MIN_GAIN of round 1: rounding buys nothing
     assert auto_round.choose_multiple(timing) == 1
+    # 8 cuts 1.5 points more: 9.5 ms is charged 9.5 * 0.5 / 0.485 = 9.79, under the 3% bar
+    timing = auto_round.NetworkTiming({1: 10.0, 8: 9.5}, {1: 0.5, 8: 0.515}, "test")
+    assert auto_round.choose_multiple(timing) == 1
+    timing.ms[8] = 9.0                  # charged 9.28: fast enough per MACs kept
+    assert auto_round.choose_multiple(timing) == 8
+    timing.macs_reduction[8] = 0.49     # keeps more MACs and is faster: no credit needed
+    assert timing.charged_ms(8) == 9.0 and auto_round.choose_multiple(timing) == 8
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -19,9 +19,11 @@ multiple of :data:`NETWORK_CANDIDATES` is exported and timed side by side in Pad
 Inference (interleaved rounds, :func:`~slim_callbacks.deploy.latency.measure_latency`
 through :meth:`~slim_callbacks.deploy.latency_table.LatencyTable.networks_ms`, cached
 per structure fingerprint, widths and runtime). Its rule: among the multiples whose
-pruned network keeps MACs within ``MACS_POINTS`` (1 point of the unpruned MACs) of
-round 1's, the fastest, if it is at least ``MIN_GAIN`` faster than round 1 (the
-smallest multiple within ``TIE`` of it); else 1. The network is pruned at the ratios
+pruned network's MACs are within ``MACS_POINTS`` (2 points of the unpruned MACs) of
+round 1's, the fastest per MACs kept - a multiple that removes more MACs than round 1
+is charged as if latency fell with MACs (its ms times round 1's MACs over its own),
+one that keeps more gets no credit - if it is at least ``MIN_GAIN`` faster than round 1
+(the smallest multiple within ``TIE`` of it); else 1. The network is pruned at the ratios
 the caller asks for (:func:`prune` passes its ``ratios``), or, when there are none
 (``PruneCallback``, ``resolve_strategy``, recipes: the ratios come later, from a
 strategy that needs the multiple first), at a representative uniform cut: each multiple
@@ -64,7 +66,7 @@ MIN_GAIN = 0.03
 TIE = 0.02  # a smaller multiple within this of the best gain wins (fewer MACs moved)
 SPAN = 24
 NETWORK_CANDIDATES = (1, 8, 16, 32)
-MACS_POINTS = 0.01   # candidates whose MACs differ from round 1's by more are not compared
+MACS_POINTS = 0.02   # candidates whose MACs differ from round 1's by more are not compared
 REPRESENTATIVE_MACS = 0.5  # without ratios: uniform pruning to -50% MACs per multiple
 
 
@@ -92,6 +94,11 @@ class NetworkTiming:
         """The multiples within ``MACS_POINTS`` of round 1's MACs reduction."""
         base = self.macs_reduction[1]
         return [m for m in self.ms if abs(self.macs_reduction[m] - base) <= MACS_POINTS + 1e-12]
+
+    def charged_ms(self, multiple: int) -> float:
+        """ms of ``multiple``, scaled up by round 1's MACs over its own when it keeps fewer."""
+        kept, base = 1 - self.macs_reduction[multiple], 1 - self.macs_reduction[1]
+        return self.ms[multiple] * max(1.0, base / max(kept, 1e-12))
 
 
 def check_round_to_option(value):
@@ -165,18 +172,17 @@ def choose_multiple(timing: NetworkTiming) -> int:
     """The rule of the whole-network check (see the module).
 
     >>> t = NetworkTiming({1: 10.0, 8: 9.3, 16: 9.0, 32: 8.0},
-    ...                   {1: 0.50, 8: 0.505, 16: 0.495, 32: 0.53}, "test")
-    >>> t.compared(), choose_multiple(t)    # 32 cuts 3 points more MACs: not compared
-    ([1, 8, 16], 16)
+    ...                   {1: 0.50, 8: 0.51, 16: 0.495, 32: 0.53}, "test")
+    >>> t.compared(), round(t.charged_ms(8), 3), choose_multiple(t)  # 32: 3 points more cut
+    ([1, 8, 16], 9.49, 16)
     >>> choose_multiple(NetworkTiming({1: 10.0, 8: 9.8}, {1: 0.5, 8: 0.5}, "test"))  # < 3%
     1
     """
-    ms = timing.ms
-    compared = timing.compared()
-    fastest = min(ms[m] for m in compared)
+    ms = {m: timing.charged_ms(m) for m in timing.compared()}
+    fastest = min(ms.values())
     if fastest > ms[1] * (1 - MIN_GAIN):
         return 1
-    return min(m for m in compared if ms[m] <= fastest * (1 + TIE) and ms[m] <= ms[1] * (1 - MIN_GAIN))
+    return min(m for m in ms if ms[m] <= fastest * (1 + TIE) and ms[m] <= ms[1] * (1 - MIN_GAIN))
 
 
 def _candidate_ratios(network, input_shape, graph, ratios, skip, multiple) -> Dict[str, float]:
