@@ -406,3 +406,43 @@ def test_a_layer_spec_rebuilds_the_layer_it_was_read_from(conv):
     assert shape == [1, 4, 16, 10]
     assert built(paddle.zeros(shape)).shape == layer(paddle.zeros(shape)).shape
     assert list(built.weight.shape) == list(layer.weight.shape)
+
+
+def latency_recipe(tmp_path, **pruning):
+    raw = dict(TINY_RECIPE)
+    raw["pruning"] = {"strategy": "latency", "target_latency_reduction": 0.3,
+                      "schedule": {"kind": "epochs", "epochs": [0]},
+                      "strategy_options": {"grid": [1.0, 0.5]}, **pruning}
+    path = tmp_path / "latency.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_check_and_plan_say_up_front_what_they_will_measure(cache, fake_timer, tmp_path, capsys):
+    path = latency_recipe(tmp_path, round_to="auto")
+    assert main(["check", path]) == 0
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("strategy: latency with round_to: auto measures on this machine "
+                            "first: ") and "--no-measure skips measuring" in first
+    assert cache in first and "layer timings" in first and fake_timer["timed"] > 0
+    timed = fake_timer["timed"]
+    assert main(["plan", path]) == 0       # the cache answers: nothing left to measure
+    assert "every latency timing it needs is in the cache" in capsys.readouterr().err
+    assert fake_timer["timed"] == timed
+
+
+def test_no_measure_answers_from_the_cache_only(cache, fake_timer, tmp_path, capsys):
+    path = latency_recipe(tmp_path)
+    assert main(["check", path, "--no-measure"]) == 0
+    err = capsys.readouterr().err
+    assert "note: final ratios not resolved: " in err and "measuring is off (--no-measure)" in err
+    assert "measures on this machine" not in err and fake_timer["timed"] == 0
+    assert main(["plan", path, "--no-measure"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not in the cache" in err and "run once without it" in err
+    assert fake_timer["timed"] == 0
+    assert main(["plan", path]) == 0 and fake_timer["timed"] > 0
+    measured = capsys.readouterr().out
+    timed = fake_timer["timed"]
+    assert main(["plan", path, "--no-measure"]) == 0 and fake_timer["timed"] == timed
+    assert capsys.readouterr().out == measured      # the same plan, from the cache

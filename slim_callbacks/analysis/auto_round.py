@@ -136,16 +136,28 @@ def probe_groups(model: LatencyModel) -> List[str]:
     return [g for g, _ in best.values()]
 
 
-def block_latency(model: LatencyModel, group: str, widths: Sequence[int]) -> np.ndarray:
-    """Summed ms of the layers ``group`` sets, at each width (overhead subtracted)."""
-    names = model.touching(group)
+def probe_widths(model: LatencyModel, group: str) -> List[int]:
+    """The widths a probe times: ``SPAN`` either side of half the group's width."""
+    width = model.groups[group]
+    center = max(1, width // 2)
+    return list(range(max(1, center - SPAN), min(width, center + SPAN) + 1))
+
+
+def block_specs(model: LatencyModel, group: str, widths: Sequence[int]) -> List[LayerSpec]:
+    """The run overhead, then the layers ``group`` sets at each width."""
     specs = [LayerSpec("linear", 1, 1)]
     for w in widths:
-        for n in names:
+        for n in model.touching(group):
             info = model.layers[n]
             cin, cout = model.layer_sides(info, {group: w})
             specs.append(info.at(int(round(cin)), int(round(cout))))
-    ms = np.asarray(model.table.lookup(specs))
+    return specs
+
+
+def block_latency(model: LatencyModel, group: str, widths: Sequence[int]) -> np.ndarray:
+    """Summed ms of the layers ``group`` sets, at each width (overhead subtracted)."""
+    names = model.touching(group)
+    ms = np.asarray(model.table.lookup(block_specs(model, group, widths)))
     per = (ms[1:] - ms[0]).reshape(len(widths), len(names))
     return per.sum(axis=1)
 
@@ -189,17 +201,32 @@ def _candidate_ratios(network, input_shape, graph, ratios, skip, multiple) -> Di
     if ratios is not None:
         return resolve_ratios(graph, ratios, skip)
     from slim_callbacks.analysis.strategies import uniform_ratio  # strategies imports this module
-    ratio = uniform_ratio(network, input_shape, REPRESENTATIVE_MACS, skip=skip, round_to=multiple,
-                          graph=graph)
+    level = logger.level
+    logger.setLevel(logging.ERROR)   # the bisection's tries and misses are not the user's
+    try:
+        ratio = uniform_ratio(network, input_shape, REPRESENTATIVE_MACS, skip=skip,
+                              round_to=multiple, graph=graph)
+    finally:
+        logger.setLevel(level)
     return resolve_ratios(graph, ratio, skip)
 
 
-def network_check(network: paddle.nn.Layer, input_shape: Sequence[int], table: LatencyTable, *,
-                  ratios=None, skip: Sequence[str] = (), graph: Optional[DependencyGraph] = None,
-                  candidates: Sequence[int] = NETWORK_CANDIDATES) -> NetworkTiming:
-    """Times the whole ``network`` pruned with each multiple of ``candidates`` side by
-    side (cached in ``table``) and picks one with :func:`choose_multiple`; ``ratios``
-    None: a uniform cut to ``-REPRESENTATIVE_MACS`` of the MACs for each multiple."""
+@dataclass
+class Candidates:
+    """The networks the whole-network check times: per multiple, its table name and
+    MACs reduction; per name, a factory of the pruned copy (equal widths share one)."""
+    names: Dict[int, str]
+    macs_reduction: Dict[int, float]
+    factories: Dict[str, object]
+    basis: str
+
+
+def candidate_networks(network: paddle.nn.Layer, input_shape: Sequence[int], *, ratios=None,
+                       skip: Sequence[str] = (), graph: Optional[DependencyGraph] = None,
+                       candidates: Sequence[int] = NETWORK_CANDIDATES) -> Candidates:
+    """The pruned copies :func:`network_check` times (nothing is pruned or timed yet);
+    multiples not below the widest group, or (without ``ratios``) that cannot reach the
+    representative cut, are left out."""
     try:
         candidates = sorted({1, *(check_round_to(m) for m in candidates)})
     except (ConfigError, TypeError):
@@ -211,39 +238,50 @@ def network_check(network: paddle.nn.Layer, input_shape: Sequence[int], table: L
     full = {g.name: g.num_units for g in graph.groups}
     base_key = fingerprint(network, shape)
     widest = max(full.values(), default=1)
-    candidates = [m for m in candidates if m == 1 or m < widest]  # else nothing is rounded
-    names, factories, macs = {}, {}, {}
-    for m in list(candidates):
+    basis = "the requested ratios" if ratios is not None else (
+        f"uniform -{REPRESENTATIVE_MACS:.0%} MACs per multiple")
+    out = Candidates({}, {}, {}, basis)
+    for m in (m for m in candidates if m == 1 or m < widest):   # else nothing is rounded
         try:
             group_ratios = _candidate_ratios(network, shape, graph, ratios, skip, m)
         except SlimError as err:   # a small network: the representative cut is out of reach
             if m == 1 or ratios is not None:
                 raise
             logger.info("round_to auto: round %d left out (%s)", m, err)
-            candidates.remove(m)
             continue
         plan = plan_pruning(network, graph, group_ratios, criterion, m)
-        macs[m] = 1 - flops.count(plan) / flops.base
+        out.macs_reduction[m] = 1 - flops.count(plan) / flops.base
         widths = dict(full, **{g["name"]: g["after"] for g in plan.groups})
-        names[m] = f"round {base_key} {fingerprint_widths(widths)}"
+        out.names[m] = f"round {base_key} {fingerprint_widths(widths)}"
 
         def make(group_ratios=group_ratios, m=m):
             pruned = copy.deepcopy(network)
             plan_pruning(pruned, graph, group_ratios, criterion, m).apply(pruned)
             return pruned
-        factories.setdefault(names[m], make)   # equal widths are timed once
-    basis = "the requested ratios" if ratios is not None else (
-        f"uniform -{REPRESENTATIVE_MACS:.0%} MACs per multiple")
+        out.factories.setdefault(out.names[m], make)
+    return out
+
+
+def network_check(network: paddle.nn.Layer, input_shape: Sequence[int], table: LatencyTable, *,
+                  ratios=None, skip: Sequence[str] = (), graph: Optional[DependencyGraph] = None,
+                  candidates: Sequence[int] = NETWORK_CANDIDATES) -> NetworkTiming:
+    """Times the whole ``network`` pruned with each multiple of ``candidates`` side by
+    side (cached in ``table``) and picks one with :func:`choose_multiple`; ``ratios``
+    None: a uniform cut to ``-REPRESENTATIVE_MACS`` of the MACs for each multiple."""
+    found = candidate_networks(network, input_shape, ratios=ratios, skip=skip, graph=graph,
+                               candidates=candidates)
+    multiples = list(found.names)
     logger.info("round_to auto: timing the whole network pruned with multiples %s (%s) in "
                 "Paddle Inference, %d thread(s), oneDNN %s (%d networks; cached)",
-                ", ".join(map(str, candidates)), basis, table.threads,
-                "on" if table.onednn else "off", len(factories))
-    ms = table.networks_ms(factories, shape)
-    timing = NetworkTiming({m: ms[names[m]] for m in candidates}, macs, basis)
+                ", ".join(map(str, multiples)), found.basis, table.threads,
+                "on" if table.onednn else "off", len(found.factories))
+    ms = table.networks_ms(found.factories, [int(d) for d in input_shape])
+    macs = found.macs_reduction
+    timing = NetworkTiming({m: ms[found.names[m]] for m in multiples}, macs, found.basis)
     timing.multiple = choose_multiple(timing)
     logger.info("round_to auto, whole network: %s -> %d", ", ".join(
         f"round {m} {timing.ms[m]:.3f} ms (MACs -{100 * macs[m]:.1f}%"
-        + ("" if m in timing.compared() else ", not compared") + ")" for m in candidates),
+        + ("" if m in timing.compared() else ", not compared") + ")" for m in multiples),
         timing.multiple)
     return timing
 
@@ -269,9 +307,7 @@ def auto_round_to(network: paddle.nn.Layer, input_shape: Sequence[int], *,
         return RoundingChoice(1, {1: 0.0}, [])
     per_group = []
     for group in groups:
-        width = model.groups[group]
-        center = max(1, width // 2)
-        widths = list(range(max(1, center - SPAN), min(width, center + SPAN) + 1))
+        widths = probe_widths(model, group)
         per_group.append(rounding_gains(widths, block_latency(model, group, widths)))
     gains = {m: float(np.mean([g[m] for g in per_group])) for m in CANDIDATES}
     best = max(gains.values())
