@@ -13,7 +13,8 @@ Every variant is exported verified (``slim_callbacks.export``, Paddle and, for
 ``ort_*``, ONNX) and timed in each runtime: ``pi_onednn_T`` / ``pi_native_T`` is Paddle
 Inference with / without oneDNN at T threads (``measure_latency``), a ``_keep`` suffix
 the same with eager deletion off (``keep_intermediates=True``: intermediate tensors are
-kept, not freed after their last use), ``ort_T`` ONNX Runtime at T threads. All
+kept, not freed after their last use; with it, every variant is also timed with and
+without in the same interleaved rounds), ``ort_T`` ONNX Runtime at T threads. All
 variants of a model are timed side by side in interleaved rounds (order rotated each
 round), so load on a shared machine falls on all alike. ``round auto`` is measured at a
 uniform -50% MACs cut (whole-network check; see ``auto_round``), for every MACs target.
@@ -153,11 +154,32 @@ def measure(name, args, folder):
                      "samples": r.samples})
             print(f"{name}: {runtime} timed in {time.time() - started:.0f} s (repeat {repeat + 1})",
                   flush=True)
+    if any(parse_runtime(rt)[3] for rt in args.runtimes):
+        keep_side_by_side(name, files, rows, args)
     for row in rows.values():   # one repeat: its numbers; several: the median repeat
         for runtime in args.runtimes:
             repeats = sorted(row[f"{runtime} repeats"], key=lambda m: m["median_ms"])
             row[runtime] = dict(repeats[len(repeats) // 2])
     return rows
+
+
+def keep_side_by_side(name, files, rows, args):
+    """Every variant with eager deletion on and off, all timed in the same interleaved
+    rounds (Paddle Inference, oneDNN, 1 thread): ``rows[label]["keep_delta"]``."""
+    prefixes = {}
+    for label, (prefix, _) in files.items():
+        prefixes[label], prefixes[label + " keep"] = prefix, prefix
+    for repeat in range(args.repeats):
+        results = {r.name: r.median_ms for r in measure_latency(
+            prefixes, threads=1, rounds=args.rounds, runs_per_round=args.runs_per_round,
+            keep_intermediates=[n for n in prefixes if n.endswith(" keep")])}
+        for label in files:
+            rows[label].setdefault("keep_delta", []).append(
+                {"free_ms": results[label], "keep_ms": results[label + " keep"]})
+    print(f"{name}: eager deletion on vs off, side by side (pi_onednn_1; one pair per repeat): "
+          + "; ".join(f"{label}: " + ", ".join(f"{d['free_ms']:.2f} -> {d['keep_ms']:.2f} ms"
+                                               for d in rows[label]["keep_delta"])
+                      for label in files), flush=True)
 
 
 def table(name, rows, runtimes):

@@ -148,3 +148,16 @@ def test_cli_keep_intermediates_reaches_the_predictors(models, monkeypatch, caps
     assert main(["latency", models["wide"], models["narrow"], "--rounds", "1",
                  "--keep-intermediates"]) == 0
     assert options == [True] and "speedup" in capsys.readouterr().out
+
+
+def test_keep_intermediates_by_name_times_both_settings_side_by_side(models, monkeypatch):
+    made = []
+    real = latency.predictor
+
+    def recording(prefix, **kwargs):
+        made.append(kwargs["keep_intermediates"])
+        return real(prefix, **kwargs)
+    monkeypatch.setattr(latency, "predictor", recording)
+    res = measure_latency({"free": models["wide"], "kept": models["wide"]}, warmup=0, rounds=1,
+                          runs_per_round=1, keep_intermediates=["kept"])
+    assert made == [False, True] and [r.name for r in res] == ["free", "kept"]
