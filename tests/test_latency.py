@@ -137,27 +137,27 @@ def test_keep_intermediates_sets_eager_deletion_off_at_creation_only(models, mon
     assert paddle.get_flags([runtime.EAGER_DELETE_FLAG]) == before     # restored on failure too
 
 
-def test_cli_keep_intermediates_reaches_the_predictors(models, monkeypatch, capsys):
-    options = []
-    real = latency.measure_latency
+def record_keep(monkeypatch, owner, name):
+    """``owner.name`` wrapped to record the ``keep_intermediates`` of every call."""
+    seen = []
+    real = getattr(owner, name)
 
-    def recording(prefixes, **kwargs):
-        options.append(kwargs["keep_intermediates"])
-        return real(prefixes, **kwargs)
-    monkeypatch.setattr(latency, "measure_latency", recording)
+    def recording(first, **kwargs):
+        seen.append(kwargs["keep_intermediates"])
+        return real(first, **kwargs)
+    monkeypatch.setattr(owner, name, recording)
+    return seen
+
+
+def test_cli_keep_intermediates_reaches_the_predictors(models, monkeypatch, capsys):
+    options = record_keep(monkeypatch, latency, "measure_latency")
     assert main(["latency", models["wide"], models["narrow"], "--rounds", "1",
                  "--keep-intermediates"]) == 0
     assert options == [True] and "speedup" in capsys.readouterr().out
 
 
 def test_keep_intermediates_by_name_times_both_settings_side_by_side(models, monkeypatch):
-    made = []
-    real = latency.predictor
-
-    def recording(prefix, **kwargs):
-        made.append(kwargs["keep_intermediates"])
-        return real(prefix, **kwargs)
-    monkeypatch.setattr(latency, "predictor", recording)
+    made = record_keep(monkeypatch, latency, "predictor")
     res = measure_latency({"free": models["wide"], "kept": models["wide"]}, warmup=0, rounds=1,
                           runs_per_round=1, keep_intermediates=["kept"])
     assert made == [False, True] and [r.name for r in res] == ["free", "kept"]
