@@ -42,6 +42,7 @@ import warnings
 HERE = os.path.dirname(os.path.abspath(__file__))
 PENALTY_WORDS = ("giant", "huge", "large", "base", "xlarge", "wsl", "distilled", "ssld", "384",
                  "448", "512")
+SIZE_RANKS = {"base": 1, "large": 2, "xlarge": 3, "huge": 3, "giant": 4}  # MAE base before huge
 
 
 # ------------------------------------------------------------------ pure helpers
@@ -60,7 +61,7 @@ def family_of(name: str) -> str:
 def smallness(name: str) -> tuple:
     """Sort key: names that look small first (see the module docstring)."""
     lower = name.lower()
-    penalty = sum(word in lower for word in PENALTY_WORDS)
+    penalty = sum(SIZE_RANKS.get(word, 1) for word in PENALTY_WORDS if word in lower)
     rest = name[len(family_of(name)):]
     number = re.search(r"\d+", rest)
     return penalty, int(number.group(0)) if number else 0, len(name), name
@@ -77,7 +78,40 @@ def pick_models(names, families=None, limit=None):
 
 
 NATIVE_SIZES = {"AdaFace": 112, "MobileFaceNet": 112,  # face models: 112x112 crops
-                "MobileViTV2": 256}  # its attention reshapes need 256
+                "MobileViTV2": 256,  # its attention reshapes need 256
+                "WideResNet": 32}  # a CIFAR network (FixMatch's WRN-28-2)
+# constructors that take no defaults: the arguments of the usual configuration
+REQUIRED_ARGUMENTS = {"WideResNet": {"depth": 28, "widen_factor": 2, "dropout": 0.0,
+                                     "num_classes": 10}}
+
+
+def _se_hrnet_w64():
+    """SE_HRNet_W64_C as its constructor builds it: the constructor itself first looks up
+    a weights URL that PaddleClas 2.6 does not have (KeyError, even without weights)."""
+    from ppcls.arch.backbone.legendary_models import hrnet
+    return hrnet.HRNet(width=64, stages_pattern=hrnet.MODEL_STAGES_PATTERN["HRNet"], has_se=True)
+
+
+# constructors that fail before building anything: the same network, built directly
+BUILT_DIRECTLY = {"SE_HRNet_W64_C": _se_hrnet_w64}
+
+# family -> (layer type, factor): random weights whose activations overflow to inf are
+# scaled down in the convs inside that layer type (RedNet's involutions multiply the
+# input by kernels generated from it: 1e34 by the first stage at PaddleClas' init)
+TAMED_LAYERS = {"RedNet": ("Involution", 0.3)}
+
+
+def tame_random_weights(net, family: str) -> None:
+    """Scales the conv weights inside the layer type :data:`TAMED_LAYERS` names."""
+    import paddle
+    if family not in TAMED_LAYERS:
+        return
+    layer_type, factor = TAMED_LAYERS[family]
+    for layer in net.sublayers():
+        if type(layer).__name__ == layer_type:
+            for conv in layer.sublayers():
+                if isinstance(conv, paddle.nn.Conv2D):
+                    conv.weight.set_value(conv.weight * factor)
 
 
 def input_size_of(name: str) -> int:
@@ -166,7 +200,9 @@ def measure_one(name: str, ratio: float, fold_bn_shift: bool = False) -> dict:
     shape = [1, 3, size, size]
     row = {"model": name, "family": family_of(name), "input": size}
     paddle.seed(0)
-    net = build(getattr(backbones, name))
+    net = BUILT_DIRECTLY[name]() if name in BUILT_DIRECTLY else build(
+        getattr(backbones, name), REQUIRED_ARGUMENTS.get(name, {}))
+    tame_random_weights(net, row["family"])
     row["macs"] = count_flops(net, shape)
     report = explain(net, shape)
     top = report.by_op()[:1]
@@ -203,10 +239,13 @@ def measure_one(name: str, ratio: float, fold_bn_shift: bool = False) -> dict:
     return row
 
 
-def build(constructor):
+def build(constructor, arguments=None):
     """The backbone with random weights: ``pretrained=False`` where it takes the
-    argument (a few default to downloading weights)."""
+    argument (a few default to downloading weights); a constructor that needs
+    ``arguments`` (:data:`REQUIRED_ARGUMENTS`) gets those alone."""
     import inspect
+    if arguments:
+        return constructor(**arguments)
     parameters = inspect.signature(constructor).parameters
     takes = "pretrained" in parameters or any(p.kind == p.VAR_KEYWORD for p in parameters.values())
     return constructor(pretrained=False) if takes else constructor()

@@ -20,6 +20,8 @@ def test_pick_models_takes_the_smallest_looking_name_per_family():
                                             "ViT_small_patch16_224"]
     assert bench_zoo.pick_models(names, families={"ViT"}) == ["ViT_small_patch16_224"]
     assert bench_zoo.pick_models(names, limit=1) == ["DeiT_tiny_patch16_224"]
+    assert bench_zoo.pick_models(["MAE_vit_huge_patch14", "MAE_vit_base_patch16"]) == [
+        "MAE_vit_base_patch16"]
 
 
 def test_input_size_of():

@@ -286,3 +286,52 @@ def test_docstring_examples_run():
     result = doctest.testmod(flops_module, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 6
     assert result.failed == 0
+
+
+# ------------------------------------------------- products between activations (attention)
+
+
+class TinyAttention(nn.Layer):
+    """q @ k^T and attn @ v between activations (paddle.matmul, ``@`` and bmm)."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape([b, n, 3, self.heads, self.head_dim]).transpose([2, 0, 3, 1, 4])
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = paddle.matmul(q, k, transpose_y=True)          # [b, heads, n, n], head_dim each
+        out = attn @ v                                         # [b, heads, n, head_dim], n each
+        flat = out.reshape([b * self.heads, n, self.head_dim])
+        return paddle.bmm(flat, flat.transpose([0, 2, 1]))     # [b*heads, n, n], head_dim each
+
+
+def test_products_between_activations_count_under_macs_and_not_legacy():
+    dim, heads, n = 8, 2, 5
+    net = TinyAttention(dim, heads)
+    linear = n * dim * 3 * dim
+    products = heads * n * n * (dim // heads) + heads * n * (dim // heads) * n \
+        + heads * n * n * (dim // heads)
+    assert count_flops(net, [1, n, dim]) == linear + products
+    assert count_flops(net, [3, n, dim]) == linear + products  # per sample
+    assert count_flops(net, [1, n, dim], "paddleslim_legacy") == 2 * linear
+
+
+def test_products_inside_counted_layers_are_not_counted_twice():
+    assert count_flops(nn.Linear(8, 4), [2, 8]) == 32
+    mha = nn.MultiHeadAttention(8, 2)
+    n = 3
+    projections = 4 * n * 8 * 8  # q, k, v and out, each [n, 8] x [8, 8]
+    assert count_flops(mha, [1, n, 8]) == projections + 2 * (2 * n * n * 4)
+
+
+def test_matmul_counting_is_undone_after_the_pass():
+    from paddle import _C_ops
+    before = (_C_ops.matmul, _C_ops.bmm, paddle.Tensor.__matmul__)
+    count_flops(TinyAttention(8, 2), [1, 5, 8])
+    with pytest.raises(SlimError):
+        count_flops(TinyAttention(8, 2), [1, 5, 7])
+    assert (_C_ops.matmul, _C_ops.bmm, paddle.Tensor.__matmul__) == before

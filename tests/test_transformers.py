@@ -482,3 +482,84 @@ def test_sum_over_channels_prunes_exactly_and_max_blocks():
     randomize(net)
     assert_dead_channels_prune_exactly(net, [1, 3, 4, 4], 0.5)
     assert not trace(HandNormNet("max"), [1, 3, 4, 4]).groups[0].prunable
+
+
+class TokenUpdate(nn.Layer):
+    """TNT's outer update: ``y[:, 1:] = y[:, 1:] + proj(...)`` in place, along tokens."""
+
+    def __init__(self, fill_channels=False):
+        super().__init__()
+        self.fill_channels = fill_channels
+        self.patch = nn.Conv2D(3, 6, 2, stride=2)
+        self.fc1, self.fc2 = nn.Linear(6, 8), nn.Linear(6, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose([0, 2, 1])
+        y = F.relu(self.fc1(t))
+        y[:, 1:] = y[:, 1:] + self.fc2(t[:, 1:])
+        if self.fill_channels:
+            y[:, :, :4] = 0.0
+        return self.head(y).mean(1)
+
+
+def test_setitem_along_tokens_couples_the_assigned_channels_and_prunes_exactly():
+    from helpers import assert_dead_channels_prune_exactly
+    net = TokenUpdate()
+    randomize(net)
+    graph = trace(net, [1, 3, 4, 4])
+    joined = [g for g in graph.prunable_groups() if "fc1" in g.producers]
+    assert joined and set(joined[0].producers) == {"fc1", "fc2"}
+    assert_dead_channels_prune_exactly(net, [1, 3, 4, 4], 0.5)
+    assert net.fc1.weight.shape[1] == net.fc2.weight.shape[1] == 4
+
+
+def test_setitem_of_some_channels_blocks_them():
+    graph = trace(TokenUpdate(fill_channels=True), [1, 3, 4, 4])
+    group = next(g for g in graph.groups if "fc1" in g.producers)
+    assert not group.prunable and "partly assigned by setitem" in group.blocked
+
+
+class ReducedKeys(nn.Layer):
+    """PVT's spatial-reduction attention: kv tokens counted back from widths,
+    ``kv.shape[2] * kv.shape[1] // 2 // C``; ``independent`` divides by the width of a
+    layer that is not coupled to kv instead."""
+
+    def __init__(self, dim=8, heads=2, independent=False):
+        super().__init__()
+        self.num_heads, self.independent = heads, independent
+        self.embed = nn.Conv2D(3, dim, 2, stride=2)
+        self.q, self.kv = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim)
+        self.sr = nn.Conv2D(dim, dim, 2, stride=2)
+        self.other = nn.Linear(dim, dim)
+        self.proj, self.head = nn.Linear(dim, dim), nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.embed(x)
+        b, c, h, w = x.shape
+        t = x.flatten(2).transpose([0, 2, 1])
+        q = self.q(t).reshape([b, h * w, self.num_heads, c // self.num_heads]).transpose([0, 2, 1, 3])
+        kv = self.kv(self.sr(x).flatten(2).transpose([0, 2, 1]))
+        width = self.other(t).shape[2] if self.independent else c
+        tokens = kv.shape[2] * kv.shape[1] // 2 // width
+        kv = kv.reshape([b, tokens, 2, self.num_heads, c // self.num_heads]).transpose([2, 0, 3, 1, 4])
+        attn = F.softmax(q.matmul(kv[0], transpose_y=True), axis=-1)
+        out = attn.matmul(kv[1]).transpose([0, 2, 1, 3]).reshape([b, h * w, c])
+        return self.head(self.proj(out)).mean(1)
+
+
+def test_token_count_made_of_widths_follows_when_they_shrink_in_step():
+    from helpers import assert_dead_channels_prune_exactly
+    net = ReducedKeys()
+    randomize(net)
+    graph = trace(net, [1, 3, 8, 8])
+    embed = next(g for g in graph.groups if "embed" in g.producers)
+    assert embed.prunable and "kv" in embed.producers
+    assert_dead_channels_prune_exactly(net, [1, 3, 8, 8], 0.5)
+    assert net.kv.weight.shape == [4, 8]
+
+
+def test_token_count_from_widths_that_do_not_shrink_in_step_blocks_them():
+    graph = trace(ReducedKeys(independent=True), [1, 3, 8, 8])
+    embed = next(g for g in graph.groups if "embed" in g.producers)
+    assert not embed.prunable and "do not shrink in proportion" in embed.blocked

@@ -10,8 +10,10 @@ Conventions (see :func:`count_flops`):
 
 * ``macs``: one multiply-add = 1, for convolutions (1-D, 2-D and 3-D, transposed or
   not), Linear and registered layer kinds with ``macs`` (see
-  :mod:`slim_callbacks.tracing.kinds`) only (biases not counted). A transposed conv
-  does ``H_in * W_in * C_in * (C_out / groups) * Kh * Kw``.
+  :mod:`slim_callbacks.tracing.kinds`), and products between tensors outside those
+  layers (attention's ``q @ k^T`` and ``attn @ v``: ``paddle.matmul``, ``bmm``, ``@``;
+  see :mod:`slim_callbacks.analysis.matmul_counts`); biases not counted. A transposed
+  conv does ``H_in * W_in * C_in * (C_out / groups) * Kh * Kw``.
 * ``flops``: 2 x ``macs``.
 * ``paddleslim_legacy``: PaddleSlim's legacy ``fluid.contrib.slim`` counter, the one
   behind the "1.11 GFLOPs" of PaddleSlim's MobileNetV1 table (1,113,234,132 at 224):
@@ -24,8 +26,9 @@ Conventions (see :func:`count_flops`):
   - MaxPool2D / AvgPool2D: ``output elements * Kh * Kw``; for the adaptive pools the
     kernel is ``ceil(in / out)`` per spatial dim, i.e. the whole input for a global pool.
 
-Only layers are seen: functional calls in a ``forward`` (``paddle.flatten``,
-``F.relu``, ...) are not counted, nor are layers of any other type. A layer called
+Besides those products, only layers are seen: other functional calls in a ``forward``
+(``F.conv2d``, ``paddle.einsum``, ``F.relu``, ...) are not counted, nor are layers of any
+other type. A layer called
 several times is counted every time.
 
 Example:
@@ -44,6 +47,7 @@ from typing import Callable, Dict, Sequence, Tuple
 import paddle
 import paddle.nn as nn
 
+from slim_callbacks.analysis.matmul_counts import counting_matmuls
 from slim_callbacks.core.checks import is_int
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import modes_restored
@@ -62,10 +66,14 @@ Counts = Tuple[int, int]  # (macs, legacy flops) of one layer call, whole batch
 
 @dataclasses.dataclass
 class _Tally:
-    """What one counting pass found, per sample."""
+    """What one counting pass found, per sample; ``depth``: counted layers running now."""
 
     macs: int = 0
     legacy: int = 0
+    depth: int = 0
+
+    def add_macs(self, macs: int) -> None:
+        self.macs += macs
 
 
 _FROM_TALLY: Dict[str, Callable[[_Tally], int]] = {
@@ -183,6 +191,7 @@ def _is_leaf(layer) -> bool:
 
 def _make_hook(counter: Callable, totals: _Tally) -> Callable:
     def hook(layer, inputs, output):
+        totals.depth -= 1
         try:
             macs, legacy = counter(layer, inputs, output)
         except Exception as exc:
@@ -191,6 +200,12 @@ def _make_hook(counter: Callable, totals: _Tally) -> Callable:
         totals.legacy += legacy
 
     return hook
+
+
+def _make_pre_hook(totals: _Tally) -> Callable:
+    def pre_hook(layer, inputs):
+        totals.depth += 1
+    return pre_hook
 
 
 def _attach_hooks(network, totals: _Tally) -> list:
@@ -203,6 +218,7 @@ def _attach_hooks(network, totals: _Tally) -> list:
         if counter is None:
             uncounted.add(type(layer).__name__)
             continue
+        handles.append(layer.register_forward_pre_hook(_make_pre_hook(totals)))
         handles.append(layer.register_forward_post_hook(_make_hook(counter, totals)))
     for name in sorted(n for n in uncounted if "Conv" in n):
         logger.warning("%s layers are not counted by slim_callbacks.analysis.flops", name)
@@ -232,7 +248,8 @@ def _count(network, input_shape) -> _Tally:
     totals = _Tally()
     handles = _attach_hooks(network, totals)
     try:
-        with modes_restored(network, training=False):
+        with modes_restored(network, training=False), \
+                counting_matmuls(totals.add_macs, inside=lambda: totals.depth > 0):
             _forward(network, shape)
     finally:
         for handle in handles:

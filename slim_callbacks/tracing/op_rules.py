@@ -20,7 +20,7 @@ from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.tracing import labels as L
 from slim_callbacks.tracing import sizes
 from slim_callbacks.tracing.groups import CHANNEL, IN
-from slim_callbacks.tracing.sizes import AttrSize, RuntimeSize, source_of
+from slim_callbacks.tracing.sizes import AttrSize, RuntimeSize, cancels, source_of
 
 BINARY_DUNDERS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
                   "__truediv__", "__rtruediv__", "__floordiv__", "__mod__", "__pow__")
@@ -163,10 +163,19 @@ def _binary(tr, op, func, args, kwargs, inputs, in_labels, outputs):
     labs = [lab.reshape((1,) * (ndim - lab.ndim) + lab.shape) for lab in in_labels]
     for k, t in enumerate(inputs):
         labs[k] = _adopt_parameter(tr, t, k, shapes, labs)
+    result = _combine_elementwise(tr, op, list(out.shape), shapes, labs)
+    for t in outputs:
+        tr.set_labels(t, result if t.ndim == ndim else L.zeros(t.ndim))
+
+
+def _combine_elementwise(tr, op, out_shape, shapes, labs) -> np.ndarray:
+    """Operands (``shapes``, ``labs``: aligned to one rank) meet element for element:
+    the channels that meet are one group; returns the result's labels."""
+    ndim = len(out_shape)
     # An operand broadcast along an axis where another one's channels vary would
     # spread its single channel over many: it must keep that channel.
     for k, (shape, lab) in enumerate(zip(shapes, labs)):
-        spread = [ax for ax in range(ndim) if shape[ax] == 1 and out.shape[ax] > 1
+        spread = [ax for ax in range(ndim) if shape[ax] == 1 and out_shape[ax] > 1
                   and any(o.shape[ax] > 1 for j, o in enumerate(labs) if j != k)]
         if spread and L.atoms(lab).size:
             tr.block(lab, f"is broadcast across channels by {op} in {tr.where()}")
@@ -177,8 +186,50 @@ def _binary(tr, op, func, args, kwargs, inputs, in_labels, outputs):
         a, b = L.broadcast_pair(result, other, ndim)
         tr.union_pairs(L.label_pairs(a, b))
         result = np.where(a > 0, a, b)
-    for t in outputs:
-        tr.set_labels(t, result if t.ndim == ndim else L.zeros(t.ndim))
+    return result
+
+
+def _setitem(tr, op, func, args, kwargs, inputs, in_labels, outputs):
+    """``x[index] = value`` in place (TNT's ``patch_embed[:, 1:] = ...``): fine when the
+    index takes every position of the axes that carry channels; a tensor ``value``
+    then meets the selected part of ``x`` element for element. A selection of some
+    channels (``x[:, :8] = 0``) blocks them."""
+    x, index = args[0], args[1]
+    value = args[2] if len(args) > 2 else kwargs.get("value")
+    lab = tr.labels_of(x)
+    lab = lab.reshape((1,) * (x.ndim - lab.ndim) + lab.shape)
+    region = _labels_at(np.broadcast_to(lab, x.shape), index)
+    if not _selects_whole_axes(x, lab, index):
+        tr.block(lab, f"is partly assigned by {op} in {tr.where()}")
+        if isinstance(value, paddle.Tensor):
+            tr.block(tr.labels_of(value), f"is assigned to part of the channels by {op} in {tr.where()}")
+        return
+    if not isinstance(value, paddle.Tensor):
+        return  # a number: every kept channel gets it, as before
+    ndim = max(region.ndim, value.ndim)
+    region = region.reshape((1,) * (ndim - region.ndim) + region.shape)
+    value_lab = tr.labels_of(value)
+    value_lab = value_lab.reshape((1,) * (ndim - value_lab.ndim) + value_lab.shape)
+    value_shape = [1] * (ndim - value.ndim) + list(value.shape)
+    _combine_elementwise(tr, op, list(region.shape), [list(region.shape), value_shape],
+                         [region, value_lab])
+
+
+def _labels_at(labels: np.ndarray, index) -> np.ndarray:
+    """``labels[index]`` with Paddle's indexing rules (on a float64 copy)."""
+    picked = paddle.to_tensor(labels.astype("float64"))[index]
+    return np.rint(picked.numpy()).astype(np.int64)
+
+
+def _selects_whole_axes(x, lab, index) -> bool:
+    """True if ``x[index]`` keeps every position of each axis whose labels vary."""
+    for axis in range(x.ndim):
+        if lab.shape[axis] == 1:
+            continue
+        positions = np.broadcast_to(L.along(np.arange(1, x.shape[axis] + 1), axis, x.ndim), x.shape)
+        if np.unique(_labels_at(positions, index)).size < x.shape[axis]:
+            return False
+    return True
 
 
 def _block_fixed_operands(tr, op, shapes, labs):
@@ -483,6 +534,11 @@ def _block_literal_sizes(tr, shape, x, lab, y):
             continue
         size, labelled = shape[sized[-1]], L.varies_along(lab, in_axes)
         if isinstance(size, RuntimeSize) and size.source.size:
+            if not labelled and cancels(size.dims):  # PVT: a token count made of widths
+                tr.size_keeps_ratio(size.dims, f"sizes another axis by reshape {list(shape)} "
+                                               f"in {tr.where()} from widths that do not "
+                                               f"shrink in proportion")
+                continue
             if not labelled or not (tr.same_units(size.source, L.atoms(lab))
                                     or _tie_to_source(tr, size, lab, in_axes, x)):
                 tr.refuse(np.concatenate([size.source, L.atoms(lab) if labelled else []]),
@@ -631,6 +687,7 @@ OP_HANDLERS.update({op: _spatial for op in L.SPATIAL})
 OP_HANDLERS.update({op: _reduction for op in L.REDUCTION})
 OP_HANDLERS["concat"] = _concat
 OP_HANDLERS["matmul"] = _matmul
+OP_HANDLERS["setitem"] = _setitem
 OP_HANDLERS.update({op: _along_fixed_axes for op in _AXIS_ARG})
 
 RULES = {"elementwise": _elementwise, "binary": _binary, "movement": _movement,

@@ -62,15 +62,25 @@ class RuntimeSize(int):
     ``+ - * //``; ``source`` holds the atoms of the axis it came from (empty for an
     axis without channels) and ``order`` their sequence along it (None if unknown, e.g.
     after adding two sizes). Unlike a literal it follows pruning, but only the
-    channels of its source."""
+    channels of its source.
+
+    ``dims`` writes a product or quotient of channel counts as factors ``(positions of
+    a source axis, exponent)``: PVT's ``kv.shape[2] * kv.shape[1] // 2 // C`` is
+    ``((kv channels, 1), (x channels, -1))``, a token count that stays right while
+    both widths shrink in proportion (see :func:`cancels`). None once a sum mixes in
+    a channel count (``C + 1``)."""
 
     source: np.ndarray
     order: Optional[np.ndarray]
+    dims: Optional[tuple]
 
     def __new__(cls, value: int, source: np.ndarray = NO_SOURCE,
-                order: Optional[np.ndarray] = None):
+                order: Optional[np.ndarray] = None, dims: Optional[tuple] = ()):
         size = super().__new__(cls, value)
         size.source, size.order = source, order
+        if dims == () and source.size:
+            dims = ((order if order is not None else source, 1),)
+        size.dims = dims
         return size
 
     def __int__(self):
@@ -104,6 +114,35 @@ def _called_by_network_code() -> bool:
     return not caller.startswith(_LIBRARY_DIRS)
 
 
+def _negated(dims: Optional[tuple]) -> Optional[tuple]:
+    return None if dims is None else tuple((positions, -power) for positions, power in dims)
+
+
+def _result_dims(name: str, size: "RuntimeSize", other) -> Optional[tuple]:
+    """The channel factors of ``size <name> other``."""
+    theirs = other.dims if isinstance(other, RuntimeSize) else ()
+    if size.dims is None or theirs is None:
+        return None
+    if name in ("__mul__", "__rmul__"):
+        return size.dims + theirs
+    if name == "__floordiv__":
+        return size.dims + _negated(theirs)
+    if name == "__rfloordiv__":
+        return theirs + _negated(size.dims)
+    return () if not size.dims and not theirs else None  # a sum of channel counts
+
+
+def cancels(dims: Optional[tuple]) -> bool:
+    """True if the channel factors of a size cancel (exponents sum to 0): the size stays
+    the same while every factor's width shrinks in the same proportion.
+
+    >>> c = RuntimeSize(8, np.array([1, 2]))
+    >>> cancels((c * 3 // c).dims), cancels((c * c).dims), cancels(((c + 1) // c).dims)
+    (True, False, False)
+    """
+    return bool(dims) and sum(power for _, power in dims) == 0
+
+
 def _runtime_arithmetic(name: str):
     int_method = getattr(int, name)
 
@@ -117,7 +156,7 @@ def _runtime_arithmetic(name: str):
         source, order = self.source, self.order
         if isinstance(other, RuntimeSize) and other.source.size:
             source, order = np.union1d(source, other.source), None
-        return RuntimeSize(result, source, order)
+        return RuntimeSize(result, source, order, _result_dims(name, self, other))
     return method
 
 

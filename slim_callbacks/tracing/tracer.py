@@ -183,6 +183,7 @@ class Tracer:
         self.sizes: Dict[Tuple[str, str], np.ndarray] = {}  # attribute -> atoms it counts
         self.size_conflicts: set = set()
         self.size_values: Dict[Tuple[str, str], int] = {}
+        self.ratios: List[Tuple[tuple, str]] = []  # sizes whose width factors must shrink in step
         self.site: Optional[Tuple[str, str]] = None  # the op or layer being mapped now
         self.warned: set = set()
         self.seen_records: set = set()
@@ -346,12 +347,31 @@ class Tracer:
                 self.refuse(atoms, f"is sized by {layer}.{attr} = {self.size_values[owner]}, "
                                    f"which does not count its channels one for one")
 
+    def size_keeps_ratio(self, dims: tuple, reason: str) -> None:
+        """A size computed from widths (``dims``, see
+        :class:`~slim_callbacks.tracing.sizes.RuntimeSize`) whose factors cancel: it
+        stays right if every unit removes the same share of each factor's positions,
+        checked once the trace has coupled everything (:meth:`_block_ratios_that_cannot_hold`)."""
+        self.ratios.append((dims, reason))
+
+    def _block_ratios_that_cannot_hold(self) -> None:
+        for dims, reason in self.ratios:
+            positions = [np.asarray(p) for p, _ in dims]
+            if any((p == 0).any() for p in positions):  # a position that cannot shrink
+                self.refuse(np.concatenate(positions), reason)
+                continue
+            roots = [np.array([self.uf.find(int(a)) for a in p]) for p in positions]
+            if any(len({float(np.mean(r == root)) for r in roots}) > 1
+                   for root in np.unique(np.concatenate(roots))):
+                self.refuse(np.concatenate(positions), reason)
+
     def union_pairs(self, pairs: np.ndarray) -> None:
         for a, b in pairs:
             self.uf.union(int(a), int(b))
 
     def graph(self) -> DependencyGraph:
         self._block_sizes_that_cannot_follow()
+        self._block_ratios_that_cannot_hold()
         groups = build_groups(self.uf, np.array(self.atom_layer), self.layer_order,
                               self.producer_names, self.records, self.blocked,
                               self.block_sites, self.approximations, self.sizes)
