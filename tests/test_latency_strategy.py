@@ -391,6 +391,8 @@ def test_run_reports_predicted_and_measured_latency(cache, fake_timer, tmp_path,
     assert summary["round_to_auto"] == 1     # the stand-in timer pads nothing
     assert entry["predicted_ms"] < entry["base_ms"] and entry["measured_reduction"] is not None
     assert "latency strategy (1 thread): target -30.00%, predicted -" in text
+    assert text.splitlines()[0].startswith("strategy: latency with round_to: auto measures on "
+                                           "this machine first: ")   # said before training
 
 
 @pytest.mark.parametrize("conv", [
