@@ -278,3 +278,21 @@ def test_a_recipe_run_prunes_whole_heads(capsys, tmp_path):
     assert code == 0, capsys.readouterr().err[-2000:]
     ledger = load_ledger(str(tmp_path / "out" / "checkpoints" / "final"))
     assert ledger["plan"]["attrs"] == {"blocks.0.attn:num_heads": [4, 2], "blocks.1.attn:num_heads": [4, 2]}
+
+
+class ScaleFromTheWidth(Attention):
+    """Head dim -1 in the reshape, but the scale computed at run time as
+    ``(C // self.num_heads) ** -0.5`` from the embedding width: fewer heads would change it."""
+
+    def forward(self, x):
+        b, n, c = x.shape[0], x.shape[1], x.shape[2]
+        qkv = self.qkv(x).reshape([b, n, 3, self.num_heads, -1]).transpose([2, 0, 3, 1, 4])
+        attn = qkv[0].matmul(qkv[1], transpose_y=True) * (c // self.num_heads) ** -0.5
+        return self.proj(F.softmax(attn, axis=-1).matmul(qkv[2]).transpose([0, 2, 1, 3]).reshape([b, n, -1]))
+
+
+def test_num_heads_divided_into_a_width_that_keeps_its_channels_blocks_the_heads():
+    net = vit(ScaleFromTheWidth)
+    qkv = group(trace(net, SHAPE, HEADS), "blocks.0.attn.qkv")
+    assert not qkv.prunable and "divides another size by" in qkv.blocked
+    assert group(trace(net, SHAPE), "blocks.0.attn.qkv").prunable   # by head dim the quotient stays
