@@ -1,8 +1,8 @@
 """Batch-1 CPU latency of pruned MobileNetV1-224 and ResNet-50 where they are deployed (#10).
 
     nice python benchmarks/bench_deploy.py [--models mobilenet_v1 resnet50]
-        [--macs 0.3 0.5] [--rounding 1 8 auto] [--latency-target 0.5]
-        [--runtimes pi_onednn_1 pi_onednn_2 pi_native_1 pi_native_2 ort_1]
+        [--macs 0.3 0.5] [--rounding 1 8 16 auto] [--latency-target 0.5]
+        [--runtimes pi_onednn_1 pi_onednn_1_keep pi_onednn_2 pi_native_1 pi_native_2 ort_1]
         [--rounds 10] [--runs-per-round 5] [--repeats 1] [--cache-dir DIR] [--json out.json]
 
 For each model (random weights, 1000 classes, seed 0): the original, uniform L1Norm
@@ -11,9 +11,13 @@ pruning to each MACs target with each rounding (``auto``: the multiple
 oneDNN), and the ``latency`` strategy at each latency target (rounding ``auto``).
 Every variant is exported verified (``slim_callbacks.export``, Paddle and, for
 ``ort_*``, ONNX) and timed in each runtime: ``pi_onednn_T`` / ``pi_native_T`` is Paddle
-Inference with / without oneDNN at T threads (``measure_latency``), ``ort_T`` ONNX
-Runtime at T threads. All variants of a model are timed side by side in interleaved
-rounds (order rotated each round), so load on a shared machine falls on all alike.
+Inference with / without oneDNN at T threads (``measure_latency``), a ``_keep`` suffix
+the same with eager deletion off (``keep_intermediates=True``: intermediate tensors are
+kept, not freed after their last use; with it, every variant is also timed with and
+without in the same interleaved rounds), ``ort_T`` ONNX Runtime at T threads. All
+variants of a model are timed side by side in interleaved rounds (order rotated each
+round), so load on a shared machine falls on all alike. ``round auto`` is measured at a
+uniform -50% MACs cut (whole-network check; see ``auto_round``), for every MACs target.
 The table gives the median ms (p25-p75), the speedup over the original and the speedup
 as a share of the MACs ratio (the physical limit); for the latency strategy, the
 reduction its model predicted beside the one measured in Paddle Inference, 1 thread.
@@ -37,17 +41,22 @@ from slim_callbacks.deploy.latency import _summary, measure_latency
 SHAPE = [1, 3, 224, 224]
 MODELS = {"mobilenet_v1": lambda: paddle.vision.models.mobilenet_v1(num_classes=1000),
           "resnet50": lambda: paddle.vision.models.resnet50(num_classes=1000)}
-RUNTIMES = ("pi_onednn_1", "pi_onednn_2", "pi_native_1", "pi_native_2", "ort_1")
+RUNTIMES = ("pi_onednn_1", "pi_onednn_1_keep", "pi_onednn_2", "pi_native_1", "pi_native_2",
+            "ort_1")
 
 
 def parse_runtime(name):
-    """``pi_onednn_1`` -> ("pi", True, 1); ``ort_1`` -> ("ort", None, 1)."""
+    """``pi_onednn_1`` -> ("pi", True, 1, False); ``pi_onednn_1_keep`` -> ("pi", True, 1,
+    True); ``ort_1`` -> ("ort", None, 1, False)."""
     parts = name.split("_")
-    if parts[0] == "ort" and len(parts) == 2:
-        return "ort", None, int(parts[1])
-    if parts[0] == "pi" and len(parts) == 3 and parts[1] in ("onednn", "native"):
-        return "pi", parts[1] == "onednn", int(parts[2])
-    raise SystemExit(f"--runtimes: unknown {name!r} (pi_onednn_T, pi_native_T or ort_T)")
+    keep = parts[-1] == "keep" and parts[0] == "pi"
+    parts = parts[:-1] if keep else parts
+    if parts[0] == "ort" and len(parts) == 2 and parts[1].isdigit():
+        return "ort", None, int(parts[1]), False
+    if parts[0] == "pi" and len(parts) == 3 and parts[1] in ("onednn", "native") and parts[2].isdigit():
+        return "pi", parts[1] == "onednn", int(parts[2]), keep
+    raise SystemExit(f"--runtimes: unknown {name!r} (pi_onednn_T, pi_native_T, either with "
+                     f"_keep, or ort_T)")
 
 
 def ort_latency(files, threads, rounds, runs_per_round, warmup=5):
@@ -89,8 +98,11 @@ def variants(name, args):
         started = time.time()
         choice = auto_round_to(original, SHAPE, cache_dir=args.cache_dir)
         auto = choice.multiple
-        print(f"{name}: round_to auto = {auto} (gains {choice.gains}, probes {choice.groups}; "
-              f"{time.time() - started:.0f} s)", flush=True)
+        timing = choice.network
+        whole = "" if timing is None else "; whole network (" + timing.basis + "): " + ", ".join(
+            f"round {m} {ms:.2f} ms (MACs -{timing.macs_reduction[m]:.1%})" for m, ms in timing.ms.items())
+        print(f"{name}: round_to auto = {auto} (probe gains {choice.gains}, probes {choice.groups}"
+              f"{whole}; {time.time() - started:.0f} s)", flush=True)
     for target in args.macs:
         for rounding in args.rounding:
             round_to = auto if rounding == "auto" else int(rounding)
@@ -126,12 +138,13 @@ def measure(name, args, folder):
     rows = {label: dict(info) for label, _, info in nets}
     for repeat in range(args.repeats):
         for runtime in args.runtimes:
-            kind, onednn, threads = parse_runtime(runtime)
+            kind, onednn, threads, keep = parse_runtime(runtime)
             started = time.time()
             if kind == "pi":
                 results = measure_latency({k: v[0] for k, v in files.items()}, threads=threads,
                                           onednn=onednn, rounds=args.rounds,
-                                          runs_per_round=args.runs_per_round)
+                                          runs_per_round=args.runs_per_round,
+                                          keep_intermediates=keep)
             else:
                 results = ort_latency({k: v[1] for k, v in files.items()}, threads, args.rounds,
                                       args.runs_per_round)
@@ -141,11 +154,32 @@ def measure(name, args, folder):
                      "samples": r.samples})
             print(f"{name}: {runtime} timed in {time.time() - started:.0f} s (repeat {repeat + 1})",
                   flush=True)
+    if any(parse_runtime(rt)[3] for rt in args.runtimes):
+        keep_side_by_side(name, files, rows, args)
     for row in rows.values():   # one repeat: its numbers; several: the median repeat
         for runtime in args.runtimes:
             repeats = sorted(row[f"{runtime} repeats"], key=lambda m: m["median_ms"])
             row[runtime] = dict(repeats[len(repeats) // 2])
     return rows
+
+
+def keep_side_by_side(name, files, rows, args):
+    """Every variant with eager deletion on and off, all timed in the same interleaved
+    rounds (Paddle Inference, oneDNN, 1 thread): ``rows[label]["keep_delta"]``."""
+    prefixes = {}
+    for label, (prefix, _) in files.items():
+        prefixes[label], prefixes[label + " keep"] = prefix, prefix
+    for repeat in range(args.repeats):
+        results = {r.name: r.median_ms for r in measure_latency(
+            prefixes, threads=1, rounds=args.rounds, runs_per_round=args.runs_per_round,
+            keep_intermediates=[n for n in prefixes if n.endswith(" keep")])}
+        for label in files:
+            rows[label].setdefault("keep_delta", []).append(
+                {"free_ms": results[label], "keep_ms": results[label + " keep"]})
+    print(f"{name}: eager deletion on vs off, side by side (pi_onednn_1; one pair per repeat): "
+          + "; ".join(f"{label}: " + ", ".join(f"{d['free_ms']:.2f} -> {d['keep_ms']:.2f} ms"
+                                               for d in rows[label]["keep_delta"])
+                      for label in files), flush=True)
 
 
 def table(name, rows, runtimes):
@@ -183,7 +217,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--macs", nargs="*", type=float, default=[0.3, 0.5])
-    parser.add_argument("--rounding", nargs="*", default=["1", "8", "auto"])
+    parser.add_argument("--rounding", nargs="*", default=["1", "8", "16", "auto"])
     parser.add_argument("--latency-target", nargs="*", type=float, default=[0.5])
     parser.add_argument("--runtimes", nargs="+", default=list(RUNTIMES))
     parser.add_argument("--rounds", type=int, default=10)

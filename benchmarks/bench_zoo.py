@@ -2,8 +2,8 @@
 
     pip install paddleclas --no-deps     # the bench installs nothing itself
     nice python benchmarks/bench_zoo.py [--families ResNet ViT ...] [--models NAME ...]
-        [--limit N] [--ratio 0.3] [--timeout 300] [--fold-bn-shift] [--out output/bench_zoo]
-        [--structure grouped_conv=channels ...]
+        [--limit N] [--ratio 0.3] [--timeout 300] [--fold-bn-shift]
+        [--structure attention=heads grouped_conv=channels] [--out output/bench_zoo]
 
 One backbone per family of ``ppcls.arch.backbone`` (the smallest-looking name: no
 large/base/huge/giant in it, then the smallest leading number; ``--models`` picks
@@ -19,14 +19,20 @@ others), each in its own process with a timeout, batch 1 at the input size in it
   Removing channels a LayerNorm/GroupNorm normalizes is approximate by design, so
   where such groups exist exactness is checked on a copy pruned without them (the
   table says how many), and the full prune's difference is kept as ``approx_diff``;
+  ``ln_diff`` / ``ln_exact`` compare the full prune with the unpruned network whose
+  ``nn.LayerNorm``/``nn.GroupNorm`` layers take their statistics over the kept channels
+  only (meaningful where every approximation is such a layer, as in ViT, DeiT, Swin);
 - **trains**: one Momentum step in train mode on the pruned network, loss finite;
 - **blocked by**: the op with the most MACs at stake in blocked groups
   (:func:`slim_callbacks.explain`), and its share of the network's MACs.
 
-``--structure key=value [key=value]`` traces and prunes with that
-:class:`~slim_callbacks.tracing.structure.Structure` (``grouped_conv=groups``,
-``attention=heads``). Writes ``zoo.json`` and ``zoo.md`` to ``--out``. Not part of the test suite: it needs
-paddleclas and takes long on two cores (minutes per large model).
+``--structure field=choice [field=choice]`` traces and prunes with that
+:class:`~slim_callbacks.tracing.structure.Structure` (``attention=heads``,
+``grouped_conv=channels``, ``grouped_conv=groups``); rows then count the groups that
+follow a grouped-conv choice (``grouped_structured``) and the grouped convs that fell
+back to positions (``grouped_fallbacks``). Writes ``zoo.json`` and ``zoo.md`` to
+``--out``. Not part of the test suite: it needs paddleclas and takes long on two cores
+(minutes per large model).
 """
 import argparse
 import copy
@@ -59,20 +65,6 @@ def family_of(name: str) -> str:
     family = match.group(0) if match else name
     version = re.match(r"\d+", name[len(family):]) if family.endswith("V") else None
     return prefix + family + (version.group(0) if version else "")
-
-
-def parse_structure(items) -> dict:
-    """``["grouped_conv=channels"]`` -> ``{"grouped_conv": "channels"}`` (checked by
-    ``prune`` itself).
-
-    >>> parse_structure(["grouped_conv=groups", "attention=heads"])
-    {'grouped_conv': 'groups', 'attention': 'heads'}
-    """
-    pairs = [item.split("=", 1) for item in items or ()]
-    bad = [item for item, pair in zip(items or (), pairs) if len(pair) != 2]
-    if bad:
-        raise SystemExit(f"--structure takes key=value pairs, got {bad}")
-    return dict(pairs)
 
 
 def smallness(name: str) -> tuple:
@@ -202,13 +194,31 @@ def backbone_names(backbones):
 
 
 # ------------------------------------------------------------------ one model
+def parse_structure(items) -> dict:
+    """``["attention=heads"]`` -> ``{"attention": "heads"}`` (checked by prune).
+
+    >>> parse_structure(["attention=heads"]), parse_structure(None)
+    ({'attention': 'heads'}, {})
+    """
+    pairs = [item.split("=", 1) for item in items or []]
+    if any(len(p) != 2 for p in pairs):
+        raise SystemExit(f"--structure takes field=choice pairs, e.g. attention=heads: {items}")
+    return dict(pairs)
+
+
 def measure_one(name: str, ratio: float, fold_bn_shift: bool = False, structure=None) -> dict:
     """Builds, explains, kills, prunes, compares and trains one backbone (in this process)."""
     import numpy as np
     import paddle
 
     sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-    from helpers import calibrate, kill_units, outputs  # the tests' dead-channel idea
+    from helpers import (  # the tests' dead-channel idea
+        calibrate,
+        kept_channels,
+        kill_units,
+        layer_norms_over,
+        outputs,
+    )
 
     from slim_callbacks import count_flops, explain, prune, trace
 
@@ -226,7 +236,7 @@ def measure_one(name: str, ratio: float, fold_bn_shift: bool = False, structure=
     row["top_blocker"], row["top_blocker_share"] = (top[0][0], top[0][2] / report.total_macs) if top else ("", 0.0)
     calibrate(net, shape)
     graph = trace(net, shape, structure)
-    kill_units(net, graph, ratio=ratio)
+    dead = kill_units(net, graph, ratio=ratio)
     exact_groups = [g.name for g in graph.prunable_groups() if not g.approximate]
     # groups whose units follow grouped_conv=channels (segments) or =groups (_groups sizes)
     row["grouped_structured"] = sum(g.segments is not None or any(s.attr == "_groups" for s in g.sizes)
@@ -236,12 +246,18 @@ def measure_one(name: str, ratio: float, fold_bn_shift: bool = False, structure=
     x = paddle.randn([1] + shape[1:])
     before = outputs(net, x)
     exact_net = copy.deepcopy(net) if row["approximate_groups"] else None
+    if exact_net is not None:  # what the full prune must give: LayerNorms over the kept channels
+        with layer_norms_over(net, kept_channels(net, graph, dead)):
+            reference = outputs(net, x)
     start = time.perf_counter()
-    prune(net, shape, ratio, fold_bn_shift=fold_bn_shift, structure=structure)
+    plan = prune(net, shape, ratio, fold_bn_shift=fold_bn_shift, structure=structure)
     row["prune_s"] = time.perf_counter() - start
+    row["sizes"] = sized_attributes(plan)
     row["macs_cut"] = 1 - count_flops(net, shape) / row["macs"]
     if exact_net is not None:  # exactness is checked on the groups whose removal is exact
         row["approx_diff"] = float(np.abs(outputs(net, x) - before).max())
+        row["ln_diff"] = float(np.abs(outputs(net, x) - reference).max())
+        row["ln_exact"] = row["ln_diff"] <= 1e-4 * max(1.0, float(np.abs(reference).max()))
         prune(exact_net, shape, {name: ratio for name in exact_groups}, fold_bn_shift=fold_bn_shift,
               structure=structure)
     after = outputs(exact_net or net, x)
@@ -261,6 +277,24 @@ def measure_one(name: str, ratio: float, fold_bn_shift: bool = False, structure=
     return row
 
 
+def sized_attributes(plan) -> dict:
+    """``{"num_heads": "3 -> 2: 12 layers"}``: how the int attributes the plan sets
+    changed, counted over layers.
+
+    >>> from slim_callbacks.engine.plan import PruningPlan
+    >>> sized_attributes(PruningPlan(attrs={("a", "num_heads"): (3, 2), ("b", "num_heads"): (3, 2)}))
+    {'num_heads': '3 -> 2: 2 layers'}
+    """
+    counts = {}
+    for (_, attr), (before, after) in sorted(plan.attrs.items()):
+        key = (attr, f"{before} -> {after}")
+        counts[key] = counts.get(key, 0) + 1
+    out = {}
+    for (attr, change), n in counts.items():
+        out[attr] = ", ".join(filter(None, [out.get(attr), f"{change}: {n} layers"]))
+    return out
+
+
 def build(constructor, arguments=None):
     """The backbone with random weights: ``pretrained=False`` where it takes the
     argument (a few default to downloading weights); a constructor that needs
@@ -274,11 +308,11 @@ def build(constructor, arguments=None):
 
 
 def run_isolated(name: str, ratio: float, timeout: float, fold_bn_shift: bool = False,
-                 structure=None) -> dict:
+                 structure=()) -> dict:
     """:func:`measure_one` in a child process, so a crash or a hang costs one row."""
     cmd = [sys.executable, os.path.abspath(__file__), "--one", name, "--ratio", str(ratio)]
     cmd += ["--fold-bn-shift"] if fold_bn_shift else []
-    cmd += ["--structure"] + [f"{k}={v}" for k, v in structure.items()] if structure else []
+    cmd += ["--structure", *structure] if structure else []
     base = {"model": name, "family": family_of(name), "input": input_size_of(name)}
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -302,23 +336,24 @@ def main() -> None:
     parser.add_argument("--fold-bn-shift", action="store_true",
                         help="prune with fold_bn_shift=True (zeroed channels behind a sigmoid "
                              "still send sigmoid(0) = 0.5: folding makes them exact)")
-    parser.add_argument("--structure", nargs="*", metavar="KEY=VALUE",
-                        help="trace and prune with this structure, e.g. grouped_conv=channels "
-                             "(whole groups: grouped_conv=groups; attention=heads)")
+    parser.add_argument("--structure", nargs="*", default=[],
+                        help="what a unit spans, as field=choice, e.g. attention=heads, "
+                             "grouped_conv=channels or grouped_conv=groups")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     structure = parse_structure(args.structure)
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
     if args.one:
-        print(json.dumps(measure_one(args.one, args.ratio, args.fold_bn_shift, structure)))
+        print(json.dumps(measure_one(args.one, args.ratio, args.fold_bn_shift,
+                                     parse_structure(args.structure))))
         return
     names = args.models or pick_models(backbone_names(import_backbones()), args.families, args.limit)
     os.makedirs(args.out, exist_ok=True)
     rows = []
     for name in names:
         start = time.perf_counter()
-        rows.append(run_isolated(name, args.ratio, args.timeout, args.fold_bn_shift, structure))
+        rows.append(run_isolated(name, args.ratio, args.timeout, args.fold_bn_shift, args.structure))
         r = rows[-1]
         print(f"{name}: {r.get('status')} cut={r.get('macs_cut', float('nan')):.3f} "
               f"exact={r.get('exact')} trains={r.get('trains')} "

@@ -48,12 +48,12 @@ def test_summary_and_table():
     assert lines[4] == "| C | C1 | 224 | | timeout | | | | over 300 s |"
 
 
-def test_parse_structure_takes_key_value_pairs():
+def test_parse_structure_takes_field_choice_pairs():
     assert bench_zoo.parse_structure(["grouped_conv=channels"]) == {"grouped_conv": "channels"}
     assert bench_zoo.parse_structure(None) == {}
     try:
         bench_zoo.parse_structure(["grouped_conv"])
     except SystemExit as err:
-        assert "key=value" in str(err)
+        assert "field=choice" in str(err)
     else:
         raise AssertionError("a pair without '=' must be refused")

@@ -58,9 +58,10 @@ def test_runs_are_summaries_with_their_record_dirs_plus_loose_record_dirs(runs_r
 def test_comparison_table_lines_up_the_summaries(runs_root):
     table = comparison_table(find_runs([str(runs_root)])).splitlines()
     assert table[0] == ("| run | top-1 before | top-1 after | MACs -% | GMACs | params | MB | "
-                        "ms 1 thread | speedup | time s |")
-    assert table[2:] == ["| slim | 0.9000 | 0.7900 | 55.00 | 0.0900 | 60 | 0.60 |  |  | 3.0 |",
-                         "| uniform | 0.9000 | 0.8100 | 50.00 | 0.1000 | 60 | 0.60 |  |  | 3.0 |"]
+                        "ms 1 thread | speedup | latency -% predicted | latency -% measured | "
+                        "time s |")
+    assert table[2:] == ["| slim | 0.9000 | 0.7900 | 55.00 | 0.0900 | 60 | 0.60 |  |  |  |  | 3.0 |",
+                         "| uniform | 0.9000 | 0.8100 | 50.00 | 0.1000 | 60 | 0.60 |  |  |  |  | 3.0 |"]
 
 
 def test_comparison_table_shows_the_pruned_latency_and_its_speedup(tmp_path):
@@ -73,11 +74,30 @@ def test_comparison_table_shows_the_pruned_latency_and_its_speedup(tmp_path):
                                      "speedup": 1.25}}
     (run / "summary.json").write_text(json.dumps(data))
     rows = comparison_table(find_runs([str(tmp_path)])).splitlines()[2:]
-    assert rows == ["| a | 0.9000 | 0.8000 | 50.00 | 0.1000 | 60 | 0.60 | 1.500 | 2.00 | 3.0 |"]
+    assert rows == ["| a | 0.9000 | 0.8000 | 50.00 | 0.1000 | 60 | 0.60 | 1.500 | 2.00 |  |  | 3.0 |"]
     data["latency"] = {"1_thread": {"after_ms": "fast"}}   # malformed: blank, not a crash
     (run / "summary.json").write_text(json.dumps(data))
     rows = comparison_table(find_runs([str(tmp_path)])).splitlines()[2:]
-    assert rows == ["| a | 0.9000 | 0.8000 | 50.00 | 0.1000 | 60 | 0.60 |  |  | 3.0 |"]
+    assert rows == ["| a | 0.9000 | 0.8000 | 50.00 | 0.1000 | 60 | 0.60 |  |  |  |  | 3.0 |"]
+
+
+def test_comparison_table_shows_the_latency_strategys_predicted_vs_measured(tmp_path):
+    run = tmp_path / "lat"
+    run.mkdir()
+    data = summary(0.8, 1e8)
+    data["latency"] = {"1_thread": {"threads": 1, "before_ms": 3.0, "after_ms": 1.55,
+                                    "speedup": 3.0 / 1.55}}
+    data["latency_strategy"] = {"target_reduction": 0.5, "threads": 1, "base_ms": 3.1,
+                                "predicted_ms": 1.55, "predicted_reduction": 0.5,
+                                "source": "timed during the search", "measured_reduction": 0.4833}
+    (run / "summary.json").write_text(json.dumps(data))
+    rows = comparison_table(find_runs([str(tmp_path)])).splitlines()[2:]
+    assert rows == ["| lat | 0.9000 | 0.8000 | 50.00 | 0.1000 | 60 | 0.60 | 1.550 | 1.94 | 50.0 | "
+                    "48.3 | 3.0 |"]
+    data["latency_strategy"]["measured_reduction"] = None   # latency not measured: blank
+    (run / "summary.json").write_text(json.dumps(data))
+    rows = comparison_table(find_runs([str(tmp_path)])).splitlines()[2:]
+    assert rows[0].endswith("| 50.0 |  | 3.0 |")
 
 
 def test_no_runs_and_no_records_are_clear_errors(tmp_path, capsys):

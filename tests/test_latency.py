@@ -1,6 +1,7 @@
 """slim_callbacks.deploy.latency and `slim-callbacks latency`."""
 import os
 
+import numpy as np
 import paddle
 import pytest
 
@@ -109,3 +110,54 @@ def test_a_dynamic_batch_model_without_input_shape_is_a_clear_error(tmp_path):
     times = measure_latency({"m": result.prefix}, rounds=1, warmup=0, runs_per_round=1,
                             input_shape=[1, 3, 8, 8])
     assert times[0].median_ms > 0
+
+
+def test_keep_intermediates_sets_eager_deletion_off_at_creation_only(models, monkeypatch):
+    from slim_callbacks.deploy import runtime
+    seen = []
+    real = paddle.inference.create_predictor
+
+    def recording(config):
+        seen.append(paddle.get_flags([runtime.EAGER_DELETE_FLAG])[runtime.EAGER_DELETE_FLAG])
+        return real(config)
+    monkeypatch.setattr(paddle.inference, "create_predictor", recording)
+    before = paddle.get_flags([runtime.EAGER_DELETE_FLAG])
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype("float32")
+    plain = runtime.run(runtime.predictor(models["wide"]), [x])[0]
+    kept = runtime.run(runtime.predictor(models["wide"], keep_intermediates=True), [x])[0]
+    assert seen == [before[runtime.EAGER_DELETE_FLAG], -1.0]
+    assert paddle.get_flags([runtime.EAGER_DELETE_FLAG]) == before     # restored
+    np.testing.assert_array_equal(kept, plain)
+
+    def failing(config):
+        raise RuntimeError("no predictor")
+    monkeypatch.setattr(paddle.inference, "create_predictor", failing)
+    with pytest.raises(RuntimeError):
+        runtime.predictor(models["wide"], keep_intermediates=True)
+    assert paddle.get_flags([runtime.EAGER_DELETE_FLAG]) == before     # restored on failure too
+
+
+def record_keep(monkeypatch, owner, name):
+    """``owner.name`` wrapped to record the ``keep_intermediates`` of every call."""
+    seen = []
+    real = getattr(owner, name)
+
+    def recording(first, **kwargs):
+        seen.append(kwargs["keep_intermediates"])
+        return real(first, **kwargs)
+    monkeypatch.setattr(owner, name, recording)
+    return seen
+
+
+def test_cli_keep_intermediates_reaches_the_predictors(models, monkeypatch, capsys):
+    options = record_keep(monkeypatch, latency, "measure_latency")
+    assert main(["latency", models["wide"], models["narrow"], "--rounds", "1",
+                 "--keep-intermediates"]) == 0
+    assert options == [True] and "speedup" in capsys.readouterr().out
+
+
+def test_keep_intermediates_by_name_times_both_settings_side_by_side(models, monkeypatch):
+    made = record_keep(monkeypatch, latency, "predictor")
+    res = measure_latency({"free": models["wide"], "kept": models["wide"]}, warmup=0, rounds=1,
+                          runs_per_round=1, keep_intermediates=["kept"])
+    assert made == [False, True] and [r.name for r in res] == ["free", "kept"]

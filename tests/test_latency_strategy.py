@@ -17,7 +17,7 @@ from helpers import SHAPE, TINY_RECIPE, Net, calibrate, dataset, kill_units, out
 import slim_callbacks
 from slim_callbacks import PruneCallback, resolve_strategy
 from slim_callbacks.analysis import auto_round
-from slim_callbacks.analysis.latency_model import LatencyModel
+from slim_callbacks.analysis.latency_model import LatencyModel, layer_calls
 from slim_callbacks.analysis.latency_strategy import build_model, latency_ratios
 from slim_callbacks.app.cli import main
 from slim_callbacks.app.schema import Recipe
@@ -67,19 +67,22 @@ def cost_ms(layer, shape, block=1):
         cout, cin_g, kh, kw = layer.weight.shape
         cin = padded(cin_g * layer._groups, block) // layer._groups if layer._groups > 1 else padded(cin_g, block)
         return 0.01 + 1e-6 * padded(cout, block) * cin * kh * kw * out.shape[2] * out.shape[3]
-    macs = slim_callbacks.count_flops(layer, shape)  # a whole network
-    return 0.01 + 1e-6 * macs
+    # a whole network: its layers' costs, padded alike
+    return 0.01 + sum(count * (cost_ms(sub, sub_shape, block) - 0.01)
+                      for sub, sub_shape, count in layer_calls(layer, shape).values())
 
 
 @pytest.fixture
 def fake_timer(monkeypatch):
     """LatencyTable._time replaced by :func:`cost_ms`; ``state["block"]`` sets the
-    padding, ``state["timed"]`` counts the entries computed."""
-    state = {"block": 1, "timed": 0}
+    padding (``state["network_block"]``, if set, that of whole networks), ``state["timed"]``
+    counts the entries computed."""
+    state = {"block": 1, "network_block": None, "timed": 0}
 
     def fake(self, models, rounds_scale=1):
         for key, make in models.items():
-            self.entries[key] = cost_ms(*make(), state["block"])
+            whole = key.startswith("network ") and state["network_block"] is not None
+            self.entries[key] = cost_ms(*make(), state["network_block" if whole else "block"])
         self.measured += len(models)
         state["timed"] += len(models)
         self.save()
@@ -249,12 +252,57 @@ def test_round_to_auto_in_prune_is_measured_once_and_exact(cache, fake_timer):
     kill_units(net, trace(net, SHAPE), ratio=0.5)
     x = paddle.randn([2] + SHAPE[1:])
     before = outputs(net, x)
-    plan = slim_callbacks.prune(net, SHAPE, 0.5, round_to="auto")
-    assert all(g["after"] % 8 == 0 for g in plan.groups)
+    plan = slim_callbacks.prune(net, SHAPE, 0.3, round_to="auto")   # 0.3 keeps 11/22/22
+    assert [g["after"] for g in plan.groups] == [8, 24, 24]
     np.testing.assert_allclose(outputs(net, x), before, atol=1e-5)
     timed = fake_timer["timed"]
-    assert auto_round.resolve_round_to("auto", Net(), SHAPE) == 8
+    assert auto_round.resolve_round_to("auto", Net(), SHAPE, ratios=0.3) == 8
     assert fake_timer["timed"] == timed          # the cache answered
+
+
+def test_the_whole_network_decides_where_the_layer_probes_see_nothing(cache, fake_timer):
+    fake_timer["network_block"] = 8     # layers alone pad nothing, the network pads to 8
+    choice = auto_round.auto_round_to(Net(), SHAPE)
+    assert max(choice.gains.values()) < auto_round.MIN_GAIN     # the probes alone: 1
+    timing = choice.network
+    assert choice.multiple == timing.multiple == 8
+    assert timing.basis.startswith("uniform -50% MACs") and 32 not in timing.ms  # wider than Net
+    assert timing.ms[8] < timing.ms[1] * (1 - auto_round.MIN_GAIN)
+    assert abs(timing.macs_reduction[8] - timing.macs_reduction[1]) <= auto_round.MACS_POINTS
+    assert auto_round.auto_round_to(Net(), SHAPE, check_network=False).multiple == 1
+    timed = fake_timer["timed"]
+    again = auto_round.auto_round_to(Net(), SHAPE)
+    assert fake_timer["timed"] == timed and again.network.ms == timing.ms   # cached
+    fake_timer["network_block"] = 1     # nothing padded anywhere: a fresh cache says 1
+    flat = auto_round.auto_round_to(Net(), SHAPE, cache_dir=os.path.join(cache, "flat"))
+    assert flat.multiple == 1 and set(flat.network.ms) == {1, 8, 16}
+
+
+def test_whole_network_check_compares_per_macs_kept_within_two_points():
+    timing = auto_round.NetworkTiming({1: 10.0, 8: 7.0, 16: 9.5}, {1: 0.5, 8: 0.53, 16: 0.502},
+                                      "test")
+    assert timing.compared() == [1, 16] and auto_round.choose_multiple(timing) == 16
+    timing.ms[16] = 9.9                 # within MIN_GAIN of round 1: rounding buys nothing
+    assert auto_round.choose_multiple(timing) == 1
+    # 8 cuts 1.5 points more: 9.5 ms is charged 9.5 * 0.5 / 0.485 = 9.79, under the 3% bar
+    timing = auto_round.NetworkTiming({1: 10.0, 8: 9.5}, {1: 0.5, 8: 0.515}, "test")
+    assert auto_round.choose_multiple(timing) == 1
+    timing.ms[8] = 9.0                  # charged 9.28: fast enough per MACs kept
+    assert auto_round.choose_multiple(timing) == 8
+    timing.macs_reduction[8] = 0.49     # keeps more MACs and is faster: no credit needed
+    assert timing.charged_ms(8) == 9.0 and auto_round.choose_multiple(timing) == 8
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"ratios": {"nothing*": 0.3}}, "nothing"),
+    ({"ratios": 1.5}, "ratio"),
+])
+def test_bad_whole_network_inputs_fail_before_any_timing(cache, fake_timer, kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        auto_round.auto_round_to(Net(), SHAPE, **kwargs)
+    assert fake_timer["timed"] == 0
+    with pytest.raises(ConfigError, match="candidates"):
+        auto_round.network_check(Net(), SHAPE, LatencyTable(), candidates=[8, 0])
 
 
 def test_round_to_auto_reaches_strategies_as_an_int(cache, fake_timer):
@@ -343,6 +391,8 @@ def test_run_reports_predicted_and_measured_latency(cache, fake_timer, tmp_path,
     assert summary["round_to_auto"] == 1     # the stand-in timer pads nothing
     assert entry["predicted_ms"] < entry["base_ms"] and entry["measured_reduction"] is not None
     assert "latency strategy (1 thread): target -30.00%, predicted -" in text
+    assert text.splitlines()[0].startswith("strategy: latency with round_to: auto measures on "
+                                           "this machine first: ")   # said before training
 
 
 @pytest.mark.parametrize("conv", [
@@ -358,3 +408,43 @@ def test_a_layer_spec_rebuilds_the_layer_it_was_read_from(conv):
     assert shape == [1, 4, 16, 10]
     assert built(paddle.zeros(shape)).shape == layer(paddle.zeros(shape)).shape
     assert list(built.weight.shape) == list(layer.weight.shape)
+
+
+def latency_recipe(tmp_path, **pruning):
+    raw = dict(TINY_RECIPE)
+    raw["pruning"] = {"strategy": "latency", "target_latency_reduction": 0.3,
+                      "schedule": {"kind": "epochs", "epochs": [0]},
+                      "strategy_options": {"grid": [1.0, 0.5]}, **pruning}
+    path = tmp_path / "latency.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_check_and_plan_say_up_front_what_they_will_measure(cache, fake_timer, tmp_path, capsys):
+    path = latency_recipe(tmp_path, round_to="auto")
+    assert main(["check", path]) == 0
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("strategy: latency with round_to: auto measures on this machine "
+                            "first: ") and "--no-measure skips measuring" in first
+    assert cache in first and "layer timings" in first and fake_timer["timed"] > 0
+    timed = fake_timer["timed"]
+    assert main(["plan", path]) == 0       # the cache answers: nothing left to measure
+    assert "every latency timing it needs is in the cache" in capsys.readouterr().err
+    assert fake_timer["timed"] == timed
+
+
+def test_no_measure_answers_from_the_cache_only(cache, fake_timer, tmp_path, capsys):
+    path = latency_recipe(tmp_path)
+    assert main(["check", path, "--no-measure"]) == 0
+    err = capsys.readouterr().err
+    assert "note: final ratios not resolved: " in err and "measuring is off (--no-measure)" in err
+    assert "measures on this machine" not in err and fake_timer["timed"] == 0
+    assert main(["plan", path, "--no-measure"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not in the cache" in err and "run once without it" in err
+    assert fake_timer["timed"] == 0
+    assert main(["plan", path]) == 0 and fake_timer["timed"] > 0
+    measured = capsys.readouterr().out
+    timed = fake_timer["timed"]
+    assert main(["plan", path, "--no-measure"]) == 0 and fake_timer["timed"] == timed
+    assert capsys.readouterr().out == measured      # the same plan, from the cache

@@ -5,70 +5,25 @@ is *approximate* (its statistics are then taken over fewer channels), so the exa
 check compares the pruned network with the original one whose LayerNorms take their
 statistics over the kept channels only: everything else must match exactly.
 """
-import contextlib
-
 import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
-from helpers import kill_units, outputs
+from helpers import (
+    SHAPE,
+    RuntimeScaledAttention,
+    SizesFromTheInput,
+    TinyViT,
+    kept_channels,
+    kill_units,
+    layer_norms_over,
+    outputs,
+    randomize,
+)
 
 from slim_callbacks import count_flops, prune
 from slim_callbacks.tracing.tracer import trace
-
-SHAPE = [1, 3, 16, 16]
-
-
-class Attention(nn.Layer):
-    """Multi-head self-attention that reads its sizes from its own attributes."""
-
-    def __init__(self, dim, heads):
-        super().__init__()
-        self.num_heads, self.head_dim = heads, dim // heads
-        self.scale = self.head_dim ** -0.5
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x):
-        b, n = x.shape[0], x.shape[1]
-        qkv = self.qkv(x).reshape([b, n, 3, self.num_heads, self.head_dim]).transpose([2, 0, 3, 1, 4])
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = F.softmax(q.matmul(k, transpose_y=True) * self.scale, axis=-1)
-        return self.proj(attn.matmul(v).transpose([0, 2, 1, 3]).reshape([b, n, -1]))
-
-
-class Block(nn.Layer):
-    def __init__(self, dim, heads, hidden):
-        super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim)
-        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
-
-    def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
-
-
-class TinyViT(nn.Layer):
-    """Patches of 8x8 (4 tokens at 16x16), a class token, a position embedding owned
-    by the network itself, two blocks and a head on the class token."""
-
-    def __init__(self, dim=16, heads=2, hidden=32, depth=2, classes=5):
-        super().__init__()
-        self.patch = nn.Conv2D(3, dim, 8, stride=8)
-        self.cls_token = self.create_parameter([1, 1, dim])
-        self.pos_embed = self.create_parameter([1, 5, dim])
-        self.blocks = nn.LayerList([Block(dim, heads, hidden) for _ in range(depth)])
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, classes)
-
-    def forward(self, x):
-        x = self.patch(x).flatten(2).transpose([0, 2, 1])
-        x = paddle.concat([self.cls_token.expand([x.shape[0], -1, -1]), x], axis=1) + self.pos_embed
-        for block in self.blocks:
-            x = block(x)
-        return self.head(self.norm(x)[:, 0])
 
 
 class ChannelsLastBlock(nn.Layer):
@@ -97,57 +52,6 @@ class TinyConvNeXt(nn.Layer):
 
     def forward(self, x):
         return self.head(self.blocks(self.stem(x)).mean([2, 3]))
-
-
-def randomize(net, seed=0):
-    """Non-trivial values for every parameter (class token, embeddings, LayerNorms)."""
-    rng = np.random.default_rng(seed)
-    for p in net.parameters():
-        p.set_value(rng.normal(0, 0.5, p.shape).astype("float32"))
-
-
-@contextlib.contextmanager
-def layer_norms_over(net, kept):
-    """LayerNorms of ``net`` take their statistics over the channels ``kept[name]``
-    only (the others output 0): what the pruned network computes."""
-    saved = {}
-    for name, layer in net.named_sublayers():
-        if isinstance(layer, (nn.LayerNorm, nn.GroupNorm)) and name in kept:
-            index = paddle.to_tensor(kept[name])
-
-            def forward(x, layer=layer, index=index):
-                weight, bias = (paddle.index_select(p, index) for p in (layer.weight, layer.bias))
-                axis = -1 if isinstance(layer, nn.LayerNorm) else 1
-                part = paddle.index_select(x, index, axis=axis)
-                if axis == -1:
-                    part = F.layer_norm(part, [len(index)], weight, bias, layer._epsilon)
-                else:
-                    part = F.group_norm(part, layer._num_groups, layer._epsilon, weight, bias)
-                out = paddle.zeros_like(x)
-                if axis == -1:
-                    out[..., index] = part
-                else:
-                    out[:, index] = part
-                return out
-            saved[name], layer.forward = layer.forward, forward
-    try:
-        yield
-    finally:
-        for name, forward in saved.items():
-            dict(net.named_sublayers())[name].forward = forward
-
-
-def kept_channels(net, graph, dead):
-    """LayerNorm name -> channel indices that survive, from the trace and dead units."""
-    kept = {}
-    for group in graph.prunable_groups():
-        for m in group.members:
-            if m.attr == "weight" and isinstance(dict(net.named_sublayers()).get(m.layer),
-                                                 (nn.LayerNorm, nn.GroupNorm)):
-                gone = m.indices[np.isin(m.units, dead.get(group.name, []))]
-                kept[m.layer] = [i for i in range(net.state_dict()[f"{m.layer}.weight"].shape[0])
-                                 if i not in set(gone.tolist())]
-    return kept
 
 
 class GroupNormNet(nn.Layer):
@@ -265,26 +169,6 @@ def test_dead_head_dims_prune_exactly():
     before = outputs(net, x)
     prune(net, SHAPE, {"blocks.*.attn.qkv": 0.5})
     np.testing.assert_allclose(outputs(net, x), before, atol=1e-5)
-
-
-class RuntimeScaledAttention(Attention):
-    """Computes its scale from ``head_dim`` at run time: pruning head_dim would change it."""
-
-    def forward(self, x):
-        self.scale = self.head_dim ** -0.5
-        return super().forward(x)
-
-
-class SizesFromTheInput(Attention):
-    """Sizes from the input's shape (``C // self.num_heads``): they follow the
-    embedding width, not the attention's own channels."""
-
-    def forward(self, x):
-        n, c = x.shape[1], x.shape[2]
-        qkv = self.qkv(x).reshape([-1, n, 3, self.num_heads, c // self.num_heads]).transpose([2, 0, 3, 1, 4])
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = F.softmax(q.matmul(k, transpose_y=True) * self.scale, axis=-1)
-        return self.proj(attn.matmul(v).transpose([0, 2, 1, 3]).reshape([-1, n, c]))
 
 
 def test_attention_that_only_computes_with_head_dim_blocks_the_heads():

@@ -173,6 +173,7 @@ class LatencyModel:
             dw = spec.kind == "conv" and spec.groups > 1 and spec.groups == spec.in_ch == spec.out_ch
             self.layers[name] = LayerInfo(spec, depthwise=dw, calls=count)
         self.round_to = round_to
+        self.base_key = fingerprint(self.network, self.input_shape)
         self._map_groups()
         if measure:
             self._measure(tuple(grid))
@@ -198,14 +199,27 @@ class LatencyModel:
             if grouped and (info.in_group or info.out_group):  # grouped convs: kept fixed
                 info.in_group = info.out_group = None
 
-    def _measure(self, grid: Tuple[float, ...]) -> None:
+    def grid_specs(self, grid: Sequence[float] = GRID) -> List[LayerSpec]:
+        """Every layer spec the model times (the run overhead first), setting each
+        layer's grid of widths."""
         specs: List[LayerSpec] = [OVERHEAD_SPEC]
         for info in self.layers.values():
             r = self.round_to
             info.grid_in = grid_widths(info.spec.in_ch, grid, r) if info.in_group else (info.spec.in_ch,)
             info.grid_out = grid_widths(info.spec.out_ch, grid, r) if info.out_group else (info.spec.out_ch,)
             specs += [info.at(i, o) for i in info.grid_in for o in info.grid_out]
-        ms = self.table.lookup(specs)
+        return specs
+
+    def calibration_widths(self, round_to: int = 1, keep: float = 0.5) -> Dict[str, Dict[str, int]]:
+        """The copies :meth:`calibrate` times: each group alone at ``keep`` of its width,
+        and (``"*"``) all of them."""
+        half = {g: keep_count(w, 1 - keep, round_to) for g, w in self.groups.items()}
+        wanted = {g: {g: half[g]} for g in self.groups if half[g] < self.groups[g]}
+        wanted["*"] = {g: w for g, w in half.items() if w < self.groups[g]}
+        return wanted
+
+    def _measure(self, grid: Tuple[float, ...]) -> None:
+        ms = self.table.lookup(self.grid_specs(grid))
         self.overhead_ms = ms[0]
         position = 1
         for info in self.layers.values():
@@ -213,7 +227,6 @@ class LatencyModel:
             values = np.maximum(np.asarray(ms[position:position + n]) - self.overhead_ms, 0.0)
             info.ms = values.reshape(len(info.grid_in), len(info.grid_out)) * info.calls
             position += n
-        self.base_key = fingerprint(self.network, self.input_shape)
         self.base_ms = self.table.networks_ms({self.base_key: self._copy({})}, self.input_shape)[self.base_key]
         self.scale = {name: 1.0 for name in self.layers}
         alpha = self.base_ms / max(self.layers_ms({}), 1e-12)
@@ -243,9 +256,7 @@ class LatencyModel:
         channels. A copy with every group at ``keep`` is timed too, as a check
         (``reference``: its measured and predicted ms). Returns ``{group: alpha}``.
         """
-        half = {g: keep_count(w, 1 - keep, round_to) for g, w in self.groups.items()}
-        wanted = {g: {g: half[g]} for g in self.groups if half[g] < self.groups[g]}
-        wanted["*"] = {g: w for g, w in half.items() if w < self.groups[g]}
+        wanted = self.calibration_widths(round_to, keep)
         ratios = self._ratios(wanted, round_to, batch)
         raw = {name: 1.0 for name in self.layers}
         alphas = {}
@@ -273,17 +284,18 @@ class LatencyModel:
 
     def cached_reduction(self, widths: Mapping[str, int], round_to: int = 1) -> Optional[float]:
         """:meth:`measured_reduction` if the table has it, else None."""
-        key = self._ratio_key(widths, round_to)
+        key = self.ratio_key(widths, round_to)
         return None if key not in self.table.entries else 1 - self.table.entries[key]
 
-    def _ratio_key(self, widths: Mapping[str, int], round_to: int) -> str:
+    def ratio_key(self, widths: Mapping[str, int], round_to: int) -> str:
+        """The table key of a pruned copy's measured ratio to the unpruned network."""
         full = {g: int(widths.get(g, w)) for g, w in self.groups.items()}
         return f"ratio {self.base_key} {fingerprint_widths(full, round_to)}"
 
     def _ratios(self, wanted: Mapping[str, Mapping[str, int]], round_to: int, batch: int) -> Dict[str, float]:
         """Measured ms of each pruned copy over the unpruned network's, timed side by
         side in batches with the unpruned one; cached in the table."""
-        keys = {name: self._ratio_key(widths, round_to) for name, widths in wanted.items()}
+        keys = {name: self.ratio_key(widths, round_to) for name, widths in wanted.items()}
         todo = [name for name in wanted if keys[name] not in self.table.entries]
         for i in range(0, len(todo), batch):
             names = todo[i:i + batch]

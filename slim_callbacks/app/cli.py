@@ -6,11 +6,12 @@ Subcommands::
                        [--no-latency]
     slim-callbacks export RUN_DIR_OR_CHECKPOINT [--format paddle|onnx ...] [--out DIR]
                           [--recipe FILE]
-    slim-callbacks plan [RECIPE] [--json] [-o key=value ...]
-    slim-callbacks check [RECIPE] [-o key=value ...]
+    slim-callbacks plan [RECIPE] [--json] [--no-measure] [-o key=value ...]
+    slim-callbacks check [RECIPE] [--no-measure] [-o key=value ...]
     slim-callbacks sensitivity RECIPE [--samples N] [--workers N] [--output FILE] [-o key=value ...]
     slim-callbacks dashboard [DIR ...] [--port P] [--host H] [--no-serve]
     slim-callbacks latency MODEL_DIR [MODEL_DIR ...] [--threads N] [--no-onednn]
+                           [--keep-intermediates]
 
 RECIPE is a YAML file; a name such as ``quickstart`` or ``mobilenetv1/baseline`` that
 is not a file is looked up among the bundled recipes; without RECIPE the quickstart
@@ -108,8 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", help="the run's recipe, for runs that did not store "
                                     "recipe.yaml")
 
+    no_measure = ("answer from the latency cache only: strategy: latency and round_to: auto "
+                  "measure on this machine (minutes on a first call) unless their timings are "
+                  "cached")
     p = sub.add_parser("plan", help="the structure the recipe ends with, without training")
     recipe_args(p)
+    p.add_argument("--no-measure", action="store_true",
+                   help=no_measure + "; a missing timing is an error")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--explain", action="store_true",
                    help="list the channel groups the tracer blocks, with the op and layer "
@@ -117,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="print the resolved recipe, or its errors")
     recipe_args(p)
+    p.add_argument("--no-measure", action="store_true",
+                   help=no_measure + "; without them the final ratios are not checked")
 
     p = sub.add_parser("sensitivity", help="write the sensitivities file of a recipe")
     recipe_args(p, optional=False)
@@ -141,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     p.add_argument("--no-onednn", action="store_true", help="switch the oneDNN kernels off")
     p.add_argument("--rounds", type=int, default=20, help="interleaved rounds (default 20)")
+    p.add_argument("--keep-intermediates", action="store_true",
+                   help="create the predictors with eager deletion off: every intermediate "
+                        "tensor of a run is kept (faster on small models, more memory)")
     p.add_argument("--input-shape", type=int, nargs="+", metavar="DIM",
                    help="the input shape with batch, e.g. 1 3 224 224 (needed when the "
                         "model has unknown dims)")
@@ -210,7 +221,7 @@ def cmd_plan(args) -> int:
     job = load_job(find_recipe(args.recipe), args.override)
     if args.explain:
         return _explain(job, args.json)
-    result = runner.plan(job, emit=_note)
+    result = runner.plan(job, emit=_note, measure=not args.no_measure)
     if args.json:
         out = {k: result[k] for k in ("before", "after", "flops_reduction", "layers")}
         _out(json.dumps(out, indent=1))
@@ -242,7 +253,7 @@ def cmd_check(args) -> int:
     from slim_callbacks.app import runner
     from slim_callbacks.app.job import load_job
     job = load_job(find_recipe(args.recipe), args.override)
-    runner.check(job, emit=_note)
+    runner.check(job, emit=_note, measure=not args.no_measure)
     _out(job.recipe.to_yaml().rstrip())
     return 0
 
@@ -280,7 +291,8 @@ def cmd_latency(args) -> int:
         prefix = os.path.join(path, "model") if os.path.isdir(path) else path
         prefixes[path if path not in prefixes else f"{path}#{len(prefixes)}"] = prefix
     results = measure_latency(prefixes, threads=args.threads, onednn=not args.no_onednn,
-                              rounds=args.rounds, input_shape=args.input_shape)
+                              rounds=args.rounds, input_shape=args.input_shape,
+                              keep_intermediates=args.keep_intermediates)
     _out(format_latency_table(results))
     return 0
 

@@ -165,21 +165,32 @@ def _owner(directory: str, runs: dict) -> Optional[str]:
 def comparison_table(runs: Sequence[Run]) -> str:
     """A Markdown table, one row per run with a summary: top-1 before -> after, MACs
     reduction, GMACs, params and size after, batch-1 latency after (Paddle Inference,
-    1 thread) and its speedup over the original, wall time (blank where a summary
-    lacks the number)."""
+    1 thread) and its speedup over the original, for ``strategy: latency`` the latency
+    reduction it predicted and the one measured at the end of the run, wall time
+    (blank where a summary lacks the number).
+
+    >>> s = {"before": {}, "after": {}, "latency_strategy": {"predicted_reduction": 0.501,
+    ...      "measured_reduction": 0.483, "target_reduction": 0.5}}
+    >>> comparison_table([Run("lat", "", s)]).splitlines()[-1]
+    '| lat |  |  |  |  |  |  |  |  | 50.1 | 48.3 |  |'
+    """
     header = ("run", "top-1 before", "top-1 after", "MACs -%", "GMACs", "params", "MB",
-              "ms 1 thread", "speedup", "time s")
+              "ms 1 thread", "speedup", "latency -% predicted", "latency -% measured", "time s")
     rows = []
     for run in runs:
         if run.summary is None:
             continue
         before, after = run.summary["before"], run.summary["after"]
         latency = _latency(run.summary, "1_thread")
+        strategy = _numbers(run.summary.get("latency_strategy"))
         rows.append((run.name, _cell(before, "acc", ".4f"), _cell(after, "acc", ".4f"),
                      _cell(run.summary, "flops_reduction", ".2f", scale=100),
                      _cell(after, "macs", ".4f", scale=1e-9), _cell(after, "params", ","),
                      _cell(after, "size_mb", ".2f"), _cell(latency, "after_ms", ".3f"),
-                     _cell(latency, "speedup", ".2f"), _cell(run.summary, "wall_time_s", "")))
+                     _cell(latency, "speedup", ".2f"),
+                     _cell(strategy, "predicted_reduction", ".1f", scale=100),
+                     _cell(strategy, "measured_reduction", ".1f", scale=100),
+                     _cell(run.summary, "wall_time_s", "")))
     if not rows:
         return "(no run has a summary.json yet)"
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -191,6 +202,11 @@ def _latency(summary: dict, setting: str) -> dict:
     """The numbers of one latency setting of a summary (``{}`` if absent or malformed)."""
     entry = (summary.get("latency") or {}).get(setting) if isinstance(
         summary.get("latency"), dict) else None
+    return _numbers(entry)
+
+
+def _numbers(entry) -> dict:
+    """The numeric values of a summary entry (``{}`` if it is not a mapping)."""
     if not isinstance(entry, dict):
         return {}
     return {k: v for k, v in entry.items() if is_real(v)}

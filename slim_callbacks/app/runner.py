@@ -37,6 +37,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -78,6 +79,7 @@ from slim_callbacks.app.run_dir import check_finite_data, locked_run_directory, 
 from slim_callbacks.app.schema import Recipe
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.core.paddle_utils import is_rank0
+from slim_callbacks.deploy.latency_table import NotMeasured, measuring_off
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +199,7 @@ def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> D
         stand_in_bn_scales(network, recipe.train.seed or 0)
         emit(f"dry run: BatchNorm scales drawn in [0.1, 1) as a stand-in for trained weights "
              f"(criterion {recipe.pruning.criterion} ties on initial scales)")
+    announce_measuring(job, network, emit)
     ratios = final_ratios(job, network)
     callbacks = build_callbacks(job, ratios, verbose, resume_from)
     train_data, eval_data = build_datasets(recipe.data, recipe.input_shape)
@@ -297,11 +300,39 @@ def planning_network(job: Job, emit: Callable[[str], None]) -> paddle.nn.Layer:
     return network
 
 
-def check(job: Job, emit: Callable[[str], None] = lambda s: None) -> None:
+def announce_measuring(job: Job, network: paddle.nn.Layer, emit: Callable[[str], None]) -> None:
+    """One line, before ``strategy: latency`` or ``round_to: auto`` measures: what is
+    not in the latency cache and about how long timing it takes
+    (:mod:`~slim_callbacks.analysis.latency_estimate`)."""
+    from slim_callbacks.analysis.latency_estimate import estimate_measuring
+    pruning = job.recipe.pruning
+    latency = pruning is not None and pruning.strategy == "latency"
+    auto = pruning is not None and pruning.round_to == "auto"
+    if not (latency or auto):
+        return
+    layers = None if tuple(pruning.layers) == ("*",) else list(pruning.layers)
+    estimate = estimate_measuring(network, list(job.recipe.input_shape), latency=latency,
+                                  round_auto=auto, layers=layers, skip=list(pruning.skip),
+                                  round_to=pruning.round_to, options=pruning.strategy_options)
+    what = " with ".join(w for w, on in (("strategy: latency", latency), ("round_to: auto", auto)) if on)
+    emit(estimate.line(what))
+
+
+def _measuring(measure: bool):
+    """A block where latency tables may time (``measure``) or answer from the cache only."""
+    return contextlib.nullcontext() if measure else measuring_off("--no-measure")
+
+
+def check(job: Job, emit: Callable[[str], None] = lambda s: None, measure: bool = True) -> None:
     """Builds what :func:`run` builds before loading data: the network (and pretrained
     weights if present), the final ratios and the pruning callback with its schedule,
     so every recipe error ``run`` would meet comes first, before any work. Missing
-    files that only ``run`` needs (weights, the sensitivities file) are notes."""
+    files that only ``run`` needs (weights, the sensitivities file) are notes.
+
+    ``strategy: latency`` and ``round_to: auto`` measure on this machine unless the
+    latency cache has every timing: a line says how long first; with ``measure=False``
+    (``--no-measure``) the cache alone answers, and the final ratios are a note when it
+    lacks timings."""
     recipe = job.recipe
     for note in job.notes:
         emit(note)
@@ -315,11 +346,24 @@ def check(job: Job, emit: Callable[[str], None] = lambda s: None) -> None:
         emit(f"note: {missing_sensitivities_message(job)}")
         check_schedule(recipe, None)
         return
-    build_callbacks(job, final_ratios(job, network))
+    if measure:
+        announce_measuring(job, network, emit)
+    with _measuring(measure):
+        try:
+            ratios = final_ratios(job, network)
+        except NotMeasured as err:
+            emit(f"note: final ratios not resolved: {err}")
+            check_schedule(recipe, None)
+            return
+    build_callbacks(job, ratios)
 
 
-def plan(job: Job, emit: Callable[[str], None] = lambda s: None) -> Dict[str, Any]:
+def plan(job: Job, emit: Callable[[str], None] = lambda s: None,
+         measure: bool = True) -> Dict[str, Any]:
     """The recipe's final pruning applied to a freshly built network (no training).
+    Measuring for ``strategy: latency`` / ``round_to: auto`` is announced first (one
+    line); ``measure=False`` answers from the latency cache only and raises
+    :class:`~slim_callbacks.deploy.latency_table.NotMeasured` if it lacks a timing.
 
     Returns ``{"before": {...}, "after": {...}, "flops_reduction", "layers": {name:
     [before, after]}, "ratios", "approximate"}``; ``flops_reduction`` is in MACs;
@@ -334,12 +378,16 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None) -> Dict[str, An
     shape = list(recipe.input_shape)
     before = structure(network, shape, PLAN_KEYS)
     widths_before = layer_widths(network)
-    ratios = final_ratios(job, network)
+    if measure:
+        announce_measuring(job, network, emit)
+    with _measuring(measure):
+        ratios = final_ratios(job, network)
+        round_to = resolved_round_to(job, network) if ratios is not None else None
     approximate = []
     if ratios is not None:
         pruning = recipe.pruning
         done = prune(network, shape, ratios, pruning.criterion, skip=list(pruning.skip),
-                     round_to=resolved_round_to(job, network), fold_bn_shift=pruning.fold_bn_shift,
+                     round_to=round_to, fold_bn_shift=pruning.fold_bn_shift,
                      structure=dict(pruning.structure))
         approximate = [{"group": g["name"], "reason": g["approximate"]}
                        for g in done.groups if g.get("approximate")]

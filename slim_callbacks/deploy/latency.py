@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Collection, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -67,13 +67,17 @@ def _summary(name, prefix, ms: List[float], threads, onednn) -> Latency:
 def measure_latency(prefixes: Dict[str, str], threads: int = 1, onednn: bool = True,
                     warmup: int = 10, rounds: int = 20, runs_per_round: int = 5,
                     input_shape: Optional[Sequence[int]] = None, seed: int = 0,
-                    run_only: bool = False) -> List[Latency]:
+                    run_only: bool = False,
+                    keep_intermediates: Union[bool, Collection[str]] = False) -> List[Latency]:
     """Median (and p25/p75, min/max) ms per batch-1 run of each model, in input order.
 
     ``prefixes`` maps a display name to an inference-model prefix. Every run is one
     sample: ``rounds * runs_per_round`` samples per model. ``run_only`` copies the
     input in once and times the predictor's run alone (no copies in or out: how a
-    layer costs inside a network).
+    layer costs inside a network). ``keep_intermediates`` creates the predictors with
+    eager deletion off (:func:`~slim_callbacks.deploy.runtime.predictor`): True for all,
+    or the names of the models that keep (the same prefix may appear twice, under two
+    names, to time both settings side by side).
     """
     if not prefixes:
         raise SlimError("measure_latency: no models given")
@@ -84,7 +88,10 @@ def measure_latency(prefixes: Dict[str, str], threads: int = 1, onednn: bool = T
     rng = np.random.default_rng(seed)
     preds, inputs = {}, {}
     for name in names:
-        preds[name] = predictor(prefixes[name], threads=threads, onednn=onednn)
+        keep = name in keep_intermediates if not isinstance(keep_intermediates, bool) \
+            else keep_intermediates
+        preds[name] = predictor(prefixes[name], threads=threads, onednn=onednn,
+                                keep_intermediates=keep)
         shape = _input_shape(preds[name], name, input_shape)
         inputs[name] = [rng.standard_normal(shape).astype("float32")]
     if run_only:

@@ -22,6 +22,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,6 +40,7 @@ from slim_callbacks.deploy import latency
 from slim_callbacks.deploy.runtime import save_inference_model
 
 CACHE_ENV = "SLIM_CALLBACKS_LATENCY_CACHE"
+_MEASURING_OFF: List[str] = []  # why measuring is off (innermost last); empty: on
 BATCH = 32  # specs per interleaved measurement (in a seeded random order)
 KINDS = ("conv", "linear")
 
@@ -89,6 +91,28 @@ def check_spec(spec: LayerSpec) -> LayerSpec:
     if spec.in_ch < 1 or spec.out_ch < 1 or spec.in_ch % spec.groups or spec.out_ch % spec.groups:
         raise ConfigError("spec", spec.key, "channel counts >= 1 divisible by groups")
     return spec
+
+
+class NotMeasured(SlimError):
+    """A timing that is not in the cache was needed while measuring is off."""
+
+
+@contextlib.contextmanager
+def measuring_off(reason: str):
+    """Inside the block, tables answer from their cache only: a timing they lack raises
+    :class:`NotMeasured` naming ``reason`` (e.g. ``"--no-measure"``).
+
+    >>> with measuring_off("a test"):
+    ...     LatencyTable(directory=tempfile.mkdtemp()).lookup([LayerSpec("linear", 2, 2)])
+    Traceback (most recent call last):
+    ...
+    slim_callbacks.deploy.latency_table.NotMeasured: 1 latency timing(s) are not in the cache ...
+    """
+    _MEASURING_OFF.append(reason)
+    try:
+        yield
+    finally:
+        _MEASURING_OFF.pop()
 
 
 def cache_dir(directory: Optional[str] = None) -> str:
@@ -175,6 +199,7 @@ class LatencyTable:
         # shuffled, so a slow spell on a shared machine is noise, not a step between
         # neighbouring widths measured in the same batch
         missing = [missing[i] for i in np.random.default_rng(len(missing)).permutation(len(missing))]
+        self._may_measure(len(missing))
         for i in range(0, len(missing), BATCH):
             self._time({s.key: s.build for s in missing[i:i + BATCH]})
         return [self.entries[s.key] for s in specs]
@@ -186,10 +211,17 @@ class LatencyTable:
         are timed again side by side, so they share the conditions."""
         keys = {name: f"network {name}" for name in networks}
         if refresh or any(key not in self.entries for key in keys.values()):
+            self._may_measure(len(networks))
             shape = [1, *list(input_shape)[1:]]
             self._time({keys[n]: (lambda f=f: (f(), shape)) for n, f in networks.items()},
                        rounds_scale=2 if len(networks) <= 2 else 1)
         return {name: self.entries[key] for name, key in keys.items()}
+
+    def _may_measure(self, count: int) -> None:
+        if count and _MEASURING_OFF:
+            raise NotMeasured(f"{count} latency timing(s) are not in the cache {self.path} and "
+                              f"measuring is off ({_MEASURING_OFF[-1]}); run once without it "
+                              f"to measure and cache them")
 
     def _time(self, models: Dict[str, Callable[[], Tuple[paddle.nn.Layer, List[int]]]],
               rounds_scale: int = 1) -> None:

@@ -42,11 +42,19 @@ def save_inference_model(network: paddle.nn.Layer, prefix: str, input_shape: Seq
         paddle.jit.save(network, prefix, input_spec=spec)
 
 
-def predictor(prefix: str, threads: int = 1, onednn: bool = True):
+EAGER_DELETE_FLAG = "FLAGS_eager_delete_tensor_gb"
+
+
+def predictor(prefix: str, threads: int = 1, onednn: bool = True,
+              keep_intermediates: bool = False):
     """A Paddle Inference CPU predictor for the model saved at ``prefix``.
 
     ``threads`` is the CPU math library's thread count; ``onednn`` switches the oneDNN
-    kernels (Paddle's CPU default) on or off.
+    kernels (Paddle's CPU default) on or off. ``keep_intermediates`` creates it with
+    eager deletion off (``FLAGS_eager_delete_tensor_gb = -1``, read at creation and
+    restored right after): the executor keeps every intermediate tensor of a run
+    instead of freeing each after its last use - faster (no garbage-collection work per
+    tensor) but the predictor then holds all activations of the network at once.
     """
     program, params = model_files(prefix)
     missing = [f for f in (program, params) if not os.path.isfile(f)]
@@ -61,7 +69,14 @@ def predictor(prefix: str, threads: int = 1, onednn: bool = True):
         config.enable_mkldnn()
     else:
         config.disable_mkldnn()
-    return paddle.inference.create_predictor(config)
+    if not keep_intermediates:
+        return paddle.inference.create_predictor(config)
+    saved = paddle.get_flags([EAGER_DELETE_FLAG])
+    paddle.set_flags({EAGER_DELETE_FLAG: -1.0})
+    try:
+        return paddle.inference.create_predictor(config)
+    finally:
+        paddle.set_flags(saved)
 
 
 def run(pred, inputs: List[np.ndarray]) -> List[np.ndarray]:

@@ -147,21 +147,24 @@ def reshape_groups(in_shape: Sequence[int], out_shape: Sequence[int]) -> List[Tu
     return groups
 
 
-def factorized_columns(in_labels: np.ndarray, in_shape, out_shape) -> List[np.ndarray]:
+def factorized_columns(in_labels: np.ndarray, in_shape, out_shape, skip=()) -> List[np.ndarray]:
     """Atoms that a reshape splitting a labelled axis into several ties together.
 
     Splitting ``C`` channels into ``[g, C // g]`` (a channel shuffle) only survives
     pruning if every one of the ``g`` rows loses the same columns: the code computes
     ``C // g`` at run time and keeps ``g``. So the atoms in each column are coupled.
 
+    Args:
+        skip: indices (into :func:`reshape_groups`) of axis groups to leave alone.
+
     Returns:
         One array of atoms per column that has to be pruned as one.
     """
     full = np.broadcast_to(in_labels, in_shape)
     columns = []
-    for in_axes, out_axes in reshape_groups(list(in_shape), list(out_shape)):
+    for i, (in_axes, out_axes) in enumerate(reshape_groups(list(in_shape), list(out_shape))):
         sizes = [out_shape[a] for a in out_axes if out_shape[a] > 1]
-        if len(in_axes) != 1 or len(sizes) < 2 or not varies_along(in_labels, in_axes):
+        if i in skip or len(in_axes) != 1 or len(sizes) < 2 or not varies_along(in_labels, in_axes):
             continue
         moved = np.moveaxis(full, in_axes[0], -1).reshape(-1, in_shape[in_axes[0]])[0]
         grid = moved.reshape(-1, sizes[-1])

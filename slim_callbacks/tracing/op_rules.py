@@ -11,6 +11,7 @@ reductions. An op without a rule blocks the channels that flow into it;
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import numpy as np
 import paddle
@@ -20,6 +21,7 @@ from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.tracing import labels as L
 from slim_callbacks.tracing import sizes
 from slim_callbacks.tracing.groups import CHANNEL, IN
+from slim_callbacks.tracing.heads import matmul_heads, split_heads
 from slim_callbacks.tracing.sizes import AttrSize, RuntimeSize, cancels, source_of
 
 BINARY_DUNDERS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
@@ -43,6 +45,12 @@ def tensors_in(obj):
             yield from tensors_in(item)
 
 
+#: modules that hold ``_C_ops`` functions themselves (as ``paddle.nn.MultiHeadAttention``
+#: calls ``tensor.matmul``): routed through the tracer too
+_MODULES_WITH_OPS = tuple(sys.modules[name] for name in ("paddle.tensor", "paddle.tensor.linalg",
+                                                           "paddle.linalg") if name in sys.modules)
+
+
 @contextlib.contextmanager
 def intercept(tracer):
     """Routes every ``_C_ops`` function and Tensor operator through the tracer, and
@@ -54,6 +62,12 @@ def intercept(tracer):
             if not name.startswith("_") and type(func).__name__ == "builtin_function_or_method":
                 originals[(_C_ops, name)] = func
                 setattr(_C_ops, name, _wrap(tracer, name.rstrip("_") or name, func))
+        wrapped = {id(func): getattr(_C_ops, name) for (_, name), func in originals.items()}
+        for module in _MODULES_WITH_OPS:  # paddle.tensor.matmul is _C_ops.matmul itself
+            for name, func in list(vars(module).items()):
+                if id(func) in wrapped and type(func).__name__ == "builtin_function_or_method":
+                    originals[(module, name)] = func
+                    setattr(module, name, wrapped[id(func)])
         for dunder in BINARY_DUNDERS + tuple(OTHER_DUNDERS):
             func = getattr(paddle.Tensor, dunder, None)
             if func is not None:
@@ -293,22 +307,29 @@ def _record_on_origin(tr, origin, tensor_axis: int, vector, role: str):
 
 
 VIEW_OPS = frozenset("expand cast assign scale clone detach reshape unsqueeze squeeze "
-                     "getitem flatten".split())
+                     "getitem flatten transpose index_select gather".split())
 
 
 def _follow_origin(tr, op, args, kwargs, inputs, in_labels, outputs) -> None:
-    """Keeps track of views of a free parameter (``self.cls_token.expand(...)``), so an
-    op further on can slice the parameter itself."""
-    if op not in VIEW_OPS or len(inputs) != 1 or len(outputs) != 1 or L.atoms(in_labels[0]).size:
+    """Keeps track of views of a free parameter (``self.cls_token.expand(...)``, Swin's
+    ``index_select(table, index).reshape([N, N, -1]).transpose([2, 0, 1])``), so an op
+    further on can slice the parameter itself."""
+    picks = op in ("index_select", "gather")
+    if (op not in VIEW_OPS or len(inputs) != 1 + picks or len(outputs) != 1
+            or any(L.atoms(lab).size for lab in in_labels)):
         return
     origin = tr.origin_of(inputs[0])
     if origin is None:
         return
     layer, attr, axes = origin
     x, y = list(inputs[0].shape), list(outputs[0].shape)
-    if op == "reshape" and not _sizes_follow(args[1] if len(args) > 1 else kwargs.get("shape"), x):
-        return  # w.reshape([1, self.channels, 1, 1]): the view keeps a fixed size
-    if len(x) == len(y):
+    if op == "transpose" or picks:
+        moved = _moved_by(op, args, kwargs, len(x))
+    elif op == "reshape" and not _sizes_follow(args[1] if len(args) > 1 else kwargs.get("shape"), x):
+        moved = _moved_by_reshape(args[1] if len(args) > 1 else kwargs.get("shape"), x, y, axes)
+        if moved is None:
+            return  # w.reshape([1, self.channels, 1, 1]): the view keeps a fixed size
+    elif len(x) == len(y):
         moved = list(range(len(x)))
     else:  # the non-trivial axes of x, in order, at the first output axes of equal size
         moved, j = [], 0
@@ -318,6 +339,34 @@ def _follow_origin(tr, op, args, kwargs, inputs, in_labels, outputs) -> None:
             moved.append(j if size > 1 and j < len(y) else None)
             j += size > 1
     tr.set_origin(outputs[0], layer, attr, [moved[a] if a is not None else None for a in axes])
+
+
+def _moved_by(op, args, kwargs, ndim) -> list:
+    """Where each axis goes: permuted by a transpose; kept by ``index_select`` or
+    ``gather``, except the picked axis (no longer the parameter's)."""
+    if op == "transpose":
+        perm = [int(p) % ndim for p in kwargs.get("perm", args[1] if len(args) > 1 else [])]
+        return [perm.index(a) if a in perm else None for a in range(ndim)]
+    axis = kwargs.get("axis", args[_AXIS_ARG[op]] if len(args) > _AXIS_ARG[op] else 0)
+    axis = int(axis.item() if isinstance(axis, paddle.Tensor) else axis) % ndim
+    return [None if a == axis else a for a in range(ndim)]
+
+
+def _moved_by_reshape(shape, x, y, axes):
+    """Where a reshape puts the parameter axes of a view: each must stay one axis of its
+    own, sized -1 or 0 (``[N, N, -1]``); None if one does not."""
+    if not isinstance(shape, (list, tuple)) or len(shape) != len(y):
+        return None
+    moved = [None] * len(x)
+    for in_axes, out_axes in L.reshape_groups(x, y):
+        held = [a for a in in_axes if a in axes]
+        sized = [a for a in out_axes if y[a] > 1]
+        if not held:
+            continue
+        if len(in_axes) != 1 or len(sized) != 1 or shape[sized[0]] not in (-1, 0):
+            return None
+        moved[in_axes[0]] = sized[0]
+    return moved
 
 
 def _movement(tr, op, func, args, kwargs, inputs, in_labels, outputs):
@@ -333,11 +382,13 @@ def _movement(tr, op, func, args, kwargs, inputs, in_labels, outputs):
         # e.g. x[:, :16]: hard-coded bounds select other channels once x is pruned
         for lab in in_labels:
             tr.block(lab, f"is partly selected by {op} in {tr.where()}")
+    heads = set()
     if op == "reshape":
-        _block_literal_sizes(tr, args[1] if len(args) > 1 else kwargs.get("shape"),
-                             inputs[0], in_labels[0], outputs[0])
+        shape = args[1] if len(args) > 1 else kwargs.get("shape")
+        heads = split_heads(tr, shape, inputs[0], in_labels[0], outputs[0])
+        _block_literal_sizes(tr, shape, inputs[0], in_labels[0], outputs[0], skip=heads)
     if op in ("reshape", "flatten", "squeeze", "unsqueeze"):
-        _couple_reshape(tr, op, inputs[0], in_labels[0], outputs[0])
+        _couple_reshape(tr, op, inputs[0], in_labels[0], outputs[0], skip=heads)
     if op in ("split", "split_with_num", "unbind"):
         _couple_split(tr, op, inputs[0], in_labels[0], outputs, out_labels,
                       args[1] if op == "split" and len(args) > 1 else None)
@@ -437,6 +488,9 @@ def _matmul(tr, op, func, args, kwargs, inputs, in_labels, outputs):
         return
     a = _canonical(tr.labels_of(x), x.ndim, out.ndim, tx)       # [..., M, K]
     b = _canonical(tr.labels_of(y), y.ndim, out.ndim, ty)       # [..., K, N]
+    shapes = [_canonical_shape(t, out.ndim, f) for t, f in ((x, tx), (y, ty))]
+    if matmul_heads(tr, op, shapes, a, b, out):
+        return
     a = _matmul_operand(tr, op, x, a, b, -1, -2 if tx else -1)
     b = _matmul_operand(tr, op, y, b, a, -2, -1 if ty else -2)
     if a.shape[-1] > 1 and b.shape[-2] > 1:
@@ -457,6 +511,13 @@ def _canonical(lab, ndim, out_ndim, transposed):
     lab = lab.reshape((1,) * (ndim - lab.ndim) + lab.shape)
     lab = np.swapaxes(lab, -1, -2) if transposed else lab
     return lab.reshape((1,) * (out_ndim - lab.ndim) + lab.shape)
+
+
+def _canonical_shape(tensor, out_ndim, transposed) -> list:
+    shape = [int(d) for d in tensor.shape]
+    if transposed:
+        shape[-2], shape[-1] = shape[-1], shape[-2]
+    return [1] * (out_ndim - len(shape)) + shape
 
 
 def _matmul_operand(tr, op, tensor, lab, other, k_axis, param_k_axis):
@@ -518,7 +579,7 @@ def _along_fixed_axes(tr, op, func, args, kwargs, inputs, in_labels, outputs):
 _AXIS_ARG = {"roll": 2, "index_select": 2, "gather": 2, "flip": 1}
 
 
-def _block_literal_sizes(tr, shape, x, lab, y):
+def _block_literal_sizes(tr, shape, x, lab, y, skip=()):
     """``reshape(x, [B, 64, H, W])`` or ``[-1, 2048]``: the size on the axis that takes
     a labelled axis's channel count must follow pruning, or those channels stay. That
     axis is the last non-trivial one of its group (a channel shuffle
@@ -528,9 +589,9 @@ def _block_literal_sizes(tr, shape, x, lab, y):
     to follow (see :mod:`~slim_callbacks.tracing.sizes`); a literal does not."""
     if not isinstance(shape, (list, tuple)) or len(shape) != y.ndim:
         return
-    for in_axes, out_axes in L.reshape_groups(list(x.shape), list(y.shape)):
+    for i, (in_axes, out_axes) in enumerate(L.reshape_groups(list(x.shape), list(y.shape))):
         sized = [a for a in out_axes if y.shape[a] > 1]
-        if not sized:
+        if not sized or i in skip:
             continue
         size, labelled = shape[sized[-1]], L.varies_along(lab, in_axes)
         if isinstance(size, RuntimeSize) and size.source.size:
@@ -576,12 +637,12 @@ def _tie_to_source(tr, size, lab, in_axes, x) -> bool:
     return True
 
 
-def _couple_reshape(tr, op, x, lab, y):
+def _couple_reshape(tr, op, x, lab, y, skip=()):
     in_shape, out_shape = list(x.shape), list(y.shape)
     if not L.is_merge_or_split(lab, in_shape, out_shape):
         tr.block(lab, f"is reshaped by {op} in {tr.where()} in a way pruning cannot follow")
         return
-    for column in L.factorized_columns(lab, in_shape, out_shape):
+    for column in L.factorized_columns(lab, in_shape, out_shape, skip):
         real = column[column > 0]
         for other in real[1:]:
             tr.uf.union(int(real[0]), int(other))

@@ -11,9 +11,10 @@ Three kinds of size are told apart:
 - :class:`AttrSize`: a plain ``int`` attribute of one of the user's layers
   (``self.head_dim``), tagged for the trace. It can be made to follow: pruning sets
   the attribute to the new count, unless the code also computes with it
-  (``c // self.groups``, ``self.head_dim ** -0.5``): then it is marked *derived* and
-  counts as a literal, and a size computed from a shape with it still follows that
-  shape (a channel shuffle).
+  (``self.head_dim ** -0.5``): then it is marked *derived* and counts as a literal. A
+  shape size divided by it (``C // self.num_heads``) is a *quotient* instead: the size
+  still follows that shape (a channel shuffle), and the attribute may still follow
+  if the shape's channels are its units, in equal shares (see :data:`QUOTIENTS`).
 - any other ``int``: a literal written in the code, fixed.
 
     >>> size = RuntimeSize(8, np.array([3, 4]))
@@ -46,6 +47,9 @@ class AttrSize(int):
 
 
 DERIVED: Set[Tuple[str, str]] = set()  # attributes used in arithmetic during the trace
+#: attribute -> the atoms along the axes of the shape sizes divided by it, in order
+#: (``C // self.num_heads``); None where that order is not known
+QUOTIENTS: Dict[Tuple[str, str], List[Optional[np.ndarray]]] = {}
 
 
 def _attr_arithmetic(name: str):
@@ -148,7 +152,10 @@ def _runtime_arithmetic(name: str):
 
     def method(self, other):
         if isinstance(other, AttrSize):  # c // self.groups: the attribute is a constant here
-            DERIVED.add(other.owner)
+            if name == "__floordiv__" and self.source.size:
+                QUOTIENTS.setdefault(other.owner, []).append(self.order)
+            else:
+                DERIVED.add(other.owner)
             other = int(other)
         result = int_method(self, other)
         if type(result) is not int:
@@ -181,17 +188,25 @@ def source_of(labels: np.ndarray, axis: int) -> Tuple[np.ndarray, Optional[np.nd
     return values[values > 0], order
 
 
+#: Paddle layers whose int attributes size their reshapes (``[0, 0, self.num_heads, self.head_dim]``)
+TAGGED_PADDLE_LAYERS = ("MultiHeadAttention",)
+
+
 def is_user_layer(layer) -> bool:
-    """A layer class written outside Paddle (its attributes are the user's)."""
-    return not type(layer).__module__.startswith("paddle.")
+    """A layer class written outside Paddle (its attributes are the user's), or one of
+    :data:`TAGGED_PADDLE_LAYERS`."""
+    return (not type(layer).__module__.startswith("paddle.")
+            or type(layer).__name__ in TAGGED_PADDLE_LAYERS)
 
 
 @contextlib.contextmanager
 def tagged_attributes(layers: Dict[str, object]) -> Iterator[None]:
     """Replaces every ``int`` attribute of the user's layers by an
-    :class:`AttrSize` for the block, and clears :data:`DERIVED`; restored afterwards."""
+    :class:`AttrSize` for the block, and clears :data:`DERIVED` and :data:`QUOTIENTS`;
+    restored afterwards."""
     tagged = []
     DERIVED.clear()
+    QUOTIENTS.clear()
     try:
         for name, layer in layers.items():
             if not is_user_layer(layer):

@@ -51,7 +51,7 @@ from slim_callbacks.tracing.grouped import GroupedConv, settle, unique_convs
 from slim_callbacks.tracing.groups import ChannelGroup, MemberRecord, UnionFind, build_groups
 from slim_callbacks.tracing.kinds import is_known_layer, kind_of
 from slim_callbacks.tracing.op_rules import intercept, tensors_in
-from slim_callbacks.tracing.sizes import DERIVED, tagged_attributes
+from slim_callbacks.tracing.sizes import DERIVED, QUOTIENTS, tagged_attributes
 from slim_callbacks.tracing.structure import Structure, check_structure
 
 logger = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ class Tracer:
         self.block_sites: Dict[int, Tuple[str, str]] = {}  # atom -> (op or layer type, where)
         self.approximations: Dict[int, str] = {}  # atom -> why removing it is not exact
         self.sizes: Dict[Tuple[str, str], np.ndarray] = {}  # attribute -> atoms it counts
-        self.size_conflicts: set = set()
+        self.size_uses: Dict[Tuple[str, str], List[np.ndarray]] = {}  # every axis it sizes
         self.size_values: Dict[Tuple[str, str], int] = {}
         self.grouped: List[GroupedConv] = []  # grouped convs settled in graph()
         self.ratios: List[Tuple[tuple, str]] = []  # sizes whose width factors must shrink in step
@@ -281,6 +281,12 @@ class Tracer:
         for atom in L.atoms(labels):
             self.approximations.setdefault(int(atom), reason)
 
+    def warn_once(self, message: str) -> None:
+        """Logs ``message`` as a warning the first time it comes."""
+        if message not in self.warned:
+            self.warned.add(message)
+            logger.warning(message)
+
     def refuse(self, labels: np.ndarray, reason: str) -> None:
         """Blocks channels for a reason that deserves a warning (once per reason)."""
         if L.atoms(labels).size and reason not in self.warned:
@@ -337,10 +343,9 @@ class Tracer:
     def size_follows(self, owner: Tuple[str, str], atoms: np.ndarray, value: int) -> None:
         """``owner`` (layer, attribute) of ``value`` sizes the axis of ``atoms`` in a
         reshape: pruning sets it to the number of their units that stay."""
-        known = self.sizes.setdefault(owner, atoms)
+        self.sizes.setdefault(owner, atoms)
+        self.size_uses.setdefault(owner, []).append(atoms)
         self.size_values[owner] = value
-        if not self.same_units(known, atoms):
-            self.size_conflicts.add(owner)
 
     def _block_sizes_that_cannot_follow(self) -> None:
         for owner, atoms in self.sizes.items():
@@ -348,12 +353,26 @@ class Tracer:
             if owner in DERIVED:
                 self.refuse(atoms, f"is sized by {layer}.{attr}, which the code also "
                                    f"computes with, so it cannot follow pruning")
-            elif owner in self.size_conflicts:
-                self.refuse(atoms, f"is sized by {layer}.{attr}, which also sizes other "
+            elif not all(self._divides_evenly(source, atoms) for source in QUOTIENTS.get(owner, [])):
+                self.refuse(atoms, f"is sized by {layer}.{attr}, which the code also divides "
+                                   f"another size by, so it cannot follow pruning")
+            elif not all(self.same_units(atoms, other) for other in self.size_uses[owner]):
+                self.refuse(np.concatenate(self.size_uses[owner]),
+                            f"is sized by {layer}.{attr}, which also sizes other "
                                    f"channels")
             elif len(self.units_of(atoms)) != self.size_values[owner]:
                 self.refuse(atoms, f"is sized by {layer}.{attr} = {self.size_values[owner]}, "
                                    f"which does not count its channels one for one")
+
+    def _divides_evenly(self, order: Optional[np.ndarray], atoms: np.ndarray) -> bool:
+        """True if a size read from an axis whose atoms are ``order``, divided by the
+        attribute that counts the units of ``atoms``, keeps its value after pruning
+        (``C // self.num_heads`` with each head coupled to ``C // num_heads`` of the
+        ``C`` channels): that axis holds those units, each as many times."""
+        if order is None or not self.same_units(order[order > 0], atoms) or (order == 0).any():
+            return False
+        roots = np.array([self.uf.find(int(a)) for a in order])
+        return len(set(np.unique(roots, return_counts=True)[1].tolist())) == 1
 
     def size_keeps_ratio(self, dims: tuple, reason: str) -> None:
         """A size computed from widths (``dims``, see
