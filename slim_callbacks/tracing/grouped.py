@@ -234,9 +234,8 @@ def record(tr, conv: GroupedConv, mode: str) -> None:
     elif mode == CHANNELS:
         tr.record(conv.name, "weight", 1, role, atoms, blocks=conv.groups, along=0)
     else:  # whole groups: axis 1 stays, the number of groups follows the units
-        owner = (conv.name, "_groups")
-        tr.sizes[owner] = conv.out_atoms.reshape(conv.groups, -1)[:, 0]
-        tr.size_values[owner] = conv.groups
+        tr.size_follows((conv.name, "_groups"), conv.out_atoms.reshape(conv.groups, -1)[:, 0],
+                        conv.groups)
 
 
 def unique_convs(convs: List[GroupedConv]) -> List[GroupedConv]:
