@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 from typing import Callable, List, Tuple
 
 import paddle
 from paddle import _C_ops
+
+from slim_callbacks.core.paddle_utils import op_aliases
 
 _PRODUCTS = ("matmul", "bmm")
 _OPERATORS = ("__matmul__", "__rmatmul__")
@@ -34,17 +35,12 @@ _OPERATORS = ("__matmul__", "__rmatmul__")
 
 def _entry_points() -> List[Tuple[object, str]]:
     """``(owner, attribute)`` of every way into a product: ``_C_ops.matmul``/``bmm``, the
-    Paddle modules that hold those same built-ins under that name (``paddle.tensor.matmul``,
-    used by ``nn.MultiHeadAttention``) and the ``@`` operator of ``paddle.Tensor``."""
-    builtins = {id(getattr(_C_ops, name)): name for name in _PRODUCTS}
-    points = [(_C_ops, name) for name in _PRODUCTS]
-    for module_name, module in list(sys.modules.items()):
-        if module is None or module is _C_ops or not module_name.startswith("paddle."):
-            continue
-        for name in _PRODUCTS:
-            if builtins.get(id(getattr(module, name, None))) == name:
-                points.append((module, name))
-    return points + [(paddle.Tensor, name) for name in _OPERATORS]
+    Paddle modules that hold those same built-ins (:func:`~slim_callbacks.core.paddle_utils.op_aliases`:
+    ``paddle.tensor.matmul``, used by ``nn.MultiHeadAttention``) and the ``@`` operator."""
+    products = {id(getattr(_C_ops, name)) for name in _PRODUCTS}
+    aliases = [(module, name) for module, name, func in op_aliases() if id(func) in products]
+    return ([(_C_ops, name) for name in _PRODUCTS] + aliases
+            + [(paddle.Tensor, name) for name in _OPERATORS])
 
 
 def product_macs(x, y, out, transpose_x: bool = False, reflected: bool = False) -> int:

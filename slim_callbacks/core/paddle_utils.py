@@ -17,7 +17,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, List, Optional
+import sys
+from typing import Iterator, List, Optional, Tuple
 
 import paddle
 
@@ -103,6 +104,26 @@ def preserved_state(network: paddle.nn.Layer) -> Iterator[None]:
             paddle.set_rng_state(rng)
             for tensor, array in saved:
                 tensor.set_value(array)
+
+
+#: modules that hold ``_C_ops`` built-ins under their own names: ``paddle.tensor.matmul``
+#: is ``_C_ops.matmul`` itself (``paddle.nn.MultiHeadAttention`` calls it)
+OP_ALIAS_MODULES = ("paddle.tensor", "paddle.tensor.linalg", "paddle.linalg")
+
+
+def op_aliases() -> List[Tuple[object, str, object]]:
+    """``(module, name, built-in)`` for every attribute of :data:`OP_ALIAS_MODULES` that is
+    one of the current ``paddle._C_ops`` built-ins, so code that wraps ``_C_ops``
+    functions can wrap these too (call it before replacing any of them).
+
+    >>> any(name == "matmul" for _, name, _ in op_aliases())
+    True
+    """
+    from paddle import _C_ops
+    builtins = {id(f) for f in vars(_C_ops).values() if type(f).__name__ == "builtin_function_or_method"}
+    return [(module, name, func)
+            for module in (sys.modules.get(m) for m in OP_ALIAS_MODULES) if module is not None
+            for name, func in list(vars(module).items()) if id(func) in builtins]
 
 
 def is_rank0() -> bool:

@@ -11,13 +11,13 @@ reductions. An op without a rule blocks the channels that flow into it;
 from __future__ import annotations
 
 import contextlib
-import sys
 
 import numpy as np
 import paddle
 from paddle import _C_ops
 
 from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.core.paddle_utils import op_aliases
 from slim_callbacks.tracing import labels as L
 from slim_callbacks.tracing import sizes
 from slim_callbacks.tracing.groups import CHANNEL, IN
@@ -45,17 +45,12 @@ def tensors_in(obj):
             yield from tensors_in(item)
 
 
-#: modules that hold ``_C_ops`` functions themselves (as ``paddle.nn.MultiHeadAttention``
-#: calls ``tensor.matmul``): routed through the tracer too
-_MODULES_WITH_OPS = tuple(sys.modules[name] for name in ("paddle.tensor", "paddle.tensor.linalg",
-                                                           "paddle.linalg") if name in sys.modules)
-
-
 @contextlib.contextmanager
 def intercept(tracer):
     """Routes every ``_C_ops`` function and Tensor operator through the tracer, and
     makes ``Tensor.shape`` return :class:`RuntimeSize` values."""
     originals = {}
+    aliases = op_aliases()  # paddle.tensor.matmul is _C_ops.matmul itself
     try:
         for name in dir(_C_ops):
             func = getattr(_C_ops, name)
@@ -63,11 +58,10 @@ def intercept(tracer):
                 originals[(_C_ops, name)] = func
                 setattr(_C_ops, name, _wrap(tracer, name.rstrip("_") or name, func))
         wrapped = {id(func): getattr(_C_ops, name) for (_, name), func in originals.items()}
-        for module in _MODULES_WITH_OPS:  # paddle.tensor.matmul is _C_ops.matmul itself
-            for name, func in list(vars(module).items()):
-                if id(func) in wrapped and type(func).__name__ == "builtin_function_or_method":
-                    originals[(module, name)] = func
-                    setattr(module, name, wrapped[id(func)])
+        for module, name, func in aliases:
+            if id(func) in wrapped:
+                originals[(module, name)] = func
+                setattr(module, name, wrapped[id(func)])
         for dunder in BINARY_DUNDERS + tuple(OTHER_DUNDERS):
             func = getattr(paddle.Tensor, dunder, None)
             if func is not None:
