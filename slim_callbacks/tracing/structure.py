@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Optional, Union
+from typing import Mapping, Union
 
 from slim_callbacks.core.errors import ConfigError
 
@@ -76,13 +76,3 @@ def check_structure(value: Union[None, Mapping, Structure], key: str = "structur
             raise ConfigError(f"{key}.{field}", choice, _allowed(field))
     return Structure(**dict(value))
 
-
-def describe(structure: Optional[Structure]) -> str:
-    """A short text for logs: the fields that differ from the default.
-
-    >>> describe(Structure(attention="heads")), describe(Structure())
-    ('attention=heads', 'default')
-    """
-    structure = structure or Structure()
-    changed = [f"{k}={v}" for k, v in structure.to_dict().items() if v != CHOICES[k][0]]
-    return ", ".join(changed) or "default"
