@@ -60,6 +60,7 @@ from slim_callbacks.app.rules import (
 from slim_callbacks.core.checks import is_int
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.deploy.export import FORMATS as EXPORT_FORMATS
+from slim_callbacks.tracing.structure import CHOICES as STRUCTURE_CHOICES
 from slim_callbacks.tracing.structure import check_structure
 
 _LOG = logging.getLogger(__name__)
@@ -320,7 +321,8 @@ class PruningConfig(Section):
     budget_min_step: float = key_field(float_rule(0.0, 1.0, low_open=True, high_open=False), 0.02)
     structure: Dict[str, str] = field(
         default_factory=dict, metadata={"rule": dataclasses.replace(
-            MAPPING, allowed="a mapping {attention: head_dim or heads, grouped_conv: positions}")})
+            MAPPING, allowed="a mapping {" + ", ".join(
+                f"{key}: {' or '.join(values)}" for key, values in STRUCTURE_CHOICES.items()) + "}")})
 
     def _check(self):
         check_structure(self.structure, "pruning.structure")
