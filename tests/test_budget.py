@@ -202,3 +202,23 @@ def test_run_summary_reports_the_budget():
     assert summary["target"] == pytest.approx(0.4) and summary["reached"] == pytest.approx(0.2)
     assert summary["undone"] == [] and not summary["stopped"]
     assert budget_summary([PruneCallback(0.5)]) is None and budget_summary([]) is None
+
+
+def test_an_undo_puts_back_the_int_attributes_a_plan_set():
+    """A plan also sets layer attributes (``head_dim``, ``num_heads``): an undone event
+    must put them back with the tensors, or the next forward reshapes wrongly."""
+    from helpers import TinyViT
+
+    from slim_callbacks import prune
+    from slim_callbacks.callbacks.budget import Snapshot
+    paddle.seed(0)
+    net = TinyViT()
+    x = paddle.randn([2, 3, 16, 16])
+    net.eval()
+    before = net(x).numpy()
+    snap = Snapshot.take(net, None, {})
+    plan = prune(net, [1, 3, 16, 16], {"blocks.*.attn.qkv": 0.5})
+    assert plan.attrs and net.blocks[0].attn.head_dim == 4
+    snap.restore()
+    assert net.blocks[0].attn.head_dim == 8
+    np.testing.assert_allclose(net(x).numpy(), before, atol=1e-6)

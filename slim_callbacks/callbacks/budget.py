@@ -62,6 +62,12 @@ def _optimizer_tensors(optimizer) -> List:
     return tensors + list(getattr(optimizer, "_master_weights", {}).values())
 
 
+def _int_attributes(layer) -> Dict[str, int]:
+    """The plain ``int`` attributes of a layer: a plan may set any of them
+    (``self.head_dim``, ``self.num_heads``; see ``PruningPlan.attrs``)."""
+    return {k: v for k, v in vars(layer).items() if type(v) is int}
+
+
 @dataclasses.dataclass
 class Snapshot:
     """Copies of the tensors, attributes and callback state an event changes."""
@@ -73,7 +79,8 @@ class Snapshot:
     @classmethod
     def take(cls, network, optimizer, state: Dict[str, Any]) -> "Snapshot":
         tensors = list(network.state_dict().values()) + _optimizer_tensors(optimizer)
-        attrs = [(layer, channel_attributes(layer)) for layer in network.sublayers()]
+        attrs = [(layer, dict(_int_attributes(layer), **channel_attributes(layer)))
+                 for layer in network.sublayers(include_self=True)]
         return cls([(t, t.numpy().copy()) for t in tensors], attrs, copy.deepcopy(state))
 
     def restore(self) -> Dict[str, Any]:
