@@ -447,3 +447,29 @@ def test_token_count_from_widths_that_do_not_shrink_in_step_blocks_them():
     graph = trace(ReducedKeys(independent=True), [1, 3, 8, 8])
     embed = next(g for g in graph.groups if "embed" in g.producers)
     assert not embed.prunable and "do not shrink in proportion" in embed.blocked
+
+
+class SlicedScale(nn.Layer):
+    """A free per-channel scale used through a view that moves or drops positions."""
+
+    def __init__(self, view):
+        super().__init__()
+        self.view = view
+        self.proj = nn.Linear(4, 8)
+        self.gamma = self.create_parameter([16] if view == "head" else [8])
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        gamma = self.gamma[:8] if self.view == "head" else self.gamma[::-1]
+        return self.head(self.proj(x) * gamma)
+
+
+@pytest.mark.parametrize("view", ["head", "reversed"])
+def test_a_view_that_moves_or_drops_a_parameters_positions_is_not_sliced_as_the_parameter(view):
+    from helpers import assert_dead_channels_prune_exactly
+    net = SlicedScale(view)
+    randomize(net)
+    group = next(g for g in trace(net, [1, 3, 4]).groups if "proj" in g.producers)
+    assert not any(m.layer == "" and m.attr == "gamma" for m in group.members)
+    if group.prunable:
+        assert_dead_channels_prune_exactly(net, [1, 3, 4], 0.5)

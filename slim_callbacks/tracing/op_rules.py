@@ -132,7 +132,7 @@ def _propagate(tr, op: str, func, args, kwargs, out) -> None:
     inputs = list(tensors_in(args)) + list(tensors_in(kwargs))
     outputs = list(tensors_in(out))
     in_labels = [tr.labels_of(t) for t in inputs]
-    _follow_origin(tr, op, args, kwargs, inputs, in_labels, outputs)
+    _follow_origin(tr, op, func, args, kwargs, inputs, in_labels, outputs)
     if op in L.NO_DATA or op in L.CREATION or not any(L.atoms(lab).size for lab in in_labels):
         for t in outputs:
             tr.set_labels(t, L.zeros(t.ndim))
@@ -304,7 +304,7 @@ VIEW_OPS = frozenset("expand cast assign scale clone detach reshape unsqueeze sq
                      "getitem flatten transpose index_select gather".split())
 
 
-def _follow_origin(tr, op, args, kwargs, inputs, in_labels, outputs) -> None:
+def _follow_origin(tr, op, func, args, kwargs, inputs, in_labels, outputs) -> None:
     """Keeps track of views of a free parameter (``self.cls_token.expand(...)``, Swin's
     ``index_select(table, index).reshape([N, N, -1]).transpose([2, 0, 1])``), so an op
     further on can slice the parameter itself."""
@@ -323,8 +323,9 @@ def _follow_origin(tr, op, args, kwargs, inputs, in_labels, outputs) -> None:
         moved = _moved_by_reshape(args[1] if len(args) > 1 else kwargs.get("shape"), x, y, axes)
         if moved is None:
             return  # w.reshape([1, self.channels, 1, 1]): the view keeps a fixed size
-    elif len(x) == len(y):
-        moved = list(range(len(x)))
+    elif len(x) == len(y) and op != "reshape":  # an axis that keeps its positions stays
+        unchanged = _unchanged_axes(op, func, args, kwargs, inputs[0])
+        moved = [a if a in unchanged and x[a] == y[a] else None for a in range(len(x))]
     else:  # the non-trivial axes of x, in order, at the first output axes of equal size
         moved, j = [], 0
         for size in x:
@@ -388,6 +389,21 @@ def _movement(tr, op, func, args, kwargs, inputs, in_labels, outputs):
                       args[1] if op == "split" and len(args) > 1 else None)
     for t, lab in zip(outputs, out_labels):
         tr.set_labels(t, lab)
+
+
+def _unchanged_axes(op, func, args, kwargs, x) -> set:
+    """Axes along which the view keeps every position in place (``w[:8]`` and ``w[::-1]``
+    do not)."""
+    if op != "getitem":
+        return set(range(x.ndim))
+    kept = set()
+    for axis in range(x.ndim):
+        positions = np.broadcast_to(L.along(np.arange(1, x.shape[axis] + 1), axis, x.ndim), x.shape)
+        picked = list(tensors_in(func(*_swap_tensors(args, [x], [positions]),
+                                      **_swap_tensors(kwargs, [x], [positions]))))[0].numpy()
+        if picked.shape == positions.shape and np.array_equal(np.rint(picked), positions):
+            kept.add(axis)
+    return kept
 
 
 def _sizes_follow(shape, in_shape) -> bool:
