@@ -28,7 +28,7 @@ from slim_callbacks.analysis.search import check_tolerance
 from slim_callbacks.analysis.sensitivity import check_patterns
 from slim_callbacks.core.checks import check_choice, check_fraction, check_int
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.core.paddle_utils import unwrap
+from slim_callbacks.core.paddle_utils import layer_table
 from slim_callbacks.deploy.latency_table import LatencyTable
 from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.engine.plan import PruningPlan
@@ -120,7 +120,7 @@ def latency_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
     model = build_model(network, input_shape, layers=check_patterns("layers", layers), skip=skip,
                         threads=threads, onednn=onednn, cache_dir=cache_dir, grid=grid,
                         round_to=round_to, graph=graph)
-    net_layers = dict(unwrap(network).named_sublayers())
+    net_layers = layer_table(network)
     by_name = {g.name: g for g in model.graph.groups}
     cum, lattice, floor = {}, {}, {}
     for name, width in model.groups.items():
