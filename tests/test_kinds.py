@@ -178,6 +178,8 @@ def test_register_op_names_the_bad_argument():
         register_op("sinhh", "elementwise")
     with pytest.raises(ConfigError, match="^rule: 'pointwise'"):
         register_op("sinh", "pointwise")
+    with pytest.raises(ConfigError, match="^op: 'full'.*makes new data"):
+        register_op("full", "elementwise")  # would never be called: outputs carry no channels
     assert op_rules.REGISTERED_OPS == {}
 
 

@@ -105,7 +105,10 @@ def _wrap(tracer, op: str, func):
 
 
 def _runtime_shape(tracer, tensor, shape):
-    """``Tensor.shape`` while tracing: each size remembers the atoms of its axis."""
+    """``Tensor.shape`` while tracing: each size remembers the atoms of its axis (reads by
+    the tracer itself and inside known layers get plain sizes)."""
+    if tracer.quiet:
+        return shape
     entry = tracer.tensor_labels.get(id(tensor))
     labels = entry[1] if entry is not None and entry[0] is tensor else L.zeros(len(shape))
     return type(shape)([RuntimeSize(d, *source_of(labels, ax)) for ax, d in enumerate(shape)])
@@ -798,6 +801,9 @@ def register_op(op: str, rule) -> None:
     """
     if not isinstance(op, str) or op not in op_names():
         raise ConfigError("op", op, "a paddle._C_ops function name, e.g. roll or index_select")
+    if op in L.NO_DATA or op in L.CREATION:  # their outputs never carry channels
+        raise ConfigError("op", op, "an op that computes from its inputs (this one makes new "
+                                    "data or reads no values: the tracer already handles it)")
     if not callable(rule) and rule not in RULES:
         raise ConfigError("rule", rule, f"one of {', '.join(RULES)} or a handler callable")
     REGISTERED_OPS[op] = rule if callable(rule) else RULES[rule]

@@ -20,6 +20,8 @@ Three kinds of size are told apart:
     >>> size = RuntimeSize(8, np.array([3, 4]))
     >>> (size // 2).source.tolist(), (size // AttrSize(2, ("shuffle", "groups"))).source.tolist()
     ([3, 4], [3, 4])
+    >>> (AttrSize(2, ("shuffle", "groups")) * size).source.tolist()  # either order
+    [3, 4]
 """
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ def _attr_arithmetic(name: str):
     int_method = getattr(int, name)
 
     def method(self, *other):
+        if other and isinstance(other[0], RuntimeSize) and name in _RUNTIME_METHODS:
+            return NotImplemented  # self.groups * C: C's reflected method keeps its source
         DERIVED.add(self.owner)
         return int_method(int(self), *other)
     return method
@@ -167,8 +171,9 @@ def _runtime_arithmetic(name: str):
     return method
 
 
-for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
-              "__floordiv__", "__rfloordiv__"):
+_RUNTIME_METHODS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+                    "__floordiv__", "__rfloordiv__")
+for _name in _RUNTIME_METHODS:
     setattr(RuntimeSize, _name, _runtime_arithmetic(_name))
 for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
               "__floordiv__", "__rfloordiv__", "__truediv__", "__rtruediv__", "__pow__",
