@@ -51,6 +51,7 @@ def intercept(tracer):
     makes ``Tensor.shape`` return :class:`RuntimeSize` values."""
     originals = {}
     aliases = op_aliases()  # paddle.tensor.matmul is _C_ops.matmul itself
+    on_int = lambda source: _int_of_size(tracer, source)  # noqa: E731
     try:
         for name in dir(_C_ops):
             func = getattr(_C_ops, name)
@@ -74,11 +75,11 @@ def intercept(tracer):
         for owner in (paddle, paddle.Tensor):
             originals[(owner, "reshape")] = owner.reshape
             setattr(owner, "reshape", _wrap_reshape(tracer, owner.reshape))
-        sizes.ON_INT.append(lambda source: _int_of_size(tracer, source))
+        sizes.ON_INT.append(on_int)
         yield
     finally:
-        if sizes.ON_INT:
-            sizes.ON_INT.pop()
+        if on_int in sizes.ON_INT:
+            sizes.ON_INT.remove(on_int)
         for (owner, name), func in originals.items():
             setattr(owner, name, func)
 
