@@ -34,3 +34,23 @@ def test_the_trace_keeps_the_structure_it_was_made_with():
     assert graph.structure == Structure(attention="heads")
     assert trace(small_net(), [1, 3, 8, 8]).structure == Structure()
     assert check_structure(Structure(attention="heads")) == graph.structure
+
+
+def test_strategies_trace_with_the_structure_the_prune_will_use(monkeypatch):
+    """Ratios found on head-dim units would not be the ones a heads-mode prune reaches."""
+    from slim_callbacks.analysis import strategies
+    seen = []
+    original = strategies.trace
+
+    def recording(network, input_shape, structure=None):
+        graph = original(network, input_shape, structure)
+        seen.append(graph.structure)
+        return graph
+
+    monkeypatch.setattr(strategies, "trace", recording)
+    strategies.resolve_strategy("uniform", small_net(), [1, 3, 8, 8], ratios=0.5,
+                                structure={"attention": "heads"})
+    callback = PruneCallback(0.5, structure={"attention": "heads"}, input_shape=[1, 3, 8, 8])
+    callback.set_model(paddle.Model(small_net()))
+    callback._strategy_ratios()
+    assert seen == [Structure(attention="heads")] * 2

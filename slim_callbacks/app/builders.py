@@ -293,7 +293,8 @@ def final_ratios(job: Job, network: paddle.nn.Layer):
         criterion=pruning.criterion, round_to=pruning.round_to,
         sensitivities=job.sensitivities_path(), options=pruning.strategy_options)
     try:
-        return resolve_strategy(pruning.strategy, network, list(recipe.input_shape), **options)
+        return resolve_strategy(pruning.strategy, network, list(recipe.input_shape),
+                                structure=dict(pruning.structure), **options)
     except ConfigError as err:
         name = str(err.key).split()[0].split("[")[0]
         key = RECIPE_KEYS.get(name) or (f"pruning.strategy_options.{name}"

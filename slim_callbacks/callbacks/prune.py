@@ -448,7 +448,7 @@ class PruneCallback(ForwardingCallback):
         """The final ratios, decided by the strategies registry as for recipes."""
         from slim_callbacks.analysis.strategies import resolve_strategy
         ratios = resolve_strategy(self.strategy, self.network, self.input_shape,
-                                  **self.strategy_arguments)
+                                  structure=self.structure, **self.strategy_arguments)
         if self.strategy == "uniform" and self.target_flops_reduction is not None:
             self.uniform_ratio = ratios if isinstance(ratios, float) else next(iter(ratios.values()))
             logger.info("target_flops_reduction %.3f -> uniform ratio %.4f",
