@@ -112,29 +112,64 @@ def test_a_dynamic_batch_model_without_input_shape_is_a_clear_error(tmp_path):
     assert times[0].median_ms > 0
 
 
-def test_keep_intermediates_sets_eager_deletion_off_at_creation_only(models, monkeypatch):
-    from slim_callbacks.deploy import runtime
-    seen = []
-    real = paddle.inference.create_predictor
+@pytest.fixture(scope="module")
+def deep_model(tmp_path_factory):
+    """Three 16-channel 3x3 convs at 32x32: two 64 KiB intermediates between them."""
+    paddle.seed(0)
+    layers = [paddle.nn.Conv2D(3, 16, 3, padding=1), paddle.nn.ReLU()]
+    for _ in range(2):
+        layers += [paddle.nn.Conv2D(16, 16, 3, padding=1), paddle.nn.ReLU()]
+    prefix = str(tmp_path_factory.mktemp("deep") / "model")
+    save_inference_model(paddle.nn.Sequential(*layers), prefix, [1, 3, 32, 32])
+    return prefix
 
-    def recording(config):
-        seen.append(paddle.get_flags([runtime.EAGER_DELETE_FLAG])[runtime.EAGER_DELETE_FLAG])
-        return real(config)
-    monkeypatch.setattr(paddle.inference, "create_predictor", recording)
+
+def allocated_by_a_run_predictor(prefix, **kwargs):
+    """Host bytes Paddle holds, after a run, for a new predictor of ``prefix``."""
+    from paddle.base import core
+
+    from slim_callbacks.deploy import runtime
+    before = core.host_memory_stat_current_value("Allocated", 0)
+    pred = runtime.predictor(prefix, **kwargs)
+    runtime.run(pred, runtime.zero_inputs(pred, prefix))
+    return core.host_memory_stat_current_value("Allocated", 0) - before, pred
+
+
+def test_keep_intermediates_really_keeps_them(deep_model):
+    """Paddle reads the flag when the first run builds the executor, not at creation: a
+    predictor that had the flag only at creation frees its intermediates like any other."""
+    from slim_callbacks.deploy import runtime
+    freeing, free_pred = allocated_by_a_run_predictor(deep_model)
+    keeping, kept_pred = allocated_by_a_run_predictor(deep_model, keep_intermediates=True)
+    two_intermediates = 2 * 16 * 32 * 32 * 4
+    assert keeping - freeing >= two_intermediates, (keeping, freeing)
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype("float32")
+    np.testing.assert_array_equal(runtime.run(kept_pred, [x])[0], runtime.run(free_pred, [x])[0])
+
+
+def test_keep_intermediates_restores_the_flag_also_on_failure(models, monkeypatch):
+    from slim_callbacks.deploy import runtime
     before = paddle.get_flags([runtime.EAGER_DELETE_FLAG])
-    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype("float32")
-    plain = runtime.run(runtime.predictor(models["wide"]), [x])[0]
-    kept = runtime.run(runtime.predictor(models["wide"], keep_intermediates=True), [x])[0]
-    assert seen == [before[runtime.EAGER_DELETE_FLAG], -1.0]
-    assert paddle.get_flags([runtime.EAGER_DELETE_FLAG]) == before     # restored
-    np.testing.assert_array_equal(kept, plain)
+    runtime.predictor(models["wide"], keep_intermediates=True)
+    assert paddle.get_flags([runtime.EAGER_DELETE_FLAG]) == before
 
     def failing(config):
         raise RuntimeError("no predictor")
     monkeypatch.setattr(paddle.inference, "create_predictor", failing)
     with pytest.raises(RuntimeError):
         runtime.predictor(models["wide"], keep_intermediates=True)
-    assert paddle.get_flags([runtime.EAGER_DELETE_FLAG]) == before     # restored on failure too
+    assert paddle.get_flags([runtime.EAGER_DELETE_FLAG]) == before
+
+
+def test_keep_intermediates_on_a_dynamic_batch_model_runs_first_at_input_shape(tmp_path):
+    from slim_callbacks import export
+    from slim_callbacks.deploy import runtime
+    net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.ReLU())
+    result = export(net, str(tmp_path), [1, 3, 8, 8], dynamic_batch=True)
+    with pytest.raises(SlimError, match="pass input_shape"):
+        runtime.predictor(result.prefix, keep_intermediates=True)
+    pred = runtime.predictor(result.prefix, keep_intermediates=True, input_shape=[1, 3, 8, 8])
+    assert runtime.run(pred, [np.ones((2, 3, 8, 8), "float32")])[0].shape == (2, 4, 6, 6)
 
 
 def record_keep(monkeypatch, owner, name):

@@ -27,7 +27,7 @@ import numpy as np
 
 from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import SlimError
-from slim_callbacks.deploy.runtime import predictor, run
+from slim_callbacks.deploy.runtime import input_shapes, predictor, run
 
 _clock = time.perf_counter  # tests replace this with a fake timer
 
@@ -50,11 +50,7 @@ class Latency:
 def _input_shape(pred, name: str, input_shape: Optional[Sequence[int]]) -> List[int]:
     if input_shape is not None:
         return [int(d) for d in input_shape]
-    shape = list(pred.get_input_handle(pred.get_input_names()[0]).shape())
-    if len(shape) < 2 or any(int(d) <= 0 for d in shape[1:]):  # a dynamic batch reads as [0]
-        raise SlimError(f"model {name!r} has input shape {shape} with unknown dims; "
-                        "pass input_shape (CLI: --input-shape)")
-    return [1] + [int(d) for d in shape[1:]]
+    return [1] + input_shapes(pred, name)[0][1:]
 
 
 def _summary(name, prefix, ms: List[float], threads, onednn) -> Latency:
@@ -91,7 +87,7 @@ def measure_latency(prefixes: Dict[str, str], threads: int = 1, onednn: bool = T
         keep = name in keep_intermediates if not isinstance(keep_intermediates, bool) \
             else keep_intermediates
         preds[name] = predictor(prefixes[name], threads=threads, onednn=onednn,
-                                keep_intermediates=keep)
+                                keep_intermediates=keep, input_shape=input_shape)
         shape = _input_shape(preds[name], name, input_shape)
         inputs[name] = [rng.standard_normal(shape).astype("float32")]
     if run_only:

@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import os
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import paddle
@@ -46,15 +46,18 @@ EAGER_DELETE_FLAG = "FLAGS_eager_delete_tensor_gb"
 
 
 def predictor(prefix: str, threads: int = 1, onednn: bool = True,
-              keep_intermediates: bool = False):
+              keep_intermediates: bool = False, input_shape: Optional[Sequence[int]] = None):
     """A Paddle Inference CPU predictor for the model saved at ``prefix``.
 
     ``threads`` is the CPU math library's thread count; ``onednn`` switches the oneDNN
-    kernels (Paddle's CPU default) on or off. ``keep_intermediates`` creates it with
-    eager deletion off (``FLAGS_eager_delete_tensor_gb = -1``, read at creation and
-    restored right after): the executor keeps every intermediate tensor of a run
-    instead of freeing each after its last use - faster (no garbage-collection work per
-    tensor) but the predictor then holds all activations of the network at once.
+    kernels (Paddle's CPU default) on or off. ``keep_intermediates`` turns eager
+    deletion off (``FLAGS_eager_delete_tensor_gb = -1``): the executor keeps every
+    intermediate tensor of a run instead of handing each to its garbage collector after
+    its last use - faster, but the predictor then holds all activations of the network
+    at once. Paddle reads the flag when the first run builds the executor, not at
+    creation, so the predictor is created *and run once* on zeros with the flag set
+    (``input_shape`` for the first input, or the shapes the model declares), and the
+    flag is restored right after, also on failure.
     """
     program, params = model_files(prefix)
     missing = [f for f in (program, params) if not os.path.isfile(f)]
@@ -74,9 +77,35 @@ def predictor(prefix: str, threads: int = 1, onednn: bool = True,
     saved = paddle.get_flags([EAGER_DELETE_FLAG])
     paddle.set_flags({EAGER_DELETE_FLAG: -1.0})
     try:
-        return paddle.inference.create_predictor(config)
+        pred = paddle.inference.create_predictor(config)
+        run(pred, zero_inputs(pred, prefix, input_shape))
+        return pred
     finally:
         paddle.set_flags(saved)
+
+
+def input_shapes(pred, prefix: str, input_shape: Optional[Sequence[int]] = None) -> List[List[int]]:
+    """The shape of every input of ``pred``: ``input_shape`` for the first, the declared
+    shape for the others; a clear error for unknown dims (a model exported with a
+    dynamic batch declares none)."""
+    shapes = []
+    for i, name in enumerate(pred.get_input_names()):
+        if i == 0 and input_shape is not None:
+            shapes.append([int(d) for d in input_shape])
+            continue
+        shape = [int(d) for d in pred.get_input_handle(name).shape()]
+        if len(shape) < 2 or any(d <= 0 for d in shape[1:]):  # a dynamic batch reads as [0]
+            raise SlimError(f"model {prefix!r}: input {name!r} has shape {shape} with unknown "
+                            "dims; pass input_shape (CLI: --input-shape)")
+        shapes.append([max(shape[0], 1)] + shape[1:])
+    return shapes
+
+
+def zero_inputs(pred, prefix: str, input_shape: Optional[Sequence[int]] = None) -> List[np.ndarray]:
+    """Zeros of every input's shape and dtype (see :func:`input_shapes`)."""
+    dtypes = [pred.get_input_handle(n).type().name.lower() for n in pred.get_input_names()]
+    return [np.zeros(shape, dtype=dtype)
+            for shape, dtype in zip(input_shapes(pred, prefix, input_shape), dtypes)]
 
 
 def run(pred, inputs: List[np.ndarray]) -> List[np.ndarray]:
