@@ -74,6 +74,7 @@ def test_run_exports_the_final_model_and_measures_latency_side_by_side(finished_
     assert summary["export"]["max_abs_diff"]["paddle"] < 1e-5
     latency = summary["latency"]
     assert latency["batch"] == 1 and latency["onednn"] is True
+    assert latency["keep_intermediates"] is False
     settings = ["1_thread"] + (["all_cores"] if (os.cpu_count() or 1) > 1 else [])
     for setting in settings:
         entry = latency[setting]
@@ -101,6 +102,25 @@ def test_run_exports_the_final_model_and_measures_latency_side_by_side(finished_
     for tag, value in latency_scalars(latency).items():
         assert scalars[tag] == [(2, pytest.approx(value))]     # step: the last epoch
     assert (out / "recipe.yaml").exists()
+
+
+def test_deploy_keep_intermediates_measures_both_models_keeping(capsys, tmp_path, monkeypatch):
+    from slim_callbacks.app import deployment
+    seen = []
+    real = deployment.measure_latency
+
+    def recording(prefixes, **options):
+        seen.append(options["keep_intermediates"])
+        return real(prefixes, **options)
+    monkeypatch.setattr(deployment, "measure_latency", recording)
+    out = tmp_path / "out"
+    code, _, err = call(capsys, "run", recipe_file(tmp_path, latency=True), "-o",
+                        f"output_dir={out}", "-o", "deploy.keep_intermediates=true",
+                        "-o", "deploy.latency_rounds=1", "--verbose", "0")
+    assert code == 0, err[-2000:]
+    assert seen and all(seen)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["latency"]["keep_intermediates"] is True
 
 
 def test_no_latency_flag_exports_only_the_pruned_model(capsys, tmp_path):

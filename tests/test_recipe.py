@@ -48,7 +48,8 @@ def test_minimal_recipe_resolves_every_default():
                     "max_metric_drop": None, "budget_min_step": 0.02, "structure": {}},
         "logging": {"log_dir": "output/mbv1_digits/logs", "log_freq": 10, "visualdl": True},
         "checkpoint": {"save_dir": "output/mbv1_digits/checkpoints", "save_freq": 1},
-        "deploy": {"export": True, "formats": ["paddle"], "latency": True, "latency_rounds": 20},
+        "deploy": {"export": True, "formats": ["paddle"], "latency": True, "latency_rounds": 20,
+                   "keep_intermediates": False},
     }
 
 

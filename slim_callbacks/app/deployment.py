@@ -84,7 +84,8 @@ def deploy_run(recipe: Recipe, network: paddle.nn.Layer,
     before = export(original(), os.path.join(folder, ORIGINAL_DIR), shape, ("paddle",),
                     inputs=batch)
     exported["original_dir"] = before.directory
-    options = DRY_LATENCY if dry_run else {"rounds": deploy.latency_rounds}
+    options = dict(DRY_LATENCY) if dry_run else {"rounds": deploy.latency_rounds}
+    options["keep_intermediates"] = deploy.keep_intermediates
     if dry_run:
         emit("dry run: latency from 2 runs per model, indicative only")
     latency = measure_both(before.prefix, result.prefix, input_shape=[1, *shape[1:]], **options)
@@ -100,7 +101,8 @@ def measure_both(before_prefix: str, after_prefix: str, **options) -> Dict[str, 
     thread, and with all cores (when there is more than one)."""
     prefixes = {"before": before_prefix, "after": after_prefix}
     cores = os.cpu_count() or 1
-    out: Dict[str, Any] = {"batch": 1, "onednn": True, "runtime": "paddle_inference"}
+    out: Dict[str, Any] = {"batch": 1, "onednn": True, "runtime": "paddle_inference",
+                           "keep_intermediates": bool(options.get("keep_intermediates", False))}
     for key, threads in (("1_thread", 1), ("all_cores", cores)):
         if key == "all_cores" and cores == 1:
             continue

@@ -429,7 +429,9 @@ class DeployConfig(Section):
     to ``<output_dir>/inference/`` in each of ``formats``; ``latency`` (default: the
     value of ``export``) also exports the unpruned network (``inference/original/``) and
     measures both side by side, batch 1, oneDNN on, 1 thread and all cores,
-    ``latency_rounds`` interleaved rounds of 5 runs.
+    ``latency_rounds`` interleaved rounds of 5 runs; ``keep_intermediates`` measures
+    both with Paddle Inference's eager deletion off (faster at batch 1, more memory:
+    :func:`~slim_callbacks.deploy.runtime.predictor`).
 
     Example:
         >>> DeployConfig().formats, DeployConfig().latency, DeployConfig(export=False).latency
@@ -441,6 +443,7 @@ class DeployConfig(Section):
     formats: Tuple[str, ...] = key_field(FORMATS, ("paddle",))
     latency: Optional[bool] = key_field(optional_rule(BOOL), None)
     latency_rounds: int = key_field(int_rule(1), 20)
+    keep_intermediates: bool = key_field(BOOL, False)
 
     def _check(self):
         if self.latency is None:
