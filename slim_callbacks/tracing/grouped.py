@@ -132,9 +132,7 @@ def group_positions(tr, name: str, groups: int, atoms: np.ndarray) -> np.ndarray
         tr.block(grid[:, mixed], f"meets channels that cannot be pruned at the same positions "
                                  f"of the groups of grouped conv {name} (groups={groups})")
     for column in grid.T:
-        real = column[column > 0]
-        for other in real[1:]:
-            tr.uf.union(int(real[0]), int(other))
+        tr.union_all(column[column > 0])
     return grid.max(axis=0)
 
 
@@ -147,9 +145,7 @@ def unite(tr, conv: GroupedConv, in_mode: str, out_mode: str) -> None:
         both = np.concatenate([conv.in_atoms.reshape(conv.groups, -1),
                                conv.out_atoms.reshape(conv.groups, -1)], axis=1)
         for row in both:
-            real = row[row > 0]
-            for other in real[1:]:
-                tr.uf.union(int(real[0]), int(other))
+            tr.union_all(row[row > 0])
 
 
 def conflicts(tr, convs: List[GroupedConv], modes: Dict[Side, str]):

@@ -61,8 +61,7 @@ def split_heads(tr, shape, x, lab, y) -> set:
         if not all((block > 0).all() for block in blocks):
             continue  # fixed channels in a head: the default rules decide
         for block in blocks:
-            for other in block[1:]:
-                tr.uf.union(int(block[0]), int(other))
+            tr.union_all(block)
         _tie_head_dim(tr, shape[sized[-1]], blocks, lab, shape)
         tr.size_follows(count.owner, L.atoms(lab), int(count))
         handled.add(i)
@@ -90,8 +89,7 @@ def _tie_head_dim(tr, size, blocks, lab, shape) -> None:
                   f"sizes another tensor by reshape {list(shape)} in {tr.where()}")
         return
     for block, part in zip(blocks, order.reshape(len(blocks), -1)):
-        for other in part:
-            tr.uf.union(int(block[0]), int(other))
+        tr.union_all(np.concatenate([block[:1], part]))
 
 
 def head_labels(tr, lab: np.ndarray, batch: int) -> Optional[np.ndarray]:

@@ -565,7 +565,7 @@ def _same_units_along(tr, lab, axes) -> bool:
     """True if every position along each of ``axes`` of ``lab`` holds the same units
     (so removing units never changes those axes' sizes)."""
     atoms = np.unique(lab)
-    roots = np.array([tr.uf.find(int(a)) for a in atoms])[np.searchsorted(atoms, lab)]
+    roots = tr.roots_of(atoms)[np.searchsorted(atoms, lab)]
     for axis in axes:
         slices = [set(np.unique(roots.take(i, axis=axis))) - {0} for i in range(lab.shape[axis])]
         if any(s != slices[0] for s in slices[1:]):
@@ -646,8 +646,7 @@ def _tie_to_source(tr, size, lab, in_axes, x) -> bool:
     if (columns == 0).any():
         return False
     for column in columns.T:
-        for other in column[1:]:
-            tr.uf.union(int(column[0]), int(other))
+        tr.union_all(column)
     return True
 
 
@@ -657,9 +656,7 @@ def _couple_reshape(tr, op, x, lab, y, skip=()):
         tr.block(lab, f"is reshaped by {op} in {tr.where()} in a way pruning cannot follow")
         return
     for column in L.factorized_columns(lab, in_shape, out_shape, skip):
-        real = column[column > 0]
-        for other in real[1:]:
-            tr.uf.union(int(real[0]), int(other))
+        tr.union_all(column[column > 0])
 
 
 def _couple_split(tr, op, x, lab, outputs, out_labels, sections=None):

@@ -371,7 +371,7 @@ class Tracer:
         ``C`` channels): that axis holds those units, each as many times."""
         if order is None or not self.same_units(order[order > 0], atoms) or (order == 0).any():
             return False
-        roots = np.array([self.uf.find(int(a)) for a in order])
+        roots = self.roots_of(order)
         return len(set(np.unique(roots, return_counts=True)[1].tolist())) == 1
 
     def size_keeps_ratio(self, dims: tuple, reason: str) -> None:
@@ -387,7 +387,7 @@ class Tracer:
             if any((p == 0).any() for p in positions):  # a position that cannot shrink
                 self.refuse(np.concatenate(positions), reason)
                 continue
-            roots = [np.array([self.uf.find(int(a)) for a in p]) for p in positions]
+            roots = [self.roots_of(p) for p in positions]
             if any(len({float(np.mean(r == root)) for r in roots}) > 1
                    for root in np.unique(np.concatenate(roots))):
                 self.refuse(np.concatenate(positions), reason)
@@ -395,6 +395,16 @@ class Tracer:
     def union_pairs(self, pairs: np.ndarray) -> None:
         for a, b in pairs:
             self.uf.union(int(a), int(b))
+
+    def union_all(self, atoms) -> None:
+        """Couple ``atoms`` into one unit (the caller leaves out the fixed atom 0)."""
+        atoms = [int(a) for a in atoms]
+        for other in atoms[1:]:
+            self.uf.union(atoms[0], other)
+
+    def roots_of(self, atoms) -> np.ndarray:
+        """The union-find root of each of ``atoms``, so far."""
+        return np.array([self.uf.find(int(a)) for a in atoms])
 
     def graph(self) -> DependencyGraph:
         segments, fallbacks = settle(self, unique_convs(self.grouped))
