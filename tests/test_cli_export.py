@@ -240,3 +240,17 @@ def test_bad_deploy_keys_are_recipe_errors(capsys, tmp_path, deploy, message):
     code, _, err = call(capsys, "check", recipe_file(tmp_path, **deploy))
     assert code == 2
     assert errors(err)[0].startswith(f"slim-callbacks: error: {message}")
+
+
+@pytest.mark.parametrize("images", [2, 5, 8, 20])
+def test_the_verification_batch_fits_a_fixed_export_batch(tmp_path, images):
+    """8 eval images cannot verify a model exported for batches of 3: the batch is cut
+    (or its images repeated) to a multiple of the export's batch."""
+    from slim_callbacks import export
+    from slim_callbacks.app.deployment import verification_batch
+    data = [(np.full((1, 8, 8), i, dtype="float32"), 0) for i in range(images)]
+    batch = verification_batch(data, 3)
+    assert len(batch) % 3 == 0 and len(batch) <= 8
+    net = paddle.nn.Sequential(paddle.nn.Conv2D(1, 2, 3))
+    result = export(net, str(tmp_path / "m"), [3, 1, 8, 8], inputs=batch)
+    assert result.max_abs_diff["paddle"] < 1e-5

@@ -6,7 +6,7 @@ import paddle
 import pytest
 
 from slim_callbacks.app.cli import main
-from slim_callbacks.core.errors import SlimError
+from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.deploy import latency
 from slim_callbacks.deploy.latency import format_latency_table, measure_latency
 from slim_callbacks.deploy.runtime import save_inference_model
@@ -124,21 +124,37 @@ def deep_model(tmp_path_factory):
     return prefix
 
 
+def settled_allocation(timeout_s=2.0):
+    """Host bytes Paddle holds once its garbage-collector thread has caught up (the
+    count has not moved for 50 ms)."""
+    import time
+
+    from paddle.base import core
+    last, stable_since, start = None, None, time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        value = core.host_memory_stat_current_value("Allocated", 0)
+        if value != last:
+            last, stable_since = value, time.monotonic()
+        elif time.monotonic() - stable_since >= 0.05:
+            break
+        time.sleep(0.005)
+    return last
+
+
 def allocated_by_a_run_predictor(prefix, **kwargs):
     """Host bytes Paddle holds, after a run, for a new predictor of ``prefix``."""
-    from paddle.base import core
-
     from slim_callbacks.deploy import runtime
-    before = core.host_memory_stat_current_value("Allocated", 0)
+    before = settled_allocation()
     pred = runtime.predictor(prefix, **kwargs)
     runtime.run(pred, runtime.zero_inputs(pred, prefix))
-    return core.host_memory_stat_current_value("Allocated", 0) - before, pred
+    return settled_allocation() - before, pred
 
 
 def test_keep_intermediates_really_keeps_them(deep_model):
     """Paddle reads the flag when the first run builds the executor, not at creation: a
     predictor that had the flag only at creation frees its intermediates like any other."""
     from slim_callbacks.deploy import runtime
+    allocated_by_a_run_predictor(deep_model)   # the process's one-off allocations first
     freeing, free_pred = allocated_by_a_run_predictor(deep_model)
     keeping, kept_pred = allocated_by_a_run_predictor(deep_model, keep_intermediates=True)
     two_intermediates = 2 * 16 * 32 * 32 * 4
@@ -147,15 +163,40 @@ def test_keep_intermediates_really_keeps_them(deep_model):
     np.testing.assert_array_equal(runtime.run(kept_pred, [x])[0], runtime.run(free_pred, [x])[0])
 
 
-def test_keep_intermediates_restores_the_flag_also_on_failure(models, monkeypatch):
+def flags_at_runs(monkeypatch, fail=False):
+    """The eager-deletion flag at every ``runtime.run`` call (which then fails if asked)."""
+    from slim_callbacks.deploy import runtime
+    seen, real = [], runtime.run
+
+    def recording(pred, inputs):
+        seen.append(paddle.get_flags([runtime.EAGER_DELETE_FLAG])[runtime.EAGER_DELETE_FLAG])
+        if fail:
+            raise RuntimeError("first run failed")
+        return real(pred, inputs)
+    monkeypatch.setattr(runtime, "run", recording)
+    return seen
+
+
+def test_the_first_run_of_a_keeping_predictor_has_the_flag_set(models, monkeypatch):
     from slim_callbacks.deploy import runtime
     before = paddle.get_flags([runtime.EAGER_DELETE_FLAG])
+    seen = flags_at_runs(monkeypatch)
     runtime.predictor(models["wide"], keep_intermediates=True)
+    runtime.predictor(models["wide"])
+    assert seen == [-1.0]                      # one first run, inside, for the keeping one
     assert paddle.get_flags([runtime.EAGER_DELETE_FLAG]) == before
 
-    def failing(config):
-        raise RuntimeError("no predictor")
-    monkeypatch.setattr(paddle.inference, "create_predictor", failing)
+
+@pytest.mark.parametrize("failing", ["create_predictor", "first run"])
+def test_keep_intermediates_restores_the_flag_also_on_failure(models, monkeypatch, failing):
+    from slim_callbacks.deploy import runtime
+    before = paddle.get_flags([runtime.EAGER_DELETE_FLAG])
+    if failing == "first run":
+        flags_at_runs(monkeypatch, fail=True)
+    else:
+        def no_predictor(config):
+            raise RuntimeError("no predictor")
+        monkeypatch.setattr(paddle.inference, "create_predictor", no_predictor)
     with pytest.raises(RuntimeError):
         runtime.predictor(models["wide"], keep_intermediates=True)
     assert paddle.get_flags([runtime.EAGER_DELETE_FLAG]) == before
@@ -164,12 +205,67 @@ def test_keep_intermediates_restores_the_flag_also_on_failure(models, monkeypatc
 def test_keep_intermediates_on_a_dynamic_batch_model_runs_first_at_input_shape(tmp_path):
     from slim_callbacks import export
     from slim_callbacks.deploy import runtime
+    before = paddle.get_flags([runtime.EAGER_DELETE_FLAG])
     net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.ReLU())
     result = export(net, str(tmp_path), [1, 3, 8, 8], dynamic_batch=True)
     with pytest.raises(SlimError, match="pass input_shape"):
         runtime.predictor(result.prefix, keep_intermediates=True)
+    assert paddle.get_flags([runtime.EAGER_DELETE_FLAG]) == before
+    with pytest.raises(ConfigError, match="input_shape"):
+        runtime.predictor(result.prefix, keep_intermediates=True, input_shape=[1, -3, 8, 8])
     pred = runtime.predictor(result.prefix, keep_intermediates=True, input_shape=[1, 3, 8, 8])
     assert runtime.run(pred, [np.ones((2, 3, 8, 8), "float32")])[0].shape == (2, 4, 6, 6)
+
+
+def test_measure_latency_warms_keeping_predictors_at_its_batch_1_shape(models, monkeypatch):
+    made = []
+    real = latency.predictor
+
+    def recording(prefix, **kwargs):
+        made.append((kwargs["input_shape"], kwargs["batch"]))
+        return real(prefix, **kwargs)
+    monkeypatch.setattr(latency, "predictor", recording)
+    measure_latency({"m": models["wide"]}, warmup=0, rounds=1, runs_per_round=1,
+                    input_shape=[1, 3, 8, 8], keep_intermediates=True)
+    assert made == [([1, 3, 8, 8], 1)]
+
+
+class TwoInputs(paddle.nn.Layer):
+    def __init__(self):
+        super().__init__()
+        self.conv = paddle.nn.Conv2D(3, 4, 1)
+
+    def forward(self, x, scale):
+        return self.conv(x) * scale
+
+
+@pytest.fixture(scope="module")
+def two_input_model(tmp_path_factory):
+    prefix = str(tmp_path_factory.mktemp("two") / "model")
+    spec = [paddle.static.InputSpec([1, 3, 4, 4], "float32", "x"),
+            paddle.static.InputSpec([1, 4, 1, 1], "float32", "scale")]
+    net = TwoInputs()
+    net.eval()
+    paddle.jit.save(net, prefix, input_spec=spec)
+    return prefix
+
+
+def test_every_input_of_a_two_input_model_is_fed(two_input_model):
+    from slim_callbacks.deploy import runtime
+    for keep in (False, True):
+        res = measure_latency({"m": two_input_model}, warmup=0, rounds=1, runs_per_round=1,
+                              keep_intermediates=keep)
+        assert res[0].median_ms > 0
+    pred = runtime.predictor(two_input_model)
+    with pytest.raises(SlimError, match="1 input.* given; the model takes 2: x, scale"):
+        runtime.run(pred, [np.zeros((1, 3, 4, 4), "float32")])
+
+
+@pytest.mark.parametrize("keep,match", [("wide", "True, False or a list"),
+                                        (["wide", "wdie"], "wdie")])
+def test_keep_intermediates_names_are_checked(models, keep, match):
+    with pytest.raises(ConfigError, match=match):
+        measure_latency(models, rounds=1, keep_intermediates=keep)
 
 
 def record_keep(monkeypatch, owner, name):

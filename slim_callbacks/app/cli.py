@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-onednn", action="store_true", help="switch the oneDNN kernels off")
     p.add_argument("--rounds", type=int, default=20, help="interleaved rounds (default 20)")
     p.add_argument("--keep-intermediates", action="store_true",
-                   help="create the predictors with eager deletion off: every intermediate "
+                   help="run the predictors with eager deletion off: every intermediate "
                         "tensor of a run is kept (faster on small models, more memory)")
     p.add_argument("--input-shape", type=int, nargs="+", metavar="DIM",
                    help="the input shape with batch, e.g. 1 3 224 224 (needed when the "

@@ -34,6 +34,7 @@ from slim_callbacks.app.schema import Recipe
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.deploy.export import check_onnx_available, export
 from slim_callbacks.deploy.latency import Latency, measure_latency
+from slim_callbacks.deploy.runtime import eager_deletion_off
 
 INFERENCE_DIR = "inference"
 ORIGINAL_DIR = "original"
@@ -52,12 +53,21 @@ def check_deploy(recipe: Recipe) -> None:
         check_onnx_available()
 
 
-def verification_batch(dataset) -> Optional[np.ndarray]:
-    """The first (at most 8) images of ``dataset`` as one float32 batch; None if empty."""
+def verification_batch(dataset, batch: int = 1) -> Optional[np.ndarray]:
+    """About the first 8 images of ``dataset`` as one float32 array whose length is a
+    multiple of ``batch`` (the exported model's fixed batch; images repeat when the
+    dataset has fewer); None if the dataset is empty.
+
+    Example:
+        >>> data = [(np.full((1, 2, 2), i), 0) for i in range(5)]
+        >>> [verification_batch(data, b).shape[0] for b in (1, 3, 8)]
+        [5, 3, 8]
+    """
     if dataset is None or len(dataset) == 0:
         return None
-    return np.stack([np.asarray(dataset[i][0], dtype="float32")
-                     for i in range(min(VERIFY_SAMPLES, len(dataset)))])
+    count = max(batch, min(VERIFY_SAMPLES, len(dataset)) // batch * batch)
+    return np.stack([np.asarray(dataset[i % len(dataset)][0], dtype="float32")
+                     for i in range(count)])
 
 
 def deploy_run(recipe: Recipe, network: paddle.nn.Layer,
@@ -101,8 +111,9 @@ def measure_both(before_prefix: str, after_prefix: str, **options) -> Dict[str, 
     thread, and with all cores (when there is more than one)."""
     prefixes = {"before": before_prefix, "after": after_prefix}
     cores = os.cpu_count() or 1
+    keep = bool(options.get("keep_intermediates", False)) or eager_deletion_off()
     out: Dict[str, Any] = {"batch": 1, "onednn": True, "runtime": "paddle_inference",
-                           "keep_intermediates": bool(options.get("keep_intermediates", False))}
+                           "keep_intermediates": keep}
     for key, threads in (("1_thread", 1), ("all_cores", cores)):
         if key == "all_cores" and cores == 1:
             continue
@@ -146,7 +157,8 @@ def predicted_vs_measured(recipe: Recipe, original: paddle.nn.Layer, plan, round
     threads = int(options.get("threads", 1))
     return {"target_reduction": pruning.target_latency_reduction, "threads": threads,
             "onednn": bool(options.get("onednn", True)), **predicted,
-            "measured_reduction": measured_reduction(latency, threads)}
+            "measured_reduction": measured_reduction(latency, threads),
+            "measured_keep_intermediates": bool((latency or {}).get("keep_intermediates"))}
 
 
 def measured_reduction(latency: Optional[Dict[str, Any]], threads: int) -> Optional[float]:
@@ -279,7 +291,7 @@ def eval_batch(recipe: Recipe, emit: Callable[[str], None]) -> Optional[np.ndarr
         emit(f"note: the recipe's eval data is not available ({err}); verifying on a "
              f"seeded random batch")
         return None
-    return verification_batch(evaluation)
+    return verification_batch(evaluation, int(recipe.input_shape[0]))
 
 
 def default_out(prefix: str) -> str:

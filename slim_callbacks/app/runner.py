@@ -268,7 +268,8 @@ def _deploy(job: Job, network: paddle.nn.Layer, eval_data, emit) -> Dict[str, An
         if recipe.model.pretrained is not None:
             load_pretrained(fresh, recipe.model.pretrained)
         return fresh
-    deployed = deploy_run(recipe, network, original, verification_batch(eval_data),
+    deployed = deploy_run(recipe, network, original,
+                          verification_batch(eval_data, int(recipe.input_shape[0])),
                           dry_run=job.dry_run, emit=emit)
     if recipe.logging.visualdl:
         log_latency(recipe.logging.log_dir, deployed["latency"], recipe.train.epochs - 1)

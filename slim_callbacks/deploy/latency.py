@@ -26,8 +26,8 @@ from typing import Collection, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from slim_callbacks.core.checks import check_int
-from slim_callbacks.core.errors import SlimError
-from slim_callbacks.deploy.runtime import input_shapes, predictor, run
+from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.deploy.runtime import input_dtypes, input_shapes, predictor, run
 
 _clock = time.perf_counter  # tests replace this with a fake timer
 
@@ -47,10 +47,24 @@ class Latency:
     onednn: bool
 
 
-def _input_shape(pred, name: str, input_shape: Optional[Sequence[int]]) -> List[int]:
-    if input_shape is not None:
-        return [int(d) for d in input_shape]
-    return [1] + input_shapes(pred, name)[0][1:]
+def _random_inputs(pred, name: str, input_shape, rng) -> List[np.ndarray]:
+    """A batch-1 input for every input of ``pred``: normal noise for floats, zeros else."""
+    shapes = input_shapes(pred, name, input_shape, batch=1)
+    return [rng.standard_normal(shape).astype(dtype) if np.dtype(dtype).kind == "f"
+            else np.zeros(shape, dtype=dtype) for shape, dtype in zip(shapes, input_dtypes(pred, name))]
+
+
+def _keeping(names: List[str], keep_intermediates) -> Dict[str, bool]:
+    """``keep_intermediates`` (a bool, or the names that keep) per model name."""
+    if isinstance(keep_intermediates, bool):
+        return {n: keep_intermediates for n in names}
+    if isinstance(keep_intermediates, (str, bytes)) or not isinstance(keep_intermediates, Collection):
+        raise ConfigError("keep_intermediates", keep_intermediates,
+                          "True, False or a list of model names")
+    unknown = [k for k in keep_intermediates if k not in names]
+    if unknown:
+        raise ConfigError("keep_intermediates", unknown, f"names from {names}")
+    return {n: n in keep_intermediates for n in names}
 
 
 def _summary(name, prefix, ms: List[float], threads, onednn) -> Latency:
@@ -81,15 +95,14 @@ def measure_latency(prefixes: Dict[str, str], threads: int = 1, onednn: bool = T
                               ("runs_per_round", runs_per_round, 1), ("warmup", warmup, 0)):
         check_int(label, value, low)
     names = list(prefixes)
+    keeping = _keeping(names, keep_intermediates)
     rng = np.random.default_rng(seed)
     preds, inputs = {}, {}
     for name in names:
-        keep = name in keep_intermediates if not isinstance(keep_intermediates, bool) \
-            else keep_intermediates
         preds[name] = predictor(prefixes[name], threads=threads, onednn=onednn,
-                                keep_intermediates=keep, input_shape=input_shape)
-        shape = _input_shape(preds[name], name, input_shape)
-        inputs[name] = [rng.standard_normal(shape).astype("float32")]
+                                keep_intermediates=keeping[name], input_shape=input_shape,
+                                batch=1)
+        inputs[name] = _random_inputs(preds[name], name, input_shape, rng)
     if run_only:
         for name in names:
             run(preds[name], inputs[name])
