@@ -113,6 +113,32 @@ def test_table_key_names_runtime_threads_and_machine(cache):
     assert LatencyTable(directory="/elsewhere").path.startswith("/elsewhere/")
 
 
+def test_keeping_intermediates_is_a_runtime_of_its_own(cache, monkeypatch):
+    seen = []
+    real = latency_table.latency.measure_latency
+
+    def recording(prefixes, **kwargs):
+        seen.append(kwargs["keep_intermediates"])
+        return real(prefixes, **{**kwargs, **FAST})
+    monkeypatch.setattr(latency_table.latency, "measure_latency", recording)
+    free, keep = LatencyTable(**FAST), LatencyTable(keep_intermediates=True, **FAST)
+    assert free.path != keep.path and "-onednn-keep-t1-" in keep.path
+    spec = LayerSpec("linear", 4, 3)
+    keep.lookup([spec])
+    free.lookup([spec])
+    assert seen == [True, False]
+    assert json.loads(open(keep.path).read())["keep_intermediates"] is True
+    with pytest.raises(ConfigError, match="keep_intermediates: 'yes'"):
+        LatencyTable(keep_intermediates="yes")
+
+
+def test_the_latency_strategy_times_where_intermediates_are_kept(cache, fake_timer):
+    resolve_strategy("latency", Net(), SHAPE, target_latency_reduction=0.3,
+                     keep_intermediates=True, grid=[1.0, 0.5])
+    assert [f for f in os.listdir(cache) if "-keep-" in f]
+    assert not [f for f in os.listdir(cache) if f.endswith(".json") and "-keep-" not in f]
+
+
 def test_unreadable_table_and_bad_spec_are_one_line_errors(cache):
     table = LatencyTable()
     os.makedirs(cache, exist_ok=True)
@@ -449,3 +475,16 @@ def test_no_measure_answers_from_the_cache_only(cache, fake_timer, tmp_path, cap
     timed = fake_timer["timed"]
     assert main(["plan", path, "--no-measure"]) == 0 and fake_timer["timed"] == timed
     assert capsys.readouterr().out == measured      # the same plan, from the cache
+
+
+@pytest.mark.parametrize("predicted_keep, measured_keep, note", [
+    (False, False, ""), (True, True, ""),
+    (False, True, " (keeping intermediates; predicted for freeing them)"),
+    (True, False, " (freeing intermediates; predicted for keeping them)")])
+def test_the_strategy_line_says_when_prediction_and_measurement_differ(predicted_keep,
+                                                                      measured_keep, note):
+    from slim_callbacks.app.report import latency_strategy_line
+    entry = {"target_reduction": 0.5, "predicted_reduction": 0.49, "measured_reduction": 0.47,
+             "threads": 1, "keep_intermediates": predicted_keep,
+             "measured_keep_intermediates": measured_keep}
+    assert latency_strategy_line(entry).endswith("measured -47.00%" + note)

@@ -99,7 +99,8 @@ def estimate_measuring(network: paddle.nn.Layer, input_shape: Sequence[int], *,
     if latency:
         table = LatencyTable(threads=int(options.get("threads", 1)),
                              onednn=bool(options.get("onednn", True)),
-                             directory=options.get("cache_dir"))
+                             directory=options.get("cache_dir"),
+                             keep_intermediates=bool(options.get("keep_intermediates", False)))
         model = LatencyModel(network, shape, table, layers, skip, measure=False,
                              round_to=round_to)
         _add_layers(est, table, model.grid_specs(tuple(options.get("grid", GRID))))

@@ -51,9 +51,11 @@ def check_grid(grid) -> tuple:
 
 
 def build_model(network, input_shape, *, layers=None, skip=(), threads=1, onednn=True,
-                cache_dir=None, grid=GRID, round_to=1, graph=None, calibrate=True) -> LatencyModel:
+                cache_dir=None, grid=GRID, round_to=1, graph=None, calibrate=True,
+                keep_intermediates=False) -> LatencyModel:
     """The calibrated latency model of ``network`` (timings cached in ``cache_dir``)."""
-    table = LatencyTable(threads=threads, onednn=onednn, directory=cache_dir)
+    table = LatencyTable(threads=threads, onednn=onednn, directory=cache_dir,
+                         keep_intermediates=keep_intermediates)
     model = LatencyModel(network, input_shape, table, layers, skip, graph, check_grid(grid),
                          round_to=round_to)
     if calibrate:
@@ -76,6 +78,7 @@ def latency_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
                    normalize: str = "auto", round_to: int = 1, threads: int = 1,
                    onednn: bool = True, cache_dir: Optional[str] = None, grid=GRID,
                    steps: int = 64, feedback: int = 5, tolerance: float = 0.02,
+                   keep_intermediates: bool = False,
                    graph: Optional[DependencyGraph] = None) -> Dict[str, float]:
     """Per-group ratios whose predicted latency is ``target_latency_reduction`` lower.
 
@@ -98,6 +101,8 @@ def latency_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
             interpolated between tries on either side (:func:`next_goal`); the closest
             try is kept.
         tolerance: accepted distance of the measured reduction to the target.
+        keep_intermediates: time with eager deletion off, for a deployment that keeps
+            them (``deploy.keep_intermediates``; a latency table of its own).
         graph: a trace of ``network`` to reuse.
 
     Returns:
@@ -119,7 +124,7 @@ def latency_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
         normalize = "none" if criterion.source == "bn_scale" else "mean"
     model = build_model(network, input_shape, layers=check_patterns("layers", layers), skip=skip,
                         threads=threads, onednn=onednn, cache_dir=cache_dir, grid=grid,
-                        round_to=round_to, graph=graph)
+                        round_to=round_to, graph=graph, keep_intermediates=keep_intermediates)
     net_layers = layer_table(network)
     by_name = {g.name: g for g in model.graph.groups}
     cum, lattice, floor = {}, {}, {}

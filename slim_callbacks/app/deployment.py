@@ -140,7 +140,7 @@ def latency_entry(before: Latency, after: Latency) -> Dict[str, Any]:
 
 LATENCY_SETTINGS = ("1_thread", "all_cores")
 #: ``pruning.strategy_options`` of the latency strategy that shape its latency model.
-MODEL_OPTIONS = ("threads", "onednn", "cache_dir", "grid")
+MODEL_OPTIONS = ("threads", "onednn", "cache_dir", "grid", "keep_intermediates")
 
 
 def predicted_vs_measured(recipe: Recipe, original: paddle.nn.Layer, plan, round_to: int,
@@ -156,7 +156,8 @@ def predicted_vs_measured(recipe: Recipe, original: paddle.nn.Layer, plan, round
                                    skip=list(pruning.skip), round_to=round_to, **options)
     threads = int(options.get("threads", 1))
     return {"target_reduction": pruning.target_latency_reduction, "threads": threads,
-            "onednn": bool(options.get("onednn", True)), **predicted,
+            "onednn": bool(options.get("onednn", True)),
+            "keep_intermediates": bool(options.get("keep_intermediates", False)), **predicted,
             "measured_reduction": measured_reduction(latency, threads),
             "measured_keep_intermediates": bool((latency or {}).get("keep_intermediates"))}
 

@@ -41,8 +41,10 @@ def latency_strategy_line(entry) -> str:
         return ""
     measured = entry.get("measured_reduction")
     shown = "not measured" if measured is None else f"-{measured:.2%}"
-    if measured is not None and entry.get("measured_keep_intermediates"):
-        shown += " (keeping intermediates; the prediction is for freeing them)"
+    keeps = [bool(entry.get(k)) for k in ("keep_intermediates", "measured_keep_intermediates")]
+    if measured is not None and keeps[0] != keeps[1]:
+        shown += (" (keeping intermediates; predicted for freeing them)" if keeps[1]
+                  else " (freeing intermediates; predicted for keeping them)")
     return (f"\nlatency strategy ({_threads(entry)}): target -{entry['target_reduction']:.2%}, "
             f"predicted -{entry['predicted_reduction']:.2%}, measured {shown}")
 

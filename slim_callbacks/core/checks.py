@@ -34,6 +34,20 @@ def is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def check_bool(key: str, value) -> bool:
+    """``True`` or ``False`` (numpy's too), nothing else: a string such as ``"false"``
+    would be truthy.
+
+    >>> check_bool("onednn", "no")
+    Traceback (most recent call last):
+    ...
+    slim_callbacks.core.errors.ConfigError: onednn: 'no' is not allowed; expected true or false
+    """
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise ConfigError(key, value, "true or false")
+
+
 def check_int(key: str, value, minimum: Optional[int] = None, allowed: Optional[str] = None) -> int:
     """An integer ``>= minimum``."""
     if not is_int(value) or (minimum is not None and value < minimum):

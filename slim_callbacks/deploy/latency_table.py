@@ -34,7 +34,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import paddle
 
-from slim_callbacks.core.checks import check_int
+from slim_callbacks.core.checks import check_bool, check_int
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.deploy import latency
 from slim_callbacks.deploy.runtime import save_inference_model
@@ -136,32 +136,40 @@ def machine_id() -> str:
     return f"{platform.machine()} {model} x{os.cpu_count() or 1}"
 
 
-def runtime_key(threads: int, onednn: bool) -> str:
-    """The cache key: runtime, threads and machine (a short hash of the CPU).
+def runtime_key(threads: int, onednn: bool, keep_intermediates: bool = False) -> str:
+    """The cache key: runtime (with ``-keep`` when eager deletion is off), threads and
+    machine (a short hash of the CPU).
 
     >>> runtime_key(1, True).startswith("paddle_inference-" + paddle.__version__ + "-onednn-t1-")
     True
+    >>> "-onednn-keep-t1-" in runtime_key(1, True, keep_intermediates=True)
+    True
     """
     digest = hashlib.sha1(machine_id().encode()).hexdigest()[:10]
-    return (f"paddle_inference-{paddle.__version__}-{'onednn' if onednn else 'native'}"
+    keep = "-keep" if keep_intermediates else ""
+    return (f"paddle_inference-{paddle.__version__}-{'onednn' if onednn else 'native'}{keep}"
             f"-t{threads}-{digest}")
 
 
 class LatencyTable:
     """Median ms of batch-1 runs per :class:`LayerSpec` (or named network), measured once
-    per runtime/threads/machine and kept in a JSON file.
+    per runtime/threads/machine and kept in a JSON file. ``keep_intermediates`` times
+    with Paddle Inference's eager deletion off (a runtime setting of its own, with its
+    own file: :func:`~slim_callbacks.deploy.runtime.predictor`).
 
     ``measured`` counts the specs timed by this object (cache hits are not timed).
     """
 
     def __init__(self, threads: int = 1, onednn: bool = True, directory: Optional[str] = None,
-                 rounds: int = 10, runs_per_round: int = 5, warmup: int = 5):
+                 rounds: int = 10, runs_per_round: int = 5, warmup: int = 5,
+                 keep_intermediates: bool = False):
         self.threads = check_int("threads", threads, 1)
-        self.onednn = bool(onednn)
+        self.onednn = check_bool("onednn", onednn)
+        self.keep_intermediates = check_bool("keep_intermediates", keep_intermediates)
         self.options = {"rounds": check_int("rounds", rounds, 1),
                         "runs_per_round": check_int("runs_per_round", runs_per_round, 1),
                         "warmup": check_int("warmup", warmup, 0)}
-        self.key = runtime_key(self.threads, self.onednn)
+        self.key = runtime_key(self.threads, self.onednn, self.keep_intermediates)
         self.path = os.path.join(cache_dir(directory), self.key + ".json")
         self.entries: Dict[str, float] = self._load()
         self.measured = 0
@@ -182,7 +190,8 @@ class LatencyTable:
         try:
             os.makedirs(folder, exist_ok=True)
             data = {"key": self.key, "runtime": "paddle_inference", "paddle": paddle.__version__,
-                    "onednn": self.onednn, "threads": self.threads, "machine": machine_id(),
+                    "onednn": self.onednn, "keep_intermediates": self.keep_intermediates,
+                    "threads": self.threads, "machine": machine_id(),
                     "entries": dict(sorted(self.entries.items()))}
             fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -236,7 +245,9 @@ class LatencyTable:
                 del layer
             options = dict(self.options, rounds=self.options["rounds"] * rounds_scale)
             results = latency.measure_latency(prefixes, threads=self.threads, onednn=self.onednn,
-                                              run_only=True, **options)
+                                              run_only=True,
+                                              keep_intermediates=self.keep_intermediates,
+                                              **options)
         for r in results:
             self.entries[r.name] = r.median_ms
         self.measured += len(results)
