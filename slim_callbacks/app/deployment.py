@@ -90,6 +90,8 @@ def deploy_run(recipe: Recipe, network: paddle.nn.Layer,
     exported = {"dir": folder, "formats": list(deploy.formats),
                 "max_abs_diff": result.max_abs_diff}
     if not deploy.latency or original is None:
+        if deploy.keep_intermediates:
+            emit("note: deploy.keep_intermediates is unused: latency is not measured")
         return {"export": exported, "latency": None}
     before = export(original(), os.path.join(folder, ORIGINAL_DIR), shape, ("paddle",),
                     inputs=batch)
