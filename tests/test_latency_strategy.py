@@ -304,6 +304,13 @@ def test_the_whole_network_decides_where_the_layer_probes_see_nothing(cache, fak
     assert flat.multiple == 1 and set(flat.network.ms) == {1, 8, 16}
 
 
+def test_round_to_auto_times_into_the_strategy_cache_dir(cache, fake_timer, tmp_path):
+    own = str(tmp_path / "own-cache")
+    resolve_strategy("latency", Net(), SHAPE, target_latency_reduction=0.3, round_to="auto",
+                     cache_dir=own, grid=[1.0, 0.5])
+    assert os.listdir(own) and not os.path.isdir(cache)   # nothing in the default cache
+
+
 def test_whole_network_check_compares_per_macs_kept_within_two_points():
     timing = auto_round.NetworkTiming({1: 10.0, 8: 7.0, 16: 9.5}, {1: 0.5, 8: 0.53, 16: 0.502},
                                       "test")

@@ -81,13 +81,13 @@ def estimate_measuring(network: paddle.nn.Layer, input_shape: Sequence[int], *,
                        round_to: int = 1, options: Optional[Mapping] = None) -> Estimate:
     """What ``strategy: latency`` (``latency``; its ``options`` as
     ``pruning.strategy_options`` holds them) and ``round_to: auto`` (``round_auto``;
-    1 thread, oneDNN, the default cache) would measure; nothing is timed."""
+    1 thread, oneDNN, in ``options["cache_dir"]`` if given) would measure; nothing is timed."""
     options = dict(options or {})
     shape = [int(d) for d in input_shape]
     est = Estimate()
     macs = count_flops(network, shape)
     if round_auto:
-        table = LatencyTable()
+        table = LatencyTable(directory=options.get("cache_dir"))
         model = LatencyModel(network, shape, table, layers, skip, measure=False)
         specs = [s for g in probe_groups(model) for s in block_specs(model, g, probe_widths(model, g))]
         _add_layers(est, table, specs)

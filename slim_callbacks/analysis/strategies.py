@@ -407,5 +407,6 @@ def resolve_strategy(strategy: Union[str, Callable], network: paddle.nn.Layer,
     graph = trace(network, input_shape, structure)
     if options.get("round_to") == "auto":
         options["round_to"] = resolve_round_to("auto", network, input_shape, graph=graph,
-                                               skip=options.get("skip", ()))
+                                               skip=options.get("skip", ()),
+                                               cache_dir=options.get("cache_dir"))
     return func(network, input_shape, graph=graph, **options)

@@ -310,7 +310,8 @@ def resolved_round_to(job: Job, network: paddle.nn.Layer) -> int:
     from slim_callbacks.analysis.auto_round import resolve_round_to
     pruning = job.recipe.pruning
     return resolve_round_to(pruning.round_to, network, list(job.recipe.input_shape),
-                            skip=list(pruning.skip))
+                            skip=list(pruning.skip),
+                            cache_dir=pruning.strategy_options.get("cache_dir"))
 
 
 def check_schedule(recipe: Recipe, ratios) -> None:

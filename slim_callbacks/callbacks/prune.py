@@ -430,7 +430,8 @@ class PruneCallback(ForwardingCallback):
             graph = None
         if self.round_to == "auto":
             self.round_to = resolve_round_to("auto", net, self.input_shape, skip=self.skip,
-                                             graph=graph)
+                                             graph=graph,
+                                             cache_dir=self.strategy_arguments.get("cache_dir"))
             if "round_to" in self.strategy_arguments:
                 self.strategy_arguments["round_to"] = self.round_to
             logger.info("round_to auto -> %d", self.round_to)
