@@ -165,7 +165,8 @@ def _owner(directory: str, runs: dict) -> Optional[str]:
 def comparison_table(runs: Sequence[Run]) -> str:
     """A Markdown table, one row per run with a summary: top-1 before -> after, MACs
     reduction, GMACs, params and size after, batch-1 latency after (Paddle Inference,
-    1 thread) and its speedup over the original, for ``strategy: latency`` the latency
+    1 thread; "(keep)" when measured with eager deletion off) and its speedup over the
+    original, for ``strategy: latency`` the latency
     reduction it predicted and the one measured at the end of the run, wall time
     (blank where a summary lacks the number).
 
@@ -186,7 +187,7 @@ def comparison_table(runs: Sequence[Run]) -> str:
         rows.append((run.name, _cell(before, "acc", ".4f"), _cell(after, "acc", ".4f"),
                      _cell(run.summary, "flops_reduction", ".2f", scale=100),
                      _cell(after, "macs", ".4f", scale=1e-9), _cell(after, "params", ","),
-                     _cell(after, "size_mb", ".2f"), _cell(latency, "after_ms", ".3f"),
+                     _cell(after, "size_mb", ".2f"), _latency_ms(run.summary, latency),
                      _cell(latency, "speedup", ".2f"),
                      _cell(strategy, "predicted_reduction", ".1f", scale=100),
                      _cell(strategy, "measured_reduction", ".1f", scale=100),
@@ -196,6 +197,17 @@ def comparison_table(runs: Sequence[Run]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _latency_ms(summary: dict, latency: dict) -> str:
+    """The 1-thread ms after, marked ``(keep)`` when measured with eager deletion off.
+
+    >>> _latency_ms({"latency": {"keep_intermediates": True}}, {"after_ms": 4.79})
+    '4.790 (keep)'
+    """
+    cell = _cell(latency, "after_ms", ".3f")
+    keep = isinstance(summary.get("latency"), dict) and summary["latency"].get("keep_intermediates")
+    return cell + " (keep)" if cell and keep is True else cell
 
 
 def _latency(summary: dict, setting: str) -> dict:
