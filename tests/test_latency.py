@@ -292,3 +292,10 @@ def test_keep_intermediates_by_name_times_both_settings_side_by_side(models, mon
     res = measure_latency({"free": models["wide"], "kept": models["wide"]}, warmup=0, rounds=1,
                           runs_per_round=1, keep_intermediates=["kept"])
     assert made == [False, True] and [r.name for r in res] == ["free", "kept"]
+
+
+def test_the_table_names_the_batch_that_was_timed(models):
+    res = measure_latency(models, warmup=0, rounds=1, runs_per_round=1, input_shape=[2, 3, 8, 8])
+    assert [r.batch for r in res] == [2, 2]
+    assert "runs per model, batch 2," in format_latency_table(res)
+    assert "batch 1," in format_latency_table(measure_latency(models, rounds=1, warmup=0))

@@ -34,7 +34,7 @@ _clock = time.perf_counter  # tests replace this with a fake timer
 
 @dataclass
 class Latency:
-    """One model's latency in milliseconds per batch-1 run."""
+    """One model's latency in milliseconds per run (of a batch of ``batch``, 1 by default)."""
     name: str
     prefix: str
     median_ms: float
@@ -45,6 +45,7 @@ class Latency:
     samples: int
     threads: int
     onednn: bool
+    batch: int = 1
 
 
 def _random_inputs(pred, name: str, input_shape, rng) -> List[np.ndarray]:
@@ -67,11 +68,11 @@ def _keeping(names: List[str], keep_intermediates) -> Dict[str, bool]:
     return {n: n in keep_intermediates for n in names}
 
 
-def _summary(name, prefix, ms: List[float], threads, onednn) -> Latency:
+def _summary(name, prefix, ms: List[float], threads, onednn, batch: int = 1) -> Latency:
     a = np.asarray(ms, dtype=float)
     p25, med, p75 = np.percentile(a, [25, 50, 75])
     return Latency(name, prefix, float(med), float(p25), float(p75), float(a.min()),
-                   float(a.max()), len(ms), threads, onednn)
+                   float(a.max()), len(ms), threads, onednn, batch)
 
 
 def measure_latency(prefixes: Dict[str, str], threads: int = 1, onednn: bool = True,
@@ -124,7 +125,8 @@ def measure_latency(prefixes: Dict[str, str], threads: int = 1, onednn: bool = T
                 start = _clock()
                 once(name)
                 samples[name].append((_clock() - start) * 1000.0)
-    return [_summary(n, prefixes[n], samples[n], threads, onednn) for n in names]
+    return [_summary(n, prefixes[n], samples[n], threads, onednn, len(inputs[n][0]))
+            for n in names]
 
 
 def measure_latency_all_cores(prefixes: Dict[str, str], **kwargs) -> List[Latency]:
@@ -147,6 +149,6 @@ def format_latency_table(results: Sequence[Latency]) -> str:
                      f"{f'{r.min_ms:.3f}-{r.max_ms:.3f}':>17}  "
                      f"{base / r.median_ms:>6.2f}x")
     r0 = results[0]
-    lines.append(f"({r0.samples} runs per model, batch 1, {r0.threads} thread(s), "
+    lines.append(f"({r0.samples} runs per model, batch {r0.batch}, {r0.threads} thread(s), "
                  f"oneDNN {'on' if r0.onednn else 'off'}; speedup vs {r0.name})")
     return "\n".join(lines)
