@@ -7,6 +7,7 @@ test asserts on a measured time."""
 import json
 import math
 import os
+from unittest.mock import ANY
 
 import numpy as np
 import paddle
@@ -364,18 +365,47 @@ def test_rounding_cost_is_the_macs_difference_of_the_pruned_networks(cache, fake
 
 
 # ---------------------------------------------------------------- callback and recipes
-def test_prune_callback_with_latency_target_and_auto_rounding(cache, fake_timer):
+@pytest.mark.parametrize("own_cache", [False, True])
+def test_prune_callback_with_latency_target_and_auto_rounding(cache, fake_timer, tmp_path,
+                                                              own_cache):
     fake_timer["block"] = 8
     paddle.seed(0)
     net = Net()
+    options = {"grid": (1.0, 0.5, 0.25)}
+    if own_cache:        # every timing, round_to auto's too, goes to strategy_options.cache_dir
+        options["cache_dir"] = str(tmp_path / "own")
     cb = PruneCallback(target_latency_reduction=0.4, round_to="auto", input_shape=SHAPE,
-                       prune_epochs=[0], strategy_options={"grid": (1.0, 0.5, 0.25)})
+                       prune_epochs=[0], strategy_options=options)
     model = paddle.Model(net)
     model.prepare(paddle.optimizer.Momentum(0.01, parameters=net.parameters()),
                   paddle.nn.CrossEntropyLoss())
     model.fit(dataset(16), epochs=1, batch_size=8, verbose=0, callbacks=[cb])
     assert cb.round_to == 8 and cb.strategy == "latency"
     assert all(g["after"] % 8 == 0 for g in cb.plan.groups) and cb.plan.groups
+    assert os.path.isdir(cache) != own_cache
+    assert os.path.isdir(tmp_path / "own") == own_cache
+
+
+@pytest.mark.parametrize("make", [
+    lambda: PruneCallback(target_latency_reduction=0.4, input_shape=SHAPE, prune_epochs=[0],
+                          strategy_options={"keep_intermediates": "yes"}),
+    lambda: resolve_strategy("latency", Net(), SHAPE, target_latency_reduction=0.3,
+                             round_to="auto", onednn="false")])
+def test_bool_runtime_options_are_checked_before_any_timing(cache, fake_timer, make):
+    with pytest.raises(ConfigError, match="a bool"):
+        make()
+    assert fake_timer["timed"] == 0
+
+
+def test_a_process_that_keeps_times_into_the_keep_table(cache):
+    from slim_callbacks.deploy import runtime
+    saved = paddle.get_flags([runtime.EAGER_DELETE_FLAG])
+    paddle.set_flags({runtime.EAGER_DELETE_FLAG: -1.0})
+    try:
+        assert "-keep-" in LatencyTable().path
+    finally:
+        paddle.set_flags(saved)
+    assert "-keep-" not in LatencyTable().path
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -406,13 +436,18 @@ def test_recipe_keys_for_latency_and_auto():
         Recipe.from_dict(recipe(ratios=0.3, target_latency_reduction=0.5))
     with pytest.raises(ConfigError, match="pruning.ratios: 0.3 .* null for strategy latency"):
         Recipe.from_dict(recipe(strategy="latency", target_latency_reduction=0.5, ratios=0.3))
+    with pytest.raises(ConfigError, match="pruning.strategy_options.keep_intermediates: 'false' "
+                                          r"is not allowed; expected a bool"):
+        Recipe.from_dict(recipe(strategy="latency", target_latency_reduction=0.5,
+                                strategy_options={"keep_intermediates": "false"}))
 
 
-def test_run_reports_predicted_and_measured_latency(cache, fake_timer, tmp_path, capsys):
-    raw = dict(TINY_RECIPE, deploy={"latency": True, "latency_rounds": 1})
+@pytest.mark.parametrize("keep", [False, True])
+def test_run_reports_predicted_and_measured_latency(cache, fake_timer, tmp_path, capsys, keep):
+    raw = dict(TINY_RECIPE, deploy={"latency": True, "latency_rounds": 1, "keep_intermediates": keep})
     raw["pruning"] = {"strategy": "latency", "target_latency_reduction": 0.3, "round_to": "auto",
                       "schedule": {"kind": "epochs", "epochs": [0]},
-                      "strategy_options": {"grid": [1.0, 0.5]}}
+                      "strategy_options": {"grid": [1.0, 0.5], "keep_intermediates": keep}}
     raw["train"] = dict(raw["train"], epochs=1)
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -425,6 +460,9 @@ def test_run_reports_predicted_and_measured_latency(cache, fake_timer, tmp_path,
     assert summary["round_to_auto"] == 1     # the stand-in timer pads nothing
     assert entry["predicted_ms"] < entry["base_ms"] and entry["measured_reduction"] is not None
     assert "latency strategy (1 thread): target -30.00%, predicted -" in text
+    assert entry["keep_intermediates"] is keep and entry["measured_keep_intermediates"] is keep
+    assert "predicted for" not in text            # prediction and measurement in one setting
+    assert [f for f in os.listdir(cache) if "-keep-" in f] == ([ANY] if keep else [])
     assert text.splitlines()[0].startswith("strategy: latency with round_to: auto measures on "
                                            "this machine first: ")   # said before training
 
@@ -495,3 +533,18 @@ def test_the_strategy_line_says_when_prediction_and_measurement_differ(predicted
              "threads": 1, "keep_intermediates": predicted_keep,
              "measured_keep_intermediates": measured_keep}
     assert latency_strategy_line(entry).endswith("measured -47.00%" + note)
+
+
+@pytest.mark.parametrize("strategy_keep, deploy_keep, noted", [
+    (False, False, False), (True, True, False), (False, True, True), (True, False, True)])
+def test_check_notes_up_front_when_strategy_and_deploy_time_differently(
+        cache, fake_timer, tmp_path, capsys, strategy_keep, deploy_keep, noted):
+    raw = yaml.safe_load(open(latency_recipe(
+        tmp_path, strategy_options={"grid": [1.0, 0.5], "keep_intermediates": strategy_keep})))
+    raw["deploy"] = {"latency": True, "keep_intermediates": deploy_keep}
+    path = tmp_path / "both.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["check", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert ("the strategy meets its target in the other setting" in err) == noted
+    assert ("-keep-" in err.splitlines()[0]) == strategy_keep     # the estimate's table

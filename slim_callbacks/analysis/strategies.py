@@ -46,7 +46,7 @@ from slim_callbacks.analysis.global_strategy import global_ratios
 from slim_callbacks.analysis.latency_strategy import latency_ratios
 from slim_callbacks.analysis.search import Search, check_one_target, check_tolerance, share_the_jump
 from slim_callbacks.analysis.sensitivity import check_patterns, chosen_groups, load_sensitivities
-from slim_callbacks.core.checks import check_fraction, check_ratio
+from slim_callbacks.core.checks import check_bool, check_fraction, check_ratio
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.engine.criteria import Criterion, get_criterion
 from slim_callbacks.engine.ratios import Ratios, check_ratios, check_round_to, resolve_ratios
@@ -303,6 +303,24 @@ RECIPE_KEYS = {"ratios": "pruning.ratios", "channel_ratio": "pruning.ratios",
                "sensitivities": "pruning.sensitivities"}
 
 
+#: strategy options that must be bools (the latency strategy's runtime settings)
+BOOL_OPTIONS = ("onednn", "keep_intermediates")
+
+
+def check_option_values(options: Mapping, path: Callable[[str], str]) -> None:
+    """The bool options of ``options`` checked before any work (a string ``"false"``
+    would be truthy); ``path(key)`` names the key in the error.
+
+    >>> check_option_values({"onednn": "no"}, lambda k: f"options.{k}")
+    Traceback (most recent call last):
+    ...
+    slim_callbacks.core.errors.ConfigError: options.onednn: 'no' is not allowed; expected a bool (true or false)
+    """
+    for key in BOOL_OPTIONS:
+        if key in options:
+            check_bool(path(key), options[key])
+
+
 def strategy_option_names(strategy: str) -> List[str]:
     """The options :func:`resolve_strategy` accepts for a registered ``strategy``.
 
@@ -378,7 +396,8 @@ def resolve_strategy(strategy: Union[str, Callable], network: paddle.nn.Layer,
       max_ratio, normalize, round_to, tolerance, convention. Returns ``{group: ratio}``.
     - ``custom``: ratios*, skip. Returns the ratios, validated.
     - ``latency``: target_latency_reduction*, layers, skip, criterion, max_ratio,
-      normalize, round_to, threads, onednn, cache_dir, grid, steps, feedback, tolerance.
+      normalize, round_to, threads, onednn, cache_dir, grid, steps, feedback, tolerance,
+      keep_intermediates.
       Returns ``{group: ratio}`` (:mod:`~slim_callbacks.analysis.latency_strategy`).
 
     ``strategy`` may also be a callable ``f(network, input_shape, **options)``.
@@ -404,6 +423,7 @@ def resolve_strategy(strategy: Union[str, Callable], network: paddle.nn.Layer,
     for name, p in params.items():
         if p.default is inspect.Parameter.empty and name not in options:
             raise ConfigError(f"{strategy}.{name}", None, "a value: this option is required")
+    check_option_values(options, str)
     graph = trace(network, input_shape, structure)
     if options.get("round_to") == "auto":
         options["round_to"] = resolve_round_to("auto", network, input_shape, graph=graph,

@@ -317,6 +317,12 @@ def announce_measuring(job: Job, network: paddle.nn.Layer, emit: Callable[[str],
                                   round_to=pruning.round_to, options=pruning.strategy_options)
     what = " with ".join(w for w, on in (("strategy: latency", latency), ("round_to: auto", auto)) if on)
     emit(estimate.line(what))
+    deploy = job.recipe.deploy
+    timed_keeping = bool(pruning.strategy_options.get("keep_intermediates", False))
+    if latency and deploy.latency and timed_keeping != deploy.keep_intermediates:
+        emit(f"note: strategy_options.keep_intermediates is {str(timed_keeping).lower()} but "
+             f"deploy.keep_intermediates is {str(deploy.keep_intermediates).lower()}: the "
+             f"strategy meets its target in the other setting than the one measured at the end")
 
 
 def _measuring(measure: bool):

@@ -368,7 +368,11 @@ class PruningConfig(Section):
                               f"null for strategy {self.strategy} (only strategy latency uses it)")
 
     def _check_strategy_options(self):
-        from slim_callbacks.analysis.strategies import RECIPE_KEYS, strategy_option_names
+        from slim_callbacks.analysis.strategies import (
+            RECIPE_KEYS,
+            check_option_values,
+            strategy_option_names,
+        )
         allowed = [k for k in strategy_option_names(self.strategy) if k not in RECIPE_KEYS]
         for key, value in self.strategy_options.items():
             path = f"pruning.strategy_options.{key}"
@@ -378,6 +382,7 @@ class PruningConfig(Section):
             if key not in allowed:
                 raise ConfigError(path, value, f"an option of strategy {self.strategy}: "
                                   f"{', '.join(allowed) or 'none'}")
+        check_option_values(self.strategy_options, lambda key: f"pruning.strategy_options.{key}")
 
 
 @dataclass(frozen=True)

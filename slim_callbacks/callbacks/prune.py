@@ -280,7 +280,7 @@ class PruneCallback(ForwardingCallback):
     def _strategy_arguments(self, strategy_options) -> dict:
         """The options of ``resolve_strategy`` (checked now, used at train begin), built
         by the same :func:`~slim_callbacks.analysis.strategies.strategy_options` as recipes."""
-        from slim_callbacks.analysis.strategies import strategy_option_names
+        from slim_callbacks.analysis.strategies import check_option_values, strategy_option_names
         from slim_callbacks.analysis.strategies import strategy_options as build
         names = strategy_option_names(self.strategy)
         if strategy_options is not None and not isinstance(strategy_options, Mapping):
@@ -290,6 +290,7 @@ class PruneCallback(ForwardingCallback):
             if key not in names:
                 raise ConfigError(f"strategy_options[{key!r}]", value,
                                   f"an option of strategy {self.strategy}: {', '.join(names)}")
+        check_option_values(options, lambda key: f"strategy_options[{key!r}]")
         return build(self.strategy, ratios=self.ratios,
                      target_flops_reduction=self.target_flops_reduction, layers=self.layers,
                      target_latency_reduction=self.target_latency_reduction,

@@ -21,6 +21,8 @@ import math
 import numbers
 from typing import Iterable, Optional
 
+import numpy as np
+
 from slim_callbacks.core.errors import ConfigError
 
 
@@ -38,14 +40,16 @@ def check_bool(key: str, value) -> bool:
     """``True`` or ``False`` (numpy's too), nothing else: a string such as ``"false"``
     would be truthy.
 
+    >>> check_bool("onednn", np.True_)
+    True
     >>> check_bool("onednn", "no")
     Traceback (most recent call last):
     ...
-    slim_callbacks.core.errors.ConfigError: onednn: 'no' is not allowed; expected true or false
+    slim_callbacks.core.errors.ConfigError: onednn: 'no' is not allowed; expected a bool (true or false)
     """
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    raise ConfigError(key, value, "true or false")
+    raise ConfigError(key, value, "a bool (true or false)")
 
 
 def check_int(key: str, value, minimum: Optional[int] = None, allowed: Optional[str] = None) -> int:

@@ -49,7 +49,8 @@ class Latency:
 
 
 def _random_inputs(pred, name: str, input_shape, rng) -> List[np.ndarray]:
-    """A batch-1 input for every input of ``pred``: normal noise for floats, zeros else."""
+    """An input for every input of ``pred`` (batch 1 unless ``input_shape`` gives the
+    first one): normal noise for floats, zeros else."""
     shapes = input_shapes(pred, name, input_shape, batch=1)
     return [rng.standard_normal(shape).astype(dtype) if np.dtype(dtype).kind == "f"
             else np.zeros(shape, dtype=dtype) for shape, dtype in zip(shapes, input_dtypes(pred, name))]
@@ -80,7 +81,8 @@ def measure_latency(prefixes: Dict[str, str], threads: int = 1, onednn: bool = T
                     input_shape: Optional[Sequence[int]] = None, seed: int = 0,
                     run_only: bool = False,
                     keep_intermediates: Union[bool, Collection[str]] = False) -> List[Latency]:
-    """Median (and p25/p75, min/max) ms per batch-1 run of each model, in input order.
+    """Median (and p25/p75, min/max) ms per run of each model, in input order; batch 1
+    unless ``input_shape`` says otherwise.
 
     ``prefixes`` maps a display name to an inference-model prefix. Every run is one
     sample: ``rounds * runs_per_round`` samples per model. ``run_only`` copies the

@@ -36,7 +36,7 @@ import paddle
 
 from slim_callbacks.core.checks import check_bool, check_int
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.deploy import latency
+from slim_callbacks.deploy import latency, runtime
 from slim_callbacks.deploy.runtime import save_inference_model
 
 CACHE_ENV = "SLIM_CALLBACKS_LATENCY_CACHE"
@@ -165,7 +165,9 @@ class LatencyTable:
                  keep_intermediates: bool = False):
         self.threads = check_int("threads", threads, 1)
         self.onednn = check_bool("onednn", onednn)
-        self.keep_intermediates = check_bool("keep_intermediates", keep_intermediates)
+        # a process that already runs with eager deletion off keeps whatever is asked
+        self.keep_intermediates = check_bool("keep_intermediates", keep_intermediates) \
+            or runtime.eager_deletion_off()
         self.options = {"rounds": check_int("rounds", rounds, 1),
                         "runs_per_round": check_int("runs_per_round", runs_per_round, 1),
                         "warmup": check_int("warmup", warmup, 0)}
