@@ -378,3 +378,25 @@ def test_every_criterion_takes_the_same_number_from_each_group(criterion):
     prune(net, SHAPE, 0.4, criterion, structure=CHANNELS)
     assert groups_of(net) == groups_of(RegNet())
     assert np.isfinite(outputs(net, paddle.randn([2] + SHAPE[1:]))).all()
+
+
+def test_round_to_auto_of_a_recipe_probes_the_units_of_its_structure(monkeypatch):
+    """``resolved_round_to`` (plan, the run's summary) traces with ``pruning.structure``,
+    as the strategies do, so auto times the groups that will be pruned."""
+    from test_recipe import BASE
+
+    from slim_callbacks.analysis import auto_round
+    from slim_callbacks.app.builders import resolved_round_to
+    from slim_callbacks.app.job import Job
+    from slim_callbacks.app.recipe import load_recipe
+    seen = []
+    monkeypatch.setattr(auto_round, "auto_round_to",
+                        lambda network, shape, **kw: seen.append(kw["graph"]) or
+                        auto_round.RoundingChoice(8))
+    recipe = load_recipe(BASE, overrides=["pruning.structure={grouped_conv: groups}",
+                                          "pruning.round_to=auto", "logging.visualdl=false",
+                                          "input_shape=[1, 3, 16, 16]"])
+    net = GroupedNet()
+    assert resolved_round_to(Job(recipe), net) == 8
+    expected = trace(net, list(recipe.input_shape), {"grouped_conv": "groups"})
+    assert [g.name for g in seen[0].groups] == [g.name for g in expected.groups]

@@ -308,10 +308,12 @@ def resolved_round_to(job: Job, network: paddle.nn.Layer) -> int:
     """``pruning.round_to`` as an int: ``auto`` is measured on ``network`` (cached per
     machine, :mod:`slim_callbacks.analysis.auto_round`)."""
     from slim_callbacks.analysis.auto_round import resolve_round_to
+    from slim_callbacks.tracing.tracer import trace
     pruning = job.recipe.pruning
-    return resolve_round_to(pruning.round_to, network, list(job.recipe.input_shape),
-                            skip=list(pruning.skip),
-                            cache_dir=pruning.strategy_options.get("cache_dir"))
+    shape = list(job.recipe.input_shape)
+    graph = trace(network, shape, dict(pruning.structure)) if pruning.round_to == "auto" else None
+    return resolve_round_to(pruning.round_to, network, shape, skip=list(pruning.skip),
+                            cache_dir=pruning.strategy_options.get("cache_dir"), graph=graph)
 
 
 def check_schedule(recipe: Recipe, ratios) -> None:

@@ -430,6 +430,8 @@ class PruneCallback(ForwardingCallback):
             self.original_widths = dict(resumed["original_widths"])
             graph = None
         if self.round_to == "auto":
+            if graph is None:  # resumed: the units of this structure, as a fresh start has
+                graph = trace(net, self.input_shape, self.structure)
             self.round_to = resolve_round_to("auto", net, self.input_shape, skip=self.skip,
                                              graph=graph,
                                              cache_dir=self.strategy_arguments.get("cache_dir"))
