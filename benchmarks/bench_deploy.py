@@ -1,14 +1,15 @@
 """Batch-1 CPU latency of pruned MobileNetV1-224 and ResNet-50 where they are deployed (#10).
 
     nice python benchmarks/bench_deploy.py [--models mobilenet_v1 resnet50]
-        [--macs 0.3 0.5] [--rounding 1 8 16 auto] [--latency-target 0.5]
+        [--macs 0.3 0.5] [--rounding 1 8 16 auto] [--latency-target 0.5] [--latency-keep]
         [--runtimes pi_onednn_1 pi_onednn_1_keep pi_onednn_2 pi_native_1 pi_native_2 ort_1]
         [--rounds 10] [--runs-per-round 5] [--repeats 1] [--cache-dir DIR] [--json out.json]
 
 For each model (random weights, 1000 classes, seed 0): the original, uniform L1Norm
 pruning to each MACs target with each rounding (``auto``: the multiple
 ``slim_callbacks.analysis.auto_round`` measures for Paddle Inference, 1 thread,
-oneDNN), and the ``latency`` strategy at each latency target (rounding ``auto``).
+oneDNN), and the ``latency`` strategy at each latency target (rounding ``auto``;
+``--latency-keep``: timed, and its target checked, with eager deletion off).
 Every variant is exported verified (``slim_callbacks.export``, Paddle and, for
 ``ort_*``, ONNX) and timed in each runtime: ``pi_onednn_T`` / ``pi_native_T`` is Paddle
 Inference with / without oneDNN at T threads (``measure_latency``), a ``_keep`` suffix
@@ -115,16 +116,19 @@ def variants(name, args):
                                      "round_to": round_to}))
     for target in args.latency_target:
         started = time.time()
-        ratios = latency_ratios(original, SHAPE, target, round_to=auto, cache_dir=args.cache_dir)
+        keep = {"keep_intermediates": args.latency_keep}
+        ratios = latency_ratios(original, SHAPE, target, round_to=auto, cache_dir=args.cache_dir,
+                                **keep)
         net = copy.deepcopy(original)
         plan = prune(net, SHAPE, ratios, round_to=auto)
         predicted = latency_prediction(original, SHAPE, plan,
-                                       round_to=auto, cache_dir=args.cache_dir)
+                                       round_to=auto, cache_dir=args.cache_dir, **keep)
         print(f"{name}: latency strategy -{target:.0%}: {len(ratios)} groups, predicted "
               f"-{predicted['predicted_reduction']:.2%} ({time.time() - started:.0f} s)", flush=True)
-        out.append((f"latency -{target:.0%} (round {auto})", net,
+        out.append((f"latency -{target:.0%} (round {auto}{', keep' if args.latency_keep else ''})", net,
                     {"macs": count_flops(net, SHAPE), "round_to": auto, "target": target,
-                     "predicted_reduction": predicted["predicted_reduction"]}))
+                     "predicted_reduction": predicted["predicted_reduction"],
+                     "keep_intermediates": args.latency_keep}))
     return out
 
 
@@ -198,13 +202,14 @@ def table(name, rows, runtimes):
                       f"{speedup:.2f}x ({speedup / macs_ratio:.0%})"]
         lines.append("| " + " | ".join(cells) + " |")
     for label, row in rows.items():
-        if "predicted_reduction" in row and "pi_onednn_1" in row:
+        runtime = "pi_onednn_1_keep" if row.get("keep_intermediates") else "pi_onednn_1"
+        if "predicted_reduction" in row and runtime in row:
             measured = [1 - m["median_ms"] / b["median_ms"] for m, b in
-                        zip(row["pi_onednn_1 repeats"], base["pi_onednn_1 repeats"])]
+                        zip(row[f"{runtime} repeats"], base[f"{runtime} repeats"])]
             lines.append(f"\n{label}: target -{row['target']:.0%}, predicted "
                          f"-{row['predicted_reduction']:.2%}, measured "
                          + ", ".join(f"-{m:.2%}" for m in measured)
-                         + " (Paddle Inference, oneDNN, 1 thread; one per repeat)")
+                         + f" ({runtime}; one per repeat)")
     if len(base[f"{runtimes[0]} repeats"]) > 1:
         lines.append("\nspeedup over the original per repeat (" + runtimes[0] + "): " + "; ".join(
             f"{label}: " + ", ".join(f"{b['median_ms'] / m['median_ms']:.2f}x" for m, b in
@@ -219,6 +224,9 @@ def main():
     parser.add_argument("--macs", nargs="*", type=float, default=[0.3, 0.5])
     parser.add_argument("--rounding", nargs="*", default=["1", "8", "16", "auto"])
     parser.add_argument("--latency-target", nargs="*", type=float, default=[0.5])
+    parser.add_argument("--latency-keep", action="store_true",
+                        help="the latency strategy times with eager deletion off (its target "
+                             "is then checked in pi_onednn_1_keep)")
     parser.add_argument("--runtimes", nargs="+", default=list(RUNTIMES))
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--runs-per-round", type=int, default=5)
@@ -229,6 +237,9 @@ def main():
     args = parser.parse_args()
     for runtime in args.runtimes:
         parse_runtime(runtime)
+    if args.latency_keep and args.latency_target and "pi_onednn_1_keep" not in args.runtimes:
+        raise SystemExit("--latency-keep: add pi_onednn_1_keep to --runtimes (where its target "
+                         "is measured)")
     print(f"bench_deploy {' '.join(sys.argv[1:])}", flush=True)
     out = {}
     with tempfile.TemporaryDirectory(prefix="bench_deploy_") as folder:
