@@ -214,3 +214,15 @@ def test_vgg_at_32x32_is_refused_for_onnx_with_the_runtime_error(tmp_path):
                        r"paddle2onnx wrote \(.*AveragePool.*\); the export is refused"):
         export(net, tmp_path / "m", [1, 3, 32, 32], formats=("paddle", "onnx"))
     assert not (tmp_path / "m").exists()
+
+
+def test_an_earlier_export_of_another_format_is_warned_about(tmp_path, caplog):
+    net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3))
+    export(net, str(tmp_path), [1, 3, 8, 8], formats=("paddle", "onnx"))
+    with caplog.at_level("WARNING", logger="slim_callbacks.deploy"):
+        export(net, str(tmp_path), [1, 3, 8, 8], formats=("paddle",))
+    assert "model.onnx left from an earlier export" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="slim_callbacks.deploy"):
+        export(net, str(tmp_path / "fresh"), [1, 3, 8, 8])
+    assert "earlier export" not in caplog.text

@@ -23,6 +23,7 @@ Example:
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -36,6 +37,8 @@ from slim_callbacks.core.checks import check_int, check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import modes_restored
 from slim_callbacks.deploy.runtime import model_files, predictor, run, save_inference_model
+
+logger = logging.getLogger("slim_callbacks.deploy")
 
 FORMATS = ("paddle", "onnx")
 MODEL_NAME = "model"
@@ -182,7 +185,20 @@ def export(network: paddle.nn.Layer, path, input_shape: Sequence[int],
             shutil.rmtree(path, ignore_errors=True)
         raise
     shutil.rmtree(staging, ignore_errors=True)
+    _warn_stale(path, formats)
     return ExportResult(path, os.path.join(path, MODEL_NAME), files, diffs)
+
+
+def _warn_stale(path: str, formats: Sequence[str]) -> None:
+    """A warning for model files in ``path`` of a format not exported now: they come from
+    an earlier export and may not match the model just written."""
+    prefix = os.path.join(path, MODEL_NAME)
+    others = {"paddle": model_files(prefix), "onnx": (prefix + ONNX_SUFFIX,)}
+    stale = [f for fmt, names in others.items() if fmt not in formats for f in names
+             if os.path.exists(f)]
+    if stale:
+        logger.warning("export: %s left from an earlier export (not this model; format not "
+                       "asked for now)", ", ".join(stale))
 
 
 def dygraph_outputs(network: paddle.nn.Layer, batch: np.ndarray) -> List[np.ndarray]:
