@@ -226,3 +226,23 @@ def test_an_earlier_export_of_another_format_is_warned_about(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="slim_callbacks.deploy"):
         export(net, str(tmp_path / "fresh"), [1, 3, 8, 8])
     assert "earlier export" not in caplog.text
+
+
+def test_a_failed_move_leaves_the_earlier_export_whole(tmp_path, monkeypatch):
+    net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3))
+    first = export(net, str(tmp_path), [1, 3, 8, 8])
+    before = {f: open(f, "rb").read() for f in first.files["paddle"]}
+    real, calls = os.replace, []
+
+    def second_move_fails(src, dst):
+        calls.append(dst)
+        if len(calls) == 4:   # 2 files set aside, the first new one moved, the second fails
+            raise OSError("disk full")
+        return real(src, dst)
+    monkeypatch.setattr(export_module.os, "replace", second_move_fails)
+    with pytest.raises(OSError, match="disk full"):
+        export(paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3)), str(tmp_path), [1, 3, 8, 8])
+    monkeypatch.setattr(export_module.os, "replace", real)
+    assert calls[:4] == [f + ".replaced" for f in first.files["paddle"]] + list(first.files["paddle"])
+    assert {f: open(f, "rb").read() for f in first.files["paddle"]} == before
+    assert sorted(os.listdir(tmp_path)) == ["model.json", "model.pdiparams"]

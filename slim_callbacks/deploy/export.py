@@ -178,7 +178,8 @@ def export(network: paddle.nn.Layer, path, input_shape: Sequence[int],
             diffs["onnx"] = _verify("onnx", _onnx_outputs(onnx_file, batch, chunk), expected,
                                     atol, rtol)
             written["onnx"] = (onnx_file,)
-        files = {fmt: tuple(_move(f, path) for f in names) for fmt, names in written.items()}
+        moved = _move_all([f for names in written.values() for f in names], path)
+        files = {fmt: tuple(moved[f] for f in names) for fmt, names in written.items()}
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if created:
@@ -238,10 +239,29 @@ def _verify(fmt: str, got: Sequence[np.ndarray], expected: Sequence[np.ndarray],
     return worst
 
 
-def _move(file: str, directory: str) -> str:
-    target = os.path.join(directory, os.path.basename(file))
-    os.replace(file, target)
-    return target
+def _move_all(files: Sequence[str], directory: str) -> Dict[str, str]:
+    """Move ``files`` into ``directory`` as one step: the files they replace are set
+    aside first and put back if any move fails, so ``directory`` never holds a new
+    program beside old weights. ``{source: target}``."""
+    targets = {f: os.path.join(directory, os.path.basename(f)) for f in files}
+    aside = {t: t + ".replaced" for t in targets.values() if os.path.exists(t)}
+    done = []
+    try:
+        for target, backup in aside.items():
+            os.replace(target, backup)
+        for source, target in targets.items():
+            os.replace(source, target)
+            done.append(target)
+    except BaseException:
+        for target in done:
+            os.remove(target)
+        for target, backup in aside.items():
+            if os.path.exists(backup):
+                os.replace(backup, target)
+        raise
+    for backup in aside.values():
+        os.remove(backup)
+    return targets
 
 
 def _to_onnx(prefix: str, onnx_file: str) -> None:
