@@ -151,8 +151,8 @@ def allocated_by_a_run_predictor(prefix, **kwargs):
 
 
 def test_keep_intermediates_really_keeps_them(deep_model):
-    """Paddle reads the flag when the first run builds the executor, not at creation: a
-    predictor that had the flag only at creation frees its intermediates like any other."""
+    """Paddle reads the flag when the first run builds the executor, not at creation: code
+    that sets it only around ``create_predictor`` keeps nothing, and fails here."""
     from slim_callbacks.deploy import runtime
     allocated_by_a_run_predictor(deep_model)   # the process's one-off allocations first
     freeing, free_pred = allocated_by_a_run_predictor(deep_model)

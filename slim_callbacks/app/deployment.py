@@ -34,7 +34,7 @@ from slim_callbacks.app.schema import Recipe
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.deploy.export import check_onnx_available, export
 from slim_callbacks.deploy.latency import Latency, measure_latency
-from slim_callbacks.deploy.runtime import eager_deletion_off
+from slim_callbacks.deploy.runtime import keeps_intermediates
 
 INFERENCE_DIR = "inference"
 ORIGINAL_DIR = "original"
@@ -113,7 +113,7 @@ def measure_both(before_prefix: str, after_prefix: str, **options) -> Dict[str, 
     thread, and with all cores (when there is more than one)."""
     prefixes = {"before": before_prefix, "after": after_prefix}
     cores = os.cpu_count() or 1
-    keep = bool(options.get("keep_intermediates", False)) or eager_deletion_off()
+    keep = keeps_intermediates(options.get("keep_intermediates", False))
     out: Dict[str, Any] = {"batch": 1, "onednn": True, "runtime": "paddle_inference",
                            "keep_intermediates": keep}
     for key, threads in (("1_thread", 1), ("all_cores", cores)):

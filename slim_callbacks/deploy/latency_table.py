@@ -165,9 +165,8 @@ class LatencyTable:
                  keep_intermediates: bool = False):
         self.threads = check_int("threads", threads, 1)
         self.onednn = check_bool("onednn", onednn)
-        # a process that already runs with eager deletion off keeps whatever is asked
-        self.keep_intermediates = check_bool("keep_intermediates", keep_intermediates) \
-            or runtime.eager_deletion_off()
+        self.keep_intermediates = runtime.keeps_intermediates(
+            check_bool("keep_intermediates", keep_intermediates))
         self.options = {"rounds": check_int("rounds", rounds, 1),
                         "runs_per_round": check_int("runs_per_round", runs_per_round, 1),
                         "warmup": check_int("warmup", warmup, 0)}

@@ -97,10 +97,10 @@ def predictor(prefix: str, threads: int = 1, onednn: bool = True,
             paddle.set_flags(saved)
 
 
-def eager_deletion_off() -> bool:
-    """True if the process-wide flag already keeps intermediates (every predictor then
-    keeps, whatever it was asked)."""
-    return float(paddle.get_flags([EAGER_DELETE_FLAG])[EAGER_DELETE_FLAG]) < 0
+def keeps_intermediates(asked: bool) -> bool:
+    """Whether predictors asked to keep intermediates (``asked``) really do: also when the
+    process-wide flag already has eager deletion off, whatever was asked."""
+    return bool(asked) or float(paddle.get_flags([EAGER_DELETE_FLAG])[EAGER_DELETE_FLAG]) < 0
 
 
 def input_shapes(pred, prefix: str, input_shape: Optional[Sequence[int]] = None,
