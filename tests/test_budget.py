@@ -210,7 +210,7 @@ def test_an_undo_puts_back_the_int_attributes_a_plan_set():
     from helpers import TinyViT
 
     from slim_callbacks import prune
-    from slim_callbacks.callbacks.budget import Snapshot
+    from slim_callbacks.pruning.snapshot import Snapshot
     paddle.seed(0)
     net = TinyViT()
     x = paddle.randn([2, 3, 16, 16])

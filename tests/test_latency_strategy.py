@@ -26,7 +26,7 @@ from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.deploy import latency_table
 from slim_callbacks.deploy.latency_table import LatencyTable, LayerSpec, runtime_key
 from slim_callbacks.engine.planner import plan_pruning
-from slim_callbacks.engine.planner import prune as engine_prune
+from slim_callbacks.pruning.pruner import prune as engine_prune
 from slim_callbacks.tracing.tracer import trace
 
 FAST = {"rounds": 1, "runs_per_round": 1, "warmup": 0}

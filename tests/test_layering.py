@@ -1,6 +1,6 @@
 """The package is layered: a subpackage imports only itself and the layers below it.
 
-core < tracing < engine < deploy < analysis < callbacks < app. Imports inside functions count
+core < tracing < engine < deploy < analysis < pruning < callbacks < app. Imports inside functions count
 too; only the top-level ``slim_callbacks/__init__.py`` (the public API) and
 ``__main__.py`` may import from every layer.
 """
@@ -11,7 +11,7 @@ import pytest
 
 import slim_callbacks
 
-LAYERS = ("core", "tracing", "engine", "deploy", "analysis", "callbacks", "app")
+LAYERS = ("core", "tracing", "engine", "deploy", "analysis", "pruning", "callbacks", "app")
 PACKAGE = pathlib.Path(slim_callbacks.__file__).parent
 MODULES = sorted(p for p in PACKAGE.rglob("*.py")
                  if p.parent != PACKAGE and p.relative_to(PACKAGE).parts[0] in LAYERS)
@@ -51,7 +51,7 @@ def test_a_layer_never_imports_a_higher_one(path):
 
 def test_schedules_and_core_errors_import_no_paddle():
     """Schedules are plain data (they pickle and round-trip through YAML)."""
-    for name in ("callbacks/schedules.py", "callbacks/schedule_curves.py",
-                 "callbacks/schedule_factory.py", "core/errors.py", "core/checks.py"):
+    for name in ("pruning/schedules.py", "pruning/schedule_curves.py",
+                 "pruning/schedule_factory.py", "core/errors.py", "core/checks.py"):
         imported = set(imported_modules(PACKAGE / name))
         assert not any(n.split(".")[0] == "paddle" for n in imported), name

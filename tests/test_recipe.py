@@ -476,7 +476,7 @@ ERRORS = [
     (["pruning.round_to=0"], "pruning.round_to", 0,
      "an int >= 1 or 'auto' (the multiple measured for this machine)"),
     (["pruning.schedule=linear"], "pruning.schedule", "linear",
-     "null or a mapping with a string 'kind' (see slim_callbacks.callbacks.schedules)"),
+     "null or a mapping with a string 'kind' (see slim_callbacks.pruning.schedules)"),
     (["pruning.schedule={start: 0}"], "pruning.schedule.kind", "<missing>",
      "a schedule kind name (string)"),
     (["pruning.schedule={kind: 3}"], "pruning.schedule.kind", 3,

@@ -382,7 +382,8 @@ def strategy_options(strategy: str, *, ratios: Optional[Ratios] = None,
 
 
 def resolve_strategy(strategy: Union[str, Callable], network: paddle.nn.Layer,
-                     input_shape: Sequence[int], *, structure=None, **options) -> Ratios:
+                     input_shape: Sequence[int], *, structure=None,
+                     graph: Optional[DependencyGraph] = None, **options) -> Ratios:
     """Ratios for :func:`~slim_callbacks.prune` from a named strategy and its options.
 
     Strategies and their options (``*`` = required):
@@ -404,7 +405,7 @@ def resolve_strategy(strategy: Union[str, Callable], network: paddle.nn.Layer,
     ``round_to="auto"`` is measured first (:mod:`~slim_callbacks.analysis.auto_round`)
     and the strategy gets the int. ``structure`` (:mod:`slim_callbacks.tracing.structure`)
     is what the network is traced with, so the ratios are found on the units that will
-    be pruned.
+    be pruned; ``graph``, when given, is that trace (not traced again).
 
     Raises:
         ConfigError: an unknown strategy, an unknown or missing option (checked before
@@ -424,7 +425,7 @@ def resolve_strategy(strategy: Union[str, Callable], network: paddle.nn.Layer,
         if p.default is inspect.Parameter.empty and name not in options:
             raise ConfigError(f"{strategy}.{name}", None, "a value: this option is required")
     check_option_values(options, str)
-    graph = trace(network, input_shape, structure)
+    graph = graph if graph is not None else trace(network, input_shape, structure)
     if options.get("round_to") == "auto":
         options["round_to"] = resolve_round_to("auto", network, input_shape, graph=graph,
                                                skip=options.get("skip", ()),

@@ -319,7 +319,7 @@ def resolved_round_to(job: Job, network: paddle.nn.Layer) -> int:
 def check_schedule(recipe: Recipe, ratios) -> None:
     """``pruning.schedule`` checked against ``train.epochs`` and the final ratios before
     any work, with errors naming the recipe key (``pruning.schedule.initial_ratio``)."""
-    from slim_callbacks.callbacks.schedule_factory import schedule_from_dict
+    from slim_callbacks.pruning.schedule_factory import schedule_from_dict
     pruning = recipe.pruning
     if pruning is None or pruning.schedule is None:
         return

@@ -376,7 +376,7 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None,
     [before, after]}, "ratios", "approximate"}``; ``flops_reduction`` is in MACs;
     ``approximate`` lists the pruned groups whose removal is not exact (LayerNorm).
     """
-    from slim_callbacks.engine.planner import prune
+    from slim_callbacks.pruning.pruner import prune
     recipe = job.recipe
     check_sensitivities_file(job)
     for note in job.notes:

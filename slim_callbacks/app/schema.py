@@ -284,7 +284,7 @@ class PruningConfig(Section):
     chosen channels, cut at one global score threshold). ``strategy_options`` holds the
     strategy's other arguments (e.g. ``{max_ratio: 0.8}`` for ``global``), checked
     against :func:`~slim_callbacks.analysis.strategies.strategy_option_names`. ``schedule`` is
-    passed as-is to :mod:`slim_callbacks.callbacks.schedules`. ``distill`` (a mapping,
+    passed as-is to :mod:`slim_callbacks.pruning.schedules`. ``distill`` (a mapping,
     null = off) distils the unpruned network into the pruned one; ``recalibrate_bn: N``
     re-estimates BatchNorm statistics on N training batches after each event (and
     before every evaluation of ``slim-callbacks sensitivity``); ``max_metric_drop``

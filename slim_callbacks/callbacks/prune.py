@@ -4,7 +4,7 @@ WHAT is pruned: ``ratios`` (a float for every prunable group, or ``{glob pattern
 ratio}``; always the FINAL share of the ORIGINAL channels), or ``target_flops_reduction``
 (a uniform ratio found by bisection), minus ``skip``; scored by ``criterion``.
 
-WHEN: a :mod:`slim_callbacks.callbacks.schedules` schedule; built from ``prune_epochs=[2, 4, 6]``,
+WHEN: a :mod:`slim_callbacks.pruning.schedules` schedule; built from ``prune_epochs=[2, 4, 6]``,
 an explicit ``schedule={epoch: ratio}`` map, or ``schedule="agp"|"linear"|"exp"`` between
 ``start_epoch`` and ``end_epoch`` every ``frequency`` epochs; the default is one-shot at
 ``start_epoch``. An event at epoch ``e`` fires in ``on_epoch_end(e)`` (0-based), BEFORE
@@ -43,51 +43,33 @@ from __future__ import annotations
 
 import logging
 import os
-import types
 import warnings
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
-from slim_callbacks.analysis.auto_round import check_round_to_option, resolve_round_to
 from slim_callbacks.analysis.bn_recalibration import InputRecorder, check_recalibrate_bn, recalibrate_bn
-from slim_callbacks.analysis.sensitivity import check_patterns
 from slim_callbacks.callbacks import ledger as ledger_mod
 from slim_callbacks.callbacks import resume
-from slim_callbacks.callbacks.bn_l1 import BNScaleL1, check_epoch
-from slim_callbacks.callbacks.budget import MetricBudget, Snapshot
+from slim_callbacks.callbacks.bn_l1 import BNScaleL1
+from slim_callbacks.callbacks.budget import MetricBudget
 from slim_callbacks.callbacks.distill import DistillCallback
 from slim_callbacks.callbacks.forwarding import ForwardingCallback
 from slim_callbacks.callbacks.guard import FiniteLossGuard
-from slim_callbacks.callbacks.ledger import Cursor, Ledger, PruningEvent
+from slim_callbacks.callbacks.ledger import Cursor, Ledger
 from slim_callbacks.callbacks.log_lines import event_line
-from slim_callbacks.callbacks.paddle_hooks import install_save_hook, rebuild_reducer, same_on_every_rank
-from slim_callbacks.callbacks.pruning_state import PruningState, mean_targets
-from slim_callbacks.callbacks.schedule_factory import build_schedule
-from slim_callbacks.callbacks.targets import (
-    achieved_ratio,
-    check_curve_start,
-    current_widths,
-    group_targets,
-    producer_layers,
-)
+from slim_callbacks.callbacks.paddle_hooks import install_save_hook, rebuild_reducer
 from slim_callbacks.callbacks.taylor import TaylorCallback
-from slim_callbacks.core.checks import check_int, check_number
+from slim_callbacks.core.checks import check_epoch, check_int
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.core.paddle_utils import is_rank0, model_input_shape, unwrap
-from slim_callbacks.engine.criteria import get_criterion
+from slim_callbacks.core.paddle_utils import is_rank0, model_input_shape
 from slim_callbacks.engine.plan import PruningPlan
-from slim_callbacks.engine.planner import check_fold_bn_shift, plan_pruning
-from slim_callbacks.engine.ratios import check_input_shape, check_ratios, check_skip, resolve_ratios
-from slim_callbacks.engine.shift_fold import apply_with_folds
-from slim_callbacks.tracing.structure import check_structure
-from slim_callbacks.tracing.tracer import trace
+from slim_callbacks.engine.ratios import check_input_shape
+from slim_callbacks.pruning.pruner import Pruner
+from slim_callbacks.pruning.schedule_factory import build_schedule
+from slim_callbacks.pruning.spec import PruningSpec
+from slim_callbacks.pruning.state import PruningEvent, PruningState, mean_targets
+from slim_callbacks.pruning.targets import check_curve_start
 
 logger = logging.getLogger(__name__)
-
-def profile(network, input_shape) -> dict:
-    """MACs, legacy GFLOPs, params, size (slim_callbacks.analysis.flops.profile)."""
-    from slim_callbacks.analysis.flops import profile as _profile
-    return _profile(unwrap(network), input_shape)
-
 
 class PruneCallback(ForwardingCallback):
     """Prunes channels of ``model.network`` at scheduled epochs during ``fit``.
@@ -194,59 +176,26 @@ class PruneCallback(ForwardingCallback):
                  budget_min_step: float = 0.02,
                  target_latency_reduction: Optional[float] = None, structure=None):
         super().__init__()
-        self.structure = check_structure(structure)
         self.budget = None if max_metric_drop is None else MetricBudget(
             max_metric_drop, budget_metric, budget_min_step)
-        # (epoch, Snapshot, targets) of an event awaiting its eval
+        # (epoch, targets) of an event awaiting its eval
         self._pending: Optional[tuple] = None
         self._last_written: Optional[tuple] = None  # (epoch, path) of the newest checkpoint
         self.distill = DistillCallback.from_option(distill)
         self.recalibrate_bn = check_recalibrate_bn(recalibrate_bn)
         self._recorder: Optional[InputRecorder] = None
-        self.criterion = get_criterion(criterion)
-        self.round_to = check_round_to_option(round_to)
-        self.fold_bn_shift = check_fold_bn_shift(fold_bn_shift, self.criterion)
         start_epoch = check_epoch("start_epoch", start_epoch)
         end_epoch = check_epoch("end_epoch", end_epoch, allow_none=True)
         frequency = check_int("frequency", frequency, 1)
         self.schedule = build_schedule(schedule, prune_epochs, start_epoch, end_epoch, frequency)
-        if target_latency_reduction is not None:
-            if strategy not in (None, "latency") or ratios is not None or target_flops_reduction is not None:
-                raise ConfigError("target_latency_reduction", target_latency_reduction,
-                                  "None unless strategy is 'latency' with no ratios and no "
-                                  "target_flops_reduction")
-            check_number("target_latency_reduction", target_latency_reduction, 0.0, 1.0,
-                         low_open=True, high_open=True)
-            strategy = "latency"
-        elif strategy == "latency":
-            raise ConfigError("target_latency_reduction", None,
-                              "a float in (0, 1) for strategy 'latency'")
-        if target_flops_reduction is not None:
-            if ratios is not None:
-                raise ConfigError("ratios", ratios, "None when target_flops_reduction is given")
-            check_number("target_flops_reduction", target_flops_reduction, 0.0, 1.0,
-                         low_open=True, high_open=True)
-        elif layers is not None and isinstance(ratios, Mapping):
-            raise ConfigError("layers", layers, "None with a {pattern: ratio} dict (its "
-                                                "patterns choose the layers)")
-        map_final = self.schedule.final_ratio
-        if ratios is None and target_flops_reduction is None and target_latency_reduction is None:
-            if map_final is None:
-                raise ConfigError("ratios", ratios, "a float in [0, 1) or a {pattern: ratio} dict "
-                                  "(or target_flops_reduction, or an {epoch: ratio} schedule)")
-            ratios = map_final
-        self.ratios = None if ratios is None else check_ratios(ratios)
-        if map_final is not None and isinstance(self.ratios, float) and self.ratios != map_final:
-            raise ConfigError("ratios", ratios, f"None or {map_final} (the final ratio of the "
-                              f"{{epoch: ratio}} schedule)")
-        check_curve_start(self.schedule, self.ratios)
-        self.target_flops_reduction = target_flops_reduction
-        self.target_latency_reduction = target_latency_reduction
-        self.layers = check_patterns("layers", layers)
-        self.skip = check_skip(skip)
+        self.spec = PruningSpec(
+            ratios=self._final_ratios(ratios, target_flops_reduction, target_latency_reduction),
+            target_flops_reduction=target_flops_reduction,
+            target_latency_reduction=target_latency_reduction, criterion=criterion,
+            strategy=strategy, strategy_options=strategy_options, layers=layers, skip=skip,
+            structure=structure, round_to=round_to, fold_bn_shift=fold_bn_shift)
+        check_curve_start(self.schedule, self.spec.ratios)
         self.input_shape = None if input_shape is None else check_input_shape(input_shape)
-        self.strategy = strategy or ("custom" if isinstance(self.ratios, dict) else "uniform")
-        self.strategy_arguments = self._strategy_arguments(strategy_options)
         self.resume_from = resume_from
         if resume_from is not None and not isinstance(resume_from, (str, os.PathLike)):
             raise ConfigError("resume_from", resume_from, "a checkpoint prefix such as 'ckpt/3'")
@@ -263,39 +212,56 @@ class PruneCallback(ForwardingCallback):
         if log_dir is not None:
             from slim_callbacks.callbacks.visualdl import VisualDLLogger
             self.logger_cb = VisualDLLogger(log_dir, log_freq=log_freq, pruner=self)
-        self.plan = PruningPlan()
-        self.history: List[dict] = []
-        self.original_widths: Dict[str, int] = {}
-        self.group_ratios: Dict[str, float] = {}
-        self.targets: Dict[int, Dict[str, float]] = {}
+        self.pruner: Optional[Pruner] = None
         self.epoch_offset = 0
         self.total_epochs: Optional[int] = None
         self.last_epoch = -1
         self._written: set = set()
         self.fingerprint = None
-        self.uniform_ratio: Optional[float] = None
         self._started = False
         self._network = None
 
-    def _strategy_arguments(self, strategy_options) -> dict:
-        """The options of ``resolve_strategy`` (checked now, used at train begin), built
-        by the same :func:`~slim_callbacks.analysis.strategies.strategy_options` as recipes."""
-        from slim_callbacks.analysis.strategies import check_option_values, strategy_option_names
-        from slim_callbacks.analysis.strategies import strategy_options as build
-        names = strategy_option_names(self.strategy)
-        if strategy_options is not None and not isinstance(strategy_options, Mapping):
-            raise ConfigError("strategy_options", strategy_options, "None or a {option: value} dict")
-        options = dict(strategy_options or {})
-        for key, value in options.items():
-            if key not in names:
-                raise ConfigError(f"strategy_options[{key!r}]", value,
-                                  f"an option of strategy {self.strategy}: {', '.join(names)}")
-        check_option_values(options, lambda key: f"strategy_options[{key!r}]")
-        return build(self.strategy, ratios=self.ratios,
-                     target_flops_reduction=self.target_flops_reduction, layers=self.layers,
-                     target_latency_reduction=self.target_latency_reduction,
-                     skip=self.skip, criterion=self.criterion, round_to=self.round_to,
-                     sensitivities=options.pop("sensitivities", None), options=options)
+    def _final_ratios(self, ratios, target_flops_reduction, target_latency_reduction):
+        """``ratios``, or the last value of an ``{epoch: ratio}`` schedule when not given."""
+        map_final = self.schedule.final_ratio
+        if ratios is None and target_flops_reduction is None and target_latency_reduction is None:
+            if map_final is None:
+                raise ConfigError("ratios", ratios, "a float in [0, 1) or a {pattern: ratio} dict "
+                                  "(or target_flops_reduction, or an {epoch: ratio} schedule)")
+            return map_final
+        if map_final is not None and not isinstance(ratios, Mapping) and ratios != map_final:
+            raise ConfigError("ratios", ratios, f"None or {map_final} (the final ratio of the "
+                              f"{{epoch: ratio}} schedule)")
+        return ratios
+
+    # -- the spec's fields, and the pruner's state once training began -----------
+    criterion = property(lambda self: self.spec.criterion)
+    ratios = property(lambda self: self.spec.ratios)
+    strategy = property(lambda self: self.spec.strategy)
+    skip = property(lambda self: self.spec.skip)
+    structure = property(lambda self: self.spec.structure)
+    fold_bn_shift = property(lambda self: self.spec.fold_bn_shift)
+    target_flops_reduction = property(lambda self: self.spec.target_flops_reduction)
+
+    @property
+    def round_to(self):
+        """The multiple channels are rounded to (``"auto"`` until train begin)."""
+        return self.spec.round_to if self.pruner is None else self.pruner.round_to
+
+    @property
+    def plan(self) -> PruningPlan:
+        """The cumulative plan, relative to the original network."""
+        return PruningPlan() if self.pruner is None else self.pruner.plan
+
+    @property
+    def history(self) -> List[dict]:
+        """One record per event (:class:`~slim_callbacks.pruning.state.PruningEvent`)."""
+        return [] if self.pruner is None else self.pruner.history
+
+    original_widths = property(lambda self: {} if self.pruner is None else self.pruner.original_widths)
+    group_ratios = property(lambda self: {} if self.pruner is None else self.pruner.group_ratios)
+    targets = property(lambda self: {} if self.pruner is None else self.pruner.targets)
+    uniform_ratio = property(lambda self: None if self.pruner is None else self.pruner.uniform_ratio)
 
     def _check_same_network(self) -> None:
         """A callback holds one network's plan and original widths: reusing it on
@@ -336,12 +302,9 @@ class PruneCallback(ForwardingCallback):
     @property
     def pruning_state(self) -> PruningState:
         """A read-only snapshot of the run for observers such as the VisualDL logger."""
-        return PruningState(
-            epoch_offset=self.epoch_offset,
-            input_shape=None if self.input_shape is None else tuple(self.input_shape),
-            planned=mean_targets(self.targets), achieved_ratio=self.achieved_ratio(),
-            original_widths=types.MappingProxyType(dict(self.original_widths)),
-            targeted_groups=tuple(self.group_ratios), pruned_layers=tuple(producer_layers(self.plan)))
+        if self.pruner is None:
+            return PruningState(epoch_offset=self.epoch_offset)
+        return self.pruner.state(self.epoch_offset)
 
     def planned_ratio(self, epoch: int) -> float:
         """Mean target ratio (over pruned groups) in force after global ``epoch``."""
@@ -349,11 +312,11 @@ class PruneCallback(ForwardingCallback):
 
     def achieved_ratio(self) -> float:
         """Share of the original channels of the targeted groups that is gone."""
-        return achieved_ratio(self.plan, self.original_widths, self.group_ratios)
+        return 0.0 if self.pruner is None else self.pruner.achieved_ratio()
 
     def current_widths(self) -> Dict[str, int]:
         """Group name -> current width, from the cumulative plan (no trace needed)."""
-        return current_widths(self.plan)
+        return {} if self.pruner is None else self.pruner.current_widths()
 
     # -- callback hooks ----------------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -420,44 +383,16 @@ class PruneCallback(ForwardingCallback):
                 "undone": list(self.budget.undone)}
 
     def _setup(self, resumed: Optional[dict]) -> None:
+        """The run's :class:`Pruner`: the original widths are the network's, or the
+        resumed run's; strategy and ``round_to`` are resolved once, on the unpruned
+        network."""
         net = self.network
-        if resumed is None:
-            self.fingerprint = ledger_mod.fingerprint(net)
-            graph = trace(net, self.input_shape, self.structure)
-            self.original_widths = {g.name: g.num_units for g in graph.groups}
-        else:
-            self.fingerprint = resumed["fingerprint"]
-            self.original_widths = dict(resumed["original_widths"])
-            graph = None
-        if self.round_to == "auto":
-            if graph is None:  # resumed: the units of this structure, as a fresh start has
-                graph = trace(net, self.input_shape, self.structure)
-            self.round_to = resolve_round_to("auto", net, self.input_shape, skip=self.skip,
-                                             graph=graph,
-                                             cache_dir=self.strategy_arguments.get("cache_dir"))
-            if "round_to" in self.strategy_arguments:
-                self.strategy_arguments["round_to"] = self.round_to
-            logger.info("round_to auto -> %d", self.round_to)
-        ratios = self._strategy_ratios()
-        if graph is None:  # resolve patterns on a fresh trace of the unpruned network
-            graph = trace(net, self.input_shape, self.structure)
-        self.group_ratios = resolve_ratios(graph, ratios, self.skip)
-        if not self.group_ratios:
-            raise ConfigError("ratios", ratios, "ratios that select at least one prunable group")
-        self.targets = group_targets(self.schedule, self.group_ratios)
+        self.fingerprint = ledger_mod.fingerprint(net) if resumed is None else resumed["fingerprint"]
+        widths = None if resumed is None else resumed["original_widths"]
+        self.pruner = Pruner(net, self.input_shape, self.spec, schedule=self.schedule,
+                             optimizer=self.optimizer, original_widths=widths).prepare()
         if resumed is not None:
             self._replay(resumed)
-
-    def _strategy_ratios(self):
-        """The final ratios, decided by the strategies registry as for recipes."""
-        from slim_callbacks.analysis.strategies import resolve_strategy
-        ratios = resolve_strategy(self.strategy, self.network, self.input_shape,
-                                  structure=self.structure, **self.strategy_arguments)
-        if self.strategy == "uniform" and self.target_flops_reduction is not None:
-            self.uniform_ratio = ratios if isinstance(ratios, float) else next(iter(ratios.values()))
-            logger.info("target_flops_reduction %.3f -> uniform ratio %.4f",
-                        self.target_flops_reduction, self.uniform_ratio)
-        return ratios
 
     def _replay(self, ledger: dict) -> None:
         """Ledger plan on network and optimizer, then the checkpoint's weights/optimizer."""
@@ -466,9 +401,9 @@ class PruneCallback(ForwardingCallback):
         if self.budget is not None and record.budget:
             self.budget.load(record.budget)
         prefix = str(self.resume_from)
-        self.history = [h.to_dict() for h in record.history]
         self.last_epoch = record.cursor.epoch
-        self.plan, loaded = resume.restore(self.model, prefix, ledger)
+        plan, loaded = resume.restore(self.model, prefix, ledger)
+        self.pruner.adopt(plan, [h.to_dict() for h in record.history])
         if self.optimizer is not None and not loaded:
             logger.warning("resumed from %s without %s: the optimizer state starts afresh "
                            "(reset_optimizer=True)", prefix, ledger_mod.OPTIMIZER)
@@ -484,10 +419,8 @@ class PruneCallback(ForwardingCallback):
             if targets and self.budget.stopped:
                 logger.info("epoch %d: pruning event skipped (stopped by max_metric_drop)", glob)
             if attempt:
-                state = {"plan": self.plan, "history": self.history}
-                snapshot = Snapshot.take(self.network, self.optimizer, state)
-                self._pending = (glob, snapshot, attempt)
-                self.prune_now(glob, attempt)
+                self._pending = (glob, attempt)
+                self.prune_now(glob, attempt, undoable=True)
         elif targets:
             self.prune_now(glob, targets)
         self.last_epoch = glob
@@ -498,7 +431,7 @@ class PruneCallback(ForwardingCallback):
         if self._pending is not None:
             logger.warning("epoch %d: the pruning event had no eval after it (eval_freq > 1?): "
                            "max_metric_drop did not check it", self._pending[0])
-            self.budget.keep(self._pending[2])
+            self.budget.keep(self._pending[1])
             self._pending = None
 
     def on_eval_end(self, logs=None):
@@ -508,23 +441,21 @@ class PruneCallback(ForwardingCallback):
         if self._pending is None:
             self.budget.observe(logs)
             return
-        epoch, snapshot, targets = self._pending
+        epoch, targets = self._pending
         self._pending = None
         before = self.budget.reference
         if self.budget.accepts(logs):
             self.budget.keep(targets)
         else:
-            self._undo(epoch, snapshot, targets, before, self.budget.value(logs))
+            self._undo(epoch, targets, before, self.budget.value(logs))
 
     def _in_force(self, epoch: int) -> Optional[Dict[str, float]]:
         """The targets of the schedule's latest event at or before global ``epoch``."""
         past = [e for e in self.targets if e <= epoch]
         return self.targets[max(past)] if past else None
 
-    def _undo(self, epoch: int, snapshot: Snapshot, targets: Mapping[str, float],
-              before: float, after: float) -> None:
-        state = snapshot.restore()
-        self.plan, self.history = state["plan"], state["history"]
+    def _undo(self, epoch: int, targets: Mapping[str, float], before: float, after: float) -> None:
+        self.pruner.undo()
         rebuild_reducer(self.model)
         retry = self.budget.refuse(dict(targets))
         self.budget.undone.append({"epoch": epoch, "metric": self.budget.metric,
@@ -543,33 +474,19 @@ class PruneCallback(ForwardingCallback):
             self._write_ledger(path)
 
     # -- the event ---------------------------------------------------------------
-    def prune_now(self, epoch: int, targets: Mapping[str, float]) -> PruningPlan:
-        """Prunes every targeted group to ``targets`` (of its original width) now."""
-        net, opt = self.network, self.optimizer
-        graph = trace(net, self.input_shape, self.structure)
-        live = {g.name for g in graph.prunable_groups()}
-        ratios = {g: r for g, r in targets.items() if g in live}
-        plan = plan_pruning(net, graph, ratios, self.criterion, self.round_to,
-                            original_widths=self.original_widths)
-        plan = same_on_every_rank(plan)
-        before = profile(net, self.input_shape)
+    def prune_now(self, epoch: int, targets: Mapping[str, float], *,
+                  undoable: bool = False) -> PruningPlan:
+        """Prunes every targeted group to ``targets`` (of its original width) now
+        (:meth:`Pruner.prune_to <slim_callbacks.pruning.Pruner.prune_to>`), then
+        rebuilds DataParallel's buckets and re-estimates BatchNorm statistics."""
+        plan = self.pruner.prune_to(targets, epoch, undoable=undoable)
         if len(plan):
-            if self.fold_bn_shift:
-                apply_with_folds(net, graph, plan, self.input_shape, opt)
-            else:
-                plan.apply(net, opt, input_shape=self.input_shape)
             rebuild_reducer(self.model)
             self._recalibrate(epoch)
-        after = profile(net, self.input_shape) if len(plan) else before
-        self.plan = self.plan.then(plan)
-        record = PruningEvent(epoch=epoch, target=max(targets.values()) if targets else 0.0,
-                              groups=len(plan), macs=[before["macs"], after["macs"]],
-                              params=[before["params"], after["params"]], plan=plan.to_dict())
-        self.history.append(record.to_dict())
         # every rank prunes, only rank 0 reports at INFO (the others at DEBUG)
+        event = self.history[-1]
         level = logging.INFO if is_rank0() else logging.DEBUG
-        logger.log(level, event_line(epoch, len(plan), (before["macs"], after["macs"]),
-                                     (before["params"], after["params"])))
+        logger.log(level, event_line(epoch, len(plan), tuple(event["macs"]), tuple(event["params"])))
         return plan
 
     def _recalibrate(self, epoch: int) -> None:

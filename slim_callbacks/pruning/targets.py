@@ -1,10 +1,10 @@
 """Which group reaches which ratio when: a schedule applied to per-group final ratios.
 
-Targets are shares of the ORIGINAL widths (see :mod:`slim_callbacks.callbacks.schedules`);
+Targets are shares of the ORIGINAL widths (see :mod:`slim_callbacks.pruning.schedules`);
 with an ``{epoch: ratio}`` map, each group reaches ``ratio * map_value / map_final``.
 
 Example:
-    >>> from slim_callbacks.callbacks.schedules import AtEpochs, RatioMap
+    >>> from slim_callbacks.pruning.schedules import AtEpochs, RatioMap
     >>> group_targets(AtEpochs([1, 3]), {"a": 0.5, "b": 0.25})
     {1: {'a': 0.25, 'b': 0.125}, 3: {'a': 0.5, 'b': 0.25}}
     >>> group_targets(RatioMap({2: 0.2, 4: 0.4}), {"a": 0.8})
