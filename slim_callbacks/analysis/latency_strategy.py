@@ -121,7 +121,7 @@ def latency_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
         raise ConfigError("criterion", criterion.name, "a criterion with the 'lowest' selector "
                           "(the latency strategy removes the lowest-scored channels)")
     if normalize == "auto":
-        normalize = "none" if criterion.source == "bn_scale" else "mean"
+        normalize = "none" if criterion.needs == "bn_scales" else "mean"
     model = build_model(network, input_shape, layers=check_patterns("layers", layers), skip=skip,
                         threads=threads, onednn=onednn, cache_dir=cache_dir, grid=grid,
                         round_to=round_to, graph=graph, keep_intermediates=keep_intermediates)

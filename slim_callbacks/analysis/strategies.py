@@ -31,7 +31,6 @@ registry (:data:`STRATEGIES`, the one source of strategy names).
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
 import math
@@ -48,7 +47,7 @@ from slim_callbacks.analysis.search import Search, check_one_target, check_toler
 from slim_callbacks.analysis.sensitivity import check_patterns, chosen_groups, load_sensitivities
 from slim_callbacks.core.checks import check_bool, check_fraction, check_ratio
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.engine.criteria import Criterion, get_criterion
+from slim_callbacks.engine.criteria import Criterion, TaylorCriterion, get_criterion
 from slim_callbacks.engine.ratios import Ratios, check_ratios, check_round_to, resolve_ratios
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
@@ -64,11 +63,11 @@ def width_criterion(criterion: Criterion) -> Criterion:
     no training batches.
 
     Example:
-        >>> width_criterion(get_criterion("taylor")).source
-        'weight'
+        >>> width_criterion(get_criterion("taylor")).needs
+        'weights'
     """
-    if criterion.source == "taylor" and criterion.selector == "lowest":
-        return dataclasses.replace(criterion, source="weight")
+    if isinstance(criterion, TaylorCriterion) and criterion.selector == "lowest":
+        return criterion.stand_in()
     return criterion
 
 

@@ -202,12 +202,12 @@ class PruneCallback(ForwardingCallback):
         self.reset_optimizer = bool(reset_optimizer)
         self.bn_l1 = None
         if bn_l1 is not None:
-            if self.criterion.source != "bn_scale":
+            if self.criterion.needs != "bn_scales":
                 warnings.warn(f"bn_l1 is set but criterion {self.criterion.name!r} ignores "
                               f"BatchNorm scales; use 'slim' or 'opt_slim'", UserWarning, stacklevel=2)
             self.bn_l1 = BNScaleL1(bn_l1, start_epoch=0, end_epoch=self.schedule.last_epoch + 1)
         self.finite_guard = FiniteLossGuard()
-        self.taylor = TaylorCallback() if self.criterion.source == "taylor" else None
+        self.taylor = TaylorCallback() if self.criterion.needs == "gradients" else None
         self.logger_cb = None
         if log_dir is not None:
             from slim_callbacks.callbacks.visualdl import VisualDLLogger
