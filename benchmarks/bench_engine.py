@@ -23,7 +23,8 @@ import warnings
 
 import paddle
 
-from slim_callbacks import plan_pruning, prune, trace
+from slim_callbacks import prune, trace
+from slim_callbacks.engine.planner import plan_pruning
 from slim_callbacks.engine.criteria import fpgm, rows
 from slim_callbacks.engine.ratios import resolve_ratios
 

@@ -176,7 +176,7 @@ def test_layer_subclasses_and_registered_factories_are_models(capsys, tmp_path):
 def test_safetensors_pretrained_weights_load(capsys, tmp_path):
     import paddle
 
-    from slim_callbacks import save_safetensors
+    from slim_callbacks.core.weights import save_safetensors
     paddle.seed(1)
     net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
     path = save_safetensors(net, str(tmp_path / "w.safetensors"))

@@ -8,7 +8,8 @@ from helpers import ConvBN
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slim_callbacks import CRITERIA, ConfigError, get_criterion, prune, register_criterion, trace
+from slim_callbacks import ConfigError, prune, register_criterion, trace
+from slim_callbacks.engine.criteria import CRITERIA, get_criterion
 from slim_callbacks.engine.criteria import fpgm, group_scores, l1_norm, l2_norm
 from slim_callbacks.engine.selectors import SELECTORS, keep_count, lowest, optimal_threshold
 

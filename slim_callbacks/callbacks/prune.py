@@ -225,10 +225,7 @@ class PruneCallback(ForwardingCallback):
         """``ratios``, or the last value of an ``{epoch: ratio}`` schedule when not given."""
         map_final = self.schedule.final_ratio
         if ratios is None and target_flops_reduction is None and target_latency_reduction is None:
-            if map_final is None:
-                raise ConfigError("ratios", ratios, "a float in [0, 1) or a {pattern: ratio} dict "
-                                  "(or target_flops_reduction, or an {epoch: ratio} schedule)")
-            return map_final
+            return map_final  # None: the spec says what is missing
         if map_final is not None and not isinstance(ratios, Mapping) and ratios != map_final:
             raise ConfigError("ratios", ratios, f"None or {map_final} (the final ratio of the "
                               f"{{epoch: ratio}} schedule)")

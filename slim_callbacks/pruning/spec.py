@@ -104,12 +104,6 @@ class PruningSpec:
         if len(given) > 1:
             raise ConfigError(given[0], getattr(self, given[0]),
                               f"None when {given[1]} is given (the targets are exclusive)")
-        if not given:
-            raise ConfigError("ratios", None, "a float in [0, 1) or a {pattern: ratio} dict (or "
-                              "target_flops_reduction, or target_latency_reduction)")
-        for key in TARGETS[1:]:
-            if getattr(self, key) is not None:
-                check_number(key, getattr(self, key), 0.0, 1.0, low_open=True, high_open=True)
         latency = self.target_latency_reduction is not None
         if latency and self.strategy not in (None, "latency"):
             raise ConfigError("target_latency_reduction", self.target_latency_reduction,
@@ -117,6 +111,12 @@ class PruningSpec:
         if self.strategy == "latency" and not latency:
             raise ConfigError("target_latency_reduction", None,
                               "a float in (0, 1) for strategy 'latency'")
+        if not given:
+            raise ConfigError("ratios", None, "a float in [0, 1) or a {pattern: ratio} dict (or "
+                              "target_flops_reduction, or target_latency_reduction)")
+        for key in TARGETS[1:]:
+            if getattr(self, key) is not None:
+                check_number(key, getattr(self, key), 0.0, 1.0, low_open=True, high_open=True)
         if self.layers is not None and isinstance(self.ratios, Mapping):
             raise ConfigError("layers", self.layers,
                               "None with a {pattern: ratio} dict (its patterns choose the layers)")
