@@ -323,17 +323,19 @@ def check_option_values(options: Mapping, path: Callable[[str], str]) -> None:
             check_bool(path(key), options[key])
 
 
-def strategy_option_names(strategy: str) -> List[str]:
-    """The options :func:`resolve_strategy` accepts for a registered ``strategy``.
+def strategy_option_names(strategy: str, required: bool = False) -> List[str]:
+    """The options :func:`resolve_strategy` accepts for a registered ``strategy``
+    (``required``: only those without a default).
 
     Example:
-        >>> strategy_option_names("custom")
-        ['ratios', 'skip']
+        >>> strategy_option_names("custom"), strategy_option_names("sensitive", required=True)
+        (['ratios', 'skip'], ['sensitivities', 'target_flops_reduction'])
     """
     if not isinstance(strategy, str) or strategy not in STRATEGIES:
         raise ConfigError("strategy", strategy, f"one of {', '.join(STRATEGIES)}")
-    return [name for name in inspect.signature(STRATEGIES[strategy]).parameters
-            if name not in ("network", "input_shape", "graph")]
+    return [name for name, p in inspect.signature(STRATEGIES[strategy]).parameters.items()
+            if name not in ("network", "input_shape", "graph")
+            and not (required and p.default is not inspect.Parameter.empty)]
 
 
 def strategy_options(strategy: str, *, ratios: Optional[Ratios] = None,

@@ -23,11 +23,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, Optional, Tuple, Union
 
 import yaml
 
+from slim_callbacks.analysis.strategies import RECIPE_KEYS, strategy_option_names
 from slim_callbacks.app.rules import (
     BOOL,
     CRITERION,
@@ -60,8 +62,8 @@ from slim_callbacks.app.rules import (
 from slim_callbacks.core.checks import is_int
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.deploy.export import FORMATS as EXPORT_FORMATS
+from slim_callbacks.pruning.spec import PruningSpec, default_strategy
 from slim_callbacks.tracing.structure import CHOICES as STRUCTURE_CHOICES
-from slim_callbacks.tracing.structure import check_structure
 
 _LOG = logging.getLogger(__name__)
 
@@ -300,7 +302,7 @@ class PruningConfig(Section):
 
     prefix: ClassVar[str] = "pruning"
     criterion: str = key_field(CRITERION, "l1_norm")
-    strategy: str = key_field(STRATEGY, "uniform")
+    strategy: Optional[str] = key_field(optional_rule(STRATEGY), None)
     strategy_options: Dict[str, Any] = field(
         default_factory=dict, metadata={"rule": dataclasses.replace(MAPPING, allowed="a mapping {option: value}")})
     ratios: Union[float, Dict[str, float], None] = key_field(optional_rule(RATIOS), None)
@@ -325,64 +327,62 @@ class PruningConfig(Section):
                 f"{key}: {' or '.join(values)}" for key, values in STRUCTURE_CHOICES.items()) + "}")})
 
     def _check(self):
-        check_structure(self.structure, "pruning.structure")
-        ratios, target, strategy = self.ratios, self.target_flops_reduction, self.strategy
-        if ratios is not None and target is not None:
-            raise ConfigError("pruning.target_flops_reduction", target,
-                              "null when pruning.ratios is set (they are exclusive)")
-        if strategy == "custom" and not isinstance(ratios, dict):
-            raise ConfigError("pruning.ratios", ratios,
-                              "a mapping {sublayer pattern: ratio} for strategy custom")
-        if strategy == "sensitive":
-            if self.sensitivities is None:
-                raise ConfigError("pruning.sensitivities", None,
-                                  "a sensitivities file path (required for strategy sensitive)")
-            if target is None:
-                raise ConfigError("pruning.target_flops_reduction", None,
-                                  "a float in (0, 1) (required for strategy sensitive)")
-        self._check_latency_target()
-        self._check_strategy_options()
-        if strategy in ("uniform", "global"):
-            if isinstance(ratios, dict):
-                raise ConfigError("pruning.ratios", ratios,
-                                  f"a float in [0, 1) for strategy {strategy} "
-                                  "(use strategy custom for per-layer ratios)")
-            if ratios is None and target is None:
-                raise ConfigError("pruning.ratios", None,
-                                  f"a float in [0, 1) or pruning.target_flops_reduction "
-                                  f"(one is required for strategy {strategy})")
+        self._check_option_names()
+        try:
+            spec = self.spec()
+        except ConfigError as err:
+            raise recipe_error(err) from None
+        if self.strategy is None:
+            self._set("strategy", spec.strategy)
 
-
-    def _check_latency_target(self):
-        latency = self.target_latency_reduction
-        if self.strategy == "latency":
-            if latency is None:
-                raise ConfigError("pruning.target_latency_reduction", None,
-                                  "a float in (0, 1) (required for strategy latency)")
-            for key in ("ratios", "target_flops_reduction"):
-                if getattr(self, key) is not None:
-                    raise ConfigError(f"pruning.{key}", getattr(self, key), "null for strategy "
-                                      "latency (pruning.target_latency_reduction sets its target)")
-        elif latency is not None:
-            raise ConfigError("pruning.target_latency_reduction", latency,
-                              f"null for strategy {self.strategy} (only strategy latency uses it)")
-
-    def _check_strategy_options(self):
-        from slim_callbacks.analysis.strategies import (
-            RECIPE_KEYS,
-            check_option_values,
-            strategy_option_names,
-        )
-        allowed = [k for k in strategy_option_names(self.strategy) if k not in RECIPE_KEYS]
+    def _check_option_names(self):
+        """``strategy_options`` holds only what no key of the recipe sets itself."""
+        strategy = self.strategy or default_strategy(self.ratios, self.target_latency_reduction)
+        allowed = [k for k in strategy_option_names(strategy) if k not in RECIPE_KEYS]
         for key, value in self.strategy_options.items():
             path = f"pruning.strategy_options.{key}"
             if key in RECIPE_KEYS:
                 raise ConfigError(path, value, f"an option the recipe does not set itself "
                                   f"(use {RECIPE_KEYS[key]})")
             if key not in allowed:
-                raise ConfigError(path, value, f"an option of strategy {self.strategy}: "
+                raise ConfigError(path, value, f"an option of strategy {strategy}: "
                                   f"{', '.join(allowed) or 'none'}")
-        check_option_values(self.strategy_options, lambda key: f"pruning.strategy_options.{key}")
+
+    def spec(self, sensitivities: Optional[str] = None) -> PruningSpec:
+        """This section as a :class:`~slim_callbacks.pruning.PruningSpec`, which owns every
+        rule between its keys (``sensitivities``: the file's resolved path).
+
+        Example:
+            >>> PruningConfig(ratios={"conv*": 0.5}).spec().strategy
+            'custom'
+        """
+        options = dict(self.strategy_options)
+        if sensitivities or self.sensitivities:
+            options["sensitivities"] = sensitivities or self.sensitivities
+        return PruningSpec(
+            ratios=self.ratios, target_flops_reduction=self.target_flops_reduction,
+            target_latency_reduction=self.target_latency_reduction, criterion=self.criterion,
+            strategy=self.strategy, strategy_options=options,
+            layers=None if tuple(self.layers) == ("*",) else self.layers, skip=self.skip,
+            structure=self.structure, round_to=self.round_to, fold_bn_shift=self.fold_bn_shift)
+
+
+def recipe_error(err: ConfigError) -> ConfigError:
+    """A :class:`PruningSpec` error at its recipe key (``pruning.``...), null for None.
+
+    Example:
+        >>> print(recipe_error(ConfigError("strategy_options['max_ratio']", 2, "None or below 1")))
+        pruning.strategy_options.max_ratio: 2 is not allowed; expected null or below 1
+    """
+    key = str(err.key)
+    option = re.fullmatch(r"strategy_options\['(\w+)'\]", key)
+    if option and option.group(1) in RECIPE_KEYS:
+        key = RECIPE_KEYS[option.group(1)]
+    elif option:
+        key = f"pruning.strategy_options.{option.group(1)}"
+    else:
+        key = RECIPE_KEYS.get(key, f"pruning.{key}")
+    return ConfigError(key, err.value, re.sub(r"\bNone\b", "null", str(err.allowed)))
 
 
 @dataclass(frozen=True)

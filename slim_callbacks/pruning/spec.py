@@ -40,6 +40,16 @@ from slim_callbacks.tracing.structure import Structure, check_structure
 
 Ratios = Union[float, Dict[str, float]]
 TARGETS = ("ratios", "target_flops_reduction", "target_latency_reduction")
+#: what a strategy's required option is, for its error message
+REQUIRED = {"sensitivities": "a sensitivities file path"}
+
+
+def default_strategy(ratios, target_latency_reduction) -> str:
+    """The strategy when none is named: ``latency`` for a latency target, ``custom`` for
+    a ``{pattern: ratio}`` dict, else ``uniform``."""
+    if target_latency_reduction is not None:
+        return "latency"
+    return "custom" if isinstance(ratios, Mapping) else "uniform"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +103,8 @@ class PruningSpec:
         layers = check_patterns("layers", self.layers)
         self._set("layers", None if layers is None else tuple(layers))
         self._set("skip", tuple(check_skip(self.skip)))
-        self._set("strategy", self.strategy or self._default_strategy())
+        self._set("strategy", self.strategy or default_strategy(self.ratios,
+                                                                self.target_latency_reduction))
         self._check_strategy_options()
 
     def _set(self, name: str, value) -> None:
@@ -112,8 +123,7 @@ class PruningSpec:
             raise ConfigError("target_latency_reduction", None,
                               "a float in (0, 1) for strategy 'latency'")
         if not given:
-            raise ConfigError("ratios", None, "a float in [0, 1) or a {pattern: ratio} dict (or "
-                              "target_flops_reduction, or target_latency_reduction)")
+            self._missing_target()
         for key in TARGETS[1:]:
             if getattr(self, key) is not None:
                 check_number(key, getattr(self, key), 0.0, 1.0, low_open=True, high_open=True)
@@ -121,10 +131,19 @@ class PruningSpec:
             raise ConfigError("layers", self.layers,
                               "None with a {pattern: ratio} dict (its patterns choose the layers)")
 
-    def _default_strategy(self) -> str:
-        if self.target_latency_reduction is not None:
-            return "latency"
-        return "custom" if isinstance(self.ratios, dict) else "uniform"
+    def _missing_target(self) -> None:
+        """The error for a spec without a target, in the terms of its strategy."""
+        required = [] if self.strategy is None else [
+            name for name in strategy_option_names(self.strategy, required=True) if name in TARGETS]
+        if required:
+            raise ConfigError(required[0], None, f"a float in (0, 1) (required for strategy "
+                                                 f"{self.strategy})")
+        if self.strategy in ("uniform", "global"):
+            raise ConfigError("ratios", None, f"a float in [0, 1) or target_flops_reduction (one "
+                                              f"is required for strategy {self.strategy})")
+        raise ConfigError("ratios", None, "a float in [0, 1) or a {pattern: ratio} dict (or "
+                                          "target_flops_reduction, or target_latency_reduction)")
+
 
     def _check_strategy_options(self) -> None:
         options = self.strategy_options
@@ -138,7 +157,23 @@ class PruningSpec:
                                   f"an option of strategy {self.strategy}: {', '.join(names)}")
         check_option_values(options, lambda key: f"strategy_options[{key!r}]")
         self._set("strategy_options", options)
-        self.strategy_arguments()  # a target the strategy does not take fails now
+        self._check_ratios_kind()
+        arguments = self.strategy_arguments()  # a target the strategy does not take fails now
+        for name in strategy_option_names(self.strategy, required=True):
+            if name not in arguments:
+                key = "strategy_options['sensitivities']" if name == "sensitivities" else name
+                raise ConfigError(key, None, f"{REQUIRED.get(name, 'a value')} (required for "
+                                             f"strategy {self.strategy})")
+
+    def _check_ratios_kind(self) -> None:
+        """Per-layer ratios are strategy ``custom``'s; one float is the others'."""
+        per_layer = isinstance(self.ratios, Mapping)
+        if self.strategy == "custom" and not per_layer:
+            raise ConfigError("ratios", self.ratios,
+                              "a {sublayer pattern: ratio} dict for strategy custom")
+        if self.strategy in ("uniform", "global") and per_layer:
+            raise ConfigError("ratios", dict(self.ratios), f"a float in [0, 1) for strategy "
+                              f"{self.strategy} (use strategy custom for per-layer ratios)")
 
     def strategy_arguments(self, round_to: Union[int, str, None] = None) -> Dict[str, Any]:
         """The keyword arguments of :func:`~slim_callbacks.resolve_strategy` for this
