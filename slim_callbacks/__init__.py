@@ -18,7 +18,8 @@ from slim_callbacks.analysis.bn_recalibration import recalibrate_bn
 from slim_callbacks.analysis.explain import explain
 from slim_callbacks.analysis.flops import count_flops, count_params, layer_widths, model_size_mb, profile
 from slim_callbacks.analysis.global_strategy import global_ratios
-from slim_callbacks.analysis.sensitivity import load_sensitivities, sensitivity
+from slim_callbacks.analysis.sensitivity import sensitivity
+from slim_callbacks.analysis.sensitivity_file import load_sensitivities
 from slim_callbacks.analysis.strategies import (
                         STRATEGIES,
                         custom_ratios,

@@ -14,12 +14,11 @@ import paddle
 
 from slim_callbacks.analysis.flops_model import check_convention
 from slim_callbacks.analysis.search import Search, check_one_target, check_tolerance
-from slim_callbacks.analysis.sensitivity import check_patterns, chosen_groups
 from slim_callbacks.core.checks import check_choice, check_fraction
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import layer_table
 from slim_callbacks.engine.criteria import get_criterion, group_scores
-from slim_callbacks.engine.ratios import check_round_to
+from slim_callbacks.engine.ratios import check_patterns, check_round_to, chosen_groups
 from slim_callbacks.engine.selectors import keep_count
 from slim_callbacks.tracing.groups import CHANNEL, OUT, ChannelGroup
 from slim_callbacks.tracing.tracer import DependencyGraph

@@ -45,11 +45,18 @@ from slim_callbacks.analysis.flops_model import check_convention
 from slim_callbacks.analysis.global_strategy import global_ratios
 from slim_callbacks.analysis.latency_strategy import latency_ratios
 from slim_callbacks.analysis.search import Search, check_one_target, check_tolerance, share_the_jump
-from slim_callbacks.analysis.sensitivity import check_patterns, chosen_groups, load_sensitivities
+from slim_callbacks.analysis.sensitivity_file import load_sensitivities
 from slim_callbacks.core.checks import check_bool, check_fraction, check_ratio
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.engine.criteria import Criterion, get_criterion
-from slim_callbacks.engine.ratios import Ratios, check_ratios, check_round_to, resolve_ratios
+from slim_callbacks.engine.ratios import (
+    Ratios,
+    check_patterns,
+    check_ratios,
+    check_round_to,
+    chosen_groups,
+    resolve_ratios,
+)
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
 logger = logging.getLogger(__name__)
