@@ -18,15 +18,11 @@ from slim_callbacks.analysis.bn_recalibration import recalibrate_bn
 from slim_callbacks.analysis.explain import explain
 from slim_callbacks.analysis.flops import count_flops, count_params, layer_widths, model_size_mb, profile
 from slim_callbacks.analysis.global_strategy import global_ratios
+from slim_callbacks.analysis.sensitive_strategy import sensitive_ratios
 from slim_callbacks.analysis.sensitivity import sensitivity
 from slim_callbacks.analysis.sensitivity_file import load_sensitivities
-from slim_callbacks.analysis.strategies import (
-                        STRATEGIES,
-                        custom_ratios,
-                        resolve_strategy,
-                        sensitive_ratios,
-                        uniform_ratio,
-)
+from slim_callbacks.analysis.strategies import STRATEGIES, custom_ratios, resolve_strategy
+from slim_callbacks.analysis.uniform_strategy import uniform_ratio
 from slim_callbacks.app.builders import register_model
 from slim_callbacks.callbacks import (
                         BNScaleL1,

@@ -74,7 +74,7 @@ def global_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
         normalize: ``none`` (raw scores), ``mean`` or ``max`` (divide by the group's
             mean or maximum); ``auto`` is ``none`` for BatchNorm-scale criteria and
             ``mean`` for weight norms, whose scale differs from layer to layer.
-        round_to, tolerance, convention, graph: as in :func:`~slim_callbacks.analysis.strategies.uniform_ratio`.
+        round_to, tolerance, convention, graph: as in :func:`~slim_callbacks.analysis.uniform_strategy.uniform_ratio`.
 
     Returns:
         ``{group: ratio}`` for the groups that lose channels.
