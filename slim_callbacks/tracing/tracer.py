@@ -50,7 +50,8 @@ from slim_callbacks.tracing import labels as L
 from slim_callbacks.tracing.grouped import GroupedConv, settle, unique_convs
 from slim_callbacks.tracing.groups import ChannelGroup, MemberRecord, UnionFind, build_groups
 from slim_callbacks.tracing.kinds import is_known_layer, kind_of
-from slim_callbacks.tracing.op_rules import intercept, tensors_in
+from slim_callbacks.tracing.op_args import tensors_in
+from slim_callbacks.tracing.op_rules import intercept
 from slim_callbacks.tracing.sizes import (
     block_ratios_that_cannot_hold,
     block_sizes_that_cannot_follow,
