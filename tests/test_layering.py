@@ -24,44 +24,44 @@ MAX_LINES = 400
 PENDING_SPLIT = {"callbacks/prune.py", "app/schema.py", "app/runner.py"}
 
 
-def module_name(path) -> str:
+def dotted_name(path) -> str:
     """``slim_callbacks.tracing.tracer`` for ``.../tracing/tracer.py`` (a package's
     ``__init__.py`` is the package)."""
     parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imported_modules(path):
-    """The modules ``path`` imports anywhere (inside functions too), with ``from``
-    imports as the module they name; relative imports made absolute."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
+def imports(path):
+    """``(module, names)`` for every import in ``path``, inside functions too:
+    ``import a.b`` gives ``("a.b", [])``, ``from a import b, c`` gives
+    ``("a", ["b", "c"])``; relative imports are made absolute."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
+            yield from ((alias.name, []) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            yield from_module(node, path)
+            yield from_module(node, path), [alias.name for alias in node.names]
 
 
 def from_module(node: ast.ImportFrom, path) -> str:
+    """The absolute name of the module a ``from ... import`` names."""
     if node.level == 0:
         return node.module
-    package = module_name(path).split(".")[:None if path.name == "__init__.py" else -1]
+    package = dotted_name(path).split(".")[:None if path.name == "__init__.py" else -1]
     base = package[:len(package) - node.level + 1]
     return ".".join(base + ([node.module] if node.module else []))
+
+
+def imported_modules(path):
+    """The modules ``path`` imports (for ``from`` imports, the module they name)."""
+    return [module for module, _ in imports(path)]
 
 
 def package_imports(path, known) -> set:
     """The modules of ``known`` that ``path`` imports; ``from package import module``
     counts as importing that module."""
     out = set()
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            out.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = from_module(node, path)
-            out.update(f"{base}.{a.name}" if f"{base}.{a.name}" in known else base
-                       for a in node.names)
+    for module, names in imports(path):
+        out.update([f"{module}.{n}" if f"{module}.{n}" in known else module for n in names] or [module])
     return out & known
 
 
@@ -125,8 +125,8 @@ def test_from_imports_resolve_to_the_module_and_relative_imports_are_absolute():
 
 
 def test_no_import_cycle():
-    known = {module_name(p) for p in ALL_MODULES}
-    edges = {module_name(p): package_imports(p, known) for p in ALL_MODULES}
+    known = {dotted_name(p) for p in ALL_MODULES}
+    edges = {dotted_name(p): package_imports(p, known) for p in ALL_MODULES}
     cycles = import_cycles(edges)
     assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
 
