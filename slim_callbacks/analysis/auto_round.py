@@ -48,6 +48,7 @@ import paddle
 
 from slim_callbacks.analysis.flops_model import FlopsModel
 from slim_callbacks.analysis.latency_model import LatencyModel, fingerprint, fingerprint_widths
+from slim_callbacks.analysis.uniform_strategy import uniform_ratio
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import unwrap
 from slim_callbacks.deploy.latency_table import LatencyTable, LayerSpec
@@ -198,7 +199,6 @@ def choose_multiple(timing: NetworkTiming) -> int:
 def _candidate_ratios(network, input_shape, graph, ratios, skip, multiple) -> Dict[str, float]:
     if ratios is not None:
         return resolve_ratios(graph, ratios, skip)
-    from slim_callbacks.analysis.strategies import uniform_ratio  # strategies imports this module
     level = logger.level
     logger.setLevel(logging.ERROR)   # the bisection's tries and misses are not the user's
     try:

@@ -14,12 +14,11 @@ import paddle
 
 from slim_callbacks.analysis.flops_model import check_convention
 from slim_callbacks.analysis.search import Search, check_one_target, check_tolerance
-from slim_callbacks.analysis.sensitivity import check_patterns, chosen_groups
 from slim_callbacks.core.checks import check_choice, check_fraction
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import layer_table
 from slim_callbacks.engine.criteria import get_criterion
-from slim_callbacks.engine.ratios import check_round_to
+from slim_callbacks.engine.ratios import check_patterns, check_round_to, chosen_groups
 from slim_callbacks.engine.selectors import keep_count
 from slim_callbacks.tracing.groups import ChannelGroup
 from slim_callbacks.tracing.tracer import DependencyGraph
@@ -74,10 +73,10 @@ def global_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
         normalize: ``none`` (raw scores), ``mean`` or ``max`` (divide by the group's
             mean or maximum); ``auto`` is ``none`` for BatchNorm-scale criteria and
             ``mean`` for weight norms, whose scale differs from layer to layer.
-        round_to: as in :func:`~slim_callbacks.analysis.strategies.uniform_ratio`.
-        tolerance: as in :func:`~slim_callbacks.analysis.strategies.uniform_ratio`.
-        convention: as in :func:`~slim_callbacks.analysis.strategies.uniform_ratio`.
-        graph: as in :func:`~slim_callbacks.analysis.strategies.uniform_ratio`.
+        round_to: as in :func:`~slim_callbacks.analysis.uniform_strategy.uniform_ratio`.
+        tolerance: as in :func:`~slim_callbacks.analysis.uniform_strategy.uniform_ratio`.
+        convention: as in :func:`~slim_callbacks.analysis.uniform_strategy.uniform_ratio`.
+        graph: as in :func:`~slim_callbacks.analysis.uniform_strategy.uniform_ratio`.
 
     Returns:
         ``{group: ratio}`` for the groups that lose channels.
