@@ -24,8 +24,8 @@ import warnings
 import paddle
 
 from slim_callbacks import prune, trace
-from slim_callbacks.engine.planner import plan_pruning
 from slim_callbacks.engine.criteria import fpgm, rows
+from slim_callbacks.engine.planner import plan_pruning
 from slim_callbacks.engine.ratios import resolve_ratios
 
 POINTWISE = {"conv*._pointwise_conv*": 0.3125}

@@ -9,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slim_callbacks import ConfigError, prune, register_criterion, trace
-from slim_callbacks.engine.criteria import CRITERIA, get_criterion
-from slim_callbacks.engine.criteria import fpgm, group_scores, l1_norm, l2_norm
+from slim_callbacks.engine.criteria import CRITERIA, fpgm, get_criterion, group_scores, l1_norm, l2_norm
 from slim_callbacks.engine.selectors import SELECTORS, keep_count, lowest, optimal_threshold
 
 W = np.array([[1.0, -2.0, 2.0], [0.0, 0.5, 0.0], [3.0, 0.0, -4.0]])

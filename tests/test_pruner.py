@@ -9,7 +9,13 @@ import pytest
 from helpers import Seed, calibrate, outputs, same, snapshot, train_steps
 
 from slim_callbacks import ConfigError, PruningPlan, SlimError, prune
-from slim_callbacks.pruning.paddleslim import FPGMFilterPruner, L1NormFilterPruner, L2NormFilterPruner, OptSlimFilterPruner, SlimFilterPruner
+from slim_callbacks.pruning.paddleslim import (
+    FPGMFilterPruner,
+    L1NormFilterPruner,
+    L2NormFilterPruner,
+    OptSlimFilterPruner,
+    SlimFilterPruner,
+)
 
 SHAPE = [1, 3, 32, 32]
 

@@ -58,8 +58,21 @@ def custom_ratios(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: 
     ratios = check_ratios(ratios)
     graph = graph if graph is not None else trace(network, input_shape)
     if not resolve_ratios(graph, ratios, skip):
-        raise SlimError(f"ratios {ratios!r} prune no group of the network")
+        raise SlimError(nothing_to_prune(graph, ratios))
     return ratios
+
+
+def nothing_to_prune(graph: DependencyGraph, ratios) -> str:
+    """Why ``ratios`` prune nothing: every group is blocked (the first reason named),
+    or the patterns and ``skip`` leave out every prunable one."""
+    if graph.prunable_groups():
+        return (f"ratios {ratios!r} select no prunable group (their patterns and skip leave "
+                f"out all {len(graph.prunable_groups())}); nothing was changed")
+    reasons = [g for g in graph.groups if g.blocked]
+    first = f": {reasons[0].name} - {reasons[0].blocked}" if reasons else ""
+    return (f"the network has no prunable channel group ({len(graph.groups)} groups, "
+            f"{len(reasons)} blocked{first}); nothing was changed. "
+            f"slim_callbacks.explain(network, input_shape) lists every reason")
 
 
 # ------------------------------------------------------------------- entry point

@@ -117,10 +117,10 @@ class PruningSpec:
         latency = self.target_latency_reduction is not None
         if latency and self.strategy not in (None, "latency"):
             raise ConfigError("target_latency_reduction", self.target_latency_reduction,
-                              "None unless strategy is 'latency'")
+                              f"None for strategy {self.strategy} (only strategy latency uses it)")
         if self.strategy == "latency" and not latency:
             raise ConfigError("target_latency_reduction", None,
-                              "a float in (0, 1) for strategy 'latency'")
+                              "a float in (0, 1) (required for strategy latency)")
         if not given:
             self._missing_target()
         for key in TARGETS[1:]:
