@@ -397,7 +397,7 @@ def test_quickstart_end_to_end(capsys, tmp_path):
     assert err.count("INFO slim_callbacks.callbacks.prune: epoch") == 4     # AGP: 2, 4, 6, 8
     assert (out_dir / "checkpoints" / "final.pdparams").exists()
     assert (out_dir / "checkpoints" / "final.pruning.json").exists()
-    assert any(f.startswith("vdlrecords") for f in os.listdir(out_dir / "logs"))
+    assert any(f.startswith("vdlrecords") for f in os.listdir(out_dir / "logs" / "train"))
     # deploy: the final model exported to inference/, latency of original vs pruned
     assert sorted(os.listdir(out_dir / "inference")) == ["model.json", "model.pdiparams",
                                                          "original"]

@@ -46,10 +46,11 @@ def finished_run(tmp_path_factory):
 
 
 def read_scalars(log_dir):
+    """{tag: [(step, value)]} of every record file below ``log_dir``."""
     from visualdl import LogReader
     found = {}
-    for name in sorted(os.listdir(log_dir)):
-        reader = LogReader(file_path=os.path.join(log_dir, name))
+    for path in sorted(os.path.join(d, f) for d, _, files in os.walk(log_dir) for f in files):
+        reader = LogReader(file_path=path)
         for path, kind in reader.tags().items():
             if kind == "scalar":
                 tag = path.split(".log/", 1)[1].replace("%", "/")

@@ -195,15 +195,15 @@ def latency_scalars(latency: Optional[Dict[str, Any]]) -> Dict[str, float]:
 
 
 def log_latency(log_dir: str, latency: Optional[Dict[str, Any]], step: int) -> None:
-    """The latency scalars at ``step`` (the last epoch), in a new record in ``log_dir``."""
+    """The latency scalars at ``step`` (the last epoch), in ``<log_dir>/latency`` (a run
+    of its own in VisualDL; ``latency-2``... after a resume)."""
     tags = latency_scalars(latency)
     if not tags:
         return
     from visualdl import LogWriter
 
-    from slim_callbacks.callbacks.visualdl import new_record_name
-    os.makedirs(log_dir, exist_ok=True)
-    with LogWriter(logdir=log_dir, file_name=new_record_name(log_dir)) as writer:
+    from slim_callbacks.callbacks.visualdl import new_session_dir
+    with LogWriter(logdir=new_session_dir(log_dir, "latency")) as writer:
         for tag, value in tags.items():
             writer.add_scalar(tag=tag, value=value, step=int(step))
 
