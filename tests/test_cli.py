@@ -333,6 +333,8 @@ def test_sensitivity_rerun_without_pretrained_weights_resumes_the_file(capsys, t
     code, out, err = call(capsys, *args)
     assert code == 0, err
     assert sens.read_bytes() == first
+    # each run's VisualDL curves in a directory of their own (VisualDL shows one file each)
+    assert sorted(os.listdir(tmp_path / "logs")) == ["sensitivity", "sensitivity-2"]
 
 
 def test_sensitivity_with_recalibrate_bn_uses_training_batches(capsys, tmp_path, monkeypatch):
