@@ -98,13 +98,14 @@ def test_killed_twice_and_resumed_with_the_same_command_matches_an_uninterrupted
     assert final["cursor"]["epoch"] == 4
 
 
-def trained(tmp_path, epochs=2):
+def trained(tmp_path, epochs=2, resume_from=None):
     paddle.seed(0)
     net = Net()
     model = paddle.Model(net)
     model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()),
                   nn.CrossEntropyLoss(), paddle.metric.Accuracy())
-    cb = PruneCallback({"c2": 0.5, "c3": 0.75}, prune_epochs=list(range(epochs)), input_shape=SHAPE)
+    cb = PruneCallback({"c2": 0.5, "c3": 0.75}, prune_epochs=list(range(epochs)), input_shape=SHAPE,
+                       resume_from=resume_from)
     model.fit(dataset(32), epochs=epochs, batch_size=16, verbose=0, save_dir=str(tmp_path),
               callbacks=[cb])
     return model, cb
@@ -255,17 +256,5 @@ def test_resume_checks_the_pdparams_it_loads_whatever_safetensors_lies_beside(tm
     trained(tmp_path, epochs=3)
     save_safetensors(paddle.load(str(tmp_path / "1.pdparams")), str(tmp_path / "1.safetensors"))
     paddle.save(altered(str(tmp_path / "1.pdparams")), str(tmp_path / "1.pdparams"))
-
-    def resume():
-        paddle.seed(0)
-        net = Net()
-        model = paddle.Model(net)
-        model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()),
-                      nn.CrossEntropyLoss())
-        cb = PruneCallback({"c2": 0.5, "c3": 0.75}, prune_epochs=[0, 1, 2], input_shape=SHAPE,
-                           resume_from=str(tmp_path / "1"))
-        model.fit(dataset(16), epochs=3, batch_size=16, verbose=0, callbacks=[cb])
-        return net
-
     with pytest.raises(SlimError, match=r"1.pdparams is not the file its ledger"):
-        resume()
+        trained(tmp_path, epochs=3, resume_from=str(tmp_path / "1"))
