@@ -63,13 +63,19 @@ def _default_hangup():
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 @contextlib.contextmanager
-def serving_dashboard(root, port):
-    """The real ``slim-callbacks dashboard`` (its own session), once VisualDL answers:
-    yields the command's process and VisualDL's PID."""
+def serving_dashboard(root, port, cwd=None):
+    """The real ``slim-callbacks dashboard`` (its own session; in ``cwd``, this
+    checkout's package still imported), once VisualDL answers: yields the command's
+    process and VisualDL's PID."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [REPO, os.environ.get("PYTHONPATH")])))
     proc = subprocess.Popen(dashboard_command(root, port), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=_default_hangup)
+                            preexec_fn=_default_hangup, cwd=cwd, env=env)
     server = []
     try:
         deadline = time.time() + 90

@@ -47,11 +47,11 @@ def latency_tags(run_dir):
     return set(latency_scalars(json.loads((run_dir / "summary.json").read_text())["latency"]))
 
 
-def scalar_tags(base):
-    """{VisualDL run: set of scalar tags}, once VisualDL has read every record."""
+def tags_of(base, kind="scalar"):
+    """{VisualDL run: set of ``kind`` tags}, once VisualDL has read every record."""
     deadline = time.time() + 30
     while True:
-        data = get_json(f"{base}/scalar/tags")
+        data = get_json(f"{base}/{kind}/tags")
         if data["runs"] or time.time() > deadline:
             return {name: set(tags) for name, tags in zip(data["runs"], data["tags"])}
         time.sleep(0.5)
@@ -73,12 +73,13 @@ def test_visualdl_shows_every_writer_and_every_session_of_a_run(output, tmp_path
     port = free_port()
     with serving_dashboard(root, port):
         base = api(port)
-        tags = scalar_tags(base)
+        tags = tags_of(base)
         assert sorted(tags) == [f"{logs}/latency", f"{logs}/train"]
         assert TRAIN_TAGS <= tags[f"{logs}/train"], TRAIN_TAGS - tags[f"{logs}/train"]
         assert tags[f"{logs}/latency"] == latency_tags(root / "tiny") != set()
         assert steps(base, f"{logs}/train", "eval/acc") == EPOCHS
         assert steps(base, f"{logs}/latency", "latency/speedup_1_thread") == [EPOCHS[-1]]
+        assert tags_of(base, "histogram") == {f"{logs}/train": {"bn/gamma"}}
     # killed during the last epoch, then resumed: a second session of both writers
     checkpoints = root / "tiny" / "checkpoints"
     for name in os.listdir(checkpoints):
@@ -89,7 +90,7 @@ def test_visualdl_shows_every_writer_and_every_session_of_a_run(output, tmp_path
     port = free_port()
     with serving_dashboard(root, port):
         base = api(port)
-        tags = scalar_tags(base)
+        tags = tags_of(base)
         assert sorted(tags) == [f"{logs}/{name}" for name in
                                 ("latency", "latency-2", "train", "train-2")]
         assert TRAIN_TAGS <= tags[f"{logs}/train-2"], TRAIN_TAGS - tags[f"{logs}/train-2"]
@@ -129,8 +130,8 @@ def test_the_scalar_page_in_a_browser_shows_every_tag_group_and_run(output, tmp_
     png = tmp_path / "dashboard-scalars.png"
     profile = f"--user-data-dir={tmp_path / 'profile'}"
     port = free_port()
-    with serving_dashboard(output, port):
-        tags = scalar_tags(api(port))
+    with serving_dashboard("output", port, cwd=output.parent):  # runs named output/tiny/...
+        tags = tags_of(api(port))
         page = f"http://127.0.0.1:{port}/app/scalar"
         dom = chromium(profile, "--dump-dom", page, done=lambda r: "<h3>" in r.stdout).stdout
         chromium(profile, f"--screenshot={png}", page, done=lambda r: png.exists())
@@ -143,6 +144,7 @@ def test_the_scalar_page_in_a_browser_shows_every_tag_group_and_run(output, tmp_
     assert shown == {group: sum(t.split("/")[0] == group for t in every_tag)
                      for group in {t.split("/")[0] for t in every_tag}}
     assert {"eval", "latency", "model", "train", "widths"} <= set(shown)
+    assert sorted(tags) == ["output/tiny/logs/latency", "output/tiny/logs/train"]
     assert all(name in dom for name in tags)  # every run in the run selector
     with Image.open(png) as image:
         assert image.size == (1400, 1000)
