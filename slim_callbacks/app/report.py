@@ -27,7 +27,32 @@ def summary_table(summary: Dict[str, Any]) -> str:
         f"\nFLOPs reduction: {summary['flops_reduction']:.2%}"
     speedups = latency_speedups(summary.get("latency"))
     text += f"\nlatency speedup: {speedups}" if speedups else ""
-    return text + latency_strategy_line(summary.get("latency_strategy"))
+    return text + overhead_note(summary.get("latency")) + \
+        latency_strategy_line(summary.get("latency_strategy"))
+
+
+def overhead_note(latency) -> str:
+    """Lines saying which latencies are overhead-bound and where to measure instead.
+
+        >>> print(overhead_note({"1_thread": {"threads": 1, "before_ms": 0.9}}))
+        <BLANKLINE>
+        overhead-bound latency: the original runs in 0.900 ms (1 thread), under 2 ms a run:
+          mostly Paddle's fixed per-op cost, not arithmetic, so the speedup says little about
+          pruning. For a real measurement run the recipe at the input size you deploy (e.g.
+          -o data.image_size=224), or time models exported at that size with slim-callbacks latency.
+    """
+    from slim_callbacks.deploy.latency import OVERHEAD_BOUND_MS, overhead_bound
+    bound = [entry for entry in ((latency or {}).get(s) for s in ("1_thread", "all_cores"))
+             if entry and overhead_bound(entry["before_ms"])]
+    if not bound:
+        return ""
+    times = ", ".join(f"{entry['before_ms']:.3f} ms ({_threads(entry)})" for entry in bound)
+    return (f"\noverhead-bound latency: the original runs in {times}, under "
+            f"{OVERHEAD_BOUND_MS:g} ms a run:\n"
+            "  mostly Paddle's fixed per-op cost, not arithmetic, so the speedup says little about\n"
+            "  pruning. For a real measurement run the recipe at the input size you deploy (e.g.\n"
+            "  -o data.image_size=224), or time models exported at that size with slim-callbacks "
+            "latency.")
 
 
 def latency_strategy_line(entry) -> str:

@@ -48,6 +48,22 @@ class Latency:
     batch: int = 1
 
 
+#: Below this many ms per batch-1 run, a model's time is mostly Paddle's fixed per-op
+#: cost, not arithmetic, so a pruned model cannot show its savings there (measured:
+#: BENCHMARKS.md, "Latency of tiny models is framework overhead").
+OVERHEAD_BOUND_MS = 2.0
+
+
+def overhead_bound(median_ms: float) -> bool:
+    """True when a latency this small says little about the model's arithmetic.
+
+    Example:
+        >>> overhead_bound(0.9), overhead_bound(7.2)
+        (True, False)
+    """
+    return median_ms < OVERHEAD_BOUND_MS
+
+
 def _random_inputs(pred, name: str, input_shape, rng) -> List[np.ndarray]:
     """An input for every input of ``pred`` (batch 1 unless ``input_shape`` gives the
     first one): normal noise for floats, zeros else."""
@@ -153,4 +169,7 @@ def format_latency_table(results: Sequence[Latency]) -> str:
     r0 = results[0]
     lines.append(f"({r0.samples} runs per model, batch {r0.batch}, {r0.threads} thread(s), "
                  f"oneDNN {'on' if r0.onednn else 'off'}; speedup vs {r0.name})")
+    if overhead_bound(base):
+        lines.append(f"{r0.name} runs in under {OVERHEAD_BOUND_MS:g} ms: overhead-bound, mostly "
+                     f"Paddle's fixed per-op cost; time the models at the input size you deploy")
     return "\n".join(lines)
