@@ -74,7 +74,7 @@ def find_recipe(name: str) -> str:
 #: Each subcommand's ``--help`` example (its argparse epilog).
 EXAMPLES = {
     "run": ["slim-callbacks run quickstart",
-            "slim-callbacks run quickstart -o train.epochs=4 --output-dir output/try -q",
+            "slim-callbacks run quickstart -o train.epochs=12 --output-dir output/try -q",
             "slim-callbacks run mobilenetv1/uniform_l1norm_f50 --dry-run"],
     "export": ["slim-callbacks export output/quickstart --format paddle --format onnx"],
     "plan": ["slim-callbacks plan quickstart -o pruning.target_flops_reduction=0.3",
