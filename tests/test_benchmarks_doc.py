@@ -61,3 +61,4 @@ def test_the_summary_links_lead_to_sections():
     links = re.findall(r"\]\(#([^)]+)\)", text)
     assert len(links) >= 10
     assert [link for link in links if link not in anchors] == []
+    assert [link for link in links if "--" in link] == []   # MkDocs' anchors merge hyphens

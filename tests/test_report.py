@@ -31,7 +31,7 @@ def test_a_latency_under_the_bound_is_marked_with_where_to_measure():
     assert "latency speedup: 1.07x (1 thread), 0.94x (2 threads)" in text
     note = " ".join(text[text.index("overhead-bound latency"):].split())
     assert note.startswith("overhead-bound latency: the original (0.8 M MACs) runs in 0.903 ms "
-                           f"(1 thread), 0.950 ms (2 threads); under {OVERHEAD_BOUND_MACS / 1e6:g} M "
+                           f"(1 thread), 0.950 ms (2 threads). Under {OVERHEAD_BOUND_MACS / 1e6:g} M "
                            f"MACs or {OVERHEAD_BOUND_MS:g} ms a run")
     assert "-o data.image_size=224" in note and "slim-callbacks latency" in note
 

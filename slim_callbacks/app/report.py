@@ -37,11 +37,11 @@ def overhead_note(latency, macs: Optional[int] = None) -> str:
 
         >>> print(overhead_note({"1_thread": {"threads": 1, "before_ms": 0.9}}, macs=834_688))
         <BLANKLINE>
-        overhead-bound latency: the original (0.8 M MACs) runs in 0.900 ms (1 thread); under 100 M
-          MACs or 2 ms a run, that is mostly Paddle's fixed per-op cost, not arithmetic, so the
-          speedup says little about pruning. For a real measurement run the recipe at the input
-          size you deploy (e.g. -o data.image_size=224), or time models exported at that size with
-          slim-callbacks latency.
+        overhead-bound latency: the original (0.8 M MACs) runs in 0.900 ms (1 thread).
+          Under 100 M MACs or 2 ms a run, the time is mostly Paddle's fixed per-op cost, not
+          arithmetic, so the speedup says little about pruning. For a real measurement run the
+          recipe at the input size you deploy (e.g. -o data.image_size=224), or time models
+          exported at that size with slim-callbacks latency.
     """
     from slim_callbacks.deploy.latency import OVERHEAD_BOUND_MACS, OVERHEAD_BOUND_MS, overhead_bound
     entries = [e for e in ((latency or {}).get(s) for s in ("1_thread", "all_cores")) if e]
@@ -49,13 +49,12 @@ def overhead_note(latency, macs: Optional[int] = None) -> str:
         return ""
     times = ", ".join(f"{entry['before_ms']:.3f} ms ({_threads(entry)})" for entry in entries)
     size = f" ({macs / 1e6:.1f} M MACs)" if macs is not None else ""
-    return (f"\noverhead-bound latency: the original{size} runs in {times}; under "
-            f"{OVERHEAD_BOUND_MACS / 1e6:g} M\n"
-            f"  MACs or {OVERHEAD_BOUND_MS:g} ms a run, that is mostly Paddle's fixed per-op cost, "
-            "not arithmetic, so the\n"
-            "  speedup says little about pruning. For a real measurement run the recipe at the input\n"
-            "  size you deploy (e.g. -o data.image_size=224), or time models exported at that size with\n"
-            "  slim-callbacks latency.")
+    return (f"\noverhead-bound latency: the original{size} runs in {times}.\n"
+            f"  Under {OVERHEAD_BOUND_MACS / 1e6:g} M MACs or {OVERHEAD_BOUND_MS:g} ms a run, the "
+            "time is mostly Paddle's fixed per-op cost, not\n"
+            "  arithmetic, so the speedup says little about pruning. For a real measurement run the\n"
+            "  recipe at the input size you deploy (e.g. -o data.image_size=224), or time models\n"
+            "  exported at that size with slim-callbacks latency.")
 
 
 def latency_strategy_line(entry) -> str:
