@@ -39,8 +39,8 @@ def test_no_lab_notebook_references(what):
 
 
 @pytest.mark.parametrize("what, text", [
-    ("an issue number", "as issue #12 asked"), ("an issue number", "(#10, item 3)"),
-    ("a commit id", "at commit 7d191d9"), ("a branch name", "on branch i11-distill"),
+    ("an issue number", "as issue #99 asked"), ("an issue number", "(#99, item 3)"),
+    ("a commit id", "at commit 0abc123"), ("a branch name", "on branch i99-example"),
     ("a clock time", "14:48 UTC"), ("a clock time", "17:16-17:37 UTC")])
 def test_the_patterns_catch_what_they_are_for(what, text):
     assert re.search(NOTEBOOK[what], text, flags=re.I)
