@@ -7,12 +7,9 @@ groups, the tracer) < ``engine`` (criteria, selectors, planner, plan, surgery) <
 ``analysis`` (FLOPs, strategies, sensitivity) < ``callbacks`` (PruneCallback, schedules,
 ledger, BN-L1, VisualDL) < ``app`` (recipes, data, runner, CLI, dashboard).
 """
-import warnings
+from slim_callbacks.core.quiet import import_paddle
 
-# Paddle warns on every import that ccache (for compiling custom C++ ops) is missing;
-# it says nothing about pruning, so this one message is silenced for its module only.
-warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning,
-                        module=r"paddle\.utils\.cpp_extension")
+import_paddle()  # without Paddle's import-time noise (ccache; OMP_NUM_THREADS in the command)
 from slim_callbacks.analysis.auto_round import prune
 from slim_callbacks.analysis.bn_recalibration import recalibrate_bn
 from slim_callbacks.analysis.explain import explain
@@ -40,6 +37,7 @@ from slim_callbacks.callbacks import (
 )
 from slim_callbacks.callbacks.ledger import load_pruned
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.version import package_version
 from slim_callbacks.core.weights import load_state, save_safetensors
 from slim_callbacks.deploy.export import ExportResult, export
 from slim_callbacks.engine.criteria import CRITERIA, Criterion, get_criterion, register_criterion
@@ -58,7 +56,7 @@ from slim_callbacks.tracing.kinds import LayerKind, register_layer
 from slim_callbacks.tracing.op_rules import register_op
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
-__version__ = "0.1.0"
+__version__ = package_version()
 __all__ = [
     # errors
     "ConfigError", "SlimError",
