@@ -1,4 +1,4 @@
-"""Accuracy evidence (issue #11, item 6): top-1 after pruning inside fit vs one-shot.
+"""Accuracy evidence: top-1 after pruning inside fit vs one-shot.
 
 MobileNetV1 x0.25 on the bundled digits at 32x32 (``recipes/quickstart.yaml``: its
 data, network, optimizer and cosine LR; the 13 pointwise convs, one uniform ratio
@@ -317,7 +317,7 @@ def noise_table(results: dict, against: str = "oneshot_start") -> str:
 
 
 def targets(results: dict) -> str:
-    """The three targets of issue #11, measured."""
+    """The three accuracy targets, measured."""
     groups, out = grouped(results), []
 
     def top1(method, ratio):

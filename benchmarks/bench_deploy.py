@@ -1,4 +1,4 @@
-"""Batch-1 CPU latency of pruned MobileNetV1-224 and ResNet-50 where they are deployed (#10).
+"""Batch-1 CPU latency of pruned MobileNetV1-224 and ResNet-50 where they are deployed.
 
     nice python benchmarks/bench_deploy.py [--models mobilenet_v1 resnet50]
         [--macs 0.3 0.5] [--rounding 1 8 16 auto] [--latency-target 0.5] [--latency-keep]

@@ -1,4 +1,4 @@
-"""How much of the PaddleClas model zoo can slim_callbacks prune? (issue #12)
+"""How much of the PaddleClas model zoo can slim_callbacks prune?
 
     pip install paddleclas --no-deps     # the bench installs nothing itself
     nice python benchmarks/bench_zoo.py [--families ResNet ViT ...] [--models NAME ...]

@@ -8,14 +8,12 @@ groups, the tracer) < ``engine`` (criteria, selectors, planner, plan, surgery) <
 schedules) < ``callbacks`` (PruneCallback, ledger, budget, BN-L1, distillation,
 VisualDL) < ``app`` (recipes, data, runner, CLI, dashboard).
 """
+import importlib
 import warnings
 
-# Paddle warns on every import that ccache (for compiling custom C++ ops) is missing;
-# it says nothing about pruning, so this one message is silenced for its module only.
-warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning,
-                        module=r"paddle\.utils\.cpp_extension")
-import importlib
+from slim_callbacks.core.quiet import import_paddle
 
+import_paddle()  # without Paddle's import-time noise (ccache; OMP_NUM_THREADS in the command)
 from slim_callbacks.analysis.explain import explain
 from slim_callbacks.analysis.flops import count_flops, profile
 from slim_callbacks.analysis.sensitivity import sensitivity
@@ -24,6 +22,7 @@ from slim_callbacks.app.builders import register_model
 from slim_callbacks.callbacks import BNScaleL1, DistillCallback, PruneCallback, VisualDLLogger
 from slim_callbacks.callbacks.ledger import load_pruned
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.version import package_version
 from slim_callbacks.deploy.export import export
 from slim_callbacks.engine.criteria import Criterion, register_criterion
 from slim_callbacks.engine.plan import PruningPlan
@@ -32,7 +31,7 @@ from slim_callbacks.tracing.kinds import register_layer
 from slim_callbacks.tracing.op_rules import register_op
 from slim_callbacks.tracing.tracer import trace
 
-__version__ = "0.1.0"
+__version__ = package_version()
 __all__ = [
     # errors
     "ConfigError", "SlimError",

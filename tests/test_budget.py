@@ -227,3 +227,87 @@ def test_an_undo_puts_back_the_int_attributes_a_plan_set():
     snap.restore()
     assert net.blocks[0].attn.head_dim == 8
     np.testing.assert_allclose(net(x).numpy(), before, atol=1e-6)
+
+
+class Killed(Exception):
+    """Stands for the run being killed."""
+
+
+class Scripted(paddle.metric.Metric):
+    """An eval metric whose value is scripted per global epoch: ``values[e]`` after the
+    event of epoch ``e`` (the epoch read from the pruning callback). The eval of epoch
+    ``killed_at`` raises :class:`Killed`."""
+
+    def __init__(self, values, pruner, killed_at=None):
+        super().__init__()
+        self.values, self.pruner, self.killed_at = values, pruner, killed_at
+
+    def name(self):
+        return "acc"
+
+    def reset(self):
+        pass
+
+    def update(self, *args):
+        pass
+
+    def accumulate(self):
+        epoch = max(self.pruner.last_epoch, 0)
+        if epoch == self.killed_at and not self.pruner.network.training:
+            raise Killed
+        return self.values[epoch]
+
+
+# epoch 1 accepted (0.60 vs 0.50), 2 accepted (0.70), 3 refused (0.62 is 0.08 below
+# 0.70, but within 0.05 of epoch 1's 0.60), 4: the retry at half the step, accepted,
+# 5: the whole step again (behind the schedule), accepted
+SCRIPT = [0.50, 0.60, 0.70, 0.62, 0.69, 0.69]
+
+
+def scripted_fit(save_dir, resume_from=None, killed_at=None):
+    """A 6-epoch AGP run (events at epochs 1-4) judged by :data:`SCRIPT`, killed
+    during the eval of global epoch ``killed_at``."""
+    paddle.seed(0)
+    cb = PruneCallback(0.5, input_shape=[1, 3, 16, 16], schedule="agp", start_epoch=1,
+                       end_epoch=4, max_metric_drop=0.05, budget_min_step=0.01,
+                       resume_from=resume_from)
+    net = Net()
+    model = paddle.Model(net)
+    model.prepare(paddle.optimizer.Momentum(0.01, parameters=net.parameters()),
+                  nn.CrossEntropyLoss(), Scripted(SCRIPT, cb, killed_at))
+    data = dataset(32)
+    try:
+        model.fit(data, data, epochs=6, batch_size=16, verbose=0, shuffle=False,
+                  save_dir=str(save_dir), callbacks=[cb])
+    except Killed:
+        pass
+    return net, cb
+
+
+def decisions(cb):
+    return [h["epoch"] for h in cb.history], [u["epoch"] for u in cb.budget.undone]
+
+
+def test_a_resumed_run_judges_its_events_as_an_uninterrupted_one(tmp_path):
+    import os
+    whole, whole_cb = scripted_fit(tmp_path / "whole")
+    assert decisions(whole_cb) == ([1, 2, 4, 5], [3])
+    cut = tmp_path / "cut"
+    scripted_fit(cut)
+    for name in os.listdir(cut):  # as if killed during epoch 3
+        if name.split(".")[0] in ("3", "4", "5", "final"):
+            os.remove(cut / name)
+    resumed, resumed_cb = scripted_fit(cut, resume_from=str(cut))
+    assert decisions(resumed_cb) == decisions(whole_cb)
+    assert widths(resumed) == widths(whole) != WIDTHS
+    assert resumed_cb.history[-1]["macs"] == whole_cb.history[-1]["macs"]
+
+
+def test_a_run_killed_during_an_events_eval_resumes_before_that_event(tmp_path):
+    whole, whole_cb = scripted_fit(tmp_path / "whole")
+    cut = tmp_path / "cut"
+    scripted_fit(cut, killed_at=3)  # epoch 3's event pruned and saved, never judged
+    resumed, resumed_cb = scripted_fit(cut, resume_from=str(cut))
+    assert resumed_cb.epoch_offset == 3
+    assert decisions(resumed_cb) == decisions(whole_cb)
+    assert widths(resumed) == widths(whole)

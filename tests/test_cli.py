@@ -333,6 +333,8 @@ def test_sensitivity_rerun_without_pretrained_weights_resumes_the_file(capsys, t
     code, out, err = call(capsys, *args)
     assert code == 0, err
     assert sens.read_bytes() == first
+    # each run's VisualDL curves in a directory of their own (VisualDL shows one file each)
+    assert sorted(os.listdir(tmp_path / "logs")) == ["sensitivity", "sensitivity-2"]
 
 
 def test_sensitivity_with_recalibrate_bn_uses_training_batches(capsys, tmp_path, monkeypatch):
@@ -397,7 +399,7 @@ def test_quickstart_end_to_end(capsys, tmp_path):
     assert err.count("INFO slim_callbacks.callbacks.prune: epoch") == 4     # AGP: 2, 4, 6, 8
     assert (out_dir / "checkpoints" / "final.pdparams").exists()
     assert (out_dir / "checkpoints" / "final.pruning.json").exists()
-    assert any(f.startswith("vdlrecords") for f in os.listdir(out_dir / "logs"))
+    assert any(f.startswith("vdlrecords") for f in os.listdir(out_dir / "logs" / "train"))
     # deploy: the final model exported to inference/, latency of original vs pruned
     assert sorted(os.listdir(out_dir / "inference")) == ["model.json", "model.pdiparams",
                                                          "original"]

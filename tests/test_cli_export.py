@@ -46,10 +46,11 @@ def finished_run(tmp_path_factory):
 
 
 def read_scalars(log_dir):
+    """{tag: [(step, value)]} of every record file below ``log_dir``."""
     from visualdl import LogReader
     found = {}
-    for name in sorted(os.listdir(log_dir)):
-        reader = LogReader(file_path=os.path.join(log_dir, name))
+    for path in sorted(os.path.join(d, f) for d, _, files in os.walk(log_dir) for f in files):
+        reader = LogReader(file_path=path)
         for path, kind in reader.tags().items():
             if kind == "scalar":
                 tag = path.split(".log/", 1)[1].replace("%", "/")
@@ -256,3 +257,43 @@ def test_the_verification_batch_fits_a_fixed_export_batch(tmp_path, images):
     net = paddle.nn.Sequential(paddle.nn.Conv2D(1, 2, 3))
     result = export(net, str(tmp_path / "m"), [3, 1, 8, 8], inputs=batch)
     assert result.max_abs_diff["paddle"] < 1e-5
+
+
+def test_export_refuses_a_safetensors_that_is_not_the_checkpoints_weights(capsys, finished_run,
+                                                                           tmp_path):
+    import shutil
+
+    from slim_callbacks import save_safetensors
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    checkpoints = run_dir / "checkpoints"
+    save_safetensors(paddle.load(str(checkpoints / "1.pdparams")),
+                     str(checkpoints / "final.safetensors"))  # another epoch's weights
+    code, _, err = call(capsys, "export", str(run_dir), "--out", str(tmp_path / "inf2"))
+    assert code == 2
+    assert errors(err) == [
+        f"slim-callbacks: error: {checkpoints / 'final.safetensors'} holds other weights than "
+        f"{checkpoints / 'final.pdparams'}, the ones its ledger "
+        f"{checkpoints / 'final.pruning.json'} was written with: delete or move "
+        f"{checkpoints / 'final.safetensors'} (or write it again from this checkpoint with "
+        f"save_safetensors)"]
+    assert not (tmp_path / "inf2").exists()
+
+
+def test_a_run_without_pruning_refuses_a_safetensors_other_than_its_pdparams(tmp_path):
+    from helpers import Net
+
+    from slim_callbacks import SlimError, save_safetensors
+    from slim_callbacks.app.deployment import rebuild
+    from slim_callbacks.app.recipe import load_recipe
+    recipe = load_recipe(dict(TINY_RECIPE, pruning=None, output_dir=str(tmp_path)))
+    prefix = str(tmp_path / "final")
+    paddle.save(Net().state_dict(), prefix + ".pdparams")
+    save_safetensors(Net(), prefix + ".safetensors")  # other initial weights
+    with pytest.raises(SlimError, match=r"final.safetensors holds other weights than "
+                                        r".*final.pdparams, which the run saved"):
+        rebuild(recipe, prefix)
+    save_safetensors(paddle.load(prefix + ".pdparams"), prefix + ".safetensors")
+    net = rebuild(recipe, prefix)
+    np.testing.assert_array_equal(net.fc.weight.numpy(),
+                                  paddle.load(prefix + ".pdparams")["fc.weight"].numpy())

@@ -1,15 +1,13 @@
 """dashboard: runs found under directories, their comparison table, and VisualDL over all."""
-import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
+from dashboard_server import dashboard_command, free_port, get_json, kill_all, serving_dashboard, visualdl_processes
 from visualdl import LogWriter
 
 from slim_callbacks import SlimError
@@ -168,81 +166,6 @@ def test_visualdl_command_is_offline_friendly():
                            "--language", "en", "--disable-telemetry"]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get_json(url):
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())["data"]
-
-
-def dashboard_command(root, port):
-    return [sys.executable, "-m", "slim_callbacks", "dashboard", str(root), "--port", str(port)]
-
-
-def children(pid):
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(child) for child in f.read().split()]
-
-
-def visualdl_processes(port):
-    """PIDs of the VisualDL servers on ``port`` (whoever their parent is now)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:  # not a process, or it just ended
-            continue
-        if any(b"visualdl" in arg for arg in argv) and str(port).encode() in argv:
-            found.append(int(entry))
-    return found
-
-
-def kill_all(proc, pids=()):
-    """Kills ``proc``'s session and ``pids``: nothing stays behind if a test fails."""
-    for kill, pid in [(os.killpg, proc.pid)] + [(os.kill, pid) for pid in pids]:
-        try:
-            kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
-
-
-def _default_hangup():
-    """As in a terminal: SIGHUP not ignored (under ``nohup`` the command rightly keeps
-    ignoring it, and the SIGHUP test would wait in vain)."""
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
-
-
-@contextlib.contextmanager
-def serving_dashboard(root, port):
-    """The real ``slim-callbacks dashboard`` (its own session), once VisualDL answers:
-    yields the command's process and VisualDL's PID."""
-    proc = subprocess.Popen(dashboard_command(root, port), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=_default_hangup)
-    server = []
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                get_json(f"http://127.0.0.1:{port}/app/api/runs")
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(proc.stdout.read().decode(errors="replace")[-2000:])
-        server = children(proc.pid)
-        assert server == visualdl_processes(port)
-        yield proc, server[0]
-    finally:
-        kill_all(proc, server)
-
-
 def test_dashboard_serves_every_run_in_one_visualdl_and_stops_on_ctrl_c(runs_root):
     port = free_port()
     with serving_dashboard(runs_root, port) as (proc, server):
@@ -327,3 +250,17 @@ def test_docstring_examples_run():
 
     from slim_callbacks.app import dashboard
     assert doctest.testmod(dashboard).failed == 0
+
+
+def test_a_directory_with_several_record_files_is_warned_about(tmp_path, caplog):
+    logs = tmp_path / "old_run" / "logs"  # the layout before each writer had a directory
+    for name in ("vdlrecords.1700000000.log", "vdlrecords.1700000099.log"):
+        with LogWriter(logdir=str(logs), file_name=name) as writer:
+            writer.add_scalar("eval/acc", value=0.5, step=0)
+    with caplog.at_level("WARNING", logger="slim_callbacks.app.dashboard"):
+        runs = find_runs([str(tmp_path)])
+    assert [run.record_dirs for run in runs] == [[str(logs)]]
+    assert caplog.messages == [
+        f"{logs}: VisualDL shows only vdlrecords.1700000099.log, the newest of its 2 record "
+        f"files; the others (['vdlrecords.1700000000.log']) are hidden: move each into a "
+        f"directory of its own to see it"]

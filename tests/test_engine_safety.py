@@ -1,4 +1,4 @@
-"""Issue #9: train-only branches, transposed convs, and structures that used to end in
+"""Train-only branches, transposed convs, and structures that used to end in
 "the pruned network failed a forward pass" are handled or blocked up front."""
 import logging
 
@@ -19,7 +19,7 @@ def group_named(graph, name):
 
 # --------------------------------------------------------------- 1. train-only branches
 class AuxHead(nn.Layer):
-    """The issue's minimal case, with BatchNorm and Dropout in the auxiliary head."""
+    """A minimal auxiliary head behind `if self.training:`, with BatchNorm and Dropout."""
 
     def __init__(self, blocked_aux=False):
         super().__init__()
@@ -164,7 +164,7 @@ class AddsUntracedOutput(nn.Layer):
         return self.c(self.a(x) + y)
 
 
-@pytest.mark.parametrize("kind", ["layer_norm"])  # PReLU is traced since #12 (test_prelu.py)
+@pytest.mark.parametrize("kind", ["layer_norm"])  # PReLU is traced (test_prelu.py)
 def test_channels_added_to_an_untraced_op_output_are_blocked_with_one_warning(kind, caplog):
     net = AddsUntracedOutput(kind)
     with caplog.at_level(logging.WARNING, logger="slim_callbacks.tracing.tracer"):

@@ -174,7 +174,7 @@ def test_uncounted_layers_add_nothing():
 
 
 def test_conv1d_and_conv3d_macs_are_counted_like_conv2d(caplog):
-    """Output elements x C_in / groups x kernel volume (before #12 these counted 0)."""
+    """Output elements x C_in / groups x kernel volume (they once counted 0)."""
     net = nn.Sequential(nn.Conv1D(2, 4, 3), nn.Conv1D(4, 4, 1, groups=2))
     with caplog.at_level("WARNING", logger="slim_callbacks.analysis.flops"):
         assert count_flops(net, [1, 2, 9]) == 7 * 4 * (2 * 3) + 7 * 4 * (2 * 1)

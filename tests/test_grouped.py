@@ -1,4 +1,4 @@
-"""Grouped convs, 1 < groups < C_in (#12 item 1): a position goes from every group at
+"""Grouped convs, 1 < groups < C_in: a position goes from every group at
 once, so each group keeps the same width and ``groups`` stays; dead channels removed
 => identical outputs; the pruned network trains and exports."""
 import numpy as np

@@ -1,6 +1,6 @@
 """Grouped convs with ``structure={"grouped_conv": "channels"}`` (every group loses the
 same number of channels, each group its own) or ``"groups"`` (whole groups go,
-``groups`` shrinks) (#12 item 1): dead channels or groups removed => identical
+``groups`` shrinks): dead channels or groups removed => identical
 outputs, optimizer state (Momentum, Adam) sliced like the weights, plans replay and chain, export."""
 import logging
 

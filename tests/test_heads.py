@@ -1,4 +1,4 @@
-"""Attention pruned by whole heads: ``structure={"attention": "heads"}`` (issue #12).
+"""Attention pruned by whole heads: ``structure={"attention": "heads"}``.
 
 The exactness tests zero whole heads (their q, k and v columns: q = k = 0 gives a
 uniform softmax, v = 0 makes the head's output 0), prune in heads mode and compare

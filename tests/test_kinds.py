@@ -1,4 +1,4 @@
-"""One registry of layer kinds (#12 item 4): register_layer / register_op, and the
+"""One registry of layer kinds: register_layer / register_op, and the
 engine parts that read it (tracing, surgery, MACs, widths)."""
 import pathlib
 import re

@@ -1,4 +1,4 @@
-"""Latency-aware pruning (#10 item 3): the cached per-layer latency table, the latency
+"""Latency-aware pruning: the cached per-layer latency table, the latency
 model and strategy, ``round_to="auto"``, and their API / callback / recipe paths.
 
 Timings are real where a test only needs them to exist (small shapes, few runs) and

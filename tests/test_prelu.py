@@ -1,4 +1,4 @@
-"""PReLU (#12 item 3): a per-channel slope is sliced with its channels, a shared one passes."""
+"""PReLU: a per-channel slope is sliced with its channels, a shared one passes."""
 import numpy as np
 import paddle
 import paddle.nn as nn

@@ -55,7 +55,7 @@ def test_dry_run(capsys, tmp_path, path):
         assert err.count("INFO slim_callbacks.callbacks.prune: epoch 0: pruned 13 groups") == 1
     assert (out_dir / "checkpoints" / "final.pdparams").exists()
     assert (out_dir / "checkpoints" / "1.pdparams").exists()
-    assert any(f.startswith("vdlrecords") for f in os.listdir(out_dir / "logs"))
+    assert any(f.startswith("vdlrecords") for f in os.listdir(out_dir / "logs" / "train"))
     assert "dry run: 2 epochs x 2 steps of batch 2 on synthetic" in out
 
 

@@ -98,13 +98,14 @@ def test_killed_twice_and_resumed_with_the_same_command_matches_an_uninterrupted
     assert final["cursor"]["epoch"] == 4
 
 
-def trained(tmp_path, epochs=2):
+def trained(tmp_path, epochs=2, resume_from=None):
     paddle.seed(0)
     net = Net()
     model = paddle.Model(net)
     model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()),
                   nn.CrossEntropyLoss(), paddle.metric.Accuracy())
-    cb = PruneCallback({"c2": 0.5, "c3": 0.75}, prune_epochs=list(range(epochs)), input_shape=SHAPE)
+    cb = PruneCallback({"c2": 0.5, "c3": 0.75}, prune_epochs=list(range(epochs)), input_shape=SHAPE,
+                       resume_from=resume_from)
     model.fit(dataset(32), epochs=epochs, batch_size=16, verbose=0, save_dir=str(tmp_path),
               callbacks=[cb])
     return model, cb
@@ -214,3 +215,46 @@ def test_in_process_resume_continues_epochs_bn_l1_and_visualdl_steps(tmp_path):
                                                   "final.pdopt", "final.pdparams",
                                                   "final.pruning.json"]
     assert load_ledger(str(tmp_path / "b" / "2"))["cursor"]["epoch"] == 2
+
+
+def altered(pdparams):
+    """The state dict in ``pdparams`` with other classifier weights (same shapes)."""
+    state = paddle.load(pdparams)
+    state["fc.weight"] = state["fc.weight"] * 0.5
+    return state
+
+
+def test_a_safetensors_holding_other_weights_is_refused_and_a_copy_is_loaded(tmp_path):
+    from slim_callbacks import save_safetensors
+    model, _ = trained(tmp_path)
+    final, stray = str(tmp_path / "final"), str(tmp_path / "final.safetensors")
+    save_safetensors(altered(final + ".pdparams"), stray)
+    fresh = Net()
+    with pytest.raises(SlimError, match=r"final.safetensors holds other weights than .*"
+                                        r"final.pdparams, the ones its ledger .*final"
+                                        r".pruning.json was written with: delete or move"):
+        load_pruned(fresh, final)
+    assert fresh.c2[0].weight.shape == [32, 16, 3, 3]  # refused before anything changed
+    # a copy of the checkpoint's own weights is what the ledger vouches for
+    save_safetensors(paddle.load(final + ".pdparams"), stray)
+    os.remove(final + ".pdparams")
+    x = paddle.randn([2] + SHAPE[1:])
+    copy = load_pruned(Net(), final)
+    model.network.eval()
+    copy.eval()
+    np.testing.assert_allclose(copy(x).numpy(), model.network(x).numpy(), rtol=1e-5, atol=1e-6)
+    # a ledger of an older version vouches only for the .pdparams
+    ledger = json.loads((tmp_path / "final.pruning.json").read_text())
+    del ledger["tensors_sha256"]
+    (tmp_path / "final.pruning.json").write_text(json.dumps(ledger))
+    with pytest.raises(SlimError, match="final.safetensors is not vouched for by .*move .* away"):
+        load_pruned(Net(), final)
+
+
+def test_resume_checks_the_pdparams_it_loads_whatever_safetensors_lies_beside(tmp_path):
+    from slim_callbacks import save_safetensors
+    trained(tmp_path, epochs=3)
+    save_safetensors(paddle.load(str(tmp_path / "1.pdparams")), str(tmp_path / "1.safetensors"))
+    paddle.save(altered(str(tmp_path / "1.pdparams")), str(tmp_path / "1.pdparams"))
+    with pytest.raises(SlimError, match=r"1.pdparams is not the file its ledger"):
+        trained(tmp_path, epochs=3, resume_from=str(tmp_path / "1"))

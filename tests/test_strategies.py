@@ -105,7 +105,7 @@ class DecoderNet(nn.Layer):
 
 
 class SignalNet(nn.Layer):
-    """Conv1D over the flattened image: counted in MACs like Conv2D (#12)."""
+    """Conv1D over the flattened image: counted in MACs like Conv2D."""
 
     def __init__(self):
         super().__init__()

@@ -1,4 +1,4 @@
-"""Transformers: LayerNorm, class token and position embedding, attention (issue #12).
+"""Transformers: LayerNorm, class token and position embedding, attention.
 
 The networks are small ones written for these tests. A LayerNorm over pruned channels
 is *approximate* (its statistics are then taken over fewer channels), so the exactness

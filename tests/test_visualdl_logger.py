@@ -10,12 +10,13 @@ from slim_callbacks.callbacks import TAGS, PruneCallback, VisualDLLogger
 from slim_callbacks.core.errors import ConfigError
 
 
-def read(log_dir):
-    """{tag: [(step, value)]} for scalars and {tag: [record]} for histograms."""
+def read(log_dir, session="train"):
+    """{tag: [(step, value)]} for scalars and {tag: [record]} for histograms of one
+    session's directory (it holds one record file)."""
     from visualdl import LogReader
-    files = [f for f in os.listdir(log_dir) if f.startswith("vdlrecords")]
-    assert len(files) == 1, files
-    reader = LogReader(file_path=os.path.join(log_dir, files[0]))
+    files = os.listdir(os.path.join(log_dir, session))
+    assert len(files) == 1 and files[0].startswith("vdlrecords"), files
+    reader = LogReader(file_path=os.path.join(log_dir, session, files[0]))
     scalars, hists = {}, {}
     for path, kind in reader.tags().items():
         tag = path.split(".log/", 1)[1].replace("%", "/")
@@ -48,6 +49,7 @@ def test_prune_callback_log_dir_writes_every_tag(tmp_path):
                 "pruning/achieved_ratio", "widths/c1.0", "widths/c2.0", "widths/c3.0",
                 "bn/gamma_below_1e-2"}
     assert expected <= set(scalars), expected - set(scalars)
+    assert "eval/step" not in scalars  # Paddle's eval step counter is no metric
     assert set(hists) == {"bn/gamma"} and len(hists["bn/gamma"]) == 3
     # 4 steps per epoch, 3 epochs, every 2nd step
     assert [s for s, _ in scalars["train/loss"]] == [2, 4, 6, 8, 10, 12]
@@ -99,14 +101,12 @@ def test_tag_list_is_documented():
         assert f"``{tag}" in module.__doc__
 
 
-def test_a_second_session_in_the_same_second_keeps_the_first_sessions_records(tmp_path, monkeypatch):
+def test_each_session_writes_a_directory_of_its_own_and_keeps_the_earlier_ones(tmp_path, monkeypatch):
     import time
     monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)   # both sessions in one second
     log_dir = str(tmp_path / "logs")
     fit([VisualDLLogger(log_dir, log_freq=1)], epochs=1)
-    (first,) = os.listdir(log_dir)
-    size = os.path.getsize(os.path.join(log_dir, first))
+    first, _ = read(log_dir)
     fit([VisualDLLogger(log_dir, log_freq=1)], epochs=1)
-    files = sorted(os.listdir(log_dir))
-    assert len(files) == 2 and first in files
-    assert os.path.getsize(os.path.join(log_dir, first)) == size and size > 0
+    assert sorted(os.listdir(log_dir)) == ["train", "train-2"]
+    assert read(log_dir)[0] == first and read(log_dir, "train-2")[0]["train/loss"]

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import warnings
 from typing import Iterable, Iterator, List, Sequence
 
 import paddle
@@ -42,6 +41,7 @@ import paddle
 from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.core.paddle_utils import is_batch_norm, modes_restored, unwrap
+from slim_callbacks.core.quiet import quiet_paddle
 
 
 def check_recalibrate_bn(value, key: str = "recalibrate_bn") -> int:
@@ -92,8 +92,7 @@ def recalibrate_bn(network: paddle.nn.Layer, batches: Iterable) -> int:
     norms = batch_norms(layer)
     count = 0
     with modes_restored(layer, training=False), _momenta_restored(norms), \
-            warnings.catch_warnings(), paddle.no_grad():
-        warnings.filterwarnings("ignore", message="When training, we now always track")
+            quiet_paddle(), paddle.no_grad():
         for norm in norms:
             norm.training = True
         for batch in batches:

@@ -16,7 +16,11 @@ Subcommands::
 RECIPE is a YAML file; a name such as ``quickstart`` or ``mobilenetv1/baseline`` that
 is not a file is looked up among the bundled recipes; without RECIPE the quickstart
 runs. User errors (a bad recipe key, a missing file) print one line to stderr and exit
-with status 2. The work itself lives in :mod:`slim_callbacks.app.runner`.
+with status 2. Every command takes ``-q``/``--quiet`` (only warnings, errors and the
+results) or ``-v``/``--debug`` (debug log lines, Paddle's warnings unfiltered); Paddle's
+known repeated warnings are otherwise filtered inside the command
+(:mod:`slim_callbacks.core.quiet`). The work itself lives in
+:mod:`slim_callbacks.app.runner`.
 
 Example:
     >>> main(["check", "quickstart", "-o", "train.batch_size=16"])   # doctest: +ELLIPSIS
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import logging
 import os
@@ -36,8 +41,10 @@ from typing import Optional, Sequence
 
 from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import SlimError
+from slim_callbacks.core.quiet import COMMAND, quiet_paddle
+from slim_callbacks.core.version import version_line
 
-PROG = "slim-callbacks"
+PROG = COMMAND
 DEFAULT_RECIPE = "quickstart"
 EXIT_USAGE = 2
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # slim_callbacks/
@@ -64,11 +71,49 @@ def find_recipe(name: str) -> str:
                     f"quickstart or mobilenetv1/uniform_l1norm_f50)")
 
 
+#: Each subcommand's ``--help`` example (its argparse epilog).
+EXAMPLES = {
+    "run": ["slim-callbacks run quickstart",
+            "slim-callbacks run quickstart -o train.epochs=12 --output-dir output/try -q",
+            "slim-callbacks run mobilenetv1/uniform_l1norm_f50 --dry-run"],
+    "export": ["slim-callbacks export output/quickstart --format paddle --format onnx"],
+    "plan": ["slim-callbacks plan quickstart -o pruning.target_flops_reduction=0.3",
+             "slim-callbacks plan mobilenetv1/uniform_l1norm_f50 --explain"],
+    "check": ["slim-callbacks check quickstart -o train.batch_size=64"],
+    "sensitivity": ["slim-callbacks sensitivity mobilenetv1/sensitive_l1norm_f50 --samples 500 "
+                    "--workers 2"],
+    "dashboard": ["slim-callbacks dashboard output --no-serve"],
+    "latency": ["slim-callbacks latency output/quickstart/inference/original "
+                "output/quickstart/inference --threads 1"],
+}
+
+
+def _verbosity_parser() -> argparse.ArgumentParser:
+    """``-q``/``--quiet`` and ``-v``/``--debug``, shared by every subcommand."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true",
+                       help="print only warnings, errors and the results (run: no progress, "
+                            "only the final table)")
+    group.add_argument("-v", "--debug", action="store_true",
+                       help="debug log lines, and Paddle's warnings unfiltered")
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Channel pruning for PaddlePaddle inside Model.fit(), from a "
-                               "YAML recipe.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+                               "YAML recipe.",
+        epilog="Example:\n  slim-callbacks run quickstart\n  slim-callbacks run --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_line())
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    verbosity = _verbosity_parser()
+
+    def command(name, **kwargs):  # a subcommand with the shared options and its example
+        return commands.add_parser(
+            name, parents=[verbosity], formatter_class=argparse.RawDescriptionHelpFormatter,
+            epilog="Example:\n" + "\n".join("  " + line for line in EXAMPLES[name]), **kwargs)
 
     def recipe_args(p, optional=True):
         if optional:
@@ -80,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a recipe key, e.g. -o train.epochs=3 (repeatable; "
                             "values are YAML)")
 
-    p = sub.add_parser("run", help="train, prune, evaluate; write summary.json")
+    p = command("run", help="train, prune, evaluate; write summary.json")
     recipe_args(p)
     p.add_argument("--dry-run", action="store_true",
                    help="2 epochs x 2 steps on synthetic data; no dataset or weights needed")
@@ -90,14 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run in the output directory from its newest complete "
                         "checkpoint (without it, a non-empty run directory is refused)")
     p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
-                   help="Model.fit verbosity (default 2)")
+                   help="Model.fit verbosity (default 2; --quiet: 0)")
     p.add_argument("--no-latency", action="store_true",
                    help="do not measure the inference latency of the original and pruned "
                         "models at the end (same as -o deploy.latency=false; the final model "
                         "is still exported to OUTPUT_DIR/inference)")
 
-    p = sub.add_parser("export", help="export a run's pruned model for inference, verified "
-                                      "against the dygraph network")
+    p = command("export", help="export a run's pruned model for inference, verified "
+                               "against the dygraph network")
     p.add_argument("source", metavar="RUN_DIR_OR_CHECKPOINT",
                    help="a run's output directory (holding recipe.yaml and checkpoints/), or "
                         "a checkpoint prefix such as output/quickstart/checkpoints/final")
@@ -112,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     no_measure = ("answer from the latency cache only: strategy: latency and round_to: auto "
                   "measure on this machine (minutes on a first call) unless their timings are "
                   "cached")
-    p = sub.add_parser("plan", help="the structure the recipe ends with, without training")
+    p = command("plan", help="the structure the recipe ends with, without training")
     recipe_args(p)
     p.add_argument("--no-measure", action="store_true",
                    help=no_measure + "; a missing timing is an error")
@@ -121,12 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list the channel groups the tracer blocks, with the op and layer "
                         "that block each and the MACs at stake, largest first")
 
-    p = sub.add_parser("check", help="print the resolved recipe, or its errors")
+    p = command("check", help="print the resolved recipe, or its errors")
     recipe_args(p)
     p.add_argument("--no-measure", action="store_true",
                    help=no_measure + "; without them the final ratios are not checked")
 
-    p = sub.add_parser("sensitivity", help="write the sensitivities file of a recipe")
+    p = command("sensitivity", help="write the sensitivities file of a recipe")
     recipe_args(p, optional=False)
     p.add_argument("--samples", type=int, help="evaluate on N samples of the eval data")
     p.add_argument("--workers", type=int, default=1,
@@ -135,15 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="the JSON file (default: the recipe's "
                                     "pruning.sensitivities, relative to the recipe file)")
 
-    p = sub.add_parser("dashboard", help="compare runs: a table of their summaries, and "
-                                         "VisualDL over all of them")
+    p = command("dashboard", help="compare runs: a table of their summaries, and "
+                                  "VisualDL over all of them")
     p.add_argument("dirs", nargs="*", default=["output"], metavar="DIR",
                    help="directories holding runs (default: output)")
     p.add_argument("--host", default="127.0.0.1", help="VisualDL host (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8040, help="VisualDL port (default 8040)")
     p.add_argument("--no-serve", action="store_true", help="print the table, do not start VisualDL")
 
-    p = sub.add_parser("latency", help="CPU latency of exported inference models, side by side")
+    p = command("latency", help="CPU latency of exported inference models, side by side")
     p.add_argument("models", nargs="+", metavar="MODEL_DIR_OR_PREFIX",
                    help="a directory holding model.json/model.pdiparams, or a model prefix")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
@@ -197,6 +242,15 @@ def _note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def _silent(text: str) -> None:
+    """What --quiet makes of progress lines."""
+
+
+def _notes(args):
+    """Where a command's progress notes go: stderr, or nowhere with --quiet."""
+    return _silent if args.quiet else _note
+
+
 def cmd_run(args) -> int:
     from slim_callbacks.app import runner
     from slim_callbacks.app.job import load_job
@@ -210,7 +264,15 @@ def cmd_run(args) -> int:
                        f"output_dir={args.output_dir}",
                        f"logging.log_dir={os.path.join(args.output_dir, 'logs')}",
                        f"checkpoint.save_dir={os.path.join(args.output_dir, 'checkpoints')}"])
-    runner.run(job, verbose=0 if args.dry_run else args.verbose, emit=_out, resume=args.resume)
+    if not args.quiet:
+        runner.run(job, verbose=0 if args.dry_run else args.verbose, emit=_out, resume=args.resume)
+        return 0
+    from slim_callbacks.app.report import summary_table
+    from slim_callbacks.core.paddle_utils import is_rank0
+    with contextlib.redirect_stdout(io.StringIO()):  # Paddle's own prints (checkpoints saved)
+        summary = runner.run(job, verbose=0, emit=_silent, resume=args.resume)
+    if is_rank0():
+        _out(summary_table(summary))
     return 0
 
 
@@ -220,8 +282,8 @@ def cmd_plan(args) -> int:
     from slim_callbacks.app.report import plan_text
     job = load_job(find_recipe(args.recipe), args.override)
     if args.explain:
-        return _explain(job, args.json)
-    result = runner.plan(job, emit=_note, measure=not args.no_measure)
+        return _explain(job, args)
+    result = runner.plan(job, emit=_notes(args), measure=not args.no_measure)
     if args.json:
         out = {k: result[k] for k in ("before", "after", "flops_reduction", "layers")}
         _out(json.dumps(out, indent=1))
@@ -232,13 +294,13 @@ def cmd_plan(args) -> int:
     return 0
 
 
-def _explain(job, as_json: bool) -> int:
+def _explain(job, args) -> int:
     import dataclasses
 
     from slim_callbacks.analysis.explain import explain
     from slim_callbacks.app import runner
-    report = explain(runner.planning_network(job, _note), list(job.recipe.input_shape))
-    if as_json:
+    report = explain(runner.planning_network(job, _notes(args)), list(job.recipe.input_shape))
+    if args.json:
         out = dataclasses.asdict(report)
         out["by_op"] = report.by_op()
         _out(json.dumps(out, indent=1))
@@ -253,7 +315,7 @@ def cmd_check(args) -> int:
     from slim_callbacks.app import runner
     from slim_callbacks.app.job import load_job
     job = load_job(find_recipe(args.recipe), args.override)
-    runner.check(job, emit=_note, measure=not args.no_measure)
+    runner.check(job, emit=_notes(args), measure=not args.no_measure)
     _out(job.recipe.to_yaml().rstrip())
     return 0
 
@@ -266,7 +328,7 @@ def cmd_sensitivity(args) -> int:
         check_int("--samples", args.samples, 1, allowed="an int >= 1")
     check_int("--workers", args.workers, 1, allowed="an int >= 1")
     runner.run_sensitivity(job, samples=args.samples, output=args.output, workers=args.workers,
-                           emit=_out)
+                           emit=_silent if args.quiet else _out)
     return 0
 
 
@@ -302,12 +364,20 @@ COMMANDS = {"run": cmd_run, "plan": cmd_plan, "check": cmd_check,
             "export": cmd_export, "latency": cmd_latency}
 
 
+def _log_level(args) -> int:
+    """-v: DEBUG; -q: WARNING; else INFO for run and sensitivity, WARNING for the rest."""
+    if args.debug:
+        return logging.DEBUG
+    return logging.INFO if args.command in ("run", "sensitivity") and not args.quiet \
+        else logging.WARNING
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error)."""
     args = build_parser().parse_args(None if argv is None else list(argv))
-    level = logging.INFO if args.command in ("run", "sensitivity") else logging.WARNING
     try:
-        with _command_logging(level):
+        with _command_logging(_log_level(args)), \
+                contextlib.nullcontext() if args.debug else quiet_paddle():
             return COMMANDS[args.command](args)
     except SlimError as err:
         message = " ".join(str(err).split())  # one line, even for YAML parser errors

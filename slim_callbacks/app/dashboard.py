@@ -1,7 +1,9 @@
 """Compare runs: a table of every run's before/after numbers, and VisualDL over all of them.
 
 ``slim-callbacks run`` leaves each run in ``output/<name>/``: ``summary.json`` (accuracy,
-MACs, params, size and inference latency before and after) and VisualDL records under ``logs/``. Given
+MACs, params, size and inference latency before and after) and VisualDL records under
+``logs/`` (``logs/train``, ``train-2``... for resumed sessions, and ``logs/latency``:
+one directory per writer, as VisualDL shows one record file per directory). Given
 one or more directories, :func:`find_runs` collects the runs below them,
 :func:`comparison_table` lines them up, and :func:`serve` starts VisualDL on every
 record directory at once, so the same tag (``eval/acc_top1``, ``model/gflops``,
@@ -76,8 +78,15 @@ class Run:
     record_dirs: List[str] = dataclasses.field(default_factory=list)
 
 
-def _has_records(files: Sequence[str]) -> bool:
-    return any(f.startswith(RECORD_PREFIX) for f in files)
+def _has_records(directory: str, files: Sequence[str]) -> bool:
+    """True if ``files`` (of ``directory``) hold VisualDL records; warns when they hold
+    several, as VisualDL shows only the newest record file of a directory."""
+    records = sorted(f for f in files if f.startswith(RECORD_PREFIX))
+    if len(records) > 1:
+        log.warning("%s: VisualDL shows only %s, the newest of its %d record files; the "
+                    "others (%s) are hidden: move each into a directory of its own to see it",
+                    directory, records[-1], len(records), reprlib.repr(records[:-1]))
+    return bool(records)
 
 
 def _read_summary(path: str) -> Optional[dict]:
@@ -137,7 +146,7 @@ def find_runs(roots: Sequence[str]) -> List[Run]:
                 summary = _read_summary(os.path.join(directory, SUMMARY))
                 if summary is not None:
                     found[directory] = Run(_name(root, directory), directory, summary)
-            if _has_records(files):
+            if _has_records(directory, files):
                 loose.append(directory)
         for directory in loose:
             owner = _owner(directory, found)

@@ -195,15 +195,15 @@ def latency_scalars(latency: Optional[Dict[str, Any]]) -> Dict[str, float]:
 
 
 def log_latency(log_dir: str, latency: Optional[Dict[str, Any]], step: int) -> None:
-    """The latency scalars at ``step`` (the last epoch), in a new record in ``log_dir``."""
+    """The latency scalars at ``step`` (the last epoch), in ``<log_dir>/latency`` (a run
+    of its own in VisualDL; ``latency-2``... after a resume)."""
     tags = latency_scalars(latency)
     if not tags:
         return
     from visualdl import LogWriter
 
-    from slim_callbacks.callbacks.visualdl import new_record_name
-    os.makedirs(log_dir, exist_ok=True)
-    with LogWriter(logdir=log_dir, file_name=new_record_name(log_dir)) as writer:
+    from slim_callbacks.callbacks.visualdl import new_session_dir
+    with LogWriter(logdir=new_session_dir(log_dir, "latency")) as writer:
         for tag, value in tags.items():
             writer.add_scalar(tag=tag, value=value, step=int(step))
 
@@ -273,7 +273,7 @@ def rebuild(recipe: Recipe, prefix: str) -> paddle.nn.Layer:
     ledger replayed (:func:`~slim_callbacks.callbacks.ledger.load_pruned`), weights loaded."""
     from slim_callbacks.app.builders import build_network, seed_from
     from slim_callbacks.callbacks.ledger import load_pruned, weights_file
-    from slim_callbacks.core.weights import load_state
+    from slim_callbacks.core.weights import load_state, state_digest
     seed_from(recipe)
     network = build_network(recipe)
     if recipe.pruning is not None:
@@ -281,7 +281,13 @@ def rebuild(recipe: Recipe, prefix: str) -> paddle.nn.Layer:
     weights = weights_file(prefix)
     if not os.path.isfile(weights):
         raise SlimError(f"{weights} is missing: the checkpoint {prefix} has no weights")
-    network.set_state_dict(load_state(weights, "checkpoint"))
+    state = load_state(weights, "checkpoint")
+    pickled = prefix + ".pdparams"
+    if weights != pickled and os.path.isfile(pickled) and (
+            state_digest(state) != state_digest(load_state(pickled, "checkpoint"))):
+        raise SlimError(f"{weights} holds other weights than {pickled}, which the run "
+                        f"saved: delete or move {weights} to export {pickled}")
+    network.set_state_dict(state)
     return network
 
 

@@ -9,7 +9,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 
 def summary_table(summary: Dict[str, Any]) -> str:
@@ -27,7 +27,34 @@ def summary_table(summary: Dict[str, Any]) -> str:
         f"\nFLOPs reduction: {summary['flops_reduction']:.2%}"
     speedups = latency_speedups(summary.get("latency"))
     text += f"\nlatency speedup: {speedups}" if speedups else ""
-    return text + latency_strategy_line(summary.get("latency_strategy"))
+    return text + overhead_note(summary.get("latency"), b.get("macs")) + \
+        latency_strategy_line(summary.get("latency_strategy"))
+
+
+def overhead_note(latency, macs: Optional[int] = None) -> str:
+    """Lines saying that the latencies are overhead-bound (``overhead_bound``, one rule for
+    every table) and where to measure instead; empty otherwise.
+
+        >>> print(overhead_note({"1_thread": {"threads": 1, "before_ms": 0.9}}, macs=834_688))
+        <BLANKLINE>
+        overhead-bound latency: the original (0.8 M MACs) runs in 0.900 ms (1 thread).
+          Under 100 M MACs or 2 ms a run, the time is mostly Paddle's fixed per-op cost, not
+          arithmetic, so the speedup says little about pruning. For a real measurement run the
+          recipe at the input size you deploy (e.g. -o data.image_size=224), or time models
+          exported at that size with slim-callbacks latency.
+    """
+    from slim_callbacks.deploy.latency import OVERHEAD_BOUND_MACS, OVERHEAD_BOUND_MS, overhead_bound
+    entries = [e for e in ((latency or {}).get(s) for s in ("1_thread", "all_cores")) if e]
+    if not any(overhead_bound(entry["before_ms"], macs) for entry in entries):
+        return ""
+    times = ", ".join(f"{entry['before_ms']:.3f} ms ({_threads(entry)})" for entry in entries)
+    size = f" ({macs / 1e6:.1f} M MACs)" if macs is not None else ""
+    return (f"\noverhead-bound latency: the original{size} runs in {times}.\n"
+            f"  Under {OVERHEAD_BOUND_MACS / 1e6:g} M MACs or {OVERHEAD_BOUND_MS:g} ms a run, the "
+            "time is mostly Paddle's fixed per-op cost, not\n"
+            "  arithmetic, so the speedup says little about pruning. For a real measurement run the\n"
+            "  recipe at the input size you deploy (e.g. -o data.image_size=224), or time models\n"
+            "  exported at that size with slim-callbacks latency.")
 
 
 def latency_strategy_line(entry) -> str:

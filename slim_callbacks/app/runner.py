@@ -467,7 +467,8 @@ def run_sensitivity(job: Job, *, samples: Optional[int] = None, output: Optional
                          recalibrate_bn=pruning.recalibrate_bn, bn_data=bn_data)
     emit(f"sensitivities of {len(result)} layers x {len(ratios)} ratios on "
          f"{len(eval_data)} samples in {time.time() - started:.1f} s -> {path}")
-    log_dir = os.path.join(recipe.logging.log_dir, "sensitivity")
+    from slim_callbacks.callbacks.visualdl import new_session_dir
+    log_dir = new_session_dir(recipe.logging.log_dir, "sensitivity")  # sensitivity-2 on a rerun
     write_curves(result, log_dir)
     emit(f"VisualDL curves (one chart per layer) -> {log_dir}")
     png = os.path.splitext(path)[0] + ".png"

@@ -19,9 +19,13 @@ accepted structure. :attr:`MetricBudget.undone` lists the refused events,
 
 The reference is the eval before the event (if the fit ran none yet, the first event
 is accepted and its eval becomes the reference). An event whose epoch has no eval (an
-``eval_freq`` > 1) is kept unchecked, with a warning. A checkpoint written between the
-event and its eval is rewritten after the undo, and every ledger carries the budget's
-state (:meth:`MetricBudget.to_dict`), so a resumed run retries or stays stopped.
+``eval_freq`` > 1) is kept unchecked, with a warning. A checkpoint saved at an epoch's
+end gets its ledger only after that epoch's eval has judged it (saved again if the event
+was undone), so every ledger carries the budget's state after the judgement
+(:meth:`MetricBudget.to_dict`: the reference that eval set, the accepted targets, a
+pending retry, stopped) and a resumed run decides as an uninterrupted one; a run killed
+before the judgement resumes from the checkpoint before (one without a ledger is not a
+checkpoint to resume from).
 
 Example:
     >>> budget = MetricBudget(0.02, metric="acc", min_step=0.1)

@@ -6,7 +6,10 @@ A :class:`ForwardingCallback` subclass writes its hooks as a plain
 in order: those of :meth:`~ForwardingCallback.leading_callbacks` before the
 subclass's own work, those of :meth:`~ForwardingCallback.trailing_callbacks` after
 it, each with the same arguments, so a child sees exactly what it would see if it
-were passed to ``fit`` itself, right beside its parent.
+were passed to ``fit`` itself, right beside its parent. Hooks other than the per-batch
+ones run inside :func:`~slim_callbacks.core.quiet.quiet_paddle`: Paddle's known
+repeated warnings raised by the callbacks' own work (tracing, pruning, recalibrating)
+are not shown; the user's training steps run outside it.
 
 Example:
     >>> import paddle
@@ -33,10 +36,13 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Sequence
 
 import paddle
+
+from slim_callbacks.core.quiet import quiet_paddle
 
 #: Every hook of ``paddle.callbacks.Callback`` that ``fit``/``evaluate``/``predict`` call.
 HOOKS = ("set_params", "set_model",
@@ -47,14 +53,19 @@ HOOKS = ("set_params", "set_model",
 
 
 def _forwarding(name: str, own):
-    """``name`` as: leading children, ``own``, trailing children."""
+    """``name`` as: leading children, ``own``, trailing children (in
+    :func:`quiet_paddle` unless a per-batch hook: leaving it makes Python forget which
+    warnings it showed once, so doing that every step would repeat them)."""
+    quiet = quiet_paddle if "_batch_" not in name else contextlib.nullcontext
+
     @functools.wraps(own)
     def hook(self, *args, **kwargs):
-        for child in self.leading_callbacks():
-            getattr(child, name)(*args, **kwargs)
-        result = own(self, *args, **kwargs)
-        for child in self.trailing_callbacks():
-            getattr(child, name)(*args, **kwargs)
+        with quiet():
+            for child in self.leading_callbacks():
+                getattr(child, name)(*args, **kwargs)
+            result = own(self, *args, **kwargs)
+            for child in self.trailing_callbacks():
+                getattr(child, name)(*args, **kwargs)
         return result
     hook._forwards = True
     return hook

@@ -16,7 +16,9 @@ gets ``<prefix>.pruning.json`` beside it:
   network whose auto-generated names differ (one built later in the same process);
 - ``epochs``: the total epochs of the fit (a resume must pass the same);
 - ``files``: sha256 of the ``.pdparams`` / ``.pdopt`` written with it, so weights of
-  another epoch or run beside the ledger are refused.
+  another epoch or run beside the ledger are refused;
+- ``tensors_sha256``: sha256 of the weights' tensors (:func:`~slim_callbacks.core.weights.state_digest`),
+  so a ``<prefix>.safetensors`` copy of the weights is loaded only if it holds them.
 
 The records :class:`Ledger` (with its :class:`Cursor`) and :class:`PruningEvent` (one
 ``history`` entry) are the format: ``to_dict`` gives exactly the JSON's keys and values.
@@ -45,7 +47,7 @@ import paddle
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.files import write_atomic
 from slim_callbacks.core.paddle_utils import unwrap
-from slim_callbacks.core.weights import WEIGHT_SUFFIXES, load_state
+from slim_callbacks.core.weights import load_state, state_digest
 from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.pruning.state import PruningEvent
 
@@ -140,7 +142,7 @@ def ledger_path(prefix: str) -> str:
     return prefix + SUFFIX
 
 
-WEIGHTS, OPTIMIZER = ".pdparams", ".pdopt"
+WEIGHTS, OPTIMIZER, SAFE = ".pdparams", ".pdopt", ".safetensors"
 REQUIRED = {"fingerprint": str, "plan": dict, "history": list, "cursor": dict,
             "original_widths": dict}
 
@@ -162,9 +164,12 @@ def checkpoint_digests(prefix: str) -> Dict[str, str]:
 
 def save_ledger(prefix: str, ledger: dict) -> str:
     """Writes ``<prefix>.pruning.json`` atomically, with the digests of the checkpoint
-    files beside it; returns the path."""
+    files beside it and of the weights' tensors; returns the path."""
     path = ledger_path(prefix)
-    write_atomic(path, json.dumps(dict(ledger, format=FORMAT, files=checkpoint_digests(prefix))))
+    vouched = dict(ledger, format=FORMAT, files=checkpoint_digests(prefix))
+    if os.path.exists(prefix + WEIGHTS):
+        vouched["tensors_sha256"] = state_digest(load_state(prefix + WEIGHTS, "checkpoint"))
+    write_atomic(path, json.dumps(vouched))
     return path
 
 
@@ -194,14 +199,20 @@ def load_ledger(prefix: str) -> dict:
 
 def weights_file(prefix: str) -> str:
     """``<prefix>.safetensors`` if it exists (no pickle), else ``<prefix>.pdparams``."""
-    return next((prefix + s for s in WEIGHT_SUFFIXES if os.path.exists(prefix + s)),
-                prefix + WEIGHTS)
+    return prefix + SAFE if os.path.exists(prefix + SAFE) else prefix + WEIGHTS
 
 
-def check_checkpoint_files(prefix: str, ledger: dict, need_optimizer: bool = True) -> None:
-    """SlimError unless the weights (``<prefix>.safetensors`` or ``.pdparams``; and
-    ``.pdopt`` if ``need_optimizer``) exist and are the files the ledger was written with."""
-    weights = weights_file(prefix)
+def check_checkpoint_files(prefix: str, ledger: dict, need_optimizer: bool = True,
+                           safetensors: bool = True) -> str:
+    """The weights file of checkpoint ``prefix`` to load, checked against its ledger:
+    ``<prefix>.safetensors`` if it exists and ``safetensors`` (the caller reads it), else
+    ``<prefix>.pdparams``; and ``.pdopt`` if ``need_optimizer``.
+
+    Raises:
+        SlimError: a file missing, or not the one the ledger was written with (a
+            ``.safetensors`` whose tensors are not those of the ledger's ``.pdparams``).
+    """
+    weights = weights_file(prefix) if safetensors else prefix + WEIGHTS
     needed = [weights] + ([prefix + OPTIMIZER] if need_optimizer else [])
     recorded = ledger.get("files", {})
     for path in needed:
@@ -209,10 +220,27 @@ def check_checkpoint_files(prefix: str, ledger: dict, need_optimizer: bool = Tru
         if not os.path.exists(path):
             raise SlimError(f"{path} is missing: the checkpoint {prefix} is incomplete "
                             f"(its ledger is there, its {ext} is not)")
-        if ext in recorded and file_digest(path) != recorded[ext]:
+        if ext == SAFE:
+            check_safetensors(prefix, ledger)
+        elif ext in recorded and file_digest(path) != recorded[ext]:
             raise SlimError(f"{path} is not the file its ledger {ledger_path(prefix)} was "
                             f"written with (weights of another epoch or run): use a "
                             f"checkpoint whose files were saved together")
+    return weights
+
+
+def check_safetensors(prefix: str, ledger: dict) -> None:
+    """SlimError unless ``<prefix>.safetensors`` holds the tensors the ledger vouches for
+    (those of the ``.pdparams`` it was written with)."""
+    safe, pickled, recorded = prefix + SAFE, prefix + WEIGHTS, ledger.get("tensors_sha256")
+    if recorded is None:
+        raise SlimError(f"{safe} is not vouched for by {ledger_path(prefix)} (a ledger of an "
+                        f"older version: it records only {pickled}): move {safe} away to "
+                        f"load {pickled}")
+    if state_digest(load_state(safe, "weights")) != recorded:
+        raise SlimError(f"{safe} holds other weights than {pickled}, the ones its ledger "
+                        f"{ledger_path(prefix)} was written with: delete or move {safe} (or "
+                        f"write it again from this checkpoint with save_safetensors)")
 
 
 def check_fingerprint(network: paddle.nn.Layer, ledger: dict, where: str = "") -> None:
@@ -238,8 +266,8 @@ def load_pruned(network: paddle.nn.Layer, path: str, optimizer=None,
     Args:
         network: a freshly built, UNPRUNED instance of the trained architecture.
         path: checkpoint prefix, e.g. ``"ckpt/final"`` for ``ckpt/final.pruning.json``
-            and the weights ``ckpt/final.safetensors`` (preferred: no pickle) or
-            ``ckpt/final.pdparams``.
+            and the weights ``ckpt/final.safetensors`` (preferred: no pickle; loaded only
+            if it holds the tensors the ledger vouches for) or ``ckpt/final.pdparams``.
         optimizer: if given, its state is shrunk too and (with ``load_weights``)
             ``<path>.pdopt`` is loaded into it, re-keyed to this network's parameter names.
         load_weights: load the weights after the replay; ``False`` gives the pruned
@@ -251,14 +279,15 @@ def load_pruned(network: paddle.nn.Layer, path: str, optimizer=None,
     Raises:
         SlimError: no ledger, a damaged ledger, another architecture, a missing
             ``.pdparams`` (or ``.pdopt`` when ``optimizer`` is given), or files that are
-            not the ones the ledger was written with - all before the network changes.
+            not the ones the ledger was written with (a ``.safetensors`` holding other
+            weights among them) - all before the network changes.
     """
     ledger = load_ledger(path)
+    weights = None
     if load_weights:
-        check_checkpoint_files(path, ledger, need_optimizer=optimizer is not None)
+        weights = check_checkpoint_files(path, ledger, need_optimizer=optimizer is not None)
     replay(network, ledger, optimizer)
-    if load_weights:
-        weights = weights_file(path)
+    if weights is not None:
         state = load_state(weights, "path")
         net = unwrap(network)
         own = net.state_dict()
@@ -328,7 +357,7 @@ def latest_checkpoint(directory: str) -> str:
         raise SlimError(f"no checkpoint with a pruning ledger in {directory} to resume from")
     prefix = os.path.join(directory, str(epochs[-1]))
     try:
-        check_checkpoint_files(prefix, load_ledger(prefix))
+        check_checkpoint_files(prefix, load_ledger(prefix), safetensors=False)
     except SlimError as err:
         raise SlimError(f"the latest checkpoint {prefix} is not consistent ({err}); delete "
                         f"its files to resume from the one before") from None

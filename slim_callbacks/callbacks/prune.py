@@ -182,7 +182,10 @@ class PruneCallback(ForwardingCallback):
             max_metric_drop, budget_metric, budget_min_step)
         # (epoch, targets) of an event awaiting its eval
         self._pending: Optional[tuple] = None
-        self._last_written: Optional[tuple] = None  # (epoch, path) of the newest checkpoint
+        # with a budget, checkpoints saved at an epoch's end get their ledger once the
+        # epoch's eval has judged it (a resume from them then decides as the run did)
+        self._awaiting_eval = False
+        self._unjudged: List[str] = []
         self.distill = DistillCallback.from_option(distill)
         self.recalibrate_bn = check_recalibrate_bn(recalibrate_bn)
         self._recorder: Optional[InputRecorder] = None
@@ -360,6 +363,7 @@ class PruneCallback(ForwardingCallback):
             self._recorder.armed = False
 
     def on_train_end(self, logs=None):
+        self._close_unevaluated_epoch()
         if self._recorder is not None:
             self._recorder.remove()
             self._recorder = None
@@ -423,30 +427,46 @@ class PruneCallback(ForwardingCallback):
         elif targets:
             self.prune_now(glob, targets)
         self.last_epoch = glob
+        self._awaiting_eval = self.budget is not None
         if self.epoch_offset and self.total_epochs is not None and glob >= self.total_epochs - 1:
             self.model.stop_training = True  # a resumed fit(epochs=TOTAL) ends on time
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._close_unevaluated_epoch()
+
+    def _close_unevaluated_epoch(self) -> None:
+        """The last epoch had no eval: its event is kept unchecked (with a warning) and
+        its checkpoints get their ledgers."""
         if self._pending is not None:
             logger.warning("epoch %d: the pruning event had no eval after it (eval_freq > 1?): "
                            "max_metric_drop did not check it", self._pending[0])
             self.budget.keep(self._pending[1])
             self._pending = None
+        self._close_epoch()
 
     def on_eval_end(self, logs=None):
-        """Judges the event of this epoch by its eval (``max_metric_drop``)."""
+        """Judges the event of this epoch by its eval (``max_metric_drop``), then writes
+        the ledgers of the epoch's checkpoints."""
         if self.budget is None or not logs:
             return
         if self._pending is None:
             self.budget.observe(logs)
-            return
-        epoch, targets = self._pending
-        self._pending = None
-        before = self.budget.reference
-        if self.budget.accepts(logs):
-            self.budget.keep(targets)
         else:
-            self._undo(epoch, targets, before, self.budget.value(logs))
+            epoch, targets = self._pending
+            self._pending = None
+            before = self.budget.reference
+            if self.budget.accepts(logs):
+                self.budget.keep(targets)
+            else:
+                self._undo(epoch, targets, before, self.budget.value(logs))
+        self._close_epoch()
+
+    def _close_epoch(self) -> None:
+        """Writes the ledgers of the checkpoints saved since the epoch's end."""
+        self._awaiting_eval = False
+        for path in self._unjudged:
+            self._write_ledger(path)
+        self._unjudged = []
 
     def _in_force(self, epoch: int) -> Optional[Dict[str, float]]:
         """The targets of the schedule's latest event at or before global ``epoch``."""
@@ -466,11 +486,9 @@ class PruneCallback(ForwardingCallback):
         logger.warning("epoch %d: pruning event undone: %s fell %.4f -> %.4f, more than "
                        "max_metric_drop=%g; %s", epoch, self.budget.metric, before, after,
                        self.budget.max_drop, then)
-        if self._last_written is not None and self._last_written[0] == epoch:
-            path = self._last_written[1]  # written between the event and its eval: rewrite
-            original = getattr(self.model.save, "_slim_original", self.model.save)
+        original = getattr(self.model.save, "_slim_original", self.model.save)
+        for path in self._unjudged:  # saved between the event and its eval: saved again
             original(path, True)
-            self._write_ledger(path)
 
     # -- the event ---------------------------------------------------------------
     def prune_now(self, epoch: int, targets: Mapping[str, float], *,
@@ -527,6 +545,8 @@ class PruneCallback(ForwardingCallback):
                           self._write_ledger)
 
     def _write_ledger(self, path: str) -> None:
-        ledger_mod.save_ledger(path, self.ledger())
         self._written.add(path)
-        self._last_written = (self.last_epoch, path)
+        if self._awaiting_eval:
+            self._unjudged.append(path)  # a checkpoint without a ledger is not resumed from
+            return
+        ledger_mod.save_ledger(path, self.ledger())

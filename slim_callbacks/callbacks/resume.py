@@ -39,7 +39,9 @@ def load_source(source: str, network, need_optimizer: bool, epochs: Optional[int
     """
     resumed = ledger_mod.load_ledger(source)
     ledger_mod.check_fingerprint(network, resumed, f"{source} ")
-    ledger_mod.check_checkpoint_files(source, resumed, need_optimizer=need_optimizer)
+    # Model.load reads the .pdparams: that file is checked, a .safetensors beside it unused
+    ledger_mod.check_checkpoint_files(source, resumed, need_optimizer=need_optimizer,
+                                      safetensors=False)
     done, total = resumed["cursor"]["epoch"], resumed.get("epochs")
     if epochs is not None and total is not None and epochs != total:
         raise ConfigError("fit(epochs=...)", epochs,

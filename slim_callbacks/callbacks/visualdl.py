@@ -21,6 +21,12 @@ Tags (steps are global train steps for ``train/*``, epochs for everything else):
 Only rank 0 writes (``paddle.distributed.get_rank()``); the ``visualdl.LogWriter`` is
 opened lazily at the first record and closed in ``on_train_end``.
 
+Layout: VisualDL (2.5.3) shows one record file per directory, the newest, and names a
+run after its directory. So every writer gets a directory of its own below ``log_dir``
+(:func:`new_session_dir`): a fit writes ``<log_dir>/train``, a resumed fit (or a second
+fit) ``train-2``, ``train-3``..., and a recipe run's end-of-run latency ``latency``;
+VisualDL shows each as a run, and the same tag of all of them shares one chart.
+
 Place it AFTER :class:`PruneCallback` in ``callbacks`` (or pass ``log_dir=`` to
 ``PruneCallback``) so an epoch's model scalars are taken after that epoch's pruning.
 
@@ -41,7 +47,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -72,21 +77,33 @@ def scalar(value) -> Optional[float]:
     return float(array.ravel()[0]) if array.size else None
 
 
-def new_record_name(log_dir: str) -> str:
-    """A record file name no earlier session used. VisualDL's own name has one-second
-    resolution and is opened with ``"wb"``: a second session started within the same
-    second (a quick resume) would truncate the first session's records."""
-    stamp, n = int(time.time()), 0
-    while os.path.exists(os.path.join(log_dir, f"vdlrecords.{stamp:010d}.{n}.log")):
-        n += 1
-    return f"vdlrecords.{stamp:010d}.{n}.log"
+def new_session_dir(log_dir: str, name: str) -> str:
+    """Creates and returns ``<log_dir>/<name>``, or ``<name>-2``, ``<name>-3``... if taken:
+    the directory of one writer's records (VisualDL shows only the newest record file of
+    a directory, so writers never share one).
+
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> [os.path.basename(new_session_dir(root, "train")) for _ in range(3)]
+    ['train', 'train-2', 'train-3']
+    """
+    os.makedirs(log_dir, exist_ok=True)
+    n = 1
+    while True:
+        path = os.path.join(log_dir, name if n == 1 else f"{name}-{n}")
+        try:
+            os.mkdir(path)  # atomic: two writers never get the same directory
+            return path
+        except FileExistsError:
+            n += 1
 
 
 class VisualDLLogger(paddle.callbacks.Callback):
     """Writes train/eval scalars, model size and pruning progress to VisualDL.
 
     Args:
-        log_dir: VisualDL log directory.
+        log_dir: VisualDL log directory; this logger's records go to a new
+            subdirectory, ``train`` (``train-2``... for later fits or sessions).
         log_freq: global train steps between train scalars.
         input_shape: example input (batch first) for the GFLOPs scalars; defaults to
             the pruner's, then to the model's InputSpec; without one, ``model/gflops*``
@@ -118,7 +135,7 @@ class VisualDLLogger(paddle.callbacks.Callback):
     def writer(self):
         if self._writer is None:
             from visualdl import LogWriter
-            self._writer = LogWriter(logdir=self.log_dir, file_name=new_record_name(self.log_dir))
+            self._writer = LogWriter(logdir=new_session_dir(self.log_dir, "train"))
         return self._writer
 
     def _add(self, tag: str, step: int, value) -> None:
@@ -149,7 +166,7 @@ class VisualDLLogger(paddle.callbacks.Callback):
         if not self.is_writer() or not logs:
             return
         for key, value in logs.items():
-            if key in ("batch_size", "steps"):
+            if key in ("batch_size", "steps", "step"):  # Paddle's counters, not metrics
                 continue
             self._add(f"eval/{key}", self._epoch, value)
 

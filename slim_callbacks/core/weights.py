@@ -13,9 +13,11 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Dict, Mapping, Union
 
+import numpy as np
 import paddle
 
 from slim_callbacks.core.errors import ConfigError, SlimError
@@ -56,3 +58,15 @@ def load_state(path: str, key: str = "weights") -> Dict[str, paddle.Tensor]:
     if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
         raise ConfigError(key, path, f"a {suffix} state dict {{key: tensor}}")
     return state
+
+
+def state_digest(state: Mapping[str, paddle.Tensor]) -> str:
+    """sha256 of a state dict's names, dtypes, shapes and values, whatever file held it
+    (a ``.safetensors`` copy of a ``.pdparams`` has the same digest)."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key]
+        array = np.ascontiguousarray(value.numpy() if hasattr(value, "numpy") else value)
+        digest.update(f"{key}:{array.dtype.str}:{list(array.shape)}\n".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()

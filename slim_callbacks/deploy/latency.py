@@ -48,6 +48,25 @@ class Latency:
     batch: int = 1
 
 
+#: A batch-1 run under this many ms, or of a model under this many MACs, is mostly
+#: Paddle's fixed per-op cost, not arithmetic: pruning cannot show there. Measured on the
+#: project's machine (BENCHMARKS.md, "Latency of tiny models is framework overhead"):
+#: MobileNetV1's run holds 0.9-1.3 ms outside the kernels, and its kernels do about 82
+#: MACs per ns, so below 100 M MACs the arithmetic takes no longer than the fixed part.
+OVERHEAD_BOUND_MS = 2.0
+OVERHEAD_BOUND_MACS = 100_000_000
+
+
+def overhead_bound(median_ms: float, macs: Optional[int] = None) -> bool:
+    """True when a latency says little about the model's arithmetic (the rule above).
+
+    Example:
+        >>> overhead_bound(0.9), overhead_bound(2.6, macs=834_688), overhead_bound(7.2, 568_740_352)
+        (True, True, False)
+    """
+    return median_ms < OVERHEAD_BOUND_MS or (macs is not None and macs < OVERHEAD_BOUND_MACS)
+
+
 def _random_inputs(pred, name: str, input_shape, rng) -> List[np.ndarray]:
     """An input for every input of ``pred`` (batch 1 unless ``input_shape`` gives the
     first one): normal noise for floats, zeros else."""
@@ -153,4 +172,7 @@ def format_latency_table(results: Sequence[Latency]) -> str:
     r0 = results[0]
     lines.append(f"({r0.samples} runs per model, batch {r0.batch}, {r0.threads} thread(s), "
                  f"oneDNN {'on' if r0.onednn else 'off'}; speedup vs {r0.name})")
+    if overhead_bound(base):
+        lines.append(f"{r0.name} runs in under {OVERHEAD_BOUND_MS:g} ms: overhead-bound, mostly "
+                     f"Paddle's fixed per-op cost; time the models at the input size you deploy")
     return "\n".join(lines)
