@@ -51,12 +51,13 @@ from slim_callbacks.callbacks import ledger as ledger_mod
 from slim_callbacks.callbacks import resume
 from slim_callbacks.callbacks.bn_l1 import BNScaleL1
 from slim_callbacks.callbacks.budget import MetricBudget
+from slim_callbacks.callbacks.checkpoint_ledgers import CheckpointLedgers
 from slim_callbacks.callbacks.distill import DistillCallback
 from slim_callbacks.callbacks.forwarding import ForwardingCallback
 from slim_callbacks.callbacks.guard import FiniteLossGuard
 from slim_callbacks.callbacks.ledger import Cursor, Ledger
 from slim_callbacks.callbacks.log_lines import event_line
-from slim_callbacks.callbacks.paddle_hooks import install_save_hook, rebuild_reducer
+from slim_callbacks.callbacks.paddle_hooks import rebuild_reducer
 from slim_callbacks.callbacks.taylor import TaylorCallback
 from slim_callbacks.core.checks import check_epoch, check_int
 from slim_callbacks.core.errors import ConfigError, SlimError
@@ -184,8 +185,6 @@ class PruneCallback(ForwardingCallback):
         self._pending: Optional[tuple] = None
         # with a budget, checkpoints saved at an epoch's end get their ledger once the
         # epoch's eval has judged it (a resume from them then decides as the run did)
-        self._awaiting_eval = False
-        self._unjudged: List[str] = []
         self.distill = DistillCallback.from_option(distill)
         self.recalibrate_bn = check_recalibrate_bn(recalibrate_bn)
         self._recorder: Optional[InputRecorder] = None
@@ -221,7 +220,7 @@ class PruneCallback(ForwardingCallback):
         self.epoch_offset = 0
         self.total_epochs: Optional[int] = None
         self.last_epoch = -1
-        self._written: set = set()
+        self.checkpoints = CheckpointLedgers(self.ledger)
         self.fingerprint = None
         self._started = False
         self._network = None
@@ -341,7 +340,7 @@ class PruneCallback(ForwardingCallback):
         if epochs is not None:
             self.schedule.validate(epochs if resumed is not None else self.epoch_offset + epochs)
             self.total_epochs = epochs if resumed is not None else self.epoch_offset + epochs
-        self.finite_guard.epoch_offset = self.epoch_offset
+        self.finite_guard.epoch_offset = self.checkpoints.epoch_offset = self.epoch_offset
         if self.bn_l1 is not None:
             self.bn_l1.epoch_offset = self.epoch_offset
             self.bn_l1.validate(None if self.total_epochs is None
@@ -350,7 +349,7 @@ class PruneCallback(ForwardingCallback):
             self._setup(resumed)
         self._started = True
         self._network = self.network
-        self._install_save_hook()
+        self.checkpoints.install(self.model, self)
         if self.recalibrate_bn and self._recorder is None:
             self._recorder = InputRecorder(self.network, self.recalibrate_bn)
 
@@ -427,7 +426,7 @@ class PruneCallback(ForwardingCallback):
         elif targets:
             self.prune_now(glob, targets)
         self.last_epoch = glob
-        self._awaiting_eval = self.budget is not None
+        self.checkpoints.awaiting_eval = self.budget is not None
         if self.epoch_offset and self.total_epochs is not None and glob >= self.total_epochs - 1:
             self.model.stop_training = True  # a resumed fit(epochs=TOTAL) ends on time
 
@@ -442,7 +441,7 @@ class PruneCallback(ForwardingCallback):
                            "max_metric_drop did not check it", self._pending[0])
             self.budget.keep(self._pending[1])
             self._pending = None
-        self._close_epoch()
+        self.checkpoints.close_epoch()
 
     def on_eval_end(self, logs=None):
         """Judges the event of this epoch by its eval (``max_metric_drop``), then writes
@@ -459,14 +458,7 @@ class PruneCallback(ForwardingCallback):
                 self.budget.keep(targets)
             else:
                 self._undo(epoch, targets, before, self.budget.value(logs))
-        self._close_epoch()
-
-    def _close_epoch(self) -> None:
-        """Writes the ledgers of the checkpoints saved since the epoch's end."""
-        self._awaiting_eval = False
-        for path in self._unjudged:
-            self._write_ledger(path)
-        self._unjudged = []
+        self.checkpoints.close_epoch()
 
     def _in_force(self, epoch: int) -> Optional[Dict[str, float]]:
         """The targets of the schedule's latest event at or before global ``epoch``."""
@@ -486,9 +478,7 @@ class PruneCallback(ForwardingCallback):
         logger.warning("epoch %d: pruning event undone: %s fell %.4f -> %.4f, more than "
                        "max_metric_drop=%g; %s", epoch, self.budget.metric, before, after,
                        self.budget.max_drop, then)
-        original = getattr(self.model.save, "_slim_original", self.model.save)
-        for path in self._unjudged:  # saved between the event and its eval: saved again
-            original(path, True)
+        self.checkpoints.save_again(self.model)  # saved between the event and its eval
 
     # -- the event ---------------------------------------------------------------
     def prune_now(self, epoch: int, targets: Mapping[str, float], *,
@@ -524,29 +514,3 @@ class PruneCallback(ForwardingCallback):
                       cursor=Cursor.at(self.last_epoch, self.history, self.targets),
                       schedule=self.schedule.to_dict(),
                       budget=None if self.budget is None else self.budget.to_dict()).to_dict()
-
-    def checkpoint_path(self, path: str) -> str:
-        """``<dir>/<local epoch>`` (ModelCheckpoint's name) -> ``<dir>/<global epoch>``."""
-        head, tail = os.path.split(os.fspath(path))
-        if self.epoch_offset and tail.isdigit():
-            return os.path.join(head, str(int(tail) + self.epoch_offset))
-        return os.fspath(path)
-
-    def _check_not_earlier_session(self, path: str) -> None:
-        if path not in self._written and os.path.exists(ledger_mod.ledger_path(path)):
-            raise SlimError(f"{path} holds a checkpoint of an earlier run (its ledger "
-                            f"{ledger_mod.ledger_path(path)} exists): save to an empty "
-                            f"save_dir, or resume that run with resume_from")
-
-    def _install_save_hook(self) -> None:
-        """Makes every ``model.save(path)`` (ModelCheckpoint's too) write the ledger,
-        under the global epoch's name, never over an earlier session's checkpoint."""
-        install_save_hook(self.model, self, self.checkpoint_path, self._check_not_earlier_session,
-                          self._write_ledger)
-
-    def _write_ledger(self, path: str) -> None:
-        self._written.add(path)
-        if self._awaiting_eval:
-            self._unjudged.append(path)  # a checkpoint without a ledger is not resumed from
-            return
-        ledger_mod.save_ledger(path, self.ledger())
