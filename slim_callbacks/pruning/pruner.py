@@ -184,10 +184,12 @@ class Pruner:
         return self.prune_to(targets, epoch) if targets else None
 
     def prune_to(self, targets: Mapping[str, float], epoch: int = 0, *,
-                 undoable: bool = False) -> PruningPlan:
+                 undoable: bool = False, record: bool = True) -> PruningPlan:
         """Prunes each group of ``targets`` to that share of its ORIGINAL width now.
 
         ``undoable``: keep a :class:`Snapshot` so that :meth:`undo` can put it back.
+        ``record``: append the event to :attr:`history`, with the MACs and parameters
+        counted before and after (two counting passes; :func:`prune` skips them).
         Returns the event's plan (empty when every group is already there).
         """
         self.prepare()
@@ -199,20 +201,24 @@ class Pruner:
         plan = same_on_every_rank(plan)
         self._undo = (Snapshot.take(net, self.optimizer, {"plan": self.plan, "history": self.history})
                       if undoable else None)
-        before = profile(unwrap(net), self.input_shape)
+        before = profile(unwrap(net), self.input_shape) if record else None
         if len(plan):
             if self.spec.fold_bn_shift:
                 apply_with_folds(net, graph, plan, self.input_shape, self.optimizer)
             else:
                 plan.apply(net, self.optimizer, input_shape=self.input_shape)
             self._graph = None  # the structure changed
-        after = profile(unwrap(net), self.input_shape) if len(plan) else before
         self.plan = self.plan.then(plan)
+        if record:
+            self._record(epoch, targets, plan, before)
+        return plan
+
+    def _record(self, epoch: int, targets: Mapping[str, float], plan: PruningPlan, before: dict) -> None:
+        after = profile(unwrap(self.network), self.input_shape) if len(plan) else before
         self.history.append(PruningEvent(
             epoch=epoch, target=max(targets.values()) if targets else 0.0, groups=len(plan),
             macs=[before["macs"], after["macs"]], params=[before["params"], after["params"]],
             plan=plan.to_dict()).to_dict())
-        return plan
 
     def undo(self) -> None:
         """Puts back the network, optimizer state, plan and history as they were
@@ -283,6 +289,6 @@ def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios, criterio
     pruner = Pruner(network, input_shape, ratios=ratios, criterion=criterion, skip=skip,
                     round_to=round_to, fold_bn_shift=fold_bn_shift, structure=structure,
                     optimizer=optimizer)
-    plan = pruner.prune_to(pruner.prepare().group_ratios)
+    plan = pruner.prune_to(pruner.prepare().group_ratios, record=False)
     warn_approximate(plan)
     return plan
