@@ -36,12 +36,12 @@ import paddle
 from slim_callbacks.core.checks import check_int, check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import modes_restored
-from slim_callbacks.deploy.runtime import model_files, predictor, run, save_inference_model
+from slim_callbacks.deploy.runtime import (MODEL_NAME, model_files, predictor, run,
+                                           save_inference_model)
 
 logger = logging.getLogger("slim_callbacks.deploy")
 
 FORMATS = ("paddle", "onnx")
-MODEL_NAME = "model"
 ONNX_SUFFIX = ".onnx"
 ONNX_OPSET = 11
 ONNX_INSTALL = 'pip install "slim_callbacks[onnx]"'
