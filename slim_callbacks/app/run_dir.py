@@ -20,13 +20,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 
 from slim_callbacks.app.schema import Recipe
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.files import make_writable_dir
 from slim_callbacks.core.paddle_utils import is_rank0
 
 LOCK_FILE = ".lock"
@@ -42,34 +42,7 @@ def run_directories(recipe: Recipe) -> List[str]:
 
 def check_writable(directory: str) -> None:
     """Creates ``directory`` and writes a probe file in it; SlimError if it cannot."""
-    link = dangling_link(directory)
-    if link is not None:
-        raise SlimError(f"output directory {directory}: {link} is a symlink to "
-                        f"{os.readlink(link)}, which does not exist; create that target or "
-                        f"choose another directory with -o output_dir=DIR")
-    try:
-        os.makedirs(directory, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as err:
-        raise SlimError(f"output directory {directory} is not writable ({err.strerror or err}); "
-                        f"choose another with -o output_dir=DIR") from None
-
-
-def dangling_link(path: str) -> Optional[str]:
-    """The first part of ``path`` that is a symlink to nothing, or None.
-
-    Example:
-        >>> d = tempfile.mkdtemp(); os.symlink(os.path.join(d, "gone"), os.path.join(d, "out"))
-        >>> dangling_link(os.path.join(d, "out", "logs")) == os.path.join(d, "out")
-        True
-    """
-    parts = os.path.normpath(path).split(os.sep)
-    for i in range(1, len(parts) + 1):
-        head = os.sep.join(parts[:i]) or os.sep
-        if os.path.islink(head) and not os.path.exists(head):
-            return head
-    return None
+    make_writable_dir(directory, "output directory", "choose another with -o output_dir=DIR")
 
 
 def holds_files(path: str) -> bool:

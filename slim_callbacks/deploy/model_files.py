@@ -89,7 +89,7 @@ def _weight_shapes(params: str) -> List[Shape]:
             shapes.append(shape)
     except (struct.error, ValueError) as err:
         raise SlimError(f"{params} is truncated or not a weights file (tensor {len(shapes) + 1}"
-                        f" at byte {at}: {err}); export the model again") from None
+                        f" at byte {at}: {err}; a full disk?); export the model again") from None
     return shapes
 
 
