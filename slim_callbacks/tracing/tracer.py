@@ -72,6 +72,7 @@ class DependencyGraph:
         structure: the :class:`~slim_callbacks.tracing.structure.Structure` traced with.
         fallbacks: one line per grouped conv whose ``grouped_conv`` choice could not
             hold, pruned by positions instead (see :mod:`~slim_callbacks.tracing.grouped`).
+        calls: structural name -> calls of each Conv/Linear/BN/... per forward pass.
     """
 
     groups: List[ChannelGroup]
@@ -80,6 +81,7 @@ class DependencyGraph:
     unknown_ops: List[str]
     structure: Structure = dataclasses.field(default_factory=Structure)
     fallbacks: List[str] = dataclasses.field(default_factory=list)
+    calls: Dict[str, int] = dataclasses.field(default_factory=dict)
 
     def prunable_groups(self) -> List[ChannelGroup]:
         return [g for g in self.groups if g.prunable]
@@ -139,6 +141,7 @@ def hooks(network, tracer):
             return
         tracer.quiet -= 1
         tracer.layer_types[name] = type(layer).__name__
+        tracer.calls[name] = tracer.calls.get(name, 0) + 1
         if tracer.quiet == 0:
             tracer.site = (type(layer).__name__, name)
             tracer.quiet += 1  # the handler's own int() of sizes is not the network's
@@ -199,6 +202,7 @@ class Tracer:
         self.names = {id(layer): name for name, layer in self.layers.items()}
         self.layer_order = {name: i for i, name in enumerate(self.names.values())}
         self.layer_types: Dict[str, str] = {}
+        self.calls: Dict[str, int] = {}  # known layer -> calls in the two passes
         self.param_names = {p.name: (name, attr)
                             for name, layer in self.layers.items()
                             for attr, p in layer._parameters.items() if p is not None}
@@ -414,4 +418,5 @@ class Tracer:
                               self.producer_names, self.records, self.blocked,
                               self.block_sites, self.approximations, self.sizes, segments)
         return DependencyGraph(groups, self.layer_types, self.param_names,
-                               list(self.unknown_ops), self.structure, fallbacks)
+                               list(self.unknown_ops), self.structure, fallbacks,
+                               {name: n // 2 for name, n in self.calls.items()})
