@@ -51,6 +51,7 @@ from slim_callbacks.tracing.grouped import GroupedConv, settle, unique_convs
 from slim_callbacks.tracing.groups import ChannelGroup, MemberRecord, UnionFind, build_groups
 from slim_callbacks.tracing.kinds import is_known_layer, kind_of
 from slim_callbacks.tracing.op_rules import intercept, tensors_in
+from slim_callbacks.tracing.rule_errors import registered_rule
 from slim_callbacks.tracing.sizes import DERIVED, QUOTIENTS, tagged_attributes
 from slim_callbacks.tracing.structure import Structure, check_structure
 
@@ -146,7 +147,9 @@ def hooks(network, tracer):
             tracer.site = (type(layer).__name__, name)
             tracer.quiet += 1  # the handler's own int() of sizes is not the network's
             try:
-                kind.trace(tracer, name, layer, inputs[0], output)
+                with registered_rule(kind.layer_type is not None, f"the rule register_layer("
+                                     f"{kind.name})", name):
+                    kind.trace(tracer, name, layer, inputs[0], output)
             finally:
                 tracer.quiet -= 1
                 tracer.site = None
@@ -165,6 +168,8 @@ def _forward_in_mode(network, x, training: bool, input_shape):
     network.train() if training else network.eval()
     try:
         return network(x)
+    except SlimError:  # a registered rule failed, or a ConfigError of its arguments
+        raise
     except Exception as err:  # the user's forward failed: say with what input
         mode = "train" if training else "eval"
         raise SlimError(f"input_shape {list(input_shape)} was rejected by the network "
