@@ -21,7 +21,7 @@ import numpy as np
 import paddle
 
 from slim_callbacks.core.checks import check_ratio
-from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.core.paddle_utils import layer_table
 from slim_callbacks.engine.criteria import Criterion, get_criterion, group_scores
 from slim_callbacks.engine.plan import PruningPlan, add_removed, cuts_of
@@ -173,7 +173,7 @@ def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: Ratios,
     structure = check_structure(structure)
     graph = trace(network, input_shape, structure)
     group_ratios = resolve_ratios(graph, ratios, skip)
-    check_something_to_prune(graph, ratios, group_ratios)
+    warn_nothing_to_prune(graph, ratios, group_ratios)
     plan = plan_pruning(network, graph, group_ratios, criterion, round_to)
     warn_approximate(plan)
     if fold:
@@ -181,18 +181,19 @@ def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: Ratios,
     return plan.apply(network, optimizer, input_shape=input_shape)
 
 
-def check_something_to_prune(graph: DependencyGraph, ratios: Ratios,
-                             group_ratios: Mapping[str, float]) -> None:
-    """SlimError when a ratio above 0 was asked for and no group of the network can
+def warn_nothing_to_prune(graph: DependencyGraph, ratios: Ratios,
+                          group_ratios: Mapping[str, float]) -> None:
+    """One warning when a ratio above 0 was asked for and no group of the network can
     take it (an empty plan without a word would look like success)."""
     asked = any(r > 0 for r in ratios.values()) if isinstance(ratios, dict) else ratios > 0
     if not asked or group_ratios:
         return
     reasons = [f"{g.name}: {g.blocked or 'a single channel'}" for g in graph.groups][:3]
-    raise SlimError(f"nothing to prune: none of the network's {len(graph.groups)} channel "
-                    f"group(s) can be pruned ({'; '.join(reasons) or 'no Conv/Linear layer'}"
-                    f"{'; ...' if len(graph.groups) > 3 else ''}); see explain(network, "
-                    f"input_shape) or `slim-callbacks plan --explain`")
+    logger.warning("nothing to prune: none of the network's %d channel group(s) can be pruned "
+                   "(%s%s); the plan is empty. See explain(network, input_shape) or "
+                   "`slim-callbacks plan --explain`", len(graph.groups),
+                   "; ".join(reasons) or "no Conv/Linear layer",
+                   "; ..." if len(graph.groups) > 3 else "")
 
 
 def warn_approximate(plan: PruningPlan) -> None:

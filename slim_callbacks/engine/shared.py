@@ -36,17 +36,22 @@ def shared_layers(network: paddle.nn.Layer, graph: DependencyGraph) -> Dict[str,
     for name, count in graph.calls.items():
         if count > 1 and name not in shared:
             shared[name] = f"layer {name} is called {count} times in one forward pass"
-    owners: Dict[int, str] = {}
+    owners: Dict[int, Tuple[str, str]] = {}
     for name, layer in layer_table(network).items():
         for attr, param in layer._parameters.items():
             if param is None:
                 continue
-            other = owners.setdefault(id(param), f"{name}.{attr}" if name else attr)
-            if other.rsplit(".", 1)[0] != name:
-                why = f"parameter {param.name} is shared by {other} and {name}.{attr}"
+            other, other_attr = owners.setdefault(id(param), (name, attr))
+            if other != name:
+                why = (f"parameter {param.name} is shared by {_dotted(other, other_attr)} and "
+                       f"{_dotted(name, attr)}")
                 shared.setdefault(name, why)
-                shared.setdefault(other.rsplit(".", 1)[0], why)
+                shared.setdefault(other, why)
     return shared
+
+
+def _dotted(layer: str, attr: str) -> str:
+    return f"{layer}.{attr}" if layer else attr
 
 
 def _all_names(layer: paddle.nn.Layer, prefix: str = "") -> Iterator[Tuple[str, paddle.nn.Layer]]:
