@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from typing import Sequence
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -33,11 +34,14 @@ def _raise_interrupt(signum, frame):
 
 
 @contextlib.contextmanager
-def _handled(handler):
+def handled(handler, signums: Sequence[int] = STOP_SIGNALS):
+    """Every signal of ``signums`` handled by ``handler`` inside the block, the previous
+    handlers after. Signals already ignored stay ignored (``nohup``), and outside the
+    main thread, where Python cannot set handlers, nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS
+    previous = {signum: signal.signal(signum, handler) for signum in signums
                 if signal.getsignal(signum) is not signal.SIG_IGN}
     try:
         yield
@@ -48,14 +52,14 @@ def _handled(handler):
 
 def interruptible():
     """SIGINT and SIGTERM raise ``KeyboardInterrupt`` inside the block."""
-    return _handled(_raise_interrupt)
+    return handled(_raise_interrupt)
 
 
 @contextlib.contextmanager
 def deferred():
     """SIGINT and SIGTERM inside the block are held; ``KeyboardInterrupt`` after it."""
     received = []
-    with _handled(lambda signum, frame: received.append(signum)):
+    with handled(lambda signum, frame: received.append(signum)):
         yield
     if received:
         raise KeyboardInterrupt(signal.Signals(received[0]).name)
