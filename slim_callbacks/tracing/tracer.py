@@ -37,7 +37,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -47,8 +46,9 @@ import paddle
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.core.paddle_utils import layer_table, preserved_state, unwrap
 from slim_callbacks.tracing import labels as L
+from slim_callbacks.tracing.graph import DependencyGraph  # noqa: F401 (imported from here too)
 from slim_callbacks.tracing.grouped import GroupedConv, settle, unique_convs
-from slim_callbacks.tracing.groups import ChannelGroup, MemberRecord, UnionFind, build_groups
+from slim_callbacks.tracing.groups import MemberRecord, UnionFind, build_groups
 from slim_callbacks.tracing.kinds import is_known_layer, kind_of
 from slim_callbacks.tracing.op_rules import intercept, tensors_in
 from slim_callbacks.tracing.rule_errors import registered_rule
@@ -58,34 +58,6 @@ from slim_callbacks.tracing.structure import Structure, check_structure
 logger = logging.getLogger(__name__)
 
 TOP_LEVEL = "the top-level network"  # where() outside every sublayer
-
-
-@dataclasses.dataclass
-class DependencyGraph:
-    """What a trace found.
-
-    Attributes:
-        groups: every group of coupled channels, prunable or not.
-        layer_types: structural name -> class name of every traced Conv/Linear/BN
-            (and of each layer owning a free parameter sliced with channels).
-        param_names: Paddle parameter name (``conv2d_0.w_0``) -> (layer, attr).
-        unknown_ops: ``"op in layer"`` strings for ops that blocked channels.
-        structure: the :class:`~slim_callbacks.tracing.structure.Structure` traced with.
-        fallbacks: one line per grouped conv whose ``grouped_conv`` choice could not
-            hold, pruned by positions instead (see :mod:`~slim_callbacks.tracing.grouped`).
-        calls: structural name -> calls of each Conv/Linear/BN/... per forward pass.
-    """
-
-    groups: List[ChannelGroup]
-    layer_types: Dict[str, str]
-    param_names: Dict[str, tuple]
-    unknown_ops: List[str]
-    structure: Structure = dataclasses.field(default_factory=Structure)
-    fallbacks: List[str] = dataclasses.field(default_factory=list)
-    calls: Dict[str, int] = dataclasses.field(default_factory=dict)
-
-    def prunable_groups(self) -> List[ChannelGroup]:
-        return [g for g in self.groups if g.prunable]
 
 
 def trace(network: paddle.nn.Layer, input_shape: Sequence[int],
