@@ -79,35 +79,43 @@ def _program_shapes(program: str) -> Optional[List[Shape]]:
 
 
 def _weight_shapes(params: str) -> List[Shape]:
-    """The shapes of the tensors stored one after another in a ``.pdiparams`` file."""
+    """The shapes of the tensors stored one after another in a ``.pdiparams`` file (only
+    their headers are read; the data is skipped)."""
+    size = os.path.getsize(params)
+    shapes = []
     with open(params, "rb") as stream:
-        data = stream.read()
-    shapes, at = [], 0
-    try:
-        while at < len(data):
-            shape, at = _read_tensor(data, at)
-            shapes.append(shape)
-    except (struct.error, ValueError) as err:
-        raise SlimError(f"{params} is truncated or not a weights file (tensor {len(shapes) + 1}"
-                        f" at byte {at}: {err}; a full disk?); export the model again") from None
+        try:
+            while stream.tell() < size:
+                shapes.append(_read_tensor(stream, size))
+        except (struct.error, ValueError) as err:
+            raise SlimError(f"{params} is truncated or not a weights file (tensor "
+                            f"{len(shapes) + 1} at byte {stream.tell()}: {err}; a full "
+                            f"disk?); export the model again") from None
     return shapes
 
 
-def _read_tensor(data: bytes, at: int) -> Tuple[Shape, int]:
-    """One tensor's shape and the offset after it: version, LoD, version, desc, data."""
-    (_, lod_levels), at = struct.unpack_from("<IQ", data, at), at + 12
+def _read_tensor(stream, size: int) -> Shape:
+    """One tensor's shape, leaving ``stream`` after it: version, LoD, version, desc, data."""
+    _, lod_levels = struct.unpack("<IQ", _read(stream, 12))
     for _ in range(lod_levels):
-        (size,), at = struct.unpack_from("<Q", data, at), at + 8
-        at += size
-    (_, desc_size), at = struct.unpack_from("<Ii", data, at), at + 8
-    if not 0 < desc_size <= len(data) - at:
+        (length,) = struct.unpack("<Q", _read(stream, 8))
+        stream.seek(length, os.SEEK_CUR)
+    _, desc_size = struct.unpack("<Ii", _read(stream, 8))
+    if not 0 < desc_size <= size - stream.tell():
         raise ValueError(f"bad tensor header size {desc_size}")
-    dtype, shape = _read_desc(data[at:at + desc_size])
-    at += desc_size
-    end = at + int(np.prod(shape, dtype=np.int64)) * _ELEMENT_BYTES[dtype]
-    if end > len(data):
-        raise ValueError(f"{len(data) - at} bytes left for a tensor of shape {list(shape)}")
-    return shape, end
+    dtype, shape = _read_desc(_read(stream, desc_size))
+    data = int(np.prod(shape, dtype=np.int64)) * _ELEMENT_BYTES[dtype]
+    if data > size - stream.tell():
+        raise ValueError(f"{size - stream.tell()} bytes left for a tensor of shape {list(shape)}")
+    stream.seek(data, os.SEEK_CUR)
+    return shape
+
+
+def _read(stream, count: int) -> bytes:
+    data = stream.read(count)
+    if len(data) != count:
+        raise ValueError("the file ends inside a tensor header")
+    return data
 
 
 def _read_desc(desc: bytes) -> Tuple[int, Shape]:
