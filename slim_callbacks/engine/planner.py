@@ -36,6 +36,7 @@ from slim_callbacks.engine.ratios import (
     resolve_ratios,
 )
 from slim_callbacks.engine.selectors import keep_count
+from slim_callbacks.engine.shared import check_not_shared
 from slim_callbacks.engine.shift_fold import apply_with_folds
 from slim_callbacks.tracing.groups import ChannelGroup
 from slim_callbacks.tracing.structure import check_structure
@@ -104,6 +105,7 @@ def plan_pruning(network: paddle.nn.Layer, graph: DependencyGraph, group_ratios:
     group_ratios = {name: check_ratio(f"group_ratios[{name!r}]", r) for name, r in group_ratios.items()}
     criterion = get_criterion(criterion)
     round_to = check_round_to(round_to)
+    check_not_shared(network, graph, group_ratios)
     layers = layer_table(network)
     removed: Dict[tuple, Dict[tuple, set]] = {}
     plan = PruningPlan()
@@ -171,11 +173,27 @@ def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: Ratios,
     structure = check_structure(structure)
     graph = trace(network, input_shape, structure)
     group_ratios = resolve_ratios(graph, ratios, skip)
+    warn_nothing_to_prune(graph, ratios, group_ratios)
     plan = plan_pruning(network, graph, group_ratios, criterion, round_to)
     warn_approximate(plan)
     if fold:
         return apply_with_folds(network, graph, plan, input_shape, optimizer)
     return plan.apply(network, optimizer, input_shape=input_shape)
+
+
+def warn_nothing_to_prune(graph: DependencyGraph, ratios: Ratios,
+                          group_ratios: Mapping[str, float]) -> None:
+    """One warning when a ratio above 0 was asked for and no group of the network can
+    take it (an empty plan without a word would look like success)."""
+    asked = any(r > 0 for r in ratios.values()) if isinstance(ratios, dict) else ratios > 0
+    if not asked or group_ratios:
+        return
+    reasons = [f"{g.name}: {g.blocked or 'a single channel'}" for g in graph.groups][:3]
+    logger.warning("nothing to prune: none of the network's %d channel group(s) can be pruned "
+                   "(%s%s); the plan is empty. See explain(network, input_shape) or "
+                   "`slim-callbacks plan --explain`", len(graph.groups),
+                   "; ".join(reasons) or "no Conv/Linear layer",
+                   "; ..." if len(graph.groups) > 3 else "")
 
 
 def warn_approximate(plan: PruningPlan) -> None:
