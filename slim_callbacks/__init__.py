@@ -50,7 +50,7 @@ __all__ = [
 #: Names that left the top level (deprecated): name -> the module that has it now.
 MOVED = {
     "ChannelGroup": "slim_callbacks.tracing.groups",
-    "DependencyGraph": "slim_callbacks.tracing.tracer",
+    "DependencyGraph": "slim_callbacks.tracing.graph",
     "LayerKind": "slim_callbacks.tracing.kinds",
     "CRITERIA": "slim_callbacks.engine.criteria",
     "get_criterion": "slim_callbacks.engine.criteria",

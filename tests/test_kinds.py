@@ -195,3 +195,55 @@ def test_extending_guide_example_runs(capsys):
     assert net[1].channels == 8 and list(net[0].weight.shape) == [8, 3, 3, 3]
     x = paddle.randn([2, 3, 32, 32])
     assert outputs(net, x).shape == (2, 8, 32, 32)
+
+
+@pytest.mark.parametrize("register", [
+    lambda **kw: register_layer(nn.Conv2D, params={}, **kw),
+    lambda **kw: register_layer(nn.BatchNorm2D, params={"weight": 0}, **kw),
+    lambda **kw: register_op("softmax", "elementwise", **kw),
+    lambda **kw: register_op("add", "binary", **kw),
+], ids=["Conv2D", "BatchNorm2D", "softmax", "add"])
+def test_replacing_built_in_handling_needs_replace_true(register):
+    with pytest.raises(ConfigError, match="pass replace=True to replace that for every network"):
+        register()
+    assert kinds._REGISTERED == [] and op_rules.REGISTERED_OPS == {}
+    register(replace=True)   # said explicitly: allowed (the fixture restores the registry)
+    assert kinds._REGISTERED or op_rules.REGISTERED_OPS
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"params": {"scal": 0}}, r"^register_layer\(ChannelScale\) params: 'scal' is not allowed; "
+                              r"expected a parameter of layer '1' \(scale\)"),
+    ({"params": {"scale": 1}}, r"^register_layer\(ChannelScale\) params\['scale'\]: 1 is not "
+                               r"allowed; expected an axis of the 1-d parameter 1.scale"),
+    ({"params": {"scale": 0}, "channel_axis": 4}, r"^register_layer\(ChannelScale\) "
+                                                  r"channel_axis: 4 .*-4..3"),
+], ids=["missing parameter", "axis out of range", "channel axis out of range"])
+def test_a_registration_that_does_not_fit_the_layer_is_named_when_traced(kwargs, message):
+    register_layer(ChannelScale, **kwargs)
+    net = nn.Sequential(nn.Conv2D(3, 8, 3, padding=1), ChannelScale(8), nn.Conv2D(8, 4, 1))
+    weights = [p.numpy().copy() for p in net.parameters()]
+    with pytest.raises(ConfigError, match=message):
+        prune(net, SHAPE, 0.5)
+    assert all(np.array_equal(p.numpy(), w) for p, w in zip(net.parameters(), weights))
+
+
+def failing_rule(tracer, op, func, args, kwargs, inputs, in_labels, outputs):
+    raise IndexError("list index out of range")
+
+
+def failing_layer_rule(tracer, name, layer, x, y):
+    raise KeyError("channels")
+
+
+@pytest.mark.parametrize("register, message", [
+    (lambda: register_op("sinh", failing_rule),
+     r"^the rule register_op\('sinh', failing_rule\) failed at .*\(IndexError: list index"),
+    (lambda: register_layer(ChannelScale, trace=failing_layer_rule),
+     r"^the rule register_layer\(ChannelScale\) failed at stem.2 \(KeyError: 'channels'\)"),
+], ids=["op rule", "layer rule"])
+def test_an_exception_in_a_registered_rule_is_reported_as_that_rule_failing(register, message):
+    register()
+    with pytest.raises(SlimError, match=message) as info:
+        trace(scaled_net(), SHAPE)
+    assert "rejected" not in str(info.value)

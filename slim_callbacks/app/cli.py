@@ -348,9 +348,10 @@ def cmd_export(args) -> int:
 
 def cmd_latency(args) -> int:
     from slim_callbacks.deploy.latency import format_latency_table, measure_latency
+    from slim_callbacks.deploy.runtime import model_prefix
     prefixes = {}
     for path in args.models:
-        prefix = os.path.join(path, "model") if os.path.isdir(path) else path
+        prefix = model_prefix(path)
         prefixes[path if path not in prefixes else f"{path}#{len(prefixes)}"] = prefix
     results = measure_latency(prefixes, threads=args.threads, onednn=not args.no_onednn,
                               rounds=args.rounds, input_shape=args.input_shape,

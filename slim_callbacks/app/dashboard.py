@@ -21,7 +21,6 @@ record directory at once, so the same tag (``eval/acc_top1``, ``model/gflops``,
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import json
@@ -32,11 +31,11 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from typing import Callable, List, Optional, Sequence
 
 from slim_callbacks.core.checks import is_real
 from slim_callbacks.core.errors import SlimError
+from slim_callbacks.core.signals import handled
 
 RECORD_PREFIX = "vdlrecords."
 SUMMARY = "summary.json"
@@ -305,21 +304,10 @@ def _raise_stop(signum, frame):
     raise _Stop(signum)
 
 
-@contextlib.contextmanager
 def _signals(handler):
-    """Every signal of ``STOP_SIGNALS`` handled by ``handler`` inside the block, the
-    previous handlers after. Signals already ignored stay ignored (``nohup``), and
-    outside the main thread, where Python cannot set handlers, nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS
-                if signal.getsignal(signum) is not signal.SIG_IGN}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, signal.SIG_DFL if old is None else old)
+    """Every signal of ``STOP_SIGNALS`` handled by ``handler`` inside the block (see
+    :func:`slim_callbacks.core.signals.handled`)."""
+    return handled(handler, STOP_SIGNALS)
 
 
 def _serve_until_stopped(command: List[str]) -> int:

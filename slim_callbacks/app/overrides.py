@@ -20,6 +20,7 @@ import yaml
 
 from slim_callbacks.app.rules import Rule, unknown_key_help
 from slim_callbacks.app.schema import Recipe
+from slim_callbacks.app.yaml_text import load_yaml
 from slim_callbacks.core.errors import ConfigError
 
 
@@ -38,7 +39,7 @@ def parse_override(text: str) -> Tuple[str, Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError("override", text, usage)
     try:
-        return key, yaml.safe_load(value_text)
+        return key, load_yaml(value_text, f"-o {key}", key)
     except yaml.YAMLError:
         raise ConfigError(key, value_text, "a YAML value, e.g. 3, 0.5, true, [1, 2], {a: 1}") \
             from None

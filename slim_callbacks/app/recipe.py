@@ -1,7 +1,8 @@
 """Loading a recipe: read the YAML file (or take a mapping), apply the ``-o`` overrides,
 validate against the schema.
 
-The recipe is read with ``yaml.safe_load``, patched by command-line overrides
+The recipe is read with :func:`~slim_callbacks.app.yaml_text.load_yaml` (safe YAML,
+bounded in size and depth, no key twice; files up to :data:`MAX_RECIPE_BYTES`), patched by command-line overrides
 (``-o train.epochs=3``, see :mod:`slim_callbacks.app.overrides`) and only then
 validated (:mod:`slim_callbacks.app.schema`), so :meth:`Recipe.to_dict` is the fully
 resolved recipe and loads back to an equal one.
@@ -28,7 +29,10 @@ import yaml
 
 from slim_callbacks.app.overrides import apply_override
 from slim_callbacks.app.schema import Recipe
+from slim_callbacks.app.yaml_text import load_yaml
 from slim_callbacks.core.errors import ConfigError, SlimError
+
+MAX_RECIPE_BYTES = 1 << 20
 
 
 def load_recipe(path_or_dict: Union[str, os.PathLike, Mapping, Recipe],
@@ -38,7 +42,7 @@ def load_recipe(path_or_dict: Union[str, os.PathLike, Mapping, Recipe],
     Args:
         path_or_dict: a YAML file path, a mapping, or a :class:`Recipe`.
         overrides: ``"a.b.c=value"`` strings applied in order before validation;
-            values are parsed with ``yaml.safe_load`` (``3``, ``0.5``, ``true``,
+            values are parsed as YAML (``3``, ``0.5``, ``true``,
             ``[1, 2]``, ``{a: 1}``). A single string counts as one override.
 
     Returns:
@@ -79,7 +83,11 @@ def read_recipe(path_or_dict) -> Dict[str, Any]:
     path = os.fspath(path_or_dict)
     try:
         with open(path, encoding="utf-8") as stream:
-            raw = yaml.safe_load(stream)
+            text = stream.read(MAX_RECIPE_BYTES + 1)
+        if len(text) > MAX_RECIPE_BYTES:
+            raise ConfigError("recipe", path, f"a YAML file of at most {MAX_RECIPE_BYTES:,} "
+                              f"characters (this one is longer; is it a recipe?)")
+        raw = load_yaml(text, f"recipe {path}")
     except FileNotFoundError:
         raise SlimError(f"recipe file not found: {path}") from None
     except UnicodeDecodeError as exc:

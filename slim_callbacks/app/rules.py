@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, ClassVar, Dict, Iterable, Mapping, Optional, Tuple
 
-from slim_callbacks.core.checks import is_int, is_real
+from slim_callbacks.core.checks import check_int, is_int, is_real
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.core.sentinel import MISSING
 
@@ -89,7 +89,7 @@ def int_rule(low: int) -> Rule:
     def convert(value, path):
         if not is_int(value) or value < low:
             raise Invalid
-        return int(value)
+        return check_int(path, value, low, f"an int >= {low}")   # the upper bound
     return Rule(f"an int >= {low}", convert)
 
 

@@ -20,13 +20,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
 from typing import Any, Dict, List
 
 import numpy as np
 
 from slim_callbacks.app.schema import Recipe
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.files import make_writable_dir
 from slim_callbacks.core.paddle_utils import is_rank0
 
 LOCK_FILE = ".lock"
@@ -42,13 +42,7 @@ def run_directories(recipe: Recipe) -> List[str]:
 
 def check_writable(directory: str) -> None:
     """Creates ``directory`` and writes a probe file in it; SlimError if it cannot."""
-    try:
-        os.makedirs(directory, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as err:
-        raise SlimError(f"output directory {directory} is not writable ({err.strerror or err}); "
-                        f"choose another with -o output_dir=DIR") from None
+    make_writable_dir(directory, "output directory", "choose another with -o output_dir=DIR")
 
 
 def holds_files(path: str) -> bool:

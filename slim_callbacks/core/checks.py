@@ -52,11 +52,24 @@ def check_bool(key: str, value) -> bool:
     raise ConfigError(key, value, "a bool (true or false)")
 
 
-def check_int(key: str, value, minimum: Optional[int] = None, allowed: Optional[str] = None) -> int:
-    """An integer ``>= minimum``."""
+MAX_INT = 2 ** 31 - 1   # what Paddle, numpy's seeding and C ints all take
+
+
+def check_int(key: str, value, minimum: Optional[int] = None, allowed: Optional[str] = None,
+              maximum: int = MAX_INT) -> int:
+    """An integer ``>= minimum`` and ``<= maximum`` (by default :data:`MAX_INT`: a larger
+    one would fail later as an OverflowError or TypeError deep in Paddle or numpy).
+
+    >>> check_int("train.seed", 2 ** 64, 0)
+    Traceback (most recent call last):
+    ...
+    slim_callbacks.core.errors.ConfigError: train.seed: 18446744073709551616 is not allowed; expected an integer >= 0, at most 2147483647
+    """
+    allowed = allowed or ("an integer" if minimum is None else f"an integer >= {minimum}")
     if not is_int(value) or (minimum is not None and value < minimum):
-        raise ConfigError(key, value, allowed or ("an integer" if minimum is None
-                                                  else f"an integer >= {minimum}"))
+        raise ConfigError(key, value, allowed)
+    if value > maximum:
+        raise ConfigError(key, value, f"{allowed}, at most {maximum}")
     return int(value)
 
 

@@ -35,13 +35,15 @@ import paddle
 
 from slim_callbacks.core.checks import check_int, check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.files import make_writable_dir
 from slim_callbacks.core.paddle_utils import modes_restored
-from slim_callbacks.deploy.runtime import model_files, predictor, run, save_inference_model
+from slim_callbacks.core.signals import deferred, interruptible
+from slim_callbacks.deploy.model_files import check_model_files
+from slim_callbacks.deploy.runtime import MODEL_NAME, model_files, predictor, run, save_inference_model
 
 logger = logging.getLogger("slim_callbacks.deploy")
 
 FORMATS = ("paddle", "onnx")
-MODEL_NAME = "model"
 ONNX_SUFFIX = ".onnx"
 ONNX_OPSET = 11
 ONNX_INSTALL = 'pip install "slim_callbacks[onnx]"'
@@ -161,34 +163,51 @@ def export(network: paddle.nn.Layer, path, input_shape: Sequence[int],
     expected = dygraph_outputs(network, batch)
 
     created = not os.path.isdir(path)
-    os.makedirs(path, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".export-", dir=path)
-    try:
-        prefix = os.path.join(staging, MODEL_NAME)
-        save_inference_model(network, prefix, [None if dynamic_batch else shape[0], *shape[1:]])
-        chunk = len(batch) if dynamic_batch else shape[0]
-        written, diffs = {}, {}
-        if "paddle" in formats:
-            pred = predictor(prefix, threads=1, onednn=True)
-            got = _chunked(lambda part: run(pred, [part]), batch, chunk)
-            diffs["paddle"] = _verify("paddle", got, expected, atol, rtol)
-            written["paddle"] = model_files(prefix)
-        if "onnx" in formats:
-            onnx_file = prefix + ONNX_SUFFIX
-            _to_onnx(prefix, onnx_file)
-            diffs["onnx"] = _verify("onnx", _onnx_outputs(onnx_file, batch, chunk), expected,
-                                    atol, rtol)
-            written["onnx"] = (onnx_file,)
-        moved = _move_all([f for names in written.values() for f in names], path)
-        files = {fmt: tuple(moved[f] for f in names) for fmt, names in written.items()}
-    except BaseException:
+    make_writable_dir(path, "export directory", "choose another (CLI: --out DIR)")
+    with interruptible():  # SIGTERM too: the staging directory is always deleted
+        staging = tempfile.mkdtemp(prefix=".export-", dir=path)
+        try:
+            written, diffs = _write_verified(network, staging, shape, formats, batch, expected,
+                                             atol, rtol, dynamic_batch)
+            moved = _move_all([f for names in written.values() for f in names], path)
+        except BaseException as err:
+            with deferred():  # a second Ctrl-C must not stop the clean-up half-way
+                shutil.rmtree(staging, ignore_errors=True)
+                if created:
+                    shutil.rmtree(path, ignore_errors=True)
+            if isinstance(err, OSError):
+                raise SlimError(f"export: cannot write the model in {path} "
+                                f"({err.strerror or err}); free some space or choose another "
+                                f"directory (CLI: --out DIR)") from None
+            raise
         shutil.rmtree(staging, ignore_errors=True)
-        if created:
-            shutil.rmtree(path, ignore_errors=True)
-        raise
-    shutil.rmtree(staging, ignore_errors=True)
+    files = {fmt: tuple(moved[f] for f in names) for fmt, names in written.items()}
     _warn_stale(path, formats)
     return ExportResult(path, os.path.join(path, MODEL_NAME), files, diffs)
+
+
+def _write_verified(network, staging, shape, formats, batch, expected, atol, rtol,
+                    dynamic_batch):
+    """Save the model in ``staging`` in every format and check each one's outputs:
+    ``({format: files}, {format: max abs difference})``."""
+    prefix = os.path.join(staging, MODEL_NAME)
+    with deferred():  # a signal inside Paddle's C++ save would come out as a SystemError
+        save_inference_model(network, prefix, [None if dynamic_batch else shape[0], *shape[1:]])
+    check_model_files(prefix)  # a full disk leaves truncated weights
+    chunk = len(batch) if dynamic_batch else shape[0]
+    written, diffs = {}, {}
+    if "paddle" in formats:
+        pred = predictor(prefix, threads=1, onednn=True)
+        got = _chunked(lambda part: run(pred, [part]), batch, chunk)
+        diffs["paddle"] = _verify("paddle", got, expected, atol, rtol)
+        written["paddle"] = model_files(prefix)
+    if "onnx" in formats:
+        onnx_file = prefix + ONNX_SUFFIX
+        _to_onnx(prefix, onnx_file)
+        diffs["onnx"] = _verify("onnx", _onnx_outputs(onnx_file, batch, chunk), expected,
+                                atol, rtol)
+        written["onnx"] = (onnx_file,)
+    return written, diffs
 
 
 def _warn_stale(path: str, formats: Sequence[str]) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 
 from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.deploy.runtime import input_dtypes, input_shapes, predictor, run
+from slim_callbacks.deploy.runtime import check_threads, input_dtypes, input_shapes, predictor, run
 
 _clock = time.perf_counter  # tests replace this with a fake timer
 
@@ -113,8 +113,9 @@ def measure_latency(prefixes: Dict[str, str], threads: int = 1, onednn: bool = T
     """
     if not prefixes:
         raise SlimError("measure_latency: no models given")
-    for label, value, low in (("threads", threads, 1), ("rounds", rounds, 1),
-                              ("runs_per_round", runs_per_round, 1), ("warmup", warmup, 0)):
+    check_threads(threads)
+    for label, value, low in (("rounds", rounds, 1), ("runs_per_round", runs_per_round, 1),
+                              ("warmup", warmup, 0)):
         check_int(label, value, low)
     names = list(prefixes)
     keeping = _keeping(names, keep_intermediates)

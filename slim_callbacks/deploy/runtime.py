@@ -22,17 +22,38 @@ from typing import List, Optional, Sequence
 import numpy as np
 import paddle
 
+from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.core.paddle_utils import modes_restored
+from slim_callbacks.deploy.model_files import PARAMS_SUFFIX, PROGRAM_SUFFIX, check_model_files, model_files  # noqa: F401
 from slim_callbacks.engine.ratios import check_input_shape
 
-PROGRAM_SUFFIX = ".json"
-PARAMS_SUFFIX = ".pdiparams"
+MODEL_NAME = "model"
+THREADS_PER_CORE = 4
 
 
-def model_files(prefix: str) -> tuple:
-    """The program and weight files of the inference model saved at ``prefix``."""
-    return prefix + PROGRAM_SUFFIX, prefix + PARAMS_SUFFIX
+def model_prefix(path: str) -> str:
+    """The model prefix a user means by ``path``: ``DIR/model`` for a directory, the
+    prefix for one of the model's files (``model.json``, ``model.pdiparams``).
+
+    Example:
+        >>> model_prefix("out/model.json"), model_prefix("out/model")
+        ('out/model', 'out/model')
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return os.path.join(path, MODEL_NAME)
+    for suffix in (PROGRAM_SUFFIX, PARAMS_SUFFIX):
+        if path.endswith(suffix):
+            return path[:-len(suffix)]
+    return path
+
+
+def check_threads(threads) -> int:
+    """A thread count in [1, 4 x the CPU cores]: more only oversubscribes the cores."""
+    most = THREADS_PER_CORE * (os.cpu_count() or 1)
+    return check_int("threads", threads, 1, f"an integer >= 1 ({THREADS_PER_CORE} per CPU core "
+                     f"at most)", maximum=most)
 
 
 def save_inference_model(network: paddle.nn.Layer, prefix: str, input_shape: Sequence[int],
@@ -69,32 +90,44 @@ def predictor(prefix: str, threads: int = 1, onednn: bool = True,
     predictor another thread runs for the first time meanwhile keeps too, and
     ``pred.clone()`` reads the flag at its own first run.
     """
-    program, params = model_files(prefix)
-    missing = [f for f in (program, params) if not os.path.isfile(f)]
-    if missing:
-        raise SlimError(f"no inference model at {prefix!r}: missing {', '.join(missing)}; "
-                        "export one with `slim-callbacks export` or slim_callbacks.export()")
+    prefix = model_prefix(prefix)
+    threads = check_threads(threads)
     if input_shape is not None:
         input_shape = check_input_shape(input_shape)
-    config = paddle.inference.Config(program, params)
+    check_model_files(prefix)
+    config = paddle.inference.Config(*model_files(prefix))
     config.disable_gpu()
     config.disable_glog_info()
-    config.set_cpu_math_library_num_threads(int(threads))
+    config.set_cpu_math_library_num_threads(threads)
     if onednn:
         config.enable_mkldnn()
     else:
         config.disable_mkldnn()
     if not keep_intermediates:
-        return paddle.inference.create_predictor(config)
+        return _create(config, prefix)
     with _EAGER_DELETE_LOCK:
         saved = paddle.get_flags([EAGER_DELETE_FLAG])
         paddle.set_flags({EAGER_DELETE_FLAG: -1.0})
         try:
-            pred = paddle.inference.create_predictor(config)
+            pred = _create(config, prefix)
             run(pred, zero_inputs(pred, prefix, input_shape, batch))
             return pred
         finally:
             paddle.set_flags(saved)
+
+
+def _create(config, prefix: str):
+    try:
+        return paddle.inference.create_predictor(config)
+    except Exception as err:  # Paddle raises RuntimeError, ValueError, its own types
+        raise SlimError(f"Paddle Inference cannot load the model at {prefix!r} "
+                        f"({_first_line(err)}); export it again") from None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = next((line for line in lines if "Error" in line), lines[0] if lines else type(err).__name__)
+    return text[:300]
 
 
 def keeps_intermediates(asked: bool) -> bool:
@@ -110,10 +143,10 @@ def input_shapes(pred, prefix: str, input_shape: Optional[Sequence[int]] = None,
     unknown dims (a model exported with a dynamic batch declares none)."""
     shapes = []
     for i, name in enumerate(pred.get_input_names()):
-        if i == 0 and input_shape is not None:
-            shapes.append(check_input_shape(input_shape))
-            continue
         shape = [int(d) for d in pred.get_input_handle(name).shape()]
+        if i == 0 and input_shape is not None:
+            shapes.append(_matching(check_input_shape(input_shape), shape, prefix, name))
+            continue
         if len(shape) < 2 or any(d <= 0 for d in shape[1:]):  # a dynamic batch reads as [0]
             where = "pass input_shape (CLI: --input-shape)" if i == 0 else \
                 "only the first input's shape can be given; export the model with fixed shapes"
@@ -121,6 +154,19 @@ def input_shapes(pred, prefix: str, input_shape: Optional[Sequence[int]] = None,
                             f"dims; {where}")
         shapes.append([batch or max(shape[0], 1)] + shape[1:])
     return shapes
+
+
+def _matching(given: List[int], declared: List[int], prefix: str, name: str) -> List[int]:
+    """``given`` if it has the declared rank and every declared (known) dim but the batch
+    (a model with a dynamic batch declares no shape before its first run: ``[0]``)."""
+    if len(declared) < 2:
+        return given
+    if len(given) != len(declared) or any(0 < d != g for g, d in zip(given[1:], declared[1:])):
+        want = ", ".join("N" if i == 0 else str(d) if d > 0 else "?"
+                         for i, d in enumerate(declared))
+        raise SlimError(f"input_shape {given} does not fit model {prefix!r}: input {name!r} is "
+                        f"[{want}] (? = any); give that shape (CLI: --input-shape)")
+    return given
 
 
 def input_dtypes(pred, prefix: str) -> List[str]:
@@ -143,7 +189,8 @@ def zero_inputs(pred, prefix: str, input_shape: Optional[Sequence[int]] = None,
 
 
 def run(pred, inputs: List[np.ndarray]) -> List[np.ndarray]:
-    """Run a predictor on numpy inputs (in input-name order); its outputs as numpy."""
+    """Run a predictor on numpy inputs (in input-name order); its outputs as numpy.
+    SlimError if Paddle fails to run it."""
     names = pred.get_input_names()
     if len(inputs) != len(names):
         raise SlimError(f"{len(inputs)} input(s) given; the model takes {len(names)}: "
@@ -152,5 +199,10 @@ def run(pred, inputs: List[np.ndarray]) -> List[np.ndarray]:
         handle = pred.get_input_handle(name)
         handle.reshape(list(array.shape))
         handle.copy_from_cpu(np.ascontiguousarray(array))
-    pred.run()
+    try:
+        pred.run()
+    except Exception as err:  # Paddle's C++ errors, e.g. a shape the program cannot take
+        shapes = [list(a.shape) for a in inputs]
+        raise SlimError(f"Paddle Inference cannot run the model on inputs of shape "
+                        f"{shapes} ({_first_line(err)})") from None
     return [pred.get_output_handle(n).copy_to_cpu() for n in pred.get_output_names()]

@@ -31,6 +31,7 @@ from slim_callbacks.engine.ratios import (
     check_round_to,
 )
 from slim_callbacks.engine.selectors import keep_count
+from slim_callbacks.engine.shared import check_not_shared
 from slim_callbacks.tracing.groups import ChannelGroup
 from slim_callbacks.tracing.tracer import DependencyGraph
 
@@ -97,6 +98,7 @@ def plan_pruning(network: paddle.nn.Layer, graph: DependencyGraph, group_ratios:
     group_ratios = {name: check_ratio(f"group_ratios[{name!r}]", r) for name, r in group_ratios.items()}
     criterion = get_criterion(criterion)
     round_to = check_round_to(round_to)
+    check_not_shared(network, graph, group_ratios)
     layers = layer_table(network)
     removed: Dict[tuple, Dict[tuple, set]] = {}
     plan = PruningPlan()

@@ -233,7 +233,7 @@ def sync_attributes(layer, before: Optional[dict]) -> None:
 def register_layer(layer_type: type, *, params: Optional[Mapping[str, int]] = None,
                    channel_axis: int = 1, trace: Optional[Handler] = None,
                    attributes: Optional[Mapping[str, Callable]] = None,
-                   macs: Optional[Callable] = None) -> LayerKind:
+                   macs: Optional[Callable] = None, replace: bool = False) -> LayerKind:
     """Teaches the engine a layer type (and its subclasses); returns its record.
 
     Args:
@@ -251,6 +251,12 @@ def register_layer(layer_type: type, *, params: Optional[Mapping[str, int]] = No
         macs: ``(layer, inputs, output) -> MACs`` of one call (whole batch), counted
             by ``count_flops``/``profile`` (legacy FLOPs: twice that) if the layer has
             no sublayers (default: not counted).
+        replace: needed to register one of Paddle's own layer types that a built-in
+            kind handles (e.g. ``nn.Conv2D``): the record replaces the built-in
+            handling for every network in the process.
+
+    ``params`` are checked against each layer when it is traced: a missing
+    parameter or an axis out of its range is a ConfigError naming the registration.
 
     Raises:
         ConfigError: naming the argument, if one is not of the kind described.
@@ -271,14 +277,32 @@ def register_layer(layer_type: type, *, params: Optional[Mapping[str, int]] = No
         raise ConfigError("attributes", attributes, "a dict of attribute name -> callable(layer)")
     if macs is not None and not callable(macs):
         raise ConfigError("macs", macs, "a callable (layer, inputs, output) -> int")
+    _check_replace(layer_type, replace)
 
     def sync(layer, before) -> None:
         for key, value in attributes.items():
             setattr(layer, key, int(value(layer)))
 
-    handler = trace or R.passthrough(dict(params or {}), channel_axis)
+    handler = trace or R.passthrough(dict(params or {}), channel_axis,
+                                     f"register_layer({layer_type.__name__})")
     kind = LayerKind(layer_type.__name__, lambda layer: isinstance(layer, layer_type), handler,
                      tuple(attributes), sync if attributes else None, macs=macs,
                      legacy_flops=None if macs is None else _twice(macs), layer_type=layer_type)
     _REGISTERED[:] = [kind] + [k for k in _REGISTERED if k.layer_type is not layer_type]
     return kind
+
+
+def _check_replace(layer_type: type, replace) -> None:
+    """ConfigError unless ``replace=True`` when ``layer_type`` is Paddle's own and a
+    built-in kind handles it."""
+    if not isinstance(replace, bool):
+        raise ConfigError("replace", replace, "True or False")
+    if replace or not layer_type.__module__.startswith("paddle."):
+        return
+    probe = object.__new__(layer_type)  # the kinds match by isinstance
+    builtin = next((k.name for k in BUILT_IN if k.match(probe)), None)
+    if builtin is not None:
+        raise ConfigError("layer_type", layer_type.__name__, f"a layer type without built-in "
+                          f"handling ({layer_type.__name__} is handled as {builtin!r}); pass "
+                          f"replace=True to replace that for every network in this process, "
+                          f"or register a subclass of it")

@@ -13,6 +13,7 @@ from typing import Dict
 
 import numpy as np
 
+from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.core.paddle_utils import is_transposed_conv
 from slim_callbacks.tracing import labels as L
 from slim_callbacks.tracing.grouped import GroupedConv, group_positions, grouped_mode
@@ -140,10 +141,12 @@ def on_group_norm(tr, name: str, layer, x, y) -> None:
     tr.set_labels(y, L.along(vector, axis, y.ndim))
 
 
-def passthrough(params: Dict[str, int], channel_axis: int = 1):
+def passthrough(params: Dict[str, int], channel_axis: int = 1, origin: str = "passthrough"):
     """A handler for a layer whose output has its input's channels on
-    ``channel_axis``, with ``params`` (attribute -> axis) sliced along them."""
+    ``channel_axis``, with ``params`` (attribute -> axis) sliced along them; ``origin``
+    (e.g. ``"register_layer(ChannelScale)"``) is named if they do not fit the layer."""
     def on_layer(tr, name: str, layer, x, y) -> None:
+        _check_passthrough(origin, params, channel_axis, name, layer, x)
         vector = L.channel_vector(tr.labels_of(x), channel_axis, x.shape[channel_axis])
         same = list(y.shape) == list(x.shape)
         if vector is None or not same:
@@ -155,3 +158,21 @@ def passthrough(params: Dict[str, int], channel_axis: int = 1):
             tr.record(name, attr, axis, CHANNEL, vector)
         tr.set_labels(y, L.along(vector, channel_axis, y.ndim))
     return on_layer
+
+
+def _check_passthrough(origin: str, params: Dict[str, int], channel_axis: int, name: str,
+                       layer, x) -> None:
+    """ConfigError naming ``origin`` if a parameter is missing or an axis out of range."""
+    if not -x.ndim <= channel_axis < x.ndim:
+        raise ConfigError(f"{origin} channel_axis", channel_axis, f"an axis of the "
+                          f"{x.ndim}-d input of layer {name!r}: -{x.ndim}..{x.ndim - 1}")
+    for attr, axis in params.items():
+        param = layer._parameters.get(attr)
+        if param is None:
+            raise ConfigError(f"{origin} params", attr, f"a parameter of layer {name!r} "
+                              f"({', '.join(layer._parameters) or 'it has none'}); fix the "
+                              f"registration")
+        if not -param.ndim <= axis < param.ndim:
+            raise ConfigError(f"{origin} params[{attr!r}]", axis, f"an axis of the "
+                              f"{param.ndim}-d parameter {name}.{attr}: "
+                              f"-{param.ndim}..{param.ndim - 1}")

@@ -31,6 +31,7 @@ from slim_callbacks.tracing.matmul_rules import matmul
 from slim_callbacks.tracing.movement_rules import block_literal_sizes, concat, movement
 from slim_callbacks.tracing.op_args import tensors_in
 from slim_callbacks.tracing.param_views import follow_origin
+from slim_callbacks.tracing.rule_errors import registered_rule
 from slim_callbacks.tracing.sizes import RuntimeSize, source_of
 
 BINARY_DUNDERS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
@@ -138,13 +139,7 @@ def _propagate(tr, op: str, func, args, kwargs, out) -> None:
         for t in outputs:
             tr.set_labels(t, L.zeros(t.ndim))
         return
-    handler = OP_HANDLERS.get(op)
-    if op in REGISTERED_OPS:
-        handler = REGISTERED_OPS[op]
-    elif op in L.ELEMENTWISE or op in L.SHAPE_LIKE:
-        handler = elementwise
-    elif op in L.BINARY:
-        handler = binary
+    handler = REGISTERED_OPS.get(op) or builtin_rule(op)
     tr.site = (op, tr.where())
     try:
         if handler is None:
@@ -152,7 +147,9 @@ def _propagate(tr, op: str, func, args, kwargs, out) -> None:
             for t in outputs:
                 tr.set_labels(t, L.zeros(t.ndim))
             return
-        handler(tr, op, func, args, kwargs, inputs, in_labels, outputs)
+        with registered_rule(op in REGISTERED_OPS, f"the rule register_op({op!r}, "
+                             f"{getattr(handler, '__name__', handler)!s})", tr.where()):
+            handler(tr, op, func, args, kwargs, inputs, in_labels, outputs)
     finally:
         tr.site = None
 
@@ -177,7 +174,16 @@ def op_names() -> list:
     return sorted(names | set(OTHER_DUNDERS.values()) | {"add"})
 
 
-def register_op(op: str, rule) -> None:
+def builtin_rule(op: str):
+    """The tracer's own handler for ``op``, or None for an op it does not know."""
+    if op in L.ELEMENTWISE or op in L.SHAPE_LIKE:
+        return elementwise
+    if op in L.BINARY:
+        return binary
+    return OP_HANDLERS.get(op)
+
+
+def register_op(op: str, rule, replace: bool = False) -> None:
     """Tells the tracer how an op maps channels, e.g. ``register_op("sinh", "elementwise")``.
 
     Args:
@@ -191,9 +197,13 @@ def register_op(op: str, rule) -> None:
             ``"spatial"`` (per channel plane, along a ``data_format`` axis),
             ``"reduction"`` (along ``axis``), or a handler ``(tracer, op, func, args,
             kwargs, inputs, in_labels, outputs)``.
+        replace: needed for an op the tracer already handles (e.g. ``softmax``): the
+            rule replaces that for every network in this process.
 
     Raises:
-        ConfigError: an op the tracer never sees, or an unknown rule.
+        ConfigError: an op the tracer never sees, an unknown rule, or an op with a
+            built-in rule without ``replace=True``. A handler that raises while
+            tracing is reported as that rule's failure (SlimError naming the op).
 
     Example:
         >>> register_op("sinh", "elementwise")
@@ -208,4 +218,10 @@ def register_op(op: str, rule) -> None:
                                     "data or reads no values: the tracer already handles it)")
     if not callable(rule) and rule not in RULES:
         raise ConfigError("rule", rule, f"one of {', '.join(RULES)} or a handler callable")
+    if not isinstance(replace, bool):
+        raise ConfigError("replace", replace, "True or False")
+    if not replace and builtin_rule(op) is not None:
+        raise ConfigError("op", op, f"an op without a built-in rule (the tracer handles {op} "
+                          f"already); pass replace=True to replace that for every network "
+                          f"in this process")
     REGISTERED_OPS[op] = rule if callable(rule) else RULES[rule]

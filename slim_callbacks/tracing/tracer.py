@@ -37,7 +37,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -47,11 +46,13 @@ import paddle
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.core.paddle_utils import layer_table, preserved_state, unwrap
 from slim_callbacks.tracing import labels as L
+from slim_callbacks.tracing.graph import DependencyGraph  # noqa: F401 (imported from here too)
 from slim_callbacks.tracing.grouped import GroupedConv, settle, unique_convs
-from slim_callbacks.tracing.groups import ChannelGroup, MemberRecord, UnionFind, build_groups
+from slim_callbacks.tracing.groups import MemberRecord, UnionFind, build_groups
 from slim_callbacks.tracing.kinds import is_known_layer, kind_of
 from slim_callbacks.tracing.op_args import tensors_in
 from slim_callbacks.tracing.op_rules import intercept
+from slim_callbacks.tracing.rule_errors import registered_rule
 from slim_callbacks.tracing.sizes import (
     block_ratios_that_cannot_hold,
     block_sizes_that_cannot_follow,
@@ -62,32 +63,6 @@ from slim_callbacks.tracing.structure import Structure, check_structure
 logger = logging.getLogger(__name__)
 
 TOP_LEVEL = "the top-level network"  # where() outside every sublayer
-
-
-@dataclasses.dataclass
-class DependencyGraph:
-    """What a trace found.
-
-    Attributes:
-        groups: every group of coupled channels, prunable or not.
-        layer_types: structural name -> class name of every traced Conv/Linear/BN
-            (and of each layer owning a free parameter sliced with channels).
-        param_names: Paddle parameter name (``conv2d_0.w_0``) -> (layer, attr).
-        unknown_ops: ``"op in layer"`` strings for ops that blocked channels.
-        structure: the :class:`~slim_callbacks.tracing.structure.Structure` traced with.
-        fallbacks: one line per grouped conv whose ``grouped_conv`` choice could not
-            hold, pruned by positions instead (see :mod:`~slim_callbacks.tracing.grouped`).
-    """
-
-    groups: List[ChannelGroup]
-    layer_types: Dict[str, str]
-    param_names: Dict[str, tuple]
-    unknown_ops: List[str]
-    structure: Structure = dataclasses.field(default_factory=Structure)
-    fallbacks: List[str] = dataclasses.field(default_factory=list)
-
-    def prunable_groups(self) -> List[ChannelGroup]:
-        return [g for g in self.groups if g.prunable]
 
 
 def trace(network: paddle.nn.Layer, input_shape: Sequence[int],
@@ -144,11 +119,14 @@ def hooks(network, tracer):
             return
         tracer.quiet -= 1
         tracer.layer_types[name] = type(layer).__name__
+        tracer.calls[name] = tracer.calls.get(name, 0) + 1
         if tracer.quiet == 0:
             tracer.site = (type(layer).__name__, name)
             tracer.quiet += 1  # the handler's own int() of sizes is not the network's
             try:
-                kind.trace(tracer, name, layer, inputs[0], output)
+                with registered_rule(kind.layer_type is not None, f"the rule register_layer("
+                                     f"{kind.name})", name):
+                    kind.trace(tracer, name, layer, inputs[0], output)
             finally:
                 tracer.quiet -= 1
                 tracer.site = None
@@ -167,6 +145,8 @@ def _forward_in_mode(network, x, training: bool, input_shape):
     network.train() if training else network.eval()
     try:
         return network(x)
+    except SlimError:  # a registered rule failed, or a ConfigError of its arguments
+        raise
     except Exception as err:  # the user's forward failed: say with what input
         mode = "train" if training else "eval"
         raise SlimError(f"input_shape {list(input_shape)} was rejected by the network "
@@ -204,6 +184,7 @@ class Tracer:
         self.names = {id(layer): name for name, layer in self.layers.items()}
         self.layer_order = {name: i for i, name in enumerate(self.names.values())}
         self.layer_types: Dict[str, str] = {}
+        self.calls: Dict[str, int] = {}  # known layer -> calls in the two passes
         self.param_names = {p.name: (name, attr)
                             for name, layer in self.layers.items()
                             for attr, p in layer._parameters.items() if p is not None}
@@ -382,4 +363,5 @@ class Tracer:
                               self.producer_names, self.records, self.blocked,
                               self.block_sites, self.approximations, self.sizes, segments)
         return DependencyGraph(groups, self.layer_types, self.param_names,
-                               list(self.unknown_ops), self.structure, fallbacks)
+                               list(self.unknown_ops), self.structure, fallbacks,
+                               {name: n // 2 for name, n in self.calls.items()})
