@@ -57,9 +57,16 @@ def custom_ratios(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: 
     """
     ratios = check_ratios(ratios)
     graph = graph if graph is not None else trace(network, input_shape)
-    if not resolve_ratios(graph, ratios, skip):
-        raise SlimError(nothing_to_prune(graph, ratios))
+    check_something_to_prune(graph, ratios, resolve_ratios(graph, ratios, skip))
     return ratios
+
+
+def check_something_to_prune(graph: DependencyGraph, ratios, group_ratios) -> None:
+    """SlimError when ``ratios`` ask for pruning (a ratio above 0) and no group takes it,
+    never an empty plan without a word (:func:`nothing_to_prune` says why)."""
+    asked = ratios.values() if isinstance(ratios, Mapping) else [ratios]
+    if not group_ratios and any(r > 0 for r in asked):
+        raise SlimError(nothing_to_prune(graph, ratios))
 
 
 def nothing_to_prune(graph: DependencyGraph, ratios) -> str:

@@ -44,7 +44,7 @@ import paddle
 
 from slim_callbacks.analysis.auto_round import AUTO, resolve_round_to, rounding_cost
 from slim_callbacks.analysis.flops import profile
-from slim_callbacks.analysis.strategies import resolve_strategy
+from slim_callbacks.analysis.strategies import check_something_to_prune, resolve_strategy
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.core.paddle_utils import unwrap
 from slim_callbacks.engine.plan import PruningPlan
@@ -156,8 +156,7 @@ class Pruner:
             logger.info("target_flops_reduction %.3f -> uniform ratio %.4f",
                         self.spec.target_flops_reduction, self.uniform_ratio)
         self.group_ratios = resolve_ratios(graph, ratios, self.spec.skip)
-        if not self.group_ratios:
-            raise ConfigError("ratios", ratios, "ratios that select at least one prunable group")
+        check_something_to_prune(graph, ratios, self.group_ratios)
         self.targets = group_targets(self.schedule, self.group_ratios)
         self._ready = True
         return self
