@@ -143,10 +143,11 @@ class PruneCallback(ForwardingCallback):
         reset_optimizer: when resuming from a checkpoint without ``.pdopt``, start the
             optimizer state afresh instead of refusing.
         distill: knowledge distillation while pruning (a trailing
-            :class:`~slim_callbacks.callbacks.DistillCallback`): ``True`` (the network
-            as it is at train begin teaches, alpha 0.5, T 4), a dict of its options
-            (``teacher``, ``alpha``, ``temperature``) or a ``DistillCallback``. When
-            resuming, that copy is of the resumed (pruned) network; a warning says so.
+            :class:`~slim_callbacks.callbacks.DistillCallback`): ``True`` (alpha 0.5,
+            T 4; the network as it is right before the first event teaches, the loss is
+            the task loss until then), a dict of its options (``teacher``, ``alpha``,
+            ``temperature``) or a ``DistillCallback``. When resuming after the first
+            event, that copy is of the resumed (pruned) network; a warning says so.
         max_metric_drop: the accuracy budget (:mod:`slim_callbacks.callbacks.budget`): an
             event whose eval metric falls more than this below the last accepted eval
             is undone (weights, optimizer state, plan, bit for bit) and retried at the
@@ -369,10 +370,6 @@ class PruneCallback(ForwardingCallback):
                                          need_optimizer=self.optimizer is not None
                                          and not self.reset_optimizer)
             self.epoch_offset = resumed["cursor"]["epoch"] + 1
-            if self.distill is not None and self.distill.given_teacher is None:
-                logger.warning("distill: resuming, so the teacher is a copy of the resumed "
-                               "(already pruned) network, not the unpruned one; pass "
-                               "distill={'teacher': ...} to keep the original teacher")
         if epochs is not None:
             self.schedule.validate(epochs if resumed is not None else self.epoch_offset + epochs)
             self.total_epochs = epochs if resumed is not None else self.epoch_offset + epochs
@@ -383,11 +380,21 @@ class PruneCallback(ForwardingCallback):
                                 else self.total_epochs - self.epoch_offset)
         if not self._started:
             self._setup(resumed)
+            if resumed is not None and self.history and self.distill is not None:
+                self._resumed_teacher()
         self._started = True
         self._network = self.network
         self._install_save_hook()
         if self.recalibrate_bn and self._recorder is None:
             self._recorder = InputRecorder(self.network, self.recalibrate_bn)
+
+    def _resumed_teacher(self) -> None:
+        """A run resumed after its first event: the default teacher is the resumed network."""
+        if self.distill.given_teacher is None:
+            logger.warning("distill: resuming after a pruning event, so the teacher is a copy "
+                           "of the resumed (already pruned) network, not the unpruned one; "
+                           "pass distill={'teacher': ...} to keep the original teacher")
+        self.distill.take_teacher()
 
     def on_train_batch_begin(self, step, logs=None):
         if self._recorder is not None:
@@ -545,6 +552,8 @@ class PruneCallback(ForwardingCallback):
     # -- the event ---------------------------------------------------------------
     def prune_now(self, epoch: int, targets: Mapping[str, float]) -> PruningPlan:
         """Prunes every targeted group to ``targets`` (of its original width) now."""
+        if self.distill is not None:  # the default teacher: the network before its first event
+            self.distill.take_teacher()
         net, opt = self.network, self.optimizer
         graph = trace(net, self.input_shape, self.structure)
         live = {g.name for g in graph.prunable_groups()}
