@@ -72,7 +72,7 @@ from slim_callbacks.callbacks.targets import (
 from slim_callbacks.callbacks.taylor import TaylorCallback
 from slim_callbacks.core.checks import check_int, check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.core.paddle_utils import is_rank0, model_input_shape, unwrap
+from slim_callbacks.core.paddle_utils import fit_evaluates, is_rank0, model_input_shape, unwrap
 from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.engine.planner import check_fold_bn_shift, plan_pruning
@@ -154,7 +154,9 @@ class PruneCallback(ForwardingCallback):
             next epoch with half the refused step; when half the step is below
             ``budget_min_step`` (a share of the original channels, default 0.02)
             pruning stops advancing. ``budget_metric``: the eval log key (default: the
-            first metric).
+            first metric); ``budget_mode``: ``max`` (higher is better), ``min``, or
+            None (``min`` for ``loss``/``error`` names). Refused at train begin, before
+            any event, when the fit has no eval data or does not log the metric.
         recalibrate_bn: after each event, re-estimate the BatchNorm running statistics
             of the pruned network on the last ``N`` training batches of the epoch
             (their inputs, kept as detached copies by a forward pre-hook during the
@@ -192,12 +194,12 @@ class PruneCallback(ForwardingCallback):
                  strategy: Optional[str] = None, strategy_options: Optional[Mapping] = None,
                  distill=None, recalibrate_bn: int = 0,
                  max_metric_drop: Optional[float] = None, budget_metric: Optional[str] = None,
-                 budget_min_step: float = 0.02,
+                 budget_min_step: float = 0.02, budget_mode: Optional[str] = None,
                  target_latency_reduction: Optional[float] = None, structure=None):
         super().__init__()
         self.structure = check_structure(structure)
         self.budget = None if max_metric_drop is None else MetricBudget(
-            max_metric_drop, budget_metric, budget_min_step)
+            max_metric_drop, budget_metric, budget_min_step, budget_mode)
         # (epoch, Snapshot, targets) of an event awaiting its eval
         self._pending: Optional[tuple] = None
         self._last_written: Optional[tuple] = None  # (epoch, path) of the newest checkpoint
@@ -360,6 +362,8 @@ class PruneCallback(ForwardingCallback):
     def on_train_begin(self, logs=None):
         """Validates against the fit, records original widths, or replays a ledger."""
         self._check_same_network()
+        if self.budget is not None:
+            self.budget.check_fit(self.params.get("metrics"), fit_evaluates(self.model))
         if self.input_shape is None:
             self.input_shape = self._default_shape()
         epochs = self.params.get("epochs")

@@ -52,11 +52,22 @@ def check_bool(key: str, value) -> bool:
     raise ConfigError(key, value, "a bool (true or false)")
 
 
-def check_int(key: str, value, minimum: Optional[int] = None, allowed: Optional[str] = None) -> int:
-    """An integer ``>= minimum``."""
-    if not is_int(value) or (minimum is not None and value < minimum):
-        raise ConfigError(key, value, allowed or ("an integer" if minimum is None
-                                                  else f"an integer >= {minimum}"))
+def check_int(key: str, value, minimum: Optional[int] = None, allowed: Optional[str] = None,
+              maximum: Optional[int] = None) -> int:
+    """An integer ``>= minimum`` (and ``<= maximum``).
+
+    >>> check_int("recalibrate_bn", 10 ** 12, 0, maximum=128)
+    Traceback (most recent call last):
+    ...
+    slim_callbacks.core.errors.ConfigError: recalibrate_bn: 1000000000000 is not allowed; expected an integer in [0, 128]
+    """
+    if (not is_int(value) or (minimum is not None and value < minimum)
+            or (maximum is not None and value > maximum)):
+        default = ("an integer" if minimum is None and maximum is None
+                   else f"an integer >= {minimum}" if maximum is None
+                   else f"an integer <= {maximum}" if minimum is None
+                   else f"an integer in [{minimum}, {maximum}]")
+        raise ConfigError(key, value, allowed or default)
     return int(value)
 
 

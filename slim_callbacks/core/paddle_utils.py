@@ -168,3 +168,8 @@ def copy_without_hooks(network: paddle.nn.Layer) -> paddle.nn.Layer:
             if hooks is not None:
                 memo[id(hooks)] = type(hooks)()
     return copy.deepcopy(network, memo)
+
+
+def fit_evaluates(model) -> bool:
+    """Inside ``paddle.Model.fit`` (from train begin on): whether it was given eval data."""
+    return getattr(model, "_test_dataloader", None) is not None
