@@ -237,12 +237,18 @@ def test_a_run_resumed_after_its_first_event_takes_the_resumed_network(tmp_path)
     assert cb.distill.steps == 4  # the resumed epoch 2
 
 
-def fit_with_teacher(teacher, net=None, **kwargs):
+def prepared(net=None):
+    """A seeded network (or ``net``), its prepared Model and the task loss."""
     paddle.seed(0)
     net = net or Net()
     model = paddle.Model(net)
     task = nn.CrossEntropyLoss()
     model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()), task)
+    return net, model, task
+
+
+def fit_with_teacher(teacher, net=None, **kwargs):
+    net, model, task = prepared(net)
     start = snapshot(net)
     cb = DistillCallback(teacher=teacher if teacher != "self" else net, **kwargs)
     with pytest.raises(SlimError) as err:
@@ -270,8 +276,8 @@ class TwoOutputs(nn.Layer):
     (lambda: "self", r"the Net given is the network being trained"),
 ])
 def test_a_teacher_that_does_not_fit_the_student_is_refused_before_training(teacher, message):
-    assert re.search(message, fit_with_teacher(teacher()))
-    assert "\n" not in fit_with_teacher(teacher())
+    text = fit_with_teacher(teacher())
+    assert re.search(message, text) and "\n" not in text
 
 
 def test_a_teacher_sharing_layers_with_the_student_is_refused():
@@ -281,10 +287,7 @@ def test_a_teacher_sharing_layers_with_the_student_is_refused():
 
 
 def test_a_fitting_teacher_with_more_outputs_is_accepted():
-    paddle.seed(0)
-    net = Net()
-    model = paddle.Model(net)
-    model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()), nn.CrossEntropyLoss())
+    _, model, _ = prepared()
     cb = DistillCallback(teacher=TwoOutputs(4))
     model.fit(dataset(32), epochs=1, batch_size=16, verbose=0, callbacks=[cb])
     assert cb.steps == 2
@@ -292,11 +295,7 @@ def test_a_fitting_teacher_with_more_outputs_is_accepted():
 
 @pytest.mark.parametrize("twice", ["in the callbacks", "as distill= and in the callbacks"])
 def test_a_callback_passed_twice_adds_the_term_once_and_is_undone(twice):
-    paddle.seed(0)
-    net = Net()
-    model = paddle.Model(net)
-    task = nn.CrossEntropyLoss()
-    model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()), task)
+    net, model, task = prepared()
     cb = DistillCallback(teacher=copy.deepcopy(net))
     callbacks = ([cb, cb] if twice == "in the callbacks"
                  else [PruneCallback(0.5, input_shape=SHAPE, prune_epochs=[0], distill=cb), cb])
@@ -306,11 +305,7 @@ def test_a_callback_passed_twice_adds_the_term_once_and_is_undone(twice):
 
 
 def test_a_fit_that_raised_is_undone_by_the_next_train_begin():
-    paddle.seed(0)
-    net = Net()
-    model = paddle.Model(net)
-    task = nn.CrossEntropyLoss()
-    model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()), task)
+    net, model, task = prepared()
     cb = DistillCallback(teacher=copy.deepcopy(net))
 
     class Boom(paddle.callbacks.Callback):

@@ -43,7 +43,6 @@ from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.core.paddle_utils import is_batch_norm, modes_restored, unwrap
 
-
 #: The most batches recalibration keeps (each one in memory, as a copy): the
 #: statistics of a few thousand images are settled (adaptive BN uses ~50 batches).
 MAX_BATCHES = 128

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Dict, Optional, Tuple, Union
 
 import yaml
 
+from slim_callbacks.analysis.bn_recalibration import check_recalibrate_bn
 from slim_callbacks.app.rules import (
     BOOL,
     CRITERION,
@@ -58,7 +59,6 @@ from slim_callbacks.app.rules import (
     optional_rule,
     section_field,
 )
-from slim_callbacks.analysis.bn_recalibration import check_recalibrate_bn
 from slim_callbacks.callbacks.distill import check_temperature
 from slim_callbacks.core.checks import is_int
 from slim_callbacks.core.errors import ConfigError
@@ -223,7 +223,7 @@ class TrainConfig(Section):
 @dataclass(frozen=True)
 class TeacherConfig(Section):
     """``pruning.distill.teacher``: a trained network that teaches instead of the copy
-    taken at train begin. ``name``/``kwargs`` as in ``model`` (null: the recipe's own
+    taken before the first event. ``name``/``kwargs`` as in ``model`` (null: the recipe's own
     model and kwargs); ``pretrained`` (required): its weights. A plain path is short
     for ``{pretrained: path}`` of the recipe's model.
 
@@ -258,7 +258,7 @@ TEACHER = Rule(f"a weights path of the recipe's model (.safetensors, or a .pdpar
 @dataclass(frozen=True)
 class DistillConfig(Section):
     """``pruning.distill``: knowledge distillation (:class:`~slim_callbacks.callbacks.DistillCallback`)
-    from the network as it is at train begin, or from ``teacher``
+    from the network as it is right before the first pruning event, or from ``teacher``
     (:class:`TeacherConfig`); ``{}`` takes the defaults. The KD term is computed on the
     first output of student and teacher.
 

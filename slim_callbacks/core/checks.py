@@ -56,10 +56,10 @@ def check_int(key: str, value, minimum: Optional[int] = None, allowed: Optional[
               maximum: Optional[int] = None) -> int:
     """An integer ``>= minimum`` (and ``<= maximum``).
 
-    >>> check_int("recalibrate_bn", 10 ** 12, 0, maximum=128)
+    >>> check_int("batches", 10 ** 6, 0, maximum=128)
     Traceback (most recent call last):
     ...
-    slim_callbacks.core.errors.ConfigError: recalibrate_bn: 1000000000000 is not allowed; expected an integer in [0, 128]
+    slim_callbacks.core.errors.ConfigError: batches: 1000000 is not allowed; expected an integer in [0, 128]
     """
     if (not is_int(value) or (minimum is not None and value < minimum)
             or (maximum is not None and value > maximum)):
