@@ -20,9 +20,9 @@ accepted structure. :attr:`MetricBudget.undone` lists the refused events,
 Higher is better for the metric unless it is lower-is-better: ``mode="min"``, or by
 default a ``loss``/``error`` name (:func:`lower_is_better`). The fit must evaluate and
 log the metric: :meth:`MetricBudget.check_fit` refuses it at train begin otherwise,
-before any event. The reference is the eval before the event (if the fit ran none yet,
-the first event is accepted and its eval becomes the reference). An event whose epoch has no eval (an
-``eval_freq`` > 1) is kept unchecked, with a warning. A checkpoint written between the
+before any event. The reference is the eval before the event (if the fit ran none
+yet, the first event is accepted and its eval becomes the reference). An event whose
+epoch has no eval (an ``eval_freq`` > 1) is kept unchecked, with a warning. A checkpoint written between the
 event and its eval is rewritten after the undo, and every ledger carries the budget's
 state (:meth:`MetricBudget.to_dict`), so a resumed run retries or stays stopped.
 
