@@ -1,10 +1,14 @@
-"""Install slim_callbacks: `pip install .` (add `[test]` for the test suite,
-`[onnx]` for ONNX export)."""
+"""Install slim_callbacks: `pip install .` (add `[test]` for the test suite, which
+includes `[docs]`, the documentation site's build; `[onnx]` for ONNX export)."""
 import shutil
 from pathlib import Path
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
+
+
+# `mkdocs build --strict` of docs/ (run by tests/test_docs.py, hence part of `test` too)
+DOCS = ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"]
 
 
 class BuildWithRecipes(build_py):
@@ -37,7 +41,8 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "paddle2onnx>=2.0", "onnxruntime>=1.16"],
+        "test": ["pytest>=7", "hypothesis>=6", "paddle2onnx>=2.0", "onnxruntime>=1.16", *DOCS],
+        "docs": DOCS,
         "plot": ["matplotlib>=3.5"],
         "onnx": ["paddle2onnx>=2.0", "onnxruntime>=1.16"],
     },

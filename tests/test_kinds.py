@@ -13,7 +13,7 @@ from slim_callbacks import ConfigError, SlimError, count_flops, layer_widths, pr
 from slim_callbacks.tracing import kinds, op_rules
 
 SHAPE = [1, 3, 8, 8]
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+EXTENDING = pathlib.Path(__file__).resolve().parent.parent / "docs" / "guides" / "extending.md"
 
 
 @pytest.fixture(autouse=True)
@@ -183,12 +183,12 @@ def test_register_op_names_the_bad_argument():
     assert op_rules.REGISTERED_OPS == {}
 
 
-def test_readme_example_runs(capsys):
-    text = README.read_text(encoding="utf-8")
-    section = text.split("### Custom layers and ops", 1)[1]
+def test_extending_guide_example_runs(capsys):
+    text = EXTENDING.read_text(encoding="utf-8")
+    section = text.split("## Custom layers and ops", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     namespace = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, "extending.md", "exec"), namespace)
     net = namespace["net"]
     assert capsys.readouterr().out.split() == ["8", "[8]", "0.5"]
     assert net[1].channels == 8 and list(net[0].weight.shape) == [8, 3, 3, 3]

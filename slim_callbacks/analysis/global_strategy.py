@@ -65,17 +65,22 @@ def global_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
     all chosen channels, Network Slimming's "percent") or ``target_flops_reduction``.
 
     Args:
-        network, input_shape: the network (left unchanged) and its input shape.
+        network: the network (left unchanged).
+        input_shape: its input shape.
         target_flops_reduction: share of the FLOPs to remove, in (0, 1).
         channel_ratio: share of the chosen groups' channels to remove, in (0, 1).
-        layers, skip: patterns of the layers to prune / leave whole (default: all).
+        layers: patterns of the layers to prune (default: all).
+        skip: patterns of the layers to leave whole.
         criterion: ``slim`` (|gamma|, default) or any criterion with the ``lowest``
             selector.
         max_ratio: largest ratio of any one group, in (0, 1).
         normalize: ``none`` (raw scores), ``mean`` or ``max`` (divide by the group's
             mean or maximum); ``auto`` is ``none`` for BatchNorm-scale criteria and
             ``mean`` for weight norms, whose scale differs from layer to layer.
-        round_to, tolerance, convention, graph: as in :func:`~slim_callbacks.analysis.strategies.uniform_ratio`.
+        round_to: as in :func:`~slim_callbacks.analysis.strategies.uniform_ratio`.
+        tolerance: as in :func:`~slim_callbacks.analysis.strategies.uniform_ratio`.
+        convention: as in :func:`~slim_callbacks.analysis.strategies.uniform_ratio`.
+        graph: as in :func:`~slim_callbacks.analysis.strategies.uniform_ratio`.
 
     Returns:
         ``{group: ratio}`` for the groups that lose channels.

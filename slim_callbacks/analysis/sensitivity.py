@@ -292,8 +292,8 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
         ConfigError: a bad argument; nothing is evaluated.
         SlimError: the network rejects ``input_shape``, eval_fn returns no finite
             number or a zero base metric, or ``file`` does not fit this run.
-        Whatever ``eval_fn`` raises, after the network is put back exactly as it was
-        (weights, buffers, shapes, train/eval flags).
+        Exception: whatever ``eval_fn`` raises, after the network is put back exactly
+            as it was (weights, buffers, shapes, train/eval flags).
     """
     if not callable(eval_fn):
         raise ConfigError("eval_fn", eval_fn, "a callable: eval_fn(network) -> metric")

@@ -124,7 +124,9 @@ class PruneCallback(ForwardingCallback):
             ``"exp"`` (from ``start_epoch`` to ``end_epoch`` every ``frequency``), an
             ``{epoch: ratio}`` map, a schedule dict or a ``Schedule`` object. With pattern
             ``ratios`` and a map, each pattern reaches ``ratio * map_value / map_final``.
-        start_epoch, end_epoch, frequency: see ``schedule``.
+        start_epoch: see ``schedule``.
+        end_epoch: see ``schedule``.
+        frequency: see ``schedule``.
         bn_l1: if set, a :class:`BNScaleL1` with this coefficient runs (from epoch 0 to
             the last event) - meant for ``slim``/``opt_slim``; warns with other criteria.
         fold_bn_shift: at each event, fold what the removed channels still sent

@@ -136,8 +136,9 @@ def export(network: paddle.nn.Layer, path, input_shape: Sequence[int],
         inputs: the batch the outputs are compared on (e.g. real images); by default
             a seeded standard-normal batch of ``input_shape``. Unless
             ``dynamic_batch``, its size must be a multiple of ``input_shape[0]``.
-        atol, rtol: an output passes if ``max|got - expected| <= atol + rtol *
+        atol: an output passes if ``max|got - expected| <= atol + rtol *
             max|expected|``.
+        rtol: see ``atol``.
         dynamic_batch: save the batch dimension as dynamic (any batch size).
 
     Raises:
