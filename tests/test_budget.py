@@ -7,6 +7,8 @@ import pytest
 from helpers import WIDTHS, Net, dataset, same, snapshot, widths
 
 from slim_callbacks import ConfigError, PruneCallback
+from slim_callbacks.callbacks.budget import MetricBudget
+from slim_callbacks.core.errors import SlimError
 
 
 class At(paddle.callbacks.Callback):
@@ -311,3 +313,69 @@ def test_a_run_killed_during_an_events_eval_resumes_before_that_event(tmp_path):
     assert resumed_cb.epoch_offset == 3
     assert decisions(resumed_cb) == decisions(whole_cb)
     assert widths(resumed) == widths(whole)
+
+
+def budget_fit(cb, metrics=True, eval_data=True, before=None, net=None):
+    paddle.seed(0)
+    net = net or Net()
+    model = paddle.Model(net)
+    model.prepare(paddle.optimizer.Momentum(0.01, parameters=net.parameters()),
+                  nn.CrossEntropyLoss(), paddle.metric.Accuracy() if metrics else None)
+    data = dataset(32)
+    callbacks = ([] if before is None else [At(0, before)]) + [cb]
+    model.fit(data, data if eval_data else None, epochs=2, batch_size=16, verbose=0,
+              shuffle=False, callbacks=callbacks)
+    return net
+
+
+@pytest.mark.parametrize("metrics, eval_data, metric, error, text", [
+    (True, False, None, "SlimError", "needs an eval after each event: pass eval_data"),
+    (False, True, None, "SlimError", r"needs an eval metric; the fit logs only \['loss'\]"),
+    (True, True, "top5", "ConfigError", r"budget_metric: 'top5' .*one of the fit's eval logs: \['loss', 'acc'\]"),
+])
+def test_a_budget_the_fit_cannot_judge_is_refused_before_any_event(metrics, eval_data, metric,
+                                                                   error, text):
+    cb = PruneCallback(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[0],
+                       max_metric_drop=0.02, budget_metric=metric)
+    net = Net()
+    start = snapshot(net)
+    with pytest.raises(SlimError, match=text) as info:
+        budget_fit(cb, metrics, eval_data, net=net)
+    assert type(info.value).__name__ == error
+    assert cb.history == [] and same(snapshot(net), start) and widths(net) == WIDTHS
+
+
+@pytest.mark.parametrize("metric, mode, reference, value, kept", [
+    ("acc", None, 0.90, 0.87, False),     # higher is better: a fall of 0.03
+    ("acc", None, 0.90, 0.95, True),
+    ("loss", None, 1.00, 0.50, True),     # lower is better: a fall is an improvement
+    ("loss", None, 1.00, 1.03, False),
+    ("top1_error", None, 0.10, 0.13, False),
+    ("mae", "min", 1.00, 0.50, True),     # an explicit direction wins over the name
+    ("loss", "max", 1.00, 0.50, False),
+])
+def test_the_budget_direction(metric, mode, reference, value, kept):
+    budget = MetricBudget(0.02, metric=metric, mode=mode)
+    budget.reference = reference
+    assert budget.accepts({metric: [value]}) is kept
+    assert budget.reference == (value if kept else reference)
+
+
+def test_an_event_that_lowered_the_loss_is_kept():
+    cb = PruneCallback(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[0],
+                       max_metric_drop=0.01, budget_metric="loss")
+
+    def high_reference():
+        cb.budget.reference = 1e9  # any loss is far below it: an improvement
+    budget_fit(cb, before=high_reference)
+    assert cb.budget.undone == [] and len(cb.history) == 1
+
+
+@pytest.mark.parametrize("kwargs, text", [
+    (dict(budget_mode="up"), r"budget_mode: 'up' .*one of max, min"),
+    (dict(budget_metric=""), r"budget_metric: ''"),
+    (dict(budget_min_step=0), r"budget_min_step: 0"),
+])
+def test_bad_budget_arguments_are_config_errors(kwargs, text):
+    with pytest.raises(ConfigError, match=text):
+        PruneCallback(0.5, max_metric_drop=0.02, **kwargs)

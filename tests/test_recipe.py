@@ -358,6 +358,9 @@ def test_config_error_carries_key_and_value():
 
 SOURCES = "one of " + ", ".join(DATA_SOURCES)
 
+RECALIBRATE_BN = ("an int in [0, 128] (training batches, each kept in memory, to re-estimate "
+                  "BatchNorm statistics on; 0 turns it off)")
+TEMPERATURE = "a number in [0.1, 100] (the softmax temperature; Hinton et al. use 1-20)"
 ERRORS = [
     # top level
     (["name=a/b"], "name", "a/b",
@@ -488,9 +491,12 @@ ERRORS = [
      "recalibrate_bn, max_metric_drop, budget_min_step, structure"),
     (["pruning.max_metric_drop=0"], "pruning.max_metric_drop", 0, "null or a float > 0"),
     (["pruning.budget_min_step=0"], "pruning.budget_min_step", 0, "a float in (0, 1]"),
-    (["pruning.recalibrate_bn=-1"], "pruning.recalibrate_bn", -1, "an int >= 0"),
+    (["pruning.recalibrate_bn=-1"], "pruning.recalibrate_bn", -1, RECALIBRATE_BN),
+    (["pruning.recalibrate_bn=1000000000000"], "pruning.recalibrate_bn", 10 ** 12, RECALIBRATE_BN),
     (["pruning.distill={alpha: 2}"], "pruning.distill.alpha", 2, "a float in [0, 1]"),
-    (["pruning.distill={temperature: 0}"], "pruning.distill.temperature", 0, "a float > 0"),
+    (["pruning.distill={temperature: 0}"], "pruning.distill.temperature", 0, TEMPERATURE),
+    (["pruning.distill={temperature: .inf}"], "pruning.distill.temperature", float("inf"), TEMPERATURE),
+    (["pruning.distill={temperature: 1e-30}"], "pruning.distill.temperature", 1e-30, TEMPERATURE),
     (["pruning.distill={beta: 1}"], "pruning.distill.beta", 1,
      "a key of pruning.distill: alpha, temperature, teacher"),
     (["pruning.distill={teacher: 3}"], "pruning.distill.teacher", 3,

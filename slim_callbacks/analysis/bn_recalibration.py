@@ -43,11 +43,16 @@ from slim_callbacks.core.errors import SlimError
 from slim_callbacks.core.paddle_utils import is_batch_norm, modes_restored, unwrap
 from slim_callbacks.core.quiet import quiet_paddle
 
+#: The most batches recalibration keeps (each one in memory, as a copy): the
+#: statistics of a few thousand images are settled (adaptive BN uses ~50 batches).
+MAX_BATCHES = 128
+
 
 def check_recalibrate_bn(value, key: str = "recalibrate_bn") -> int:
-    """Number of batches to recalibrate on: an int >= 0 (0 = off)."""
-    return check_int(key, value, 0, "an int >= 0 (training batches to re-estimate "
-                                    "BatchNorm statistics on; 0 turns it off)")
+    """Number of batches to recalibrate on: an int in [0, :data:`MAX_BATCHES`] (0 = off)."""
+    allowed = (f"an int in [0, {MAX_BATCHES}] (training batches, each kept in memory, to "
+               f"re-estimate BatchNorm statistics on; 0 turns it off)")
+    return check_int(key, value, 0, allowed, maximum=MAX_BATCHES)
 
 
 def batch_norms(network: paddle.nn.Layer) -> List[paddle.nn.Layer]:

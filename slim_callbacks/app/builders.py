@@ -171,7 +171,7 @@ def load_pretrained(network: paddle.nn.Layer, path: str, key: str = "model.pretr
 
 def build_teacher(recipe: Recipe) -> Optional[paddle.nn.Layer]:
     """The network of ``pruning.distill.teacher`` with its weights loaded (None: no
-    teacher given, the network at train begin teaches); errors name
+    teacher given, the network right before the first event teaches); errors name
     ``pruning.distill.teacher.<key>``.
 
     Example:

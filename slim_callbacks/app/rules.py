@@ -122,6 +122,23 @@ def float_rule(low: float, high: float = math.inf, *, low_open=False,
     return Rule(allowed, convert)
 
 
+def checked_rule(check: Callable[[str, Any], Any], allowed: str) -> Rule:
+    """A rule that is the API's own argument check (one place per rule):
+    ``check(key, value)`` returns the value or raises ``ConfigError``; YAML 1.1 float
+    text (``'1e-3'``) is a number first.
+
+    Example:
+        >>> from slim_callbacks.core.checks import check_ratio
+        >>> checked_rule(check_ratio, "a ratio")("5e-1", "pruning.ratios")
+        0.5
+    """
+    def convert(value, path):
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            value = float(value)
+        return check(path, value)
+    return Rule(allowed, convert)
+
+
 def str_rule(allowed: str = "a non-empty string", pattern: Optional[str] = None) -> Rule:
     def convert(value, path):
         if not isinstance(value, str) or not value.strip():

@@ -99,8 +99,8 @@ def dry_run_recipe(job: Job, output_dir: Optional[str] = None) -> Job:
         raw["model"]["pretrained"] = None
     distill = (raw.get("pruning") or {}).get("distill") or {}
     if distill.get("teacher"):
-        notes.append("dry run: pruning.distill.teacher ignored (the network at train begin "
-                     "teaches)")
+        notes.append("dry run: pruning.distill.teacher ignored (the network right before its "
+                     "first pruning event teaches)")
         distill["teacher"] = None
     data = raw["data"]
     raw["data"] = {"source": "synthetic", "num_classes": data["num_classes"],

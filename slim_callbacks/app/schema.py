@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Dict, Optional, Tuple, Union
 
 import yaml
 
+from slim_callbacks.analysis.bn_recalibration import check_recalibrate_bn
 from slim_callbacks.analysis.strategies import RECIPE_KEYS, strategy_option_names
 from slim_callbacks.app.rules import (
     BOOL,
@@ -51,6 +52,7 @@ from slim_callbacks.app.rules import (
     Invalid,
     Rule,
     Section,
+    checked_rule,
     choice_rule,
     float_rule,
     int_rule,
@@ -59,6 +61,7 @@ from slim_callbacks.app.rules import (
     optional_rule,
     section_field,
 )
+from slim_callbacks.callbacks.distill import check_temperature
 from slim_callbacks.core.checks import is_int
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.deploy.export import FORMATS as EXPORT_FORMATS
@@ -222,7 +225,7 @@ class TrainConfig(Section):
 @dataclass(frozen=True)
 class TeacherConfig(Section):
     """``pruning.distill.teacher``: a trained network that teaches instead of the copy
-    taken at train begin. ``name``/``kwargs`` as in ``model`` (null: the recipe's own
+    taken before the first event. ``name``/``kwargs`` as in ``model`` (null: the recipe's own
     model and kwargs); ``pretrained`` (required): its weights. A plain path is short
     for ``{pretrained: path}`` of the recipe's model.
 
@@ -257,7 +260,7 @@ TEACHER = Rule(f"a weights path of the recipe's model (.safetensors, or a .pdpar
 @dataclass(frozen=True)
 class DistillConfig(Section):
     """``pruning.distill``: knowledge distillation (:class:`~slim_callbacks.callbacks.DistillCallback`)
-    from the network as it is at train begin, or from ``teacher``
+    from the network as it is right before the first pruning event, or from ``teacher``
     (:class:`TeacherConfig`); ``{}`` takes the defaults. The KD term is computed on the
     first output of student and teacher.
 
@@ -270,7 +273,7 @@ class DistillConfig(Section):
 
     prefix: ClassVar[str] = "pruning.distill"
     alpha: float = key_field(float_rule(0.0, 1.0, high_open=False), 0.5)
-    temperature: float = key_field(float_rule(0.0, low_open=True), 4.0)
+    temperature: float = key_field(checked_rule(check_temperature, "a softmax temperature"), 4.0)
     teacher: Optional[TeacherConfig] = key_field(optional_rule(TEACHER), None)
 
 
@@ -318,7 +321,8 @@ class PruningConfig(Section):
     bn_l1: Optional[float] = key_field(optional_rule(float_rule(0.0)), None)
     fold_bn_shift: Optional[bool] = key_field(optional_rule(BOOL), None)
     distill: Optional[DistillConfig] = section_field(DistillConfig, optional=True)
-    recalibrate_bn: int = key_field(int_rule(0), 0)
+    recalibrate_bn: int = key_field(checked_rule(
+        lambda key, value: check_recalibrate_bn(value, key), "a number of batches"), 0)
     max_metric_drop: Optional[float] = key_field(optional_rule(float_rule(0.0, low_open=True)), None)
     budget_min_step: float = key_field(float_rule(0.0, 1.0, low_open=True, high_open=False), 0.02)
     structure: Dict[str, str] = field(

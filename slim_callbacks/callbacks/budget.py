@@ -17,15 +17,18 @@ again). When a refused step's half is below ``min_step`` (``budget_min_step``, d
 accepted structure. :attr:`MetricBudget.undone` lists the refused events,
 :attr:`MetricBudget.accepted` the targets reached (:meth:`MetricBudget.reached`).
 
-The reference is the eval before the event (if the fit ran none yet, the first event
-is accepted and its eval becomes the reference). An event whose epoch has no eval (an
-``eval_freq`` > 1) is kept unchecked, with a warning. A checkpoint saved at an epoch's
-end gets its ledger only after that epoch's eval has judged it (saved again if the event
-was undone), so every ledger carries the budget's state after the judgement
-(:meth:`MetricBudget.to_dict`: the reference that eval set, the accepted targets, a
-pending retry, stopped) and a resumed run decides as an uninterrupted one; a run killed
-before the judgement resumes from the checkpoint before (one without a ledger is not a
-checkpoint to resume from).
+Higher is better for the metric unless it is lower-is-better: ``mode="min"``, or by
+default a ``loss``/``error`` name (:func:`lower_is_better`). The fit must evaluate and
+log the metric: :meth:`MetricBudget.check_fit` refuses it at train begin otherwise,
+before any event. The reference is the eval before the event (if the fit ran none yet,
+the first event is accepted and its eval becomes the reference). An event whose epoch
+has no eval (an ``eval_freq`` > 1) is kept unchecked, with a warning. A checkpoint
+saved at an epoch's end gets its ledger only after that epoch's eval has judged it
+(saved again if the event was undone), so every ledger carries the budget's state after
+the judgement (:meth:`MetricBudget.to_dict`: the reference that eval set, the accepted
+targets, a pending retry, stopped) and a resumed run decides as an uninterrupted one; a
+run killed before the judgement resumes from the checkpoint before (one without a
+ledger is not a checkpoint to resume from).
 
 Example:
     >>> budget = MetricBudget(0.02, metric="acc", min_step=0.1)
@@ -49,26 +52,48 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from slim_callbacks.core.checks import check_number
+from slim_callbacks.core.checks import check_choice, check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
 
 logger = logging.getLogger(__name__)
+
+#: The budget's metric directions: ``max`` (higher is better), ``min`` (lower is).
+MODES = ("max", "min")
+
+
+def lower_is_better(metric: str) -> bool:
+    """The metrics whose fall is an improvement: ``loss`` and names ending in ``loss``
+    or ``error`` (``val_loss``, ``top1_error``)."""
+    return metric.lower().endswith(("loss", "error"))
+
+
+def first_metric(names: List[str]) -> str:
+    """The default budget metric: the first eval log key that is not the loss."""
+    metrics = [name for name in names if name not in ("loss", "step", "batch_size", "steps")]
+    if not metrics:
+        raise SlimError(f"max_metric_drop needs an eval metric; the fit logs only {names} "
+                        f"(prepare the model with metrics=..., or set budget_metric='loss')")
+    return metrics[0]
+
 
 class MetricBudget:
     """Decides whether an event's eval stayed within ``max_drop`` of the reference.
 
     Args:
-        max_drop: the largest allowed fall of the metric (in its units, e.g. 0.02 =
-            two points of top-1), > 0.
-        metric: the eval log key; ``None``: the first key of the eval logs that is not
-            ``loss``/``step``/``batch_size``.
+        max_drop: the largest allowed worsening of the metric (in its units, e.g.
+            0.02 = two points of top-1), > 0.
+        metric: the eval log key; ``None``: the first eval metric that is not ``loss``.
+        mode: ``max`` (higher is better: a fall is a worsening) or ``min`` (lower is
+            better: a rise is); ``None``: ``min`` for :func:`lower_is_better` names.
     """
 
-    def __init__(self, max_drop: float, metric: Optional[str] = None, min_step: float = 0.02):
+    def __init__(self, max_drop: float, metric: Optional[str] = None, min_step: float = 0.02,
+                 mode: Optional[str] = None):
         self.max_drop = check_number("max_metric_drop", max_drop, 0.0, low_open=True)
         self.min_step = check_number("budget_min_step", min_step, 0.0, 1.0, low_open=True)
         if metric is not None and (not isinstance(metric, str) or not metric):
             raise ConfigError("budget_metric", metric, "an eval log key such as 'acc', or None")
+        self.mode = None if mode is None else check_choice("budget_mode", mode, MODES)
         self.metric = metric
         self.reference: Optional[float] = None
         self.undone: List[dict] = []
@@ -110,24 +135,38 @@ class MetricBudget:
         """Mean target (share of the original channels) of the structure kept."""
         return sum(self.accepted.values()) / len(self.accepted) if self.accepted else 0.0
 
+    def check_fit(self, metrics: Optional[List[str]], has_eval: bool) -> None:
+        """Before anything is pruned: the fit evaluates (``eval_data``), and logs the
+        metric (``metrics``: the fit's ``params["metrics"]``, loss first); resolves
+        ``metric=None`` to the first one that is not ``loss``."""
+        if not has_eval:
+            raise SlimError("max_metric_drop needs an eval after each event: pass eval_data "
+                            "to fit (or drop max_metric_drop)")
+        names = list(metrics or [])
+        if self.metric is None:
+            self.metric = first_metric(names)
+        elif self.metric not in names:
+            raise ConfigError("budget_metric", self.metric, f"one of the fit's eval logs: {names}")
+
+    def worsening(self, value: float) -> float:
+        """How much worse ``value`` is than the reference (negative: better)."""
+        mode = self.mode or ("min" if lower_is_better(self.metric) else "max")
+        return value - self.reference if mode == "min" else self.reference - value
+
     def value(self, logs: Dict[str, Any]) -> float:
         """The budget's metric in eval ``logs`` (a scalar or a one-element list)."""
         if self.metric is None:
-            names = [k for k in logs if k not in ("loss", "step", "batch_size", "steps")]
-            if not names:
-                raise SlimError(f"max_metric_drop needs an eval metric; the eval logs have only "
-                                f"{sorted(logs)} (prepare the model with metrics=...)")
-            self.metric = names[0]
+            self.metric = first_metric(list(logs))
         if self.metric not in logs:
             raise SlimError(f"budget_metric {self.metric!r} is not in the eval logs "
                             f"{sorted(logs)}")
         return float(np.asarray(logs[self.metric]).ravel()[0])
 
     def accepts(self, logs: Dict[str, Any]) -> bool:
-        """True if the metric fell at most ``max_drop`` below the reference (which then
-        becomes this value); the first value seen is the reference and is accepted."""
+        """True if the metric worsened by at most ``max_drop`` from the reference (which
+        then becomes this value); the first value seen is the reference and is accepted."""
         value = self.value(logs)
-        if self.reference is not None and self.reference - value > self.max_drop:
+        if self.reference is not None and self.worsening(value) > self.max_drop:
             return False
         self.reference = value
         return True

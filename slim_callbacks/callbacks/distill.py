@@ -9,24 +9,37 @@ How it gets the inputs: ``paddle.Model.train_batch`` calls the loss as
 logs, not batches. So at train begin the callback registers a forward pre-hook on the
 network and swaps ``model._loss`` for a wrapper:
 
-- the hook runs only while a training batch is under way (armed in
-  ``on_train_batch_begin``, disarmed in ``on_train_batch_end``): it runs the teacher
-  on the same inputs, in eval mode under ``paddle.no_grad()``, and keeps its first
-  output;
+- the hook runs once per training batch (armed in ``on_train_batch_begin``, disarmed
+  when it runs): it runs the teacher on the same inputs, in eval mode under
+  ``paddle.no_grad()``, and keeps its first output;
 - the wrapper calls the user's loss, and adds the KD term only if the hook left a
   teacher output for this batch. Evaluation batches never arm the hook, so eval loss
   and metrics are the student's alone (metrics never see the wrapper at all).
 
-Both are undone at train end (the user's loss is put back). The teacher's parameters
-are not in the optimizer, so pruning events (which slice the optimizer state of the
-student) never touch it, and the student may change shape under it at every event.
+Both are undone at train end (the user's loss is put back), and by the next train
+begin of the callback if a fit raised before its end (Paddle calls no hook then).
+Installing is idempotent: a callback passed twice to one fit adds the KD term once.
+The teacher's parameters are not in the optimizer, so pruning events (which slice the
+optimizer state of the student) never touch it.
 
-``teacher=None`` takes a deep copy of the network at train begin (before any pruning
-event): the unpruned network teaches the pruned one. It costs one extra forward pass
-per training step and one copy of the weights (see BENCHMARKS.md). Under data
-parallel each rank holds its own teacher and distils its own shard; under AMP the
-teacher runs inside the same ``auto_cast`` as the student and the KD term is
-computed in float32.
+Which teacher (checked before the first training step: a teacher that is the network
+itself or shares parameters with it is refused at train begin; at the first training
+batch, before the student's forward, the first outputs of teacher and student on that
+batch must have the same shape):
+
+- ``teacher=...``: that network, from the start;
+- ``teacher=None`` under ``PruneCallback(distill=...)``: a frozen copy of the network
+  taken right before the FIRST pruning event, when it has trained for at least one
+  epoch (a copy at train begin of a network trained from scratch has learned nothing
+  and teaches noise). Until then the loss is the task loss alone. A run resumed after
+  its first event takes the copy at train begin (of the resumed, pruned network);
+- ``teacher=None`` on its own: a frozen copy at train begin. Meant for a network that
+  is already trained (fine-tuning); training from scratch, pass a teacher.
+
+It costs one extra forward pass per distilled training step and one copy of the
+weights (see BENCHMARKS.md). Under data parallel each rank holds its own teacher and
+distils its own shard; under AMP the teacher runs inside the same ``auto_cast`` as the
+student and the KD term is computed in float32.
 
 Example:
     >>> import paddle
@@ -45,7 +58,6 @@ Example:
 """
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Optional
 
@@ -54,12 +66,23 @@ import paddle.nn.functional as F
 
 from slim_callbacks.core.checks import check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.core.paddle_utils import unwrap
+from slim_callbacks.core.paddle_utils import copy_without_hooks, modes_restored, unwrap
 
 logger = logging.getLogger(__name__)
 
 #: The keyword arguments of :class:`DistillCallback` (``PruneCallback(distill={...})``).
 OPTIONS = ("teacher", "alpha", "temperature")
+
+#: ``temperature`` bounds: below 0.1 both softmaxes are one-hot and ``T^2`` takes the
+#: KD term to 0; above 100 it drowns in float32 rounding (1e-4 at T=100, 3e-3 at 1000).
+TEMPERATURES = (0.1, 100.0)
+
+
+def check_temperature(key: str, value) -> float:
+    """The softmax temperature: a number in :data:`TEMPERATURES`."""
+    low, high = TEMPERATURES
+    return check_number(key, value, low, high, allowed=f"a number in [{low:g}, {high:g}] "
+                        f"(the softmax temperature; Hinton et al. use 1-20)")
 
 
 def first_output(outputs) -> paddle.Tensor:
@@ -93,8 +116,37 @@ def check_teacher(teacher) -> Optional[paddle.nn.Layer]:
         return teacher
     if isinstance(teacher, paddle.Model):
         return teacher.network
-    raise ConfigError("teacher", teacher, "None (a frozen copy of the network at train "
-                                          "begin), a paddle.nn.Layer or a paddle.Model")
+    raise ConfigError("teacher", teacher, "None (a frozen copy of the network), a "
+                                          "paddle.nn.Layer or a paddle.Model")
+
+
+def check_separate(teacher: paddle.nn.Layer, student: paddle.nn.Layer) -> None:
+    """The teacher must not be the student, nor share a parameter with it."""
+    own = {id(p) for p in student.parameters()}
+    if teacher is student or any(id(p) in own for p in teacher.parameters()):
+        raise SlimError(f"distill teacher: the {type(teacher).__name__} given is the network "
+                        f"being trained or shares parameters with it; expected a separate "
+                        f"network (or teacher=None: a frozen copy of the network)")
+
+
+def describe(outputs) -> str:
+    """``shape [8, 10]``, or ``a tuple of 2 outputs, the first of shape [8, 10]``."""
+    first = first_output(outputs)
+    what = (f"shape {list(first.shape)}" if isinstance(first, paddle.Tensor)
+            else f"a {type(first).__name__}, not a tensor")
+    if isinstance(outputs, (list, tuple)):
+        return f"a {type(outputs).__name__} of {len(outputs)} outputs, the first of {what}"
+    return what
+
+
+def check_outputs(student_outputs, teacher_outputs) -> None:
+    """The KD term compares first outputs: they must be tensors of one shape."""
+    student, teacher = first_output(student_outputs), first_output(teacher_outputs)
+    if not (isinstance(student, paddle.Tensor) and isinstance(teacher, paddle.Tensor)
+            and list(student.shape) == list(teacher.shape)):
+        raise SlimError(f"distill teacher: its output is {describe(teacher_outputs)}, the "
+                        f"student's {describe(student_outputs)}; expected a teacher whose "
+                        f"first output has the student's shape (logits over the same classes)")
 
 
 class DistilledLoss:
@@ -104,8 +156,8 @@ class DistilledLoss:
         self.task_loss, self.owner = task_loss, owner
 
     def __call__(self, *args):
-        task = self.task_loss(*args)
         teacher = self.owner.take_teacher_output()
+        task = self.task_loss(*args)
         if teacher is None:  # evaluation, or a forward outside a training batch
             return task
         kd = kd_loss(first_output(list(args)), teacher, self.owner.temperature)
@@ -117,27 +169,38 @@ class DistilledLoss:
         return task * (1.0 - alpha) + kd.astype(task.dtype) * alpha
 
 
+def _one_line(err: Exception) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+
+
 class DistillCallback(paddle.callbacks.Callback):
     """Distils a frozen teacher into the network during ``fit``.
 
     Args:
-        teacher: ``None`` (a frozen deep copy of ``model.network`` taken at the
-            first train begin and kept for later fits with this callback), or a
-            ``paddle.nn.Layer`` / ``paddle.Model`` taking the same inputs and giving
-            logits of the same shape as the student's first output.
+        teacher: ``None`` (a frozen copy of ``model.network``, taken at train begin,
+            or right before the first pruning event under ``PruneCallback``; kept for
+            later fits with this callback), or a ``paddle.nn.Layer`` /
+            ``paddle.Model`` taking the same inputs and giving a first output of the
+            shape of the student's.
         alpha: weight of the KD term in [0, 1]; 0 trains on the task loss only, 1 on
             the KD term only.
-        temperature: softmax temperature ``T > 0`` (the KD term is scaled by ``T^2``).
+        temperature: softmax temperature ``T`` in [0.1, 100] (the KD term is scaled
+            by ``T^2``).
 
     Attributes:
-        teacher: the teacher network in use (after train begin).
+        teacher: the teacher network in use (None until it is taken).
+        at_first_event: the default teacher waits for :meth:`take_teacher` (set by
+            ``PruneCallback(distill=...)``, which calls it before its first event).
         task_loss: the user's loss (``model._loss`` before the wrapping).
         steps: training steps that included the KD term.
         last_terms: ``(task loss, kd loss)`` of the last such step, as tensors.
 
     Raises:
         ConfigError: a bad argument (at construction).
-        SlimError: at train begin, a model without a loss.
+        SlimError: at train begin, a model without a loss, or a teacher that is the
+            network itself or shares its parameters; at the first training batch
+            (before the student's forward), a teacher that does not run on the
+            student's inputs or whose first output has another shape.
     """
 
     def __init__(self, teacher=None, alpha: float = 0.5, temperature: float = 4.0):
@@ -145,68 +208,119 @@ class DistillCallback(paddle.callbacks.Callback):
         self.given_teacher = check_teacher(teacher)
         self.alpha = check_number("alpha", alpha, 0.0, 1.0,
                                   allowed="a number in [0, 1] (the weight of the KD term)")
-        self.temperature = check_number("temperature", temperature, 0.0, low_open=True,
-                                        allowed="a number > 0 (the softmax temperature)")
+        self.temperature = check_temperature("temperature", temperature)
+        self.at_first_event = False
         self.teacher: Optional[paddle.nn.Layer] = None
         self.task_loss = None
         self.steps = 0
         self.last_terms = None
         self._armed = False
+        self._checked = False
         self._pending = None
         self._handle = None
+        self._wrapped = None  # (model, DistilledLoss) while installed
 
     @classmethod
     def from_option(cls, value, key: str = "distill") -> Optional["DistillCallback"]:
         """``PruneCallback(distill=...)``: None/False (off), True (defaults), a dict of
-        the options or a DistillCallback."""
+        the options or a DistillCallback; its default teacher waits for the first
+        pruning event."""
         if value is None or value is False:
             return None
         if value is True:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        if isinstance(value, dict):
+            value = cls()
+        elif isinstance(value, dict):
             for name in value:
                 if name not in OPTIONS:
                     raise ConfigError(f"{key}[{name!r}]", value[name],
                                       f"an option of DistillCallback: {', '.join(OPTIONS)}")
-            return cls(**value)
-        raise ConfigError(key, value, "None, True, a dict of teacher/alpha/temperature or a "
-                                      "DistillCallback")
+            value = cls(**value)
+        elif not isinstance(value, cls):
+            raise ConfigError(key, value, "None, True, a dict of teacher/alpha/temperature "
+                                          "or a DistillCallback")
+        value.at_first_event = True
+        return value
 
-    # -- the teacher's forward -------------------------------------------------
+    # -- the teacher -------------------------------------------------------------
+    def take_teacher(self) -> None:
+        """Takes the teacher now, unless there is one: the given network, or a frozen
+        copy of the network as it is (eval mode, no gradient)."""
+        if self.teacher is not None:
+            return
+        teacher = self.given_teacher
+        if teacher is None:
+            teacher = copy_without_hooks(unwrap(self.model.network))
+            for param in teacher.parameters():
+                param.stop_gradient = True
+            logger.debug("distill: the teacher is a copy of the network as it is now")
+        teacher.eval()
+        self.teacher = teacher
+
     def _teacher_forward(self, layer, inputs):
-        if not self._armed:
+        if not self._armed or self.teacher is None:
             return None
+        self._armed = False  # once per training batch
         with paddle.no_grad():
-            self._pending = first_output(self.teacher(*inputs)).detach()
+            outputs = self.teacher(*inputs) if self._checked else self._first_batch(layer, inputs)
+        self._pending = first_output(outputs).detach()
         return None
+
+    def _first_batch(self, layer, inputs):
+        """The teacher's outputs on the first training batch, checked against the
+        student's (run in eval mode, so no statistic moves) before the student's own
+        forward; a bad teacher is refused with the callback detached."""
+        try:
+            try:
+                outputs = self.teacher(*inputs)
+            except Exception as err:
+                raise SlimError(f"distill teacher: it does not run on the student's inputs "
+                                f"({_one_line(err)}); expected a network taking the "
+                                f"student's inputs") from err
+            with modes_restored(layer, training=False):
+                check_outputs(layer.forward(*inputs), outputs)
+        except SlimError:
+            self.detach()
+            raise
+        self._checked = True
+        return outputs
 
     def take_teacher_output(self):
         """The teacher output of the current training batch (once), or None."""
         pending, self._pending = self._pending, None
         return pending
 
-    def _make_teacher(self) -> paddle.nn.Layer:
-        if self.given_teacher is not None:
-            teacher = self.given_teacher
-        else:
-            teacher = copy.deepcopy(unwrap(self.model.network))
-            for param in teacher.parameters():
-                param.stop_gradient = True
-        teacher.eval()
-        return teacher
+    # -- installing --------------------------------------------------------------
+    def _install(self) -> None:
+        self.detach()  # idempotent: passed twice, or left over by a fit that raised
+        self.task_loss = self.model._loss
+        wrapper = DistilledLoss(self.task_loss, self)
+        self.model._loss, self._wrapped = wrapper, (self.model, wrapper)
+        self._handle = unwrap(self.model.network).register_forward_pre_hook(self._teacher_forward)
+        self._checked = self.given_teacher is None  # a copy has the student's outputs
+
+    def detach(self) -> None:
+        """Puts the user's loss back and removes the hook (at train end; call it after
+        a fit that raised, if the callback is not used again)."""
+        self._armed, self._pending = False, None
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        if self._wrapped is not None:
+            model, wrapper = self._wrapped
+            if model._loss is wrapper:
+                model._loss = wrapper.task_loss
+            self._wrapped = None
 
     # -- callback hooks ----------------------------------------------------------
     def on_train_begin(self, logs=None):
         if getattr(self.model, "_loss", None) is None:
             raise SlimError("DistillCallback needs a loss: call model.prepare(optimizer, loss) "
                             "(the KD term is added to it)")
-        if self.teacher is None:
-            self.teacher = self._make_teacher()
-        self.task_loss = self.model._loss
-        self.model._loss = DistilledLoss(self.task_loss, self)
-        self._handle = unwrap(self.model.network).register_forward_pre_hook(self._teacher_forward)
+        if self.given_teacher is not None:
+            check_separate(self.given_teacher, unwrap(self.model.network))
+        if self.given_teacher is not None or not self.at_first_event:
+            self.take_teacher()
+        self._install()
 
     def on_train_batch_begin(self, step, logs=None):
         self._armed = self._handle is not None
@@ -217,10 +331,4 @@ class DistillCallback(paddle.callbacks.Callback):
         self._pending = None
 
     def on_train_end(self, logs=None):
-        self._armed = False
-        self._pending = None
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
-        if isinstance(self.model._loss, DistilledLoss):
-            self.model._loss = self.task_loss
+        self.detach()

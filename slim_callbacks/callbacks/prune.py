@@ -61,7 +61,7 @@ from slim_callbacks.callbacks.paddle_hooks import rebuild_reducer
 from slim_callbacks.callbacks.taylor import TaylorCallback
 from slim_callbacks.core.checks import check_epoch, check_int
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.core.paddle_utils import is_rank0, model_input_shape
+from slim_callbacks.core.paddle_utils import fit_evaluates, is_rank0, model_input_shape
 from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.engine.ratios import check_input_shape
 from slim_callbacks.pruning.pruner import Pruner
@@ -128,17 +128,20 @@ class PruneCallback(ForwardingCallback):
         reset_optimizer: when resuming from a checkpoint without ``.pdopt``, start the
             optimizer state afresh instead of refusing.
         distill: knowledge distillation while pruning (a trailing
-            :class:`~slim_callbacks.callbacks.DistillCallback`): ``True`` (the network
-            as it is at train begin teaches, alpha 0.5, T 4), a dict of its options
-            (``teacher``, ``alpha``, ``temperature``) or a ``DistillCallback``. When
-            resuming, that copy is of the resumed (pruned) network; a warning says so.
+            :class:`~slim_callbacks.callbacks.DistillCallback`): ``True`` (alpha 0.5,
+            T 4; the network as it is right before the first event teaches, the loss is
+            the task loss until then), a dict of its options (``teacher``, ``alpha``,
+            ``temperature``) or a ``DistillCallback``. When resuming after the first
+            event, that copy is of the resumed (pruned) network; a warning says so.
         max_metric_drop: the accuracy budget (:mod:`slim_callbacks.callbacks.budget`): an
             event whose eval metric falls more than this below the last accepted eval
             is undone (weights, optimizer state, plan, bit for bit) and retried at the
             next epoch with half the refused step; when half the step is below
             ``budget_min_step`` (a share of the original channels, default 0.02)
             pruning stops advancing. ``budget_metric``: the eval log key (default: the
-            first metric).
+            first metric); ``budget_mode``: ``max`` (higher is better), ``min``, or
+            None (``min`` for ``loss``/``error`` names). Refused at train begin, before
+            any event, when the fit has no eval data or does not log the metric.
         recalibrate_bn: after each event, re-estimate the BatchNorm running statistics
             of the pruned network on the last ``N`` training batches of the epoch
             (their inputs, kept as detached copies by a forward pre-hook during the
@@ -176,11 +179,11 @@ class PruneCallback(ForwardingCallback):
                  strategy: Optional[str] = None, strategy_options: Optional[Mapping] = None,
                  distill=None, recalibrate_bn: int = 0,
                  max_metric_drop: Optional[float] = None, budget_metric: Optional[str] = None,
-                 budget_min_step: float = 0.02,
+                 budget_min_step: float = 0.02, budget_mode: Optional[str] = None,
                  target_latency_reduction: Optional[float] = None, structure=None):
         super().__init__()
         self.budget = None if max_metric_drop is None else MetricBudget(
-            max_metric_drop, budget_metric, budget_min_step)
+            max_metric_drop, budget_metric, budget_min_step, budget_mode)
         # (epoch, targets) of an event awaiting its eval
         self._pending: Optional[tuple] = None
         # with a budget, checkpoints saved at an epoch's end get their ledger once the
@@ -323,6 +326,8 @@ class PruneCallback(ForwardingCallback):
     def on_train_begin(self, logs=None):
         """Validates against the fit, records original widths, or replays a ledger."""
         self._check_same_network()
+        if self.budget is not None:
+            self.budget.check_fit(self.params.get("metrics"), fit_evaluates(self.model))
         if self.input_shape is None:
             self.input_shape = self._default_shape()
         epochs = self.params.get("epochs")
@@ -333,10 +338,6 @@ class PruneCallback(ForwardingCallback):
                                          need_optimizer=self.optimizer is not None
                                          and not self.reset_optimizer)
             self.epoch_offset = resumed["cursor"]["epoch"] + 1
-            if self.distill is not None and self.distill.given_teacher is None:
-                logger.warning("distill: resuming, so the teacher is a copy of the resumed "
-                               "(already pruned) network, not the unpruned one; pass "
-                               "distill={'teacher': ...} to keep the original teacher")
         if epochs is not None:
             self.schedule.validate(epochs if resumed is not None else self.epoch_offset + epochs)
             self.total_epochs = epochs if resumed is not None else self.epoch_offset + epochs
@@ -347,11 +348,21 @@ class PruneCallback(ForwardingCallback):
                                 else self.total_epochs - self.epoch_offset)
         if not self._started:
             self._setup(resumed)
+            if resumed is not None and self.history and self.distill is not None:
+                self._resumed_teacher()
         self._started = True
         self._network = self.network
         self.checkpoints.install(self.model, self)
         if self.recalibrate_bn and self._recorder is None:
             self._recorder = InputRecorder(self.network, self.recalibrate_bn)
+
+    def _resumed_teacher(self) -> None:
+        """A run resumed after its first event: the default teacher is the resumed network."""
+        if self.distill.given_teacher is None:
+            logger.warning("distill: resuming after a pruning event, so the teacher is a copy "
+                           "of the resumed (already pruned) network, not the unpruned one; "
+                           "pass distill={'teacher': ...} to keep the original teacher")
+        self.distill.take_teacher()
 
     def on_train_batch_begin(self, step, logs=None):
         if self._recorder is not None:
@@ -486,6 +497,8 @@ class PruneCallback(ForwardingCallback):
         """Prunes every targeted group to ``targets`` (of its original width) now
         (:meth:`Pruner.prune_to <slim_callbacks.pruning.Pruner.prune_to>`), then
         rebuilds DataParallel's buckets and re-estimates BatchNorm statistics."""
+        if self.distill is not None:  # the default teacher: the network before its first event
+            self.distill.take_teacher()
         plan = self.pruner.prune_to(targets, epoch, undoable=undoable)
         if len(plan):
             rebuild_reducer(self.model)

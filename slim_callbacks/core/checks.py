@@ -60,17 +60,23 @@ def check_int(key: str, value, minimum: Optional[int] = None, allowed: Optional[
     """An integer ``>= minimum`` and ``<= maximum`` (by default :data:`MAX_INT`: a larger
     one would fail later as an OverflowError or TypeError deep in Paddle or numpy).
 
-    >>> check_int("train.seed", 2 ** 64, 0)
+    >>> check_int("batches", 10 ** 6, 0, maximum=128)
     Traceback (most recent call last):
     ...
-    slim_callbacks.core.errors.ConfigError: train.seed: 18446744073709551616 is not allowed; expected an integer >= 0, at most 2147483647
+    slim_callbacks.core.errors.ConfigError: batches: 1000000 is not allowed; expected an integer in [0, 128]
+    >>> check_int("train.seed", 2 ** 64, 0)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    slim_callbacks.core.errors.ConfigError: train.seed: 18446744073709551616 ... an integer >= 0, at most 2147483647
     """
-    allowed = allowed or ("an integer" if minimum is None else f"an integer >= {minimum}")
-    if not is_int(value) or (minimum is not None and value < minimum):
-        raise ConfigError(key, value, allowed)
-    if value > maximum:
-        raise ConfigError(key, value, f"{allowed}, at most {maximum}")
-    return int(value)
+    if is_int(value) and (minimum is None or value >= minimum) and value <= maximum:
+        return int(value)
+    if maximum == MAX_INT:
+        text = allowed or ("an integer" if minimum is None else f"an integer >= {minimum}")
+        raise ConfigError(key, value, f"{text}, at most {maximum}" if is_int(value) and value > maximum
+                          else text)
+    raise ConfigError(key, value, allowed or (f"an integer <= {maximum}" if minimum is None
+                                              else f"an integer in [{minimum}, {maximum}]"))
 
 
 def check_epoch(key: str, value, allow_none: bool = False) -> Optional[int]:

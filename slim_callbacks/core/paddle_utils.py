@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import sys
 from typing import Iterator, List, Optional, Tuple
 
@@ -144,3 +145,31 @@ def model_input_shape(model) -> Optional[List[int]]:
     if shape is None:
         return None
     return [1] + [int(d) if d not in (None, -1) else 1 for d in list(shape)[1:]]
+
+
+#: the attributes of a ``paddle.nn.Layer`` that hold its forward hooks
+HOOK_ATTRIBUTES = ("_forward_pre_hooks", "_forward_post_hooks",
+                   "_forward_pre_hooks_with_kwargs_flag", "_forward_post_hooks_with_kwargs_flag")
+
+
+def copy_without_hooks(network: paddle.nn.Layer) -> paddle.nn.Layer:
+    """A deep copy of ``network`` whose layers have no forward hooks (a hook is a bound
+    method: copying it would copy its owner, and the copy would run it).
+
+    >>> net = paddle.nn.Linear(2, 2)
+    >>> _ = net.register_forward_pre_hook(lambda layer, inputs: None)
+    >>> len(copy_without_hooks(net)._forward_pre_hooks), len(net._forward_pre_hooks)
+    (0, 1)
+    """
+    memo = {}
+    for layer in network.sublayers(include_self=True):
+        for name in HOOK_ATTRIBUTES:
+            hooks = getattr(layer, name, None)
+            if hooks is not None:
+                memo[id(hooks)] = type(hooks)()
+    return copy.deepcopy(network, memo)
+
+
+def fit_evaluates(model) -> bool:
+    """Inside ``paddle.Model.fit`` (from train begin on): whether it was given eval data."""
+    return getattr(model, "_test_dataloader", None) is not None
