@@ -6,7 +6,7 @@ import paddle.nn as nn
 import pytest
 from helpers import WIDTHS, Net, dataset, same, snapshot, widths
 
-from slim_callbacks import ConfigError, PruneCallback
+from slim_callbacks import ConfigError, PruneCallback, Pruner
 from slim_callbacks.callbacks.budget import MetricBudget
 from slim_callbacks.core.errors import SlimError
 
@@ -201,8 +201,7 @@ def test_run_summary_reports_the_budget():
     net = nn.Sequential(nn.Conv2D(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2D(8, 8, 3, padding=1),
                         nn.ReLU(), nn.Conv2D(8, 4, 1))
     with_budget = PruneCallback({"0": 0.5, "2": 0.3}, max_metric_drop=0.02, input_shape=[1, 3, 8, 8])
-    with_budget.set_model(paddle.Model(net))
-    with_budget.on_train_begin()
+    with_budget.pruner = Pruner(net, [1, 3, 8, 8], with_budget.spec).prepare()
     assert sorted(with_budget.group_ratios.values()) == [0.3, 0.5]
     with_budget.budget.keep({g: r / 2 for g, r in with_budget.group_ratios.items()})
     summary = budget_summary([paddle.callbacks.LRScheduler(), with_budget])
