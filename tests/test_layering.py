@@ -21,7 +21,7 @@ MAX_LINES = 400
 # Modules still over MAX_LINES because they are being changed elsewhere right now; each
 # is split by concept once those changes are in, and then leaves this set (a module
 # listed here that is no longer over MAX_LINES fails the size test, so it cannot stay).
-PENDING_SPLIT = {"callbacks/prune.py"}
+PENDING_SPLIT: set = set()
 
 
 def dotted_name(path) -> str:

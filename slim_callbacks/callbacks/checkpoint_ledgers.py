@@ -15,8 +15,10 @@ import os
 from typing import Callable, List
 
 from slim_callbacks.callbacks import ledger as ledger_mod
+from slim_callbacks.callbacks.ledger import Cursor, Ledger
 from slim_callbacks.callbacks.paddle_hooks import install_save_hook
 from slim_callbacks.core.errors import SlimError
+from slim_callbacks.pruning.state import PruningEvent
 
 
 class CheckpointLedgers:
@@ -70,3 +72,16 @@ class CheckpointLedgers:
         original = getattr(model.save, "_slim_original", model.save)
         for path in self.unjudged:
             original(path, True)
+
+
+def run_ledger(callback) -> dict:
+    """The pruning ledger of a ``PruneCallback``'s network as it is now."""
+    return Ledger(fingerprint=callback.fingerprint, input_shape=callback.input_shape,
+                  criterion=callback.criterion.name, original_widths=callback.original_widths,
+                  param_names=ledger_mod.tensor_names(callback.network),
+                  plan=callback.plan.to_dict(),
+                  history=[PruningEvent.from_dict(h) for h in callback.history],
+                  epochs=callback.total_epochs,
+                  cursor=Cursor.at(callback.last_epoch, callback.history, callback.targets),
+                  schedule=callback.schedule.to_dict(),
+                  budget=None if callback.budget is None else callback.budget.to_dict()).to_dict()

@@ -1,25 +1,14 @@
 """PruneCallback: progressive, dependency-aware channel pruning inside ``paddle.Model.fit``.
 
-WHAT is pruned: ``ratios`` (a float for every prunable group, or ``{glob pattern:
-ratio}``; always the FINAL share of the ORIGINAL channels), or ``target_flops_reduction``
-(a uniform ratio found by bisection), minus ``skip``; scored by ``criterion``.
-
-WHEN: a :mod:`slim_callbacks.pruning.schedules` schedule; built from ``prune_epochs=[2, 4, 6]``,
-an explicit ``schedule={epoch: ratio}`` map, or ``schedule="agp"|"linear"|"exp"`` between
-``start_epoch`` and ``end_epoch`` every ``frequency`` epochs; the default is one-shot at
-``start_epoch``. An event at epoch ``e`` fires in ``on_epoch_end(e)`` (0-based), BEFORE
-Paddle's ``ModelCheckpoint`` (appended after user callbacks) saves that epoch, so the
-saved checkpoint is the pruned one, with a pruning ledger beside it
-(``<save_dir>/<epoch>.pruning.json``, see :mod:`slim_callbacks.callbacks.ledger`).
-
-Each event re-traces the network, plans against the original widths (targets never
-compound), shrinks the parameters in place and slices the optimizer state, and logs one
-line on logger ``slim_callbacks.callbacks.prune``::
+WHAT, WHERE and HOW are a :class:`~slim_callbacks.pruning.PruningSpec` (its fields are
+this callback's first arguments) that a :class:`~slim_callbacks.pruning.Pruner` carries
+out; WHEN is a :mod:`slim_callbacks.pruning.schedules` schedule. An event at epoch ``e``
+fires in ``on_epoch_end(e)`` (0-based), BEFORE Paddle's ``ModelCheckpoint`` saves that
+epoch, so the saved checkpoint is the pruned one, with a pruning ledger beside it
+(:mod:`slim_callbacks.callbacks.checkpoint_ledgers`). Each event logs one line on logger
+``slim_callbacks.callbacks.prune``::
 
     epoch 3: pruned 12 groups, MACs 568.7M -> 401.2M (-29.5%), params 4.25M -> 3.02M
-
-Arguments are validated in ``__init__`` (types, ratios, criterion, schedule) and in
-``on_train_begin`` against ``fit(epochs=...)``, before any weight changes.
 
 Example:
     >>> import paddle
@@ -51,11 +40,11 @@ from slim_callbacks.callbacks import ledger as ledger_mod
 from slim_callbacks.callbacks import resume
 from slim_callbacks.callbacks.bn_l1 import BNScaleL1
 from slim_callbacks.callbacks.budget import MetricBudget
-from slim_callbacks.callbacks.checkpoint_ledgers import CheckpointLedgers
+from slim_callbacks.callbacks.budget_events import BudgetedEvents
+from slim_callbacks.callbacks.checkpoint_ledgers import CheckpointLedgers, run_ledger
 from slim_callbacks.callbacks.distill import DistillCallback
 from slim_callbacks.callbacks.forwarding import ForwardingCallback
 from slim_callbacks.callbacks.guard import FiniteLossGuard
-from slim_callbacks.callbacks.ledger import Cursor, Ledger
 from slim_callbacks.callbacks.log_lines import event_line
 from slim_callbacks.callbacks.paddle_hooks import rebuild_reducer
 from slim_callbacks.callbacks.taylor import TaylorCallback
@@ -67,8 +56,8 @@ from slim_callbacks.engine.ratios import check_input_shape
 from slim_callbacks.pruning.pruner import Pruner
 from slim_callbacks.pruning.schedule_factory import build_schedule
 from slim_callbacks.pruning.spec import PruningSpec
-from slim_callbacks.pruning.state import PruningEvent, PruningState, mean_targets
-from slim_callbacks.pruning.targets import check_curve_start
+from slim_callbacks.pruning.state import PruningState, mean_targets
+from slim_callbacks.pruning.targets import check_curve_start, final_ratios
 
 logger = logging.getLogger(__name__)
 
@@ -76,32 +65,14 @@ class PruneCallback(ForwardingCallback):
     """Prunes channels of ``model.network`` at scheduled epochs during ``fit``.
 
     Args:
-        ratios: final share of the ORIGINAL channels to remove: a float for every
-            prunable group or ``{glob pattern: ratio}``. ``None`` with an ``{epoch: ratio}``
-            schedule (the map's last value) or with ``target_flops_reduction``.
-        criterion: ``l1_norm``, ``l2_norm``, ``fpgm``, ``slim`` or ``opt_slim`` (or an alias,
-            a registered name, a :class:`~slim_callbacks.engine.criteria.Criterion`).
+        ratios, criterion, target_flops_reduction, target_latency_reduction, layers,
+            strategy, strategy_options, skip, round_to, fold_bn_shift, structure: the
+            :class:`~slim_callbacks.pruning.PruningSpec` of the run (what, where, how),
+            checked together here. ``ratios`` is always the FINAL share of the ORIGINAL
+            channels; ``None`` with an ``{epoch: ratio}`` schedule takes the map's last
+            value. Strategy and ``round_to="auto"`` are resolved once, at train begin.
         input_shape: one example input, batch first, e.g. ``[1, 3, 224, 224]``. Defaults
             to the ``paddle.Model``'s input spec with the batch set to 1.
-        target_flops_reduction: instead of ``ratios``, remove this share of FLOPs; the
-            ``strategy`` finds the ratios at train begin (over ``layers``).
-        target_latency_reduction: instead of ``ratios``, remove this share of the
-            batch-1 Paddle Inference latency measured on this machine (strategy
-            ``latency``, :mod:`~slim_callbacks.analysis.latency_strategy`).
-        layers: patterns the strategy's ratios apply to (not with a ``{pattern: ratio}``
-            dict); default every prunable group.
-        strategy: a name in :data:`slim_callbacks.analysis.strategies.STRATEGIES`, resolved at train
-            begin by :func:`~slim_callbacks.analysis.strategies.resolve_strategy` exactly as recipes
-            are: ``uniform`` (default for a float or ``target_flops_reduction``: one ratio,
-            bisected for a FLOPs target), ``global`` (a float ``ratios`` is its
-            ``channel_ratio``: one score threshold across layers), ``sensitive``
-            (``target_flops_reduction`` and ``strategy_options={"sensitivities": file}``)
-            or ``custom`` (default for a ``{pattern: ratio}`` dict).
-        strategy_options: the strategy's other arguments, e.g. ``{"max_ratio": 0.8}``
-            for ``global`` (see :func:`~slim_callbacks.analysis.strategies.resolve_strategy`).
-        skip: patterns of layers whose groups stay whole.
-        round_to: channels kept are a multiple of this; ``"auto"``: the multiple
-            measured for this machine at train begin (:mod:`slim_callbacks.analysis.auto_round`).
         prune_epochs: epochs of the events (the last reaches the target), e.g. [2, 4, 6].
         schedule: ``"oneshot"`` (default, at ``start_epoch``), ``"agp"``, ``"linear"``,
             ``"exp"`` (from ``start_epoch`` to ``end_epoch`` every ``frequency``), an
@@ -112,19 +83,12 @@ class PruneCallback(ForwardingCallback):
         frequency: see ``schedule``.
         bn_l1: if set, a :class:`BNScaleL1` with this coefficient runs (from epoch 0 to
             the last event) - meant for ``slim``/``opt_slim``; warns with other criteria.
-        fold_bn_shift: at each event, fold what the removed channels still sent
-            (``act(beta)`` with their BatchNorm scale taken as 0) into the consumers'
-            biases (:mod:`slim_callbacks.engine.shift_fold`); ``None``: on for ``slim``
-            and ``opt_slim``.
         log_dir: if set, a :class:`~slim_callbacks.callbacks.VisualDLLogger` writes there.
         log_freq: steps between train scalars of that logger.
-        resume_from: a checkpoint prefix (``"ckpt/3"``) written by an earlier fit with this
-            callback, or its directory (``"ckpt"``: the newest complete checkpoint). Its
-            ledger is replayed on network and optimizer, the checkpoint's weights and
-            optimizer state are loaded, and training carries on at the next epoch. Call
-            ``fit(epochs=TOTAL)`` with the same total as the interrupted run: the callback
-            stops the fit after the run's last epoch and names the checkpoints it saves
-            by global epoch; a checkpoint of an earlier session is never overwritten.
+        resume_from: a checkpoint prefix (``"ckpt/3"``) of an earlier fit with this
+            callback, or its directory (the newest complete one): its ledger, weights
+            and optimizer state are restored and training carries on at the next epoch
+            of ``fit(epochs=TOTAL)`` (the interrupted run's total; :mod:`~slim_callbacks.callbacks.resume`).
         reset_optimizer: when resuming from a checkpoint without ``.pdopt``, start the
             optimizer state afresh instead of refusing.
         distill: knowledge distillation while pruning (a trailing
@@ -148,10 +112,10 @@ class PruneCallback(ForwardingCallback):
             training batches; see :mod:`slim_callbacks.analysis.bn_recalibration`),
             before the event's eval. No gradient step; parameters are untouched.
             ``0`` (default) turns it off.
-        structure: what a unit spans where layers allow several shapes, e.g.
-            ``{"attention": "heads"}`` (see :mod:`slim_callbacks.tracing.structure`).
 
     Attributes:
+        spec: the :class:`~slim_callbacks.pruning.PruningSpec`.
+        pruner: the run's :class:`~slim_callbacks.pruning.Pruner` (from train begin).
         plan: the cumulative :class:`PruningPlan` (relative to the original network).
         history: one dict per event (see :mod:`slim_callbacks.callbacks.ledger`).
         original_widths: group name -> width before any pruning.
@@ -159,12 +123,10 @@ class PruneCallback(ForwardingCallback):
         total_epochs: the global number of epochs of the run (``fit(epochs=...)``).
 
     Raises:
-        ConfigError: a bad argument (at construction) or an event/pattern that does not
-            fit the network or ``fit(epochs=...)`` (in ``on_train_begin``, before any
-            weight changes).
-        SlimError: a resume source that is damaged, incomplete or already finished
-            (before any weight changes); a save that would overwrite a checkpoint of an
-            earlier session (before writing); a non-finite training loss.
+        ConfigError: a bad argument (at construction) or one that does not fit the
+            network or the fit (at train begin), before any weight changes.
+        SlimError: a damaged or finished resume source, a save over an earlier
+            session's checkpoint, a non-finite training loss; nothing is changed.
     """
 
     def __init__(self, ratios: Union[float, Mapping[str, float], None] = None, criterion="l1_norm",
@@ -184,10 +146,7 @@ class PruneCallback(ForwardingCallback):
         super().__init__()
         self.budget = None if max_metric_drop is None else MetricBudget(
             max_metric_drop, budget_metric, budget_min_step, budget_mode)
-        # (epoch, targets) of an event awaiting its eval
-        self._pending: Optional[tuple] = None
-        # with a budget, checkpoints saved at an epoch's end get their ledger once the
-        # epoch's eval has judged it (a resume from them then decides as the run did)
+        self.budgeted = None if self.budget is None else BudgetedEvents(self)
         self.distill = DistillCallback.from_option(distill)
         self.recalibrate_bn = check_recalibrate_bn(recalibrate_bn)
         self._recorder: Optional[InputRecorder] = None
@@ -196,7 +155,8 @@ class PruneCallback(ForwardingCallback):
         frequency = check_int("frequency", frequency, 1)
         self.schedule = build_schedule(schedule, prune_epochs, start_epoch, end_epoch, frequency)
         self.spec = PruningSpec(
-            ratios=self._final_ratios(ratios, target_flops_reduction, target_latency_reduction),
+            ratios=final_ratios(self.schedule, ratios, target_flops_reduction,
+                                target_latency_reduction),
             target_flops_reduction=target_flops_reduction,
             target_latency_reduction=target_latency_reduction, criterion=criterion,
             strategy=strategy, strategy_options=strategy_options, layers=layers, skip=skip,
@@ -227,16 +187,6 @@ class PruneCallback(ForwardingCallback):
         self.fingerprint = None
         self._started = False
         self._network = None
-
-    def _final_ratios(self, ratios, target_flops_reduction, target_latency_reduction):
-        """``ratios``, or the last value of an ``{epoch: ratio}`` schedule when not given."""
-        map_final = self.schedule.final_ratio
-        if ratios is None and target_flops_reduction is None and target_latency_reduction is None:
-            return map_final  # None: the spec says what is missing
-        if map_final is not None and not isinstance(ratios, Mapping) and ratios != map_final:
-            raise ConfigError("ratios", ratios, f"None or {map_final} (the final ratio of the "
-                              f"{{epoch: ratio}} schedule)")
-        return ratios
 
     # -- the spec's fields, and the pruner's state once training began -----------
     criterion = property(lambda self: self.spec.criterion)
@@ -276,13 +226,8 @@ class PruneCallback(ForwardingCallback):
                             f"expected a new PruneCallback for each network")
 
     # -- helpers ---------------------------------------------------------------
-    @property
-    def network(self):
-        return self.model.network
-
-    @property
-    def optimizer(self):
-        return getattr(self.model, "_optimizer", None)
+    network = property(lambda self: self.model.network)
+    optimizer = property(lambda self: getattr(self.model, "_optimizer", None))
 
     def leading_callbacks(self):
         """The loss guard: it sees every hook first (an epoch's weights are checked
@@ -349,20 +294,12 @@ class PruneCallback(ForwardingCallback):
         if not self._started:
             self._setup(resumed)
             if resumed is not None and self.history and self.distill is not None:
-                self._resumed_teacher()
+                resume.resumed_teacher(self.distill)
         self._started = True
         self._network = self.network
         self.checkpoints.install(self.model, self)
         if self.recalibrate_bn and self._recorder is None:
             self._recorder = InputRecorder(self.network, self.recalibrate_bn)
-
-    def _resumed_teacher(self) -> None:
-        """A run resumed after its first event: the default teacher is the resumed network."""
-        if self.distill.given_teacher is None:
-            logger.warning("distill: resuming after a pruning event, so the teacher is a copy "
-                           "of the resumed (already pruned) network, not the unpruned one; "
-                           "pass distill={'teacher': ...} to keep the original teacher")
-        self.distill.take_teacher()
 
     def on_train_batch_begin(self, step, logs=None):
         if self._recorder is not None:
@@ -384,16 +321,9 @@ class PruneCallback(ForwardingCallback):
                         ", stopped" if summary["stopped"] else "")
 
     def budget_summary(self) -> Optional[dict]:
-        """Which target the accuracy budget let the run reach (None without a budget):
-        ``target`` and ``reached`` are mean shares of the original channels over the
-        pruned groups; ``undone`` lists the refused events."""
-        if self.budget is None:
-            return None
-        ratios = self.group_ratios
-        return {"max_metric_drop": self.budget.max_drop, "metric": self.budget.metric,
-                "target": sum(ratios.values()) / len(ratios) if ratios else 0.0,
-                "reached": self.budget.reached(), "stopped": self.budget.stopped,
-                "undone": list(self.budget.undone)}
+        """Which target the accuracy budget let the run reach (None without a budget;
+        :meth:`BudgetedEvents.summary <slim_callbacks.callbacks.budget_events.BudgetedEvents.summary>`)."""
+        return None if self.budgeted is None else self.budgeted.summary()
 
     def _setup(self, resumed: Optional[dict]) -> None:
         """The run's :class:`Pruner`: the original widths are the network's, or the
@@ -405,35 +335,14 @@ class PruneCallback(ForwardingCallback):
         self.pruner = Pruner(net, self.input_shape, self.spec, schedule=self.schedule,
                              optimizer=self.optimizer, original_widths=widths).prepare()
         if resumed is not None:
-            self._replay(resumed)
-
-    def _replay(self, ledger: dict) -> None:
-        """Ledger plan on network and optimizer, then the checkpoint's weights/optimizer."""
-        record = Ledger.from_dict(ledger)
-        resume.check_same_events(record.cursor, self.targets, self.resume_from)
-        if self.budget is not None and record.budget:
-            self.budget.load(record.budget)
-        prefix = str(self.resume_from)
-        self.last_epoch = record.cursor.epoch
-        plan, loaded = resume.restore(self.model, prefix, ledger)
-        self.pruner.adopt(plan, [h.to_dict() for h in record.history])
-        if self.optimizer is not None and not loaded:
-            logger.warning("resumed from %s without %s: the optimizer state starts afresh "
-                           "(reset_optimizer=True)", prefix, ledger_mod.OPTIMIZER)
-        logger.info("resumed from %s: %d pruning events replayed, next epoch %d", prefix,
-                    len(self.history), self.epoch_offset)
+            resume.replay(self, resumed)
 
     def on_epoch_end(self, epoch, logs=None):
         """Fires the event scheduled at this (global) epoch, if any (weights finite)."""
         glob = epoch + self.epoch_offset
         targets = self.targets.get(glob)
-        if self.budget is not None:
-            attempt = self.budget.attempt(targets, self._in_force(glob))
-            if targets and self.budget.stopped:
-                logger.info("epoch %d: pruning event skipped (stopped by max_metric_drop)", glob)
-            if attempt:
-                self._pending = (glob, attempt)
-                self.prune_now(glob, attempt, undoable=True)
+        if self.budgeted is not None:
+            self.budgeted.epoch_end(glob, targets)
         elif targets:
             self.prune_now(glob, targets)
         self.last_epoch = glob
@@ -447,49 +356,17 @@ class PruneCallback(ForwardingCallback):
     def _close_unevaluated_epoch(self) -> None:
         """The last epoch had no eval: its event is kept unchecked (with a warning) and
         its checkpoints get their ledgers."""
-        if self._pending is not None:
-            logger.warning("epoch %d: the pruning event had no eval after it (eval_freq > 1?): "
-                           "max_metric_drop did not check it", self._pending[0])
-            self.budget.keep(self._pending[1])
-            self._pending = None
+        if self.budgeted is not None:
+            self.budgeted.unevaluated()
         self.checkpoints.close_epoch()
 
     def on_eval_end(self, logs=None):
         """Judges the event of this epoch by its eval (``max_metric_drop``), then writes
         the ledgers of the epoch's checkpoints."""
-        if self.budget is None or not logs:
+        if self.budgeted is None or not logs:
             return
-        if self._pending is None:
-            self.budget.observe(logs)
-        else:
-            epoch, targets = self._pending
-            self._pending = None
-            before = self.budget.reference
-            if self.budget.accepts(logs):
-                self.budget.keep(targets)
-            else:
-                self._undo(epoch, targets, before, self.budget.value(logs))
+        self.budgeted.eval_end(logs)
         self.checkpoints.close_epoch()
-
-    def _in_force(self, epoch: int) -> Optional[Dict[str, float]]:
-        """The targets of the schedule's latest event at or before global ``epoch``."""
-        past = [e for e in self.targets if e <= epoch]
-        return self.targets[max(past)] if past else None
-
-    def _undo(self, epoch: int, targets: Mapping[str, float], before: float, after: float) -> None:
-        self.pruner.undo()
-        rebuild_reducer(self.model)
-        retry = self.budget.refuse(dict(targets))
-        self.budget.undone.append({"epoch": epoch, "metric": self.budget.metric,
-                                   "before": before, "after": after,
-                                   "target": mean_targets({0: targets})[0][1]})
-        then = (f"retry at the next epoch with mean target {mean_targets({0: retry})[0][1]:.4f}"
-                if retry else f"pruning stops at {len(self.history)} events, mean target "
-                              f"{self.budget.reached():.4f}")
-        logger.warning("epoch %d: pruning event undone: %s fell %.4f -> %.4f, more than "
-                       "max_metric_drop=%g; %s", epoch, self.budget.metric, before, after,
-                       self.budget.max_drop, then)
-        self.checkpoints.save_again(self.model)  # saved between the event and its eval
 
     # -- the event ---------------------------------------------------------------
     def prune_now(self, epoch: int, targets: Mapping[str, float], *,
@@ -516,14 +393,6 @@ class PruneCallback(ForwardingCallback):
         used = recalibrate_bn(self.network, list(self._recorder.batches))
         logger.debug("epoch %d: BatchNorm statistics re-estimated on %d batches", epoch, used)
 
-    # -- ledger ------------------------------------------------------------------
     def ledger(self) -> dict:
         """The pruning ledger for the network as it is now."""
-        return Ledger(fingerprint=self.fingerprint, input_shape=self.input_shape,
-                      criterion=self.criterion.name, original_widths=self.original_widths,
-                      param_names=ledger_mod.tensor_names(self.network), plan=self.plan.to_dict(),
-                      history=[PruningEvent.from_dict(h) for h in self.history],
-                      epochs=self.total_epochs,
-                      cursor=Cursor.at(self.last_epoch, self.history, self.targets),
-                      schedule=self.schedule.to_dict(),
-                      budget=None if self.budget is None else self.budget.to_dict()).to_dict()
+        return run_ledger(self)
