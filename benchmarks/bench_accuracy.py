@@ -105,7 +105,7 @@ def l1_uniform_ratio(target: float) -> float:
     """The uniform ratio of the pointwise convs that removes ``target`` of the MACs."""
     import paddle
 
-    from slim_callbacks.analysis.strategies import uniform_ratio
+    from slim_callbacks.analysis.uniform_strategy import uniform_ratio
     network = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
     return uniform_ratio(network, [1, 3, 32, 32], target, ["conv*._pointwise_conv*"])
 

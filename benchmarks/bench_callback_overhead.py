@@ -12,8 +12,13 @@ models; median step times (robust to other load on the machine) plus the median 
 time of an epoch boundary, amortized over the epoch's steps, are compared.
 
     python benchmarks/bench_callback_overhead.py --rounds 6 --epochs 3 --steps 20
+    python benchmarks/bench_callback_overhead.py --against main~1 --rounds 2   # vs another ref
+
+``--against REF`` measures the same A/B ratios on a git ref too, in fresh processes
+interleaved with this tree's (``benchmarks/against.py``), and prints both.
 """
 import argparse
+import json
 import logging
 import statistics
 import tempfile
@@ -68,16 +73,8 @@ def run(variant, args, log_root):
     return timer.steps, timer.boundaries
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--scale", type=float, default=0.25)
-    parser.add_argument("--log_freq", type=int, default=10)
-    args = parser.parse_args()
+def measure(args):
+    """``(description, {variant: (median step, epoch-boundary extra, amortized)})``."""
     logging.getLogger("slim_callbacks").setLevel(logging.WARNING)
     steps = {"A": [], "B": []}
     bounds = {"A": [], "B": []}
@@ -94,15 +91,52 @@ def main():
         # a boundary interval is one step plus the epoch-boundary work
         extra = max(0.0, statistics.median(bounds[v]) - step)
         cost[v] = (step, extra, step + extra / args.steps)
-    print(f"MobileNetV1 x{args.scale} {args.size}x{args.size} batch {args.batch}, "
-          f"{args.steps} steps/epoch, {args.epochs} epochs x {args.rounds} fits per variant "
-          f"(ABBA interleaved), {len(steps['A'])} timed steps per variant")
+    described = (f"MobileNetV1 x{args.scale} {args.size}x{args.size} batch {args.batch}, "
+                 f"{args.steps} steps/epoch, {args.epochs} epochs x {args.rounds} fits per variant "
+                 f"(ABBA interleaved), {len(steps['A'])} timed steps per variant")
+    return described, cost
+
+
+def ratios(cost):
+    return {"per-step ratio B/A": cost["B"][0] / cost["A"][0],
+            "amortized ratio B/A": cost["B"][2] / cost["A"][2]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--scale", type=float, default=0.25)
+    parser.add_argument("--log_freq", type=int, default=10)
+    parser.add_argument("--against", metavar="REF", help="also measure this git ref, interleaved")
+    parser.add_argument("--processes", type=int, default=2, help="processes per tree with --against")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(ratios(measure(args)[1])))
+        return
+    if args.against:
+        from against import compare
+        passed = [f"--{k}={getattr(args, k)}" for k in
+                  ("rounds", "epochs", "steps", "batch", "size", "scale", "log_freq")]
+        results = compare(args.against, "bench_callback_overhead.py", passed, args.processes)
+        print(f"| ratio | this | {args.against} |\n|---|---|---|")
+        for key, r in results.items():
+            print(f"| {key} | {r['this']:.4f} | {r['ref']:.4f} |")
+        return
+    described, cost = measure(args)
+    print(described)
     for v, label in (("A", "plain fit"), ("B", "fit + Prune/BNL1/VisualDL")):
         step, extra, total = cost[v]
         print(f"{label:26s} step {step * 1e3:8.2f} ms (median), epoch boundary +{extra * 1e3:7.2f} ms,"
               f" amortized {total * 1e3:8.2f} ms/step")
-    print(f"per-step ratio B/A = {cost['B'][0] / cost['A'][0]:.4f}; amortized ratio B/A = "
-          f"{cost['B'][2] / cost['A'][2]:.4f} (overhead {100 * (cost['B'][2] / cost['A'][2] - 1):+.2f}%)")
+    r = ratios(cost)
+    print(f"per-step ratio B/A = {r['per-step ratio B/A']:.4f}; amortized ratio B/A = "
+          f"{r['amortized ratio B/A']:.4f} (overhead {100 * (r['amortized ratio B/A'] - 1):+.2f}%)")
+
 
 if __name__ == "__main__":
     main()

@@ -34,9 +34,10 @@ import time
 import numpy as np
 import paddle
 
-from slim_callbacks import count_flops, export, prune, uniform_ratio
+from slim_callbacks import count_flops, export, prune
 from slim_callbacks.analysis.auto_round import auto_round_to
 from slim_callbacks.analysis.latency_strategy import latency_prediction, latency_ratios
+from slim_callbacks.analysis.strategies import uniform_ratio
 from slim_callbacks.deploy.latency import _summary, measure_latency
 
 SHAPE = [1, 3, 224, 224]

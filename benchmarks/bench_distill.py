@@ -41,7 +41,7 @@ import paddle
 import paddle.nn as nn
 import psutil
 
-from slim_callbacks.app.runner import top1_accuracy
+from slim_callbacks.app.sensitivity_command import top1_accuracy
 from slim_callbacks.callbacks import DistillCallback
 
 warnings.filterwarnings("ignore")

@@ -1,24 +1,31 @@
 """Time the pruning engine on MobileNetV1 (224x224, 1000 classes).
 
     python benchmarks/bench_engine.py [--repeats 7]
+    python benchmarks/bench_engine.py --against main~1 --rounds 4   # ratio to another ref
 
 Reports the median of ``--repeats`` runs for: tracing, planning with l1_norm and fpgm
 (scoring + selection, no mutation), applying the plan (in-place surgery plus the
-verifying forward pass), and the FPGM score function alone on the 13 pointwise convs.
+verifying forward pass), the FPGM score function alone on the 13 pointwise convs, and
+the public one-call path ``prune(net, shape, ratios)`` (trace, strategy, plan, apply)
+on a fresh copy. ``--against REF`` runs the same measurements on a git ref too, in
+fresh processes interleaved with this tree's (``benchmarks/against.py``), and prints
+each step's ratio this/REF.
 PaddleSlim 2.6.0 does not run on this Paddle/numpy, so its numbers (0.7 s trace,
 0.07 s prune, 1.9 s FPGM, from ../shared/reference/paddleslim.md) are quoted, not
 measured side by side.
 """
 import argparse
 import copy
+import json
 import statistics
 import time
 import warnings
 
 import paddle
 
-from slim_callbacks import plan_pruning, trace
+from slim_callbacks import prune, trace
 from slim_callbacks.engine.criteria import fpgm, rows
+from slim_callbacks.engine.planner import plan_pruning
 from slim_callbacks.engine.ratios import resolve_ratios
 
 POINTWISE = {"conv*._pointwise_conv*": 0.3125}
@@ -34,10 +41,8 @@ def timed(fn, repeats):
     return statistics.median(times)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
+def measure(repeats):
+    """Median seconds of each step (see the module docstring)."""
     warnings.filterwarnings("ignore")
     paddle.seed(0)
     net = paddle.vision.models.mobilenet_v1(scale=1.0, num_classes=1000)
@@ -54,17 +59,42 @@ def main():
         plan.apply(copy_, input_shape=SHAPE)
         return time.perf_counter() - start
 
+    def prune_once():
+        copy_ = copy.deepcopy(net)
+        start = time.perf_counter()
+        prune(copy_, SHAPE, POINTWISE)
+        return time.perf_counter() - start
+
     results = {
-        "trace": timed(lambda: trace(net, SHAPE), args.repeats),
-        "plan l1_norm": timed(lambda: plan_pruning(net, graph, ratios, "l1_norm"), args.repeats),
-        "plan fpgm": timed(lambda: plan_pruning(net, graph, ratios, "fpgm"), args.repeats),
-        "fpgm scores only": timed(lambda: [fpgm(rows(w, 0)) for w in weights], args.repeats),
-        "apply (surgery + check)": statistics.median(apply_once() for _ in range(args.repeats)),
+        "trace": timed(lambda: trace(net, SHAPE), repeats),
+        "plan l1_norm": timed(lambda: plan_pruning(net, graph, ratios, "l1_norm"), repeats),
+        "plan fpgm": timed(lambda: plan_pruning(net, graph, ratios, "fpgm"), repeats),
+        "fpgm scores only": timed(lambda: [fpgm(rows(w, 0)) for w in weights], repeats),
+        "apply (surgery + check)": statistics.median(apply_once() for _ in range(repeats)),
+        "prune() one call": statistics.median(prune_once() for _ in range(repeats)),
     }
     results["trace + plan + apply (l1_norm)"] = (results["trace"] + results["plan l1_norm"]
                                                 + results["apply (surgery + check)"])
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--against", metavar="REF", help="also time this git ref, interleaved")
+    parser.add_argument("--rounds", type=int, default=4, help="processes per tree with --against")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(measure(args.repeats)))
+        return
+    if args.against:
+        from against import compare, print_table
+        print_table(args.against, compare(args.against, "bench_engine.py",
+                                          ["--repeats", str(args.repeats)], args.rounds))
+        return
     print("| step | median seconds |\n|---|---|")
-    for step, seconds in results.items():
+    for step, seconds in measure(args.repeats).items():
         print(f"| {step} | {seconds:.3f} |")
 
 

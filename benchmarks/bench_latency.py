@@ -28,8 +28,9 @@ import warnings
 
 import paddle
 
-from slim_callbacks import count_flops, count_params, prune
-from slim_callbacks.analysis.strategies import uniform_ratio
+from slim_callbacks import count_flops, prune
+from slim_callbacks.analysis.flops import count_params
+from slim_callbacks.analysis.uniform_strategy import uniform_ratio
 
 SHAPE = [1, 3, 224, 224]
 POINTWISE = "conv*._pointwise_conv*"

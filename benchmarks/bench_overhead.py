@@ -18,7 +18,8 @@ import paddle
 from paddle.vision.models import mobilenet_v1
 
 import slim_callbacks.deploy.latency as latency
-from slim_callbacks import count_flops, prune, uniform_ratio
+from slim_callbacks import count_flops, prune
+from slim_callbacks.analysis.uniform_strategy import uniform_ratio
 from slim_callbacks.deploy.runtime import save_inference_model
 
 LAYERS = ["conv*._pointwise_conv*"]

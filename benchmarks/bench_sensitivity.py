@@ -66,9 +66,9 @@ import paddle
 import paddle.nn as nn
 
 from slim_callbacks import trace
-from slim_callbacks.analysis.sensitivity import chosen_groups, sensitivity
+from slim_callbacks.analysis.sensitivity import sensitivity
 from slim_callbacks.engine.planner import plan_pruning
-from slim_callbacks.engine.ratios import resolve_ratios
+from slim_callbacks.engine.ratios import chosen_groups, resolve_ratios
 
 warnings.filterwarnings("ignore")
 POINTWISE = "conv*._pointwise_conv*"

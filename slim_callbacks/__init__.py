@@ -4,79 +4,87 @@ The layers of the package, lowest first (a layer imports only the ones below it)
 ``core`` (errors, checks, Paddle specifics, weight files) < ``tracing`` (channel labels,
 groups, the tracer) < ``engine`` (criteria, selectors, planner, plan, surgery) <
 ``deploy`` (Paddle Inference runtime, latency) <
-``analysis`` (FLOPs, strategies, sensitivity) < ``callbacks`` (PruneCallback, schedules,
-ledger, BN-L1, VisualDL) < ``app`` (recipes, data, runner, CLI, dashboard).
+``analysis`` (FLOPs, strategies, sensitivity) < ``pruning`` (Pruner, PruningSpec,
+schedules) < ``callbacks`` (PruneCallback, ledger, budget, BN-L1, distillation,
+VisualDL) < ``app`` (recipes, data, runner, CLI, dashboard).
 """
+import importlib
+import warnings
+
 from slim_callbacks.core.quiet import import_paddle
 
 import_paddle()  # without Paddle's import-time noise (ccache; OMP_NUM_THREADS in the command)
-from slim_callbacks.analysis.auto_round import prune
-from slim_callbacks.analysis.bn_recalibration import recalibrate_bn
 from slim_callbacks.analysis.explain import explain
-from slim_callbacks.analysis.flops import count_flops, count_params, layer_widths, model_size_mb, profile
-from slim_callbacks.analysis.global_strategy import global_ratios
-from slim_callbacks.analysis.sensitivity import load_sensitivities, sensitivity
-from slim_callbacks.analysis.strategies import (
-    STRATEGIES,
-    custom_ratios,
-    resolve_strategy,
-    sensitive_ratios,
-    uniform_ratio,
-)
+from slim_callbacks.analysis.flops import count_flops, profile
+from slim_callbacks.analysis.sensitivity import sensitivity
+from slim_callbacks.analysis.strategies import STRATEGIES, resolve_strategy
 from slim_callbacks.app.builders import register_model
-from slim_callbacks.callbacks import (
-    BNScaleL1,
-    DistillCallback,
-    FiniteLossGuard,
-    PruneCallback,
-    Schedule,
-    TaylorCallback,
-    VisualDLLogger,
-    kd_loss,
-    make_schedule,
-)
+from slim_callbacks.callbacks import BNScaleL1, DistillCallback, PruneCallback, VisualDLLogger
 from slim_callbacks.callbacks.ledger import load_pruned
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.version import package_version
-from slim_callbacks.core.weights import load_state, save_safetensors
-from slim_callbacks.deploy.export import ExportResult, export
-from slim_callbacks.engine.criteria import CRITERIA, Criterion, get_criterion, register_criterion
-from slim_callbacks.engine.paddleslim import (
-    FPGMFilterPruner,
-    L1NormFilterPruner,
-    L2NormFilterPruner,
-    OptSlimFilterPruner,
-    SlimFilterPruner,
-)
+from slim_callbacks.deploy.export import export
+from slim_callbacks.engine.criteria import Criterion, register_criterion
 from slim_callbacks.engine.plan import PruningPlan
-from slim_callbacks.engine.planner import plan_pruning
-from slim_callbacks.engine.taylor import TaylorImportance
-from slim_callbacks.tracing.groups import ChannelGroup
-from slim_callbacks.tracing.kinds import LayerKind, register_layer
+from slim_callbacks.pruning import Pruner, PruningSpec, Schedule, make_schedule, prune
+from slim_callbacks.tracing.kinds import register_layer
 from slim_callbacks.tracing.op_rules import register_op
-from slim_callbacks.tracing.tracer import DependencyGraph, trace
+from slim_callbacks.tracing.tracer import trace
 
 __version__ = package_version()
 __all__ = [
     # errors
     "ConfigError", "SlimError",
-    # tracing: coupled channel groups
-    "ChannelGroup", "DependencyGraph", "LayerKind", "register_layer", "register_op", "trace",
-    # engine: criteria, plans, pruning
-    "CRITERIA", "Criterion", "PruningPlan", "get_criterion", "plan_pruning", "prune",
-    "TaylorImportance", "register_criterion",
-    # PaddleSlim-compatible pruners
-    "FPGMFilterPruner", "L1NormFilterPruner", "L2NormFilterPruner", "OptSlimFilterPruner",
-    "SlimFilterPruner",
-    # analysis: FLOPs, strategies, sensitivity
-    "STRATEGIES", "count_flops", "count_params", "custom_ratios", "explain", "global_ratios",
-    "layer_widths", "load_sensitivities", "model_size_mb", "profile", "resolve_strategy",
-    "sensitive_ratios", "sensitivity", "uniform_ratio",
-    # callbacks for paddle.Model.fit, schedules, checkpoints
-    "BNScaleL1", "DistillCallback", "FiniteLossGuard", "PruneCallback", "Schedule",
-    "TaylorCallback", "VisualDLLogger", "kd_loss", "load_pruned", "make_schedule", "recalibrate_bn",
-    # weights and models
-    "load_state", "register_model", "save_safetensors",
-    # deploy: verified inference export
-    "ExportResult", "export",
+    # the pruning core: what to prune, the pruner, one-call pruning, the plan it applies
+    "PruningSpec", "Pruner", "prune", "PruningPlan",
+    # callbacks for paddle.Model.fit and their schedules
+    "PruneCallback", "DistillCallback", "BNScaleL1", "VisualDLLogger", "Schedule", "make_schedule",
+    # analysis: counts, sensitivity, strategies, explanations
+    "count_flops", "profile", "sensitivity", "explain", "STRATEGIES", "resolve_strategy",
+    # extending: criteria, layers, ops, models; the tracer
+    "Criterion", "register_criterion", "register_layer", "register_op", "register_model", "trace",
+    # deploy: verified inference export, reloading a pruned checkpoint
+    "export", "load_pruned",
 ]
+
+#: Names that left the top level (deprecated): name -> the module that has it now.
+MOVED = {
+    "ChannelGroup": "slim_callbacks.tracing.groups",
+    "DependencyGraph": "slim_callbacks.tracing.graph",
+    "LayerKind": "slim_callbacks.tracing.kinds",
+    "CRITERIA": "slim_callbacks.engine.criteria",
+    "get_criterion": "slim_callbacks.engine.criteria",
+    "plan_pruning": "slim_callbacks.engine.planner",
+    "TaylorImportance": "slim_callbacks.engine.taylor",
+    "FPGMFilterPruner": "slim_callbacks.pruning.paddleslim",
+    "L1NormFilterPruner": "slim_callbacks.pruning.paddleslim",
+    "L2NormFilterPruner": "slim_callbacks.pruning.paddleslim",
+    "OptSlimFilterPruner": "slim_callbacks.pruning.paddleslim",
+    "SlimFilterPruner": "slim_callbacks.pruning.paddleslim",
+    "count_params": "slim_callbacks.analysis.flops",
+    "layer_widths": "slim_callbacks.analysis.flops",
+    "model_size_mb": "slim_callbacks.analysis.flops",
+    "custom_ratios": "slim_callbacks.analysis.strategies",
+    "sensitive_ratios": "slim_callbacks.analysis.sensitive_strategy",
+    "uniform_ratio": "slim_callbacks.analysis.uniform_strategy",
+    "global_ratios": "slim_callbacks.analysis.global_strategy",
+    "load_sensitivities": "slim_callbacks.analysis.sensitivity_file",
+    "recalibrate_bn": "slim_callbacks.analysis.bn_recalibration",
+    "FiniteLossGuard": "slim_callbacks.callbacks",
+    "TaylorCallback": "slim_callbacks.callbacks",
+    "kd_loss": "slim_callbacks.callbacks",
+    "load_state": "slim_callbacks.core.weights",
+    "save_safetensors": "slim_callbacks.core.weights",
+    "ExportResult": "slim_callbacks.deploy.export",
+}
+
+
+def __getattr__(name):
+    """A name that moved off the top level still works for one release, with a
+    DeprecationWarning naming its module (listed in CHANGELOG.md)."""
+    module = MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module 'slim_callbacks' has no attribute {name!r}")
+    warnings.warn(f"slim_callbacks.{name} is deprecated and leaves the top level in 0.3; "
+                  f"import it from {module}", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(module), name)

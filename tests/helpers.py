@@ -8,8 +8,9 @@ import paddle.nn.functional as F
 
 from slim_callbacks.core.paddle_utils import layer_table
 from slim_callbacks.engine.criteria import get_criterion
-from slim_callbacks.engine.planner import prune, select_units
+from slim_callbacks.engine.planner import select_units
 from slim_callbacks.engine.selectors import keep_count
+from slim_callbacks.pruning.pruner import prune
 from slim_callbacks.tracing.groups import CHANNEL, IN
 from slim_callbacks.tracing.tracer import trace
 

@@ -21,9 +21,9 @@ from slim_callbacks import PruneCallback, export, prune
 from slim_callbacks.app.cli import main
 from slim_callbacks.app.recipe import MAX_RECIPE_BYTES, load_recipe
 from slim_callbacks.app.run_dir import check_writable
-from slim_callbacks.callbacks.schedule_factory import schedule_from_dict
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.deploy.runtime import save_inference_model
+from slim_callbacks.pruning.schedule_factory import schedule_from_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = "name: r\nmodel: {name: lenet}\ndata: {source: mnist}\n"
@@ -307,10 +307,11 @@ def test_pruning_a_shared_layer_is_refused_naming_it(make, shape, message):
     assert all(np.array_equal(after[k].numpy(), v) for k, v in before.items())
 
 
-def test_pruning_a_network_with_nothing_prunable_says_so(caplog):
+def test_pruning_a_network_with_nothing_prunable_says_so():
     net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 1))
-    with caplog.at_level("WARNING", logger="slim_callbacks"):
-        assert len(prune(net, SHAPE, 0.5)) == 0
-        assert len(prune(net, SHAPE, 0.0)) == 0   # nothing asked: nothing to say
-    warned = [r.getMessage() for r in caplog.records if "nothing to prune" in r.getMessage()]
-    assert len(warned) == 1 and "none of the network's 1 channel group(s)" in warned[0]
+    with pytest.raises(SlimError, match=r"no prunable channel group \(1 groups, 1 blocked: 1 - "
+                                        r"reaches a network output\); "
+                                        r"nothing was changed"):
+        prune(net, SHAPE, 0.5)
+    assert len(prune(net, SHAPE, 0.0)) == 0   # nothing asked: nothing to say
+    assert net[1].weight.shape == [3 * 8 * 8, 1]

@@ -6,7 +6,7 @@ import paddle.nn as nn
 import pytest
 from helpers import WIDTHS, Net, dataset, same, snapshot, widths
 
-from slim_callbacks import ConfigError, PruneCallback
+from slim_callbacks import ConfigError, PruneCallback, Pruner
 from slim_callbacks.callbacks.budget import MetricBudget
 from slim_callbacks.core.errors import SlimError
 
@@ -197,9 +197,13 @@ def test_bad_budget_min_step_is_a_config_error(value):
 
 def test_run_summary_reports_the_budget():
     from slim_callbacks.app.runner import budget_summary
-    with_budget = PruneCallback(0.5, max_metric_drop=0.02)
-    with_budget.group_ratios = {"a": 0.5, "b": 0.3}
-    with_budget.budget.keep({"a": 0.25, "b": 0.15})
+    nn = paddle.nn
+    net = nn.Sequential(nn.Conv2D(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2D(8, 8, 3, padding=1),
+                        nn.ReLU(), nn.Conv2D(8, 4, 1))
+    with_budget = PruneCallback({"0": 0.5, "2": 0.3}, max_metric_drop=0.02, input_shape=[1, 3, 8, 8])
+    with_budget.pruner = Pruner(net, [1, 3, 8, 8], with_budget.spec).prepare()
+    assert sorted(with_budget.group_ratios.values()) == [0.3, 0.5]
+    with_budget.budget.keep({g: r / 2 for g, r in with_budget.group_ratios.items()})
     summary = budget_summary([paddle.callbacks.LRScheduler(), with_budget])
     assert summary["target"] == pytest.approx(0.4) and summary["reached"] == pytest.approx(0.2)
     assert summary["undone"] == [] and not summary["stopped"]
@@ -212,7 +216,7 @@ def test_an_undo_puts_back_the_int_attributes_a_plan_set():
     from helpers import TinyViT
 
     from slim_callbacks import prune
-    from slim_callbacks.callbacks.budget import Snapshot
+    from slim_callbacks.pruning.snapshot import Snapshot
     paddle.seed(0)
     net = TinyViT()
     x = paddle.randn([2, 3, 16, 16])

@@ -176,12 +176,12 @@ def test_layer_subclasses_and_registered_factories_are_models(capsys, tmp_path):
 def test_safetensors_pretrained_weights_load(capsys, tmp_path):
     import paddle
 
-    from slim_callbacks import save_safetensors
+    from slim_callbacks.core.weights import save_safetensors
     paddle.seed(1)
     net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
     path = save_safetensors(net, str(tmp_path / "w.safetensors"))
     from slim_callbacks.app.job import load_job
-    from slim_callbacks.app.runner import planning_network
+    from slim_callbacks.app.planning import planning_network
     job = load_job(QUICKSTART, [f"model.pretrained={path}"])
     loaded = planning_network(job, emit=print)
     for key, value in net.state_dict().items():

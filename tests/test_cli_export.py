@@ -263,7 +263,7 @@ def test_export_refuses_a_safetensors_that_is_not_the_checkpoints_weights(capsys
                                                                            tmp_path):
     import shutil
 
-    from slim_callbacks import save_safetensors
+    from slim_callbacks.core.weights import save_safetensors
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
     checkpoints = run_dir / "checkpoints"
@@ -283,9 +283,10 @@ def test_export_refuses_a_safetensors_that_is_not_the_checkpoints_weights(capsys
 def test_a_run_without_pruning_refuses_a_safetensors_other_than_its_pdparams(tmp_path):
     from helpers import Net
 
-    from slim_callbacks import SlimError, save_safetensors
+    from slim_callbacks import SlimError
     from slim_callbacks.app.deployment import rebuild
     from slim_callbacks.app.recipe import load_recipe
+    from slim_callbacks.core.weights import save_safetensors
     recipe = load_recipe(dict(TINY_RECIPE, pruning=None, output_dir=str(tmp_path)))
     prefix = str(tmp_path / "final")
     paddle.save(Net().state_dict(), prefix + ".pdparams")

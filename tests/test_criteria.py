@@ -8,8 +8,8 @@ from helpers import ConvBN
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slim_callbacks import CRITERIA, ConfigError, get_criterion, prune, register_criterion, trace
-from slim_callbacks.engine.criteria import fpgm, group_scores, l1_norm, l2_norm
+from slim_callbacks import ConfigError, prune, register_criterion, trace
+from slim_callbacks.engine.criteria import CRITERIA, fpgm, get_criterion, group_scores, l1_norm, l2_norm
 from slim_callbacks.engine.selectors import SELECTORS, keep_count, lowest, optimal_threshold
 
 W = np.array([[1.0, -2.0, 2.0], [0.0, 0.5, 0.0], [3.0, 0.0, -4.0]])
@@ -52,6 +52,41 @@ def test_custom_criterion_is_used_by_prune():
         assert plan.params[("0", "weight")].kept[0] == [0, 1, 2]
     finally:
         CRITERIA.pop("first_is_best")
+
+
+def test_a_criterion_object_scores_whole_groups_and_is_registered_as_it_is():
+    """A Criterion subclass may score a group any way it likes: here the kept channels
+    are the ones whose producer weights have the largest mean (not any norm)."""
+    from slim_callbacks.engine.criteria import Criterion
+
+    class LargestMean(Criterion):
+        def __call__(self, group, layers, layer_types):
+            scores = np.zeros(group.num_units)
+            for m in self.members(group, layer_types):
+                weight = layers[m.layer]._parameters[m.attr].numpy()
+                np.add.at(scores, m.units, np.moveaxis(weight, m.axis, 0).reshape(
+                    weight.shape[m.axis], -1).mean(axis=1)[m.indices])
+            return scores
+
+    criterion = register_criterion(LargestMean("largest_mean", score=l1_norm))
+    try:
+        assert get_criterion("largest_mean") is criterion and criterion.needs == "weights"
+        net = nn.Sequential(nn.Conv2D(3, 4, 1), nn.Conv2D(4, 2, 1))
+        weight = np.array([[-9.0] * 3, [1.0] * 3, [-8.0] * 3, [2.0] * 3]).reshape(4, 3, 1, 1)
+        net[0].weight.set_value(weight.astype("float32"))
+        plan = prune(net, [1, 3, 2, 2], {"0": 0.5}, criterion="largest_mean")
+        assert plan.params[("0", "weight")].kept[0] == [1, 3]   # l1_norm would keep 0 and 2
+        with pytest.raises(ConfigError, match="score: .* None when a Criterion object"):
+            register_criterion(criterion, l1_norm)
+    finally:
+        CRITERIA.pop("largest_mean")
+
+
+def test_each_criterion_declares_what_it_reads():
+    assert {name: get_criterion(name).needs for name in ("l1_norm", "fpgm", "slim", "opt_slim", "taylor")} \
+        == {"l1_norm": "weights", "fpgm": "weights", "slim": "bn_scales", "opt_slim": "bn_scales",
+            "taylor": "gradients"}
+    assert get_criterion("slim").source == "bn_scale"   # the older name still reads
 
 
 def test_custom_selector_callable_is_used_by_prune():

@@ -7,8 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from dashboard_server import (dashboard_command, free_port, get_json, kill_all,
-                              serving_dashboard, visualdl_processes)
+from dashboard_server import dashboard_command, free_port, get_json, kill_all, serving_dashboard, visualdl_processes
 from visualdl import LogWriter
 
 from slim_callbacks import SlimError

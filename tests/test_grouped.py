@@ -7,8 +7,9 @@ import paddle.nn as nn
 import pytest
 from helpers import ConvBN, assert_dead_channels_prune_exactly, calibrate, momentum_losses, outputs
 
-from slim_callbacks import count_flops, export, plan_pruning, prune, trace
+from slim_callbacks import count_flops, export, prune, trace
 from slim_callbacks.analysis.flops_model import FlopsModel
+from slim_callbacks.engine.planner import plan_pruning
 from slim_callbacks.engine.ratios import resolve_ratios
 
 SHAPE = [1, 3, 16, 16]

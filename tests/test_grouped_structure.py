@@ -11,10 +11,11 @@ import pytest
 from helpers import ConvBN, assert_dead_channels_prune_exactly, calibrate, momentum_losses, outputs, train_steps
 from test_grouped import SHAPE, RegNet, ResNeXt, ResNeXtBlock, ShuffleNet, grouped_convs
 
-from slim_callbacks import count_flops, export, plan_pruning, prune, trace
+from slim_callbacks import count_flops, export, prune, trace
 from slim_callbacks.callbacks.ledger import fingerprint, load_pruned, save_ledger
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.engine.plan import PruningPlan
+from slim_callbacks.engine.planner import plan_pruning
 from slim_callbacks.engine.ratios import resolve_ratios
 from slim_callbacks.engine.surgery import take
 

@@ -9,7 +9,8 @@ import paddle.nn as nn
 import pytest
 from helpers import assert_dead_channels_prune_exactly, momentum_losses, outputs
 
-from slim_callbacks import ConfigError, SlimError, count_flops, layer_widths, prune, register_layer, register_op, trace
+from slim_callbacks import ConfigError, SlimError, count_flops, prune, register_layer, register_op, trace
+from slim_callbacks.analysis.flops import layer_widths
 from slim_callbacks.tracing import kinds, op_rules
 
 SHAPE = [1, 3, 8, 8]

@@ -25,8 +25,8 @@ from slim_callbacks.app.schema import Recipe
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.deploy import latency_table
 from slim_callbacks.deploy.latency_table import LatencyTable, LayerSpec, runtime_key
+from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.engine.planner import plan_pruning
-from slim_callbacks.engine.planner import prune as engine_prune
 from slim_callbacks.tracing.tracer import trace
 
 FAST = {"rounds": 1, "runs_per_round": 1, "warmup": 0}
@@ -190,7 +190,7 @@ def test_strategy_meets_its_target_when_the_network_is_timed(cache, fake_timer, 
 def _pruned(net, ratios):
     import copy
     pruned = copy.deepcopy(net)
-    engine_prune(pruned, SHAPE, ratios)
+    slim_callbacks.prune(pruned, SHAPE, ratios)
     return pruned, SHAPE
 
 
@@ -344,8 +344,9 @@ def test_round_to_auto_reaches_strategies_as_an_int(cache, fake_timer):
     ratio = resolve_strategy("uniform", Net(), SHAPE, target_flops_reduction=0.4, round_to="auto")
     assert fake_timer["timed"] > 0
     assert ratio == resolve_strategy("uniform", Net(), SHAPE, target_flops_reduction=0.4, round_to=8)
+    net = Net()
     with pytest.raises(ConfigError, match="'auto' is resolved by slim_callbacks.prune"):
-        engine_prune(Net(), SHAPE, 0.5, round_to="auto")
+        plan_pruning(net, trace(net, SHAPE), {}, round_to="auto")   # the engine takes an int
     with pytest.raises(ConfigError, match="an int >= 1 or 'auto'"):
         slim_callbacks.prune(Net(), SHAPE, 0.5, round_to="fast")
 
@@ -353,12 +354,12 @@ def test_round_to_auto_reaches_strategies_as_an_int(cache, fake_timer):
 def test_rounding_cost_is_the_macs_difference_of_the_pruned_networks(cache, fake_timer):
     paddle.seed(0)
     net = Net()
-    cost = auto_round.rounding_cost(net, SHAPE, 0.3, slim_callbacks.get_criterion("l1_norm"), (), 8)
+    cost = auto_round.rounding_cost(net, SHAPE, 0.3, get_criterion("l1_norm"), (), 8)
     base = slim_callbacks.count_flops(net, SHAPE)
     pruned = {}
     for round_to in (1, 8):   # 0.3 keeps 11/22/22 exactly, 8/24/24 rounded to 8
         copy = Net()
-        engine_prune(copy, SHAPE, 0.3, round_to=round_to)
+        slim_callbacks.prune(copy, SHAPE, 0.3, round_to=round_to)
         pruned[round_to] = slim_callbacks.count_flops(copy, SHAPE)
     assert cost == pytest.approx((pruned[8] - pruned[1]) / base)
     assert cost != 0
@@ -433,8 +434,8 @@ def test_recipe_keys_for_latency_and_auto():
         Recipe.from_dict(recipe(strategy="latency"))
     with pytest.raises(ConfigError, match=r"pruning.target_latency_reduction: 0.5 .* \(only "
                                           r"strategy latency uses it\)"):
-        Recipe.from_dict(recipe(ratios=0.3, target_latency_reduction=0.5))
-    with pytest.raises(ConfigError, match="pruning.ratios: 0.3 .* null for strategy latency"):
+        Recipe.from_dict(recipe(strategy="uniform", target_latency_reduction=0.5))
+    with pytest.raises(ConfigError, match="pruning.ratios: 0.3 .* null when target_latency_reduction"):
         Recipe.from_dict(recipe(strategy="latency", target_latency_reduction=0.5, ratios=0.3))
     with pytest.raises(ConfigError, match="pruning.strategy_options.keep_intermediates: 'false' "
                                           r"is not allowed; expected a bool"):

@@ -8,16 +8,13 @@ import paddle.vision.models as models
 import pytest
 from helpers import Seed, calibrate, outputs, same, snapshot, train_steps
 
-from slim_callbacks import (
-    ConfigError,
+from slim_callbacks import ConfigError, PruningPlan, SlimError, prune
+from slim_callbacks.pruning.paddleslim import (
     FPGMFilterPruner,
     L1NormFilterPruner,
     L2NormFilterPruner,
     OptSlimFilterPruner,
-    PruningPlan,
-    SlimError,
     SlimFilterPruner,
-    prune,
 )
 
 SHAPE = [1, 3, 32, 32]
@@ -257,7 +254,7 @@ def test_master_weights_are_sliced_like_their_parameter():
 
 
 def test_summary_and_print_show_the_pruned_network(capsys):
-    from slim_callbacks import count_params
+    from slim_callbacks.analysis.flops import count_params
     net = tiny_mobilenet()
     prune(net, SHAPE, {"conv2_1._pointwise_conv": 0.5})
     info = paddle.summary(net, tuple(SHAPE))

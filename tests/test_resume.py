@@ -225,7 +225,7 @@ def altered(pdparams):
 
 
 def test_a_safetensors_holding_other_weights_is_refused_and_a_copy_is_loaded(tmp_path):
-    from slim_callbacks import save_safetensors
+    from slim_callbacks.core.weights import save_safetensors
     model, _ = trained(tmp_path)
     final, stray = str(tmp_path / "final"), str(tmp_path / "final.safetensors")
     save_safetensors(altered(final + ".pdparams"), stray)
@@ -252,7 +252,7 @@ def test_a_safetensors_holding_other_weights_is_refused_and_a_copy_is_loaded(tmp
 
 
 def test_resume_checks_the_pdparams_it_loads_whatever_safetensors_lies_beside(tmp_path):
-    from slim_callbacks import save_safetensors
+    from slim_callbacks.core.weights import save_safetensors
     trained(tmp_path, epochs=3)
     save_safetensors(paddle.load(str(tmp_path / "1.pdparams")), str(tmp_path / "1.safetensors"))
     paddle.save(altered(str(tmp_path / "1.pdparams")), str(tmp_path / "1.pdparams"))

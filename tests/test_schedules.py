@@ -1,4 +1,4 @@
-"""Tests of slim_callbacks.callbacks.schedules: exact curve values, properties, and every error."""
+"""Tests of slim_callbacks.pruning.schedules: exact curve values, properties, and every error."""
 import dataclasses
 import doctest
 import logging
@@ -12,9 +12,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from slim_callbacks.callbacks import schedules
-from slim_callbacks.callbacks.schedule_factory import SCHEDULES, make_schedule, schedule_from_dict
-from slim_callbacks.callbacks.schedules import (
+from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.pruning import schedules
+from slim_callbacks.pruning.schedule_factory import SCHEDULES, make_schedule, schedule_from_dict
+from slim_callbacks.pruning.schedules import (
     AGP,
     AtEpochs,
     ExpRamp,
@@ -24,7 +25,6 @@ from slim_callbacks.callbacks.schedules import (
     RatioMap,
     Schedule,
 )
-from slim_callbacks.core.errors import ConfigError
 
 
 def raises(message):
@@ -187,7 +187,7 @@ def test_from_dict_defaults_and_brief_example():
 
 
 def test_validate_warns_when_no_epoch_is_left_to_fine_tune(caplog):
-    with caplog.at_level(logging.WARNING, logger="slim_callbacks.callbacks.schedules"):
+    with caplog.at_level(logging.WARNING, logger="slim_callbacks.pruning.schedules"):
         assert OneShot(5).validate(7) is not None
         assert not caplog.records
         OneShot(6).validate(7)

@@ -12,7 +12,8 @@ from helpers import ConcatNet, SENet, same, snapshot
 
 from slim_callbacks import ConfigError, SlimError, trace
 from slim_callbacks.analysis.maskers import GroupMask, GroupPrune
-from slim_callbacks.analysis.sensitivity import load_sensitivities, sensitivity
+from slim_callbacks.analysis.sensitivity import sensitivity
+from slim_callbacks.analysis.sensitivity_file import load_sensitivities
 from slim_callbacks.engine.criteria import CRITERIA, get_criterion, group_scores
 from slim_callbacks.engine.planner import plan_pruning, select_units
 

@@ -159,7 +159,7 @@ def test_bad_fold_bn_shift_is_a_config_error_before_any_change():
 
 def test_prune_callback_folds_at_its_event_and_the_recipe_key_reaches_it():
     from slim_callbacks import PruneCallback
-    from slim_callbacks.app.schema import PruningConfig
+    from slim_callbacks.app.pruning_schema import PruningConfig
     paddle.seed(5)
     net = OneByOne(nn.Conv2D(8, 4, 1))
     scales(net)

@@ -50,7 +50,16 @@ def test_strategies_trace_with_the_structure_the_prune_will_use(monkeypatch):
     monkeypatch.setattr(strategies, "trace", recording)
     strategies.resolve_strategy("uniform", small_net(), [1, 3, 8, 8], ratios=0.5,
                                 structure={"attention": "heads"})
+    assert seen == [Structure(attention="heads")]
+
+
+def test_the_callbacks_pruner_traces_once_with_its_structure():
+    """The callback's Pruner resolves its strategy on the one trace it made, with the
+    structure the events will prune."""
     callback = PruneCallback(0.5, structure={"attention": "heads"}, input_shape=[1, 3, 8, 8])
-    callback.set_model(paddle.Model(small_net()))
-    callback._strategy_ratios()
-    assert seen == [Structure(attention="heads")] * 2
+    model = paddle.Model(small_net())
+    model.prepare(paddle.optimizer.Momentum(0.01, parameters=model.network.parameters()))
+    callback.set_model(model)
+    callback.on_train_begin()
+    assert callback.pruner.traces == 1
+    assert callback.pruner.graph.structure == Structure(attention="heads")

@@ -7,7 +7,8 @@ import paddle
 import paddle.nn as nn
 import pytest
 
-from slim_callbacks import ConfigError, PruneCallback, load_pruned, load_state, save_safetensors
+from slim_callbacks import ConfigError, PruneCallback, load_pruned
+from slim_callbacks.core.weights import load_state, save_safetensors
 
 SHAPE = [1, 3, 8, 8]
 

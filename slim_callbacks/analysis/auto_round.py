@@ -24,15 +24,14 @@ round 1's, the fastest per MACs kept - a multiple that removes more MACs than ro
 is charged as if latency fell with MACs (its ms times round 1's MACs over its own),
 one that keeps more gets no credit - if it is at least ``MIN_GAIN`` faster than round 1
 (the smallest multiple within ``TIE`` of it); else 1. The network is pruned at the ratios
-the caller asks for (:func:`prune` passes its ``ratios``), or, when there are none
-(``PruneCallback``, ``resolve_strategy``, recipes: the ratios come later, from a
-strategy that needs the multiple first), at a representative uniform cut: each multiple
-at its own uniform ratio for ``-REPRESENTATIVE_MACS`` (50%) of the MACs.
+the caller asks for (:class:`~slim_callbacks.pruning.Pruner` passes a spec's explicit
+``ratios``), or, when there are none (a MACs or latency target: the ratios come later,
+from a strategy that needs the multiple first), at a representative uniform cut: each
+multiple at its own uniform ratio for ``-REPRESENTATIVE_MACS`` (50%) of the MACs.
 
 The engine takes only an int: :func:`resolve_round_to` turns ``"auto"`` into one here,
-above the engine, and :func:`prune` (``slim_callbacks.prune``) is the engine's
-:func:`~slim_callbacks.engine.planner.prune` with ``round_to="auto"`` resolved and its
-MACs cost logged.
+above the engine; the :class:`~slim_callbacks.pruning.Pruner` calls it once per run and
+logs what the multiple costs in MACs (:func:`rounding_cost`).
 
     >>> resolve_round_to(8, None, None)
     8
@@ -49,12 +48,12 @@ import paddle
 
 from slim_callbacks.analysis.flops_model import FlopsModel
 from slim_callbacks.analysis.latency_model import LatencyModel, fingerprint, fingerprint_widths
+from slim_callbacks.analysis.uniform_strategy import uniform_ratio
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import unwrap
 from slim_callbacks.deploy.latency_table import LatencyTable, LayerSpec
 from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.engine.planner import plan_pruning
-from slim_callbacks.engine.planner import prune as engine_prune
 from slim_callbacks.engine.ratios import check_input_shape, check_round_to, resolve_ratios
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
@@ -200,7 +199,6 @@ def choose_multiple(timing: NetworkTiming) -> int:
 def _candidate_ratios(network, input_shape, graph, ratios, skip, multiple) -> Dict[str, float]:
     if ratios is not None:
         return resolve_ratios(graph, ratios, skip)
-    from slim_callbacks.analysis.strategies import uniform_ratio  # strategies imports this module
     level = logger.level
     logger.setLevel(logging.ERROR)   # the bisection's tries and misses are not the user's
     try:
@@ -294,7 +292,7 @@ def auto_round_to(network: paddle.nn.Layer, input_shape: Sequence[int], *,
                   check_network: bool = True) -> RoundingChoice:
     """Measures (or reads from the cache) which multiple buys speed; see the module.
 
-    ``ratios`` (as :func:`prune` takes them; None: a representative uniform cut) is
+    ``ratios`` (as :func:`slim_callbacks.prune` takes them; None: a representative uniform cut) is
     what the whole-network check prunes at; ``check_network=False`` decides on the
     per-layer probes alone."""
     input_shape = check_input_shape(input_shape)
@@ -339,22 +337,3 @@ def rounding_cost(network: paddle.nn.Layer, input_shape: Sequence[int], ratios, 
     exact, rounded = (flops.count(plan_pruning(network, graph, group_ratios, criterion, r))
                       for r in (1, round_to))
     return (rounded - exact) / flops.base
-
-
-def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios, criterion="l1_norm", *,
-          skip: Sequence[str] = (), optimizer=None, round_to=1,
-          fold_bn_shift: Optional[bool] = None, structure=None):
-    """:func:`slim_callbacks.engine.planner.prune` (same arguments), where ``round_to``
-    may also be ``"auto"``: the multiple measured for this machine (:func:`auto_round_to`,
-    1 thread, oneDNN; the whole network is timed at these ``ratios``), whose MACs cost
-    against ``round_to=1`` is logged."""
-    if check_round_to_option(round_to) == AUTO:
-        shape = check_input_shape(input_shape)
-        graph = trace(network, shape, structure)
-        round_to = auto_round_to(network, shape, skip=skip, graph=graph, ratios=ratios).multiple
-        if round_to > 1:
-            cost = rounding_cost(network, shape, ratios, get_criterion(criterion), skip, round_to, graph)
-            logger.info("round_to auto = %d costs %+.2f%% of the MACs against round_to=1",
-                        round_to, 100 * cost)
-    return engine_prune(network, input_shape, ratios, criterion, skip=skip, optimizer=optimizer,
-                        round_to=round_to, fold_bn_shift=fold_bn_shift, structure=structure)

@@ -14,14 +14,13 @@ import paddle
 
 from slim_callbacks.analysis.flops_model import check_convention
 from slim_callbacks.analysis.search import Search, check_one_target, check_tolerance
-from slim_callbacks.analysis.sensitivity import check_patterns, chosen_groups
 from slim_callbacks.core.checks import check_choice, check_fraction
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import layer_table
-from slim_callbacks.engine.criteria import get_criterion, group_scores
-from slim_callbacks.engine.ratios import check_round_to
+from slim_callbacks.engine.criteria import get_criterion
+from slim_callbacks.engine.ratios import check_patterns, check_round_to, chosen_groups
 from slim_callbacks.engine.selectors import keep_count
-from slim_callbacks.tracing.groups import CHANNEL, OUT, ChannelGroup
+from slim_callbacks.tracing.groups import ChannelGroup
 from slim_callbacks.tracing.tracer import DependencyGraph
 
 # the records belong to the strategies: one logger for users to configure
@@ -37,11 +36,8 @@ def normalized_scores(group: ChannelGroup, layers, criterion, layer_types, norma
     |gamma| is the sum over its BatchNorms), then by the group's mean (``mean``) or
     maximum (``max``), or not at all (``none``: raw |gamma| as in Network Slimming).
     """
-    scores = group_scores(group, layers, criterion, layer_types)
-    bn = [m for m in group.members if m.role == CHANNEL and m.attr == "weight"
-          and "BatchNorm" in layer_types.get(m.layer, "")]
-    members = bn if criterion.source == "bn_scale" and bn else [
-        m for m in group.members if m.role == OUT and m.attr == "weight"]
+    scores = criterion(group, layers, layer_types)
+    members = criterion.members(group, layer_types)
     rows = sum(len(m.units) for m in members) / max(1, group.num_units)
     scores = scores / max(rows, 1.0)
     if normalize == "mean":
@@ -77,10 +73,10 @@ def global_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
         normalize: ``none`` (raw scores), ``mean`` or ``max`` (divide by the group's
             mean or maximum); ``auto`` is ``none`` for BatchNorm-scale criteria and
             ``mean`` for weight norms, whose scale differs from layer to layer.
-        round_to: as in :func:`~slim_callbacks.analysis.strategies.uniform_ratio`.
-        tolerance: as in :func:`~slim_callbacks.analysis.strategies.uniform_ratio`.
-        convention: as in :func:`~slim_callbacks.analysis.strategies.uniform_ratio`.
-        graph: as in :func:`~slim_callbacks.analysis.strategies.uniform_ratio`.
+        round_to: as in :func:`~slim_callbacks.analysis.uniform_strategy.uniform_ratio`.
+        tolerance: as in :func:`~slim_callbacks.analysis.uniform_strategy.uniform_ratio`.
+        convention: as in :func:`~slim_callbacks.analysis.uniform_strategy.uniform_ratio`.
+        graph: as in :func:`~slim_callbacks.analysis.uniform_strategy.uniform_ratio`.
 
     Returns:
         ``{group: ratio}`` for the groups that lose channels.
@@ -106,7 +102,7 @@ def global_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
                           "(opt_slim's ratio is a share of gamma^2, which a global threshold "
                           "replaces: use 'slim')")
     if normalize == "auto":
-        normalize = "none" if criterion.source == "bn_scale" else "mean"
+        normalize = "none" if criterion.needs == "bn_scales" else "mean"
     patterns = check_patterns("layers", layers)
     search = Search(network, input_shape, criterion, round_to, check_convention(convention), graph)
     groups = chosen_groups(search.graph, patterns, skip)

@@ -44,12 +44,12 @@ import numpy as np
 import paddle
 
 from slim_callbacks.analysis.flops_model import forward_with_hooks
-from slim_callbacks.analysis.sensitivity import chosen_groups
 from slim_callbacks.core.paddle_utils import is_linear, unwrap
 from slim_callbacks.deploy.latency_table import LatencyTable, LayerSpec
 from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.engine.planner import plan_pruning
+from slim_callbacks.engine.ratios import chosen_groups
 from slim_callbacks.engine.selectors import keep_count
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 

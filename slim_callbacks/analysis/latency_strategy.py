@@ -25,14 +25,13 @@ import paddle
 from slim_callbacks.analysis.global_strategy import NORMALIZATIONS, normalized_scores
 from slim_callbacks.analysis.latency_model import GRID, LatencyModel
 from slim_callbacks.analysis.search import check_tolerance
-from slim_callbacks.analysis.sensitivity import check_patterns
 from slim_callbacks.core.checks import check_choice, check_fraction, check_int
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import layer_table
 from slim_callbacks.deploy.latency_table import LatencyTable
 from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.engine.plan import PruningPlan
-from slim_callbacks.engine.ratios import check_round_to
+from slim_callbacks.engine.ratios import check_patterns, check_round_to
 from slim_callbacks.engine.selectors import keep_count
 from slim_callbacks.tracing.tracer import DependencyGraph
 
@@ -121,7 +120,7 @@ def latency_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
         raise ConfigError("criterion", criterion.name, "a criterion with the 'lowest' selector "
                           "(the latency strategy removes the lowest-scored channels)")
     if normalize == "auto":
-        normalize = "none" if criterion.source == "bn_scale" else "mean"
+        normalize = "none" if criterion.needs == "bn_scales" else "mean"
     model = build_model(network, input_shape, layers=check_patterns("layers", layers), skip=skip,
                         threads=threads, onednn=onednn, cache_dir=cache_dir, grid=grid,
                         round_to=round_to, graph=graph, keep_intermediates=keep_intermediates)

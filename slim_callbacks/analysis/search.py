@@ -1,7 +1,7 @@
 """The search helper of the FLOPs-target strategies: plans candidate ratios on one
-trace and measures their FLOPs reduction (:class:`Search`), and splits a target that
-falls inside a jump between groups (:func:`share_the_jump`); the ``tolerance`` and
-one-target checks.
+trace and measures their FLOPs reduction (:class:`Search`, with the criterion
+:func:`width_criterion` gives it), and splits a target that falls inside a jump between
+groups (:func:`share_the_jump`); the ``tolerance`` and one-target checks.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Dict, Mapping, Optional, Sequence
 from slim_callbacks.analysis.flops_model import FlopsModel
 from slim_callbacks.core.checks import check_fraction
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.engine.criteria import Criterion, TaylorCriterion
 from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.engine.planner import plan_pruning
 from slim_callbacks.tracing.tracer import trace
@@ -29,6 +30,21 @@ def check_one_target(targets: Mapping[str, object], note: str = "") -> None:
     """Exactly one of ``targets`` (name -> value) is set (not None)."""
     if sum(value is not None for value in targets.values()) != 1:
         raise ConfigError("target", dict(targets), f"exactly one of {' and '.join(targets)}{note}")
+
+
+def width_criterion(criterion: Criterion) -> Criterion:
+    """``criterion``, or for a gradient-scored (``taylor``) one with the ``lowest``
+    selector a weight-scored stand-in: the widths it plans are the same, and it needs
+    no training batches.
+
+    Example:
+        >>> from slim_callbacks.engine.criteria import get_criterion
+        >>> width_criterion(get_criterion("taylor")).needs
+        'weights'
+    """
+    if isinstance(criterion, TaylorCriterion) and criterion.selector == "lowest":
+        return criterion.stand_in()
+    return criterion
 
 
 class Search:

@@ -76,11 +76,14 @@ whatever is masked, so their re-estimated statistics are the same for every rati
 ``L1NormFilterPruner.sensitive()`` (results in BENCHMARKS.md). The evaluation
 dominates: limit its data (a few hundred samples) to make the analysis fast.
 
-The parts live beside this module: the file format in
+The parts live beside this module: the file format (and
+:func:`~slim_callbacks.analysis.sensitivity_file.load_sensitivities`) in
 :mod:`~slim_callbacks.analysis.sensitivity_file`, the maskers and the network state
 in :mod:`~slim_callbacks.analysis.maskers`, the prefix cache in
-:mod:`~slim_callbacks.analysis.prefix_cache`; this module owns the arguments, the
-group loop and the worker hand-out.
+:mod:`~slim_callbacks.analysis.prefix_cache`, the worker processes in
+:mod:`~slim_callbacks.analysis.workers`; the groups that ``layers`` and ``skip``
+choose come from :func:`~slim_callbacks.engine.ratios.chosen_groups`. This module
+owns the arguments, the group loop and the worker hand-out.
 """
 from __future__ import annotations
 
@@ -98,13 +101,13 @@ from slim_callbacks.analysis.bn_recalibration import InputRecorder, as_inputs, c
 from slim_callbacks.analysis.maskers import GroupMask, GroupPrune, NetworkState
 from slim_callbacks.analysis.prefix_cache import DEFAULT_CACHE_BYTES, PrefixCache
 from slim_callbacks.analysis.sensitivity_file import Record, Sensitivities
-from slim_callbacks.analysis.workers import fork_available, run_forked
+from slim_callbacks.analysis.workers import check_workers, run_forked
 from slim_callbacks.core.checks import check_choice, check_int, check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import layer_table, unwrap
 from slim_callbacks.engine.criteria import Criterion, get_criterion, group_scores
 from slim_callbacks.engine.planner import select_units
-from slim_callbacks.engine.ratios import check_round_to, matches, resolve_ratios
+from slim_callbacks.engine.ratios import check_patterns, check_round_to, chosen_groups
 from slim_callbacks.tracing.groups import IN, ChannelGroup
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
@@ -126,54 +129,6 @@ def check_ratio_list(ratios) -> List[float]:
     return out
 
 
-def check_patterns(key: str, layers) -> Optional[List[str]]:
-    if layers is None:
-        return None
-    if isinstance(layers, str):
-        layers = [layers]
-    if not isinstance(layers, Sequence) or not layers or not all(isinstance(p, str) for p in layers):
-        raise ConfigError(key, layers, "None (every prunable group) or a non-empty list of "
-                                       "layer name patterns, e.g. ['conv*._pointwise_conv*']")
-    return list(layers)
-
-
-def check_workers(workers) -> int:
-    """``workers`` is an int >= 1, and > 1 only where forking a CPU process is safe."""
-    check_int("workers", workers, 1, "an int >= 1 (processes evaluating side by side)")
-    if workers > 1:
-        if not fork_available():
-            raise ConfigError("workers", workers, "1 on this platform (worker processes need os.fork)")
-        if not paddle.device.get_device().startswith("cpu"):
-            raise ConfigError("workers", workers, f"1 on {paddle.device.get_device()} "
-                                                  f"(forked processes cannot use the device)")
-        if paddle.distributed.get_world_size() > 1:
-            raise ConfigError("workers", workers, "1 under data parallel (each rank is one process)")
-    return int(workers)
-
-
-def chosen_groups(graph: DependencyGraph, layers: Optional[List[str]],
-                  skip: Sequence[str] = ()) -> List[ChannelGroup]:
-    """The prunable groups matched by ``layers`` (all if None) less ``skip``, in network order.
-
-    Raises:
-        ConfigError: a pattern that matches no conv/linear layer.
-        SlimError: nothing prunable is left.
-    """
-    producers = [p for g in graph.groups for p in g.producers]
-    for key, patterns in (("layers", layers or []), ("skip", [skip] if isinstance(skip, str) else skip)):
-        for pattern in patterns:
-            if not any(matches(p, pattern, graph.param_names) for p in producers):
-                raise ConfigError(f"{key} pattern", pattern, f"a pattern matching a Conv2D/Linear "
-                                                             f"layer, e.g. one of {', '.join(producers[:5])}")
-    patterns = {p: 0.5 for p in layers} if layers is not None else 0.5
-    names = resolve_ratios(graph, patterns, skip)
-    groups = [g for g in graph.groups if g.name in names]
-    if not groups:
-        raise SlimError(f"no prunable group matches layers={layers} (skip={list(skip)}); "
-                        f"prunable groups: {[g.name for g in graph.prunable_groups()][:8]}")
-    return groups
-
-
 def as_metric(value) -> float:
     """One finite number from what ``eval_fn`` returned (a float, 0-d array or tensor,
     or a one-element list such as ``paddle.Model.evaluate``'s ``[loss]``)."""
@@ -187,11 +142,6 @@ def as_metric(value) -> float:
         raise SlimError(f"eval_fn must return one finite number (higher is better), "
                         f"got {value!r}")
     return float(array.reshape(()))
-
-
-def load_sensitivities(path: str) -> Sensitivities:
-    """``{group: {ratio: loss}}`` from a file written by :func:`sensitivity`."""
-    return {name: dict(losses) for name, losses in Record.load(path).losses.items()}
 
 
 def evaluate(eval_fn: Callable, network, state: NetworkState) -> float:

@@ -1,7 +1,8 @@
 """The sensitivity file: settings, base metric, group widths and losses so far.
 
-Owns :class:`Record` (JSON load/save, written atomically after every evaluation) and
-the checks that a file being resumed fits this run (settings, widths, base metric).
+Owns :class:`Record` (JSON load/save, written atomically after every evaluation), the
+checks that a file being resumed fits this run (settings, widths, base metric) and
+:func:`load_sensitivities`.
 """
 from __future__ import annotations
 
@@ -85,3 +86,9 @@ class Record:
             raise SlimError(f"{path} was made with base metric {self.base!r}, eval_fn now gives "
                             f"{base!r}: the network's weights or the evaluation changed; "
                             f"delete the file to start over")
+
+
+def load_sensitivities(path: str) -> Sensitivities:
+    """``{group: {ratio: loss}}`` from a file written by
+    :func:`~slim_callbacks.analysis.sensitivity.sensitivity`."""
+    return {name: dict(losses) for name, losses in Record.load(path).losses.items()}

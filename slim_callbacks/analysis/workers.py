@@ -25,7 +25,10 @@ import traceback
 from multiprocessing.connection import wait
 from typing import Callable, Iterable, Sequence, TypeVar
 
-from slim_callbacks.core.errors import SlimError
+import paddle
+
+from slim_callbacks.core.checks import check_int
+from slim_callbacks.core.errors import ConfigError, SlimError
 
 Task = TypeVar("Task")
 Result = TypeVar("Result")
@@ -34,6 +37,20 @@ Result = TypeVar("Result")
 def fork_available() -> bool:
     """True where processes can be forked (Linux, macOS), which ``workers > 1`` needs."""
     return "fork" in multiprocessing.get_all_start_methods()
+
+
+def check_workers(workers) -> int:
+    """``workers`` is an int >= 1, and > 1 only where forking a CPU process is safe."""
+    check_int("workers", workers, 1, "an int >= 1 (processes evaluating side by side)")
+    if workers > 1:
+        if not fork_available():
+            raise ConfigError("workers", workers, "1 on this platform (worker processes need os.fork)")
+        if not paddle.device.get_device().startswith("cpu"):
+            raise ConfigError("workers", workers, f"1 on {paddle.device.get_device()} "
+                                                  f"(forked processes cannot use the device)")
+        if paddle.distributed.get_world_size() > 1:
+            raise ConfigError("workers", workers, "1 under data parallel (each rank is one process)")
+    return int(workers)
 
 
 class RemoteTraceback(Exception):

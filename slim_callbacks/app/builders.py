@@ -280,21 +280,15 @@ def final_ratios(job: Job, network: paddle.nn.Layer):
     the strategies registry (:func:`~slim_callbacks.analysis.strategies.resolve_strategy`, as
     :class:`PruneCallback` does) on ``network`` without changing it; ``None`` when the
     recipe does not prune. Errors name the recipe key (``pruning.strategy_options.max_ratio``)."""
-    from slim_callbacks.analysis.strategies import RECIPE_KEYS, resolve_strategy, strategy_options
+    from slim_callbacks.analysis.strategies import RECIPE_KEYS, resolve_strategy
     recipe, pruning = job.recipe, job.recipe.pruning
     if pruning is None:
         return None
     check_sensitivities_file(job)
-    layers = None if tuple(pruning.layers) == ("*",) else list(pruning.layers)
-    options = strategy_options(
-        pruning.strategy, ratios=pruning.ratios,
-        target_flops_reduction=pruning.target_flops_reduction, layers=layers,
-        target_latency_reduction=pruning.target_latency_reduction, skip=pruning.skip,
-        criterion=pruning.criterion, round_to=pruning.round_to,
-        sensitivities=job.sensitivities_path(), options=pruning.strategy_options)
+    spec = pruning.spec(job.sensitivities_path())
     try:
-        return resolve_strategy(pruning.strategy, network, list(recipe.input_shape),
-                                structure=dict(pruning.structure), **options)
+        return resolve_strategy(spec.strategy, network, list(recipe.input_shape),
+                                structure=spec.structure, **spec.strategy_arguments())
     except ConfigError as err:
         name = str(err.key).split()[0].split("[")[0]
         key = RECIPE_KEYS.get(name) or (f"pruning.strategy_options.{name}"
@@ -319,7 +313,7 @@ def resolved_round_to(job: Job, network: paddle.nn.Layer) -> int:
 def check_schedule(recipe: Recipe, ratios) -> None:
     """``pruning.schedule`` checked against ``train.epochs`` and the final ratios before
     any work, with errors naming the recipe key (``pruning.schedule.initial_ratio``)."""
-    from slim_callbacks.callbacks.schedule_factory import schedule_from_dict
+    from slim_callbacks.pruning.schedule_factory import schedule_from_dict
     pruning = recipe.pruning
     if pruning is None or pruning.schedule is None:
         return

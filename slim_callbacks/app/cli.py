@@ -277,13 +277,13 @@ def cmd_run(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from slim_callbacks.app import runner
+    from slim_callbacks.app import planning
     from slim_callbacks.app.job import load_job
     from slim_callbacks.app.report import plan_text
     job = load_job(find_recipe(args.recipe), args.override)
     if args.explain:
         return _explain(job, args)
-    result = runner.plan(job, emit=_notes(args), measure=not args.no_measure)
+    result = planning.plan(job, emit=_notes(args), measure=not args.no_measure)
     if args.json:
         out = {k: result[k] for k in ("before", "after", "flops_reduction", "layers")}
         _out(json.dumps(out, indent=1))
@@ -298,8 +298,8 @@ def _explain(job, args) -> int:
     import dataclasses
 
     from slim_callbacks.analysis.explain import explain
-    from slim_callbacks.app import runner
-    report = explain(runner.planning_network(job, _notes(args)), list(job.recipe.input_shape))
+    from slim_callbacks.app import planning
+    report = explain(planning.planning_network(job, _notes(args)), list(job.recipe.input_shape))
     if args.json:
         out = dataclasses.asdict(report)
         out["by_op"] = report.by_op()
@@ -312,23 +312,23 @@ def _explain(job, args) -> int:
 
 
 def cmd_check(args) -> int:
-    from slim_callbacks.app import runner
+    from slim_callbacks.app import planning
     from slim_callbacks.app.job import load_job
     job = load_job(find_recipe(args.recipe), args.override)
-    runner.check(job, emit=_notes(args), measure=not args.no_measure)
+    planning.check(job, emit=_notes(args), measure=not args.no_measure)
     _out(job.recipe.to_yaml().rstrip())
     return 0
 
 
 def cmd_sensitivity(args) -> int:
-    from slim_callbacks.app import runner
     from slim_callbacks.app.job import load_job
+    from slim_callbacks.app.sensitivity_command import run_sensitivity
     job = load_job(find_recipe(args.recipe), args.override)
     if args.samples is not None:
         check_int("--samples", args.samples, 1, allowed="an int >= 1")
     check_int("--workers", args.workers, 1, allowed="an int >= 1")
-    runner.run_sensitivity(job, samples=args.samples, output=args.output, workers=args.workers,
-                           emit=_silent if args.quiet else _out)
+    run_sensitivity(job, samples=args.samples, output=args.output, workers=args.workers,
+                    emit=_silent if args.quiet else _out)
     return 0
 
 

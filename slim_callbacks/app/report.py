@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+import paddle
+
+from slim_callbacks.analysis.flops import profile
+
 
 def summary_table(summary: Dict[str, Any]) -> str:
     """The before/after table that ``slim-callbacks run`` ends with."""
@@ -169,3 +173,12 @@ def plot_curves(result: Dict[str, Dict[float, float]], png: str) -> bool:
     fig.savefig(png, dpi=100)
     plt.close(fig)
     return True
+
+
+SUMMARY_KEYS = ("acc", "macs", "gflops", "params", "size_mb")
+
+
+def structure(network: paddle.nn.Layer, input_shape, keys=SUMMARY_KEYS) -> Dict[str, Any]:
+    """The ``keys`` of :func:`~slim_callbacks.analysis.flops.profile` for the tables."""
+    numbers = profile(network, list(input_shape))
+    return {k: numbers[k] for k in keys if k in numbers}

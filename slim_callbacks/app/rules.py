@@ -298,7 +298,7 @@ def _round_to_convert(value, path):
 ROUND_TO = Rule("an int >= 1 or 'auto' (the multiple measured for this machine)", _round_to_convert)
 CRITERION = Rule("a registered criterion name", _criterion_convert)
 STRATEGY = Rule("a registered strategy name", _strategy_convert)
-SCHEDULE = Rule("a mapping with a string 'kind' (see slim_callbacks.callbacks.schedules)",
+SCHEDULE = Rule("a mapping with a string 'kind' (see slim_callbacks.pruning.schedules)",
                 _schedule_convert, mapping="nested")
 
 

@@ -1,10 +1,12 @@
-"""The commands: a :class:`~slim_callbacks.app.job.Job` (a validated recipe) run with
-``paddle.Model.fit``, checked, planned without training, or analysed for sensitivity.
+"""``slim-callbacks run``: a :class:`~slim_callbacks.app.job.Job` (a validated recipe)
+run with ``paddle.Model.fit``.
 
 What a recipe builds is in :mod:`slim_callbacks.app.builders`, the run-directory rules
 in :mod:`slim_callbacks.app.run_dir`, the printed tables and plots in
-:mod:`slim_callbacks.app.report`. The command line (:mod:`slim_callbacks.app.cli`) is a
-thin layer over this module:
+:mod:`slim_callbacks.app.report`; ``check`` and ``plan`` are in
+:mod:`slim_callbacks.app.planning`, ``sensitivity`` in
+:mod:`slim_callbacks.app.sensitivity_command`. The command line
+(:mod:`slim_callbacks.app.cli`) is a thin layer over these:
 
 - :func:`run` builds everything, evaluates, fits with :class:`PruneCallback` (and
   BN-L1 sparsity, VisualDL logs, checkpoints), evaluates again and writes
@@ -15,51 +17,33 @@ thin layer over this module:
   to ``<output_dir>/inference/`` and its batch-1 latency next to the original's.
 - :func:`dry_run_recipe` shrinks any recipe to 2 epochs x 2 steps of batch 2 on
   synthetic data of its input shape, with its final pruning one-shot at epoch 0.
-- :func:`plan` applies the recipe's final pruning to a freshly built network.
-- :func:`run_sensitivity` writes the sensitivities file that ``strategy: sensitive``
-  recipes read.
 
 Relative paths: ``pruning.sensitivities`` is relative to the directory of the recipe
 file (so ``recipes/mobilenetv1/sensitive_*.yaml`` share
 ``recipes/mobilenetv1/sensitivities/mobilenetv1_l1norm.json`` wherever you run from);
 ``data.root``, ``data.path``, ``model.pretrained`` and the output directories are
 relative to the current directory, as in PaddleClas.
-
-Example:
-    >>> from slim_callbacks.app.job import load_job
-    >>> job = load_job({"name": "tiny", "model": {"name": "mobilenet_v1",
-    ...                 "kwargs": {"scale": 0.25}}, "data": {"source": "synthetic"},
-    ...                 "pruning": {"target_flops_reduction": 0.5,
-    ...                             "layers": ["conv*._pointwise_conv*"]}})
-    >>> result = plan(job)
-    >>> abs(result["flops_reduction"] - 0.5) < 0.02
-    True
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import tempfile
 import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import paddle
 
-from slim_callbacks.analysis.flops import layer_widths, profile
-from slim_callbacks.analysis.sensitivity import DEFAULT_RATIOS
 from slim_callbacks.app.builders import (
     accuracy_metric,
     build_callbacks,
     build_network,
     build_optimizer,
-    check_schedule,
     check_sensitivities_file,
     final_ratios,
     load_pretrained,
-    missing_sensitivities_message,
     needs_trained_scales,
     resolved_round_to,
     seed_from,
@@ -73,19 +57,16 @@ from slim_callbacks.app.deployment import (
     verification_batch,
 )
 from slim_callbacks.app.job import Job
+from slim_callbacks.app.planning import announce_measuring
 from slim_callbacks.app.recipe import load_recipe
-from slim_callbacks.app.report import plot_curves, summary_table, write_curves
+from slim_callbacks.app.report import structure, summary_table
 from slim_callbacks.app.run_dir import check_finite_data, locked_run_directory, resume_checkpoint
 from slim_callbacks.app.schema import Recipe
-from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.core.paddle_utils import is_rank0
-from slim_callbacks.deploy.latency_table import NotMeasured, measuring_off
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_KEYS = ("acc", "macs", "gflops", "params", "size_mb")
 RECIPE_FILE = "recipe.yaml"
-PLAN_KEYS = ("macs", "gflops", "gflops_legacy", "params", "size_mb")
 DRY_EPOCHS, DRY_STEPS, DRY_BATCH = 2, 2, 2
 
 
@@ -99,9 +80,6 @@ def eval_accuracy(logs: Dict[str, Any]) -> Dict[str, float]:
     return out
 
 
-def structure(network: paddle.nn.Layer, input_shape, keys=SUMMARY_KEYS) -> Dict[str, Any]:
-    numbers = profile(network, list(input_shape))
-    return {k: numbers[k] for k in keys if k in numbers}
 
 
 # -------------------------------------------------------------------------- run
@@ -284,196 +262,15 @@ def _latency_strategy(job: Job, pruner, latency) -> Dict[str, Any]:
     return predicted_vs_measured(recipe, fresh, pruner.plan, resolved_round_to(job, fresh), latency)
 
 
-# ------------------------------------------------------------------------- plan
-def planning_network(job: Job, emit: Callable[[str], None]) -> paddle.nn.Layer:
-    """The recipe's network as ``run`` starts it: seeded, with the pretrained weights
-    when the file exists (else, for ``opt_slim``, stand-in BatchNorm scales)."""
-    recipe = job.recipe
-    seed_from(recipe)
-    network = build_network(recipe)
-    pretrained = recipe.model.pretrained
-    if pretrained is not None and os.path.isfile(pretrained):
-        load_pretrained(network, pretrained)
-    elif needs_trained_scales(recipe):
-        stand_in_bn_scales(network, recipe.train.seed or 0)
-        emit("note: BatchNorm scales drawn in [0.1, 1) as a stand-in for trained weights "
-             "(opt_slim ties on initial scales); the structure is illustrative only")
-    return network
 
 
-def announce_measuring(job: Job, network: paddle.nn.Layer, emit: Callable[[str], None]) -> None:
-    """One line, before ``strategy: latency`` or ``round_to: auto`` measures: what is
-    not in the latency cache and about how long timing it takes
-    (:mod:`~slim_callbacks.analysis.latency_estimate`)."""
-    from slim_callbacks.analysis.latency_estimate import estimate_measuring
-    pruning = job.recipe.pruning
-    latency = pruning is not None and pruning.strategy == "latency"
-    auto = pruning is not None and pruning.round_to == "auto"
-    if not (latency or auto):
-        return
-    layers = None if tuple(pruning.layers) == ("*",) else list(pruning.layers)
-    estimate = estimate_measuring(network, list(job.recipe.input_shape), latency=latency,
-                                  round_auto=auto, layers=layers, skip=list(pruning.skip),
-                                  round_to=pruning.round_to, options=pruning.strategy_options)
-    what = " with ".join(w for w, on in (("strategy: latency", latency), ("round_to: auto", auto)) if on)
-    emit(estimate.line(what))
-    deploy = job.recipe.deploy
-    timed_keeping = bool(pruning.strategy_options.get("keep_intermediates", False))
-    if latency and deploy.latency and timed_keeping != deploy.keep_intermediates:
-        emit(f"note: strategy_options.keep_intermediates is {str(timed_keeping).lower()} but "
-             f"deploy.keep_intermediates is {str(deploy.keep_intermediates).lower()}: the "
-             f"strategy meets its target in the other setting than the one measured at the end")
 
 
-def _measuring(measure: bool):
-    """A block where latency tables may time (``measure``) or answer from the cache only."""
-    return contextlib.nullcontext() if measure else measuring_off("--no-measure")
 
 
-def check(job: Job, emit: Callable[[str], None] = lambda s: None, measure: bool = True) -> None:
-    """Builds what :func:`run` builds before loading data: the network (and pretrained
-    weights if present), the final ratios and the pruning callback with its schedule,
-    so every recipe error ``run`` would meet comes first, before any work. Missing
-    files that only ``run`` needs (weights, the sensitivities file) are notes.
-
-    ``strategy: latency`` and ``round_to: auto`` measure on this machine unless the
-    latency cache has every timing: a line says how long first; with ``measure=False``
-    (``--no-measure``) the cache alone answers, and the final ratios are a note when it
-    lacks timings."""
-    recipe = job.recipe
-    for note in job.notes:
-        emit(note)
-    pretrained = recipe.model.pretrained
-    if pretrained is not None and not os.path.isfile(pretrained):
-        emit(f"note: model.pretrained: {pretrained} not found (run needs it)")
-    check_deploy(recipe)
-    network = planning_network(job, emit)
-    path = job.sensitivities_path()
-    if path is not None and not os.path.isfile(path):
-        emit(f"note: {missing_sensitivities_message(job)}")
-        check_schedule(recipe, None)
-        return
-    if measure:
-        announce_measuring(job, network, emit)
-    with _measuring(measure):
-        try:
-            ratios = final_ratios(job, network)
-        except NotMeasured as err:
-            emit(f"note: final ratios not resolved: {err}")
-            check_schedule(recipe, None)
-            return
-    build_callbacks(job, ratios)
 
 
-def plan(job: Job, emit: Callable[[str], None] = lambda s: None,
-         measure: bool = True) -> Dict[str, Any]:
-    """The recipe's final pruning applied to a freshly built network (no training).
-    Measuring for ``strategy: latency`` / ``round_to: auto`` is announced first (one
-    line); ``measure=False`` answers from the latency cache only and raises
-    :class:`~slim_callbacks.deploy.latency_table.NotMeasured` if it lacks a timing.
-
-    Returns ``{"before": {...}, "after": {...}, "flops_reduction", "layers": {name:
-    [before, after]}, "ratios", "approximate"}``; ``flops_reduction`` is in MACs;
-    ``approximate`` lists the pruned groups whose removal is not exact (LayerNorm).
-    """
-    from slim_callbacks.engine.planner import prune
-    recipe = job.recipe
-    check_sensitivities_file(job)
-    for note in job.notes:
-        emit(note)
-    network = planning_network(job, emit)
-    shape = list(recipe.input_shape)
-    before = structure(network, shape, PLAN_KEYS)
-    widths_before = layer_widths(network)
-    if measure:
-        announce_measuring(job, network, emit)
-    with _measuring(measure):
-        ratios = final_ratios(job, network)
-        round_to = resolved_round_to(job, network) if ratios is not None else None
-    approximate = []
-    if ratios is not None:
-        pruning = recipe.pruning
-        done = prune(network, shape, ratios, pruning.criterion, skip=list(pruning.skip),
-                     round_to=round_to, fold_bn_shift=pruning.fold_bn_shift,
-                     structure=dict(pruning.structure))
-        approximate = [{"group": g["name"], "reason": g["approximate"]}
-                       for g in done.groups if g.get("approximate")]
-    after = structure(network, shape, PLAN_KEYS)
-    widths_after = layer_widths(network)
-    return {"before": before, "after": after,
-            "flops_reduction": 1 - after["macs"] / before["macs"],
-            "layers": {name: [w, widths_after.get(name, 0)] for name, w in widths_before.items()},
-            "ratios": ratios, "approximate": approximate}
 
 
-# ------------------------------------------------------------------ sensitivity
-def top1_accuracy(network: paddle.nn.Layer, loader) -> float:
-    """Share of ``(images, labels)`` batches of ``loader`` whose argmax is the label (eval
-    mode, no gradient; the network is left in eval mode)."""
-    network.eval()
-    correct = total = 0
-    with paddle.no_grad():
-        for images, labels in loader:
-            pred = network(images).argmax(axis=1).numpy()
-            correct += int((pred == labels.numpy().reshape(-1)).sum())
-            total += len(pred)
-    return correct / max(total, 1)
 
 
-def run_sensitivity(job: Job, *, samples: Optional[int] = None, output: Optional[str] = None,
-                    ratios: Sequence[float] = DEFAULT_RATIOS, workers: int = 1,
-                    emit: Callable[[str], None] = print) -> Dict[str, Any]:
-    """Writes the sensitivities JSON of the recipe's pruned layers (top-1 accuracy on
-    the eval data, or ``samples`` of it; with ``pruning.recalibrate_bn: N``, after
-    re-estimating BatchNorm statistics on the first N training batches), VisualDL
-    curves and a PNG plot; ``workers``
-    processes evaluate side by side (see :func:`~slim_callbacks.analysis.sensitivity.sensitivity`)."""
-    from slim_callbacks.analysis.sensitivity import sensitivity
-    from slim_callbacks.app.data import build_datasets, cap
-    recipe, pruning = job.recipe, job.recipe.pruning
-    if pruning is None:
-        raise ConfigError("pruning", None, "a pruning section (its layers, criterion and "
-                          "round_to are what the analysis uses)")
-    path = output or job.sensitivities_path() or os.path.join(recipe.output_dir,
-                                                               "sensitivities.json")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    seed_from(recipe)  # initial weights the same each time: a rerun resumes the file
-    network = build_network(recipe)
-    if recipe.model.pretrained is not None:
-        load_pretrained(network, recipe.model.pretrained)
-    else:
-        emit("note: no model.pretrained: the analysis runs on initial weights")
-    train_data, eval_data = build_datasets(recipe.data, recipe.input_shape)
-    if samples is not None:
-        eval_data = cap(eval_data, samples)
-    loader = paddle.io.DataLoader(eval_data, batch_size=recipe.train.batch_size, shuffle=False,
-                                  num_workers=recipe.data.num_workers)
-
-    def eval_fn(net):
-        return top1_accuracy(net, loader)
-
-    layers = None if tuple(pruning.layers) == ("*",) else list(pruning.layers)
-    bn_data = None
-    if pruning.recalibrate_bn:  # adaptive BN: statistics from the first training batches
-        bn_data = (images for images, _ in paddle.io.DataLoader(
-            train_data, batch_size=recipe.train.batch_size, shuffle=False))
-        emit(f"BatchNorm statistics re-estimated on {pruning.recalibrate_bn} training "
-             f"batches before every evaluation (pruning.recalibrate_bn)")
-    started = time.time()
-    result = sensitivity(network, eval_fn, list(recipe.input_shape), layers=layers,
-                         ratios=list(ratios), criterion=pruning.criterion, file=path,
-                         skip=list(pruning.skip), round_to=resolved_round_to(job, network),
-                         workers=workers,
-                         recalibrate_bn=pruning.recalibrate_bn, bn_data=bn_data)
-    emit(f"sensitivities of {len(result)} layers x {len(ratios)} ratios on "
-         f"{len(eval_data)} samples in {time.time() - started:.1f} s -> {path}")
-    from slim_callbacks.callbacks.visualdl import new_session_dir
-    log_dir = new_session_dir(recipe.logging.log_dir, "sensitivity")  # sensitivity-2 on a rerun
-    write_curves(result, log_dir)
-    emit(f"VisualDL curves (one chart per layer) -> {log_dir}")
-    png = os.path.splitext(path)[0] + ".png"
-    if plot_curves(result, png):
-        emit(f"plot -> {png}")
-    else:
-        emit("note: matplotlib is not installed: no PNG plot (pip install matplotlib)")
-    return {"file": path, "log_dir": log_dir, "sensitivities": result}

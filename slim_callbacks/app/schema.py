@@ -28,29 +28,21 @@ from typing import Any, ClassVar, Dict, Optional, Tuple, Union
 
 import yaml
 
-from slim_callbacks.analysis.bn_recalibration import check_recalibrate_bn
+from slim_callbacks.app.pruning_schema import PruningConfig
 from slim_callbacks.app.rules import (
     BOOL,
-    CRITERION,
     EPOCHS,
     IMAGE_SIZE,
-    LAYERS,
     MAPPING,
     MODEL_NAME,
     NAME,
     PATH,
-    PATTERNS,
     PRETRAINED,
     RATIO,
-    RATIOS,
-    ROUND_TO,
-    SCHEDULE,
     SHAPE,
-    STRATEGY,
     Invalid,
     Rule,
     Section,
-    checked_rule,
     choice_rule,
     float_rule,
     int_rule,
@@ -59,12 +51,9 @@ from slim_callbacks.app.rules import (
     optional_rule,
     section_field,
 )
-from slim_callbacks.callbacks.distill import check_temperature
 from slim_callbacks.core.checks import is_int
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.deploy.export import FORMATS as EXPORT_FORMATS
-from slim_callbacks.tracing.structure import CHOICES as STRUCTURE_CHOICES
-from slim_callbacks.tracing.structure import check_structure
 
 _LOG = logging.getLogger(__name__)
 
@@ -220,173 +209,16 @@ class TrainConfig(Section):
                          "learning rate never decays there", late, self.epochs)
 
 
-@dataclass(frozen=True)
-class TeacherConfig(Section):
-    """``pruning.distill.teacher``: a trained network that teaches instead of the copy
-    taken before the first event. ``name``/``kwargs`` as in ``model`` (null: the recipe's own
-    model and kwargs); ``pretrained`` (required): its weights. A plain path is short
-    for ``{pretrained: path}`` of the recipe's model.
-
-    Example:
-        >>> TEACHER.convert("teacher.pdparams", "t")
-        TeacherConfig(name=None, kwargs={}, pretrained='teacher.pdparams')
-        >>> TEACHER.convert({"name": "resnet18", "pretrained": "r18.safetensors"}, "t").name
-        'resnet18'
-    """
-
-    prefix: ClassVar[str] = "pruning.distill.teacher"
-    name: Optional[str] = key_field(optional_rule(MODEL_NAME), None)
-    kwargs: Dict[str, Any] = field(default_factory=dict, metadata={"rule": MAPPING})
-    pretrained: str = key_field(PRETRAINED)
 
 
-def _teacher_convert(value, path):
-    if isinstance(value, TeacherConfig):
-        return value
-    if isinstance(value, str):
-        return TeacherConfig(pretrained=value)
-    if isinstance(value, dict):
-        return TeacherConfig.from_dict(value)
-    raise Invalid
 
 
-TEACHER = Rule(f"a weights path of the recipe's model (.safetensors, or a .pdparams pickle you "
-               f"trust) or a mapping with keys {', '.join(TeacherConfig.keys())}", _teacher_convert,
-               section=TeacherConfig)
 
 
-@dataclass(frozen=True)
-class DistillConfig(Section):
-    """``pruning.distill``: knowledge distillation (:class:`~slim_callbacks.callbacks.DistillCallback`)
-    from the network as it is right before the first pruning event, or from ``teacher``
-    (:class:`TeacherConfig`); ``{}`` takes the defaults. The KD term is computed on the
-    first output of student and teacher.
-
-    Example:
-        >>> DistillConfig().alpha, DistillConfig(temperature=2).temperature
-        (0.5, 2.0)
-        >>> DistillConfig(teacher="t.pdparams").to_dict()["teacher"]["pretrained"]
-        't.pdparams'
-    """
-
-    prefix: ClassVar[str] = "pruning.distill"
-    alpha: float = key_field(float_rule(0.0, 1.0, high_open=False), 0.5)
-    temperature: float = key_field(checked_rule(check_temperature, "a softmax temperature"), 4.0)
-    teacher: Optional[TeacherConfig] = key_field(optional_rule(TEACHER), None)
 
 
-@dataclass(frozen=True)
-class PruningConfig(Section):
-    """``pruning``: criterion, how ratios are chosen, which layers, and when.
-
-    Exactly one of ``ratios`` and ``target_flops_reduction`` is used (strategy
-    ``latency`` takes ``target_latency_reduction`` instead): strategy
-    ``custom`` needs a ``ratios`` mapping, ``sensitive`` needs ``sensitivities`` and
-    ``target_flops_reduction``, ``uniform`` and ``global`` take a float ratio or the
-    FLOPs target (for ``global`` a float is its ``channel_ratio``: the share of all
-    chosen channels, cut at one global score threshold). ``strategy_options`` holds the
-    strategy's other arguments (e.g. ``{max_ratio: 0.8}`` for ``global``), checked
-    against :func:`~slim_callbacks.analysis.strategies.strategy_option_names`. ``schedule`` is
-    passed as-is to :mod:`slim_callbacks.callbacks.schedules`. ``distill`` (a mapping,
-    null = off) distils the unpruned network into the pruned one; ``recalibrate_bn: N``
-    re-estimates BatchNorm statistics on N training batches after each event (and
-    before every evaluation of ``slim-callbacks sensitivity``); ``max_metric_drop``
-    undoes an event whose eval fell more than that and retries with half the step,
-    down to ``budget_min_step`` (:mod:`slim_callbacks.callbacks.budget`).
-    ``structure`` says what a unit spans where layers allow several shapes
-    (``{attention: heads}``; :mod:`slim_callbacks.tracing.structure`).
-
-    Example:
-        >>> PruningConfig(ratios=0.3).layers
-        ('*',)
-    """
-
-    prefix: ClassVar[str] = "pruning"
-    criterion: str = key_field(CRITERION, "l1_norm")
-    strategy: str = key_field(STRATEGY, "uniform")
-    strategy_options: Dict[str, Any] = field(
-        default_factory=dict, metadata={"rule": dataclasses.replace(MAPPING, allowed="a mapping {option: value}")})
-    ratios: Union[float, Dict[str, float], None] = key_field(optional_rule(RATIOS), None)
-    target_flops_reduction: Optional[float] = key_field(
-        optional_rule(float_rule(0.0, 1.0, low_open=True)), None)
-    target_latency_reduction: Optional[float] = key_field(
-        optional_rule(float_rule(0.0, 1.0, low_open=True)), None)
-    layers: Tuple[str, ...] = key_field(LAYERS, ("*",))
-    skip: Tuple[str, ...] = key_field(PATTERNS, ())
-    round_to: Union[int, str] = key_field(ROUND_TO, 1)
-    sensitivities: Optional[str] = key_field(optional_rule(PATH), None)
-    schedule: Optional[Dict[str, Any]] = key_field(optional_rule(SCHEDULE), None)
-    bn_l1: Optional[float] = key_field(optional_rule(float_rule(0.0)), None)
-    fold_bn_shift: Optional[bool] = key_field(optional_rule(BOOL), None)
-    distill: Optional[DistillConfig] = section_field(DistillConfig, optional=True)
-    recalibrate_bn: int = key_field(checked_rule(
-        lambda key, value: check_recalibrate_bn(value, key), "a number of batches"), 0)
-    max_metric_drop: Optional[float] = key_field(optional_rule(float_rule(0.0, low_open=True)), None)
-    budget_min_step: float = key_field(float_rule(0.0, 1.0, low_open=True, high_open=False), 0.02)
-    structure: Dict[str, str] = field(
-        default_factory=dict, metadata={"rule": dataclasses.replace(
-            MAPPING, allowed="a mapping {" + ", ".join(
-                f"{key}: {' or '.join(values)}" for key, values in STRUCTURE_CHOICES.items()) + "}")})
-
-    def _check(self):
-        check_structure(self.structure, "pruning.structure")
-        ratios, target, strategy = self.ratios, self.target_flops_reduction, self.strategy
-        if ratios is not None and target is not None:
-            raise ConfigError("pruning.target_flops_reduction", target,
-                              "null when pruning.ratios is set (they are exclusive)")
-        if strategy == "custom" and not isinstance(ratios, dict):
-            raise ConfigError("pruning.ratios", ratios,
-                              "a mapping {sublayer pattern: ratio} for strategy custom")
-        if strategy == "sensitive":
-            if self.sensitivities is None:
-                raise ConfigError("pruning.sensitivities", None,
-                                  "a sensitivities file path (required for strategy sensitive)")
-            if target is None:
-                raise ConfigError("pruning.target_flops_reduction", None,
-                                  "a float in (0, 1) (required for strategy sensitive)")
-        self._check_latency_target()
-        self._check_strategy_options()
-        if strategy in ("uniform", "global"):
-            if isinstance(ratios, dict):
-                raise ConfigError("pruning.ratios", ratios,
-                                  f"a float in [0, 1) for strategy {strategy} "
-                                  "(use strategy custom for per-layer ratios)")
-            if ratios is None and target is None:
-                raise ConfigError("pruning.ratios", None,
-                                  f"a float in [0, 1) or pruning.target_flops_reduction "
-                                  f"(one is required for strategy {strategy})")
 
 
-    def _check_latency_target(self):
-        latency = self.target_latency_reduction
-        if self.strategy == "latency":
-            if latency is None:
-                raise ConfigError("pruning.target_latency_reduction", None,
-                                  "a float in (0, 1) (required for strategy latency)")
-            for key in ("ratios", "target_flops_reduction"):
-                if getattr(self, key) is not None:
-                    raise ConfigError(f"pruning.{key}", getattr(self, key), "null for strategy "
-                                      "latency (pruning.target_latency_reduction sets its target)")
-        elif latency is not None:
-            raise ConfigError("pruning.target_latency_reduction", latency,
-                              f"null for strategy {self.strategy} (only strategy latency uses it)")
-
-    def _check_strategy_options(self):
-        from slim_callbacks.analysis.strategies import (
-            RECIPE_KEYS,
-            check_option_values,
-            strategy_option_names,
-        )
-        allowed = [k for k in strategy_option_names(self.strategy) if k not in RECIPE_KEYS]
-        for key, value in self.strategy_options.items():
-            path = f"pruning.strategy_options.{key}"
-            if key in RECIPE_KEYS:
-                raise ConfigError(path, value, f"an option the recipe does not set itself "
-                                  f"(use {RECIPE_KEYS[key]})")
-            if key not in allowed:
-                raise ConfigError(path, value, f"an option of strategy {self.strategy}: "
-                                  f"{', '.join(allowed) or 'none'}")
-        check_option_values(self.strategy_options, lambda key: f"pruning.strategy_options.{key}")
 
 
 @dataclass(frozen=True)

@@ -34,18 +34,11 @@ from typing import List, Optional
 import numpy as np
 import paddle
 
-from slim_callbacks.core.checks import check_int, check_number
+from slim_callbacks.core.checks import check_epoch, check_number
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.core.paddle_utils import is_batch_norm, unwrap
 
 logger = logging.getLogger(__name__)
-
-
-def check_epoch(key: str, value, allow_none: bool = False) -> Optional[int]:
-    """An epoch index: an int >= 0 (or None when allowed)."""
-    if value is None and allow_none:
-        return None
-    return check_int(key, value, 0, "an integer >= 0" + (" or None" if allow_none else ""))
 
 
 def bn_scales(network: paddle.nn.Layer) -> List[paddle.Tensor]:

@@ -47,58 +47,15 @@ Example:
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from slim_callbacks.core.checks import check_choice, check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.engine.surgery import set_storage
-from slim_callbacks.tracing.kinds import channel_attributes
 
 logger = logging.getLogger(__name__)
-
-def _optimizer_tensors(optimizer) -> List:
-    if optimizer is None:
-        return []
-    tensors = [t for per_param in getattr(optimizer, "_accumulators", {}).values()
-               for t in per_param.values()]
-    return tensors + list(getattr(optimizer, "_master_weights", {}).values())
-
-
-def _int_attributes(layer) -> Dict[str, int]:
-    """The plain ``int`` attributes of a layer: a plan may set any of them
-    (``self.head_dim``, ``self.num_heads``; see ``PruningPlan.attrs``)."""
-    return {k: v for k, v in vars(layer).items() if type(v) is int}
-
-
-@dataclasses.dataclass
-class Snapshot:
-    """Copies of the tensors, attributes and callback state an event changes."""
-
-    tensors: List[Tuple[Any, np.ndarray]]
-    attrs: List[Tuple[Any, Dict[str, Any]]]
-    state: Dict[str, Any]
-
-    @classmethod
-    def take(cls, network, optimizer, state: Dict[str, Any]) -> "Snapshot":
-        tensors = list(network.state_dict().values()) + _optimizer_tensors(optimizer)
-        attrs = [(layer, dict(_int_attributes(layer), **channel_attributes(layer)))
-                 for layer in network.sublayers(include_self=True)]
-        return cls([(t, t.numpy().copy()) for t in tensors], attrs, copy.deepcopy(state))
-
-    def restore(self) -> Dict[str, Any]:
-        """Puts every tensor and attribute back; returns the callback state."""
-        for tensor, array in self.tensors:
-            set_storage(tensor, array)
-        for layer, values in self.attrs:
-            for key, value in values.items():
-                setattr(layer, key, value)
-        return self.state
-
 
 #: The budget's metric directions: ``max`` (higher is better), ``min`` (lower is).
 MODES = ("max", "min")
@@ -236,4 +193,4 @@ class MetricBudget:
         self.reference = self.value(logs)
 
 
-__all__ = ["MetricBudget", "Snapshot"]
+__all__ = ["MetricBudget"]

@@ -49,6 +49,7 @@ from slim_callbacks.core.files import write_atomic
 from slim_callbacks.core.paddle_utils import unwrap
 from slim_callbacks.core.weights import load_state, state_digest
 from slim_callbacks.engine.plan import PruningPlan
+from slim_callbacks.pruning.state import PruningEvent
 
 FORMAT = "slim_callbacks.callbacks.ledger/1"
 SUFFIX = ".pruning.json"
@@ -56,28 +57,6 @@ SUFFIX = ".pruning.json"
 
 
 # ---------------------------------------------------------------------------- records
-
-@dataclasses.dataclass(frozen=True)
-class PruningEvent:
-    """One pruning event, a ``history`` entry: the global ``epoch``, its ``target``
-    ratio (the largest of the event's group targets), the ``groups`` pruned, ``macs``
-    and ``params`` ``[before, after]`` and the event's own plan (``PruningPlan.to_dict``)."""
-
-    epoch: int
-    target: float
-    groups: int
-    macs: List[float]
-    params: List[float]
-    plan: Dict[str, Any]
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {"epoch": self.epoch, "target": self.target, "groups": self.groups,
-                "macs": list(self.macs), "params": list(self.params), "plan": self.plan}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PruningEvent":
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
-
 
 def event_targets(targets: Mapping[int, Mapping[str, float]]) -> list:
     """``{epoch: {group: target}}`` as the ledger stores it: ``[[epoch, sorted((group,

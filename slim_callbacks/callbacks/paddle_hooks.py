@@ -1,6 +1,5 @@
 """The Paddle internals ``PruneCallback`` touches: ``paddle.Model`` and DataParallel.
 
-- :func:`same_on_every_rank`: under data parallel, every rank takes rank 0's plan;
 - :func:`rebuild_reducer`: ``model._adapter.ddp_model._reducer`` rebuilt after the
   parameters changed shape;
 - :func:`install_save_hook`: ``model.save`` replaced by a wrapper (ModelCheckpoint calls
@@ -17,16 +16,6 @@ import paddle
 
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.core.paddle_utils import unwrap
-from slim_callbacks.engine.plan import PruningPlan
-
-
-def same_on_every_rank(plan: PruningPlan) -> PruningPlan:
-    """Under data parallel, every rank takes rank 0's plan (the plan itself otherwise)."""
-    if paddle.distributed.get_world_size() <= 1:
-        return plan
-    box = [plan.to_dict()]
-    paddle.distributed.broadcast_object_list(box, src=0)
-    return PruningPlan.from_dict(box[0])
 
 
 def rebuild_reducer(model) -> None:

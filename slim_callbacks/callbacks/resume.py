@@ -8,16 +8,19 @@ Everything that can refuse does so before any weight changes.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Mapping, Optional, Tuple
 
 import paddle
 
 from slim_callbacks.callbacks import ledger as ledger_mod
-from slim_callbacks.callbacks.ledger import Cursor
+from slim_callbacks.callbacks.ledger import Cursor, Ledger
 from slim_callbacks.callbacks.paddle_hooks import load_optimizer_state, rebuild_reducer
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.engine.plan import PruningPlan
+
+logger = logging.getLogger("slim_callbacks.callbacks.prune")
 
 
 def resolve_source(resume_from) -> str:
@@ -78,3 +81,32 @@ def restore(model, prefix: str, ledger: dict) -> Tuple[PruningPlan, bool]:
         load_optimizer_state(model, state)
     rebuild_reducer(model)
     return plan, loaded
+
+
+def replay(callback, ledger: dict) -> None:
+    """Resumes ``callback`` (a ``PruneCallback`` whose pruner is prepared) from the
+    checkpoint ``callback.resume_from``: its events checked against the ledger's, the
+    budget's state loaded, the ledger's plan replayed on network and optimizer, then the
+    checkpoint's weights and optimizer state."""
+    record = Ledger.from_dict(ledger)
+    check_same_events(record.cursor, callback.targets, callback.resume_from)
+    if callback.budget is not None and record.budget:
+        callback.budget.load(record.budget)
+    prefix = str(callback.resume_from)
+    callback.last_epoch = record.cursor.epoch
+    plan, loaded = restore(callback.model, prefix, ledger)
+    callback.pruner.adopt(plan, [h.to_dict() for h in record.history])
+    if callback.optimizer is not None and not loaded:
+        logger.warning("resumed from %s without %s: the optimizer state starts afresh "
+                       "(reset_optimizer=True)", prefix, ledger_mod.OPTIMIZER)
+    logger.info("resumed from %s: %d pruning events replayed, next epoch %d", prefix,
+                len(callback.history), callback.epoch_offset)
+
+
+def resumed_teacher(distill) -> None:
+    """A run resumed after its first event: the default teacher is the resumed network."""
+    if distill.given_teacher is None:
+        logger.warning("distill: resuming after a pruning event, so the teacher is a copy "
+                       "of the resumed (already pruned) network, not the unpruned one; "
+                       "pass distill={'teacher': ...} to keep the original teacher")
+    distill.take_teacher()

@@ -110,7 +110,7 @@ class VisualDLLogger(paddle.callbacks.Callback):
             are skipped.
         pruner: the :class:`PruneCallback` whose ratios and pruned layers are logged
             (read from its ``pruning_state``, a
-            :class:`~slim_callbacks.callbacks.pruning_state.PruningState`).
+            :class:`~slim_callbacks.pruning.state.PruningState`).
         bn_histograms: write ``bn/gamma`` histograms.
     """
 

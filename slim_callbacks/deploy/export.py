@@ -39,8 +39,7 @@ from slim_callbacks.core.files import make_writable_dir
 from slim_callbacks.core.paddle_utils import modes_restored
 from slim_callbacks.core.signals import deferred, interruptible
 from slim_callbacks.deploy.model_files import check_model_files
-from slim_callbacks.deploy.runtime import (MODEL_NAME, model_files, predictor, run,
-                                           save_inference_model)
+from slim_callbacks.deploy.runtime import MODEL_NAME, model_files, predictor, run, save_inference_model
 
 logger = logging.getLogger("slim_callbacks.deploy")
 

@@ -27,8 +27,7 @@ import numpy as np
 
 from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.deploy.runtime import (check_threads, input_dtypes, input_shapes,
-                                           predictor, run)
+from slim_callbacks.deploy.runtime import check_threads, input_dtypes, input_shapes, predictor, run
 
 _clock = time.perf_counter  # tests replace this with a fake timer
 

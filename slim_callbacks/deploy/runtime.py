@@ -25,8 +25,7 @@ import paddle
 from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.core.paddle_utils import modes_restored
-from slim_callbacks.deploy.model_files import (PARAMS_SUFFIX, PROGRAM_SUFFIX,  # noqa: F401
-                                               check_model_files, model_files)
+from slim_callbacks.deploy.model_files import PARAMS_SUFFIX, PROGRAM_SUFFIX, check_model_files, model_files  # noqa: F401
 from slim_callbacks.engine.ratios import check_input_shape
 
 MODEL_NAME = "model"

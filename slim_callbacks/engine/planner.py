@@ -9,13 +9,14 @@
 
 :func:`plan_pruning` decides what to remove without changing anything, from the ratios
 that :func:`~slim_callbacks.engine.ratios.resolve_ratios` gave each group (see
-:mod:`slim_callbacks.engine.ratios` for the patterns); :func:`prune` does it all.
+:mod:`slim_callbacks.engine.ratios` for the patterns); :func:`slim_callbacks.prune` does it all
+(:mod:`slim_callbacks.pruning.pruner`).
 """
 from __future__ import annotations
 
 import logging
 import math
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 import paddle
@@ -26,21 +27,13 @@ from slim_callbacks.core.paddle_utils import layer_table
 from slim_callbacks.engine.criteria import Criterion, get_criterion, group_scores
 from slim_callbacks.engine.plan import PruningPlan, add_removed, cuts_of
 from slim_callbacks.engine.ratios import (
-    Ratios,
-    check_input_shape,
     check_network,
-    check_optimizer,
-    check_ratios,
     check_round_to,
-    check_skip,
-    resolve_ratios,
 )
 from slim_callbacks.engine.selectors import keep_count
 from slim_callbacks.engine.shared import check_not_shared
-from slim_callbacks.engine.shift_fold import apply_with_folds
 from slim_callbacks.tracing.groups import ChannelGroup
-from slim_callbacks.tracing.structure import check_structure
-from slim_callbacks.tracing.tracer import DependencyGraph, trace
+from slim_callbacks.tracing.tracer import DependencyGraph
 
 logger = logging.getLogger(__name__)
 
@@ -129,71 +122,6 @@ def plan_pruning(network: paddle.nn.Layer, graph: DependencyGraph, group_ratios:
         plan.groups.append(entry)
     plan.params.update(cuts_of(removed, lambda key: layers[key[0]]._parameters[key[1]].shape))
     return plan
-
-
-def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios: Ratios,
-          criterion="l1_norm", *, skip: Sequence[str] = (), optimizer=None,
-          round_to: int = 1, fold_bn_shift: Optional[bool] = None,
-          structure=None) -> PruningPlan:
-    """Prunes ``network`` in place and returns what was removed.
-
-    Args:
-        network: a dygraph ``paddle.nn.Layer`` (or ``paddle.DataParallel``).
-        input_shape: shape of one example input, e.g. ``[1, 3, 224, 224]``.
-        ratios: share of channels to remove: a float for every prunable group, or
-            ``{glob pattern: ratio}`` (see the module docstring).
-        criterion: ``l1_norm``, ``l2_norm``, ``fpgm`` (``geometry_median``), ``slim``
-            (``bn_scale``), ``opt_slim`` or a name added with ``register_criterion``.
-        skip: patterns of layers whose groups stay whole.
-        optimizer: the optimizer training ``network``; its state is sliced to match.
-        round_to: channels kept are rounded to a multiple of this (at least one).
-        fold_bn_shift: fold the constant that removed channels with a zero BatchNorm
-            scale still sent into their consumers' biases (see
-            :mod:`slim_callbacks.engine.shift_fold`); ``None``: on for ``slim`` and
-            ``opt_slim``, off otherwise.
-        structure: what a unit spans where layers allow several shapes, e.g.
-            ``{"attention": "heads"}`` (see :mod:`slim_callbacks.tracing.structure`).
-
-    Returns:
-        The :class:`PruningPlan` that was applied.
-
-    Raises:
-        ConfigError: bad network, input_shape, ratio, pattern, criterion, skip,
-            optimizer, round_to or structure; nothing is changed.
-        SlimError: the network rejects ``input_shape``; nothing is changed.
-    """
-    check_network(network)
-    input_shape = check_input_shape(input_shape)
-    criterion = get_criterion(criterion)
-    check_ratios(ratios)
-    round_to = check_round_to(round_to)
-    skip = check_skip(skip)
-    check_optimizer(optimizer)
-    fold = check_fold_bn_shift(fold_bn_shift, criterion)
-    structure = check_structure(structure)
-    graph = trace(network, input_shape, structure)
-    group_ratios = resolve_ratios(graph, ratios, skip)
-    warn_nothing_to_prune(graph, ratios, group_ratios)
-    plan = plan_pruning(network, graph, group_ratios, criterion, round_to)
-    warn_approximate(plan)
-    if fold:
-        return apply_with_folds(network, graph, plan, input_shape, optimizer)
-    return plan.apply(network, optimizer, input_shape=input_shape)
-
-
-def warn_nothing_to_prune(graph: DependencyGraph, ratios: Ratios,
-                          group_ratios: Mapping[str, float]) -> None:
-    """One warning when a ratio above 0 was asked for and no group of the network can
-    take it (an empty plan without a word would look like success)."""
-    asked = any(r > 0 for r in ratios.values()) if isinstance(ratios, dict) else ratios > 0
-    if not asked or group_ratios:
-        return
-    reasons = [f"{g.name}: {g.blocked or 'a single channel'}" for g in graph.groups][:3]
-    logger.warning("nothing to prune: none of the network's %d channel group(s) can be pruned "
-                   "(%s%s); the plan is empty. See explain(network, input_shape) or "
-                   "`slim-callbacks plan --explain`", len(graph.groups),
-                   "; ".join(reasons) or "no Conv/Linear layer",
-                   "; ..." if len(graph.groups) > 3 else "")
 
 
 def warn_approximate(plan: PruningPlan) -> None:

@@ -1,4 +1,5 @@
-"""What to prune: the checks of the pruning entry points' arguments, and ratio resolution.
+"""What to prune: the checks of the pruning entry points' arguments, ratio resolution,
+and the groups that layer patterns choose (:func:`chosen_groups`).
 
 Ratios are a float (every prunable group) or a dict from glob patterns to ratios.
 A pattern matches a structural sublayer name (``named_sublayers()``) or anything below
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from typing import Dict, List, Mapping, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import paddle
 
 from slim_callbacks.core.checks import check_int, check_ratio, is_int
-from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.tracing.groups import ChannelGroup
 from slim_callbacks.tracing.tracer import DependencyGraph
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,18 @@ def check_skip(skip) -> List[str]:
     return list(skip)
 
 
+def check_patterns(key: str, layers) -> Optional[List[str]]:
+    """None (every prunable group), or layer name patterns as a list (a string is one)."""
+    if layers is None:
+        return None
+    if isinstance(layers, str):
+        layers = [layers]
+    if not isinstance(layers, Sequence) or not layers or not all(isinstance(p, str) for p in layers):
+        raise ConfigError(key, layers, "None (every prunable group) or a non-empty list of "
+                                       "layer name patterns, e.g. ['conv*._pointwise_conv*']")
+    return list(layers)
+
+
 def check_input_shape(shape) -> List[int]:
     """One example input's shape: a list of positive ints, batch first."""
     if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not shape or any(
@@ -101,13 +115,8 @@ def resolve_ratios(graph: DependencyGraph, ratios: Ratios, skip: Sequence[str] =
     """
     ratios = check_ratios(ratios)
     skip = check_skip(skip)
-    producers = [p for g in graph.groups for p in g.producers]
-    patterns = list(ratios) if isinstance(ratios, dict) else []
-    for key, pats in (("ratios", patterns), ("skip", list(skip))):
-        for pattern in pats:
-            if not any(matches(p, pattern, graph.param_names) for p in producers):
-                raise ConfigError(f"{key} pattern", pattern, "a pattern matching a Conv2D/"
-                                  f"Linear layer, e.g. one of {', '.join(producers[:5])}")
+    check_patterns_match(graph, {"ratios": list(ratios) if isinstance(ratios, dict) else [],
+                                 "skip": skip})
     chosen: Dict[str, float] = {}
     for group in graph.groups:
         if any(matches(p, s, graph.param_names) for p in group.producers for s in skip):
@@ -124,3 +133,36 @@ def resolve_ratios(graph: DependencyGraph, ratios: Ratios, skip: Sequence[str] =
             continue
         chosen[group.name] = ratio
     return chosen
+
+
+def check_patterns_match(graph: DependencyGraph, patterns: Mapping[str, Sequence[str]]) -> None:
+    """Each pattern of ``{key: patterns}`` matches a producer (a Conv/Linear layer).
+
+    Raises:
+        ConfigError: naming ``"{key} pattern"``, the pattern and some producers.
+    """
+    producers = [p for g in graph.groups for p in g.producers]
+    for key, pats in patterns.items():
+        for pattern in pats:
+            if not any(matches(p, pattern, graph.param_names) for p in producers):
+                raise ConfigError(f"{key} pattern", pattern, "a pattern matching a Conv2D/"
+                                  f"Linear layer, e.g. one of {', '.join(producers[:5])}")
+
+
+def chosen_groups(graph: DependencyGraph, layers: Optional[List[str]],
+                  skip: Sequence[str] = ()) -> List[ChannelGroup]:
+    """The prunable groups matched by ``layers`` (all if None) less ``skip``, in network order.
+
+    Raises:
+        ConfigError: a pattern that matches no conv/linear layer.
+        SlimError: nothing prunable is left.
+    """
+    check_patterns_match(graph, {"layers": layers or [],
+                                 "skip": [skip] if isinstance(skip, str) else skip})
+    patterns = {p: 0.5 for p in layers} if layers is not None else 0.5
+    names = resolve_ratios(graph, patterns, skip)
+    groups = [g for g in graph.groups if g.name in names]
+    if not groups:
+        raise SlimError(f"no prunable group matches layers={layers} (skip={list(skip)}); "
+                        f"prunable groups: {[g.name for g in graph.prunable_groups()][:8]}")
+    return groups

@@ -39,7 +39,7 @@ puts ``sum_i W[:, i] * act(beta_i)`` into the consumer's bias first:
     ...                     nn.Conv2D(4, 2, 1))
     >>> net[1].weight.set_value(paddle.to_tensor([0.0, 1.0, 1.0, 1.0]))
     >>> net[1].bias.set_value(paddle.to_tensor([0.5, 0.0, 0.0, 0.0]))
-    >>> from slim_callbacks.engine.planner import prune
+    >>> from slim_callbacks import prune
     >>> plan = prune(net, [1, 3, 8, 8], {"0": 0.25}, criterion="slim", fold_bn_shift=True)
     >>> [(f["consumer"], f["channels"], f["exact"]) for f in plan.folds]
     [('3', 1, True)]

@@ -17,6 +17,10 @@ Three kinds of size are told apart:
   if the shape's channels are its units, in equal shares (see :data:`QUOTIENTS`).
 - any other ``int``: a literal written in the code, fixed.
 
+Whether an attribute or a ratio of widths can really follow is known only once the
+trace has coupled everything: :func:`block_sizes_that_cannot_follow` and
+:func:`block_ratios_that_cannot_hold` then refuse the channels where it cannot.
+
     >>> size = RuntimeSize(8, np.array([3, 4]))
     >>> (size // 2).source.tolist(), (size // AttrSize(2, ("shuffle", "groups"))).source.tolist()
     ([3, 4], [3, 4])
@@ -225,3 +229,51 @@ def tagged_attributes(layers: Dict[str, object]) -> Iterator[None]:
         for layer, attr, value in tagged:
             if isinstance(vars(layer).get(attr), AttrSize):
                 vars(layer)[attr] = value
+
+
+def block_sizes_that_cannot_follow(tracer) -> None:
+    """After the trace: refuses the channels sized by a layer attribute (see
+    ``Tracer.size_follows``) that pruning cannot set to their new count - one the code
+    also computes with, divides another size by unevenly, uses for other channels too,
+    or that does not count the channels one for one."""
+    for owner, atoms in tracer.sizes.items():
+        layer, attr = owner
+        if owner in DERIVED:
+            tracer.refuse(atoms, f"is sized by {layer}.{attr}, which the code also "
+                                 f"computes with, so it cannot follow pruning")
+        elif not all(_divides_evenly(tracer, source, atoms) for source in QUOTIENTS.get(owner, [])):
+            tracer.refuse(atoms, f"is sized by {layer}.{attr}, which the code also divides "
+                                 f"another size by, so it cannot follow pruning")
+        elif not all(tracer.same_units(atoms, other) for other in tracer.size_uses[owner]):
+            tracer.refuse(np.concatenate(tracer.size_uses[owner]),
+                          f"is sized by {layer}.{attr}, which also sizes other "
+                          f"channels")
+        elif len(tracer.units_of(atoms)) != tracer.size_values[owner]:
+            tracer.refuse(atoms, f"is sized by {layer}.{attr} = {tracer.size_values[owner]}, "
+                                 f"which does not count its channels one for one")
+
+
+def _divides_evenly(tracer, order: Optional[np.ndarray], atoms: np.ndarray) -> bool:
+    """True if a size read from an axis whose atoms are ``order``, divided by the
+    attribute that counts the units of ``atoms``, keeps its value after pruning
+    (``C // self.num_heads`` with each head coupled to ``C // num_heads`` of the
+    ``C`` channels): that axis holds those units, each as many times."""
+    if order is None or not tracer.same_units(order[order > 0], atoms) or (order == 0).any():
+        return False
+    roots = tracer.roots_of(order)
+    return len(set(np.unique(roots, return_counts=True)[1].tolist())) == 1
+
+
+def block_ratios_that_cannot_hold(tracer) -> None:
+    """After the trace: refuses the widths behind a size whose factors cancel (see
+    ``Tracer.size_keeps_ratio``) unless every unit removes the same share of each
+    factor's positions."""
+    for dims, reason in tracer.ratios:
+        positions = [np.asarray(p) for p, _ in dims]
+        if any((p == 0).any() for p in positions):  # a position that cannot shrink
+            tracer.refuse(np.concatenate(positions), reason)
+            continue
+        roots = [tracer.roots_of(p) for p in positions]
+        if any(len({float(np.mean(r == root)) for r in roots}) > 1
+               for root in np.unique(np.concatenate(roots))):
+            tracer.refuse(np.concatenate(positions), reason)

@@ -50,9 +50,14 @@ from slim_callbacks.tracing.graph import DependencyGraph  # noqa: F401 (imported
 from slim_callbacks.tracing.grouped import GroupedConv, settle, unique_convs
 from slim_callbacks.tracing.groups import MemberRecord, UnionFind, build_groups
 from slim_callbacks.tracing.kinds import is_known_layer, kind_of
-from slim_callbacks.tracing.op_rules import intercept, tensors_in
+from slim_callbacks.tracing.op_args import tensors_in
+from slim_callbacks.tracing.op_rules import intercept
 from slim_callbacks.tracing.rule_errors import registered_rule
-from slim_callbacks.tracing.sizes import DERIVED, QUOTIENTS, tagged_attributes
+from slim_callbacks.tracing.sizes import (
+    block_ratios_that_cannot_hold,
+    block_sizes_that_cannot_follow,
+    tagged_attributes,
+)
 from slim_callbacks.tracing.structure import Structure, check_structure
 
 logger = logging.getLogger(__name__)
@@ -328,50 +333,13 @@ class Tracer:
         self.size_uses.setdefault(owner, []).append(atoms)
         self.size_values[owner] = value
 
-    def _block_sizes_that_cannot_follow(self) -> None:
-        for owner, atoms in self.sizes.items():
-            layer, attr = owner
-            if owner in DERIVED:
-                self.refuse(atoms, f"is sized by {layer}.{attr}, which the code also "
-                                   f"computes with, so it cannot follow pruning")
-            elif not all(self._divides_evenly(source, atoms) for source in QUOTIENTS.get(owner, [])):
-                self.refuse(atoms, f"is sized by {layer}.{attr}, which the code also divides "
-                                   f"another size by, so it cannot follow pruning")
-            elif not all(self.same_units(atoms, other) for other in self.size_uses[owner]):
-                self.refuse(np.concatenate(self.size_uses[owner]),
-                            f"is sized by {layer}.{attr}, which also sizes other "
-                                   f"channels")
-            elif len(self.units_of(atoms)) != self.size_values[owner]:
-                self.refuse(atoms, f"is sized by {layer}.{attr} = {self.size_values[owner]}, "
-                                   f"which does not count its channels one for one")
-
-    def _divides_evenly(self, order: Optional[np.ndarray], atoms: np.ndarray) -> bool:
-        """True if a size read from an axis whose atoms are ``order``, divided by the
-        attribute that counts the units of ``atoms``, keeps its value after pruning
-        (``C // self.num_heads`` with each head coupled to ``C // num_heads`` of the
-        ``C`` channels): that axis holds those units, each as many times."""
-        if order is None or not self.same_units(order[order > 0], atoms) or (order == 0).any():
-            return False
-        roots = self.roots_of(order)
-        return len(set(np.unique(roots, return_counts=True)[1].tolist())) == 1
-
     def size_keeps_ratio(self, dims: tuple, reason: str) -> None:
         """A size computed from widths (``dims``, see
         :class:`~slim_callbacks.tracing.sizes.RuntimeSize`) whose factors cancel: it
         stays right if every unit removes the same share of each factor's positions,
-        checked once the trace has coupled everything (:meth:`_block_ratios_that_cannot_hold`)."""
+        checked once the trace has coupled everything
+        (:func:`~slim_callbacks.tracing.sizes.block_ratios_that_cannot_hold`)."""
         self.ratios.append((dims, reason))
-
-    def _block_ratios_that_cannot_hold(self) -> None:
-        for dims, reason in self.ratios:
-            positions = [np.asarray(p) for p, _ in dims]
-            if any((p == 0).any() for p in positions):  # a position that cannot shrink
-                self.refuse(np.concatenate(positions), reason)
-                continue
-            roots = [self.roots_of(p) for p in positions]
-            if any(len({float(np.mean(r == root)) for r in roots}) > 1
-                   for root in np.unique(np.concatenate(roots))):
-                self.refuse(np.concatenate(positions), reason)
 
     def union_pairs(self, pairs: np.ndarray) -> None:
         for a, b in pairs:
@@ -389,8 +357,8 @@ class Tracer:
 
     def graph(self) -> DependencyGraph:
         segments, fallbacks = settle(self, unique_convs(self.grouped))
-        self._block_sizes_that_cannot_follow()
-        self._block_ratios_that_cannot_hold()
+        block_sizes_that_cannot_follow(self)
+        block_ratios_that_cannot_hold(self)
         groups = build_groups(self.uf, np.array(self.atom_layer), self.layer_order,
                               self.producer_names, self.records, self.blocked,
                               self.block_sites, self.approximations, self.sizes, segments)

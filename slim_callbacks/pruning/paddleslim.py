@@ -1,7 +1,7 @@
 """PaddleSlim-compatible front ends: ``FilterPruner`` and one subclass per criterion.
 
 They keep PaddleSlim's calling convention (``pruner.prune_vars({"conv2d_0.w_0": 0.3})``)
-and run :func:`~slim_callbacks.engine.planner.prune`; the subclasses differ only in
+and run :func:`~slim_callbacks.prune`; the subclasses differ only in
 their criterion (:data:`CRITERION_PRUNERS`).
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ import paddle
 
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.engine.plan import PruningPlan
-from slim_callbacks.engine.planner import prune
 from slim_callbacks.engine.ratios import Ratios, check_round_to
+from slim_callbacks.pruning.pruner import prune
 
 
 class FilterPruner:

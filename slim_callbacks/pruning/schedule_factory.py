@@ -1,8 +1,8 @@
 """Building schedules: by name, from a recipe dict, or from ``PruneCallback``'s arguments.
 
-:data:`SCHEDULES` names every kind of :mod:`slim_callbacks.callbacks.schedules`;
+:data:`SCHEDULES` names every kind of :mod:`slim_callbacks.pruning.schedules`;
 :func:`make_schedule` and :func:`schedule_from_dict` (the inverse of
-:meth:`~slim_callbacks.callbacks.schedules.Schedule.to_dict`) build one with errors that
+:meth:`~slim_callbacks.pruning.schedules.Schedule.to_dict`) build one with errors that
 name the offending key; :func:`build_schedule` turns the "when" arguments of
 ``PruneCallback`` (``prune_epochs``, ``schedule``, ``start_epoch``, ``end_epoch``,
 ``frequency``) into one.
@@ -24,9 +24,9 @@ import dataclasses
 import difflib
 from typing import Any, Dict, Mapping, Sequence, Type
 
-from slim_callbacks.callbacks.schedule_curves import CURVES
-from slim_callbacks.callbacks.schedules import AGP, AtEpochs, ExpRamp, LinearRamp, OneShot, RatioMap, Schedule
 from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.pruning.schedule_curves import CURVES
+from slim_callbacks.pruning.schedules import AGP, AtEpochs, ExpRamp, LinearRamp, OneShot, RatioMap, Schedule
 
 #: ``make_schedule`` / ``to_dict()["kind"]`` name -> class.
 SCHEDULES: Dict[str, Type[Schedule]] = {
@@ -124,4 +124,4 @@ def build_schedule(schedule, prune_epochs, start_epoch, end_epoch, frequency):
         return make_schedule(schedule, start_epoch=start_epoch, end_epoch=end_epoch,
                              frequency=frequency)
     raise ConfigError("schedule", schedule, "None, 'oneshot', 'agp', 'linear', 'exp', an "
-                      "{epoch: ratio} map, a schedule dict or a slim_callbacks.callbacks.schedules.Schedule")
+                      "{epoch: ratio} map, a schedule dict or a slim_callbacks.pruning.schedules.Schedule")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import types
-from typing import Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 
 def mean_targets(targets: Mapping[int, Mapping[str, float]]) -> Tuple[Tuple[int, float], ...]:
@@ -50,3 +50,25 @@ class PruningState:
         """Mean target ratio (over the event's groups) in force after global ``epoch``."""
         index = bisect.bisect_right([e for e, _ in self.planned], epoch)
         return self.planned[index - 1][1] if index else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningEvent:
+    """One pruning event, a ``history`` entry: the global ``epoch``, its ``target``
+    ratio (the largest of the event's group targets), the ``groups`` pruned, ``macs``
+    and ``params`` ``[before, after]`` and the event's own plan (``PruningPlan.to_dict``)."""
+
+    epoch: int
+    target: float
+    groups: int
+    macs: List[float]
+    params: List[float]
+    plan: Dict[str, Any]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"epoch": self.epoch, "target": self.target, "groups": self.groups,
+                "macs": list(self.macs), "params": list(self.params), "plan": self.plan}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PruningEvent":
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})

@@ -28,8 +28,8 @@ Kinds (``make_schedule`` names in brackets):
   every ``frequency`` epochs from ``start_epoch`` to ``end_epoch``, both included.
 
 The curves (``linear``, ``agp``, ``exp``) and their formulas are in
-:mod:`slim_callbacks.callbacks.schedule_curves`; building a schedule by name or from a
-recipe dict is :mod:`slim_callbacks.callbacks.schedule_factory`.
+:mod:`slim_callbacks.pruning.schedule_curves`; building a schedule by name or from a
+recipe dict is :mod:`slim_callbacks.pruning.schedule_factory`.
 
     >>> sched = AGP(start_epoch=0, end_epoch=6, frequency=2)
     >>> [(e, round(r, 4)) for e, r in sched.validate(num_epochs=10).events(0.5)]
@@ -44,9 +44,9 @@ import dataclasses
 import logging
 from typing import Any, ClassVar, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from slim_callbacks.callbacks.schedule_curves import CURVES, Event, curve_targets
 from slim_callbacks.core.checks import check_choice, check_epoch, check_int, check_ratio
 from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.pruning.schedule_curves import CURVES, Event, curve_targets
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class AtEpochs(_OnCurve):
 
     Args:
         epochs: strictly increasing 0-based epochs; the final ratio is reached at the last.
-        curve: ``"linear"``, ``"agp"`` or ``"exp"`` (formulas in :mod:`~slim_callbacks.callbacks.schedule_curves`).
+        curve: ``"linear"``, ``"agp"`` or ``"exp"`` (formulas in :mod:`~slim_callbacks.pruning.schedule_curves`).
         initial_ratio: the curve's value before the first event, in ``[0, 1)``.
 
     Example:

@@ -1,10 +1,10 @@
 """Which group reaches which ratio when: a schedule applied to per-group final ratios.
 
-Targets are shares of the ORIGINAL widths (see :mod:`slim_callbacks.callbacks.schedules`);
+Targets are shares of the ORIGINAL widths (see :mod:`slim_callbacks.pruning.schedules`);
 with an ``{epoch: ratio}`` map, each group reaches ``ratio * map_value / map_final``.
 
 Example:
-    >>> from slim_callbacks.callbacks.schedules import AtEpochs, RatioMap
+    >>> from slim_callbacks.pruning.schedules import AtEpochs, RatioMap
     >>> group_targets(AtEpochs([1, 3]), {"a": 0.5, "b": 0.25})
     {1: {'a': 0.25, 'b': 0.125}, 3: {'a': 0.5, 'b': 0.25}}
     >>> group_targets(RatioMap({2: 0.2, 4: 0.4}), {"a": 0.8})
@@ -66,3 +66,20 @@ def producer_layers(plan) -> List[str]:
     for g in plan.groups:
         layers.extend(p for p in g["producers"] if p not in layers)
     return layers
+
+
+def final_ratios(schedule, ratios, target_flops_reduction=None, target_latency_reduction=None):
+    """``ratios``, or the last value of an ``{epoch: ratio}`` schedule when no target is
+    given (None then: the spec says what is missing).
+
+    >>> from slim_callbacks.pruning.schedules import RatioMap
+    >>> final_ratios(RatioMap(ratios={1: 0.25, 3: 0.5}), None)
+    0.5
+    """
+    map_final = schedule.final_ratio
+    if ratios is None and target_flops_reduction is None and target_latency_reduction is None:
+        return map_final
+    if map_final is not None and not isinstance(ratios, Mapping) and ratios != map_final:
+        raise ConfigError("ratios", ratios, f"None or {map_final} (the final ratio of the "
+                          f"{{epoch: ratio}} schedule)")
+    return ratios
