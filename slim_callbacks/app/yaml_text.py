@@ -13,10 +13,10 @@ Each is one ConfigError/SlimError line naming where and what to do.
 Example:
     >>> load_yaml("a: &x [1, 2]\\nb: *x", "demo")
     {'a': [1, 2], 'b': [1, 2]}
-    >>> load_yaml("a: 1\\nb: 2\\na: 3", "demo")
+    >>> load_yaml("a: 1\\nb: 2\\na: 3", "demo")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    slim_callbacks.core.errors.ConfigError: a: 'set twice (lines 1 and 3)' is not allowed; expected each key once in demo: delete one of them
+    slim_callbacks.core.errors.ConfigError: a: 'set twice (lines 1 and 3)' ... each key once in demo: delete one of them
 """
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def make_writable_dir(directory: str, what: str, hint: str) -> None:
         >>> make_writable_dir(os.path.join(d, "f", "out"), "--out", "choose another")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        slim_callbacks.core.errors.SlimError: --out ... is not writable (... is a regular file, not a directory); choose another
+        slim_callbacks.core.errors.SlimError: --out ... (... is a regular file, not a directory); choose another
     """
     blocker = _blocking_part(directory)
     if blocker is not None:

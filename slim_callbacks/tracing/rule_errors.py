@@ -2,11 +2,11 @@
 reported as that rule's failure rather than as the network rejecting its input.
 
 Example:
-    >>> with registered_rule(True, "the rule register_op('sinh', f)", "block.0"):
+    >>> with registered_rule(True, "the rule register_op('sinh', f)", "block.0"):  # doctest: +ELLIPSIS
     ...     raise KeyError("axis")
     Traceback (most recent call last):
     ...
-    slim_callbacks.core.errors.SlimError: the rule register_op('sinh', f) failed at block.0 (KeyError: 'axis'); fix the rule, or register the op or layer again with another
+    slim_callbacks.core.errors.SlimError: the rule register_op('sinh', f) failed at block.0 (KeyError: 'axis'); ...
 """
 from __future__ import annotations
 
