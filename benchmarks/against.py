@@ -7,10 +7,11 @@ both see the same machine load. Each worker prints one JSON object of seconds (o
 numbers) on its last stdout line; :func:`compare` returns, per key, the median over
 rounds for each tree and the ratio this/ref (below 1: this tree is faster).
 
-    python benchmarks/bench_engine.py --against main~1 --rounds 4
+    python benchmarks/bench_engine.py --against main~1 --processes 4
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -21,6 +22,14 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def add_options(parser: argparse.ArgumentParser, processes: int) -> None:
+    """``--against REF``, ``--processes N`` (per tree) and the hidden ``--worker``."""
+    parser.add_argument("--against", metavar="REF", help="also measure this git ref, interleaved")
+    parser.add_argument("--processes", type=int, default=processes,
+                        help="fresh processes per tree with --against")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
 
 def _worktree(ref: str, where: str) -> Path:

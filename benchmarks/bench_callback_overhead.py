@@ -28,6 +28,7 @@ import warnings
 import numpy as np
 import paddle
 import paddle.nn as nn
+from against import add_options, compare
 
 from slim_callbacks.callbacks import PruneCallback
 
@@ -111,15 +112,12 @@ def main():
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--scale", type=float, default=0.25)
     parser.add_argument("--log_freq", type=int, default=10)
-    parser.add_argument("--against", metavar="REF", help="also measure this git ref, interleaved")
-    parser.add_argument("--processes", type=int, default=2, help="processes per tree with --against")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    add_options(parser, processes=2)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(ratios(measure(args)[1])))
         return
     if args.against:
-        from against import compare
         passed = [f"--{k}={getattr(args, k)}" for k in
                   ("rounds", "epochs", "steps", "batch", "size", "scale", "log_freq")]
         results = compare(args.against, "bench_callback_overhead.py", passed, args.processes)

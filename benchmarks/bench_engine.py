@@ -1,7 +1,7 @@
 """Time the pruning engine on MobileNetV1 (224x224, 1000 classes).
 
     python benchmarks/bench_engine.py [--repeats 7]
-    python benchmarks/bench_engine.py --against main~1 --rounds 4   # ratio to another ref
+    python benchmarks/bench_engine.py --against main~1 --processes 4   # ratio to another ref
 
 Reports the median of ``--repeats`` runs for: tracing, planning with l1_norm and fpgm
 (scoring + selection, no mutation), applying the plan (in-place surgery plus the
@@ -22,6 +22,7 @@ import time
 import warnings
 
 import paddle
+from against import add_options, compare, print_table
 
 from slim_callbacks import prune, trace
 from slim_callbacks.engine.criteria import fpgm, rows
@@ -81,17 +82,14 @@ def measure(repeats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--against", metavar="REF", help="also time this git ref, interleaved")
-    parser.add_argument("--rounds", type=int, default=4, help="processes per tree with --against")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    add_options(parser, processes=4)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(measure(args.repeats)))
         return
     if args.against:
-        from against import compare, print_table
         print_table(args.against, compare(args.against, "bench_engine.py",
-                                          ["--repeats", str(args.repeats)], args.rounds))
+                                          ["--repeats", str(args.repeats)], args.processes))
         return
     print("| step | median seconds |\n|---|---|")
     for step, seconds in measure(args.repeats).items():
