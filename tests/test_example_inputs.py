@@ -7,7 +7,7 @@ import paddle.nn as nn
 import pytest
 from paddle.static import InputSpec
 
-from slim_callbacks import ConfigError, PruneCallback, Pruner, SlimError, count_flops, prune, trace
+from slim_callbacks import ConfigError, PruneCallback, Pruner, SlimError, count_flops, export, prune, trace
 from slim_callbacks.core.example_inputs import as_inputs
 from slim_callbacks.tracing.op_args import tensors_in
 from tests.helpers import kill_units, same, snapshot
@@ -267,3 +267,18 @@ def test_prune_callback_without_shapes_says_what_to_pass():
                                           r"network's example inputs"):
         model.fit(data, epochs=1, batch_size=4, verbose=0,
                   callbacks=[PruneCallback(ratios=0.5, prune_epochs=[0])])
+
+
+def test_a_pruned_two_input_model_exports_verified(tmp_path):
+    net = ImageAndIds()
+    example = [InputSpec([None, 3, 8, 8], "float32", "image"), InputSpec([None, 6], "int64", "ids")]
+    prune(net, example, 0.5)
+    result = export(net, tmp_path / "out", example)
+    assert result.max_abs_diff["paddle"] < 1e-4
+    batch = (np.random.default_rng(0).standard_normal([3, 3, 8, 8]).astype("float32"),
+             np.arange(18).reshape(3, 6) % 20)
+    assert export(net, tmp_path / "dyn", example, inputs=batch, dynamic_batch=True).max_abs_diff["paddle"] < 1e-4
+    with pytest.raises(ConfigError, match=r"^inputs: .*expected None or a real batch like "
+                                          r"\(float32\[1, 3, 8, 8\], int64\[1, 6\]\)"):
+        export(net, tmp_path / "bad", example, inputs=batch[:1])
+    assert not (tmp_path / "bad").exists()
