@@ -282,3 +282,30 @@ def test_a_pruned_two_input_model_exports_verified(tmp_path):
                                           r"\(float32\[1, 3, 8, 8\], int64\[1, 6\]\)"):
         export(net, tmp_path / "bad", example, inputs=batch[:1])
     assert not (tmp_path / "bad").exists()
+
+
+# -- recipes: model.inputs --------------------------------------------------------------
+RECIPE = {"name": "t", "model": {"name": "lenet"}, "data": {"source": "synthetic"}}
+INPUTS = [{"name": "image", "shape": [1, 3, 8, 8]}, {"name": "ids", "shape": [1, 6], "dtype": "int64"}]
+
+
+def test_a_recipe_names_its_inputs_and_the_engine_gets_them():
+    from slim_callbacks.app.schema import Recipe
+    recipe = Recipe(**{**RECIPE, "model": {"name": "lenet", "inputs": INPUTS}})
+    assert Recipe.from_dict(recipe.to_dict()) == recipe and "input_shape" not in recipe.to_dict()
+    assert as_inputs(recipe.example_inputs) == as_inputs([InputSpec([None, 3, 8, 8], "float32", "image"),
+                                                          InputSpec([None, 6], "int64", "ids")])
+    assert prune(ImageAndIds(), recipe.example_inputs, 0.5)
+    assert "inputs" not in Recipe(**RECIPE).to_dict()["model"]
+
+
+@pytest.mark.parametrize("inputs, extra, message", [
+    ([{"name": "ids", "shape": [1, 6], "dtype": "int65"}], {}, r"^model.inputs\[0\].dtype: 'int65' .*one of float32"),
+    ([{"name": "ids", "shape": [1, "6"]}], {}, r"^model.inputs\[0\].shape: \[1, '6'\] .*positive ints"),
+    ([{"name": "ids", "size": [1, 6]}], {}, r"^model.inputs\[0\].size: .*a key of an input: name, shape, dtype"),
+    (INPUTS, {"input_shape": [1, 3, 8, 8]}, r"^input_shape: \[1, 3, 8, 8\] .*null when model.inputs is given"),
+])
+def test_bad_recipe_inputs_are_config_errors(inputs, extra, message):
+    from slim_callbacks.app.schema import Recipe
+    with pytest.raises(ConfigError, match=message):
+        Recipe(**{**RECIPE, "model": {"name": "lenet", "inputs": inputs}, **extra})
