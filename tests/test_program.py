@@ -13,7 +13,7 @@ from slim_callbacks.deploy.runtime import save_inference_model
 from slim_callbacks.program import converters
 from slim_callbacks.program.converters import CONVERTERS, register_converter
 from slim_callbacks.program.network import ProgramNetwork
-from tests.helpers import assert_dead_channels_prune_exactly, calibrate, randomize
+from helpers import assert_dead_channels_prune_exactly, calibrate, randomize
 
 SHAPE = [1, 3, 16, 16]
 

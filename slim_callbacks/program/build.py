@@ -15,7 +15,7 @@ import numpy as np
 import paddle
 
 from slim_callbacks.core.errors import SlimError
-from slim_callbacks.program import layer_converters  # noqa: F401 (registers the layer converters)
+from slim_callbacks.program import layer_converters, shapes  # noqa: F401 (register their converters)
 from slim_callbacks.program.converters import CONVERTERS, SCALAR_OPERANDS
 from slim_callbacks.program.network import Param, ProgramNetwork, Ref, Step
 from slim_callbacks.program.reader import PARAMETER, Node, Program
