@@ -6,6 +6,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
+from helpers import assert_dead_channels_prune_exactly, calibrate, randomize
 
 from slim_callbacks import SlimError, export, load_inference_model, prune
 from slim_callbacks.core.errors import ConfigError
@@ -13,7 +14,6 @@ from slim_callbacks.deploy.runtime import save_inference_model
 from slim_callbacks.program import converters
 from slim_callbacks.program.converters import CONVERTERS, register_converter
 from slim_callbacks.program.network import ProgramNetwork
-from helpers import assert_dead_channels_prune_exactly, calibrate, randomize
 
 SHAPE = [1, 3, 16, 16]
 
@@ -208,3 +208,36 @@ def test_dead_channels_of_a_rebuilt_network_prune_exactly(tmp_path):
     rebuilt = load_inference_model(exported(Blocks(), SHAPE, tmp_path))
     plan = assert_dead_channels_prune_exactly(rebuilt, SHAPE)
     assert len(plan)
+
+
+class Shuffle(nn.Layer):
+    """A ShuffleNet-like unit: split in halves by x.shape, a branch, concat, shuffle."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2D(3, 8, 3, padding=1), nn.BatchNorm2D(8), nn.ReLU())
+        self.branch = nn.Sequential(nn.Conv2D(4, 4, 1), nn.BatchNorm2D(4), nn.ReLU())
+        self.head = nn.Conv2D(8, 6, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        a, b = paddle.split(x, [x.shape[1] // 2, x.shape[1] // 2], axis=1)
+        x = paddle.concat([a, self.branch(b)], axis=1)
+        n, c, h, w = x.shape
+        x = x.reshape([n, 2, c // 2, h, w]).transpose([0, 2, 1, 3, 4]).reshape([n, c, h, w])
+        return self.head(x).mean(axis=[2, 3])
+
+
+def test_a_channel_shuffle_written_as_numbers_prunes_like_the_python_code(tmp_path):
+    net = Shuffle()
+    rebuilt = load_inference_model(exported(net, SHAPE, tmp_path))
+    names = {id(layer): layer.weight.name.rsplit(".", 1)[0] for layer in net.sublayers()
+             if isinstance(layer, nn.Conv2D)}
+    prune(net, SHAPE, 0.5)
+    prune(rebuilt, SHAPE, 0.5)
+    widths = {names[id(layer)]: layer.weight.shape[0] for layer in net.sublayers() if id(layer) in names}
+    assert {name: layer.weight.shape[0] for name, layer in rebuilt.named_children()
+            if isinstance(layer, nn.Conv2D)} == widths
+    assert widths["conv2d_0"] < 8   # the shuffled channels were pruned
+    x = paddle.randn([2] + SHAPE[1:])
+    np.testing.assert_allclose(rebuilt(x).numpy(), net(x).numpy(), atol=1e-5)
