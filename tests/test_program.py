@@ -228,9 +228,12 @@ class Shuffle(nn.Layer):
         return self.head(x).mean(axis=[2, 3])
 
 
-def test_a_channel_shuffle_written_as_numbers_prunes_like_the_python_code(tmp_path):
+@pytest.mark.parametrize("batch", [1, None], ids=["fixed batch", "dynamic batch"])
+def test_a_channel_shuffle_written_as_numbers_prunes_like_the_python_code(tmp_path, batch):
+    """Fixed shapes are numbers in the program; a dynamic batch is computed from
+    ``shape64`` while the other sizes are still numbers."""
     net = Shuffle()
-    rebuilt = load_inference_model(exported(net, SHAPE, tmp_path))
+    rebuilt = load_inference_model(exported(net, [batch] + SHAPE[1:], tmp_path))
     names = {id(layer): layer.weight.name.rsplit(".", 1)[0] for layer in net.sublayers()
              if isinstance(layer, nn.Conv2D)}
     prune(net, SHAPE, 0.5)

@@ -133,7 +133,7 @@ C_OPS = """relu relu6 sigmoid hardswish hardsigmoid swish silu gelu tanh leaky_r
     softmax log_softmax exp sqrt rsqrt abs erf pow square log sin cos mish softplus
     add subtract multiply divide maximum minimum elementwise_pow scale clip cast
     flatten reshape transpose squeeze unsqueeze concat split expand
-    tile pool2d pool3d mean sum max min matmul bmm shape shape64 gather
+    tile pool2d pool3d mean sum max min matmul bmm shape shape64 gather stack floor_divide
     pad pad3d bilinear_interp nearest_interp argmax assign""".split()
 
 CONVERTERS.update({f"pd_op.{name}": c_ops for name in C_OPS})

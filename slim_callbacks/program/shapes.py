@@ -77,9 +77,44 @@ def split_following(x, parts: int, axis: int):
     return _C_ops.split(x, [x.shape[axis] // parts] * parts, axis)
 
 
+DYNAMIC = 7919  # stands for a dynamic size (-1) while planning: a prime no literal is
+
+
+def computed_target(builder, node) -> Optional[List[int]]:
+    """The target of a reshape whose shape the program computes (a dynamic batch:
+    ``stack([slice(shape64(x))[0], 2, 4, 16, 16])``) as numbers, a size read from a
+    shape as :data:`DYNAMIC` where that is dynamic (the batch, in every tensor alike);
+    None if it is computed otherwise."""
+    stack = builder.producer(node.inputs[1])
+    combine = builder.producer(stack.inputs[0]) if stack is not None and stack.op == "pd_op.stack" else None
+    if combine is None or combine.op != "builtin.combine":
+        return None
+    target = []
+    for value in combine.inputs:
+        item = builder.producer(value)
+        if item is not None and item.op == "pd_op.full" and not item.attrs["shape"]:
+            target.append(int(item.attrs["value"]))
+            continue
+        shape = builder.producer(item.inputs[0]) if item is not None and item.op == "pd_op.slice" else None
+        if shape is None or shape.op not in ("pd_op.shape", "pd_op.shape64") \
+                or not item.attrs.get("decrease_axis"):
+            return None
+        start = builder.arg(item, 1)
+        size = shape.in_shapes[0][start[0]] if isinstance(start, list) and len(start) == 1 else None
+        if size is None:
+            return None
+        target.append(DYNAMIC if size < 0 else size)
+    return target
+
+
 def reshape(node, builder) -> None:
-    plan = reshape_plan(node.in_shapes[0], builder.arg(node, 1))
-    if plan is None:
+    target = builder.arg(node, 1)
+    source = node.in_shapes[0]
+    if not isinstance(target, list) and source is not None:
+        target = computed_target(builder, node)
+        source = [DYNAMIC if d < 0 else d for d in source]
+    plan = reshape_plan(source, target)
+    if plan is None or DYNAMIC in plan:
         return c_ops(node, builder)
     builder.emit(reshape_following, [builder.arg(node, 0), plan], node.outputs, node)
 
