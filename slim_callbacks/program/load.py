@@ -54,6 +54,7 @@ def load_inference_model(path, input_shape: Optional[Sequence[int]] = None, veri
     program = read_program(prefix)
     shape = _input_shape(program, input_shape)
     network = build_network(program)
+    network.input_shape = shape  # the shape it was checked at (batch 1 unless given)
     network.eval()
     if verify:
         check_number("atol", atol, 0.0)

@@ -1,0 +1,95 @@
+"""``slim-callbacks prune-model`` and ``prune_model``: an exported model pruned to a
+target, fine-tuned without labels, exported verified with a summary."""
+import json
+import os
+
+import numpy as np
+import paddle
+import pytest
+from PIL import Image
+from test_program import Blocks, exported
+
+from slim_callbacks import SlimError
+from slim_callbacks.app.cli import main
+from slim_callbacks.app.prune_model import parse_target, prune_model
+from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.deploy.runtime import predictor, run
+
+SHAPE = [1, 3, 16, 16]
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    exported(Blocks(), SHAPE, tmp_path / "model")
+    return str(tmp_path / "model")
+
+
+@pytest.fixture
+def images(tmp_path):
+    """Smooth random images (a few blobs), so the pruned network's outputs move."""
+    folder = tmp_path / "images" / "any_subfolder"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        small = rng.integers(0, 255, (4, 4, 3)).astype("uint8")
+        Image.fromarray(small).resize((20, 20)).save(folder / f"{i}.png")
+    return str(tmp_path / "images")
+
+
+def test_the_command_prunes_fine_tunes_and_exports_with_a_summary(model_dir, images, tmp_path, capsys):
+    out = str(tmp_path / "pruned")
+    code = main(["prune-model", model_dir, "--target", "macs=0.5", "--data", images,
+                 "--epochs", "1", "--out", out, "--no-latency", "-q"])
+    assert code == 0
+    assert sorted(os.listdir(out)) == ["model.json", "model.pdiparams", "summary.json"]
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    for key in ("macs", "params", "size_mb"):
+        assert summary["after"][key] < summary["before"][key]
+    assert summary["flops_reduction"] > 0.3
+    assert summary["fine_tune"]["images"] == 16 and summary["fidelity"]["images"] == 4
+    assert 0 <= summary["fidelity"]["top1_agreement"] <= 1
+    assert summary["export"]["max_abs_diff"]["paddle"] < 1e-4
+    assert "FLOPs reduction" in capsys.readouterr().out
+    x = np.zeros(SHAPE, dtype="float32")
+    assert run(predictor(out), [x])[0].shape == (1, 4)
+
+
+def test_the_label_free_fine_tune_moves_the_student_toward_the_teacher(model_dir, images, tmp_path):
+    paddle.seed(0)
+    summary = prune_model(model_dir, tmp_path / "pruned", "macs=0.5", data=images, epochs=5,
+                          lr=0.01, latency=True, latency_rounds=2, emit=lambda text: None)
+    losses = summary["fine_tune"]["loss"]
+    assert losses[-1] < losses[0]
+    assert summary["fidelity"]["mean_abs_diff"] < summary["fidelity_pruned"]["mean_abs_diff"]
+    assert summary["latency"]["1_thread"]["after_ms"] > 0
+
+
+def test_prune_only_without_images_measures_fidelity_on_random_inputs(model_dir, tmp_path):
+    summary = prune_model(model_dir, tmp_path / "pruned", "macs=0.3", latency=False,
+                          emit=lambda text: None)
+    assert "fine_tune" not in summary
+    assert summary["fidelity"]["on"].startswith("random inputs")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target", "flops=0.5"], "target: 'flops=0.5' is not allowed"),
+    (["--target", "macs=1.5"], "target: 'macs=1.5' is not allowed"),
+    (["--epochs", "2"], "data: None is not allowed; expected a folder of images"),
+    (["--data", "/nowhere"], "data: '/nowhere' is not allowed")])
+def test_bad_arguments_are_one_line_errors_before_any_work(model_dir, tmp_path, capsys, argv, message):
+    out = str(tmp_path / "pruned")
+    assert main(["prune-model", model_dir, "--out", out, *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(out)
+
+
+def test_an_out_directory_with_files_is_refused(model_dir, tmp_path):
+    with pytest.raises(ConfigError, match="out: .* a new or empty directory"):
+        prune_model(model_dir, model_dir, latency=False)
+    with pytest.raises(SlimError, match="no inference model"):
+        prune_model(tmp_path / "nothing", tmp_path / "pruned", latency=False)
+
+
+def test_parse_target_names_both_kinds():
+    assert parse_target("latency=0.25") == ("latency", 0.25)
