@@ -11,6 +11,7 @@ from test_program import Blocks, exported
 
 from slim_callbacks import SlimError
 from slim_callbacks.app.cli import main
+from slim_callbacks.app.image_inputs import Preprocessing
 from slim_callbacks.app.prune_model import parse_target, prune_model
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.deploy.runtime import predictor, run
@@ -93,3 +94,11 @@ def test_an_out_directory_with_files_is_refused(model_dir, tmp_path):
 
 def test_parse_target_names_both_kinds():
     assert parse_target("latency=0.25") == ("latency", 0.25)
+
+
+def test_the_exports_inference_yml_gives_the_preprocessing(model_dir):
+    with open(os.path.join(model_dir, "inference.yml"), "w") as f:
+        f.write("PreProcess:\n  transform_ops:\n  - ResizeImage: {resize_short: 16}\n"
+                "  - NormalizeImage: {mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}\n"
+                "  - ToCHWImage: null\n")
+    assert Preprocessing.from_export(model_dir) == Preprocessing((0.5,) * 3, (0.25,) * 3, crop=False)

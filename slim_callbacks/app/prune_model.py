@@ -14,6 +14,7 @@ with the original for a classifier, output differences always), ``export`` and
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import time
@@ -25,7 +26,7 @@ import paddle.nn.functional as F
 
 from slim_callbacks.analysis.strategies import resolve_strategy
 from slim_callbacks.app.deployment import measure_both
-from slim_callbacks.app.image_inputs import ImageInputs, image_files, split_held_out
+from slim_callbacks.app.image_inputs import ImageInputs, Preprocessing, image_files, split_held_out
 from slim_callbacks.app.report import latency_rows, structure, table
 from slim_callbacks.callbacks.distill import kd_loss
 from slim_callbacks.core.checks import check_int, check_number
@@ -63,7 +64,8 @@ def parse_target(text: str) -> Tuple[str, float]:
 def prune_model(model, out, target: str = "macs=0.5", *, data=None, epochs: int = 0,
                 batch_size: int = 16, lr: float = 0.01, temperature: float = 4.0,
                 criterion: str = "l1_norm", held_out: float = 0.2,
-                input_shape: Optional[Sequence[int]] = None, latency: bool = True,
+                input_shape: Optional[Sequence[int]] = None,
+                preprocessing: Optional[Preprocessing] = None, latency: bool = True,
                 latency_rounds: int = 20, emit: Callable[[str], None] = print) -> Dict[str, Any]:
     """Prunes the exported model ``model`` (its directory or prefix) to ``target`` and
     writes the pruned model and ``summary.json`` to the new directory ``out``.
@@ -77,6 +79,9 @@ def prune_model(model, out, target: str = "macs=0.5", *, data=None, epochs: int 
         criterion: which channels go (``l1_norm``, ``fpgm``, ...).
         input_shape: the input shape with batch 1 (needed if the export's is dynamic
             beyond the batch).
+        preprocessing: how images become inputs; default: what the export's
+            ``inference.yml`` says, else ImageNet evaluation (resize, center crop,
+            ImageNet mean and std).
         latency: measure both models' batch-1 latency (Paddle Inference, oneDNN).
 
     Returns:
@@ -98,8 +103,9 @@ def prune_model(model, out, target: str = "macs=0.5", *, data=None, epochs: int 
     prefix = model_prefix(model)
     teacher = load_inference_model(prefix, input_shape)
     shape = list(teacher.input_shape)
+    prep = preprocessing or Preprocessing.from_export(prefix)
     train, held = split_held_out(files, held_out) if len(files) > 1 else (files, files)
-    probe = ImageInputs(held, shape[1:]).batch(FIDELITY_IMAGES) if held else \
+    probe = ImageInputs(held, shape[1:], prep).batch(FIDELITY_IMAGES) if held else \
         np.random.default_rng(0).standard_normal([8, *shape[1:]]).astype("float32")
 
     student = copy.deepcopy(teacher)
@@ -107,6 +113,7 @@ def prune_model(model, out, target: str = "macs=0.5", *, data=None, epochs: int 
     ratios = resolve_strategy(TARGETS[kind], student, shape, criterion=criterion, **options)
     prune(student, shape, ratios, criterion=criterion)
     summary: Dict[str, Any] = {"model": prefix, "target": {kind: share}, "criterion": criterion,
+                               "preprocessing": dataclasses.asdict(prep),
                                "before": structure(teacher, shape, STRUCTURE_KEYS),
                                "after": structure(student, shape, STRUCTURE_KEYS)}
     summary["flops_reduction"] = 1 - summary["after"]["macs"] / summary["before"]["macs"]
@@ -114,7 +121,7 @@ def prune_model(model, out, target: str = "macs=0.5", *, data=None, epochs: int 
     on = f"{len(held)} held-out images" if held else "random inputs (no --data)"
     summary["fidelity_pruned"] = fidelity(student, teacher, probe, on)
     if epochs:
-        summary["fine_tune"] = fine_tune(student, teacher, ImageInputs(train, shape[1:]), epochs,
+        summary["fine_tune"] = fine_tune(student, teacher, ImageInputs(train, shape[1:], prep), epochs,
                                          batch_size, lr, temperature, emit)
     summary["fidelity"] = fidelity(student, teacher, probe, on)
     result = export(student, out, shape, inputs=probe[:max(1, len(probe) // shape[0] * shape[0])])

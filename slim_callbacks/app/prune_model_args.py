@@ -19,8 +19,13 @@ def add_arguments(p) -> None:
                         "(of the batch-1 latency, measured on this machine); default macs=0.5")
     p.add_argument("--data", metavar="IMAGES",
                    help="a folder of images (no labels): 20%% held out to measure fidelity, "
-                        "the rest to fine-tune on; resized, center-cropped and normalized "
-                        "with the ImageNet mean and std")
+                        "the rest to fine-tune on; preprocessed as the export's inference.yml "
+                        "says, else resized, center-cropped and normalized with the ImageNet "
+                        "mean and std (--mean, --std, --no-crop change that)")
+    p.add_argument("--mean", type=float, nargs="+", help="per-channel mean of pixels in [0, 1]")
+    p.add_argument("--std", type=float, nargs="+", help="per-channel std of pixels in [0, 1]")
+    p.add_argument("--no-crop", action="store_true",
+                   help="resize images to the input size instead of resize + center crop")
     p.add_argument("--epochs", type=int, default=0,
                    help="label-free fine-tune epochs, distilling the original (default 0: "
                         "prune only)")
@@ -36,13 +41,20 @@ def add_arguments(p) -> None:
 
 def cmd_prune_model(args) -> int:
     """Progress on stderr (none with --quiet), the before/after table on stdout."""
+    from slim_callbacks.app.image_inputs import Preprocessing
     from slim_callbacks.app.prune_model import prune_model, summary_text
+    prep = None
+    if args.mean or args.std or args.no_crop:
+        default = Preprocessing.from_export(args.model)
+        prep = Preprocessing(tuple(args.mean or default.mean), tuple(args.std or default.std),
+                             default.crop and not args.no_crop)
 
     def note(text):
         if not args.quiet:
             print(text, file=sys.stderr, flush=True)
     summary = prune_model(args.model, args.out, args.target, data=args.data, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, criterion=args.criterion,
-                          input_shape=args.input_shape, latency=not args.no_latency, emit=note)
+                          input_shape=args.input_shape, preprocessing=prep,
+                          latency=not args.no_latency, emit=note)
     print(summary_text(summary), flush=True)
     return 0
