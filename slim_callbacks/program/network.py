@@ -67,6 +67,7 @@ class ProgramNetwork(paddle.nn.Layer):
         self._inputs = list(inputs)
         self._outputs = list(outputs)
         self._steps: List[Step] = []
+        self.input_shape = None  # the shape load_inference_model checked it at
 
     @property
     def steps(self) -> List[Step]:
