@@ -67,8 +67,9 @@ def test_the_label_free_fine_tune_moves_the_student_toward_the_teacher(model_dir
 
 
 def test_prune_only_without_images_measures_fidelity_on_random_inputs(model_dir, tmp_path):
-    summary = prune_model(model_dir, tmp_path / "pruned", "macs=0.3", latency=False,
-                          emit=lambda text: None)
+    summary = prune_model(model_dir, tmp_path / "pruned", "macs=0.3", strategy="global",
+                          criterion="fpgm", latency=False, emit=lambda text: None)
+    assert summary["strategy"] == "global" and summary["flops_reduction"] > 0.2
     assert "fine_tune" not in summary
     assert summary["fidelity"]["on"].startswith("random inputs")
 

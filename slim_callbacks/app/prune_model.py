@@ -63,7 +63,8 @@ def parse_target(text: str) -> Tuple[str, float]:
 
 def prune_model(model, out, target: str = "macs=0.5", *, data=None, epochs: int = 0,
                 batch_size: int = 16, lr: float = 0.01, temperature: float = 4.0,
-                criterion: str = "l1_norm", held_out: float = 0.2,
+                criterion: str = "l1_norm", strategy: Optional[str] = None,
+                held_out: float = 0.2,
                 input_shape: Optional[Sequence[int]] = None,
                 preprocessing: Optional[Preprocessing] = None, latency: bool = True,
                 latency_rounds: int = 20, emit: Callable[[str], None] = print) -> Dict[str, Any]:
@@ -77,6 +78,9 @@ def prune_model(model, out, target: str = "macs=0.5", *, data=None, epochs: int 
         epochs: label-free fine-tune epochs (distillation from the original, at
             ``lr`` with Momentum 0.9, ``temperature`` for classifiers; 0: prune only).
         criterion: which channels go (``l1_norm``, ``fpgm``, ...).
+        strategy: how the target becomes ratios; default ``uniform`` for a MACs target
+            (one ratio everywhere), ``latency`` for a latency target; ``global`` takes a
+            MACs target too (one score threshold across layers).
         input_shape: the input shape with batch 1 (needed if the export's is dynamic
             beyond the batch).
         preprocessing: how images become inputs; default: what the export's
@@ -110,9 +114,11 @@ def prune_model(model, out, target: str = "macs=0.5", *, data=None, epochs: int 
 
     student = copy.deepcopy(teacher)
     options = {"target_flops_reduction" if kind == "macs" else "target_latency_reduction": share}
-    ratios = resolve_strategy(TARGETS[kind], student, shape, criterion=criterion, **options)
+    ratios = resolve_strategy(strategy or TARGETS[kind], student, shape, criterion=criterion,
+                              **options)
     prune(student, shape, ratios, criterion=criterion)
     summary: Dict[str, Any] = {"model": prefix, "target": {kind: share}, "criterion": criterion,
+                               "strategy": strategy or TARGETS[kind],
                                "preprocessing": dataclasses.asdict(prep),
                                "before": structure(teacher, shape, STRUCTURE_KEYS),
                                "after": structure(student, shape, STRUCTURE_KEYS)}
