@@ -50,6 +50,33 @@ class ConvFamilies(nn.Layer):
         return F.softmax(self.head(F.silu(x)))
 
 
+class OtherOps(nn.Layer):
+    """Ops that run as one Paddle call: slicing, padding, resizing, reductions, shapes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2D(3, 6, 3, padding=1)
+        self.conv3d = nn.Conv3D(2, 4, 3, padding=1)
+        self.bn3d = nn.BatchNorm3D(4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        a = F.pad(y[:, :3], [1, 1, 1, 1])[:, :, 1:-1, 1:-1]
+        b = F.max_pool2d(F.interpolate(y[:, 3:], scale_factor=2, mode="bilinear"), 2)
+        z = paddle.concat([F.gelu(a), F.leaky_relu(b, 0.1), paddle.tanh(a).clip(-0.5, 0.5)], axis=1)
+        z = F.interpolate(z, size=[8, 8], mode="nearest").transpose([0, 2, 3, 1])
+        v = F.relu(self.bn3d(self.conv3d(y[:, :4].reshape([-1, 2, 2, 16, 16]))))
+        return z.sum(axis=[1, 2]).unsqueeze(1).squeeze(1) * v.mean(axis=[2, 3, 4]).max(axis=1, keepdim=True)
+
+
+def test_other_ops_run_as_the_same_paddle_calls(tmp_path):
+    net = OtherOps()
+    rebuilt = load_inference_model(exported(net, SHAPE, tmp_path))
+    assert sorted(type(layer).__name__ for layer in rebuilt.children()) == ["BatchNorm3D", "Conv2D", "Conv3D"]
+    x = paddle.randn(SHAPE)
+    np.testing.assert_allclose(rebuilt(x).numpy(), net(x).numpy(), atol=1e-5)
+
+
 class TokenFamilies(nn.Layer):
     """Embedding, a free parameter (position embedding), attention-like matmuls."""
 
@@ -71,7 +98,7 @@ class TokenFamilies(nn.Layer):
 def exported(net, shape, tmp_path, dtype="float32"):
     randomize(net)
     for layer in net.sublayers():
-        if isinstance(layer, nn.BatchNorm2D):
+        if isinstance(layer, (nn.BatchNorm2D, nn.BatchNorm3D)):
             layer._variance.set_value(layer._variance.abs() + 0.5)
     if dtype == "float32":
         calibrate(net, shape)

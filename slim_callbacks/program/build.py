@@ -26,7 +26,7 @@ HOW_TO_REGISTER = ("register a converter: slim_callbacks.program.register_conver
 
 
 def build_network(program: Program) -> ProgramNetwork:
-    """The rebuilt network; SlimError naming the first op without a converter."""
+    """The rebuilt network; SlimError naming every op without a converter."""
     unknown = sorted({n.op for n in program.nodes if n.op not in CONVERTERS})
     if unknown:
         raise SlimError(f"{program.prefix}: no converter for {', '.join(unknown)} "

@@ -86,11 +86,15 @@ def verify_network(network, prefix: str, shape, atol: float, rtol: float, seed: 
                    dtype: str = "float32") -> float:
     """The largest output difference between ``network`` and Paddle Inference running
     the model at ``prefix`` on a seeded batch (standard normal; 0 and 1 for an integer
-    input, such as token ids); SlimError if over ``atol + rtol * max|output|``."""
+    input, such as token ids), with oneDNN where it runs the program, else without;
+    SlimError if over ``atol + rtol * max|output|``."""
     rng = np.random.default_rng(seed)
     batch = rng.standard_normal(shape).astype(dtype) if "float" in dtype \
         else rng.integers(0, 2, shape).astype(dtype)
-    expected = run(predictor(prefix, threads=1, onednn=True), [batch])
+    try:
+        expected = run(predictor(prefix, threads=1, onednn=True), [batch])
+    except SlimError:  # some ops have no oneDNN kernel for some attributes (Paddle 3.3)
+        expected = run(predictor(prefix, threads=1, onednn=False), [batch])
     got = dygraph_outputs(network, batch)
     worst = 0.0
     for i, (g, e) in enumerate(zip(got, expected)):
