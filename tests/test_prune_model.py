@@ -11,18 +11,12 @@ from test_program import Blocks, exported
 
 from slim_callbacks import SlimError
 from slim_callbacks.app.cli import main
-from slim_callbacks.app.image_inputs import Preprocessing
+from slim_callbacks.app.image_inputs import ImageInputs, Preprocessing, image_files
 from slim_callbacks.app.prune_model import parse_target, prune_model
 from slim_callbacks.core.errors import ConfigError
-from slim_callbacks.deploy.runtime import predictor, run
+from slim_callbacks.deploy.runtime import predictor, run, save_inference_model
 
 SHAPE = [1, 3, 16, 16]
-
-
-@pytest.fixture
-def model_dir(tmp_path):
-    exported(Blocks(), SHAPE, tmp_path / "model")
-    return str(tmp_path / "model")
 
 
 @pytest.fixture
@@ -35,6 +29,22 @@ def images(tmp_path):
         small = rng.integers(0, 255, (4, 4, 3)).astype("uint8")
         Image.fromarray(small).resize((20, 20)).save(folder / f"{i}.png")
     return str(tmp_path / "images")
+
+
+@pytest.fixture
+def model_dir(tmp_path, images):
+    """A network whose BatchNorm statistics come from these images, as a trained
+    network's come from its data, exported."""
+    net = Blocks()
+    exported(net, SHAPE, tmp_path / "model")  # random weights
+    batch = paddle.to_tensor(ImageInputs(image_files(images), SHAPE[1:]).batch(20))
+    net.train()
+    with paddle.no_grad():
+        for _ in range(20):
+            net(batch)
+    net.eval()
+    save_inference_model(net, str(tmp_path / "model" / "model"), SHAPE)
+    return str(tmp_path / "model")
 
 
 def test_the_command_prunes_fine_tunes_and_exports_with_a_summary(model_dir, images, tmp_path, capsys):

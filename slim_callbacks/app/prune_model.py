@@ -40,6 +40,7 @@ from slim_callbacks.pruning import prune
 TARGETS = {"macs": "uniform", "latency": "latency"}  # target -> the strategy that meets it
 STRUCTURE_KEYS = ("macs", "gflops", "params", "size_mb")
 FIDELITY_IMAGES = 64
+CLIP_NORM = 5.0
 SUMMARY = "summary.json"
 
 
@@ -160,30 +161,35 @@ def distill_loss(student_out, teacher_out, temperature: float) -> paddle.Tensor:
 
 def fine_tune(student, teacher, images: ImageInputs, epochs: int, batch_size: int, lr: float,
               temperature: float, emit) -> Dict[str, Any]:
-    """Label-free fine-tune: the student learns the teacher's outputs on ``images``;
-    the mean loss of each epoch. The student runs in eval mode: its BatchNorm layers
-    keep the exported statistics (a few small batches of the user's images would
-    replace them with noisier ones) and dropout stays off, as in the teacher."""
+    """Label-free fine-tune: the student learns the teacher's outputs on ``images`` in
+    train mode (its BatchNorm statistics follow the pruned network's activations), with
+    gradients clipped to a global norm of :data:`CLIP_NORM`; the mean loss of each
+    epoch. SlimError if the loss stops being finite."""
     if len(images) == 0:
         raise SlimError("data: no images left to fine-tune on after holding some out")
     loader = paddle.io.DataLoader(images, batch_size=batch_size, shuffle=True)
-    optimizer = paddle.optimizer.Momentum(lr, momentum=0.9, parameters=student.parameters())
+    optimizer = paddle.optimizer.Momentum(lr, momentum=0.9, parameters=student.parameters(),
+                                          grad_clip=paddle.nn.ClipGradByGlobalNorm(CLIP_NORM))
     teacher.eval()
     losses = []
-    student.eval()
     for epoch in range(epochs):
+        student.train()
         total = count = 0
         for batch in loader:
             batch = batch[0] if isinstance(batch, (list, tuple)) else batch
             with paddle.no_grad():
                 target = _first(teacher(batch))
             loss = distill_loss(_first(student(batch)), target, temperature)
+            if not np.isfinite(float(loss)):
+                raise SlimError(f"fine-tune: the distillation loss is {float(loss)} in epoch "
+                                f"{epoch + 1}; lower the learning rate (lr {lr:g}, CLI --lr)")
             loss.backward()
             optimizer.step()
             optimizer.clear_grad()
             total, count = total + float(loss) * len(batch), count + len(batch)
         losses.append(total / count)
         emit(f"fine-tune epoch {epoch + 1}/{epochs}: distillation loss {losses[-1]:.4f}")
+    student.eval()
     return {"epochs": epochs, "images": len(images), "lr": lr, "loss": losses}
 
 
