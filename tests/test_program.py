@@ -96,15 +96,17 @@ class TokenFamilies(nn.Layer):
 
 
 def exported(net, shape, tmp_path, dtype="float32"):
+    """``net`` with random weights (BatchNorm statistics from a few forwards), exported
+    for inputs of ``shape`` (``None``: a dynamic size) and ``dtype``; its prefix."""
     randomize(net)
     for layer in net.sublayers():
         if isinstance(layer, (nn.BatchNorm2D, nn.BatchNorm3D)):
             layer._variance.set_value(layer._variance.abs() + 0.5)
     if dtype == "float32":
-        calibrate(net, shape)
+        calibrate(net, [1, *shape[1:]])
     net.eval()
     prefix = str(tmp_path / "model")
-    save_inference_model(net, prefix, shape, dtype)
+    paddle.jit.save(net, prefix, input_spec=[paddle.static.InputSpec(shape, dtype, "x")])
     return prefix
 
 
