@@ -239,13 +239,18 @@ def _warn_stale(path: str, formats: Sequence[str]) -> None:
                        "asked for now)", ", ".join(stale))
 
 
-def dygraph_outputs(network: paddle.nn.Layer, batch: List[np.ndarray],
-                    example: ExampleInputs) -> List[np.ndarray]:
-    """The network's outputs in eval mode on ``batch`` (one array per input, in the saved
-    order of ``example``'s inputs), every tensor of any structure, as numpy."""
+def dygraph_outputs(network: paddle.nn.Layer, batch,
+                    example: Optional[ExampleInputs] = None) -> List[np.ndarray]:
+    """The network's outputs in eval mode on ``batch`` (an array, or one array per input
+    in the saved order of ``example``'s inputs, called as ``example`` says; without
+    ``example``, positionally), every tensor of any structure, as numpy."""
+    arrays = batch if isinstance(batch, (list, tuple)) else [batch]
     with modes_restored(network), paddle.no_grad():
         network.eval()
-        out = example.of_arrays(network, batch).call(network)
+        if example is None:
+            out = network(*[paddle.to_tensor(a) for a in arrays])
+        else:
+            out = example.of_arrays(network, arrays).call(network)
     return [o.numpy() for o in tensors_in(out)]
 
 
