@@ -24,7 +24,7 @@ import numpy as np
 import paddle
 
 from slim_callbacks.core.errors import SlimError
-from slim_callbacks.core.paddle_utils import layer_table, preserved_state, unwrap
+from slim_callbacks.core.paddle_utils import layer_table, preserved_state, reset_static_programs, unwrap
 from slim_callbacks.engine.surgery import Blocks, apply_cuts, rollback_on_error
 
 
@@ -162,6 +162,7 @@ class PruningPlan:
         except Exception as err:
             raise SlimError(f"the pruned network failed a forward pass, so nothing was "
                             f"changed: {type(err).__name__}: {err}") from err
+        reset_static_programs(net)  # to_static forwards are converted again for the new shapes
         return self
 
     def then(self, later: "PruningPlan") -> "PruningPlan":

@@ -49,7 +49,13 @@ from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.core.paddle_utils import unwrap
 from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.engine.planner import plan_pruning, warn_approximate
-from slim_callbacks.engine.ratios import check_input_shape, check_network, check_optimizer, resolve_ratios
+from slim_callbacks.engine.ratios import (
+    check_input_shape,
+    check_network,
+    check_optimizer,
+    named_producers,
+    resolve_ratios,
+)
 from slim_callbacks.engine.shift_fold import apply_with_folds
 from slim_callbacks.pruning.schedule_factory import build_schedule
 from slim_callbacks.pruning.schedules import OneShot, Schedule
@@ -122,6 +128,7 @@ class Pruner:
         self.history: List[dict] = []
         self.original_widths: Dict[str, int] = dict(original_widths or {})
         self.group_ratios: Dict[str, float] = {}
+        self.scored_layers: Dict[str, List[str]] = {}  # coupled_scoring="named"
         self.targets: Dict[int, Dict[str, float]] = {}
         self.round_to: Optional[int] = None if self.spec.round_to == AUTO else self.spec.round_to
         self.uniform_ratio: Optional[float] = None
@@ -156,6 +163,8 @@ class Pruner:
             logger.info("target_flops_reduction %.3f -> uniform ratio %.4f",
                         self.spec.target_flops_reduction, self.uniform_ratio)
         self.group_ratios = resolve_ratios(graph, ratios, self.spec.skip)
+        if self.spec.coupled_scoring == "named":
+            self.scored_layers = named_producers(graph, ratios)
         check_something_to_prune(graph, ratios, self.group_ratios)
         self.targets = group_targets(self.schedule, self.group_ratios)
         self._ready = True
@@ -191,13 +200,8 @@ class Pruner:
         counted before and after (two counting passes; :func:`prune` skips them).
         Returns the event's plan (empty when every group is already there).
         """
-        self.prepare()
-        net, graph = self.network, self.graph
-        live = {g.name for g in graph.prunable_groups()}
-        ratios = {g: r for g, r in targets.items() if g in live}
-        plan = plan_pruning(net, graph, ratios, self.spec.criterion, self.round_to,
-                            original_widths=self.original_widths)
-        plan = same_on_every_rank(plan)
+        net, graph = self.network, self.prepare().graph
+        plan = same_on_every_rank(self.plan_to(targets))
         self._undo = (Snapshot.take(net, self.optimizer, {"plan": self.plan, "history": self.history})
                       if undoable else None)
         before = profile(unwrap(net), self.input_shape) if record else None
@@ -211,6 +215,14 @@ class Pruner:
         if record:
             self._record(epoch, targets, plan, before)
         return plan
+
+    def plan_to(self, targets: Mapping[str, float]) -> PruningPlan:
+        """What :meth:`prune_to` would remove for ``targets``, changing nothing."""
+        graph = self.prepare().graph
+        live = {g.name for g in graph.prunable_groups()}
+        ratios = {g: r for g, r in targets.items() if g in live}
+        return plan_pruning(self.network, graph, ratios, self.spec.criterion, self.round_to,
+                            original_widths=self.original_widths, scored_layers=self.scored_layers)
 
     def _record(self, epoch: int, targets: Mapping[str, float], plan: PruningPlan, before: dict) -> None:
         after = profile(unwrap(self.network), self.input_shape) if len(plan) else before
@@ -253,7 +265,8 @@ class Pruner:
 
 def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios, criterion="l1_norm", *,
           skip: Sequence[str] = (), optimizer=None, round_to=1,
-          fold_bn_shift: Optional[bool] = None, structure=None) -> PruningPlan:
+          fold_bn_shift: Optional[bool] = None, structure=None,
+          coupled_scoring: str = "sum") -> PruningPlan:
     """Prunes ``network`` in place, once, and returns what was removed.
 
     Args:
@@ -271,6 +284,8 @@ def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios, criterio
             sent into their consumers' biases; ``None``: on for ``slim``/``opt_slim``.
         structure: what a unit spans where layers allow several shapes, e.g.
             ``{"attention": "heads"}``.
+        coupled_scoring: ``"sum"`` ranks coupled channels by every producer's scores,
+            ``"named"`` by the producers the ratios name only (PaddleSlim's way).
 
     Returns:
         The :class:`PruningPlan` that was applied.
@@ -287,7 +302,7 @@ def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios, criterio
     """
     pruner = Pruner(network, input_shape, ratios=ratios, criterion=criterion, skip=skip,
                     round_to=round_to, fold_bn_shift=fold_bn_shift, structure=structure,
-                    optimizer=optimizer)
+                    coupled_scoring=coupled_scoring, optimizer=optimizer)
     plan = pruner.prune_to(pruner.prepare().group_ratios, record=False)
     warn_approximate(plan)
     return plan
