@@ -9,7 +9,6 @@ import paddle
 import paddle.vision.transforms as T
 from paddle.static import InputSpec as Input
 from paddle.vision.models import mobilenet_v1
-
 from paddleslim.analysis import dygraph_flops
 from paddleslim.dygraph import L1NormFilterPruner
 
