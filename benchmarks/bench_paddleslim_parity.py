@@ -74,7 +74,7 @@ def main():
         subprocess.run([args.paddleslim_python, os.path.join(os.path.dirname(__file__), "paddleslim_parity.py"),
                         "--spec", f.name, "--size", str(args.size), "--out", out], check=True)
         theirs = json.load(open(out))
-    print("| model | flops (only_conv) | flops (all) | equal | L1 masks equal | FPGM masks equal |")
+    print("| model | flops (only_conv) | flops (all) | equal (PaddleSlim's) | L1 masks equal | FPGM masks equal |")
     print("|---|---|---|---|---|---|")
     for name in args.models:
         a, b = mine[name], theirs[name]
