@@ -135,7 +135,8 @@ class FilterPruner:
         axis = axis[0] if isinstance(axis, (list, tuple)) and axis else axis
         if axis != 0:
             raise ConfigError("axis", axis, "0 (output channels of conv filters)")
-        check_choice("apply", apply, [a for a in APPLY if a]) if apply is not None else None
+        if apply is not None:
+            check_choice("apply", apply, [a for a in APPLY if a])
         if not isinstance(ratios, dict):
             raise ConfigError("ratios", ratios, "a {parameter name: ratio} dict")
         graph = trace(self.model, self.input_shape)
@@ -147,7 +148,7 @@ class FilterPruner:
         if apply is not None:
             if self._original is None:
                 self._original = Snapshot.take(self.model, self.opt, {})
-            plan.apply(self.model, lazy=apply == "lazy", opt=self.opt)
+            plan.apply(self.model, lazy=apply == "lazy", opt=self.opt, input_shape=self.input_shape)
         self.plan = plan
         return plan
 
