@@ -311,3 +311,15 @@ def test_slim_pruners_rank_by_batchnorm_scales():
     assert np.flatnonzero(plan.masks[net[0][0].weight.name][0].mask).tolist() == [2, 3, 4, 5, 6, 7]
     plan = OptSlimFilterPruner(net, SHAPE).prune_vars({net[0][0].weight.name: 0.01}, 0, apply=None)
     assert int(plan.masks[net[0][0].weight.name][0].mask.sum()) == 7  # 1^2 / 204 < 1% of the mass
+
+
+def test_uniform_fpgm_on_mobilenet_keeps_what_the_native_fpgm_keeps():
+    net, native = mobilenet(), mobilenet()
+    native.set_state_dict(net.state_dict())
+    before = flops(net, SHAPE)
+    plan = FPGMFilterPruner(net, SHAPE).prune_vars({n: 0.3125 for n in pointwise_weights(net)}, 0)
+    prune(native, SHAPE, {"conv*._pointwise_conv*": 0.3125}, criterion="fpgm")
+    assert len(plan.masks) > 13
+    for a, b in zip(net.parameters(), native.parameters()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert flops(net, SHAPE) == flops(native, SHAPE) < 0.6 * before
