@@ -92,6 +92,8 @@ def test_the_constructor_takes_paddleslims_arguments_in_its_order(tmp_path):
                         ({"coupled_scoring": "max"}, "coupled_scoring")):
         with pytest.raises(ConfigError, match=f"^{key}: "):
             L1NormFilterPruner(net, SHAPE, **kwargs)
+    with pytest.raises(ConfigError, match=r"^sen_file: .*the optimizer is the fourth argument, opt="):
+        L1NormFilterPruner(net, SHAPE, opt)  # 0.1.0 took the optimizer third
     with pytest.raises(ConfigError, match="^inputs: .*several inputs"):
         L1NormFilterPruner(net, [[1, 3, 16, 16], [1, 4]])
 

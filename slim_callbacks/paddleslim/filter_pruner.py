@@ -89,6 +89,9 @@ class FilterPruner:
                  skip_leaves: bool = True, prune_type: str = "conv", num_head: int = -1,
                  input_dtype: str = "float32", *, allow_pickle: bool = False, round_to: int = 1,
                  coupled_scoring: str = "named"):
+        if sen_file is not None and not isinstance(sen_file, (str, os.PathLike)):
+            raise ConfigError("sen_file", sen_file, "a sensitivity file path or None (the "
+                                                    "optimizer is the fourth argument, opt=)")
         if prune_type != "conv":
             raise ConfigError("prune_type", prune_type, "'conv'")
         if num_head != -1:
