@@ -7,7 +7,7 @@ import paddle
 import pytest
 from helpers import Net, calibrate, same, snapshot
 
-from slim_callbacks import sensitivity
+from slim_callbacks import SlimError, sensitivity
 from slim_callbacks.paddleslim import L1NormFilterPruner, Status, flops
 
 SHAPE = [1, 3, 16, 16]
@@ -103,6 +103,11 @@ def test_sensitive_prune_reaches_the_flops_target_and_restore_undoes_it(target):
     assert abs(measured - target) < 0.03
     pruner.restore()
     assert same(snapshot(net), start)
+
+
+def test_sensitive_prune_needs_sensitivities():
+    with pytest.raises(SlimError, match=r"no sensitivities yet: call sensitive\(eval_func, sen_file\)"):
+        L1NormFilterPruner(network(), SHAPE).sensitive_prune(0.3)
 
 
 def test_sensitive_prune_skips_and_aligns():

@@ -34,7 +34,7 @@ from typing import Dict, Optional, Sequence
 import paddle
 
 from slim_callbacks.core.checks import check_choice
-from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import layer_table
 from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.engine.ratios import check_input_shape, check_round_to
@@ -192,6 +192,9 @@ class FilterPruner:
                                   dims: int = 0, skip_vars: Sequence[str] = ()):
         """``(ratios, pruned FLOPs)``: per-parameter ratios from the sensitivities that
         remove ``pruned_flops`` of the FLOPs, and the share they remove (measured)."""
+        if not self._status.sensitivies:
+            raise SlimError("no sensitivities yet: call sensitive(eval_func, sen_file) first, or "
+                            "pass the sen_file of an earlier analysis to the constructor")
         graph, layers = trace(self.model, self.input_shape), layer_table(self.model)
         skip = list(skip_vars) + self.skip_vars
         ratios = sens.ratios_by_sensitivity(self.model, self.input_shape, graph, layers,
