@@ -86,16 +86,14 @@ def test_the_constructor_takes_paddleslims_arguments_in_its_order(tmp_path):
     opt = paddle.optimizer.Adam(parameters=net.parameters())
     pruner = L1NormFilterPruner(net, SHAPE, path, opt, True, "conv", -1, "float32")
     assert (pruner.opt, pruner.plan, pruner.sensitive()) == (opt, None, {})
-    assert L1NormFilterPruner(net, paddle.zeros(SHAPE)).input_shape == SHAPE
+    assert L1NormFilterPruner(net, SHAPE).input_shape == SHAPE
     for kwargs, key in (({"prune_type": "fc"}, "prune_type"), ({"num_head": 4}, "num_head"),
-                        ({"input_dtype": "int64"}, "input_dtype"),
+                        ({"input_dtype": "int3"}, r"inputs\[0\]\.dtype"),
                         ({"coupled_scoring": "max"}, "coupled_scoring")):
         with pytest.raises(ConfigError, match=f"^{key}: "):
             L1NormFilterPruner(net, SHAPE, **kwargs)
     with pytest.raises(ConfigError, match=r"^sen_file: .*the optimizer is the fourth argument, opt="):
         L1NormFilterPruner(net, SHAPE, opt)  # 0.1.0 took the optimizer third
-    with pytest.raises(ConfigError, match="^inputs: .*several inputs"):
-        L1NormFilterPruner(net, [[1, 3, 16, 16], [1, 4]])
 
 
 def test_uniform_ratios_by_parameter_name_prune_the_pointwise_convs_of_mobilenet():
@@ -281,18 +279,34 @@ def test_flops_of_mobilenet_v1_equal_paddleslims_numbers():
     assert flops(net, [1, 3, 224, 224], only_conv=False) == 583_870_464
 
 
+class Two(nn.Layer):
+    """An image and token ids: two inputs of two dtypes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head, self.emb = nn.Conv2D(3, 8, 1), nn.Conv2D(8, 4, 1), nn.Embedding(10, 4)
+
+    def forward(self, x, ids):
+        return self.head(nn.functional.relu(self.conv(x))).mean((2, 3)) + self.emb(ids).mean(1)
+
+
 def test_flops_takes_several_inputs_with_dtypes():
-    class Two(nn.Layer):
-        def __init__(self):
-            super().__init__()
-            self.conv, self.emb = nn.Conv2D(3, 4, 1), nn.Embedding(10, 4)
-
-        def forward(self, x, ids):
-            return self.conv(x).mean() + self.emb(ids).mean()
-
-    assert flops(Two(), [[1, 3, 4, 4], [1, 2]], dtypes=["float32", "int64"]) == 4 * 4 * 4 * 3
+    shapes = [[1, 3, 4, 4], [1, 2]]
+    assert flops(Two(), shapes, dtypes=["float32", "int64"]) == 4 * 4 * (8 * 3 + 4 * 8)
     with pytest.raises(ConfigError, match="^dtypes: "):
-        flops(Two(), [[1, 3, 4, 4], [1, 2]], dtypes=["float32"])
+        flops(Two(), shapes, dtypes=["float32"])
+
+
+def test_a_pruner_takes_several_input_shapes_with_their_dtypes():
+    net = Two()
+    pruner = L2NormFilterPruner(net, [[1, 3, 4, 4], [1, 2]], input_dtype=["float32", "int64"])
+    assert pruner.input_shape is None
+    pruner.prune_vars({net.conv.weight.name: 0.5}, 0)
+    assert net.conv.weight.shape[0] == net.head.weight.shape[1] == 4
+    pruner.restore()
+    tensors = [paddle.zeros([1, 3, 4, 4]), paddle.zeros([1, 2], dtype="int64")]
+    L1NormFilterPruner(net, tensors).prune_vars({net.conv.weight.name: 0.25}, 0)
+    assert net.conv.weight.shape[0] == 6
 
 
 def test_paddleslims_static_pruner_points_to_the_supported_paths():

@@ -37,9 +37,9 @@ from slim_callbacks.core.checks import check_choice
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import layer_table
 from slim_callbacks.engine.criteria import get_criterion
-from slim_callbacks.engine.ratios import check_input_shape, check_round_to
+from slim_callbacks.engine.ratios import check_round_to
 from slim_callbacks.paddleslim import sensitive as sens
-from slim_callbacks.paddleslim.flops import flops
+from slim_callbacks.paddleslim.flops import example_inputs, flops
 from slim_callbacks.paddleslim.plan import PruningPlan
 from slim_callbacks.paddleslim.status import Status
 from slim_callbacks.pruning.pruner import Pruner
@@ -52,32 +52,19 @@ logger = logging.getLogger(__name__)
 APPLY = ("impretive", "imperative", "lazy", None)  # PaddleSlim spells it "impretive"
 
 
-def input_shape_of(inputs, input_dtype) -> list:
-    """The example input's shape: PaddleSlim's ``inputs`` as one shape or one tensor."""
-    if input_dtype != "float32":
-        raise ConfigError("input_dtype", input_dtype, "'float32' (one float input for now)")
-    if isinstance(inputs, paddle.Tensor):
-        return list(inputs.shape)
-    if isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], (list, tuple, paddle.Tensor)):
-        if len(inputs) == 1:
-            return input_shape_of(inputs[0], input_dtype)
-        raise ConfigError("inputs", inputs, "one input shape, e.g. [1, 3, 224, 224] (several "
-                                            "inputs are not supported yet)")
-    return check_input_shape(inputs)
-
-
 class FilterPruner:
     """PaddleSlim's filter pruner (see the module docstring).
 
     Args:
         model: the dygraph network.
-        inputs: its example input: a shape such as ``[1, 3, 224, 224]``, or a tensor.
+        inputs: its example inputs: a shape such as ``[1, 3, 224, 224]``, a list of
+            shapes (one per ``forward`` argument), or the inputs themselves (tensors).
         sen_file: a sensitivity file to start from (JSON; see :class:`Status`).
         opt: the optimizer training ``model``: its state is pruned and restored too.
         skip_leaves: convs whose channels reach the output are never pruned anyway.
         prune_type: ``"conv"``.
         num_head: -1 (for attention heads use the native ``structure={"attention": "heads"}``).
-        input_dtype: ``"float32"``.
+        input_dtype: the dtype of inputs given as shapes: one for all, or one each.
         allow_pickle: read a PaddleSlim-written (pickle) ``sen_file``; pickles run code.
         round_to: kept channels are a multiple of this.
         coupled_scoring: ``"named"`` (PaddleSlim) or ``"sum"``, see the module docstring.
@@ -98,7 +85,8 @@ class FilterPruner:
             raise ConfigError("num_head", num_head, "-1 (prune heads with the native API: "
                                                     "structure={'attention': 'heads'})")
         self.model, self.inputs, self.opt = model, inputs, opt
-        self.input_shape = input_shape_of(inputs, input_dtype)
+        self.example_inputs = example_inputs(inputs, input_dtype)
+        self.input_shape = self.example_inputs.shape  # None for several inputs
         self.skip_leaves, self.prune_type, self.num_head = skip_leaves, prune_type, num_head
         self.round_to = check_round_to(round_to)
         self.coupled_scoring = check_choice("coupled_scoring", coupled_scoring, COUPLED_SCORING)
@@ -111,7 +99,7 @@ class FilterPruner:
 
     # -- pruning -------------------------------------------------------------------
     def _pruner(self, ratios, round_to: Optional[int] = None) -> Pruner:
-        return Pruner(self.model, self.input_shape, ratios=ratios, criterion=self.criterion,
+        return Pruner(self.model, self.example_inputs, ratios=ratios, criterion=self.criterion,
                       round_to=round_to or self.round_to, coupled_scoring=self.coupled_scoring,
                       optimizer=self.opt)
 
@@ -142,7 +130,7 @@ class FilterPruner:
             check_choice("apply", apply, [a for a in APPLY if a])
         if not isinstance(ratios, dict):
             raise ConfigError("ratios", ratios, "a {parameter name: ratio} dict")
-        graph = trace(self.model, self.input_shape)
+        graph = trace(self.model, self.example_inputs)
         ratios = self._prunable(ratios, graph)
         plan = PruningPlan(self.model.full_name())
         if ratios:
@@ -151,7 +139,8 @@ class FilterPruner:
         if apply is not None:
             if self._original is None:
                 self._original = Snapshot.take(self.model, self.opt, {})
-            plan.apply(self.model, lazy=apply == "lazy", opt=self.opt, input_shape=self.input_shape)
+            plan.apply(self.model, lazy=apply == "lazy", opt=self.opt,
+                       example_inputs=self.example_inputs)
         self.plan = plan
         return plan
 
@@ -179,7 +168,7 @@ class FilterPruner:
             self._status.load(sen_file, allow_pickle=self.allow_pickle)
         if not self._status.is_ckp or eval_func is None:
             return self._status.sensitivies
-        graph, layers = trace(self.model, self.input_shape), layer_table(self.model)
+        graph, layers = trace(self.model, self.example_inputs), layer_table(self.model)
         skip = set(skip_vars) | set(self.skip_vars)
         names = [n for n in sens.conv_targets(graph, layers)
                  if (target_vars is None or n in target_vars) and n not in skip]
@@ -195,15 +184,15 @@ class FilterPruner:
         if not self._status.sensitivies:
             raise SlimError("no sensitivities yet: call sensitive(eval_func, sen_file) first, or "
                             "pass the sen_file of an earlier analysis to the constructor")
-        graph, layers = trace(self.model, self.input_shape), layer_table(self.model)
+        graph, layers = trace(self.model, self.example_inputs), layer_table(self.model)
         skip = list(skip_vars) + self.skip_vars
-        ratios = sens.ratios_by_sensitivity(self.model, self.input_shape, graph, layers,
+        ratios = sens.ratios_by_sensitivity(self.model, self.example_inputs, graph, layers,
                                             self._status.sensitivies, pruned_flops,
                                             self.criterion, skip, align)
-        base = flops(self.model, self.input_shape, only_conv=False)
+        base = flops(self.model, self.example_inputs, only_conv=False)
         original, previous = self._original, self.plan
         plan = self.prune_vars(ratios, dims, round_to=align)
-        pruned = (base - flops(self.model, self.input_shape, only_conv=False)) / base
+        pruned = (base - flops(self.model, self.example_inputs, only_conv=False)) / base
         plan.restore()
         self._original, self.plan = original, previous
         return ratios, pruned

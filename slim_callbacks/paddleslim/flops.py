@@ -29,6 +29,7 @@ import paddle
 import paddle.nn as nn
 
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.example_inputs import ExampleInputs, as_inputs
 from slim_callbacks.core.paddle_utils import dygraph_forwards, modes_restored
 
 _ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.Sigmoid)
@@ -66,9 +67,13 @@ def _layer_flops(layer, x, out, only_conv: bool) -> Tuple[int, str]:
     return 0, ""
 
 
-def _example_inputs(inputs, dtypes) -> list:
-    """The positional inputs of ``model.forward``, as PaddleSlim reads ``inputs``: one
-    shape, a list of shapes (zeros of ``dtypes``), or the inputs themselves."""
+def example_inputs(inputs, dtypes=None) -> ExampleInputs:
+    """The engine's :class:`~slim_callbacks.core.example_inputs.ExampleInputs` of
+    PaddleSlim's ``inputs``: one shape, a list of shapes (zeros of ``dtypes``: one
+    dtype for all or one each, default float32), or the forward's inputs themselves."""
+    if isinstance(inputs, ExampleInputs):
+        return inputs
+
     def is_shape(value):
         return isinstance(value, (list, tuple)) and value and all(
             isinstance(d, int) and not isinstance(d, bool) for d in value)
@@ -77,17 +82,18 @@ def _example_inputs(inputs, dtypes) -> list:
         shapes = [list(inputs)]
     elif isinstance(inputs, (list, tuple)) and inputs and all(is_shape(s) for s in inputs):
         shapes = [list(s) for s in inputs]
-    elif isinstance(inputs, paddle.Tensor):
-        return [inputs]
-    elif isinstance(inputs, (list, tuple)) and inputs:
-        return list(inputs)
+    elif isinstance(inputs, (paddle.Tensor, list, tuple)) and inputs is not None:
+        return as_inputs(inputs if isinstance(inputs, paddle.Tensor) else list(inputs), key="inputs")
     else:
         raise ConfigError("inputs", inputs, "a shape, a list of shapes or the forward's inputs")
     dtypes = ["float32"] * len(shapes) if dtypes is None else (
         [dtypes] * len(shapes) if isinstance(dtypes, str) else list(dtypes))
     if len(dtypes) != len(shapes):
         raise ConfigError("dtypes", dtypes, f"one dtype per input shape ({len(shapes)})")
-    return [paddle.zeros([max(d, 1) for d in s], dtype=t) for s, t in zip(shapes, dtypes)]
+    shapes = [[max(d, 1) for d in s] for s in shapes]  # PaddleSlim's -1 batch is 1
+    if len(shapes) == 1 and dtypes[0] == "float32":
+        return as_inputs(shapes[0], key="inputs")
+    return as_inputs([{"shape": s, "dtype": t} for s, t in zip(shapes, dtypes)], key="inputs")
 
 
 def flops(model, inputs=None, dtypes=None, only_conv: bool = True,
@@ -97,7 +103,7 @@ def flops(model, inputs=None, dtypes=None, only_conv: bool = True,
     Args:
         model: a dygraph ``paddle.nn.Layer``.
         inputs: a shape (``[1, 3, 224, 224]``), a list of shapes, or the forward's
-            inputs (tensors).
+            inputs (tensors); or the engine's ``ExampleInputs``.
         dtypes: the dtype (or one per shape) of inputs given as shapes; default float32.
         only_conv: count only Conv2D and Linear; ``False`` adds BatchNorm, activations
             and average pools (see the module docstring).
@@ -111,7 +117,7 @@ def flops(model, inputs=None, dtypes=None, only_conv: bool = True,
                         "paddle.nn.Layer (a paddle.jit.to_static forward is fine)")
     if not isinstance(model, nn.Layer):
         raise ConfigError("model", model, "a paddle.nn.Layer")
-    args = _example_inputs(inputs, dtypes)
+    inputs = example_inputs(inputs, dtypes)
     total, details = [0], {}
 
     def hook(layer, layer_inputs, output):
@@ -123,7 +129,7 @@ def flops(model, inputs=None, dtypes=None, only_conv: bool = True,
     handles = [layer.register_forward_post_hook(hook) for layer in model.sublayers(include_self=True)]
     try:
         with modes_restored(model, training=False), dygraph_forwards(), paddle.no_grad():
-            model(*args)
+            inputs.call(model)
     finally:
         for handle in handles:
             handle.remove()

@@ -144,15 +144,15 @@ class PruningPlan:
         return EnginePlan(params)
 
     def apply(self, model: paddle.nn.Layer, lazy: bool = False, opt=None, prune_type: str = "conv",
-              *, input_shape=None):
+              *, example_inputs=None):
         """Removes the masked entries (and the optimizer state's), or zeroes them
-        (``lazy``). With ``input_shape``, a forward pass must succeed afterwards or
+        (``lazy``). With ``example_inputs``, a forward pass must succeed afterwards or
         nothing is changed (SlimError)."""
         snapshot = Snapshot.take(model, opt, {})
         if lazy:
             self.lazy_apply(model)
         else:
-            self.to_engine(model).apply(model, opt, input_shape=input_shape)
+            self.to_engine(model).apply(model, opt, example_inputs=example_inputs)
         self._snapshot = self._snapshot or snapshot
 
     def lazy_apply(self, model: paddle.nn.Layer) -> None:
