@@ -2,8 +2,8 @@
 
 One forward pass in eval mode and one in train mode record every Paddle op
 (``paddle._C_ops`` and the Tensor operators) and every call of a known layer kind
-(:mod:`~slim_callbacks.tracing.kinds`: conv, Linear, BatchNorm, PReLU, LayerNorm,
-GroupNorm, registered), and
+(:mod:`~slim_callbacks.tracing.kinds`: conv, Linear, Embedding, BatchNorm, PReLU,
+LayerNorm, GroupNorm, registered), and
 move channel labels (see :mod:`slim_callbacks.tracing.labels`) along with the real tensors.
 Both passes share one set of labels, so a channel is prunable only if both modes allow
 it, and branches that run only in training (auxiliary heads) are sliced too. Nothing
