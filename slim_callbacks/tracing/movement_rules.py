@@ -164,7 +164,7 @@ def block_literal_sizes(tr, shape, x, lab, y, skip=()):
 def _decodes(size, shape, tr) -> str:
     """Why channels sized by a decoding attribute (``self.num_classes``) stay."""
     layer, attr = size.owner
-    return (f"feeds decoding: sized by {layer}.{attr} = {int(size)} in {list(shape)} "
+    return (f"feeds decoding: sized by {layer + '.' if layer else ''}{attr} = {int(size)} in {list(shape)} "
             f"in {tr.where()} (class, box and anchor counts stay whole)")
 
 
