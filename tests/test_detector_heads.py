@@ -5,13 +5,16 @@ bins). The neck and head stems prune; the class and box channels stay whole with
 being listed, and ``num_classes``/``reg_channels`` keep their values. In train mode
 the head returns a loss dict against targets the test stores on the network.
 """
+import logging
+
 import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
+import pytest
 from helpers import ConvBN, calibrate, kill_units, outputs
 
-from slim_callbacks import count_flops, explain, prune, trace
+from slim_callbacks import count_flops, explain, export, prune, trace
 
 SHAPE = [1, 3, 32, 32]
 
@@ -166,3 +169,15 @@ def test_a_reshape_by_num_classes_keeps_the_classes_even_where_removing_them_is_
     prune(net, SHAPE, 0.5)
     assert net.num_classes == 4 and net.cls.weight.shape == [4, 4, 1, 1]
     assert outputs(net, paddle.randn(SHAPE)).shape == (1, SHAPE[2] * SHAPE[3])
+
+
+@pytest.mark.slow
+def test_pruned_detector_exports_verified_although_onednn_cannot_run_its_upsampling(tmp_path, caplog):
+    """Paddle 3.3.1's oneDNN cannot run ``nearest_interp`` with a ``scale``: the export is
+    verified without oneDNN and says so."""
+    net = detector()
+    prune(net, SHAPE, 0.3)
+    with caplog.at_level(logging.WARNING, logger="slim_callbacks.deploy"):
+        result = export(net, str(tmp_path / "det"), SHAPE)
+    assert max(result.max_abs_diff.values()) < 1e-4
+    assert any("verified without oneDNN" in r.getMessage() for r in caplog.records)
