@@ -255,6 +255,7 @@ def block_sizes_that_cannot_follow(tracer) -> None:
     for owner, atoms in tracer.sizes.items():
         layer, attr = owner
         uses = np.concatenate(tracer.size_uses[owner])  # q, k and v alike: all or none
+        tracer.site = ("reshape", layer)  # where the size is used, for explain()
         if owner in DERIVED:
             tracer.refuse(uses, f"is sized by {layer}.{attr}, which the code also "
                                 f"computes with, so it cannot follow pruning")
@@ -268,6 +269,7 @@ def block_sizes_that_cannot_follow(tracer) -> None:
         elif len(tracer.units_of(atoms)) != tracer.size_values[owner]:
             tracer.refuse(atoms, f"is sized by {layer}.{attr} = {tracer.size_values[owner]}, "
                                  f"which does not count its channels one for one")
+    tracer.site = None
 
 
 def _divides_evenly(tracer, order: Optional[np.ndarray], atoms: np.ndarray) -> bool:
