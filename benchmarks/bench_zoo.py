@@ -358,7 +358,8 @@ def main() -> None:
                                      parse_structure(args.structure))))
         return
     import zoo_toolkits
-    names = list(zoo_toolkits.MODELS) if args.toolkits else args.models or pick_models(backbone_names(import_backbones()), args.families, args.limit)
+    names = (list(zoo_toolkits.MODELS) if args.toolkits else args.models
+             or pick_models(backbone_names(import_backbones()), args.families, args.limit))
     os.makedirs(args.out, exist_ok=True)
     rows = []
     for name in names:
