@@ -144,3 +144,31 @@ def test_pruned_token_model_trains():
     x, y = paddle.randn([4] + SHAPE[1:]), paddle.arange(3).tile([2])[:4]
     losses = train_steps(net, opt, x, y, 3)
     assert all(np.isfinite(losses))
+
+
+class TiedLanguageModel(TokenModel):
+    """BERT's masked-LM head: a transform, then the word embedding table used again as
+    the output projection (``matmul(h, words.weight, transpose_y=True)``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.transform, self.lm_norm = nn.Linear(16, 16), nn.LayerNorm(16)
+
+    def forward(self, x):
+        ids = (x.abs() * 10).astype("int64") % self.vocab
+        positions = paddle.arange(ids.shape[1], dtype="int64").unsqueeze(0)
+        h = self.norm(self.words(ids) + self.positions(positions) + self.types(paddle.zeros_like(ids)))
+        for layer in self.layers:
+            h = layer(h, paddle.zeros([1, 1, 1, ids.shape[1]]))
+        h = self.lm_norm(F.gelu(self.transform(h)))
+        return paddle.matmul(h, self.words.weight, transpose_y=True)
+
+
+def test_a_tied_embedding_keeps_the_hidden_size_and_the_rest_prunes():
+    paddle.seed(0)
+    net = TiedLanguageModel()
+    stream = group_of(trace(net, SHAPE, HEADS), "words")
+    assert not stream.prunable and "tied weight" in stream.blocked
+    prune(net, SHAPE, 0.5, structure=HEADS)
+    assert net.words.weight.shape == [50, 16] and net.layers[0].attn.num_heads == 2
+    assert net(paddle.randn([2] + SHAPE[1:])).shape == [2, SHAPE[1], 50]
