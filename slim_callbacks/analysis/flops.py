@@ -4,7 +4,7 @@
 forward pass in eval mode with forward post-hooks on the leaf layers records, per call,
 the work of each counted layer under every convention at once. Shapes are read from the
 layers' actual weights and outputs, so a pruned network is counted as it now is. Counts
-are per sample: the batch dimension of ``input_shape`` is divided out.
+are per sample: the batch dimension of the (first) input is divided out.
 
 Conventions (see :func:`count_flops`):
 
@@ -42,15 +42,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import paddle
 import paddle.nn as nn
 
 from slim_callbacks.analysis.matmul_counts import counting_matmuls
-from slim_callbacks.core.checks import is_int
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.core.paddle_utils import modes_restored
+from slim_callbacks.core.example_inputs import ExampleInputs, as_inputs, given_inputs
+from slim_callbacks.core.paddle_utils import attributes_restored, modes_restored
 from slim_callbacks.tracing.kinds import LayerKind, kind_of
 
 logger = logging.getLogger(__name__)
@@ -172,19 +172,6 @@ def _require_layer(network) -> None:
         raise ConfigError("network", type(network).__name__, "a paddle.nn.Layer")
 
 
-def _is_dim(value) -> bool:
-    return is_int(value) and value > 0
-
-
-def _check_shape(input_shape) -> list:
-    ok = (isinstance(input_shape, Sequence) and not isinstance(input_shape, str)
-          and len(input_shape) > 0 and all(_is_dim(d) for d in input_shape))
-    if not ok:
-        raise ConfigError("input_shape", input_shape,
-                          "a list of positive ints, batch first, e.g. [1, 3, 224, 224]")
-    return [int(d) for d in input_shape]
-
-
 def _is_leaf(layer) -> bool:
     return next(iter(layer.children()), None) is None
 
@@ -226,53 +213,57 @@ def _attach_hooks(network, totals: _Tally) -> list:
     return handles
 
 
-def _forward(network, shape: list) -> None:
+def _forward(network, inputs: ExampleInputs) -> None:
     try:
-        with paddle.no_grad():
-            network(paddle.zeros(shape, dtype="float32"))
+        with paddle.no_grad(), attributes_restored(network):
+            inputs.call(network)
     except _CountingError:
         raise
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [""])[0]
-        raise SlimError(f"input_shape {shape} is rejected by the network: "
+        raise SlimError(f"{inputs.argument} {inputs.describe()} is rejected by the network: "
                         f"{type(exc).__name__}: {reason}") from exc
 
 
-def _count(network, input_shape) -> _Tally:
+def _count(network, example_inputs) -> _Tally:
     """One eval-mode forward pass on zeros; returns per-sample counts of every convention.
 
     Train/eval flags of every sublayer are restored and the hooks removed, even on error.
     """
     _require_layer(network)
-    shape = _check_shape(input_shape)
+    inputs = as_inputs(example_inputs)
     totals = _Tally()
     handles = _attach_hooks(network, totals)
     try:
         with modes_restored(network, training=False), \
                 counting_matmuls(totals.add_macs, inside=lambda: totals.depth > 0):
-            _forward(network, shape)
+            _forward(network, inputs)
     finally:
         for handle in handles:
             handle.remove()
-    batch = shape[0]
+    batch = inputs.batch
     tally = _Tally(macs=totals.macs // batch, legacy=totals.legacy // batch)
-    logger.debug("counted %s at %s: %s", type(network).__name__, shape, tally)
+    logger.debug("counted %s at %s: %s", type(network).__name__, inputs.describe(), tally)
     return tally
 
 
 # --------------------------------------------------------------------------- public API
 
 
-def count_flops(network, input_shape: Sequence[int], convention: str = "macs") -> int:
+def count_flops(network, example_inputs=None, convention: str = "macs", *,
+                input_shape: Optional[Sequence[int]] = None) -> int:
     """Counts the work of one forward pass, per sample.
 
     Runs one forward pass under ``paddle.no_grad()`` in eval mode on zeros of
-    ``input_shape``; the network's train/eval mode is restored and the hooks removed.
+    ``example_inputs``; the network's train/eval mode is restored and the hooks removed.
 
     Args:
         network: a ``paddle.nn.Layer``.
-        input_shape: full input shape, batch first, e.g. ``[1, 3, 224, 224]``. The result
-            is per sample whatever the batch size.
+        example_inputs: inputs of any structure (see
+            :mod:`slim_callbacks.core.example_inputs`), e.g. the full input shape,
+            batch first, ``[1, 3, 224, 224]``. The result is per sample (divided by
+            the first input's batch) whatever the batch size.
+        input_shape: the shorthand for one float32 input of this shape.
         convention: ``"macs"`` (multiply-adds of convs and Linear), ``"flops"``
             (2 x macs) or ``"paddleslim_legacy"`` (PaddleSlim's legacy counter, see
             the module docstring).
@@ -291,7 +282,7 @@ def count_flops(network, input_shape: Sequence[int], convention: str = "macs") -
     """
     if convention not in _FROM_TALLY:
         raise ConfigError("convention", convention, "one of " + ", ".join(CONVENTIONS))
-    return _FROM_TALLY[convention](_count(network, input_shape))
+    return _FROM_TALLY[convention](_count(network, given_inputs(example_inputs, input_shape)))
 
 
 def count_params(network) -> int:
@@ -363,12 +354,14 @@ def layer_widths(network) -> Dict[str, int]:
     return widths
 
 
-def profile(network, input_shape: Sequence[int]) -> dict:
+def profile(network, example_inputs=None, *, input_shape: Optional[Sequence[int]] = None) -> dict:
     """Every count at once, from a single forward pass.
 
     Args:
         network: a ``paddle.nn.Layer``.
-        input_shape: full input shape, batch first; counts are per sample.
+        example_inputs: inputs of any structure, e.g. the full input shape, batch
+            first; counts are per sample (see :func:`count_flops`).
+        input_shape: the shorthand for one float32 input of this shape.
 
     Returns:
         ``{"macs", "flops", "gflops" (flops / 1e9), "gflops_legacy"
@@ -383,7 +376,7 @@ def profile(network, input_shape: Sequence[int]) -> dict:
         >>> profile(paddle.nn.Linear(8, 4), [1, 8])["flops"]
         64
     """
-    tally = _count(network, input_shape)
+    tally = _count(network, given_inputs(example_inputs, input_shape))
     flops = _FROM_TALLY["flops"](tally)
     params = count_params(network)
     return {

@@ -14,7 +14,8 @@ import paddle
 
 from slim_callbacks.analysis.flops import CONVENTIONS, count_flops, counts_macs
 from slim_callbacks.core.checks import check_choice
-from slim_callbacks.core.paddle_utils import is_linear, is_transposed_conv, modes_restored, unwrap
+from slim_callbacks.core.example_inputs import as_inputs
+from slim_callbacks.core.paddle_utils import attributes_restored, is_linear, is_transposed_conv, modes_restored, unwrap
 from slim_callbacks.engine.plan import PruningPlan
 
 # the records belong to the strategies that use the model: one logger for users to configure
@@ -50,12 +51,12 @@ class FlopsModel:
 
     def __init__(self, network: paddle.nn.Layer, input_shape: Sequence[int], convention: str = "macs"):
         self.network = unwrap(network)
-        self.input_shape = [int(d) for d in input_shape]
+        self.inputs = as_inputs(input_shape)
         self.convention = check_convention(convention)
-        self.base = count_flops(self.network, self.input_shape, self.convention)
+        self.base = count_flops(self.network, self.inputs, self.convention)
         self.positions: Optional[Dict[str, int]] = None
         if self.convention in ("macs", "flops"):
-            self.positions = output_positions(self.network, self.input_shape)
+            self.positions = output_positions(self.network, self.inputs)
             self.shapes = {name: list(layer.weight.shape)
                            for name, layer in self.network.named_sublayers() if name in self.positions}
             if self._analytic({}) != self.base:
@@ -68,7 +69,7 @@ class FlopsModel:
         for name, positions in self.positions.items():
             cut = params.get((name, "weight"))
             total += positions * math.prod(cut.shape_after if cut else self.shapes[name])
-        macs = total // self.input_shape[0]
+        macs = total // self.inputs.batch
         return 2 * macs if self.convention == "flops" else macs
 
     def count(self, plan: PruningPlan) -> int:
@@ -77,7 +78,7 @@ class FlopsModel:
             return self._analytic(plan.params)
         pruned = copy.deepcopy(self.network)
         plan.apply(pruned)
-        return count_flops(pruned, self.input_shape, self.convention)
+        return count_flops(pruned, self.inputs, self.convention)
 
     def reduction(self, plan: PruningPlan) -> float:
         """Share of the FLOPs that ``plan`` removes."""
@@ -114,8 +115,9 @@ def forward_with_hooks(network: paddle.nn.Layer, input_shape: Sequence[int], cho
             if chosen(layer) and not layer.sublayers():
                 register = layer.register_forward_pre_hook if pre else layer.register_forward_post_hook
                 handles.append(register(hook))
-        with modes_restored(network, training=False), paddle.no_grad():
-            network(paddle.zeros(input_shape, dtype="float32"))
+        with modes_restored(network, training=False), paddle.no_grad(), \
+                attributes_restored(network):
+            as_inputs(input_shape).call(network)
     finally:
         for handle in handles:
             handle.remove()
