@@ -2,8 +2,9 @@
 
 core < tracing < engine < deploy < program < analysis < pruning < callbacks < integrations
 < paddleslim < app. Imports inside functions count too; only the top-level
-``slim_callbacks/__init__.py`` (the public API) and ``__main__.py`` may import from every layer. No module imports itself back through
-others (an import cycle, inside functions too), and no module is over ``MAX_LINES``.
+``slim_callbacks/__init__.py`` (the public API) and ``__main__.py`` may import from every
+layer. No module imports itself back through others (an import cycle, inside functions
+too), and no module is over ``MAX_LINES``.
 """
 import ast
 import pathlib
