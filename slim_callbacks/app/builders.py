@@ -356,7 +356,7 @@ def build_callbacks(job: Job, ratios, verbose: int = 1,
     callbacks.append(FiniteLossGuard())
     if log_dir is not None:
         callbacks.append(VisualDLLogger(log_dir, log_freq=recipe.logging.log_freq,
-                                        input_shape=list(recipe.input_shape)))
+                                        example_inputs=recipe.example_inputs))
     return callbacks
 
 
