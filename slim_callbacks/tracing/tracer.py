@@ -48,10 +48,11 @@ from slim_callbacks.core.paddle_utils import layer_table, preserved_state, unwra
 from slim_callbacks.tracing import labels as L
 from slim_callbacks.tracing.graph import DependencyGraph  # noqa: F401 (imported from here too)
 from slim_callbacks.tracing.grouped import GroupedConv, settle, unique_convs
-from slim_callbacks.tracing.groups import MemberRecord, UnionFind, build_groups
+from slim_callbacks.tracing.groups import OUT, MemberRecord, UnionFind, build_groups
 from slim_callbacks.tracing.kinds import is_known_layer, kind_of
 from slim_callbacks.tracing.op_args import tensors_in
 from slim_callbacks.tracing.op_rules import intercept
+from slim_callbacks.tracing.products import ProductTable, to_table
 from slim_callbacks.tracing.rule_errors import registered_rule
 from slim_callbacks.tracing.sizes import (
     block_ratios_that_cannot_hold,
@@ -86,6 +87,7 @@ def trace(network: paddle.nn.Layer, input_shape: Sequence[int],
     structure = check_structure(structure)
     network = unwrap(network)
     tracer = Tracer(network, structure)
+    tracer.input_shape = [int(d) for d in input_shape]
     with preserved_state(network):
         x = paddle.randn([int(d) for d in input_shape], dtype="float32")
         x.stop_gradient = False
@@ -178,6 +180,10 @@ class Tracer:
         self.warned: set = set()
         self.seen_records: set = set()
         self.unknown_ops: Dict[str, None] = {}
+        self.passes = 0
+        self.products: List[tuple] = []  # eval-pass products, see tracing.products
+        self.products_complete = True
+        self.input_shape: List[int] = []
         self.stack: List[str] = []
         self.quiet = 0  # > 0 inside a known layer or while computing labels
         self.layers = layer_table(network)  # "" is the network itself
@@ -192,6 +198,7 @@ class Tracer:
     def start_pass(self) -> None:
         """Forgets the tensors of the previous forward pass (their ids and graph nodes
         may be reused); atoms, unions, records and blocks carry over."""
+        self.passes += 1
         self.tensor_labels.clear()
         self.node_labels.clear()
         self.origins.clear()
@@ -364,4 +371,14 @@ class Tracer:
                               self.block_sites, self.approximations, self.sizes, segments)
         return DependencyGraph(groups, self.layer_types, self.param_names,
                                list(self.unknown_ops), self.structure, fallbacks,
-                               {name: n // 2 for name, n in self.calls.items()})
+                               {name: n // 2 for name, n in self.calls.items()},
+                               self.product_table())
+
+    def product_table(self) -> ProductTable:
+        """The eval pass's products, each atom as the producer weight entry behind it."""
+        sources = {}
+        for rec in self.records:
+            if rec.role == OUT and rec.attr == "weight" and not rec.blocks:
+                for atom, index in zip(rec.atoms.tolist(), rec.indices.tolist()):
+                    sources.setdefault(atom, (rec.layer, rec.attr, rec.axis, index))
+        return to_table(self.products, sources, self.products_complete, self.input_shape)
