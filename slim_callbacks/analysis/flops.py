@@ -28,8 +28,7 @@ Conventions (see :func:`count_flops`):
 
 Besides those products, only layers are seen: other functional calls in a ``forward``
 (``F.conv2d``, ``paddle.einsum``, ``F.relu``, ...) are not counted, nor are layers of any
-other type. A layer called
-several times is counted every time.
+other type. A layer called several times is counted every time.
 
 Example:
     >>> import paddle
@@ -42,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import paddle
 import paddle.nn as nn
@@ -102,8 +101,7 @@ def _pair(value) -> Tuple[int, int]:
 
 def _spatial(tensor, data_format: str) -> Tuple[int, int]:
     """(H, W) of a 4-D tensor in NCHW or NHWC."""
-    shape = tensor.shape
-    return (shape[1], shape[2]) if data_format == "NHWC" else (shape[2], shape[3])
+    return tuple(tensor.shape[1:3] if data_format == "NHWC" else tensor.shape[2:4])
 
 
 def _elementwise_counts(layer, inputs, output) -> Counts:
@@ -172,13 +170,9 @@ def _require_layer(network) -> None:
         raise ConfigError("network", type(network).__name__, "a paddle.nn.Layer")
 
 
-def _is_dim(value) -> bool:
-    return is_int(value) and value > 0
-
-
 def _check_shape(input_shape) -> list:
     ok = (isinstance(input_shape, Sequence) and not isinstance(input_shape, str)
-          and len(input_shape) > 0 and all(_is_dim(d) for d in input_shape))
+          and len(input_shape) > 0 and all(is_int(d) and d > 0 for d in input_shape))
     if not ok:
         raise ConfigError("input_shape", input_shape,
                           "a list of positive ints, batch first, e.g. [1, 3, 224, 224]")
@@ -189,11 +183,13 @@ def _is_leaf(layer) -> bool:
     return next(iter(layer.children()), None) is None
 
 
-def _make_hook(counter: Callable, totals: _Tally) -> Callable:
+def _make_hook(counter: Callable, totals: _Tally, observe: Optional[Callable]) -> Callable:
     def hook(layer, inputs, output):
         totals.depth -= 1
         try:
             macs, legacy = counter(layer, inputs, output)
+            if observe is not None:
+                observe(layer, inputs, output)
         except Exception as exc:
             raise _CountingError(f"counting {type(layer).__name__} failed: {exc}") from exc
         totals.macs += macs
@@ -203,12 +199,10 @@ def _make_hook(counter: Callable, totals: _Tally) -> Callable:
 
 
 def _make_pre_hook(totals: _Tally) -> Callable:
-    def pre_hook(layer, inputs):
-        totals.depth += 1
-    return pre_hook
+    return lambda layer, inputs: setattr(totals, "depth", totals.depth + 1)
 
 
-def _attach_hooks(network, totals: _Tally) -> list:
+def _attach_hooks(network, totals: _Tally, observe: Optional[Callable] = None) -> list:
     """Hooks every counted leaf layer; returns the remove handles."""
     handles, uncounted = [], set()
     for layer in network.sublayers(include_self=True):
@@ -219,7 +213,7 @@ def _attach_hooks(network, totals: _Tally) -> list:
             uncounted.add(type(layer).__name__)
             continue
         handles.append(layer.register_forward_pre_hook(_make_pre_hook(totals)))
-        handles.append(layer.register_forward_post_hook(_make_hook(counter, totals)))
+        handles.append(layer.register_forward_post_hook(_make_hook(counter, totals, observe if counts_macs(layer) else None)))
     for name in sorted(n for n in uncounted if "Conv" in n):
         logger.warning("%s layers are not counted by slim_callbacks.analysis.flops", name)
     logger.debug("not counted: %s", sorted(uncounted))
@@ -238,15 +232,16 @@ def _forward(network, shape: list) -> None:
                         f"{type(exc).__name__}: {reason}") from exc
 
 
-def _count(network, input_shape) -> _Tally:
+def _count(network, input_shape, observe: Optional[Callable] = None) -> _Tally:
     """One eval-mode forward pass on zeros; returns per-sample counts of every convention.
+    ``observe(layer, inputs, output)`` sees every call of a layer that counts MACs.
 
     Train/eval flags of every sublayer are restored and the hooks removed, even on error.
     """
     _require_layer(network)
     shape = _check_shape(input_shape)
     totals = _Tally()
-    handles = _attach_hooks(network, totals)
+    handles = _attach_hooks(network, totals, observe)
     try:
         with modes_restored(network, training=False), \
                 counting_matmuls(totals.add_macs, inside=lambda: totals.depth > 0):
@@ -289,9 +284,18 @@ def count_flops(network, input_shape: Sequence[int], convention: str = "macs") -
         >>> count_flops(paddle.nn.Linear(8, 4), [1, 8], convention="flops")
         64
     """
+    return _FROM_TALLY[_check_convention(convention)](_count(network, input_shape))
+
+
+def _check_convention(convention) -> str:
     if convention not in _FROM_TALLY:
         raise ConfigError("convention", convention, "one of " + ", ".join(CONVENTIONS))
-    return _FROM_TALLY[convention](_count(network, input_shape))
+    return convention
+
+
+def count_observing(network, input_shape: Sequence[int], convention: str, observe: Callable) -> int:
+    """:func:`count_flops`; ``observe(layer, inputs, output)`` sees each MACs layer call."""
+    return _FROM_TALLY[_check_convention(convention)](_count(network, input_shape, observe))
 
 
 def count_params(network) -> int:
@@ -330,11 +334,7 @@ def model_size_mb(network) -> float:
         >>> model_size_mb(paddle.nn.Linear(999, 250))  # 250,000 float32
         1.0
     """
-    return _size_mb(count_params(network))
-
-
-def _size_mb(params: int) -> float:
-    return params * 4 / 1e6
+    return count_params(network) * 4 / 1e6
 
 
 def layer_widths(network) -> Dict[str, int]:
@@ -392,5 +392,5 @@ def profile(network, input_shape: Sequence[int]) -> dict:
         "gflops": flops / 1e9,
         "gflops_legacy": _FROM_TALLY["paddleslim_legacy"](tally) / 1e9,
         "params": params,
-        "size_mb": _size_mb(params),
+        "size_mb": params * 4 / 1e6,
     }

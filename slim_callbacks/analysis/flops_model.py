@@ -13,7 +13,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import paddle
 
-from slim_callbacks.analysis.flops import CONVENTIONS, count_flops, counts_macs
+from slim_callbacks.analysis.flops import CONVENTIONS, count_flops, count_observing, counts_macs
 from slim_callbacks.core.checks import check_choice
 from slim_callbacks.core.paddle_utils import is_linear, is_transposed_conv, modes_restored, unwrap
 from slim_callbacks.engine.plan import PruningPlan
@@ -60,11 +60,14 @@ class FlopsModel:
         self.network = unwrap(network)
         self.input_shape = [int(d) for d in input_shape]
         self.convention = check_convention(convention)
-        self.base = count_flops(self.network, self.input_shape, self.convention)
         self.positions: Optional[Dict[str, int]] = None
         self.products: Optional[ProductCounter] = None
-        if self.convention in ("macs", "flops"):
-            self.positions = output_positions(self.network, self.input_shape)
+        if self.convention not in ("macs", "flops"):
+            self.base = count_flops(self.network, self.input_shape, self.convention)
+        else:  # the base count and the positions from one forward pass
+            self.positions = {}
+            self.base = count_observing(self.network, self.input_shape, self.convention,
+                                        position_counter(self.network, self.positions))
             self.shapes = {name: list(layer.weight.shape)
                            for name, layer in self.network.named_sublayers() if name in self.positions}
             if self._analytic({}) != self.base:
@@ -135,6 +138,13 @@ def output_positions(network: paddle.nn.Layer, input_shape: Sequence[int]) -> Di
     channel; input elements per input channel for a transposed conv), summed over
     calls, for every leaf layer the ``macs`` convention counts."""
     positions: Dict[str, int] = {}
+    forward_with_hooks(network, input_shape, counts_macs, position_counter(network, positions))
+    return positions
+
+
+def position_counter(network: paddle.nn.Layer, positions: Dict[str, int]):
+    """A forward hook that adds each call's positions to ``positions`` (structural name
+    -> positions, see :func:`output_positions`)."""
     names = {id(layer): name for name, layer in network.named_sublayers()}
 
     def hook(layer, inputs, output):
@@ -145,9 +155,7 @@ def output_positions(network: paddle.nn.Layer, input_shape: Sequence[int]) -> Di
             channels = layer.weight.shape[1] if is_linear(layer) else layer.weight.shape[0]
             count = math.prod(output.shape) // channels
         positions[name] = positions.get(name, 0) + count
-
-    forward_with_hooks(network, input_shape, counts_macs, hook)
-    return positions
+    return hook
 
 
 def forward_with_hooks(network: paddle.nn.Layer, input_shape: Sequence[int], chosen, hook,
