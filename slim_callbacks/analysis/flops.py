@@ -213,7 +213,8 @@ def _attach_hooks(network, totals: _Tally, observe: Optional[Callable] = None) -
             uncounted.add(type(layer).__name__)
             continue
         handles.append(layer.register_forward_pre_hook(_make_pre_hook(totals)))
-        handles.append(layer.register_forward_post_hook(_make_hook(counter, totals, observe if counts_macs(layer) else None)))
+        seen = observe if counts_macs(layer) else None
+        handles.append(layer.register_forward_post_hook(_make_hook(counter, totals, seen)))
     for name in sorted(n for n in uncounted if "Conv" in n):
         logger.warning("%s layers are not counted by slim_callbacks.analysis.flops", name)
     logger.debug("not counted: %s", sorted(uncounted))

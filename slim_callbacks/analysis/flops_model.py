@@ -40,9 +40,10 @@ class FlopsModel:
     are counted from the labels of a trace (``graph``, else one is made): each operand
     position follows the producer channel it comes from (see
     :mod:`~slim_callbacks.tracing.products`). (A Conv2D's MACs are
-    ``H_out * W_out * C_out * Kh * Kw * C_in / groups``, its weight has ``C_out * C_in / groups * Kh * Kw`` elements; a Conv2DTranspose's are
-    ``H_in * W_in * C_in * C_out / groups * Kh * Kw``, its weight has ``C_in * C_out /
-    groups * Kh * Kw``.) It equals :func:`~slim_callbacks.analysis.flops.count_flops` of
+    ``H_out * W_out * C_out * Kh * Kw * C_in / groups``, its weight has
+    ``C_out * C_in / groups * Kh * Kw`` elements; a Conv2DTranspose's are
+    ``H_in * W_in * C_in * C_out / groups * Kh * Kw``, its weight has
+    ``C_in * C_out / groups * Kh * Kw``.) It equals :func:`~slim_callbacks.analysis.flops.count_flops` of
     the really pruned network; if the analytic base count ever disagrees with
     ``count_flops`` (a product the trace could not describe), and always for
     ``paddleslim_legacy``, each plan is applied to a deep copy and counted instead.

@@ -88,21 +88,79 @@ def optimizer_states(optimizer, param) -> Iterator[paddle.Tensor]:
         yield master
 
 
+@dataclasses.dataclass
+class Removal:
+    """What a cut takes out of one tensor, enough to put it back from the kept part:
+    along each cut axis in turn, the removed slices of what earlier axes kept (their
+    sizes add up to the removed elements, not to a second copy of the tensor). A cut
+    with :class:`Blocks` keeps a whole copy instead.
+
+    >>> t = paddle.to_tensor(np.arange(12.0).reshape(3, 4))
+    >>> removal = Removal.of(t, {0: np.array([0, 2]), 1: np.array([3, 1])})
+    >>> [part.shape for part in removal.parts]
+    [(1, 4), (2, 2)]
+    >>> set_storage(t, take(t.numpy(), {0: np.array([0, 2]), 1: np.array([3, 1])}))
+    >>> removal.restore(); t.numpy().tolist()[1]
+    [4.0, 5.0, 6.0, 7.0]
+    """
+
+    tensor: paddle.Tensor
+    shape: List[int]
+    kept: Dict[int, np.ndarray]
+    parts: List[np.ndarray]
+
+    @classmethod
+    def of(cls, tensor, kept) -> "Removal":
+        array = tensor.numpy()
+        if any(isinstance(index, Blocks) for index in kept.values()):
+            return cls(tensor, list(array.shape), {}, [array])
+        kept = {a: np.asarray(i, dtype=np.int64) for a, i in sorted(kept.items())}
+        parts = []
+        for axis, index in kept.items():
+            parts.append(np.take(array, _removed(index, array.shape[axis]), axis=axis))
+            array = np.take(array, index, axis=axis)
+        return cls(tensor, list(tensor.shape), kept, parts)
+
+    def restore(self) -> None:
+        """Puts the tensor back as it was (nothing to do if it was not cut yet)."""
+        if list(self.tensor.shape) == self.shape:
+            return
+        if not self.kept:
+            set_storage(self.tensor, self.parts[0])
+            return
+        array = self.tensor.numpy()
+        for (axis, index), part in reversed(list(zip(self.kept.items(), self.parts))):
+            full = np.empty(array.shape[:axis] + (self.shape[axis],) + array.shape[axis + 1:],
+                            dtype=array.dtype)
+            at = [slice(None)] * array.ndim
+            at[axis] = index
+            full[tuple(at)] = array
+            at[axis] = _removed(index, self.shape[axis])
+            full[tuple(at)] = part
+            array = full
+        set_storage(self.tensor, array)
+
+
+def _removed(kept: np.ndarray, size: int) -> np.ndarray:
+    return np.setdiff1d(np.arange(size), kept)
+
+
 @contextlib.contextmanager
 def rollback_on_error(layers: Dict[str, paddle.nn.Layer], cuts: Cuts, optimizer) -> Iterator[None]:
-    """Restores every touched tensor and attribute if the block raises."""
-    saved: List[Tuple[paddle.Tensor, np.ndarray]] = []
+    """Restores every touched tensor and attribute if the block raises; what it keeps
+    meanwhile is the removed parts (:class:`Removal`), not a copy of every tensor."""
+    saved: List[Removal] = []
     attrs = {}
-    for name, attr in cuts:
+    for (name, attr), kept in cuts.items():
         param = layers[name]._parameters[attr]
-        saved.append((param, param.numpy()))
-        saved.extend((s, s.numpy()) for s in optimizer_states(optimizer, param))
+        saved.append(Removal.of(param, kept))
+        saved.extend(Removal.of(s, kept) for s in optimizer_states(optimizer, param))
         attrs.setdefault(name, channel_attributes(layers[name]))
     try:
         yield
     except BaseException:
-        for tensor, array in saved:
-            set_storage(tensor, array)
+        for removal in saved:
+            removal.restore()
         for name, state in attrs.items():
             for key, value in state.items():
                 setattr(layers[name], key, value)

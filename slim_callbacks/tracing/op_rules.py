@@ -109,7 +109,7 @@ def _runtime_shape(tracer, tensor, shape):
     if tracer.quiet:
         return shape
     entry = tracer.tensor_labels.get(id(tensor))
-    labels = entry[1] if entry is not None and entry[0] is tensor else L.zeros(len(shape))
+    labels = entry[1] if entry is not None and entry[0]() is tensor else L.zeros(len(shape))
     return type(shape)([RuntimeSize(d, *source_of(labels, ax)) for ax, d in enumerate(shape)])
 
 

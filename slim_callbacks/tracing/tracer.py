@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -99,6 +100,7 @@ def trace(network: paddle.nn.Layer, input_shape: Sequence[int],
                 for t in tensors_in(out):
                     tracer.block(tracer.labels_of(t), "reaches a network output",
                                  site=("network output", ""))
+                out = t = None  # the next pass must not hold this one's graph
     return tracer.graph()
 
 
@@ -166,7 +168,7 @@ class Tracer:
         self.layer_first_atom: Dict[str, int] = {}
         self.tensor_labels: Dict[int, tuple] = {}
         self.origins: Dict[int, tuple] = {}  # id -> (tensor, layer, attr, axis of each param axis)
-        self.node_labels: Dict[int, np.ndarray] = {}
+        self.node_labels: Dict[int, tuple] = {}  # node pointer -> (node, labels)
         self.records: List[MemberRecord] = []
         self.blocked: Dict[int, str] = {}
         self.block_sites: Dict[int, Tuple[str, str]] = {}  # atom -> (op or layer type, where)
@@ -207,10 +209,10 @@ class Tracer:
     def set_labels(self, tensor, labels: np.ndarray) -> None:
         labels = L.compress(labels.reshape((1,) * (tensor.ndim - labels.ndim) + labels.shape)
                             if labels.ndim < tensor.ndim else labels)
-        self.tensor_labels[id(tensor)] = (tensor, labels)
+        self.tensor_labels[id(tensor)] = (weakref.ref(tensor), labels)  # a dead tensor is freed
         node = tensor.grad_fn
-        if node is not None:
-            self.node_labels[node.node_ptr()] = labels
+        if node is not None:  # the node is kept: its pointer is not reused while tracing
+            self.node_labels[node.node_ptr()] = (node, labels)
 
     # -- free parameters and their views ---------------------------------------
     def origin_of(self, tensor) -> Optional[Tuple[str, str, List[Optional[int]]]]:
@@ -235,7 +237,7 @@ class Tracer:
 
     def labels_of(self, tensor) -> np.ndarray:
         entry = self.tensor_labels.get(id(tensor))
-        if entry is not None and entry[0] is tensor:
+        if entry is not None and entry[0]() is tensor:
             return entry[1]
         if not tensor.stop_gradient and tensor.grad_fn is not None:
             self._block_untraced_sources(tensor)
@@ -251,7 +253,7 @@ class Tracer:
                 continue
             seen.add(ptr)
             if ptr in self.node_labels and node is not tensor.grad_fn:
-                self.block(self.node_labels[ptr], f"feeds an untraced op {node.name()} "
+                self.block(self.node_labels[ptr][1], f"feeds an untraced op {node.name()} "
                                                   f"in {self.where()}",
                            site=(node.name(), self.where()))
                 continue
