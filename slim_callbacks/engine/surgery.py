@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from typing import Dict, Iterator, List, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import paddle
@@ -96,10 +96,9 @@ class Removal:
     with :class:`Blocks` keeps a whole copy instead.
 
     >>> t = paddle.to_tensor(np.arange(12.0).reshape(3, 4))
-    >>> removal = Removal.of(t, {0: np.array([0, 2]), 1: np.array([3, 1])})
-    >>> [part.shape for part in removal.parts]
-    [(1, 4), (2, 2)]
-    >>> set_storage(t, take(t.numpy(), {0: np.array([0, 2]), 1: np.array([3, 1])}))
+    >>> removal = Removal.cut(t, {0: np.array([0, 2]), 1: np.array([3, 1])})
+    >>> list(t.shape), [part.shape for part in removal.parts]
+    ([2, 2], [(1, 4), (2, 2)])
     >>> removal.restore(); t.numpy().tolist()[1]
     [4.0, 5.0, 6.0, 7.0]
     """
@@ -110,16 +109,21 @@ class Removal:
     parts: List[np.ndarray]
 
     @classmethod
-    def of(cls, tensor, kept) -> "Removal":
+    def cut(cls, tensor, kept) -> "Removal":
+        """Keeps only the ``kept`` indices of ``tensor`` (as :func:`take`), in place, and
+        returns what went."""
         array = tensor.numpy()
+        shape = list(array.shape)
         if any(isinstance(index, Blocks) for index in kept.values()):
-            return cls(tensor, list(array.shape), {}, [array])
+            set_storage(tensor, take(array, kept))
+            return cls(tensor, shape, {}, [array])
         kept = {a: np.asarray(i, dtype=np.int64) for a, i in sorted(kept.items())}
         parts = []
         for axis, index in kept.items():
             parts.append(np.take(array, _removed(index, array.shape[axis]), axis=axis))
             array = np.take(array, index, axis=axis)
-        return cls(tensor, list(tensor.shape), kept, parts)
+        set_storage(tensor, array)
+        return cls(tensor, shape, kept, parts)
 
     def restore(self) -> None:
         """Puts the tensor back as it was (nothing to do if it was not cut yet)."""
@@ -146,20 +150,16 @@ def _removed(kept: np.ndarray, size: int) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def rollback_on_error(layers: Dict[str, paddle.nn.Layer], cuts: Cuts, optimizer) -> Iterator[None]:
-    """Restores every touched tensor and attribute if the block raises; what it keeps
-    meanwhile is the removed parts (:class:`Removal`), not a copy of every tensor."""
+def rollback_on_error(layers: Dict[str, paddle.nn.Layer], cuts: Cuts) -> Iterator[List[Removal]]:
+    """Restores every cut tensor and the layers' channel attributes if the block raises.
+    Yields the list that :func:`apply_cuts` fills with its :class:`Removal`s: what is kept
+    meanwhile is the removed parts, not a copy of every tensor."""
     saved: List[Removal] = []
-    attrs = {}
-    for (name, attr), kept in cuts.items():
-        param = layers[name]._parameters[attr]
-        saved.append(Removal.of(param, kept))
-        saved.extend(Removal.of(s, kept) for s in optimizer_states(optimizer, param))
-        attrs.setdefault(name, channel_attributes(layers[name]))
+    attrs = {name: channel_attributes(layers[name]) for name, _ in cuts}
     try:
-        yield
+        yield saved
     except BaseException:
-        for removal in saved:
+        for removal in reversed(saved):
             removal.restore()
         for name, state in attrs.items():
             for key, value in state.items():
@@ -167,20 +167,25 @@ def rollback_on_error(layers: Dict[str, paddle.nn.Layer], cuts: Cuts, optimizer)
         raise
 
 
-def apply_cuts(layers: Dict[str, paddle.nn.Layer], cuts: Cuts, optimizer=None) -> None:
+def apply_cuts(layers: Dict[str, paddle.nn.Layer], cuts: Cuts, optimizer=None,
+               saved: Optional[List[Removal]] = None) -> None:
     """Keeps only the given indices of every listed parameter, in place.
 
     Args:
         layers: structural name -> layer.
         cuts: (layer, attribute) -> {axis: kept indices}.
         optimizer: the optimizer training these parameters, if any.
+        saved: if given, each cut's :class:`Removal` is appended (for
+            :func:`rollback_on_error`).
     """
     before = {name: channel_attributes(layers[name]) for name, _ in cuts}
     for (name, attr), kept in cuts.items():
         param = layers[name]._parameters[attr]
-        for state in list(optimizer_states(optimizer, param)):
-            set_storage(state, take(state.numpy(), kept))
-        set_storage(param, take(param.numpy(), kept))
+        for tensor in list(optimizer_states(optimizer, param)) + [param]:
+            if saved is None:
+                set_storage(tensor, take(tensor.numpy(), kept))
+            else:
+                saved.append(Removal.cut(tensor, kept))
         param.clear_gradient(False)
     for name in dict.fromkeys(name for name, _ in cuts):
         sync_attributes(layers[name], before[name])
