@@ -146,7 +146,10 @@ class Removal:
 
 
 def _removed(kept: np.ndarray, size: int) -> np.ndarray:
-    return np.setdiff1d(np.arange(size), kept)
+    """The indices below ``size`` that are not in ``kept``, in order."""
+    gone = np.ones(size, dtype=bool)
+    gone[kept] = False
+    return np.flatnonzero(gone)
 
 
 @contextlib.contextmanager
