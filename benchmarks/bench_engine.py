@@ -9,7 +9,9 @@ Reports the median of ``--repeats`` runs for: tracing, planning with l1_norm and
 verifying forward pass), the FPGM score function alone on the 13 pointwise convs, and
 the public one-call path ``prune(net, shape, ratios)`` (trace, strategy, plan, apply)
 on a fresh copy. ResNet-50 and ViT-B (``benchmarks/vit.py``) prune 30% of every group
-(no FPGM rows). ``--against REF`` runs the same measurements on a git ref too, in
+(no FPGM rows). ``uniform_ratio -50% MACs``: the bisection for one ratio of every group
+that removes half the MACs, on the trace made above (the FLOPs model it builds
+included). ``--against REF`` runs the same measurements on a git ref too, in
 fresh processes interleaved with this tree's (``benchmarks/against.py``), and prints
 each step's ratio this/REF.
 PaddleSlim 2.6.0 does not run on this Paddle/numpy, so its numbers (0.7 s trace,
@@ -27,6 +29,7 @@ import paddle
 from against import add_options, compare, print_table
 
 from slim_callbacks import prune, trace
+from slim_callbacks.analysis.uniform_strategy import uniform_ratio
 from slim_callbacks.engine.criteria import fpgm, rows
 from slim_callbacks.engine.planner import plan_pruning
 from slim_callbacks.engine.ratios import resolve_ratios
@@ -85,6 +88,8 @@ def measure(repeats, name="MobileNetV1"):
         "apply (surgery + check)": statistics.median(apply_once() for _ in range(repeats)),
         "prune() one call": statistics.median(prune_once() for _ in range(repeats)),
     }
+    results["uniform_ratio -50% MACs"] = timed(lambda: uniform_ratio(net, SHAPE, 0.5, graph=graph),
+                                               repeats)
     if not weights:
         del results["fpgm scores only"]
     results["trace + plan + apply (l1_norm)"] = (results["trace"] + results["plan l1_norm"]
