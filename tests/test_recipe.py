@@ -603,14 +603,26 @@ def test_distill_and_recalibrate_bn_reach_the_prune_callback():
     from slim_callbacks.app.builders import build_callbacks
     from slim_callbacks.app.job import Job
     recipe = load("pruning.distill={temperature: 2}", "pruning.recalibrate_bn=4",
-                  "logging.visualdl=false")
+                  "logging.visualdl=false", "model.pretrained=base.pdparams")
     assert recipe.to_dict()["pruning"]["distill"] == {"alpha": 0.5, "temperature": 2.0,
                                                       "teacher": None}
     prune = build_callbacks(Job(recipe), 0.5)[-1]
     assert (prune.distill.alpha, prune.distill.temperature) == (0.5, 2.0)
+    assert prune.distill.given_teacher is None  # pretrained: the network before the first event
     assert prune.recalibrate_bn == 4
     plain = build_callbacks(Job(load("logging.visualdl=false")), 0.5)[-1]
     assert plain.distill is None and plain.recalibrate_bn == 0
+
+
+def test_default_teacher_is_refused_when_the_network_trains_from_scratch():
+    from slim_callbacks.app.job import load_job
+    with pytest.raises(ConfigError, match=r"^pruning\.distill\.teacher: .*a trained teacher.*"
+                                          r"model\.pretrained is null"):
+        load_job(BASE, ["pruning.distill={alpha: 0.5}"])
+    assert load_job(BASE, ["pruning.distill={alpha: 0.5}", "model.pretrained=base.pdparams"])
+    given = load("pruning.distill={teacher: base.pdparams}")
+    assert given.to_dict()["pruning"]["distill"]["teacher"]["pretrained"] == "base.pdparams"
+    assert load("pruning.distill={alpha: 0.3}", "model.pretrained=base.pdparams").pruning.distill.teacher is None
 
 
 def test_structure_reaches_the_prune_callback_and_bad_values_name_the_key():

@@ -50,11 +50,12 @@ from slim_callbacks.analysis.flops_model import FlopsModel
 from slim_callbacks.analysis.latency_model import LatencyModel, fingerprint, fingerprint_widths
 from slim_callbacks.analysis.uniform_strategy import uniform_ratio
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.example_inputs import as_inputs
 from slim_callbacks.core.paddle_utils import unwrap
 from slim_callbacks.deploy.latency_table import LatencyTable, LayerSpec
 from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.engine.planner import plan_pruning
-from slim_callbacks.engine.ratios import check_input_shape, check_round_to, resolve_ratios
+from slim_callbacks.engine.ratios import check_round_to, resolve_ratios
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
 logger = logging.getLogger("slim_callbacks.analysis.strategies")
@@ -229,7 +230,7 @@ def candidate_networks(network: paddle.nn.Layer, input_shape: Sequence[int], *, 
         candidates = sorted({1, *(check_round_to(m) for m in candidates)})
     except (ConfigError, TypeError):
         raise ConfigError("candidates", candidates, "ints >= 1 (channel multiples)") from None
-    network, shape = unwrap(network), list(check_input_shape(input_shape))
+    network, shape = unwrap(network), as_inputs(input_shape)
     graph = graph if graph is not None else trace(network, shape)
     flops = FlopsModel(network, shape, graph=graph)
     criterion = get_criterion("l1_norm")
@@ -273,7 +274,7 @@ def network_check(network: paddle.nn.Layer, input_shape: Sequence[int], table: L
                 "Paddle Inference, %d thread(s), oneDNN %s (%d networks; cached)",
                 ", ".join(map(str, multiples)), found.basis, table.threads,
                 "on" if table.onednn else "off", len(found.factories))
-    ms = table.networks_ms(found.factories, [int(d) for d in input_shape])
+    ms = table.networks_ms(found.factories, as_inputs(input_shape))
     macs = found.macs_reduction
     timing = NetworkTiming({m: ms[found.names[m]] for m in multiples}, macs, found.basis)
     timing.multiple = choose_multiple(timing)
@@ -295,7 +296,7 @@ def auto_round_to(network: paddle.nn.Layer, input_shape: Sequence[int], *,
     ``ratios`` (as :func:`slim_callbacks.prune` takes them; None: a representative uniform cut) is
     what the whole-network check prunes at; ``check_network=False`` decides on the
     per-layer probes alone."""
-    input_shape = check_input_shape(input_shape)
+    input_shape = as_inputs(input_shape)
     table = table or LatencyTable(threads=threads, onednn=onednn, directory=cache_dir)
     model = LatencyModel(network, input_shape, table, layers, skip, graph, measure=False)
     if ratios is not None:

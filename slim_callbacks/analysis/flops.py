@@ -4,7 +4,7 @@
 forward pass in eval mode with forward post-hooks on the leaf layers records, per call,
 the work of each counted layer under every convention at once. Shapes are read from the
 layers' actual weights and outputs, so a pruned network is counted as it now is. Counts
-are per sample: the batch dimension of ``input_shape`` is divided out.
+are per sample: the batch dimension of the (first) input is divided out.
 
 Conventions (see :func:`count_flops`):
 
@@ -47,9 +47,9 @@ import paddle
 import paddle.nn as nn
 
 from slim_callbacks.analysis.matmul_counts import counting_matmuls
-from slim_callbacks.core.checks import is_int
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.core.paddle_utils import modes_restored
+from slim_callbacks.core.example_inputs import ExampleInputs, as_inputs, given_inputs
+from slim_callbacks.core.paddle_utils import attributes_restored, modes_restored
 from slim_callbacks.tracing.kinds import LayerKind, kind_of
 
 logger = logging.getLogger(__name__)
@@ -170,15 +170,6 @@ def _require_layer(network) -> None:
         raise ConfigError("network", type(network).__name__, "a paddle.nn.Layer")
 
 
-def _check_shape(input_shape) -> list:
-    ok = (isinstance(input_shape, Sequence) and not isinstance(input_shape, str)
-          and len(input_shape) > 0 and all(is_int(d) and d > 0 for d in input_shape))
-    if not ok:
-        raise ConfigError("input_shape", input_shape,
-                          "a list of positive ints, batch first, e.g. [1, 3, 224, 224]")
-    return [int(d) for d in input_shape]
-
-
 def _is_leaf(layer) -> bool:
     return next(iter(layer.children()), None) is None
 
@@ -199,7 +190,9 @@ def _make_hook(counter: Callable, totals: _Tally, observe: Optional[Callable]) -
 
 
 def _make_pre_hook(totals: _Tally) -> Callable:
-    return lambda layer, inputs: setattr(totals, "depth", totals.depth + 1)
+    def pre_hook(layer, inputs):
+        totals.depth += 1
+    return pre_hook
 
 
 def _attach_hooks(network, totals: _Tally, observe: Optional[Callable] = None) -> list:
@@ -221,54 +214,58 @@ def _attach_hooks(network, totals: _Tally, observe: Optional[Callable] = None) -
     return handles
 
 
-def _forward(network, shape: list) -> None:
+def _forward(network, inputs: ExampleInputs) -> None:
     try:
-        with paddle.no_grad():
-            network(paddle.zeros(shape, dtype="float32"))
+        with paddle.no_grad(), attributes_restored(network):
+            inputs.call(network)
     except _CountingError:
         raise
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [""])[0]
-        raise SlimError(f"input_shape {shape} is rejected by the network: "
+        raise SlimError(f"{inputs.argument} {inputs.describe()} is rejected by the network: "
                         f"{type(exc).__name__}: {reason}") from exc
 
 
-def _count(network, input_shape, observe: Optional[Callable] = None) -> _Tally:
+def _count(network, example_inputs, observe: Optional[Callable] = None) -> _Tally:
     """One eval-mode forward pass on zeros; returns per-sample counts of every convention.
     ``observe(layer, inputs, output)`` sees every call of a layer that counts MACs.
 
     Train/eval flags of every sublayer are restored and the hooks removed, even on error.
     """
     _require_layer(network)
-    shape = _check_shape(input_shape)
+    inputs = as_inputs(example_inputs)
     totals = _Tally()
     handles = _attach_hooks(network, totals, observe)
     try:
         with modes_restored(network, training=False), \
                 counting_matmuls(totals.add_macs, inside=lambda: totals.depth > 0):
-            _forward(network, shape)
+            _forward(network, inputs)
     finally:
         for handle in handles:
             handle.remove()
-    batch = shape[0]
+    batch = inputs.batch
     tally = _Tally(macs=totals.macs // batch, legacy=totals.legacy // batch)
-    logger.debug("counted %s at %s: %s", type(network).__name__, shape, tally)
+    logger.debug("counted %s at %s: %s", type(network).__name__, inputs.describe(), tally)
     return tally
 
 
 # --------------------------------------------------------------------------- public API
 
 
-def count_flops(network, input_shape: Sequence[int], convention: str = "macs") -> int:
+def count_flops(network, example_inputs=None, convention: str = "macs", *,
+                input_shape: Optional[Sequence[int]] = None) -> int:
     """Counts the work of one forward pass, per sample.
 
     Runs one forward pass under ``paddle.no_grad()`` in eval mode on zeros of
-    ``input_shape``; the network's train/eval mode is restored and the hooks removed.
+    ``example_inputs``; the network's train/eval mode is restored and the hooks removed.
 
     Args:
         network: a ``paddle.nn.Layer``.
-        input_shape: full input shape, batch first, e.g. ``[1, 3, 224, 224]``. The result
-            is per sample whatever the batch size.
+        example_inputs: inputs of any structure (see
+            :mod:`slim_callbacks.core.example_inputs`), e.g. the full input shape,
+            batch first, ``[1, 3, 224, 224]``. The result is per sample (divided by
+            the first input's batch) whatever the batch size.
+        input_shape: the shorthand for one float32 input of this shape.
         convention: ``"macs"`` (multiply-adds of convs and Linear), ``"flops"``
             (2 x macs) or ``"paddleslim_legacy"`` (PaddleSlim's legacy counter, see
             the module docstring).
@@ -285,7 +282,8 @@ def count_flops(network, input_shape: Sequence[int], convention: str = "macs") -
         >>> count_flops(paddle.nn.Linear(8, 4), [1, 8], convention="flops")
         64
     """
-    return _FROM_TALLY[_check_convention(convention)](_count(network, input_shape))
+    return _FROM_TALLY[_check_convention(convention)](
+        _count(network, given_inputs(example_inputs, input_shape)))
 
 
 def _check_convention(convention) -> str:
@@ -294,9 +292,9 @@ def _check_convention(convention) -> str:
     return convention
 
 
-def count_observing(network, input_shape: Sequence[int], convention: str, observe: Callable) -> int:
+def count_observing(network, example_inputs, convention: str, observe: Callable) -> int:
     """:func:`count_flops`; ``observe(layer, inputs, output)`` sees each MACs layer call."""
-    return _FROM_TALLY[_check_convention(convention)](_count(network, input_shape, observe))
+    return _FROM_TALLY[_check_convention(convention)](_count(network, example_inputs, observe))
 
 
 def count_params(network) -> int:
@@ -364,12 +362,14 @@ def layer_widths(network) -> Dict[str, int]:
     return widths
 
 
-def profile(network, input_shape: Sequence[int]) -> dict:
+def profile(network, example_inputs=None, *, input_shape: Optional[Sequence[int]] = None) -> dict:
     """Every count at once, from a single forward pass.
 
     Args:
         network: a ``paddle.nn.Layer``.
-        input_shape: full input shape, batch first; counts are per sample.
+        example_inputs: inputs of any structure, e.g. the full input shape, batch
+            first; counts are per sample (see :func:`count_flops`).
+        input_shape: the shorthand for one float32 input of this shape.
 
     Returns:
         ``{"macs", "flops", "gflops" (flops / 1e9), "gflops_legacy"
@@ -384,7 +384,7 @@ def profile(network, input_shape: Sequence[int]) -> dict:
         >>> profile(paddle.nn.Linear(8, 4), [1, 8])["flops"]
         64
     """
-    tally = _count(network, input_shape)
+    tally = _count(network, given_inputs(example_inputs, input_shape))
     flops = _FROM_TALLY["flops"](tally)
     params = count_params(network)
     return {

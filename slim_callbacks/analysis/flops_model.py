@@ -15,7 +15,8 @@ import paddle
 
 from slim_callbacks.analysis.flops import CONVENTIONS, count_flops, count_observing, counts_macs
 from slim_callbacks.core.checks import check_choice
-from slim_callbacks.core.paddle_utils import is_linear, is_transposed_conv, modes_restored, unwrap
+from slim_callbacks.core.example_inputs import as_inputs
+from slim_callbacks.core.paddle_utils import attributes_restored, is_linear, is_transposed_conv, modes_restored, unwrap
 from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.tracing.graph import DependencyGraph
 from slim_callbacks.tracing.products import ProductTable, product_macs_after
@@ -59,15 +60,15 @@ class FlopsModel:
     def __init__(self, network: paddle.nn.Layer, input_shape: Sequence[int], convention: str = "macs",
                  graph: Optional[DependencyGraph] = None):
         self.network = unwrap(network)
-        self.input_shape = [int(d) for d in input_shape]
+        self.inputs = as_inputs(input_shape)
         self.convention = check_convention(convention)
         self.positions: Optional[Dict[str, int]] = None
         self.products: Optional[ProductCounter] = None
         if self.convention not in ("macs", "flops"):
-            self.base = count_flops(self.network, self.input_shape, self.convention)
+            self.base = count_flops(self.network, self.inputs, self.convention)
         else:  # the base count and the positions from one forward pass
             self.positions = {}
-            self.base = count_observing(self.network, self.input_shape, self.convention,
+            self.base = count_observing(self.network, self.inputs, self.convention,
                                         position_counter(self.network, self.positions))
             self.shapes = {name: list(layer.weight.shape)
                            for name, layer in self.network.named_sublayers() if name in self.positions}
@@ -80,8 +81,8 @@ class FlopsModel:
 
     def _product_table(self, graph: Optional[DependencyGraph]) -> ProductTable:
         """The products of ``graph`` if it was traced at this input shape, else a trace's."""
-        if graph is None or list(graph.products.input_shape) != self.input_shape:
-            graph = trace(self.network, self.input_shape, graph.structure if graph else None)
+        if graph is None or graph.products.inputs != self.inputs:
+            graph = trace(self.network, self.inputs, graph.structure if graph else None)
         return graph.products
 
     def _analytic(self, params) -> int:
@@ -91,7 +92,7 @@ class FlopsModel:
             total += positions * math.prod(cut.shape_after if cut else self.shapes[name])
         if self.products is not None:
             total += self.products.macs(params)
-        macs = total // self.input_shape[0]
+        macs = total // self.inputs.batch
         return 2 * macs if self.convention == "flops" else macs
 
     def count(self, plan: PruningPlan) -> int:
@@ -100,7 +101,7 @@ class FlopsModel:
             return self._analytic(plan.params)
         pruned = copy.deepcopy(self.network)
         plan.apply(pruned)
-        return count_flops(pruned, self.input_shape, self.convention)
+        return count_flops(pruned, self.inputs, self.convention)
 
     def reduction(self, plan: PruningPlan) -> float:
         """Share of the FLOPs that ``plan`` removes."""
@@ -169,8 +170,9 @@ def forward_with_hooks(network: paddle.nn.Layer, input_shape: Sequence[int], cho
             if chosen(layer) and not layer.sublayers():
                 register = layer.register_forward_pre_hook if pre else layer.register_forward_post_hook
                 handles.append(register(hook))
-        with modes_restored(network, training=False), paddle.no_grad():
-            network(paddle.zeros(input_shape, dtype="float32"))
+        with modes_restored(network, training=False), paddle.no_grad(), \
+                attributes_restored(network):
+            as_inputs(input_shape).call(network)
     finally:
         for handle in handles:
             handle.remove()

@@ -44,6 +44,7 @@ import numpy as np
 import paddle
 
 from slim_callbacks.analysis.flops_model import forward_with_hooks
+from slim_callbacks.core.example_inputs import as_inputs
 from slim_callbacks.core.paddle_utils import is_linear, unwrap
 from slim_callbacks.deploy.latency_table import LatencyTable, LayerSpec
 from slim_callbacks.engine.criteria import get_criterion
@@ -146,7 +147,7 @@ def fingerprint(network: paddle.nn.Layer, input_shape: Sequence[int]) -> str:
     parts = [f"{name}:{type(layer).__name__}:" + ",".join(
         str(list(p.shape)) for p in layer.parameters(include_sublayers=False))
         for name, layer in network.named_sublayers()]
-    text = "|".join(parts) + f"|{list(input_shape)}"
+    text = "|".join(parts) + f"|{as_inputs(input_shape).describe()}"
     return f"{type(network).__name__}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
 
 
@@ -163,7 +164,7 @@ class LatencyModel:
                  graph: Optional[DependencyGraph] = None, grid: Sequence[float] = GRID,
                  measure: bool = True, round_to: int = 1):
         self.network = unwrap(network)
-        self.input_shape = [int(d) for d in input_shape]
+        self.input_shape = as_inputs(input_shape)  # example inputs of any structure
         self.table = table
         self.graph = graph if graph is not None else trace(self.network, self.input_shape)
         self.groups = {g.name: g.num_units for g in chosen_groups(self.graph, layers, skip)}

@@ -42,6 +42,7 @@ from slim_callbacks.analysis.sensitive_strategy import sensitive_ratios
 from slim_callbacks.analysis.uniform_strategy import uniform_ratio
 from slim_callbacks.core.checks import check_bool, check_ratio
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.example_inputs import given_inputs
 from slim_callbacks.engine.ratios import Ratios, check_patterns, check_ratios, resolve_ratios
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
@@ -205,8 +206,8 @@ def strategy_options(strategy: str, *, ratios: Optional[Ratios] = None,
 
 
 def resolve_strategy(strategy: Union[str, Callable], network: paddle.nn.Layer,
-                     input_shape: Sequence[int], *, structure=None,
-                     graph: Optional[DependencyGraph] = None, **options) -> Ratios:
+                     example_inputs=None, *, structure=None,
+                     graph: Optional[DependencyGraph] = None, input_shape=None, **options) -> Ratios:
     """Ratios for :func:`~slim_callbacks.prune` from a named strategy and its options.
 
     Strategies and their options (``*`` = required):
@@ -224,7 +225,11 @@ def resolve_strategy(strategy: Union[str, Callable], network: paddle.nn.Layer,
       keep_intermediates.
       Returns ``{group: ratio}`` (:mod:`~slim_callbacks.analysis.latency_strategy`).
 
-    ``strategy`` may also be a callable ``f(network, input_shape, **options)``.
+    ``example_inputs`` are the network's inputs of any structure (``input_shape``: the
+    shorthand for one float32 input; see :mod:`slim_callbacks.core.example_inputs`).
+    ``strategy`` may also be a callable ``f(network, input_shape, **options)`` (given the
+    shape for one float32 input, else the
+    :class:`~slim_callbacks.core.example_inputs.ExampleInputs`).
     ``round_to="auto"`` is measured first (:mod:`~slim_callbacks.analysis.auto_round`)
     and the strategy gets the int. ``structure`` (:mod:`slim_callbacks.tracing.structure`)
     is what the network is traced with, so the ratios are found on the units that will
@@ -234,8 +239,9 @@ def resolve_strategy(strategy: Union[str, Callable], network: paddle.nn.Layer,
         ConfigError: an unknown strategy, an unknown or missing option (checked before
             any work), or a bad value. SlimError: a target that cannot be met.
     """
+    inputs = given_inputs(example_inputs, input_shape)
     if callable(strategy):
-        return strategy(network, input_shape, **options)
+        return strategy(network, inputs.shape or inputs, **options)
     if strategy not in STRATEGIES:
         raise ConfigError("strategy", strategy, f"one of {', '.join(STRATEGIES)}")
     func = STRATEGIES[strategy]
@@ -248,9 +254,9 @@ def resolve_strategy(strategy: Union[str, Callable], network: paddle.nn.Layer,
         if p.default is inspect.Parameter.empty and name not in options:
             raise ConfigError(f"{strategy}.{name}", None, "a value: this option is required")
     check_option_values(options, str)
-    graph = graph if graph is not None else trace(network, input_shape, structure)
+    graph = graph if graph is not None else trace(network, inputs, structure)
     if options.get("round_to") == "auto":
-        options["round_to"] = resolve_round_to("auto", network, input_shape, graph=graph,
+        options["round_to"] = resolve_round_to("auto", network, inputs, graph=graph,
                                                skip=options.get("skip", ()),
                                                cache_dir=options.get("cache_dir"))
-    return func(network, input_shape, graph=graph, **options)
+    return func(network, inputs, graph=graph, **options)

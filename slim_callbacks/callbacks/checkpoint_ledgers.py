@@ -76,7 +76,7 @@ class CheckpointLedgers:
 
 def run_ledger(callback) -> dict:
     """The pruning ledger of a ``PruneCallback``'s network as it is now."""
-    return Ledger(fingerprint=callback.fingerprint, input_shape=callback.input_shape,
+    return Ledger(fingerprint=callback.fingerprint, input_shape=callback.example_inputs.to_data(),
                   criterion=callback.criterion.name, original_widths=callback.original_widths,
                   param_names=ledger_mod.tensor_names(callback.network),
                   plan=callback.plan.to_dict(),

@@ -50,9 +50,9 @@ from slim_callbacks.callbacks.paddle_hooks import rebuild_reducer
 from slim_callbacks.callbacks.taylor import TaylorCallback
 from slim_callbacks.core.checks import check_epoch, check_int
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.core.paddle_utils import fit_evaluates, is_rank0, model_input_shape
+from slim_callbacks.core.example_inputs import check_forward_fn, given_inputs, model_inputs
+from slim_callbacks.core.paddle_utils import fit_evaluates, is_rank0
 from slim_callbacks.engine.plan import PruningPlan
-from slim_callbacks.engine.ratios import check_input_shape
 from slim_callbacks.pruning.pruner import Pruner
 from slim_callbacks.pruning.schedule_factory import build_schedule
 from slim_callbacks.pruning.spec import PruningSpec
@@ -71,8 +71,10 @@ class PruneCallback(ForwardingCallback):
             checked together here. ``ratios`` is always the FINAL share of the ORIGINAL
             channels; ``None`` with an ``{epoch: ratio}`` schedule takes the map's last
             value. Strategy and ``round_to="auto"`` are resolved once, at train begin.
-        input_shape: one example input, batch first, e.g. ``[1, 3, 224, 224]``. Defaults
-            to the ``paddle.Model``'s input spec with the batch set to 1.
+        example_inputs, input_shape, forward_fn: inputs of any structure, the shorthand
+            for one float32 input (``[1, 3, 224, 224]``), how to call the network (see
+            :class:`~slim_callbacks.Pruner`); default: the ``paddle.Model``'s InputSpecs
+            (every input, with its dtype) with the batch and unknown dims set to 1.
         prune_epochs: epochs of the events (the last reaches the target), e.g. [2, 4, 6].
         schedule: ``"oneshot"`` (default, at ``start_epoch``), ``"agp"``, ``"linear"``,
             ``"exp"`` (from ``start_epoch`` to ``end_epoch`` every ``frequency``), an
@@ -130,7 +132,8 @@ class PruneCallback(ForwardingCallback):
     """
 
     def __init__(self, ratios: Union[float, Mapping[str, float], None] = None, criterion="l1_norm",
-                 *, input_shape: Optional[Sequence[int]] = None,
+                 *, example_inputs=None, input_shape: Optional[Sequence[int]] = None,
+                 forward_fn=None,
                  target_flops_reduction: Optional[float] = None,
                  layers: Optional[Sequence[str]] = None, skip: Sequence[str] = (),
                  round_to: int = 1, prune_epochs: Optional[Sequence[int]] = None,
@@ -162,7 +165,9 @@ class PruneCallback(ForwardingCallback):
             strategy=strategy, strategy_options=strategy_options, layers=layers, skip=skip,
             structure=structure, round_to=round_to, fold_bn_shift=fold_bn_shift)
         check_curve_start(self.schedule, self.spec.ratios)
-        self.input_shape = None if input_shape is None else check_input_shape(input_shape)
+        self.forward_fn = check_forward_fn(forward_fn)
+        self.example_inputs = (None if example_inputs is None and input_shape is None
+                               else given_inputs(example_inputs, input_shape, forward_fn))
         self.resume_from = resume_from
         if resume_from is not None and not isinstance(resume_from, (str, os.PathLike)):
             raise ConfigError("resume_from", resume_from, "a checkpoint prefix such as 'ckpt/3'")
@@ -241,12 +246,8 @@ class PruneCallback(ForwardingCallback):
         copied after a resume has replayed the ledger)."""
         return [cb for cb in (self.bn_l1, self.taylor, self.distill, self.logger_cb) if cb is not None]
 
-    def _default_shape(self):
-        shape = model_input_shape(self.model)
-        if shape is None:
-            raise ConfigError("input_shape", None, "the example input shape, e.g. [1, 3, 224, 224] "
-                              "(the paddle.Model has no InputSpec to take it from)")
-        return shape
+    #: the shape of the one float32 example input, else None
+    input_shape = property(lambda self: getattr(self.example_inputs, "shape", None))
 
     @property
     def pruning_state(self) -> PruningState:
@@ -273,8 +274,8 @@ class PruneCallback(ForwardingCallback):
         self._check_same_network()
         if self.budget is not None:
             self.budget.check_fit(self.params.get("metrics"), fit_evaluates(self.model))
-        if self.input_shape is None:
-            self.input_shape = self._default_shape()
+        if self.example_inputs is None:
+            self.example_inputs = model_inputs(self.model, self.forward_fn)
         epochs = self.params.get("epochs")
         resumed = None
         if self.resume_from is not None and not self._started:
@@ -332,7 +333,7 @@ class PruneCallback(ForwardingCallback):
         net = self.network
         self.fingerprint = ledger_mod.fingerprint(net) if resumed is None else resumed["fingerprint"]
         widths = None if resumed is None else resumed["original_widths"]
-        self.pruner = Pruner(net, self.input_shape, self.spec, schedule=self.schedule,
+        self.pruner = Pruner(net, self.example_inputs, self.spec, schedule=self.schedule,
                              optimizer=self.optimizer, original_widths=widths).prepare()
         if resumed is not None:
             resume.replay(self, resumed)

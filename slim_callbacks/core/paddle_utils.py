@@ -93,18 +93,56 @@ def modes_restored(network: paddle.nn.Layer, training: Optional[bool] = None) ->
 @contextlib.contextmanager
 def preserved_state(network: paddle.nn.Layer) -> Iterator[None]:
     """Restores train/eval flags, non-trainable tensors (BatchNorm running
-    statistics, buffers) and the global RNG state when the block ends, so train-mode
-    forward passes inside it change nothing."""
+    statistics, buffers), the attributes a forward set (:func:`attributes_restored`)
+    and the global RNG state when the block ends, so train-mode forward passes inside
+    it change nothing."""
     frozen = {id(t): t for t in network.state_dict().values() if t.stop_gradient}
     saved = [(t, t.numpy().copy()) for t in frozen.values()]
     rng = paddle.get_rng_state()
-    with modes_restored(network):
+    with modes_restored(network), attributes_restored(network):
         try:
             yield
         finally:
             paddle.set_rng_state(rng)
             for tensor, array in saved:
                 tensor.set_value(array)
+
+
+@contextlib.contextmanager
+def attributes_restored(network: paddle.nn.Layer) -> Iterator[None]:
+    """Puts back every attribute of every layer of ``network`` that the block set,
+    added or removed (plain attributes and tensor buffers), when the block ends: a
+    forward that stores its inputs (``self.inputs = inputs``) leaves nothing behind.
+    Values are restored by identity; what a forward changed inside an object is not.
+
+    >>> class Keeps(paddle.nn.Layer):
+    ...     def forward(self, x):
+    ...         self.inputs, self.seen = x, True
+    ...         raise RuntimeError("no targets")
+    >>> net = Keeps()
+    >>> try:
+    ...     with attributes_restored(net):
+    ...         net(paddle.zeros([1]))
+    ... except RuntimeError:
+    ...     pass
+    >>> hasattr(net, "inputs"), hasattr(net, "seen")
+    (False, False)
+    """
+    saved = [(layer, dict(vars(layer)), dict(layer._buffers),
+              set(layer._non_persistable_buffer_names_set))
+             for layer in network.sublayers(include_self=True)]
+    try:
+        yield
+    finally:
+        for layer, attrs, buffers, non_persistable in saved:
+            current = vars(layer)
+            for key in [k for k in current if k not in attrs]:
+                del current[key]
+            current.update((k, v) for k, v in attrs.items() if current.get(k) is not v)
+            layer._buffers.clear()
+            layer._buffers.update(buffers)
+            layer._non_persistable_buffer_names_set.clear()
+            layer._non_persistable_buffer_names_set.update(non_persistable)
 
 
 #: modules that hold ``_C_ops`` built-ins under their own names: ``paddle.tensor.matmul``
@@ -145,6 +183,28 @@ def model_input_shape(model) -> Optional[List[int]]:
     if shape is None:
         return None
     return [1] + [int(d) if d not in (None, -1) else 1 for d in list(shape)[1:]]
+
+
+def model_example_inputs(model):
+    """Example inputs of a ``paddle.Model`` from its InputSpecs (batch and unknown dims
+    set to 1): one float32 input's shape, else the list of InputSpecs; None without
+    specs the user gave (Paddle makes ``[None]`` placeholders from ``forward``'s
+    argument names, which say nothing of the shapes).
+
+    >>> from paddle.static import InputSpec
+    >>> net = paddle.nn.Linear(4, 2)
+    >>> model_example_inputs(paddle.Model(net, inputs=[InputSpec([None, 4], "float32", "x")]))
+    [1, 4]
+    >>> model_example_inputs(paddle.Model(net)) is None
+    True
+    """
+    specs = getattr(model, "_inputs", None)
+    if not isinstance(specs, (list, tuple)) or not specs or any(
+            len(getattr(s, "shape", None) or ()) < 2 for s in specs):
+        return None
+    if len(specs) == 1 and str(specs[0].dtype).endswith("float32"):
+        return model_input_shape(model)
+    return [paddle.static.InputSpec([1, *s.shape[1:]], s.dtype, s.name) for s in specs]
 
 
 #: the attributes of a ``paddle.nn.Layer`` that hold its forward hooks

@@ -36,6 +36,7 @@ import paddle
 
 from slim_callbacks.core.checks import check_bool, check_int
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.example_inputs import as_inputs
 from slim_callbacks.deploy import latency, runtime
 from slim_callbacks.deploy.runtime import save_inference_model
 
@@ -222,7 +223,7 @@ class LatencyTable:
         keys = {name: f"network {name}" for name in networks}
         if refresh or any(key not in self.entries for key in keys.values()):
             self._may_measure(len(networks))
-            shape = [1, *list(input_shape)[1:]]
+            shape = as_inputs(input_shape).with_batch(1)
             self._time({keys[n]: (lambda f=f: (f(), shape)) for n, f in networks.items()},
                        rounds_scale=2 if len(networks) <= 2 else 1)
         return {name: self.entries[key] for name, key in keys.items()}

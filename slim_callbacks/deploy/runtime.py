@@ -24,6 +24,7 @@ import paddle
 
 from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import SlimError
+from slim_callbacks.core.example_inputs import as_inputs
 from slim_callbacks.core.paddle_utils import modes_restored
 from slim_callbacks.deploy.model_files import PARAMS_SUFFIX, PROGRAM_SUFFIX, check_model_files, model_files  # noqa: F401
 from slim_callbacks.engine.ratios import check_input_shape
@@ -56,10 +57,10 @@ def check_threads(threads) -> int:
                      f"at most)", maximum=most)
 
 
-def save_inference_model(network: paddle.nn.Layer, prefix: str, input_shape: Sequence[int],
-                         dtype: str = "float32") -> None:
-    """``paddle.jit.save`` the network in eval mode for one fixed input shape."""
-    spec = [paddle.static.InputSpec(list(input_shape), dtype, "x")]
+def save_inference_model(network: paddle.nn.Layer, prefix: str, example_inputs) -> None:
+    """``paddle.jit.save`` the network in eval mode for fixed example inputs (any
+    structure; a shape is one float32 input named ``x``)."""
+    spec = as_inputs(example_inputs).input_specs(network)
     with modes_restored(network):
         network.eval()
         paddle.jit.save(network, prefix, input_spec=spec)

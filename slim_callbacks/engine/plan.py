@@ -24,6 +24,7 @@ import numpy as np
 import paddle
 
 from slim_callbacks.core.errors import SlimError
+from slim_callbacks.core.example_inputs import as_inputs, given_inputs
 from slim_callbacks.core.paddle_utils import layer_table, preserved_state, unwrap
 from slim_callbacks.engine.surgery import Blocks, apply_cuts, rollback_on_error
 
@@ -138,16 +139,21 @@ class PruningPlan:
                                 f"made for")
 
     def apply(self, network: paddle.nn.Layer, optimizer=None,
-              input_shape: Optional[Sequence[int]] = None) -> "PruningPlan":
+              input_shape: Optional[Sequence[int]] = None, *,
+              example_inputs=None) -> "PruningPlan":
         """Shrinks ``network`` (and ``optimizer`` state) as this plan says.
 
         Args:
             network: a network with the plan's 'before' shapes.
             optimizer: optimizer whose accumulators must follow, if any.
-            input_shape: if given, a forward pass at this shape must succeed
-                afterwards in eval and in train mode, or every change is rolled back
-                and SlimError raised.
+            input_shape: the shorthand of ``example_inputs`` for one float32 input.
+            example_inputs: if given (inputs of any structure, see
+                :mod:`slim_callbacks.core.example_inputs`), a forward pass on them must
+                succeed afterwards in eval and in train mode, or every change (the
+                attributes that forward set too) is rolled back and SlimError raised.
         """
+        inputs = (None if example_inputs is None and input_shape is None
+                  else given_inputs(example_inputs, input_shape))
         self.check(network)
         net = unwrap(network)
         layers = layer_table(net)
@@ -155,8 +161,8 @@ class PruningPlan:
         try:
             with rollback_on_error(layers, cuts) as saved, attributes_set(layers, self.attrs):
                 apply_cuts(layers, cuts, optimizer, saved)
-                if input_shape is not None:
-                    verify_forward(net, input_shape)
+                if inputs is not None:
+                    verify_forward(net, inputs)
         except SlimError:
             raise
         except Exception as err:
@@ -245,22 +251,23 @@ def attributes_set(layers: Dict[str, paddle.nn.Layer], attrs: Dict[Tuple[str, st
         raise
 
 
-def verify_forward(network: paddle.nn.Layer, input_shape: Sequence[int]) -> None:
-    """One forward pass at ``input_shape`` in eval mode and one in train mode (where
-    auxiliary heads run). Modes, BatchNorm statistics and the RNG state are restored.
+def verify_forward(network: paddle.nn.Layer, example_inputs) -> None:
+    """One forward pass on ``example_inputs`` (any structure; a shape is one float32
+    input of zeros) in eval mode and one in train mode (where auxiliary heads run).
+    Modes, BatchNorm statistics, attributes and the RNG state are restored.
 
     Raises:
         SlimError: naming the mode whose forward pass failed.
     """
-    x = paddle.zeros([int(d) for d in input_shape], dtype="float32")
+    inputs = as_inputs(example_inputs)
     with preserved_state(network), paddle.no_grad():
         for mode in ("eval", "train"):
             getattr(network, mode)()
             try:
-                network(x)
+                inputs.call(network)
             except Exception as err:
                 raise SlimError(f"the pruned network failed a forward pass in {mode} mode, "
-                                f"so nothing was changed: {type(err).__name__}: {err}") from err
+                                f"so nothing was changed: {inputs.rejected(err, mode)}") from err
 
 
 # (layer, attr) -> (axis, along, blocks) -> removed indices (flat over the blocks if any)

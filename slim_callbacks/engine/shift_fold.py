@@ -54,6 +54,7 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 import numpy as np
 import paddle
 
+from slim_callbacks.core.example_inputs import as_inputs
 from slim_callbacks.core.paddle_utils import (
     is_batch_norm,
     is_conv,
@@ -213,12 +214,13 @@ def probe(net: paddle.nn.Layer, consumers: Sequence[str]) -> Iterator[Tuple[dict
             h.remove()
 
 
-def probe_consumers(net, consumers: Sequence[str], input_shape: Sequence[int],
+def probe_consumers(net, consumers: Sequence[str], input_shape,
                     zero_scales: Sequence[Tuple[str, np.ndarray]] = ()):
-    """Runs the probe pass: two random inputs, eval mode, with the BatchNorm scales at
+    """Runs the probe pass: two random inputs (``input_shape``: example inputs of any
+    structure, at batch 2), eval mode, with the BatchNorm scales at
     ``zero_scales`` (layer, indices) set to 0; every tensor and the RNG are restored."""
     layers = layer_table(net)
-    shape = [2] + [int(d) for d in input_shape[1:]]
+    inputs = as_inputs(input_shape).with_batch(2)
     saved = []
     try:
         for name, indices in zero_scales:
@@ -227,14 +229,14 @@ def probe_consumers(net, consumers: Sequence[str], input_shape: Sequence[int],
             saved.append((weight, array.copy()))
             array[indices] = 0
             weight.set_value(array)
-        with preserved_state(net), paddle.no_grad(), probe(net, consumers) as (inputs, next_bn):
+        with preserved_state(net), paddle.no_grad(), probe(net, consumers) as (seen, next_bn):
             net.eval()
             paddle.seed(20260)
-            net(paddle.randn(shape))
+            inputs.call(net, fill="randn")
     finally:
         for weight, array in reversed(saved):
             weight.set_value(array)
-    return inputs, next_bn
+    return seen, next_bn
 
 
 def constant_values(x: np.ndarray, positions: np.ndarray, linear: bool):
@@ -363,7 +365,7 @@ def apply_with_folds(network: paddle.nn.Layer, graph: DependencyGraph, plan, inp
     (all or nothing). Records ``plan.folds`` and ``plan.fold_skipped`` and logs both."""
     folds, skipped = fold_shifts(network, graph, plan, input_shape)
     with folded(network, folds):
-        plan.apply(network, optimizer, input_shape=input_shape)
+        plan.apply(network, optimizer, example_inputs=input_shape)
     plan.folds = [f.summary() for f in folds]
     plan.fold_skipped = skipped
     for f in folds:

@@ -1,6 +1,7 @@
 """Pruner: one network's pruning, usable in any training loop.
 
-A :class:`Pruner` is built from a network, its example input shape and a
+A :class:`Pruner` is built from a network, its example inputs (of any structure, see
+:mod:`slim_callbacks.core.example_inputs`; a shape is one float32 input) and a
 :class:`~slim_callbacks.pruning.spec.PruningSpec` (or the spec's fields as keywords),
 plus an optional schedule and optimizer. On first use it traces the network once,
 resolves ``round_to: auto`` and the strategy once, and fixes each group's final ratio
@@ -46,10 +47,11 @@ from slim_callbacks.analysis.auto_round import AUTO, resolve_round_to, rounding_
 from slim_callbacks.analysis.flops import profile
 from slim_callbacks.analysis.strategies import check_something_to_prune, resolve_strategy
 from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.core.example_inputs import given_inputs
 from slim_callbacks.core.paddle_utils import unwrap
 from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.engine.planner import plan_pruning, warn_approximate
-from slim_callbacks.engine.ratios import check_input_shape, check_network, check_optimizer, resolve_ratios
+from slim_callbacks.engine.ratios import check_network, check_optimizer, resolve_ratios
 from slim_callbacks.engine.shift_fold import apply_with_folds
 from slim_callbacks.pruning.schedule_factory import build_schedule
 from slim_callbacks.pruning.schedules import OneShot, Schedule
@@ -96,25 +98,32 @@ class Pruner:
 
     Args:
         network: a dygraph ``paddle.nn.Layer`` (or ``paddle.DataParallel``).
-        input_shape: one example input, batch first, e.g. ``[1, 3, 224, 224]``.
+        example_inputs: inputs of any structure: a shape, batch first, e.g.
+            ``[1, 3, 224, 224]`` (one float32 tensor), a tensor, a tuple or list
+            (positional arguments), a dict (keywords), InputSpecs with dtypes, a real
+            batch (see :mod:`slim_callbacks.core.example_inputs`).
         spec: a :class:`PruningSpec`; or pass its fields as keywords instead.
         schedule: when to prune, for :meth:`step`: a
             :class:`~slim_callbacks.pruning.schedules.Schedule`, an ``{epoch: ratio}``
             map, a schedule dict; default one shot at epoch 0.
         optimizer: the optimizer training ``network``; its state is sliced with it.
         original_widths: group -> width before any pruning (a resumed run's).
+        input_shape: the shorthand of ``example_inputs`` for one float32 input.
+        forward_fn: ``callable(network, inputs) -> outputs``: how every forward pass
+            calls the network (a detector's loss forward with targets in train mode).
 
     Raises:
         ConfigError: a bad argument, before anything is traced or changed.
     """
 
-    def __init__(self, network: paddle.nn.Layer, input_shape: Sequence[int],
+    def __init__(self, network: paddle.nn.Layer, example_inputs=None,
                  spec: Optional[PruningSpec] = None, *, schedule=None, optimizer=None,
-                 original_widths: Optional[Mapping[str, int]] = None, **spec_fields):
+                 original_widths: Optional[Mapping[str, int]] = None,
+                 input_shape: Optional[Sequence[int]] = None, forward_fn=None, **spec_fields):
         check_network(network)
         check_optimizer(optimizer)
         self.network = network
-        self.input_shape = check_input_shape(input_shape)
+        self.example_inputs = given_inputs(example_inputs, input_shape, forward_fn)
         self.spec = as_spec(spec, spec_fields)
         self.schedule = as_schedule(schedule)
         self.optimizer = optimizer
@@ -130,12 +139,17 @@ class Pruner:
         self._undo: Optional[Snapshot] = None
         self._ready = False
 
+    @property
+    def input_shape(self) -> Optional[List[int]]:
+        """The shape of the one float32 example input (the shorthand), else None."""
+        return self.example_inputs.shape
+
     # -- the traced structure ----------------------------------------------------
     @property
     def graph(self) -> DependencyGraph:
         """The groups of the network as it is now: traced once per structure."""
         if self._graph is None:
-            self._graph = trace(self.network, self.input_shape, self.spec.structure)
+            self._graph = trace(self.network, self.example_inputs, self.spec.structure)
             self.traces += 1
         return self._graph
 
@@ -148,7 +162,7 @@ class Pruner:
             self.original_widths = {g.name: g.num_units for g in graph.groups}
         if self.round_to is None:
             self.round_to = self._measure_round_to(graph)
-        ratios = resolve_strategy(self.spec.strategy, self.network, self.input_shape,
+        ratios = resolve_strategy(self.spec.strategy, self.network, self.example_inputs,
                                   structure=self.spec.structure, graph=graph,
                                   **self.spec.strategy_arguments(self.round_to))
         if self.spec.strategy == "uniform" and self.spec.target_flops_reduction is not None:
@@ -165,11 +179,11 @@ class Pruner:
         """``round_to: auto``: timed at the spec's ratios when it has them, else at a
         representative cut; the MACs it costs against ``round_to=1`` is logged."""
         ratios = self.spec.ratios if self.spec.explicit_ratios else None
-        multiple = resolve_round_to(AUTO, self.network, self.input_shape, skip=self.spec.skip,
+        multiple = resolve_round_to(AUTO, self.network, self.example_inputs, skip=self.spec.skip,
                                     graph=graph, ratios=ratios,
                                     cache_dir=self.spec.strategy_options.get("cache_dir"))
         if multiple > 1 and ratios is not None:
-            cost = rounding_cost(self.network, self.input_shape, ratios, self.spec.criterion,
+            cost = rounding_cost(self.network, self.example_inputs, ratios, self.spec.criterion,
                                  self.spec.skip, multiple, graph)
             logger.info("round_to auto = %d costs %+.2f%% of the MACs against round_to=1",
                         multiple, 100 * cost)
@@ -200,12 +214,12 @@ class Pruner:
         plan = same_on_every_rank(plan)
         self._undo = (Snapshot.take(net, self.optimizer, {"plan": self.plan, "history": self.history})
                       if undoable else None)
-        before = profile(unwrap(net), self.input_shape) if record else None
+        before = profile(unwrap(net), self.example_inputs) if record else None
         if len(plan):
             if self.spec.fold_bn_shift:
-                apply_with_folds(net, graph, plan, self.input_shape, self.optimizer)
+                apply_with_folds(net, graph, plan, self.example_inputs, self.optimizer)
             else:
-                plan.apply(net, self.optimizer, input_shape=self.input_shape)
+                plan.apply(net, self.optimizer, example_inputs=self.example_inputs)
             self._graph = None  # the structure changed
         self.plan = self.plan.then(plan)
         if record:
@@ -213,7 +227,7 @@ class Pruner:
         return plan
 
     def _record(self, epoch: int, targets: Mapping[str, float], plan: PruningPlan, before: dict) -> None:
-        after = profile(unwrap(self.network), self.input_shape) if len(plan) else before
+        after = profile(unwrap(self.network), self.example_inputs) if len(plan) else before
         self.history.append(PruningEvent(
             epoch=epoch, target=max(targets.values()) if targets else 0.0, groups=len(plan),
             macs=[before["macs"], after["macs"]], params=[before["params"], after["params"]],
@@ -245,20 +259,22 @@ class Pruner:
     def state(self, epoch_offset: int = 0) -> PruningState:
         """A read-only snapshot for loggers (:class:`PruningState`)."""
         return PruningState(
-            epoch_offset=epoch_offset, input_shape=tuple(self.input_shape),
+            epoch_offset=epoch_offset, example_inputs=self.example_inputs,
             planned=mean_targets(self.targets), achieved_ratio=self.achieved_ratio(),
             original_widths=types.MappingProxyType(dict(self.original_widths)),
             targeted_groups=tuple(self.group_ratios), pruned_layers=tuple(producer_layers(self.plan)))
 
 
-def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios, criterion="l1_norm", *,
+def prune(network: paddle.nn.Layer, example_inputs=None, ratios=None, criterion="l1_norm", *,
           skip: Sequence[str] = (), optimizer=None, round_to=1,
-          fold_bn_shift: Optional[bool] = None, structure=None) -> PruningPlan:
+          fold_bn_shift: Optional[bool] = None, structure=None,
+          input_shape: Optional[Sequence[int]] = None, forward_fn=None) -> PruningPlan:
     """Prunes ``network`` in place, once, and returns what was removed.
 
     Args:
         network: a dygraph ``paddle.nn.Layer`` (or ``paddle.DataParallel``).
-        input_shape: shape of one example input, e.g. ``[1, 3, 224, 224]``.
+        example_inputs: inputs of any structure (see :class:`Pruner`), e.g. the shape
+            of one float32 input ``[1, 3, 224, 224]``, ``(image, ids)``, a dict.
         ratios: share of channels to remove: a float for every prunable group, or
             ``{glob pattern: ratio}`` (see :mod:`slim_callbacks.engine.ratios`).
         criterion: ``l1_norm``, ``l2_norm``, ``fpgm``, ``slim``, ``opt_slim`` or a name
@@ -271,13 +287,15 @@ def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios, criterio
             sent into their consumers' biases; ``None``: on for ``slim``/``opt_slim``.
         structure: what a unit spans where layers allow several shapes, e.g.
             ``{"attention": "heads"}``.
+        input_shape: the shorthand of ``example_inputs`` for one float32 input.
+        forward_fn: ``callable(network, inputs) -> outputs``, how to call the network.
 
     Returns:
         The :class:`PruningPlan` that was applied.
 
     Raises:
         ConfigError: a bad argument; nothing is changed.
-        SlimError: the network rejects ``input_shape``; nothing is changed.
+        SlimError: the network rejects the inputs; nothing is changed.
 
     Example:
         >>> import paddle
@@ -285,9 +303,12 @@ def prune(network: paddle.nn.Layer, input_shape: Sequence[int], ratios, criterio
         >>> len(prune(net, [1, 3, 32, 32], {"conv*._pointwise_conv*": 0.5}))
         13
     """
-    pruner = Pruner(network, input_shape, ratios=ratios, criterion=criterion, skip=skip,
+    if ratios is None:
+        raise ConfigError("ratios", None, "a float for every prunable group or "
+                          "{glob pattern: ratio}, e.g. 0.5")
+    pruner = Pruner(network, example_inputs, ratios=ratios, criterion=criterion, skip=skip,
                     round_to=round_to, fold_bn_shift=fold_bn_shift, structure=structure,
-                    optimizer=optimizer)
+                    optimizer=optimizer, input_shape=input_shape, forward_fn=forward_fn)
     plan = pruner.prune_to(pruner.prepare().group_ratios, record=False)
     warn_approximate(plan)
     return plan

@@ -16,6 +16,8 @@ import dataclasses
 import types
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from slim_callbacks.core.example_inputs import ExampleInputs
+
 
 def mean_targets(targets: Mapping[int, Mapping[str, float]]) -> Tuple[Tuple[int, float], ...]:
     """``(epoch, mean target over the event's groups)`` by epoch (0.0 for an event
@@ -29,7 +31,9 @@ class PruningState:
 
     Attributes:
         epoch_offset: global epoch of this fit's epoch 0 (non-zero when resuming).
-        input_shape: the example input the pruner measures with, or None.
+        example_inputs: the :class:`~slim_callbacks.core.example_inputs.ExampleInputs`
+            the pruner measures with, or None (:attr:`input_shape`: their shape when
+            they are one float32 input).
         planned: ``(global epoch, mean target ratio)`` of every scheduled event.
         achieved_ratio: share of the targeted groups' original channels gone now.
         original_widths: group name -> width before any pruning (read-only).
@@ -38,13 +42,19 @@ class PruningState:
     """
 
     epoch_offset: int = 0
-    input_shape: Optional[Tuple[int, ...]] = None
+    example_inputs: Optional[ExampleInputs] = None
     planned: Tuple[Tuple[int, float], ...] = ()
     achieved_ratio: float = 0.0
     original_widths: Mapping[str, int] = dataclasses.field(
         default_factory=lambda: types.MappingProxyType({}))
     targeted_groups: Tuple[str, ...] = ()
     pruned_layers: Tuple[str, ...] = ()
+
+    @property
+    def input_shape(self) -> Optional[Tuple[int, ...]]:
+        """The shape of the one float32 example input, else None."""
+        shape = None if self.example_inputs is None else self.example_inputs.shape
+        return None if shape is None else tuple(shape)
 
     def planned_ratio(self, epoch: int) -> float:
         """Mean target ratio (over the event's groups) in force after global ``epoch``."""

@@ -46,13 +46,13 @@ class ProductTable:
         sources: source id - 1 -> (layer, attr, axis, index).
         complete: False if some product could not be described (the counts then need
             the really pruned network).
-        input_shape: the traced input's shape (counts are for that shape only).
+        inputs: the example inputs traced with (counts hold for those only).
     """
 
     products: List[Product] = dataclasses.field(default_factory=list)
     sources: List[Source] = dataclasses.field(default_factory=list)
     complete: bool = True
-    input_shape: Tuple[int, ...] = ()
+    inputs: object = None
 
 
 def canonical(labels: np.ndarray, ndim: int, out_ndim: int, transposed: bool) -> np.ndarray:
@@ -70,11 +70,11 @@ def canonical_shape(shape, out_ndim: int, transposed: bool) -> Tuple[int, ...]:
 
 
 def to_table(raw: List[tuple], atom_sources: Dict[int, Source], complete: bool,
-             input_shape) -> ProductTable:
+             inputs) -> ProductTable:
     """Turns products labelled by atoms into a :class:`ProductTable` (an atom with no
     producer entry makes it incomplete)."""
     ids: Dict[Source, int] = {}
-    table = ProductTable(complete=complete, input_shape=tuple(int(d) for d in input_shape))
+    table = ProductTable(complete=complete, inputs=inputs)
 
     def relabel(labels: np.ndarray) -> Optional[np.ndarray]:
         out = np.zeros_like(labels)

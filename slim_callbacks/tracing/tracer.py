@@ -45,6 +45,7 @@ import numpy as np
 import paddle
 
 from slim_callbacks.core.errors import SlimError
+from slim_callbacks.core.example_inputs import ExampleInputs, given_inputs
 from slim_callbacks.core.paddle_utils import layer_table, preserved_state, unwrap
 from slim_callbacks.tracing import labels as L
 from slim_callbacks.tracing.graph import DependencyGraph  # noqa: F401 (imported from here too)
@@ -67,36 +68,47 @@ logger = logging.getLogger(__name__)
 TOP_LEVEL = "the top-level network"  # where() outside every sublayer
 
 
-def trace(network: paddle.nn.Layer, input_shape: Sequence[int],
-          structure=None) -> DependencyGraph:
-    """Finds the coupled channel groups of ``network`` for inputs of ``input_shape``.
+def trace(network: paddle.nn.Layer, example_inputs=None, structure=None, *,
+          input_shape: Optional[Sequence[int]] = None, forward_fn=None) -> DependencyGraph:
+    """Finds the coupled channel groups of ``network`` for ``example_inputs``.
 
     The network runs once in eval mode and once in train mode (see the module
-    docstring); neither pass changes its weights, BatchNorm statistics or the RNG.
+    docstring); neither pass changes its weights, BatchNorm statistics, attributes or
+    the RNG. Channels that reach any output (a tensor in tuples, lists, dicts of any
+    depth: a loss dict too) are kept.
 
     Args:
         network: a dygraph ``paddle.nn.Layer`` (a ``paddle.DataParallel`` is unwrapped).
-        input_shape: shape of one example input, e.g. ``[1, 3, 224, 224]``.
+        example_inputs: inputs of any structure (see
+            :mod:`slim_callbacks.core.example_inputs`), e.g. ``[1, 3, 224, 224]`` (one
+            float32 tensor), ``(image, ids)`` or ``{"image": ..., "ids": ...}``.
         structure: what a unit spans where layers allow several shapes (whole heads or
             head dims, ...): a :class:`~slim_callbacks.tracing.structure.Structure` or
             a dict of its fields; None: the defaults.
+        input_shape: the shorthand for one float32 input of this shape.
+        forward_fn: ``callable(network, inputs) -> outputs``, how to call the network
+            (in train mode with targets, say); default: positional for a tuple or list,
+            keywords for a dict.
 
     Raises:
-        ConfigError: a bad ``structure``.
-        SlimError: if the network does not accept an input of that shape.
+        ConfigError: a bad ``structure`` or inputs.
+        SlimError: if the network rejects the inputs (naming the mode).
     """
     structure = check_structure(structure)
+    inputs = given_inputs(example_inputs, input_shape, forward_fn)
     network = unwrap(network)
     tracer = Tracer(network, structure)
-    tracer.input_shape = [int(d) for d in input_shape]
+    tracer.inputs = inputs
     with preserved_state(network):
-        x = paddle.randn([int(d) for d in input_shape], dtype="float32")
-        x.stop_gradient = False
+        args = inputs.tensors("randn")
+        for x in tensors_in(args):
+            x.stop_gradient = not x.is_floating_point()
         with hooks(network, tracer), intercept(tracer), tagged_attributes(tracer.layers):
             for training in (False, True):
                 tracer.start_pass()
-                tracer.set_labels(x, L.zeros(x.ndim))
-                out = _forward_in_mode(network, x, training, input_shape)
+                for x in tensors_in(args):
+                    tracer.set_labels(x, L.zeros(x.ndim))
+                out = _forward_in_mode(network, inputs, args, training)
                 for t in tensors_in(out):
                     tracer.block(tracer.labels_of(t), "reaches a network output",
                                  site=("network output", ""))
@@ -145,16 +157,14 @@ def hooks(network, tracer):
             handle.remove()
 
 
-def _forward_in_mode(network, x, training: bool, input_shape):
+def _forward_in_mode(network, inputs: ExampleInputs, args, training: bool):
     network.train() if training else network.eval()
     try:
-        return network(x)
+        return inputs.run(network, args)
     except SlimError:  # a registered rule failed, or a ConfigError of its arguments
         raise
     except Exception as err:  # the user's forward failed: say with what input
-        mode = "train" if training else "eval"
-        raise SlimError(f"input_shape {list(input_shape)} was rejected by the network "
-                        f"in {mode} mode: {type(err).__name__}: {err}") from err
+        raise inputs.rejected(err, "train" if training else "eval") from err
 
 
 class Tracer:
@@ -185,7 +195,7 @@ class Tracer:
         self.passes = 0
         self.products: List[tuple] = []  # eval-pass products, see tracing.products
         self.products_complete = True
-        self.input_shape: List[int] = []
+        self.inputs = None  # the ExampleInputs traced with
         self.stack: List[str] = []
         self.quiet = 0  # > 0 inside a known layer or while computing labels
         self.layers = layer_table(network)  # "" is the network itself
@@ -383,4 +393,4 @@ class Tracer:
             if rec.role == OUT and rec.attr == "weight" and not rec.blocks:
                 for atom, index in zip(rec.atoms.tolist(), rec.indices.tolist()):
                     sources.setdefault(atom, (rec.layer, rec.attr, rec.axis, index))
-        return to_table(self.products, sources, self.products_complete, self.input_shape)
+        return to_table(self.products, sources, self.products_complete, self.inputs)
