@@ -45,6 +45,10 @@ setup(
         "docs": DOCS,
         "plot": ["matplotlib>=3.5"],
         "onnx": ["paddle2onnx>=2.0", "onnxruntime>=1.16"],
+        # what paddlenlp 2.8's model code imports; paddlenlp itself: pip install
+        # paddlenlp==2.8.1 --no-deps (its own pins fight Paddle 3)
+        "paddlenlp": ["huggingface-hub<0.26", "aistudio-sdk<0.2", "datasets==3.0.2", "colorlog",
+                      "jieba", "sentencepiece", "regex", "seqeval", "fastapi"],
     },
     entry_points={"console_scripts": ["slim-callbacks=slim_callbacks.app.cli:main"]},
 )

@@ -4,6 +4,7 @@
     nice python benchmarks/bench_zoo.py [--families ResNet ViT ...] [--models NAME ...]
         [--limit N] [--ratio 0.3] [--timeout 300] [--fold-bn-shift]
         [--structure attention=heads grouped_conv=channels] [--out output/bench_zoo]
+    nice python benchmarks/bench_zoo.py --toolkits   # PP-YOLOE-s, small ERNIE and BERT
 
 One backbone per family of ``ppcls.arch.backbone`` (the smallest-looking name: no
 large/base/huge/giant in it, then the smallest leading number; ``--models`` picks
@@ -30,7 +31,9 @@ others), each in its own process with a timeout, batch 1 at the input size in it
 :class:`~slim_callbacks.tracing.structure.Structure` (``attention=heads``,
 ``grouped_conv=channels``, ``grouped_conv=groups``); rows then count the groups that
 follow a grouped-conv choice (``grouped_structured``) and the grouped convs that fell
-back to positions (``grouped_fallbacks``). Writes ``zoo.json`` and ``zoo.md`` to
+back to positions (``grouped_fallbacks``). ``--toolkits`` measures full models of
+PaddleDetection and PaddleNLP instead (:mod:`zoo_toolkits`: needs paddledet and
+paddlenlp; rows add whether the pruned model's export is verified). Writes ``zoo.json`` and ``zoo.md`` to
 ``--out``. Not part of the test suite: it needs paddleclas and takes long on two cores
 (minutes per large model).
 """
@@ -147,9 +150,10 @@ def summary(rows) -> dict:
 
 def format_table(rows) -> str:
     """A markdown table of the rows, one per model."""
+    exports = any("export" in r for r in rows)  # the toolkit models' rows
     lines = ["| family | model | input | GMACs | MACs cut | exact (max diff) | trains | "
-             "prune s | most MACs blocked by |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "prune s | most MACs blocked by |" + (" export |" if exports else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if exports else "")]
     for r in rows:
         if r.get("status") != "ok":
             lines.append(f"| {r['family']} | {r['model']} | {r.get('input', '')} | | "
@@ -159,7 +163,7 @@ def format_table(rows) -> str:
                    if r.get("top_blocker") else "-")
         lines.append(f"| {r['family']} | {r['model']} | {r['input']} | {r['macs'] / 1e9:.2f} | "
                      f"{r['macs_cut']:.1%} | {_exact_cell(r)} | {'yes' if r['trains'] else 'NO'} | "
-                     f"{r['prune_s']:.1f} | {blocker} |")
+                     f"{r['prune_s']:.1f} | {blocker} |" + (f" {r.get('export', '')} |" if exports else ""))
     return "\n".join(lines)
 
 
@@ -212,6 +216,9 @@ def measure_one(name: str, ratio: float, fold_bn_shift: bool = False, structure=
     import paddle
 
     sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+    import zoo_toolkits
+    if name in zoo_toolkits.MODELS:
+        return zoo_toolkits.measure(name, ratio, structure)
     from helpers import (  # the tests' dead-channel idea
         calibrate,
         kept_channels,
@@ -339,6 +346,8 @@ def main() -> None:
     parser.add_argument("--structure", nargs="*", default=[],
                         help="what a unit spans, as field=choice, e.g. attention=heads, "
                              "grouped_conv=channels or grouped_conv=groups")
+    parser.add_argument("--toolkits", action="store_true",
+                        help="the full PaddleDetection and PaddleNLP models instead (zoo_toolkits)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     structure = parse_structure(args.structure)
@@ -348,7 +357,9 @@ def main() -> None:
         print(json.dumps(measure_one(args.one, args.ratio, args.fold_bn_shift,
                                      parse_structure(args.structure))))
         return
-    names = args.models or pick_models(backbone_names(import_backbones()), args.families, args.limit)
+    import zoo_toolkits
+    names = (list(zoo_toolkits.MODELS) if args.toolkits else args.models
+             or pick_models(backbone_names(import_backbones()), args.families, args.limit))
     os.makedirs(args.out, exist_ok=True)
     rows = []
     for name in names:

@@ -4,6 +4,7 @@ The layers of the package, lowest first (a layer imports only the ones below it)
 ``core`` (errors, checks, Paddle specifics, weight files) < ``tracing`` (channel labels,
 groups, the tracer) < ``engine`` (criteria, selectors, planner, plan, surgery) <
 ``deploy`` (Paddle Inference runtime, latency) <
+``program`` (exported inference programs rebuilt as networks) <
 ``analysis`` (FLOPs, strategies, sensitivity) < ``pruning`` (Pruner, PruningSpec,
 schedules) < ``callbacks`` (PruneCallback, ledger, budget, BN-L1, distillation,
 VisualDL) < ``app`` (recipes, data, runner, CLI, dashboard).
@@ -26,6 +27,7 @@ from slim_callbacks.core.version import package_version
 from slim_callbacks.deploy.export import export
 from slim_callbacks.engine.criteria import Criterion, register_criterion
 from slim_callbacks.engine.plan import PruningPlan
+from slim_callbacks.program import load_inference_model
 from slim_callbacks.pruning import Pruner, PruningSpec, Schedule, make_schedule, prune
 from slim_callbacks.tracing.kinds import register_layer
 from slim_callbacks.tracing.op_rules import register_op
@@ -43,8 +45,9 @@ __all__ = [
     "count_flops", "profile", "sensitivity", "explain", "STRATEGIES", "resolve_strategy",
     # extending: criteria, layers, ops, models; the tracer
     "Criterion", "register_criterion", "register_layer", "register_op", "register_model", "trace",
-    # deploy: verified inference export, reloading a pruned checkpoint
-    "export", "load_pruned",
+    # deploy: verified inference export, reloading a pruned checkpoint, an exported
+    # inference model back as a network
+    "export", "load_pruned", "load_inference_model",
 ]
 
 #: Names that left the top level (deprecated): name -> the module that has it now.

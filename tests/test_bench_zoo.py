@@ -1,6 +1,9 @@
-"""The pure helpers of benchmarks/bench_zoo.py (the bench itself needs paddleclas)."""
+"""The pure helpers of benchmarks/bench_zoo.py (the bench itself needs paddleclas), and
+one row of its toolkit models where paddlenlp is installed."""
 import os
 import sys
+
+import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import bench_zoo  # noqa: E402
@@ -57,3 +60,13 @@ def test_parse_structure_takes_field_choice_pairs():
         assert "field=choice" in str(err)
     else:
         raise AssertionError("a pair without '=' must be refused")
+
+
+@pytest.mark.slow
+def test_a_toolkit_model_row_is_exact_trains_and_exports():
+    """``bench_zoo --toolkits``' row of a small BERT from paddlenlp (skipped without it)."""
+    pytest.importorskip("paddlenlp")
+    import zoo_toolkits
+    row = zoo_toolkits.measure("BERT_small", 0.3, {"attention": "heads"})
+    assert row["exact"] and row["ln_exact"] and row["trains"], row
+    assert row["export"].startswith("verified") and row["macs_cut"] >= 0.4, row

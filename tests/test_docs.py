@@ -37,12 +37,13 @@ def registries():
     """Puts back every registry a docs example may add to."""
     from slim_callbacks.app import builders
     from slim_callbacks.engine import criteria
+    from slim_callbacks.program import converters
     from slim_callbacks.tracing import kinds, op_rules
     saved = (dict(criteria.CRITERIA), list(kinds._REGISTERED), dict(op_rules.REGISTERED_OPS),
-             dict(builders.MODELS))
+             dict(builders.MODELS), dict(converters.CONVERTERS))
     yield
     for live, kept in zip((criteria.CRITERIA, kinds._REGISTERED, op_rules.REGISTERED_OPS,
-                           builders.MODELS), saved):
+                           builders.MODELS, converters.CONVERTERS), saved):
         live.clear()
         live.update(kept) if isinstance(live, dict) else live.extend(kept)
 

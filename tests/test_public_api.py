@@ -11,7 +11,7 @@ PUBLIC = {
     "DistillCallback", "BNScaleL1", "VisualDLLogger", "Schedule", "make_schedule", "count_flops",
     "profile", "sensitivity", "explain", "STRATEGIES", "resolve_strategy", "Criterion",
     "register_criterion", "register_layer", "register_op", "register_model", "trace", "export",
-    "load_pruned",
+    "load_pruned", "load_inference_model",
 }
 
 

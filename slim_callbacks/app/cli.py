@@ -12,6 +12,8 @@ Subcommands::
     slim-callbacks dashboard [DIR ...] [--port P] [--host H] [--no-serve]
     slim-callbacks latency MODEL_DIR [MODEL_DIR ...] [--threads N] [--no-onednn]
                            [--keep-intermediates]
+    slim-callbacks prune-model MODEL_DIR --out DIR [--target macs=0.5] [--data IMAGES]
+                               [--epochs N] [--criterion C] [--no-latency]
 
 RECIPE is a YAML file; a name such as ``quickstart`` or ``mobilenetv1/baseline`` that
 is not a file is looked up among the bundled recipes; without RECIPE the quickstart
@@ -39,6 +41,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from slim_callbacks.app import prune_model_args
 from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.core.quiet import COMMAND, quiet_paddle
@@ -85,6 +88,7 @@ EXAMPLES = {
     "dashboard": ["slim-callbacks dashboard output --no-serve"],
     "latency": ["slim-callbacks latency output/quickstart/inference/original "
                 "output/quickstart/inference --threads 1"],
+    "prune-model": prune_model_args.EXAMPLE,
 }
 
 
@@ -200,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", type=int, nargs="+", metavar="DIM",
                    help="the input shape with batch, e.g. 1 3 224 224 (needed when the "
                         "model has unknown dims)")
+    prune_model_args.add_arguments(command("prune-model", help="prune an exported inference model"))
     return parser
 
 
@@ -362,7 +367,8 @@ def cmd_latency(args) -> int:
 
 COMMANDS = {"run": cmd_run, "plan": cmd_plan, "check": cmd_check,
             "sensitivity": cmd_sensitivity, "dashboard": cmd_dashboard,
-            "export": cmd_export, "latency": cmd_latency}
+            "export": cmd_export, "latency": cmd_latency,
+            "prune-model": prune_model_args.cmd_prune_model}
 
 
 def _log_level(args) -> int:

@@ -61,6 +61,11 @@ def is_linear(layer) -> bool:
     return isinstance(layer, paddle.nn.Linear)
 
 
+def is_embedding(layer) -> bool:
+    """``paddle.nn.Embedding``: a table ``[num_embeddings, embedding_dim]`` looked up by ids."""
+    return isinstance(layer, paddle.nn.Embedding)
+
+
 def is_prelu(layer) -> bool:
     """``paddle.nn.PReLU``: one slope per channel (``_weight``), or one for all."""
     return isinstance(layer, paddle.nn.PReLU)

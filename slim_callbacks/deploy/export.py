@@ -197,8 +197,7 @@ def _write_verified(network, staging, shape, formats, batch, expected, atol, rto
     chunk = len(batch) if dynamic_batch else shape[0]
     written, diffs = {}, {}
     if "paddle" in formats:
-        pred = predictor(prefix, threads=1, onednn=True)
-        got = _chunked(lambda part: run(pred, [part]), batch, chunk)
+        got = _paddle_outputs(prefix, batch, chunk)
         diffs["paddle"] = _verify("paddle", got, expected, atol, rtol)
         written["paddle"] = model_files(prefix)
     if "onnx" in formats:
@@ -208,6 +207,22 @@ def _write_verified(network, staging, shape, formats, batch, expected, atol, rto
                                 atol, rtol)
         written["onnx"] = (onnx_file,)
     return written, diffs
+
+
+def _paddle_outputs(prefix: str, batch: np.ndarray, chunk: int) -> List[np.ndarray]:
+    """Paddle Inference's outputs with oneDNN (the CPU default), or without it, with a
+    warning, where oneDNN cannot run one of the model's ops (Paddle 3.3.1's
+    ``nearest_interp`` with a ``scale``, as in PP-YOLOE's neck)."""
+    try:
+        pred = predictor(prefix, threads=1, onednn=True)
+        return _chunked(lambda part: run(pred, [part]), batch, chunk)
+    except SlimError as err:
+        if "onednn" not in str(err).lower():
+            raise
+        logger.warning("export: Paddle Inference's oneDNN cannot run this model (%s); verified "
+                       "without oneDNN: deploy it with oneDNN off", str(err).splitlines()[0][:200])
+    pred = predictor(prefix, threads=1, onednn=False)
+    return _chunked(lambda part: run(pred, [part]), batch, chunk)
 
 
 def _warn_stale(path: str, formats: Sequence[str]) -> None:

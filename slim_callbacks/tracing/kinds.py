@@ -38,6 +38,7 @@ from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.core.paddle_utils import (
     is_batch_norm,
     is_conv,
+    is_embedding,
     is_group_norm,
     is_layer_norm,
     is_linear,
@@ -164,6 +165,11 @@ def _sync_from(attribute: str, param: str) -> Callable:
     return sync
 
 
+def _sync_embedding(layer, before) -> None:
+    layer._embedding_dim = layer.weight.shape[1]
+    layer._size = list(layer.weight.shape)
+
+
 def _sync_normalized_shape(layer, before) -> None:
     if layer.weight is not None:
         layer._normalized_shape = [layer.weight.shape[0]]
@@ -178,6 +184,8 @@ BUILT_IN = (
               width=lambda layer: layer.weight.shape[0], out_axis=0),
     LayerKind("linear", is_linear, R.on_linear, positions=_linear_positions,
               legacy_flops=_twice_macs(_linear_positions),
+              width=lambda layer: layer.weight.shape[1], out_axis=1),
+    LayerKind("embedding", is_embedding, R.on_embedding, ("_embedding_dim",), _sync_embedding,
               width=lambda layer: layer.weight.shape[1], out_axis=1),
     LayerKind("batch norm", is_batch_norm, R.on_batch_norm, ("_num_features",),
               _sync_from("_num_features", "_mean"), legacy_flops=_per_input_element, out_axis=0),

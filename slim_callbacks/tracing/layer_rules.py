@@ -1,5 +1,5 @@
-"""What each known layer does to channel labels: Conv, Linear, BatchNorm, PReLU,
-LayerNorm, and layers whose channels pass through with per-channel parameters
+"""What each known layer does to channel labels: Conv, Linear, Embedding, BatchNorm,
+PReLU, LayerNorm, and layers whose channels pass through with per-channel parameters
 (:func:`passthrough`).
 
 A handler ``(tracer, name, layer, x, y)`` runs when a known layer returns (see
@@ -67,6 +67,16 @@ def on_linear(tr, name: str, layer, x, y) -> None:
     out = tr.producer_atoms(name, y.shape[-1])
     tr.record(name, "weight", 1, OUT, out)
     tr.record(name, "bias", 0, OUT, out)
+    tr.set_labels(y, L.along(out, -1, y.ndim))
+
+
+def on_embedding(tr, name: str, layer, x, y) -> None:
+    """A producer: the looked-up rows carry new channels on the last axis, one per
+    column of ``weight`` (``[num_embeddings, embedding_dim]``), so the hidden size of a
+    token model starts here (word, position and token-type tables added together are
+    coupled by the ``add``)."""
+    out = tr.producer_atoms(name, y.shape[-1])
+    tr.record(name, "weight", 1, OUT, out)
     tr.set_labels(y, L.along(out, -1, y.ndim))
 
 

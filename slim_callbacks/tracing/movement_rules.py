@@ -13,7 +13,7 @@ from slim_callbacks.tracing import labels as L
 from slim_callbacks.tracing.heads import split_heads
 from slim_callbacks.tracing.op_args import swap_tensors, tensors_in
 from slim_callbacks.tracing.param_views import adopt_along
-from slim_callbacks.tracing.sizes import AttrSize, RuntimeSize, cancels
+from slim_callbacks.tracing.sizes import AttrSize, RuntimeSize, cancels, is_decoding_size
 
 
 def movement(tr, op, func, args, kwargs, inputs, in_labels, outputs):
@@ -128,7 +128,9 @@ def block_literal_sizes(tr, shape, x, lab, y, skip=()):
     ``[B, g, C // g, H, W]`` keeps ``g``). -1 and 0 follow; a size read from a shape
     follows the channels it was read from, so it must be these (a size read from
     another tensor blocks both); a tagged layer attribute (``self.head_dim``) is made
-    to follow (see :mod:`~slim_callbacks.tracing.sizes`); a literal does not."""
+    to follow (see :mod:`~slim_callbacks.tracing.sizes`) unless it counts what a
+    detector decodes (``self.num_classes``, ``self.reg_max``: those channels stay); a
+    literal does not follow."""
     if not isinstance(shape, (list, tuple)) or len(shape) != y.ndim:
         return
     for i, (in_axes, out_axes) in enumerate(L.reshape_groups(list(x.shape), list(y.shape))):
@@ -149,11 +151,21 @@ def block_literal_sizes(tr, shape, x, lab, y, skip=()):
             continue
         if not labelled or size in (-1, 0):
             continue
+        if is_decoding_size(size):
+            tr.refuse(lab, _decodes(size, shape, tr))
+            return
         if isinstance(size, AttrSize):
             tr.size_follows(size.owner, L.atoms(lab), int(size))
         elif isinstance(size, int):
             tr.refuse(lab, f"is reshaped to the literal size {list(shape)} in {tr.where()}")
             return
+
+
+def _decodes(size, shape, tr) -> str:
+    """Why channels sized by a decoding attribute (``self.num_classes``) stay."""
+    layer, attr = size.owner
+    return (f"feeds decoding: sized by {layer + '.' if layer else ''}{attr} = {int(size)} in {list(shape)} "
+            f"in {tr.where()} (class, box and anchor counts stay whole)")
 
 
 def _tie_to_source(tr, size, lab, in_axes, x) -> bool:
@@ -214,7 +226,9 @@ def _section_follows(tr, op, size, atoms, sections) -> None:
     a literal keeps them."""
     if not atoms.size or (isinstance(size, int) and size in (-1, 0)):
         return
-    if isinstance(size, AttrSize):
+    if is_decoding_size(size):
+        tr.refuse(atoms, _decodes(size, sections, tr))
+    elif isinstance(size, AttrSize):
         tr.size_follows(size.owner, atoms, int(size))
     elif isinstance(size, RuntimeSize) and size.source.size:
         if not tr.same_units(size.source, atoms):

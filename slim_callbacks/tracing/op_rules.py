@@ -134,6 +134,8 @@ def _propagate(tr, op: str, func, args, kwargs, out) -> None:
     inputs = list(tensors_in(args)) + list(tensors_in(kwargs))
     outputs = list(tensors_in(out))
     in_labels = [tr.labels_of(t) for t in inputs]
+    for t in inputs:
+        tr.note_direct_use(t, op)
     follow_origin(tr, op, func, args, kwargs, inputs, in_labels, outputs)
     if op in ("matmul", "bmm") and tr.passes == 1:
         record_product(tr, args, kwargs, outputs)

@@ -52,6 +52,22 @@ class AttrSize(int):
         return size
 
 
+#: words in the name of an attribute that counts what a detector head decodes
+#: (``num_classes``, ``cls_out_channels``, ``reg_max``, ``reg_channels``, ``num_anchors``,
+#: ``angle_max``, ``num_keypoints``): channels sized by one feed decoding and stay whole
+DECODING_WORDS = ("class", "anchor", "reg_", "angle", "keypoint", "joint")
+
+
+def is_decoding_size(size) -> bool:
+    """True for a layer attribute that counts decoded quantities (see
+    :data:`DECODING_WORDS`): the number of classes is the user's, not pruning's.
+
+    >>> is_decoding_size(AttrSize(80, ("head", "num_classes"))), is_decoding_size(80)
+    (True, False)
+    """
+    return isinstance(size, AttrSize) and any(w in size.owner[1].lower() for w in DECODING_WORDS)
+
+
 DERIVED: Set[Tuple[str, str]] = set()  # attributes used in arithmetic during the trace
 #: attribute -> the atoms along the axes of the shape sizes divided by it, in order
 #: (``C // self.num_heads``); None where that order is not known
@@ -238,12 +254,14 @@ def block_sizes_that_cannot_follow(tracer) -> None:
     or that does not count the channels one for one."""
     for owner, atoms in tracer.sizes.items():
         layer, attr = owner
+        uses = np.concatenate(tracer.size_uses[owner])  # q, k and v alike: all or none
+        tracer.site = ("reshape", layer)  # where the size is used, for explain()
         if owner in DERIVED:
-            tracer.refuse(atoms, f"is sized by {layer}.{attr}, which the code also "
-                                 f"computes with, so it cannot follow pruning")
+            tracer.refuse(uses, f"is sized by {layer}.{attr}, which the code also "
+                                f"computes with, so it cannot follow pruning")
         elif not all(_divides_evenly(tracer, source, atoms) for source in QUOTIENTS.get(owner, [])):
-            tracer.refuse(atoms, f"is sized by {layer}.{attr}, which the code also divides "
-                                 f"another size by, so it cannot follow pruning")
+            tracer.refuse(uses, f"is sized by {layer}.{attr}, which the code also divides "
+                                f"another size by, so it cannot follow pruning")
         elif not all(tracer.same_units(atoms, other) for other in tracer.size_uses[owner]):
             tracer.refuse(np.concatenate(tracer.size_uses[owner]),
                           f"is sized by {layer}.{attr}, which also sizes other "
@@ -251,6 +269,7 @@ def block_sizes_that_cannot_follow(tracer) -> None:
         elif len(tracer.units_of(atoms)) != tracer.size_values[owner]:
             tracer.refuse(atoms, f"is sized by {layer}.{attr} = {tracer.size_values[owner]}, "
                                  f"which does not count its channels one for one")
+    tracer.site = None
 
 
 def _divides_evenly(tracer, order: Optional[np.ndarray], atoms: np.ndarray) -> bool:

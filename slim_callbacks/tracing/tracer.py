@@ -2,8 +2,8 @@
 
 One forward pass in eval mode and one in train mode record every Paddle op
 (``paddle._C_ops`` and the Tensor operators) and every call of a known layer kind
-(:mod:`~slim_callbacks.tracing.kinds`: conv, Linear, BatchNorm, PReLU, LayerNorm,
-GroupNorm, registered), and
+(:mod:`~slim_callbacks.tracing.kinds`: conv, Linear, Embedding, BatchNorm, PReLU,
+LayerNorm, GroupNorm, registered), and
 move channel labels (see :mod:`slim_callbacks.tracing.labels`) along with the real tensors.
 Both passes share one set of labels, so a channel is prunable only if both modes allow
 it, and branches that run only in training (auxiliary heads) are sliced too. Nothing
@@ -206,6 +206,7 @@ class Tracer:
         self.param_names = {p.name: (name, attr)
                             for name, layer in self.layers.items()
                             for attr, p in layer._parameters.items() if p is not None}
+        self.direct_uses: Dict[Tuple[str, str], str] = {}  # known layer's param -> op using it
 
     def start_pass(self) -> None:
         """Forgets the tensors of the previous forward pass (their ids and graph nodes
@@ -241,6 +242,15 @@ class Tracer:
         if module._parameters.get(attr) is not tensor or is_known_layer(module):
             return None
         return layer, attr, list(range(tensor.ndim))
+
+    def note_direct_use(self, tensor, op: str) -> None:
+        """A parameter of a known layer used by an op outside that layer (a tied output
+        projection ``matmul(h, embedding.weight, transpose_y=True)``): that use would not
+        follow the layer's slices, so :meth:`graph` blocks the channels it records."""
+        owner = self.param_names.get(getattr(tensor, "name", None))
+        if owner is not None and self.layers[owner[0]]._parameters.get(owner[1]) is tensor \
+                and is_known_layer(self.layers[owner[0]]):
+            self.direct_uses.setdefault(owner, f"{op} in {self.where()}")
 
     def set_origin(self, tensor, layer: str, attr: str, axes: List[Optional[int]]) -> None:
         self.origins[id(tensor)] = (tensor, layer, attr, axes)
@@ -375,6 +385,11 @@ class Tracer:
         return np.array([self.uf.find(int(a)) for a in atoms])
 
     def graph(self) -> DependencyGraph:
+        for record in self.records:
+            use = self.direct_uses.get((record.layer, record.attr))
+            if use is not None:
+                self.refuse(record.atoms, f"is sliced in {record.layer}.{record.attr}, which "
+                                          f"{use} also uses directly (a tied weight)")
         segments, fallbacks = settle(self, unique_convs(self.grouped))
         block_sizes_that_cannot_follow(self)
         block_ratios_that_cannot_hold(self)

@@ -1,0 +1,207 @@
+"""Can a network known only by its export be rebuilt and pruned? Every paddle.vision model.
+
+    nice python benchmarks/bench_from_export.py [--models NAME ...] [--ratio 0.3]
+        [--timeout 600] [--out output/bench_from_export]
+
+Each network of ``paddle.vision.models`` (random weights, tiny width multipliers where
+the constructor has one, the smallest input it allows, batch 1) is exported with
+``paddle.jit.save`` and from then on treated as program-only. Per model, in its own
+process with a timeout:
+
+- **rebuilt exact**: ``load_inference_model`` (which checks the rebuilt network against
+  Paddle Inference on the exported files), then the largest output difference to the
+  Python network on another batch;
+- **same widths**: ``prune(net, shape, ratio)`` on the Python network and on the
+  rebuilt one give every conv and Linear the same width (layers matched by their
+  weight's parameter name, which the export keeps), and the pruned networks give the
+  same outputs (the same channels were kept);
+- **pruned export verified**: ``export`` of the pruned rebuilt network (Paddle
+  Inference, outputs checked);
+- the MACs cut and the rebuild and prune times.
+
+Writes ``from_export.json`` and ``from_export.md`` to ``--out``.
+"""
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# name -> (family, constructor arguments, input size)
+MODELS = {
+    "LeNet": ("LeNet", {"num_classes": 10}, 28),
+    "alexnet": ("AlexNet", {"num_classes": 10}, 224),
+    "vgg11": ("VGG", {"num_classes": 10}, 32),
+    "resnet18": ("ResNet", {"num_classes": 10}, 32),
+    "resnet50": ("ResNet", {"num_classes": 10}, 32),
+    "resnext50_32x4d": ("ResNeXt", {"num_classes": 10}, 32),
+    "wide_resnet50_2": ("WideResNet", {"num_classes": 10}, 32),
+    "mobilenet_v1": ("MobileNetV1", {"scale": 0.25, "num_classes": 10}, 32),
+    "mobilenet_v2": ("MobileNetV2", {"scale": 0.25, "num_classes": 10}, 32),
+    "mobilenet_v3_small": ("MobileNetV3", {"scale": 0.35, "num_classes": 10}, 32),
+    "mobilenet_v3_large": ("MobileNetV3", {"scale": 0.35, "num_classes": 10}, 32),
+    "shufflenet_v2_x0_25": ("ShuffleNetV2", {"num_classes": 10}, 32),
+    "shufflenet_v2_swish": ("ShuffleNetV2", {"num_classes": 10}, 32),
+    "squeezenet1_0": ("SqueezeNet", {"num_classes": 10}, 64),
+    "squeezenet1_1": ("SqueezeNet", {"num_classes": 10}, 64),
+    "densenet121": ("DenseNet", {"num_classes": 10}, 32),
+    "googlenet": ("GoogLeNet", {"num_classes": 10}, 224),
+    "inception_v3": ("InceptionV3", {"num_classes": 10}, 96),
+}
+EXACT = 1e-4  # of the output scale
+
+
+# ------------------------------------------------------------------ pure helpers
+def summary(rows) -> dict:
+    """Counts per column, over models and over families (a family passes a column
+    when every model of it does)."""
+    def share(key):
+        families = {}
+        for r in rows:
+            families[r["family"]] = families.get(r["family"], True) and bool(r.get(key))
+        return {"models": sum(bool(r.get(key)) for r in rows), "families": sum(families.values())}
+    return {"models": len(rows), "families": len({r["family"] for r in rows}),
+            **{key: share(key) for key in ("rebuilt_exact", "same_widths", "export_verified")},
+            "failed": [(r["model"], r.get("error", "")) for r in rows if r.get("status") != "ok"]}
+
+
+def format_table(rows) -> str:
+    lines = ["| family | model | input | ops | rebuilt exact (max diff) | prune 0.3: same widths "
+             "(max diff to the Python prune) | MACs cut | pruned export verified | rebuild s "
+             "| prune s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("status") != "ok":
+            lines.append(f"| {r['family']} | {r['model']} | {r.get('input', '')} | | "
+                         f"{r.get('status')}: {r.get('error', '')[:90]} | | | | | |")
+            continue
+        lines.append(
+            f"| {r['family']} | {r['model']} | {r['input']} | {r['ops']} | "
+            f"{_yes(r['rebuilt_exact'])} ({r['rebuilt_diff']:.1e}) | "
+            f"{_yes(r['same_widths'])} ({r['pruned_diff']:.1e}) | {r['macs_cut']:.1%} | "
+            f"{_yes(r['export_verified'])} | {r['rebuild_s']:.1f} | {r['prune_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def _yes(flag) -> str:
+    return "yes" if flag else "NO"
+
+
+# ------------------------------------------------------------------ one model
+def measure_one(name: str, ratio: float) -> dict:
+    """Exports, rebuilds, prunes both and exports the pruned rebuild (this process)."""
+    import numpy as np
+    import paddle
+
+    sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+    from helpers import calibrate, outputs
+
+    from slim_callbacks import count_flops, export, load_inference_model, prune
+    from slim_callbacks.deploy.runtime import save_inference_model
+
+    family, arguments, size = MODELS[name]
+    shape = [1, 1 if name == "LeNet" else 3, size, size]
+    row = {"model": name, "family": family, "input": size}
+    paddle.seed(0)
+    net = getattr(paddle.vision.models, name)(**arguments)
+    calibrate(net, shape)
+    workdir = tempfile.mkdtemp(prefix="from-export-")
+    prefix = os.path.join(workdir, "model")
+    save_inference_model(net, prefix, shape)
+    start = time.perf_counter()
+    rebuilt = load_inference_model(prefix)  # checked against Paddle Inference
+    row["rebuild_s"] = time.perf_counter() - start
+    row["ops"] = len(rebuilt.steps)
+    x = paddle.randn([1] + shape[1:])
+    expected = outputs(net, x)
+    scale = max(1.0, float(np.abs(expected).max()))
+    row["rebuilt_diff"] = float(np.abs(outputs(rebuilt, x) - expected).max())
+    row["rebuilt_exact"] = row["rebuilt_diff"] <= EXACT * scale
+    row["macs"] = count_flops(rebuilt, shape)
+
+    names = {id(layer): layer.weight.name.rsplit(".", 1)[0] for layer in net.sublayers()
+             if _has_width(layer)}
+    prune(net, shape, ratio)
+    start = time.perf_counter()
+    prune(rebuilt, shape, ratio)
+    row["prune_s"] = time.perf_counter() - start
+    python_widths = {names[id(layer)]: _width(layer) for layer in net.sublayers()
+                     if id(layer) in names}
+    rebuilt_widths = {name: _width(layer) for name, layer in rebuilt.named_children()
+                      if _has_width(layer)}
+    row["width_mismatches"] = sorted(k for k in python_widths
+                                     if python_widths[k] != rebuilt_widths.get(k))
+    row["pruned_diff"] = float(np.abs(outputs(rebuilt, x) - outputs(net, x)).max())
+    row["same_widths"] = not row["width_mismatches"] and row["pruned_diff"] <= EXACT * scale
+    row["macs_cut"] = 1 - count_flops(rebuilt, shape) / row["macs"]
+    try:
+        export(rebuilt, os.path.join(workdir, "pruned"), shape)
+        row["export_verified"] = True
+    except Exception as err:  # the row says why
+        row["export_verified"], row["export_error"] = False, str(err)[:200]
+    row["status"] = "ok"
+    return row
+
+
+def _has_width(layer) -> bool:
+    import paddle
+    return isinstance(layer, (paddle.nn.Conv2D, paddle.nn.Conv2DTranspose, paddle.nn.Linear))
+
+
+def _width(layer) -> int:
+    import paddle
+    return int(layer.weight.shape[1 if isinstance(layer, paddle.nn.Linear) else 0])
+
+
+def run_isolated(name: str, ratio: float, timeout: float) -> dict:
+    """:func:`measure_one` in a child process, so a crash or a hang costs one row."""
+    family, _, size = MODELS[name]
+    base = {"model": name, "family": family, "input": size}
+    cmd = [sys.executable, os.path.abspath(__file__), "--one", name, "--ratio", str(ratio)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {**base, "status": "timeout", "error": f"over {timeout:.0f} s"}
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    errors = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
+    return {**base, "status": "error", "error": errors[-1] if errors else f"exit {done.returncode}"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--ratio", type=float, default=0.3)
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per model")
+    parser.add_argument("--out", default=os.path.join("output", "bench_from_export"))
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    if args.one:
+        print(json.dumps(measure_one(args.one, args.ratio)))
+        return
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    for name in args.models:
+        start = time.perf_counter()
+        rows.append(run_isolated(name, args.ratio, args.timeout))
+        r = rows[-1]
+        print(f"{name}: {r.get('status')} exact={r.get('rebuilt_exact')} "
+              f"widths={r.get('same_widths')} export={r.get('export_verified')} "
+              f"({time.perf_counter() - start:.0f} s) {r.get('error', '')}", flush=True)
+        with open(os.path.join(args.out, "from_export.json"), "w") as f:
+            json.dump({"ratio": args.ratio, "rows": rows, "summary": summary(rows)}, f, indent=1)
+    with open(os.path.join(args.out, "from_export.md"), "w") as f:
+        f.write(format_table(rows) + "\n")
+    print(format_table(rows))
+    print(json.dumps(summary(rows), indent=1))
+
+
+if __name__ == "__main__":
+    main()

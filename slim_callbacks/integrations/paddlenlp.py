@@ -1,0 +1,64 @@
+"""Pruning inside PaddleNLP's ``Trainer``: ``PruneTrainerCallback``.
+
+The callback builds a :class:`~slim_callbacks.Pruner` on the trainer's model and
+optimizer when training begins (AdamW's moments are sliced with the weights) and calls
+its ``step`` at the end of every epoch, so it prunes at the epochs of its schedule
+(0-based: ``{0: 0.3}`` prunes after the first epoch). Example inputs say how the model
+is called, e.g. ``{"input_ids": {"shape": [1, 64], "dtype": "int64"}}``. paddlenlp is
+imported when the class is first used (a SlimError says how to install it)::
+
+    from slim_callbacks.integrations.paddlenlp import PruneTrainerCallback
+    trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[PruneTrainerCallback(
+        {"input_ids": {"shape": [1, 64], "dtype": "int64"}}, ratios=0.3, schedule={0: 0.3},
+        structure={"attention": "heads"})])
+"""
+from __future__ import annotations
+
+import logging
+
+from slim_callbacks.integrations import require
+from slim_callbacks.pruning.pruner import Pruner
+
+logger = logging.getLogger(__name__)
+_DEFINED = {}
+
+
+def __getattr__(name: str):
+    """``PruneTrainerCallback``, defined on first use (it subclasses paddlenlp's class)."""
+    if name != "PruneTrainerCallback":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _DEFINED:
+        _DEFINED[name] = _define(require("paddlenlp.trainer", "paddlenlp").TrainerCallback)
+    return _DEFINED[name]
+
+
+def _define(base: type) -> type:
+    class PruneTrainerCallback(base):
+        """A ``paddlenlp.trainer.TrainerCallback`` that prunes the trainer's model.
+
+        Args:
+            example_inputs: how the model is called (see :class:`~slim_callbacks.Pruner`).
+            spec: a :class:`~slim_callbacks.PruningSpec`, or its fields as keywords.
+            schedule: ``{epoch: ratio}`` or a schedule (default: one shot at epoch 0).
+            forward_fn: ``(model, inputs) -> outputs`` for a model called otherwise.
+        """
+
+        def __init__(self, example_inputs, spec=None, *, schedule=None, forward_fn=None,
+                     **spec_fields):
+            self.options = dict(spec=spec, schedule=schedule, forward_fn=forward_fn, **spec_fields)
+            self.example_inputs = example_inputs
+            self.pruner = None
+
+        def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+            self.pruner = Pruner(model, self.example_inputs, optimizer=optimizer, **self.options)
+            self.pruner.prepare()
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            epoch = max(int(round(state.epoch or 0)) - 1, 0)
+            plan = self.pruner.step(epoch)
+            if plan is not None:
+                before, after = self.pruner.history[-1]["macs"]
+                logger.info("epoch %d: pruned %d groups, MACs %s -> %s", epoch, len(plan), before, after)
+
+    PruneTrainerCallback.__module__ = __name__
+    return PruneTrainerCallback

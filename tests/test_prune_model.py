@@ -1,0 +1,115 @@
+"""``slim-callbacks prune-model`` and ``prune_model``: an exported model pruned to a
+target, fine-tuned without labels, exported verified with a summary."""
+import json
+import os
+
+import numpy as np
+import paddle
+import pytest
+from PIL import Image
+from test_program import Blocks, exported
+
+from slim_callbacks import SlimError
+from slim_callbacks.app.cli import main
+from slim_callbacks.app.image_inputs import ImageInputs, Preprocessing, image_files
+from slim_callbacks.app.prune_model import parse_target, prune_model
+from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.deploy.runtime import predictor, run, save_inference_model
+
+SHAPE = [1, 3, 16, 16]
+
+
+@pytest.fixture
+def images(tmp_path):
+    """Smooth random images (a few blobs), so the pruned network's outputs move."""
+    folder = tmp_path / "images" / "any_subfolder"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        small = rng.integers(0, 255, (4, 4, 3)).astype("uint8")
+        Image.fromarray(small).resize((20, 20)).save(folder / f"{i}.png")
+    return str(tmp_path / "images")
+
+
+@pytest.fixture
+def model_dir(tmp_path, images):
+    """A network whose BatchNorm statistics come from these images, as a trained
+    network's come from its data, exported."""
+    net = Blocks()
+    exported(net, SHAPE, tmp_path / "model")  # random weights
+    batch = paddle.to_tensor(ImageInputs(image_files(images), SHAPE[1:]).batch(20))
+    net.train()
+    with paddle.no_grad():
+        for _ in range(20):
+            net(batch)
+    net.eval()
+    save_inference_model(net, str(tmp_path / "model" / "model"), SHAPE)
+    return str(tmp_path / "model")
+
+
+def test_the_command_prunes_fine_tunes_and_exports_with_a_summary(model_dir, images, tmp_path, capsys):
+    out = str(tmp_path / "pruned")
+    code = main(["prune-model", model_dir, "--target", "macs=0.5", "--data", images,
+                 "--epochs", "1", "--out", out, "--no-latency", "-q"])
+    assert code == 0
+    assert sorted(os.listdir(out)) == ["model.json", "model.pdiparams", "summary.json"]
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    for key in ("macs", "params", "size_mb"):
+        assert summary["after"][key] < summary["before"][key]
+    assert summary["flops_reduction"] > 0.3
+    assert summary["fine_tune"]["images"] == 16 and summary["fidelity"]["images"] == 4
+    assert 0 <= summary["fidelity"]["top1_agreement"] <= 1
+    assert summary["export"]["max_abs_diff"]["paddle"] < 1e-4
+    assert "FLOPs reduction" in capsys.readouterr().out
+    x = np.zeros(SHAPE, dtype="float32")
+    assert run(predictor(out), [x])[0].shape == (1, 4)
+
+
+def test_the_label_free_fine_tune_moves_the_student_toward_the_teacher(model_dir, images, tmp_path):
+    paddle.seed(0)
+    summary = prune_model(model_dir, tmp_path / "pruned", "macs=0.5", data=images, epochs=5,
+                          lr=0.01, latency=True, latency_rounds=2, emit=lambda text: None)
+    losses = summary["fine_tune"]["loss"]
+    assert losses[-1] < losses[0]
+    assert summary["fidelity"]["mean_abs_diff"] < summary["fidelity_pruned"]["mean_abs_diff"]
+    assert summary["latency"]["1_thread"]["after_ms"] > 0
+
+
+def test_prune_only_without_images_measures_fidelity_on_random_inputs(model_dir, tmp_path):
+    summary = prune_model(model_dir, tmp_path / "pruned", "macs=0.3", strategy="global",
+                          criterion="fpgm", latency=False, emit=lambda text: None)
+    assert summary["strategy"] == "global" and summary["flops_reduction"] > 0.2
+    assert "fine_tune" not in summary
+    assert summary["fidelity"]["on"].startswith("random inputs")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--target", "flops=0.5"], "target: 'flops=0.5' is not allowed"),
+    (["--target", "macs=1.5"], "target: 'macs=1.5' is not allowed"),
+    (["--epochs", "2"], "data: None is not allowed; expected a folder of images"),
+    (["--data", "/nowhere"], "data: '/nowhere' is not allowed")])
+def test_bad_arguments_are_one_line_errors_before_any_work(model_dir, tmp_path, capsys, argv, message):
+    out = str(tmp_path / "pruned")
+    assert main(["prune-model", model_dir, "--out", out, *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(out)
+
+
+def test_an_out_directory_with_files_is_refused(model_dir, tmp_path):
+    with pytest.raises(ConfigError, match="out: .* a new or empty directory"):
+        prune_model(model_dir, model_dir, latency=False)
+    with pytest.raises(SlimError, match="no inference model"):
+        prune_model(tmp_path / "nothing", tmp_path / "pruned", latency=False)
+
+
+def test_parse_target_names_both_kinds():
+    assert parse_target("latency=0.25") == ("latency", 0.25)
+
+
+def test_the_exports_inference_yml_gives_the_preprocessing(model_dir):
+    with open(os.path.join(model_dir, "inference.yml"), "w") as f:
+        f.write("PreProcess:\n  transform_ops:\n  - ResizeImage: {resize_short: 16}\n"
+                "  - NormalizeImage: {mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}\n"
+                "  - ToCHWImage: null\n")
+    assert Preprocessing.from_export(model_dir) == Preprocessing((0.5,) * 3, (0.25,) * 3, crop=False)
