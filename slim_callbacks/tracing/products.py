@@ -22,6 +22,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from slim_callbacks.tracing.groups import OUT
+
 Source = Tuple[str, str, int, int]  # (layer, attr, axis, index) of a producer entry
 
 
@@ -93,6 +95,17 @@ def to_table(raw: List[tuple], atom_sources: Dict[int, Source], complete: bool,
         table.products.append(Product(x, y, x_shape, y_shape, out_shape))
     table.sources = list(ids)
     return table
+
+
+def table_of(tracer) -> ProductTable:
+    """The eval pass's products of ``tracer``, each atom as the producer weight entry
+    behind it (its ``out`` record)."""
+    sources: Dict[int, Source] = {}
+    for rec in tracer.records:
+        if rec.role == OUT and rec.attr == "weight" and not rec.blocks:
+            for atom, index in zip(rec.atoms.tolist(), rec.indices.tolist()):
+                sources.setdefault(atom, (rec.layer, rec.attr, rec.axis, index))
+    return to_table(tracer.products, sources, tracer.products_complete, tracer.inputs)
 
 
 def _count(kept_any: np.ndarray, axis: int, size: int) -> np.ndarray:

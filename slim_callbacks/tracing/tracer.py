@@ -50,11 +50,11 @@ from slim_callbacks.core.paddle_utils import layer_table, preserved_state, unwra
 from slim_callbacks.tracing import labels as L
 from slim_callbacks.tracing.graph import DependencyGraph  # noqa: F401 (imported from here too)
 from slim_callbacks.tracing.grouped import GroupedConv, settle, unique_convs
-from slim_callbacks.tracing.groups import OUT, MemberRecord, UnionFind, build_groups
+from slim_callbacks.tracing.groups import MemberRecord, UnionFind, build_groups
 from slim_callbacks.tracing.kinds import is_known_layer, kind_of
 from slim_callbacks.tracing.op_args import tensors_in
 from slim_callbacks.tracing.op_rules import intercept
-from slim_callbacks.tracing.products import ProductTable, to_table
+from slim_callbacks.tracing.products import table_of
 from slim_callbacks.tracing.rule_errors import registered_rule
 from slim_callbacks.tracing.sizes import (
     block_ratios_that_cannot_hold,
@@ -189,13 +189,10 @@ class Tracer:
         self.grouped: List[GroupedConv] = []  # grouped convs settled in graph()
         self.ratios: List[Tuple[tuple, str]] = []  # sizes whose width factors must shrink in step
         self.site: Optional[Tuple[str, str]] = None  # the op or layer being mapped now
-        self.warned: set = set()
-        self.seen_records: set = set()
+        self.warned, self.seen_records = set(), set()
         self.unknown_ops: Dict[str, None] = {}
-        self.passes = 0
+        self.passes, self.products_complete, self.inputs = 0, True, None  # inputs: as traced
         self.products: List[tuple] = []  # eval-pass products, see tracing.products
-        self.products_complete = True
-        self.inputs = None  # the ExampleInputs traced with
         self.stack: List[str] = []
         self.quiet = 0  # > 0 inside a known layer or while computing labels
         self.layers = layer_table(network)  # "" is the network itself
@@ -399,13 +396,5 @@ class Tracer:
         return DependencyGraph(groups, self.layer_types, self.param_names,
                                list(self.unknown_ops), self.structure, fallbacks,
                                {name: n // 2 for name, n in self.calls.items()},
-                               self.product_table())
+                               table_of(self))
 
-    def product_table(self) -> ProductTable:
-        """The eval pass's products, each atom as the producer weight entry behind it."""
-        sources = {}
-        for rec in self.records:
-            if rec.role == OUT and rec.attr == "weight" and not rec.blocks:
-                for atom, index in zip(rec.atoms.tolist(), rec.indices.tolist()):
-                    sources.setdefault(atom, (rec.layer, rec.attr, rec.axis, index))
-        return to_table(self.products, sources, self.products_complete, self.inputs)
