@@ -23,6 +23,10 @@ The naive baseline (``--methods naive``) is what ``sensitive()`` amounts to, wri
 with this package's engine: trace once, then for every (layer, ratio) deep-copy the
 network, physically prune the copy with ``plan_pruning(...).apply`` and evaluate it.
 
+``--methods api`` runs the PaddleSlim front end,
+``slim_callbacks.paddleslim.L1NormFilterPruner(net, shape).sensitive(eval_func,
+target_vars=...)`` (mask + prefix cache, one process).
+
 Ours is ``slim_callbacks.analysis.sensitivity.sensitivity`` with ``method="mask"`` (zero the
 consumers' input slices, no copy, no surgery, each group scored once, empty and
 repeated selections not evaluated) and ``method="prune"`` (physical pruning in place,
@@ -67,8 +71,10 @@ import paddle.nn as nn
 
 from slim_callbacks import trace
 from slim_callbacks.analysis.sensitivity import sensitivity
+from slim_callbacks.core.paddle_utils import layer_table
 from slim_callbacks.engine.planner import plan_pruning
 from slim_callbacks.engine.ratios import chosen_groups, resolve_ratios
+from slim_callbacks.paddleslim import L1NormFilterPruner
 
 warnings.filterwarnings("ignore")
 POINTWISE = "conv*._pointwise_conv*"
@@ -122,6 +128,15 @@ def naive(net, eval_fn, shape, layers, ratios, criterion):
     return out
 
 
+def api(net, eval_fn, shape, layers):
+    """``slim_callbacks.paddleslim.L1NormFilterPruner(net, shape).sensitive(...)`` (the
+    PaddleSlim front end), its table keyed back by layer."""
+    table = layer_table(net)
+    names = {table[g.name].weight.name: g.name for g in chosen_groups(trace(net, shape), layers)}
+    losses = L1NormFilterPruner(net, shape).sensitive(lambda: eval_fn(net), target_vars=list(names))
+    return {names[name]: curve for name, curve in losses.items()}
+
+
 def paddleslim_runner(python, net, data, scale, layers, workdir, threads=1):
     """A callable running benchmarks/paddleslim_sensitive.py in PaddleSlim's venv on the
     same weights and batches with ``threads`` OpenMP threads; returns its losses and
@@ -158,7 +173,7 @@ def main():
     parser.add_argument("--criterion", default="l1_norm")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds per method")
     parser.add_argument("--methods", nargs="+", default=["naive", "mask", "prune", "mask+cache", "prune+cache"],
-                        choices=["naive", "mask", "prune", "mask+cache", "prune+cache"])
+                        choices=["naive", "mask", "prune", "mask+cache", "prune+cache", "api"])
     parser.add_argument("--paddleslim-python", help="python of a venv with paddleslim 2.6.0 (see above); "
                                                     "adds PaddleSlim's sensitive() as the reference")
     parser.add_argument("--paddleslim-threads", type=int, nargs="+", default=[1],
@@ -176,8 +191,10 @@ def main():
             (lambda method=name.split("+")[0], cache=name.endswith("+cache"), workers=workers:
              sensitivity(net, eval_fn, shape, args.layers, args.ratios, args.criterion,
                          method=method, cache=cache, workers=workers, progress=False))
-            for name in args.methods if name != "naive" for workers in args.workers}
+            for name in args.methods if name not in ("naive", "api") for workers in args.workers}
     methods = {}
+    if "api" in args.methods:
+        ours["api"] = lambda: api(net, eval_fn, shape, args.layers)
     if "naive" in args.methods:
         methods["naive"] = lambda: naive(net, eval_fn, shape, args.layers, args.ratios, args.criterion)
     workdir = tempfile.TemporaryDirectory()

@@ -7,7 +7,8 @@ groups, the tracer) < ``engine`` (criteria, selectors, planner, plan, surgery) <
 ``program`` (exported inference programs rebuilt as networks) <
 ``analysis`` (FLOPs, strategies, sensitivity) < ``pruning`` (Pruner, PruningSpec,
 schedules) < ``callbacks`` (PruneCallback, ledger, budget, BN-L1, distillation,
-VisualDL) < ``app`` (recipes, data, runner, CLI, dashboard).
+VisualDL) < ``integrations`` (other trainers) < ``paddleslim`` (PaddleSlim's dygraph
+pruning API) < ``app`` (recipes, data, runner, CLI, dashboard).
 """
 import importlib
 import warnings
@@ -59,11 +60,11 @@ MOVED = {
     "get_criterion": "slim_callbacks.engine.criteria",
     "plan_pruning": "slim_callbacks.engine.planner",
     "TaylorImportance": "slim_callbacks.engine.taylor",
-    "FPGMFilterPruner": "slim_callbacks.pruning.paddleslim",
-    "L1NormFilterPruner": "slim_callbacks.pruning.paddleslim",
-    "L2NormFilterPruner": "slim_callbacks.pruning.paddleslim",
-    "OptSlimFilterPruner": "slim_callbacks.pruning.paddleslim",
-    "SlimFilterPruner": "slim_callbacks.pruning.paddleslim",
+    "FPGMFilterPruner": "slim_callbacks.paddleslim",
+    "L1NormFilterPruner": "slim_callbacks.paddleslim",
+    "L2NormFilterPruner": "slim_callbacks.paddleslim",
+    "OptSlimFilterPruner": "slim_callbacks.paddleslim",
+    "SlimFilterPruner": "slim_callbacks.paddleslim",
     "count_params": "slim_callbacks.analysis.flops",
     "layer_widths": "slim_callbacks.analysis.flops",
     "model_size_mb": "slim_callbacks.analysis.flops",

@@ -9,7 +9,7 @@ import pytest
 from helpers import Seed, calibrate, outputs, same, snapshot, train_steps
 
 from slim_callbacks import ConfigError, PruningPlan, SlimError, prune
-from slim_callbacks.pruning.paddleslim import (
+from slim_callbacks.paddleslim import (
     FPGMFilterPruner,
     L1NormFilterPruner,
     L2NormFilterPruner,
@@ -44,7 +44,7 @@ def test_every_seed_pruner_shrinks_and_still_runs(cls):
     for layer in net.sublayers():
         if isinstance(layer, nn.BatchNorm2D):  # trained-looking scales, not all 1.0
             layer.weight.set_value(rng.uniform(0.01, 1, layer.weight.shape).astype("float32"))
-    plan = cls(net, SHAPE).prune_vars({"conv2_1._pointwise_conv*": 0.5})
+    plan = cls(net, SHAPE).prune_vars({"conv2_1._pointwise_conv*": 0.5}).engine_plan
     assert plan.groups and plan.groups[0]["after"] < plan.groups[0]["before"]
     assert net.conv2_2._depthwise_conv[0]._groups == plan.groups[0]["after"]
     assert outputs(net, paddle.randn(SHAPE)).shape == (1, 10)

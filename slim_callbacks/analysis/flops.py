@@ -49,7 +49,7 @@ import paddle.nn as nn
 from slim_callbacks.analysis.matmul_counts import counting_matmuls
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.example_inputs import ExampleInputs, as_inputs, given_inputs
-from slim_callbacks.core.paddle_utils import attributes_restored, modes_restored
+from slim_callbacks.core.paddle_utils import attributes_restored, dygraph_forwards, modes_restored
 from slim_callbacks.tracing.kinds import LayerKind, kind_of
 
 logger = logging.getLogger(__name__)
@@ -237,7 +237,7 @@ def _count(network, example_inputs, observe: Optional[Callable] = None) -> _Tall
     totals = _Tally()
     handles = _attach_hooks(network, totals, observe)
     try:
-        with modes_restored(network, training=False), \
+        with modes_restored(network, training=False), dygraph_forwards(), \
                 counting_matmuls(totals.add_macs, inside=lambda: totals.depth > 0):
             _forward(network, inputs)
     finally:

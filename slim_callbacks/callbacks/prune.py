@@ -51,7 +51,7 @@ from slim_callbacks.callbacks.taylor import TaylorCallback
 from slim_callbacks.core.checks import check_epoch, check_int
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.example_inputs import check_forward_fn, given_inputs, model_inputs
-from slim_callbacks.core.paddle_utils import fit_evaluates, is_rank0
+from slim_callbacks.core.paddle_utils import fit_evaluates, is_rank0, require_dygraph
 from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.pruning.pruner import Pruner
 from slim_callbacks.pruning.schedule_factory import build_schedule
@@ -222,9 +222,10 @@ class PruneCallback(ForwardingCallback):
     targets = property(lambda self: {} if self.pruner is None else self.pruner.targets)
     uniform_ratio = property(lambda self: None if self.pruner is None else self.pruner.uniform_ratio)
 
-    def _check_same_network(self) -> None:
-        """A callback holds one network's plan and original widths: reusing it on
-        another network would prune that one with the first one's plan."""
+    def _check_fit(self) -> None:
+        """A dygraph fit (not paddle.enable_static()), of the network this callback holds
+        the plan and original widths of (another one would get the first one's plan)."""
+        require_dygraph("the paddle.Model")
         if self._network is not None and self.network is not self._network:
             raise SlimError(f"this PruneCallback already pruned a {type(self._network).__name__} "
                             f"(another network than this fit's {type(self.network).__name__}); "
@@ -271,7 +272,7 @@ class PruneCallback(ForwardingCallback):
     # -- callback hooks ----------------------------------------------------------
     def on_train_begin(self, logs=None):
         """Validates against the fit, records original widths, or replays a ledger."""
-        self._check_same_network()
+        self._check_fit()
         if self.budget is not None:
             self.budget.check_fit(self.params.get("metrics"), fit_evaluates(self.model))
         if self.example_inputs is None:

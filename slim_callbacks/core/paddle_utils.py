@@ -96,15 +96,52 @@ def modes_restored(network: paddle.nn.Layer, training: Optional[bool] = None) ->
 
 
 @contextlib.contextmanager
+def dygraph_forwards() -> Iterator[None]:
+    """Forwards converted with ``paddle.jit.to_static`` run as plain dygraph inside the
+    block (tracing and counting hook the dygraph ops)."""
+    from paddle.jit.dy2static.program_translator import ProgramTranslator
+
+    translator = ProgramTranslator()
+    enabled = translator.enable_to_static
+    translator.enable(False)
+    try:
+        yield
+    finally:
+        translator.enable(enabled)
+
+
+def require_dygraph(what: str = "the network") -> None:
+    """Raises SlimError when paddle is in static mode (``paddle.enable_static()``)."""
+    if not paddle.in_dynamic_mode():
+        from slim_callbacks.core.errors import SlimError
+
+        raise SlimError(f"{what} was built in static mode (paddle.enable_static()); "
+                        f"slim_callbacks prunes dygraph networks: build it without "
+                        f"enable_static - for a static graph, convert its forward with "
+                        f"paddle.jit.to_static, which is pruned and trained as usual")
+
+
+def reset_static_programs(network: paddle.nn.Layer) -> None:
+    """Drops the programs ``paddle.jit.to_static`` built for ``network``'s forwards, so
+    the next call converts them again for the parameters' new shapes."""
+    from paddle.jit.dy2static.program_translator import StaticFunction
+
+    for layer in network.sublayers(include_self=True):
+        forward = getattr(layer, "forward", None)  # a decorated method's bound copy too
+        if isinstance(forward, StaticFunction):
+            forward.program_cache.clear()
+
+
+@contextlib.contextmanager
 def preserved_state(network: paddle.nn.Layer) -> Iterator[None]:
     """Restores train/eval flags, non-trainable tensors (BatchNorm running
     statistics, buffers), the attributes a forward set (:func:`attributes_restored`)
     and the global RNG state when the block ends, so train-mode forward passes inside
-    it change nothing."""
+    it change nothing. Forwards run as dygraph inside it (:func:`dygraph_forwards`)."""
     frozen = {id(t): t for t in network.state_dict().values() if t.stop_gradient}
     saved = [(t, t.numpy().copy()) for t in frozen.values()]
     rng = paddle.get_rng_state()
-    with modes_restored(network), attributes_restored(network):
+    with modes_restored(network), attributes_restored(network), dygraph_forwards():
         try:
             yield
         finally:

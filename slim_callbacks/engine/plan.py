@@ -25,7 +25,7 @@ import paddle
 
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.core.example_inputs import as_inputs, given_inputs
-from slim_callbacks.core.paddle_utils import layer_table, preserved_state, unwrap
+from slim_callbacks.core.paddle_utils import layer_table, preserved_state, reset_static_programs, unwrap
 from slim_callbacks.engine.surgery import Blocks, apply_cuts, rollback_on_error
 
 
@@ -168,6 +168,7 @@ class PruningPlan:
         except Exception as err:
             raise SlimError(f"the pruned network failed a forward pass, so nothing was "
                             f"changed: {type(err).__name__}: {err}") from err
+        reset_static_programs(net)  # to_static forwards are converted again for the new shapes
         return self
 
     def then(self, later: "PruningPlan") -> "PruningPlan":

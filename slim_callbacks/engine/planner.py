@@ -14,9 +14,10 @@ that :func:`~slim_callbacks.engine.ratios.resolve_ratios` gave each group (see
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import paddle
@@ -32,7 +33,7 @@ from slim_callbacks.engine.ratios import (
 )
 from slim_callbacks.engine.selectors import keep_count
 from slim_callbacks.engine.shared import check_not_shared
-from slim_callbacks.tracing.groups import ChannelGroup
+from slim_callbacks.tracing.groups import OUT, ChannelGroup
 from slim_callbacks.tracing.tracer import DependencyGraph
 
 logger = logging.getLogger(__name__)
@@ -75,9 +76,19 @@ def select_per_segment(segments: np.ndarray, scores: np.ndarray, ratio: float, c
     return np.sort(np.concatenate(chosen))
 
 
+def scored_by(group: ChannelGroup, layers: Optional[Sequence[str]]) -> ChannelGroup:
+    """``group`` with only the producer rows of ``layers`` left to score (all if None):
+    PaddleSlim ranks a coupled group by the one parameter its ratios name."""
+    if not layers:
+        return group
+    return dataclasses.replace(group, members=[m for m in group.members
+                                               if m.role != OUT or m.layer in layers])
+
+
 def plan_pruning(network: paddle.nn.Layer, graph: DependencyGraph, group_ratios: Mapping[str, float],
                  criterion="l1_norm", round_to: int = 1,
-                 original_widths: Optional[Mapping[str, int]] = None) -> PruningPlan:
+                 original_widths: Optional[Mapping[str, int]] = None,
+                 scored_layers: Optional[Mapping[str, Sequence[str]]] = None) -> PruningPlan:
     """Decides what to remove without changing anything.
 
     Args:
@@ -88,6 +99,8 @@ def plan_pruning(network: paddle.nn.Layer, graph: DependencyGraph, group_ratios:
         round_to: channels kept are rounded to a multiple of this.
         original_widths: group name -> width before any pruning. Ratios are then
             relative to these (so progressive steps never compound).
+        scored_layers: group name -> the producers whose weights alone rank its
+            channels (:func:`scored_by`); other groups sum every producer's scores.
     """
     check_network(network)
     if not isinstance(graph, DependencyGraph):
@@ -106,7 +119,8 @@ def plan_pruning(network: paddle.nn.Layer, graph: DependencyGraph, group_ratios:
         if group.name not in group_ratios or not group.prunable:
             continue
         original = (original_widths or {}).get(group.name)
-        scores = group_scores(group, layers, criterion, graph.layer_types)
+        scored = scored_by(group, (scored_layers or {}).get(group.name))
+        scores = group_scores(scored, layers, criterion, graph.layer_types)
         units = select_units(group, scores, group_ratios[group.name], criterion, round_to, original)
         if len(units) == 0:
             continue

@@ -22,6 +22,7 @@ import paddle
 
 from slim_callbacks.core.checks import check_int, check_ratio, is_int
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.paddle_utils import require_dygraph
 from slim_callbacks.tracing.groups import ChannelGroup
 from slim_callbacks.tracing.tracer import DependencyGraph
 
@@ -88,6 +89,7 @@ def check_input_shape(shape) -> List[int]:
 def check_network(network) -> paddle.nn.Layer:
     if not isinstance(network, paddle.nn.Layer):
         raise ConfigError("network", network, "a paddle.nn.Layer (or paddle.DataParallel)")
+    require_dygraph()
     return network
 
 
@@ -135,6 +137,26 @@ def resolve_ratios(graph: DependencyGraph, ratios: Ratios, skip: Sequence[str] =
     return chosen
 
 
+def named_producers(graph: DependencyGraph, ratios: Ratios) -> Dict[str, List[str]]:
+    """Group name -> its producers that the pattern giving its ratio names (``{}`` for a
+    float): the layers that rank a coupled group's channels with
+    ``coupled_scoring="named"``.
+
+    >>> named_producers(None, 0.5)
+    {}
+    """
+    if not isinstance(ratios, Mapping):
+        return {}
+    named: Dict[str, List[str]] = {}
+    for group in graph.groups:
+        for pattern in ratios:
+            hit = [p for p in group.producers if matches(p, pattern, graph.param_names)]
+            if hit:
+                named[group.name] = hit
+                break
+    return named
+
+
 def check_patterns_match(graph: DependencyGraph, patterns: Mapping[str, Sequence[str]]) -> None:
     """Each pattern of ``{key: patterns}`` matches a producer (a Conv/Linear layer).
 
@@ -145,8 +167,25 @@ def check_patterns_match(graph: DependencyGraph, patterns: Mapping[str, Sequence
     for key, pats in patterns.items():
         for pattern in pats:
             if not any(matches(p, pattern, graph.param_names) for p in producers):
+                follower = follower_of(graph, pattern)
+                if follower is not None:
+                    layer, group = follower
+                    raise ConfigError(f"{key} pattern", pattern, f"a producer: {layer} is a "
+                                      f"depthwise conv, whose channels follow its input; prune "
+                                      f"the conv feeding it ({group.name}) and it follows")
                 raise ConfigError(f"{key} pattern", pattern, "a pattern matching a Conv2D/"
                                   f"Linear layer, e.g. one of {', '.join(producers[:5])}")
+
+
+def follower_of(graph: DependencyGraph, pattern: str):
+    """``(layer, group)`` for a conv that ``pattern`` names whose output channels follow
+    a group's (a depthwise conv), or None."""
+    for group in graph.groups:
+        for m in group.members:
+            if (m.role == "channel" and "Conv" in graph.layer_types.get(m.layer, "")
+                    and matches(m.layer, pattern, graph.param_names)):
+                return m.layer, group
+    return None
 
 
 def chosen_groups(graph: DependencyGraph, layers: Optional[List[str]],

@@ -1,5 +1,5 @@
 """Pruning: the :class:`Pruner` and its :class:`PruningSpec`, the schedules that say
-when to prune, and the PaddleSlim-style front ends.
+when to prune (PaddleSlim's API is :mod:`slim_callbacks.paddleslim`).
 
 Above the engine and the analysis (strategies, FLOPs, latency), below the callbacks and
 the application: everything that prunes - :func:`prune`, ``PruneCallback``, recipes, a

@@ -51,7 +51,7 @@ from slim_callbacks.core.example_inputs import given_inputs
 from slim_callbacks.core.paddle_utils import unwrap
 from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.engine.planner import plan_pruning, warn_approximate
-from slim_callbacks.engine.ratios import check_network, check_optimizer, resolve_ratios
+from slim_callbacks.engine.ratios import check_network, check_optimizer, named_producers, resolve_ratios
 from slim_callbacks.engine.shift_fold import apply_with_folds
 from slim_callbacks.pruning.schedule_factory import build_schedule
 from slim_callbacks.pruning.schedules import OneShot, Schedule
@@ -131,6 +131,7 @@ class Pruner:
         self.history: List[dict] = []
         self.original_widths: Dict[str, int] = dict(original_widths or {})
         self.group_ratios: Dict[str, float] = {}
+        self.scored_layers: Dict[str, List[str]] = {}  # coupled_scoring="named"
         self.targets: Dict[int, Dict[str, float]] = {}
         self.round_to: Optional[int] = None if self.spec.round_to == AUTO else self.spec.round_to
         self.uniform_ratio: Optional[float] = None
@@ -170,6 +171,8 @@ class Pruner:
             logger.info("target_flops_reduction %.3f -> uniform ratio %.4f",
                         self.spec.target_flops_reduction, self.uniform_ratio)
         self.group_ratios = resolve_ratios(graph, ratios, self.spec.skip)
+        if self.spec.coupled_scoring == "named":
+            self.scored_layers = named_producers(graph, ratios)
         check_something_to_prune(graph, ratios, self.group_ratios)
         self.targets = group_targets(self.schedule, self.group_ratios)
         self._ready = True
@@ -205,13 +208,8 @@ class Pruner:
         counted before and after (two counting passes; :func:`prune` skips them).
         Returns the event's plan (empty when every group is already there).
         """
-        self.prepare()
-        net, graph = self.network, self.graph
-        live = {g.name for g in graph.prunable_groups()}
-        ratios = {g: r for g, r in targets.items() if g in live}
-        plan = plan_pruning(net, graph, ratios, self.spec.criterion, self.round_to,
-                            original_widths=self.original_widths)
-        plan = same_on_every_rank(plan)
+        net, graph = self.network, self.prepare().graph
+        plan = same_on_every_rank(self.plan_to(targets))
         self._undo = (Snapshot.take(net, self.optimizer, {"plan": self.plan, "history": self.history})
                       if undoable else None)
         before = profile(unwrap(net), self.example_inputs) if record else None
@@ -225,6 +223,14 @@ class Pruner:
         if record:
             self._record(epoch, targets, plan, before)
         return plan
+
+    def plan_to(self, targets: Mapping[str, float]) -> PruningPlan:
+        """What :meth:`prune_to` would remove for ``targets``, changing nothing."""
+        graph = self.prepare().graph
+        live = {g.name for g in graph.prunable_groups()}
+        ratios = {g: r for g, r in targets.items() if g in live}
+        return plan_pruning(self.network, graph, ratios, self.spec.criterion, self.round_to,
+                            original_widths=self.original_widths, scored_layers=self.scored_layers)
 
     def _record(self, epoch: int, targets: Mapping[str, float], plan: PruningPlan, before: dict) -> None:
         after = profile(unwrap(self.network), self.example_inputs) if len(plan) else before
@@ -268,7 +274,8 @@ class Pruner:
 def prune(network: paddle.nn.Layer, example_inputs=None, ratios=None, criterion="l1_norm", *,
           skip: Sequence[str] = (), optimizer=None, round_to=1,
           fold_bn_shift: Optional[bool] = None, structure=None,
-          input_shape: Optional[Sequence[int]] = None, forward_fn=None) -> PruningPlan:
+          coupled_scoring: str = "sum", input_shape: Optional[Sequence[int]] = None,
+          forward_fn=None) -> PruningPlan:
     """Prunes ``network`` in place, once, and returns what was removed.
 
     Args:
@@ -287,6 +294,8 @@ def prune(network: paddle.nn.Layer, example_inputs=None, ratios=None, criterion=
             sent into their consumers' biases; ``None``: on for ``slim``/``opt_slim``.
         structure: what a unit spans where layers allow several shapes, e.g.
             ``{"attention": "heads"}``.
+        coupled_scoring: ``"sum"`` ranks coupled channels by every producer's scores,
+            ``"named"`` by the producers the ratios name only (PaddleSlim's way).
         input_shape: the shorthand of ``example_inputs`` for one float32 input.
         forward_fn: ``callable(network, inputs) -> outputs``, how to call the network.
 
@@ -308,7 +317,8 @@ def prune(network: paddle.nn.Layer, example_inputs=None, ratios=None, criterion=
                           "{glob pattern: ratio}, e.g. 0.5")
     pruner = Pruner(network, example_inputs, ratios=ratios, criterion=criterion, skip=skip,
                     round_to=round_to, fold_bn_shift=fold_bn_shift, structure=structure,
-                    optimizer=optimizer, input_shape=input_shape, forward_fn=forward_fn)
+                    coupled_scoring=coupled_scoring, optimizer=optimizer, input_shape=input_shape,
+                    forward_fn=forward_fn)
     plan = pruner.prune_to(pruner.prepare().group_ratios, record=False)
     warn_approximate(plan)
     return plan

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from slim_callbacks.core.paddle_utils import reset_static_programs
 from slim_callbacks.engine.surgery import set_storage
 from slim_callbacks.tracing.kinds import channel_attributes
 
@@ -46,13 +47,14 @@ class Snapshot:
     tensors: List[Tuple[Any, np.ndarray]]
     attrs: List[Tuple[Any, Dict[str, Any]]]
     state: Dict[str, Any]
+    network: Any = None
 
     @classmethod
     def take(cls, network, optimizer, state: Dict[str, Any]) -> "Snapshot":
         tensors = list(network.state_dict().values()) + _optimizer_tensors(optimizer)
         attrs = [(layer, dict(_int_attributes(layer), **channel_attributes(layer)))
                  for layer in network.sublayers(include_self=True)]
-        return cls([(t, t.numpy().copy()) for t in tensors], attrs, copy.deepcopy(state))
+        return cls([(t, t.numpy().copy()) for t in tensors], attrs, copy.deepcopy(state), network)
 
     def restore(self) -> Dict[str, Any]:
         """Puts every tensor and attribute back; returns the callback state."""
@@ -61,4 +63,6 @@ class Snapshot:
         for layer, values in self.attrs:
             for key, value in values.items():
                 setattr(layer, key, value)
+        if self.network is not None:
+            reset_static_programs(self.network)
         return self.state

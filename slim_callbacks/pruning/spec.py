@@ -30,7 +30,7 @@ from slim_callbacks.analysis.strategies import (
     strategy_option_names,
     strategy_options,
 )
-from slim_callbacks.core.checks import check_number
+from slim_callbacks.core.checks import check_choice, check_number
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.engine.criteria import Criterion, get_criterion
 from slim_callbacks.engine.planner import check_fold_bn_shift
@@ -41,6 +41,9 @@ Ratios = Union[float, Dict[str, float]]
 TARGETS = ("ratios", "target_flops_reduction", "target_latency_reduction")
 #: what a strategy's required option is, for its error message
 REQUIRED = {"sensitivities": "a sensitivities file path"}
+#: how a coupled group's channels are ranked: the sum over every producer, or only the
+#: producers its ratios pattern names (PaddleSlim's way)
+COUPLED_SCORING = ("sum", "named")
 
 
 def default_strategy(ratios, target_latency_reduction) -> str:
@@ -74,6 +77,10 @@ class PruningSpec:
         round_to: channels kept are a multiple of this; ``"auto"``: measured here.
         fold_bn_shift: fold what removed channels still sent into the consumers'
             biases; ``None``: on for ``slim`` and ``opt_slim``.
+        coupled_scoring: how channels coupled across producers (a residual stage) are
+            ranked: ``"sum"`` (default) adds every producer's scores; ``"named"`` uses
+            only the producers the ratios pattern names, as PaddleSlim does (with a
+            float ratio: ``sum``).
 
     Raises:
         ConfigError: a bad value or combination, naming the argument.
@@ -90,6 +97,7 @@ class PruningSpec:
     structure: Union[Mapping[str, str], Structure, None] = None
     round_to: Union[int, str] = 1
     fold_bn_shift: Optional[bool] = None
+    coupled_scoring: str = "sum"
 
     def __post_init__(self):
         criterion = get_criterion(self.criterion)
@@ -97,6 +105,7 @@ class PruningSpec:
         self._set("round_to", check_round_to_option(self.round_to))
         self._set("fold_bn_shift", check_fold_bn_shift(self.fold_bn_shift, criterion))
         self._set("structure", check_structure(self.structure))
+        check_choice("coupled_scoring", self.coupled_scoring, COUPLED_SCORING)
         self._check_targets()
         self._set("ratios", None if self.ratios is None else check_ratios(self.ratios))
         layers = check_patterns("layers", self.layers)
