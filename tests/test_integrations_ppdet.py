@@ -154,6 +154,8 @@ def test_the_trainer_prunes_model_optimizer_and_ema_between_epochs(trainer):
     for key, value in model.state_dict().items():  # and they trained on with these shapes
         assert list(trainer.ema.state_dict[key].shape) == list(value.shape)
 
+    callback.on_epoch_begin({"epoch_id": EPOCHS - 1, "mode": "train"})  # as ppdet's evaluation
+    assert len(callback.pruner.history) == 1                            # calls it again: no-op
     model.eval()
     assert model(batch(7))["bbox"].shape == [BATCH, 4]
     model.train()

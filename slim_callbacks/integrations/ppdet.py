@@ -9,11 +9,12 @@ from the EMA; the optimizer's moments and the EMA's tensors (``trainer.ema.state
 are sliced exactly like their parameters. Beside every checkpoint ppdet writes
 (``<save_dir>/<filename>/<epoch>`` or ``model_final``), the callback writes the pruning
 ledger ``<prefix>.pruning.json``, so the pruned model reloads (weights are ppdet's own
-``.pdparams``; with EMA on, they are the EMA's)::
+``.pdparams``; with EMA on, they are the EMA's; ``load_pruned`` is
+:func:`slim_callbacks.load_pruned`)::
 
-    model = create(cfg.architecture)                    # fresh, unpruned
-    load_pruned(model, "output/ppyoloe/model_final", load_weights=False)  # widths
-    load_weight(model, "output/ppyoloe/model_final")   # ppdet's loader (or load_pruned's)
+    trainer = Trainer(cfg, mode="eval")                 # a fresh, unpruned detector
+    load_pruned(trainer.model, "output/ppyoloe/model_final", load_weights=False)  # widths
+    trainer.load_weights("output/ppyoloe/model_final")  # then ppdet's loader
 
 Example inputs say how the detector is called: one dict for eval and train, with the
 targets its loss needs (see :mod:`slim_callbacks.core.example_inputs`). ppdet is
@@ -92,6 +93,7 @@ def _define(base: type) -> type:
             self.pruner: Optional[Pruner] = None
             self.original = None  # fingerprint of the unpruned model
             self.next_epoch = 0   # the first epoch whose beginning is not handled yet
+            self.written = {}     # checkpoint prefix -> mtime of the .pdparams its ledger vouches for
 
         @property
         def trainer(self):
@@ -132,9 +134,11 @@ def _define(base: type) -> type:
             name = checkpoint_name(cfg, status)
             if name is None or self.pruner is None:
                 return
-            directory = os.path.join(cfg.get("save_dir", "output"), cfg.get("filename", ""))
-            if os.path.exists(os.path.join(directory, name + ".pdparams")):
-                save_ledger(os.path.join(directory, name), self.ledger(status["epoch_id"]).to_dict())
+            prefix = os.path.join(cfg.get("save_dir", "output"), cfg.get("filename", ""), name)
+            stamp = os.stat(prefix + ".pdparams").st_mtime_ns if os.path.exists(prefix + ".pdparams") else None
+            if stamp is not None and self.written.get(prefix) != stamp:  # ppdet just wrote it
+                save_ledger(prefix, self.ledger(status["epoch_id"]).to_dict())
+                self.written[prefix] = stamp
 
         def ledger(self, epoch: int) -> Ledger:
             """The pruning ledger of the checkpoint written at the end of ``epoch``."""
