@@ -52,32 +52,28 @@ def batch(seed: int = 0) -> dict:
 
 
 class Data:
-    """The dataset and its loader in one: ``STEPS`` fixed batches."""
+    """The dataset and its loader in one: ``steps`` fixed batches made by ``make(i)``."""
 
-    def __init__(self):
-        self.dataset = self
+    def __init__(self, make, steps):
+        self.dataset, self.make, self.steps = self, make, steps
 
     def set_epoch(self, epoch):
         pass
 
     def __len__(self):
-        return STEPS
+        return self.steps
 
     def __iter__(self):
-        return (batch(i) for i in range(STEPS))
+        return (self.make(i) for i in range(self.steps))
 
 
-class Builders:
-    """``LearningRate(steps_per_epoch)`` and ``OptimizerBuilder(lr, model)``."""
-
-    def lr(self, steps):
-        return paddle.optimizer.lr.PiecewiseDecay([STEPS * EPOCHS], [0.01, 0.001])
-
-    def optimizer(self, lr, model):
-        return paddle.optimizer.Momentum(lr, momentum=0.9, parameters=model.parameters())
+def momentum(lr, model):
+    return paddle.optimizer.Momentum(lr, momentum=0.9, parameters=model.parameters())
 
 
 class Instance:
+    """What ppdet's ``create`` returns as is and the trainer calls."""
+
     def __init__(self, fn):
         self.fn = fn
 
@@ -85,20 +81,27 @@ class Instance:
         return self.fn(*args)
 
 
+def make_trainer(monkeypatch, tmp_path, model, make, steps=STEPS, epochs=EPOCHS):
+    """ppdet's own Trainer (EMA on, a checkpoint every epoch) on synthetic batches."""
+    data = Data(make, steps)
+    for name, value in {"TrainDataset": Instance(lambda: data),
+                        "TrainReader": Instance(lambda dataset, workers: data),
+                        "LearningRate": Instance(lambda n: paddle.optimizer.lr.PiecewiseDecay(
+                            [n * epochs], [0.01, 0.001])),
+                        "OptimizerBuilder": Instance(momentum)}.items():
+        monkeypatch.setitem(workspace.global_config, name, value)
+    cfg = workspace.AttrDict(
+        architecture=type(model).__name__, model=model, epoch=epochs, snapshot_epoch=1,
+        log_iter=100, save_dir=str(tmp_path), filename="run", worker_num=0, metric="COCO",
+        use_ema=True, ema_decay=0.9, TrainReader={"batch_size": BATCH},
+        TestReader={"sample_transforms": []})
+    return Trainer(cfg, mode="train")
+
+
 @pytest.fixture
 def trainer(tmp_path, monkeypatch):
     paddle.seed(0)
-    data, builders = Data(), Builders()
-    for name, value in {"TrainDataset": Instance(lambda: data),
-                        "TrainReader": Instance(lambda dataset, workers: data),
-                        "LearningRate": Instance(builders.lr),
-                        "OptimizerBuilder": Instance(builders.optimizer)}.items():
-        monkeypatch.setitem(workspace.global_config, name, value)
-    cfg = workspace.AttrDict(
-        architecture="TinyDet", model=TinyDet(), epoch=EPOCHS, snapshot_epoch=1, log_iter=100,
-        save_dir=str(tmp_path), filename="tiny", worker_num=0, metric="COCO", use_ema=True,
-        ema_decay=0.9, TrainReader={"batch_size": BATCH}, TestReader={"sample_transforms": []})
-    return Trainer(cfg, mode="train")
+    return make_trainer(monkeypatch, tmp_path, TinyDet(), batch)
 
 
 def widths(model):
@@ -168,7 +171,7 @@ def test_the_ledgers_beside_the_checkpoints_reload_the_pruned_model(trainer, tmp
     callback = PruneDetCallback(trainer, batch(), ratios=0.5, schedule={1: 0.5})
     trainer.register_callbacks([callback])
     trainer.train()
-    directory = tmp_path / "tiny"
+    directory = tmp_path / "run"
     assert sorted(f for f in os.listdir(directory) if f.endswith(".pruning.json")) == [
         "0.pruning.json", "1.pruning.json", "model_final.pruning.json"]
     model, final = trainer.model, str(directory / "model_final")
@@ -198,3 +201,39 @@ def test_without_ppdet_the_callback_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(adapter, "_DEFINED", {})
     with pytest.raises(SlimError, match="pip install paddledet"):
         adapter.PruneDetCallback
+
+
+@pytest.mark.slow
+def test_pp_yoloe_s_prunes_in_the_trainer_and_reloads(tmp_path, monkeypatch):
+    """PP-YOLOE-s from ppdet.modeling parts, its own loss, 128x128 images (~15 s)."""
+    from ppdet.utils.checkpoint import load_pretrain_weight
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    from zoo_toolkits import detector_batch, head_outputs, ppyoloe_s
+
+    def make(i):
+        paddle.seed(i)
+        return detector_batch(paddle.randn([BATCH, 3, 128, 128]), num_classes=4)
+
+    paddle.seed(0)
+    model = ppyoloe_s(num_classes=4)
+    trainer = make_trainer(monkeypatch, tmp_path, model, make, steps=2, epochs=2)
+    callback = PruneDetCallback(trainer, make(0), ratios=0.3, schedule={0: 0.3})
+    trainer.register_callbacks([callback])
+    seen = spy_on_events(callback, trainer)
+    trainer.train()
+
+    (plan, (ema0, _), (ema1, _)), = [s for s in seen if s[0] is not None]
+    before, after = callback.pruner.history[0]["macs"]
+    assert after < 0.6 * before
+    for (name, attr), cut in plan.params.items():
+        key = f"{name}.{attr}"
+        np.testing.assert_array_equal(ema1[key], kept_slice(ema0[key], cut))
+    final = str(tmp_path / "run" / "model_final")
+    model.set_dict(paddle.load(final + ".pdparams"))
+    expected = head_outputs(model.yolo_head)(model, make(9))  # scores and boxes before NMS
+    paddle.seed(1)
+    fresh = ppyoloe_s(num_classes=4)
+    load_pruned(fresh, final, load_weights=False)
+    load_pretrain_weight(fresh, final)
+    np.testing.assert_allclose(head_outputs(fresh.yolo_head)(fresh, make(9)), expected,
+                               rtol=1e-4, atol=1e-5)
