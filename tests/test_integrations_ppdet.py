@@ -15,8 +15,8 @@ from ppdet.core import workspace  # noqa: E402
 from ppdet.engine import Trainer  # noqa: E402
 from ppdet.modeling.architectures.meta_arch import BaseArch  # noqa: E402
 
-from slim_callbacks import load_pruned  # noqa: E402
-from slim_callbacks.integrations.ppdet import PruneDetCallback  # noqa: E402
+from slim_callbacks import load_pruned, prune  # noqa: E402
+from slim_callbacks.integrations.ppdet import PruneDetCallback, cut_ema  # noqa: E402
 
 SIZE, BATCH, STEPS, EPOCHS = 16, 2, 3, 3
 
@@ -189,6 +189,25 @@ def test_the_ledgers_beside_the_checkpoints_reload_the_pruned_model(trainer, tmp
     earlier = TinyDet()
     load_pruned(earlier, str(directory / "0"))  # before the event: the full widths
     assert widths(earlier) == widths(TinyDet())
+
+
+def test_ema_entries_that_are_the_parameters_themselves_are_cut_once():
+    from ppdet.optimizer.ema import ModelEMA
+
+    paddle.seed(0)
+    model = TinyDet()
+    ema = ModelEMA(model, decay=0.5, ema_black_list=["neck"])  # neck: the model's own tensors
+    model.train()
+    model(batch())
+    ema.update()
+    before = {k: v.numpy() for k, v in ema.state_dict.items()}
+    plan = prune(model, (batch(),), ratios=0.5)
+    assert cut_ema(ema, plan) > 0
+    for (name, attr), cut in plan.params.items():
+        key = f"{name}.{attr}"
+        expected = kept_slice(before[key], cut)
+        assert (ema.state_dict[key] is model.state_dict()[key]) == key.startswith("neck")
+        np.testing.assert_array_equal(ema.state_dict[key].numpy(), expected)
 
 
 def test_without_ppdet_the_callback_says_how_to_install_it(monkeypatch):
