@@ -159,8 +159,8 @@ class PruningPlan:
         layers = layer_table(net)
         cuts = {key: cut.surgery() for key, cut in self.params.items()}
         try:
-            with rollback_on_error(layers, cuts, optimizer), attributes_set(layers, self.attrs):
-                apply_cuts(layers, cuts, optimizer)
+            with rollback_on_error(layers, cuts) as saved, attributes_set(layers, self.attrs):
+                apply_cuts(layers, cuts, optimizer, saved)
                 if inputs is not None:
                     verify_forward(net, inputs)
         except SlimError:
