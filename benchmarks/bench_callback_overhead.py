@@ -16,6 +16,11 @@ time of an epoch boundary, amortized over the epoch's steps, are compared.
 
 ``--against REF`` measures the same A/B ratios on a git ref too, in fresh processes
 interleaved with this tree's (``benchmarks/against.py``), and prints both.
+``--hook-cpu`` instead measures the CPU time (``time.thread_time``, which waiting for a
+core does not count) spent inside PruneCallback's hooks, its children included, outside
+the pruning event, as a share of the fit's CPU time: usable on a loaded machine.
+
+    python benchmarks/bench_callback_overhead.py --hook-cpu --epochs 4 --steps 20
 """
 import argparse
 import json
@@ -98,6 +103,33 @@ def measure(args):
     return described, cost
 
 
+def hook_cpu(args):
+    """CPU seconds inside PruneCallback's hooks (not the event) and of the whole fit."""
+    logging.getLogger("slim_callbacks").setLevel(logging.WARNING)
+    spent = [0.0]
+
+    def timed_hook(name, own):
+        def hook(self, *a, **k):
+            if name == "on_epoch_end" and a and a[0] == self.params["epochs"] - 1:
+                return own(self, *a, **k)  # the pruning event
+            start = time.thread_time()
+            try:
+                return own(self, *a, **k)
+            finally:
+                spent[0] += time.thread_time() - start
+        return hook
+    for name in ("on_train_batch_begin", "on_train_batch_end", "on_epoch_begin",
+                 "on_epoch_end", "on_eval_begin", "on_eval_end"):
+        setattr(PruneCallback, name, timed_hook(name, getattr(PruneCallback, name)))
+    with tempfile.TemporaryDirectory() as log_root:
+        run("B", args, log_root)  # warm-up
+        spent[0] = 0.0
+        start = time.thread_time()
+        run("B", args, log_root)
+        total = time.thread_time() - start
+    return {"hook cpu s": spent[0], "fit cpu s": total, "share": spent[0] / total}
+
+
 def ratios(cost):
     return {"per-step ratio B/A": cost["B"][0] / cost["A"][0],
             "amortized ratio B/A": cost["B"][2] / cost["A"][2]}
@@ -112,8 +144,12 @@ def main():
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--scale", type=float, default=0.25)
     parser.add_argument("--log_freq", type=int, default=10)
+    parser.add_argument("--hook-cpu", action="store_true", help="CPU time inside the hooks instead")
     add_options(parser, processes=2)
     args = parser.parse_args()
+    if args.hook_cpu:
+        print(json.dumps(hook_cpu(args)))
+        return
     if args.worker:
         print(json.dumps(ratios(measure(args)[1])))
         return

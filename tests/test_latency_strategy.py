@@ -549,3 +549,67 @@ def test_check_notes_up_front_when_strategy_and_deploy_time_differently(
     err = capsys.readouterr().err
     assert ("the strategy meets its target in the other setting" in err) == noted
     assert ("-keep-" in err.splitlines()[0]) == strategy_keep     # the estimate's table
+
+
+class ChainModel:
+    """A latency model of a chain of layers, each between two groups (or the input)."""
+
+    def __init__(self, widths, seed=0):
+        rng = np.random.default_rng(seed)
+        self.groups = dict(widths)
+        names = list(widths)
+        self.layers = {f"l{i}": (names[i - 1] if i else None, g, float(rng.uniform(0.5, 2)))
+                       for i, g in enumerate(names)}
+
+    def layer_ms(self, name, widths):
+        cin, cout, ms = self.layers[name]
+        share = (lambda g: 1.0 if g is None else widths[g] / self.groups[g])
+        return ms * share(cin) * share(cout)
+
+    def touching(self, group):
+        return [n for n, (cin, cout, _) in self.layers.items() if group in (cin, cout)]
+
+
+def greedy_by_rescanning(model, cum, lattice, floor, saving_ms):
+    """greedy_widths as it was: every group re-priced at every step."""
+    from slim_callbacks.analysis.latency_strategy import next_keep
+    keep = dict(model.groups)
+    current = {n: model.layer_ms(n, keep) for n in model.layers}
+    saved = 0.0
+    while saved < saving_ms:
+        best = None
+        for name, width in model.groups.items():
+            new = next_keep(keep[name], lattice[name])
+            if new < floor[name] or new < 1:
+                continue
+            trial = dict(keep, **{name: new})
+            after = {n: model.layer_ms(n, trial) for n in model.touching(name)}
+            gain = sum(current[n] - ms for n, ms in after.items())
+            if gain <= 1e-12:
+                continue
+            cost = (cum[name][width - new] - cum[name][width - keep[name]]) / gain
+            if best is None or cost < best[0]:
+                best = (cost, name, new, after, gain)
+        if best is None:
+            break
+        _, name, new, after, gain = best
+        keep[name] = new
+        current.update(after)
+        saved += gain
+    return keep
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_greedy_widths_decides_as_rescanning_every_group_did(seed):
+    from slim_callbacks.analysis.latency_strategy import greedy_widths
+    rng = np.random.default_rng(seed)
+    widths = {f"g{i}": int(rng.integers(8, 33)) for i in range(8)}
+    model = ChainModel(widths, seed)
+    cum = {g: np.concatenate([[0.0], np.cumsum(rng.uniform(0, 1, w))]) for g, w in widths.items()}
+    lattice = {g: int(rng.choice([1, 2, 4])) for g in widths}
+    floor = {g: 1 for g in widths}
+    total = sum(model.layer_ms(n, widths) for n in model.layers)
+    for share in (0.2, 0.5, 0.9):
+        expected = greedy_by_rescanning(model, cum, lattice, floor, share * total)
+        assert greedy_widths(model, cum, lattice, floor, share * total) == expected
+        assert expected != widths

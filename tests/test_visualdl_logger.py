@@ -1,5 +1,6 @@
 """VisualDLLogger: records read back with visualdl.LogReader."""
 import os
+import sys
 
 import paddle
 import paddle.nn as nn
@@ -110,3 +111,20 @@ def test_each_session_writes_a_directory_of_its_own_and_keeps_the_earlier_ones(t
     fit([VisualDLLogger(log_dir, log_freq=1)], epochs=1)
     assert sorted(os.listdir(log_dir)) == ["train", "train-2"]
     assert read(log_dir)[0] == first and read(log_dir, "train-2")[0]["train/loss"]
+
+
+def test_the_flops_profile_is_counted_once_per_structure(tmp_path, monkeypatch):
+    from slim_callbacks.analysis import flops
+    counted = []
+    real = flops.profile
+
+    def profile(net, shape):  # the logger's calls (the pruner's event record has its own)
+        counted.append(sys._getframe(1).f_globals["__name__"])
+        return real(net, shape)
+    monkeypatch.setattr(flops, "profile", profile)
+    log_dir = str(tmp_path / "vdl")
+    cb = PruneCallback(0.5, "l1_norm", prune_epochs=[1], input_shape=SHAPE, log_dir=log_dir)
+    fit([cb], epochs=4)
+    gflops = [v for _, v in read(log_dir)[0]["model/gflops"]]
+    assert len(gflops) == 4 and len(set(gflops)) == 2 and gflops[0] > gflops[-1]  # one event
+    assert counted.count(VisualDLLogger.__module__) == 2  # before the event and after it

@@ -232,7 +232,7 @@ def candidate_networks(network: paddle.nn.Layer, input_shape: Sequence[int], *, 
         raise ConfigError("candidates", candidates, "ints >= 1 (channel multiples)") from None
     network, shape = unwrap(network), as_inputs(input_shape)
     graph = graph if graph is not None else trace(network, shape)
-    flops = FlopsModel(network, shape)
+    flops = FlopsModel(network, shape, graph=graph)
     criterion = get_criterion("l1_norm")
     full = {g.name: g.num_units for g in graph.groups}
     base_key = fingerprint(network, shape)
@@ -334,7 +334,7 @@ def rounding_cost(network: paddle.nn.Layer, input_shape: Sequence[int], ratios, 
     negative, removes beyond) what ``round_to=1`` keeps for the same ratios."""
     graph = graph if graph is not None else trace(network, input_shape)
     group_ratios = resolve_ratios(graph, ratios, skip)
-    flops = FlopsModel(network, input_shape)
+    flops = FlopsModel(network, input_shape, graph=graph)
     exact, rounded = (flops.count(plan_pruning(network, graph, group_ratios, criterion, r))
                       for r in (1, round_to))
     return (rounded - exact) / flops.base

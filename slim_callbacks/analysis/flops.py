@@ -28,8 +28,7 @@ Conventions (see :func:`count_flops`):
 
 Besides those products, only layers are seen: other functional calls in a ``forward``
 (``F.conv2d``, ``paddle.einsum``, ``F.relu``, ...) are not counted, nor are layers of any
-other type. A layer called
-several times is counted every time.
+other type. A layer called several times is counted every time.
 
 Example:
     >>> import paddle
@@ -102,8 +101,7 @@ def _pair(value) -> Tuple[int, int]:
 
 def _spatial(tensor, data_format: str) -> Tuple[int, int]:
     """(H, W) of a 4-D tensor in NCHW or NHWC."""
-    shape = tensor.shape
-    return (shape[1], shape[2]) if data_format == "NHWC" else (shape[2], shape[3])
+    return tuple(tensor.shape[1:3] if data_format == "NHWC" else tensor.shape[2:4])
 
 
 def _elementwise_counts(layer, inputs, output) -> Counts:
@@ -176,11 +174,13 @@ def _is_leaf(layer) -> bool:
     return next(iter(layer.children()), None) is None
 
 
-def _make_hook(counter: Callable, totals: _Tally) -> Callable:
+def _make_hook(counter: Callable, totals: _Tally, observe: Optional[Callable]) -> Callable:
     def hook(layer, inputs, output):
         totals.depth -= 1
         try:
             macs, legacy = counter(layer, inputs, output)
+            if observe is not None:
+                observe(layer, inputs, output)
         except Exception as exc:
             raise _CountingError(f"counting {type(layer).__name__} failed: {exc}") from exc
         totals.macs += macs
@@ -195,7 +195,7 @@ def _make_pre_hook(totals: _Tally) -> Callable:
     return pre_hook
 
 
-def _attach_hooks(network, totals: _Tally) -> list:
+def _attach_hooks(network, totals: _Tally, observe: Optional[Callable] = None) -> list:
     """Hooks every counted leaf layer; returns the remove handles."""
     handles, uncounted = [], set()
     for layer in network.sublayers(include_self=True):
@@ -206,7 +206,8 @@ def _attach_hooks(network, totals: _Tally) -> list:
             uncounted.add(type(layer).__name__)
             continue
         handles.append(layer.register_forward_pre_hook(_make_pre_hook(totals)))
-        handles.append(layer.register_forward_post_hook(_make_hook(counter, totals)))
+        seen = observe if counts_macs(layer) else None
+        handles.append(layer.register_forward_post_hook(_make_hook(counter, totals, seen)))
     for name in sorted(n for n in uncounted if "Conv" in n):
         logger.warning("%s layers are not counted by slim_callbacks.analysis.flops", name)
     logger.debug("not counted: %s", sorted(uncounted))
@@ -225,15 +226,16 @@ def _forward(network, inputs: ExampleInputs) -> None:
                         f"{type(exc).__name__}: {reason}") from exc
 
 
-def _count(network, example_inputs) -> _Tally:
+def _count(network, example_inputs, observe: Optional[Callable] = None) -> _Tally:
     """One eval-mode forward pass on zeros; returns per-sample counts of every convention.
+    ``observe(layer, inputs, output)`` sees every call of a layer that counts MACs.
 
     Train/eval flags of every sublayer are restored and the hooks removed, even on error.
     """
     _require_layer(network)
     inputs = as_inputs(example_inputs)
     totals = _Tally()
-    handles = _attach_hooks(network, totals)
+    handles = _attach_hooks(network, totals, observe)
     try:
         with modes_restored(network, training=False), dygraph_forwards(), \
                 counting_matmuls(totals.add_macs, inside=lambda: totals.depth > 0):
@@ -280,9 +282,19 @@ def count_flops(network, example_inputs=None, convention: str = "macs", *,
         >>> count_flops(paddle.nn.Linear(8, 4), [1, 8], convention="flops")
         64
     """
+    return _FROM_TALLY[_check_convention(convention)](
+        _count(network, given_inputs(example_inputs, input_shape)))
+
+
+def _check_convention(convention) -> str:
     if convention not in _FROM_TALLY:
         raise ConfigError("convention", convention, "one of " + ", ".join(CONVENTIONS))
-    return _FROM_TALLY[convention](_count(network, given_inputs(example_inputs, input_shape)))
+    return convention
+
+
+def count_observing(network, example_inputs, convention: str, observe: Callable) -> int:
+    """:func:`count_flops`; ``observe(layer, inputs, output)`` sees each MACs layer call."""
+    return _FROM_TALLY[_check_convention(convention)](_count(network, example_inputs, observe))
 
 
 def count_params(network) -> int:
@@ -321,11 +333,7 @@ def model_size_mb(network) -> float:
         >>> model_size_mb(paddle.nn.Linear(999, 250))  # 250,000 float32
         1.0
     """
-    return _size_mb(count_params(network))
-
-
-def _size_mb(params: int) -> float:
-    return params * 4 / 1e6
+    return count_params(network) * 4 / 1e6
 
 
 def layer_widths(network) -> Dict[str, int]:
@@ -385,5 +393,5 @@ def profile(network, example_inputs=None, *, input_shape: Optional[Sequence[int]
         "gflops": flops / 1e9,
         "gflops_legacy": _FROM_TALLY["paddleslim_legacy"](tally) / 1e9,
         "params": params,
-        "size_mb": _size_mb(params),
+        "size_mb": params * 4 / 1e6,
     }

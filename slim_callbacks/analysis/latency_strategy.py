@@ -185,30 +185,41 @@ def next_goal(tried, target: float, reach: float) -> float:
 def greedy_widths(model: LatencyModel, cum, lattice, floor, saving_ms: float) -> Dict[str, int]:
     """Group widths that save ``saving_ms`` (model) at the least importance: one lattice
     step at a time from the group where it costs the least importance per ms saved.
-    A saving beyond reach gives the widths that save the most."""
+    A saving beyond reach gives the widths that save the most. Each step re-prices only
+    the groups that share a layer with the one that moved."""
     keep = dict(model.groups)
     current = {n: model.layer_ms(n, keep) for n in model.layers}
+    touching = {name: model.touching(name) for name in model.groups}
+    sharing = {name: [g for g in model.groups if set(touching[g]) & set(layers)]
+               for name, layers in touching.items()}
+
+    def step(name):
+        """(cost per ms, new width, layer ms after, gain) of one step of ``name``."""
+        new = next_keep(keep[name], lattice[name])
+        if new < floor[name] or new < 1:
+            return None
+        trial = dict(keep, **{name: new})
+        after = {n: model.layer_ms(n, trial) for n in touching[name]}
+        gain = sum(current[n] - ms for n, ms in after.items())
+        if gain <= 1e-12:
+            return None
+        width = model.groups[name]
+        return (cum[name][width - new] - cum[name][width - keep[name]]) / gain, new, after, gain
+
+    steps = {name: step(name) for name in model.groups}
     saved = 0.0
     while saved < saving_ms:
         best = None
-        for name, width in model.groups.items():
-            new = next_keep(keep[name], lattice[name])
-            if new < floor[name] or new < 1:
-                continue
-            trial = dict(keep, **{name: new})
-            after = {n: model.layer_ms(n, trial) for n in model.touching(name)}
-            gain = sum(current[n] - ms for n, ms in after.items())
-            if gain <= 1e-12:
-                continue
-            cost = (cum[name][width - new] - cum[name][width - keep[name]]) / gain
-            if best is None or cost < best[0]:
-                best = (cost, name, new, after, gain)
+        for name, candidate in steps.items():  # the first of equal costs, in group order
+            if candidate is not None and (best is None or candidate[0] < best[1][0]):
+                best = (name, candidate)
         if best is None:
             break
-        _, name, new, after, gain = best
+        name, (_, new, after, gain) = best
         keep[name] = new
         current.update(after)
         saved += gain
+        steps.update({g: step(g) for g in sharing[name]})
     return keep
 
 

@@ -60,7 +60,7 @@ class Search:
     @property
     def flops(self) -> FlopsModel:
         if self._flops is None:
-            self._flops = FlopsModel(self.network, self.input_shape, self.convention)
+            self._flops = FlopsModel(self.network, self.input_shape, self.convention, self.graph)
         return self._flops
 
     def plan(self, group_ratios: Mapping[str, float]) -> PruningPlan:

@@ -42,5 +42,17 @@ class FiniteLossGuard(paddle.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         for name, tensor in unwrap(self.model.network).state_dict().items():
-            if not bool(paddle.isfinite(tensor).all()):
+            if not is_finite(tensor):
                 raise SlimError(f"{name} holds NaN/Inf after epoch {self.epoch}: {ADVICE}")
+
+
+def is_finite(tensor) -> bool:
+    """No NaN/Inf in ``tensor``: in numpy for a float32/float64 tensor on the CPU (several
+    times faster than Paddle's ops on small tensors), else with Paddle's ops.
+
+    >>> is_finite(paddle.to_tensor([1.0, 2.0])), is_finite(paddle.to_tensor([1.0, float("nan")]))
+    (True, False)
+    """
+    if tensor.place.is_cpu_place() and tensor.dtype in (paddle.float32, paddle.float64):
+        return bool(np.isfinite(tensor.numpy()).all())
+    return bool(paddle.isfinite(tensor).all())

@@ -128,6 +128,7 @@ class VisualDLLogger(paddle.callbacks.Callback):
         self._writer = None
         self._step = 0
         self._epoch = 0
+        self._profiled = ("", {})  # (structure fingerprint, its profile)
 
     # -- writer ------------------------------------------------------------------
     @staticmethod
@@ -185,7 +186,7 @@ class VisualDLLogger(paddle.callbacks.Callback):
         shape = self.input_shape or getattr(state, "example_inputs", None) or self._spec_shape()
         from slim_callbacks.analysis import flops
         if shape is not None:
-            stats = flops.profile(net, shape)
+            stats = self._profile(net, shape)
             self._add("model/gflops", epoch, stats["gflops"])
             self._add("model/gflops_legacy", epoch, stats["gflops_legacy"])
             self._add("model/params", epoch, stats["params"])
@@ -207,6 +208,15 @@ class VisualDLLogger(paddle.callbacks.Callback):
             self._add("bn/gamma_below_1e-2", epoch, float((allg < 1e-2).mean()))
             if self.bn_histograms:
                 self.writer.add_histogram(tag="bn/gamma", values=allg, step=int(epoch), buckets=30)
+
+    def _profile(self, net, shape) -> dict:
+        """The FLOPs profile, counted again only when the structure changed."""
+        from slim_callbacks.analysis import flops
+        from slim_callbacks.analysis.latency_model import fingerprint
+        key = fingerprint(net, shape)
+        if self._profiled[0] != key:
+            self._profiled = (key, flops.profile(net, shape))
+        return self._profiled[1]
 
     def pruned_layers(self) -> List[str]:
         """Producer layers of the groups the pruner targets."""

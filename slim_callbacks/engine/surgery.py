@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from typing import Dict, Iterator, List, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import paddle
@@ -88,41 +88,107 @@ def optimizer_states(optimizer, param) -> Iterator[paddle.Tensor]:
         yield master
 
 
+@dataclasses.dataclass
+class Removal:
+    """What a cut takes out of one tensor, enough to put it back from the kept part:
+    along each cut axis in turn, the removed slices of what earlier axes kept (their
+    sizes add up to the removed elements, not to a second copy of the tensor). A cut
+    with :class:`Blocks` keeps a whole copy instead.
+
+    >>> t = paddle.to_tensor(np.arange(12.0).reshape(3, 4))
+    >>> removal = Removal.cut(t, {0: np.array([0, 2]), 1: np.array([3, 1])})
+    >>> list(t.shape), [part.shape for part in removal.parts]
+    ([2, 2], [(1, 4), (2, 2)])
+    >>> removal.restore(); t.numpy().tolist()[1]
+    [4.0, 5.0, 6.0, 7.0]
+    """
+
+    tensor: paddle.Tensor
+    shape: List[int]
+    kept: Dict[int, np.ndarray]
+    parts: List[np.ndarray]
+
+    @classmethod
+    def cut(cls, tensor, kept) -> "Removal":
+        """Keeps only the ``kept`` indices of ``tensor`` (as :func:`take`), in place, and
+        returns what went."""
+        array = tensor.numpy()
+        shape = list(array.shape)
+        if any(isinstance(index, Blocks) for index in kept.values()):
+            set_storage(tensor, take(array, kept))
+            return cls(tensor, shape, {}, [array])
+        kept = {a: np.asarray(i, dtype=np.int64) for a, i in sorted(kept.items())}
+        parts = []
+        for axis, index in kept.items():
+            parts.append(np.take(array, _removed(index, array.shape[axis]), axis=axis))
+            array = np.take(array, index, axis=axis)
+        set_storage(tensor, array)
+        return cls(tensor, shape, kept, parts)
+
+    def restore(self) -> None:
+        """Puts the tensor back as it was (nothing to do if it was not cut yet)."""
+        if list(self.tensor.shape) == self.shape:
+            return
+        if not self.kept:
+            set_storage(self.tensor, self.parts[0])
+            return
+        array = self.tensor.numpy()
+        for (axis, index), part in reversed(list(zip(self.kept.items(), self.parts))):
+            full = np.empty(array.shape[:axis] + (self.shape[axis],) + array.shape[axis + 1:],
+                            dtype=array.dtype)
+            at = [slice(None)] * array.ndim
+            at[axis] = index
+            full[tuple(at)] = array
+            at[axis] = _removed(index, self.shape[axis])
+            full[tuple(at)] = part
+            array = full
+        set_storage(self.tensor, array)
+
+
+def _removed(kept: np.ndarray, size: int) -> np.ndarray:
+    """The indices below ``size`` that are not in ``kept``, in order."""
+    gone = np.ones(size, dtype=bool)
+    gone[kept] = False
+    return np.flatnonzero(gone)
+
+
 @contextlib.contextmanager
-def rollback_on_error(layers: Dict[str, paddle.nn.Layer], cuts: Cuts, optimizer) -> Iterator[None]:
-    """Restores every touched tensor and attribute if the block raises."""
-    saved: List[Tuple[paddle.Tensor, np.ndarray]] = []
-    attrs = {}
-    for name, attr in cuts:
-        param = layers[name]._parameters[attr]
-        saved.append((param, param.numpy()))
-        saved.extend((s, s.numpy()) for s in optimizer_states(optimizer, param))
-        attrs.setdefault(name, channel_attributes(layers[name]))
+def rollback_on_error(layers: Dict[str, paddle.nn.Layer], cuts: Cuts) -> Iterator[List[Removal]]:
+    """Restores every cut tensor and the layers' channel attributes if the block raises.
+    Yields the list that :func:`apply_cuts` fills with its :class:`Removal`s: what is kept
+    meanwhile is the removed parts, not a copy of every tensor."""
+    saved: List[Removal] = []
+    attrs = {name: channel_attributes(layers[name]) for name, _ in cuts}
     try:
-        yield
+        yield saved
     except BaseException:
-        for tensor, array in saved:
-            set_storage(tensor, array)
+        for removal in reversed(saved):
+            removal.restore()
         for name, state in attrs.items():
             for key, value in state.items():
                 setattr(layers[name], key, value)
         raise
 
 
-def apply_cuts(layers: Dict[str, paddle.nn.Layer], cuts: Cuts, optimizer=None) -> None:
+def apply_cuts(layers: Dict[str, paddle.nn.Layer], cuts: Cuts, optimizer=None,
+               saved: Optional[List[Removal]] = None) -> None:
     """Keeps only the given indices of every listed parameter, in place.
 
     Args:
         layers: structural name -> layer.
         cuts: (layer, attribute) -> {axis: kept indices}.
         optimizer: the optimizer training these parameters, if any.
+        saved: if given, each cut's :class:`Removal` is appended (for
+            :func:`rollback_on_error`).
     """
     before = {name: channel_attributes(layers[name]) for name, _ in cuts}
     for (name, attr), kept in cuts.items():
         param = layers[name]._parameters[attr]
-        for state in list(optimizer_states(optimizer, param)):
-            set_storage(state, take(state.numpy(), kept))
-        set_storage(param, take(param.numpy(), kept))
+        for tensor in list(optimizer_states(optimizer, param)) + [param]:
+            if saved is None:
+                set_storage(tensor, take(tensor.numpy(), kept))
+            else:
+                saved.append(Removal.cut(tensor, kept))
         param.clear_gradient(False)
     for name in dict.fromkeys(name for name, _ in cuts):
         sync_attributes(layers[name], before[name])

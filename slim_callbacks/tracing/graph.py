@@ -6,6 +6,7 @@ import dataclasses
 from typing import Dict, List
 
 from slim_callbacks.tracing.groups import ChannelGroup
+from slim_callbacks.tracing.products import ProductTable
 from slim_callbacks.tracing.structure import Structure
 
 
@@ -23,6 +24,9 @@ class DependencyGraph:
         fallbacks: one line per grouped conv whose ``grouped_conv`` choice could not
             hold, pruned by positions instead (see :mod:`~slim_callbacks.tracing.grouped`).
         calls: structural name -> calls of each Conv/Linear/BN/... per forward pass.
+        products: the products between activations of the eval pass (attention's),
+            for counting their MACs after a plan
+            (:class:`~slim_callbacks.tracing.products.ProductTable`).
     """
 
     groups: List[ChannelGroup]
@@ -32,6 +36,7 @@ class DependencyGraph:
     structure: Structure = dataclasses.field(default_factory=Structure)
     fallbacks: List[str] = dataclasses.field(default_factory=list)
     calls: Dict[str, int] = dataclasses.field(default_factory=dict)
+    products: ProductTable = dataclasses.field(default_factory=ProductTable)
 
     def prunable_groups(self) -> List[ChannelGroup]:
         return [g for g in self.groups if g.prunable]

@@ -13,6 +13,30 @@ from slim_callbacks.tracing.groups import IN
 from slim_callbacks.tracing.heads import matmul_heads
 from slim_callbacks.tracing.movement_rules import same_units_along
 from slim_callbacks.tracing.param_views import record_on_origin
+from slim_callbacks.tracing.products import canonical, canonical_shape
+
+
+def _operands(args, kwargs):
+    """``(x, y, transpose_x, transpose_y)`` of a matmul call, by position or name."""
+    x, y = (args[0], args[1]) if len(args) > 1 else (kwargs.get("x"), kwargs.get("y"))
+    flags = list(args[2:4]) + [kwargs.get("transpose_x", False), kwargs.get("transpose_y", False)]
+    tx, ty = (bool(flags[0]), bool(flags[1])) if len(args) >= 4 else (bool(flags[-2]), bool(flags[-1]))
+    return x, y, tx, ty
+
+
+def record_product(tr, args, kwargs, outputs) -> None:
+    """Keeps the labels of a product's operands for counting its MACs after a plan
+    (see :mod:`~slim_callbacks.tracing.products`); one it cannot describe makes the
+    table incomplete."""
+    x, y, tx, ty = _operands(args, kwargs)
+    out = outputs[0] if outputs else None
+    if out is None or not all(isinstance(t, paddle.Tensor) and t.ndim >= 2 for t in (x, y, out)):
+        tr.products_complete = False
+        return
+    tr.products.append((canonical(tr.labels_of(x), x.ndim, out.ndim, tx),
+                        canonical(tr.labels_of(y), y.ndim, out.ndim, ty),
+                        canonical_shape(x.shape, out.ndim, tx), canonical_shape(y.shape, out.ndim, ty),
+                        tuple(int(d) for d in out.shape)))
 
 
 def matmul(tr, op, func, args, kwargs, inputs, in_labels, outputs):
@@ -22,17 +46,15 @@ def matmul(tr, op, func, args, kwargs, inputs, in_labels, outputs):
     channels along its kept axes only if that operand has none along the contracted
     one; channels summed over drop out (removing a dead one leaves the sum as it was).
     A free parameter as ``y`` (``x @ self.w``) is sliced along its contracted axis."""
-    x, y = (args[0], args[1]) if len(args) > 1 else (kwargs.get("x"), kwargs.get("y"))
-    flags = list(args[2:4]) + [kwargs.get("transpose_x", False), kwargs.get("transpose_y", False)]
-    tx, ty = (bool(flags[0]), bool(flags[1])) if len(args) >= 4 else (bool(flags[-2]), bool(flags[-1]))
+    x, y, tx, ty = _operands(args, kwargs)
     out = outputs[0]
     if not all(isinstance(t, paddle.Tensor) and t.ndim >= 2 for t in (x, y)) or out.ndim < 2:
         tr.unknown_op(op, in_labels)
         tr.set_labels(out, L.zeros(out.ndim))
         return
-    a = _canonical(tr.labels_of(x), x.ndim, out.ndim, tx)       # [..., M, K]
-    b = _canonical(tr.labels_of(y), y.ndim, out.ndim, ty)       # [..., K, N]
-    shapes = [_canonical_shape(t, out.ndim, f) for t, f in ((x, tx), (y, ty))]
+    a = canonical(tr.labels_of(x), x.ndim, out.ndim, tx)       # [..., M, K]
+    b = canonical(tr.labels_of(y), y.ndim, out.ndim, ty)       # [..., K, N]
+    shapes = [list(canonical_shape(t.shape, out.ndim, f)) for t, f in ((x, tx), (y, ty))]
     if matmul_heads(tr, op, shapes, a, b, out):
         return
     a = _matmul_operand(tr, op, x, a, b, -1, -2 if tx else -1)
@@ -49,19 +71,6 @@ def matmul(tr, op, func, args, kwargs, inputs, in_labels, outputs):
     left, right = L.broadcast_pair(keep_a, keep_b, out.ndim)
     tr.union_pairs(L.label_pairs(left, right))
     tr.set_labels(out, np.where(left > 0, left, right))
-
-
-def _canonical(lab, ndim, out_ndim, transposed):
-    lab = lab.reshape((1,) * (ndim - lab.ndim) + lab.shape)
-    lab = np.swapaxes(lab, -1, -2) if transposed else lab
-    return lab.reshape((1,) * (out_ndim - lab.ndim) + lab.shape)
-
-
-def _canonical_shape(tensor, out_ndim, transposed) -> list:
-    shape = [int(d) for d in tensor.shape]
-    if transposed:
-        shape[-2], shape[-1] = shape[-1], shape[-2]
-    return [1] * (out_ndim - len(shape)) + shape
 
 
 def _matmul_operand(tr, op, tensor, lab, other, k_axis, param_k_axis):

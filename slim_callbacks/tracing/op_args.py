@@ -8,6 +8,8 @@ import paddle
 
 from slim_callbacks.tracing import labels as L
 
+EXACT_FLOAT32 = 2**24  # every integer below it is a float32
+
 
 def tensors_in(obj):
     """Every Tensor in ``obj`` (nested lists, tuples and dict values), depth first."""
@@ -22,11 +24,13 @@ def tensors_in(obj):
 
 
 def swap_tensors(obj, inputs, in_labels):
-    """A copy of ``obj`` with each input tensor replaced by its float64 labels."""
+    """A copy of ``obj`` with each input tensor replaced by its labels as floats: float32,
+    exact below 2**24 (half the memory and copying of float64, used beyond)."""
     if isinstance(obj, paddle.Tensor):
         for t, lab in zip(inputs, in_labels):
             if t is obj and (t.is_floating_point() or L.atoms(lab).size):
-                return paddle.to_tensor(np.broadcast_to(lab, t.shape).astype("float64"))
+                exact = "float32" if lab.size == 0 or int(lab.max()) < EXACT_FLOAT32 else "float64"
+                return paddle.to_tensor(np.broadcast_to(lab, t.shape).astype(exact))
         return obj
     if isinstance(obj, (list, tuple)):
         return type(obj)(swap_tensors(o, inputs, in_labels) for o in obj)

@@ -27,7 +27,7 @@ from slim_callbacks.tracing import labels as L
 from slim_callbacks.tracing import sizes
 from slim_callbacks.tracing.axis_rules import AXIS_ARG, along_fixed_axes, reduction, spatial
 from slim_callbacks.tracing.elementwise_rules import binary, elementwise, setitem
-from slim_callbacks.tracing.matmul_rules import matmul
+from slim_callbacks.tracing.matmul_rules import matmul, record_product
 from slim_callbacks.tracing.movement_rules import block_literal_sizes, concat, movement
 from slim_callbacks.tracing.op_args import tensors_in
 from slim_callbacks.tracing.param_views import follow_origin
@@ -109,7 +109,7 @@ def _runtime_shape(tracer, tensor, shape):
     if tracer.quiet:
         return shape
     entry = tracer.tensor_labels.get(id(tensor))
-    labels = entry[1] if entry is not None and entry[0] is tensor else L.zeros(len(shape))
+    labels = entry[1] if entry is not None and entry[0]() is tensor else L.zeros(len(shape))
     return type(shape)([RuntimeSize(d, *source_of(labels, ax)) for ax, d in enumerate(shape)])
 
 
@@ -137,6 +137,8 @@ def _propagate(tr, op: str, func, args, kwargs, out) -> None:
     for t in inputs:
         tr.note_direct_use(t, op)
     follow_origin(tr, op, func, args, kwargs, inputs, in_labels, outputs)
+    if op in ("matmul", "bmm") and tr.passes == 1:
+        record_product(tr, args, kwargs, outputs)
     if op in L.NO_DATA or op in L.CREATION or not any(L.atoms(lab).size for lab in in_labels):
         for t in outputs:
             tr.set_labels(t, L.zeros(t.ndim))

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -53,6 +54,7 @@ from slim_callbacks.tracing.groups import MemberRecord, UnionFind, build_groups
 from slim_callbacks.tracing.kinds import is_known_layer, kind_of
 from slim_callbacks.tracing.op_args import tensors_in
 from slim_callbacks.tracing.op_rules import intercept
+from slim_callbacks.tracing.products import table_of
 from slim_callbacks.tracing.rule_errors import registered_rule
 from slim_callbacks.tracing.sizes import (
     block_ratios_that_cannot_hold,
@@ -96,6 +98,7 @@ def trace(network: paddle.nn.Layer, example_inputs=None, structure=None, *,
     inputs = given_inputs(example_inputs, input_shape, forward_fn)
     network = unwrap(network)
     tracer = Tracer(network, structure)
+    tracer.inputs = inputs
     with preserved_state(network):
         args = inputs.tensors("randn")
         for x in tensors_in(args):
@@ -109,6 +112,7 @@ def trace(network: paddle.nn.Layer, example_inputs=None, structure=None, *,
                 for t in tensors_in(out):
                     tracer.block(tracer.labels_of(t), "reaches a network output",
                                  site=("network output", ""))
+                out = t = None  # the next pass must not hold this one's graph
     return tracer.graph()
 
 
@@ -174,7 +178,7 @@ class Tracer:
         self.layer_first_atom: Dict[str, int] = {}
         self.tensor_labels: Dict[int, tuple] = {}
         self.origins: Dict[int, tuple] = {}  # id -> (tensor, layer, attr, axis of each param axis)
-        self.node_labels: Dict[int, np.ndarray] = {}
+        self.node_labels: Dict[int, tuple] = {}  # node pointer -> (node, labels)
         self.records: List[MemberRecord] = []
         self.blocked: Dict[int, str] = {}
         self.block_sites: Dict[int, Tuple[str, str]] = {}  # atom -> (op or layer type, where)
@@ -185,9 +189,10 @@ class Tracer:
         self.grouped: List[GroupedConv] = []  # grouped convs settled in graph()
         self.ratios: List[Tuple[tuple, str]] = []  # sizes whose width factors must shrink in step
         self.site: Optional[Tuple[str, str]] = None  # the op or layer being mapped now
-        self.warned: set = set()
-        self.seen_records: set = set()
+        self.warned, self.seen_records = set(), set()
         self.unknown_ops: Dict[str, None] = {}
+        self.passes, self.products_complete, self.inputs = 0, True, None  # inputs: as traced
+        self.products: List[tuple] = []  # eval-pass products, see tracing.products
         self.stack: List[str] = []
         self.quiet = 0  # > 0 inside a known layer or while computing labels
         self.layers = layer_table(network)  # "" is the network itself
@@ -203,6 +208,7 @@ class Tracer:
     def start_pass(self) -> None:
         """Forgets the tensors of the previous forward pass (their ids and graph nodes
         may be reused); atoms, unions, records and blocks carry over."""
+        self.passes += 1
         self.tensor_labels.clear()
         self.node_labels.clear()
         self.origins.clear()
@@ -211,10 +217,10 @@ class Tracer:
     def set_labels(self, tensor, labels: np.ndarray) -> None:
         labels = L.compress(labels.reshape((1,) * (tensor.ndim - labels.ndim) + labels.shape)
                             if labels.ndim < tensor.ndim else labels)
-        self.tensor_labels[id(tensor)] = (tensor, labels)
+        self.tensor_labels[id(tensor)] = (weakref.ref(tensor), labels)  # a dead tensor is freed
         node = tensor.grad_fn
-        if node is not None:
-            self.node_labels[node.node_ptr()] = labels
+        if node is not None:  # the node is kept: its pointer is not reused while tracing
+            self.node_labels[node.node_ptr()] = (node, labels)
 
     # -- free parameters and their views ---------------------------------------
     def origin_of(self, tensor) -> Optional[Tuple[str, str, List[Optional[int]]]]:
@@ -248,7 +254,7 @@ class Tracer:
 
     def labels_of(self, tensor) -> np.ndarray:
         entry = self.tensor_labels.get(id(tensor))
-        if entry is not None and entry[0] is tensor:
+        if entry is not None and entry[0]() is tensor:
             return entry[1]
         if not tensor.stop_gradient and tensor.grad_fn is not None:
             self._block_untraced_sources(tensor)
@@ -264,7 +270,7 @@ class Tracer:
                 continue
             seen.add(ptr)
             if ptr in self.node_labels and node is not tensor.grad_fn:
-                self.block(self.node_labels[ptr], f"feeds an untraced op {node.name()} "
+                self.block(self.node_labels[ptr][1], f"feeds an untraced op {node.name()} "
                                                   f"in {self.where()}",
                            site=(node.name(), self.where()))
                 continue
@@ -389,4 +395,6 @@ class Tracer:
                               self.block_sites, self.approximations, self.sizes, segments)
         return DependencyGraph(groups, self.layer_types, self.param_names,
                                list(self.unknown_ops), self.structure, fallbacks,
-                               {name: n // 2 for name, n in self.calls.items()})
+                               {name: n // 2 for name, n in self.calls.items()},
+                               table_of(self))
+
