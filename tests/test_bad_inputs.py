@@ -159,10 +159,10 @@ def staged(directory):
 def fails_after_saving(kind):
     real = export_module.save_inference_model
 
-    def save(network, prefix, shape):
+    def save(network, prefix, shape, **options):
         if kind == "no space":
             raise OSError(28, "No space left on device")
-        real(network, prefix, shape)
+        real(network, prefix, shape, **options)
         if kind == "truncated weights":  # what a full disk left behind
             params = prefix + ".pdiparams"
             data = open(params, "rb").read()
@@ -192,9 +192,9 @@ def test_a_sigint_during_the_save_is_held_until_it_ends_then_cleaned_up(tmp_path
     real = export_module.save_inference_model
     saved = []
 
-    def save(network, prefix, shape):
+    def save(network, prefix, shape, **options):
         os.kill(os.getpid(), signal.SIGINT)   # arrives while Paddle saves
-        real(network, prefix, shape)
+        real(network, prefix, shape, **options)
         saved.append(os.path.exists(prefix + ".pdiparams"))
     monkeypatch.setattr(export_module, "save_inference_model", save)
     with pytest.raises(KeyboardInterrupt):
@@ -211,9 +211,9 @@ def test_sigterm_during_the_save_deletes_the_staging_directory(tmp_path):
         import paddle
         import slim_callbacks.deploy.export as export_module
         real = export_module.save_inference_model
-        def save(network, prefix, shape):
+        def save(network, prefix, shape, **options):
             os.kill(os.getpid(), signal.SIGTERM)
-            real(network, prefix, shape)
+            real(network, prefix, shape, **options)
         export_module.save_inference_model = save
         try:
             export_module.export(paddle.nn.Conv2D(3, 4, 3), {str(tmp_path)!r}, [1, 3, 8, 8])

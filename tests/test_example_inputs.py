@@ -7,7 +7,7 @@ import paddle.nn as nn
 import pytest
 from paddle.static import InputSpec
 
-from slim_callbacks import ConfigError, PruneCallback, Pruner, SlimError, count_flops, prune, trace
+from slim_callbacks import ConfigError, PruneCallback, Pruner, SlimError, count_flops, export, prune, trace
 from slim_callbacks.core.example_inputs import as_inputs
 from slim_callbacks.tracing.op_args import tensors_in
 from tests.helpers import kill_units, same, snapshot
@@ -188,7 +188,8 @@ def test_a_token_model_prunes_with_int64_ids():
         prune(TokenModel(), [1, 12], 0.5)
     assert_prunes_exactly(net, [InputSpec([None, 12], "int64", "ids")])
     assert net.fc1.weight.shape[1] == 8
-    assert count_flops(net, {"ids": {"shape": [2, 12], "dtype": "int64"}}) == 12 * (8 * 8 + 8 * 4)
+    linear_macs = sum(int(np.prod(fc.weight.shape)) for fc in (net.fc1, net.fc2))
+    assert count_flops(net, {"ids": {"shape": [2, 12], "dtype": "int64"}}) == 12 * linear_macs
 
 
 def test_a_detector_train_forward_needs_its_targets_and_says_how():
@@ -267,3 +268,45 @@ def test_prune_callback_without_shapes_says_what_to_pass():
                                           r"network's example inputs"):
         model.fit(data, epochs=1, batch_size=4, verbose=0,
                   callbacks=[PruneCallback(ratios=0.5, prune_epochs=[0])])
+
+
+def test_a_pruned_two_input_model_exports_verified(tmp_path):
+    net = ImageAndIds()
+    example = [InputSpec([None, 3, 8, 8], "float32", "image"), InputSpec([None, 6], "int64", "ids")]
+    prune(net, example, 0.5)
+    result = export(net, tmp_path / "out", example)
+    assert result.max_abs_diff["paddle"] < 1e-4
+    batch = (np.random.default_rng(0).standard_normal([3, 3, 8, 8]).astype("float32"),
+             np.arange(18).reshape(3, 6) % 20)
+    assert export(net, tmp_path / "dyn", example, inputs=batch, dynamic_batch=True).max_abs_diff["paddle"] < 1e-4
+    with pytest.raises(ConfigError, match=r"^inputs: .*expected None or a real batch like "
+                                          r"\(float32\[1, 3, 8, 8\], int64\[1, 6\]\)"):
+        export(net, tmp_path / "bad", example, inputs=batch[:1])
+    assert not (tmp_path / "bad").exists()
+
+
+# -- recipes: model.inputs --------------------------------------------------------------
+RECIPE = {"name": "t", "model": {"name": "lenet"}, "data": {"source": "synthetic"}}
+INPUTS = [{"name": "image", "shape": [1, 3, 8, 8]}, {"name": "ids", "shape": [1, 6], "dtype": "int64"}]
+
+
+def test_a_recipe_names_its_inputs_and_the_engine_gets_them():
+    from slim_callbacks.app.schema import Recipe
+    recipe = Recipe(**{**RECIPE, "model": {"name": "lenet", "inputs": INPUTS}})
+    assert Recipe.from_dict(recipe.to_dict()) == recipe and "input_shape" not in recipe.to_dict()
+    assert as_inputs(recipe.example_inputs) == as_inputs([InputSpec([None, 3, 8, 8], "float32", "image"),
+                                                          InputSpec([None, 6], "int64", "ids")])
+    assert prune(ImageAndIds(), recipe.example_inputs, 0.5)
+    assert "inputs" not in Recipe(**RECIPE).to_dict()["model"]
+
+
+@pytest.mark.parametrize("inputs, extra, message", [
+    ([{"name": "ids", "shape": [1, 6], "dtype": "int65"}], {}, r"^model.inputs\[0\].dtype: 'int65' .*one of float32"),
+    ([{"name": "ids", "shape": [1, "6"]}], {}, r"^model.inputs\[0\].shape: \[1, '6'\] .*positive ints"),
+    ([{"name": "ids", "size": [1, 6]}], {}, r"^model.inputs\[0\].size: .*a key of an input: name, shape, dtype"),
+    (INPUTS, {"input_shape": [1, 3, 8, 8]}, r"^input_shape: \[1, 3, 8, 8\] .*null when model.inputs is given"),
+])
+def test_bad_recipe_inputs_are_config_errors(inputs, extra, message):
+    from slim_callbacks.app.schema import Recipe
+    with pytest.raises(ConfigError, match=message):
+        Recipe(**{**RECIPE, "model": {"name": "lenet", "inputs": inputs}, **extra})

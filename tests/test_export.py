@@ -112,8 +112,8 @@ def test_tolerance_is_absolute_plus_relative_to_the_largest_output(tmp_path, mon
                                "of distinct formats from paddle, onnx"),
     ({"formats": ()}, "formats: () is not allowed"),
     ({"formats": ("paddle", "paddle")}, "formats: ('paddle', 'paddle') is not allowed"),
-    ({"input_shape": [1, 3, 0, 16]}, "input_shape: 0 is not allowed; expected a list of "
-                                     "positive ints, batch first"),
+    ({"input_shape": [1, 3, 0, 16]}, "input_shape: [1, 3, 0, 16] is not allowed; expected a "
+                                     "list of positive ints, batch first"),
     ({"inputs": np.zeros([2, 3, 8, 8], "float32")},
      "inputs: [2, 3, 8, 8] is not allowed; expected None or a batch (array or tensor) of "
      "shape [N, 3, 16, 16]"),

@@ -374,7 +374,7 @@ ERRORS = [
     (["input_shape=1x3x32x32"], "input_shape", "1x3x32x32",
      "null or a list of 4 positive ints [N, C, H, W]"),
     (["model=resnet"], "model", "resnet",
-     "a mapping with keys name, kwargs, pretrained"),
+     "a mapping with keys name, kwargs, pretrained, inputs"),
     # model
     (["model.name=null"], "model.name", None,
      "a paddle.vision.models function name (e.g. mobilenet_v1) or 'module:callable'"),
@@ -552,7 +552,7 @@ def test_error_messages(overrides, key, value, allowed):
     (dict(BASE, checkpoint={"every": 2}), "checkpoint.every", 2,
      "a key of checkpoint: save_dir, save_freq"),
     (dict(BASE, model={"arch": "x"}), "model.arch", "x",
-     "a key of model: name, kwargs, pretrained"),
+     "a key of model: name, kwargs, pretrained, inputs"),
 ])
 def test_unknown_keys_in_the_recipe(raw, key, value, allowed):
     with pytest.raises(ConfigError, match=message(key, value, allowed)):

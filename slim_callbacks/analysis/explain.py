@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import paddle
 
 from slim_callbacks.analysis.flops import count_flops
 from slim_callbacks.analysis.flops_model import output_positions
+from slim_callbacks.core.example_inputs import given_inputs
 from slim_callbacks.core.paddle_utils import layer_table, unwrap
 from slim_callbacks.tracing.groups import ChannelGroup
 from slim_callbacks.tracing.tracer import TOP_LEVEL, trace
@@ -95,19 +96,24 @@ class Explanation:
         return format_explanation(self, limit)
 
 
-def explain(network: paddle.nn.Layer, input_shape: Sequence[int]) -> Explanation:
+def explain(network: paddle.nn.Layer, example_inputs=None, *,
+            input_shape: Optional[Sequence[int]] = None, forward_fn=None) -> Explanation:
     """Traces ``network`` and lists its blocked channel groups, largest MACs first.
 
     Args:
         network: a dygraph network (not changed).
-        input_shape: one input's shape, e.g. ``[1, 3, 224, 224]``.
+        example_inputs: inputs of any structure (see :class:`~slim_callbacks.Pruner`),
+            e.g. one input's shape ``[1, 3, 224, 224]``.
+        input_shape: the shorthand for one float32 input of this shape.
+        forward_fn: ``callable(network, inputs) -> outputs``, how to call the network.
     """
     network = unwrap(network)
-    graph = trace(network, input_shape)
-    positions = output_positions(network, [int(d) for d in input_shape])
+    inputs = given_inputs(example_inputs, input_shape, forward_fn)
+    graph = trace(network, inputs)
+    positions = output_positions(network, inputs)
     layers = layer_table(network)
-    batch = int(input_shape[0])
-    total = count_flops(network, input_shape, "macs")
+    batch = inputs.batch
+    total = count_flops(network, inputs, "macs")
 
     def stake(groups: List[ChannelGroup]) -> int:
         return macs_at_stake(groups, layers, positions) // batch

@@ -31,6 +31,7 @@ import paddle
 from slim_callbacks.analysis.auto_round import block_specs, candidate_networks, probe_groups, probe_widths
 from slim_callbacks.analysis.flops import count_flops
 from slim_callbacks.analysis.latency_model import GRID, LatencyModel
+from slim_callbacks.core.example_inputs import as_inputs
 from slim_callbacks.deploy.latency_table import LatencyTable
 
 SPEC_S = 0.15       # one layer exported and timed alone (0.12-0.16 s measured here)
@@ -83,7 +84,7 @@ def estimate_measuring(network: paddle.nn.Layer, input_shape: Sequence[int], *,
     ``pruning.strategy_options`` holds them) and ``round_to: auto`` (``round_auto``;
     1 thread, oneDNN, in ``options["cache_dir"]`` if given) would measure; nothing is timed."""
     options = dict(options or {})
-    shape = [int(d) for d in input_shape]
+    shape = as_inputs(input_shape)
     est = Estimate()
     macs = count_flops(network, shape)
     if round_auto:

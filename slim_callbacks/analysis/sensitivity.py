@@ -104,6 +104,7 @@ from slim_callbacks.analysis.sensitivity_file import Record, Sensitivities
 from slim_callbacks.analysis.workers import check_workers, run_forked
 from slim_callbacks.core.checks import check_choice, check_int, check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.example_inputs import given_inputs
 from slim_callbacks.core.paddle_utils import layer_table, unwrap
 from slim_callbacks.engine.criteria import Criterion, get_criterion, group_scores
 from slim_callbacks.engine.planner import select_units
@@ -184,12 +185,13 @@ def record_calibration(eval_fn: Callable, network, state: NetworkState, count: i
 
 
 # ----------------------------------------------------------------------- the run
-def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequence[int],
+def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, example_inputs=None,
                 layers: Optional[Sequence[str]] = None, ratios: Sequence[float] = DEFAULT_RATIOS,
                 criterion="l1_norm", *, file: Optional[str] = None, skip: Sequence[str] = (),
                 round_to: int = 1, method: str = "mask", cache=True, workers: int = 1,
                 progress: Optional[bool] = None, recalibrate_bn: int = 0,
-                bn_data: Optional[Iterable] = None) -> Sensitivities:
+                bn_data: Optional[Iterable] = None, input_shape: Optional[Sequence[int]] = None,
+                forward_fn: Optional[Callable] = None) -> Sensitivities:
     """Loss of the metric when each group alone is pruned at each ratio.
 
     Args:
@@ -197,7 +199,9 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
         eval_fn: ``eval_fn(network) -> metric``, higher is better (accuracy, or a
             negative loss). Limit its data to save time: every (group, ratio) pair
             runs it once.
-        input_shape: shape of one example input, e.g. ``[1, 3, 224, 224]``.
+        example_inputs: inputs of any structure (:class:`~slim_callbacks.Pruner`);
+            ``input_shape``: the shorthand for one float32 input, ``[1, 3, 224, 224]``;
+            ``forward_fn``: how to call the network.
         layers: patterns of the layers to analyse (see :mod:`slim_callbacks.engine.ratios`);
             None analyses every prunable group.
         ratios: shares of channels to remove, each in (0, 1).
@@ -240,7 +244,7 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
 
     Raises:
         ConfigError: a bad argument; nothing is evaluated.
-        SlimError: the network rejects ``input_shape``, eval_fn returns no finite
+        SlimError: the network rejects the inputs, eval_fn returns no finite
             number or a zero base metric, or ``file`` does not fit this run.
         Exception: whatever ``eval_fn`` raises, after the network is put back exactly
             as it was (weights, buffers, shapes, train/eval flags).
@@ -265,7 +269,7 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, input_shape: Sequen
     recalibrate_bn = check_recalibrate_bn(recalibrate_bn)
     calibration = calibration_batches(bn_data, recalibrate_bn)
 
-    graph = trace(network, input_shape)
+    graph = trace(network, given_inputs(example_inputs, input_shape, forward_fn))
     groups = chosen_groups(graph, layers, skip)
     record = Record(criterion.name, ratios, round_to)
     if file is not None and os.path.exists(file):

@@ -287,7 +287,7 @@ def final_ratios(job: Job, network: paddle.nn.Layer):
     check_sensitivities_file(job)
     spec = pruning.spec(job.sensitivities_path())
     try:
-        return resolve_strategy(spec.strategy, network, list(recipe.input_shape),
+        return resolve_strategy(spec.strategy, network, recipe.example_inputs,
                                 structure=spec.structure, **spec.strategy_arguments())
     except ConfigError as err:
         name = str(err.key).split()[0].split("[")[0]
@@ -304,7 +304,7 @@ def resolved_round_to(job: Job, network: paddle.nn.Layer) -> int:
     from slim_callbacks.analysis.auto_round import resolve_round_to
     from slim_callbacks.tracing.tracer import trace
     pruning = job.recipe.pruning
-    shape = list(job.recipe.input_shape)
+    shape = job.recipe.example_inputs
     graph = trace(network, shape, dict(pruning.structure)) if pruning.round_to == "auto" else None
     return resolve_round_to(pruning.round_to, network, shape, skip=list(pruning.skip),
                             cache_dir=pruning.strategy_options.get("cache_dir"), graph=graph)
@@ -345,7 +345,7 @@ def build_callbacks(job: Job, ratios, verbose: int = 1,
     if recipe.pruning is not None:
         pruning = recipe.pruning
         callbacks.append(PruneCallback(
-            ratios=ratios, criterion=pruning.criterion, input_shape=list(recipe.input_shape),
+            ratios=ratios, criterion=pruning.criterion, example_inputs=recipe.example_inputs,
             skip=list(pruning.skip), round_to=pruning.round_to, schedule=pruning.schedule,
             bn_l1=pruning.bn_l1, fold_bn_shift=pruning.fold_bn_shift, log_dir=log_dir,
             log_freq=recipe.logging.log_freq,
@@ -356,7 +356,7 @@ def build_callbacks(job: Job, ratios, verbose: int = 1,
     callbacks.append(FiniteLossGuard())
     if log_dir is not None:
         callbacks.append(VisualDLLogger(log_dir, log_freq=recipe.logging.log_freq,
-                                        input_shape=list(recipe.input_shape)))
+                                        example_inputs=recipe.example_inputs))
     return callbacks
 
 

@@ -44,6 +44,7 @@ from typing import Optional, Sequence
 from slim_callbacks.app import prune_model_args
 from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import SlimError
+from slim_callbacks.core.example_inputs import as_inputs
 from slim_callbacks.core.quiet import COMMAND, quiet_paddle
 from slim_callbacks.core.version import version_line
 
@@ -294,7 +295,7 @@ def cmd_plan(args) -> int:
         _out(json.dumps(out, indent=1))
     else:
         _out(f"recipe {job.recipe.name}: {job.recipe.model.name} at input "
-             f"{list(job.recipe.input_shape)}")
+             f"{as_inputs(job.recipe.example_inputs).describe()}")
         _out(plan_text(result))
     return 0
 
@@ -304,14 +305,14 @@ def _explain(job, args) -> int:
 
     from slim_callbacks.analysis.explain import explain
     from slim_callbacks.app import planning
-    report = explain(planning.planning_network(job, _notes(args)), list(job.recipe.input_shape))
+    report = explain(planning.planning_network(job, _notes(args)), job.recipe.example_inputs)
     if args.json:
         out = dataclasses.asdict(report)
         out["by_op"] = report.by_op()
         _out(json.dumps(out, indent=1))
     else:
         _out(f"recipe {job.recipe.name}: {job.recipe.model.name} at input "
-             f"{list(job.recipe.input_shape)}")
+             f"{as_inputs(job.recipe.example_inputs).describe()}")
         _out(report.table())
     return 0
 

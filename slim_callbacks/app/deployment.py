@@ -82,7 +82,7 @@ def deploy_run(recipe: Recipe, network: paddle.nn.Layer,
     deploy = recipe.deploy
     if not deploy.export:
         return {"export": None, "latency": None}
-    shape = list(recipe.input_shape)
+    shape = recipe.example_inputs
     folder = inference_dir(recipe)
     result = export(network, folder, shape, deploy.formats, inputs=batch)
     emit(f"exported the pruned model to {folder} ({', '.join(deploy.formats)}; verified: max "
@@ -100,7 +100,8 @@ def deploy_run(recipe: Recipe, network: paddle.nn.Layer,
     options["keep_intermediates"] = deploy.keep_intermediates
     if dry_run:
         emit("dry run: latency from 2 runs per model, indicative only")
-    latency = measure_both(before.prefix, result.prefix, input_shape=[1, *shape[1:]], **options)
+    first = None if recipe.model.inputs else [1, *shape[1:]]  # else: the models' own shapes
+    latency = measure_both(before.prefix, result.prefix, input_shape=first, **options)
     return {"export": exported, "latency": latency}
 
 
@@ -154,7 +155,7 @@ def predicted_vs_measured(recipe: Recipe, original: paddle.nn.Layer, plan, round
     pruning = recipe.pruning
     options = {k: v for k, v in pruning.strategy_options.items() if k in MODEL_OPTIONS}
     layers = None if tuple(pruning.layers) == ("*",) else list(pruning.layers)
-    predicted = latency_prediction(original, list(recipe.input_shape), plan, layers=layers,
+    predicted = latency_prediction(original, recipe.example_inputs, plan, layers=layers,
                                    skip=list(pruning.skip), round_to=round_to, **options)
     threads = int(options.get("threads", 1))
     return {"target_reduction": pruning.target_latency_reduction, "threads": threads,
@@ -294,6 +295,8 @@ def rebuild(recipe: Recipe, prefix: str) -> paddle.nn.Layer:
 def eval_batch(recipe: Recipe, emit: Callable[[str], None]) -> Optional[np.ndarray]:
     """A real batch of the recipe's eval data, or None (with a note) if it cannot be read."""
     from slim_callbacks.app.data import build_datasets
+    if recipe.model.inputs is not None:
+        return None  # the image data does not fit model.inputs: a seeded random batch
     try:
         _, evaluation = build_datasets(recipe.data, recipe.input_shape)
     except SlimError as err:
@@ -337,7 +340,7 @@ def export_run(source: str, formats=("paddle",), out: Optional[str] = None,
     if out is None:
         out = default_out(prefix)
     batch = eval_batch(recipe, emit)
-    result = export(network, out, list(recipe.input_shape), formats, inputs=batch)
+    result = export(network, out, recipe.example_inputs, formats, inputs=batch)
     on = f"{len(batch)} eval images" if batch is not None else "a random batch"
     emit(f"exported {prefix} ({recipe.model.name}, recipe {recipe_file}) to {out}: "
          f"{', '.join(os.path.basename(f) for files in result.files.values() for f in files)}"

@@ -77,7 +77,7 @@ def announce_measuring(job: Job, network: paddle.nn.Layer, emit: Callable[[str],
     if not (latency or auto):
         return
     layers = None if tuple(pruning.layers) == ("*",) else list(pruning.layers)
-    estimate = estimate_measuring(network, list(job.recipe.input_shape), latency=latency,
+    estimate = estimate_measuring(network, job.recipe.example_inputs, latency=latency,
                                   round_auto=auto, layers=layers, skip=list(pruning.skip),
                                   round_to=pruning.round_to, options=pruning.strategy_options)
     what = " with ".join(w for w, on in (("strategy: latency", latency), ("round_to: auto", auto)) if on)
@@ -147,7 +147,7 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None,
     for note in job.notes:
         emit(note)
     network = planning_network(job, emit)
-    shape = list(recipe.input_shape)
+    shape = recipe.example_inputs
     before = structure(network, shape, PLAN_KEYS)
     widths_before = layer_widths(network)
     if measure:

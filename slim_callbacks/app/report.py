@@ -178,7 +178,7 @@ def plot_curves(result: Dict[str, Dict[float, float]], png: str) -> bool:
 SUMMARY_KEYS = ("acc", "macs", "gflops", "params", "size_mb")
 
 
-def structure(network: paddle.nn.Layer, input_shape, keys=SUMMARY_KEYS) -> Dict[str, Any]:
+def structure(network: paddle.nn.Layer, example_inputs, keys=SUMMARY_KEYS) -> Dict[str, Any]:
     """The ``keys`` of :func:`~slim_callbacks.analysis.flops.profile` for the tables."""
-    numbers = profile(network, list(input_shape))
+    numbers = profile(network, example_inputs)
     return {k: numbers[k] for k in keys if k in numbers}

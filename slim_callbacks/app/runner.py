@@ -62,6 +62,7 @@ from slim_callbacks.app.recipe import load_recipe
 from slim_callbacks.app.report import structure, summary_table
 from slim_callbacks.app.run_dir import check_finite_data, locked_run_directory, resume_checkpoint
 from slim_callbacks.app.schema import Recipe
+from slim_callbacks.core.example_inputs import as_inputs
 from slim_callbacks.core.paddle_utils import is_rank0
 
 logger = logging.getLogger(__name__)
@@ -185,7 +186,9 @@ def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> D
     if is_rank0():
         write_recipe(recipe)
     optimizer = build_optimizer(recipe, network)
-    input_spec = [paddle.static.InputSpec([None, *recipe.input_shape[1:]], "float32", "image")]
+    input_spec = ([paddle.static.InputSpec([None, *recipe.input_shape[1:]], "float32", "image")]
+                  if recipe.model.inputs is None else
+                  as_inputs(recipe.example_inputs).input_specs(network, dynamic_batch=True))
     model = paddle.Model(network, inputs=input_spec)
     model.prepare(optimizer, paddle.nn.CrossEntropyLoss(), accuracy_metric(recipe.data.num_classes),
                   amp_configs=amp_level(recipe))
@@ -193,14 +196,14 @@ def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> D
 
     before = eval_accuracy(model.evaluate(eval_data, batch_size=batch, num_workers=workers,
                                           verbose=0))
-    before.update(structure(network, recipe.input_shape))
+    before.update(structure(network, recipe.example_inputs))
     model.fit(train_data, eval_data, epochs=recipe.train.epochs, batch_size=batch,
               eval_freq=recipe.train.eval_every, log_freq=recipe.logging.log_freq,
               save_dir=recipe.checkpoint.save_dir, save_freq=recipe.checkpoint.save_freq,
               verbose=verbose, shuffle=True, num_workers=workers, callbacks=callbacks)
     after = eval_accuracy(model.evaluate(eval_data, batch_size=batch, num_workers=workers,
                                          verbose=0))
-    after.update(structure(network, recipe.input_shape))
+    after.update(structure(network, recipe.example_inputs))
     summary = {"recipe": recipe.name, "before": before, "after": after,
                "flops_reduction": 1 - after["macs"] / before["macs"],
                "wall_time_s": round(time.time() - started, 1),
@@ -247,6 +250,7 @@ def _deploy(job: Job, network: paddle.nn.Layer, eval_data, emit) -> Dict[str, An
             load_pretrained(fresh, recipe.model.pretrained)
         return fresh
     deployed = deploy_run(recipe, network, original,
+                          None if recipe.model.inputs else
                           verification_batch(eval_data, int(recipe.input_shape[0])),
                           dry_run=job.dry_run, emit=emit)
     if recipe.logging.visualdl:

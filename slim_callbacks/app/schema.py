@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Dict, Optional, Tuple, Union
 
 import yaml
 
+from slim_callbacks.app.input_rules import INPUTS
 from slim_callbacks.app.pruning_schema import PruningConfig
 from slim_callbacks.app.rules import (
     BOOL,
@@ -87,6 +88,11 @@ class ModelConfig(Section):
     name: str = key_field(MODEL_NAME)
     kwargs: Dict[str, Any] = field(default_factory=dict, metadata={"rule": MAPPING})
     pretrained: Optional[str] = key_field(optional_rule(PRETRAINED), None)
+    inputs: Optional[Tuple[dict, ...]] = key_field(optional_rule(INPUTS), None)
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = super().to_dict()
+        return out if self.inputs is not None else {k: v for k, v in out.items() if k != "inputs"}
 
 
 @dataclass(frozen=True)
@@ -325,6 +331,9 @@ class Recipe(Section):
     deploy: DeployConfig = section_field(DeployConfig)
 
     def _check(self):
+        if self.model.inputs is not None and self.input_shape is not None:
+            raise ConfigError("input_shape", list(self.input_shape), "null when model.inputs "
+                              "is given (model.inputs names every input, with its shape)")
         if self.output_dir is None:
             self._set("output_dir", os.path.join("output", self.name))
         self._resolve_image_size()
@@ -335,6 +344,18 @@ class Recipe(Section):
         if self.checkpoint.save_dir is None:
             self._set("checkpoint", dataclasses.replace(
                 self.checkpoint, save_dir=os.path.join(self.output_dir, "checkpoints")))
+
+    @property
+    def example_inputs(self):
+        """What the engine feeds the network: ``model.inputs`` (positional arguments), or
+        the one float32 input of ``input_shape``."""
+        if self.model.inputs is None:
+            return list(self.input_shape)
+        return [dict(entry) for entry in self.model.inputs]
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = super().to_dict()
+        return out if self.model.inputs is None else {k: v for k, v in out.items() if k != "input_shape"}
 
     def _resolve_image_size(self):
         size = self.data.image_size

@@ -78,7 +78,7 @@ def run_sensitivity(job: Job, *, samples: Optional[int] = None, output: Optional
         emit(f"BatchNorm statistics re-estimated on {pruning.recalibrate_bn} training "
              f"batches before every evaluation (pruning.recalibrate_bn)")
     started = time.time()
-    result = sensitivity(network, eval_fn, list(recipe.input_shape), layers=layers,
+    result = sensitivity(network, eval_fn, recipe.example_inputs, layers=layers,
                          ratios=list(ratios), criterion=pruning.criterion, file=path,
                          skip=list(pruning.skip), round_to=resolved_round_to(job, network),
                          workers=workers,

@@ -55,7 +55,8 @@ import paddle
 from slim_callbacks.callbacks.bn_l1 import abs_gammas
 from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import ConfigError
-from slim_callbacks.core.paddle_utils import is_rank0, model_input_shape, unwrap
+from slim_callbacks.core.example_inputs import given_inputs
+from slim_callbacks.core.paddle_utils import is_rank0, model_example_inputs, unwrap
 from slim_callbacks.tracing.kinds import kind_of
 
 logger = logging.getLogger(__name__)
@@ -106,8 +107,9 @@ class VisualDLLogger(paddle.callbacks.Callback):
             subdirectory, ``train`` (``train-2``... for later fits or sessions).
         log_freq: global train steps between train scalars.
         input_shape: example input (batch first) for the GFLOPs scalars; defaults to
-            the pruner's, then to the model's InputSpec; without one, ``model/gflops*``
-            are skipped.
+            the pruner's example inputs, then to the model's InputSpecs; without them,
+            ``model/gflops*`` are skipped. ``example_inputs``: inputs of any structure
+            instead (see :class:`~slim_callbacks.Pruner`).
         pruner: the :class:`PruneCallback` whose ratios and pruned layers are logged
             (read from its ``pruning_state``, a
             :class:`~slim_callbacks.pruning.state.PruningState`).
@@ -115,12 +117,13 @@ class VisualDLLogger(paddle.callbacks.Callback):
     """
 
     def __init__(self, log_dir: str, log_freq: int = 10, input_shape: Optional[Sequence[int]] = None,
-                 pruner=None, bn_histograms: bool = True):
+                 pruner=None, bn_histograms: bool = True, *, example_inputs=None):
         super().__init__()
         if not isinstance(log_dir, str) or not log_dir:
             raise ConfigError("log_dir", log_dir, "a directory path")
         self.log_dir, self.log_freq = log_dir, check_int("log_freq", log_freq, 1)
-        self.input_shape = None if input_shape is None else [int(d) for d in input_shape]
+        self.input_shape = (None if input_shape is None and example_inputs is None
+                            else given_inputs(example_inputs, input_shape))
         self.pruner, self.bn_histograms = pruner, bn_histograms
         self._writer = None
         self._step = 0
@@ -180,8 +183,7 @@ class VisualDLLogger(paddle.callbacks.Callback):
         """Writes the per-epoch model, pruning and BatchNorm records for ``epoch``."""
         net = unwrap(self.model.network)
         state = None if self.pruner is None else self.pruner.pruning_state
-        pruner_shape = None if state is None or state.input_shape is None else list(state.input_shape)
-        shape = self.input_shape or pruner_shape or self._spec_shape()
+        shape = self.input_shape or getattr(state, "example_inputs", None) or self._spec_shape()
         from slim_callbacks.analysis import flops
         if shape is not None:
             stats = self._profile(net, shape)
@@ -221,7 +223,7 @@ class VisualDLLogger(paddle.callbacks.Callback):
         return [] if self.pruner is None else list(self.pruner.pruning_state.pruned_layers)
 
     def _spec_shape(self):
-        return model_input_shape(self.model)
+        return model_example_inputs(self.model)
 
     def on_train_end(self, logs=None):
         if self._writer is not None:

@@ -228,6 +228,30 @@ class ExampleInputs:
             return [specs(tree[k], k) for k in _forward_order(network, list(tree))]
         return [specs(v, f"x{i}" if i else "x") for i, v in enumerate(tree)]
 
+    def signature(self):
+        """The structure with each input's dtype and shape past the batch (values and
+        names left out): two batches of the same inputs have the same signature."""
+        def sig(tree):
+            if isinstance(tree, Leaf):
+                return tree.dtype, tree.shape[1:]
+            if isinstance(tree, dict):
+                return {k: sig(v) for k, v in tree.items()}
+            return [sig(v) for v in tree] if isinstance(tree, (list, tuple)) else tree
+        return sig(self.tree)
+
+    def ordered_leaves(self, network=None) -> List[Leaf]:
+        """The inputs in the order :meth:`input_specs` saves them."""
+        tree = self.tree
+        if isinstance(tree, dict):
+            tree = [tree[k] for k in _forward_order(network, list(tree))]
+        return _leaves(tree)
+
+    def of_arrays(self, network, arrays) -> "ExampleInputs":
+        """These inputs holding ``arrays`` (in :meth:`ordered_leaves` order) as values."""
+        values = {id(leaf): a for leaf, a in zip(self.ordered_leaves(network), arrays)}
+        return ExampleInputs(_map(self.tree, lambda leaf: Leaf(
+            tuple(values[id(leaf)].shape), leaf.dtype, leaf.name, values[id(leaf)])), self.forward_fn)
+
     def to_data(self):
         """Plain data (lists, dicts, ints, strings) that :func:`as_inputs` reads back:
         the shape itself for the shorthand. Real values keep only shape and dtype."""

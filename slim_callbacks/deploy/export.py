@@ -9,8 +9,10 @@ dygraph network in eval mode, and moved into ``DIR`` only when every output agre
 within ``atol + rtol * max|expected|``. On a mismatch nothing is left behind and a
 :class:`~slim_callbacks.core.errors.SlimError` gives the largest difference.
 
-The model's input shape is ``input_shape`` (fixed, as ``slim-callbacks latency``
-expects); ``dynamic_batch=True`` saves the batch dimension as dynamic instead. A
+The model's inputs are ``example_inputs`` (any structure, see
+:mod:`slim_callbacks.core.example_inputs`: a shape is one float32 input; several inputs
+with their dtypes are saved as several inputs), fixed as ``slim-callbacks latency``
+expects; ``dynamic_batch=True`` saves the batch dimension as dynamic instead. A
 verification batch larger than a fixed batch is run in chunks of that batch size.
 
 Example:
@@ -33,13 +35,15 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import paddle
 
-from slim_callbacks.core.checks import check_int, check_number
+from slim_callbacks.core.checks import check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.example_inputs import ExampleInputs, as_inputs, given_inputs
 from slim_callbacks.core.files import make_writable_dir
 from slim_callbacks.core.paddle_utils import modes_restored
 from slim_callbacks.core.signals import deferred, interruptible
 from slim_callbacks.deploy.model_files import check_model_files
 from slim_callbacks.deploy.runtime import MODEL_NAME, model_files, predictor, run, save_inference_model
+from slim_callbacks.tracing.op_args import tensors_in
 
 logger = logging.getLogger("slim_callbacks.deploy")
 
@@ -101,43 +105,58 @@ def _check_path(path) -> str:
     return path
 
 
-def _check_shape(input_shape) -> List[int]:
-    if not isinstance(input_shape, (list, tuple)) or not input_shape:
-        raise ConfigError("input_shape", input_shape, "a list of positive ints, batch first")
-    return [check_int("input_shape", d, 1, "a list of positive ints, batch first")
-            for d in input_shape]
-
-
-def _check_inputs(inputs, shape: List[int], dynamic_batch: bool) -> Optional[np.ndarray]:
+def _check_inputs(inputs, example: ExampleInputs, network, dynamic_batch: bool,
+                  seed: int) -> List[np.ndarray]:
+    """The verification batch, one array per model input in the saved order: ``inputs``
+    checked against ``example`` (a batch of the same structure, dtypes and trailing
+    shapes), or a seeded standard-normal batch (integer inputs: zeros)."""
+    leaves = example.ordered_leaves(network)
     if inputs is None:
-        return None
-    array = inputs.numpy() if isinstance(inputs, paddle.Tensor) else inputs
-    step = 1 if dynamic_batch else shape[0]
-    if not isinstance(array, np.ndarray) or list(array.shape[1:]) != shape[1:] \
-            or array.shape[0] < 1 or array.shape[0] % step:
-        got = list(array.shape) if isinstance(array, np.ndarray) else type(inputs).__name__
-        batch = "N" if step == 1 else f"N (a multiple of {step})"
-        raise ConfigError("inputs", got, f"None or a batch (array or tensor) of shape "
-                          f"[{batch}, {', '.join(map(str, shape[1:]))}]")
-    return np.ascontiguousarray(array, dtype="float32")
+        rng = np.random.default_rng(seed)
+        return [rng.standard_normal(leaf.shape).astype(leaf.dtype)
+                if leaf.dtype.startswith("float") else np.zeros(leaf.shape, leaf.dtype)
+                for leaf in leaves]
+    step = 1 if dynamic_batch else example.batch
+    batch = "N" if step == 1 else f"N (a multiple of {step})"
+    if example.shape is not None:  # one float32 input: an array or tensor
+        array = inputs.numpy() if isinstance(inputs, paddle.Tensor) else inputs
+        shape = example.shape
+        if not isinstance(array, np.ndarray) or list(array.shape[1:]) != shape[1:] \
+                or array.shape[0] < 1 or array.shape[0] % step:
+            got = list(array.shape) if isinstance(array, np.ndarray) else type(inputs).__name__
+            raise ConfigError("inputs", got, f"None or a batch (array or tensor) of shape "
+                              f"[{batch}, {', '.join(map(str, shape[1:]))}]")
+        return [np.ascontiguousarray(array, dtype="float32")]
+    given = as_inputs(inputs, key="inputs")
+    got = given.ordered_leaves(network)
+    sizes = {leaf.shape[0] for leaf in got if leaf.shape}
+    if given.signature() != example.signature() or any(g.value is None for g in got) \
+            or len(sizes) != 1 or min(sizes) % step:
+        raise ConfigError("inputs", given.describe(), f"None or a real batch like "
+                          f"{example.describe()} (batch {batch})")
+    return [np.ascontiguousarray(leaf.value) for leaf in got]
 
 
 # ------------------------------------------------------------------------ export
-def export(network: paddle.nn.Layer, path, input_shape: Sequence[int],
+def export(network: paddle.nn.Layer, path, example_inputs=None,
            formats: Union[str, Sequence[str]] = ("paddle",), inputs=None,
            atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
-           dynamic_batch: bool = False, seed: int = 0) -> ExportResult:
+           dynamic_batch: bool = False, seed: int = 0, *,
+           input_shape: Optional[Sequence[int]] = None, forward_fn=None) -> ExportResult:
     """Export ``network`` to the directory ``path`` in each of ``formats``, verified.
 
     Args:
         network: the (pruned) dygraph network; its train/eval modes are restored.
         path: the directory for ``model.json``/``model.pdiparams``/``model.onnx``
             (created; model files already there are replaced only after the check).
-        input_shape: input shape with batch first, e.g. ``[1, 3, 224, 224]``.
+        example_inputs: the model's inputs (any structure), e.g. the input shape with
+            batch first, ``[1, 3, 224, 224]``; ``input_shape``: that shorthand;
+            ``forward_fn``: how the dygraph network is called for the comparison.
         formats: ``"paddle"`` and/or ``"onnx"`` (needs ``slim_callbacks[onnx]``).
-        inputs: the batch the outputs are compared on (e.g. real images); by default
-            a seeded standard-normal batch of ``input_shape``. Unless
-            ``dynamic_batch``, its size must be a multiple of ``input_shape[0]``.
+        inputs: the batch the outputs are compared on (e.g. real images; a structure
+            like ``example_inputs`` holding arrays or tensors); by default a seeded
+            standard-normal batch (integer inputs: zeros). Unless ``dynamic_batch``,
+            its size must be a multiple of the example batch.
         atol: an output passes if ``max|got - expected| <= atol + rtol *
             max|expected|``.
         rtol: see ``atol``.
@@ -151,23 +170,21 @@ def export(network: paddle.nn.Layer, path, input_shape: Sequence[int],
     if not isinstance(network, paddle.nn.Layer):
         raise ConfigError("network", type(network).__name__, "a paddle.nn.Layer")
     path = _check_path(path)
-    shape = _check_shape(input_shape)
+    example = given_inputs(example_inputs, input_shape, forward_fn)
     formats = check_formats(formats)
-    batch = _check_inputs(inputs, shape, dynamic_batch)
+    batch = _check_inputs(inputs, example, network, dynamic_batch, seed)
     atol = check_number("atol", atol, 0.0)
     rtol = check_number("rtol", rtol, 0.0)
     if "onnx" in formats:
         check_onnx_available()
-    if batch is None:
-        batch = np.random.default_rng(seed).standard_normal(shape).astype("float32")
-    expected = dygraph_outputs(network, batch)
+    expected = dygraph_outputs(network, batch, example)
 
     created = not os.path.isdir(path)
     make_writable_dir(path, "export directory", "choose another (CLI: --out DIR)")
     with interruptible():  # SIGTERM too: the staging directory is always deleted
         staging = tempfile.mkdtemp(prefix=".export-", dir=path)
         try:
-            written, diffs = _write_verified(network, staging, shape, formats, batch, expected,
+            written, diffs = _write_verified(network, staging, example, formats, batch, expected,
                                              atol, rtol, dynamic_batch)
             moved = _move_all([f for names in written.values() for f in names], path)
         except BaseException as err:
@@ -186,15 +203,15 @@ def export(network: paddle.nn.Layer, path, input_shape: Sequence[int],
     return ExportResult(path, os.path.join(path, MODEL_NAME), files, diffs)
 
 
-def _write_verified(network, staging, shape, formats, batch, expected, atol, rtol,
+def _write_verified(network, staging, example, formats, batch, expected, atol, rtol,
                     dynamic_batch):
     """Save the model in ``staging`` in every format and check each one's outputs:
     ``({format: files}, {format: max abs difference})``."""
     prefix = os.path.join(staging, MODEL_NAME)
     with deferred():  # a signal inside Paddle's C++ save would come out as a SystemError
-        save_inference_model(network, prefix, [None if dynamic_batch else shape[0], *shape[1:]])
+        save_inference_model(network, prefix, example, dynamic_batch=dynamic_batch)
     check_model_files(prefix)  # a full disk leaves truncated weights
-    chunk = len(batch) if dynamic_batch else shape[0]
+    chunk = len(batch[0]) if dynamic_batch else example.batch
     written, diffs = {}, {}
     if "paddle" in formats:
         got = _paddle_outputs(prefix, batch, chunk)
@@ -209,20 +226,20 @@ def _write_verified(network, staging, shape, formats, batch, expected, atol, rto
     return written, diffs
 
 
-def _paddle_outputs(prefix: str, batch: np.ndarray, chunk: int) -> List[np.ndarray]:
+def _paddle_outputs(prefix: str, batch: List[np.ndarray], chunk: int) -> List[np.ndarray]:
     """Paddle Inference's outputs with oneDNN (the CPU default), or without it, with a
     warning, where oneDNN cannot run one of the model's ops (Paddle 3.3.1's
     ``nearest_interp`` with a ``scale``, as in PP-YOLOE's neck)."""
     try:
         pred = predictor(prefix, threads=1, onednn=True)
-        return _chunked(lambda part: run(pred, [part]), batch, chunk)
+        return _chunked(lambda part: run(pred, part), batch, chunk)
     except SlimError as err:
         if "onednn" not in str(err).lower():
             raise
         logger.warning("export: Paddle Inference's oneDNN cannot run this model (%s); verified "
                        "without oneDNN: deploy it with oneDNN off", str(err).splitlines()[0][:200])
     pred = predictor(prefix, threads=1, onednn=False)
-    return _chunked(lambda part: run(pred, [part]), batch, chunk)
+    return _chunked(lambda part: run(pred, part), batch, chunk)
 
 
 def _warn_stale(path: str, formats: Sequence[str]) -> None:
@@ -237,19 +254,25 @@ def _warn_stale(path: str, formats: Sequence[str]) -> None:
                        "asked for now)", ", ".join(stale))
 
 
-def dygraph_outputs(network: paddle.nn.Layer, batch: np.ndarray) -> List[np.ndarray]:
-    """The network's outputs in eval mode (a tensor, or a list/tuple of them) as numpy."""
+def dygraph_outputs(network: paddle.nn.Layer, batch,
+                    example: Optional[ExampleInputs] = None) -> List[np.ndarray]:
+    """The network's outputs in eval mode on ``batch`` (an array, or one array per input
+    in the saved order of ``example``'s inputs, called as ``example`` says; without
+    ``example``, positionally), every tensor of any structure, as numpy."""
+    arrays = batch if isinstance(batch, (list, tuple)) else [batch]
     with modes_restored(network), paddle.no_grad():
         network.eval()
-        out = network(paddle.to_tensor(batch))
-    outs = out if isinstance(out, (list, tuple)) else [out]
-    return [o.numpy() for o in outs]
+        if example is None:
+            out = network(*[paddle.to_tensor(a) for a in arrays])
+        else:
+            out = example.of_arrays(network, arrays).call(network)
+    return [o.numpy() for o in tensors_in(out)]
 
 
-def _chunked(fn, batch: np.ndarray, chunk: int) -> List[np.ndarray]:
-    """``fn`` (numpy batch -> list of outputs) over ``batch`` in pieces of ``chunk``,
-    outputs concatenated along the batch."""
-    parts = [fn(batch[i:i + chunk]) for i in range(0, len(batch), chunk)]
+def _chunked(fn, batch: List[np.ndarray], chunk: int) -> List[np.ndarray]:
+    """``fn`` (one array per input -> list of outputs) over ``batch`` in pieces of
+    ``chunk``, outputs concatenated along the batch."""
+    parts = [fn([a[i:i + chunk] for a in batch]) for i in range(0, len(batch[0]), chunk)]
     return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
 
@@ -313,7 +336,7 @@ def _to_onnx(prefix: str, onnx_file: str) -> None:
         raise SlimError(f"export onnx: paddle2onnx wrote no {onnx_file} (see its log above)")
 
 
-def _onnx_outputs(onnx_file: str, batch: np.ndarray, chunk: int) -> List[np.ndarray]:
+def _onnx_outputs(onnx_file: str, batch: List[np.ndarray], chunk: int) -> List[np.ndarray]:
     """ONNX Runtime's outputs; SlimError if it cannot load or run the converted model."""
     try:
         return _run_onnx(onnx_file, batch, chunk)
@@ -323,12 +346,12 @@ def _onnx_outputs(onnx_file: str, batch: np.ndarray, chunk: int) -> List[np.ndar
                         f"({message[:300]}); the export is refused (files deleted)") from None
 
 
-def _run_onnx(onnx_file: str, batch: np.ndarray, chunk: int) -> List[np.ndarray]:
+def _run_onnx(onnx_file: str, batch: List[np.ndarray], chunk: int) -> List[np.ndarray]:
     import onnxruntime
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
     session = onnxruntime.InferenceSession(onnx_file, options,
                                            providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return _chunked(lambda part: session.run(None, {name: part}), batch, chunk)
+    names = [i.name for i in session.get_inputs()]
+    return _chunked(lambda part: session.run(None, dict(zip(names, part))), batch, chunk)

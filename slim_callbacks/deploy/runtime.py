@@ -57,10 +57,11 @@ def check_threads(threads) -> int:
                      f"at most)", maximum=most)
 
 
-def save_inference_model(network: paddle.nn.Layer, prefix: str, example_inputs) -> None:
+def save_inference_model(network: paddle.nn.Layer, prefix: str, example_inputs,
+                         dynamic_batch: bool = False) -> None:
     """``paddle.jit.save`` the network in eval mode for fixed example inputs (any
-    structure; a shape is one float32 input named ``x``)."""
-    spec = as_inputs(example_inputs).input_specs(network)
+    structure; a shape is one float32 input named ``x``), the batch dynamic if asked."""
+    spec = as_inputs(example_inputs).input_specs(network, dynamic_batch)
     with modes_restored(network):
         network.eval()
         paddle.jit.save(network, prefix, input_spec=spec)
