@@ -13,6 +13,7 @@ from slim_callbacks import SlimError
 from slim_callbacks.app.cli import main
 from slim_callbacks.app.image_inputs import ImageInputs, Preprocessing, image_files
 from slim_callbacks.app.prune_model import parse_target, prune_model
+from slim_callbacks.app.prune_model_run import PruneRun
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.deploy.runtime import predictor, run, save_inference_model
 
@@ -52,7 +53,10 @@ def test_the_command_prunes_fine_tunes_and_exports_with_a_summary(model_dir, ima
     code = main(["prune-model", model_dir, "--target", "macs=0.5", "--data", images,
                  "--epochs", "1", "--out", out, "--no-latency", "-q"])
     assert code == 0
-    assert sorted(os.listdir(out)) == ["model.json", "model.pdiparams", "summary.json"]
+    assert sorted(os.listdir(out)) == [".lock", "checkpoints", "model.json", "model.pdiparams",
+                                       "summary.json"]
+    assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["1.json", "1.pdopt",
+                                                                    "1.pdparams", "plan.json"]
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
     for key in ("macs", "params", "size_mb"):
@@ -97,7 +101,8 @@ def test_bad_arguments_are_one_line_errors_before_any_work(model_dir, tmp_path, 
 
 
 def test_an_out_directory_with_files_is_refused(model_dir, tmp_path):
-    with pytest.raises(ConfigError, match="out: .* a new or empty directory"):
+    with pytest.raises(SlimError, match="already holds a run .*continue it with --resume, or "
+                                        "write elsewhere with --out DIR"):
         prune_model(model_dir, model_dir, latency=False)
     with pytest.raises(SlimError, match="no inference model"):
         prune_model(tmp_path / "nothing", tmp_path / "pruned", latency=False)
@@ -113,3 +118,53 @@ def test_the_exports_inference_yml_gives_the_preprocessing(model_dir):
                 "  - NormalizeImage: {mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}\n"
                 "  - ToCHWImage: null\n")
     assert Preprocessing.from_export(model_dir) == Preprocessing((0.5,) * 3, (0.25,) * 3, crop=False)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def interrupt_after_epoch_1(text):
+    if text.startswith("fine-tune epoch 1/"):
+        raise Interrupted(text)
+
+
+def test_a_resumed_fine_tune_ends_exactly_as_an_uninterrupted_one(model_dir, images, tmp_path):
+    whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
+    options = dict(data=images, epochs=2, batch_size=4, latency=False)
+    expected = prune_model(model_dir, whole, "macs=0.5", emit=lambda text: None, **options)
+    with pytest.raises(Interrupted):
+        prune_model(model_dir, cut, "macs=0.5", emit=interrupt_after_epoch_1, **options)
+    assert PruneRun(cut).latest() == 1 and not os.path.exists(os.path.join(cut, "summary.json"))
+    notes = []
+    resumed = prune_model(model_dir, cut, "macs=0.5", resume=True, emit=notes.append, **options)
+    assert any("resuming the fine-tune after epoch 1" in note for note in notes)
+    assert resumed["fine_tune"]["loss"] == expected["fine_tune"]["loss"]
+    x = np.random.default_rng(1).standard_normal(SHAPE).astype("float32")
+    np.testing.assert_array_equal(run(predictor(cut), [x])[0], run(predictor(whole), [x])[0])
+    assert resumed["fidelity"] == expected["fidelity"]
+
+
+def test_resume_needs_an_unfinished_run_with_the_same_plan(model_dir, images, tmp_path):
+    out = str(tmp_path / "pruned")
+    with pytest.raises(ConfigError, match="out: .* a directory holding a prune-model run to "
+                                          "resume \\(no checkpoints/plan.json"):
+        prune_model(model_dir, out, resume=True, latency=False)
+    with pytest.raises(Interrupted):
+        prune_model(model_dir, out, "macs=0.5", data=images, epochs=2, latency=False,
+                    emit=interrupt_after_epoch_1)
+    with pytest.raises(ConfigError, match="target: .* expected \\{'macs': 0.5\\}, what the run"):
+        prune_model(model_dir, out, "macs=0.3", data=images, epochs=2, latency=False, resume=True)
+    prune_model(model_dir, out, "macs=0.5", data=images, epochs=1, latency=False, resume=True,
+                emit=lambda text: None)  # epoch 1 is done: exports and finishes
+    with pytest.raises(SlimError, match="is finished .*nothing to resume"):
+        prune_model(model_dir, out, "macs=0.5", latency=False, resume=True)
+
+
+def test_the_fine_tune_shows_a_progress_bar_unless_quiet(model_dir, images, tmp_path, capsys):
+    prune_model(model_dir, tmp_path / "a", data=images, epochs=1, latency=False, progress=True,
+                emit=lambda text: None)
+    assert "fine-tune 1/1" in capsys.readouterr().err
+    assert main(["prune-model", model_dir, "--data", images, "--epochs", "1", "--out",
+                 str(tmp_path / "b"), "--no-latency", "-q"]) == 0
+    assert "fine-tune" not in capsys.readouterr().err  # warnings only

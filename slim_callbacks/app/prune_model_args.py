@@ -5,15 +5,21 @@ from __future__ import annotations
 import sys
 
 EXAMPLE = ["slim-callbacks prune-model exported/ --target macs=0.5 --data images/ --epochs 3 "
-           "--out pruned/"]
+           "--out pruned/",
+           "slim-callbacks prune-model exported/ --target macs=0.5 --data images/ --epochs 5 "
+           "--out pruned/ --resume"]
 
 
 def add_arguments(p) -> None:
     p.add_argument("model", metavar="MODEL_DIR",
                    help="an exported inference model: a directory holding model.json + "
                         "model.pdiparams, or their prefix")
-    p.add_argument("--out", required=True, help="a new directory for the pruned model and "
-                                                "summary.json")
+    p.add_argument("--out", required=True,
+                   help="a new (or empty) directory for the pruned model, summary.json and "
+                        "the fine-tune's checkpoints")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the unfinished run in --out from its last saved fine-tune "
+                        "epoch (same --target, --criterion, --strategy; --epochs may grow)")
     p.add_argument("--target", default="macs=0.5",
                    help="macs=R (remove the share R of the MACs, uniform ratio) or latency=R "
                         "(of the batch-1 latency, measured on this machine); default macs=0.5")
@@ -42,7 +48,8 @@ def add_arguments(p) -> None:
 
 
 def cmd_prune_model(args) -> int:
-    """Progress on stderr (none with --quiet), the before/after table on stdout."""
+    """Progress notes and bars on stderr (none with --quiet), the before/after table on
+    stdout."""
     from slim_callbacks.app.image_inputs import Preprocessing
     from slim_callbacks.app.prune_model import prune_model, summary_text
     prep = None
@@ -58,6 +65,7 @@ def cmd_prune_model(args) -> int:
                           batch_size=args.batch_size, lr=args.lr, criterion=args.criterion,
                           strategy=args.strategy,
                           input_shape=args.input_shape, preprocessing=prep,
-                          latency=not args.no_latency, emit=note)
+                          latency=not args.no_latency, resume=args.resume,
+                          progress=False if args.quiet else None, emit=note)
     print(summary_text(summary), flush=True)
     return 0
