@@ -1,5 +1,6 @@
 """``slim-callbacks prune-model`` and ``prune_model``: an exported model pruned to a
 target, fine-tuned without labels, exported verified with a summary."""
+import copy
 import json
 import os
 
@@ -13,8 +14,11 @@ from slim_callbacks import SlimError
 from slim_callbacks.app.cli import main
 from slim_callbacks.app.image_inputs import ImageInputs, Preprocessing, image_files
 from slim_callbacks.app.prune_model import parse_target, prune_model
+from slim_callbacks.app.prune_model_ratios import output_metric
 from slim_callbacks.app.prune_model_run import PruneRun
 from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.program import load_inference_model
+from slim_callbacks.pruning import prune
 from slim_callbacks.deploy.runtime import predictor, run, save_inference_model
 
 SHAPE = [1, 3, 16, 16]
@@ -145,7 +149,7 @@ def test_a_resumed_fine_tune_ends_exactly_as_an_uninterrupted_one(model_dir, ima
     assert resumed["fidelity"] == expected["fidelity"]
 
 
-def test_resume_needs_an_unfinished_run_with_the_same_plan(model_dir, images, tmp_path):
+def test_resume_needs_an_unfinished_run_with_the_same_plan(model_dir, images, tmp_path, capsys):
     out = str(tmp_path / "pruned")
     with pytest.raises(ConfigError, match="out: .* a directory holding a prune-model run to "
                                           "resume \\(no checkpoints/plan.json"):
@@ -159,6 +163,8 @@ def test_resume_needs_an_unfinished_run_with_the_same_plan(model_dir, images, tm
                 emit=lambda text: None)  # epoch 1 is done: exports and finishes
     with pytest.raises(SlimError, match="is finished .*nothing to resume"):
         prune_model(model_dir, out, "macs=0.5", latency=False, resume=True)
+    assert main(["prune-model", model_dir, "--out", out, "--resume", "-q"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
 
 
 def test_the_fine_tune_shows_a_progress_bar_unless_quiet(model_dir, images, tmp_path, capsys):
@@ -168,3 +174,44 @@ def test_the_fine_tune_shows_a_progress_bar_unless_quiet(model_dir, images, tmp_
     assert main(["prune-model", model_dir, "--data", images, "--epochs", "1", "--out",
                  str(tmp_path / "b"), "--no-latency", "-q"]) == 0
     assert "fine-tune" not in capsys.readouterr().err  # warnings only
+
+
+def test_label_free_sensitivity_is_the_relative_output_distance(model_dir, images, tmp_path):
+    teacher = load_inference_model(model_dir)
+    batch = ImageInputs(image_files(images), SHAPE[1:]).batch(4)
+    metric = output_metric(teacher, batch)
+    assert metric(copy.deepcopy(teacher)) == 1.0
+    pruned = copy.deepcopy(teacher)
+    prune(pruned, SHAPE, 0.5)
+    with paddle.no_grad():
+        t, s = (net(paddle.to_tensor(batch)).numpy() for net in (teacher, pruned))
+    assert metric(pruned) == pytest.approx(1 - np.abs(s - t).mean() / np.abs(t).mean(), rel=1e-5)
+    assert metric(pruned) < 1
+
+
+def test_the_sensitive_strategy_needs_no_labels_and_keeps_the_structure_option(
+        model_dir, images, tmp_path, capsys):
+    out = str(tmp_path / "pruned")
+    assert main(["prune-model", model_dir, "--target", "macs=0.4", "--strategy", "sensitive",
+                 "--structure", "attention=heads", "--data", images, "--out", out,
+                 "--no-latency", "-q"]) == 0
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["strategy"] == "sensitive" and summary["structure"] == {"attention": "heads"}
+    assert summary["flops_reduction"] > 0.3
+    with open(os.path.join(out, "checkpoints", "sensitivities.json")) as f:
+        losses = json.load(f)["sensitivities"]
+    assert losses and all(loss > 0 for group in losses.values() for loss in group.values())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--strategy", "sensitive", "--target", "latency=0.3"],
+     "strategy: 'sensitive' is not allowed; expected one of latency for a latency target"),
+    (["--structure", "attention=rows"], "structure.attention: 'rows' is not allowed"),
+    (["--structure", "heads"], "structure: 'heads' is not allowed; expected KEY=VALUE")])
+def test_bad_strategy_and_structure_options_are_refused_first(model_dir, tmp_path, capsys, argv,
+                                                              message):
+    out = str(tmp_path / "pruned")
+    assert main(["prune-model", model_dir, "--out", out, *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(out)

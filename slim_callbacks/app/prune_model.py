@@ -26,11 +26,13 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from slim_callbacks.analysis.strategies import resolve_strategy
 from slim_callbacks.app.deployment import measure_both
 from slim_callbacks.app.image_inputs import ImageInputs, Preprocessing, image_files, split_held_out
+from slim_callbacks.app.prune_model_ratios import (check_strategy, first_output, parse_structure,
+                                                  target_ratios)
 from slim_callbacks.app.prune_model_run import ELSEWHERE, SUMMARY, PruneRun, check_out, widths
-from slim_callbacks.app.report import latency_rows, structure, table
+from slim_callbacks.app.report import latency_rows, table
+from slim_callbacks.app.report import structure as measure
 from slim_callbacks.app.run_dir import locked_directory
 from slim_callbacks.callbacks.distill import kd_loss
 from slim_callbacks.core.checks import check_int, check_number
@@ -42,7 +44,7 @@ from slim_callbacks.deploy.runtime import model_prefix
 from slim_callbacks.program import load_inference_model
 from slim_callbacks.pruning import prune
 
-TARGETS = {"macs": "uniform", "latency": "latency"}  # target -> the strategy that meets it
+TARGETS = ("macs", "latency")
 STRUCTURE_KEYS = ("macs", "gflops", "params", "size_mb")
 FIDELITY_IMAGES = 64
 CLIP_NORM = 5.0
@@ -69,6 +71,7 @@ def parse_target(text: str) -> Tuple[str, float]:
 def prune_model(model, out, target: str = "macs=0.5", *, data=None, epochs: int = 0,
                 batch_size: int = 16, lr: float = 0.01, temperature: float = 4.0,
                 criterion: str = "l1_norm", strategy: Optional[str] = None,
+                structure: Optional[Sequence[str]] = None,
                 held_out: float = 0.2,
                 input_shape: Optional[Sequence[int]] = None,
                 preprocessing: Optional[Preprocessing] = None, latency: bool = True,
@@ -86,7 +89,11 @@ def prune_model(model, out, target: str = "macs=0.5", *, data=None, epochs: int 
         criterion: which channels go (``l1_norm``, ``fpgm``, ...).
         strategy: how the target becomes ratios; default ``uniform`` for a MACs target
             (one ratio everywhere), ``latency`` for a latency target; ``global`` takes a
-            MACs target too (one score threshold across layers).
+            MACs target too (one score threshold across layers); ``sensitive`` (MACs)
+            measures each group's sensitivity without labels first (the relative output
+            distance to the original on the held-out images, see
+            :mod:`~slim_callbacks.app.prune_model_ratios`).
+        structure: ``["attention=heads"]``-style options: what a pruning unit spans.
         input_shape: the input shape with batch 1 (needed if the export's is dynamic
             beyond the batch).
         preprocessing: how images become inputs; default: what the export's
@@ -115,7 +122,8 @@ def prune_model(model, out, target: str = "macs=0.5", *, data=None, epochs: int 
         raise ConfigError("data", None, "a folder of images to fine-tune on (epochs > 0)")
     files = image_files(data) if data is not None else []
     out = check_out(out, resume)
-    plan = {"target": {kind: share}, "criterion": criterion, "strategy": strategy or TARGETS[kind]}
+    plan = {"target": {kind: share}, "criterion": criterion,
+            "strategy": check_strategy(strategy, kind), "structure": parse_structure(structure)}
     saved = PruneRun(out).load_plan(plan) if resume else None
     prefix = model_prefix(model)
     with locked_directory(out, [out], resume, ELSEWHERE):
@@ -128,18 +136,18 @@ def prune_model(model, out, target: str = "macs=0.5", *, data=None, epochs: int 
             np.random.default_rng(0).standard_normal([8, *shape[1:]]).astype("float32")
 
         student = copy.deepcopy(teacher)
-        key = "target_flops_reduction" if kind == "macs" else "target_latency_reduction"
-        ratios = saved["ratios"] if saved else resolve_strategy(plan["strategy"], student, shape,
-                                                                criterion=criterion, **{key: share})
-        prune(student, shape, ratios, criterion=criterion)
+        ratios = saved["ratios"] if saved else target_ratios(
+            plan["strategy"], kind, share, student, teacher, shape, probe, criterion,
+            plan["structure"], run.file("sensitivities.json"), progress)
+        prune(student, shape, ratios, criterion=criterion, structure=plan["structure"] or None)
         if saved:
             run.check_widths(student, saved)
         else:
             run.save_plan({**plan, "ratios": ratios, "widths": widths(student)})
         summary: Dict[str, Any] = {"model": prefix, **plan,
                                    "preprocessing": dataclasses.asdict(prep),
-                                   "before": structure(teacher, shape, STRUCTURE_KEYS),
-                                   "after": structure(student, shape, STRUCTURE_KEYS)}
+                                   "before": measure(teacher, shape, STRUCTURE_KEYS),
+                                   "after": measure(student, shape, STRUCTURE_KEYS)}
         summary["flops_reduction"] = 1 - summary["after"]["macs"] / summary["before"]["macs"]
         emit(f"pruned {prefix}: {summary['flops_reduction']:.1%} fewer MACs "
              f"({kind} target {share:g})")
@@ -212,8 +220,8 @@ def fine_tune(student, teacher, images: ImageInputs, epochs: int, batch_size: in
 def _step(student, teacher, batch, optimizer, temperature: float, epoch: int, lr: float) -> float:
     """One distillation step on ``batch``; its loss."""
     with paddle.no_grad():
-        target = _first(teacher(batch))
-    loss = distill_loss(_first(student(batch)), target, temperature)
+        target = first_output(teacher(batch))
+    loss = distill_loss(first_output(student(batch)), target, temperature)
     if not np.isfinite(float(loss)):
         raise SlimError(f"fine-tune: the distillation loss is {float(loss)} in epoch "
                         f"{epoch + 1}; lower the learning rate (lr {lr:g}, CLI --lr)")
@@ -230,16 +238,12 @@ def fidelity(student, teacher, batch: np.ndarray, on: str) -> Dict[str, Any]:
         x = paddle.to_tensor(batch)
         teacher.eval()
         student.eval()
-        t, s = _first(teacher(x)).numpy(), _first(student(x)).numpy()
+        t, s = first_output(teacher(x)).numpy(), first_output(student(x)).numpy()
     out = {"on": on, "images": len(batch), "max_abs_diff": float(np.abs(s - t).max()),
            "mean_abs_diff": float(np.abs(s - t).mean())}
     if t.ndim == 2 and t.shape[1] > 1:
         out["top1_agreement"] = float((s.argmax(1) == t.argmax(1)).mean())
     return out
-
-
-def _first(out):
-    return out[0] if isinstance(out, (list, tuple)) else out
 
 
 def summary_text(summary: Dict[str, Any]) -> str:

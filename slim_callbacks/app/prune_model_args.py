@@ -38,8 +38,14 @@ def add_arguments(p) -> None:
     p.add_argument("--lr", type=float, default=0.01, help="fine-tune learning rate (Momentum)")
     p.add_argument("--batch-size", type=int, default=16, help="fine-tune batch size")
     p.add_argument("--criterion", default="l1_norm", help="which channels go (default l1_norm)")
-    p.add_argument("--strategy", help="how the target becomes ratios: uniform (the default for "
-                                      "macs), global (macs too) or latency (the default for latency)")
+    p.add_argument("--strategy",
+                   help="how the target becomes ratios: uniform (the default for macs), global "
+                        "or sensitive (macs too; sensitive measures each layer's sensitivity "
+                        "without labels, as the output distance to the original on the "
+                        "held-out images) or latency (the default for latency)")
+    p.add_argument("--structure", action="append", metavar="KEY=VALUE",
+                   help="what a pruning unit spans where layers allow several shapes, e.g. "
+                        "attention=heads or grouped_conv=groups (repeatable)")
     p.add_argument("--input-shape", type=int, nargs="+", metavar="DIM",
                    help="the input shape with batch 1, if the export's is dynamic beyond "
                         "the batch")
@@ -63,7 +69,7 @@ def cmd_prune_model(args) -> int:
             print(text, file=sys.stderr, flush=True)
     summary = prune_model(args.model, args.out, args.target, data=args.data, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, criterion=args.criterion,
-                          strategy=args.strategy,
+                          strategy=args.strategy, structure=args.structure,
                           input_shape=args.input_shape, preprocessing=prep,
                           latency=not args.no_latency, resume=args.resume,
                           progress=False if args.quiet else None, emit=note)

@@ -33,7 +33,7 @@ CHECKPOINTS = "checkpoints"
 PLAN = "plan.json"
 SUMMARY = "summary.json"
 ELSEWHERE = "--out DIR"
-RESUMED_KEYS = ("target", "criterion", "strategy")  # what a resumed run must keep
+RESUMED_KEYS = ("target", "criterion", "strategy", "structure")  # what a resumed run must keep
 
 
 def check_out(out, resume: bool) -> str:
@@ -63,6 +63,11 @@ class PruneRun:
 
     def __init__(self, out: str):
         self.dir = os.path.join(os.fspath(out), CHECKPOINTS)
+
+    def file(self, name: str) -> str:
+        """The path of ``name`` in the folder, which is created."""
+        os.makedirs(self.dir, exist_ok=True)
+        return os.path.join(self.dir, name)
 
     def save_plan(self, plan: Dict[str, Any]) -> None:
         os.makedirs(self.dir, exist_ok=True)
