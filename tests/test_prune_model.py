@@ -149,6 +149,23 @@ def test_a_resumed_fine_tune_ends_exactly_as_an_uninterrupted_one(model_dir, ima
     assert resumed["fidelity"] == expected["fidelity"]
 
 
+def test_a_run_stopped_before_its_ratios_are_known_resumes(model_dir, images, tmp_path,
+                                                           monkeypatch):
+    from slim_callbacks.app import prune_model as module
+    whole, cut = str(tmp_path / "whole"), str(tmp_path / "cut")
+    options = dict(strategy="sensitive", data=images, latency=False, emit=lambda text: None)
+    expected = prune_model(model_dir, whole, "macs=0.4", **options)
+
+    def stopped(*args):
+        raise Interrupted("in the sensitivity analysis")
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "target_ratios", stopped)
+        with pytest.raises(Interrupted):
+            prune_model(model_dir, cut, "macs=0.4", **options)
+    resumed = prune_model(model_dir, cut, "macs=0.4", resume=True, **options)
+    assert resumed["after"] == expected["after"] and resumed["fidelity"] == expected["fidelity"]
+
+
 def test_resume_needs_an_unfinished_run_with_the_same_plan(model_dir, images, tmp_path, capsys):
     out = str(tmp_path / "pruned")
     with pytest.raises(ConfigError, match="out: .* a directory holding a prune-model run to "

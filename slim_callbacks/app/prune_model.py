@@ -128,6 +128,8 @@ def prune_model(model, out, target: str = "macs=0.5", *, data=None, epochs: int 
     prefix = model_prefix(model)
     with locked_directory(out, [out], resume, ELSEWHERE):
         run = PruneRun(out)
+        if saved is None:
+            run.save_plan(plan)  # out holds a prune-model run from now on
         teacher = load_inference_model(prefix, input_shape)
         shape = list(teacher.input_shape)
         prep = preprocessing or Preprocessing.from_export(prefix)
@@ -136,11 +138,11 @@ def prune_model(model, out, target: str = "macs=0.5", *, data=None, epochs: int 
             np.random.default_rng(0).standard_normal([8, *shape[1:]]).astype("float32")
 
         student = copy.deepcopy(teacher)
-        ratios = saved["ratios"] if saved else target_ratios(
+        ratios = saved["ratios"] if saved and "ratios" in saved else target_ratios(
             plan["strategy"], kind, share, student, teacher, shape, probe, criterion,
             plan["structure"], run.file("sensitivities.json"), progress)
         prune(student, shape, ratios, criterion=criterion, structure=plan["structure"] or None)
-        if saved:
+        if saved and "widths" in saved:
             run.check_widths(student, saved)
         else:
             run.save_plan({**plan, "ratios": ratios, "widths": widths(student)})

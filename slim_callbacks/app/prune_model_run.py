@@ -3,8 +3,9 @@
 and ``<out>/.lock`` is held while the command works in it.
 
 Besides the pruned model and ``summary.json`` it holds ``checkpoints/``: ``plan.json``
-(target, criterion, strategy, the ratios and every pruned parameter's shape), written
-once the network is pruned, and the newest fine-tune epoch's ``<epoch>.pdparams``
+(target, criterion, strategy and structure when the run starts; the ratios and every
+pruned parameter's shape added once the network is pruned, so a run stopped before
+that, e.g. in the ``sensitive`` strategy's analysis, resumes it), and the newest fine-tune epoch's ``<epoch>.pdparams``
 (weights and BatchNorm statistics), ``<epoch>.pdopt`` (optimizer state, keyed by
 parameter path so another process can load it) and ``<epoch>.json`` (the losses so far,
 written last: an epoch counts once its ``.json`` is there). ``resume=True`` prunes to the
