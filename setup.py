@@ -49,6 +49,10 @@ setup(
         # paddlenlp==2.8.1 --no-deps (its own pins fight Paddle 3)
         "paddlenlp": ["huggingface-hub<0.26", "aistudio-sdk<0.2", "datasets==3.0.2", "colorlog",
                       "jieba", "sentencepiece", "regex", "seqeval", "fastapi"],
+        # what paddledet 2.6's code imports; paddledet itself: pip install
+        # paddledet==2.6.0 --no-deps (its own pins fight Paddle 3)
+        "ppdet": ["scipy", "opencv-python-headless", "filelock", "prettytable", "pycocotools",
+                  "typeguard", "terminaltables", "pyyaml", "tqdm"],
     },
     entry_points={"console_scripts": ["slim-callbacks=slim_callbacks.app.cli:main"]},
 )

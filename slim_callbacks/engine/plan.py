@@ -26,7 +26,7 @@ import paddle
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.core.example_inputs import as_inputs, given_inputs
 from slim_callbacks.core.paddle_utils import layer_table, preserved_state, reset_static_programs, unwrap
-from slim_callbacks.engine.surgery import Blocks, apply_cuts, rollback_on_error
+from slim_callbacks.engine.surgery import Blocks, apply_cuts, rollback_on_error, set_storage, take
 
 
 @dataclasses.dataclass
@@ -170,6 +170,28 @@ class PruningPlan:
                             f"changed: {type(err).__name__}: {err}") from err
         reset_static_programs(net)  # to_static forwards are converted again for the new shapes
         return self
+
+    def cut_state(self, state) -> List[str]:
+        """Slices, in place, every tensor of ``state`` (a dict keyed like the network's
+        state dict, ``"<layer>.<attr>"``) that has its parameter's shape before this plan,
+        exactly as the parameter was sliced: a copy of the weights kept beside the network
+        (an EMA's, a teacher's). Tensors already cut (the parameter itself) are left alone.
+        Returns the keys cut.
+
+        >>> plan = PruningPlan.from_dict({"params": {"fc": {"weight": {
+        ...     "shape": [3, 2], "kept": {"0": [0, 2]}}}}})
+        >>> ema = {"fc.weight": paddle.to_tensor([[1., 1.], [2., 2.], [3., 3.]])}
+        >>> plan.cut_state(ema), ema["fc.weight"].numpy()[:, 0].tolist()
+        (['fc.weight'], [1.0, 3.0])
+        """
+        done = []
+        for (name, attr), cut in self.params.items():
+            key = f"{name}.{attr}" if name else attr
+            tensor = state.get(key)
+            if tensor is not None and list(tensor.shape) == cut.shape:
+                set_storage(tensor, take(tensor.numpy(), cut.surgery()))
+                done.append(key)
+        return done
 
     def then(self, later: "PruningPlan") -> "PruningPlan":
         """One plan equal to applying ``self`` and then ``later``."""
