@@ -90,7 +90,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import sys
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -106,6 +105,7 @@ from slim_callbacks.core.checks import check_choice, check_int, check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.example_inputs import given_inputs
 from slim_callbacks.core.paddle_utils import layer_table, unwrap
+from slim_callbacks.core.progress import progress_bar
 from slim_callbacks.engine.criteria import Criterion, get_criterion, group_scores
 from slim_callbacks.engine.planner import select_units
 from slim_callbacks.engine.ratios import check_patterns, check_round_to, chosen_groups
@@ -369,15 +369,12 @@ def run_groups(analysis: GroupAnalysis, groups: List[ChannelGroup], file: Option
                progress: Optional[bool], workers: int = 1) -> None:
     """Evaluates every (group, ratio) pair not yet in the record, in this process or in
     ``workers`` forked ones; saves the file after every loss either way."""
-    from tqdm import tqdm
-
     record = analysis.record
     total = len(groups) * len(record.ratios)
     todo = [g for g in groups if analysis.pending(g)]
     done = total - sum(len(analysis.pending(g)) for g in groups)
-    show = sys.stderr.isatty() if progress is None else progress
-    with tqdm(total=total, initial=done, disable=not show, desc="sensitivity",
-              unit="eval", dynamic_ncols=True) as bar:
+    with progress_bar(progress, total=total, initial=done, desc="sensitivity",
+                      unit="eval") as bar:
         def store(name: str, ratio: float, loss: float) -> None:
             record.losses.setdefault(name, {})[ratio] = loss
             record.save(file)

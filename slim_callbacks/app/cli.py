@@ -13,7 +13,7 @@ Subcommands::
     slim-callbacks latency MODEL_DIR [MODEL_DIR ...] [--threads N] [--no-onednn]
                            [--keep-intermediates]
     slim-callbacks prune-model MODEL_DIR --out DIR [--target macs=0.5] [--data IMAGES]
-                               [--epochs N] [--criterion C] [--no-latency]
+                               [--epochs N] [--strategy S] [--resume] [--no-latency]
 
 RECIPE is a YAML file; a name such as ``quickstart`` or ``mobilenetv1/baseline`` that
 is not a file is looked up among the bundled recipes; without RECIPE the quickstart

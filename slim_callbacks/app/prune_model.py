@@ -9,7 +9,9 @@ the targets), exports it to ``out`` (checked by Paddle Inference) and writes
 ``out/summary.json``: ``before``/``after`` (``macs``, ``gflops``, ``params``,
 ``size_mb``), ``flops_reduction``, ``fidelity`` on held-out images (top-1 agreement
 with the original for a classifier, output differences always), ``export`` and
-``latency`` as ``slim-callbacks run`` writes them.
+``latency`` as ``slim-callbacks run`` writes them. ``out`` is a run directory as
+``run``'s is (:mod:`slim_callbacks.app.prune_model_run`): each fine-tune epoch is saved
+there, and ``resume=True`` continues an interrupted run to the same result.
 """
 from __future__ import annotations
 
@@ -24,24 +26,28 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from slim_callbacks.analysis.strategies import resolve_strategy
 from slim_callbacks.app.deployment import measure_both
 from slim_callbacks.app.image_inputs import ImageInputs, Preprocessing, image_files, split_held_out
-from slim_callbacks.app.report import latency_rows, structure, table
+from slim_callbacks.app.prune_model_ratios import (check_strategy, first_output, parse_structure,
+                                                  target_ratios)
+from slim_callbacks.app.prune_model_run import ELSEWHERE, SUMMARY, PruneRun, check_out, widths
+from slim_callbacks.app.report import latency_rows, table
+from slim_callbacks.app.report import structure as measure
+from slim_callbacks.app.run_dir import locked_directory
 from slim_callbacks.callbacks.distill import kd_loss
 from slim_callbacks.core.checks import check_int, check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.core.files import make_writable_dir, write_atomic
+from slim_callbacks.core.files import write_atomic
+from slim_callbacks.core.progress import progress_bar
 from slim_callbacks.deploy.export import export
 from slim_callbacks.deploy.runtime import model_prefix
 from slim_callbacks.program import load_inference_model
 from slim_callbacks.pruning import prune
 
-TARGETS = {"macs": "uniform", "latency": "latency"}  # target -> the strategy that meets it
+TARGETS = ("macs", "latency")
 STRUCTURE_KEYS = ("macs", "gflops", "params", "size_mb")
 FIDELITY_IMAGES = 64
 CLIP_NORM = 5.0
-SUMMARY = "summary.json"
 
 
 def parse_target(text: str) -> Tuple[str, float]:
@@ -65,10 +71,12 @@ def parse_target(text: str) -> Tuple[str, float]:
 def prune_model(model, out, target: str = "macs=0.5", *, data=None, epochs: int = 0,
                 batch_size: int = 16, lr: float = 0.01, temperature: float = 4.0,
                 criterion: str = "l1_norm", strategy: Optional[str] = None,
+                structure: Optional[Sequence[str]] = None,
                 held_out: float = 0.2,
                 input_shape: Optional[Sequence[int]] = None,
                 preprocessing: Optional[Preprocessing] = None, latency: bool = True,
-                latency_rounds: int = 20, emit: Callable[[str], None] = print) -> Dict[str, Any]:
+                latency_rounds: int = 20, resume: bool = False, progress: Optional[bool] = None,
+                emit: Callable[[str], None] = print) -> Dict[str, Any]:
     """Prunes the exported model ``model`` (its directory or prefix) to ``target`` and
     writes the pruned model and ``summary.json`` to the new directory ``out``.
 
@@ -81,19 +89,28 @@ def prune_model(model, out, target: str = "macs=0.5", *, data=None, epochs: int 
         criterion: which channels go (``l1_norm``, ``fpgm``, ...).
         strategy: how the target becomes ratios; default ``uniform`` for a MACs target
             (one ratio everywhere), ``latency`` for a latency target; ``global`` takes a
-            MACs target too (one score threshold across layers).
+            MACs target too (one score threshold across layers); ``sensitive`` (MACs)
+            measures each group's sensitivity without labels first (the relative output
+            distance to the original on the held-out images, see
+            :mod:`~slim_callbacks.app.prune_model_ratios`).
+        structure: ``["attention=heads"]``-style options: what a pruning unit spans.
         input_shape: the input shape with batch 1 (needed if the export's is dynamic
             beyond the batch).
         preprocessing: how images become inputs; default: what the export's
             ``inference.yml`` says, else ImageNet evaluation (resize, center crop,
             ImageNet mean and std).
         latency: measure both models' batch-1 latency (Paddle Inference, oneDNN).
+        resume: continue the unfinished run in ``out`` from its last saved epoch (same
+            target, criterion and strategy; ``epochs`` may grow).
+        progress: a progress bar per fine-tune epoch on stderr; None: only on a terminal.
 
     Returns:
         The summary (also in ``out/summary.json``; :func:`summary_text` is its table).
 
     Raises:
-        ConfigError: a bad argument, or ``out`` holding files; before anything is done.
+        ConfigError: a bad argument, or ``out`` holding no run to resume; before
+            anything is done.
+        SlimError: ``out`` holds files (unless ``resume``) or is in use by another run.
         SlimError: the model cannot be rebuilt or the target cannot be met.
     """
     started = time.time()
@@ -104,52 +121,56 @@ def prune_model(model, out, target: str = "macs=0.5", *, data=None, epochs: int 
     if epochs and data is None:
         raise ConfigError("data", None, "a folder of images to fine-tune on (epochs > 0)")
     files = image_files(data) if data is not None else []
-    _check_out(out)
+    out = check_out(out, resume)
+    plan = {"target": {kind: share}, "criterion": criterion,
+            "strategy": check_strategy(strategy, kind), "structure": parse_structure(structure)}
+    saved = PruneRun(out).load_plan(plan) if resume else None
     prefix = model_prefix(model)
-    teacher = load_inference_model(prefix, input_shape)
-    shape = list(teacher.input_shape)
-    prep = preprocessing or Preprocessing.from_export(prefix)
-    train, held = split_held_out(files, held_out) if len(files) > 1 else (files, files)
-    probe = ImageInputs(held, shape[1:], prep).batch(FIDELITY_IMAGES) if held else \
-        np.random.default_rng(0).standard_normal([8, *shape[1:]]).astype("float32")
+    with locked_directory(out, [out], resume, ELSEWHERE):
+        run = PruneRun(out)
+        if saved is None:
+            run.save_plan(plan)  # out holds a prune-model run from now on
+        teacher = load_inference_model(prefix, input_shape)
+        shape = list(teacher.input_shape)
+        prep = preprocessing or Preprocessing.from_export(prefix)
+        train, held = split_held_out(files, held_out) if len(files) > 1 else (files, files)
+        probe = ImageInputs(held, shape[1:], prep).batch(FIDELITY_IMAGES) if held else \
+            np.random.default_rng(0).standard_normal([8, *shape[1:]]).astype("float32")
 
-    student = copy.deepcopy(teacher)
-    options = {"target_flops_reduction" if kind == "macs" else "target_latency_reduction": share}
-    ratios = resolve_strategy(strategy or TARGETS[kind], student, shape, criterion=criterion,
-                              **options)
-    prune(student, shape, ratios, criterion=criterion)
-    summary: Dict[str, Any] = {"model": prefix, "target": {kind: share}, "criterion": criterion,
-                               "strategy": strategy or TARGETS[kind],
-                               "preprocessing": dataclasses.asdict(prep),
-                               "before": structure(teacher, shape, STRUCTURE_KEYS),
-                               "after": structure(student, shape, STRUCTURE_KEYS)}
-    summary["flops_reduction"] = 1 - summary["after"]["macs"] / summary["before"]["macs"]
-    emit(f"pruned {prefix}: {summary['flops_reduction']:.1%} fewer MACs ({kind} target {share:g})")
-    on = f"{len(held)} held-out images" if held else "random inputs (no --data)"
-    summary["fidelity_pruned"] = fidelity(student, teacher, probe, on)
-    if epochs:
-        summary["fine_tune"] = fine_tune(student, teacher, ImageInputs(train, shape[1:], prep), epochs,
-                                         batch_size, lr, temperature, emit)
-    summary["fidelity"] = fidelity(student, teacher, probe, on)
-    result = export(student, out, shape, inputs=probe[:max(1, len(probe) // shape[0] * shape[0])])
-    summary["export"] = {"dir": os.fspath(out), "formats": ["paddle"],
-                         "max_abs_diff": result.max_abs_diff}
-    summary["latency"] = measure_both(prefix, result.prefix, input_shape=shape,
-                                      rounds=latency_rounds) if latency else None
-    summary["wall_time_s"] = round(time.time() - started, 1)
-    path = os.path.join(out, SUMMARY)
-    write_atomic(path, json.dumps(summary, indent=1))
-    emit(f"pruned model and {SUMMARY} written to {out}")
-    return summary
-
-
-def _check_out(out) -> None:
-    if not isinstance(out, (str, os.PathLike)) or not os.fspath(out):
-        raise ConfigError("out", out, "a directory for the pruned model")
-    if os.path.isdir(out) and os.listdir(out):
-        raise ConfigError("out", os.fspath(out), "a new or empty directory (this one holds "
-                                                 "files; choose another)")
-    make_writable_dir(os.fspath(out), "out", "choose another directory")
+        student = copy.deepcopy(teacher)
+        ratios = saved["ratios"] if saved and "ratios" in saved else target_ratios(
+            plan["strategy"], kind, share, student, teacher, shape, probe, criterion,
+            plan["structure"], run.file("sensitivities.json"), progress)
+        prune(student, shape, ratios, criterion=criterion, structure=plan["structure"] or None)
+        if saved and "widths" in saved:
+            run.check_widths(student, saved)
+        else:
+            run.save_plan({**plan, "ratios": ratios, "widths": widths(student)})
+        summary: Dict[str, Any] = {"model": prefix, **plan,
+                                   "preprocessing": dataclasses.asdict(prep),
+                                   "before": measure(teacher, shape, STRUCTURE_KEYS),
+                                   "after": measure(student, shape, STRUCTURE_KEYS)}
+        summary["flops_reduction"] = 1 - summary["after"]["macs"] / summary["before"]["macs"]
+        emit(f"pruned {prefix}: {summary['flops_reduction']:.1%} fewer MACs "
+             f"({kind} target {share:g})")
+        on = f"{len(held)} held-out images" if held else "random inputs (no --data)"
+        summary["fidelity_pruned"] = fidelity(student, teacher, probe, on)
+        if epochs:
+            summary["fine_tune"] = fine_tune(student, teacher, ImageInputs(train, shape[1:], prep),
+                                             epochs, batch_size, lr, temperature, emit, run=run,
+                                             progress=progress)
+        summary["fidelity"] = fidelity(student, teacher, probe, on)
+        checked = probe[:max(1, len(probe) // shape[0] * shape[0])]
+        result = export(student, out, shape, inputs=checked)
+        summary["export"] = {"dir": os.fspath(out), "formats": ["paddle"],
+                             "max_abs_diff": result.max_abs_diff}
+        summary["latency"] = measure_both(prefix, result.prefix, input_shape=shape,
+                                          rounds=latency_rounds) if latency else None
+        summary["wall_time_s"] = round(time.time() - started, 1)
+        path = os.path.join(out, SUMMARY)
+        write_atomic(path, json.dumps(summary, indent=1))
+        emit(f"pruned model and {SUMMARY} written to {out}")
+        return summary
 
 
 def distill_loss(student_out, teacher_out, temperature: float) -> paddle.Tensor:
@@ -160,37 +181,56 @@ def distill_loss(student_out, teacher_out, temperature: float) -> paddle.Tensor:
 
 
 def fine_tune(student, teacher, images: ImageInputs, epochs: int, batch_size: int, lr: float,
-              temperature: float, emit) -> Dict[str, Any]:
+              temperature: float, emit, *, run: Optional[PruneRun] = None,
+              progress: Optional[bool] = None, seed: int = 0) -> Dict[str, Any]:
     """Label-free fine-tune: the student learns the teacher's outputs on ``images`` in
     train mode (its BatchNorm statistics follow the pruned network's activations), with
     gradients clipped to a global norm of :data:`CLIP_NORM`; the mean loss of each
-    epoch. SlimError if the loss stops being finite."""
+    epoch. Epoch ``e`` visits the images in an order drawn from ``(seed, e)``, so a run
+    continued from ``run``'s newest saved epoch ends as an uninterrupted one; each epoch
+    is saved to ``run``. SlimError if the loss stops being finite."""
     if len(images) == 0:
         raise SlimError("data: no images left to fine-tune on after holding some out")
-    loader = paddle.io.DataLoader(images, batch_size=batch_size, shuffle=True)
     optimizer = paddle.optimizer.Momentum(lr, momentum=0.9, parameters=student.parameters(),
                                           grad_clip=paddle.nn.ClipGradByGlobalNorm(CLIP_NORM))
+    start, losses = run.restore(student, optimizer) if run else (0, [])
+    if start:
+        emit(f"resuming the fine-tune after epoch {start} (saved in {run.dir})")
     teacher.eval()
-    losses = []
-    for epoch in range(epochs):
+    for epoch in range(start, epochs):
         student.train()
         total = count = 0
-        for batch in loader:
-            batch = batch[0] if isinstance(batch, (list, tuple)) else batch
-            with paddle.no_grad():
-                target = _first(teacher(batch))
-            loss = distill_loss(_first(student(batch)), target, temperature)
-            if not np.isfinite(float(loss)):
-                raise SlimError(f"fine-tune: the distillation loss is {float(loss)} in epoch "
-                                f"{epoch + 1}; lower the learning rate (lr {lr:g}, CLI --lr)")
-            loss.backward()
-            optimizer.step()
-            optimizer.clear_grad()
-            total, count = total + float(loss) * len(batch), count + len(batch)
+        order = np.random.default_rng([seed, epoch]).permutation(len(images))
+        steps = range(0, len(order), batch_size)
+        with progress_bar(progress, total=len(steps), desc=f"fine-tune {epoch + 1}/{epochs}",
+                          unit="batch") as bar:
+            for step in steps:
+                chosen = order[step:step + batch_size]
+                batch = paddle.to_tensor(np.stack([images[i] for i in chosen]))
+                loss = _step(student, teacher, batch, optimizer, temperature, epoch, lr)
+                total, count = total + loss * len(batch), count + len(batch)
+                bar.set_postfix(loss=f"{loss:.4f}")
+                bar.update(1)
         losses.append(total / count)
+        if run is not None:
+            run.save_epoch(epoch + 1, student, optimizer, losses)
         emit(f"fine-tune epoch {epoch + 1}/{epochs}: distillation loss {losses[-1]:.4f}")
     student.eval()
     return {"epochs": epochs, "images": len(images), "lr": lr, "loss": losses}
+
+
+def _step(student, teacher, batch, optimizer, temperature: float, epoch: int, lr: float) -> float:
+    """One distillation step on ``batch``; its loss."""
+    with paddle.no_grad():
+        target = first_output(teacher(batch))
+    loss = distill_loss(first_output(student(batch)), target, temperature)
+    if not np.isfinite(float(loss)):
+        raise SlimError(f"fine-tune: the distillation loss is {float(loss)} in epoch "
+                        f"{epoch + 1}; lower the learning rate (lr {lr:g}, CLI --lr)")
+    loss.backward()
+    optimizer.step()
+    optimizer.clear_grad()
+    return float(loss)
 
 
 def fidelity(student, teacher, batch: np.ndarray, on: str) -> Dict[str, Any]:
@@ -200,16 +240,12 @@ def fidelity(student, teacher, batch: np.ndarray, on: str) -> Dict[str, Any]:
         x = paddle.to_tensor(batch)
         teacher.eval()
         student.eval()
-        t, s = _first(teacher(x)).numpy(), _first(student(x)).numpy()
+        t, s = first_output(teacher(x)).numpy(), first_output(student(x)).numpy()
     out = {"on": on, "images": len(batch), "max_abs_diff": float(np.abs(s - t).max()),
            "mean_abs_diff": float(np.abs(s - t).mean())}
     if t.ndim == 2 and t.shape[1] > 1:
         out["top1_agreement"] = float((s.argmax(1) == t.argmax(1)).mean())
     return out
-
-
-def _first(out):
-    return out[0] if isinstance(out, (list, tuple)) else out
 
 
 def summary_text(summary: Dict[str, Any]) -> str:

@@ -5,15 +5,21 @@ from __future__ import annotations
 import sys
 
 EXAMPLE = ["slim-callbacks prune-model exported/ --target macs=0.5 --data images/ --epochs 3 "
-           "--out pruned/"]
+           "--out pruned/",
+           "slim-callbacks prune-model exported/ --target macs=0.5 --data images/ --epochs 5 "
+           "--out pruned/ --resume"]
 
 
 def add_arguments(p) -> None:
     p.add_argument("model", metavar="MODEL_DIR",
                    help="an exported inference model: a directory holding model.json + "
                         "model.pdiparams, or their prefix")
-    p.add_argument("--out", required=True, help="a new directory for the pruned model and "
-                                                "summary.json")
+    p.add_argument("--out", required=True,
+                   help="a new (or empty) directory for the pruned model, summary.json and "
+                        "the fine-tune's checkpoints")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the unfinished run in --out from its last saved fine-tune "
+                        "epoch (same --target, --criterion, --strategy; --epochs may grow)")
     p.add_argument("--target", default="macs=0.5",
                    help="macs=R (remove the share R of the MACs, uniform ratio) or latency=R "
                         "(of the batch-1 latency, measured on this machine); default macs=0.5")
@@ -32,8 +38,14 @@ def add_arguments(p) -> None:
     p.add_argument("--lr", type=float, default=0.01, help="fine-tune learning rate (Momentum)")
     p.add_argument("--batch-size", type=int, default=16, help="fine-tune batch size")
     p.add_argument("--criterion", default="l1_norm", help="which channels go (default l1_norm)")
-    p.add_argument("--strategy", help="how the target becomes ratios: uniform (the default for "
-                                      "macs), global (macs too) or latency (the default for latency)")
+    p.add_argument("--strategy",
+                   help="how the target becomes ratios: uniform (the default for macs), global "
+                        "or sensitive (macs too; sensitive measures each layer's sensitivity "
+                        "without labels, as the output distance to the original on the "
+                        "held-out images) or latency (the default for latency)")
+    p.add_argument("--structure", action="append", metavar="KEY=VALUE",
+                   help="what a pruning unit spans where layers allow several shapes, e.g. "
+                        "attention=heads or grouped_conv=groups (repeatable)")
     p.add_argument("--input-shape", type=int, nargs="+", metavar="DIM",
                    help="the input shape with batch 1, if the export's is dynamic beyond "
                         "the batch")
@@ -42,7 +54,8 @@ def add_arguments(p) -> None:
 
 
 def cmd_prune_model(args) -> int:
-    """Progress on stderr (none with --quiet), the before/after table on stdout."""
+    """Progress notes and bars on stderr (none with --quiet), the before/after table on
+    stdout."""
     from slim_callbacks.app.image_inputs import Preprocessing
     from slim_callbacks.app.prune_model import prune_model, summary_text
     prep = None
@@ -56,8 +69,9 @@ def cmd_prune_model(args) -> int:
             print(text, file=sys.stderr, flush=True)
     summary = prune_model(args.model, args.out, args.target, data=args.data, epochs=args.epochs,
                           batch_size=args.batch_size, lr=args.lr, criterion=args.criterion,
-                          strategy=args.strategy,
+                          strategy=args.strategy, structure=args.structure,
                           input_shape=args.input_shape, preprocessing=prep,
-                          latency=not args.no_latency, emit=note)
+                          latency=not args.no_latency, resume=args.resume,
+                          progress=False if args.quiet else None, emit=note)
     print(summary_text(summary), flush=True)
     return 0

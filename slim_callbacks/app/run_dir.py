@@ -51,13 +51,19 @@ def holds_files(path: str) -> bool:
 
 def check_fresh(recipe: Recipe) -> None:
     """SlimError if a run directory already holds files (of an earlier run)."""
-    for directory in filter(os.path.isdir, run_directories(recipe)):
+    check_fresh_dirs(run_directories(recipe), "-o output_dir=DIR")
+
+
+def check_fresh_dirs(directories: List[str], elsewhere: str) -> None:
+    """SlimError if one of ``directories`` holds files (besides the lock): continue with
+    ``--resume`` or write ``elsewhere`` (how the command names another directory)."""
+    for directory in filter(os.path.isdir, directories):
         found = sorted(n for n in os.listdir(directory)
                        if n != LOCK_FILE and holds_files(os.path.join(directory, n)))
         if found:
             raise SlimError(f"{directory} already holds a run ({', '.join(found[:3])}"
                             f"{', ...' if len(found) > 3 else ''}): continue it with --resume, "
-                            f"or write elsewhere with -o output_dir=DIR (or delete {directory})")
+                            f"or write elsewhere with {elsewhere} (or delete {directory})")
 
 
 @contextlib.contextmanager
@@ -67,19 +73,28 @@ def locked_run_directory(recipe: Recipe, resume: bool):
     if not is_rank0():
         yield
         return
-    check_writable(recipe.output_dir)
-    lock_path = os.path.join(recipe.output_dir, LOCK_FILE)
+    with locked_directory(recipe.output_dir, run_directories(recipe), resume,
+                          "-o output_dir=DIR"):
+        yield
+
+
+@contextlib.contextmanager
+def locked_directory(output_dir: str, directories: List[str], resume: bool, elsewhere: str):
+    """Checks ``directories`` (``output_dir`` first) are writable and, unless ``resume``,
+    empty, then holds an exclusive lock on ``<output_dir>/.lock`` for the run."""
+    make_writable_dir(output_dir, "output directory", f"choose another with {elsewhere}")
+    lock_path = os.path.join(output_dir, LOCK_FILE)
     with open(lock_path, "a", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise SlimError(f"{recipe.output_dir} is in use by another run (it holds "
+            raise SlimError(f"{output_dir} is in use by another run (it holds "
                             f"{lock_path}): wait for it, or write elsewhere with "
-                            f"-o output_dir=DIR") from None
+                            f"{elsewhere}") from None
         if not resume:
-            check_fresh(recipe)
-        for directory in run_directories(recipe):
-            check_writable(directory)
+            check_fresh_dirs(directories, elsewhere)
+        for directory in directories:
+            make_writable_dir(directory, "output directory", f"choose another with {elsewhere}")
         yield
 
 
