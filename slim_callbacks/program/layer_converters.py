@@ -65,12 +65,7 @@ def conv(node, builder) -> None:
                 bias_attr=None if fused else False, data_format=a.get("data_format", "NCHW"),
                 **extra)
     layer.weight.set_value(weight)
-    outputs = node.outputs
-    if fused:
-        bias, add, reshape = fused
-        layer.bias.set_value(bias)
-        builder.absorb(add, reshape)
-        outputs = add.outputs
+    outputs = _absorb_bias(layer, fused, builder, node)
     kwargs = {}
     if transposed and "output_size" in node.input_names:
         size = builder.arg(node, node.input_names.index("output_size"))
@@ -142,12 +137,7 @@ def linear(node, builder) -> None:
     fused = bias_add(node, builder, weight.shape[1], -1)
     layer = paddle.nn.Linear(*weight.shape, bias_attr=None if fused else False)
     layer.weight.set_value(np.ascontiguousarray(weight))
-    outputs = node.outputs
-    if fused:
-        bias, add, reshape = fused
-        layer.bias.set_value(bias)
-        builder.absorb(add, reshape)
-        outputs = add.outputs
+    outputs = _absorb_bias(layer, fused, builder, node)
     builder.add_layer(node.inputs[1], layer, [builder.arg(node, 0)], outputs, node)
 
 
@@ -165,3 +155,14 @@ CONVERTERS.update({op: conv for op, _ in CONV})
 CONVERTERS.update({"pd_op.batch_norm": batch_norm, "pd_op.batch_norm_": batch_norm,
                    "pd_op.layer_norm": layer_norm, "pd_op.group_norm": group_norm,
                    "pd_op.prelu": prelu, "pd_op.matmul": linear, "pd_op.embedding": embedding})
+
+
+def _absorb_bias(layer, fused, builder, node):
+    """The outputs of ``layer``: the fused bias ``add`` (its value now ``layer.bias``)
+    when there is one, else the node's own."""
+    if not fused:
+        return node.outputs
+    bias, add, reshape = fused
+    layer.bias.set_value(bias)
+    builder.absorb(add, reshape)
+    return add.outputs
