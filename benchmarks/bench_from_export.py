@@ -25,11 +25,13 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_zoo import child_row  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # name -> (family, constructor arguments, input size)
@@ -162,15 +164,7 @@ def run_isolated(name: str, ratio: float, timeout: float) -> dict:
     family, _, size = MODELS[name]
     base = {"model": name, "family": family, "input": size}
     cmd = [sys.executable, os.path.abspath(__file__), "--one", name, "--ratio", str(ratio)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {**base, "status": "timeout", "error": f"over {timeout:.0f} s"}
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-    if done.returncode == 0 and lines:
-        return json.loads(lines[-1])
-    errors = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
-    return {**base, "status": "error", "error": errors[-1] if errors else f"exit {done.returncode}"}
+    return child_row(cmd, base, timeout)
 
 
 def main() -> None:

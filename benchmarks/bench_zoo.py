@@ -321,6 +321,11 @@ def run_isolated(name: str, ratio: float, timeout: float, fold_bn_shift: bool = 
     cmd += ["--fold-bn-shift"] if fold_bn_shift else []
     cmd += ["--structure", *structure] if structure else []
     base = {"model": name, "family": family_of(name), "input": input_size_of(name)}
+    return child_row(cmd, base, timeout)
+
+
+def child_row(cmd, base: dict, timeout: float) -> dict:
+    """The last JSON line a child process prints, or ``base`` with its timeout or error."""
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
