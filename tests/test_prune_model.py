@@ -17,9 +17,9 @@ from slim_callbacks.app.prune_model import parse_target, prune_model
 from slim_callbacks.app.prune_model_ratios import output_metric
 from slim_callbacks.app.prune_model_run import PruneRun
 from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.deploy.runtime import predictor, run, save_inference_model
 from slim_callbacks.program import load_inference_model
 from slim_callbacks.pruning import prune
-from slim_callbacks.deploy.runtime import predictor, run, save_inference_model
 
 SHAPE = [1, 3, 16, 16]
 

@@ -28,8 +28,7 @@ import paddle.nn.functional as F
 
 from slim_callbacks.app.deployment import measure_both
 from slim_callbacks.app.image_inputs import ImageInputs, Preprocessing, image_files, split_held_out
-from slim_callbacks.app.prune_model_ratios import (check_strategy, first_output, parse_structure,
-                                                  target_ratios)
+from slim_callbacks.app.prune_model_ratios import check_strategy, first_output, parse_structure, target_ratios
 from slim_callbacks.app.prune_model_run import ELSEWHERE, SUMMARY, PruneRun, check_out, widths
 from slim_callbacks.app.report import latency_rows, table
 from slim_callbacks.app.report import structure as measure
