@@ -86,7 +86,7 @@ def deploy_run(recipe: Recipe, network: paddle.nn.Layer,
     folder = inference_dir(recipe)
     result = export(network, folder, shape, deploy.formats, inputs=batch)
     emit(f"exported the pruned model to {folder} ({', '.join(deploy.formats)}; verified: max "
-         f"abs difference to dygraph {_diffs(result.max_abs_diff)})")
+         f"abs difference to dygraph {result.differences()})")
     exported = {"dir": folder, "formats": list(deploy.formats),
                 "max_abs_diff": result.max_abs_diff}
     if not deploy.latency or original is None:
@@ -103,10 +103,6 @@ def deploy_run(recipe: Recipe, network: paddle.nn.Layer,
     first = None if recipe.model.inputs else [1, *shape[1:]]  # else: the models' own shapes
     latency = measure_both(before.prefix, result.prefix, input_shape=first, **options)
     return {"export": exported, "latency": latency}
-
-
-def _diffs(diffs: Dict[str, float]) -> str:
-    return ", ".join(f"{fmt} {value:.2g}" for fmt, value in diffs.items())
 
 
 def measure_both(before_prefix: str, after_prefix: str, **options) -> Dict[str, Any]:
@@ -344,5 +340,5 @@ def export_run(source: str, formats=("paddle",), out: Optional[str] = None,
     on = f"{len(batch)} eval images" if batch is not None else "a random batch"
     emit(f"exported {prefix} ({recipe.model.name}, recipe {recipe_file}) to {out}: "
          f"{', '.join(os.path.basename(f) for files in result.files.values() for f in files)}"
-         f"; verified on {on}, max abs difference to dygraph {_diffs(result.max_abs_diff)}")
+         f"; verified on {on}, max abs difference to dygraph {result.differences()}")
     return result

@@ -57,13 +57,28 @@ DEFAULT_ATOL, DEFAULT_RTOL = 1e-4, 1e-4
 @dataclass(frozen=True)
 class ExportResult:
     """What :func:`export` wrote: the directory, the model prefix in it (what
-    ``predictor`` and ``slim-callbacks latency`` read), the files of each format and
-    the largest absolute output difference to the dygraph network per format."""
+    ``predictor`` and ``slim-callbacks latency`` read), the files of each format,
+    the largest absolute output difference to the dygraph network per format, and the
+    largest absolute output of the dygraph network (what a difference is relative to)."""
 
     directory: str
     prefix: str
     files: Dict[str, Tuple[str, ...]]
     max_abs_diff: Dict[str, float]
+    output_scale: float = 0.0
+
+    def differences(self) -> str:
+        """Each format's largest difference, absolute and relative to the largest
+        output (a large absolute difference on large outputs can be float32 rounding).
+
+        Example:
+            >>> ExportResult("d", "d/model", {}, {"paddle": 3e-6}, 25.0).differences()
+            'paddle 3e-06 (1.2e-07 of max |output| 25)'
+        """
+        scale = self.output_scale
+        return ", ".join(f"{fmt} {diff:.2g}" + (f" ({diff / scale:.2g} of max |output| "
+                                                 f"{scale:.2g})" if scale > 0 else "")
+                         for fmt, diff in self.max_abs_diff.items())
 
 
 # ------------------------------------------------------------------- validation
@@ -200,7 +215,8 @@ def export(network: paddle.nn.Layer, path, example_inputs=None,
         shutil.rmtree(staging, ignore_errors=True)
     files = {fmt: tuple(moved[f] for f in names) for fmt, names in written.items()}
     _warn_stale(path, formats)
-    return ExportResult(path, os.path.join(path, MODEL_NAME), files, diffs)
+    scale = max((float(np.abs(e).max()) for e in expected if e.size), default=0.0)
+    return ExportResult(path, os.path.join(path, MODEL_NAME), files, diffs, scale)
 
 
 def _write_verified(network, staging, example, formats, batch, expected, atol, rtol,
