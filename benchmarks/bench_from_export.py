@@ -2,11 +2,14 @@
 
     nice python benchmarks/bench_from_export.py [--models NAME ...] [--ratio 0.3]
         [--timeout 600] [--out output/bench_from_export]
+    nice python benchmarks/bench_from_export.py --paddleclas [--families F ...] [--size 64]
 
 Each network of ``paddle.vision.models`` (random weights, tiny width multipliers where
 the constructor has one, the smallest input it allows, batch 1) is exported with
-``paddle.jit.save`` and from then on treated as program-only. Per model, in its own
-process with a timeout:
+``paddle.jit.save`` and from then on treated as program-only. ``--paddleclas`` takes
+the PaddleClas backbones ``bench_zoo.py`` builds instead (one per family, random
+weights), at ``--size`` pixels where the Python network runs at that size, else at
+the size ``bench_zoo`` uses. Per model, in its own process with a timeout:
 
 - **rebuilt exact**: ``load_inference_model`` (which checks the rebuilt network against
   Paddle Inference on the exported files), then the largest output difference to the
@@ -31,7 +34,9 @@ import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_zoo  # noqa: E402
 from bench_zoo import child_row  # noqa: E402
+from export_fidelity import fine_tuned_fidelity  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # name -> (family, constructor arguments, input size)
@@ -75,18 +80,27 @@ def summary(rows) -> dict:
 def format_table(rows) -> str:
     lines = ["| family | model | input | ops | rebuilt exact (max diff) | prune 0.3: same widths "
              "(max diff to the Python prune) | MACs cut | pruned export verified | rebuild s "
-             "| prune s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| prune s | top-1 agreement: pruned / fine-tuned (classes the original predicts) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("status") != "ok":
             lines.append(f"| {r['family']} | {r['model']} | {r.get('input', '')} | | "
-                         f"{r.get('status')}: {r.get('error', '')[:90]} | | | | | |")
+                         f"{r.get('status')}: {r.get('error', '')[:90]} | | | | | | |")
             continue
         lines.append(
             f"| {r['family']} | {r['model']} | {r['input']} | {r['ops']} | "
             f"{_yes(r['rebuilt_exact'])} ({r['rebuilt_diff']:.1e}) | "
             f"{_yes(r['same_widths'])} ({r['pruned_diff']:.1e}) | {r['macs_cut']:.1%} | "
-            f"{_yes(r['export_verified'])} | {r['rebuild_s']:.1f} | {r['prune_s']:.1f} |")
+            f"{_yes(r['export_verified'])} | {r['rebuild_s']:.1f} | {r['prune_s']:.1f} | "
+            f"{_agreement(r)} |")
     return "\n".join(lines)
+
+
+def _agreement(row) -> str:
+    if row.get("fidelity_tuned") is None:
+        return "-"
+    return (f"{row['fidelity_pruned']:.0%} / {row['fidelity_tuned']:.0%} "
+            f"({row['teacher_classes']} classes)")
 
 
 def _yes(flag) -> str:
@@ -94,8 +108,43 @@ def _yes(flag) -> str:
 
 
 # ------------------------------------------------------------------ one model
-def measure_one(name: str, ratio: float) -> dict:
-    """Exports, rebuilds, prunes both and exports the pruned rebuild (this process)."""
+def build_vision(name: str):
+    """``(network, input shape, family)`` of a ``paddle.vision.models`` network."""
+    import paddle
+    family, arguments, size = MODELS[name]
+    paddle.seed(0)
+    net = getattr(paddle.vision.models, name)(**arguments)
+    return net, [1, 1 if name == "LeNet" else 3, size, size], family
+
+
+def build_paddleclas(name: str, size: int):
+    """``(network, input shape, family)`` of a PaddleClas backbone as ``bench_zoo``
+    builds it, at ``size`` pixels if its eval forward runs there, else at the zoo's size."""
+    import paddle
+    backbones = bench_zoo.import_backbones()
+    paddle.seed(0)
+    net = bench_zoo.BUILT_DIRECTLY[name]() if name in bench_zoo.BUILT_DIRECTLY else \
+        bench_zoo.build(getattr(backbones, name), bench_zoo.REQUIRED_ARGUMENTS.get(name, {}))
+    family = bench_zoo.family_of(name)
+    bench_zoo.tame_random_weights(net, family)
+    native = bench_zoo.input_size_of(name)
+    for side in dict.fromkeys([min(size, native), native]):
+        try:
+            net.eval()
+            with paddle.no_grad():
+                net(paddle.randn([1, 3, side, side]))
+            break
+        except Exception:  # noqa: BLE001 - this size does not fit the network
+            continue
+    return net, [1, 3, side, side], family
+
+
+def measure_one(name: str, ratio: float, size: int = 0, epochs: int = 1) -> dict:
+    """Exports, rebuilds, prunes both, fine-tunes the pruned rebuild for ``epochs`` and
+    exports it (this process); ``size`` > 0: ``name`` is a PaddleClas backbone tried at
+    that size."""
+    import copy
+
     import numpy as np
     import paddle
 
@@ -105,15 +154,12 @@ def measure_one(name: str, ratio: float) -> dict:
     from slim_callbacks import count_flops, export, load_inference_model, prune
     from slim_callbacks.deploy.runtime import save_inference_model
 
-    family, arguments, size = MODELS[name]
-    shape = [1, 1 if name == "LeNet" else 3, size, size]
-    row = {"model": name, "family": family, "input": size}
-    paddle.seed(0)
-    net = getattr(paddle.vision.models, name)(**arguments)
+    net, shape, family = build_paddleclas(name, size) if size else build_vision(name)
+    row = {"model": name, "family": family, "input": shape[-1]}
     calibrate(net, shape)
     workdir = tempfile.mkdtemp(prefix="from-export-")
     prefix = os.path.join(workdir, "model")
-    save_inference_model(net, prefix, shape)
+    save_inference_model(net, prefix, shape, dynamic_batch=True)  # as PaddleClas exports
     start = time.perf_counter()
     rebuilt = load_inference_model(prefix)  # checked against Paddle Inference
     row["rebuild_s"] = time.perf_counter() - start
@@ -124,6 +170,7 @@ def measure_one(name: str, ratio: float) -> dict:
     row["rebuilt_diff"] = float(np.abs(outputs(rebuilt, x) - expected).max())
     row["rebuilt_exact"] = row["rebuilt_diff"] <= EXACT * scale
     row["macs"] = count_flops(rebuilt, shape)
+    teacher = copy.deepcopy(rebuilt) if epochs else None
 
     names = {id(layer): layer.weight.name.rsplit(".", 1)[0] for layer in net.sublayers()
              if _has_width(layer)}
@@ -140,6 +187,8 @@ def measure_one(name: str, ratio: float) -> dict:
     row["pruned_diff"] = float(np.abs(outputs(rebuilt, x) - outputs(net, x)).max())
     row["same_widths"] = not row["width_mismatches"] and row["pruned_diff"] <= EXACT * scale
     row["macs_cut"] = 1 - count_flops(rebuilt, shape) / row["macs"]
+    if epochs:
+        row.update(fine_tuned_fidelity(rebuilt, teacher, shape, epochs))
     try:
         export(rebuilt, os.path.join(workdir, "pruned"), shape)
         row["export_verified"] = True
@@ -159,32 +208,50 @@ def _width(layer) -> int:
     return int(layer.weight.shape[1 if isinstance(layer, paddle.nn.Linear) else 0])
 
 
-def run_isolated(name: str, ratio: float, timeout: float) -> dict:
+def run_isolated(name: str, ratio: float, timeout: float, size: int = 0, epochs: int = 1) -> dict:
     """:func:`measure_one` in a child process, so a crash or a hang costs one row."""
-    family, _, size = MODELS[name]
-    base = {"model": name, "family": family, "input": size}
+    family, _, side = MODELS[name] if not size else (bench_zoo.family_of(name), 0, size)
+    base = {"model": name, "family": family, "input": side}
     cmd = [sys.executable, os.path.abspath(__file__), "--one", name, "--ratio", str(ratio)]
+    cmd += ["--paddleclas", "--size", str(size)] if size else []
+    cmd += ["--epochs", str(epochs)]
     return child_row(cmd, base, timeout)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--models", nargs="*", help="these models (default: all)")
+    parser.add_argument("--paddleclas", action="store_true",
+                        help="PaddleClas backbones (one per family, as bench_zoo picks them)")
+    parser.add_argument("--families", nargs="*", help="with --paddleclas: only these families")
+    parser.add_argument("--size", type=int, default=64,
+                        help="with --paddleclas: input pixels where the network runs at them")
     parser.add_argument("--ratio", type=float, default=0.3)
     parser.add_argument("--timeout", type=float, default=600, help="seconds per model")
     parser.add_argument("--out", default=os.path.join("output", "bench_from_export"))
+    parser.add_argument("--epochs", type=int, default=1,
+                        help="label-free fine-tune epochs before the fidelity (0: none)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
+    size = args.size if args.paddleclas else 0
     if args.one:
-        print(json.dumps(measure_one(args.one, args.ratio)))
+        try:
+            row = measure_one(args.one, args.ratio, size, args.epochs)
+        except Exception as err:  # noqa: BLE001 - the row says why, on one line
+            family = bench_zoo.family_of(args.one) if size else MODELS[args.one][0]
+            row = {"model": args.one, "family": family, "input": size, "status": "error",
+                   "error": f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"}
+        print(json.dumps(row))
         return
+    names = args.models or (bench_zoo.pick_models(bench_zoo.backbone_names(
+        bench_zoo.import_backbones()), args.families) if size else list(MODELS))
     os.makedirs(args.out, exist_ok=True)
     rows = []
-    for name in args.models:
+    for name in names:
         start = time.perf_counter()
-        rows.append(run_isolated(name, args.ratio, args.timeout))
+        rows.append(run_isolated(name, args.ratio, args.timeout, size, args.epochs))
         r = rows[-1]
         print(f"{name}: {r.get('status')} exact={r.get('rebuilt_exact')} "
               f"widths={r.get('same_widths')} export={r.get('export_verified')} "

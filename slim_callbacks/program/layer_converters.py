@@ -75,9 +75,14 @@ def conv(node, builder) -> None:
 
 
 def batch_norm(node, builder) -> None:
+    """A BatchNorm layer; one without scale and shift (``weight_attr=False``) gets a
+    scale of ones and a shift of zeros (the same outputs; Paddle Inference 3.3's oneDNN
+    kernel crashes on a batch_norm without them)."""
     x, mean, var, scale, bias = (node.inputs[node.input_names.index(n)]
                                  for n in ("x", "mean", "variance", "scale", "bias"))
     values = [builder.param_value(v) for v in (mean, var, scale, bias)]
+    if values[0] is not None and scale is None and bias is None:
+        values[2:] = np.ones_like(values[0]), np.zeros_like(values[0])
     rank = len(node.in_shapes[0] or ())
     if any(v is None for v in values) or rank not in BATCH_NORM:
         return c_ops(node, builder)
@@ -89,7 +94,7 @@ def batch_norm(node, builder) -> None:
     for target, value in zip((layer._mean, layer._variance, layer.weight, layer.bias), values):
         target.set_value(value)
     builder.only_first_output(node)
-    builder.add_layer(scale, layer, [builder.arg(node, 0)], node.outputs[:1], node)
+    builder.add_layer(scale or mean, layer, [builder.arg(node, 0)], node.outputs[:1], node)
 
 
 def layer_norm(node, builder) -> None:
