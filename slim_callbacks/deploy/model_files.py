@@ -56,6 +56,36 @@ def check_model_files(prefix: str) -> List[Shape]:
     return stored
 
 
+def onednn_crash(prefix: str) -> Optional[str]:
+    """What in the model at ``prefix`` crashes Paddle Inference's oneDNN passes (the
+    process dies, nothing to catch), or None: a conv followed by ``leaky_relu``, whose
+    fusion segfaults in Paddle 3.3.1 (CSPDarkNet, DarkNet heads).
+
+    >>> import paddle, tempfile, os
+    >>> from slim_callbacks.deploy.runtime import save_inference_model
+    >>> prefix = os.path.join(tempfile.mkdtemp(), "model")
+    >>> save_inference_model(paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3),
+    ...                      paddle.nn.LeakyReLU()), prefix, [1, 3, 8, 8])
+    >>> onednn_crash(prefix)
+    'a conv followed by leaky_relu'
+    """
+    ops = set(_program_ops(model_files(prefix)[0]))
+    if "leaky_relu" in ops and ops & {"conv2d", "depthwise_conv2d", "conv3d"}:
+        return "a conv followed by leaky_relu"
+    return None
+
+
+def _program_ops(program: str) -> List[str]:
+    """The names of the program's ``pd_op`` ops (``conv2d``), [] if unreadable."""
+    try:
+        with open(program, encoding="utf-8") as stream:
+            data = json.load(stream)
+        return [op["#"].split(".", 1)[1] for region in data["program"]["regions"]
+                for block in region["blocks"] for op in block["ops"] if op["#"].startswith("1.")]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, IndexError, TypeError):
+        return []
+
+
 def _few(shapes: List[Shape]) -> str:
     listed = ", ".join(str(list(s)) for s in sorted(shapes)[:3])
     return f"[{listed}{', ...' if len(shapes) > 3 else ''}]"

@@ -26,7 +26,7 @@ from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.core.example_inputs import as_inputs
 from slim_callbacks.core.paddle_utils import modes_restored
-from slim_callbacks.deploy.model_files import PARAMS_SUFFIX, PROGRAM_SUFFIX, check_model_files, model_files  # noqa: F401
+from slim_callbacks.deploy.model_files import PARAMS_SUFFIX, PROGRAM_SUFFIX, check_model_files, model_files, onednn_crash  # noqa: F401
 from slim_callbacks.engine.ratios import check_input_shape
 
 MODEL_NAME = "model"
@@ -97,6 +97,10 @@ def predictor(prefix: str, threads: int = 1, onednn: bool = True,
     if input_shape is not None:
         input_shape = check_input_shape(input_shape)
     check_model_files(prefix)
+    crash = onednn_crash(prefix) if onednn else None
+    if crash:
+        raise SlimError(f"Paddle Inference's oneDNN cannot run the model at {prefix!r}: "
+                        f"Paddle {paddle.__version__} crashes on {crash}; run it with oneDNN off")
     config = paddle.inference.Config(*model_files(prefix))
     config.disable_gpu()
     config.disable_glog_info()
