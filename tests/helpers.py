@@ -335,3 +335,18 @@ TINY_RECIPE = {"name": "tiny", "model": {"name": "helpers:Net"},
                "pruning": {"ratios": 0.5, "schedule": {"kind": "epochs", "epochs": [0, 1]}},
                "logging": {"log_freq": 1, "visualdl": True}, "checkpoint": {"save_freq": 1},
                "deploy": {"latency": False}}
+
+
+def exported(net, shape, tmp_path, dtype="float32"):
+    """``net`` with random weights (BatchNorm statistics from a few forwards), exported
+    for inputs of ``shape`` (``None``: a dynamic size) and ``dtype``; its prefix."""
+    randomize(net)
+    for layer in net.sublayers():
+        if isinstance(layer, (nn.BatchNorm1D, nn.BatchNorm2D, nn.BatchNorm3D)):
+            layer._variance.set_value(layer._variance.abs() + 0.5)
+    if dtype == "float32":
+        calibrate(net, [1, *shape[1:]])
+    net.eval()
+    prefix = str(tmp_path / "model")
+    paddle.jit.save(net, prefix, input_spec=[paddle.static.InputSpec(shape, dtype, "x")])
+    return prefix

@@ -6,7 +6,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
-from helpers import assert_dead_channels_prune_exactly, calibrate, randomize
+from helpers import assert_dead_channels_prune_exactly, exported
 
 from slim_callbacks import SlimError, export, load_inference_model, prune
 from slim_callbacks.core.errors import ConfigError
@@ -93,21 +93,6 @@ class TokenFamilies(nn.Layer):
         q, k, v = paddle.split(self.qkv(x), 3, axis=-1)
         attn = F.softmax(paddle.matmul(q, k, transpose_y=True) / 8 ** 0.5, axis=-1)
         return self.out(paddle.matmul(attn, v).mean(axis=1))
-
-
-def exported(net, shape, tmp_path, dtype="float32"):
-    """``net`` with random weights (BatchNorm statistics from a few forwards), exported
-    for inputs of ``shape`` (``None``: a dynamic size) and ``dtype``; its prefix."""
-    randomize(net)
-    for layer in net.sublayers():
-        if isinstance(layer, (nn.BatchNorm2D, nn.BatchNorm3D)):
-            layer._variance.set_value(layer._variance.abs() + 0.5)
-    if dtype == "float32":
-        calibrate(net, [1, *shape[1:]])
-    net.eval()
-    prefix = str(tmp_path / "model")
-    paddle.jit.save(net, prefix, input_spec=[paddle.static.InputSpec(shape, dtype, "x")])
-    return prefix
 
 
 def test_conv_families_rebuild_as_layers_with_the_programs_outputs(tmp_path):

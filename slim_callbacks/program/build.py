@@ -136,9 +136,12 @@ class Builder:
         if param not in self._free:
             value = self.program.params[param]
             name = self._unique(param)
-            tensor = self.network.create_parameter(list(value.shape), dtype=str(value.dtype))
-            tensor.set_value(value)
-            self.network.add_parameter(name, tensor)
+            if not np.issubdtype(value.dtype, np.floating):  # an index table: a buffer
+                self.network.register_buffer(name, paddle.to_tensor(value))
+            else:
+                tensor = self.network.create_parameter(list(value.shape), dtype=str(value.dtype))
+                tensor.set_value(value)
+                self.network.add_parameter(name, tensor)
             self._free[param] = name
         return self._free[param]
 

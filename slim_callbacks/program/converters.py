@@ -102,6 +102,14 @@ def full(node, builder) -> None:
                                builder.attr(a["dtype"])], node.outputs, node)
 
 
+def assign_value(node, builder) -> None:
+    """A constant tensor written into the program (``paddle.to_tensor([3, 0])`` in a
+    forward): made again on each call."""
+    a = node.attrs
+    builder.emit(_constant, [list(a["values"]), [int(d) for d in a["shape"]],
+                             builder.attr(a["dtype"])], node.outputs, node)
+
+
 def combine(node, builder) -> None:
     builder.emit(_pack, [builder.arg(node, i) for i in range(len(node.inputs))],
                  node.outputs, node)
@@ -121,6 +129,10 @@ def dropout(node, builder) -> None:
         builder.emit(paddle.scale, [builder.arg(node, 0), 1.0 - float(p)], node.outputs[:1], node)
 
 
+def _constant(values, shape, dtype):
+    return paddle.to_tensor(values, dtype="float64").reshape(shape).astype(dtype)
+
+
 def _pack(*values):
     return list(values)
 
@@ -134,13 +146,15 @@ C_OPS = """relu relu6 sigmoid hardswish hardsigmoid swish silu gelu tanh leaky_r
     add subtract multiply divide maximum minimum elementwise_pow scale clip cast
     flatten reshape transpose squeeze unsqueeze concat split expand
     tile pool2d pool3d mean sum max min matmul bmm shape shape64 gather stack floor_divide
-    pad pad3d bilinear_interp nearest_interp argmax assign""".split()
+    pad pad3d bilinear_interp nearest_interp bicubic_interp linear_interp trilinear_interp
+    argmax assign gather_nd index_select roll where cumsum""".split()
 
 CONVERTERS.update({f"pd_op.{name}": c_ops for name in C_OPS})
 CONVERTERS.update({f"pd_op.{name}_": c_ops for name in C_OPS})  # in-place forms
 CONVERTERS.update({
     "builtin.parameter": no_step, "pd_op.data": no_step, "pd_op.fetch": no_step,
     "pd_op.full_int_array": int_array, "pd_op.full": full,
+    "pd_op.assign_value_": assign_value, "pd_op.assign_value": assign_value,
     "builtin.combine": combine, "builtin.split": unpack, "pd_op.dropout": dropout,
     "pd_op.split_with_num": ordered("x", "num", "axis"),
     "pd_op.slice": ordered("input", "axes", "starts", "ends", "infer_flags", "decrease_axis"),

@@ -1,0 +1,37 @@
+"""Ops rebuilt as one ``paddle._C_ops`` call (:mod:`slim_callbacks.program.converters`):
+a small exported net per op family gives Paddle Inference's outputs on load and the
+Python network's on another batch."""
+import numpy as np
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+from helpers import exported
+
+from slim_callbacks import load_inference_model
+
+
+class IndexedTableAndResize(nn.Layer):
+    """A parameter indexed by an integer buffer (``gather_nd``: a relative position
+    bias table, as in BEiT) and bicubic, linear-mode and rolled resizing."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = self.create_parameter([7, 2])
+        self.register_buffer("index", paddle.to_tensor([[0, 3], [6, 1], [2, 2]], dtype="int64"))
+        self.conv = nn.Conv2D(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        bias = self.table[self.index.reshape([-1])].reshape([3, 2, 2]).sum()
+        z = F.interpolate(y, size=[6, 6], mode="bicubic", align_corners=False)
+        line = F.interpolate(z.flatten(2), size=[20], mode="linear")
+        rolled = paddle.roll(z, shifts=[1, -2], axis=[2, 3])
+        picked = paddle.index_select(rolled, paddle.to_tensor([3, 0]), axis=1)
+        return picked.mean(axis=[2, 3]) + line.cumsum(-1).mean(-1)[:, :2] + bias
+
+
+def test_indexed_tables_and_resizes_rebuild_exactly(tmp_path):
+    net = IndexedTableAndResize()
+    rebuilt = load_inference_model(exported(net, [None, 3, 8, 8], tmp_path))  # checked
+    x = paddle.randn([2, 3, 8, 8])
+    np.testing.assert_allclose(rebuilt(x).numpy(), net(x).numpy(), atol=1e-5)
