@@ -26,7 +26,13 @@ from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.core.example_inputs import as_inputs
 from slim_callbacks.core.paddle_utils import modes_restored
-from slim_callbacks.deploy.model_files import PARAMS_SUFFIX, PROGRAM_SUFFIX, check_model_files, model_files, onednn_crash  # noqa: F401
+from slim_callbacks.deploy.model_files import (  # noqa: F401
+    PARAMS_SUFFIX,
+    PROGRAM_SUFFIX,
+    check_model_files,
+    model_files,
+    onednn_crash,
+)
 from slim_callbacks.engine.ratios import check_input_shape
 
 MODEL_NAME = "model"
