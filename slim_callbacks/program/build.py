@@ -132,6 +132,13 @@ class Builder:
         self.emit(f"layer:{name}", args, outputs, node, kwargs)
         return name
 
+    def size_attribute(self, base: str, value: int) -> Param:
+        """A size the network keeps as an ``int`` attribute (read on each call), so
+        pruning can set it as it sets a hand-written layer's ``self.num_1x1_c``."""
+        name = self._unique(base)
+        setattr(self.network, name, int(value))
+        return Param(name)
+
     def _free_parameter(self, param: str) -> str:
         if param not in self._free:
             value = self.program.params[param]

@@ -120,12 +120,18 @@ def reshape(node, builder) -> None:
 
 
 def split(node, builder) -> None:
-    """Equal sections that cover the axis: each is ``x.shape[axis] // parts``."""
+    """Equal sections that cover the axis: each is ``x.shape[axis] // parts``; unequal
+    ones: ``int`` attributes of the network (``split_12_0``), which pruning sets like a
+    hand-written layer's (DPN's ``split(x, [self.num_1x1_c, self.inc])``)."""
     sections, axis, shape = builder.arg(node, 1), builder.arg(node, 2), node.in_shapes[0]
     if not isinstance(sections, list) or not isinstance(axis, int) or shape is None \
-            or len(set(sections)) != 1 or sum(sections) != shape[axis] or shape[axis] <= 0:
+            or sum(sections) != shape[axis] or shape[axis] <= 0 or min(sections) <= 0:
         return c_ops(node, builder)
-    builder.emit(split_following, [builder.arg(node, 0), len(sections), axis], node.outputs, node)
+    if len(set(sections)) == 1:
+        return builder.emit(split_following, [builder.arg(node, 0), len(sections), axis],
+                            node.outputs, node)
+    sizes = [builder.size_attribute(f"split_{node.index}_{i}", s) for i, s in enumerate(sections)]
+    builder.emit("split", [builder.arg(node, 0), sizes, axis], node.outputs, node)
 
 
 CONVERTERS.update({"pd_op.reshape": reshape, "pd_op.reshape_": reshape, "pd_op.split": split})
