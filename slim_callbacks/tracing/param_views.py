@@ -68,6 +68,8 @@ def follow_origin(tr, op, func, args, kwargs, inputs, in_labels, outputs) -> Non
     ``index_select(table, index).reshape([N, N, -1]).transpose([2, 0, 1])``), so an op
     further on can slice the parameter itself."""
     picks = op in ("index_select", "gather")
+    if op == "expand" and len(inputs) == 2 and "int" in str(inputs[1].dtype):
+        inputs, in_labels = inputs[:1], in_labels[:1]  # the sizes as a tensor (an export's)
     if (op not in VIEW_OPS or len(inputs) != 1 + picks or len(outputs) != 1
             or any(L.atoms(lab).size for lab in in_labels)):
         return

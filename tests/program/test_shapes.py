@@ -1,0 +1,35 @@
+"""Sizes written as numbers in an export that the rebuilt network makes follow pruning
+(:mod:`slim_callbacks.program.shapes`)."""
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+from helpers import assert_dead_channels_prune_exactly, exported
+
+from slim_callbacks import load_inference_model, prune
+
+SHAPE = [1, 3, 8, 8]
+
+
+class DualPath(nn.Layer):
+    """DPN's split into unequal parts sized by attributes: a residual part added to
+    another branch and a dense part concatenated."""
+
+    def __init__(self, residual=8, dense=4):
+        super().__init__()
+        self.residual, self.dense = residual, dense
+        self.stem = nn.Conv2D(3, residual + dense, 3, padding=1)
+        self.side = nn.Conv2D(3, residual, 3, padding=1)
+        self.head = nn.Conv2D(residual + dense, 6, 1)
+
+    def forward(self, x):
+        a, b = paddle.split(F.relu(self.stem(x)), [self.residual, self.dense], axis=1)
+        return self.head(paddle.concat([a + self.side(x), b], axis=1)).mean(axis=[2, 3])
+
+
+def test_unequal_split_sections_follow_pruning_as_in_the_python_code(tmp_path):
+    net = DualPath()
+    rebuilt = load_inference_model(exported(net, [None, 3, 8, 8], tmp_path))
+    assert sorted(v for k, v in vars(rebuilt).items() if k.startswith("split_")) == [4, 8]
+    prune(net, SHAPE, 0.5)
+    plan = assert_dead_channels_prune_exactly(rebuilt, SHAPE, ratio=0.5)
+    assert len(plan) and next(c for c in rebuilt.children() if isinstance(c, nn.Conv2D)).weight.shape[0] == net.stem.weight.shape[0] < 12
