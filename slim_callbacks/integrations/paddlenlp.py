@@ -11,10 +11,15 @@ imported when the class is first used (a SlimError says how to install it)::
     trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[PruneTrainerCallback(
         {"input_ids": {"shape": [1, 64], "dtype": "int64"}}, ratios=0.3, schedule={0: 0.3},
         structure={"attention": "heads"})])
+
+:func:`ernie` builds a small ERNIE sequence classifier from paddlenlp's own classes (no
+weights): the model recipes name as ``model.name: ernie``.
 """
 from __future__ import annotations
 
 import logging
+
+import paddle  # noqa: F401  (the examples)
 
 from slim_callbacks.integrations import require
 from slim_callbacks.pruning.pruner import Pruner
@@ -30,6 +35,27 @@ def __getattr__(name: str):
     if name not in _DEFINED:
         _DEFINED[name] = _define(require("paddlenlp.trainer", "paddlenlp").TrainerCallback)
     return _DEFINED[name]
+
+
+def ernie(num_classes: int = 2, vocab_size: int = 1000, hidden_size: int = 64,
+          num_hidden_layers: int = 2, num_attention_heads: int = 4, intermediate_size: int = 128,
+          max_position_embeddings: int = 64, type_vocab_size: int = 2):
+    """``paddlenlp.transformers.ErnieForSequenceClassification`` of this size, randomly
+    initialized; ``forward(input_ids, token_type_ids)`` gives ``[batch, num_classes]``
+    logits.
+
+    Example:
+        >>> net = ernie(num_classes=3, vocab_size=50, hidden_size=16, intermediate_size=32)
+        >>> ids = paddle.zeros([2, 8], "int64")
+        >>> list(net(ids, ids).shape)
+        [2, 3]
+    """
+    transformers = require("paddlenlp.transformers", "paddlenlp")
+    return transformers.ErnieForSequenceClassification(transformers.ErnieConfig(
+        num_classes=num_classes, vocab_size=vocab_size, hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
+        intermediate_size=intermediate_size, max_position_embeddings=max_position_embeddings,
+        type_vocab_size=type_vocab_size))
 
 
 def _define(base: type) -> type:
