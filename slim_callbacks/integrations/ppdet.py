@@ -144,13 +144,14 @@ def _define(base: type) -> type:
             """The pruning ledger of the checkpoint written at the end of ``epoch``."""
             pruner = self.pruner
             return Ledger(
-                fingerprint=self.original, input_shape=pruner.input_shape,
+                fingerprint=self.original, input_shape=pruner.example_inputs.to_data(),
                 criterion=getattr(pruner.spec.criterion, "name", pruner.spec.criterion),
                 original_widths=dict(pruner.original_widths),
                 param_names=tensor_names(self.trainer.model), plan=pruner.plan.to_dict(),
                 history=[PruningEvent.from_dict(h) for h in pruner.history],
                 epochs=self.trainer.cfg.get("epoch"),
-                cursor=Cursor.at(epoch, pruner.history, pruner.targets), schedule=None)
+                cursor=Cursor.at(epoch, pruner.history, pruner.targets), schedule=None,
+                verify=["eval"])  # zeros for targets need not suit the train-mode loss
 
     PruneDetCallback.__module__ = __name__
     return PruneDetCallback
