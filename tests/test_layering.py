@@ -1,6 +1,7 @@
 """The package is layered: a subpackage imports only itself and the layers below it.
 
-core < tracing < engine < deploy < program < analysis < pruning < callbacks < integrations
+core < tracing < engine < deploy < program < analysis < latency < pruning < callbacks
+< integrations
 < paddleslim < app. Imports inside functions count too; only the top-level
 ``slim_callbacks/__init__.py`` (the public API) and ``__main__.py`` may import from every
 layer. No module imports itself back through others (an import cycle, inside functions
@@ -13,8 +14,8 @@ import pytest
 
 import slim_callbacks
 
-LAYERS = ("core", "tracing", "engine", "deploy", "program", "analysis", "pruning", "callbacks",
-          "integrations", "paddleslim", "app")
+LAYERS = ("core", "tracing", "engine", "deploy", "program", "analysis", "latency", "pruning",
+          "callbacks", "integrations", "paddleslim", "app")
 PACKAGE = pathlib.Path(slim_callbacks.__file__).parent
 ALL_MODULES = sorted(PACKAGE.rglob("*.py"))
 MODULES = [p for p in ALL_MODULES
