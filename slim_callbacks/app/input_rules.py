@@ -72,3 +72,15 @@ def _convert(value, path):
 
 
 INPUTS = Rule(f"a non-empty list of inputs {{name, shape, dtype}}, e.g. {EXAMPLE}", _convert)
+
+
+def check_with_inputs(inputs, input_shape, source: str) -> None:
+    """A recipe with ``model.inputs`` has no ``input_shape`` and a source that feeds them."""
+    if inputs is None:
+        return
+    if input_shape is not None:
+        raise ConfigError("input_shape", list(input_shape), "null when model.inputs is given "
+                          "(model.inputs names every input, with its shape)")
+    if source not in INPUT_SOURCES:
+        raise ConfigError("data.source", source, f"{' or '.join(INPUT_SOURCES)} when "
+                          "model.inputs is given (the other sources give images only)")

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Dict, Optional, Tuple, Union
 
 import yaml
 
-from slim_callbacks.app.input_rules import INPUT_SOURCES, INPUTS
+from slim_callbacks.app.input_rules import INPUTS, check_with_inputs
 from slim_callbacks.app.pruning_schema import PruningConfig
 from slim_callbacks.app.rules import (
     BOOL,
@@ -331,12 +331,7 @@ class Recipe(Section):
     deploy: DeployConfig = section_field(DeployConfig)
 
     def _check(self):
-        if self.model.inputs is not None and self.input_shape is not None:
-            raise ConfigError("input_shape", list(self.input_shape), "null when model.inputs "
-                              "is given (model.inputs names every input, with its shape)")
-        if self.model.inputs is not None and self.data.source not in INPUT_SOURCES:
-            raise ConfigError("data.source", self.data.source, f"{' or '.join(INPUT_SOURCES)} "
-                              f"when model.inputs is given (the other sources give images only)")
+        check_with_inputs(self.model.inputs, self.input_shape, self.data.source)
         if self.output_dir is None:
             self._set("output_dir", os.path.join("output", self.name))
         self._resolve_image_size()

@@ -49,10 +49,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import paddle
 
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.example_inputs import as_inputs
 from slim_callbacks.core.files import write_atomic
 from slim_callbacks.core.paddle_utils import unwrap
 from slim_callbacks.core.weights import load_state, state_digest
-from slim_callbacks.core.example_inputs import as_inputs
 from slim_callbacks.engine.plan import MODES, PruningPlan
 from slim_callbacks.pruning.state import PruningEvent
 
