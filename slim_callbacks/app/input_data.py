@@ -48,7 +48,7 @@ class SyntheticInputs(Dataset):
     Example:
         >>> data = SyntheticInputs(4, [{"shape": [1, 3], "dtype": "int64", "values": [5, 9]}])
         >>> ids, label = data[1]
-        >>> bool((ids == data[1][0]).all()), 5 <= ids.min() and ids.max() < 9
+        >>> bool((ids == data[1][0]).all()), bool(5 <= ids.min() and ids.max() < 9)
         (True, True)
     """
 
