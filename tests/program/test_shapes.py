@@ -32,4 +32,5 @@ def test_unequal_split_sections_follow_pruning_as_in_the_python_code(tmp_path):
     assert sorted(v for k, v in vars(rebuilt).items() if k.startswith("split_")) == [4, 8]
     prune(net, SHAPE, 0.5)
     plan = assert_dead_channels_prune_exactly(rebuilt, SHAPE, ratio=0.5)
-    assert len(plan) and next(c for c in rebuilt.children() if isinstance(c, nn.Conv2D)).weight.shape[0] == net.stem.weight.shape[0] < 12
+    conv = next(c for c in rebuilt.children() if isinstance(c, nn.Conv2D))
+    assert len(plan) and conv.weight.shape[0] == net.stem.weight.shape[0] < 12

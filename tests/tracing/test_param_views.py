@@ -29,5 +29,6 @@ def test_a_class_token_expanded_by_sizes_in_a_tensor_is_followed(tmp_path):
     rebuilt = load_inference_model(exported(net, [None, 3, 8, 8], tmp_path))
     prune(net, SHAPE, 0.5)
     prune(rebuilt, SHAPE, 0.5)
-    assert next(c for c in rebuilt.children() if isinstance(c, nn.Conv2D)).weight.shape[0] == net.patch.weight.shape[0] == 4
+    conv = next(c for c in rebuilt.children() if isinstance(c, nn.Conv2D))
+    assert conv.weight.shape[0] == net.patch.weight.shape[0] == 4
     assert rebuilt(paddle.randn([2, 3, 8, 8])).shape == [2, 4]
