@@ -28,6 +28,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -172,8 +173,8 @@ def measure_one(name: str, ratio: float, size: int = 0, epochs: int = 1) -> dict
     row["macs"] = count_flops(rebuilt, shape)
     teacher = copy.deepcopy(rebuilt) if epochs else None
 
-    names = {id(layer): layer.weight.name.rsplit(".", 1)[0] for layer in net.sublayers()
-             if _has_width(layer)}
+    names = {id(layer): re.sub(r"\W", "_", layer.weight.name.rsplit(".", 1)[0])
+             for layer in net.sublayers() if _has_width(layer)}  # as the rebuild names them
     prune(net, shape, ratio)
     start = time.perf_counter()
     prune(rebuilt, shape, ratio)
