@@ -27,6 +27,7 @@ from slim_callbacks.core.errors import SlimError
 
 PROGRAM_SUFFIX = ".json"
 PARAMS_SUFFIX = ".pdiparams"
+LEGACY_SUFFIX = ".pdmodel"  # the program before PIR
 # VarType codes of Paddle's framework.proto -> bytes per element
 _ELEMENT_BYTES = {0: 1, 1: 2, 2: 4, 3: 8, 4: 2, 5: 4, 6: 8, 20: 1, 21: 1, 22: 2}
 
@@ -44,6 +45,11 @@ def check_model_files(prefix: str) -> List[Shape]:
     parameters the program declares."""
     program, params = model_files(prefix)
     missing = [f for f in (program, params) if not os.path.isfile(f)]
+    if program in missing and os.path.isfile(prefix + LEGACY_SUFFIX):
+        raise SlimError(f"{prefix + LEGACY_SUFFIX} is an inference program in the old format "
+                        f"(Paddle 2, or Paddle 3 with FLAGS_enable_pir_api=0), which is not "
+                        f"read here: export the model again with Paddle 3 and the PIR API on "
+                        f"(the default), which writes {os.path.basename(program)}")
     if missing:
         raise SlimError(f"no inference model at {prefix!r}: missing {', '.join(missing)}; "
                         "export one with `slim-callbacks export` or slim_callbacks.export()")

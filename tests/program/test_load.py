@@ -4,9 +4,10 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
+import pytest
 from helpers import exported
 
-from slim_callbacks import load_inference_model
+from slim_callbacks import SlimError, load_inference_model
 from slim_callbacks.deploy.model_files import onednn_crash
 from slim_callbacks.program import load
 
@@ -44,3 +45,11 @@ def test_where_onednn_is_wrong_the_native_kernels_check_the_rebuild(tmp_path, mo
     assert kinds == [True, False]
     x = paddle.randn([1, 3, 8, 8])
     assert np.isfinite(rebuilt(x).numpy()).all()
+
+
+def test_an_old_format_program_is_refused_with_how_to_export_it_again(tmp_path):
+    (tmp_path / "model.pdmodel").write_bytes(b"\\x0a\\x00")
+    (tmp_path / "model.pdiparams").write_bytes(b"")
+    with pytest.raises(SlimError, match=r"model.pdmodel is an inference program in the old "
+                                        r"format .* export the model again with Paddle 3"):
+        load_inference_model(str(tmp_path))
