@@ -28,7 +28,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 import time
@@ -173,16 +172,15 @@ def measure_one(name: str, ratio: float, size: int = 0, epochs: int = 1) -> dict
     row["macs"] = count_flops(rebuilt, shape)
     teacher = copy.deepcopy(rebuilt) if epochs else None
 
-    names = {id(layer): re.sub(r"\W", "_", layer.weight.name.rsplit(".", 1)[0])
-             for layer in net.sublayers() if _has_width(layer)}  # as the rebuild names them
+    names = {id(layer): layer.weight.name for layer in net.sublayers() if _has_width(layer)}
     prune(net, shape, ratio)
     start = time.perf_counter()
     prune(rebuilt, shape, ratio)
     row["prune_s"] = time.perf_counter() - start
     python_widths = {names[id(layer)]: _width(layer) for layer in net.sublayers()
                      if id(layer) in names}
-    rebuilt_widths = {name: _width(layer) for name, layer in rebuilt.named_children()
-                      if _has_width(layer)}
+    rebuilt_widths = {rebuilt.weight_names[name]: _width(layer)
+                      for name, layer in rebuilt.named_children() if _has_width(layer)}
     row["width_mismatches"] = sorted(k for k in python_widths
                                      if python_widths[k] != rebuilt_widths.get(k))
     row["pruned_diff"] = float(np.abs(outputs(rebuilt, x) - outputs(net, x)).max())

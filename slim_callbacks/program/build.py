@@ -129,6 +129,7 @@ class Builder:
         param = self.producer(weight_value).attrs["parameter_name"]
         name = self._unique(param.rsplit(".", 1)[0])
         self.network.add_sublayer(name, layer)
+        self.network.weight_names[name] = param
         self.emit(f"layer:{name}", args, outputs, node, kwargs)
         return name
 

@@ -68,6 +68,7 @@ class ProgramNetwork(paddle.nn.Layer):
         self._outputs = list(outputs)
         self._steps: List[Step] = []
         self.input_shape = None  # the shape load_inference_model checked it at
+        self.weight_names: Dict[str, str] = {}  # sublayer -> the exported weight it holds
 
     @property
     def steps(self) -> List[Step]:

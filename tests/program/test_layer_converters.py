@@ -28,6 +28,8 @@ def test_a_batch_norm_without_scale_and_shift_is_a_layer_and_prunes(tmp_path):
     norms = [layer for layer in rebuilt.children() if isinstance(layer, nn.layer.norm._BatchNormBase)]
     assert len(norms) == 2 and all(float(n.weight.min()) == 1 and float(n.bias.abs().max()) == 0
                                    for n in norms)
+    first = next(name for name, layer in rebuilt.named_children() if layer is norms[0])
+    assert rebuilt.weight_names[first] == net.bn._mean.name  # it has no weight of its own
     x = paddle.randn([2, 3, 8, 8])
     np.testing.assert_allclose(rebuilt(x).numpy(), net(x).numpy(), atol=1e-5)
     prune(rebuilt, [1, 3, 8, 8], 0.5)
