@@ -5,6 +5,7 @@
         [--limit N] [--ratio 0.3] [--timeout 300] [--fold-bn-shift]
         [--structure attention=heads grouped_conv=channels] [--out output/bench_zoo]
     nice python benchmarks/bench_zoo.py --toolkits   # PP-YOLOE-s, small ERNIE and BERT
+    nice python benchmarks/bench_zoo.py --from-export   # each family through its export
 
 One backbone per family of ``ppcls.arch.backbone`` (the smallest-looking name: no
 large/base/huge/giant in it, then the smallest leading number; ``--models`` picks
@@ -353,8 +354,17 @@ def main() -> None:
                              "grouped_conv=channels or grouped_conv=groups")
     parser.add_argument("--toolkits", action="store_true",
                         help="the full PaddleDetection and PaddleNLP models instead (zoo_toolkits)")
+    parser.add_argument("--from-export", action="store_true",
+                        help="each backbone through its export instead: bench_from_export.py "
+                             "--paddleclas (rebuilt exact, same widths, export, fidelity)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.from_export:  # the same families, treated as program-only
+        cmd = [sys.executable, os.path.join(HERE, "bench_from_export.py"), "--paddleclas",
+               "--ratio", str(args.ratio), "--timeout", str(args.timeout), "--out", args.out]
+        cmd += ["--families", *args.families] if args.families else []
+        cmd += ["--models", *args.models] if args.models else []
+        raise SystemExit(subprocess.call(cmd))
     structure = parse_structure(args.structure)
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
