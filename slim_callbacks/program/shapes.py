@@ -107,14 +107,30 @@ def computed_target(builder, node) -> Optional[List[int]]:
     return target
 
 
+def inferred_size(source, target) -> Optional[List[int]]:
+    """``target`` with its ``-1`` worked out from ``source`` (None if it does not divide).
+
+    >>> inferred_size([DYNAMIC, 1280, 1, 1], [-1, 1280]) == [DYNAMIC, 1280]
+    True
+    """
+    rest = int(np.prod([t for t in target if t != -1]))
+    total = int(np.prod(source))
+    if rest <= 0 or total % rest:
+        return None
+    return [total // rest if t == -1 else t for t in target]
+
+
 def reshape(node, builder) -> None:
     target = builder.arg(node, 1)
     source = node.in_shapes[0]
     if not isinstance(target, list) and source is not None:
         target = computed_target(builder, node)
         source = [DYNAMIC if d < 0 else d for d in source]
+    elif isinstance(target, list) and source is not None and target.count(-1) == 1:
+        source = [DYNAMIC if d < 0 else d for d in source]  # GhostNet's [-1, self.channels]
+        target = inferred_size(source, target)
     plan = reshape_plan(source, target)
-    if plan is None or DYNAMIC in plan:
+    if plan is None or any(isinstance(p, int) and p % DYNAMIC == 0 for p in plan):
         return c_ops(node, builder)
     builder.emit(reshape_following, [builder.arg(node, 0), plan], node.outputs, node)
 
