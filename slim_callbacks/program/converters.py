@@ -158,4 +158,5 @@ CONVERTERS.update({
     "builtin.combine": combine, "builtin.split": unpack, "pd_op.dropout": dropout,
     "pd_op.split_with_num": ordered("x", "num", "axis"),
     "pd_op.slice": ordered("input", "axes", "starts", "ends", "infer_flags", "decrease_axis"),
+    "pd_op.strided_slice": ordered("x", "axes", "starts", "ends", "strides"),
 })

@@ -12,7 +12,8 @@ from slim_callbacks import load_inference_model
 
 class IndexedTableAndResize(nn.Layer):
     """A parameter indexed by an integer buffer (``gather_nd``: a relative position
-    bias table, as in BEiT) and bicubic, linear-mode and rolled resizing."""
+    bias table, as in BEiT), bicubic and linear resizing, roll and strided slicing (LeViT's
+    subsampling)."""
 
     def __init__(self):
         super().__init__()
@@ -26,7 +27,7 @@ class IndexedTableAndResize(nn.Layer):
         z = F.interpolate(y, size=[6, 6], mode="bicubic", align_corners=False)
         line = F.interpolate(z.flatten(2), size=[20], mode="linear")
         rolled = paddle.roll(z, shifts=[1, -2], axis=[2, 3])
-        picked = paddle.index_select(rolled, paddle.to_tensor([3, 0]), axis=1)
+        picked = paddle.index_select(rolled, paddle.to_tensor([3, 0]), axis=1)[:, :, ::2, 1::2]
         return picked.mean(axis=[2, 3]) + line.cumsum(-1).mean(-1)[:, :2] + bias
 
 
