@@ -17,7 +17,11 @@ the size ``bench_zoo`` uses. Per model, in its own process with a timeout:
 - **same widths**: ``prune(net, shape, ratio)`` on the Python network and on the
   rebuilt one give every conv and Linear the same width (layers matched by their
   weight's parameter name, which the export keeps), and the pruned networks give the
-  same outputs (the same channels were kept);
+  same outputs (the same channels were kept); where they differ, whether the rebuilt
+  network's own prune is exact (the channels it removes zeroed first: outputs unchanged);
+- **fidelity**: top-1 agreement of the pruned rebuild with the unpruned one on held-out
+  crops of bundled photos, before and after ``--epochs`` label-free fine-tune epochs
+  (:mod:`export_fidelity`), and how many classes the unpruned network predicts there;
 - **pruned export verified**: ``export`` of the pruned rebuilt network (Paddle
   Inference, outputs checked);
 - the MACs cut and the rebuild and prune times.
@@ -90,10 +94,18 @@ def format_table(rows) -> str:
         lines.append(
             f"| {r['family']} | {r['model']} | {r['input']} | {r['ops']} | "
             f"{_yes(r['rebuilt_exact'])} ({r['rebuilt_diff']:.1e}) | "
-            f"{_yes(r['same_widths'])} ({r['pruned_diff']:.1e}) | {r['macs_cut']:.1%} | "
+            f"{_widths(r)} | {r['macs_cut']:.1%} | "
             f"{_yes(r['export_verified'])} | {r['rebuild_s']:.1f} | {r['prune_s']:.1f} | "
             f"{_agreement(r)} |")
     return "\n".join(lines)
+
+
+def _widths(row) -> str:
+    if row["same_widths"] or "dead_channels_exact" not in row:
+        return f"{_yes(row['same_widths'])} ({row['pruned_diff']:.1e})"
+    return (f"NO: {len(row['width_mismatches'])} layers differ; its own prune "
+            f"{'exact' if row['dead_channels_exact'] else 'NOT exact'} "
+            f"({row['dead_channels_diff']:.1e})")
 
 
 def _agreement(row) -> str:
@@ -185,6 +197,9 @@ def measure_one(name: str, ratio: float, size: int = 0, epochs: int = 1) -> dict
                                      if python_widths[k] != rebuilt_widths.get(k))
     row["pruned_diff"] = float(np.abs(outputs(rebuilt, x) - outputs(net, x)).max())
     row["same_widths"] = not row["width_mismatches"] and row["pruned_diff"] <= EXACT * scale
+    if not row["same_widths"]:  # pruned otherwise than the Python code: is that exact?
+        row["dead_channels_diff"] = dead_channels_diff(prefix, shape, ratio)
+        row["dead_channels_exact"] = row["dead_channels_diff"] <= EXACT * scale
     row["macs_cut"] = 1 - count_flops(rebuilt, shape) / row["macs"]
     if epochs:
         row.update(fine_tuned_fidelity(rebuilt, teacher, shape, epochs))
@@ -195,6 +210,22 @@ def measure_one(name: str, ratio: float, size: int = 0, epochs: int = 1) -> dict
         row["export_verified"], row["export_error"] = False, str(err)[:200]
     row["status"] = "ok"
     return row
+
+
+def dead_channels_diff(prefix: str, shape, ratio: float) -> float:
+    """The largest output change when a fresh rebuild of ``prefix`` is pruned at
+    ``ratio`` after the channels the prune removes were zeroed (0: the prune is exact)."""
+    import numpy as np
+    import paddle
+    from helpers import kill_units, outputs
+
+    from slim_callbacks import load_inference_model, prune, trace
+    net = load_inference_model(prefix, verify=False)
+    kill_units(net, trace(net, shape), ratio=ratio)
+    x = paddle.randn(shape)
+    before = outputs(net, x)
+    prune(net, shape, ratio)
+    return float(np.abs(outputs(net, x) - before).max())
 
 
 def _has_width(layer) -> bool:
