@@ -31,6 +31,29 @@ class IndexedTableAndResize(nn.Layer):
         return picked.mean(axis=[2, 3]) + line.cumsum(-1).mean(-1)[:, :2] + bias
 
 
+class SumsPatchesAndSlicesSet(nn.Layer):
+    """``add_n`` (ResNeSt's split attention), ``unfold`` (RedNet's involution) and a
+    slice assigned in place (ReXNet's ``out[:, :c] += x``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2D(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        patches = F.unfold(y, kernel_sizes=3, paddings=1).reshape([-1, 4, 9, 64]).mean(2)
+        y = paddle.add_n([y, y * 2, patches.reshape([-1, 4, 8, 8])])
+        y[:, :3] = y[:, :3] + x
+        return y.mean(axis=[2, 3])
+
+
+def test_sums_patches_and_slices_set_in_place_rebuild_exactly(tmp_path):
+    net = SumsPatchesAndSlicesSet()
+    rebuilt = load_inference_model(exported(net, [None, 3, 8, 8], tmp_path))  # checked
+    x = paddle.randn([2, 3, 8, 8])
+    np.testing.assert_allclose(rebuilt(x).numpy(), net(x).numpy(), atol=1e-5)
+
+
 def test_indexed_tables_and_resizes_rebuild_exactly(tmp_path):
     net = IndexedTableAndResize()
     rebuilt = load_inference_model(exported(net, [None, 3, 8, 8], tmp_path))  # checked
