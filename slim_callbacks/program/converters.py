@@ -148,7 +148,8 @@ C_OPS = """relu relu6 sigmoid hardswish hardsigmoid swish silu gelu tanh leaky_r
     tile pool2d pool3d mean sum max min matmul bmm shape shape64 gather stack floor_divide
     pad pad3d bilinear_interp nearest_interp bicubic_interp linear_interp trilinear_interp
     argmax assign gather_nd index_select roll where cumsum add_n unfold
-    set_value_with_tensor set_value""".split()
+    set_value_with_tensor set_value equal not_equal greater_than less_than greater_equal
+    less_equal logical_and logical_or logical_not masked_fill""".split()
 
 CONVERTERS.update({f"pd_op.{name}": c_ops for name in C_OPS})
 CONVERTERS.update({f"pd_op.{name}_": c_ops for name in C_OPS})  # in-place forms

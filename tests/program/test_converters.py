@@ -33,7 +33,7 @@ class IndexedTableAndResize(nn.Layer):
 
 class SumsPatchesAndSlicesSet(nn.Layer):
     """``add_n`` (ResNeSt's split attention), ``unfold`` (RedNet's involution) and a
-    slice assigned in place (ReXNet's ``out[:, :c] += x``)."""
+    slice assigned in place (ReXNet's ``out[:, :c] += x``), comparisons and a mask."""
 
     def __init__(self):
         super().__init__()
@@ -44,7 +44,8 @@ class SumsPatchesAndSlicesSet(nn.Layer):
         patches = F.unfold(y, kernel_sizes=3, paddings=1).reshape([-1, 4, 9, 64]).mean(2)
         y = paddle.add_n([y, y * 2, patches.reshape([-1, 4, 8, 8])])
         y[:, :3] = y[:, :3] + x
-        return y.mean(axis=[2, 3])
+        mask = paddle.logical_or(y > 0.5, y <= -0.5) != (y == 0)  # Swin's attention mask
+        return paddle.where(mask, y, y * 0.1).mean(axis=[2, 3])
 
 
 def test_sums_patches_and_slices_set_in_place_rebuild_exactly(tmp_path):
