@@ -105,7 +105,7 @@ class Pruner:
         spec: a :class:`PruningSpec`; or pass its fields as keywords instead.
         schedule: when to prune, for :meth:`step`: a
             :class:`~slim_callbacks.pruning.schedules.Schedule`, an ``{epoch: ratio}``
-            map, a schedule dict; default one shot at epoch 0.
+            map, a schedule dict; default the spec's, else one shot at epoch 0.
         optimizer: the optimizer training ``network``; its state is sliced with it.
         original_widths: group -> width before any pruning (a resumed run's).
         input_shape: the shorthand of ``example_inputs`` for one float32 input.
@@ -125,7 +125,7 @@ class Pruner:
         self.network = network
         self.example_inputs = given_inputs(example_inputs, input_shape, forward_fn)
         self.spec = as_spec(spec, spec_fields)
-        self.schedule = as_schedule(schedule)
+        self.schedule = as_schedule(schedule if schedule is not None else self.spec.schedule)
         self.optimizer = optimizer
         self.plan = PruningPlan()
         self.history: List[dict] = []

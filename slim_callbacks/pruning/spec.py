@@ -3,10 +3,12 @@
 A spec holds the target (exactly one of ``ratios``, ``target_flops_reduction`` and
 ``target_latency_reduction``), where it applies (``layers``, ``skip``, ``structure``)
 and how channels are chosen (``criterion``, ``strategy`` with its ``strategy_options``,
-``round_to``, ``fold_bn_shift``). Every rule between these fields lives here, checked
-at construction before anything is traced or changed; :class:`~slim_callbacks.pruning.Pruner`,
-:func:`~slim_callbacks.prune` and :class:`~slim_callbacks.PruneCallback` all build one.
-WHEN to prune is the schedule's business (:mod:`slim_callbacks.pruning.schedules`).
+``round_to``, ``fold_bn_shift``), when (``schedule``, a
+:mod:`~slim_callbacks.pruning.schedules` schedule) and the training aids (``aids``, a
+:class:`~slim_callbacks.pruning.aids.TrainingAids`). Every rule between these fields
+lives here, checked at construction before anything is traced or changed;
+:class:`~slim_callbacks.pruning.Pruner`, :func:`~slim_callbacks.prune` and
+:class:`~slim_callbacks.PruneCallback` all build one.
 
 Example:
     >>> spec = PruningSpec(ratios=0.5, criterion="fpgm")
@@ -22,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from slim_callbacks.analysis.auto_round import check_round_to_option
@@ -35,6 +38,10 @@ from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.engine.criteria import Criterion, get_criterion
 from slim_callbacks.engine.planner import check_fold_bn_shift
 from slim_callbacks.engine.ratios import check_patterns, check_ratios, check_skip
+from slim_callbacks.pruning.aids import TrainingAids
+from slim_callbacks.pruning.schedule_factory import build_schedule, schedule_from_dict
+from slim_callbacks.pruning.schedules import Schedule
+from slim_callbacks.pruning.targets import check_curve_start, final_ratios
 from slim_callbacks.tracing.structure import Structure, check_structure
 
 Ratios = Union[float, Dict[str, float]]
@@ -98,9 +105,12 @@ class PruningSpec:
     round_to: Union[int, str] = 1
     fold_bn_shift: Optional[bool] = None
     coupled_scoring: str = "sum"
+    schedule: Optional[Schedule] = None
+    aids: TrainingAids = dataclasses.field(default_factory=TrainingAids)
 
     def __post_init__(self):
         criterion = get_criterion(self.criterion)
+        self._check_when()
         self._set("criterion", criterion)
         self._set("round_to", check_round_to_option(self.round_to))
         self._set("fold_bn_shift", check_fold_bn_shift(self.fold_bn_shift, criterion))
@@ -114,6 +124,31 @@ class PruningSpec:
         self._set("strategy", self.strategy or default_strategy(self.ratios,
                                                                 self.target_latency_reduction))
         self._check_strategy_options()
+        if self.schedule is not None:
+            check_curve_start(self.schedule, self.ratios)
+        self._check_aids(criterion)
+
+    def _check_when(self) -> None:
+        """The schedule as an object; an ``{epoch: ratio}`` map's last value is the
+        final ratio (never below a curve's ``initial_ratio``)."""
+        if self.schedule is None:
+            return
+        schedule = (schedule_from_dict(self.schedule) if isinstance(self.schedule, Mapping)
+                    and "kind" in self.schedule else build_schedule(self.schedule, None, 0, None, 1))
+        self._set("schedule", schedule)
+        self._set("ratios", final_ratios(schedule, self.ratios, self.target_flops_reduction,
+                                         self.target_latency_reduction))
+
+    def _check_aids(self, criterion: Criterion) -> None:
+        aids = self.aids
+        if aids is None or isinstance(aids, Mapping):
+            aids = TrainingAids.from_dict(aids or {})
+        if not isinstance(aids, TrainingAids):
+            raise ConfigError("aids", aids, "a TrainingAids or a dict of its fields")
+        self._set("aids", aids)
+        if aids.bn_l1 is not None and criterion.needs != "bn_scales":
+            warnings.warn(f"bn_l1 is set but criterion {criterion.name!r} ignores "
+                          f"BatchNorm scales; use 'slim' or 'opt_slim'", UserWarning, stacklevel=4)
 
     def _set(self, name: str, value) -> None:
         object.__setattr__(self, name, value)
@@ -206,6 +241,8 @@ class PruningSpec:
         out["layers"] = None if self.layers is None else list(self.layers)
         out["skip"] = list(self.skip)
         out["structure"] = self.structure.to_dict()
+        out["schedule"] = None if self.schedule is None else self.schedule.to_dict()
+        out["aids"] = self.aids.to_dict()
         return out
 
     @classmethod
