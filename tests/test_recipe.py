@@ -609,9 +609,9 @@ def test_distill_and_recalibrate_bn_reach_the_prune_callback():
     prune = build_callbacks(Job(recipe), 0.5)[-1]
     assert (prune.distill.alpha, prune.distill.temperature) == (0.5, 2.0)
     assert prune.distill.given_teacher is None  # pretrained: the network before the first event
-    assert prune.recalibrate_bn == 4
+    assert prune.spec.aids.recalibrate_bn == 4
     plain = build_callbacks(Job(load("logging.visualdl=false")), 0.5)[-1]
-    assert plain.distill is None and plain.recalibrate_bn == 0
+    assert plain.distill is None and plain.spec.aids.recalibrate_bn == 0
 
 
 def test_default_teacher_is_refused_when_the_network_trains_from_scratch():

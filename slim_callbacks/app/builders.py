@@ -207,16 +207,6 @@ def build_teacher(recipe: Recipe) -> Optional[paddle.nn.Layer]:
     return network
 
 
-def distill_option(recipe: Recipe) -> Optional[dict]:
-    """``PruneCallback(distill=...)`` of the recipe: None, or its options with the
-    teacher network built (:func:`build_teacher`)."""
-    distill = recipe.pruning.distill if recipe.pruning is not None else None
-    if distill is None:
-        return None
-    return {"alpha": distill.alpha, "temperature": distill.temperature,
-            "teacher": build_teacher(recipe)}
-
-
 def build_lr(recipe: Recipe):
     """A float or a per-epoch ``paddle.optimizer.lr`` scheduler."""
     lr = recipe.train.lr
@@ -333,29 +323,28 @@ def check_schedule(recipe: Recipe, ratios) -> None:
 
 def build_callbacks(job: Job, ratios, verbose: int = 1,
                     resume_from: Optional[str] = None) -> List[paddle.callbacks.Callback]:
-    """LR stepping per epoch, pruning (with BN-L1, VisualDL and the NaN/Inf guard;
-    resuming from ``resume_from``), or VisualDL and the guard alone; the schedule is
+    """LR stepping per epoch, pruning (its training aids switched on in its spec;
+    resuming from ``resume_from``) or the NaN/Inf guard, and VisualDL; the schedule is
     checked against the final ``ratios`` first."""
     from slim_callbacks.callbacks import FiniteLossGuard, PruneCallback, VisualDLLogger
+    from slim_callbacks.pruning import PruningSpec
     recipe = job.recipe
     check_schedule(recipe, ratios)
     callbacks: List[paddle.callbacks.Callback] = [
         paddle.callbacks.LRScheduler(by_step=False, by_epoch=True)]
-    log_dir = recipe.logging.log_dir if recipe.logging.visualdl else None
     if recipe.pruning is not None:
         pruning = recipe.pruning
-        callbacks.append(PruneCallback(
-            ratios=ratios, criterion=pruning.criterion, example_inputs=recipe.example_inputs,
-            skip=list(pruning.skip), round_to=pruning.round_to, schedule=pruning.schedule,
-            bn_l1=pruning.bn_l1, fold_bn_shift=pruning.fold_bn_shift, log_dir=log_dir,
-            log_freq=recipe.logging.log_freq,
-            resume_from=resume_from, recalibrate_bn=pruning.recalibrate_bn,
-            max_metric_drop=pruning.max_metric_drop, budget_min_step=pruning.budget_min_step,
-            distill=distill_option(recipe), structure=dict(pruning.structure)))
-        return callbacks
-    callbacks.append(FiniteLossGuard())
-    if log_dir is not None:
-        callbacks.append(VisualDLLogger(log_dir, log_freq=recipe.logging.log_freq,
+        spec = PruningSpec(
+            ratios=ratios, criterion=pruning.criterion, skip=list(pruning.skip),
+            round_to=pruning.round_to, schedule=pruning.schedule,
+            fold_bn_shift=pruning.fold_bn_shift, structure=dict(pruning.structure),
+            aids=pruning.aids(build_teacher(recipe)))
+        callbacks.append(PruneCallback(spec=spec, example_inputs=recipe.example_inputs,
+                                       resume_from=resume_from))
+    else:
+        callbacks.append(FiniteLossGuard())
+    if recipe.logging.visualdl:
+        callbacks.append(VisualDLLogger(recipe.logging.log_dir, log_freq=recipe.logging.log_freq,
                                         example_inputs=recipe.example_inputs))
     return callbacks
 

@@ -1,9 +1,10 @@
 """The recipe's ``pruning`` section: :class:`PruningConfig`, with its ``distill`` and
 ``distill.teacher`` subsections.
 
-The rules between the section's keys (targets, strategy, ratios, options) are
-:class:`~slim_callbacks.pruning.PruningSpec`'s: :meth:`PruningConfig.spec` builds one
-and :func:`recipe_error` puts its errors at their recipe key. The other sections are
+The rules between the section's keys (targets, strategy, ratios, options, the training
+aids) are :class:`~slim_callbacks.pruning.PruningSpec`'s and its
+:class:`~slim_callbacks.pruning.aids.TrainingAids`': :meth:`PruningConfig.spec` builds
+one and :func:`recipe_error` puts its errors at their recipe key. The other sections are
 in :mod:`slim_callbacks.app.schema`.
 """
 from __future__ import annotations
@@ -38,8 +39,8 @@ from slim_callbacks.app.rules import (
     optional_rule,
     section_field,
 )
-from slim_callbacks.callbacks.distill import check_temperature
 from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.pruning.aids import TrainingAids, check_temperature
 from slim_callbacks.pruning.spec import PruningSpec, default_strategy
 from slim_callbacks.tracing.structure import CHOICES as STRUCTURE_CHOICES
 
@@ -192,7 +193,22 @@ class PruningConfig(Section):
             target_latency_reduction=self.target_latency_reduction, criterion=self.criterion,
             strategy=self.strategy, strategy_options=options,
             layers=None if tuple(self.layers) == ("*",) else self.layers, skip=self.skip,
-            structure=self.structure, round_to=self.round_to, fold_bn_shift=self.fold_bn_shift)
+            structure=self.structure, round_to=self.round_to, fold_bn_shift=self.fold_bn_shift,
+            aids=self.aids())
+
+    def aids(self, teacher=None) -> TrainingAids:
+        """The section's training aids (``teacher``: the network of
+        ``distill.teacher``, built by :func:`~slim_callbacks.app.builders.build_teacher`).
+
+        Example:
+            >>> PruningConfig(ratios=0.5, distill={"alpha": 0.3}).aids().distill["alpha"]
+            0.3
+        """
+        distill = None if self.distill is None else {
+            "alpha": self.distill.alpha, "temperature": self.distill.temperature, "teacher": teacher}
+        return TrainingAids(distill=distill, recalibrate_bn=self.recalibrate_bn,
+                            max_metric_drop=self.max_metric_drop,
+                            budget_min_step=self.budget_min_step, bn_l1=self.bn_l1)
 
 
 def recipe_error(err: ConfigError) -> ConfigError:
@@ -202,7 +218,8 @@ def recipe_error(err: ConfigError) -> ConfigError:
         >>> print(recipe_error(ConfigError("strategy_options['max_ratio']", 2, "None or below 1")))
         pruning.strategy_options.max_ratio: 2 is not allowed; expected null or below 1
     """
-    key = str(err.key)
+    key = re.sub(r"\['(\w+)'\]", r".\1", str(err.key)) if str(err.key).startswith("distill[") \
+        else str(err.key)
     option = re.fullmatch(r"strategy_options\['(\w+)'\]", key)
     if option and option.group(1) in RECIPE_KEYS:
         key = RECIPE_KEYS[option.group(1)]
