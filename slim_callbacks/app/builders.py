@@ -290,8 +290,8 @@ def final_ratios(job: Job, network: paddle.nn.Layer):
 
 def resolved_round_to(job: Job, network: paddle.nn.Layer) -> int:
     """``pruning.round_to`` as an int: ``auto`` is measured on ``network`` (cached per
-    machine, :mod:`slim_callbacks.analysis.auto_round`)."""
-    from slim_callbacks.analysis.auto_round import resolve_round_to
+    machine, :mod:`slim_callbacks.latency.auto_round`)."""
+    from slim_callbacks.latency.auto_round import resolve_round_to
     from slim_callbacks.tracing.tracer import trace
     pruning = job.recipe.pruning
     shape = job.recipe.example_inputs

@@ -27,7 +27,6 @@ import dataclasses
 import warnings
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-from slim_callbacks.analysis.auto_round import check_round_to_option
 from slim_callbacks.analysis.strategies import (
     check_option_values,
     strategy_option_names,
@@ -38,6 +37,7 @@ from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.engine.criteria import Criterion, get_criterion
 from slim_callbacks.engine.planner import check_fold_bn_shift
 from slim_callbacks.engine.ratios import check_patterns, check_ratios, check_skip
+from slim_callbacks.latency.auto_round import check_round_to_option
 from slim_callbacks.pruning.aids import TrainingAids
 from slim_callbacks.pruning.schedule_factory import build_schedule, schedule_from_dict
 from slim_callbacks.pruning.schedules import Schedule
