@@ -63,12 +63,15 @@ class AccuracyBudget(MetricBudget, PruningAid):
         PruningAid.__init__(self)
         self.pending: Optional[tuple] = None  # (epoch, targets) of an event awaiting its eval
 
-    def check_fit(self, metrics=None, has_eval=None) -> None:
-        """Before anything is pruned: the fit has a PruneCallback, evaluates, and logs
-        the metric."""
+    def on_train_begin(self, logs=None):
         if self.prune_callback is None:
             raise SlimError("AccuracyBudget judges pruning events: put a PruneCallback in "
                             "the same fit's callbacks")
+
+    def check_fit(self, metrics=None, has_eval=None) -> None:
+        """Before anything is pruned (the PruneCallback's train begin): the fit
+        evaluates, and logs the metric."""
+        self.on_train_begin()
         model = self.prune_callback.model
         MetricBudget.check_fit(self, self.params.get("metrics") if metrics is None else metrics,
                                fit_evaluates(model) if has_eval is None else has_eval)

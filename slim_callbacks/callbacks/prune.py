@@ -58,7 +58,7 @@ from slim_callbacks.core.example_inputs import check_forward_fn, given_inputs, m
 from slim_callbacks.core.paddle_utils import is_rank0, require_dygraph
 from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.pruning.aids import TrainingAids
-from slim_callbacks.pruning.pruner import Pruner, as_schedule
+from slim_callbacks.pruning.pruner import Pruner
 from slim_callbacks.pruning.spec import PruningSpec
 from slim_callbacks.pruning.state import PruningState, mean_targets
 
@@ -149,7 +149,7 @@ class PruneCallback(ForwardingCallback):
             target_latency_reduction=target_latency_reduction, layers=layers, skip=skip,
             strategy=strategy, round_to=round_to, prune_epochs=prune_epochs,
             schedule=schedule), options)
-        self.schedule = as_schedule(self.spec.schedule)
+        self.schedule = self.spec.schedule
         self.forward_fn = check_forward_fn(forward_fn)
         self.example_inputs = (None if example_inputs is None and input_shape is None
                                else given_inputs(example_inputs, input_shape, forward_fn))

@@ -105,7 +105,7 @@ class PruningSpec:
     round_to: Union[int, str] = 1
     fold_bn_shift: Optional[bool] = None
     coupled_scoring: str = "sum"
-    schedule: Optional[Schedule] = None
+    schedule: Union[Schedule, Mapping, None] = None
     aids: TrainingAids = dataclasses.field(default_factory=TrainingAids)
 
     def __post_init__(self):
@@ -124,15 +124,12 @@ class PruningSpec:
         self._set("strategy", self.strategy or default_strategy(self.ratios,
                                                                 self.target_latency_reduction))
         self._check_strategy_options()
-        if self.schedule is not None:
-            check_curve_start(self.schedule, self.ratios)
+        check_curve_start(self.schedule, self.ratios)
         self._check_aids(criterion)
 
     def _check_when(self) -> None:
         """The schedule as an object; an ``{epoch: ratio}`` map's last value is the
         final ratio (never below a curve's ``initial_ratio``)."""
-        if self.schedule is None:
-            return
         schedule = (schedule_from_dict(self.schedule) if isinstance(self.schedule, Mapping)
                     and "kind" in self.schedule else build_schedule(self.schedule, None, 0, None, 1))
         self._set("schedule", schedule)
@@ -241,7 +238,7 @@ class PruningSpec:
         out["layers"] = None if self.layers is None else list(self.layers)
         out["skip"] = list(self.skip)
         out["structure"] = self.structure.to_dict()
-        out["schedule"] = None if self.schedule is None else self.schedule.to_dict()
+        out["schedule"] = self.schedule.to_dict()
         out["aids"] = self.aids.to_dict()
         return out
 
