@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import List, Mapping, Optional, Sequence, Union
 
 from slim_callbacks.callbacks import ledger as ledger_mod
 from slim_callbacks.callbacks import resume
@@ -50,37 +50,20 @@ from slim_callbacks.callbacks.forwarding import ForwardingCallback
 from slim_callbacks.callbacks.guard import FiniteLossGuard
 from slim_callbacks.callbacks.log_lines import event_line
 from slim_callbacks.callbacks.paddle_hooks import rebuild_reducer
-from slim_callbacks.callbacks.prune_arguments import callback_spec
-from slim_callbacks.callbacks.recalibration import BNRecalibration
+from slim_callbacks.callbacks.prune_arguments import aid_callbacks, callback_spec
+from slim_callbacks.callbacks.prune_view import PrunerView
 from slim_callbacks.callbacks.taylor import TaylorCallback
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.example_inputs import check_forward_fn, given_inputs, model_inputs
 from slim_callbacks.core.paddle_utils import is_rank0, require_dygraph
 from slim_callbacks.engine.plan import PruningPlan
-from slim_callbacks.pruning.aids import TrainingAids
 from slim_callbacks.pruning.pruner import Pruner
 from slim_callbacks.pruning.spec import PruningSpec
-from slim_callbacks.pruning.state import PruningState, mean_targets
 
 logger = logging.getLogger(__name__)
 
 
-def aid_callbacks(aids: TrainingAids) -> List[PruningAid]:
-    """The callbacks of the aids a spec switches on (BN-L1 runs to the last event)."""
-    out: List[PruningAid] = []
-    if aids.bn_l1 is not None:
-        out.append(BNScaleL1(aids.bn_l1, start_epoch=0))
-    if aids.recalibrate_bn:
-        out.append(BNRecalibration(aids.recalibrate_bn))
-    if aids.distill is not None:
-        out.append(DistillCallback(**aids.distill))
-    if aids.max_metric_drop is not None:
-        out.append(AccuracyBudget(aids.max_metric_drop, aids.budget_metric,
-                                  aids.budget_min_step, aids.budget_mode))
-    return out
-
-
-class PruneCallback(ForwardingCallback):
+class PruneCallback(PrunerView, ForwardingCallback):
     """Prunes channels of ``model.network`` at scheduled epochs during ``fit``.
 
     Args:
@@ -178,35 +161,6 @@ class PruneCallback(ForwardingCallback):
         self._started = False
         self._network = None
 
-    # -- the spec's fields, and the pruner's state once training began -----------
-    criterion = property(lambda self: self.spec.criterion)
-    ratios = property(lambda self: self.spec.ratios)
-    strategy = property(lambda self: self.spec.strategy)
-    skip = property(lambda self: self.spec.skip)
-    structure = property(lambda self: self.spec.structure)
-    fold_bn_shift = property(lambda self: self.spec.fold_bn_shift)
-    target_flops_reduction = property(lambda self: self.spec.target_flops_reduction)
-
-    @property
-    def round_to(self):
-        """The multiple channels are rounded to (``"auto"`` until train begin)."""
-        return self.spec.round_to if self.pruner is None else self.pruner.round_to
-
-    @property
-    def plan(self) -> PruningPlan:
-        """The cumulative plan, relative to the original network."""
-        return PruningPlan() if self.pruner is None else self.pruner.plan
-
-    @property
-    def history(self) -> List[dict]:
-        """One record per event (:class:`~slim_callbacks.pruning.state.PruningEvent`)."""
-        return [] if self.pruner is None else self.pruner.history
-
-    original_widths = property(lambda self: {} if self.pruner is None else self.pruner.original_widths)
-    group_ratios = property(lambda self: {} if self.pruner is None else self.pruner.group_ratios)
-    targets = property(lambda self: {} if self.pruner is None else self.pruner.targets)
-    uniform_ratio = property(lambda self: None if self.pruner is None else self.pruner.uniform_ratio)
-
     def _check_fit(self) -> None:
         """A dygraph fit (not paddle.enable_static()), of the network this callback holds
         the plan and original widths of (another one would get the first one's plan)."""
@@ -259,28 +213,6 @@ class PruneCallback(ForwardingCallback):
     def logger_cb(self):
         from slim_callbacks.callbacks.visualdl import VisualDLLogger
         return self._aid(VisualDLLogger)
-
-    #: the shape of the one float32 example input, else None
-    input_shape = property(lambda self: getattr(self.example_inputs, "shape", None))
-
-    @property
-    def pruning_state(self) -> PruningState:
-        """A read-only snapshot of the run for observers such as the VisualDL logger."""
-        if self.pruner is None:
-            return PruningState(epoch_offset=self.epoch_offset)
-        return self.pruner.state(self.epoch_offset)
-
-    def planned_ratio(self, epoch: int) -> float:
-        """Mean target ratio (over pruned groups) in force after global ``epoch``."""
-        return PruningState(planned=mean_targets(self.targets)).planned_ratio(epoch)
-
-    def achieved_ratio(self) -> float:
-        """Share of the original channels of the targeted groups that is gone."""
-        return 0.0 if self.pruner is None else self.pruner.achieved_ratio()
-
-    def current_widths(self) -> Dict[str, int]:
-        """Group name -> current width, from the cumulative plan (no trace needed)."""
-        return {} if self.pruner is None else self.pruner.current_widths()
 
     # -- callback hooks ----------------------------------------------------------
     def set_params(self, params):

@@ -1,4 +1,5 @@
-"""PruneCallback's arguments -> its :class:`~slim_callbacks.pruning.PruningSpec`.
+"""PruneCallback's arguments -> its :class:`~slim_callbacks.pruning.PruningSpec`, and the
+spec's aids -> their callbacks (:func:`aid_callbacks`).
 
 The common arguments are spec fields (what, where, how) and the WHEN (``prune_epochs``
 or ``schedule``); the rare ones come as keywords (:data:`RARE`); the training aids
@@ -15,8 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from slim_callbacks.callbacks.accuracy_budget import AccuracyBudget
+from slim_callbacks.callbacks.aid import PruningAid
+from slim_callbacks.callbacks.bn_l1 import BNScaleL1
+from slim_callbacks.callbacks.distill import DistillCallback
+from slim_callbacks.callbacks.recalibration import BNRecalibration
 from slim_callbacks.core.checks import check_epoch, check_int
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.pruning.aids import TrainingAids
@@ -103,3 +109,18 @@ def aid_fields(aids: Dict[str, Any]) -> TrainingAids:
     """The :class:`TrainingAids` of the deprecated keywords (None: the default)."""
     defaults = {f.name: f.default for f in dataclasses.fields(TrainingAids)}
     return TrainingAids(**{k: defaults[k] if v is None else v for k, v in aids.items()})
+
+
+def aid_callbacks(aids: TrainingAids) -> List[PruningAid]:
+    """The callbacks of the aids a spec switches on (BN-L1 runs to the last event)."""
+    out: List[PruningAid] = []
+    if aids.bn_l1 is not None:
+        out.append(BNScaleL1(aids.bn_l1, start_epoch=0))
+    if aids.recalibrate_bn:
+        out.append(BNRecalibration(aids.recalibrate_bn))
+    if aids.distill is not None:
+        out.append(DistillCallback(**aids.distill))
+    if aids.max_metric_drop is not None:
+        out.append(AccuracyBudget(aids.max_metric_drop, aids.budget_metric,
+                                  aids.budget_min_step, aids.budget_mode))
+    return out
