@@ -6,12 +6,12 @@ fields are this callback's first arguments, or ``spec=``) that a
 onto the pruner's schedule. The training aids are callbacks of their own that find this
 one in the same ``fit`` (:mod:`slim_callbacks.callbacks.aid`): ``DistillCallback``,
 ``BNRecalibration``, ``AccuracyBudget``, ``BNScaleL1``, ``VisualDLLogger``; a spec with
-aids switched on (``PruningSpec(aids=...)``) makes the callback add them itself. An
-event at epoch ``e``
-fires in ``on_epoch_end(e)`` (0-based), BEFORE Paddle's ``ModelCheckpoint`` saves that
-epoch, so the saved checkpoint is the pruned one, with a pruning ledger beside it
-(:mod:`slim_callbacks.callbacks.checkpoint_ledgers`). Each event logs one line on logger
-``slim_callbacks.callbacks.prune``::
+aids switched on (``PruningSpec(aids=...)``) makes the callback add them itself.
+
+An event at epoch ``e`` fires in ``on_epoch_end(e)`` (0-based), BEFORE Paddle's
+``ModelCheckpoint`` saves that epoch, so the saved checkpoint is the pruned one, with a
+pruning ledger beside it (:mod:`slim_callbacks.callbacks.checkpoint_ledgers`). Each event
+logs one line on logger ``slim_callbacks.callbacks.prune``::
 
     epoch 3: pruned 12 groups, MACs 568.7M -> 401.2M (-29.5%), params 4.25M -> 3.02M
 
