@@ -106,7 +106,7 @@ from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.example_inputs import given_inputs
 from slim_callbacks.core.paddle_utils import layer_table, unwrap
 from slim_callbacks.core.progress import progress_bar
-from slim_callbacks.engine.criteria import Criterion, get_criterion, group_scores
+from slim_callbacks.engine.criteria import Criterion, get_criterion
 from slim_callbacks.engine.planner import select_units
 from slim_callbacks.engine.ratios import check_patterns, check_round_to, chosen_groups
 from slim_callbacks.tracing.groups import IN, ChannelGroup
@@ -331,7 +331,7 @@ class GroupAnalysis:
 
     def losses(self, group: ChannelGroup) -> Iterator[Tuple[str, float, float]]:
         """``(group name, ratio, loss)`` for each ratio the record lacks."""
-        scores = group_scores(group, self.by_name, self.criterion, self.graph.layer_types)
+        scores = self.criterion(group, self.by_name, self.graph.layer_types)
         remover = (GroupMask if self.method == "mask" else GroupPrune)(group, self.by_name)
         changed = ([m.layer for m in group.members if m.role == IN] if self.method == "mask"
                    else list(group.layers()))
