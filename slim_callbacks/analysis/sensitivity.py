@@ -191,7 +191,8 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, example_inputs=None
                 round_to: int = 1, method: str = "mask", cache=True, workers: int = 1,
                 progress: Optional[bool] = None, recalibrate_bn: int = 0,
                 bn_data: Optional[Iterable] = None, input_shape: Optional[Sequence[int]] = None,
-                forward_fn: Optional[Callable] = None) -> Sensitivities:
+                forward_fn: Optional[Callable] = None,
+                graph: Optional[DependencyGraph] = None) -> Sensitivities:
     """Loss of the metric when each group alone is pruned at each ratio.
 
     Args:
@@ -236,6 +237,9 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, example_inputs=None
             images; its first ``recalibrate_bn`` items are kept in memory. ``None``
             takes the first ``recalibrate_bn`` inputs that ``eval_fn`` passes to the
             network in the base evaluation (the eval data then sets the statistics).
+        graph: the network's trace when the caller has one (a
+            :class:`~slim_callbacks.pruning.Pruner`'s, see :meth:`Pruner.sensitivity
+            <slim_callbacks.pruning.Pruner.sensitivity>`): not traced again.
 
     Returns:
         ``{group name: {ratio: loss}}`` for the chosen groups, in network order. A
@@ -269,7 +273,8 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, example_inputs=None
     recalibrate_bn = check_recalibrate_bn(recalibrate_bn)
     calibration = calibration_batches(bn_data, recalibrate_bn)
 
-    graph = trace(network, given_inputs(example_inputs, input_shape, forward_fn))
+    if graph is None:
+        graph = trace(network, given_inputs(example_inputs, input_shape, forward_fn))
     groups = chosen_groups(graph, layers, skip)
     record = Record(criterion.name, ratios, round_to)
     if file is not None and os.path.exists(file):
