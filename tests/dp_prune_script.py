@@ -1,4 +1,4 @@
-"""Data-parallel PruneCallback run, started by tests/test_data_parallel.py with
+"""Data-parallel PruneCallback run, started by tests/callbacks/test_data_parallel.py with
 ``python -m paddle.distributed.launch --nproc_per_node 2 dp_prune_script.py OUT_DIR``.
 
 Every rank trains on its own shard (fit's DistributedBatchSampler), prunes at the end of

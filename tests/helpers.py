@@ -1,5 +1,6 @@
 """Helpers shared by the tests: dead channels, BN calibration, tiny networks."""
 import contextlib
+import os
 
 import numpy as np
 import paddle
@@ -13,6 +14,11 @@ from slim_callbacks.engine.selectors import keep_count
 from slim_callbacks.pruning.pruner import prune
 from slim_callbacks.tracing.groups import CHANNEL, IN
 from slim_callbacks.tracing.tracer import trace
+
+#: the tests folder (helpers, and the scripts tests start), the repository, its benchmarks
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+BENCHMARKS = os.path.join(ROOT, "benchmarks")
 
 
 def calibrate(net, shape, steps=3, seed=0):
@@ -335,3 +341,40 @@ TINY_RECIPE = {"name": "tiny", "model": {"name": "helpers:Net"},
                "pruning": {"ratios": 0.5, "schedule": {"kind": "epochs", "epochs": [0, 1]}},
                "logging": {"log_freq": 1, "visualdl": True}, "checkpoint": {"save_freq": 1},
                "deploy": {"latency": False}}
+
+
+def exported(net, shape, tmp_path, dtype="float32"):
+    """``net`` with random weights (BatchNorm statistics from a few forwards), exported
+    for inputs of ``shape`` (``None``: a dynamic size) and ``dtype``; its prefix."""
+    randomize(net)
+    for layer in net.sublayers():
+        if isinstance(layer, (nn.BatchNorm2D, nn.BatchNorm3D)):
+            layer._variance.set_value(layer._variance.abs() + 0.5)
+    if dtype == "float32":
+        calibrate(net, [1, *shape[1:]])
+    net.eval()
+    prefix = str(tmp_path / "model")
+    paddle.jit.save(net, prefix, input_spec=[paddle.static.InputSpec(shape, dtype, "x")])
+    return prefix
+
+
+def read_visualdl(log_dir, session="train"):
+    """{tag: [(step, value)]} for scalars and {tag: [record]} for histograms of one
+    session's directory (it holds one record file)."""
+    from visualdl import LogReader
+    files = os.listdir(os.path.join(log_dir, session))
+    assert len(files) == 1 and files[0].startswith("vdlrecords"), files
+    reader = LogReader(file_path=os.path.join(log_dir, session, files[0]))
+    scalars, hists = {}, {}
+    for path, kind in reader.tags().items():
+        tag = path.split(".log/", 1)[1].replace("%", "/")
+        if kind == "scalar":
+            scalars[tag] = [(r.id, r.value) for r in reader.get_data("scalar", tag)]
+        elif kind == "histogram":
+            hists[tag] = reader.get_data("histogram", tag)
+    return scalars, hists
+
+
+#: the smallest recipe the schema accepts (MobileNetV1 on the bundled digits)
+BASE_RECIPE = {"name": "mbv1_digits", "model": {"name": "mobilenet_v1"},
+               "data": {"source": "digits"}, "pruning": {"ratios": 0.5}}

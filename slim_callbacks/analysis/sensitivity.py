@@ -31,7 +31,7 @@ How it is fast without changing the answer (``method="mask"``, the default):
   and squeeze-excitation multiplies only carry the channel on to a consumer. So the
   consumers compute exactly what they compute after physical pruning (up to float
   summation order; a masked channel holding inf or NaN would give NaN), and
-  ``tests/test_sensitivity.py`` checks it layer by layer against physical pruning on
+  ``tests/analysis/test_sensitivity.py`` checks it layer by layer against physical pruning on
   MobileNetV2, ResNet-18, a squeeze-excitation and a concat network. The zeroed
   slices are restored from saved copies after each evaluation.
 - The network is traced once, and each group is scored once (the scores do not change

@@ -1,7 +1,7 @@
 """Child callbacks get every hook, exactly as if they were passed to fit() directly."""
 import paddle
 import paddle.nn as nn
-from test_callbacks_prune import SHAPE, Net, dataset
+from helpers import SHAPE, Net, dataset
 
 from slim_callbacks.callbacks import PruneCallback
 from slim_callbacks.callbacks.forwarding import HOOKS, ForwardingCallback

@@ -14,7 +14,6 @@ from helpers import TINY_RECIPE
 from slim_callbacks.app.cli import main
 from slim_callbacks.callbacks.ledger import load_ledger
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
 TINY = TINY_RECIPE
 
 

@@ -9,7 +9,7 @@ import paddle
 import paddle.nn as nn
 import pytest
 from helpers import ConvBN, assert_dead_channels_prune_exactly, calibrate, momentum_losses, outputs, train_steps
-from test_grouped import SHAPE, RegNet, ResNeXt, ResNeXtBlock, ShuffleNet, grouped_convs
+from nets import RegNet, ResNeXt, ResNeXtBlock, ShuffleNet, grouped_convs
 
 from slim_callbacks import count_flops, export, prune, trace
 from slim_callbacks.callbacks.ledger import fingerprint, load_pruned, save_ledger
@@ -18,6 +18,8 @@ from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.engine.planner import plan_pruning
 from slim_callbacks.engine.ratios import resolve_ratios
 from slim_callbacks.engine.surgery import take
+
+SHAPE = [1, 3, 16, 16]
 
 CHANNELS, GROUPS = {"grouped_conv": "channels"}, {"grouped_conv": "groups"}
 
@@ -285,7 +287,7 @@ def test_prune_callback_prunes_whole_groups_inside_fit():
 
 
 def test_the_recipe_key_reaches_the_callback():
-    from test_recipe import BASE
+    from helpers import BASE_RECIPE as BASE
 
     from slim_callbacks.app.builders import build_callbacks
     from slim_callbacks.app.job import Job
@@ -384,7 +386,7 @@ def test_every_criterion_takes_the_same_number_from_each_group(criterion):
 def test_round_to_auto_of_a_recipe_probes_the_units_of_its_structure(monkeypatch):
     """``resolved_round_to`` (plan, the run's summary) traces with ``pruning.structure``,
     as the strategies do, so auto times the groups that will be pruned."""
-    from test_recipe import BASE
+    from helpers import BASE_RECIPE as BASE
 
     from slim_callbacks.analysis import auto_round
     from slim_callbacks.app.builders import resolved_round_to

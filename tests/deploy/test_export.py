@@ -175,7 +175,7 @@ def test_export_is_public_api():
 # ---------------------------------------------------------------------------- the zoo
 ZOO = [name for name in models.__all__ if name[0].islower()]
 # Smallest square input each architecture accepts (fixed-size flatten -> Linear), as in
-# test_tracing.py.
+# test_tracer.py.
 INPUT_SIZE = {"alexnet": 224, "googlenet": 224, "inception_v3": 96}
 # ONNX too for the smallest member of each family (all 38 with ONNX take ~5 min here).
 # The deeper members (resnet101, densenet264, ...) take 10-50 s each on 2 shared cores:

@@ -51,7 +51,7 @@ class GroupedNet(nn.Sequential):
 
 
 def test_a_grouped_conv_no_longer_blocks_either_side():
-    """Grouped convs are pruned by position (tests/test_grouped.py): only the output
+    """Grouped convs are pruned by position (tests/tracing/test_grouped.py): only the output
     group is left, with conv 2's rows at stake."""
     report = explain(GroupedNet(), [1, 4, 4, 4])
     assert [(r.group, r.op) for r in report.rows] == [("2", "network output")]

@@ -6,7 +6,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
-from helpers import assert_dead_channels_prune_exactly, calibrate, randomize
+from helpers import assert_dead_channels_prune_exactly, exported
+from nets import Blocks
 
 from slim_callbacks import SlimError, export, load_inference_model, prune
 from slim_callbacks.core.errors import ConfigError
@@ -95,21 +96,6 @@ class TokenFamilies(nn.Layer):
         return self.out(paddle.matmul(attn, v).mean(axis=1))
 
 
-def exported(net, shape, tmp_path, dtype="float32"):
-    """``net`` with random weights (BatchNorm statistics from a few forwards), exported
-    for inputs of ``shape`` (``None``: a dynamic size) and ``dtype``; its prefix."""
-    randomize(net)
-    for layer in net.sublayers():
-        if isinstance(layer, (nn.BatchNorm2D, nn.BatchNorm3D)):
-            layer._variance.set_value(layer._variance.abs() + 0.5)
-    if dtype == "float32":
-        calibrate(net, [1, *shape[1:]])
-    net.eval()
-    prefix = str(tmp_path / "model")
-    paddle.jit.save(net, prefix, input_spec=[paddle.static.InputSpec(shape, dtype, "x")])
-    return prefix
-
-
 def test_conv_families_rebuild_as_layers_with_the_programs_outputs(tmp_path):
     net = ConvFamilies()
     prefix = exported(net, SHAPE, tmp_path)
@@ -190,20 +176,6 @@ def test_missing_files_and_a_bad_input_shape_are_refused(tmp_path):
     save_inference_model(nn.Conv2D(3, 4, 3), prefix, SHAPE)
     with pytest.raises(ConfigError, match="input_shape"):
         load_inference_model(prefix, input_shape=[1, 3, 8])
-
-
-class Blocks(nn.Layer):
-    def __init__(self):
-        super().__init__()
-        self.c1 = nn.Sequential(nn.Conv2D(3, 10, 3, padding=1), nn.BatchNorm2D(10), nn.ReLU())
-        self.c2 = nn.Sequential(nn.Conv2D(10, 10, 3, padding=1, groups=10), nn.BatchNorm2D(10))
-        self.c3 = nn.Sequential(nn.Conv2D(10, 12, 1), nn.BatchNorm2D(12), nn.ReLU())
-        self.fc = nn.Linear(12, 4)
-
-    def forward(self, x):
-        x = self.c1(x)
-        x = self.c3(F.relu(self.c2(x) + x))
-        return self.fc(paddle.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
 def widths_by_weight(net):

@@ -4,8 +4,9 @@ import pathlib
 import re
 
 import pytest
+from helpers import TESTS
 
-SCRIPT = pathlib.Path(__file__).with_name("paddleslim_tutorial.py")
+SCRIPT = pathlib.Path(TESTS) / "paddleslim_tutorial.py"
 
 
 @pytest.mark.slow  # 14 convs x 9 ratios of paddle.Model.evaluate: about 20 s

@@ -7,13 +7,13 @@ import os
 import paddle
 import pytest
 import yaml
+from helpers import ROOT
 
 from slim_callbacks.app.cli import main
 from slim_callbacks.app.recipe import load_recipe
 from slim_callbacks.engine.ratios import resolve_ratios
 from slim_callbacks.tracing.tracer import trace
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "recipes", "**", "*.yaml"), recursive=True))
 MBV1 = sorted(p for p in RECIPES if os.sep + "mobilenetv1" + os.sep in p)
 TABLE = json.load(open("/work/shared/reference/mobilenetv1_table.json")) \

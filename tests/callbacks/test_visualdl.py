@@ -5,27 +5,10 @@ import sys
 import paddle
 import paddle.nn as nn
 import pytest
-from helpers import SHAPE, Net, dataset
+from helpers import SHAPE, Net, dataset, read_visualdl
 
 from slim_callbacks.callbacks import TAGS, PruneCallback, VisualDLLogger
 from slim_callbacks.core.errors import ConfigError
-
-
-def read(log_dir, session="train"):
-    """{tag: [(step, value)]} for scalars and {tag: [record]} for histograms of one
-    session's directory (it holds one record file)."""
-    from visualdl import LogReader
-    files = os.listdir(os.path.join(log_dir, session))
-    assert len(files) == 1 and files[0].startswith("vdlrecords"), files
-    reader = LogReader(file_path=os.path.join(log_dir, session, files[0]))
-    scalars, hists = {}, {}
-    for path, kind in reader.tags().items():
-        tag = path.split(".log/", 1)[1].replace("%", "/")
-        if kind == "scalar":
-            scalars[tag] = [(r.id, r.value) for r in reader.get_data("scalar", tag)]
-        elif kind == "histogram":
-            hists[tag] = reader.get_data("histogram", tag)
-    return scalars, hists
 
 
 def fit(callbacks, epochs=3, steps_data=64):
@@ -44,7 +27,7 @@ def test_prune_callback_log_dir_writes_every_tag(tmp_path):
     cb = PruneCallback(0.5, "slim", bn_l1=1e-2, prune_epochs=[1], input_shape=SHAPE,
                        log_dir=log_dir, log_freq=2)
     fit([cb], epochs=3)
-    scalars, hists = read(log_dir)
+    scalars, hists = read_visualdl(log_dir)
     expected = {"train/loss", "train/acc", "eval/loss", "eval/acc", "model/gflops",
                 "model/gflops_legacy", "model/params", "model/size_mb", "pruning/planned_ratio",
                 "pruning/achieved_ratio", "widths/c1.0", "widths/c2.0", "widths/c3.0",
@@ -70,7 +53,7 @@ def test_standalone_logger_after_the_pruner(tmp_path):
     vdl = VisualDLLogger(str(tmp_path), log_freq=1, pruner=cb)
     assert not os.listdir(tmp_path)  # lazily opened
     fit([cb, vdl], epochs=2)
-    scalars, _ = read(str(tmp_path))
+    scalars, _ = read_visualdl(str(tmp_path))
     assert len(scalars["train/loss"]) == 8
     assert dict(scalars["widths/c1.0"]) == {0: 8, 1: 8}
     assert dict(scalars["pruning/achieved_ratio"])[0] == pytest.approx(0.5)
@@ -78,7 +61,7 @@ def test_standalone_logger_after_the_pruner(tmp_path):
 
 def test_logger_without_pruner_logs_model_and_bn(tmp_path):
     fit([VisualDLLogger(str(tmp_path), log_freq=4, input_shape=SHAPE)], epochs=1)
-    scalars, hists = read(str(tmp_path))
+    scalars, hists = read_visualdl(str(tmp_path))
     assert "model/gflops" in scalars and "bn/gamma" in hists
     assert not any(t.startswith(("pruning/", "widths/")) for t in scalars)
 
@@ -107,10 +90,10 @@ def test_each_session_writes_a_directory_of_its_own_and_keeps_the_earlier_ones(t
     monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)   # both sessions in one second
     log_dir = str(tmp_path / "logs")
     fit([VisualDLLogger(log_dir, log_freq=1)], epochs=1)
-    first, _ = read(log_dir)
+    first, _ = read_visualdl(log_dir)
     fit([VisualDLLogger(log_dir, log_freq=1)], epochs=1)
     assert sorted(os.listdir(log_dir)) == ["train", "train-2"]
-    assert read(log_dir)[0] == first and read(log_dir, "train-2")[0]["train/loss"]
+    assert read_visualdl(log_dir)[0] == first and read_visualdl(log_dir, "train-2")[0]["train/loss"]
 
 
 def test_the_flops_profile_is_counted_once_per_structure(tmp_path, monkeypatch):
@@ -125,6 +108,6 @@ def test_the_flops_profile_is_counted_once_per_structure(tmp_path, monkeypatch):
     log_dir = str(tmp_path / "vdl")
     cb = PruneCallback(0.5, "l1_norm", prune_epochs=[1], input_shape=SHAPE, log_dir=log_dir)
     fit([cb], epochs=4)
-    gflops = [v for _, v in read(log_dir)[0]["model/gflops"]]
+    gflops = [v for _, v in read_visualdl(log_dir)[0]["model/gflops"]]
     assert len(gflops) == 4 and len(set(gflops)) == 2 and gflops[0] > gflops[-1]  # one event
     assert counted.count(VisualDLLogger.__module__) == 2  # before the event and after it

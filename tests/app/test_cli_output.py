@@ -7,13 +7,12 @@ import warnings
 
 import pytest
 import yaml
-from helpers import TINY_RECIPE
+from helpers import ROOT, TINY_RECIPE
 
 from slim_callbacks.app.cli import COMMANDS, main
 from slim_callbacks.core.quiet import OMP_LINES, PADDLE_WARNINGS
 from slim_callbacks.core.version import package_version
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FILTERED = (*PADDLE_WARNINGS, *OMP_LINES)
 # The quickstart recipe on a tiny override: 64 training images, 3 epochs, two AGP events.
 TINY_QUICKSTART = ["-o", "data.train_samples=64", "-o", "data.samples=32",

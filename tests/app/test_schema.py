@@ -5,14 +5,14 @@ import re
 
 import pytest
 import yaml
+from helpers import BASE_RECIPE
 
 from slim_callbacks.app.overrides import apply_override, parse_override
 from slim_callbacks.app.recipe import load_recipe
 from slim_callbacks.app.schema import DATA_SOURCES, Recipe
 from slim_callbacks.core.errors import ConfigError, SlimError
 
-BASE = {"name": "mbv1_digits", "model": {"name": "mobilenet_v1"},
-        "data": {"source": "digits"}, "pruning": {"ratios": 0.5}}
+BASE = BASE_RECIPE
 
 
 def message(key, value, allowed):

@@ -1,11 +1,11 @@
 """The pure helpers of benchmarks/bench_zoo.py (the bench itself needs paddleclas), and
 one row of its toolkit models where paddlenlp is installed."""
-import os
 import sys
 
 import pytest
+from helpers import BENCHMARKS
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+sys.path.insert(0, BENCHMARKS)
 import bench_zoo  # noqa: E402
 
 

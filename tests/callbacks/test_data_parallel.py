@@ -7,8 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-
-TESTS = os.path.dirname(os.path.abspath(__file__))
+from helpers import TESTS
 
 
 def launch(out_dir, *extra):
@@ -83,7 +82,7 @@ def test_cli_run_under_two_ranks_writes_and_prints_on_rank_0_only(tmp_path):
     """`python -m paddle.distributed.launch --nproc_per_node 2 $(which slim-callbacks) run
     RECIPE` on a tiny --dry-run recipe."""
     import yaml
-    from test_cli_runs import TINY
+    from helpers import TINY_RECIPE as TINY
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump(TINY))
     out_dir = tmp_path / "out"

@@ -7,14 +7,14 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 import pytest
-from helpers import assert_dead_channels_prune_exactly, momentum_losses, outputs
+from helpers import ROOT, assert_dead_channels_prune_exactly, momentum_losses, outputs
 
 from slim_callbacks import ConfigError, SlimError, count_flops, prune, register_layer, register_op, trace
 from slim_callbacks.analysis.flops import layer_widths
 from slim_callbacks.tracing import kinds, op_rules
 
 SHAPE = [1, 3, 8, 8]
-EXTENDING = pathlib.Path(__file__).resolve().parent.parent / "docs" / "guides" / "extending.md"
+EXTENDING = pathlib.Path(ROOT) / "docs" / "guides" / "extending.md"
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,9 @@ import os
 import numpy as np
 import paddle
 import pytest
+from helpers import exported
+from nets import Blocks
 from PIL import Image
-from test_program import Blocks, exported
 
 from slim_callbacks import SlimError
 from slim_callbacks.app.cli import main

@@ -5,8 +5,8 @@ import os
 import re
 
 import pytest
+from helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = {
     "an issue number": r"#\d+\b|\bissues? #?\d+",
     "a commit id": r"\b(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b",

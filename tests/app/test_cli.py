@@ -9,11 +9,11 @@ import sys
 
 import pytest
 import yaml
+from helpers import ROOT
 
 from slim_callbacks.app.cli import find_recipe, main
 from slim_callbacks.app.recipe import load_recipe
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = os.path.join(ROOT, "recipes")
 MBV1 = os.path.join(RECIPES, "mobilenetv1")
 QUICKSTART = os.path.join(RECIPES, "quickstart.yaml")

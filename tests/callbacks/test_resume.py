@@ -9,13 +9,11 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 import pytest
-from helpers import SHAPE, Net, dataset
+from helpers import SHAPE, TESTS, Net, dataset
 
 from slim_callbacks.callbacks import PruneCallback
 from slim_callbacks.callbacks.ledger import file_digest, load_ledger, load_pruned
 from slim_callbacks.core.errors import SlimError
-
-TESTS = os.path.dirname(os.path.abspath(__file__))
 
 CHILD = textwrap.dedent("""
     import json, os, signal, sys
@@ -181,7 +179,7 @@ def test_jit_save_of_a_pruned_network_is_small(tmp_path):
 
 
 def test_in_process_resume_continues_epochs_bn_l1_and_visualdl_steps(tmp_path):
-    from test_visualdl_logger import read
+    from helpers import read_visualdl as read
 
     def model_and(cb, epochs, save_dir):
         paddle.seed(0)

@@ -4,8 +4,9 @@ import os
 import sys
 
 import pytest
+from helpers import BENCHMARKS
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+sys.path.insert(0, BENCHMARKS)
 import bench_accuracy  # noqa: E402
 
 from slim_callbacks.app.builders import build_callbacks, build_network, final_ratios  # noqa: E402

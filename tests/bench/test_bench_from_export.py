@@ -1,10 +1,10 @@
 """benchmarks/bench_from_export.py: its table and summary, and one model end to end (slow)."""
-import os
 import sys
 
 import pytest
+from helpers import BENCHMARKS
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+sys.path.insert(0, BENCHMARKS)
 import bench_from_export  # noqa: E402
 
 ROW = {"model": "m1", "family": "F", "input": 32, "status": "ok", "ops": 10,

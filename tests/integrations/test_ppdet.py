@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("ppdet")
 
+from helpers import BENCHMARKS
 from ppdet.core import workspace  # noqa: E402
 from ppdet.engine import Trainer  # noqa: E402
 from ppdet.modeling.architectures.meta_arch import BaseArch  # noqa: E402
@@ -226,7 +227,7 @@ def test_without_ppdet_the_callback_says_how_to_install_it(monkeypatch):
 def test_pp_yoloe_s_prunes_in_the_trainer_and_reloads(tmp_path, monkeypatch):
     """PP-YOLOE-s from ppdet.modeling parts, its own loss, 128x128 images (~15 s)."""
     from ppdet.utils.checkpoint import load_pretrain_weight
-    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    monkeypatch.syspath_prepend(BENCHMARKS)
     from zoo_toolkits import detector_batch, head_outputs, ppyoloe_s
 
     def make(i):
