@@ -384,12 +384,12 @@ def test_every_criterion_takes_the_same_number_from_each_group(criterion):
 
 
 def test_round_to_auto_of_a_recipe_probes_the_units_of_its_structure(monkeypatch):
-    """``resolved_round_to`` (plan, the run's summary) traces with ``pruning.structure``,
-    as the strategies do, so auto times the groups that will be pruned."""
+    """The recipe's pruner (plan, run) traces with ``pruning.structure``, as the
+    strategies do, so auto times the groups that will be pruned."""
     from helpers import BASE_RECIPE as BASE
 
     from slim_callbacks.analysis import auto_round
-    from slim_callbacks.app.builders import resolved_round_to
+    from slim_callbacks.app.builders import recipe_pruner
     from slim_callbacks.app.job import Job
     from slim_callbacks.app.recipe import load_recipe
     seen = []
@@ -400,6 +400,6 @@ def test_round_to_auto_of_a_recipe_probes_the_units_of_its_structure(monkeypatch
                                           "pruning.round_to=auto", "logging.visualdl=false",
                                           "input_shape=[1, 3, 16, 16]"])
     net = GroupedNet()
-    assert resolved_round_to(Job(recipe), net) == 8
+    assert recipe_pruner(Job(recipe), net).round_to == 8
     expected = trace(net, list(recipe.input_shape), {"grouped_conv": "groups"})
     assert [g.name for g in seen[0].groups] == [g.name for g in expected.groups]
