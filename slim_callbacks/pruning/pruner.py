@@ -14,7 +14,8 @@ resolves ``round_to: auto`` and the strategy once, and fixes each group's final 
   :class:`~slim_callbacks.PruningPlan`;
 - :meth:`Pruner.undo` puts back the last event taken with ``undoable=True``;
 - :attr:`Pruner.plan` and :attr:`Pruner.history` are the cumulative plan and one record
-  per event; :meth:`Pruner.state` a read-only view for loggers.
+  per event; :meth:`Pruner.state` a read-only view for loggers;
+- :meth:`Pruner.sensitivity` is the sensitivity analysis on the pruner's trace.
 
 :func:`prune` is the one-call form; :class:`~slim_callbacks.PruneCallback` drives a
 pruner from ``paddle.Model.fit``.
