@@ -31,13 +31,16 @@ from slim_callbacks.app.job import Job
 from slim_callbacks.app.schema import Recipe
 from slim_callbacks.core.checks import is_int, is_real
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.integrations.paddlenlp import ernie
 
 logger = logging.getLogger(__name__)
 
 #: Model name -> factory returning a ``paddle.nn.Layer``; ``model.name`` may name any of
 #: these (or ``module:callable`` for one of them, or a ``paddle.nn.Layer`` subclass).
 MODELS: Dict[str, Callable[..., paddle.nn.Layer]] = {
-    name: getattr(paddle.vision.models, name) for name in paddle.vision.models.__all__}
+    **{name: getattr(paddle.vision.models, name) for name in paddle.vision.models.__all__},
+    "ernie": ernie,  # paddlenlp's ERNIE classifier, (input_ids, token_type_ids) -> logits
+}
 MODEL_ALLOWED = ("a paddle.nn.Layer subclass, a paddle.vision.models function or a "
                  "function registered with slim_callbacks.register_model")
 

@@ -5,7 +5,7 @@ import copy
 import paddle
 from helpers import BASE_RECIPE
 
-from slim_callbacks.analysis import auto_round
+from slim_callbacks.latency import auto_round
 from slim_callbacks.app.builders import build_network
 from slim_callbacks.app.job import Job, load_job
 from slim_callbacks.app.planning import plan
