@@ -5,11 +5,11 @@ import copy
 import paddle
 from helpers import BASE_RECIPE
 
-from slim_callbacks.latency import auto_round
 from slim_callbacks.app.builders import build_network
 from slim_callbacks.app.job import Job, load_job
 from slim_callbacks.app.planning import plan
 from slim_callbacks.app.runner import dry_run_recipe, run
+from slim_callbacks.latency import auto_round
 from slim_callbacks.pruning.pruner import Pruner, prune
 from slim_callbacks.tracing import tracer as tracer_module
 
