@@ -42,10 +42,9 @@ from slim_callbacks.app.builders import (
     build_network,
     build_optimizer,
     check_sensitivities_file,
-    final_ratios,
     load_pretrained,
     needs_trained_scales,
-    resolved_round_to,
+    recipe_pruner,
     seed_from,
     stand_in_bn_scales,
 )
@@ -57,7 +56,7 @@ from slim_callbacks.app.deployment import (
     verification_batch,
 )
 from slim_callbacks.app.job import Job
-from slim_callbacks.app.planning import announce_measuring
+from slim_callbacks.app.planning import announcer
 from slim_callbacks.app.recipe import load_recipe
 from slim_callbacks.app.report import structure, summary_table
 from slim_callbacks.app.run_dir import check_finite_data, locked_run_directory, resume_checkpoint
@@ -118,9 +117,10 @@ def dry_run_recipe(job: Job, output_dir: Optional[str] = None) -> Job:
             notes.append(f"dry run: no sensitivities file {job.sensitivities_path()}; a uniform "
                          f"ratio to the same FLOPs target stands in")
             pruning.update(strategy="uniform", sensitivities=None)
+    of = (list(job.recipe.input_shape[1:]) if job.recipe.model.inputs is None else
+          ", ".join(f"{e['name']} {e['dtype']}{e['shape'][1:]}" for e in job.recipe.model.inputs))
     notes.append(f"dry run: {DRY_EPOCHS} epochs x {DRY_STEPS} steps of batch {DRY_BATCH} on "
-                 f"synthetic {list(job.recipe.input_shape[1:])} data, final pruning one-shot "
-                 f"at epoch 0, writing to {out}")
+                 f"synthetic {of} data, final pruning one-shot at epoch 0, writing to {out}")
     return Job(load_recipe(raw), job.base_dir, job.source, job.notes + tuple(notes), dry_run=True)
 
 
@@ -178,10 +178,9 @@ def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> D
         stand_in_bn_scales(network, recipe.train.seed or 0)
         emit(f"dry run: BatchNorm scales drawn in [0.1, 1) as a stand-in for trained weights "
              f"(criterion {recipe.pruning.criterion} ties on initial scales)")
-    announce_measuring(job, network, emit)
-    ratios = final_ratios(job, network)
-    callbacks = build_callbacks(job, ratios, verbose, resume_from)
-    train_data, eval_data = build_datasets(recipe.data, recipe.input_shape)
+    prepared = recipe_pruner(job, network, announcer(job, emit))  # resolved and traced once
+    callbacks = build_callbacks(job, prepared, verbose, resume_from)
+    train_data, eval_data = build_datasets(recipe.data, recipe.input_shape, recipe.model.inputs)
     check_finite_data({"x_train": train_data, "x_test": eval_data})
     if is_rank0():
         write_recipe(recipe)
@@ -263,7 +262,7 @@ def _latency_strategy(job: Job, pruner, latency) -> Dict[str, Any]:
     recipe = job.recipe
     seed_from(recipe)
     fresh = build_network(recipe)
-    return predicted_vs_measured(recipe, fresh, pruner.plan, resolved_round_to(job, fresh), latency)
+    return predicted_vs_measured(recipe, fresh, pruner.plan, pruner.round_to, latency)
 
 
 

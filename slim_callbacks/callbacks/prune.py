@@ -97,7 +97,10 @@ class PruneCallback(PrunerView, ForwardingCallback):
             ``distill``, ``recalibrate_bn``, ``max_metric_drop``, ``budget_metric``,
             ``budget_min_step``, ``budget_mode``, ``bn_l1``, ``log_dir``, ``log_freq`` -
             put ``DistillCallback``, ``BNRecalibration``, ``AccuracyBudget``,
-            ``BNScaleL1``, ``VisualDLLogger`` beside this callback instead.
+            ``BNScaleL1``, ``VisualDLLogger`` beside this callback instead. Internal:
+            ``graph``, the network's trace if the caller has one (a prepared Pruner's,
+            as ``run`` has from its plan): a fresh run's pruner uses it instead of
+            tracing again.
 
     Attributes:
         spec: the :class:`~slim_callbacks.pruning.PruningSpec`.
@@ -153,6 +156,7 @@ class PruneCallback(PrunerView, ForwardingCallback):
         self.budget: Optional[AccuracyBudget] = None
         self._reset_aids()
         self.pruner: Optional[Pruner] = None
+        self._traced = extras["graph"]
         self.epoch_offset = 0
         self.total_epochs: Optional[int] = None
         self.last_epoch = -1
@@ -266,7 +270,9 @@ class PruneCallback(PrunerView, ForwardingCallback):
         self.fingerprint = ledger_mod.fingerprint(net) if resumed is None else resumed["fingerprint"]
         widths = None if resumed is None else resumed["original_widths"]
         self.pruner = Pruner(net, self.example_inputs, self.spec, schedule=self.schedule,
-                             optimizer=self.optimizer, original_widths=widths).prepare()
+                             optimizer=self.optimizer, original_widths=widths,
+                             graph=self._traced if resumed is None else None).prepare()
+        self._traced = None
         if resumed is not None:
             resume.replay(self, resumed)
 

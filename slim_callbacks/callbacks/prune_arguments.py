@@ -30,10 +30,11 @@ from slim_callbacks.pruning.schedule_factory import build_schedule
 from slim_callbacks.pruning.spec import PruningSpec
 
 #: Keywords of the rare cases: spec fields, the start/end/frequency of a curve schedule
-#: (``schedule="agp"``), and ``reset_optimizer`` (resuming without an optimizer state).
+#: (``schedule="agp"``), ``reset_optimizer`` (resuming without an optimizer state) and
+#: ``graph`` (a trace the caller already has).
 RARE = {"strategy_options": None, "structure": None, "fold_bn_shift": None,
         "coupled_scoring": "sum", "start_epoch": 0, "end_epoch": None, "frequency": 1,
-        "reset_optimizer": False}
+        "reset_optimizer": False, "graph": None}
 #: Deprecated aid keyword -> what to use instead.
 DEPRECATED = {
     "distill": "DistillCallback(teacher=..., alpha=..., temperature=...)",
@@ -81,7 +82,7 @@ def callback_spec(spec: Optional[PruningSpec], fields: Dict[str, Any],
     ``reset_optimizer``, and of the deprecated keywords ``log_dir``/``log_freq`` and a
     ``distill`` given as a ``DistillCallback``."""
     rare, aids = split_options(options)
-    extras = {"reset_optimizer": bool(rare.pop("reset_optimizer"))}
+    extras = {"reset_optimizer": bool(rare.pop("reset_optimizer")), "graph": rare.pop("graph")}
     for key in ("log_dir", "log_freq"):
         if key in aids:
             extras[key] = aids.pop(key)

@@ -12,7 +12,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict
 
 from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.pruning.state import PruningState, mean_targets
@@ -35,16 +35,10 @@ class PrunerView:
         """The multiple channels are rounded to (``"auto"`` until train begin)."""
         return self.spec.round_to if self.pruner is None else self.pruner.round_to
 
-    @property
-    def plan(self) -> PruningPlan:
-        """The cumulative plan, relative to the original network."""
-        return PruningPlan() if self.pruner is None else self.pruner.plan
-
-    @property
-    def history(self) -> List[dict]:
-        """One record per event (:class:`~slim_callbacks.pruning.state.PruningEvent`)."""
-        return [] if self.pruner is None else self.pruner.history
-
+    #: the cumulative plan, relative to the original network
+    plan = property(lambda self: PruningPlan() if self.pruner is None else self.pruner.plan)
+    #: one record per event (:class:`~slim_callbacks.pruning.state.PruningEvent`)
+    history = property(lambda self: [] if self.pruner is None else self.pruner.history)
     original_widths = property(lambda self: {} if self.pruner is None else self.pruner.original_widths)
     group_ratios = property(lambda self: {} if self.pruner is None else self.pruner.group_ratios)
     targets = property(lambda self: {} if self.pruner is None else self.pruner.targets)
