@@ -13,7 +13,7 @@ Example:
     >>> network = build_network(job.recipe)
     >>> pruner = recipe_pruner(job, network)
     >>> pruner.ratios, [type(c).__name__ for c in build_callbacks(job, pruner)]
-    (0.5, ['LRScheduler', 'PruneCallback'])
+    (0.5, ['LRScheduler', 'PruneCallback', 'VisualDLLogger'])
 """
 from __future__ import annotations
 

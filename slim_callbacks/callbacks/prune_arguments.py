@@ -10,7 +10,7 @@ is given as a keyword.
 Example:
     >>> spec, extras = callback_spec(None, {"ratios": 0.5, "prune_epochs": [1, 2]}, {})
     >>> spec.schedule, extras
-    (AtEpochs(epochs=(1, 2), curve='linear', initial_ratio=0.0), {'reset_optimizer': False})
+    (AtEpochs(epochs=(1, 2), curve='linear', initial_ratio=0.0), {'reset_optimizer': False, 'graph': None})
 """
 from __future__ import annotations
 
