@@ -38,7 +38,8 @@ def movement(tr, op, func, args, kwargs, inputs, in_labels, outputs):
         _couple_reshape(tr, op, inputs[0], in_labels[0], outputs[0], skip=heads)
     if op in ("split", "split_with_num", "unbind"):
         _couple_split(tr, op, inputs[0], in_labels[0], outputs, out_labels,
-                      args[1] if op == "split" and len(args) > 1 else None)
+                      args[1] if op == "split" and len(args) > 1 else None,
+                      _unbind_axis(args, kwargs, inputs[0]) if op == "unbind" else None)
     for t, lab in zip(outputs, out_labels):
         tr.set_labels(t, lab)
 
@@ -149,8 +150,8 @@ def block_literal_sizes(tr, shape, x, lab, y, skip=()):
                 tr.refuse(np.concatenate([size.source, L.atoms(lab) if labelled else []]),
                           f"sizes another tensor by reshape {list(shape)} in {tr.where()}")
             continue
-        if not labelled or size in (-1, 0):
-            continue
+        if not labelled or size in (-1, 0) or same_units_along(tr, lab, in_axes):
+            continue  # (the last: b * heads of head_dim units, which never change it)
         if is_decoding_size(size):
             tr.refuse(lab, _decodes(size, shape, tr))
             return
@@ -199,12 +200,23 @@ def _couple_reshape(tr, op, x, lab, y, skip=()):
         tr.union_all(column[column > 0])
 
 
-def _couple_split(tr, op, x, lab, outputs, out_labels, sections=None):
+def _unbind_axis(args, kwargs, x) -> int:
+    """The axis ``unbind`` removes, counted from the front of ``x``."""
+    axis = kwargs.get("axis", args[1] if len(args) > 1 else 0)
+    return int(axis.item() if isinstance(axis, paddle.Tensor) else axis) % x.ndim
+
+
+def _couple_split(tr, op, x, lab, outputs, out_labels, sections=None, removed=None):
     """Equal sections stay equal only if each loses the same positions. Each section
     size along a channel axis must follow its own channels (see
     :func:`_section_follows`): a literal section (``split(x, [8, 8])``) keeps its
-    channels; ``split(x, [self.c1, self.c2])`` sets each attribute to the new count."""
+    channels; ``split(x, [self.c1, self.c2])`` sets each attribute to the new count.
+    ``unbind`` (``q, k, v = qkv.unbind(0)``) is a split into sections of one along
+    the ``removed`` axis, which its outputs no longer have."""
     shapes = [list(t.shape) for t in outputs]
+    if removed is not None:
+        shapes = [s[:removed] + [1] + s[removed:] for s in shapes]
+        out_labels = [np.expand_dims(o, removed) for o in out_labels]
     differing = [ax for ax in range(len(shapes[0])) if len({s[ax] for s in shapes}) > 1]
     split_axes = [ax for ax in range(x.ndim) if shapes[0][ax] != x.shape[ax]]
     if not L.varies_along(lab, differing or split_axes):
