@@ -131,7 +131,9 @@ def block_literal_sizes(tr, shape, x, lab, y, skip=()):
     another tensor blocks both); a tagged layer attribute (``self.head_dim``) is made
     to follow (see :mod:`~slim_callbacks.tracing.sizes`) unless it counts what a
     detector decodes (``self.num_classes``, ``self.reg_max``: those channels stay); a
-    literal does not follow."""
+    literal does not follow. An axis whose every position holds the same units (batch
+    times heads of head_dim units, merged for ``bmm``) never changes size: any size
+    does there."""
     if not isinstance(shape, (list, tuple)) or len(shape) != y.ndim:
         return
     for i, (in_axes, out_axes) in enumerate(L.reshape_groups(list(x.shape), list(y.shape))):
@@ -151,7 +153,7 @@ def block_literal_sizes(tr, shape, x, lab, y, skip=()):
                           f"sizes another tensor by reshape {list(shape)} in {tr.where()}")
             continue
         if not labelled or size in (-1, 0) or same_units_along(tr, lab, in_axes):
-            continue  # (the last: b * heads of head_dim units, which never change it)
+            continue
         if is_decoding_size(size):
             tr.refuse(lab, _decodes(size, shape, tr))
             return
