@@ -7,7 +7,7 @@
 
 For each model (random weights, 1000 classes, seed 0): the original, uniform L1Norm
 pruning to each MACs target with each rounding (``auto``: the multiple
-``slim_callbacks.analysis.auto_round`` measures for Paddle Inference, 1 thread,
+``slim_callbacks.latency.auto_round`` measures for Paddle Inference, 1 thread,
 oneDNN), and the ``latency`` strategy at each latency target (rounding ``auto``;
 ``--latency-keep``: timed, and its target checked, with eager deletion off).
 Every variant is exported verified (``slim_callbacks.export``, Paddle and, for
@@ -35,10 +35,10 @@ import numpy as np
 import paddle
 
 from slim_callbacks import count_flops, export, prune
-from slim_callbacks.analysis.auto_round import auto_round_to
-from slim_callbacks.analysis.latency_strategy import latency_prediction, latency_ratios
 from slim_callbacks.analysis.strategies import uniform_ratio
-from slim_callbacks.deploy.latency import _summary, measure_latency
+from slim_callbacks.latency.auto_round import auto_round_to
+from slim_callbacks.latency.measure import _summary, measure_latency
+from slim_callbacks.latency.strategy import latency_prediction, latency_ratios
 
 SHAPE = [1, 3, 224, 224]
 MODELS = {"mobilenet_v1": lambda: paddle.vision.models.mobilenet_v1(num_classes=1000),

@@ -17,7 +17,7 @@ import time
 import paddle
 from paddle.vision.models import mobilenet_v1
 
-import slim_callbacks.deploy.latency as latency
+import slim_callbacks.latency.measure as latency
 from slim_callbacks import count_flops, prune
 from slim_callbacks.analysis.uniform_strategy import uniform_ratio
 from slim_callbacks.deploy.runtime import save_inference_model

@@ -3,9 +3,10 @@
 The layers of the package, lowest first (a layer imports only the ones below it):
 ``core`` (errors, checks, Paddle specifics, weight files) < ``tracing`` (channel labels,
 groups, the tracer) < ``engine`` (criteria, selectors, planner, plan, surgery) <
-``deploy`` (Paddle Inference runtime, latency) <
+``deploy`` (Paddle Inference runtime, export) <
 ``program`` (exported inference programs rebuilt as networks) <
-``analysis`` (FLOPs, strategies, sensitivity) < ``pruning`` (Pruner, PruningSpec,
+``analysis`` (FLOPs, strategies, sensitivity) < ``latency`` (measuring, the timing
+cache, the latency model and strategy, ``round_to="auto"``) < ``pruning`` (Pruner, PruningSpec,
 schedules) < ``callbacks`` (PruneCallback, ledger, budget, BN-L1, distillation,
 VisualDL) < ``integrations`` (other trainers) < ``paddleslim`` (PaddleSlim's dygraph
 pruning API) < ``app`` (recipes, data, runner, CLI, dashboard).
@@ -16,6 +17,7 @@ import warnings
 from slim_callbacks.core.quiet import import_paddle
 
 import_paddle()  # without Paddle's import-time noise (ccache; OMP_NUM_THREADS in the command)
+import slim_callbacks.latency  # noqa: F401  (registers the latency strategy and round_to="auto")
 from slim_callbacks.analysis.explain import explain
 from slim_callbacks.analysis.flops import count_flops, profile
 from slim_callbacks.analysis.sensitivity import sensitivity

@@ -1,6 +1,7 @@
 """The package is layered: a subpackage imports only itself and the layers below it.
 
-core < tracing < engine < deploy < program < analysis < pruning < callbacks < integrations
+core < tracing < engine < deploy < program < analysis < latency < pruning < callbacks
+< integrations
 < paddleslim < app. Imports inside functions count too; only the top-level
 ``slim_callbacks/__init__.py`` (the public API) and ``__main__.py`` may import from every
 layer. No module imports itself back through others (an import cycle, inside functions
@@ -13,8 +14,8 @@ import pytest
 
 import slim_callbacks
 
-LAYERS = ("core", "tracing", "engine", "deploy", "program", "analysis", "pruning", "callbacks",
-          "integrations", "paddleslim", "app")
+LAYERS = ("core", "tracing", "engine", "deploy", "program", "analysis", "latency", "pruning",
+          "callbacks", "integrations", "paddleslim", "app")
 PACKAGE = pathlib.Path(slim_callbacks.__file__).parent
 ALL_MODULES = sorted(PACKAGE.rglob("*.py"))
 MODULES = [p for p in ALL_MODULES
@@ -145,3 +146,21 @@ def test_no_module_is_over_max_lines(path):
 
 def test_every_pending_split_is_a_module():
     assert {n for n in PENDING_SPLIT if not (PACKAGE / n).is_file()} == set()
+
+
+# tests/<folder>/ for each layer; two folders are named so that they cannot shadow a
+# real package on sys.path (``paddleslim``, ``benchmarks``)
+TEST_FOLDERS = {**{layer: layer for layer in LAYERS}, "paddleslim_compat": "paddleslim",
+                "bench": "benchmarks"}
+TESTS = pathlib.Path(__file__).parent
+
+
+def test_the_tests_mirror_the_package_and_never_import_each_other():
+    """Each folder under tests/ is a layer's (or the benchmarks'), and no test module
+    imports another one (what tests share is in helpers.py or nets.py)."""
+    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))}
+    assert folders <= set(TEST_FOLDERS), sorted(folders - set(TEST_FOLDERS))
+    test_names = {p.stem for p in TESTS.rglob("test_*.py")}
+    importing = [(p.name, module) for p in TESTS.rglob("*.py") for module, _ in imports(p)
+                 if module.split(".")[0] in test_names]
+    assert importing == []

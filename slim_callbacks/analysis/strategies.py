@@ -14,7 +14,7 @@ helper is :mod:`~slim_callbacks.analysis.search`).
   (:mod:`~slim_callbacks.analysis.global_strategy`).
 - ``custom``: the user's ratios, validated against the network.
 - ``latency``: per-group ratios that meet a latency target measured on this machine
-  with the least importance removed (:mod:`~slim_callbacks.analysis.latency_strategy`).
+  with the least importance removed (:mod:`~slim_callbacks.latency.strategy`).
 
 This module owns the ``custom`` strategy and the registry (:data:`STRATEGIES`, the one
 source of strategy names).
@@ -34,9 +34,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import paddle
 
-from slim_callbacks.analysis.auto_round import resolve_round_to
 from slim_callbacks.analysis.global_strategy import global_ratios
-from slim_callbacks.analysis.latency_strategy import latency_ratios
 from slim_callbacks.analysis.search import check_one_target
 from slim_callbacks.analysis.sensitive_strategy import sensitive_ratios
 from slim_callbacks.analysis.uniform_strategy import uniform_ratio
@@ -112,8 +110,27 @@ STRATEGIES: Dict[str, Callable] = {
     "sensitive": _sensitive,
     "global": global_ratios,
     "custom": custom_ratios,
-    "latency": latency_ratios,
-}
+}   # + "latency", registered by slim_callbacks.latency (a layer above this one)
+
+#: ``round_to`` values measured into an int: value -> ``f(network, inputs, **options)``
+#: (``"auto"``, registered by :mod:`slim_callbacks.latency`).
+MEASURED_ROUND_TO: Dict[str, Callable] = {}
+
+
+def register_strategy(name: str, func: Callable) -> None:
+    """Adds ``func`` to :data:`STRATEGIES` as ``name``: how a layer above this one (the
+    latency strategy of :mod:`slim_callbacks.latency`) joins the one registry.
+
+    >>> list(STRATEGIES)[-1]    # registered by slim_callbacks.latency
+    'latency'
+    """
+    STRATEGIES[name] = func
+
+
+def register_measured_round_to(value: str, func: Callable) -> None:
+    """``round_to=value`` is turned into an int by ``func(network, inputs, **options)``
+    before a strategy runs (``"auto"``: :mod:`slim_callbacks.latency.auto_round`)."""
+    MEASURED_ROUND_TO[value] = func
 
 
 #: Strategy arguments that recipes set with their own keys: argument -> recipe key.
@@ -223,14 +240,14 @@ def resolve_strategy(strategy: Union[str, Callable], network: paddle.nn.Layer,
     - ``latency``: target_latency_reduction*, layers, skip, criterion, max_ratio,
       normalize, round_to, threads, onednn, cache_dir, grid, steps, feedback, tolerance,
       keep_intermediates.
-      Returns ``{group: ratio}`` (:mod:`~slim_callbacks.analysis.latency_strategy`).
+      Returns ``{group: ratio}`` (:mod:`~slim_callbacks.latency.strategy`).
 
     ``example_inputs`` are the network's inputs of any structure (``input_shape``: the
     shorthand for one float32 input; see :mod:`slim_callbacks.core.example_inputs`).
     ``strategy`` may also be a callable ``f(network, input_shape, **options)`` (given the
     shape for one float32 input, else the
     :class:`~slim_callbacks.core.example_inputs.ExampleInputs`).
-    ``round_to="auto"`` is measured first (:mod:`~slim_callbacks.analysis.auto_round`)
+    ``round_to="auto"`` is measured first (:mod:`~slim_callbacks.latency.auto_round`)
     and the strategy gets the int. ``structure`` (:mod:`slim_callbacks.tracing.structure`)
     is what the network is traced with, so the ratios are found on the units that will
     be pruned; ``graph``, when given, is that trace (not traced again).
@@ -255,8 +272,9 @@ def resolve_strategy(strategy: Union[str, Callable], network: paddle.nn.Layer,
             raise ConfigError(f"{strategy}.{name}", None, "a value: this option is required")
     check_option_values(options, str)
     graph = graph if graph is not None else trace(network, inputs, structure)
-    if options.get("round_to") == "auto":
-        options["round_to"] = resolve_round_to("auto", network, inputs, graph=graph,
-                                               skip=options.get("skip", ()),
-                                               cache_dir=options.get("cache_dir"))
+    round_to = options.get("round_to")
+    if isinstance(round_to, str) and round_to in MEASURED_ROUND_TO:
+        options["round_to"] = MEASURED_ROUND_TO[round_to](network, inputs, graph=graph,
+                                                          skip=options.get("skip", ()),
+                                                          cache_dir=options.get("cache_dir"))
     return func(network, inputs, graph=graph, **options)

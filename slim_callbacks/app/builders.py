@@ -30,13 +30,16 @@ from slim_callbacks.app.job import Job
 from slim_callbacks.app.schema import Recipe
 from slim_callbacks.core.checks import is_int, is_real
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.integrations.paddlenlp import ernie
 
 logger = logging.getLogger(__name__)
 
 #: Model name -> factory returning a ``paddle.nn.Layer``; ``model.name`` may name any of
 #: these (or ``module:callable`` for one of them, or a ``paddle.nn.Layer`` subclass).
 MODELS: Dict[str, Callable[..., paddle.nn.Layer]] = {
-    name: getattr(paddle.vision.models, name) for name in paddle.vision.models.__all__}
+    **{name: getattr(paddle.vision.models, name) for name in paddle.vision.models.__all__},
+    "ernie": ernie,  # paddlenlp's ERNIE classifier, (input_ids, token_type_ids) -> logits
+}
 MODEL_ALLOWED = ("a paddle.nn.Layer subclass, a paddle.vision.models function or a "
                  "function registered with slim_callbacks.register_model")
 
@@ -300,8 +303,8 @@ def final_ratios(job: Job, network: paddle.nn.Layer):
 
 def resolved_round_to(job: Job, network: paddle.nn.Layer) -> int:
     """``pruning.round_to`` as an int: ``auto`` is measured on ``network`` (cached per
-    machine, :mod:`slim_callbacks.analysis.auto_round`)."""
-    from slim_callbacks.analysis.auto_round import resolve_round_to
+    machine, :mod:`slim_callbacks.latency.auto_round`)."""
+    from slim_callbacks.latency.auto_round import resolve_round_to
     from slim_callbacks.tracing.tracer import trace
     pruning = job.recipe.pruning
     shape = job.recipe.example_inputs

@@ -353,8 +353,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_latency(args) -> int:
-    from slim_callbacks.deploy.latency import format_latency_table, measure_latency
     from slim_callbacks.deploy.runtime import model_prefix
+    from slim_callbacks.latency.measure import format_latency_table, measure_latency
     prefixes = {}
     for path in args.models:
         prefix = model_prefix(path)

@@ -40,6 +40,7 @@ from slim_callbacks.app.image_data import (
     imagenet_datasets,
     mnist_datasets,
 )
+from slim_callbacks.app.input_rules import INPUT_SOURCES
 from slim_callbacks.app.rules import SHAPE
 from slim_callbacks.app.schema import DataConfig
 from slim_callbacks.core.errors import ConfigError
@@ -49,16 +50,20 @@ _LOG = logging.getLogger(__name__)
 SUBSET_SEED = 0
 
 
-def build_datasets(data_cfg: Union[DataConfig, Mapping], input_shape: Sequence[int]) -> Pair:
+def build_datasets(data_cfg: Union[DataConfig, Mapping], input_shape: Sequence[int],
+                   inputs: Optional[Sequence[Mapping]] = None) -> Pair:
     """The ``(train, eval)`` datasets of a recipe's ``data`` section.
 
     Args:
         data_cfg: a :class:`~slim_callbacks.app.schema.DataConfig` or its mapping.
         input_shape: ``[N, C, H, W]``; images come out as ``[C, H, W]`` (this wins
             over ``data.image_size``).
+        inputs: a recipe's ``model.inputs``, if it has them: items are then one array
+            per input and the label (:mod:`slim_callbacks.app.input_data`).
 
     Returns:
-        ``(train_dataset, eval_dataset)``, each yielding ``(float32 [C, H, W], int64 [1])``.
+        ``(train_dataset, eval_dataset)``, each yielding ``(float32 [C, H, W], int64 [1])``
+        (or ``(input_0, ..., int64 [1])`` with ``inputs``).
 
     Raises:
         ConfigError: a bad ``data`` mapping or ``input_shape``.
@@ -72,6 +77,8 @@ def build_datasets(data_cfg: Union[DataConfig, Mapping], input_shape: Sequence[i
         (8, 4, (3, 16, 16))
     """
     cfg = data_cfg if isinstance(data_cfg, DataConfig) else DataConfig.from_dict(data_cfg)
+    if inputs is not None:
+        return _input_datasets(cfg, inputs)
     shape = SHAPE(input_shape, "input_shape")[1:]
     if cfg.source != "synthetic" and shape[0] not in (1, 3):
         raise ConfigError("input_shape[1]", shape[0],
@@ -81,6 +88,18 @@ def build_datasets(data_cfg: Union[DataConfig, Mapping], input_shape: Sequence[i
     evaluation = cap(evaluation, cfg.samples)
     _LOG.info("data %s: %d train / %d eval samples of shape %s", cfg.source, len(train),
               len(evaluation), list(shape))
+    return train, evaluation
+
+
+def _input_datasets(cfg: DataConfig, inputs: Sequence[Mapping]) -> Pair:
+    from slim_callbacks.app.input_data import synthetic_input_datasets
+    if cfg.source not in INPUT_SOURCES:
+        raise ConfigError("data.source", cfg.source, f"{' or '.join(INPUT_SOURCES)} when "
+                          "model.inputs is given (the other sources give images only)")
+    train, evaluation = synthetic_input_datasets(cfg, inputs)
+    train, evaluation = cap(train, cfg.train_samples), cap(evaluation, cfg.samples)
+    _LOG.info("data %s: %d train / %d eval samples of inputs %s", cfg.source, len(train),
+              len(evaluation), ", ".join(f"{e['name']} {e['dtype']}{e['shape'][1:]}" for e in inputs))
     return train, evaluation
 
 

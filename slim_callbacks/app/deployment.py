@@ -4,7 +4,7 @@ original and the pruned inference models measured side by side.
 
 :func:`deploy_run` exports the pruned network (``inference/model.*``), and, when
 ``deploy.latency`` is on, the freshly built unpruned network (``inference/original/``),
-then measures both with :func:`~slim_callbacks.deploy.latency.measure_latency` in
+then measures both with :func:`~slim_callbacks.latency.measure.measure_latency` in
 Paddle Inference, oneDNN on, with 1 thread and with all cores. It returns the
 ``summary.json`` entries ``export`` and ``latency``; :func:`log_latency` writes the
 latency as VisualDL scalars (``latency/<before|after|speedup>_<1_thread|all_cores>``).
@@ -33,8 +33,8 @@ import paddle
 from slim_callbacks.app.schema import Recipe
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.deploy.export import check_onnx_available, export
-from slim_callbacks.deploy.latency import Latency, measure_latency
 from slim_callbacks.deploy.runtime import keeps_intermediates
+from slim_callbacks.latency.measure import Latency, measure_latency
 
 INFERENCE_DIR = "inference"
 ORIGINAL_DIR = "original"
@@ -147,7 +147,7 @@ def predicted_vs_measured(recipe: Recipe, original: paddle.nn.Layer, plan, round
     """The summary's ``latency_strategy`` entry: the latency the strategy's (cached)
     model predicts for the final ``plan`` on the unpruned ``original``, beside the
     reduction measured at the end of the run with the same thread count."""
-    from slim_callbacks.analysis.latency_strategy import latency_prediction
+    from slim_callbacks.latency.strategy import latency_prediction
     pruning = recipe.pruning
     options = {k: v for k, v in pruning.strategy_options.items() if k in MODEL_OPTIONS}
     layers = None if tuple(pruning.layers) == ("*",) else list(pruning.layers)

@@ -41,7 +41,7 @@ from slim_callbacks.app.deployment import (
 )
 from slim_callbacks.app.job import Job
 from slim_callbacks.app.report import structure
-from slim_callbacks.deploy.latency_table import NotMeasured, measuring_off
+from slim_callbacks.latency.table import NotMeasured, measuring_off
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +69,8 @@ def planning_network(job: Job, emit: Callable[[str], None]) -> paddle.nn.Layer:
 def announce_measuring(job: Job, network: paddle.nn.Layer, emit: Callable[[str], None]) -> None:
     """One line, before ``strategy: latency`` or ``round_to: auto`` measures: what is
     not in the latency cache and about how long timing it takes
-    (:mod:`~slim_callbacks.analysis.latency_estimate`)."""
-    from slim_callbacks.analysis.latency_estimate import estimate_measuring
+    (:mod:`~slim_callbacks.latency.estimate`)."""
+    from slim_callbacks.latency.estimate import estimate_measuring
     pruning = job.recipe.pruning
     latency = pruning is not None and pruning.strategy == "latency"
     auto = pruning is not None and pruning.round_to == "auto"
@@ -135,7 +135,7 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None,
     """The recipe's final pruning applied to a freshly built network (no training).
     Measuring for ``strategy: latency`` / ``round_to: auto`` is announced first (one
     line); ``measure=False`` answers from the latency cache only and raises
-    :class:`~slim_callbacks.deploy.latency_table.NotMeasured` if it lacks a timing.
+    :class:`~slim_callbacks.latency.table.NotMeasured` if it lacks a timing.
 
     Returns ``{"before": {...}, "after": {...}, "flops_reduction", "layers": {name:
     [before, after]}, "ratios", "approximate"}``; ``flops_reduction`` is in MACs;

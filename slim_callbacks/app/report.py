@@ -47,7 +47,7 @@ def overhead_note(latency, macs: Optional[int] = None) -> str:
           recipe at the input size you deploy (e.g. -o data.image_size=224), or time models
           exported at that size with slim-callbacks latency.
     """
-    from slim_callbacks.deploy.latency import OVERHEAD_BOUND_MACS, OVERHEAD_BOUND_MS, overhead_bound
+    from slim_callbacks.latency.measure import OVERHEAD_BOUND_MACS, OVERHEAD_BOUND_MS, overhead_bound
     entries = [e for e in ((latency or {}).get(s) for s in ("1_thread", "all_cores")) if e]
     if not any(overhead_bound(entry["before_ms"], macs) for entry in entries):
         return ""

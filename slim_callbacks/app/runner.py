@@ -118,9 +118,10 @@ def dry_run_recipe(job: Job, output_dir: Optional[str] = None) -> Job:
             notes.append(f"dry run: no sensitivities file {job.sensitivities_path()}; a uniform "
                          f"ratio to the same FLOPs target stands in")
             pruning.update(strategy="uniform", sensitivities=None)
+    of = (list(job.recipe.input_shape[1:]) if job.recipe.model.inputs is None else
+          ", ".join(f"{e['name']} {e['dtype']}{e['shape'][1:]}" for e in job.recipe.model.inputs))
     notes.append(f"dry run: {DRY_EPOCHS} epochs x {DRY_STEPS} steps of batch {DRY_BATCH} on "
-                 f"synthetic {list(job.recipe.input_shape[1:])} data, final pruning one-shot "
-                 f"at epoch 0, writing to {out}")
+                 f"synthetic {of} data, final pruning one-shot at epoch 0, writing to {out}")
     return Job(load_recipe(raw), job.base_dir, job.source, job.notes + tuple(notes), dry_run=True)
 
 
@@ -181,7 +182,7 @@ def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> D
     announce_measuring(job, network, emit)
     ratios = final_ratios(job, network)
     callbacks = build_callbacks(job, ratios, verbose, resume_from)
-    train_data, eval_data = build_datasets(recipe.data, recipe.input_shape)
+    train_data, eval_data = build_datasets(recipe.data, recipe.input_shape, recipe.model.inputs)
     check_finite_data({"x_train": train_data, "x_test": eval_data})
     if is_rank0():
         write_recipe(recipe)

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Dict, Optional, Tuple, Union
 
 import yaml
 
-from slim_callbacks.app.input_rules import INPUTS
+from slim_callbacks.app.input_rules import INPUTS, check_with_inputs
 from slim_callbacks.app.pruning_schema import PruningConfig
 from slim_callbacks.app.rules import (
     BOOL,
@@ -331,9 +331,7 @@ class Recipe(Section):
     deploy: DeployConfig = section_field(DeployConfig)
 
     def _check(self):
-        if self.model.inputs is not None and self.input_shape is not None:
-            raise ConfigError("input_shape", list(self.input_shape), "null when model.inputs "
-                              "is given (model.inputs names every input, with its shape)")
+        check_with_inputs(self.model.inputs, self.input_shape, self.data.source)
         if self.output_dir is None:
             self._set("output_dir", os.path.join("output", self.name))
         self._resolve_image_size()
@@ -351,7 +349,7 @@ class Recipe(Section):
         the one float32 input of ``input_shape``."""
         if self.model.inputs is None:
             return list(self.input_shape)
-        return [dict(entry) for entry in self.model.inputs]
+        return [{k: v for k, v in entry.items() if k != "values"} for entry in self.model.inputs]
 
     def to_dict(self) -> Dict[str, Any]:
         out = super().to_dict()

@@ -84,4 +84,5 @@ def run_ledger(callback) -> dict:
                   epochs=callback.total_epochs,
                   cursor=Cursor.at(callback.last_epoch, callback.history, callback.targets),
                   schedule=callback.schedule.to_dict(),
-                  budget=None if callback.budget is None else callback.budget.to_dict()).to_dict()
+                  budget=None if callback.budget is None else callback.budget.to_dict(),
+                  verify=["eval"] if callback.forward_fn is not None else None).to_dict()

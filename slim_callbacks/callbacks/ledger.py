@@ -10,7 +10,11 @@ gets ``<prefix>.pruning.json`` beside it:
 - ``history``: one entry per pruning event (epoch, target ratio, groups, MACs/params
   before and after, the event's own plan);
 - ``cursor``: the last finished epoch and the schedule's events (done and remaining);
-- ``original_widths``, ``input_shape``, ``criterion``;
+- ``original_widths``, ``input_shape`` (the example inputs, any structure, as plain
+  data), ``criterion``;
+- ``verify``: the modes a replay checks with a forward pass on those inputs when no
+  ``forward_fn`` is given (``["eval"]`` when the run called the network through a
+  ``forward_fn`` or its train-mode forward needs real targets; None: eval and train);
 - ``param_names``: structural state-dict key -> Paddle tensor name at save time, so the
   ``.pdopt`` (keyed by names such as ``conv2d_0.w_0_velocity_0``) can be loaded into a
   network whose auto-generated names differ (one built later in the same process);
@@ -45,10 +49,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import paddle
 
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.core.example_inputs import as_inputs
 from slim_callbacks.core.files import write_atomic
 from slim_callbacks.core.paddle_utils import unwrap
 from slim_callbacks.core.weights import load_state, state_digest
-from slim_callbacks.engine.plan import PruningPlan
+from slim_callbacks.engine.plan import MODES, PruningPlan
 from slim_callbacks.pruning.state import PruningEvent
 
 FORMAT = "slim_callbacks.callbacks.ledger/1"
@@ -113,6 +118,7 @@ class Ledger:
     cursor: Cursor
     schedule: Optional[Dict[str, Any]]
     budget: Optional[Dict[str, Any]] = None  # max_metric_drop's state (callbacks.budget)
+    verify: Optional[List[str]] = None  # modes a replay without forward_fn verifies
 
     def to_dict(self) -> Dict[str, Any]:
         """The JSON object, keys in the order of the fields."""
@@ -129,7 +135,7 @@ class Ledger:
                    param_names=dict(d.get("param_names", {})), plan=d["plan"],
                    history=[PruningEvent.from_dict(h) for h in d["history"]],
                    epochs=d.get("epochs"), cursor=Cursor.from_dict(d["cursor"]),
-                   schedule=d.get("schedule"), budget=d.get("budget"))
+                   schedule=d.get("schedule"), budget=d.get("budget"), verify=d.get("verify"))
 
 
 def fingerprint(network: paddle.nn.Layer) -> str:
@@ -251,16 +257,21 @@ def check_fingerprint(network: paddle.nn.Layer, ledger: dict, where: str = "") -
                         f"network that was trained")
 
 
-def replay(network: paddle.nn.Layer, ledger: dict, optimizer=None) -> PruningPlan:
-    """Applies the ledger's cumulative plan to a fresh original ``network`` (and optimizer)."""
+def replay(network: paddle.nn.Layer, ledger: dict, optimizer=None, forward_fn=None) -> PruningPlan:
+    """Applies the ledger's cumulative plan to a fresh original ``network`` (and optimizer),
+    then checks it with a forward pass on the ledger's inputs: through ``forward_fn`` in
+    eval and train mode if given, else in the modes of the ledger's ``verify``."""
     check_fingerprint(network, ledger)
     plan = PruningPlan.from_dict(ledger["plan"])
-    shape = ledger.get("input_shape")
-    return plan.apply(network, optimizer, input_shape=shape)
+    inputs = ledger.get("input_shape")
+    if inputs is None:
+        return plan.apply(network, optimizer)
+    modes = MODES if forward_fn is not None else tuple(ledger.get("verify") or MODES)
+    return plan.apply(network, optimizer, example_inputs=as_inputs(inputs, forward_fn), modes=modes)
 
 
 def load_pruned(network: paddle.nn.Layer, path: str, optimizer=None,
-                load_weights: bool = True) -> paddle.nn.Layer:
+                load_weights: bool = True, forward_fn=None) -> paddle.nn.Layer:
     """Rebuilds a pruned model: fresh original network + ledger + weights.
 
     Args:
@@ -272,6 +283,8 @@ def load_pruned(network: paddle.nn.Layer, path: str, optimizer=None,
             ``<path>.pdopt`` is loaded into it, re-keyed to this network's parameter names.
         load_weights: load the weights after the replay; ``False`` gives the pruned
             structure with the network's current (e.g. initial) weights.
+        forward_fn: how to call the network, to check the replay in train mode too;
+            not needed when the ledger says which modes its inputs can check.
 
     Returns:
         ``network``, pruned in place and with the checkpoint's weights.
@@ -286,7 +299,7 @@ def load_pruned(network: paddle.nn.Layer, path: str, optimizer=None,
     weights = None
     if load_weights:
         weights = check_checkpoint_files(path, ledger, need_optimizer=optimizer is not None)
-    replay(network, ledger, optimizer)
+    replay(network, ledger, optimizer, forward_fn)
     if weights is not None:
         state = load_state(weights, "path")
         net = unwrap(network)

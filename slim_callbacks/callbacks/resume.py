@@ -64,12 +64,12 @@ def check_same_events(cursor: Cursor, targets: Mapping[int, Mapping[str, float]]
                         f"resume with the same PruneCallback arguments")
 
 
-def restore(model, prefix: str, ledger: dict) -> Tuple[PruningPlan, bool]:
+def restore(model, prefix: str, ledger: dict, forward_fn=None) -> Tuple[PruningPlan, bool]:
     """Replays ``ledger`` on ``model``'s network and optimizer, then loads the
     checkpoint's weights and (if there is one) optimizer state; returns the replayed
     plan and whether an optimizer state was loaded."""
     network, optimizer = model.network, getattr(model, "_optimizer", None)
-    plan = ledger_mod.replay(network, ledger, optimizer)
+    plan = ledger_mod.replay(network, ledger, optimizer, forward_fn)
     # weights by structural key; optimizer state re-keyed to this run's tensor
     # names (they differ when the network was built after another one in-process)
     model.load(prefix, reset_optimizer=True)
@@ -94,7 +94,7 @@ def replay(callback, ledger: dict) -> None:
         callback.budget.load(record.budget)
     prefix = str(callback.resume_from)
     callback.last_epoch = record.cursor.epoch
-    plan, loaded = restore(callback.model, prefix, ledger)
+    plan, loaded = restore(callback.model, prefix, ledger, callback.forward_fn)
     callback.pruner.adopt(plan, [h.to_dict() for h in record.history])
     if callback.optimizer is not None and not loaded:
         logger.warning("resumed from %s without %s: the optimizer state starts afresh "

@@ -212,7 +212,7 @@ class VisualDLLogger(paddle.callbacks.Callback):
     def _profile(self, net, shape) -> dict:
         """The FLOPs profile, counted again only when the structure changed."""
         from slim_callbacks.analysis import flops
-        from slim_callbacks.analysis.latency_model import fingerprint
+        from slim_callbacks.latency.model import fingerprint
         key = fingerprint(net, shape)
         if self._profiled[0] != key:
             self._profiled = (key, flops.profile(net, shape))

@@ -1,2 +1,2 @@
 """Deploying a pruned network: the Paddle Inference runtime (save, load, run an inference
-model) and latency measured side by side on it."""
+model) and the verified export (latency measured on it: :mod:`slim_callbacks.latency`)."""

@@ -28,6 +28,9 @@ from slim_callbacks.core.example_inputs import as_inputs, given_inputs
 from slim_callbacks.core.paddle_utils import layer_table, preserved_state, reset_static_programs, unwrap
 from slim_callbacks.engine.surgery import Blocks, apply_cuts, rollback_on_error, set_storage, take
 
+#: the modes a pruned network's verifying forward passes run in
+MODES = ("eval", "train")
+
 
 @dataclasses.dataclass
 class ParamCut:
@@ -140,7 +143,7 @@ class PruningPlan:
 
     def apply(self, network: paddle.nn.Layer, optimizer=None,
               input_shape: Optional[Sequence[int]] = None, *,
-              example_inputs=None) -> "PruningPlan":
+              example_inputs=None, modes: Sequence[str] = MODES) -> "PruningPlan":
         """Shrinks ``network`` (and ``optimizer`` state) as this plan says.
 
         Args:
@@ -151,6 +154,8 @@ class PruningPlan:
                 :mod:`slim_callbacks.core.example_inputs`), a forward pass on them must
                 succeed afterwards in eval and in train mode, or every change (the
                 attributes that forward set too) is rolled back and SlimError raised.
+            modes: the modes of that forward pass (``("eval",)`` when a train-mode
+                forward needs targets that the inputs do not hold).
         """
         inputs = (None if example_inputs is None and input_shape is None
                   else given_inputs(example_inputs, input_shape))
@@ -162,7 +167,7 @@ class PruningPlan:
             with rollback_on_error(layers, cuts) as saved, attributes_set(layers, self.attrs):
                 apply_cuts(layers, cuts, optimizer, saved)
                 if inputs is not None:
-                    verify_forward(net, inputs)
+                    verify_forward(net, inputs, modes)
         except SlimError:
             raise
         except Exception as err:
@@ -274,9 +279,10 @@ def attributes_set(layers: Dict[str, paddle.nn.Layer], attrs: Dict[Tuple[str, st
         raise
 
 
-def verify_forward(network: paddle.nn.Layer, example_inputs) -> None:
+def verify_forward(network: paddle.nn.Layer, example_inputs, modes: Sequence[str] = MODES) -> None:
     """One forward pass on ``example_inputs`` (any structure; a shape is one float32
-    input of zeros) in eval mode and one in train mode (where auxiliary heads run).
+    input of zeros) in eval mode and one in train mode (where auxiliary heads run), or
+    in the ``modes`` given.
     Modes, BatchNorm statistics, attributes and the RNG state are restored.
 
     Raises:
@@ -284,7 +290,7 @@ def verify_forward(network: paddle.nn.Layer, example_inputs) -> None:
     """
     inputs = as_inputs(example_inputs)
     with preserved_state(network), paddle.no_grad():
-        for mode in ("eval", "train"):
+        for mode in modes:
             getattr(network, mode)()
             try:
                 inputs.call(network)

@@ -49,7 +49,7 @@ def check_round_to(round_to) -> int:
     if round_to == "auto":
         raise ConfigError("round_to", round_to, "an int >= 1 here: 'auto' is resolved by "
                           "slim_callbacks.prune, resolve_strategy, PruneCallback and recipes "
-                          "(slim_callbacks.analysis.auto_round)")
+                          "(slim_callbacks.latency.auto_round)")
     return check_int("round_to", round_to, minimum=1)
 
 

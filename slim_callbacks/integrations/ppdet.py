@@ -34,10 +34,10 @@ import logging
 import os
 from typing import Optional
 
-from slim_callbacks.callbacks.ledger import Cursor, Ledger, fingerprint, save_ledger, tensor_names
+from slim_callbacks.callbacks.ledger import Ledger, fingerprint, save_ledger
 from slim_callbacks.integrations import require
+from slim_callbacks.integrations.ledgers import pruner_ledger
 from slim_callbacks.pruning.pruner import Pruner
-from slim_callbacks.pruning.state import PruningEvent
 
 logger = logging.getLogger(__name__)
 _DEFINED = {}
@@ -141,16 +141,10 @@ def _define(base: type) -> type:
                 self.written[prefix] = stamp
 
         def ledger(self, epoch: int) -> Ledger:
-            """The pruning ledger of the checkpoint written at the end of ``epoch``."""
-            pruner = self.pruner
-            return Ledger(
-                fingerprint=self.original, input_shape=pruner.input_shape,
-                criterion=getattr(pruner.spec.criterion, "name", pruner.spec.criterion),
-                original_widths=dict(pruner.original_widths),
-                param_names=tensor_names(self.trainer.model), plan=pruner.plan.to_dict(),
-                history=[PruningEvent.from_dict(h) for h in pruner.history],
-                epochs=self.trainer.cfg.get("epoch"),
-                cursor=Cursor.at(epoch, pruner.history, pruner.targets), schedule=None)
+            """The pruning ledger of the checkpoint written at the end of ``epoch``; a
+            replay checks eval mode only (zeros for targets need not suit the loss)."""
+            return pruner_ledger(self.pruner, self.original, epoch,
+                                 self.trainer.cfg.get("epoch"), verify=["eval"])
 
     PruneDetCallback.__module__ = __name__
     return PruneDetCallback

@@ -1,7 +1,7 @@
 """Pruning: the :class:`Pruner` and its :class:`PruningSpec`, the schedules that say
 when to prune (PaddleSlim's API is :mod:`slim_callbacks.paddleslim`).
 
-Above the engine and the analysis (strategies, FLOPs, latency), below the callbacks and
+Above the engine, the analysis (strategies, FLOPs) and the latency, below the callbacks and
 the application: everything that prunes - :func:`prune`, ``PruneCallback``, recipes, a
 hand-written loop - goes through a :class:`Pruner`.
 """

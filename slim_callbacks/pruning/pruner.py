@@ -43,7 +43,6 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import paddle
 
-from slim_callbacks.analysis.auto_round import AUTO, resolve_round_to, rounding_cost
 from slim_callbacks.analysis.flops import profile
 from slim_callbacks.analysis.strategies import check_something_to_prune, resolve_strategy
 from slim_callbacks.core.errors import ConfigError
@@ -53,6 +52,7 @@ from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.engine.planner import plan_pruning, warn_approximate
 from slim_callbacks.engine.ratios import check_network, check_optimizer, named_producers, resolve_ratios
 from slim_callbacks.engine.shift_fold import apply_with_folds
+from slim_callbacks.latency.auto_round import AUTO, resolve_round_to, rounding_cost
 from slim_callbacks.pruning.schedule_factory import build_schedule
 from slim_callbacks.pruning.schedules import OneShot, Schedule
 from slim_callbacks.pruning.snapshot import Snapshot

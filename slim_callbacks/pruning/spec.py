@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-from slim_callbacks.analysis.auto_round import check_round_to_option
 from slim_callbacks.analysis.strategies import (
     check_option_values,
     strategy_option_names,
@@ -35,6 +34,7 @@ from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.engine.criteria import Criterion, get_criterion
 from slim_callbacks.engine.planner import check_fold_bn_shift
 from slim_callbacks.engine.ratios import check_patterns, check_ratios, check_skip
+from slim_callbacks.latency.auto_round import check_round_to_option
 from slim_callbacks.tracing.structure import Structure, check_structure
 
 Ratios = Union[float, Dict[str, float]]

@@ -3,7 +3,7 @@
 import pytest
 
 from slim_callbacks.app.report import summary_table
-from slim_callbacks.deploy.latency import (
+from slim_callbacks.latency.measure import (
     OVERHEAD_BOUND_MACS,
     OVERHEAD_BOUND_MS,
     Latency,

@@ -78,8 +78,8 @@ class Instance:
     def __init__(self, fn):
         self.fn = fn
 
-    def __call__(self, *args):
-        return self.fn(*args)
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
 
 
 def make_trainer(monkeypatch, tmp_path, model, make, steps=STEPS, epochs=EPOCHS):
@@ -257,3 +257,63 @@ def test_pp_yoloe_s_prunes_in_the_trainer_and_reloads(tmp_path, monkeypatch):
     load_pretrain_weight(fresh, final)
     np.testing.assert_allclose(head_outputs(fresh.yolo_head)(fresh, make(9)), expected,
                                rtol=1e-4, atol=1e-5)
+
+
+class WidthMetric:
+    """A ppdet metric that records the backbone width each evaluation ran with and
+    reports a rising 'bbox' AP, so every evaluation is the best so far."""
+
+    def __init__(self, trainer):
+        self.trainer, self.widths = trainer, []
+
+    def update(self, data, outs):
+        assert np.isfinite(outs["bbox"].numpy()).all()
+        self.widths.append(widths(self.trainer.model))
+
+    def accumulate(self):
+        pass
+
+    def log(self):
+        pass
+
+    def reset(self):
+        pass
+
+    def get_results(self):
+        return {"bbox": [len(self.widths)]}
+
+
+def test_validating_during_training_evaluates_the_pruned_model_and_its_best_model_reloads(
+        tmp_path, monkeypatch):
+    from ppdet.utils.checkpoint import load_pretrain_weight
+
+    def eval_batch(i):
+        return {**batch(10 + i), "im_id": paddle.arange(BATCH).reshape([BATCH, 1])}
+
+    paddle.seed(0)
+    trainer = make_trainer(monkeypatch, tmp_path, TinyDet(), batch)
+    evaluation = Data(eval_batch, 1)
+    metric = WidthMetric(trainer)
+    for name, value in {"EvalDataset": Instance(lambda: evaluation),
+                        "EvalReader": Instance(lambda *args, **kwargs: evaluation)}.items():
+        monkeypatch.setitem(workspace.global_config, name, value)
+    monkeypatch.setattr(trainer, "_init_metrics", lambda validate=False: setattr(trainer, "_metrics", [metric]))
+    trainer.cfg.update(EvalReader={"batch_size": BATCH})
+    callback = PruneDetCallback(trainer, batch(), ratios=0.5, schedule={0: 0.5})
+    trainer.register_callbacks([callback])
+    trainer.train(validate=True)
+
+    full, pruned = widths(TinyDet()), widths(trainer.model)
+    assert pruned != full and metric.widths == [full, pruned, pruned]  # one eval per epoch
+    assert [event["epoch"] for event in callback.pruner.history] == [0]
+    best = str(tmp_path / "run" / "best_model")
+    assert os.path.exists(best + ".pruning.json")
+    model = trainer.model
+    model.set_dict(paddle.load(best + ".pdparams"))
+    model.eval()
+    expected = model(batch(5))["bbox"].numpy()
+    fresh = TinyDet()
+    load_pruned(fresh, best, load_weights=False)
+    load_pretrain_weight(fresh, best)
+    fresh.eval()
+    np.testing.assert_allclose(fresh(batch(5))["bbox"].numpy(), expected, rtol=1e-5, atol=1e-6)

@@ -17,16 +17,16 @@ from helpers import SHAPE, TINY_RECIPE, Net, calibrate, dataset, kill_units, out
 
 import slim_callbacks
 from slim_callbacks import PruneCallback, resolve_strategy
-from slim_callbacks.analysis import auto_round
-from slim_callbacks.analysis.latency_model import LatencyModel, layer_calls
-from slim_callbacks.analysis.latency_strategy import build_model, latency_ratios
 from slim_callbacks.app.cli import main
 from slim_callbacks.app.schema import Recipe
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.deploy import latency_table
-from slim_callbacks.deploy.latency_table import LatencyTable, LayerSpec, runtime_key
 from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.engine.planner import plan_pruning
+from slim_callbacks.latency import auto_round
+from slim_callbacks.latency import table as latency_table
+from slim_callbacks.latency.model import LatencyModel, layer_calls
+from slim_callbacks.latency.strategy import build_model, latency_ratios
+from slim_callbacks.latency.table import LatencyTable, LayerSpec, runtime_key
 from slim_callbacks.tracing.tracer import trace
 
 FAST = {"rounds": 1, "runs_per_round": 1, "warmup": 0}
@@ -44,12 +44,12 @@ def cache(tmp_path, monkeypatch):
 def timed(monkeypatch):
     """Counts the models Paddle Inference times (every call of measure_latency)."""
     calls = []
-    real = latency_table.latency.measure_latency
+    real = latency_table.measure.measure_latency
 
     def counting(prefixes, **kwargs):
         calls.append(list(prefixes))
         return real(prefixes, **{**kwargs, **FAST})
-    monkeypatch.setattr(latency_table.latency, "measure_latency", counting)
+    monkeypatch.setattr(latency_table.measure, "measure_latency", counting)
     return calls
 
 
@@ -116,12 +116,12 @@ def test_table_key_names_runtime_threads_and_machine(cache):
 
 def test_keeping_intermediates_is_a_runtime_of_its_own(cache, monkeypatch):
     seen = []
-    real = latency_table.latency.measure_latency
+    real = latency_table.measure.measure_latency
 
     def recording(prefixes, **kwargs):
         seen.append(kwargs["keep_intermediates"])
         return real(prefixes, **{**kwargs, **FAST})
-    monkeypatch.setattr(latency_table.latency, "measure_latency", recording)
+    monkeypatch.setattr(latency_table.measure, "measure_latency", recording)
     free, keep = LatencyTable(**FAST), LatencyTable(keep_intermediates=True, **FAST)
     assert free.path != keep.path and "-onednn-keep-t1-" in keep.path
     spec = LayerSpec("linear", 4, 3)
@@ -474,7 +474,7 @@ def test_run_reports_predicted_and_measured_latency(cache, fake_timer, tmp_path,
     lambda: paddle.nn.Conv2D(4, 8, 3, padding="SAME", groups=4),
 ])
 def test_a_layer_spec_rebuilds_the_layer_it_was_read_from(conv):
-    from slim_callbacks.analysis.latency_model import layer_spec
+    from slim_callbacks.latency.model import layer_spec
     layer = conv()
     spec = layer_spec(layer, [1, 4, 16, 10])
     built, shape = spec.build()
@@ -572,7 +572,7 @@ class ChainModel:
 
 def greedy_by_rescanning(model, cum, lattice, floor, saving_ms):
     """greedy_widths as it was: every group re-priced at every step."""
-    from slim_callbacks.analysis.latency_strategy import next_keep
+    from slim_callbacks.latency.strategy import next_keep
     keep = dict(model.groups)
     current = {n: model.layer_ms(n, keep) for n in model.layers}
     saved = 0.0
@@ -601,7 +601,7 @@ def greedy_by_rescanning(model, cum, lattice, floor, saving_ms):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_greedy_widths_decides_as_rescanning_every_group_did(seed):
-    from slim_callbacks.analysis.latency_strategy import greedy_widths
+    from slim_callbacks.latency.strategy import greedy_widths
     rng = np.random.default_rng(seed)
     widths = {f"g{i}": int(rng.integers(8, 33)) for i in range(8)}
     model = ChainModel(widths, seed)

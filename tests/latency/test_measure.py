@@ -1,4 +1,4 @@
-"""slim_callbacks.deploy.latency and `slim-callbacks latency`."""
+"""slim_callbacks.latency.measure and `slim-callbacks latency`."""
 import os
 
 import numpy as np
@@ -7,9 +7,9 @@ import pytest
 
 from slim_callbacks.app.cli import main
 from slim_callbacks.core.errors import ConfigError, SlimError
-from slim_callbacks.deploy import latency
-from slim_callbacks.deploy.latency import format_latency_table, measure_latency
 from slim_callbacks.deploy.runtime import save_inference_model
+from slim_callbacks.latency import measure as latency
+from slim_callbacks.latency.measure import format_latency_table, measure_latency
 
 
 @pytest.fixture(scope="module")

@@ -388,10 +388,10 @@ def test_round_to_auto_of_a_recipe_probes_the_units_of_its_structure(monkeypatch
     as the strategies do, so auto times the groups that will be pruned."""
     from helpers import BASE_RECIPE as BASE
 
-    from slim_callbacks.analysis import auto_round
     from slim_callbacks.app.builders import resolved_round_to
     from slim_callbacks.app.job import Job
     from slim_callbacks.app.recipe import load_recipe
+    from slim_callbacks.latency import auto_round
     seen = []
     monkeypatch.setattr(auto_round, "auto_round_to",
                         lambda network, shape, **kw: seen.append(kw["graph"]) or

@@ -2,7 +2,7 @@
 predicted from per-layer measurements on this machine, without changing the network.
 
 Each Conv2D and Linear layer is timed on its own (its input size, random weights) at
-a grid of channel counts, in Paddle Inference (:class:`~slim_callbacks.deploy.latency_table.LatencyTable`,
+a grid of channel counts, in Paddle Inference (:class:`~slim_callbacks.latency.table.LatencyTable`,
 cached as JSON per runtime, threads and machine): a layer whose input and output
 channels are both pruned gets a 2-D grid (``GRID`` x ``GRID`` kept fractions), a
 depthwise conv or a layer with one pruned side a 1-D one. Between grid points the
@@ -20,7 +20,7 @@ saving matches.
 
 Example:
     >>> import paddle, tempfile
-    >>> from slim_callbacks.deploy.latency_table import LatencyTable
+    >>> from slim_callbacks.latency.table import LatencyTable
     >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 16, 3), paddle.nn.ReLU(),
     ...                            paddle.nn.Conv2D(16, 8, 1))
     >>> table = LatencyTable(directory=tempfile.mkdtemp(), rounds=1, runs_per_round=1, warmup=0)
@@ -46,12 +46,12 @@ import paddle
 from slim_callbacks.analysis.flops_model import forward_with_hooks
 from slim_callbacks.core.example_inputs import as_inputs
 from slim_callbacks.core.paddle_utils import is_linear, unwrap
-from slim_callbacks.deploy.latency_table import LatencyTable, LayerSpec
 from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.engine.planner import plan_pruning
 from slim_callbacks.engine.ratios import chosen_groups
 from slim_callbacks.engine.selectors import keep_count
+from slim_callbacks.latency.table import LatencyTable, LayerSpec
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
 GRID = (1.0, 0.75, 0.5, 0.35, 0.2, 0.1)  # kept fractions each pruned side is timed at
@@ -156,7 +156,7 @@ class LatencyModel:
 
     ``groups`` are the chosen prunable groups (``layers``/``skip`` patterns as in the
     strategies); ``widths`` maps each to its channel count. Every timing goes through
-    ``table`` (a :class:`~slim_callbacks.deploy.latency_table.LatencyTable`).
+    ``table`` (a :class:`~slim_callbacks.latency.table.LatencyTable`).
     """
 
     def __init__(self, network: paddle.nn.Layer, input_shape: Sequence[int], table: LatencyTable,

@@ -1,7 +1,7 @@
 """The ``latency`` strategy: per-group ratios that meet a measured latency target with
 the least importance removed.
 
-A :class:`~slim_callbacks.analysis.latency_model.LatencyModel` (per-layer timings on
+A :class:`~slim_callbacks.latency.model.LatencyModel` (per-layer timings on
 this machine, cached; one whole-network timing and one calibration copy) predicts the
 latency of any set of group widths. Starting from the unpruned widths, a greedy
 search repeatedly takes one step (``width / steps`` channels, a multiple of
@@ -23,16 +23,16 @@ import numpy as np
 import paddle
 
 from slim_callbacks.analysis.global_strategy import NORMALIZATIONS, normalized_scores
-from slim_callbacks.analysis.latency_model import GRID, LatencyModel
 from slim_callbacks.analysis.search import check_tolerance
 from slim_callbacks.core.checks import check_choice, check_fraction, check_int
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import layer_table
-from slim_callbacks.deploy.latency_table import LatencyTable
 from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.engine.plan import PruningPlan
 from slim_callbacks.engine.ratios import check_patterns, check_round_to
 from slim_callbacks.engine.selectors import keep_count
+from slim_callbacks.latency.model import GRID, LatencyModel
+from slim_callbacks.latency.table import LatencyTable
 from slim_callbacks.tracing.tracer import DependencyGraph
 
 logger = logging.getLogger("slim_callbacks.analysis.strategies")

@@ -28,11 +28,11 @@ from typing import List, Mapping, Optional, Sequence
 
 import paddle
 
-from slim_callbacks.analysis.auto_round import block_specs, candidate_networks, probe_groups, probe_widths
 from slim_callbacks.analysis.flops import count_flops
-from slim_callbacks.analysis.latency_model import GRID, LatencyModel
 from slim_callbacks.core.example_inputs import as_inputs
-from slim_callbacks.deploy.latency_table import LatencyTable
+from slim_callbacks.latency.auto_round import block_specs, candidate_networks, probe_groups, probe_widths
+from slim_callbacks.latency.model import GRID, LatencyModel
+from slim_callbacks.latency.table import LatencyTable
 
 SPEC_S = 0.15       # one layer exported and timed alone (0.12-0.16 s measured here)
 EXPORT_S = 0.7      # one MobileNetV1-224 exported for a whole-network timing

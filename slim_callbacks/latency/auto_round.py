@@ -10,14 +10,14 @@ and measures how far below that line the widths divisible by each of
 :data:`CANDIDATES` lie. The smallest multiple whose gain is within ``TIE`` of the
 largest wins if it is at least ``MIN_GAIN``; otherwise rounding buys nothing and the
 answer is 1. Timings are cached like the
-latency strategy's (:class:`~slim_callbacks.deploy.latency_table.LatencyTable`).
+latency strategy's (:class:`~slim_callbacks.latency.table.LatencyTable`).
 
 The probes time layers alone, and a layer alone misses what a multiple does inside
 the network (oneDNN's reorders between blocked layouts, a depthwise conv padded to 16
 channels). So :func:`network_check` then decides: the whole network pruned with each
 multiple of :data:`NETWORK_CANDIDATES` is exported and timed side by side in Paddle
-Inference (interleaved rounds, :func:`~slim_callbacks.deploy.latency.measure_latency`
-through :meth:`~slim_callbacks.deploy.latency_table.LatencyTable.networks_ms`, cached
+Inference (interleaved rounds, :func:`~slim_callbacks.latency.measure.measure_latency`
+through :meth:`~slim_callbacks.latency.table.LatencyTable.networks_ms`, cached
 per structure fingerprint, widths and runtime). Its rule: among the multiples whose
 pruned network's MACs are within ``MACS_POINTS`` (2 points of the unpruned MACs) of
 round 1's, the fastest per MACs kept - a multiple that removes more MACs than round 1
@@ -47,15 +47,15 @@ import numpy as np
 import paddle
 
 from slim_callbacks.analysis.flops_model import FlopsModel
-from slim_callbacks.analysis.latency_model import LatencyModel, fingerprint, fingerprint_widths
 from slim_callbacks.analysis.uniform_strategy import uniform_ratio
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.example_inputs import as_inputs
 from slim_callbacks.core.paddle_utils import unwrap
-from slim_callbacks.deploy.latency_table import LatencyTable, LayerSpec
 from slim_callbacks.engine.criteria import get_criterion
 from slim_callbacks.engine.planner import plan_pruning
 from slim_callbacks.engine.ratios import check_round_to, resolve_ratios
+from slim_callbacks.latency.model import LatencyModel, fingerprint, fingerprint_widths
+from slim_callbacks.latency.table import LatencyTable, LayerSpec
 from slim_callbacks.tracing.tracer import DependencyGraph, trace
 
 logger = logging.getLogger("slim_callbacks.analysis.strategies")

@@ -3,7 +3,7 @@
 A :class:`LayerSpec` is one Conv2D or Linear layer with its input size (what a layer
 of a network looks like at some channel counts). :class:`LatencyTable` times the
 specs it has not seen, each exported on its own and run in Paddle Inference (batch 1,
-interleaved rounds by :func:`~slim_callbacks.deploy.latency.measure_latency`, timing
+interleaved rounds by :func:`~slim_callbacks.latency.measure.measure_latency`, timing
 the predictor's run alone, in batches of specs in a seeded random order), and
 keeps the medians in ``<dir>/<key>.json``. The key names the runtime (Paddle version,
 oneDNN on/off), the thread count and the machine (CPU model, core count), so a table
@@ -37,8 +37,9 @@ import paddle
 from slim_callbacks.core.checks import check_bool, check_int
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.example_inputs import as_inputs
-from slim_callbacks.deploy import latency, runtime
+from slim_callbacks.deploy import runtime
 from slim_callbacks.deploy.runtime import save_inference_model
+from slim_callbacks.latency import measure
 
 CACHE_ENV = "SLIM_CALLBACKS_LATENCY_CACHE"
 _MEASURING_OFF: List[str] = []  # why measuring is off (innermost last); empty: on
@@ -107,7 +108,7 @@ def measuring_off(reason: str):
     ...     LatencyTable(directory=tempfile.mkdtemp()).lookup([LayerSpec("linear", 2, 2)])
     Traceback (most recent call last):
     ...
-    slim_callbacks.deploy.latency_table.NotMeasured: 1 latency timing(s) are not in the cache ...
+    slim_callbacks.latency.table.NotMeasured: 1 latency timing(s) are not in the cache ...
     """
     _MEASURING_OFF.append(reason)
     try:
@@ -246,7 +247,7 @@ class LatencyTable:
                 save_inference_model(layer, prefixes[key], shape)
                 del layer
             options = dict(self.options, rounds=self.options["rounds"] * rounds_scale)
-            results = latency.measure_latency(prefixes, threads=self.threads, onednn=self.onednn,
+            results = measure.measure_latency(prefixes, threads=self.threads, onednn=self.onednn,
                                               run_only=True,
                                               keep_intermediates=self.keep_intermediates,
                                               **options)
