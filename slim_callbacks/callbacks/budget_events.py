@@ -52,6 +52,7 @@ class BudgetedEvents:
             logger.warning("epoch %d: the pruning event had no eval after it (eval_freq > 1?): "
                            "max_metric_drop did not check it", self.pending[0])
             self.budget.keep(self.pending[1])
+            self.callback.pruner.drop_undo()
             self.pending = None
 
     def eval_end(self, logs) -> None:
@@ -64,6 +65,7 @@ class BudgetedEvents:
         before = self.budget.reference
         if self.budget.accepts(logs):
             self.budget.keep(targets)
+            self.callback.pruner.drop_undo()
         else:
             self._undo(epoch, targets, before, self.budget.value(logs))
 
