@@ -11,7 +11,8 @@ Example:
     ...                 "kwargs": {"scale": 0.25}}, "data": {"source": "synthetic"},
     ...                 "pruning": {"ratios": 0.5}})
     >>> network = build_network(job.recipe)
-    >>> final_ratios(job, network), [type(c).__name__ for c in build_callbacks(job, 0.5)]
+    >>> pruner = recipe_pruner(job, network)
+    >>> pruner.ratios, [type(c).__name__ for c in build_callbacks(job, pruner)]
     (0.5, ['LRScheduler', 'PruneCallback'])
 """
 from __future__ import annotations
@@ -278,20 +279,25 @@ def check_sensitivities_file(job: Job) -> None:
         raise SlimError(missing_sensitivities_message(job))
 
 
-def final_ratios(job: Job, network: paddle.nn.Layer):
-    """The ratios the recipe ends with (float or ``{pattern/group: ratio}``), decided by
-    the strategies registry (:func:`~slim_callbacks.analysis.strategies.resolve_strategy`, as
-    :class:`PruneCallback` does) on ``network`` without changing it; ``None`` when the
-    recipe does not prune. Errors name the recipe key (``pruning.strategy_options.max_ratio``)."""
-    from slim_callbacks.analysis.strategies import RECIPE_KEYS, resolve_strategy
-    recipe, pruning = job.recipe, job.recipe.pruning
+def recipe_pruner(job: Job, network: paddle.nn.Layer, announce: Optional[Callable] = None):
+    """The recipe's :class:`~slim_callbacks.pruning.Pruner` on ``network``, prepared: its
+    strategy and ``round_to: auto`` resolved once, without changing the network
+    (:attr:`~slim_callbacks.pruning.Pruner.ratios` are the final ratios, a float or
+    ``{pattern/group: ratio}``); ``plan`` prunes with it and ``run`` hands its answer and
+    trace to :class:`PruneCallback`. None when the recipe does not prune. ``announce``
+    is called with the pruner before it resolves anything (the measuring line). Errors
+    name the recipe key (``pruning.strategy_options.max_ratio``)."""
+    from slim_callbacks.analysis.strategies import RECIPE_KEYS
+    from slim_callbacks.pruning.pruner import Pruner
+    pruning = job.recipe.pruning
     if pruning is None:
         return None
     check_sensitivities_file(job)
-    spec = pruning.spec(job.sensitivities_path())
+    pruner = Pruner(network, job.recipe.example_inputs, pruning.spec(job.sensitivities_path()))
+    if announce is not None:
+        announce(pruner)
     try:
-        return resolve_strategy(spec.strategy, network, recipe.example_inputs,
-                                structure=spec.structure, **spec.strategy_arguments())
+        return pruner.prepare()
     except ConfigError as err:
         name = str(err.key).split()[0].split("[")[0]
         key = RECIPE_KEYS.get(name) or (f"pruning.strategy_options.{name}"
@@ -299,18 +305,6 @@ def final_ratios(job: Job, network: paddle.nn.Layer):
         if key is None:
             raise
         raise ConfigError(key, err.value, err.allowed) from None
-
-
-def resolved_round_to(job: Job, network: paddle.nn.Layer) -> int:
-    """``pruning.round_to`` as an int: ``auto`` is measured on ``network`` (cached per
-    machine, :mod:`slim_callbacks.latency.auto_round`)."""
-    from slim_callbacks.latency.auto_round import resolve_round_to
-    from slim_callbacks.tracing.tracer import trace
-    pruning = job.recipe.pruning
-    shape = job.recipe.example_inputs
-    graph = trace(network, shape, dict(pruning.structure)) if pruning.round_to == "auto" else None
-    return resolve_round_to(pruning.round_to, network, shape, skip=list(pruning.skip),
-                            cache_dir=pruning.strategy_options.get("cache_dir"), graph=graph)
 
 
 def check_schedule(recipe: Recipe, ratios) -> None:
@@ -338,9 +332,14 @@ def build_callbacks(job: Job, ratios, verbose: int = 1,
                     resume_from: Optional[str] = None) -> List[paddle.callbacks.Callback]:
     """LR stepping per epoch, pruning (with BN-L1, VisualDL and the NaN/Inf guard;
     resuming from ``resume_from``), or VisualDL and the guard alone; the schedule is
-    checked against the final ``ratios`` first."""
+    checked against the final ``ratios`` first. ``ratios``: the final ratios, or the
+    :func:`recipe_pruner` (its ratios, resolved ``round_to`` and trace go to the
+    callback, which then resolves and traces nothing again)."""
     from slim_callbacks.callbacks import FiniteLossGuard, PruneCallback, VisualDLLogger
+    from slim_callbacks.pruning.pruner import Pruner
     recipe = job.recipe
+    pruner = ratios if isinstance(ratios, Pruner) else None
+    ratios = pruner.ratios if pruner is not None else ratios
     check_schedule(recipe, ratios)
     callbacks: List[paddle.callbacks.Callback] = [
         paddle.callbacks.LRScheduler(by_step=False, by_epoch=True)]
@@ -349,12 +348,14 @@ def build_callbacks(job: Job, ratios, verbose: int = 1,
         pruning = recipe.pruning
         callbacks.append(PruneCallback(
             ratios=ratios, criterion=pruning.criterion, example_inputs=recipe.example_inputs,
-            skip=list(pruning.skip), round_to=pruning.round_to, schedule=pruning.schedule,
+            skip=list(pruning.skip), schedule=pruning.schedule,
+            round_to=pruning.round_to if pruner is None else pruner.round_to,
             bn_l1=pruning.bn_l1, fold_bn_shift=pruning.fold_bn_shift, log_dir=log_dir,
             log_freq=recipe.logging.log_freq,
             resume_from=resume_from, recalibrate_bn=pruning.recalibrate_bn,
             max_metric_drop=pruning.max_metric_drop, budget_min_step=pruning.budget_min_step,
-            distill=distill_option(recipe), structure=dict(pruning.structure)))
+            distill=distill_option(recipe), structure=dict(pruning.structure),
+            graph=None if pruner is None else pruner.graph))
         return callbacks
     callbacks.append(FiniteLossGuard())
     if log_dir is not None:

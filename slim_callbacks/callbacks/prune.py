@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 from slim_callbacks.analysis.bn_recalibration import InputRecorder, check_recalibrate_bn, recalibrate_bn
 from slim_callbacks.callbacks import ledger as ledger_mod
@@ -114,6 +114,8 @@ class PruneCallback(ForwardingCallback):
             training batches; see :mod:`slim_callbacks.analysis.bn_recalibration`),
             before the event's eval. No gradient step; parameters are untouched.
             ``0`` (default) turns it off.
+        graph: the network's trace if it has one (a prepared Pruner's, as ``run`` has
+            from its plan): a fresh run's pruner uses it instead of tracing again.
 
     Attributes:
         spec: the :class:`~slim_callbacks.pruning.PruningSpec`.
@@ -145,7 +147,8 @@ class PruneCallback(ForwardingCallback):
                  distill=None, recalibrate_bn: int = 0,
                  max_metric_drop: Optional[float] = None, budget_metric: Optional[str] = None,
                  budget_min_step: float = 0.02, budget_mode: Optional[str] = None,
-                 target_latency_reduction: Optional[float] = None, structure=None):
+                 target_latency_reduction: Optional[float] = None, structure=None,
+                 graph=None):
         super().__init__()
         self.budget = None if max_metric_drop is None else MetricBudget(
             max_metric_drop, budget_metric, budget_min_step, budget_mode)
@@ -185,6 +188,7 @@ class PruneCallback(ForwardingCallback):
             from slim_callbacks.callbacks.visualdl import VisualDLLogger
             self.logger_cb = VisualDLLogger(log_dir, log_freq=log_freq, pruner=self)
         self.pruner: Optional[Pruner] = None
+        self._traced = graph
         self.epoch_offset = 0
         self.total_epochs: Optional[int] = None
         self.last_epoch = -1
@@ -207,16 +211,10 @@ class PruneCallback(ForwardingCallback):
         """The multiple channels are rounded to (``"auto"`` until train begin)."""
         return self.spec.round_to if self.pruner is None else self.pruner.round_to
 
-    @property
-    def plan(self) -> PruningPlan:
-        """The cumulative plan, relative to the original network."""
-        return PruningPlan() if self.pruner is None else self.pruner.plan
-
-    @property
-    def history(self) -> List[dict]:
-        """One record per event (:class:`~slim_callbacks.pruning.state.PruningEvent`)."""
-        return [] if self.pruner is None else self.pruner.history
-
+    #: the cumulative plan, relative to the original network
+    plan = property(lambda self: PruningPlan() if self.pruner is None else self.pruner.plan)
+    #: one record per event (:class:`~slim_callbacks.pruning.state.PruningEvent`)
+    history = property(lambda self: [] if self.pruner is None else self.pruner.history)
     original_widths = property(lambda self: {} if self.pruner is None else self.pruner.original_widths)
     group_ratios = property(lambda self: {} if self.pruner is None else self.pruner.group_ratios)
     targets = property(lambda self: {} if self.pruner is None else self.pruner.targets)
@@ -335,7 +333,9 @@ class PruneCallback(ForwardingCallback):
         self.fingerprint = ledger_mod.fingerprint(net) if resumed is None else resumed["fingerprint"]
         widths = None if resumed is None else resumed["original_widths"]
         self.pruner = Pruner(net, self.example_inputs, self.spec, schedule=self.schedule,
-                             optimizer=self.optimizer, original_widths=widths).prepare()
+                             optimizer=self.optimizer, original_widths=widths,
+                             graph=self._traced if resumed is None else None).prepare()
+        self._traced = None
         if resumed is not None:
             resume.replay(self, resumed)
 

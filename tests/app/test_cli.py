@@ -339,7 +339,7 @@ def test_sensitivity_rerun_without_pretrained_weights_resumes_the_file(capsys, t
 
 def test_sensitivity_with_recalibrate_bn_uses_training_batches(capsys, tmp_path, monkeypatch):
     """pruning.recalibrate_bn: adaptive-BN evaluation on the first training batches."""
-    from slim_callbacks.analysis import sensitivity as module
+    from slim_callbacks.pruning import pruner as module  # the command runs Pruner.sensitivity
     real, seen = module.sensitivity, {}
 
     def spy(*args, **kwargs):

@@ -9,7 +9,7 @@ from helpers import BENCHMARKS
 sys.path.insert(0, BENCHMARKS)
 import bench_accuracy  # noqa: E402
 
-from slim_callbacks.app.builders import build_callbacks, build_network, final_ratios  # noqa: E402
+from slim_callbacks.app.builders import build_callbacks, build_network, recipe_pruner  # noqa: E402
 from slim_callbacks.app.job import load_job  # noqa: E402
 from slim_callbacks.callbacks import PruneCallback  # noqa: E402
 
@@ -19,7 +19,7 @@ def prune_callback(method, tmp_path, ratio=0.75):
                    untrained_teacher=True)
     assert job.recipe.train.epochs == 12 and job.recipe.train.seed == 1
     network = build_network(job.recipe)
-    callbacks = build_callbacks(job, final_ratios(job, network), verbose=0)
+    callbacks = build_callbacks(job, recipe_pruner(job, network), verbose=0)
     return next((c for c in callbacks if isinstance(c, PruneCallback)), None)
 
 
