@@ -93,6 +93,7 @@ class AccuracyBudget(MetricBudget, PruningAid):
             logger.warning("epoch %d: the pruning event had no eval after it (eval_freq > 1?): "
                            "max_metric_drop did not check it", self.pending[0])
             self.keep(self.pending[1])
+            self.prune_callback.pruner.drop_undo()
             self.pending = None
 
     def eval_end(self, logs) -> None:
@@ -105,6 +106,7 @@ class AccuracyBudget(MetricBudget, PruningAid):
         before = self.reference
         if self.accepts(logs):
             self.keep(targets)
+            self.prune_callback.pruner.drop_undo()
         else:
             self._undo(epoch, targets, before, self.value(logs))
 

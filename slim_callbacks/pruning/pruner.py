@@ -268,6 +268,12 @@ class Pruner:
         state = self._undo.restore()
         self.plan, self.history, self._undo, self._graph = state["plan"], state["history"], None, None
 
+    def drop_undo(self) -> None:
+        """Keeps the last undoable event for good: frees the copy :meth:`undo` would
+        need (a whole copy of the weights and optimizer state, held until the next
+        event otherwise)."""
+        self._undo = None
+
     def adopt(self, plan: PruningPlan, history: Sequence[dict]) -> None:
         """Takes the plan and history of a run whose structure was replayed on the
         network (resuming from a checkpoint)."""

@@ -163,7 +163,7 @@ OP_HANDLERS.update({op: movement for op in L.MOVEMENT})
 OP_HANDLERS.update({op: spatial for op in L.SPATIAL})
 OP_HANDLERS.update({op: reduction for op in L.REDUCTION})
 OP_HANDLERS["concat"] = concat
-OP_HANDLERS["matmul"] = matmul
+OP_HANDLERS["matmul"] = OP_HANDLERS["bmm"] = matmul  # bmm: a matmul of 3-D operands
 OP_HANDLERS["setitem"] = setitem
 OP_HANDLERS.update({op: along_fixed_axes for op in AXIS_ARG})
 

@@ -80,6 +80,8 @@ def test_an_event_within_budget_is_kept():
     assert widths(net) == {k: v // 2 for k, v in WIDTHS.items()}
     assert cb.budget.undone == [] and cb.budget.metric == "acc"
     assert len(cb.history) == 1
+    with pytest.raises(ConfigError, match="nothing to undo"):  # its copy was freed when kept
+        cb.pruner.undo()
 
 
 @pytest.mark.parametrize("value", [0, -0.1, "2%"])
