@@ -194,7 +194,7 @@ class PruningConfig(Section):
             strategy=self.strategy, strategy_options=options,
             layers=None if tuple(self.layers) == ("*",) else self.layers, skip=self.skip,
             structure=self.structure, round_to=self.round_to, fold_bn_shift=self.fold_bn_shift,
-            aids=self.aids())
+            schedule=self.schedule, aids=self.aids())
 
     def aids(self, teacher=None) -> TrainingAids:
         """The section's training aids (``teacher``: the network of
