@@ -279,11 +279,14 @@ def recipe_pruner(job: Job, network: paddle.nn.Layer, announce: Optional[Callabl
     name the recipe key (``pruning.strategy_options.max_ratio``)."""
     from slim_callbacks.analysis.strategies import RECIPE_KEYS
     from slim_callbacks.pruning.pruner import Pruner
+    from slim_callbacks.pruning.schedules import OneShot
     pruning = job.recipe.pruning
     if pruning is None:
         return None
     check_sensitivities_file(job)
-    pruner = Pruner(network, job.recipe.example_inputs, pruning.spec(job.sensitivities_path()))
+    # the schedule is the callback's (check_schedule first names pruning.schedule keys)
+    pruner = Pruner(network, job.recipe.example_inputs, pruning.spec(job.sensitivities_path()),
+                    schedule=OneShot(0))
     if announce is not None:
         announce(pruner)
     try:

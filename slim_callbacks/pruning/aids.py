@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Dict, Mapping, Optional
 
 import paddle
@@ -88,10 +89,27 @@ def check_distill(value, key: str = "distill") -> Optional[Dict[str, Any]]:
             "temperature": check_temperature(f"{key}['temperature']", value.get("temperature", 4.0))}
 
 
+def check_bn_l1(key: str, value) -> float:
+    """The BN-L1 strength: a finite number > 0."""
+    return check_number(key, value, 0.0, math.inf, low_open=True, high_open=True,
+                        allowed="None or a number > 0")
+
+
+def check_max_metric_drop(key: str, value) -> float:
+    """The accuracy budget: the largest eval drop an event may cost, a finite number > 0."""
+    return check_number(key, value, 0.0, math.inf, low_open=True, high_open=True,
+                        allowed="a number > 0")
+
+
+def check_min_step(key: str, value) -> float:
+    """The budget's smallest retry step: a number in (0, 1]."""
+    return check_number(key, value, 0.0, 1.0, low_open=True)
+
+
 def check_budget(max_drop, metric, min_step, mode) -> tuple:
     """The accuracy budget's options, checked: ``(max_drop, metric, min_step, mode)``."""
-    max_drop = check_number("max_metric_drop", max_drop, 0.0, low_open=True)
-    min_step = check_number("budget_min_step", min_step, 0.0, 1.0, low_open=True)
+    max_drop = check_max_metric_drop("max_metric_drop", max_drop)
+    min_step = check_min_step("budget_min_step", min_step)
     if metric is not None and (not isinstance(metric, str) or not metric):
         raise ConfigError("budget_metric", metric, "an eval log key such as 'acc', or None")
     mode = None if mode is None else check_choice("budget_mode", mode, MODES)
@@ -119,8 +137,7 @@ class TrainingAids:
         set_("distill", check_distill(self.distill))
         set_("recalibrate_bn", check_recalibrate_bn(self.recalibrate_bn))
         if self.bn_l1 is not None:
-            set_("bn_l1", check_number("bn_l1", self.bn_l1, 0.0, low_open=True,
-                                       allowed="None or a number > 0"))
+            set_("bn_l1", check_bn_l1("bn_l1", self.bn_l1))
         if self.max_metric_drop is not None:
             drop, metric, step, mode = check_budget(self.max_metric_drop, self.budget_metric,
                                                     self.budget_min_step, self.budget_mode)

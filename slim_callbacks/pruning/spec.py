@@ -51,6 +51,13 @@ REQUIRED = {"sensitivities": "a sensitivities file path"}
 #: how a coupled group's channels are ranked: the sum over every producer, or only the
 #: producers its ratios pattern names (PaddleSlim's way)
 COUPLED_SCORING = ("sum", "named")
+#: the training aids' keys, which a recipe's ``pruning:`` section holds at its top level
+AID_KEYS = tuple(f.name for f in dataclasses.fields(TrainingAids))
+
+
+def check_target(key: str, value) -> float:
+    """A MACs or latency reduction target: a number in (0, 1)."""
+    return check_number(key, value, 0.0, 1.0, low_open=True, high_open=True)
 
 
 def default_strategy(ratios, target_latency_reduction) -> str:
@@ -166,7 +173,7 @@ class PruningSpec:
             self._missing_target()
         for key in TARGETS[1:]:
             if getattr(self, key) is not None:
-                check_number(key, getattr(self, key), 0.0, 1.0, low_open=True, high_open=True)
+                check_target(key, getattr(self, key))
         if self.layers is not None and isinstance(self.ratios, Mapping):
             raise ConfigError("layers", self.layers,
                               "None with a {pattern: ratio} dict (its patterns choose the layers)")
@@ -244,11 +251,31 @@ class PruningSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PruningSpec":
-        """A spec from :meth:`to_dict`'s mapping; an unknown key is a ConfigError."""
+        """A spec from :meth:`to_dict`'s mapping or a recipe's ``pruning:`` section, where
+        the :class:`TrainingAids` keys sit beside the others and ``sensitivities`` is the
+        strategy's file (a ``distill.teacher`` path is the recipe's to load); an unknown
+        key is a ConfigError.
+
+        Example:
+            >>> spec = PruningSpec.from_dict({"ratios": 0.5, "recalibrate_bn": 4,
+            ...                               "schedule": {"kind": "oneshot", "epoch": 2}})
+            >>> spec.aids.recalibrate_bn, spec.schedule.epoch
+            (4, 2)
+        """
         if not isinstance(data, Mapping):
             raise ConfigError("spec", data, "a mapping of PruningSpec fields")
-        known = [f.name for f in dataclasses.fields(cls)]
+        data = dict(data)
+        known = [f.name for f in dataclasses.fields(cls)] + list(AID_KEYS) + ["sensitivities"]
         for key, value in data.items():
             if key not in known:
                 raise ConfigError(str(key), value, f"a PruningSpec field: {', '.join(known)}")
+        aids = {key: data.pop(key) for key in AID_KEYS if key in data}
+        if aids:
+            given = data.get("aids") or {}
+            given = given.to_dict() if isinstance(given, TrainingAids) else dict(given)
+            data["aids"] = {**given, **aids}
+        if data.get("sensitivities") is not None:
+            data["strategy_options"] = {**(data.get("strategy_options") or {}),
+                                        "sensitivities": data["sensitivities"]}
+        data.pop("sensitivities", None)
         return cls(**data)

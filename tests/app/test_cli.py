@@ -254,6 +254,9 @@ ERRORS = [
     (["check", QUICKSTART, "-o", "pruning.layers=[]"],
      "pruning.layers: [] is not allowed; expected a non-empty list of glob patterns over "
      "sublayer names ([] matches nothing; '*' is every layer)"),
+    (["plan", QUICKSTART, "-o", "pruning.schedule.kind=cubic", "--no-measure"],
+     "pruning.schedule.kind: 'cubic' is not allowed; expected one of oneshot, epochs, map, "
+     "agp, linear, exp"),
     (["check", QUICKSTART, "-o", "pruning.schedule.initial_ratio=0.9"],
      "pruning.schedule.initial_ratio: 0.9 is not allowed; expected at most 0.34375, the "
      "smallest final ratio this recipe prunes to (targets never decrease)"),

@@ -140,6 +140,8 @@ def test_parse_override(text, key, value):
      {"features.0.conv": 0.3, "fc*": 0.1}),
     (["train.epochs=3", "train.epochs=4"], lambda r: r.train.epochs, 4),
     (["pruning.criterion=fpgm"], lambda r: r.pruning.criterion, "fpgm"),
+    (["pruning.ratios=null", "pruning.schedule={kind: map, ratios: {1: 0.2, 2: 0.4}}"],
+     lambda r: r.pruning.spec().ratios, 0.4),
 ])
 def test_overrides_reach_the_recipe(overrides, getter, expected):
     assert getter(load(*overrides)) == expected
@@ -490,7 +492,10 @@ ERRORS = [
      "(did you mean 'start_epoch'?)"),
     (["pruning.schedule={kind: map, ratios: {1: 0.2, 2: 0.4}}"], "pruning.ratios", 0.5,
      "null or 0.4 (the final ratio of the {epoch: ratio} schedule)"),
-    (["pruning.bn_l1=-1e-4"], "pruning.bn_l1", "-1e-4", "null or a float >= 0"),
+    (["pruning.bn_l1=-1e-4"], "pruning.bn_l1", "-1e-4", "null or a float > 0"),
+    (["pruning.bn_l1=0"], "pruning.bn_l1", 0, "null or a float > 0"),
+    (["pruning.max_metric_drop=.inf"], "pruning.max_metric_drop", float("inf"),
+     "null or a float > 0"),
     (["pruning=0.5"], "pruning", 0.5,
      "null or a mapping with keys criterion, strategy, strategy_options, ratios, "
      "target_flops_reduction, target_latency_reduction, "
