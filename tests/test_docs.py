@@ -84,3 +84,7 @@ def test_mkdocs_build_strict(tmp_path):
     assert not warnings, "\n".join(warnings)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "site" / "reference" / "callbacks" / "index.html").exists()
+    # a doctest outside an ``Examples:`` section is read as Markdown: ">>>" nested quotes
+    quoted = [str(page.relative_to(tmp_path)) for page in (tmp_path / "site").rglob("*.html")
+              if re.search(r"<blockquote>\s*<blockquote>", page.read_text(encoding="utf-8"))]
+    assert not quoted, f"doctests outside an Examples: section on {quoted}"

@@ -15,7 +15,7 @@ logs one line on logger ``slim_callbacks.callbacks.prune``::
 
     epoch 3: pruned 12 groups, MACs 568.7M -> 401.2M (-29.5%), params 4.25M -> 3.02M
 
-Example:
+Examples:
     >>> import paddle
     >>> from slim_callbacks.callbacks import PruneCallback
     >>> nn = paddle.nn
