@@ -16,7 +16,7 @@ Pruning a share ``r`` of the group removes about ``r`` times that. Each row coun
 group on its own (a layer whose inputs and outputs belong to two blocked groups appears
 in both rows); the total counts every weight element once.
 
-Example:
+Examples:
     >>> import paddle
     >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 1), paddle.nn.Conv2D(8, 4, 1))
     >>> report = explain(net, [1, 3, 2, 2])

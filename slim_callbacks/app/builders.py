@@ -5,7 +5,7 @@ and optimizer, the final pruning ratios, and the callbacks of ``paddle.Model.fit
 only way a ``model.name`` reaches code, so a recipe cannot call anything but a
 ``paddle.nn.Layer`` subclass or a registered factory.
 
-Example:
+Examples:
     >>> from slim_callbacks.app.job import load_job
     >>> job = load_job({"name": "b", "model": {"name": "mobilenet_v1",
     ...                 "kwargs": {"scale": 0.25}}, "data": {"source": "synthetic"},
@@ -49,7 +49,7 @@ def register_model(name: str, factory: Callable[..., paddle.nn.Layer]) -> None:
     """Makes ``factory`` a model that recipes may name: ``model.name: <name>``, or
     ``model.name: module:function`` for the function itself.
 
-    Example:
+    Examples:
         >>> register_model("tiny", lambda num_classes=10: paddle.nn.Linear(4, num_classes))
         >>> list(model_factory("tiny")(num_classes=3).weight.shape)
         [4, 3]
@@ -178,7 +178,7 @@ def build_teacher(recipe: Recipe) -> Optional[paddle.nn.Layer]:
     teacher given, the network right before the first event teaches); errors name
     ``pruning.distill.teacher.<key>``.
 
-    Example:
+    Examples:
         >>> from slim_callbacks.app.job import load_job
         >>> job = load_job({"name": "t", "model": {"name": "mobilenet_v1"},
         ...                 "data": {"source": "synthetic"}, "pruning": {"ratios": 0.5,

@@ -3,7 +3,7 @@ first error) and ``plan`` (the structure the recipe ends with, on a freshly buil
 network), and the up-front line before ``strategy: latency`` / ``round_to: auto``
 measures on this machine.
 
-Example:
+Examples:
     >>> from slim_callbacks.app.job import load_job
     >>> job = load_job({"name": "tiny", "model": {"name": "mobilenet_v1",
     ...                 "kwargs": {"scale": 0.25}}, "data": {"source": "synthetic"},

@@ -52,7 +52,7 @@ CLIP_NORM = 5.0
 def parse_target(text: str) -> Tuple[str, float]:
     """``("macs", 0.5)`` for ``"macs=0.5"`` (remove half the MACs); ``latency=0.3`` too.
 
-    Example:
+    Examples:
         >>> parse_target("macs=0.5"), parse_target("latency=0.3")
         (('macs', 0.5), ('latency', 0.3))
     """

@@ -8,7 +8,7 @@ original's on the held-out images when that group alone is pruned: the metric is
 loss :func:`~slim_callbacks.analysis.sensitivity.sensitivity` records is the relative
 output distance.
 
-Example:
+Examples:
     >>> parse_structure(["attention=heads"])
     {'attention': 'heads'}
     >>> check_strategy("sensitive", "macs")

@@ -67,7 +67,7 @@ class TeacherConfig(Section):
     model and kwargs); ``pretrained`` (required): its weights. A plain path is short
     for ``{pretrained: path}`` of the recipe's model.
 
-    Example:
+    Examples:
         >>> TEACHER.convert("teacher.pdparams", "t")
         TeacherConfig(name=None, kwargs={}, pretrained='teacher.pdparams')
         >>> TEACHER.convert({"name": "resnet18", "pretrained": "r18.safetensors"}, "t").name
@@ -102,7 +102,7 @@ class DistillConfig(Section):
     (:class:`TeacherConfig`); ``{}`` takes the defaults. The KD term is computed on the
     first output of student and teacher.
 
-    Example:
+    Examples:
         >>> DistillConfig().alpha, DistillConfig(temperature=2).temperature
         (0.5, 2.0)
         >>> DistillConfig(teacher="t.pdparams").to_dict()["teacher"]["pretrained"]
@@ -137,7 +137,7 @@ class PruningConfig(Section):
     ``structure`` says what a unit spans where layers allow several shapes
     (``{attention: heads}``; :mod:`slim_callbacks.tracing.structure`).
 
-    Example:
+    Examples:
         >>> PruningConfig(ratios=0.3).layers
         ('*',)
     """
@@ -194,7 +194,7 @@ class PruningConfig(Section):
         """This section as a :class:`~slim_callbacks.pruning.PruningSpec`, which owns every
         rule between its keys (``sensitivities``: the file's resolved path).
 
-        Example:
+        Examples:
             >>> PruningConfig(ratios={"conv*": 0.5}).spec().strategy
             'custom'
         """
@@ -213,7 +213,7 @@ class PruningConfig(Section):
         """The section's training aids (``teacher``: the network of
         ``distill.teacher``, built by :func:`~slim_callbacks.app.builders.build_teacher`).
 
-        Example:
+        Examples:
             >>> PruningConfig(ratios=0.5, distill={"alpha": 0.3}).aids().distill["alpha"]
             0.3
         """
@@ -227,7 +227,7 @@ class PruningConfig(Section):
 def recipe_error(err: ConfigError) -> ConfigError:
     """A :class:`PruningSpec` error at its recipe key (``pruning.``...), null for None.
 
-    Example:
+    Examples:
         >>> print(recipe_error(ConfigError("strategy_options['max_ratio']", 2, "None or below 1")))
         pruning.strategy_options.max_ratio: 2 is not allowed; expected null or below 1
     """

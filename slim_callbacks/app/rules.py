@@ -10,7 +10,7 @@ them to the fields of a :class:`Section`, a frozen dataclass that validates ever
 after ``__init__``. The composite rules (``RATIO``, ``SHAPE``, ``RATIOS`` ...) are the
 ones the recipe schema (:mod:`slim_callbacks.app.schema`) uses.
 
-Example:
+Examples:
     >>> RATIO(0.25, "pruning.ratios")
     0.25
     >>> optional_rule(int_rule(1))(0, "train.epochs")
@@ -39,7 +39,7 @@ MODEL_NAME_HELP = ("a paddle.vision.models function name (e.g. mobilenet_v1) "
 def join_key(prefix: str, key: Any) -> str:
     """The key path of ``key`` inside ``prefix``.
 
-    Example:
+    Examples:
         >>> join_key("train", "epochs"), join_key("", "name")
         ('train.epochs', 'name')
     """
@@ -127,7 +127,7 @@ def checked_rule(check: Callable[[str, Any], Any], allowed: str) -> Rule:
     ``check(key, value)`` returns the value or raises ``ConfigError``; YAML 1.1 float
     text (``'1e-3'``) is a number first.
 
-    Example:
+    Examples:
         >>> from slim_callbacks.core.checks import check_ratio
         >>> checked_rule(check_ratio, "a ratio")("5e-1", "pruning.ratios")
         0.5
@@ -359,7 +359,7 @@ class Section:
     def from_dict(cls, raw: Mapping):
         """Build the section from a mapping, rejecting unknown keys.
 
-        Example:
+        Examples:
             >>> @dataclass(frozen=True)
             ... class Demo(Section):
             ...     prefix: ClassVar[str] = "demo"

@@ -11,7 +11,7 @@ DataParallel rebuilt, checkpoints saved in between saved again) with a retry at 
 the step. The rules themselves are :class:`~slim_callbacks.callbacks.budget.MetricBudget`'s;
 its state goes into every checkpoint's ledger, and a resumed run loads it.
 
-Example:
+Examples:
     >>> budget = AccuracyBudget(0.02, metric="acc")
     >>> budget.max_drop, budget.min_step, budget.prune_callback is None
     (0.02, 0.02, True)

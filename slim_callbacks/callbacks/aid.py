@@ -19,7 +19,7 @@ An aid reads the run through ``self.prune_callback`` (``pruner``, ``history``,
 ``pruning_state``, ``epoch_offset``, ``schedule``); it never changes the pruner except
 through its API (the budget's ``undo``).
 
-Example:
+Examples:
     >>> aid = PruningAid()
     >>> params = {"epochs": 2}
     >>> aid.set_params(params)

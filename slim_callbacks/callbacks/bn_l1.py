@@ -13,7 +13,7 @@ Note:
     active, BatchNorm scales get L1 only, no L2; the previous ``regularizer`` of each
     scale is restored outside the active epochs and at the end of training.
 
-Example:
+Examples:
     >>> import paddle
     >>> from slim_callbacks.callbacks import BNScaleL1
     >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.BatchNorm2D(4),

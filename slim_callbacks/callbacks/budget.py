@@ -31,7 +31,7 @@ targets, a pending retry, stopped) and a resumed run decides as an uninterrupted
 run killed before the judgement resumes from the checkpoint before (one without a
 ledger is not a checkpoint to resume from).
 
-Example:
+Examples:
     >>> budget = MetricBudget(0.02, metric="acc", min_step=0.1)
     >>> budget.accepts({"acc": [0.90]}), budget.accepts({"acc": [0.885]})
     (True, True)

@@ -42,7 +42,7 @@ weights (see BENCHMARKS.md). Under data parallel each rank holds its own teacher
 distils its own shard; under AMP the teacher runs inside the same ``auto_cast`` as the
 student and the KD term is computed in float32.
 
-Example:
+Examples:
     >>> import paddle
     >>> from slim_callbacks.callbacks import DistillCallback
     >>> _ = paddle.seed(0)
@@ -91,7 +91,7 @@ def kd_loss(student_logits, teacher_logits, temperature: float = 4.0) -> paddle.
     """``T^2 * KL(softmax(t / T) || softmax(s / T))``, summed over classes and
     averaged over the batch (computed in float32; the teacher gets no gradient).
 
-    Example:
+    Examples:
         >>> import paddle
         >>> s = paddle.to_tensor([[1.0, 2.0, 3.0]])
         >>> round(float(kd_loss(s, s, 2.0)), 6)

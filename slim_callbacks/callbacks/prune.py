@@ -15,7 +15,7 @@ logs one line on logger ``slim_callbacks.callbacks.prune``::
 
     epoch 3: pruned 12 groups, MACs 568.7M -> 401.2M (-29.5%), params 4.25M -> 3.02M
 
-Example:
+Examples:
     >>> import paddle
     >>> from slim_callbacks.callbacks import PruneCallback
     >>> nn = paddle.nn
@@ -66,23 +66,33 @@ logger = logging.getLogger(__name__)
 class PruneCallback(PrunerView, ForwardingCallback):
     """Prunes channels of ``model.network`` at scheduled epochs during ``fit``.
 
+    ``ratios`` to ``round_to`` are the fields of the run's
+    :class:`~slim_callbacks.pruning.PruningSpec` (what, where, how; see it for each),
+    checked together here; ``strategy`` and ``round_to="auto"`` are resolved once, at
+    train begin.
+
     Args:
-        ratios, criterion, target_flops_reduction, target_latency_reduction, layers,
-            skip, strategy, round_to: the :class:`~slim_callbacks.pruning.PruningSpec`
-            of the run (what, where, how), checked together here. ``ratios`` is always
-            the FINAL share of the ORIGINAL channels; ``None`` with an ``{epoch: ratio}``
-            schedule takes the map's last value. Strategy and ``round_to="auto"`` are
-            resolved once, at train begin.
+        ratios: the FINAL share of the ORIGINAL channels to remove (a float or
+            ``{pattern: ratio}``); ``None`` with an ``{epoch: ratio}`` schedule takes
+            the map's last value.
+        criterion: how channels are ranked.
+        target_flops_reduction: instead of ``ratios``, the share of the MACs to remove.
+        target_latency_reduction: instead of ``ratios``, the share of the latency to remove.
+        layers: patterns of the layers to prune (default: all).
+        skip: patterns of the layers to leave whole.
+        strategy: how the ratios are spread over the groups.
+        round_to: channels kept are a multiple of this (``"auto"``: measured).
         prune_epochs: epochs of the events (the last reaches the target), e.g. [2, 4, 6].
         schedule: ``"oneshot"`` (default, at ``start_epoch``), ``"agp"``, ``"linear"``,
             ``"exp"`` (from ``start_epoch`` to ``end_epoch`` every ``frequency``, given
             as keywords), an ``{epoch: ratio}`` map, a schedule dict or a ``Schedule``.
             With pattern ``ratios`` and a map, each pattern reaches
             ``ratio * map_value / map_final``.
-        example_inputs, input_shape, forward_fn: inputs of any structure, the shorthand
-            for one float32 input (``[1, 3, 224, 224]``), how to call the network (see
-            :class:`~slim_callbacks.Pruner`); default: the ``paddle.Model``'s InputSpecs
-            (every input, with its dtype) with the batch and unknown dims set to 1.
+        example_inputs: inputs of any structure (see :class:`~slim_callbacks.Pruner`);
+            default: the ``paddle.Model``'s InputSpecs (every input, with its dtype)
+            with the batch and unknown dims set to 1.
+        input_shape: the shorthand for one float32 input (``[1, 3, 224, 224]``).
+        forward_fn: how to call the network with the inputs.
         resume_from: a checkpoint prefix (``"ckpt/3"``) of an earlier fit with this
             callback, or its directory (the newest complete one): its ledger, weights
             and optimizer state are restored and training carries on at the next epoch

@@ -7,7 +7,7 @@ that used to be keywords (:data:`DEPRECATED`) still work for one release, with a
 DeprecationWarning naming the callback to use instead. With ``spec=`` no spec field
 is given as a keyword.
 
-Example:
+Examples:
     >>> spec, extras = callback_spec(None, {"ratios": 0.5, "prune_epochs": [1, 2]}, {})
     >>> spec.schedule, extras
     (AtEpochs(epochs=(1, 2), curve='linear', initial_ratio=0.0), {'reset_optimizer': False, 'graph': None})

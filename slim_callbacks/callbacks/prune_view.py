@@ -4,7 +4,7 @@
 observers (the aids, the ledger, the recipe runner, user code) read: before train begin
 the spec's values and empty state, then the :class:`~slim_callbacks.pruning.Pruner`'s.
 
-Example:
+Examples:
     >>> from slim_callbacks.callbacks import PruneCallback
     >>> cb = PruneCallback(0.5, "fpgm", prune_epochs=[1, 2])
     >>> cb.criterion.name, cb.history, cb.round_to, cb.pruning_state.targeted_groups

@@ -9,7 +9,7 @@ statistics of the pruned network on them
 (:func:`~slim_callbacks.analysis.bn_recalibration.recalibrate_bn`): no gradient step,
 parameters untouched, before the event's eval and checkpoint.
 
-Example:
+Examples:
     >>> import paddle
     >>> from slim_callbacks.callbacks import PruneCallback
     >>> nn = paddle.nn

@@ -31,7 +31,7 @@ Beside a :class:`PruneCallback` it finds that callback itself and logs its pruni
 curves; place it AFTER the :class:`PruneCallback` in ``callbacks`` so an epoch's model
 scalars are taken after that epoch's pruning.
 
-Example:
+Examples:
     >>> import paddle
     >>> from slim_callbacks.callbacks import VisualDLLogger
     >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.BatchNorm2D(4),

@@ -10,7 +10,7 @@ multiples of the ``round_to: auto`` check, at its representative uniform cut), a
 per-timing costs measured on a 2-core machine (:data:`SPEC_S`, :data:`EXPORT_S`,
 :data:`MACS_PER_S`). The result is an estimate to print, not a promise.
 
-Example:
+Examples:
     >>> import paddle, tempfile
     >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 3), paddle.nn.ReLU(),
     ...                            paddle.nn.Conv2D(8, 4, 1))

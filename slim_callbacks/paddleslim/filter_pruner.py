@@ -14,7 +14,7 @@ parameter named in ``ratios`` (``coupled_scoring="named"``, PaddleSlim's way;
 ``ratios`` are skipped with a log line (their channels follow the conv feeding them);
 parameters of transposed convs too.
 
-Example:
+Examples:
     >>> import paddle
     >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 3), paddle.nn.ReLU(),
     ...                            paddle.nn.Conv2D(8, 4, 3))

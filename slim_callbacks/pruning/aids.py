@@ -14,7 +14,7 @@ the callbacks:
   accuracy budget (``AccuracyBudget``); the budget's options need ``max_metric_drop``;
 - ``bn_l1``: L1 on BatchNorm scales until the last event (``BNScaleL1``).
 
-Example:
+Examples:
     >>> aids = TrainingAids(distill=True, max_metric_drop=0.02)
     >>> aids.distill, aids.any()
     ({'teacher': None, 'alpha': 0.5, 'temperature': 4.0}, True)

@@ -332,7 +332,7 @@ def prune(network: paddle.nn.Layer, example_inputs=None, ratios=None, criterion=
         ConfigError: a bad argument; nothing is changed.
         SlimError: the network rejects the inputs; nothing is changed.
 
-    Example:
+    Examples:
         >>> import paddle
         >>> net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
         >>> len(prune(net, [1, 3, 32, 32], {"conv*._pointwise_conv*": 0.5}))

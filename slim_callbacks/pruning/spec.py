@@ -10,7 +10,7 @@ lives here, checked at construction before anything is traced or changed;
 :class:`~slim_callbacks.pruning.Pruner`, :func:`~slim_callbacks.prune` and
 :class:`~slim_callbacks.PruneCallback` all build one.
 
-Example:
+Examples:
     >>> spec = PruningSpec(ratios=0.5, criterion="fpgm")
     >>> spec.strategy, spec.criterion.name
     ('uniform', 'fpgm')

@@ -8,7 +8,7 @@ two forward passes' activations per call. :func:`grad_node` reads the node and d
 the references a read leaks, as measured once on a tiny graph (none where Paddle is
 fixed, so nothing is dropped there).
 
-Example:
+Examples:
     >>> x = paddle.ones([2]); x.stop_gradient = False
     >>> y = x * 2
     >>> node = grad_node(y)

@@ -209,7 +209,7 @@ def register_op(op: str, rule, replace: bool = False) -> None:
             built-in rule without ``replace=True``. A handler that raises while
             tracing is reported as that rule's failure (SlimError naming the op).
 
-    Example:
+    Examples:
         >>> register_op("sinh", "elementwise")
         >>> REGISTERED_OPS["sinh"] is RULES["elementwise"]
         True

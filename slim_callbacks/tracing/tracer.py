@@ -27,7 +27,7 @@ Safety rules, so that pruning is never wrong:
   literals by :class:`RuntimeSize`);
 - channels that reach a network output are never pruned.
 
-Example:
+Examples:
     >>> import paddle
     >>> net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
     >>> graph = trace(net, [1, 3, 32, 32])
