@@ -141,7 +141,7 @@ def spec_rule(check: Callable[[str, Any], Any], allowed: str) -> Rule:
     """A rule whose test is the API's own check (written once, in the spec or its aids)
     and whose text is the recipe's ``allowed``; YAML 1.1 float text is a number first.
 
-    Example:
+    Examples:
         >>> from slim_callbacks.core.checks import check_ratio
         >>> optional_rule(spec_rule(check_ratio, "a float in [0, 1)"))(1, "pruning.ratios")
         Traceback (most recent call last):

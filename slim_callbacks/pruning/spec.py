@@ -256,7 +256,7 @@ class PruningSpec:
         strategy's file (a ``distill.teacher`` path is the recipe's to load); an unknown
         key is a ConfigError.
 
-        Example:
+        Examples:
             >>> spec = PruningSpec.from_dict({"ratios": 0.5, "recalibrate_bn": 4,
             ...                               "schedule": {"kind": "oneshot", "epoch": 2}})
             >>> spec.aids.recalibrate_bn, spec.schedule.epoch
