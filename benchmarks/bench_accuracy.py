@@ -154,8 +154,7 @@ def run_cell(method: str, ratio: float, seed: int, epochs: int, budget: float,
     recipe = job.recipe
     builders.seed_from(recipe)
     network = builders.build_network(recipe)
-    ratios = builders.final_ratios(job, network)
-    callbacks = builders.build_callbacks(job, ratios, verbose=0)
+    callbacks = builders.build_callbacks(job, builders.recipe_pruner(job, network), verbose=0)
     prune = next((c for c in callbacks if isinstance(c, PruneCallback)), None)
     train_data, eval_data = build_datasets(recipe.data, recipe.input_shape)
     before, after = BeforeEvent(eval_data), AfterEpoch()

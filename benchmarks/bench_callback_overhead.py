@@ -1,8 +1,8 @@
 """Step-time overhead of PruneCallback + BNScaleL1 + VisualDLLogger outside pruning epochs.
 
-A = plain ``model.fit``; B = the same fit with ``PruneCallback(criterion="slim",
-bn_l1=1e-4, log_dir=...)`` (which runs a BNScaleL1 and a VisualDLLogger) whose only
-event is at the end of the LAST epoch. Steps are timed between consecutive
+A = plain ``model.fit``; B = the same fit with ``PruneCallback(criterion="slim")``
+beside a ``BNScaleL1(1e-4)`` and a ``VisualDLLogger``, whose only event is at the end of
+the LAST epoch. Steps are timed between consecutive
 ``on_train_batch_begin`` calls, so they include
 every callback's per-step work (VisualDL scalars, the BN L1 term in the optimizer); the
 epoch boundaries include the per-epoch work (FLOPs profile, BN histograms); the last
@@ -17,7 +17,7 @@ time of an epoch boundary, amortized over the epoch's steps, are compared.
 ``--against REF`` measures the same A/B ratios on a git ref too, in fresh processes
 interleaved with this tree's (``benchmarks/against.py``), and prints both.
 ``--hook-cpu`` instead measures the CPU time (``time.thread_time``, which waiting for a
-core does not count) spent inside PruneCallback's hooks, its children included, outside
+core does not count) spent inside the hooks of PruneCallback and its aids, outside
 the pruning event, as a share of the fit's CPU time: usable on a loaded machine.
 
     python benchmarks/bench_callback_overhead.py --hook-cpu --epochs 4 --steps 20
@@ -35,7 +35,7 @@ import paddle
 import paddle.nn as nn
 from against import add_options, compare
 
-from slim_callbacks.callbacks import PruneCallback
+from slim_callbacks.callbacks import BNScaleL1, PruneCallback, VisualDLLogger
 
 warnings.filterwarnings("ignore")
 
@@ -71,9 +71,10 @@ def run(variant, args, log_root):
     timer = StepTimer()
     callbacks = [timer]
     if variant == "B":
-        callbacks.append(PruneCallback(0.5, "slim", bn_l1=1e-4, prune_epochs=[args.epochs - 1],
-                                       input_shape=[1, 3, args.size, args.size],
-                                       log_dir=tempfile.mkdtemp(dir=log_root), log_freq=args.log_freq))
+        cb = PruneCallback(0.5, "slim", prune_epochs=[args.epochs - 1],
+                           input_shape=[1, 3, args.size, args.size])
+        callbacks += [cb, BNScaleL1(1e-4), VisualDLLogger(tempfile.mkdtemp(dir=log_root),
+                                                          log_freq=args.log_freq, pruner=cb)]
     model.fit(data, epochs=args.epochs, batch_size=args.batch, verbose=0, shuffle=False,
               callbacks=callbacks)
     return timer.steps, timer.boundaries
@@ -104,7 +105,8 @@ def measure(args):
 
 
 def hook_cpu(args):
-    """CPU seconds inside PruneCallback's hooks (not the event) and of the whole fit."""
+    """CPU seconds inside the hooks of PruneCallback, BNScaleL1 and VisualDLLogger (not
+    the event) and of the whole fit."""
     logging.getLogger("slim_callbacks").setLevel(logging.WARNING)
     spent = [0.0]
 
@@ -120,7 +122,8 @@ def hook_cpu(args):
         return hook
     for name in ("on_train_batch_begin", "on_train_batch_end", "on_epoch_begin",
                  "on_epoch_end", "on_eval_begin", "on_eval_end"):
-        setattr(PruneCallback, name, timed_hook(name, getattr(PruneCallback, name)))
+        for cls in (PruneCallback, BNScaleL1, VisualDLLogger):
+            setattr(cls, name, timed_hook(name, getattr(cls, name)))
     with tempfile.TemporaryDirectory() as log_root:
         run("B", args, log_root)  # warm-up
         spent[0] = 0.0

@@ -149,7 +149,7 @@ def quickstart_run(overrides, out_dir: str, probe: bool = True, save_to: str = N
         build_callbacks,
         build_network,
         build_optimizer,
-        final_ratios,
+        recipe_pruner,
         seed_from,
     )
     from slim_callbacks.app.data import build_datasets
@@ -162,8 +162,7 @@ def quickstart_run(overrides, out_dir: str, probe: bool = True, save_to: str = N
     recipe = job.recipe
     seed_from(recipe)
     network = build_network(recipe)
-    ratios = final_ratios(job, network)
-    callbacks = build_callbacks(job, ratios, verbose=0)
+    callbacks = build_callbacks(job, recipe_pruner(job, network), verbose=0)
     prune = callbacks[-1] if recipe.pruning is not None else None
     train_data, eval_data = build_datasets(recipe.data, recipe.input_shape)
     before, after = BeforeEvent(eval_data), AfterEpoch()

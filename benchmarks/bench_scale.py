@@ -11,7 +11,8 @@ them: ``base``), then times ``prune`` and reads the peak again. Reported per mod
 parameters (M), weights (MB, float32), MACs (G), the peak RSS after the forward
 (``base``) and while pruning (``peak``), (peak - base) over the weights, and the
 prune seconds.
-With ``--against REF`` each model runs in alternating processes on both trees.
+With ``--against REF`` each model runs in alternating processes on both trees, and each
+column gives this tree's median / the ref's.
 """
 import argparse
 import json
@@ -86,13 +87,16 @@ def main():
         return
     print(f"load: {os.getloadavg()}", file=sys.stderr)
     if args.against:
-        print(f"| model | peak MB this | peak MB {args.against} | prune s this | prune s "
-              f"{args.against} | time ratio |\n|---|---|---|---|---|---|")
+        ref = args.against
+        print(f"| model | weights (MB) | base RSS (MB) this / {ref} | peak RSS (MB) this / {ref} | "
+              f"(peak - base) / weights this / {ref} | prune (s) this / {ref} | time ratio |\n"
+              f"|---|---|---|---|---|---|---|")
         for name in args.models:
-            r = compare(args.against, "bench_scale.py", ["--models", name], args.processes)
-            print(f"| {name} | {r['peak_mb']['this']:.0f} | {r['peak_mb']['ref']:.0f} | "
-                  f"{r['prune_s']['this']:.2f} | {r['prune_s']['ref']:.2f} | "
-                  f"{r['prune_s']['ratio']:.3f} |", flush=True)
+            r = compare(ref, "bench_scale.py", ["--models", name], args.processes)
+            pair = lambda key, f: f"{r[key]['this']:{f}} / {r[key]['ref']:{f}}"  # noqa: E731
+            print(f"| {name} | {r['weights_mb']['this']:.0f} | {pair('base_mb', '.0f')} | "
+                  f"{pair('peak_mb', '.0f')} | {pair('extra_over_weights', '.2f')} | "
+                  f"{pair('prune_s', '.2f')} | {r['prune_s']['ratio']:.3f} |", flush=True)
         return
     print("| model | params (M) | weights (MB) | GMACs | base RSS (MB) | peak RSS (MB) | "
           "(peak - base) / weights | prune (s) | s per GMAC |\n|---|---|---|---|---|---|---|---|---|")

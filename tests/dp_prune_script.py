@@ -6,7 +6,7 @@ epoch 1 and trains two more epochs; it then writes its final weights, shapes and
 history to ``OUT_DIR/rank<r>.npz`` / ``.json``. Identical weights across ranks after the
 prune prove that gradients are still all-reduced with the new shapes. With a second
 argument ``distill``, the callback also distils (each rank its own teacher) and
-recalibrates BatchNorm statistics after each event (``recalibrate_bn=2``).
+recalibrates BatchNorm statistics after each event (``BNRecalibration(2)``).
 """
 import json
 import os
@@ -19,7 +19,12 @@ import paddle.nn as nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from helpers import SHAPE, Net, dataset, widths  # noqa: E402
 
-from slim_callbacks.callbacks import PruneCallback  # noqa: E402
+from slim_callbacks.callbacks import (  # noqa: E402
+    BNRecalibration,
+    DistillCallback,
+    PruneCallback,
+    VisualDLLogger,
+)
 
 
 def synced_gradient_error(net, ddp, rank):
@@ -50,11 +55,11 @@ def main(out_dir, extra=()):
     model = paddle.Model(net)
     model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()),
                   nn.CrossEntropyLoss(), paddle.metric.Accuracy())
-    cb = PruneCallback(0.5, "l1_norm", prune_epochs=[0, 1], input_shape=SHAPE,
-                       log_dir=os.path.join(out_dir, "vdl"), log_freq=1,
-                       **(dict(distill={"alpha": 0.5}, recalibrate_bn=2) if "distill" in extra else {}))
+    cb = PruneCallback(0.5, "l1_norm", prune_epochs=[0, 1], input_shape=SHAPE)
+    aids = [DistillCallback(alpha=0.5), BNRecalibration(2)] if "distill" in extra else []
     model.fit(dataset(128), epochs=3, batch_size=16, verbose=0, shuffle=True,
-              save_dir=os.path.join(out_dir, "ckpt"), callbacks=[cb])
+              save_dir=os.path.join(out_dir, "ckpt"),
+              callbacks=[cb, *aids, VisualDLLogger(os.path.join(out_dir, "vdl"), log_freq=1)])
     state = {k: v.numpy() for k, v in net.state_dict().items()}
     grad_error = synced_gradient_error(net, model._adapter.ddp_model, rank)
     np.savez(os.path.join(out_dir, f"rank{rank}.npz"), **state)

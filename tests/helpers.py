@@ -378,3 +378,23 @@ def read_visualdl(log_dir, session="train"):
 #: the smallest recipe the schema accepts (MobileNetV1 on the bundled digits)
 BASE_RECIPE = {"name": "mbv1_digits", "model": {"name": "mobilenet_v1"},
                "data": {"source": "digits"}, "pruning": {"ratios": 0.5}}
+
+
+#: PruneCallback arguments that are no PruningSpec field
+CALLBACK_ONLY = ("example_inputs", "input_shape", "forward_fn", "resume_from", "reset_optimizer")
+
+
+def aided(*args, **kwargs):
+    """``PruneCallback(*args, **kwargs)`` where the training aids among ``kwargs``
+    (``distill``, ``max_metric_drop``, ``bn_l1``... - the fields of ``TrainingAids``)
+    are switched on in the callback's spec, the form that replaced the deprecated
+    aid keywords."""
+    import dataclasses
+
+    from slim_callbacks.callbacks import PruneCallback
+    from slim_callbacks.pruning.aids import TrainingAids
+    names = [f.name for f in dataclasses.fields(TrainingAids)]
+    aids = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
+    own = {k: kwargs.pop(k) for k in list(kwargs) if k in CALLBACK_ONLY}
+    spec = PruneCallback(*args, **kwargs).spec
+    return PruneCallback(spec=dataclasses.replace(spec, aids=TrainingAids(**aids)), **own)

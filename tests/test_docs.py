@@ -72,12 +72,19 @@ def test_examples_run(page, tmp_path, monkeypatch, registries):
 
 
 def test_mkdocs_build_strict(tmp_path):
+    """The site builds with no warning (``--quiet`` would hide them from ``--strict``)."""
     for module in ("mkdocs", "material", "mkdocstrings_handlers.python"):
         if importlib.util.find_spec(module.split(".")[0]) is None:
             pytest.skip(f"{module} is not installed: pip install '.[docs]'")
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict",
                            "-f", str(ROOT / "mkdocs.yml"), "-d", str(tmp_path / "site")],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("WARNING")]
+    assert not warnings, "\n".join(warnings)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "site" / "reference" / "callbacks" / "index.html").exists()
+    # a doctest outside an ``Examples:`` section is read as Markdown: ">>>" nested quotes
+    quoted = [str(page.relative_to(tmp_path)) for page in (tmp_path / "site").rglob("*.html")
+              if re.search(r"<blockquote>\s*<blockquote>", page.read_text(encoding="utf-8"))]
+    assert not quoted, f"doctests outside an Examples: section on {quoted}"

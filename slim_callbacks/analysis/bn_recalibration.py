@@ -18,7 +18,7 @@ detached copies, through a forward pre-hook that records only while it is armed 
 callbacks arm it for training batches only, so traces, FLOPs counts and evaluations
 are never recorded).
 
-Example:
+Examples:
     >>> import paddle
     >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.BatchNorm2D(4))
     >>> batches = [paddle.full([2, 3, 5, 5], 1.0), paddle.full([2, 3, 5, 5], 3.0)]
@@ -118,7 +118,7 @@ class InputRecorder:
 
     Records only while :attr:`armed` is True; :meth:`remove` takes the hook off.
 
-    Example:
+    Examples:
         >>> import paddle
         >>> net = paddle.nn.Linear(2, 1)
         >>> rec = InputRecorder(net, size=2)

@@ -16,7 +16,7 @@ Pruning a share ``r`` of the group removes about ``r`` times that. Each row coun
 group on its own (a layer whose inputs and outputs belong to two blocked groups appears
 in both rows); the total counts every weight element once.
 
-Example:
+Examples:
     >>> import paddle
     >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 1), paddle.nn.Conv2D(8, 4, 1))
     >>> report = explain(net, [1, 3, 2, 2])
@@ -36,7 +36,7 @@ from slim_callbacks.analysis.flops_model import output_positions
 from slim_callbacks.core.example_inputs import given_inputs
 from slim_callbacks.core.paddle_utils import layer_table, unwrap
 from slim_callbacks.tracing.groups import ChannelGroup
-from slim_callbacks.tracing.tracer import TOP_LEVEL, trace
+from slim_callbacks.tracing.tracer import TOP_LEVEL, DependencyGraph, trace
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +97,8 @@ class Explanation:
 
 
 def explain(network: paddle.nn.Layer, example_inputs=None, *,
-            input_shape: Optional[Sequence[int]] = None, forward_fn=None) -> Explanation:
+            input_shape: Optional[Sequence[int]] = None, forward_fn=None,
+            graph: Optional[DependencyGraph] = None) -> Explanation:
     """Traces ``network`` and lists its blocked channel groups, largest MACs first.
 
     Args:
@@ -106,10 +107,11 @@ def explain(network: paddle.nn.Layer, example_inputs=None, *,
             e.g. one input's shape ``[1, 3, 224, 224]``.
         input_shape: the shorthand for one float32 input of this shape.
         forward_fn: ``callable(network, inputs) -> outputs``, how to call the network.
+        graph: the network's trace if the caller has one (a Pruner's ``graph``).
     """
     network = unwrap(network)
     inputs = given_inputs(example_inputs, input_shape, forward_fn)
-    graph = trace(network, inputs)
+    graph = graph if graph is not None else trace(network, inputs)
     positions = output_positions(network, inputs)
     layers = layer_table(network)
     batch = inputs.batch

@@ -30,7 +30,7 @@ Besides those products, only layers are seen: other functional calls in a ``forw
 (``F.conv2d``, ``paddle.einsum``, ``F.relu``, ...) are not counted, nor are layers of any
 other type. A layer called several times is counted every time.
 
-Example:
+Examples:
     >>> import paddle
     >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 3, padding=1), paddle.nn.ReLU())
     >>> profile(net, [1, 3, 8, 8])["macs"]
@@ -277,7 +277,7 @@ def count_flops(network, example_inputs=None, convention: str = "macs", *,
         ConfigError: unknown ``convention``, bad ``input_shape`` or ``network``.
         SlimError: the network rejects an input of ``input_shape``.
 
-    Example:
+    Examples:
         >>> import paddle
         >>> count_flops(paddle.nn.Linear(8, 4), [1, 8], convention="flops")
         64
@@ -309,7 +309,7 @@ def count_params(network) -> int:
     Returns:
         The number of scalars, an ``int``.
 
-    Example:
+    Examples:
         >>> import paddle
         >>> count_params(paddle.nn.BatchNorm2D(4))  # weight, bias, mean, variance
         16
@@ -328,7 +328,7 @@ def model_size_mb(network) -> float:
     Returns:
         ``count_params(network) * 4 / 1e6``.
 
-    Example:
+    Examples:
         >>> import paddle
         >>> model_size_mb(paddle.nn.Linear(999, 250))  # 250,000 float32
         1.0
@@ -346,7 +346,7 @@ def layer_widths(network) -> Dict[str, int]:
     Returns:
         ``{structural sublayer name: width}`` in ``named_sublayers()`` order.
 
-    Example:
+    Examples:
         >>> import paddle
         >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 3), paddle.nn.Flatten(),
         ...                            paddle.nn.Linear(8, 2))
@@ -379,7 +379,7 @@ def profile(network, example_inputs=None, *, input_shape: Optional[Sequence[int]
         ConfigError: bad ``input_shape`` or ``network``.
         SlimError: the network rejects an input of ``input_shape``.
 
-    Example:
+    Examples:
         >>> import paddle
         >>> profile(paddle.nn.Linear(8, 4), [1, 8])["flops"]
         64

@@ -49,7 +49,7 @@ class FlopsModel:
     ``count_flops`` (a product the trace could not describe), and always for
     ``paddleslim_legacy``, each plan is applied to a deep copy and counted instead.
 
-    Example:
+    Examples:
         >>> import paddle
         >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 3), paddle.nn.Conv2D(8, 4, 1))
         >>> model = FlopsModel(net, [1, 3, 6, 6])

@@ -81,7 +81,7 @@ def global_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
     Returns:
         ``{group: ratio}`` for the groups that lose channels.
 
-    Example:
+    Examples:
         >>> import paddle
         >>> net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
         >>> ratios = global_ratios(net, [1, 3, 32, 32], channel_ratio=0.3, criterion="l1_norm")

@@ -10,7 +10,7 @@ says when, so nothing is counted twice. ``paddle.einsum`` is not counted.
 A product of ``[..., M, K]`` and ``[..., K, N]`` does ``K`` multiply-adds per output
 element: ``numel(out) * K``.
 
-Example:
+Examples:
     >>> import paddle
     >>> total = []
     >>> with counting_matmuls(total.append, inside=lambda: False):

@@ -37,7 +37,7 @@ def width_criterion(criterion: Criterion) -> Criterion:
     selector a weight-scored stand-in: the widths it plans are the same, and it needs
     no training batches.
 
-    Example:
+    Examples:
         >>> from slim_callbacks.engine.criteria import get_criterion
         >>> width_criterion(get_criterion("taylor")).needs
         'weights'

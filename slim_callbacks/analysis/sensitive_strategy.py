@@ -93,9 +93,11 @@ def sensitive_ratios(sensitivities, network: paddle.nn.Layer, input_shape: Seque
     Args:
         sensitivities: ``{group: {ratio: loss}}`` from :func:`~slim_callbacks.analysis.sensitivity.sensitivity`,
             or the path of its file. Groups not listed are not pruned.
-        network, input_shape: the network (left unchanged) and its input shape.
+        network: the network (left unchanged).
+        input_shape: its input shape.
         target_flops_reduction: share of the FLOPs to remove, in (0, 1).
-        criterion, round_to: as the later prune will use them.
+        criterion: as the later prune will use it.
+        round_to: as the later prune will use it.
         tolerance: accepted distance to the target (0.01 = one point).
         convention: ``macs``, ``flops`` or ``paddleslim_legacy``.
         max_steps: bisection steps at most.
@@ -105,8 +107,9 @@ def sensitive_ratios(sensitivities, network: paddle.nn.Layer, input_shape: Seque
         ``{group: ratio}`` for the groups that are pruned, in the order given.
 
     Raises:
-        ConfigError: a bad argument. SlimError: the target is out of reach even with
-        every group at its largest analysed ratio.
+        ConfigError: a bad argument.
+        SlimError: the target is out of reach even with every group at its largest
+            analysed ratio.
     """
     target = check_fraction("target_flops_reduction", target_flops_reduction)
     tolerance, round_to = check_tolerance(tolerance), check_round_to(round_to)

@@ -106,7 +106,7 @@ from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.example_inputs import given_inputs
 from slim_callbacks.core.paddle_utils import layer_table, unwrap
 from slim_callbacks.core.progress import progress_bar
-from slim_callbacks.engine.criteria import Criterion, get_criterion, group_scores
+from slim_callbacks.engine.criteria import Criterion, get_criterion
 from slim_callbacks.engine.planner import select_units
 from slim_callbacks.engine.ratios import check_patterns, check_round_to, chosen_groups
 from slim_callbacks.tracing.groups import IN, ChannelGroup
@@ -191,7 +191,8 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, example_inputs=None
                 round_to: int = 1, method: str = "mask", cache=True, workers: int = 1,
                 progress: Optional[bool] = None, recalibrate_bn: int = 0,
                 bn_data: Optional[Iterable] = None, input_shape: Optional[Sequence[int]] = None,
-                forward_fn: Optional[Callable] = None) -> Sensitivities:
+                forward_fn: Optional[Callable] = None,
+                graph: Optional[DependencyGraph] = None) -> Sensitivities:
     """Loss of the metric when each group alone is pruned at each ratio.
 
     Args:
@@ -236,6 +237,9 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, example_inputs=None
             images; its first ``recalibrate_bn`` items are kept in memory. ``None``
             takes the first ``recalibrate_bn`` inputs that ``eval_fn`` passes to the
             network in the base evaluation (the eval data then sets the statistics).
+        graph: the network's trace when the caller has one (a
+            :class:`~slim_callbacks.pruning.Pruner`'s, see :meth:`Pruner.sensitivity
+            <slim_callbacks.pruning.Pruner.sensitivity>`): not traced again.
 
     Returns:
         ``{group name: {ratio: loss}}`` for the chosen groups, in network order. A
@@ -269,7 +273,8 @@ def sensitivity(network: paddle.nn.Layer, eval_fn: Callable, example_inputs=None
     recalibrate_bn = check_recalibrate_bn(recalibrate_bn)
     calibration = calibration_batches(bn_data, recalibrate_bn)
 
-    graph = trace(network, given_inputs(example_inputs, input_shape, forward_fn))
+    if graph is None:
+        graph = trace(network, given_inputs(example_inputs, input_shape, forward_fn))
     groups = chosen_groups(graph, layers, skip)
     record = Record(criterion.name, ratios, round_to)
     if file is not None and os.path.exists(file):
@@ -331,7 +336,7 @@ class GroupAnalysis:
 
     def losses(self, group: ChannelGroup) -> Iterator[Tuple[str, float, float]]:
         """``(group name, ratio, loss)`` for each ratio the record lacks."""
-        scores = group_scores(group, self.by_name, self.criterion, self.graph.layer_types)
+        scores = self.criterion(group, self.by_name, self.graph.layer_types)
         remover = (GroupMask if self.method == "mask" else GroupPrune)(group, self.by_name)
         changed = ([m.layer for m in group.members if m.role == IN] if self.method == "mask"
                    else list(group.layers()))

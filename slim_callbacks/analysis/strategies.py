@@ -164,7 +164,7 @@ def strategy_option_names(strategy: str, required: bool = False) -> List[str]:
     """The options :func:`resolve_strategy` accepts for a registered ``strategy``
     (``required``: only those without a default).
 
-    Example:
+    Examples:
         >>> strategy_option_names("custom"), strategy_option_names("sensitive", required=True)
         (['ratios', 'skip'], ['sensitivities', 'target_flops_reduction'])
     """
@@ -188,7 +188,7 @@ def strategy_options(strategy: str, *, ratios: Optional[Ratios] = None,
     ``global``'s ``channel_ratio`` (share of all chosen channels under one score
     threshold). ``options`` adds the strategy's other arguments (``max_ratio`` ...).
 
-    Example:
+    Examples:
         >>> options = strategy_options("global", ratios=0.4, options={"max_ratio": 0.8})
         >>> options["channel_ratio"], options["max_ratio"], options["criterion"]
         (0.4, 0.8, 'l1_norm')

@@ -6,7 +6,7 @@ normalizes and sets the channel count of ``[..., C, H, W]`` arrays, on one image
 whole batch. ``npz`` files are read without unpickling and checked array by array, each
 problem a one-line error naming the file.
 
-Example:
+Examples:
     >>> train, evaluation = synthetic_datasets(DataConfig(source="synthetic"), (3, 8, 8))
     >>> len(train), len(evaluation), train[0][0].shape
     (64, 32, (3, 8, 8))
@@ -38,7 +38,7 @@ def resize_matrix(size_in: int, size_out: int) -> np.ndarray:
     """The ``[size_out, size_in]`` bilinear interpolation matrix (half-pixel centers,
     as ``paddle.nn.functional.interpolate(mode="bilinear", align_corners=False)``).
 
-    Example:
+    Examples:
         >>> resize_matrix(2, 4).round(2).tolist()
         [[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]]
     """
@@ -59,7 +59,7 @@ class Preprocess:
     Works on one image or a whole batch, so small sources run it once at build time
     and large ones per item. Picklable for DataLoader workers.
 
-    Example:
+    Examples:
         >>> step = Preprocess((8, 8), (3, 16, 16), scale=1 / 16, mean=(0.5,), std=(0.5,))
         >>> step(np.full((5, 1, 8, 8), 16.0)).shape
         (5, 3, 16, 16)
@@ -87,7 +87,7 @@ class Preprocess:
 def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
     """``[..., C, H, W]`` with ``channels`` channels: grey is replicated, RGB -> luma.
 
-    Example:
+    Examples:
         >>> to_channels(np.ones((1, 2, 2), "float32"), 3).shape
         (3, 2, 2)
     """
@@ -107,7 +107,7 @@ class ArrayDataset(Dataset):
     """Images ``[N, C, H, W]`` and labels ``[N]`` in memory, optionally preprocessed
     per item.
 
-    Example:
+    Examples:
         >>> data = ArrayDataset(np.zeros((4, 3, 8, 8), "float32"), np.arange(4))
         >>> data[2][1]
         array([2])
@@ -137,7 +137,7 @@ def digits_datasets(cfg: DataConfig, shape: Shape) -> Pair:
 
     Normalized with the mean and std of the upscaled train split.
 
-    Example:
+    Examples:
         >>> train, evaluation = digits_datasets(DataConfig(source="digits"), (1, 16, 16))
         >>> train.images.shape, sorted(set(evaluation.labels.tolist())) == list(range(10))
         ((1437, 1, 16, 16), True)
@@ -163,7 +163,7 @@ def npz_datasets(cfg: DataConfig, shape: Shape) -> Pair:
     Images are NHWC uint8 (``(N, H, W)`` grey too; normalized with the per-channel
     train mean/std) or NCHW float (used as they are). Resized per item.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> path = os.path.join(tempfile.mkdtemp(), "d.npz")
         >>> x = np.zeros((4, 8, 8, 3), np.uint8)
@@ -228,7 +228,7 @@ def npz_array(arrays, name: str, path: str) -> np.ndarray:
 def npz_num_classes(path: str) -> Tuple[int, int]:
     """``(num_classes, largest label)`` of an ``.npz``'s labels: largest label + 1.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> path = os.path.join(tempfile.mkdtemp(), "d.npz")
         >>> x = np.zeros((2, 8, 8, 3), np.uint8)
@@ -278,7 +278,7 @@ def check_labels(labels: np.ndarray, num_classes: Optional[int], where: str) -> 
 class SyntheticDataset(Dataset):
     """Random normal images and random labels; item ``i`` is the same on every call.
 
-    Example:
+    Examples:
         >>> data = SyntheticDataset(4, (3, 8, 8), num_classes=2)
         >>> bool((data[1][0] == data[1][0]).all()), data[1][0].shape
         (True, (3, 8, 8))
@@ -302,7 +302,7 @@ class SyntheticDataset(Dataset):
 def synthetic_datasets(cfg: DataConfig, shape: Shape) -> Pair:
     """Random data of the input shape: 64 train / 32 eval items unless capped.
 
-    Example:
+    Examples:
         >>> train, _ = synthetic_datasets(DataConfig(source="synthetic", num_classes=3),
         ...                               (3, 8, 8))
         >>> len(train), int(train.labels.max()) < 3

@@ -5,14 +5,15 @@ and optimizer, the final pruning ratios, and the callbacks of ``paddle.Model.fit
 only way a ``model.name`` reaches code, so a recipe cannot call anything but a
 ``paddle.nn.Layer`` subclass or a registered factory.
 
-Example:
+Examples:
     >>> from slim_callbacks.app.job import load_job
     >>> job = load_job({"name": "b", "model": {"name": "mobilenet_v1",
     ...                 "kwargs": {"scale": 0.25}}, "data": {"source": "synthetic"},
     ...                 "pruning": {"ratios": 0.5}})
     >>> network = build_network(job.recipe)
-    >>> final_ratios(job, network), [type(c).__name__ for c in build_callbacks(job, 0.5)]
-    (0.5, ['LRScheduler', 'PruneCallback'])
+    >>> pruner = recipe_pruner(job, network)
+    >>> pruner.ratios, [type(c).__name__ for c in build_callbacks(job, pruner)]
+    (0.5, ['LRScheduler', 'PruneCallback', 'VisualDLLogger'])
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def register_model(name: str, factory: Callable[..., paddle.nn.Layer]) -> None:
     """Makes ``factory`` a model that recipes may name: ``model.name: <name>``, or
     ``model.name: module:function`` for the function itself.
 
-    Example:
+    Examples:
         >>> register_model("tiny", lambda num_classes=10: paddle.nn.Linear(4, num_classes))
         >>> list(model_factory("tiny")(num_classes=3).weight.shape)
         [4, 3]
@@ -177,7 +178,7 @@ def build_teacher(recipe: Recipe) -> Optional[paddle.nn.Layer]:
     teacher given, the network right before the first event teaches); errors name
     ``pruning.distill.teacher.<key>``.
 
-    Example:
+    Examples:
         >>> from slim_callbacks.app.job import load_job
         >>> job = load_job({"name": "t", "model": {"name": "mobilenet_v1"},
         ...                 "data": {"source": "synthetic"}, "pruning": {"ratios": 0.5,
@@ -208,16 +209,6 @@ def build_teacher(recipe: Recipe) -> Optional[paddle.nn.Layer]:
         raise ConfigError(prefix + key[len("model"):], err.value, err.allowed) from None
     load_pretrained(network, spec.pretrained, f"{prefix}.pretrained")
     return network
-
-
-def distill_option(recipe: Recipe) -> Optional[dict]:
-    """``PruneCallback(distill=...)`` of the recipe: None, or its options with the
-    teacher network built (:func:`build_teacher`)."""
-    distill = recipe.pruning.distill if recipe.pruning is not None else None
-    if distill is None:
-        return None
-    return {"alpha": distill.alpha, "temperature": distill.temperature,
-            "teacher": build_teacher(recipe)}
 
 
 def build_lr(recipe: Recipe):
@@ -278,20 +269,28 @@ def check_sensitivities_file(job: Job) -> None:
         raise SlimError(missing_sensitivities_message(job))
 
 
-def final_ratios(job: Job, network: paddle.nn.Layer):
-    """The ratios the recipe ends with (float or ``{pattern/group: ratio}``), decided by
-    the strategies registry (:func:`~slim_callbacks.analysis.strategies.resolve_strategy`, as
-    :class:`PruneCallback` does) on ``network`` without changing it; ``None`` when the
-    recipe does not prune. Errors name the recipe key (``pruning.strategy_options.max_ratio``)."""
-    from slim_callbacks.analysis.strategies import RECIPE_KEYS, resolve_strategy
-    recipe, pruning = job.recipe, job.recipe.pruning
+def recipe_pruner(job: Job, network: paddle.nn.Layer, announce: Optional[Callable] = None):
+    """The recipe's :class:`~slim_callbacks.pruning.Pruner` on ``network``, prepared: its
+    strategy and ``round_to: auto`` resolved once, without changing the network
+    (:attr:`~slim_callbacks.pruning.Pruner.ratios` are the final ratios, a float or
+    ``{pattern/group: ratio}``); ``plan`` prunes with it and ``run`` hands its answer and
+    trace to :class:`PruneCallback`. None when the recipe does not prune. ``announce``
+    is called with the pruner before it resolves anything (the measuring line). Errors
+    name the recipe key (``pruning.strategy_options.max_ratio``)."""
+    from slim_callbacks.analysis.strategies import RECIPE_KEYS
+    from slim_callbacks.pruning.pruner import Pruner
+    from slim_callbacks.pruning.schedules import OneShot
+    pruning = job.recipe.pruning
     if pruning is None:
         return None
     check_sensitivities_file(job)
-    spec = pruning.spec(job.sensitivities_path())
+    # the schedule is the callback's (check_schedule first names pruning.schedule keys)
+    pruner = Pruner(network, job.recipe.example_inputs, pruning.spec(job.sensitivities_path()),
+                    schedule=OneShot(0))
+    if announce is not None:
+        announce(pruner)
     try:
-        return resolve_strategy(spec.strategy, network, recipe.example_inputs,
-                                structure=spec.structure, **spec.strategy_arguments())
+        return pruner.prepare()
     except ConfigError as err:
         name = str(err.key).split()[0].split("[")[0]
         key = RECIPE_KEYS.get(name) or (f"pruning.strategy_options.{name}"
@@ -299,18 +298,6 @@ def final_ratios(job: Job, network: paddle.nn.Layer):
         if key is None:
             raise
         raise ConfigError(key, err.value, err.allowed) from None
-
-
-def resolved_round_to(job: Job, network: paddle.nn.Layer) -> int:
-    """``pruning.round_to`` as an int: ``auto`` is measured on ``network`` (cached per
-    machine, :mod:`slim_callbacks.latency.auto_round`)."""
-    from slim_callbacks.latency.auto_round import resolve_round_to
-    from slim_callbacks.tracing.tracer import trace
-    pruning = job.recipe.pruning
-    shape = job.recipe.example_inputs
-    graph = trace(network, shape, dict(pruning.structure)) if pruning.round_to == "auto" else None
-    return resolve_round_to(pruning.round_to, network, shape, skip=list(pruning.skip),
-                            cache_dir=pruning.strategy_options.get("cache_dir"), graph=graph)
 
 
 def check_schedule(recipe: Recipe, ratios) -> None:
@@ -336,29 +323,34 @@ def check_schedule(recipe: Recipe, ratios) -> None:
 
 def build_callbacks(job: Job, ratios, verbose: int = 1,
                     resume_from: Optional[str] = None) -> List[paddle.callbacks.Callback]:
-    """LR stepping per epoch, pruning (with BN-L1, VisualDL and the NaN/Inf guard;
-    resuming from ``resume_from``), or VisualDL and the guard alone; the schedule is
-    checked against the final ``ratios`` first."""
+    """LR stepping per epoch, pruning (its training aids switched on in its spec;
+    resuming from ``resume_from``) or the NaN/Inf guard, and VisualDL; the schedule is
+    checked against the final ``ratios`` first. ``ratios``: the final ratios, or the
+    :func:`recipe_pruner` (its ratios, resolved ``round_to`` and trace go to the
+    callback, which then resolves and traces nothing again)."""
     from slim_callbacks.callbacks import FiniteLossGuard, PruneCallback, VisualDLLogger
+    from slim_callbacks.pruning import PruningSpec
+    from slim_callbacks.pruning.pruner import Pruner
     recipe = job.recipe
+    pruner = ratios if isinstance(ratios, Pruner) else None
+    ratios = pruner.ratios if pruner is not None else ratios
     check_schedule(recipe, ratios)
     callbacks: List[paddle.callbacks.Callback] = [
         paddle.callbacks.LRScheduler(by_step=False, by_epoch=True)]
-    log_dir = recipe.logging.log_dir if recipe.logging.visualdl else None
     if recipe.pruning is not None:
         pruning = recipe.pruning
-        callbacks.append(PruneCallback(
-            ratios=ratios, criterion=pruning.criterion, example_inputs=recipe.example_inputs,
-            skip=list(pruning.skip), round_to=pruning.round_to, schedule=pruning.schedule,
-            bn_l1=pruning.bn_l1, fold_bn_shift=pruning.fold_bn_shift, log_dir=log_dir,
-            log_freq=recipe.logging.log_freq,
-            resume_from=resume_from, recalibrate_bn=pruning.recalibrate_bn,
-            max_metric_drop=pruning.max_metric_drop, budget_min_step=pruning.budget_min_step,
-            distill=distill_option(recipe), structure=dict(pruning.structure)))
-        return callbacks
-    callbacks.append(FiniteLossGuard())
-    if log_dir is not None:
-        callbacks.append(VisualDLLogger(log_dir, log_freq=recipe.logging.log_freq,
+        spec = PruningSpec(
+            ratios=ratios, criterion=pruning.criterion, skip=list(pruning.skip),
+            round_to=pruning.round_to if pruner is None else pruner.round_to,
+            schedule=pruning.schedule, fold_bn_shift=pruning.fold_bn_shift,
+            structure=dict(pruning.structure), aids=pruning.aids(build_teacher(recipe)))
+        callbacks.append(PruneCallback(spec=spec, example_inputs=recipe.example_inputs,
+                                       resume_from=resume_from,
+                                       graph=None if pruner is None else pruner.graph))
+    else:
+        callbacks.append(FiniteLossGuard())
+    if recipe.logging.visualdl:
+        callbacks.append(VisualDLLogger(recipe.logging.log_dir, log_freq=recipe.logging.log_freq,
                                         example_inputs=recipe.example_inputs))
     return callbacks
 

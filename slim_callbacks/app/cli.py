@@ -24,7 +24,7 @@ known repeated warnings are otherwise filtered inside the command
 (:mod:`slim_callbacks.core.quiet`). The work itself lives in
 :mod:`slim_callbacks.app.runner`.
 
-Example:
+Examples:
     >>> main(["check", "quickstart", "-o", "train.batch_size=16"])   # doctest: +ELLIPSIS
     name: quickstart
     ...
@@ -59,7 +59,7 @@ RECIPE_DIRS = (os.path.join(_PACKAGE_DIR, "recipes"),                     # inst
 def find_recipe(name: str) -> str:
     """``name`` if it is a file, else the bundled recipe of that name.
 
-    Example:
+    Examples:
         >>> os.path.basename(find_recipe("quickstart"))
         'quickstart.yaml'
     """

@@ -128,7 +128,7 @@ def _not_a_summary(data) -> Optional[str]:
 def find_runs(roots: Sequence[str]) -> List[Run]:
     """Runs below ``roots``: every directory with a ``summary.json`` (a recipe run),
     with the VisualDL record directories inside it, plus record directories that belong
-    to no such run (a script's ``PruneCallback(log_dir=...)``). Sorted by name.
+    to no such run (a script's ``VisualDLLogger``). Sorted by name.
 
     Raises:
         SlimError: a root that is not a directory.

@@ -11,7 +11,7 @@ file), ``imagenet`` (PaddleClas list files), ``imagefolder`` (one directory per 
 in-memory sources live in :mod:`slim_callbacks.app.array_data`, the image-file and
 ``paddle.vision`` ones in :mod:`slim_callbacks.app.image_data`; this module picks one.
 
-Example:
+Examples:
     >>> train, evaluation = build_datasets({"source": "digits"}, [1, 3, 32, 32])
     >>> len(train), len(evaluation)
     (1437, 360)
@@ -70,7 +70,7 @@ def build_datasets(data_cfg: Union[DataConfig, Mapping], input_shape: Sequence[i
         SlimError: a missing file or directory, an unreadable layout, or a source that
             needs a download while offline; the message says what was expected.
 
-    Example:
+    Examples:
         >>> train, evaluation = build_datasets(
         ...     {"source": "synthetic", "train_samples": 8, "samples": 4}, [1, 3, 16, 16])
         >>> len(train), len(evaluation), train[0][0].shape
@@ -106,7 +106,7 @@ def _input_datasets(cfg: DataConfig, inputs: Sequence[Mapping]) -> Pair:
 def cap(dataset: Dataset, samples: Optional[int], seed: int = SUBSET_SEED) -> Dataset:
     """At most ``samples`` items of ``dataset``: a fixed random subset in index order.
 
-    Example:
+    Examples:
         >>> from slim_callbacks.app.array_data import ArrayDataset
         >>> len(cap(ArrayDataset(np.zeros((10, 1, 2, 2), "float32"), np.arange(10)), 3))
         3

@@ -12,7 +12,7 @@ latency as VisualDL scalars (``latency/<before|after|speedup>_<1_thread|all_core
 :func:`export_run` is ``slim-callbacks export``: a run directory (or checkpoint) back
 to a network (recipe + pruning ledger + weights), exported and verified.
 
-Example:
+Examples:
     >>> import paddle, tempfile
     >>> from slim_callbacks.app.schema import Recipe
     >>> recipe = Recipe(name="d", output_dir=tempfile.mkdtemp(), model={"name": "lenet"},
@@ -58,7 +58,7 @@ def verification_batch(dataset, batch: int = 1) -> Optional[np.ndarray]:
     multiple of ``batch`` (the exported model's fixed batch; images repeat when the
     dataset has fewer); None if the dataset is empty.
 
-    Example:
+    Examples:
         >>> data = [(np.full((1, 2, 2), i), 0) for i in range(5)]
         >>> [verification_batch(data, b).shape[0] for b in (1, 3, 8)]
         [5, 3, 8]
@@ -124,7 +124,7 @@ def measure_both(before_prefix: str, after_prefix: str, **options) -> Dict[str, 
 def latency_entry(before: Latency, after: Latency) -> Dict[str, Any]:
     """One thread setting's numbers: medians, p25/p75 spreads, speedup, samples.
 
-    Example:
+    Examples:
         >>> b = Latency("before", "b", 2.0, 1.9, 2.1, 1.8, 2.5, 10, 1, True)
         >>> a = Latency("after", "a", 1.0, 0.9, 1.1, 0.8, 1.5, 10, 1, True)
         >>> latency_entry(b, a)["speedup"]
@@ -164,7 +164,7 @@ def predicted_vs_measured(recipe: Recipe, original: paddle.nn.Layer, plan, round
 def measured_reduction(latency: Optional[Dict[str, Any]], threads: int) -> Optional[float]:
     """``1 - after/before`` of the measured setting with ``threads`` threads, or None.
 
-    Example:
+    Examples:
         >>> measured_reduction({"1_thread": {"threads": 1, "before_ms": 4.0, "after_ms": 2.2}}, 1)
         0.45
     """
@@ -178,7 +178,7 @@ def measured_reduction(latency: Optional[Dict[str, Any]], threads: int) -> Optio
 def latency_scalars(latency: Optional[Dict[str, Any]]) -> Dict[str, float]:
     """``{VisualDL tag: value}`` of a summary's latency entry.
 
-    Example:
+    Examples:
         >>> latency_scalars({"1_thread": {"before_ms": 2.0, "after_ms": 1.0, "speedup": 2.0}})
         {'latency/before_ms_1_thread': 2.0, 'latency/after_ms_1_thread': 1.0, 'latency/speedup_1_thread': 2.0}
     """
@@ -306,7 +306,7 @@ def default_out(prefix: str) -> str:
     """``inference/`` beside the checkpoints directory for the final checkpoint (where
     ``run`` exports), ``inference-<epoch>/`` for an earlier one.
 
-    Example:
+    Examples:
         >>> default_out("out/checkpoints/final"), default_out("out/checkpoints/3")
         ('out/inference', 'out/inference-3')
     """

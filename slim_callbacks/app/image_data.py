@@ -6,7 +6,7 @@ of image files (random-resized-crop training, resize-and-center-crop evaluation)
 Every loader checks its files first; a missing one is a one-line error saying what was
 expected.
 
-Example:
+Examples:
     >>> from PIL import Image
     >>> eval_transform((3, 8, 8))(Image.new("RGB", (20, 12))).shape
     (3, 8, 8)
@@ -50,7 +50,7 @@ OFFLINE_HINT = ("offline, point the recipe at a local copy with data.path: {what
 class ImageFileDataset(Dataset):
     """Image files with labels, read with Pillow and passed through ``transform``.
 
-    Example:
+    Examples:
         >>> ImageFileDataset([("a.jpg", 0)], eval_transform((3, 8, 8))).samples
         [('a.jpg', 0)]
     """
@@ -92,7 +92,7 @@ def _normalize(channels: int):
 def train_transform(shape: Shape):
     """RandomResizedCrop + RandomHorizontalFlip + ImageNet Normalize, to ``[C, H, W]``.
 
-    Example:
+    Examples:
         >>> from PIL import Image
         >>> train_transform((3, 8, 8))(Image.new("RGB", (20, 12))).shape
         (3, 8, 8)
@@ -107,7 +107,7 @@ def train_transform(shape: Shape):
 def eval_transform(shape: Shape):
     """Resize to size * 256 / 224 + CenterCrop + ImageNet Normalize, to ``[C, H, W]``.
 
-    Example:
+    Examples:
         >>> from PIL import Image
         >>> eval_transform((1, 8, 6))(Image.new("L", (20, 12))).shape
         (1, 8, 6)

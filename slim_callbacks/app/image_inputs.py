@@ -4,7 +4,7 @@ resize, optionally center-crop, normalize; by default as for ImageNet evaluation
 a PaddleX/PaddleClas export's ``inference.yml`` says), split into images to fine-tune
 on and held-out images to measure fidelity on.
 
-Example:
+Examples:
     >>> import tempfile
     >>> from PIL import Image
     >>> folder = tempfile.mkdtemp()

@@ -7,7 +7,7 @@ on items ``(input_0, input_1, ..., label)``: ``paddle.Model`` feeds the first
 ``synthetic`` source draws every input in its ``values`` range (see
 :mod:`slim_callbacks.app.input_rules`); other sources give images only.
 
-Example:
+Examples:
     >>> inputs = ({"name": "ids", "shape": [1, 6], "dtype": "int64", "values": [0, 50]},
     ...           {"name": "types", "shape": [1, 6], "dtype": "int64", "values": [0, 2]})
     >>> train, evaluation = synthetic_input_datasets(DataConfig(source="synthetic"), inputs)
@@ -45,7 +45,7 @@ class SyntheticInputs(Dataset):
     """Random items ``(input_0, ..., label)`` of ``inputs``; item ``i`` is the same on
     every call.
 
-    Example:
+    Examples:
         >>> data = SyntheticInputs(4, [{"shape": [1, 3], "dtype": "int64", "values": [5, 9]}])
         >>> ids, label = data[1]
         >>> bool((ids == data[1][0]).all()), bool(5 <= ids.min() and ids.max() < 9)

@@ -8,7 +8,7 @@ which ``values`` synthetic data draws for it, ``[low, high]``: integers ``low`` 
 ``high - 1`` (token ids below the vocabulary size), floats uniform in between (default:
 integers 0, floats standard normal).
 
-Example:
+Examples:
     >>> INPUTS.convert([{"name": "image", "shape": [1, 3, 32, 32]},
     ...                 {"name": "ids", "shape": [1, 16], "dtype": "int64"}], "model.inputs")[1]
     {'name': 'ids', 'shape': [1, 16], 'dtype': 'int64'}

@@ -5,7 +5,7 @@ the directory that the recipe's relative ``pruning.sensitivities`` path is resol
 against, and notes to show the user (a class count inferred from the data, what a dry
 run changed).
 
-Example:
+Examples:
     >>> job = load_job({"name": "j", "model": {"name": "lenet"},
     ...                 "data": {"source": "mnist"}}, ["train.epochs=2"])
     >>> job.recipe.train.epochs, job.sensitivities_path(), job.notes
@@ -64,7 +64,7 @@ def check_default_teacher(recipe: Recipe) -> None:
     points of top-1, see the accuracy guide), so such a recipe must name a teacher.
     (A dry run drops the teacher and the weights after this check.)
 
-    Example:
+    Examples:
         >>> load_job({"name": "j", "model": {"name": "lenet"}, "data": {"source": "mnist"},
         ...           "pruning": {"ratios": 0.5, "distill": {"alpha": 0.5}}})
         Traceback (most recent call last):

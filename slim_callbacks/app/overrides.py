@@ -5,7 +5,7 @@
 its sections) down to the key, refusing unknown keys and empty section resets, and sets
 the value in the raw mapping before it is validated.
 
-Example:
+Examples:
     >>> raw = {"name": "d"}
     >>> apply_override(raw, "pruning.ratios.features.0.conv=0.3")
     >>> raw
@@ -27,7 +27,7 @@ from slim_callbacks.core.errors import ConfigError
 def parse_override(text: str) -> Tuple[str, Any]:
     """Split ``"a.b=value"`` into the key path and the YAML-parsed value.
 
-    Example:
+    Examples:
         >>> parse_override("train.epochs=3"), parse_override("input_shape=[1, 3, 32, 32]")
         (('train.epochs', 3), ('input_shape', [1, 3, 32, 32]))
     """
@@ -53,7 +53,7 @@ def apply_override(raw: Dict[str, Any], text: str) -> None:
     key may be set. Keys of ``pruning.ratios`` are sublayer patterns and may contain
     dots: ``pruning.ratios.features.0.conv=0.3``.
 
-    Example:
+    Examples:
         >>> raw = {"train": {"epochs": 5}}
         >>> apply_override(raw, "train.optimizer.name=adam")
         >>> raw

@@ -3,7 +3,7 @@ first error) and ``plan`` (the structure the recipe ends with, on a freshly buil
 network), and the up-front line before ``strategy: latency`` / ``round_to: auto``
 measures on this machine.
 
-Example:
+Examples:
     >>> from slim_callbacks.app.job import load_job
     >>> job = load_job({"name": "tiny", "model": {"name": "mobilenet_v1",
     ...                 "kwargs": {"scale": 0.25}}, "data": {"source": "synthetic"},
@@ -28,11 +28,10 @@ from slim_callbacks.app.builders import (
     build_network,
     check_schedule,
     check_sensitivities_file,
-    final_ratios,
     load_pretrained,
     missing_sensitivities_message,
     needs_trained_scales,
-    resolved_round_to,
+    recipe_pruner,
     seed_from,
     stand_in_bn_scales,
 )
@@ -66,10 +65,10 @@ def planning_network(job: Job, emit: Callable[[str], None]) -> paddle.nn.Layer:
     return network
 
 
-def announce_measuring(job: Job, network: paddle.nn.Layer, emit: Callable[[str], None]) -> None:
+def announce_measuring(job: Job, pruner, emit: Callable[[str], None]) -> None:
     """One line, before ``strategy: latency`` or ``round_to: auto`` measures: what is
     not in the latency cache and about how long timing it takes
-    (:mod:`~slim_callbacks.latency.estimate`)."""
+    (:mod:`~slim_callbacks.latency.estimate`, on the recipe pruner's trace)."""
     from slim_callbacks.latency.estimate import estimate_measuring
     pruning = job.recipe.pruning
     latency = pruning is not None and pruning.strategy == "latency"
@@ -77,9 +76,10 @@ def announce_measuring(job: Job, network: paddle.nn.Layer, emit: Callable[[str],
     if not (latency or auto):
         return
     layers = None if tuple(pruning.layers) == ("*",) else list(pruning.layers)
-    estimate = estimate_measuring(network, job.recipe.example_inputs, latency=latency,
+    estimate = estimate_measuring(pruner.network, job.recipe.example_inputs, latency=latency,
                                   round_auto=auto, layers=layers, skip=list(pruning.skip),
-                                  round_to=pruning.round_to, options=pruning.strategy_options)
+                                  round_to=pruning.round_to, options=pruning.strategy_options,
+                                  graph=pruner.graph)
     what = " with ".join(w for w, on in (("strategy: latency", latency), ("round_to: auto", auto)) if on)
     emit(estimate.line(what))
     deploy = job.recipe.deploy
@@ -88,6 +88,11 @@ def announce_measuring(job: Job, network: paddle.nn.Layer, emit: Callable[[str],
         emit(f"note: strategy_options.keep_intermediates is {str(timed_keeping).lower()} but "
              f"deploy.keep_intermediates is {str(deploy.keep_intermediates).lower()}: the "
              f"strategy meets its target in the other setting than the one measured at the end")
+
+
+def announcer(job: Job, emit: Callable[[str], None], measure: bool = True):
+    """``recipe_pruner``'s ``announce``: the measuring line, unless ``measure`` is off."""
+    return (lambda pruner: announce_measuring(job, pruner, emit)) if measure else None
 
 
 def _measuring(measure: bool):
@@ -118,16 +123,14 @@ def check(job: Job, emit: Callable[[str], None] = lambda s: None, measure: bool 
         emit(f"note: {missing_sensitivities_message(job)}")
         check_schedule(recipe, None)
         return
-    if measure:
-        announce_measuring(job, network, emit)
     with _measuring(measure):
         try:
-            ratios = final_ratios(job, network)
+            pruner = recipe_pruner(job, network, announcer(job, emit, measure))
         except NotMeasured as err:
             emit(f"note: final ratios not resolved: {err}")
             check_schedule(recipe, None)
             return
-    build_callbacks(job, ratios)
+    build_callbacks(job, pruner)
 
 
 def plan(job: Job, emit: Callable[[str], None] = lambda s: None,
@@ -141,7 +144,7 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None,
     [before, after]}, "ratios", "approximate"}``; ``flops_reduction`` is in MACs;
     ``approximate`` lists the pruned groups whose removal is not exact (LayerNorm).
     """
-    from slim_callbacks.pruning.pruner import prune
+    from slim_callbacks.engine.planner import warn_approximate
     recipe = job.recipe
     check_sensitivities_file(job)
     for note in job.notes:
@@ -150,17 +153,12 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None,
     shape = recipe.example_inputs
     before = structure(network, shape, PLAN_KEYS)
     widths_before = layer_widths(network)
-    if measure:
-        announce_measuring(job, network, emit)
-    with _measuring(measure):
-        ratios = final_ratios(job, network)
-        round_to = resolved_round_to(job, network) if ratios is not None else None
+    with _measuring(measure):  # strategy and round_to resolved once
+        pruner = recipe_pruner(job, network, announcer(job, emit, measure))
     approximate = []
-    if ratios is not None:
-        pruning = recipe.pruning
-        done = prune(network, shape, ratios, pruning.criterion, skip=list(pruning.skip),
-                     round_to=round_to, fold_bn_shift=pruning.fold_bn_shift,
-                     structure=dict(pruning.structure))
+    if pruner is not None:
+        done = pruner.prune_to(pruner.group_ratios, record=False)
+        warn_approximate(done)
         approximate = [{"group": g["name"], "reason": g["approximate"]}
                        for g in done.groups if g.get("approximate")]
     after = structure(network, shape, PLAN_KEYS)
@@ -168,6 +166,6 @@ def plan(job: Job, emit: Callable[[str], None] = lambda s: None,
     return {"before": before, "after": after,
             "flops_reduction": 1 - after["macs"] / before["macs"],
             "layers": {name: [w, widths_after.get(name, 0)] for name, w in widths_before.items()},
-            "ratios": ratios, "approximate": approximate}
+            "ratios": None if pruner is None else pruner.ratios, "approximate": approximate}
 
 

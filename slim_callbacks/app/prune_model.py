@@ -28,7 +28,7 @@ import paddle.nn.functional as F
 
 from slim_callbacks.app.deployment import measure_both
 from slim_callbacks.app.image_inputs import ImageInputs, Preprocessing, image_files, split_held_out
-from slim_callbacks.app.prune_model_ratios import check_strategy, first_output, parse_structure, target_ratios
+from slim_callbacks.app.prune_model_ratios import check_strategy, first_output, parse_structure, student_pruner
 from slim_callbacks.app.prune_model_run import ELSEWHERE, SUMMARY, PruneRun, check_out, widths
 from slim_callbacks.app.report import latency_rows, table
 from slim_callbacks.app.report import structure as measure
@@ -40,8 +40,8 @@ from slim_callbacks.core.files import write_atomic
 from slim_callbacks.core.progress import progress_bar
 from slim_callbacks.deploy.export import export
 from slim_callbacks.deploy.runtime import model_prefix
+from slim_callbacks.engine.planner import warn_approximate
 from slim_callbacks.program import load_inference_model
-from slim_callbacks.pruning import prune
 
 TARGETS = ("macs", "latency")
 STRUCTURE_KEYS = ("macs", "gflops", "params", "size_mb")
@@ -52,7 +52,7 @@ CLIP_NORM = 5.0
 def parse_target(text: str) -> Tuple[str, float]:
     """``("macs", 0.5)`` for ``"macs=0.5"`` (remove half the MACs); ``latency=0.3`` too.
 
-    Example:
+    Examples:
         >>> parse_target("macs=0.5"), parse_target("latency=0.3")
         (('macs', 0.5), ('latency', 0.3))
     """
@@ -137,10 +137,11 @@ def prune_model(model, out, target: str = "macs=0.5", *, data=None, epochs: int 
             np.random.default_rng(0).standard_normal([8, *shape[1:]]).astype("float32")
 
         student = copy.deepcopy(teacher)
-        ratios = saved["ratios"] if saved and "ratios" in saved else target_ratios(
-            plan["strategy"], kind, share, student, teacher, shape, probe, criterion,
-            plan["structure"], run.file("sensitivities.json"), progress)
-        prune(student, shape, ratios, criterion=criterion, structure=plan["structure"] or None)
+        pruner = student_pruner(plan["strategy"], kind, share, student, teacher, shape, probe,
+                                criterion, plan["structure"], run.file("sensitivities.json"),
+                                progress, saved.get("ratios") if saved else None)
+        ratios = pruner.ratios
+        warn_approximate(pruner.prune_to(pruner.group_ratios, record=False))
         if saved and "widths" in saved:
             run.check_widths(student, saved)
         else:

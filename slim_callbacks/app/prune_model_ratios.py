@@ -8,7 +8,7 @@ original's on the held-out images when that group alone is pruned: the metric is
 loss :func:`~slim_callbacks.analysis.sensitivity.sensitivity` records is the relative
 output distance.
 
-Example:
+Examples:
     >>> parse_structure(["attention=heads"])
     {'attention': 'heads'}
     >>> check_strategy("sensitive", "macs")
@@ -21,9 +21,8 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 import paddle
 
-from slim_callbacks.analysis.sensitivity import sensitivity
-from slim_callbacks.analysis.strategies import resolve_strategy
 from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.pruning.pruner import Pruner
 from slim_callbacks.tracing.structure import check_structure
 
 DEFAULTS = {"macs": "uniform", "latency": "latency"}  # target -> the strategy that meets it
@@ -71,18 +70,23 @@ def output_metric(teacher: paddle.nn.Layer, images: np.ndarray):
     return eval_fn
 
 
-def target_ratios(strategy: str, kind: str, share: float, student, teacher, shape,
-                  probe: np.ndarray, criterion: str, structure: Dict[str, str],
-                  file: str, progress: Optional[bool]) -> Any:
-    """Ratios that meet the target: ``sensitive`` measures label-free sensitivities on
-    ``probe`` first (saved to ``file``)."""
-    options: Dict[str, Any] = {"structure": structure or None, "criterion": criterion}
-    if strategy == "sensitive":
-        options["sensitivities"] = sensitivity(
-            student, output_metric(teacher, probe), shape, ratios=SENSITIVITY_RATIOS,
-            criterion=criterion, file=file, progress=progress)
+def student_pruner(strategy: str, kind: str, share: float, student, teacher, shape,
+                   probe: np.ndarray, criterion: str, structure: Dict[str, str],
+                   file: str, progress: Optional[bool], ratios: Any = None) -> Pruner:
+    """The student's prepared :class:`~slim_callbacks.pruning.Pruner`: a resumed run's
+    saved ``ratios``, else the strategy's that meet the target (``sensitive`` measures
+    label-free sensitivities on ``probe`` first, on the pruner's trace, into ``file``)."""
+    common: Dict[str, Any] = {"structure": structure or None, "criterion": criterion}
+    if ratios is not None:
+        return Pruner(student, shape, ratios=ratios, **common).prepare()
     key = "target_flops_reduction" if kind == "macs" else "target_latency_reduction"
-    return resolve_strategy(strategy, student, shape, **options, **{key: share})
+    options = {"sensitivities": file} if strategy == "sensitive" else {}
+    pruner = Pruner(student, shape, strategy=strategy, strategy_options=options,
+                    **common, **{key: share})
+    if strategy == "sensitive":
+        pruner.sensitivity(output_metric(teacher, probe), SENSITIVITY_RATIOS, file=file,
+                           progress=progress)
+    return pruner.prepare()
 
 
 def first_output(out):

@@ -11,7 +11,7 @@ parameter path so another process can load it) and ``<epoch>.json`` (the losses 
 written last: an epoch counts once its ``.json`` is there). ``resume=True`` prunes to the
 saved ratios, loads the newest epoch and goes on: the result equals an uninterrupted run.
 
-Example:
+Examples:
     >>> import tempfile
     >>> out = tempfile.mkdtemp()
     >>> check_out(out, resume=False) == out

@@ -1,10 +1,14 @@
 """The recipe's ``pruning`` section: :class:`PruningConfig`, with its ``distill`` and
 ``distill.teacher`` subsections.
 
-The rules between the section's keys (targets, strategy, ratios, options) are
-:class:`~slim_callbacks.pruning.PruningSpec`'s: :meth:`PruningConfig.spec` builds one
-and :func:`recipe_error` puts its errors at their recipe key. The other sections are
-in :mod:`slim_callbacks.app.schema`.
+The rules between the section's keys (targets, strategy, ratios, options, schedule, the
+training aids) are :class:`~slim_callbacks.pruning.PruningSpec`'s and its
+:class:`~slim_callbacks.pruning.aids.TrainingAids`': :meth:`PruningConfig.spec` builds
+one at load and :func:`recipe_error` puts its errors at their recipe key. A key's value
+rule that the spec also checks is the spec's check function in a
+:func:`~slim_callbacks.app.rules.spec_rule` (the recipe keeps its own text);
+``PruningSpec.from_dict`` reads the section as it is. The other sections are in
+:mod:`slim_callbacks.app.schema`.
 """
 from __future__ import annotations
 
@@ -33,17 +37,27 @@ from slim_callbacks.app.rules import (
     Rule,
     Section,
     checked_rule,
-    float_rule,
     key_field,
     optional_rule,
     section_field,
+    spec_rule,
 )
-from slim_callbacks.callbacks.distill import check_temperature
 from slim_callbacks.core.errors import ConfigError
-from slim_callbacks.pruning.spec import PruningSpec, default_strategy
+from slim_callbacks.pruning.aids import (
+    MIN_STEP,
+    TrainingAids,
+    check_alpha,
+    check_bn_l1,
+    check_max_metric_drop,
+    check_min_step,
+    check_temperature,
+)
+from slim_callbacks.pruning.spec import PruningSpec, check_target, default_strategy
 from slim_callbacks.tracing.structure import CHOICES as STRUCTURE_CHOICES
 
 logger = logging.getLogger(__name__)
+#: a MACs or latency reduction target, by the spec's own check
+TARGET = spec_rule(check_target, "a float in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -53,7 +67,7 @@ class TeacherConfig(Section):
     model and kwargs); ``pretrained`` (required): its weights. A plain path is short
     for ``{pretrained: path}`` of the recipe's model.
 
-    Example:
+    Examples:
         >>> TEACHER.convert("teacher.pdparams", "t")
         TeacherConfig(name=None, kwargs={}, pretrained='teacher.pdparams')
         >>> TEACHER.convert({"name": "resnet18", "pretrained": "r18.safetensors"}, "t").name
@@ -88,7 +102,7 @@ class DistillConfig(Section):
     (:class:`TeacherConfig`); ``{}`` takes the defaults. The KD term is computed on the
     first output of student and teacher.
 
-    Example:
+    Examples:
         >>> DistillConfig().alpha, DistillConfig(temperature=2).temperature
         (0.5, 2.0)
         >>> DistillConfig(teacher="t.pdparams").to_dict()["teacher"]["pretrained"]
@@ -96,7 +110,7 @@ class DistillConfig(Section):
     """
 
     prefix: ClassVar[str] = "pruning.distill"
-    alpha: float = key_field(float_rule(0.0, 1.0, high_open=False), 0.5)
+    alpha: float = key_field(spec_rule(check_alpha, "a float in [0, 1]"), 0.5)
     temperature: float = key_field(checked_rule(check_temperature, "a softmax temperature"), 4.0)
     teacher: Optional[TeacherConfig] = key_field(optional_rule(TEACHER), None)
 
@@ -113,7 +127,8 @@ class PruningConfig(Section):
     chosen channels, cut at one global score threshold). ``strategy_options`` holds the
     strategy's other arguments (e.g. ``{max_ratio: 0.8}`` for ``global``), checked
     against :func:`~slim_callbacks.analysis.strategies.strategy_option_names`. ``schedule`` is
-    passed as-is to :mod:`slim_callbacks.pruning.schedules`. ``distill`` (a mapping,
+    a :mod:`slim_callbacks.pruning.schedules` dict, built into the spec at load.
+    ``distill`` (a mapping,
     null = off) distils the unpruned network into the pruned one; ``recalibrate_bn: N``
     re-estimates BatchNorm statistics on N training batches after each event (and
     before every evaluation of ``slim-callbacks sensitivity``); ``max_metric_drop``
@@ -122,7 +137,7 @@ class PruningConfig(Section):
     ``structure`` says what a unit spans where layers allow several shapes
     (``{attention: heads}``; :mod:`slim_callbacks.tracing.structure`).
 
-    Example:
+    Examples:
         >>> PruningConfig(ratios=0.3).layers
         ('*',)
     """
@@ -133,22 +148,21 @@ class PruningConfig(Section):
     strategy_options: Dict[str, Any] = field(
         default_factory=dict, metadata={"rule": dataclasses.replace(MAPPING, allowed="a mapping {option: value}")})
     ratios: Union[float, Dict[str, float], None] = key_field(optional_rule(RATIOS), None)
-    target_flops_reduction: Optional[float] = key_field(
-        optional_rule(float_rule(0.0, 1.0, low_open=True)), None)
-    target_latency_reduction: Optional[float] = key_field(
-        optional_rule(float_rule(0.0, 1.0, low_open=True)), None)
+    target_flops_reduction: Optional[float] = key_field(optional_rule(TARGET), None)
+    target_latency_reduction: Optional[float] = key_field(optional_rule(TARGET), None)
     layers: Tuple[str, ...] = key_field(LAYERS, ("*",))
     skip: Tuple[str, ...] = key_field(PATTERNS, ())
     round_to: Union[int, str] = key_field(ROUND_TO, 1)
     sensitivities: Optional[str] = key_field(optional_rule(PATH), None)
     schedule: Optional[Dict[str, Any]] = key_field(optional_rule(SCHEDULE), None)
-    bn_l1: Optional[float] = key_field(optional_rule(float_rule(0.0)), None)
+    bn_l1: Optional[float] = key_field(optional_rule(spec_rule(check_bn_l1, "a float > 0")), None)
     fold_bn_shift: Optional[bool] = key_field(optional_rule(BOOL), None)
     distill: Optional[DistillConfig] = section_field(DistillConfig, optional=True)
     recalibrate_bn: int = key_field(checked_rule(
         lambda key, value: check_recalibrate_bn(value, key), "a number of batches"), 0)
-    max_metric_drop: Optional[float] = key_field(optional_rule(float_rule(0.0, low_open=True)), None)
-    budget_min_step: float = key_field(float_rule(0.0, 1.0, low_open=True, high_open=False), 0.02)
+    max_metric_drop: Optional[float] = key_field(
+        optional_rule(spec_rule(check_max_metric_drop, "a float > 0")), None)
+    budget_min_step: float = key_field(spec_rule(check_min_step, "a float in (0, 1]"), MIN_STEP)
     structure: Dict[str, str] = field(
         default_factory=dict, metadata={"rule": dataclasses.replace(
             MAPPING, allowed="a mapping {" + ", ".join(
@@ -180,7 +194,7 @@ class PruningConfig(Section):
         """This section as a :class:`~slim_callbacks.pruning.PruningSpec`, which owns every
         rule between its keys (``sensitivities``: the file's resolved path).
 
-        Example:
+        Examples:
             >>> PruningConfig(ratios={"conv*": 0.5}).spec().strategy
             'custom'
         """
@@ -192,17 +206,33 @@ class PruningConfig(Section):
             target_latency_reduction=self.target_latency_reduction, criterion=self.criterion,
             strategy=self.strategy, strategy_options=options,
             layers=None if tuple(self.layers) == ("*",) else self.layers, skip=self.skip,
-            structure=self.structure, round_to=self.round_to, fold_bn_shift=self.fold_bn_shift)
+            structure=self.structure, round_to=self.round_to, fold_bn_shift=self.fold_bn_shift,
+            schedule=self.schedule, aids=self.aids())
+
+    def aids(self, teacher=None) -> TrainingAids:
+        """The section's training aids (``teacher``: the network of
+        ``distill.teacher``, built by :func:`~slim_callbacks.app.builders.build_teacher`).
+
+        Examples:
+            >>> PruningConfig(ratios=0.5, distill={"alpha": 0.3}).aids().distill["alpha"]
+            0.3
+        """
+        distill = None if self.distill is None else {
+            "alpha": self.distill.alpha, "temperature": self.distill.temperature, "teacher": teacher}
+        return TrainingAids(distill=distill, recalibrate_bn=self.recalibrate_bn,
+                            max_metric_drop=self.max_metric_drop,
+                            budget_min_step=self.budget_min_step, bn_l1=self.bn_l1)
 
 
 def recipe_error(err: ConfigError) -> ConfigError:
     """A :class:`PruningSpec` error at its recipe key (``pruning.``...), null for None.
 
-    Example:
+    Examples:
         >>> print(recipe_error(ConfigError("strategy_options['max_ratio']", 2, "None or below 1")))
         pruning.strategy_options.max_ratio: 2 is not allowed; expected null or below 1
     """
-    key = str(err.key)
+    key = re.sub(r"\['(\w+)'\]", r".\1", str(err.key)) if str(err.key).startswith("distill[") \
+        else str(err.key)
     option = re.fullmatch(r"strategy_options\['(\w+)'\]", key)
     if option and option.group(1) in RECIPE_KEYS:
         key = RECIPE_KEYS[option.group(1)]

@@ -7,7 +7,7 @@ bounded in size and depth, no key twice; files up to :data:`MAX_RECIPE_BYTES`), 
 validated (:mod:`slim_callbacks.app.schema`), so :meth:`Recipe.to_dict` is the fully
 resolved recipe and loads back to an equal one.
 
-Example:
+Examples:
     >>> recipe = load_recipe(
     ...     {"name": "demo", "model": {"name": "mobilenet_v1"},
     ...      "data": {"source": "digits"}, "pruning": {"ratios": 0.5}},
@@ -52,7 +52,7 @@ def load_recipe(path_or_dict: Union[str, os.PathLike, Mapping, Recipe],
         ConfigError: an unknown key, a wrong type or an inconsistent combination.
         SlimError: the file is missing or is not valid YAML.
 
-    Example:
+    Examples:
         >>> r = load_recipe({"name": "d", "model": {"name": "mobilenet_v1"},
         ...                  "data": {"source": "digits"}},
         ...                 overrides=["model.kwargs={scale: 0.25}", "train.lr.base=0.05"])
@@ -70,7 +70,7 @@ def load_recipe(path_or_dict: Union[str, os.PathLike, Mapping, Recipe],
 def read_recipe(path_or_dict) -> Dict[str, Any]:
     """The raw recipe mapping (a deep copy), not validated yet.
 
-    Example:
+    Examples:
         >>> read_recipe({"name": "x"})
         {'name': 'x'}
     """

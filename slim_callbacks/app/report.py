@@ -1,7 +1,7 @@
 """What the commands print and draw: text tables of a run's summary and of a plan, and
 the sensitivity curves (VisualDL charts and a PNG).
 
-Example:
+Examples:
     >>> print(table([("params", "1,000", "500")], ("", "before", "after")))
             before  after
     ------  ------  -----
@@ -87,7 +87,7 @@ def _threads(entry) -> str:
 def latency_rows(latency) -> list:
     """Table rows of batch-1 latency (median ms, p25-p75) per thread setting.
 
-    Example:
+    Examples:
         >>> latency_rows({"1_thread": {"threads": 1, "before_ms": 2.0, "after_ms": 1.0,
         ...     "before_p25_ms": 1.9, "before_p75_ms": 2.1, "after_p25_ms": 0.9,
         ...     "after_p75_ms": 1.1, "speedup": 2.0}})

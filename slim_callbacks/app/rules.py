@@ -10,7 +10,7 @@ them to the fields of a :class:`Section`, a frozen dataclass that validates ever
 after ``__init__``. The composite rules (``RATIO``, ``SHAPE``, ``RATIOS`` ...) are the
 ones the recipe schema (:mod:`slim_callbacks.app.schema`) uses.
 
-Example:
+Examples:
     >>> RATIO(0.25, "pruning.ratios")
     0.25
     >>> optional_rule(int_rule(1))(0, "train.epochs")
@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, ClassVar, Dict, Iterable, Mapping, Optional, Tuple
 
-from slim_callbacks.core.checks import check_int, is_int, is_real
+from slim_callbacks.core.checks import check_int, check_ratio, is_int, is_real
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.core.sentinel import MISSING
 
@@ -39,7 +39,7 @@ MODEL_NAME_HELP = ("a paddle.vision.models function name (e.g. mobilenet_v1) "
 def join_key(prefix: str, key: Any) -> str:
     """The key path of ``key`` inside ``prefix``.
 
-    Example:
+    Examples:
         >>> join_key("train", "epochs"), join_key("", "name")
         ('train.epochs', 'name')
     """
@@ -127,16 +127,40 @@ def checked_rule(check: Callable[[str, Any], Any], allowed: str) -> Rule:
     ``check(key, value)`` returns the value or raises ``ConfigError``; YAML 1.1 float
     text (``'1e-3'``) is a number first.
 
-    Example:
+    Examples:
         >>> from slim_callbacks.core.checks import check_ratio
         >>> checked_rule(check_ratio, "a ratio")("5e-1", "pruning.ratios")
         0.5
     """
     def convert(value, path):
-        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
-            value = float(value)
-        return check(path, value)
+        return check(path, _yaml_number(value))
     return Rule(allowed, convert)
+
+
+def spec_rule(check: Callable[[str, Any], Any], allowed: str) -> Rule:
+    """A rule whose test is the API's own check (written once, in the spec or its aids)
+    and whose text is the recipe's ``allowed``; YAML 1.1 float text is a number first.
+
+    Examples:
+        >>> from slim_callbacks.core.checks import check_ratio
+        >>> optional_rule(spec_rule(check_ratio, "a float in [0, 1)"))(1, "pruning.ratios")
+        Traceback (most recent call last):
+        ...
+        slim_callbacks.core.errors.ConfigError: pruning.ratios: 1 is not allowed; expected null or a float in [0, 1)
+    """
+    def convert(value, path):
+        try:
+            return check(path, _yaml_number(value))
+        except ConfigError:
+            raise Invalid from None
+    return Rule(allowed, convert)
+
+
+def _yaml_number(value):
+    """YAML 1.1 float text (``'3e-5'``) as a float; anything else as it is."""
+    if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def str_rule(allowed: str = "a non-empty string", pattern: Optional[str] = None) -> Rule:
@@ -248,7 +272,7 @@ def _non_empty_patterns(value, path):
 
 LAYERS = Rule("a non-empty list of glob patterns over sublayer names ([] matches nothing; "
               "'*' is every layer)", _non_empty_patterns)
-RATIO = float_rule(0.0, 1.0)
+RATIO = spec_rule(check_ratio, "a float in [0, 1)")
 MODEL_NAME = str_rule(MODEL_NAME_HELP,
                        r"[A-Za-z_]\w*|[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 PRETRAINED = str_rule("a path to a .safetensors file (or a .pdparams pickle you trust)",
@@ -289,13 +313,12 @@ def _schedule_convert(value, path):
     return schedule
 
 
-def _round_to_convert(value, path):
-    if value == "auto":
-        return value
-    return int_rule(1).convert(value, path)
+def _round_to_check(key, value):
+    from slim_callbacks.latency.auto_round import check_round_to_option
+    return check_round_to_option(value)
 
 
-ROUND_TO = Rule("an int >= 1 or 'auto' (the multiple measured for this machine)", _round_to_convert)
+ROUND_TO = spec_rule(_round_to_check, "an int >= 1 or 'auto' (the multiple measured for this machine)")
 CRITERION = Rule("a registered criterion name", _criterion_convert)
 STRATEGY = Rule("a registered strategy name", _strategy_convert)
 SCHEDULE = Rule("a mapping with a string 'kind' (see slim_callbacks.pruning.schedules)",
@@ -336,7 +359,7 @@ class Section:
     def from_dict(cls, raw: Mapping):
         """Build the section from a mapping, rejecting unknown keys.
 
-        Example:
+        Examples:
             >>> @dataclass(frozen=True)
             ... class Demo(Section):
             ...     prefix: ClassVar[str] = "demo"

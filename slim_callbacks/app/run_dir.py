@@ -5,7 +5,7 @@ they must be writable and, unless the run resumes, hold no earlier run; rank 0 h
 exclusive lock on ``<output_dir>/.lock`` for the whole run. Also: which checkpoint a
 ``--resume`` continues from, and that in-memory data holds no NaN/Inf.
 
-Example:
+Examples:
     >>> import tempfile
     >>> from slim_callbacks.app.schema import Recipe
     >>> out = tempfile.mkdtemp()

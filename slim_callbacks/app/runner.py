@@ -42,10 +42,9 @@ from slim_callbacks.app.builders import (
     build_network,
     build_optimizer,
     check_sensitivities_file,
-    final_ratios,
     load_pretrained,
     needs_trained_scales,
-    resolved_round_to,
+    recipe_pruner,
     seed_from,
     stand_in_bn_scales,
 )
@@ -57,7 +56,7 @@ from slim_callbacks.app.deployment import (
     verification_batch,
 )
 from slim_callbacks.app.job import Job
-from slim_callbacks.app.planning import announce_measuring
+from slim_callbacks.app.planning import announcer
 from slim_callbacks.app.recipe import load_recipe
 from slim_callbacks.app.report import structure, summary_table
 from slim_callbacks.app.run_dir import check_finite_data, locked_run_directory, resume_checkpoint
@@ -179,9 +178,8 @@ def _run(job: Job, verbose: int, emit: Callable[[str], None], resume: bool) -> D
         stand_in_bn_scales(network, recipe.train.seed or 0)
         emit(f"dry run: BatchNorm scales drawn in [0.1, 1) as a stand-in for trained weights "
              f"(criterion {recipe.pruning.criterion} ties on initial scales)")
-    announce_measuring(job, network, emit)
-    ratios = final_ratios(job, network)
-    callbacks = build_callbacks(job, ratios, verbose, resume_from)
+    prepared = recipe_pruner(job, network, announcer(job, emit))  # resolved and traced once
+    callbacks = build_callbacks(job, prepared, verbose, resume_from)
     train_data, eval_data = build_datasets(recipe.data, recipe.input_shape, recipe.model.inputs)
     check_finite_data({"x_train": train_data, "x_test": eval_data})
     if is_rank0():
@@ -264,7 +262,7 @@ def _latency_strategy(job: Job, pruner, latency) -> Dict[str, Any]:
     recipe = job.recipe
     seed_from(recipe)
     fresh = build_network(recipe)
-    return predicted_vs_measured(recipe, fresh, pruner.plan, resolved_round_to(job, fresh), latency)
+    return predicted_vs_measured(recipe, fresh, pruner.plan, pruner.round_to, latency)
 
 
 

@@ -10,7 +10,7 @@ what is allowed. Defaults that depend on other keys (``output_dir``, ``input_sha
 recipe. Reading files lives in :mod:`slim_callbacks.app.recipe`, ``-o`` overrides in
 :mod:`slim_callbacks.app.overrides`.
 
-Example:
+Examples:
     >>> recipe = Recipe(name="demo", model={"name": "mobilenet_v1"},
     ...                 data={"source": "digits"}, pruning={"ratios": 0.5})
     >>> recipe.input_shape, recipe.output_dir, recipe.checkpoint.save_dir
@@ -79,7 +79,7 @@ DEFAULT_MOMENTUM = 0.9
 class ModelConfig(Section):
     """``model``: which network to build.
 
-    Example:
+    Examples:
         >>> ModelConfig(name="mobilenet_v1", kwargs={"scale": 0.25}).pretrained is None
         True
     """
@@ -104,7 +104,7 @@ class DataConfig(Section):
     ``mnist`` (directory of the four idx .gz files). ``samples`` and
     ``train_samples`` cap the eval and train sets (a fixed random subset).
 
-    Example:
+    Examples:
         >>> DataConfig(source="digits").num_workers
         0
     """
@@ -143,7 +143,7 @@ class DataConfig(Section):
 class OptimizerConfig(Section):
     """``train.optimizer``; ``momentum`` defaults to 0.9 and only momentum uses it.
 
-    Example:
+    Examples:
         >>> OptimizerConfig().momentum, OptimizerConfig(name="adam").momentum
         (0.9, None)
     """
@@ -165,7 +165,7 @@ class OptimizerConfig(Section):
 class LrConfig(Section):
     """``train.lr``: base rate and schedule; ``milestones`` (epochs) only for piecewise.
 
-    Example:
+    Examples:
         >>> LrConfig(schedule="piecewise", milestones=[30, 60]).milestones
         (30, 60)
     """
@@ -192,7 +192,7 @@ class LrConfig(Section):
 class TrainConfig(Section):
     """``train``: epochs, batch size, optimizer, learning rate and AMP level (null, O1, O2).
 
-    Example:
+    Examples:
         >>> TrainConfig(optimizer={"name": "adam"}).lr.base
         0.001
     """
@@ -231,7 +231,7 @@ class TrainConfig(Section):
 class LoggingConfig(Section):
     """``logging``: VisualDL and log-line settings; ``log_dir`` defaults under output_dir.
 
-    Example:
+    Examples:
         >>> LoggingConfig().log_freq
         10
     """
@@ -246,7 +246,7 @@ class LoggingConfig(Section):
 class CheckpointConfig(Section):
     """``checkpoint``: where and how often (epochs) to save; defaults under output_dir.
 
-    Example:
+    Examples:
         >>> CheckpointConfig().save_freq
         1
     """
@@ -280,7 +280,7 @@ class DeployConfig(Section):
     both with Paddle Inference's eager deletion off (faster at batch 1, more memory:
     :func:`~slim_callbacks.deploy.runtime.predictor`).
 
-    Example:
+    Examples:
         >>> DeployConfig().formats, DeployConfig().latency, DeployConfig(export=False).latency
         (('paddle',), True, False)
     """
@@ -311,7 +311,7 @@ class Recipe(Section):
     :func:`~slim_callbacks.app.recipe.load_recipe`; :meth:`to_dict` gives back the
     resolved mapping.
 
-    Example:
+    Examples:
         >>> r = Recipe(name="x", model={"name": "resnet18"},
         ...            data={"source": "synthetic"}, input_shape=[2, 3, 64, 48])
         >>> r.data.image_size, r.data.num_classes, r.logging.log_dir
@@ -389,7 +389,7 @@ class Recipe(Section):
     def to_yaml(self) -> str:
         """The resolved recipe as YAML text (what ``slim-callbacks check`` prints).
 
-        Example:
+        Examples:
             >>> print(Recipe(name="t", model={"name": "lenet"},
             ...              data={"source": "mnist"}).to_yaml().splitlines()[0])
             name: t

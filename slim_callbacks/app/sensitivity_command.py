@@ -14,12 +14,12 @@ from slim_callbacks.analysis.sensitivity import DEFAULT_RATIOS
 from slim_callbacks.app.builders import (
     build_network,
     load_pretrained,
-    resolved_round_to,
     seed_from,
 )
 from slim_callbacks.app.job import Job
 from slim_callbacks.app.report import plot_curves, write_curves
 from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.pruning.pruner import Pruner
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ def run_sensitivity(job: Job, *, samples: Optional[int] = None, output: Optional
     re-estimating BatchNorm statistics on the first N training batches), VisualDL
     curves and a PNG plot; ``workers``
     processes evaluate side by side (see :func:`~slim_callbacks.analysis.sensitivity.sensitivity`)."""
-    from slim_callbacks.analysis.sensitivity import sensitivity
     from slim_callbacks.app.data import build_datasets, cap
     recipe, pruning = job.recipe, job.recipe.pruning
     if pruning is None:
@@ -70,7 +69,6 @@ def run_sensitivity(job: Job, *, samples: Optional[int] = None, output: Optional
     def eval_fn(net):
         return top1_accuracy(net, loader)
 
-    layers = None if tuple(pruning.layers) == ("*",) else list(pruning.layers)
     bn_data = None
     if pruning.recalibrate_bn:  # adaptive BN: statistics from the first training batches
         bn_data = (images for images, _ in paddle.io.DataLoader(
@@ -78,11 +76,9 @@ def run_sensitivity(job: Job, *, samples: Optional[int] = None, output: Optional
         emit(f"BatchNorm statistics re-estimated on {pruning.recalibrate_bn} training "
              f"batches before every evaluation (pruning.recalibrate_bn)")
     started = time.time()
-    result = sensitivity(network, eval_fn, recipe.example_inputs, layers=layers,
-                         ratios=list(ratios), criterion=pruning.criterion, file=path,
-                         skip=list(pruning.skip), round_to=resolved_round_to(job, network),
-                         workers=workers,
-                         recalibrate_bn=pruning.recalibrate_bn, bn_data=bn_data)
+    pruner = Pruner(network, recipe.example_inputs, pruning.spec(job.sensitivities_path()))
+    result = pruner.sensitivity(eval_fn, list(ratios), file=path, workers=workers,
+                                recalibrate_bn=pruning.recalibrate_bn, bn_data=bn_data)
     emit(f"sensitivities of {len(result)} layers x {len(ratios)} ratios on "
          f"{len(eval_data)} samples in {time.time() - started:.1f} s -> {path}")
     from slim_callbacks.callbacks.visualdl import new_session_dir

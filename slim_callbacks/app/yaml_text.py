@@ -10,7 +10,7 @@ checked on the parsed document *before* any Python object is built:
 
 Each is one ConfigError/SlimError line naming where and what to do.
 
-Example:
+Examples:
     >>> load_yaml("a: &x [1, 2]\\nb: *x", "demo")
     {'a': [1, 2], 'b': [1, 2]}
     >>> load_yaml("a: 1\\nb: 2\\na: 3", "demo")  # doctest: +ELLIPSIS

@@ -13,7 +13,7 @@ Note:
     active, BatchNorm scales get L1 only, no L2; the previous ``regularizer`` of each
     scale is restored outside the active epochs and at the end of training.
 
-Example:
+Examples:
     >>> import paddle
     >>> from slim_callbacks.callbacks import BNScaleL1
     >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.BatchNorm2D(4),
@@ -25,6 +25,11 @@ Example:
     ...                                 paddle.randint(0, 2, [8, 1])])
     >>> model.fit(data, epochs=1, batch_size=4, verbose=0,
     ...           callbacks=[BNScaleL1(coeff=1e-4)])
+
+Beside a ``PruneCallback`` (``callbacks=[PruneCallback(0.5, "slim"), BNScaleL1(1e-4)]``)
+its epochs are global epochs of the pruning run (a resumed fit counts on) and, without
+an ``end_epoch``, the penalty ends after the last pruning event (sparse scales serve
+the events; after them they only cost accuracy).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from typing import List, Optional
 import numpy as np
 import paddle
 
+from slim_callbacks.callbacks.aid import PruningAid
 from slim_callbacks.core.checks import check_epoch, check_number
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.core.paddle_utils import is_batch_norm, unwrap
@@ -59,13 +65,14 @@ def gamma_below_share(network: paddle.nn.Layer, threshold: float = 1e-2) -> floa
     return 0.0 if gammas is None else float((gammas < threshold).mean())
 
 
-class BNScaleL1(paddle.callbacks.Callback):
+class BNScaleL1(PruningAid):
     """L1 penalty ``coeff * |gamma|`` on every BatchNorm scale, for some epochs.
 
     Args:
         coeff: L1 coefficient, a number > 0 (Network Slimming uses 1e-4 to 1e-5).
         start_epoch: first epoch (0-based) with the penalty.
-        end_epoch: first epoch without it again; ``None`` keeps it to the end of fit.
+        end_epoch: first epoch without it again; ``None`` keeps it to the end of fit
+            (beside a ``PruneCallback``: to its last event).
 
     Raises:
         ConfigError: at construction for a bad argument; in ``on_train_begin`` if
@@ -76,12 +83,19 @@ class BNScaleL1(paddle.callbacks.Callback):
         super().__init__()
         self.coeff = check_number("coeff", coeff, 0.0, low_open=True, allowed="a number > 0")
         self.start_epoch = check_epoch("start_epoch", start_epoch)
-        self.end_epoch = check_epoch("end_epoch", end_epoch, allow_none=True)
-        if self.end_epoch is not None and self.end_epoch <= self.start_epoch:
+        self.given_end_epoch = check_epoch("end_epoch", end_epoch, allow_none=True)
+        if end_epoch is not None and self.given_end_epoch <= self.start_epoch:
             raise ConfigError("end_epoch", end_epoch, f"None or an epoch > start_epoch={start_epoch}")
-        self.epoch_offset = 0  # set by PruneCallback when resuming
         self._saved = {}
         self._active = False
+
+    @property
+    def end_epoch(self) -> Optional[int]:
+        """First epoch without the penalty: the given one, else (beside a
+        ``PruneCallback``) the one after its last event, else None (the end of fit)."""
+        if self.given_end_epoch is not None or self.prune_callback is None:
+            return self.given_end_epoch
+        return self.prune_callback.schedule.last_epoch + 1
 
     def validate(self, epochs: Optional[int]) -> None:
         """Raises ConfigError if ``start_epoch`` lies beyond a fit of ``epochs`` epochs."""

@@ -1,6 +1,7 @@
 """The accuracy budget: undo a pruning event whose eval fell too far, retry smaller.
 
-``PruneCallback(max_metric_drop=0.02)`` takes an in-memory :class:`Snapshot` of
+An :class:`~slim_callbacks.callbacks.AccuracyBudget` (``AccuracyBudget(0.02)`` beside a
+``PruneCallback``, or ``PruningSpec(aids={"max_metric_drop": 0.02})``) takes an in-memory :class:`Snapshot` of
 everything an event changes (every network tensor, every optimizer accumulator and
 master weight, the layers' channel attributes, the callback's plan and history) right
 before the event. ``Model.fit`` evaluates after ``on_epoch_end``, so the event's own
@@ -30,7 +31,7 @@ targets, a pending retry, stopped) and a resumed run decides as an uninterrupted
 run killed before the judgement resumes from the checkpoint before (one without a
 ledger is not a checkpoint to resume from).
 
-Example:
+Examples:
     >>> budget = MetricBudget(0.02, metric="acc", min_step=0.1)
     >>> budget.accepts({"acc": [0.90]}), budget.accepts({"acc": [0.885]})
     (True, True)
@@ -52,14 +53,10 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from slim_callbacks.core.checks import check_choice, check_number
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.pruning.aids import MIN_STEP, MODES, check_budget
 
 logger = logging.getLogger(__name__)
-
-#: The budget's metric directions: ``max`` (higher is better), ``min`` (lower is).
-MODES = ("max", "min")
-
 
 def lower_is_better(metric: str) -> bool:
     """The metrics whose fall is an improvement: ``loss`` and names ending in ``loss``
@@ -87,14 +84,10 @@ class MetricBudget:
             better: a rise is); ``None``: ``min`` for :func:`lower_is_better` names.
     """
 
-    def __init__(self, max_drop: float, metric: Optional[str] = None, min_step: float = 0.02,
+    def __init__(self, max_drop: float, metric: Optional[str] = None, min_step: float = MIN_STEP,
                  mode: Optional[str] = None):
-        self.max_drop = check_number("max_metric_drop", max_drop, 0.0, low_open=True)
-        self.min_step = check_number("budget_min_step", min_step, 0.0, 1.0, low_open=True)
-        if metric is not None and (not isinstance(metric, str) or not metric):
-            raise ConfigError("budget_metric", metric, "an eval log key such as 'acc', or None")
-        self.mode = None if mode is None else check_choice("budget_mode", mode, MODES)
-        self.metric = metric
+        self.max_drop, self.metric, self.min_step, self.mode = check_budget(
+            max_drop, metric, min_step, mode)
         self.reference: Optional[float] = None
         self.undone: List[dict] = []
         self.accepted: Dict[str, float] = {}  # group -> target of the structure kept
@@ -193,4 +186,4 @@ class MetricBudget:
         self.reference = self.value(logs)
 
 
-__all__ = ["MetricBudget"]
+__all__ = ["MODES", "MetricBudget"]

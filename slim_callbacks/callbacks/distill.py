@@ -28,11 +28,12 @@ batch, before the student's forward, the first outputs of teacher and student on
 batch must have the same shape):
 
 - ``teacher=...``: that network, from the start;
-- ``teacher=None`` under ``PruneCallback(distill=...)``: a frozen copy of the network
-  taken right before the FIRST pruning event, when it has trained for at least one
-  epoch (a copy at train begin of a network trained from scratch has learned nothing
-  and teaches noise). Until then the loss is the task loss alone. A run resumed after
-  its first event takes the copy at train begin (of the resumed, pruned network);
+- ``teacher=None`` beside a ``PruneCallback`` (in the same ``fit``, or switched on by
+  its spec): a frozen copy of the network taken right before the FIRST pruning event,
+  when it has trained for at least one epoch (a copy at train begin of a network trained
+  from scratch has learned nothing and teaches noise). Until then the loss is the task
+  loss alone. A run resumed after its first event takes the copy at train begin (of the
+  resumed, pruned network);
 - ``teacher=None`` on its own: a frozen copy at train begin. Meant for a network that
   is already trained (fine-tuning); training from scratch, pass a teacher.
 
@@ -41,7 +42,7 @@ weights (see BENCHMARKS.md). Under data parallel each rank holds its own teacher
 distils its own shard; under AMP the teacher runs inside the same ``auto_cast`` as the
 student and the KD term is computed in float32.
 
-Example:
+Examples:
     >>> import paddle
     >>> from slim_callbacks.callbacks import DistillCallback
     >>> _ = paddle.seed(0)
@@ -64,25 +65,21 @@ from typing import Optional
 import paddle
 import paddle.nn.functional as F
 
-from slim_callbacks.core.checks import check_number
+from slim_callbacks.callbacks.aid import PruningAid
 from slim_callbacks.core.errors import ConfigError, SlimError
 from slim_callbacks.core.paddle_utils import copy_without_hooks, modes_restored, unwrap
+from slim_callbacks.pruning.aids import (  # noqa: F401 (check_temperature: the recipe's rule)
+    DISTILL_OPTIONS,
+    check_alpha,
+    check_distill,
+    check_teacher,
+    check_temperature,
+)
 
 logger = logging.getLogger(__name__)
 
-#: The keyword arguments of :class:`DistillCallback` (``PruneCallback(distill={...})``).
-OPTIONS = ("teacher", "alpha", "temperature")
-
-#: ``temperature`` bounds: below 0.1 both softmaxes are one-hot and ``T^2`` takes the
-#: KD term to 0; above 100 it drowns in float32 rounding (1e-4 at T=100, 3e-3 at 1000).
-TEMPERATURES = (0.1, 100.0)
-
-
-def check_temperature(key: str, value) -> float:
-    """The softmax temperature: a number in :data:`TEMPERATURES`."""
-    low, high = TEMPERATURES
-    return check_number(key, value, low, high, allowed=f"a number in [{low:g}, {high:g}] "
-                        f"(the softmax temperature; Hinton et al. use 1-20)")
+#: The keyword arguments of :class:`DistillCallback` (``TrainingAids.distill``).
+OPTIONS = DISTILL_OPTIONS
 
 
 def first_output(outputs) -> paddle.Tensor:
@@ -94,7 +91,7 @@ def kd_loss(student_logits, teacher_logits, temperature: float = 4.0) -> paddle.
     """``T^2 * KL(softmax(t / T) || softmax(s / T))``, summed over classes and
     averaged over the batch (computed in float32; the teacher gets no gradient).
 
-    Example:
+    Examples:
         >>> import paddle
         >>> s = paddle.to_tensor([[1.0, 2.0, 3.0]])
         >>> round(float(kd_loss(s, s, 2.0)), 6)
@@ -109,15 +106,6 @@ def kd_loss(student_logits, teacher_logits, temperature: float = 4.0) -> paddle.
     log_p_teacher = F.log_softmax(teacher, axis=-1)
     kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(axis=-1)
     return kl.mean() * (t * t)
-
-
-def check_teacher(teacher) -> Optional[paddle.nn.Layer]:
-    if teacher is None or isinstance(teacher, paddle.nn.Layer):
-        return teacher
-    if isinstance(teacher, paddle.Model):
-        return teacher.network
-    raise ConfigError("teacher", teacher, "None (a frozen copy of the network), a "
-                                          "paddle.nn.Layer or a paddle.Model")
 
 
 def check_separate(teacher: paddle.nn.Layer, student: paddle.nn.Layer) -> None:
@@ -173,7 +161,7 @@ def _one_line(err: Exception) -> str:
     return f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
 
 
-class DistillCallback(paddle.callbacks.Callback):
+class DistillCallback(PruningAid):
     """Distils a frozen teacher into the network during ``fit``.
 
     Args:
@@ -189,8 +177,8 @@ class DistillCallback(paddle.callbacks.Callback):
 
     Attributes:
         teacher: the teacher network in use (None until it is taken).
-        at_first_event: the default teacher waits for :meth:`take_teacher` (set by
-            ``PruneCallback(distill=...)``, which calls it before its first event).
+        at_first_event: the default teacher waits for the first pruning event (set
+            when a ``PruneCallback`` of the fit attaches the callback).
         task_loss: the user's loss (``model._loss`` before the wrapping).
         steps: training steps that included the KD term.
         last_terms: ``(task loss, kd loss)`` of the last such step, as tensors.
@@ -206,8 +194,7 @@ class DistillCallback(paddle.callbacks.Callback):
     def __init__(self, teacher=None, alpha: float = 0.5, temperature: float = 4.0):
         super().__init__()
         self.given_teacher = check_teacher(teacher)
-        self.alpha = check_number("alpha", alpha, 0.0, 1.0,
-                                  allowed="a number in [0, 1] (the weight of the KD term)")
+        self.alpha = check_alpha("alpha", alpha)
         self.temperature = check_temperature("temperature", temperature)
         self.at_first_event = False
         self.teacher: Optional[paddle.nn.Layer] = None
@@ -222,24 +209,35 @@ class DistillCallback(paddle.callbacks.Callback):
 
     @classmethod
     def from_option(cls, value, key: str = "distill") -> Optional["DistillCallback"]:
-        """``PruneCallback(distill=...)``: None/False (off), True (defaults), a dict of
-        the options or a DistillCallback; its default teacher waits for the first
-        pruning event."""
-        if value is None or value is False:
-            return None
-        if value is True:
-            value = cls()
-        elif isinstance(value, dict):
-            for name in value:
-                if name not in OPTIONS:
-                    raise ConfigError(f"{key}[{name!r}]", value[name],
-                                      f"an option of DistillCallback: {', '.join(OPTIONS)}")
-            value = cls(**value)
-        elif not isinstance(value, cls):
+        """The callback of a ``distill`` option: None/False (off), True (defaults), a dict
+        of its options (:func:`~slim_callbacks.pruning.aids.check_distill`) or a
+        DistillCallback."""
+        if value is None or value is False or isinstance(value, cls):
+            return value or None
+        if value is not True and not isinstance(value, dict):
             raise ConfigError(key, value, "None, True, a dict of teacher/alpha/temperature "
                                           "or a DistillCallback")
-        value.at_first_event = True
-        return value
+        return cls(**check_distill(value, key))
+
+    # -- beside a PruneCallback ---------------------------------------------------
+    def attach(self, prune_callback) -> None:
+        """The default teacher waits for the first event of ``prune_callback``."""
+        super().attach(prune_callback)
+        self.at_first_event = True
+
+    def before_event(self, epoch: int) -> None:
+        self.take_teacher()  # the default teacher: the network before its first event
+
+    def pruning_started(self, resumed: bool) -> None:
+        """A run resumed after its first event: the default teacher is the resumed
+        network (with a warning), taken now."""
+        if not (resumed and self.prune_callback.history):
+            return
+        if self.given_teacher is None and self.teacher is None:
+            logger.warning("distill: resuming after a pruning event, so the teacher is a copy "
+                           "of the resumed (already pruned) network, not the unpruned one; "
+                           "pass DistillCallback(teacher=...) to keep the original teacher")
+        self.take_teacher()
 
     # -- the teacher -------------------------------------------------------------
     def take_teacher(self) -> None:

@@ -11,7 +11,7 @@ ones run inside :func:`~slim_callbacks.core.quiet.quiet_paddle`: Paddle's known
 repeated warnings raised by the callbacks' own work (tracing, pruning, recalibrating)
 are not shown; the user's training steps run outside it.
 
-Example:
+Examples:
     >>> import paddle
     >>> class Record(paddle.callbacks.Callback):
     ...     def __init__(self, seen):

@@ -1,6 +1,6 @@
 """The log line of a pruning event, and the K/M/G numbers in it.
 
-Example:
+Examples:
     >>> human(568740352)
     '568.7M'
     >>> event_line(3, 12, (568.7e6, 401.2e6), (4.25e6, 3.02e6))

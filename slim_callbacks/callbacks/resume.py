@@ -102,11 +102,3 @@ def replay(callback, ledger: dict) -> None:
     logger.info("resumed from %s: %d pruning events replayed, next epoch %d", prefix,
                 len(callback.history), callback.epoch_offset)
 
-
-def resumed_teacher(distill) -> None:
-    """A run resumed after its first event: the default teacher is the resumed network."""
-    if distill.given_teacher is None:
-        logger.warning("distill: resuming after a pruning event, so the teacher is a copy "
-                       "of the resumed (already pruned) network, not the unpruned one; "
-                       "pass distill={'teacher': ...} to keep the original teacher")
-    distill.take_teacher()

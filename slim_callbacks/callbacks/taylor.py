@@ -6,7 +6,7 @@ network was pruned in that epoch (its channels are other channels now), so each 
 scores the batches since the previous one. :class:`PruneCallback` adds one for
 ``criterion="taylor"``; its own ``on_epoch_end`` (the event) runs first.
 
-Example:
+Examples:
     >>> cb = TaylorCallback()
     >>> cb.importance is None
     True

@@ -27,10 +27,11 @@ run after its directory. So every writer gets a directory of its own below ``log
 fit) ``train-2``, ``train-3``..., and a recipe run's end-of-run latency ``latency``;
 VisualDL shows each as a run, and the same tag of all of them shares one chart.
 
-Place it AFTER :class:`PruneCallback` in ``callbacks`` (or pass ``log_dir=`` to
-``PruneCallback``) so an epoch's model scalars are taken after that epoch's pruning.
+Beside a :class:`PruneCallback` it finds that callback itself and logs its pruning
+curves; place it AFTER the :class:`PruneCallback` in ``callbacks`` so an epoch's model
+scalars are taken after that epoch's pruning.
 
-Example:
+Examples:
     >>> import paddle
     >>> from slim_callbacks.callbacks import VisualDLLogger
     >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.BatchNorm2D(4),
@@ -50,8 +51,8 @@ import os
 from typing import List, Optional, Sequence
 
 import numpy as np
-import paddle
 
+from slim_callbacks.callbacks.aid import PruningAid
 from slim_callbacks.callbacks.bn_l1 import abs_gammas
 from slim_callbacks.core.checks import check_int
 from slim_callbacks.core.errors import ConfigError
@@ -99,7 +100,7 @@ def new_session_dir(log_dir: str, name: str) -> str:
             n += 1
 
 
-class VisualDLLogger(paddle.callbacks.Callback):
+class VisualDLLogger(PruningAid):
     """Writes train/eval scalars, model size and pruning progress to VisualDL.
 
     Args:
@@ -112,7 +113,8 @@ class VisualDLLogger(paddle.callbacks.Callback):
             instead (see :class:`~slim_callbacks.Pruner`).
         pruner: the :class:`PruneCallback` whose ratios and pruned layers are logged
             (read from its ``pruning_state``, a
-            :class:`~slim_callbacks.pruning.state.PruningState`).
+            :class:`~slim_callbacks.pruning.state.PruningState`); default: the
+            PruneCallback of the same fit, if any.
         bn_histograms: write ``bn/gamma`` histograms.
     """
 
@@ -124,11 +126,17 @@ class VisualDLLogger(paddle.callbacks.Callback):
         self.log_dir, self.log_freq = log_dir, check_int("log_freq", log_freq, 1)
         self.input_shape = (None if input_shape is None and example_inputs is None
                             else given_inputs(example_inputs, input_shape))
-        self.pruner, self.bn_histograms = pruner, bn_histograms
+        self.prune_callback, self.bn_histograms = pruner, bn_histograms
         self._writer = None
         self._step = 0
         self._epoch = 0
         self._profiled = ("", {})  # (structure fingerprint, its profile)
+
+    pruner = property(lambda self: self.prune_callback)
+
+    def attach(self, prune_callback) -> None:
+        if self.prune_callback is None:
+            super().attach(prune_callback)
 
     # -- writer ------------------------------------------------------------------
     @staticmethod
@@ -156,7 +164,7 @@ class VisualDLLogger(paddle.callbacks.Callback):
         self._epoch = epoch + self._offset()
 
     def _offset(self) -> int:
-        return self.pruner.pruning_state.epoch_offset if self.pruner is not None else 0
+        return self.epoch_offset
 
     def on_train_batch_end(self, step, logs=None):
         self._step += 1

@@ -4,7 +4,7 @@ Each check returns the value normalized (``int``/``float``) or raises
 :class:`~slim_callbacks.core.errors.ConfigError` naming the key, the value and what
 is allowed. ``bool`` is never a number here; numpy integers and floats are.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> check_int("round_to", np.int64(8), minimum=1)
     8

@@ -27,7 +27,7 @@ def short_repr(value, limit: int = MAX_REPR) -> str:
     """``repr(value)`` cut to about ``limit`` characters, for error messages: built lazily,
     so a huge value (e.g. a YAML alias bomb) costs no more than a small one.
 
-    Example:
+    Examples:
         >>> short_repr({"a": [1, (2,)]})
         "{'a': [1, (2,)]}"
         >>> short_repr([list(range(1000))] * 1000, limit=30)

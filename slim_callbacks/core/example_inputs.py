@@ -19,7 +19,7 @@ bools are zeros (valid token ids and indices). A ``forward_fn(network, inputs)``
 says how to call the network instead (a detector's loss forward with targets in
 train mode: check ``network.training``).
 
-Example:
+Examples:
     >>> import paddle
     >>> inputs = as_inputs({"image": [1, 3, 8, 8], "ids": {"shape": [1, 4], "dtype": "int64"}})
     >>> inputs.describe(), inputs.batch

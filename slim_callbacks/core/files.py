@@ -1,6 +1,6 @@
 """Files written so that a failure never leaves a half-written one.
 
-Example:
+Examples:
     >>> import os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "a.json")
     >>> write_atomic(path, '{"ok": true}')
@@ -37,7 +37,7 @@ def make_writable_dir(directory: str, what: str, hint: str) -> None:
     SlimError line: ``"<what> <directory> is not writable (<why>); <hint>"``, where *why*
     names a dangling symlink or a regular file on the way rather than "File exists".
 
-    Example:
+    Examples:
         >>> d = tempfile.mkdtemp(); open(os.path.join(d, "f"), "w").close()
         >>> make_writable_dir(os.path.join(d, "f", "out"), "--out", "choose another")  # doctest: +ELLIPSIS
         Traceback (most recent call last):

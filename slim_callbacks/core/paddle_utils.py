@@ -3,7 +3,7 @@
 Everything that asks "what kind of layer is this?" or touches Paddle internals that
 may move between releases goes through here, so a Paddle upgrade is one file to read.
 
-Example:
+Examples:
     >>> import paddle
     >>> conv = paddle.nn.Conv2D(3, 8, 3)
     >>> is_conv(conv), is_transposed_conv(conv), is_linear(conv)

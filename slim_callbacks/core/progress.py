@@ -3,7 +3,7 @@
 A bar is a ``tqdm`` bar on stderr, shown when ``progress`` is True, or when it is None
 and stderr is a terminal (so logs and pipes get no bar); ``-q``/``--quiet`` passes False.
 
-Example:
+Examples:
     >>> with progress_bar(False, total=2, desc="demo") as bar:
     ...     bar.update(2)
     ...     bar.disable

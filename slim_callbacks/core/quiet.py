@@ -11,7 +11,7 @@ calls, is shown as Python would show it.
   from the import only when this process is the ``slim-callbacks`` command
   (:func:`import_paddle`).
 
-Example:
+Examples:
     >>> import warnings
     >>> with warnings.catch_warnings(record=True) as caught:
     ...     warnings.simplefilter("always")
@@ -60,7 +60,7 @@ def launched_as_command(argv: Optional[Sequence[str]] = None,
     """True when this process is the ``slim-callbacks`` console script or
     ``python -m slim_callbacks``.
 
-    Example:
+    Examples:
         >>> launched_as_command(["/usr/bin/slim-callbacks", "run"], [])
         True
         >>> launched_as_command(["-m"], ["python", "-m", "slim_callbacks", "run"])
@@ -81,7 +81,7 @@ def stderr_without(prefixes: Sequence[str]) -> Iterator[None]:
     """Python-level writes to ``sys.stderr`` inside the block are held and written out
     at its end, without the lines that start with one of ``prefixes``.
 
-    Example:
+    Examples:
         >>> import contextlib, io
         >>> seen = io.StringIO()
         >>> with contextlib.redirect_stderr(seen), stderr_without(["noise"]):

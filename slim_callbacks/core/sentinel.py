@@ -3,7 +3,7 @@
 ``None`` is a value a user may mean (``pruning: null``), so a required key that is
 absent is :data:`MISSING` instead; it prints as ``<missing>`` in error messages.
 
-Example:
+Examples:
     >>> MISSING
     <missing>
     >>> {}.get("kind", MISSING) is MISSING

@@ -7,7 +7,7 @@ once, or Paddle's handler does). :func:`deferred` holds them while a C++ call ru
 raises ``KeyboardInterrupt`` when the call is over. Outside the main thread, where
 Python cannot set handlers, both change nothing; signals already ignored stay ignored.
 
-Example:
+Examples:
     >>> import os
     >>> with interruptible():
     ...     try:

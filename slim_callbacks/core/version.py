@@ -1,7 +1,7 @@
 """The installed versions: this package's (from its metadata, so ``setup.py`` is the one
 place it is written) and Paddle's.
 
-Example:
+Examples:
     >>> version_line().startswith("slim-callbacks ")
     True
 """

@@ -4,7 +4,7 @@ A ``.pdparams`` file is a Python pickle: loading a crafted one runs code. A
 ``.safetensors`` file holds only tensors and a JSON header, so prefer it for weights
 you did not make yourself. Both hold a state dict ``{structural key: tensor}``.
 
-Example:
+Examples:
     >>> import os, tempfile, paddle
     >>> net = paddle.nn.Linear(2, 3)
     >>> path = save_safetensors(net, os.path.join(tempfile.mkdtemp(), "w.safetensors"))

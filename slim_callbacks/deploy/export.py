@@ -15,7 +15,7 @@ with their dtypes are saved as several inputs), fixed as ``slim-callbacks latenc
 expects; ``dynamic_batch=True`` saves the batch dimension as dynamic instead. A
 verification batch larger than a fixed batch is run in chunks of that batch size.
 
-Example:
+Examples:
     >>> import paddle, tempfile, os
     >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.ReLU())
     >>> out = os.path.join(tempfile.mkdtemp(), "inference")
@@ -71,7 +71,7 @@ class ExportResult:
         """Each format's largest difference, absolute and relative to the largest
         output (a large absolute difference on large outputs can be float32 rounding).
 
-        Example:
+        Examples:
             >>> ExportResult("d", "d/model", {}, {"paddle": 3e-6}, 25.0).differences()
             'paddle 3e-06 (1.2e-07 of max |output| 25)'
         """
@@ -86,7 +86,7 @@ def check_formats(formats: Union[str, Sequence[str]], key: str = "formats") -> T
     """The export formats as a tuple; ConfigError unless a non-empty list of distinct
     names from :data:`FORMATS`.
 
-    Example:
+    Examples:
         >>> check_formats("onnx"), check_formats(["paddle", "onnx"])
         (('onnx',), ('paddle', 'onnx'))
     """

@@ -6,7 +6,7 @@ model may load and run on garbage, or end in a C++ traceback. :func:`check_model
 parses the program's parameter declarations (``"p"`` ops: name and shape) and the
 weights file's tensor headers, and raises one SlimError line when they disagree.
 
-Example:
+Examples:
     >>> import paddle, tempfile, os
     >>> from slim_callbacks.deploy.runtime import save_inference_model
     >>> prefix = os.path.join(tempfile.mkdtemp(), "model")

@@ -3,7 +3,7 @@
 Paddle 3 writes an inference model as ``PREFIX.json`` (the program) and
 ``PREFIX.pdiparams`` (the weights); ``predictor(PREFIX)`` loads both.
 
-Example:
+Examples:
     >>> import numpy as np, paddle, tempfile, os
     >>> net = paddle.nn.Linear(4, 2)
     >>> prefix = os.path.join(tempfile.mkdtemp(), "model")
@@ -43,7 +43,7 @@ def model_prefix(path: str) -> str:
     """The model prefix a user means by ``path``: ``DIR/model`` for a directory, the
     prefix for one of the model's files (``model.json``, ``model.pdiparams``).
 
-    Example:
+    Examples:
         >>> model_prefix("out/model.json"), model_prefix("out/model")
         ('out/model', 'out/model')
     """

@@ -239,9 +239,3 @@ for _name, _fn in (("l1_norm", l1_norm), ("l2_norm", l2_norm), ("fpgm", fpgm)):
 register_criterion("slim", bn_scale, source="bn_scale")
 register_criterion("opt_slim", bn_scale, source="bn_scale", selector="optimal_threshold")
 register_criterion("taylor", l1_norm, source="taylor")  # scores are >= 0: their sum per unit
-
-
-def group_scores(group: ChannelGroup, layers, criterion: Criterion,
-                 layer_types: Dict[str, str]) -> np.ndarray:
-    """``criterion(group, layers, layer_types)``: one score per unit of ``group``."""
-    return criterion(group, layers, layer_types)

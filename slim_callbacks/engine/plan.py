@@ -183,11 +183,12 @@ class PruningPlan:
         (an EMA's, a teacher's). Tensors already cut (the parameter itself) are left alone.
         Returns the keys cut.
 
-        >>> plan = PruningPlan.from_dict({"params": {"fc": {"weight": {
-        ...     "shape": [3, 2], "kept": {"0": [0, 2]}}}}})
-        >>> ema = {"fc.weight": paddle.to_tensor([[1., 1.], [2., 2.], [3., 3.]])}
-        >>> plan.cut_state(ema), ema["fc.weight"].numpy()[:, 0].tolist()
-        (['fc.weight'], [1.0, 3.0])
+        Examples:
+            >>> plan = PruningPlan.from_dict({"params": {"fc": {"weight": {
+            ...     "shape": [3, 2], "kept": {"0": [0, 2]}}}}})
+            >>> ema = {"fc.weight": paddle.to_tensor([[1., 1.], [2., 2.], [3., 3.]])}
+            >>> plan.cut_state(ema), ema["fc.weight"].numpy()[:, 0].tolist()
+            (['fc.weight'], [1.0, 3.0])
         """
         done = []
         for (name, attr), cut in self.params.items():

@@ -25,7 +25,7 @@ import paddle
 from slim_callbacks.core.checks import check_ratio
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.core.paddle_utils import layer_table
-from slim_callbacks.engine.criteria import Criterion, get_criterion, group_scores
+from slim_callbacks.engine.criteria import Criterion, get_criterion
 from slim_callbacks.engine.plan import PruningPlan, add_removed, cuts_of
 from slim_callbacks.engine.ratios import (
     check_network,
@@ -120,7 +120,7 @@ def plan_pruning(network: paddle.nn.Layer, graph: DependencyGraph, group_ratios:
             continue
         original = (original_widths or {}).get(group.name)
         scored = scored_by(group, (scored_layers or {}).get(group.name))
-        scores = group_scores(scored, layers, criterion, graph.layer_types)
+        scores = criterion(scored, layers, graph.layer_types)
         units = select_units(group, scores, group_ratios[group.name], criterion, round_to, original)
         if len(units) == 0:
             continue

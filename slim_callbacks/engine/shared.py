@@ -6,7 +6,7 @@ for two sets of channels; the engine does not support it. :func:`check_not_share
 names the layer and the reason before anything changes (without it the pruned network
 fails its check with an IndexError or a channel mismatch, and is restored).
 
-Example:
+Examples:
     >>> import paddle
     >>> from slim_callbacks.tracing.tracer import trace
     >>> conv = paddle.nn.Conv2D(4, 4, 1)

@@ -2,7 +2,7 @@
 what the adapters write beside each checkpoint the trainer saves, so that
 :func:`~slim_callbacks.load_pruned` rebuilds the pruned model from a fresh original one.
 
-Example:
+Examples:
     >>> import paddle
     >>> from slim_callbacks.callbacks.ledger import fingerprint
     >>> net = paddle.nn.Sequential(paddle.nn.Linear(4, 8), paddle.nn.ReLU(), paddle.nn.Linear(8, 2))

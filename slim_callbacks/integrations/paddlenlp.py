@@ -57,7 +57,7 @@ def ernie(num_classes: int = 2, vocab_size: int = 1000, hidden_size: int = 64,
     initialized; ``forward(input_ids, token_type_ids)`` gives ``[batch, num_classes]``
     logits.
 
-    Example:
+    Examples:
         >>> net = ernie(num_classes=3, vocab_size=50, hidden_size=16, intermediate_size=32)
         >>> ids = paddle.zeros([2, 8], "int64")
         >>> list(net(ids, ids).shape)

@@ -10,7 +10,7 @@ multiples of the ``round_to: auto`` check, at its representative uniform cut), a
 per-timing costs measured on a 2-core machine (:data:`SPEC_S`, :data:`EXPORT_S`,
 :data:`MACS_PER_S`). The result is an estimate to print, not a promise.
 
-Example:
+Examples:
     >>> import paddle, tempfile
     >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 3), paddle.nn.ReLU(),
     ...                            paddle.nn.Conv2D(8, 4, 1))
@@ -79,17 +79,19 @@ def _add_layers(est: Estimate, table: LatencyTable, specs) -> None:
 def estimate_measuring(network: paddle.nn.Layer, input_shape: Sequence[int], *,
                        latency: bool = False, round_auto: bool = False,
                        layers: Optional[List[str]] = None, skip: Sequence[str] = (),
-                       round_to: int = 1, options: Optional[Mapping] = None) -> Estimate:
+                       round_to: int = 1, options: Optional[Mapping] = None,
+                       graph=None) -> Estimate:
     """What ``strategy: latency`` (``latency``; its ``options`` as
     ``pruning.strategy_options`` holds them) and ``round_to: auto`` (``round_auto``;
-    1 thread, oneDNN, in ``options["cache_dir"]`` if given) would measure; nothing is timed."""
+    1 thread, oneDNN, in ``options["cache_dir"]`` if given) would measure; nothing is
+    timed. ``graph``: the network's trace if the caller has one (not traced again)."""
     options = dict(options or {})
     shape = as_inputs(input_shape)
     est = Estimate()
     macs = count_flops(network, shape)
     if round_auto:
         table = LatencyTable(directory=options.get("cache_dir"))
-        model = LatencyModel(network, shape, table, layers, skip, measure=False)
+        model = LatencyModel(network, shape, table, layers, skip, graph=graph, measure=False)
         specs = [s for g in probe_groups(model) for s in block_specs(model, g, probe_widths(model, g))]
         _add_layers(est, table, specs)
         found = candidate_networks(network, shape, skip=skip, graph=model.graph)
@@ -102,7 +104,7 @@ def estimate_measuring(network: paddle.nn.Layer, input_shape: Sequence[int], *,
                              onednn=bool(options.get("onednn", True)),
                              directory=options.get("cache_dir"),
                              keep_intermediates=bool(options.get("keep_intermediates", False)))
-        model = LatencyModel(network, shape, table, layers, skip, measure=False,
+        model = LatencyModel(network, shape, table, layers, skip, graph=graph, measure=False,
                              round_to=round_to)
         _add_layers(est, table, model.grid_specs(tuple(options.get("grid", GRID))))
         if f"network {model.base_key}" not in table.entries:

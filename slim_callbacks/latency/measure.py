@@ -5,7 +5,7 @@ warm-up, the models are timed in interleaved rounds (each round times every mode
 order rotated one step per round), so a slow spell on a shared machine falls on all
 models alike rather than on whichever ran last.
 
-Example:
+Examples:
     >>> import paddle, tempfile, os
     >>> from slim_callbacks.deploy.runtime import save_inference_model
     >>> d = tempfile.mkdtemp()
@@ -60,7 +60,7 @@ OVERHEAD_BOUND_MACS = 100_000_000
 def overhead_bound(median_ms: float, macs: Optional[int] = None) -> bool:
     """True when a latency says little about the model's arithmetic (the rule above).
 
-    Example:
+    Examples:
         >>> overhead_bound(0.9), overhead_bound(2.6, macs=834_688), overhead_bound(7.2, 568_740_352)
         (True, True, False)
     """

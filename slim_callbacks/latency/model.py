@@ -18,7 +18,7 @@ scale is ``base_ms / sum(before)`` (the network shrinks like its layers);
 alone at half width next to the unpruned one, and scales the group's layers so their
 saving matches.
 
-Example:
+Examples:
     >>> import paddle, tempfile
     >>> from slim_callbacks.latency.table import LatencyTable
     >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 16, 3), paddle.nn.ReLU(),

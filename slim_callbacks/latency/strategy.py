@@ -82,14 +82,17 @@ def latency_ratios(network: paddle.nn.Layer, input_shape: Sequence[int],
     """Per-group ratios whose predicted latency is ``target_latency_reduction`` lower.
 
     Args:
-        network, input_shape: the network (left unchanged) and its input shape.
+        network: the network (left unchanged).
+        input_shape: its input shape.
         target_latency_reduction: share of the batch-1 latency to remove, in (0, 1).
-        layers, skip: patterns of the layers to prune / leave whole (default: all).
+        layers: patterns of the layers to prune (default: all).
+        skip: patterns of the layers to leave whole.
         criterion: which channels go, with the ``lowest`` selector.
         max_ratio: largest ratio of any one group, in (0, 1).
         normalize: score normalization across groups, as for ``global``.
         round_to: kept widths are multiples of this.
-        threads, onednn: the Paddle Inference setting to be fast in (1 thread, oneDNN).
+        threads: CPU threads of the Paddle Inference setting to be fast in.
+        onednn: whether that setting uses oneDNN.
         cache_dir: where the latency table lives (default ``$SLIM_CALLBACKS_LATENCY_CACHE``
             or ``~/.cache/slim_callbacks/latency``).
         grid: kept fractions each layer side is timed at.

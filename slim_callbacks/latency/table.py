@@ -10,7 +10,7 @@ oneDNN on/off), the thread count and the machine (CPU model, core count), so a t
 measured elsewhere is never reused. ``dir`` is ``$SLIM_CALLBACKS_LATENCY_CACHE`` or
 ``~/.cache/slim_callbacks/latency``.
 
-Example:
+Examples:
     >>> import tempfile
     >>> table = LatencyTable(directory=tempfile.mkdtemp(), rounds=2, runs_per_round=1, warmup=1)
     >>> specs = [LayerSpec("conv", 8, w, (1, 1), hw=(8, 8)) for w in (4, 8)]

@@ -13,7 +13,7 @@ static ``Pruner`` refuses with a pointer to these). It is a front end over the
 project's :class:`~slim_callbacks.pruning.Pruner`; see the "Migrating from PaddleSlim"
 page for the differences.
 
-Example:
+Examples:
     >>> import paddle
     >>> import slim_callbacks.paddleslim as paddleslim
     >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 3), paddle.nn.ReLU(),

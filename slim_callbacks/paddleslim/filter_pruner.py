@@ -14,7 +14,7 @@ parameter named in ``ratios`` (``coupled_scoring="named"``, PaddleSlim's way;
 ``ratios`` are skipped with a log line (their channels follow the conv feeding them);
 parameters of transposed convs too.
 
-Example:
+Examples:
     >>> import paddle
     >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 3), paddle.nn.ReLU(),
     ...                            paddle.nn.Conv2D(8, 4, 3))
@@ -98,10 +98,10 @@ class FilterPruner:
                           for p in layer.parameters()]
 
     # -- pruning -------------------------------------------------------------------
-    def _pruner(self, ratios, round_to: Optional[int] = None) -> Pruner:
+    def _pruner(self, ratios, round_to: Optional[int] = None, graph=None) -> Pruner:
         return Pruner(self.model, self.example_inputs, ratios=ratios, criterion=self.criterion,
                       round_to=round_to or self.round_to, coupled_scoring=self.coupled_scoring,
-                      optimizer=self.opt)
+                      optimizer=self.opt, graph=graph)
 
     def _prunable(self, ratios: Dict[str, float], graph) -> Dict[str, float]:
         """``ratios`` less the parameters no group is ranked by (logged)."""
@@ -117,11 +117,12 @@ class FilterPruner:
         return out
 
     def prune_vars(self, ratios: Dict[str, float], axis=0, apply: Optional[str] = "impretive",
-                   *, round_to: Optional[int] = None) -> PruningPlan:
+                   *, round_to: Optional[int] = None, graph=None) -> PruningPlan:
         """Prunes the output channels of each named parameter's conv by its ratio.
 
         ``apply``: ``"impretive"`` removes them (and the optimizer's entries), ``"lazy"``
-        zeroes them (shapes stay), ``None`` only plans. Returns the :class:`PruningPlan`.
+        zeroes them (shapes stay), ``None`` only plans. ``graph``: the model's trace as
+        it is now, if the caller has one. Returns the :class:`PruningPlan`.
         """
         axis = axis[0] if isinstance(axis, (list, tuple)) and axis else axis
         if axis != 0:
@@ -130,11 +131,11 @@ class FilterPruner:
             check_choice("apply", apply, [a for a in APPLY if a])
         if not isinstance(ratios, dict):
             raise ConfigError("ratios", ratios, "a {parameter name: ratio} dict")
-        graph = trace(self.model, self.example_inputs)
+        graph = graph if graph is not None else trace(self.model, self.example_inputs)
         ratios = self._prunable(ratios, graph)
         plan = PruningPlan(self.model.full_name())
         if ratios:
-            pruner = self._pruner(ratios, round_to)
+            pruner = self._pruner(ratios, round_to, graph)
             plan = PruningPlan.from_engine(pruner.plan_to(pruner.prepare().group_ratios), self.model)
         if apply is not None:
             if self._original is None:
@@ -191,7 +192,7 @@ class FilterPruner:
                                             self.criterion, skip, align)
         base = flops(self.model, self.example_inputs, only_conv=False)
         original, previous = self._original, self.plan
-        plan = self.prune_vars(ratios, dims, round_to=align)
+        plan = self.prune_vars(ratios, dims, round_to=align, graph=graph)
         pruned = (base - flops(self.model, self.example_inputs, only_conv=False)) / base
         plan.restore()
         self._original, self.plan = original, previous

@@ -14,7 +14,7 @@ Functional calls in a ``forward`` (``F.relu``, ``paddle.matmul``) are not counte
 MobileNetV1 at 224x224: 568,740,352 and, with ``only_conv=False``, 583,870,464 - what
 PaddleSlim 2.6 reports.
 
-Example:
+Examples:
     >>> import paddle
     >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 3), paddle.nn.ReLU())
     >>> flops(net, [1, 3, 10, 10]), flops(net, [1, 3, 10, 10], only_conv=False)

@@ -7,7 +7,7 @@ a mask holding 1 for every kept entry of axis ``dims``. ``apply`` removes the ma
 entries (with the optimizer state) or, ``lazy=True``, zeroes them; ``restore`` puts
 back, bit for bit, what that ``apply`` changed.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> plan = PruningPlan()
     >>> plan.add("conv2d_0.w_0", PruningMask(0, np.array([1, 0, 1, 1]), 0.25))

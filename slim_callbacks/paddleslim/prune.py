@@ -5,7 +5,7 @@ edits a ``fluid`` Program. On Paddle 3 the static graph is reached through
 ``paddle.jit.to_static``, whose network stays a dygraph Layer and is pruned by the
 supported paths; constructing this ``Pruner`` says so.
 
-Example:
+Examples:
     >>> Pruner(criterion="l1_norm")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...

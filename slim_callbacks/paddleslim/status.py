@@ -5,7 +5,7 @@ parameter name to ``{ratio: loss}``. Files are JSON whatever their name. A file 
 PaddleSlim wrote is a pickle, and unpickling runs code from the file: it is read only
 with ``allow_pickle=True``.
 
-Example:
+Examples:
     >>> import os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "sen.pickle")
     >>> status = Status()

@@ -10,7 +10,7 @@ attributes in the op's signature order: the rule ``"c_ops"`` does that.
 An op with no converter stops the rebuild with a SlimError naming it and
 :func:`register_converter`.
 
-Example:
+Examples:
     >>> register_converter("pd_op.sinh", "c_ops")
     >>> CONVERTERS["pd_op.sinh"] is c_ops
     True

@@ -39,7 +39,7 @@ def load_inference_model(path, input_shape: Optional[Sequence[int]] = None, veri
         SlimError: missing or unreadable files, an op without a converter (see
             :func:`slim_callbacks.program.register_converter`), or outputs that differ.
 
-    Example:
+    Examples:
         >>> import paddle, tempfile, os
         >>> from slim_callbacks.deploy.export import export
         >>> net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.BatchNorm2D(4),

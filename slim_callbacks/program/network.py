@@ -6,7 +6,7 @@ function (``paddle._C_ops`` functions by name, looked up on every call, so that 
 tracer that patches them sees the call); its arguments are :class:`Ref` (a value
 computed before), :class:`Param` (a parameter of the network itself) or literals.
 
-Example:
+Examples:
     >>> import paddle
     >>> net = ProgramNetwork(["x"], ["v1"])
     >>> net.add_step(Step("relu", [Ref("x")], ["v1"]))

@@ -8,7 +8,7 @@ restored. Each op becomes a :class:`Node`; a value (an op result) is named ``"v<
 in program order, and a node's ``inputs`` name the values it reads (``None`` for an
 operand the op leaves out).
 
-Example:
+Examples:
     >>> import paddle, tempfile, os
     >>> from slim_callbacks.deploy.runtime import save_inference_model
     >>> prefix = os.path.join(tempfile.mkdtemp(), "model")

@@ -10,7 +10,7 @@ all but the largest as written and divides ``x.shape`` by them for the largest (
 shuffle's ``c // g``, attention's ``c // heads``). The sizes are the program's at the
 exported shape, so the rebuilt network's outputs are unchanged.
 
-Example:
+Examples:
     >>> reshape_plan((1, 48, 8, 8), [1, 2, 24, 8, 8])
     [('dim', 0), 2, ('div', 1, 2), ('dim', 2), ('dim', 3)]
     >>> reshape_plan((1, 24, 2, 8, 8), [1, 48, 8, 8])

@@ -14,7 +14,8 @@ resolves ``round_to: auto`` and the strategy once, and fixes each group's final 
   :class:`~slim_callbacks.PruningPlan`;
 - :meth:`Pruner.undo` puts back the last event taken with ``undoable=True``;
 - :attr:`Pruner.plan` and :attr:`Pruner.history` are the cumulative plan and one record
-  per event; :meth:`Pruner.state` a read-only view for loggers.
+  per event; :meth:`Pruner.state` a read-only view for loggers;
+- :meth:`Pruner.sensitivity` is the sensitivity analysis on the pruner's trace.
 
 :func:`prune` is the one-call form; :class:`~slim_callbacks.PruneCallback` drives a
 pruner from ``paddle.Model.fit``.
@@ -44,6 +45,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import paddle
 
 from slim_callbacks.analysis.flops import profile
+from slim_callbacks.analysis.sensitivity import DEFAULT_RATIOS, sensitivity
 from slim_callbacks.analysis.strategies import check_something_to_prune, resolve_strategy
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.core.example_inputs import given_inputs
@@ -105,12 +107,15 @@ class Pruner:
         spec: a :class:`PruningSpec`; or pass its fields as keywords instead.
         schedule: when to prune, for :meth:`step`: a
             :class:`~slim_callbacks.pruning.schedules.Schedule`, an ``{epoch: ratio}``
-            map, a schedule dict; default one shot at epoch 0.
+            map, a schedule dict; default the spec's, else one shot at epoch 0.
         optimizer: the optimizer training ``network``; its state is sliced with it.
         original_widths: group -> width before any pruning (a resumed run's).
         input_shape: the shorthand of ``example_inputs`` for one float32 input.
         forward_fn: ``callable(network, inputs) -> outputs``: how every forward pass
             calls the network (a detector's loss forward with targets in train mode).
+        graph: the trace of ``network`` as it is now, with these inputs and the spec's
+            structure, when the caller has one (another pruner's :attr:`graph`): used
+            instead of tracing again.
 
     Raises:
         ConfigError: a bad argument, before anything is traced or changed.
@@ -119,24 +124,26 @@ class Pruner:
     def __init__(self, network: paddle.nn.Layer, example_inputs=None,
                  spec: Optional[PruningSpec] = None, *, schedule=None, optimizer=None,
                  original_widths: Optional[Mapping[str, int]] = None,
-                 input_shape: Optional[Sequence[int]] = None, forward_fn=None, **spec_fields):
+                 input_shape: Optional[Sequence[int]] = None, forward_fn=None,
+                 graph: Optional[DependencyGraph] = None, **spec_fields):
         check_network(network)
         check_optimizer(optimizer)
         self.network = network
         self.example_inputs = given_inputs(example_inputs, input_shape, forward_fn)
         self.spec = as_spec(spec, spec_fields)
-        self.schedule = as_schedule(schedule)
+        self.schedule = as_schedule(schedule if schedule is not None else self.spec.schedule)
         self.optimizer = optimizer
         self.plan = PruningPlan()
         self.history: List[dict] = []
         self.original_widths: Dict[str, int] = dict(original_widths or {})
+        self.ratios = None  # the strategy's answer: a float or {pattern or group: ratio}
         self.group_ratios: Dict[str, float] = {}
         self.scored_layers: Dict[str, List[str]] = {}  # coupled_scoring="named"
         self.targets: Dict[int, Dict[str, float]] = {}
         self.round_to: Optional[int] = None if self.spec.round_to == AUTO else self.spec.round_to
         self.uniform_ratio: Optional[float] = None
         self.traces = 0  # how often the network was traced (each structure once)
-        self._graph: Optional[DependencyGraph] = None
+        self._graph: Optional[DependencyGraph] = graph
         self._undo: Optional[Snapshot] = None
         self._ready = False
 
@@ -161,11 +168,9 @@ class Pruner:
         graph = self.graph
         if not self.original_widths:
             self.original_widths = {g.name: g.num_units for g in graph.groups}
-        if self.round_to is None:
-            self.round_to = self._measure_round_to(graph)
-        ratios = resolve_strategy(self.spec.strategy, self.network, self.example_inputs,
-                                  structure=self.spec.structure, graph=graph,
-                                  **self.spec.strategy_arguments(self.round_to))
+        self.ratios = ratios = resolve_strategy(
+            self.spec.strategy, self.network, self.example_inputs, structure=self.spec.structure,
+            graph=graph, **self.spec.strategy_arguments(self.rounding()))
         if self.spec.strategy == "uniform" and self.spec.target_flops_reduction is not None:
             self.uniform_ratio = ratios if isinstance(ratios, float) else next(iter(ratios.values()))
             logger.info("target_flops_reduction %.3f -> uniform ratio %.4f",
@@ -177,6 +182,21 @@ class Pruner:
         self.targets = group_targets(self.schedule, self.group_ratios)
         self._ready = True
         return self
+
+    def rounding(self) -> int:
+        """``round_to`` as an int (:attr:`round_to`): the spec's, or ``auto`` measured
+        once (:meth:`prepare` calls it; the sensitivity analysis needs only this)."""
+        if self.round_to is None:
+            self.round_to = self._measure_round_to(self.graph)
+        return self.round_to
+
+    def sensitivity(self, eval_fn, ratios: Sequence[float] = DEFAULT_RATIOS, **options):
+        """:func:`~slim_callbacks.analysis.sensitivity.sensitivity` of this network with
+        the spec's layers, skip, criterion and ``round_to``, on this pruner's trace
+        (changes nothing; ``options``: the function's other keywords, e.g. ``file``)."""
+        return sensitivity(self.network, eval_fn, self.example_inputs, layers=self.spec.layers,
+                           ratios=ratios, criterion=self.spec.criterion, skip=self.spec.skip,
+                           round_to=self.rounding(), graph=self.graph, **options)
 
     def _measure_round_to(self, graph: DependencyGraph) -> int:
         """``round_to: auto``: timed at the spec's ratios when it has them, else at a
@@ -248,6 +268,12 @@ class Pruner:
         state = self._undo.restore()
         self.plan, self.history, self._undo, self._graph = state["plan"], state["history"], None, None
 
+    def drop_undo(self) -> None:
+        """Keeps the last undoable event for good: frees the copy :meth:`undo` would
+        need (a whole copy of the weights and optimizer state, held until the next
+        event otherwise)."""
+        self._undo = None
+
     def adopt(self, plan: PruningPlan, history: Sequence[dict]) -> None:
         """Takes the plan and history of a run whose structure was replayed on the
         network (resuming from a checkpoint)."""
@@ -306,7 +332,7 @@ def prune(network: paddle.nn.Layer, example_inputs=None, ratios=None, criterion=
         ConfigError: a bad argument; nothing is changed.
         SlimError: the network rejects the inputs; nothing is changed.
 
-    Example:
+    Examples:
         >>> import paddle
         >>> net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
         >>> len(prune(net, [1, 3, 32, 32], {"conv*._pointwise_conv*": 0.5}))

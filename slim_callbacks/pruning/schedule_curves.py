@@ -10,7 +10,7 @@ itself) and ``curve(1) = final_ratio``:
   (``1 - (1 - s_f) ** u`` for ``s_i = 0``): each event removes the same share of the
   channels still there, with the shares computed against the original widths.
 
-Example:
+Examples:
     >>> curve_targets(4, "linear", 0.0, 0.8)
     [0.2, 0.4, 0.6000000000000001, 0.8]
     >>> [round(t, 4) for t in curve_targets(4, "agp", 0.0, 0.5)]

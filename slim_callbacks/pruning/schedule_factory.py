@@ -70,7 +70,7 @@ def make_schedule(kind: str, **kwargs) -> Schedule:
     Raises:
         ConfigError: unknown kind, unknown or missing argument, or a bad value.
 
-    Example:
+    Examples:
         >>> make_schedule("epochs", epochs=[2, 4], curve="exp")
         AtEpochs(epochs=(2, 4), curve='exp', initial_ratio=0.0)
     """
@@ -89,7 +89,7 @@ def schedule_from_dict(d: Mapping[str, Any], key: str = "schedule") -> Schedule:
         ConfigError: not a mapping, unknown kind or key, missing key, or a bad value; the
             message names ``<key>.<argument>``.
 
-    Example:
+    Examples:
         >>> schedule_from_dict({"kind": "oneshot", "epoch": 2})
         OneShot(epoch=2)
     """

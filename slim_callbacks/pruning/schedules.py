@@ -168,7 +168,7 @@ class OneShot(Schedule):
     Args:
         epoch: the 0-based epoch at whose end everything is pruned.
 
-    Example:
+    Examples:
         >>> OneShot(3).events(0.5)
         [(3, 0.5)]
     """
@@ -197,7 +197,7 @@ class AtEpochs(_OnCurve):
         curve: ``"linear"``, ``"agp"`` or ``"exp"`` (formulas in :mod:`~slim_callbacks.pruning.schedule_curves`).
         initial_ratio: the curve's value before the first event, in ``[0, 1)``.
 
-    Example:
+    Examples:
         >>> [(e, round(r, 4)) for e, r in AtEpochs([2, 4, 6]).events(0.6)]
         [(2, 0.2), (4, 0.4), (6, 0.6)]
     """
@@ -241,7 +241,7 @@ class RatioMap(Schedule):
         ratios: ``{epoch: ratio}`` (or ``(epoch, ratio)`` pairs); ratios in ``[0, 1)``,
             non-decreasing with the epoch. Stored sorted as a tuple of pairs.
 
-    Example:
+    Examples:
         >>> sched = RatioMap({4: 0.5, 2: 0.25})
         >>> sched.events(), sched.final_ratio
         ([(2, 0.25), (4, 0.5)], 0.5)
@@ -360,7 +360,7 @@ class AGP(Ramp):
     something (targets strictly increase when ``s_f > s_i``) and the event at
     ``end_epoch`` (inclusive) reaches ``s_f`` exactly.
 
-    Example:
+    Examples:
         >>> [(e, round(r, 4)) for e, r in AGP(0, 6, frequency=2).events(0.5)]
         [(0, 0.2891), (2, 0.4375), (4, 0.4922), (6, 0.5)]
     """
@@ -373,7 +373,7 @@ class AGP(Ramp):
 class LinearRamp(Ramp):
     """Linear ramp: event ``k = 1..K`` reaches ``s_i + (s_f - s_i) * k / K``.
 
-    Example:
+    Examples:
         >>> [(e, round(r, 4)) for e, r in LinearRamp(1, 3).events(0.6)]
         [(1, 0.2), (2, 0.4), (3, 0.6)]
     """
@@ -389,7 +389,7 @@ class ExpRamp(Ramp):
     for ``s_i = 0``: each event removes the same share of the remaining channels, with
     the targets still computed against the original widths.
 
-    Example:
+    Examples:
         >>> [(e, round(r, 4)) for e, r in ExpRamp(0, 3).events(0.9375)]
         [(0, 0.5), (1, 0.75), (2, 0.875), (3, 0.9375)]
     """

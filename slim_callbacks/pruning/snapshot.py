@@ -4,7 +4,7 @@ Every network tensor, every optimizer accumulator and master weight, the layers'
 channel attributes and plain ``int`` attributes (``head_dim`` ...), and a caller's
 state (a deep copy): :meth:`Snapshot.restore` puts them all back bit for bit.
 
-Example:
+Examples:
     >>> import paddle
     >>> net = paddle.nn.Linear(4, 2)
     >>> snap = Snapshot.take(net, None, {"events": 0})

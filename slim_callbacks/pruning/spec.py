@@ -3,12 +3,14 @@
 A spec holds the target (exactly one of ``ratios``, ``target_flops_reduction`` and
 ``target_latency_reduction``), where it applies (``layers``, ``skip``, ``structure``)
 and how channels are chosen (``criterion``, ``strategy`` with its ``strategy_options``,
-``round_to``, ``fold_bn_shift``). Every rule between these fields lives here, checked
-at construction before anything is traced or changed; :class:`~slim_callbacks.pruning.Pruner`,
-:func:`~slim_callbacks.prune` and :class:`~slim_callbacks.PruneCallback` all build one.
-WHEN to prune is the schedule's business (:mod:`slim_callbacks.pruning.schedules`).
+``round_to``, ``fold_bn_shift``), when (``schedule``, a
+:mod:`~slim_callbacks.pruning.schedules` schedule) and the training aids (``aids``, a
+:class:`~slim_callbacks.pruning.aids.TrainingAids`). Every rule between these fields
+lives here, checked at construction before anything is traced or changed;
+:class:`~slim_callbacks.pruning.Pruner`, :func:`~slim_callbacks.prune` and
+:class:`~slim_callbacks.PruneCallback` all build one.
 
-Example:
+Examples:
     >>> spec = PruningSpec(ratios=0.5, criterion="fpgm")
     >>> spec.strategy, spec.criterion.name
     ('uniform', 'fpgm')
@@ -22,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from slim_callbacks.analysis.strategies import (
@@ -35,6 +38,10 @@ from slim_callbacks.engine.criteria import Criterion, get_criterion
 from slim_callbacks.engine.planner import check_fold_bn_shift
 from slim_callbacks.engine.ratios import check_patterns, check_ratios, check_skip
 from slim_callbacks.latency.auto_round import check_round_to_option
+from slim_callbacks.pruning.aids import TrainingAids
+from slim_callbacks.pruning.schedule_factory import build_schedule, schedule_from_dict
+from slim_callbacks.pruning.schedules import Schedule
+from slim_callbacks.pruning.targets import check_curve_start, final_ratios
 from slim_callbacks.tracing.structure import Structure, check_structure
 
 Ratios = Union[float, Dict[str, float]]
@@ -44,6 +51,13 @@ REQUIRED = {"sensitivities": "a sensitivities file path"}
 #: how a coupled group's channels are ranked: the sum over every producer, or only the
 #: producers its ratios pattern names (PaddleSlim's way)
 COUPLED_SCORING = ("sum", "named")
+#: the training aids' keys, which a recipe's ``pruning:`` section holds at its top level
+AID_KEYS = tuple(f.name for f in dataclasses.fields(TrainingAids))
+
+
+def check_target(key: str, value) -> float:
+    """A MACs or latency reduction target: a number in (0, 1)."""
+    return check_number(key, value, 0.0, 1.0, low_open=True, high_open=True)
 
 
 def default_strategy(ratios, target_latency_reduction) -> str:
@@ -98,9 +112,12 @@ class PruningSpec:
     round_to: Union[int, str] = 1
     fold_bn_shift: Optional[bool] = None
     coupled_scoring: str = "sum"
+    schedule: Union[Schedule, Mapping, None] = None
+    aids: TrainingAids = dataclasses.field(default_factory=TrainingAids)
 
     def __post_init__(self):
         criterion = get_criterion(self.criterion)
+        self._check_when()
         self._set("criterion", criterion)
         self._set("round_to", check_round_to_option(self.round_to))
         self._set("fold_bn_shift", check_fold_bn_shift(self.fold_bn_shift, criterion))
@@ -114,6 +131,28 @@ class PruningSpec:
         self._set("strategy", self.strategy or default_strategy(self.ratios,
                                                                 self.target_latency_reduction))
         self._check_strategy_options()
+        check_curve_start(self.schedule, self.ratios)
+        self._check_aids(criterion)
+
+    def _check_when(self) -> None:
+        """The schedule as an object; an ``{epoch: ratio}`` map's last value is the
+        final ratio (never below a curve's ``initial_ratio``)."""
+        schedule = (schedule_from_dict(self.schedule) if isinstance(self.schedule, Mapping)
+                    and "kind" in self.schedule else build_schedule(self.schedule, None, 0, None, 1))
+        self._set("schedule", schedule)
+        self._set("ratios", final_ratios(schedule, self.ratios, self.target_flops_reduction,
+                                         self.target_latency_reduction))
+
+    def _check_aids(self, criterion: Criterion) -> None:
+        aids = self.aids
+        if aids is None or isinstance(aids, Mapping):
+            aids = TrainingAids.from_dict(aids or {})
+        if not isinstance(aids, TrainingAids):
+            raise ConfigError("aids", aids, "a TrainingAids or a dict of its fields")
+        self._set("aids", aids)
+        if aids.bn_l1 is not None and criterion.needs != "bn_scales":
+            warnings.warn(f"bn_l1 is set but criterion {criterion.name!r} ignores "
+                          f"BatchNorm scales; use 'slim' or 'opt_slim'", UserWarning, stacklevel=4)
 
     def _set(self, name: str, value) -> None:
         object.__setattr__(self, name, value)
@@ -134,7 +173,7 @@ class PruningSpec:
             self._missing_target()
         for key in TARGETS[1:]:
             if getattr(self, key) is not None:
-                check_number(key, getattr(self, key), 0.0, 1.0, low_open=True, high_open=True)
+                check_target(key, getattr(self, key))
         if self.layers is not None and isinstance(self.ratios, Mapping):
             raise ConfigError("layers", self.layers,
                               "None with a {pattern: ratio} dict (its patterns choose the layers)")
@@ -206,15 +245,37 @@ class PruningSpec:
         out["layers"] = None if self.layers is None else list(self.layers)
         out["skip"] = list(self.skip)
         out["structure"] = self.structure.to_dict()
+        out["schedule"] = self.schedule.to_dict()
+        out["aids"] = self.aids.to_dict()
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PruningSpec":
-        """A spec from :meth:`to_dict`'s mapping; an unknown key is a ConfigError."""
+        """A spec from :meth:`to_dict`'s mapping or a recipe's ``pruning:`` section, where
+        the :class:`TrainingAids` keys sit beside the others and ``sensitivities`` is the
+        strategy's file (a ``distill.teacher`` path is the recipe's to load); an unknown
+        key is a ConfigError.
+
+        Examples:
+            >>> spec = PruningSpec.from_dict({"ratios": 0.5, "recalibrate_bn": 4,
+            ...                               "schedule": {"kind": "oneshot", "epoch": 2}})
+            >>> spec.aids.recalibrate_bn, spec.schedule.epoch
+            (4, 2)
+        """
         if not isinstance(data, Mapping):
             raise ConfigError("spec", data, "a mapping of PruningSpec fields")
-        known = [f.name for f in dataclasses.fields(cls)]
+        data = dict(data)
+        known = [f.name for f in dataclasses.fields(cls)] + list(AID_KEYS) + ["sensitivities"]
         for key, value in data.items():
             if key not in known:
                 raise ConfigError(str(key), value, f"a PruningSpec field: {', '.join(known)}")
+        aids = {key: data.pop(key) for key in AID_KEYS if key in data}
+        if aids:
+            given = data.get("aids") or {}
+            given = given.to_dict() if isinstance(given, TrainingAids) else dict(given)
+            data["aids"] = {**given, **aids}
+        if data.get("sensitivities") is not None:
+            data["strategy_options"] = {**(data.get("strategy_options") or {}),
+                                        "sensitivities": data["sensitivities"]}
+        data.pop("sensitivities", None)
         return cls(**data)

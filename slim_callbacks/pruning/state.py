@@ -4,7 +4,7 @@
 builds one on demand; the VisualDL logger reads only this, never the callback's
 internals.
 
-Example:
+Examples:
     >>> state = PruningState(planned=mean_targets({2: {"a": 0.25, "b": 0.75}, 4: {"a": 0.5}}))
     >>> [state.planned_ratio(e) for e in (1, 2, 3, 4)]
     [0.0, 0.5, 0.5, 0.5]

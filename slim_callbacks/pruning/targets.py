@@ -3,7 +3,7 @@
 Targets are shares of the ORIGINAL widths (see :mod:`slim_callbacks.pruning.schedules`);
 with an ``{epoch: ratio}`` map, each group reaches ``ratio * map_value / map_final``.
 
-Example:
+Examples:
     >>> from slim_callbacks.pruning.schedules import AtEpochs, RatioMap
     >>> group_targets(AtEpochs([1, 3]), {"a": 0.5, "b": 0.25})
     {1: {'a': 0.25, 'b': 0.125}, 3: {'a': 0.5, 'b': 0.25}}

@@ -38,7 +38,8 @@ def movement(tr, op, func, args, kwargs, inputs, in_labels, outputs):
         _couple_reshape(tr, op, inputs[0], in_labels[0], outputs[0], skip=heads)
     if op in ("split", "split_with_num", "unbind"):
         _couple_split(tr, op, inputs[0], in_labels[0], outputs, out_labels,
-                      args[1] if op == "split" and len(args) > 1 else None)
+                      args[1] if op == "split" and len(args) > 1 else None,
+                      _unbind_axis(args, kwargs, inputs[0]) if op == "unbind" else None)
     for t, lab in zip(outputs, out_labels):
         tr.set_labels(t, lab)
 
@@ -130,7 +131,9 @@ def block_literal_sizes(tr, shape, x, lab, y, skip=()):
     another tensor blocks both); a tagged layer attribute (``self.head_dim``) is made
     to follow (see :mod:`~slim_callbacks.tracing.sizes`) unless it counts what a
     detector decodes (``self.num_classes``, ``self.reg_max``: those channels stay); a
-    literal does not follow."""
+    literal does not follow. An axis whose every position holds the same units (batch
+    times heads of head_dim units, merged for ``bmm``) never changes size: any size
+    does there."""
     if not isinstance(shape, (list, tuple)) or len(shape) != y.ndim:
         return
     for i, (in_axes, out_axes) in enumerate(L.reshape_groups(list(x.shape), list(y.shape))):
@@ -149,7 +152,7 @@ def block_literal_sizes(tr, shape, x, lab, y, skip=()):
                 tr.refuse(np.concatenate([size.source, L.atoms(lab) if labelled else []]),
                           f"sizes another tensor by reshape {list(shape)} in {tr.where()}")
             continue
-        if not labelled or size in (-1, 0):
+        if not labelled or size in (-1, 0) or same_units_along(tr, lab, in_axes):
             continue
         if is_decoding_size(size):
             tr.refuse(lab, _decodes(size, shape, tr))
@@ -199,12 +202,23 @@ def _couple_reshape(tr, op, x, lab, y, skip=()):
         tr.union_all(column[column > 0])
 
 
-def _couple_split(tr, op, x, lab, outputs, out_labels, sections=None):
+def _unbind_axis(args, kwargs, x) -> int:
+    """The axis ``unbind`` removes, counted from the front of ``x``."""
+    axis = kwargs.get("axis", args[1] if len(args) > 1 else 0)
+    return int(axis.item() if isinstance(axis, paddle.Tensor) else axis) % x.ndim
+
+
+def _couple_split(tr, op, x, lab, outputs, out_labels, sections=None, removed=None):
     """Equal sections stay equal only if each loses the same positions. Each section
     size along a channel axis must follow its own channels (see
     :func:`_section_follows`): a literal section (``split(x, [8, 8])``) keeps its
-    channels; ``split(x, [self.c1, self.c2])`` sets each attribute to the new count."""
+    channels; ``split(x, [self.c1, self.c2])`` sets each attribute to the new count.
+    ``unbind`` (``q, k, v = qkv.unbind(0)``) is a split into sections of one along
+    the ``removed`` axis, which its outputs no longer have."""
     shapes = [list(t.shape) for t in outputs]
+    if removed is not None:
+        shapes = [s[:removed] + [1] + s[removed:] for s in shapes]
+        out_labels = [np.expand_dims(o, removed) for o in out_labels]
     differing = [ax for ax in range(len(shapes[0])) if len({s[ax] for s in shapes}) > 1]
     split_axes = [ax for ax in range(x.ndim) if shapes[0][ax] != x.shape[ax]]
     if not L.varies_along(lab, differing or split_axes):

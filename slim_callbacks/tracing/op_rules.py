@@ -163,7 +163,7 @@ OP_HANDLERS.update({op: movement for op in L.MOVEMENT})
 OP_HANDLERS.update({op: spatial for op in L.SPATIAL})
 OP_HANDLERS.update({op: reduction for op in L.REDUCTION})
 OP_HANDLERS["concat"] = concat
-OP_HANDLERS["matmul"] = matmul
+OP_HANDLERS["matmul"] = OP_HANDLERS["bmm"] = matmul  # bmm: a matmul of 3-D operands
 OP_HANDLERS["setitem"] = setitem
 OP_HANDLERS.update({op: along_fixed_axes for op in AXIS_ARG})
 
@@ -209,7 +209,7 @@ def register_op(op: str, rule, replace: bool = False) -> None:
             built-in rule without ``replace=True``. A handler that raises while
             tracing is reported as that rule's failure (SlimError naming the op).
 
-    Example:
+    Examples:
         >>> register_op("sinh", "elementwise")
         >>> REGISTERED_OPS["sinh"] is RULES["elementwise"]
         True

@@ -1,7 +1,7 @@
 """A failure inside a rule registered by the user (``register_op``/``register_layer``),
 reported as that rule's failure rather than as the network rejecting its input.
 
-Example:
+Examples:
     >>> with registered_rule(True, "the rule register_op('sinh', f)", "block.0"):  # doctest: +ELLIPSIS
     ...     raise KeyError("axis")
     Traceback (most recent call last):

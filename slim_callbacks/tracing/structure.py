@@ -7,7 +7,7 @@ channels inside every group (each group keeps the same width). :class:`Structure
 says which; :func:`~slim_callbacks.tracing.tracer.trace` reads it, so it reaches the
 tracer's rules as ``tracer.structure``.
 
-Example:
+Examples:
     >>> check_structure({"attention": "heads"})
     Structure(attention='heads', grouped_conv='positions')
     >>> check_structure(None) == Structure()

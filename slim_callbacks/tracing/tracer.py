@@ -3,8 +3,8 @@
 One forward pass in eval mode and one in train mode record every Paddle op
 (``paddle._C_ops`` and the Tensor operators) and every call of a known layer kind
 (:mod:`~slim_callbacks.tracing.kinds`: conv, Linear, Embedding, BatchNorm, PReLU,
-LayerNorm, GroupNorm, registered), and
-move channel labels (see :mod:`slim_callbacks.tracing.labels`) along with the real tensors.
+LayerNorm, GroupNorm, registered), and move channel labels (see
+:mod:`slim_callbacks.tracing.labels`) along with the real tensors.
 Both passes share one set of labels, so a channel is prunable only if both modes allow
 it, and branches that run only in training (auxiliary heads) are sliced too. Nothing
 stays changed: the interception is undone, hooks are removed, and each sublayer's
@@ -27,7 +27,7 @@ Safety rules, so that pruning is never wrong:
   literals by :class:`RuntimeSize`);
 - channels that reach a network output are never pruned.
 
-Example:
+Examples:
     >>> import paddle
     >>> net = paddle.vision.models.mobilenet_v1(scale=0.25, num_classes=10)
     >>> graph = trace(net, [1, 3, 32, 32])
@@ -48,6 +48,7 @@ from slim_callbacks.core.errors import SlimError
 from slim_callbacks.core.example_inputs import ExampleInputs, given_inputs
 from slim_callbacks.core.paddle_utils import layer_table, preserved_state, unwrap
 from slim_callbacks.tracing import labels as L
+from slim_callbacks.tracing.grad_nodes import grad_node, leaked_per_read
 from slim_callbacks.tracing.graph import DependencyGraph  # noqa: F401 (imported from here too)
 from slim_callbacks.tracing.grouped import GroupedConv, settle, unique_convs
 from slim_callbacks.tracing.groups import MemberRecord, UnionFind, build_groups
@@ -99,6 +100,7 @@ def trace(network: paddle.nn.Layer, example_inputs=None, structure=None, *,
     network = unwrap(network)
     tracer = Tracer(network, structure)
     tracer.inputs = inputs
+    leaked_per_read()  # measured once, before ops are intercepted
     with preserved_state(network):
         args = inputs.tensors("randn")
         for x in tensors_in(args):
@@ -189,8 +191,7 @@ class Tracer:
         self.grouped: List[GroupedConv] = []  # grouped convs settled in graph()
         self.ratios: List[Tuple[tuple, str]] = []  # sizes whose width factors must shrink in step
         self.site: Optional[Tuple[str, str]] = None  # the op or layer being mapped now
-        self.warned, self.seen_records = set(), set()
-        self.unknown_ops: Dict[str, None] = {}
+        self.warned, self.seen_records, self.unknown_ops = set(), set(), {}  # ops: dict as a set
         self.passes, self.products_complete, self.inputs = 0, True, None  # inputs: as traced
         self.products: List[tuple] = []  # eval-pass products, see tracing.products
         self.stack: List[str] = []
@@ -200,8 +201,7 @@ class Tracer:
         self.layer_order = {name: i for i, name in enumerate(self.names.values())}
         self.layer_types: Dict[str, str] = {}
         self.calls: Dict[str, int] = {}  # known layer -> calls in the two passes
-        self.param_names = {p.name: (name, attr)
-                            for name, layer in self.layers.items()
+        self.param_names = {p.name: (name, attr) for name, layer in self.layers.items()
                             for attr, p in layer._parameters.items() if p is not None}
         self.direct_uses: Dict[Tuple[str, str], str] = {}  # known layer's param -> op using it
 
@@ -218,7 +218,7 @@ class Tracer:
         labels = L.compress(labels.reshape((1,) * (tensor.ndim - labels.ndim) + labels.shape)
                             if labels.ndim < tensor.ndim else labels)
         self.tensor_labels[id(tensor)] = (weakref.ref(tensor), labels)  # a dead tensor is freed
-        node = tensor.grad_fn
+        node = grad_node(tensor)
         if node is not None:  # the node is kept: its pointer is not reused while tracing
             self.node_labels[node.node_ptr()] = (node, labels)
 
@@ -256,23 +256,23 @@ class Tracer:
         entry = self.tensor_labels.get(id(tensor))
         if entry is not None and entry[0]() is tensor:
             return entry[1]
-        if not tensor.stop_gradient and tensor.grad_fn is not None:
-            self._block_untraced_sources(tensor)
+        node = None if tensor.stop_gradient else grad_node(tensor)
+        if node is not None:
+            self._block_untraced_sources(node)
         return L.zeros(tensor.ndim)
 
-    def _block_untraced_sources(self, tensor) -> None:
-        """Blocks the channels behind a tensor made by an op we did not see."""
-        seen, frontier = set(), [tensor.grad_fn]
+    def _block_untraced_sources(self, start) -> None:
+        """Blocks the channels behind an op we did not see (``start``: its graph node)."""
+        seen, frontier = set(), [start]
         while frontier and len(seen) < 100000:
             node = frontier.pop()
             ptr = node.node_ptr()
             if ptr in seen:
                 continue
             seen.add(ptr)
-            if ptr in self.node_labels and node is not tensor.grad_fn:
-                self.block(self.node_labels[ptr][1], f"feeds an untraced op {node.name()} "
-                                                  f"in {self.where()}",
-                           site=(node.name(), self.where()))
+            if ptr in self.node_labels and node is not start:
+                self.block(self.node_labels[ptr][1], f"feeds an untraced op {node.name()} in "
+                           f"{self.where()}", site=(node.name(), self.where()))
                 continue
             frontier.extend(n for n in node.next_functions if n is not None)
 

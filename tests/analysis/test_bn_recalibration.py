@@ -1,4 +1,4 @@
-"""BatchNorm recalibration: the function, PruneCallback(recalibrate_bn=N), sensitivity()."""
+"""BatchNorm recalibration: the function, BNRecalibration beside a PruneCallback, sensitivity()."""
 import copy
 
 import numpy as np
@@ -9,8 +9,9 @@ from helpers import SHAPE, Net, calibrate, dataset, snapshot
 
 from slim_callbacks.analysis.bn_recalibration import InputRecorder, recalibrate_bn
 from slim_callbacks.analysis.sensitivity import sensitivity
-from slim_callbacks.callbacks import PruneCallback
+from slim_callbacks.callbacks import BNRecalibration, PruneCallback
 from slim_callbacks.core.errors import ConfigError
+from slim_callbacks.pruning import PruningSpec
 
 EPS = 1e-5
 
@@ -96,9 +97,10 @@ def fit(recalibrate, epochs=2):
     model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()),
                   nn.CrossEntropyLoss(), paddle.metric.Accuracy())
     probe = AtEvent()
-    cb = PruneCallback(0.5, input_shape=SHAPE, prune_epochs=[0], recalibrate_bn=recalibrate)
+    cb = PruneCallback(0.5, input_shape=SHAPE, prune_epochs=[0])
+    aids = [BNRecalibration(recalibrate)] if recalibrate else []
     model.fit(dataset(), epochs=epochs, batch_size=16, verbose=0, shuffle=False,
-              callbacks=[cb, probe])
+              callbacks=[cb, *aids, probe])
     return probe.net, net
 
 
@@ -128,7 +130,7 @@ def test_prune_callback_recalibrates_only_bn_statistics_on_the_last_batches():
 def test_prune_callback_rejects_a_bad_recalibrate_bn(value):
     """Every batch is kept in memory: the count is bounded."""
     with pytest.raises(ConfigError, match=rf"recalibrate_bn: {value!r} .*an int in \[0, 128\]"):
-        PruneCallback(0.5, recalibrate_bn=value)
+        PruningSpec(0.5, aids={"recalibrate_bn": value})
 
 
 # -- sensitivity with adaptive BN ----------------------------------------------------

@@ -14,7 +14,7 @@ from slim_callbacks import ConfigError, SlimError, trace
 from slim_callbacks.analysis.maskers import GroupMask, GroupPrune
 from slim_callbacks.analysis.sensitivity import sensitivity
 from slim_callbacks.analysis.sensitivity_file import load_sensitivities
-from slim_callbacks.engine.criteria import CRITERIA, get_criterion, group_scores
+from slim_callbacks.engine.criteria import CRITERIA, get_criterion
 from slim_callbacks.engine.planner import plan_pruning, select_units
 
 SHAPE = [1, 3, 32, 32]
@@ -126,7 +126,7 @@ def test_masked_outputs_equal_physically_pruned_outputs(name):
     for group in graph.prunable_groups():
         consumers = sorted({m.layer for m in group.members if m.role == "in"})
         _, base = run_recording(net, x, consumers)
-        scores = group_scores(group, layers, criterion, graph.layer_types)
+        scores = criterion(group, layers, graph.layer_types)
         for ratio in (0.3, 0.7):
             units = select_units(group, scores, ratio, criterion)
             pruned, plan = physical(net, graph, group.name, ratio, with_plan=True)
@@ -177,7 +177,7 @@ def test_mask_zeroes_exactly_the_consumer_slices_plan_pruning_removes():
     for name in sorted(CRITERIA):
         criterion = get_criterion(name)
         for group in graph.prunable_groups():
-            scores = group_scores(group, layers, criterion, graph.layer_types)
+            scores = criterion(group, layers, graph.layer_types)
             units = select_units(group, scores, 0.4, criterion)
             plan = plan_pruning(net, graph, {group.name: 0.4}, criterion)
             for (layer, attr), cuts in GroupMask(group, layers).slices(units).items():

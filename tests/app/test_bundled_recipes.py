@@ -12,6 +12,8 @@ from helpers import ROOT
 from slim_callbacks.app.cli import main
 from slim_callbacks.app.recipe import load_recipe
 from slim_callbacks.engine.ratios import resolve_ratios
+from slim_callbacks.pruning import PruningSpec
+from slim_callbacks.pruning.schedule_factory import schedule_from_dict
 from slim_callbacks.tracing.tracer import trace
 
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "recipes", "**", "*.yaml"), recursive=True))
@@ -60,6 +62,16 @@ def test_dry_run(capsys, tmp_path, path):
     assert (out_dir / "checkpoints" / "1.pdparams").exists()
     assert any(f.startswith("vdlrecords") for f in os.listdir(out_dir / "logs" / "train"))
     assert "dry run: 2 epochs x 2 steps of batch 2 on synthetic" in out
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if "pruning" in yaml.safe_load(open(p))],
+                         ids=rid)
+def test_a_recipes_pruning_section_is_a_spec(path):
+    section = yaml.safe_load(open(path))["pruning"]
+    spec = PruningSpec.from_dict(section)
+    assert spec == load_recipe(path).pruning.spec()
+    if "schedule" in section:  # the recipe's schedule is the spec's, not the default
+        assert spec.schedule == schedule_from_dict(section["schedule"])
 
 
 @pytest.mark.parametrize("path", MBV1, ids=rid)

@@ -254,6 +254,9 @@ ERRORS = [
     (["check", QUICKSTART, "-o", "pruning.layers=[]"],
      "pruning.layers: [] is not allowed; expected a non-empty list of glob patterns over "
      "sublayer names ([] matches nothing; '*' is every layer)"),
+    (["plan", QUICKSTART, "-o", "pruning.schedule.kind=cubic", "--no-measure"],
+     "pruning.schedule.kind: 'cubic' is not allowed; expected one of oneshot, epochs, map, "
+     "agp, linear, exp"),
     (["check", QUICKSTART, "-o", "pruning.schedule.initial_ratio=0.9"],
      "pruning.schedule.initial_ratio: 0.9 is not allowed; expected at most 0.34375, the "
      "smallest final ratio this recipe prunes to (targets never decrease)"),
@@ -339,7 +342,7 @@ def test_sensitivity_rerun_without_pretrained_weights_resumes_the_file(capsys, t
 
 def test_sensitivity_with_recalibrate_bn_uses_training_batches(capsys, tmp_path, monkeypatch):
     """pruning.recalibrate_bn: adaptive-BN evaluation on the first training batches."""
-    from slim_callbacks.analysis import sensitivity as module
+    from slim_callbacks.pruning import pruner as module  # the command runs Pruner.sensitivity
     real, seen = module.sensitivity, {}
 
     def spy(*args, **kwargs):

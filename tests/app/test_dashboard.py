@@ -38,7 +38,7 @@ def runs_root(tmp_path):
     root = tmp_path / "output"
     write_run(root, "uniform", acc=0.81, macs=1e8, records=("logs", "logs/sensitivity"))
     write_run(root, "slim", acc=0.79, macs=0.9e8)
-    write_run(root, "script_run")  # PruneCallback(log_dir=...) in a script: records, no summary
+    write_run(root, "script_run")  # a VisualDLLogger in a script: records, no summary
     (root / "notes").mkdir()
     (root / "notes" / "summary.json").write_text("{\"other\": 1}")  # not a run summary
     return root

@@ -160,7 +160,7 @@ def test_a_run_stopped_before_its_ratios_are_known_resumes(model_dir, images, tm
     def stopped(*args):
         raise Interrupted("in the sensitivity analysis")
     with monkeypatch.context() as patch:
-        patch.setattr(module, "target_ratios", stopped)
+        patch.setattr(module, "student_pruner", stopped)
         with pytest.raises(Interrupted):
             prune_model(model_dir, cut, "macs=0.4", **options)
     resumed = prune_model(model_dir, cut, "macs=0.4", resume=True, **options)

@@ -131,15 +131,17 @@ def test_parse_override(text, key, value):
      {"scale": 0.25, "num_classes": 10}),
     (["model.kwargs.scale=0.25", "model.kwargs.extra.depth=2"], lambda r: r.model.kwargs,
      {"scale": 0.25, "extra": {"depth": 2}}),
-    (["pruning.schedule={kind: linear, start: 0, end: 3}"], lambda r: r.pruning.schedule,
-     {"kind": "linear", "start": 0, "end": 3}),
-    (["pruning.schedule.kind=cubic", "pruning.schedule.steps=4"],
-     lambda r: r.pruning.schedule, {"kind": "cubic", "steps": 4}),
+    (["pruning.schedule={kind: linear, start_epoch: 0, end_epoch: 3}"],
+     lambda r: r.pruning.schedule, {"kind": "linear", "start_epoch": 0, "end_epoch": 3}),
+    (["pruning.schedule.kind=oneshot", "pruning.schedule.epoch=4"],
+     lambda r: r.pruning.schedule, {"kind": "oneshot", "epoch": 4}),
     (["pruning.strategy=custom", "pruning.ratios=null", "pruning.ratios.features.0.conv=0.3",
       "pruning.ratios.fc*=0.1"], lambda r: r.pruning.ratios,
      {"features.0.conv": 0.3, "fc*": 0.1}),
     (["train.epochs=3", "train.epochs=4"], lambda r: r.train.epochs, 4),
     (["pruning.criterion=fpgm"], lambda r: r.pruning.criterion, "fpgm"),
+    (["pruning.ratios=null", "pruning.schedule={kind: map, ratios: {1: 0.2, 2: 0.4}}"],
+     lambda r: r.pruning.spec().ratios, 0.4),
 ])
 def test_overrides_reach_the_recipe(overrides, getter, expected):
     assert getter(load(*overrides)) == expected
@@ -483,7 +485,17 @@ ERRORS = [
      "a schedule kind name (string)"),
     (["pruning.schedule={kind: 3}"], "pruning.schedule.kind", 3,
      "a schedule kind name (string)"),
-    (["pruning.bn_l1=-1e-4"], "pruning.bn_l1", "-1e-4", "null or a float >= 0"),
+    (["pruning.schedule={kind: cubic}"], "pruning.schedule.kind", "cubic",
+     "one of oneshot, epochs, map, agp, linear, exp"),
+    (["pruning.schedule={kind: linear, start: 0, end_epoch: 3}"], "pruning.schedule.start", 0,
+     "one of the keys of kind 'linear': start_epoch, end_epoch, frequency, initial_ratio "
+     "(did you mean 'start_epoch'?)"),
+    (["pruning.schedule={kind: map, ratios: {1: 0.2, 2: 0.4}}"], "pruning.ratios", 0.5,
+     "null or 0.4 (the final ratio of the {epoch: ratio} schedule)"),
+    (["pruning.bn_l1=-1e-4"], "pruning.bn_l1", "-1e-4", "null or a float > 0"),
+    (["pruning.bn_l1=0"], "pruning.bn_l1", 0, "null or a float > 0"),
+    (["pruning.max_metric_drop=.inf"], "pruning.max_metric_drop", float("inf"),
+     "null or a float > 0"),
     (["pruning=0.5"], "pruning", 0.5,
      "null or a mapping with keys criterion, strategy, strategy_options, ratios, "
      "target_flops_reduction, target_latency_reduction, "
@@ -609,9 +621,9 @@ def test_distill_and_recalibrate_bn_reach_the_prune_callback():
     prune = build_callbacks(Job(recipe), 0.5)[-1]
     assert (prune.distill.alpha, prune.distill.temperature) == (0.5, 2.0)
     assert prune.distill.given_teacher is None  # pretrained: the network before the first event
-    assert prune.recalibrate_bn == 4
+    assert prune.spec.aids.recalibrate_bn == 4
     plain = build_callbacks(Job(load("logging.visualdl=false")), 0.5)[-1]
-    assert plain.distill is None and plain.recalibrate_bn == 0
+    assert plain.distill is None and plain.spec.aids.recalibrate_bn == 0
 
 
 def test_default_teacher_is_refused_when_the_network_trains_from_scratch():

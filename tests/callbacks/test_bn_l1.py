@@ -3,10 +3,10 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 import pytest
-from helpers import SHAPE, Net, dataset
+from helpers import SHAPE, Net, aided, dataset
 
 from slim_callbacks import prune
-from slim_callbacks.callbacks import BNScaleL1, PruneCallback
+from slim_callbacks.callbacks import BNScaleL1
 from slim_callbacks.callbacks.bn_l1 import bn_scales, gamma_below_share
 from slim_callbacks.core.errors import ConfigError
 
@@ -91,7 +91,7 @@ def test_l1_survives_amp_loss_scaling():
 
 
 def test_prune_callback_switches_it_on_for_slim():
-    cb = PruneCallback(0.5, "slim", bn_l1=1e-2, prune_epochs=[3], input_shape=SHAPE)
+    cb = aided(0.5, "slim", bn_l1=1e-2, prune_epochs=[3], input_shape=SHAPE)
     net, watch = train([cb], epochs=4)
     assert watch.regs[:4] == ["L1Decay"] * 4
     assert all(p.regularizer is None for p in bn_scales(net))

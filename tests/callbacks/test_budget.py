@@ -5,6 +5,7 @@ import paddle
 import paddle.nn as nn
 import pytest
 from helpers import WIDTHS, Net, dataset, same, snapshot, widths
+from helpers import aided as budgeted
 
 from slim_callbacks import ConfigError, PruneCallback, Pruner
 from slim_callbacks.callbacks.budget import MetricBudget
@@ -50,7 +51,7 @@ def fit(optimizer_cls, cb, before, after, epochs=3):
 
 @pytest.mark.parametrize("optimizer_cls", [paddle.optimizer.Momentum, paddle.optimizer.Adam])
 def test_an_event_over_budget_is_undone_bit_for_bit_and_pruning_stops(optimizer_cls):
-    cb = PruneCallback(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1, 2],
+    cb = budgeted(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1, 2],
                        max_metric_drop=0.02, budget_metric="acc", budget_min_step=1.0)
     saved, seen = {}, {}
 
@@ -73,23 +74,25 @@ def test_an_event_over_budget_is_undone_bit_for_bit_and_pruning_stops(optimizer_
 
 
 def test_an_event_within_budget_is_kept():
-    cb = PruneCallback(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1],
+    cb = budgeted(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1],
                        max_metric_drop=1.0)
     net = fit(paddle.optimizer.Momentum, cb, lambda *a: None, lambda *a: None)
     assert widths(net) == {k: v // 2 for k, v in WIDTHS.items()}
     assert cb.budget.undone == [] and cb.budget.metric == "acc"
     assert len(cb.history) == 1
+    with pytest.raises(ConfigError, match="nothing to undo"):  # its copy was freed when kept
+        cb.pruner.undo()
 
 
 @pytest.mark.parametrize("value", [0, -0.1, "2%"])
 def test_bad_max_metric_drop_is_a_config_error(value):
     with pytest.raises(ConfigError, match="max_metric_drop"):
-        PruneCallback(0.5, max_metric_drop=value)
+        budgeted(0.5, max_metric_drop=value)
 
 
 def test_a_resumed_run_stays_stopped(tmp_path):
     def make():
-        return PruneCallback(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1, 2],
+        return budgeted(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1, 2],
                              max_metric_drop=0.02, budget_metric="acc", budget_min_step=1.0)
 
     def force_undo():
@@ -113,7 +116,7 @@ def test_a_resumed_run_stays_stopped(tmp_path):
     model2 = paddle.Model(net2)
     model2.prepare(paddle.optimizer.Momentum(0.01, parameters=net2.parameters()),
                    nn.CrossEntropyLoss(), paddle.metric.Accuracy())
-    cb2 = PruneCallback(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1, 2],
+    cb2 = budgeted(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1, 2],
                         max_metric_drop=0.02, budget_metric="acc", budget_min_step=1.0,
                         resume_from=str(tmp_path / "1"))
     model2.fit(data, data, epochs=3, batch_size=16, verbose=0, shuffle=False, callbacks=[cb2])
@@ -140,7 +143,7 @@ def budget_model():
 
 def test_a_refused_event_is_retried_with_half_the_step_and_a_resume_keeps_the_retry(tmp_path):
     def make(**kw):
-        return PruneCallback(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1],
+        return budgeted(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1],
                              max_metric_drop=0.02, budget_metric="acc", **kw)
 
     paddle.seed(0)
@@ -176,7 +179,7 @@ def test_a_refused_event_is_retried_with_half_the_step_and_a_resume_keeps_the_re
 
 
 def test_a_refused_step_below_budget_min_step_stops_pruning():
-    cb = PruneCallback(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1],
+    cb = budgeted(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[1],
                        max_metric_drop=0.02, budget_metric="acc", budget_min_step=0.2)
     paddle.seed(0)
     net, model = budget_model()
@@ -192,7 +195,7 @@ def test_a_refused_step_below_budget_min_step_stops_pruning():
 @pytest.mark.parametrize("value", [0, 1.5, "0.1"])
 def test_bad_budget_min_step_is_a_config_error(value):
     with pytest.raises(ConfigError, match="budget_min_step"):
-        PruneCallback(0.5, max_metric_drop=0.02, budget_min_step=value)
+        budgeted(0.5, max_metric_drop=0.02, budget_min_step=value)
 
 
 def test_run_summary_reports_the_budget():
@@ -200,7 +203,7 @@ def test_run_summary_reports_the_budget():
     nn = paddle.nn
     net = nn.Sequential(nn.Conv2D(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2D(8, 8, 3, padding=1),
                         nn.ReLU(), nn.Conv2D(8, 4, 1))
-    with_budget = PruneCallback({"0": 0.5, "2": 0.3}, max_metric_drop=0.02, input_shape=[1, 3, 8, 8])
+    with_budget = budgeted({"0": 0.5, "2": 0.3}, max_metric_drop=0.02, input_shape=[1, 3, 8, 8])
     with_budget.pruner = Pruner(net, [1, 3, 8, 8], with_budget.spec).prepare()
     assert sorted(with_budget.group_ratios.values()) == [0.3, 0.5]
     with_budget.budget.keep({g: r / 2 for g, r in with_budget.group_ratios.items()})
@@ -269,7 +272,7 @@ def scripted_fit(save_dir, resume_from=None, killed_at=None):
     """A 6-epoch AGP run (events at epochs 1-4) judged by :data:`SCRIPT`, killed
     during the eval of global epoch ``killed_at``."""
     paddle.seed(0)
-    cb = PruneCallback(0.5, input_shape=[1, 3, 16, 16], schedule="agp", start_epoch=1,
+    cb = budgeted(0.5, input_shape=[1, 3, 16, 16], schedule="agp", start_epoch=1,
                        end_epoch=4, max_metric_drop=0.05, budget_min_step=0.01,
                        resume_from=resume_from)
     net = Net()
@@ -334,7 +337,7 @@ def budget_fit(cb, metrics=True, eval_data=True, before=None, net=None):
 ])
 def test_a_budget_the_fit_cannot_judge_is_refused_before_any_event(metrics, eval_data, metric,
                                                                    error, text):
-    cb = PruneCallback(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[0],
+    cb = budgeted(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[0],
                        max_metric_drop=0.02, budget_metric=metric)
     net = Net()
     start = snapshot(net)
@@ -361,7 +364,7 @@ def test_the_budget_direction(metric, mode, reference, value, kept):
 
 
 def test_an_event_that_lowered_the_loss_is_kept():
-    cb = PruneCallback(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[0],
+    cb = budgeted(0.5, input_shape=[1, 3, 16, 16], prune_epochs=[0],
                        max_metric_drop=0.01, budget_metric="loss")
 
     def high_reference():
@@ -377,4 +380,4 @@ def test_an_event_that_lowered_the_loss_is_kept():
 ])
 def test_bad_budget_arguments_are_config_errors(kwargs, text):
     with pytest.raises(ConfigError, match=text):
-        PruneCallback(0.5, max_metric_drop=0.02, **kwargs)
+        budgeted(0.5, max_metric_drop=0.02, **kwargs)

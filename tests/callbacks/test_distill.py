@@ -1,4 +1,4 @@
-"""Knowledge distillation: kd_loss, DistillCallback and PruneCallback(distill=...) in fit."""
+"""Knowledge distillation: kd_loss, DistillCallback on its own and beside a PruneCallback."""
 import copy
 import re
 
@@ -6,10 +6,11 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 import pytest
-from helpers import SHAPE, Net, dataset, same, snapshot, widths
+from helpers import SHAPE, Net, aided, dataset, same, snapshot, widths
 
 from slim_callbacks.callbacks import DistillCallback, PruneCallback, kd_loss
 from slim_callbacks.core.errors import ConfigError, SlimError
+from slim_callbacks.pruning import PruningSpec
 
 
 def numpy_kd(s, t, temperature):
@@ -90,7 +91,7 @@ def fit(cb, opt="momentum", epochs=4, lr=0.05, first=()):
 
 @pytest.mark.parametrize("opt", ["momentum", "adam"])
 def test_fit_with_distillation_prunes_trains_and_evaluates_the_student_alone(opt):
-    cb = PruneCallback(0.5, input_shape=SHAPE, schedule="agp", start_epoch=0, end_epoch=2,
+    cb = aided(0.5, input_shape=SHAPE, schedule="agp", start_epoch=0, end_epoch=2,
                        distill={"alpha": 0.7, "temperature": 3.0})
     before = BeforeEvents()
     model, net, start, record, task = fit(cb, opt, first=[before])
@@ -167,20 +168,21 @@ def test_bad_arguments_are_config_errors(kwargs, message):
 
 @pytest.mark.parametrize("distill, message", [
     ({"beta": 1}, r"distill\['beta'\]: 1 .*teacher, alpha, temperature"),
-    ({"alpha": -0.1}, r"alpha: -0.1"),
+    ({"alpha": -0.1}, r"distill\['alpha'\]: -0.1"),
     ("yes", r"distill: 'yes' .*None, True, a dict"),
 ])
 def test_prune_callback_checks_distill(distill, message):
     with pytest.raises(ConfigError, match=message):
-        PruneCallback(0.5, distill=distill)
+        PruningSpec(0.5, aids={"distill": distill})
 
 
 def test_prune_callback_distill_forms():
-    assert PruneCallback(0.5, distill=None).distill is None
-    assert PruneCallback(0.5, distill=False).distill is None
-    assert PruneCallback(0.5, distill=True).distill.alpha == 0.5
+    assert aided(0.5, distill=None).distill is None
+    assert aided(0.5, distill=False).distill is None
+    assert aided(0.5, distill=True).distill.alpha == 0.5
     own = DistillCallback(temperature=2.0)
-    assert PruneCallback(0.5, distill=own).distill is own
+    with pytest.deprecated_call(match=r"PruneCallback\(distill=...\) is deprecated"):
+        assert PruneCallback(0.5, distill=own).distill is own
 
 
 def test_a_model_without_loss_is_refused():
@@ -197,7 +199,7 @@ def test_the_default_teacher_is_the_network_just_before_the_first_event():
     """From scratch, the network of train begin has learned nothing: the default
     teacher is taken right before the first event, and the loss is the task loss until
     then."""
-    cb = PruneCallback(0.5, input_shape=SHAPE, prune_epochs=[1, 2], distill=True)
+    cb = aided(0.5, input_shape=SHAPE, prune_epochs=[1, 2], distill=True)
     before = BeforeEvents()
     _, _, start, record, _ = fit(cb, epochs=3, first=[before])
     teacher = snapshot(cb.distill.teacher)
@@ -209,7 +211,7 @@ def test_the_default_teacher_is_the_network_just_before_the_first_event():
 
 def test_a_run_resumed_after_its_first_event_takes_the_resumed_network(tmp_path):
     def make(**kwargs):
-        return PruneCallback(0.5, input_shape=SHAPE, prune_epochs=[0, 2], distill=True, **kwargs)
+        return aided(0.5, input_shape=SHAPE, prune_epochs=[0, 2], distill=True, **kwargs)
 
     paddle.seed(0)
     net = Net()
@@ -293,12 +295,12 @@ def test_a_fitting_teacher_with_more_outputs_is_accepted():
     assert cb.steps == 2
 
 
-@pytest.mark.parametrize("twice", ["in the callbacks", "as distill= and in the callbacks"])
+@pytest.mark.parametrize("twice", ["in the callbacks", "beside a PruneCallback, twice"])
 def test_a_callback_passed_twice_adds_the_term_once_and_is_undone(twice):
     net, model, task = prepared()
     cb = DistillCallback(teacher=copy.deepcopy(net))
     callbacks = ([cb, cb] if twice == "in the callbacks"
-                 else [PruneCallback(0.5, input_shape=SHAPE, prune_epochs=[0], distill=cb), cb])
+                 else [PruneCallback(0.5, input_shape=SHAPE, prune_epochs=[0]), cb, cb])
     model.fit(dataset(32), epochs=2, batch_size=16, verbose=0, callbacks=callbacks)
     assert cb.steps == 4  # 2 epochs x 2 batches, each counted once
     assert model._loss is task and not net._forward_pre_hooks

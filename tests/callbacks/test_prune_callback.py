@@ -12,6 +12,7 @@ from helpers import SHAPE, WIDTHS, Net, dataset, widths
 from slim_callbacks.callbacks import PruneCallback
 from slim_callbacks.core.errors import ConfigError
 from slim_callbacks.engine.selectors import keep_count
+from slim_callbacks.pruning import PruningSpec
 
 
 class Probe(paddle.callbacks.Callback):
@@ -253,10 +254,10 @@ def test_bad_fit_config_fails_before_any_weight_changes(kwargs):
 
 def test_bn_l1_with_a_weight_criterion_warns():
     with pytest.warns(UserWarning, match="ignores BatchNorm"):
-        PruneCallback(0.5, "l1_norm", bn_l1=1e-4, input_shape=SHAPE)
+        PruneCallback(spec=PruningSpec(0.5, criterion="l1_norm", aids={"bn_l1": 1e-4}))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        PruneCallback(0.5, "slim", bn_l1=1e-4, input_shape=SHAPE)
+        PruneCallback(spec=PruningSpec(0.5, criterion="slim", aids={"bn_l1": 1e-4}))
 
 
 def test_input_shape_defaults_to_the_model_input_spec():

@@ -9,9 +9,9 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 import pytest
-from helpers import SHAPE, TESTS, Net, dataset
+from helpers import SHAPE, TESTS, Net, aided, dataset
 
-from slim_callbacks.callbacks import PruneCallback
+from slim_callbacks.callbacks import PruneCallback, VisualDLLogger
 from slim_callbacks.callbacks.ledger import file_digest, load_ledger, load_pruned
 from slim_callbacks.core.errors import SlimError
 
@@ -19,7 +19,7 @@ CHILD = textwrap.dedent("""
     import json, os, signal, sys
     sys.path.insert(0, {tests!r})
     import numpy as np, paddle, paddle.nn as nn
-    from slim_callbacks.callbacks import PruneCallback
+    from slim_callbacks.callbacks import PruneCallback, VisualDLLogger
     from helpers import Net, dataset, widths, SHAPE
 
     mode, save_dir, out, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -181,21 +181,20 @@ def test_jit_save_of_a_pruned_network_is_small(tmp_path):
 def test_in_process_resume_continues_epochs_bn_l1_and_visualdl_steps(tmp_path):
     from helpers import read_visualdl as read
 
-    def model_and(cb, epochs, save_dir):
+    def model_and(cb, epochs, save_dir, *aids):
         paddle.seed(0)
         net = Net()
         model = paddle.Model(net)
         model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()),
                       nn.CrossEntropyLoss(), paddle.metric.Accuracy())
         model.fit(dataset(32), epochs=epochs, batch_size=16, verbose=0, save_dir=str(save_dir),
-                  shuffle=False, callbacks=[cb])
+                  shuffle=False, callbacks=[cb, *aids])
         return net
 
     kwargs = dict(ratios=0.5, criterion="slim", prune_epochs=[0, 2], input_shape=SHAPE, bn_l1=1e-3)
-    full = model_and(PruneCallback(**kwargs), 3, tmp_path / "a")  # resume from its epoch 0
-    cb = PruneCallback(**kwargs, resume_from=str(tmp_path / "a" / "0"), log_dir=str(tmp_path / "vdl"),
-                       log_freq=1)
-    net = model_and(cb, 3, tmp_path / "b")  # fit(epochs=TOTAL): epochs 1 and 2 run
+    full = model_and(aided(**kwargs), 3, tmp_path / "a")  # resume from its epoch 0
+    cb = aided(**kwargs, resume_from=str(tmp_path / "a" / "0"))
+    net = model_and(cb, 3, tmp_path / "b", VisualDLLogger(str(tmp_path / "vdl"), log_freq=1))  # epochs 1, 2
     assert cb.epoch_offset == 1 and [h["epoch"] for h in cb.history] == [0, 2]
     assert net.c2[0].weight.shape[0] == 16
     # built second in this process, the network has other tensor names than the

@@ -5,7 +5,7 @@ import sys
 import paddle
 import paddle.nn as nn
 import pytest
-from helpers import SHAPE, Net, dataset, read_visualdl
+from helpers import SHAPE, Net, aided, dataset, read_visualdl
 
 from slim_callbacks.callbacks import TAGS, PruneCallback, VisualDLLogger
 from slim_callbacks.core.errors import ConfigError
@@ -22,11 +22,10 @@ def fit(callbacks, epochs=3, steps_data=64):
     return model
 
 
-def test_prune_callback_log_dir_writes_every_tag(tmp_path):
+def test_the_logger_beside_a_prune_callback_writes_every_tag(tmp_path):
     log_dir = str(tmp_path / "vdl")
-    cb = PruneCallback(0.5, "slim", bn_l1=1e-2, prune_epochs=[1], input_shape=SHAPE,
-                       log_dir=log_dir, log_freq=2)
-    fit([cb], epochs=3)
+    cb = aided(0.5, "slim", bn_l1=1e-2, prune_epochs=[1], input_shape=SHAPE)
+    fit([cb, VisualDLLogger(log_dir, log_freq=2)], epochs=3)
     scalars, hists = read_visualdl(log_dir)
     expected = {"train/loss", "train/acc", "eval/loss", "eval/acc", "model/gflops",
                 "model/gflops_legacy", "model/params", "model/size_mb", "pruning/planned_ratio",
@@ -106,8 +105,8 @@ def test_the_flops_profile_is_counted_once_per_structure(tmp_path, monkeypatch):
         return real(net, shape)
     monkeypatch.setattr(flops, "profile", profile)
     log_dir = str(tmp_path / "vdl")
-    cb = PruneCallback(0.5, "l1_norm", prune_epochs=[1], input_shape=SHAPE, log_dir=log_dir)
-    fit([cb], epochs=4)
+    cb = PruneCallback(0.5, "l1_norm", prune_epochs=[1], input_shape=SHAPE)
+    fit([cb, VisualDLLogger(log_dir)], epochs=4)
     gflops = [v for _, v in read_visualdl(log_dir)[0]["model/gflops"]]
     assert len(gflops) == 4 and len(set(gflops)) == 2 and gflops[0] > gflops[-1]  # one event
     assert counted.count(VisualDLLogger.__module__) == 2  # before the event and after it

@@ -5,9 +5,8 @@ import warnings
 
 import paddle
 import pytest
-from helpers import SHAPE, Net, dataset
+from helpers import SHAPE, Net, aided, dataset
 
-from slim_callbacks import PruneCallback
 from slim_callbacks.core.quiet import PADDLE_WARNINGS, quiet_paddle
 
 BN_WARNING = PADDLE_WARNINGS[0]
@@ -44,7 +43,7 @@ def fit_with_pruning(batches, epochs=3):
     model = paddle.Model(net)
     model.prepare(paddle.optimizer.Momentum(0.05, parameters=net.parameters()),
                   paddle.nn.CrossEntropyLoss())
-    cb = PruneCallback(ratios=0.5, input_shape=SHAPE, recalibrate_bn=1,
+    cb = aided(ratios=0.5, input_shape=SHAPE, recalibrate_bn=1,
                        schedule={"kind": "agp", "start_epoch": 0, "end_epoch": 1, "frequency": 1})
     model.fit(dataset(8 * batches), epochs=epochs, batch_size=8, verbose=0, shuffle=False,
               callbacks=[cb])

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slim_callbacks import ConfigError, prune, register_criterion, trace
-from slim_callbacks.engine.criteria import CRITERIA, fpgm, get_criterion, group_scores, l1_norm, l2_norm
+from slim_callbacks.engine.criteria import CRITERIA, fpgm, get_criterion, l1_norm, l2_norm
 from slim_callbacks.engine.selectors import SELECTORS, keep_count, lowest, optimal_threshold
 
 W = np.array([[1.0, -2.0, 2.0], [0.0, 0.5, 0.0], [3.0, 0.0, -4.0]])
@@ -123,7 +123,7 @@ def test_register_criterion_rejects_bad_arguments(kwargs, message):
         register_criterion("x", **kwargs)
 
 
-def test_group_scores_sum_over_the_producers_of_a_residual_group():
+def test_a_criterion_sums_over_the_producers_of_a_residual_group():
     class Residual(nn.Layer):
         def __init__(self):
             super().__init__()
@@ -136,7 +136,7 @@ def test_group_scores_sum_over_the_producers_of_a_residual_group():
     graph = trace(net, [1, 3, 2, 2])
     group = next(g for g in graph.groups if g.producers == ("a", "b"))
     expected = l1_norm(net.a.weight.numpy().reshape(4, -1)) + l1_norm(net.b.weight.numpy().reshape(4, -1))
-    scores = group_scores(group, dict(net.named_sublayers()), get_criterion("l1_norm"), graph.layer_types)
+    scores = get_criterion("l1_norm")(group, dict(net.named_sublayers()), graph.layer_types)
     np.testing.assert_allclose(scores, expected, rtol=1e-6)
 
 
@@ -145,7 +145,7 @@ def test_slim_scores_are_the_batch_norm_scales():
     net[0][1].weight.set_value(np.array([0.5, -2.0, 0.1, 1.0], dtype="float32"))
     graph = trace(net, [1, 3, 4, 4])
     group = next(g for g in graph.groups if g.name == "0.0")
-    scores = group_scores(group, dict(net.named_sublayers()), get_criterion("slim"), graph.layer_types)
+    scores = get_criterion("slim")(group, dict(net.named_sublayers()), graph.layer_types)
     np.testing.assert_allclose(scores, [0.5, 2.0, 0.1, 1.0])
 
 
@@ -154,7 +154,7 @@ def test_slim_without_batch_norm_falls_back_to_l1_with_a_warning(caplog):
     graph = trace(net, [1, 3, 2, 2])
     group = graph.groups[0]
     with caplog.at_level(logging.WARNING, logger="slim_callbacks.engine.criteria"):
-        scores = group_scores(group, dict(net.named_sublayers()), get_criterion("slim"), graph.layer_types)
+        scores = get_criterion("slim")(group, dict(net.named_sublayers()), graph.layer_types)
     np.testing.assert_allclose(scores, l1_norm(net[0].weight.numpy().reshape(4, -1)), rtol=1e-6)
     assert "has no BatchNorm" in caplog.text and "falls back to l1_norm" in caplog.text
 

@@ -108,6 +108,17 @@ def test_uniform_ratios_by_parameter_name_prune_the_pointwise_convs_of_mobilenet
     assert outputs(net, paddle.randn(SHAPE)).shape == (1, 10)
 
 
+def test_prune_vars_traces_the_model_once(monkeypatch):
+    """The parameter check and the pruner that plans share one trace."""
+    from slim_callbacks.tracing import tracer as tracer_module
+    net, made, real = mobilenet(), [], tracer_module.Tracer.__init__
+    pruner = L1NormFilterPruner(net, SHAPE)
+    monkeypatch.setattr(tracer_module.Tracer, "__init__",
+                        lambda self, *args, **kwargs: made.append(1) or real(self, *args, **kwargs))
+    plan = pruner.prune_vars({n: 0.5 for n in pointwise_weights(net)}, axis=0, apply=None)
+    assert len(made) == 1 and len(plan.masks) > 0
+
+
 def test_a_depthwise_weight_in_ratios_is_skipped_with_a_reason(caplog):
     net = mobilenet()
     depthwise = net.conv2_1._depthwise_conv[0].weight.name

@@ -66,6 +66,16 @@ def test_undo_puts_back_weights_optimizer_state_plan_and_history():
         pruner.undo()
 
 
+def test_drop_undo_keeps_the_event_and_frees_its_copy():
+    net = small_net(2)
+    pruner = Pruner(net, SHAPE, ratios=0.5)
+    pruner.prune_to({g: 0.5 for g in pruner.prepare().group_ratios}, undoable=True)
+    pruner.drop_undo()
+    with pytest.raises(ConfigError, match="nothing to undo"):
+        pruner.undo()
+    assert net[0][0].weight.shape[0] == 4 and len(pruner.history) == 1
+
+
 def test_each_structure_is_traced_once():
     net = small_net(3)
     pruner = Pruner(net, SHAPE, ratios=0.5, schedule={0: 0.25, 1: 0.5})

@@ -47,6 +47,18 @@ def test_from_dict_refuses_an_unknown_key():
         PruningSpec.from_dict({"ratio": 0.5})
 
 
+def test_from_dict_reads_a_recipe_section_with_its_aids_and_file_at_the_top():
+    section = {"target_flops_reduction": 0.3, "strategy": "sensitive", "sensitivities": "s.json",
+               "bn_l1": 1e-4, "recalibrate_bn": 2, "distill": {"alpha": 0.3},
+               "schedule": {"kind": "agp", "start_epoch": 0, "end_epoch": 4, "frequency": 2}}
+    spec = PruningSpec.from_dict(section)
+    assert spec.strategy_options == {"sensitivities": "s.json"}
+    assert (spec.aids.bn_l1, spec.aids.recalibrate_bn, spec.aids.distill["alpha"]) == (1e-4, 2, 0.3)
+    assert spec.schedule.to_dict()["end_epoch"] == 4
+    with pytest.raises(ConfigError, match=r"schedule.kind: 'cubic' is not allowed"):
+        PruningSpec.from_dict({"ratios": 0.5, "schedule": {"kind": "cubic"}})
+
+
 def test_the_callback_builds_its_spec_with_the_same_rules():
     callback = PruneCallback(0.3, criterion="fpgm", skip=["fc"])
     assert callback.spec == PruningSpec(ratios=0.3, criterion="fpgm", skip=["fc"])

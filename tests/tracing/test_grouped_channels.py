@@ -305,7 +305,7 @@ def test_sensitivity_removers_match_the_planner_and_put_everything_back(structur
     import copy
 
     from slim_callbacks.analysis.maskers import GroupMask, GroupPrune
-    from slim_callbacks.engine.criteria import get_criterion, group_scores
+    from slim_callbacks.engine.criteria import get_criterion
     from slim_callbacks.engine.planner import select_units
     paddle.seed(0)
     net = ResNeXt()
@@ -315,7 +315,7 @@ def test_sensitivity_removers_match_the_planner_and_put_everything_back(structur
     x = paddle.randn([2] + SHAPE[1:])
     original, state = outputs(net, x), {k: v.numpy().copy() for k, v in net.state_dict().items()}
     for group in (g for g in graph.prunable_groups() if g.segments is not None or g.sizes):
-        units = select_units(group, group_scores(group, layers, get_criterion("l1_norm"), graph.layer_types),
+        units = select_units(group, get_criterion("l1_norm")(group, layers, graph.layer_types),
                              0.5, get_criterion("l1_norm"))
         pruned = copy.deepcopy(net)
         plan_pruning(net, graph, {group.name: 0.5}).apply(pruned, input_shape=SHAPE)
@@ -364,7 +364,7 @@ def test_a_grouped_conv_called_on_two_channel_sets_falls_back_to_positions():
 
 @pytest.mark.parametrize("criterion", ["l1_norm", "l2_norm", "fpgm", "slim", "opt_slim"])
 def test_every_criterion_takes_the_same_number_from_each_group(criterion):
-    from slim_callbacks.engine.criteria import get_criterion, group_scores
+    from slim_callbacks.engine.criteria import get_criterion
     from slim_callbacks.engine.planner import select_units
     paddle.seed(0)
     net = RegNet()
@@ -374,7 +374,7 @@ def test_every_criterion_takes_the_same_number_from_each_group(criterion):
     segmented = [g for g in graph.prunable_groups() if g.segments is not None]
     assert len(segmented) == 4  # in and out of both grouped convs
     for group in segmented:
-        scores = group_scores(group, layers, get_criterion(criterion), graph.layer_types)
+        scores = get_criterion(criterion)(group, layers, graph.layer_types)
         gone = select_units(group, scores, 0.4, get_criterion(criterion))
         counts = np.bincount(group.segments[gone], minlength=group.segments.max() + 1)
         assert len(set(counts.tolist())) == 1 and counts[0] < np.sum(group.segments == 0), counts
@@ -384,11 +384,11 @@ def test_every_criterion_takes_the_same_number_from_each_group(criterion):
 
 
 def test_round_to_auto_of_a_recipe_probes_the_units_of_its_structure(monkeypatch):
-    """``resolved_round_to`` (plan, the run's summary) traces with ``pruning.structure``,
-    as the strategies do, so auto times the groups that will be pruned."""
+    """The recipe's pruner (plan, run) traces with ``pruning.structure``, as the
+    strategies do, so auto times the groups that will be pruned."""
     from helpers import BASE_RECIPE as BASE
 
-    from slim_callbacks.app.builders import resolved_round_to
+    from slim_callbacks.app.builders import recipe_pruner
     from slim_callbacks.app.job import Job
     from slim_callbacks.app.recipe import load_recipe
     from slim_callbacks.latency import auto_round
@@ -400,6 +400,6 @@ def test_round_to_auto_of_a_recipe_probes_the_units_of_its_structure(monkeypatch
                                           "pruning.round_to=auto", "logging.visualdl=false",
                                           "input_shape=[1, 3, 16, 16]"])
     net = GroupedNet()
-    assert resolved_round_to(Job(recipe), net) == 8
+    assert recipe_pruner(Job(recipe), net).round_to == 8
     expected = trace(net, list(recipe.input_shape), {"grouped_conv": "groups"})
     assert [g.name for g in seen[0].groups] == [g.name for g in expected.groups]
