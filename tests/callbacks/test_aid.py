@@ -89,9 +89,13 @@ def test_the_budget_beside_the_callback_is_the_spec_form():
 
 def test_the_deprecated_keywords_warn_and_do_the_same():
     def deprecated():
-        with pytest.deprecated_call(match=r"PruneCallback\(recalibrate_bn=\.\.\.\) is deprecated; "
-                                          r"put BNRecalibration\(batches=N\)"):
-            cb = PruneCallback(**kwargs(), recalibrate_bn=2, distill=True)
+        # one warning per keyword; a pytest.warns re-emits what it did not match, so
+        # each keyword has its own context
+        with pytest.deprecated_call(match=r"PruneCallback\(distill=\.\.\.\) is deprecated; "
+                                          r"put DistillCallback"):
+            with pytest.deprecated_call(match=r"PruneCallback\(recalibrate_bn=\.\.\.\) is "
+                                              r"deprecated; put BNRecalibration\(batches=N\)"):
+                cb = PruneCallback(**kwargs(), recalibrate_bn=2, distill=True)
         return [cb]
     old, _, (cb,) = run(deprecated)
     new, _, (cb2, *_) = run(lambda: [PruneCallback(**kwargs()), BNRecalibration(2), DistillCallback()])
