@@ -398,3 +398,25 @@ def aided(*args, **kwargs):
     own = {k: kwargs.pop(k) for k in list(kwargs) if k in CALLBACK_ONLY}
     spec = PruneCallback(*args, **kwargs).spec
     return PruneCallback(spec=dataclasses.replace(spec, aids=TrainingAids(**aids)), **own)
+
+class At(paddle.callbacks.Callback):
+    """Runs ``fn`` at one epoch's end (placed before or after the pruning callback)."""
+
+    def __init__(self, epoch, fn):
+        super().__init__()
+        self.epoch, self.fn = epoch, fn
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.fn()
+
+
+def assert_whole_heads_prune_exactly(net, shape, layer, units):
+    """Whole heads ``units`` of ``layer`` (a fused qkv Linear) made dead, then
+    ``{layer: 0.5}`` pruned by heads: the outputs stay the same."""
+    structure = {"attention": "heads"}
+    kill_units(net, trace(net, shape, structure), only=layer, units=units)
+    x = paddle.randn([2] + list(shape[1:]))
+    before = outputs(net, x)
+    prune(net, shape, {layer: 0.5}, structure=structure)
+    np.testing.assert_allclose(outputs(net, x), before, atol=1e-5)

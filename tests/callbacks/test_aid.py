@@ -4,7 +4,7 @@ deprecated keywords) does."""
 import paddle
 import paddle.nn as nn
 import pytest
-from helpers import SHAPE, WIDTHS, Net, aided, dataset, same, snapshot, widths
+from helpers import SHAPE, WIDTHS, At, Net, aided, dataset, same, snapshot, widths
 
 from slim_callbacks.callbacks import (
     AccuracyBudget,
@@ -15,18 +15,6 @@ from slim_callbacks.callbacks import (
     VisualDLLogger,
 )
 from slim_callbacks.core.errors import ConfigError, SlimError
-
-
-class At(paddle.callbacks.Callback):
-    """Runs ``fn`` at one epoch's end, before the PruneCallback's event."""
-
-    def __init__(self, epoch, fn):
-        super().__init__()
-        self.epoch, self.fn = epoch, fn
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            self.fn()
 
 
 def run(callbacks, epochs=3, evaluate=False, first=()):

@@ -4,24 +4,12 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 import pytest
-from helpers import WIDTHS, Net, dataset, same, snapshot, widths
+from helpers import WIDTHS, At, Net, dataset, same, snapshot, widths
 from helpers import aided as budgeted
 
 from slim_callbacks import ConfigError, PruneCallback, Pruner
 from slim_callbacks.callbacks.budget import MetricBudget
 from slim_callbacks.core.errors import SlimError
-
-
-class At(paddle.callbacks.Callback):
-    """Runs ``fn`` at one epoch's end (placed before or after the pruning callback)."""
-
-    def __init__(self, epoch, fn):
-        super().__init__()
-        self.epoch, self.fn = epoch, fn
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            self.fn()
 
 
 class AfterEval(paddle.callbacks.Callback):

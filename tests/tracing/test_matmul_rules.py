@@ -3,14 +3,18 @@ merges batch and heads into one axis for ``bmm``, and DANet-style position atten
 (``bmm`` over the spatial positions of conv features)."""
 import copy
 
-import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 import pytest
-from helpers import SHAPE, assert_dead_channels_prune_exactly, kill_units, outputs, randomize
+from helpers import (
+    SHAPE,
+    assert_dead_channels_prune_exactly,
+    assert_whole_heads_prune_exactly,
+    randomize,
+)
 
-from slim_callbacks import count_flops, prune, trace
+from slim_callbacks import count_flops, trace
 from slim_callbacks.analysis.flops_model import FlopsModel
 from slim_callbacks.engine.planner import plan_pruning
 
@@ -94,12 +98,7 @@ def test_bmm_attention_prunes_whole_heads_exactly():
     paddle.seed(0)
     net = TokenNet()
     randomize(net)
-    heads = {"attention": "heads"}
-    kill_units(net, trace(net, SHAPE, heads), only="attn.qkv", units=[0, 2])
-    x = paddle.randn([2] + SHAPE[1:])
-    before = outputs(net, x)
-    prune(net, SHAPE, {"attn.qkv": 0.5}, structure=heads)
-    np.testing.assert_allclose(outputs(net, x), before, atol=1e-5)
+    assert_whole_heads_prune_exactly(net, SHAPE, "attn.qkv", [0, 2])
     assert net.attn.num_heads == 2 and net.attn.qkv.weight.shape == [16, 24]
 
 
