@@ -420,3 +420,16 @@ def assert_whole_heads_prune_exactly(net, shape, layer, units):
     before = outputs(net, x)
     prune(net, shape, {layer: 0.5}, structure=structure)
     np.testing.assert_allclose(outputs(net, x), before, atol=1e-5)
+
+
+def counting_traces(monkeypatch):
+    """A list that gets one item per trace made from now on (``Tracer`` built)."""
+    from slim_callbacks.tracing import tracer as tracer_module
+    made = []
+    real = tracer_module.Tracer.__init__
+
+    def init(self, *args, **kwargs):
+        made.append(1)
+        real(self, *args, **kwargs)
+    monkeypatch.setattr(tracer_module.Tracer, "__init__", init)
+    return made

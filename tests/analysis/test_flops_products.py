@@ -5,6 +5,7 @@ import copy
 import numpy as np
 import paddle
 import pytest
+from helpers import SizesFromTheInput, TinyViT, randomize
 from paddle import nn
 
 from slim_callbacks.analysis import flops_model as flops_model_module
@@ -14,7 +15,6 @@ from slim_callbacks.analysis.uniform_strategy import uniform_ratio
 from slim_callbacks.engine.planner import plan_pruning
 from slim_callbacks.tracing import products as products_module
 from slim_callbacks.tracing.tracer import trace
-from tests.helpers import SizesFromTheInput, TinyViT, randomize
 
 SHAPE = [2, 3, 16, 16]
 

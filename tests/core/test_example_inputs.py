@@ -5,12 +5,12 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 import pytest
+from helpers import kill_units, same, snapshot
 from paddle.static import InputSpec
 
 from slim_callbacks import ConfigError, PruneCallback, Pruner, SlimError, count_flops, export, prune, trace
 from slim_callbacks.core.example_inputs import as_inputs
 from slim_callbacks.tracing.op_args import tensors_in
-from tests.helpers import kill_units, same, snapshot
 
 
 def conv(cin, cout):

@@ -3,12 +3,12 @@ removed parts (not a second copy of the network)."""
 import numpy as np
 import paddle
 import pytest
+from helpers import same, snapshot, train_steps
 from paddle import nn
 
 from slim_callbacks import prune
 from slim_callbacks.core.errors import SlimError
 from slim_callbacks.engine.surgery import Blocks, Removal, take
-from tests.helpers import same, snapshot, train_steps
 
 SHAPE = [2, 3, 8, 8]
 

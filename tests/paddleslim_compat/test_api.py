@@ -110,11 +110,10 @@ def test_uniform_ratios_by_parameter_name_prune_the_pointwise_convs_of_mobilenet
 
 def test_prune_vars_traces_the_model_once(monkeypatch):
     """The parameter check and the pruner that plans share one trace."""
-    from slim_callbacks.tracing import tracer as tracer_module
-    net, made, real = mobilenet(), [], tracer_module.Tracer.__init__
+    from helpers import counting_traces
+    net = mobilenet()
     pruner = L1NormFilterPruner(net, SHAPE)
-    monkeypatch.setattr(tracer_module.Tracer, "__init__",
-                        lambda self, *args, **kwargs: made.append(1) or real(self, *args, **kwargs))
+    made = counting_traces(monkeypatch)
     plan = pruner.prune_vars({n: 0.5 for n in pointwise_weights(net)}, axis=0, apply=None)
     assert len(made) == 1 and len(plan.masks) > 0
 

@@ -3,11 +3,10 @@ analysis) - used, not traced again, with the answers of a pruner that traced its
 import copy
 
 import paddle
-from helpers import ConvBN
+from helpers import ConvBN, counting_traces
 
 from slim_callbacks.analysis.sensitivity import sensitivity
 from slim_callbacks.pruning.pruner import Pruner
-from slim_callbacks.tracing import tracer as tracer_module
 
 nn = paddle.nn
 SHAPE = [1, 3, 8, 8]
@@ -17,17 +16,6 @@ def small_net(seed=0):
     paddle.seed(seed)
     return nn.Sequential(ConvBN(3, 8), ConvBN(8, 16), nn.AdaptiveAvgPool2D(1), nn.Flatten(),
                          nn.Linear(16, 4))
-
-
-def counting_traces(monkeypatch):
-    made = []
-    real = tracer_module.Tracer.__init__
-
-    def init(self, *args, **kwargs):
-        made.append(1)
-        real(self, *args, **kwargs)
-    monkeypatch.setattr(tracer_module.Tracer, "__init__", init)
-    return made
 
 
 def eval_fn(x):

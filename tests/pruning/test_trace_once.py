@@ -3,25 +3,13 @@ export of the result trace the network once, and decide as separate traces did."
 import copy
 
 import paddle
+from helpers import TinyViT, counting_traces, randomize
 
 from slim_callbacks.analysis.uniform_strategy import uniform_ratio
 from slim_callbacks.deploy.export import export
 from slim_callbacks.pruning.pruner import Pruner, prune
-from slim_callbacks.tracing import tracer as tracer_module
-from tests.helpers import TinyViT, randomize
 
 SHAPE = [1, 3, 16, 16]
-
-
-def counting_traces(monkeypatch):
-    made = []
-    real = tracer_module.Tracer.__init__
-
-    def init(self, *args, **kwargs):
-        made.append(1)
-        real(self, *args, **kwargs)
-    monkeypatch.setattr(tracer_module.Tracer, "__init__", init)
-    return made
 
 
 def test_an_event_its_strategy_and_an_export_trace_once(monkeypatch, tmp_path):
